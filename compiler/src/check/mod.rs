@@ -1,0 +1,705 @@
+//! Checking and lowering in one walk ("elaboration"): resolves names, checks dtypes, shapes and bounds, inlines
+//! every function call, and builds the typed `ir::Graph` of each model. Every problem is a `Diagnostic`; a
+//! failed sub-expression becomes `Value::Error`, which silences follow-on errors instead of cascading.
+//!
+//! Files: `mod.rs` (entry, scopes, statements), `value.rs` (values and weak scalars), `tensor.rs` (whole-
+//! tensor operators and broadcasting), `builtins.rs` (built-in functions), `call.rs` (signatures and
+//! inlining), `map.rs` (index notation and bounds).
+
+mod builtins;
+mod call;
+mod map;
+mod tensor;
+mod value;
+
+use crate::diag::{Code, Diagnostic};
+use crate::dim::{Dim, SymId};
+use crate::driver::Program;
+use crate::ir::{self, DType, Graph, NodeId, Op, TensorType};
+use crate::span::Span;
+use crate::syntax::ast;
+use std::collections::{HashMap, HashSet};
+
+pub(crate) use value::Value;
+
+/// Unrolled loop iterations allowed in one model (R4.5); beyond it the program is rejected (E0110).
+const MAX_UNROLLED_ITERATIONS: usize = 1 << 16;
+/// Nested function calls allowed (R5.1).
+const MAX_CALL_DEPTH: usize = 64;
+
+/// Checks every model and function of `program`; returns the graphs of the root file's models.
+pub fn elaborate(program: &Program) -> (Vec<Graph>, Vec<Diagnostic>) {
+    let mut diags = Vec::new();
+    let fns = call::FnTable::build(program, &mut diags);
+    let mut graphs = Vec::new();
+    let mut called: HashSet<String> = HashSet::new();
+    let mut model_names: HashMap<String, Span> = HashMap::new();
+    for file in &program.files {
+        for item in &file.ast.items {
+            let ast::Item::Model(model) = item else { continue };
+            if let Some(first) = model_names.get(&model.name.name) {
+                diags.push(
+                    Diagnostic::new(Code::E0103, model.name.span, format!("model `{}` is defined twice", model.name.name))
+                        .with_label(*first, "first defined here")
+                        .rule("R4.1"),
+                );
+                continue;
+            }
+            model_names.insert(model.name.name.clone(), model.name.span);
+            let mut elab = Elab::new(&fns, false);
+            elab.model(model);
+            called.extend(elab.called.iter().cloned());
+            diags.extend(elab.diags);
+            if file.is_root {
+                graphs.push(elab.graph);
+            }
+        }
+    }
+    // Functions no model reaches are still checked once on their own (R5.5).
+    for name in fns.names() {
+        if called.contains(name) {
+            continue;
+        }
+        let mut elab = Elab::new(&fns, true);
+        elab.generic_check(name);
+        diags.extend(elab.diags);
+    }
+    (graphs, diags)
+}
+
+/// The state of elaborating one model (or one generic function check).
+pub(crate) struct Elab<'p> {
+    fns: &'p call::FnTable<'p>,
+    pub(crate) graph: Graph,
+    pub(crate) diags: Vec<Diagnostic>,
+    /// Function names instantiated so far.
+    called: HashSet<String>,
+    /// The calls being inlined, innermost last.
+    frames: Vec<call::Frame>,
+    /// Params by full key.
+    params: HashMap<String, NodeId>,
+    /// In a generic check, shape and bounds errors depend on unknown values and are not reported (R5.5).
+    generic: bool,
+    unrolled: usize,
+    reported_limit: bool,
+}
+
+/// Variables visible in one model or function body.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Scope {
+    vars: HashMap<String, Value>,
+    /// Dtype variables bound by the signature.
+    dtypes: HashMap<String, DType>,
+    /// The param prefix (`encoder.layer.0.attention`), empty at top level.
+    prefix: String,
+    /// The value of `return`, once seen.
+    returned: Option<Value>,
+}
+
+impl<'p> Elab<'p> {
+    fn new(fns: &'p call::FnTable<'p>, generic: bool) -> Self {
+        Elab {
+            fns,
+            graph: Graph::default(),
+            diags: Vec::new(),
+            called: HashSet::new(),
+            frames: Vec::new(),
+            params: HashMap::new(),
+            generic,
+            unrolled: 0,
+            reported_limit: false,
+        }
+    }
+
+    /// Reports a diagnostic, pointing at the call that inlined the current function.
+    pub(crate) fn error(&mut self, mut diag: Diagnostic) {
+        // A stand-alone check of a function knows names and arity, but not the shapes and dtypes it will be
+        // called with: only E00xx and E01xx problems are certain (R5.5).
+        if self.generic && !matches!(diag.code.as_str().as_bytes()[2], b'0' | b'1') {
+            return;
+        }
+        if let Some(frame) = self.frames.last() {
+            if frame.call_span.file != diag.span.file || !self.frames.iter().any(|f| f.call_span == diag.span) {
+                diag.labels.push((frame.call_span, format!("in this call of `{}`", frame.name)));
+            }
+        }
+        self.diags.push(diag);
+    }
+
+    pub(crate) fn add_node(&mut self, op: Op, ty: TensorType, span: Span) -> NodeId {
+        self.graph.nodes.append(ir::Node { op, ty }, span)
+    }
+
+    pub(crate) fn ty(&self, node: NodeId) -> &TensorType {
+        &self.graph.nodes[node].ty
+    }
+
+    pub(crate) fn show_dim(&self, dim: &Dim) -> String {
+        self.graph.dim_to_string(dim)
+    }
+
+    pub(crate) fn show_type(&self, ty: &TensorType) -> String {
+        self.graph.type_to_string(ty)
+    }
+
+    pub(crate) fn show_shape(&self, shape: &[Dim]) -> String {
+        let dims: Vec<String> = shape.iter().map(|d| self.show_dim(d)).collect();
+        format!("[{}]", dims.join(", "))
+    }
+
+    pub(crate) fn new_symbol(&mut self, name: &str) -> SymId {
+        self.graph.symbols.push(ir::Symbol { name: name.to_string() });
+        SymId((self.graph.symbols.len() - 1) as u32)
+    }
+
+    fn model(&mut self, model: &ast::ModelDef) {
+        self.graph.name = model.name.name.clone();
+        let mut scope = Scope::default();
+        // Inputs: bare dimension names bind new symbols on first use (R3.3).
+        let mut pending: Vec<(&ast::Expr, usize, usize)> = Vec::new();
+        let mut input_types = Vec::new();
+        for (arg_index, arg) in model.args.iter().enumerate() {
+            let ast::ArgType::Tensor(ty) = &arg.ty else {
+                self.error(
+                    Diagnostic::new(Code::E0203, arg.span, format!("model input `{}` must be a tensor", arg.name.name))
+                        .label("`int`, `float` and `bool` arguments are for functions")
+                        .rule("R4.2"),
+                );
+                continue;
+            };
+            let dtype = self.concrete_dtype(&scope, &ty.dtype);
+            let mut shape = Vec::new();
+            for (pos, dim) in ty.dims.iter().enumerate() {
+                match dim {
+                    ast::DimExpr::Ellipsis(span) => {
+                        self.error(
+                            Diagnostic::new(Code::E0311, *span, "`...` is not allowed in a model signature")
+                                .note("model inputs need a fixed rank")
+                                .rule("R3.4"),
+                        );
+                        shape.push(Dim::constant(1));
+                    }
+                    ast::DimExpr::Expr(expr) => match bare_name(expr) {
+                        Some(name) if !scope.vars.contains_key(name) => {
+                            let sym = self.new_symbol(name);
+                            scope.vars.insert(name.to_string(), Value::Int(Dim::sym(sym)));
+                            shape.push(Dim::sym(sym));
+                        }
+                        _ => {
+                            pending.push((expr, arg_index, pos));
+                            shape.push(Dim::constant(1));
+                        }
+                    },
+                }
+            }
+            if let Some(dtype) = dtype {
+                input_types.push((arg, TensorType { dtype, shape }));
+            }
+        }
+        for (expr, arg_index, pos) in pending {
+            let dim = self.dim_expr(&mut scope, expr, "R5.4").unwrap_or(Dim::constant(1));
+            if let Some((_, ty)) = input_types.iter_mut().find(|(a, _)| std::ptr::eq(*a, &model.args[arg_index])) {
+                ty.shape[pos] = dim;
+            }
+        }
+        for (arg, ty) in input_types {
+            let node = self.add_node(Op::Input { name: arg.name.name.clone() }, ty, arg.name.span);
+            self.graph.inputs.push(node);
+            scope.vars.insert(arg.name.name.clone(), Value::Tensor(node));
+        }
+        self.block(&mut scope, &model.body);
+        for output in &model.outputs {
+            let Some(dtype) = self.concrete_dtype(&scope, &output.ty.dtype) else { continue };
+            let shape = self.shape_of(&mut scope, &output.ty);
+            let declared = TensorType { dtype, shape };
+            match scope.vars.get(&output.name.name).cloned() {
+                None => self.error(
+                    Diagnostic::new(
+                        Code::E0108,
+                        output.name.span,
+                        format!("output `{}` is never assigned", output.name.name),
+                    )
+                    .note(format!("assign it in the model body: `{} = ...`", output.name.name))
+                    .rule("R4.2"),
+                ),
+                Some(Value::Error) => {}
+                Some(value) => {
+                    let node = self.expect_type(value, &declared, output.span, &format!("output `{}`", output.name.name));
+                    if let Some(node) = node {
+                        self.graph.outputs.push(ir::Output { name: output.name.name.clone(), node });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks that `value` is a tensor of exactly `declared` (weak scalars are materialised for rank 0).
+    pub(crate) fn expect_type(&mut self, value: Value, declared: &TensorType, span: Span, what: &str) -> Option<NodeId> {
+        let node = match value {
+            Value::Tensor(node) => node,
+            Value::Error => return None,
+            weak if declared.shape.is_empty() => self.materialize(weak, declared.dtype, span)?,
+            other => {
+                self.error(
+                    Diagnostic::new(
+                        Code::E0203,
+                        span,
+                        format!("{what} must be a tensor of type {}, found {}", self.show_type(declared), other.kind()),
+                    )
+                    .rule("R4.2"),
+                );
+                return None;
+            }
+        };
+        let actual = self.ty(node).clone();
+        if actual.dtype != declared.dtype {
+            self.error(
+                Diagnostic::new(
+                    Code::E0201,
+                    span,
+                    format!("{what} has dtype {}, but {} is declared", actual.dtype.name(), declared.dtype.name()),
+                )
+                .label(format!("this is {}", self.show_type(&actual)))
+                .rule("R4.2"),
+            );
+            return None;
+        }
+        if actual.shape != declared.shape {
+            self.error(
+                Diagnostic::new(
+                    Code::E0304,
+                    span,
+                    format!(
+                        "{what} has shape {}, but {} is declared",
+                        self.show_shape(&actual.shape),
+                        self.show_shape(&declared.shape)
+                    ),
+                )
+                .rule("R5.1"),
+            );
+            return None;
+        }
+        Some(node)
+    }
+
+    /// A dtype written in a type: a dtype name, or a dtype variable bound in `scope`.
+    pub(crate) fn concrete_dtype(&mut self, scope: &Scope, ident: &ast::Ident) -> Option<DType> {
+        if let Some(dtype) = DType::from_name(&ident.name) {
+            return Some(dtype);
+        }
+        if let Some(dtype) = scope.dtypes.get(&ident.name) {
+            return Some(*dtype);
+        }
+        self.error(
+            Diagnostic::new(Code::E0109, ident.span, format!("unknown dtype `{}`", ident.name))
+                .note("dtypes are f32, f16, i32, u32 and bool; dtype variables are only allowed in function signatures")
+                .rule("R3.1"),
+        );
+        None
+    }
+
+    /// The shape of a written type, every dimension evaluated in `scope`.
+    pub(crate) fn shape_of(&mut self, scope: &mut Scope, ty: &ast::TypeExpr) -> Vec<Dim> {
+        let mut shape = Vec::new();
+        for dim in &ty.dims {
+            match dim {
+                ast::DimExpr::Ellipsis(span) => match scope.vars.get(call::ELLIPSIS).cloned() {
+                    Some(Value::List(dims)) => {
+                        shape.extend(dims.into_iter().filter_map(|v| match v {
+                            Value::Int(d) => Some(d),
+                            _ => None,
+                        }));
+                    }
+                    _ => self.error(
+                        Diagnostic::new(Code::E0311, *span, "`...` is only allowed in function signatures")
+                            .rule("R3.4"),
+                    ),
+                },
+                ast::DimExpr::Expr(expr) => {
+                    if let Some(d) = self.dim_expr(scope, expr, "R3.2") {
+                        shape.push(d);
+                    }
+                }
+            }
+        }
+        shape
+    }
+
+    /// Evaluates a dimension expression (R3.2).
+    pub(crate) fn dim_expr(&mut self, scope: &mut Scope, expr: &ast::Expr, rule: &'static str) -> Option<Dim> {
+        match self.expr(scope, expr) {
+            Value::Int(d) => {
+                if let Some(c) = d.as_const() {
+                    if c < 1 {
+                        self.error(
+                            Diagnostic::new(Code::E0311, expr.span, format!("dimension evaluates to {c}"))
+                                .note("every dimension must be at least 1")
+                                .rule("R3.3"),
+                        );
+                        return None;
+                    }
+                }
+                Some(d)
+            }
+            Value::Error => None,
+            other => {
+                self.error(
+                    Diagnostic::new(
+                        Code::E0203,
+                        expr.span,
+                        format!("a dimension must be an integer expression, found {}", other.kind()),
+                    )
+                    .rule(rule),
+                );
+                None
+            }
+        }
+    }
+
+    pub(crate) fn block(&mut self, scope: &mut Scope, block: &ast::Block) {
+        for stmt in &block.stmts {
+            if scope.returned.is_some() {
+                self.error(
+                    Diagnostic::new(Code::E0108, stmt.span(), "statement after `return`")
+                        .label("this is never reached")
+                        .note("`return` must be the last statement of a function")
+                        .rule("R5.1"),
+                );
+                break;
+            }
+            self.stmt(scope, stmt);
+        }
+    }
+
+    fn stmt(&mut self, scope: &mut Scope, stmt: &ast::Stmt) {
+        match stmt {
+            ast::Stmt::Param { path, ty, span } => self.param(scope, path, ty, *span),
+            ast::Stmt::Assign { name, value, .. } => {
+                let value = self.expr(scope, value);
+                scope.vars.insert(name.name.clone(), value);
+            }
+            ast::Stmt::Define { name, indices, value, span } => {
+                let result = self.define(scope, name, indices, value, *span);
+                scope.vars.insert(name.name.clone(), result);
+            }
+            ast::Stmt::For { var, start, end, body, span } => self.for_loop(scope, var, start, end, body, *span),
+            ast::Stmt::Return { value, span } => {
+                if self.frames.is_empty() {
+                    self.error(
+                        Diagnostic::new(Code::E0108, *span, "`return` in a model")
+                            .note("a model assigns each declared output by name instead")
+                            .rule("R4.2"),
+                    );
+                    return;
+                }
+                let value = self.expr(scope, value);
+                scope.returned = Some(value);
+            }
+            ast::Stmt::Error(_) => {}
+        }
+    }
+
+    fn param(&mut self, scope: &mut Scope, path: &ast::Path, ty: &ast::TypeExpr, span: Span) {
+        let local = path.text();
+        let key = if scope.prefix.is_empty() { local.clone() } else { format!("{}.{local}", scope.prefix) };
+        let Some(dtype) = self.concrete_dtype(scope, &ty.dtype) else {
+            scope.vars.insert(local, Value::Error);
+            return;
+        };
+        let shape = self.shape_of(scope, ty);
+        if shape.len() != ty.dims.len() && !ty.dims.iter().any(|d| matches!(d, ast::DimExpr::Ellipsis(_))) {
+            scope.vars.insert(local, Value::Error);
+            return;
+        }
+        let declared = TensorType { dtype, shape };
+        if let Some(&node) = self.params.get(&key) {
+            if self.ty(node) != &declared {
+                let first = self.graph.nodes.span(node);
+                let message = format!(
+                    "param `{key}` is declared again as {} but was first declared as {}",
+                    self.show_type(&declared),
+                    self.show_type(self.ty(node))
+                );
+                self.error(
+                    Diagnostic::new(Code::E0103, span, message)
+                        .with_label(first, "first declared here")
+                        .note("the same key may be declared twice only with the same type (the weight is shared)")
+                        .rule("R4.3"),
+                );
+                scope.vars.insert(local, Value::Error);
+                return;
+            }
+            scope.vars.insert(local, Value::Tensor(node));
+            return;
+        }
+        let node = self.add_node(Op::Param { key: key.clone() }, declared, path.span);
+        self.graph.params.push(node);
+        self.params.insert(key, node);
+        scope.vars.insert(local, Value::Tensor(node));
+    }
+
+    fn for_loop(
+        &mut self,
+        scope: &mut Scope,
+        var: &ast::Ident,
+        start: &ast::Expr,
+        end: &ast::Expr,
+        body: &ast::Block,
+        span: Span,
+    ) {
+        let bounds = [start, end].map(|e| match self.expr(scope, e) {
+            Value::Int(d) => match d.as_const() {
+                Some(v) => Some(v),
+                None => {
+                    self.error(
+                        Diagnostic::new(Code::E0203, e.span, "loop bounds must be known integers")
+                            .label(format!("this is the symbolic dimension {}", self.show_dim(&d)))
+                            .rule("R4.5"),
+                    );
+                    None
+                }
+            },
+            Value::Error => None,
+            other => {
+                self.error(
+                    Diagnostic::new(Code::E0203, e.span, format!("loop bounds must be integers, found {}", other.kind()))
+                        .rule("R4.5"),
+                );
+                None
+            }
+        });
+        let [Some(lo), Some(hi)] = bounds else { return };
+        let saved = scope.vars.get(&var.name).cloned();
+        for i in lo..hi {
+            self.unrolled += 1;
+            if self.unrolled > MAX_UNROLLED_ITERATIONS {
+                if !self.reported_limit {
+                    self.reported_limit = true;
+                    self.error(
+                        Diagnostic::new(
+                            Code::E0110,
+                            span,
+                            format!("loops unroll to more than {MAX_UNROLLED_ITERATIONS} iterations"),
+                        )
+                        .rule("R4.5"),
+                    );
+                }
+                break;
+            }
+            scope.vars.insert(var.name.clone(), Value::Int(Dim::constant(i)));
+            self.block(scope, body);
+            if scope.returned.is_some() {
+                break;
+            }
+        }
+        match saved {
+            Some(v) => scope.vars.insert(var.name.clone(), v),
+            None => scope.vars.remove(&var.name),
+        };
+    }
+
+    /// Elaborates an expression in whole-tensor context.
+    pub(crate) fn expr(&mut self, scope: &mut Scope, expr: &ast::Expr) -> Value {
+        match &expr.kind {
+            ast::ExprKind::Int(v) => Value::Int(Dim::constant(*v)),
+            ast::ExprKind::Float(v) => Value::Float(*v),
+            ast::ExprKind::Bool(b) => Value::Bool(*b),
+            ast::ExprKind::Name(path) => self.lookup(scope, path),
+            ast::ExprKind::Unary(op, operand) => {
+                let value = self.expr(scope, operand);
+                self.unary(*op, value, expr.span)
+            }
+            ast::ExprKind::Binary(ast::BinOp::MatMul, a, b) => {
+                let a_val = self.expr(scope, a);
+                let b_val = self.expr(scope, b);
+                self.matmul(a_val, b_val, a.span, b.span, expr.span)
+            }
+            ast::ExprKind::Binary(op, a, b) => {
+                let a_val = self.expr(scope, a);
+                let b_val = self.expr(scope, b);
+                self.binary(*op, a_val, b_val, expr.span)
+            }
+            ast::ExprKind::Call { callee, prefix, args } => self.call(scope, callee, prefix.as_ref(), args, expr.span),
+            ast::ExprKind::Access { tensor, .. } => {
+                self.error(
+                    Diagnostic::new(
+                        Code::E0203,
+                        expr.span,
+                        format!("element access `{}[...]` outside index notation", tensor.text()),
+                    )
+                    .note("elements are read on the right of a definition like `y[i] = x[i + 1]`; use `slice` or `gather` on whole tensors")
+                    .rule("R7.1"),
+                );
+                Value::Error
+            }
+            ast::ExprKind::Reduce { op, .. } => {
+                self.error(
+                    Diagnostic::new(
+                        Code::E0203,
+                        expr.span,
+                        format!("index-notation reduction `{}[...]` outside a definition", op.name()),
+                    )
+                    .note(format!("use it on the right of `y[i] = ...`, or reduce a whole tensor with `{}(x, axis: ...)`", op.name()))
+                    .rule("R7.4"),
+                );
+                Value::Error
+            }
+            ast::ExprKind::List(items) => Value::List(items.iter().map(|e| self.expr(scope, e)).collect()),
+            ast::ExprKind::Error => Value::Error,
+        }
+    }
+
+    fn lookup(&mut self, scope: &Scope, path: &ast::Path) -> Value {
+        let name = path.text();
+        if let Some(value) = scope.vars.get(&name) {
+            return value.clone();
+        }
+        let mut diag = Diagnostic::new(Code::E0101, path.span, format!("unknown name `{name}`")).rule("R4.4");
+        if self.fns.get(&name).is_some() || builtins::is_builtin(&name) {
+            diag = diag.note(format!("`{name}` is a function; call it with `{name}(...)`"));
+        } else if let Some(similar) = closest(&name, scope.vars.keys()) {
+            diag = diag.note(format!("a variable with a similar name exists: `{similar}`"));
+        }
+        self.error(diag);
+        Value::Error
+    }
+
+    /// Elaborates a call: user functions first, then built-ins.
+    fn call(
+        &mut self,
+        scope: &mut Scope,
+        callee: &ast::Path,
+        prefix: Option<&ast::StrLit>,
+        args: &[ast::CallArg],
+        span: Span,
+    ) -> Value {
+        let name = callee.text();
+        let values: Vec<call::ArgValue> = args
+            .iter()
+            .map(|arg| call::ArgValue { name: arg.name.clone(), value: self.expr(scope, &arg.value), span: arg.value.span })
+            .collect();
+        if let Some(&dtype) = scope.dtypes.get(&name) {
+            // A dtype variable used as a conversion: `T(mask)`.
+            if let [arg] = values.as_slice() {
+                if arg.name.is_none() {
+                    return self.cast(arg.value.clone(), dtype, arg.span, span);
+                }
+            }
+            self.error(
+                Diagnostic::new(Code::E0106, span, format!("conversion `{name}(...)` takes one positional argument"))
+                    .rule("R5.2"),
+            );
+            return Value::Error;
+        }
+        if let Some(entry) = self.fns.get(&name) {
+            let prefix = prefix.and_then(|p| self.interpolate(scope, p));
+            return self.instantiate(entry, scope, prefix, values, span);
+        }
+        if builtins::is_builtin(&name) {
+            if let Some(p) = prefix {
+                self.error(
+                    Diagnostic::new(Code::E0106, p.span, format!("built-in `{name}` takes no param prefix"))
+                        .note("only functions that declare params use a prefix")
+                        .rule("R5.3"),
+                );
+            }
+            return self.builtin(&name, values, callee.span, span);
+        }
+        let mut diag = Diagnostic::new(Code::E0102, callee.span, format!("unknown function `{name}`")).rule("R4.1");
+        let candidates = self.fns.names().map(|s| s.to_string()).chain(builtins::NAMES.iter().map(|s| s.to_string()));
+        let candidates: Vec<String> = candidates.collect();
+        if let Some(similar) = closest(&name, candidates.iter()) {
+            diag = diag.note(format!("did you mean `{similar}`?"));
+        }
+        self.error(diag);
+        Value::Error
+    }
+
+    /// Replaces `{name}` in a param prefix by integer variables' values (R5.3).
+    fn interpolate(&mut self, scope: &Scope, lit: &ast::StrLit) -> Option<String> {
+        let mut out = String::new();
+        let mut rest = lit.value.as_str();
+        while let Some(open) = rest.find('{') {
+            out.push_str(&rest[..open]);
+            let Some(close) = rest[open..].find('}') else {
+                self.error(
+                    Diagnostic::new(Code::E0002, lit.span, "unclosed `{` in param prefix").rule("R1.5"),
+                );
+                return None;
+            };
+            let name = &rest[open + 1..open + close];
+            match scope.vars.get(name).cloned() {
+                Some(Value::Int(d)) if d.as_const().is_some() => out.push_str(&d.as_const().unwrap_or(0).to_string()),
+                _ => {
+                    self.error(
+                        Diagnostic::new(
+                            Code::E0101,
+                            lit.span,
+                            format!("`{{{name}}}` in a param prefix must name a known integer variable"),
+                        )
+                        .rule("R5.3"),
+                    );
+                    return None;
+                }
+            }
+            rest = &rest[open + close + 1..];
+        }
+        out.push_str(rest);
+        Some(out)
+    }
+}
+
+/// `name` when `expr` is a single identifier.
+pub(crate) fn bare_name(expr: &ast::Expr) -> Option<&str> {
+    match &expr.kind {
+        ast::ExprKind::Name(path) if path.segments.len() == 1 => Some(&path.segments[0].name),
+        _ => None,
+    }
+}
+
+/// The candidate closest to `name` by edit distance, if any is close.
+fn closest<'a, I: Iterator<Item = &'a String>>(name: &str, candidates: I) -> Option<String> {
+    let mut best: Option<(usize, &String)> = None;
+    for candidate in candidates {
+        let distance = edit_distance(name, candidate);
+        if distance <= 2.max(name.len() / 4) && best.is_none_or(|(d, _)| distance < d) {
+            best = Some((distance, candidate));
+        }
+    }
+    best.map(|(_, s)| s.clone())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for i in 1..=a.len() {
+        let mut row = vec![i; b.len() + 1];
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            row[j] = (prev[j] + 1).min(row[j - 1] + 1).min(prev[j - 1] + cost);
+        }
+        prev = row;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod scratch_tests {
+    use crate::driver::{check, Root};
+    #[test]
+    fn examples_scratch() {
+        for f in ["../examples/mlp.tdsl", "../examples/cnn.tdsl", "../examples/encoder_layer.tdsl"] {
+            let c = check(Root::Path(std::path::Path::new(f)));
+            for d in &c.diagnostics {
+                let file = c.program.sources.get(d.span.file);
+                let text = file.text.get(d.span.range()).unwrap_or("?");
+                eprintln!("{f}: {} {} [{}] `{}` {:?} {:?}", d.code, d.message, file.name, text, d.labels, d.notes);
+            }
+            for g in &c.graphs {
+                eprintln!("{}", crate::ir::print::print(g));
+                if let Err(e) = crate::ir::verify(g) { eprintln!("VERIFY: {e:?}"); }
+            }
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! Loading a program: reads the root file, the always-imported prelude and every import (standard library
+//! files are embedded in the compiler), parses each file once, and reports missing files and cycles.
+//! Also the one-call entry points used by the CLI and tests: `check_file`, `compile_source`.
+
+use crate::check;
+use crate::diag::{Code, Diagnostic};
+use crate::ir::Graph;
+use crate::span::{FileId, SourceFile, SourceMap, Span};
+use crate::syntax::{self, ast};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// The standard library, embedded: `import "std/NAME"` loads `std/NAME.tdsl` from here.
+pub const STD_FILES: &[(&str, &str)] = &[
+    ("prelude", include_str!("../std/prelude.tdsl")),
+    ("nn", include_str!("../std/nn.tdsl")),
+];
+
+/// Every file of one program, parsed, in load order (the root file first, then the prelude, then imports).
+#[derive(Debug, Default)]
+pub struct Program {
+    pub sources: SourceMap,
+    pub files: Vec<LoadedFile>,
+}
+
+#[derive(Debug)]
+pub struct LoadedFile {
+    pub id: FileId,
+    pub ast: ast::SourceFileAst,
+    /// The alias this file's functions are imported under (`import "x" as m` gives `m.f`).
+    pub alias: Option<String>,
+    /// True for the file the user named (its models become graphs).
+    pub is_root: bool,
+}
+
+/// Where a program's root text comes from.
+pub enum Root<'a> {
+    Path(&'a Path),
+    Text { name: &'a str, text: &'a str },
+}
+
+/// Loads and parses the root file and everything it imports. Never fails: problems are diagnostics.
+pub fn load(root: Root<'_>) -> (Program, Vec<Diagnostic>) {
+    let mut loader = Loader::default();
+    let root_key = match root {
+        Root::Path(path) => {
+            let key = ImportKey::File(canonical(path));
+            match std::fs::read_to_string(path) {
+                Ok(text) => {
+                    let file = SourceFile { name: path.display().to_string(), path: Some(path.to_path_buf()), text };
+                    loader.add_file(key.clone(), file, None, true);
+                }
+                Err(err) => {
+                    let file = SourceFile { name: path.display().to_string(), path: None, text: String::new() };
+                    let id = loader.program.sources.add(file);
+                    loader.diags.push(Diagnostic::new(
+                        Code::E0104,
+                        Span::new(id, 0..0),
+                        format!("cannot read `{}`: {err}", path.display()),
+                    ));
+                    return (loader.program, loader.diags);
+                }
+            }
+            key
+        }
+        Root::Text { name, text } => {
+            let key = ImportKey::File(PathBuf::from(name));
+            let file = SourceFile { name: name.to_string(), path: None, text: text.to_string() };
+            loader.add_file(key.clone(), file, None, true);
+            key
+        }
+    };
+    // The prelude is imported by every program (R4.1).
+    loader.import_std("prelude", None, None);
+    loader.follow_imports(0, vec![root_key]);
+    (loader.program, loader.diags)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum ImportKey {
+    File(PathBuf),
+    Std(String),
+}
+
+#[derive(Default)]
+struct Loader {
+    program: Program,
+    diags: Vec<Diagnostic>,
+    loaded: HashMap<ImportKey, usize>,
+}
+
+impl Loader {
+    fn add_file(&mut self, key: ImportKey, file: SourceFile, alias: Option<String>, is_root: bool) -> usize {
+        let text = file.text.clone();
+        let id = self.program.sources.add(file);
+        let (ast, diags) = syntax::parse(id, &text);
+        self.diags.extend(diags);
+        self.program.files.push(LoadedFile { id, ast, alias, is_root });
+        let index = self.program.files.len() - 1;
+        self.loaded.insert(key, index);
+        index
+    }
+
+    fn import_std(&mut self, name: &str, alias: Option<String>, span: Option<Span>) -> Option<usize> {
+        let key = ImportKey::Std(name.to_string());
+        if let Some(&index) = self.loaded.get(&key) {
+            return Some(index);
+        }
+        let Some((_, text)) = STD_FILES.iter().find(|(n, _)| *n == name) else {
+            let names: Vec<&str> = STD_FILES.iter().map(|(n, _)| *n).collect();
+            if let Some(span) = span {
+                self.diags.push(
+                    Diagnostic::new(Code::E0104, span, format!("no standard library module `std/{name}`"))
+                        .note(format!("the standard library has: {}", names.join(", ")))
+                        .rule("R4.1"),
+                );
+            }
+            return None;
+        };
+        let file = SourceFile { name: format!("<std>/{name}.tdsl"), path: None, text: text.to_string() };
+        let index = self.add_file(key.clone(), file, alias, false);
+        self.follow_imports(index, vec![key]);
+        Some(index)
+    }
+
+    /// Loads the imports of file `index`; `stack` is the chain of files being loaded (for cycles).
+    fn follow_imports(&mut self, index: usize, stack: Vec<ImportKey>) {
+        let imports: Vec<ast::Import> = self.program.files[index]
+            .ast
+            .items
+            .iter()
+            .filter_map(|item| match item {
+                ast::Item::Import(import) => Some(import.clone()),
+                _ => None,
+            })
+            .collect();
+        let base = self.program.sources.get(self.program.files[index].id).path.clone();
+        for import in imports {
+            let alias = import.alias.as_ref().map(|a| a.name.clone());
+            let target = &import.path.value;
+            let key = match target.strip_prefix("std/") {
+                Some(name) => ImportKey::Std(name.trim_end_matches(".tdsl").to_string()),
+                None => {
+                    let mut path = match &base {
+                        Some(base) => base.parent().unwrap_or(Path::new(".")).join(target),
+                        None => PathBuf::from(target),
+                    };
+                    if path.extension().is_none() {
+                        path.set_extension("tdsl");
+                    }
+                    ImportKey::File(canonical(&path))
+                }
+            };
+            if stack.contains(&key) {
+                self.diags.push(
+                    Diagnostic::new(Code::E0105, import.span, format!("import cycle: `{target}` imports itself"))
+                        .note("imports must form a tree; move shared functions into a third file")
+                        .rule("R4.1"),
+                );
+                continue;
+            }
+            if let Some(&loaded) = self.loaded.get(&key) {
+                if alias.is_some() && self.program.files[loaded].alias != alias {
+                    self.program.files[loaded].alias = alias;
+                }
+                continue;
+            }
+            let mut next_stack = stack.clone();
+            next_stack.push(key.clone());
+            match &key {
+                ImportKey::Std(name) => {
+                    let name = name.clone();
+                    self.import_std(&name, alias, Some(import.path.span));
+                }
+                ImportKey::File(path) => match std::fs::read_to_string(path) {
+                    Ok(text) => {
+                        let file =
+                            SourceFile { name: path.display().to_string(), path: Some(path.clone()), text };
+                        let new_index = self.add_file(key.clone(), file, alias, false);
+                        self.follow_imports(new_index, next_stack);
+                    }
+                    Err(err) => self.diags.push(
+                        Diagnostic::new(
+                            Code::E0104,
+                            import.path.span,
+                            format!("cannot read imported file `{}`: {err}", path.display()),
+                        )
+                        .rule("R4.1"),
+                    ),
+                },
+            }
+        }
+    }
+}
+
+fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
+}
+
+/// The result of checking one program: its sources (for rendering), the graphs of the root file's models,
+/// and every diagnostic in source order.
+pub struct Checked {
+    pub program: Program,
+    pub graphs: Vec<Graph>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Loads, parses and checks a program; graphs are only meaningful when `diagnostics` is empty.
+pub fn check(root: Root<'_>) -> Checked {
+    let (program, mut diagnostics) = load(root);
+    let (graphs, check_diags) = check::elaborate(&program);
+    diagnostics.extend(check_diags);
+    diagnostics.sort_by_key(|d| (d.span.file, d.span.start, d.span.end));
+    diagnostics.dedup();
+    Checked { program, graphs, diagnostics }
+}

@@ -1,0 +1,372 @@
+//! Elementwise kernels on the first `n` elements of `Vals` buffers, shared by whole-tensor nodes and by
+//! `Map` bodies (which evaluate each scalar node for a batch of output elements at once). This file is where
+//! the arithmetic of every op is defined: wrapping integers, `x / 0 = x`, `x % 0 = 0`, IEEE `f32` with
+//! NaN-propagating min/max, transcendental functions from the `libm` crate (the same bits on every
+//! platform), and `f16` as `f32` arithmetic rounded after every op.
+//!
+//! A storage-kind mismatch (impossible after `verify`) is reported as `KindMismatch`, never a panic.
+
+use super::values::{Lit, Vals, finish};
+use crate::ir::{BinaryOp, DType, ReduceOp, UnaryOp};
+
+/// The operands' storage kinds do not fit the op (the verifier rules this out).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct KindMismatch;
+
+type KResult = Result<(), KindMismatch>;
+
+/// IEEE 754-2019 `maximum`: NaN if either is NaN, and `+0 > -0`.
+#[inline]
+pub(crate) fn fmax(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else if a > b {
+        a
+    } else if b > a {
+        b
+    } else if a.is_sign_positive() {
+        a
+    } else {
+        b
+    }
+}
+
+/// IEEE 754-2019 `minimum`: NaN if either is NaN, and `-0 < +0`.
+#[inline]
+pub(crate) fn fmin(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else if a < b {
+        a
+    } else if b < a {
+        b
+    } else if a.is_sign_negative() {
+        a
+    } else {
+        b
+    }
+}
+
+/// Integer arithmetic as the IR defines it for `i32` and `u32`.
+pub(crate) trait Int: Copy + Ord {
+    const ZERO: Self;
+    fn wadd(self, o: Self) -> Self;
+    fn wsub(self, o: Self) -> Self;
+    fn wmul(self, o: Self) -> Self;
+    fn wneg(self) -> Self;
+    fn wabs(self) -> Self;
+    /// Truncating; `x / 0 = x`; `MIN / -1 = MIN`.
+    fn div0(self, o: Self) -> Self;
+    /// Truncating (sign of the dividend); `x % 0 = 0`; `MIN % -1 = 0`.
+    fn rem0(self, o: Self) -> Self;
+}
+
+macro_rules! impl_int {
+    ($t:ty, $abs:expr) => {
+        impl Int for $t {
+            const ZERO: Self = 0;
+            #[inline]
+            fn wadd(self, o: Self) -> Self {
+                self.wrapping_add(o)
+            }
+            #[inline]
+            fn wsub(self, o: Self) -> Self {
+                self.wrapping_sub(o)
+            }
+            #[inline]
+            fn wmul(self, o: Self) -> Self {
+                self.wrapping_mul(o)
+            }
+            #[inline]
+            fn wneg(self) -> Self {
+                self.wrapping_neg()
+            }
+            #[inline]
+            fn wabs(self) -> Self {
+                let abs: fn(Self) -> Self = $abs;
+                abs(self)
+            }
+            #[inline]
+            fn div0(self, o: Self) -> Self {
+                if o == 0 { self } else { self.wrapping_div(o) }
+            }
+            #[inline]
+            fn rem0(self, o: Self) -> Self {
+                if o == 0 { 0 } else { self.wrapping_rem(o) }
+            }
+        }
+    };
+}
+impl_int!(i32, |x: i32| x.wrapping_abs());
+impl_int!(u32, |x: u32| x);
+
+#[inline(always)]
+fn zip1<A: Copy, O>(a: &[A], o: &mut [O], f: impl Fn(A) -> O) {
+    for (o, &x) in o.iter_mut().zip(a) {
+        *o = f(x);
+    }
+}
+
+#[inline(always)]
+fn zip2<A: Copy, B: Copy, O>(a: &[A], b: &[B], o: &mut [O], f: impl Fn(A, B) -> O) {
+    for ((o, &x), &y) in o.iter_mut().zip(a).zip(b) {
+        *o = f(x, y);
+    }
+}
+
+fn relu(x: f32) -> f32 {
+    fmax(x, 0.0)
+}
+fn rsqrt(x: f32) -> f32 {
+    1.0 / x.sqrt()
+}
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + libm::expf(-x))
+}
+
+/// `out = op(a)`; `dtype` is the operand's (and result's) dtype.
+pub(crate) fn unary(op: UnaryOp, dtype: DType, a: &Vals, out: &mut Vals, n: usize) -> KResult {
+    match (a, out) {
+        (Vals::F(a), Vals::F(o)) => {
+            let (a, o) = (&a[..n], &mut o[..n]);
+            match op {
+                UnaryOp::Neg => zip1(a, o, |x| -x),
+                UnaryOp::Abs => zip1(a, o, f32::abs),
+                UnaryOp::Relu => zip1(a, o, relu),
+                UnaryOp::Floor => zip1(a, o, f32::floor),
+                UnaryOp::Ceil => zip1(a, o, f32::ceil),
+                UnaryOp::Sqrt => zip1(a, o, f32::sqrt),
+                UnaryOp::Rsqrt => zip1(a, o, rsqrt),
+                UnaryOp::Exp => zip1(a, o, libm::expf),
+                UnaryOp::Log => zip1(a, o, libm::logf),
+                UnaryOp::Tanh => zip1(a, o, libm::tanhf),
+                UnaryOp::Erf => zip1(a, o, libm::erff),
+                UnaryOp::Sigmoid => zip1(a, o, sigmoid),
+                UnaryOp::Sin => zip1(a, o, libm::sinf),
+                UnaryOp::Cos => zip1(a, o, libm::cosf),
+                UnaryOp::Not => return Err(KindMismatch),
+            }
+            finish(dtype, o);
+            Ok(())
+        }
+        (Vals::I(a), Vals::I(o)) => int_unary(op, &a[..n], &mut o[..n]),
+        (Vals::U(a), Vals::U(o)) => int_unary(op, &a[..n], &mut o[..n]),
+        (Vals::B(a), Vals::B(o)) if op == UnaryOp::Not => {
+            zip1(&a[..n], &mut o[..n], |x: bool| !x);
+            Ok(())
+        }
+        _ => Err(KindMismatch),
+    }
+}
+
+fn int_unary<T: Int>(op: UnaryOp, a: &[T], o: &mut [T]) -> KResult {
+    match op {
+        UnaryOp::Neg => zip1(a, o, T::wneg),
+        UnaryOp::Abs => zip1(a, o, T::wabs),
+        UnaryOp::Relu => zip1(a, o, |x| x.max(T::ZERO)),
+        _ => return Err(KindMismatch),
+    }
+    Ok(())
+}
+
+/// `out = a op b`; `dtype` is the result's dtype (`bool` for comparisons).
+pub(crate) fn binary(op: BinaryOp, dtype: DType, a: &Vals, b: &Vals, out: &mut Vals, n: usize) -> KResult {
+    if op.is_comparison() {
+        let Vals::B(o) = out else { return Err(KindMismatch) };
+        let o = &mut o[..n];
+        return match (a, b) {
+            (Vals::F(a), Vals::F(b)) => compare(op, &a[..n], &b[..n], o),
+            (Vals::I(a), Vals::I(b)) => compare(op, &a[..n], &b[..n], o),
+            (Vals::U(a), Vals::U(b)) => compare(op, &a[..n], &b[..n], o),
+            _ => Err(KindMismatch),
+        };
+    }
+    match (a, b, out) {
+        (Vals::F(a), Vals::F(b), Vals::F(o)) => {
+            let (a, b, o) = (&a[..n], &b[..n], &mut o[..n]);
+            match op {
+                BinaryOp::Add => zip2(a, b, o, |x, y| x + y),
+                BinaryOp::Sub => zip2(a, b, o, |x, y| x - y),
+                BinaryOp::Mul => zip2(a, b, o, |x, y| x * y),
+                BinaryOp::Div => zip2(a, b, o, |x, y| x / y),
+                BinaryOp::Rem => zip2(a, b, o, |x, y| x - y * (x / y).trunc()),
+                BinaryOp::Pow => zip2(a, b, o, libm::powf),
+                BinaryOp::Min => zip2(a, b, o, fmin),
+                BinaryOp::Max => zip2(a, b, o, fmax),
+                _ => return Err(KindMismatch),
+            }
+            finish(dtype, o);
+            Ok(())
+        }
+        (Vals::I(a), Vals::I(b), Vals::I(o)) => int_binary(op, &a[..n], &b[..n], &mut o[..n]),
+        (Vals::U(a), Vals::U(b), Vals::U(o)) => int_binary(op, &a[..n], &b[..n], &mut o[..n]),
+        (Vals::B(a), Vals::B(b), Vals::B(o)) => {
+            let (a, b, o) = (&a[..n], &b[..n], &mut o[..n]);
+            match op {
+                BinaryOp::And => zip2(a, b, o, |x, y| x && y),
+                BinaryOp::Or => zip2(a, b, o, |x, y| x || y),
+                _ => return Err(KindMismatch),
+            }
+            Ok(())
+        }
+        _ => Err(KindMismatch),
+    }
+}
+
+fn compare<T: Copy + PartialOrd>(op: BinaryOp, a: &[T], b: &[T], o: &mut [bool]) -> KResult {
+    match op {
+        BinaryOp::Lt => zip2(a, b, o, |x, y| x < y),
+        BinaryOp::Le => zip2(a, b, o, |x, y| x <= y),
+        BinaryOp::Gt => zip2(a, b, o, |x, y| x > y),
+        BinaryOp::Ge => zip2(a, b, o, |x, y| x >= y),
+        BinaryOp::Eq => zip2(a, b, o, |x, y| x == y),
+        BinaryOp::Ne => zip2(a, b, o, |x, y| x != y),
+        _ => return Err(KindMismatch),
+    }
+    Ok(())
+}
+
+fn int_binary<T: Int>(op: BinaryOp, a: &[T], b: &[T], o: &mut [T]) -> KResult {
+    match op {
+        BinaryOp::Add => zip2(a, b, o, T::wadd),
+        BinaryOp::Sub => zip2(a, b, o, T::wsub),
+        BinaryOp::Mul => zip2(a, b, o, T::wmul),
+        BinaryOp::Div => zip2(a, b, o, T::div0),
+        BinaryOp::Rem => zip2(a, b, o, T::rem0),
+        BinaryOp::Min => zip2(a, b, o, |x, y| x.min(y)),
+        BinaryOp::Max => zip2(a, b, o, |x, y| x.max(y)),
+        _ => return Err(KindMismatch),
+    }
+    Ok(())
+}
+
+/// `out = cond ? on_true : on_false`.
+pub(crate) fn select(cond: &Vals, on_true: &Vals, on_false: &Vals, out: &mut Vals, n: usize) -> KResult {
+    let Vals::B(c) = cond else { return Err(KindMismatch) };
+    fn pick<T: Copy>(c: &[bool], t: &[T], f: &[T], o: &mut [T]) {
+        for (((o, &c), &t), &f) in o.iter_mut().zip(c).zip(t).zip(f) {
+            *o = if c { t } else { f };
+        }
+    }
+    let c = &c[..n];
+    match (on_true, on_false, out) {
+        (Vals::F(t), Vals::F(f), Vals::F(o)) => pick(c, &t[..n], &f[..n], &mut o[..n]),
+        (Vals::I(t), Vals::I(f), Vals::I(o)) => pick(c, &t[..n], &f[..n], &mut o[..n]),
+        (Vals::U(t), Vals::U(f), Vals::U(o)) => pick(c, &t[..n], &f[..n], &mut o[..n]),
+        (Vals::B(t), Vals::B(f), Vals::B(o)) => pick(c, &t[..n], &f[..n], &mut o[..n]),
+        _ => return Err(KindMismatch),
+    }
+    Ok(())
+}
+
+/// `out = a as to`: floats to integers truncate toward zero and saturate (NaN -> 0), integers convert to
+/// each other by wrapping (two's complement), to `bool` is `x != 0`, from `bool` is 0 or 1, and results of
+/// dtype `f16` are rounded to nearest.
+pub(crate) fn cast(a: &Vals, to: DType, out: &mut Vals, n: usize) -> KResult {
+    match (a, out) {
+        (Vals::F(a), Vals::F(o)) => {
+            o[..n].copy_from_slice(&a[..n]);
+            finish(to, &mut o[..n]);
+        }
+        (Vals::F(a), Vals::I(o)) => zip1(&a[..n], &mut o[..n], |x| x as i32),
+        (Vals::F(a), Vals::U(o)) => zip1(&a[..n], &mut o[..n], |x| x as u32),
+        (Vals::F(a), Vals::B(o)) => zip1(&a[..n], &mut o[..n], |x| x != 0.0),
+        (Vals::I(a), Vals::F(o)) => {
+            zip1(&a[..n], &mut o[..n], |x| x as f32);
+            finish(to, &mut o[..n]);
+        }
+        (Vals::I(a), Vals::I(o)) => o[..n].copy_from_slice(&a[..n]),
+        (Vals::I(a), Vals::U(o)) => zip1(&a[..n], &mut o[..n], |x| x as u32),
+        (Vals::I(a), Vals::B(o)) => zip1(&a[..n], &mut o[..n], |x| x != 0),
+        (Vals::U(a), Vals::F(o)) => {
+            zip1(&a[..n], &mut o[..n], |x| x as f32);
+            finish(to, &mut o[..n]);
+        }
+        (Vals::U(a), Vals::I(o)) => zip1(&a[..n], &mut o[..n], |x| x as i32),
+        (Vals::U(a), Vals::U(o)) => o[..n].copy_from_slice(&a[..n]),
+        (Vals::U(a), Vals::B(o)) => zip1(&a[..n], &mut o[..n], |x| x != 0),
+        (Vals::B(a), Vals::F(o)) => zip1(&a[..n], &mut o[..n], |x| if x { 1.0 } else { 0.0 }),
+        (Vals::B(a), Vals::I(o)) => zip1(&a[..n], &mut o[..n], i32::from),
+        (Vals::B(a), Vals::U(o)) => zip1(&a[..n], &mut o[..n], u32::from),
+        (Vals::B(a), Vals::B(o)) => o[..n].copy_from_slice(&a[..n]),
+    }
+    Ok(())
+}
+
+/// The starting accumulator of a reduction: the identity of its combining step.
+pub(crate) fn reduce_init(op: ReduceOp, dtype: DType) -> Lit {
+    match (op, dtype) {
+        (ReduceOp::Sum | ReduceOp::Mean, DType::I32) => Lit::I(0),
+        (ReduceOp::Sum | ReduceOp::Mean, DType::U32) => Lit::U(0),
+        (ReduceOp::Prod, DType::I32) => Lit::I(1),
+        (ReduceOp::Prod, DType::U32) => Lit::U(1),
+        (ReduceOp::Max, DType::I32) => Lit::I(i32::MIN),
+        (ReduceOp::Max, DType::U32) => Lit::U(0),
+        (ReduceOp::Min, DType::I32) => Lit::I(i32::MAX),
+        (ReduceOp::Min, DType::U32) => Lit::U(u32::MAX),
+        (_, DType::Bool) => Lit::B(false),
+        (ReduceOp::Sum | ReduceOp::Mean, _) => Lit::F(0.0),
+        (ReduceOp::Prod, _) => Lit::F(1.0),
+        (ReduceOp::Max, _) => Lit::F(f32::NEG_INFINITY),
+        (ReduceOp::Min, _) => Lit::F(f32::INFINITY),
+    }
+}
+
+/// The combining step of a reduction for one element: `acc = acc op x` (floats in `f32`, never rounded to
+/// `f16` until `reduce_finish`).
+#[inline(always)]
+pub(crate) fn combine_f32(op: ReduceOp) -> fn(f32, f32) -> f32 {
+    match op {
+        ReduceOp::Sum | ReduceOp::Mean => |a, x| a + x,
+        ReduceOp::Prod => |a, x| a * x,
+        ReduceOp::Max => fmax,
+        ReduceOp::Min => fmin,
+    }
+}
+
+pub(crate) fn combine_int<T: Int>(op: ReduceOp) -> fn(T, T) -> T {
+    match op {
+        ReduceOp::Sum | ReduceOp::Mean => T::wadd,
+        ReduceOp::Prod => T::wmul,
+        ReduceOp::Max => |a: T, x: T| a.max(x),
+        ReduceOp::Min => |a: T, x: T| a.min(x),
+    }
+}
+
+/// `acc[i] = acc[i] op x[i]` for the first `n` elements.
+pub(crate) fn accumulate(op: ReduceOp, acc: &mut Vals, x: &Vals, n: usize) -> KResult {
+    match (acc, x) {
+        (Vals::F(acc), Vals::F(x)) => {
+            let (acc, x) = (&mut acc[..n], &x[..n]);
+            match op {
+                ReduceOp::Sum | ReduceOp::Mean => acc.iter_mut().zip(x).for_each(|(a, &x)| *a += x),
+                ReduceOp::Prod => acc.iter_mut().zip(x).for_each(|(a, &x)| *a *= x),
+                ReduceOp::Max => acc.iter_mut().zip(x).for_each(|(a, &x)| *a = fmax(*a, x)),
+                ReduceOp::Min => acc.iter_mut().zip(x).for_each(|(a, &x)| *a = fmin(*a, x)),
+            }
+        }
+        (Vals::I(acc), Vals::I(x)) => {
+            let f = combine_int::<i32>(op);
+            acc[..n].iter_mut().zip(&x[..n]).for_each(|(a, &x)| *a = f(*a, x));
+        }
+        (Vals::U(acc), Vals::U(x)) => {
+            let f = combine_int::<u32>(op);
+            acc[..n].iter_mut().zip(&x[..n]).for_each(|(a, &x)| *a = f(*a, x));
+        }
+        _ => return Err(KindMismatch),
+    }
+    Ok(())
+}
+
+/// Ends a reduction of `count` elements per output: `mean` divides the `f32` sum by `count` (as an `f32`),
+/// then `f16` results are rounded.
+pub(crate) fn reduce_finish(op: ReduceOp, dtype: DType, acc: &mut Vals, n: usize, count: usize) {
+    if let Vals::F(acc) = acc {
+        let acc = &mut acc[..n];
+        if op == ReduceOp::Mean {
+            let c = count as f32;
+            acc.iter_mut().for_each(|a| *a /= c);
+        }
+        finish(dtype, acc);
+    }
+}

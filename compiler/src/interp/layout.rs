@@ -1,0 +1,158 @@
+//! Data-movement ops (`Broadcast`, `Permute`, `Slice`, `Concat`, `Gather`) on row-major buffers. The first
+//! three are one strided copy each: the result is read from the operand at `offset + sum(index * stride)`,
+//! with stride 0 for broadcast axes. Shapes were evaluated and checked by the caller; `Slice` and `Gather`
+//! check the run-time values (start, indices) themselves.
+
+use super::values::{Vals, map_vals};
+
+/// Row-major strides of `shape`.
+pub(crate) fn strides(shape: &[usize]) -> Vec<usize> {
+    let mut out = vec![0; shape.len()];
+    let mut s = 1;
+    for (o, &d) in out.iter_mut().zip(shape).rev() {
+        *o = s;
+        s *= d;
+    }
+    out
+}
+
+/// The row-major tensor of `shape` whose element at index `i` is `src[offset + sum(i[k] * strides[k])]`.
+pub(crate) fn strided_copy<T: Copy>(src: &[T], offset: usize, shape: &[usize], strides: &[usize]) -> Vec<T> {
+    let total: usize = shape.iter().product();
+    let mut out = Vec::with_capacity(total);
+    let Some((&inner, outer_shape)) = shape.split_last() else {
+        out.push(src[offset]);
+        return out;
+    };
+    if total == 0 {
+        return out;
+    }
+    let inner_stride = strides[shape.len() - 1];
+    let mut index = vec![0usize; outer_shape.len()];
+    let mut base = offset;
+    loop {
+        match inner_stride {
+            1 => out.extend_from_slice(&src[base..base + inner]),
+            0 => out.extend(std::iter::repeat_n(src[base], inner)),
+            s => out.extend((0..inner).map(|j| src[base + j * s])),
+        }
+        // Advance the odometer over the outer axes, last fastest.
+        let mut axis = outer_shape.len();
+        loop {
+            if axis == 0 {
+                return out;
+            }
+            axis -= 1;
+            index[axis] += 1;
+            base += strides[axis];
+            if index[axis] < outer_shape[axis] {
+                break;
+            }
+            base -= strides[axis] * outer_shape[axis];
+            index[axis] = 0;
+        }
+    }
+}
+
+/// NumPy broadcast of `data` (shape `from`) to `to`: right-aligned, size-1 axes repeat.
+pub(crate) fn broadcast(data: &Vals, from: &[usize], to: &[usize]) -> Vals {
+    let src_strides = strides(from);
+    let lead = to.len() - from.len();
+    let mut st = vec![0; to.len()];
+    for (i, (&d, &s)) in from.iter().zip(&src_strides).enumerate() {
+        st[lead + i] = if d == 1 { 0 } else { s };
+    }
+    map_vals!(data, v => strided_copy(v, 0, to, &st))
+}
+
+/// Result axis `i` is operand axis `perm[i]`.
+pub(crate) fn permute(data: &Vals, from: &[usize], perm: &[usize]) -> Vals {
+    let src_strides = strides(from);
+    let shape: Vec<usize> = perm.iter().map(|&p| from[p]).collect();
+    let st: Vec<usize> = perm.iter().map(|&p| src_strides[p]).collect();
+    map_vals!(data, v => strided_copy(v, 0, &shape, &st))
+}
+
+/// Elements `start, start + step, ...` along `axis`, `count` of them; `Err` describes a range that leaves
+/// the operand.
+pub(crate) fn slice(data: &Vals, from: &[usize], axis: usize, start: i64, step: i64, count: usize) -> Result<Vals, String> {
+    let len = from[axis] as i128;
+    let last = start as i128 + step as i128 * (count as i128 - 1);
+    if start < 0 || last >= len || step < 1 {
+        return Err(format!(
+            "slice start {start} step {step} takes {count} elements, up to index {last}, but axis {axis} has {len}"
+        ));
+    }
+    let src_strides = strides(from);
+    let mut shape = from.to_vec();
+    shape[axis] = count;
+    let mut st = src_strides.clone();
+    st[axis] *= step as usize;
+    let offset = start as usize * src_strides[axis];
+    Ok(map_vals!(data, v => strided_copy(v, offset, &shape, &st)))
+}
+
+/// Joins `parts` (data and shape) along `axis`; they agree on every other axis.
+pub(crate) fn concat(parts: &[(&Vals, &[usize])], axis: usize) -> Option<Vals> {
+    let (first, first_shape) = parts.first()?;
+    let outer: usize = first_shape[..axis].iter().product();
+    let inner: usize = first_shape[axis + 1..].iter().product();
+    fn join<T: Copy>(parts: &[(&[T], usize)], outer: usize) -> Vec<T> {
+        let total: usize = parts.iter().map(|(v, _)| v.len()).sum();
+        let mut out = Vec::with_capacity(total);
+        for o in 0..outer {
+            for (v, chunk) in parts {
+                out.extend_from_slice(&v[o * chunk..(o + 1) * chunk]);
+            }
+        }
+        out
+    }
+    macro_rules! join_kind {
+        ($kind:ident) => {{
+            let mut typed = Vec::with_capacity(parts.len());
+            for (vals, shape) in parts {
+                let Vals::$kind(v) = vals else { return None };
+                typed.push((&v[..], shape[axis] * inner));
+            }
+            Vals::$kind(join(&typed, outer))
+        }};
+    }
+    Some(match first {
+        Vals::F(_) => join_kind!(F),
+        Vals::I(_) => join_kind!(I),
+        Vals::U(_) => join_kind!(U),
+        Vals::B(_) => join_kind!(B),
+    })
+}
+
+/// Where a gather index is bad: its flat position in the indices tensor and its value.
+pub(crate) struct BadIndex {
+    pub position: usize,
+    pub value: i64,
+}
+
+/// `out[p.., i.., s..] = table[p.., indices[i..], s..]`, `p` the axes before `axis`.
+pub(crate) fn gather(table: &Vals, table_shape: &[usize], indices: &Vals, axis: usize) -> Result<Vals, BadIndex> {
+    let idx: Vec<i64> = match indices {
+        Vals::I(v) => v.iter().map(|&x| x as i64).collect(),
+        Vals::U(v) => v.iter().map(|&x| x as i64).collect(),
+        _ => return Err(BadIndex { position: 0, value: -1 }),
+    };
+    let len = table_shape[axis];
+    if let Some(position) = idx.iter().position(|&i| i < 0 || i as u64 >= len as u64) {
+        return Err(BadIndex { position, value: idx[position] });
+    }
+    let outer: usize = table_shape[..axis].iter().product();
+    let inner: usize = table_shape[axis + 1..].iter().product();
+    fn pick<T: Copy>(v: &[T], idx: &[i64], outer: usize, len: usize, inner: usize) -> Vec<T> {
+        let mut out = Vec::with_capacity(outer * idx.len() * inner);
+        for p in 0..outer {
+            for &i in idx {
+                let start = (p * len + i as usize) * inner;
+                out.extend_from_slice(&v[start..start + inner]);
+            }
+        }
+        out
+    }
+    Ok(map_vals!(table, v => pick(v, &idx, outer, len, inner)))
+}

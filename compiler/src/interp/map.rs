@@ -1,0 +1,501 @@
+//! Evaluation of `Op::Map` (index notation). The body is not walked per element: output elements are
+//! processed in chunks of up to `CHUNK` consecutive (row-major) elements, "lanes", and each scalar node is
+//! evaluated for all lanes of a chunk at once with the elementwise kernels.
+//!
+//! A plan, built once per map, places every scalar node in a *block*: the top block runs once per chunk, and
+//! each `Reduce` node owns a block that runs once per value of its variables. A node goes in the innermost
+//! block whose variables it depends on, so work that does not depend on a reduction's variables is hoisted
+//! out of its loop. A `Load`'s flat position is split into a per-lane part (output variables, computed once
+//! per chunk) and a uniform part (reduction variables); when the whole chunk is in range for the current
+//! reduction values, a load is one gather from precomputed offsets.
+//!
+//! Semantics: every scalar node is evaluated for every element (both branches of a `Select` included), so a
+//! `Load` without default that leaves its input is an error even where it would not be selected.
+
+use super::kernels::{self, KindMismatch, accumulate, reduce_finish, reduce_init};
+use super::values::{Lit, Val, Vals, finish};
+use crate::dim::Dim;
+use crate::ir::{DType, MapOp, ReduceOp, ScalarExpr};
+use std::collections::BTreeSet;
+
+/// Output elements evaluated together.
+const CHUNK: usize = 1024;
+
+/// Largest magnitude an index expression may reach, so index arithmetic can never overflow `i64`.
+const INDEX_LIMIT: i128 = 1 << 62;
+
+/// Evaluates `map` into a buffer of `out_shape`'s element count; `Err` is a message about the map node.
+pub(crate) fn run_map(map: &MapOp, dtype: DType, out_shape: &[usize], inputs: &[&Val], syms: &[i64]) -> Result<Vals, String> {
+    let plan = Plan::build(map, out_shape, inputs, syms)?;
+    let total: usize = out_shape.iter().product();
+    let lanes = CHUNK.min(total).max(1);
+    let mut exec = Exec {
+        plan: &plan,
+        inputs,
+        n: 0,
+        bufs: plan.dtypes.iter().map(|&d| Vals::zeros(d, lanes)).collect(),
+        lane_vars: vec![vec![0; lanes]; plan.rank],
+        loop_vals: vec![0; plan.extents.len()],
+        loads: plan
+            .steps
+            .iter()
+            .map(|s| match s {
+                Step::Load(lp) => LoadLanes {
+                    idx: vec![vec![0; lanes]; lp.axes.len()],
+                    flat: vec![0; lanes],
+                    lo: vec![0; lp.axes.len()],
+                    hi: vec![0; lp.axes.len()],
+                    uniform: vec![0; lp.axes.len()],
+                    pos: vec![0; lanes],
+                },
+                _ => LoadLanes::default(),
+            })
+            .collect(),
+    };
+    let mut result = Vals::zeros(dtype, total);
+    let mut index = vec![0usize; plan.rank];
+    let mut start = 0;
+    while start < total {
+        let n = lanes.min(total - start);
+        exec.n = n;
+        for l in 0..n {
+            for (d, &i) in index.iter().enumerate() {
+                exec.lane_vars[d][l] = i as i64;
+            }
+            advance(&mut index, out_shape);
+        }
+        exec.prepare_loads();
+        exec.run_block(0)?;
+        copy_into(&mut result, start, &exec.bufs[plan.body], n).map_err(mismatch)?;
+        start += n;
+    }
+    Ok(result)
+}
+
+fn mismatch(_: KindMismatch) -> String {
+    "internal error: a scalar node's operands have the wrong storage kind".to_string()
+}
+
+/// Row-major increment of `index` within `shape` (wraps to all zeros after the last element).
+fn advance(index: &mut [usize], shape: &[usize]) {
+    for d in (0..index.len()).rev() {
+        index[d] += 1;
+        if index[d] < shape[d] {
+            return;
+        }
+        index[d] = 0;
+    }
+}
+
+fn copy_into(dst: &mut Vals, start: usize, src: &Vals, n: usize) -> Result<(), KindMismatch> {
+    match (dst, src) {
+        (Vals::F(d), Vals::F(s)) => d[start..start + n].copy_from_slice(&s[..n]),
+        (Vals::I(d), Vals::I(s)) => d[start..start + n].copy_from_slice(&s[..n]),
+        (Vals::U(d), Vals::U(s)) => d[start..start + n].copy_from_slice(&s[..n]),
+        (Vals::B(d), Vals::B(s)) => d[start..start + n].copy_from_slice(&s[..n]),
+        _ => return Err(KindMismatch),
+    }
+    Ok(())
+}
+
+/// What to do for one scalar node.
+enum Step {
+    Load(LoadPlan),
+    /// An output index variable: different in every lane.
+    LaneVar(usize),
+    /// A reduction variable: the same in every lane.
+    LoopVar(usize),
+    Fill(Lit),
+    Unary(crate::ir::UnaryOp, usize),
+    Binary(crate::ir::BinaryOp, usize, usize),
+    Select(usize, usize, usize),
+    Cast(usize),
+    Reduce { op: ReduceOp, vars: Vec<usize>, body: usize, block: usize, count: usize },
+}
+
+struct LoadPlan {
+    input: usize,
+    axes: Vec<AxisPlan>,
+    default: Option<Lit>,
+}
+
+/// One index of a load: `offset + sum(coef * var)`, split by kind of variable.
+struct AxisPlan {
+    len: i64,
+    stride: i64,
+    offset: i64,
+    lane_terms: Vec<(usize, i64)>,
+    loop_terms: Vec<(usize, i64)>,
+}
+
+struct Plan {
+    rank: usize,
+    extents: Vec<usize>,
+    dtypes: Vec<DType>,
+    steps: Vec<Step>,
+    /// Scalar nodes per block, in index order; block 0 runs once per chunk, the others per reduction step.
+    blocks: Vec<Vec<usize>>,
+    body: usize,
+}
+
+fn eval_dim(dim: &Dim, syms: &[i64]) -> Result<i64, String> {
+    dim.eval(&|s| syms.get(s.0 as usize).copied().unwrap_or(0))
+        .ok_or_else(|| "dimension arithmetic overflows 64-bit integers".to_string())
+}
+
+impl Plan {
+    fn build(map: &MapOp, out_shape: &[usize], inputs: &[&Val], syms: &[i64]) -> Result<Plan, String> {
+        let rank = out_shape.len();
+        let mut extents = Vec::with_capacity(map.extents.len());
+        for (v, e) in map.extents.iter().enumerate() {
+            let value = eval_dim(e, syms)?;
+            if value < 1 {
+                return Err(format!("index variable v{v} has extent {value}; every extent must be at least 1"));
+            }
+            extents.push(usize::try_from(value).map_err(|_| format!("extent of v{v} is too large"))?);
+        }
+        let len = map.exprs.len();
+        let mut dtypes = Vec::with_capacity(len);
+        let mut steps = Vec::with_capacity(len);
+        let mut free: Vec<Vec<usize>> = Vec::with_capacity(len);
+        for (sid, snode) in map.exprs.iter() {
+            let dtype = snode.dtype;
+            let s = sid.index();
+            let mut f: BTreeSet<usize> = BTreeSet::new();
+            let step = match &snode.expr {
+                ScalarExpr::Load { input, indices, default } => {
+                    let val = inputs.get(*input).ok_or_else(|| format!("s{s} loads input {input}, which does not exist"))?;
+                    let strides = super::layout::strides(&val.shape);
+                    let mut axes = Vec::with_capacity(indices.len());
+                    for ((affine, &len), &stride) in indices.iter().zip(&val.shape).zip(&strides) {
+                        let offset = eval_dim(&affine.offset, syms)?;
+                        let mut reach = (offset as i128).abs();
+                        let (mut lane_terms, mut loop_terms) = (Vec::new(), Vec::new());
+                        for (var, coef) in &affine.terms {
+                            let v = var.0 as usize;
+                            let c = eval_dim(coef, syms)?;
+                            let extent = *extents.get(v).ok_or_else(|| format!("s{s} reads v{v}, which has no extent"))?;
+                            reach += (c as i128).abs() * (extent as i128 - 1);
+                            f.insert(v);
+                            if v < rank { lane_terms.push((v, c)) } else { loop_terms.push((v, c)) }
+                        }
+                        if reach >= INDEX_LIMIT {
+                            return Err(format!("s{s}: index arithmetic of a load overflows 64-bit integers"));
+                        }
+                        axes.push(AxisPlan { len: len as i64, stride: stride as i64, offset, lane_terms, loop_terms });
+                    }
+                    Step::Load(LoadPlan { input: *input, axes, default: default.map(|d| Lit::from_scalar(d, dtype)) })
+                }
+                ScalarExpr::Var(var) => {
+                    let v = var.0 as usize;
+                    let extent = *extents.get(v).ok_or_else(|| format!("s{s} reads v{v}, which has no extent"))?;
+                    if Lit::from_int(extent as i64 - 1, dtype).is_none() {
+                        return Err(format!("s{s}: v{v} goes up to {}, which does not fit {}", extent - 1, dtype.name()));
+                    }
+                    f.insert(v);
+                    if v < rank { Step::LaneVar(v) } else { Step::LoopVar(v) }
+                }
+                ScalarExpr::Dim(dim) => {
+                    let value = eval_dim(dim, syms)?;
+                    let lit = Lit::from_int(value, dtype)
+                        .ok_or_else(|| format!("s{s}: dimension value {value} does not fit {}", dtype.name()))?;
+                    Step::Fill(lit)
+                }
+                ScalarExpr::Const(c) => Step::Fill(Lit::from_scalar(*c, dtype)),
+                ScalarExpr::Unary(op, a) => {
+                    f.extend(free[a.index()].iter().copied());
+                    Step::Unary(*op, a.index())
+                }
+                ScalarExpr::Binary(op, a, b) => {
+                    f.extend(free[a.index()].iter().chain(&free[b.index()]).copied());
+                    Step::Binary(*op, a.index(), b.index())
+                }
+                ScalarExpr::Select { cond, on_true, on_false } => {
+                    for o in [cond, on_true, on_false] {
+                        f.extend(free[o.index()].iter().copied());
+                    }
+                    Step::Select(cond.index(), on_true.index(), on_false.index())
+                }
+                ScalarExpr::Cast(a) => {
+                    f.extend(free[a.index()].iter().copied());
+                    Step::Cast(a.index())
+                }
+                ScalarExpr::Reduce { op, vars, body } => {
+                    let vars: Vec<usize> = vars.iter().map(|v| v.0 as usize).collect();
+                    let mut count: usize = 1;
+                    for &v in &vars {
+                        let extent = *extents.get(v).ok_or_else(|| format!("s{s} reduces over v{v}, which has no extent"))?;
+                        count = count.checked_mul(extent).ok_or_else(|| format!("s{s}: reduction size overflows"))?;
+                    }
+                    f.extend(free[body.index()].iter().copied().filter(|v| !vars.contains(v)));
+                    Step::Reduce { op: *op, vars, body: body.index(), block: 0, count }
+                }
+            };
+            dtypes.push(dtype);
+            steps.push(step);
+            free.push(f.into_iter().collect());
+        }
+        let body = map.body.index();
+        let blocks = place(&mut steps, &free, body);
+        Ok(Plan { rank, extents, dtypes, steps, blocks, body })
+    }
+}
+
+/// Assigns every scalar node needed by `body` to the blocks it runs in (see the file comment) and numbers the
+/// reductions' blocks. Users come after their operands, so one backward pass sees every request for a node
+/// before placing it.
+fn place(steps: &mut [Step], free: &[Vec<usize>], body: usize) -> Vec<Vec<usize>> {
+    let len = steps.len();
+    // Block 0 is the top block; block b > 0 belongs to reduction node owner[b].
+    let mut owner = vec![usize::MAX];
+    for (s, step) in steps.iter_mut().enumerate() {
+        if let Step::Reduce { block, .. } = step {
+            *block = owner.len();
+            owner.push(s);
+        }
+    }
+    let mut blocks: Vec<Vec<usize>> = vec![Vec::new(); owner.len()];
+    let mut requests: Vec<BTreeSet<usize>> = vec![BTreeSet::new(); len];
+    let mut placed_in: Vec<Vec<usize>> = vec![Vec::new(); len];
+    requests[body].insert(0);
+    for s in (0..len).rev() {
+        let mut placed = BTreeSet::new();
+        let mut work: Vec<usize> = requests[s].iter().copied().collect();
+        let mut seen = BTreeSet::new();
+        while let Some(b) = work.pop() {
+            if !seen.insert(b) {
+                continue;
+            }
+            let r = owner[b];
+            let binds_a_free_var = match steps.get(r) {
+                Some(Step::Reduce { vars, .. }) => vars.iter().any(|v| free[s].contains(v)),
+                _ => true, // the top block
+            };
+            if binds_a_free_var {
+                placed.insert(b);
+            } else {
+                work.extend(placed_in[r].iter().copied());
+            }
+        }
+        let operands: Vec<usize> = match &steps[s] {
+            Step::Unary(_, a) | Step::Cast(a) => vec![*a],
+            Step::Binary(_, a, b) => vec![*a, *b],
+            Step::Select(c, t, f) => vec![*c, *t, *f],
+            _ => vec![],
+        };
+        for &b in &placed {
+            blocks[b].push(s);
+            for &o in &operands {
+                requests[o].insert(b);
+            }
+        }
+        if let Step::Reduce { body, block, .. } = &steps[s]
+            && !placed.is_empty()
+        {
+            requests[*body].insert(*block);
+        }
+        placed_in[s] = placed.into_iter().collect();
+    }
+    for block in &mut blocks {
+        block.reverse();
+    }
+    blocks
+}
+
+/// Per-chunk state of one load: the per-lane index of every axis (output-variable part only), its range
+/// over the chunk, the per-lane flat offset, and scratch space.
+#[derive(Default)]
+struct LoadLanes {
+    idx: Vec<Vec<i64>>,
+    lo: Vec<i64>,
+    hi: Vec<i64>,
+    flat: Vec<i64>,
+    uniform: Vec<i64>,
+    pos: Vec<usize>,
+}
+
+struct Exec<'p> {
+    plan: &'p Plan,
+    inputs: &'p [&'p Val],
+    /// Lanes in the current chunk.
+    n: usize,
+    bufs: Vec<Vals>,
+    /// Output variable values per lane.
+    lane_vars: Vec<Vec<i64>>,
+    /// Current values of reduction variables.
+    loop_vals: Vec<i64>,
+    loads: Vec<LoadLanes>,
+}
+
+impl Exec<'_> {
+    fn prepare_loads(&mut self) {
+        let n = self.n;
+        for (step, lanes) in self.plan.steps.iter().zip(&mut self.loads) {
+            let Step::Load(lp) = step else { continue };
+            lanes.flat[..n].fill(0);
+            for (ax, axis) in lp.axes.iter().enumerate() {
+                let idx = &mut lanes.idx[ax][..n];
+                idx.fill(axis.offset);
+                for &(v, c) in &axis.lane_terms {
+                    for (x, &val) in idx.iter_mut().zip(&self.lane_vars[v][..n]) {
+                        *x += c * val;
+                    }
+                }
+                lanes.lo[ax] = idx.iter().copied().min().unwrap_or(0);
+                lanes.hi[ax] = idx.iter().copied().max().unwrap_or(0);
+                for (f, &i) in lanes.flat[..n].iter_mut().zip(idx.iter()) {
+                    *f = f.wrapping_add(i.wrapping_mul(axis.stride));
+                }
+            }
+        }
+    }
+
+    fn run_block(&mut self, block: usize) -> Result<(), String> {
+        let plan = self.plan;
+        for &s in &plan.blocks[block] {
+            self.step(s)?;
+        }
+        Ok(())
+    }
+
+    fn step(&mut self, s: usize) -> Result<(), String> {
+        let plan = self.plan;
+        let n = self.n;
+        let dtype = plan.dtypes[s];
+        if let Step::Reduce { op, vars, body, block, count } = &plan.steps[s] {
+            return self.reduce(s, *op, vars, *body, *block, *count);
+        }
+        let (before, rest) = self.bufs.split_at_mut(s);
+        let out = &mut rest[0];
+        match &plan.steps[s] {
+            Step::Fill(lit) => out.fill(*lit, n),
+            Step::LoopVar(v) => {
+                let lit = Lit::from_int(self.loop_vals[*v], dtype).ok_or_else(|| mismatch(KindMismatch))?;
+                out.fill(lit, n);
+            }
+            Step::LaneVar(v) => {
+                let vals = &self.lane_vars[*v][..n];
+                match out {
+                    Vals::I(o) => o[..n].iter_mut().zip(vals).for_each(|(o, &x)| *o = x as i32),
+                    Vals::U(o) => o[..n].iter_mut().zip(vals).for_each(|(o, &x)| *o = x as u32),
+                    Vals::F(o) => {
+                        o[..n].iter_mut().zip(vals).for_each(|(o, &x)| *o = x as f32);
+                        finish(dtype, &mut o[..n]);
+                    }
+                    Vals::B(_) => return Err(mismatch(KindMismatch)),
+                }
+            }
+            Step::Unary(op, a) => kernels::unary(*op, dtype, &before[*a], out, n).map_err(mismatch)?,
+            Step::Binary(op, a, b) => kernels::binary(*op, dtype, &before[*a], &before[*b], out, n).map_err(mismatch)?,
+            Step::Select(c, t, f) => kernels::select(&before[*c], &before[*t], &before[*f], out, n).map_err(mismatch)?,
+            Step::Cast(a) => kernels::cast(&before[*a], dtype, out, n).map_err(mismatch)?,
+            Step::Load(lp) => {
+                let input = self.inputs.get(lp.input).ok_or_else(|| mismatch(KindMismatch))?;
+                load(s, lp, &mut self.loads[s], &self.loop_vals, input, out, n)?
+            }
+            Step::Reduce { .. } => unreachable!("handled above"),
+        }
+        Ok(())
+    }
+
+    fn reduce(&mut self, s: usize, op: ReduceOp, vars: &[usize], body: usize, block: usize, count: usize) -> Result<(), String> {
+        let n = self.n;
+        let dtype = self.plan.dtypes[s];
+        self.bufs[s].fill(reduce_init(op, dtype), n);
+        for &v in vars {
+            self.loop_vals[v] = 0;
+        }
+        loop {
+            self.run_block(block)?;
+            let (before, rest) = self.bufs.split_at_mut(s);
+            accumulate(op, &mut rest[0], &before[body], n).map_err(mismatch)?;
+            // Next combination of the variables, last fastest.
+            let mut k = vars.len();
+            loop {
+                if k == 0 {
+                    reduce_finish(op, dtype, &mut self.bufs[s], n, count);
+                    return Ok(());
+                }
+                k -= 1;
+                let v = vars[k];
+                self.loop_vals[v] += 1;
+                if (self.loop_vals[v] as usize) < self.plan.extents[v] {
+                    break;
+                }
+                self.loop_vals[v] = 0;
+            }
+        }
+    }
+}
+
+/// Reads one load for all lanes: a straight gather when every lane is in range, else per-lane checks with
+/// the default (or an error naming the first bad lane's index).
+fn load(s: usize, lp: &LoadPlan, lanes: &mut LoadLanes, loop_vals: &[i64], input: &Val, out: &mut Vals, n: usize) -> Result<(), String> {
+    let mut all_in = true;
+    let mut uniform_flat: i64 = 0;
+    for (ax, axis) in lp.axes.iter().enumerate() {
+        let u: i64 = axis.loop_terms.iter().map(|&(v, c)| c * loop_vals[v]).sum();
+        lanes.uniform[ax] = u;
+        all_in &= lanes.lo[ax] + u >= 0 && lanes.hi[ax] + u < axis.len;
+        uniform_flat = uniform_flat.wrapping_add(u.wrapping_mul(axis.stride));
+    }
+    if all_in {
+        fn gather<T: Copy>(d: &[T], flat: &[i64], add: i64, o: &mut [T]) {
+            for (o, &f) in o.iter_mut().zip(flat) {
+                *o = d[f.wrapping_add(add) as usize];
+            }
+        }
+        let flat = &lanes.flat[..n];
+        match (&input.data, out) {
+            (Vals::F(d), Vals::F(o)) => gather(d, flat, uniform_flat, &mut o[..n]),
+            (Vals::I(d), Vals::I(o)) => gather(d, flat, uniform_flat, &mut o[..n]),
+            (Vals::U(d), Vals::U(o)) => gather(d, flat, uniform_flat, &mut o[..n]),
+            (Vals::B(d), Vals::B(o)) => gather(d, flat, uniform_flat, &mut o[..n]),
+            _ => return Err(mismatch(KindMismatch)),
+        }
+        return Ok(());
+    }
+    const OUTSIDE: usize = usize::MAX;
+    for l in 0..n {
+        let inside = lp.axes.iter().enumerate().all(|(ax, axis)| {
+            let i = lanes.idx[ax][l] + lanes.uniform[ax];
+            i >= 0 && i < axis.len
+        });
+        lanes.pos[l] = if inside {
+            lanes.flat[l].wrapping_add(uniform_flat) as usize
+        } else if lp.default.is_some() {
+            OUTSIDE
+        } else {
+            let index: Vec<String> =
+                lp.axes.iter().enumerate().map(|(ax, _)| (lanes.idx[ax][l] + lanes.uniform[ax]).to_string()).collect();
+            let shape: Vec<String> = lp.axes.iter().map(|a| a.len.to_string()).collect();
+            return Err(format!(
+                "s{s} reads input {} at [{}], outside its shape [{}], and has no default",
+                lp.input,
+                index.join(", "),
+                shape.join(", ")
+            ));
+        };
+    }
+    fn gather_or<T: Copy>(d: &[T], pos: &[usize], default: T, o: &mut [T]) {
+        for (o, &p) in o.iter_mut().zip(pos) {
+            *o = if p == OUTSIDE { default } else { d[p] };
+        }
+    }
+    let pos = &lanes.pos[..n];
+    // Without a default every lane is inside here; the fill value is never used.
+    let default = lp.default.unwrap_or(match &input.data {
+        Vals::F(_) => Lit::F(0.0),
+        Vals::I(_) => Lit::I(0),
+        Vals::U(_) => Lit::U(0),
+        Vals::B(_) => Lit::B(false),
+    });
+    match (&input.data, out, default) {
+        (Vals::F(d), Vals::F(o), Lit::F(x)) => gather_or(d, pos, x, &mut o[..n]),
+        (Vals::I(d), Vals::I(o), Lit::I(x)) => gather_or(d, pos, x, &mut o[..n]),
+        (Vals::U(d), Vals::U(o), Lit::U(x)) => gather_or(d, pos, x, &mut o[..n]),
+        (Vals::B(d), Vals::B(o), Lit::B(x)) => gather_or(d, pos, x, &mut o[..n]),
+        _ => return Err(mismatch(KindMismatch)),
+    }
+    Ok(())
+}

@@ -1,0 +1,410 @@
+//! The typed tensor IR: one `Graph` per model, a flat arena of `Node`s in dependency order (every operand
+//! handle is smaller than the node using it), each with its result `TensorType`. Functions are already
+//! inlined and params named by their full keys. Index-notation definitions are `Op::Map` nodes carrying a
+//! small scalar expression arena of their own.
+//!
+//! Invariants (checked by `verify`): operands precede users; every node's type follows from its op and
+//! operand types by the rules in spec/ops.md; elementwise ops see equal shapes (broadcasts are explicit
+//! `Broadcast` nodes); inputs, params and outputs lists point at the right node kinds.
+
+pub mod print;
+pub mod verify;
+
+use crate::arena::{Arena, Handle};
+use crate::dim::{Dim, SymId};
+
+pub use verify::verify;
+
+/// Element types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DType {
+    F32,
+    F16,
+    I32,
+    U32,
+    Bool,
+}
+
+impl DType {
+    pub const ALL: [DType; 5] = [DType::F32, DType::F16, DType::I32, DType::U32, DType::Bool];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::I32 => "i32",
+            DType::U32 => "u32",
+            DType::Bool => "bool",
+        }
+    }
+    pub fn from_name(name: &str) -> Option<DType> {
+        DType::ALL.into_iter().find(|d| d.name() == name)
+    }
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F16)
+    }
+    pub fn is_int(self) -> bool {
+        matches!(self, DType::I32 | DType::U32)
+    }
+    pub fn is_numeric(self) -> bool {
+        self != DType::Bool
+    }
+    /// Bytes per element in device buffers.
+    pub fn size(self) -> usize {
+        match self {
+            DType::F16 => 2,
+            _ => 4,
+        }
+    }
+}
+
+/// Dtype and shape of a tensor value. Rank 0 is a scalar.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TensorType {
+    pub dtype: DType,
+    pub shape: Vec<Dim>,
+}
+
+impl TensorType {
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+}
+
+/// A compile-time scalar; its dtype comes from the node or scalar expression holding it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Scalar {
+    Float(f64),
+    Int(i64),
+    Bool(bool),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnaryOp {
+    /// Numeric negation (wrapping for integers).
+    Neg,
+    /// Logical not (bool only).
+    Not,
+    Exp,
+    Log,
+    Sqrt,
+    Rsqrt,
+    Tanh,
+    Erf,
+    Sigmoid,
+    Relu,
+    Abs,
+    Sin,
+    Cos,
+    Floor,
+    Ceil,
+}
+
+impl UnaryOp {
+    pub const ALL: [UnaryOp; 15] = [
+        UnaryOp::Neg,
+        UnaryOp::Not,
+        UnaryOp::Exp,
+        UnaryOp::Log,
+        UnaryOp::Sqrt,
+        UnaryOp::Rsqrt,
+        UnaryOp::Tanh,
+        UnaryOp::Erf,
+        UnaryOp::Sigmoid,
+        UnaryOp::Relu,
+        UnaryOp::Abs,
+        UnaryOp::Sin,
+        UnaryOp::Cos,
+        UnaryOp::Floor,
+        UnaryOp::Ceil,
+    ];
+    pub fn name(self) -> &'static str {
+        match self {
+            UnaryOp::Neg => "neg",
+            UnaryOp::Not => "not",
+            UnaryOp::Exp => "exp",
+            UnaryOp::Log => "log",
+            UnaryOp::Sqrt => "sqrt",
+            UnaryOp::Rsqrt => "rsqrt",
+            UnaryOp::Tanh => "tanh",
+            UnaryOp::Erf => "erf",
+            UnaryOp::Sigmoid => "sigmoid",
+            UnaryOp::Relu => "relu",
+            UnaryOp::Abs => "abs",
+            UnaryOp::Sin => "sin",
+            UnaryOp::Cos => "cos",
+            UnaryOp::Floor => "floor",
+            UnaryOp::Ceil => "ceil",
+        }
+    }
+    /// Ops defined only on floating-point dtypes.
+    pub fn float_only(self) -> bool {
+        !matches!(self, UnaryOp::Neg | UnaryOp::Not | UnaryOp::Relu | UnaryOp::Abs)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    /// Float division; for integers, truncating division with `x / 0 = x` (as WGSL defines it).
+    Div,
+    /// Float: `x - y * trunc(x / y)`; integers: truncating remainder with `x % 0 = 0`.
+    Rem,
+    /// Floats only.
+    Pow,
+    Min,
+    Max,
+    Lt,
+    Le,
+    Gt,
+    Ge,
+    Eq,
+    Ne,
+    And,
+    Or,
+}
+
+impl BinaryOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "add",
+            BinaryOp::Sub => "sub",
+            BinaryOp::Mul => "mul",
+            BinaryOp::Div => "div",
+            BinaryOp::Rem => "rem",
+            BinaryOp::Pow => "pow",
+            BinaryOp::Min => "min",
+            BinaryOp::Max => "max",
+            BinaryOp::Lt => "lt",
+            BinaryOp::Le => "le",
+            BinaryOp::Gt => "gt",
+            BinaryOp::Ge => "ge",
+            BinaryOp::Eq => "eq",
+            BinaryOp::Ne => "ne",
+            BinaryOp::And => "and",
+            BinaryOp::Or => "or",
+        }
+    }
+    /// Comparisons produce `bool` from numeric operands.
+    pub fn is_comparison(self) -> bool {
+        matches!(self, BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge | BinaryOp::Eq | BinaryOp::Ne)
+    }
+    /// `And`/`Or` take and give `bool`.
+    pub fn is_logical(self) -> bool {
+        matches!(self, BinaryOp::And | BinaryOp::Or)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReduceOp {
+    Sum,
+    Max,
+    Min,
+    /// Floats only: sum divided by the number of reduced elements.
+    Mean,
+    Prod,
+}
+
+impl ReduceOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            ReduceOp::Sum => "sum",
+            ReduceOp::Max => "max",
+            ReduceOp::Min => "min",
+            ReduceOp::Mean => "mean",
+            ReduceOp::Prod => "prod",
+        }
+    }
+}
+
+pub type NodeId = Handle<Node>;
+
+/// One tensor operation and its result type.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Node {
+    pub op: Op,
+    pub ty: TensorType,
+}
+
+/// Tensor operations. Result shapes are in `Node::ty`; spec/ops.md gives each op's rule and meaning.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// The model input at `Graph::inputs[index]`.
+    Input { name: String },
+    /// A weight, looked up by its full key in the weights file.
+    Param { key: String },
+    /// A rank-0 constant of `ty.dtype`.
+    Constant(Scalar),
+    /// A rank-0 value of a dimension expression, converted to `ty.dtype`.
+    DimValue(Dim),
+    /// Elementwise; result dtype = operand dtype.
+    Unary(UnaryOp, NodeId),
+    /// Elementwise over equal shapes; result dtype = operand dtype, or `bool` for comparisons.
+    Binary(BinaryOp, NodeId, NodeId),
+    /// Elementwise `cond ? on_true : on_false` over equal shapes; `cond` is `bool`.
+    Select { cond: NodeId, on_true: NodeId, on_false: NodeId },
+    /// Elementwise conversion to `ty.dtype` (floats to ints truncate toward zero and saturate; NaN -> 0;
+    /// to bool: `x != 0`; from bool: 0 or 1).
+    Cast(NodeId),
+    /// NumPy broadcast to `ty.shape`: the operand's shape is right-aligned with it and each operand
+    /// dimension equals the result's or is 1.
+    Broadcast(NodeId),
+    /// Reduces over `axes` (sorted, unique), which are removed from the shape.
+    Reduce { op: ReduceOp, input: NodeId, axes: Vec<usize> },
+    /// `[..., M, K] @ [..., K, N] -> [..., M, N]` with identical batch dimensions; floats only.
+    MatMul(NodeId, NodeId),
+    /// Result axis `i` is operand axis `perm[i]`.
+    Permute(NodeId, Vec<usize>),
+    /// Same elements in row-major order, new shape `ty.shape`.
+    Reshape(NodeId),
+    /// Along `axis`: elements `start, start + step, ...`, `ty.shape[axis]` of them (`step >= 1`).
+    Slice { input: NodeId, axis: usize, start: Dim, step: i64 },
+    /// Joins operands along `axis`; all other dimensions equal.
+    Concat { inputs: Vec<NodeId>, axis: usize },
+    /// `out[p.., i.., s..] = table[p.., indices[i..], s..]` where `p` are the axes before `axis`; indices
+    /// are `i32`/`u32`; an index out of range is a run-time error.
+    Gather { table: NodeId, indices: NodeId, axis: usize },
+    /// Index notation: `out[v0, .., v(r-1)] = body`.
+    Map(Box<MapOp>),
+}
+
+impl Op {
+    /// The nodes this op reads, in order.
+    pub fn operands(&self) -> Vec<NodeId> {
+        match self {
+            Op::Input { .. } | Op::Param { .. } | Op::Constant(_) | Op::DimValue(_) => vec![],
+            Op::Unary(_, a) | Op::Cast(a) | Op::Broadcast(a) | Op::Permute(a, _) | Op::Reshape(a) => vec![*a],
+            Op::Reduce { input, .. } | Op::Slice { input, .. } => vec![*input],
+            Op::Binary(_, a, b) | Op::MatMul(a, b) => vec![*a, *b],
+            Op::Select { cond, on_true, on_false } => vec![*cond, *on_true, *on_false],
+            Op::Concat { inputs, .. } => inputs.clone(),
+            Op::Gather { table, indices, .. } => vec![*table, *indices],
+            Op::Map(map) => map.inputs.clone(),
+        }
+    }
+
+    /// A short name for dumps and diagnostics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Input { .. } => "input",
+            Op::Param { .. } => "param",
+            Op::Constant(_) => "constant",
+            Op::DimValue(_) => "dim",
+            Op::Unary(op, _) => op.name(),
+            Op::Binary(op, _, _) => op.name(),
+            Op::Select { .. } => "select",
+            Op::Cast(_) => "cast",
+            Op::Broadcast(_) => "broadcast",
+            Op::Reduce { op, .. } => op.name(),
+            Op::MatMul(..) => "matmul",
+            Op::Permute(..) => "permute",
+            Op::Reshape(_) => "reshape",
+            Op::Slice { .. } => "slice",
+            Op::Concat { .. } => "concat",
+            Op::Gather { .. } => "gather",
+            Op::Map(_) => "map",
+        }
+    }
+}
+
+/// Identifies an index variable of a `MapOp`: variables `0..rank` are the output's, the rest belong to
+/// reductions inside the body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VarId(pub u32);
+
+pub type ScalarId = Handle<ScalarNode>;
+
+/// An index-notation definition: every output element is `body` evaluated at its index.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MapOp {
+    /// The tensors the body reads (`ScalarExpr::Load::input` indexes this list).
+    pub inputs: Vec<NodeId>,
+    /// The extent of every index variable, indexed by `VarId`; the first `rank` are the output's axes.
+    pub extents: Vec<Dim>,
+    /// The body's expression nodes, operands before users.
+    pub exprs: Arena<ScalarNode>,
+    /// The value of one output element.
+    pub body: ScalarId,
+}
+
+/// One scalar expression node with its dtype.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScalarNode {
+    pub expr: ScalarExpr,
+    pub dtype: DType,
+}
+
+/// Scalar expressions of a `MapOp` body.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ScalarExpr {
+    /// `inputs[input][indices...]`, or `default` when `default` is given and an index is out of range.
+    Load { input: usize, indices: Vec<Affine>, default: Option<Scalar> },
+    /// The current value of an index variable (as `i32`/`u32`/float per dtype).
+    Var(VarId),
+    /// A dimension's value.
+    Dim(Dim),
+    Const(Scalar),
+    Unary(UnaryOp, ScalarId),
+    Binary(BinaryOp, ScalarId, ScalarId),
+    Select { cond: ScalarId, on_true: ScalarId, on_false: ScalarId },
+    Cast(ScalarId),
+    /// Reduces `body` over all values of `vars` (in order, last fastest).
+    Reduce { op: ReduceOp, vars: Vec<VarId>, body: ScalarId },
+}
+
+/// An affine index: `offset + sum(coef * var)`; coefficients and offset are dimensions.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Affine {
+    pub terms: Vec<(VarId, Dim)>,
+    pub offset: Dim,
+}
+
+/// A symbolic dimension of the program.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Symbol {
+    pub name: String,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Output {
+    pub name: String,
+    pub node: NodeId,
+}
+
+/// One model, lowered: nodes in dependency order plus its signature.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Graph {
+    pub name: String,
+    pub nodes: Arena<Node>,
+    /// Symbolic dimensions, indexed by `SymId`.
+    pub symbols: Vec<Symbol>,
+    /// `Op::Input` nodes in signature order.
+    pub inputs: Vec<NodeId>,
+    /// `Op::Param` nodes in order of first declaration.
+    pub params: Vec<NodeId>,
+    pub outputs: Vec<Output>,
+}
+
+impl Graph {
+    pub fn symbol_name(&self, id: SymId) -> String {
+        self.symbols.get(id.0 as usize).map_or_else(|| format!("?{}", id.0), |s| s.name.clone())
+    }
+
+    pub fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id]
+    }
+
+    /// `dim` printed with this graph's symbol names.
+    pub fn dim_to_string(&self, dim: &Dim) -> String {
+        let names = |id: SymId| self.symbol_name(id);
+        dim.display(&names).to_string()
+    }
+
+    /// `f32[B, S, 384]`.
+    pub fn type_to_string(&self, ty: &TensorType) -> String {
+        let dims: Vec<String> = ty.shape.iter().map(|d| self.dim_to_string(d)).collect();
+        format!("{}[{}]", ty.dtype.name(), dims.join(", "))
+    }
+}

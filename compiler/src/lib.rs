@@ -1,0 +1,16 @@
+//! tdsl compiler: parses and checks `.tdsl` programs, lowers them to a typed tensor IR, and runs that IR on
+//! the CPU reference interpreter (the executable definition of every op).
+//!
+//! The pipeline, in order: `driver::load` (files and imports) -> `syntax::parse` (AST + diagnostics) ->
+//! `check::elaborate` (names, dtypes, shapes, bounds; functions inlined; typed `ir::Graph`) ->
+//! `ir::verify` -> `interp::run`.
+
+pub mod arena;
+pub mod check;
+pub mod diag;
+pub mod dim;
+pub mod driver;
+pub mod interp;
+pub mod ir;
+pub mod span;
+pub mod syntax;

@@ -1,0 +1,79 @@
+//! Fixture snapshots: every `fixtures/ok/*.tdsl` checks clean and its IR dump is snapshotted; every
+//! `fixtures/err/*.tdsl` fails and its rendered diagnostics are snapshotted. Each diagnostic code has a
+//! fixture named after it whose diagnostics include that code.
+
+use crate::util::{check_path, rendered};
+use std::path::{Path, PathBuf};
+use tdsl_compiler::diag::Code;
+
+/// `fixtures/DIR/*.tdsl`, sorted, relative to the `tests/` directory.
+fn fixtures(dir: &str) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(Path::new("fixtures").join(dir))
+        .expect("fixtures directory")
+        .map(|e| e.expect("dir entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "tdsl"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn snapshot_name(path: &Path) -> String {
+    path.file_stem().expect("file name").to_string_lossy().into_owned()
+}
+
+#[test]
+fn ok_fixtures_check_clean_and_match_ir_snapshots() {
+    let files = fixtures("ok");
+    assert!(!files.is_empty());
+    for path in files {
+        let checked = check_path(&path);
+        assert!(checked.diagnostics.is_empty(), "{} should check clean:\n{}", path.display(), rendered(&checked));
+        let mut dump = String::new();
+        for graph in &checked.graphs {
+            tdsl_compiler::ir::verify(graph).unwrap_or_else(|e| panic!("{}: verifier: {e:?}", path.display()));
+            dump.push_str(&tdsl_compiler::ir::print::print(graph));
+        }
+        insta::assert_snapshot!(format!("ok__{}", snapshot_name(&path)), dump);
+    }
+}
+
+#[test]
+fn err_fixtures_match_diagnostic_snapshots() {
+    let files = fixtures("err");
+    assert!(!files.is_empty());
+    for path in files {
+        let checked = check_path(&path);
+        assert!(!checked.diagnostics.is_empty(), "{} should fail to check", path.display());
+        insta::assert_snapshot!(format!("err__{}", snapshot_name(&path)), rendered(&checked));
+    }
+}
+
+#[test]
+fn every_code_has_a_fixture_that_reports_it() {
+    let files = fixtures("err");
+    let mut missing = Vec::new();
+    for code in Code::ALL {
+        let fixture = files.iter().find(|p| snapshot_name(p).starts_with(code.as_str()));
+        match fixture {
+            None => missing.push(format!("{code}: no fixtures/err/{code}_*.tdsl")),
+            Some(path) => {
+                let checked = check_path(path);
+                if !checked.diagnostics.iter().any(|d| d.code == *code) {
+                    missing.push(format!("{code}: {} does not report it", path.display()));
+                }
+            }
+        }
+    }
+    assert!(missing.is_empty(), "codes without a working fixture:\n{}", missing.join("\n"));
+}
+
+#[test]
+fn every_diagnostic_cites_a_rule_of_the_spec() {
+    let spec = std::fs::read_to_string("../spec/language.md").expect("spec/language.md");
+    for path in fixtures("err") {
+        for diag in check_path(&path).diagnostics {
+            let rule = diag.rule.unwrap_or_else(|| panic!("{}: {} has no rule", path.display(), diag.code));
+            assert!(spec.contains(&format!("- {rule} ")), "{}: rule {rule} is not in the spec", path.display());
+        }
+    }
+}

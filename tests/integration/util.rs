@@ -1,0 +1,48 @@
+//! Shared helpers: checking a file or a source string, rendering diagnostics without colour, and running a
+//! model on the reference interpreter with seeded inputs.
+
+use std::collections::HashMap;
+use std::path::Path;
+use tdsl_compiler::driver::{self, Checked, Root};
+use tdsl_compiler::interp::Tensor;
+use tdsl_compiler::ir::Graph;
+use tdsl_compiler::render;
+
+/// Checks a file given relative to the `tests/` directory (so snapshot paths do not depend on the machine).
+pub fn check_path(path: &Path) -> Checked {
+    driver::check(Root::Path(path))
+}
+
+/// Checks source text as if it were a file named `name`.
+pub fn check_text(name: &str, text: &str) -> Checked {
+    driver::check(Root::Text { name, text })
+}
+
+/// The diagnostics rendered as the CLI prints them, without colour.
+pub fn rendered(checked: &Checked) -> String {
+    render::render(&checked.diagnostics, &checked.program.sources, false)
+}
+
+/// Asserts a clean check and returns the only model's graph.
+pub fn single_graph(name: &str, text: &str) -> Graph {
+    let checked = check_text(name, text);
+    assert!(checked.diagnostics.is_empty(), "unexpected diagnostics:\n{}", rendered(&checked));
+    assert_eq!(checked.graphs.len(), 1, "expected one model");
+    let graph = checked.graphs.into_iter().next().expect("one graph");
+    tdsl_compiler::ir::verify(&graph).expect("verifier accepts the checked graph");
+    graph
+}
+
+/// Runs `graph` on the interpreter with named inputs and params.
+pub fn run(graph: &Graph, inputs: Vec<Tensor>, params: &[(&str, Tensor)]) -> Vec<Tensor> {
+    let params: HashMap<String, Tensor> = params.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+    tdsl_compiler::interp::run(graph, &inputs, &params).expect("interpreter runs")
+}
+
+/// `a` and `b` agree elementwise within `atol + rtol * |b|`.
+pub fn assert_close(a: &[f64], b: &[f64], atol: f64, rtol: f64) {
+    assert_eq!(a.len(), b.len(), "lengths differ");
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        assert!((x - y).abs() <= atol + rtol * y.abs(), "element {i}: {x} vs {y} (atol {atol}, rtol {rtol})");
+    }
+}
