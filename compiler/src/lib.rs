@@ -12,5 +12,7 @@ pub mod dim;
 pub mod driver;
 pub mod interp;
 pub mod ir;
+pub mod random;
+pub mod render;
 pub mod span;
 pub mod syntax;

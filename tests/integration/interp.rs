@@ -1,7 +1,7 @@
 //! The language's meaning, end to end: programs are checked, lowered and run on the reference interpreter,
 //! and the results are compared with values computed independently here (plain Rust loops) or by hand.
 
-use crate::examples::Rng;
+use tdsl_compiler::random::SplitMix64 as Rng;
 use crate::util::{assert_close, run, single_graph};
 use proptest::prelude::*;
 use tdsl_compiler::interp::Tensor;
@@ -27,8 +27,8 @@ fn hand_computed_values() {
             p[i, j] = x[i, j] ^ 2 - max[k](x[i, k])
         }",
     );
-    let x = Tensor::f32(vec![2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
-    let y = Tensor::f32(vec![3], vec![10.0, 20.0, 30.0]);
+    let x = Tensor::f32(&[2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let y = Tensor::f32(&[3], vec![10.0, 20.0, 30.0]);
     let out = run(&graph, vec![x, y], &[]);
     assert_eq!(out[0].to_f64_vec(), vec![12.0, 24.0, 36.0, 18.0, 30.0, 42.0]);
     assert_eq!(out[1].to_f64_vec(), vec![6.0, 15.0]);
@@ -46,8 +46,8 @@ fn integer_semantics_follow_wgsl() {
             c = a < b
         }",
     );
-    let a = Tensor::i32(vec![4], vec![7, -7, 5, i32::MIN]);
-    let b = Tensor::i32(vec![4], vec![2, 2, 0, -1]);
+    let a = Tensor::i32(&[4], vec![7, -7, 5, i32::MIN]);
+    let b = Tensor::i32(&[4], vec![2, 2, 0, -1]);
     let out = run(&graph, vec![a, b], &[]);
     // Truncating division, x / 0 = x, wrapping i32::MIN / -1; x % 0 = 0.
     assert_eq!(out[0].to_f64_vec(), vec![3.0, -3.0, 5.0, i32::MIN as f64]);
@@ -66,8 +66,8 @@ fn matmul_and_index_notation_contraction_agree_with_loops() {
     );
     let mut rng = Rng::new(1);
     let (m, k, n) = (5, 7, 3);
-    let a = rng.tensor(tdsl_compiler::ir::DType::F32, &[m, k], 0);
-    let b = rng.tensor(tdsl_compiler::ir::DType::F32, &[k, n], 0);
+    let a = rng.tensor(tdsl_compiler::ir::DType::F32, &[m, k], 1);
+    let b = rng.tensor(tdsl_compiler::ir::DType::F32, &[k, n], 1);
     let expected = naive_matmul(a.as_f32().expect("f32"), b.as_f32().expect("f32"), m, k, n);
     let out = run(&graph, vec![a, b], &[]);
     assert_close(&out[0].to_f64_vec(), &expected, 1e-5, 1e-5);
@@ -85,8 +85,8 @@ fn conv2d_and_pooling_agree_with_loops() {
         }",
     );
     let mut rng = Rng::new(2);
-    let x = rng.tensor(tdsl_compiler::ir::DType::F32, &[1, 2, 5, 6], 0);
-    let w = rng.tensor(tdsl_compiler::ir::DType::F32, &[3, 2, 3, 3], 0);
+    let x = rng.tensor(tdsl_compiler::ir::DType::F32, &[1, 2, 5, 6], 1);
+    let w = rng.tensor(tdsl_compiler::ir::DType::F32, &[3, 2, 3, 3], 1);
     let (xs, ws) = (x.as_f32().expect("f32").to_vec(), w.as_f32().expect("f32").to_vec());
     let at = |c: usize, h: i64, wi: i64| -> f64 {
         if h < 0 || h >= 5 || wi < 0 || wi >= 6 { 0.0 } else { xs[c * 30 + h as usize * 6 + wi as usize] as f64 }
@@ -132,8 +132,8 @@ fn gather_slice_concat_and_where() {
             w = where(t > 0.0, t, 0.0)
         }",
     );
-    let t = Tensor::f32(vec![4, 2], vec![0.0, 1.0, -2.0, 3.0, 4.0, -5.0, 6.0, 7.0]);
-    let ids = Tensor::i32(vec![3], vec![3, 0, 3]);
+    let t = Tensor::f32(&[4, 2], vec![0.0, 1.0, -2.0, 3.0, 4.0, -5.0, 6.0, 7.0]);
+    let ids = Tensor::i32(&[3], vec![3, 0, 3]);
     let out = run(&graph, vec![t, ids], &[]);
     assert_eq!(out[0].to_f64_vec(), vec![6.0, 7.0, 0.0, 1.0, 6.0, 7.0]);
     assert_eq!(out[1].to_f64_vec(), vec![-2.0, 3.0, 6.0, 7.0]);
@@ -144,7 +144,7 @@ fn gather_slice_concat_and_where() {
 #[test]
 fn gelu_and_erf_match_reference_values() {
     let graph = single_graph("gelu.tdsl", "model m(x: f32[4]) -> (y: f32[4], e: f32[4]) { y = gelu(x) e = erf(x) }");
-    let x = Tensor::f32(vec![4], vec![-2.0, -0.5, 0.5, 3.0]);
+    let x = Tensor::f32(&[4], vec![-2.0, -0.5, 0.5, 3.0]);
     let out = run(&graph, vec![x], &[]);
     // Values of x * Phi(x) and erf(x), computed independently to 1e-9.
     assert_close(&out[0].to_f64_vec(), &[-0.0455002639, -0.1542687694, 0.3457312306, 2.9959502254], 1e-6, 1e-6);
@@ -159,7 +159,7 @@ proptest! {
         let graph = single_graph("softmax.tdsl", "model m(x: f32[R, C]) -> (y: f32[R, C]) { y = softmax(x) }");
         let mut rng = Rng::new(seed);
         let data: Vec<f32> = (0..rows * cols).map(|_| rng.unit() * scale).collect();
-        let out = run(&graph, vec![Tensor::f32(vec![rows, cols], data)], &[]);
+        let out = run(&graph, vec![Tensor::f32(&[rows, cols], data)], &[]);
         let y = out[0].to_f64_vec();
         for r in 0..rows {
             let row = &y[r * cols..(r + 1) * cols];
@@ -177,9 +177,9 @@ proptest! {
         );
         let mut rng = Rng::new(seed);
         let data: Vec<f32> = (0..rows * cols).map(|_| rng.unit() * 3.0 + offset).collect();
-        let ones = Tensor::f32(vec![cols], vec![1.0; cols]);
-        let zeros = Tensor::f32(vec![cols], vec![0.0; cols]);
-        let out = run(&graph, vec![Tensor::f32(vec![rows, cols], data), ones, zeros], &[]);
+        let ones = Tensor::f32(&[cols], vec![1.0; cols]);
+        let zeros = Tensor::f32(&[cols], vec![0.0; cols]);
+        let out = run(&graph, vec![Tensor::f32(&[rows, cols], data), ones, zeros], &[]);
         let y = out[0].to_f64_vec();
         for r in 0..rows {
             let row = &y[r * cols..(r + 1) * cols];

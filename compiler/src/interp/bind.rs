@@ -94,7 +94,9 @@ pub fn bind_symbols(graph: &Graph, inputs: &[Tensor], params: &HashMap<String, T
         let Op::Param { key } = &node.op else { continue };
         match params.get(key) {
             Some(tensor) => sites.push((Site::Param(key.clone()), &node.ty, tensor)),
-            None => problems.push(BindError::MissingParam { key: key.clone(), expected: graph.type_to_string(&node.ty) }),
+            None => {
+                problems.push(BindError::MissingParam { key: key.clone(), expected: graph.type_to_string(&node.ty) })
+            }
         }
     }
 
@@ -145,7 +147,10 @@ pub fn bind_symbols(graph: &Graph, inputs: &[Tensor], params: &HashMap<String, T
             match slot {
                 None => {
                     if binding.value < 1 {
-                        problems.push(BindError::SymbolTooSmall { symbol: graph.symbol_name(sym), binding: binding.clone() });
+                        problems.push(BindError::SymbolTooSmall {
+                            symbol: graph.symbol_name(sym),
+                            binding: binding.clone(),
+                        });
                         bad_symbol[sym.0 as usize] = true;
                     }
                     *slot = Some(binding);

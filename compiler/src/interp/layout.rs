@@ -75,7 +75,14 @@ pub(crate) fn permute(data: &Vals, from: &[usize], perm: &[usize]) -> Vals {
 
 /// Elements `start, start + step, ...` along `axis`, `count` of them; `Err` describes a range that leaves
 /// the operand.
-pub(crate) fn slice(data: &Vals, from: &[usize], axis: usize, start: i64, step: i64, count: usize) -> Result<Vals, String> {
+pub(crate) fn slice(
+    data: &Vals,
+    from: &[usize],
+    axis: usize,
+    start: i64,
+    step: i64,
+    count: usize,
+) -> Result<Vals, String> {
     let len = from[axis] as i128;
     let last = start as i128 + step as i128 * (count as i128 - 1);
     if start < 0 || last >= len || step < 1 {

@@ -25,7 +25,13 @@ const CHUNK: usize = 1024;
 const INDEX_LIMIT: i128 = 1 << 62;
 
 /// Evaluates `map` into a buffer of `out_shape`'s element count; `Err` is a message about the map node.
-pub(crate) fn run_map(map: &MapOp, dtype: DType, out_shape: &[usize], inputs: &[&Val], syms: &[i64]) -> Result<Vals, String> {
+pub(crate) fn run_map(
+    map: &MapOp,
+    dtype: DType,
+    out_shape: &[usize],
+    inputs: &[&Val],
+    syms: &[i64],
+) -> Result<Vals, String> {
     let plan = Plan::build(map, out_shape, inputs, syms)?;
     let total: usize = out_shape.iter().product();
     let lanes = CHUNK.min(total).max(1);
@@ -110,7 +116,13 @@ enum Step {
     Binary(crate::ir::BinaryOp, usize, usize),
     Select(usize, usize, usize),
     Cast(usize),
-    Reduce { op: ReduceOp, vars: Vec<usize>, body: usize, block: usize, count: usize },
+    Reduce {
+        op: ReduceOp,
+        vars: Vec<usize>,
+        body: usize,
+        block: usize,
+        count: usize,
+    },
 }
 
 struct LoadPlan {
@@ -164,7 +176,8 @@ impl Plan {
             let mut f: BTreeSet<usize> = BTreeSet::new();
             let step = match &snode.expr {
                 ScalarExpr::Load { input, indices, default } => {
-                    let val = inputs.get(*input).ok_or_else(|| format!("s{s} loads input {input}, which does not exist"))?;
+                    let val =
+                        inputs.get(*input).ok_or_else(|| format!("s{s} loads input {input}, which does not exist"))?;
                     let strides = super::layout::strides(&val.shape);
                     let mut axes = Vec::with_capacity(indices.len());
                     for ((affine, &len), &stride) in indices.iter().zip(&val.shape).zip(&strides) {
@@ -174,7 +187,8 @@ impl Plan {
                         for (var, coef) in &affine.terms {
                             let v = var.0 as usize;
                             let c = eval_dim(coef, syms)?;
-                            let extent = *extents.get(v).ok_or_else(|| format!("s{s} reads v{v}, which has no extent"))?;
+                            let extent =
+                                *extents.get(v).ok_or_else(|| format!("s{s} reads v{v}, which has no extent"))?;
                             reach += (c as i128).abs() * (extent as i128 - 1);
                             f.insert(v);
                             if v < rank { lane_terms.push((v, c)) } else { loop_terms.push((v, c)) }
@@ -190,7 +204,11 @@ impl Plan {
                     let v = var.0 as usize;
                     let extent = *extents.get(v).ok_or_else(|| format!("s{s} reads v{v}, which has no extent"))?;
                     if Lit::from_int(extent as i64 - 1, dtype).is_none() {
-                        return Err(format!("s{s}: v{v} goes up to {}, which does not fit {}", extent - 1, dtype.name()));
+                        return Err(format!(
+                            "s{s}: v{v} goes up to {}, which does not fit {}",
+                            extent - 1,
+                            dtype.name()
+                        ));
                     }
                     f.insert(v);
                     if v < rank { Step::LaneVar(v) } else { Step::LoopVar(v) }
@@ -224,7 +242,8 @@ impl Plan {
                     let vars: Vec<usize> = vars.iter().map(|v| v.0 as usize).collect();
                     let mut count: usize = 1;
                     for &v in &vars {
-                        let extent = *extents.get(v).ok_or_else(|| format!("s{s} reduces over v{v}, which has no extent"))?;
+                        let extent =
+                            *extents.get(v).ok_or_else(|| format!("s{s} reduces over v{v}, which has no extent"))?;
                         count = count.checked_mul(extent).ok_or_else(|| format!("s{s}: reduction size overflows"))?;
                     }
                     f.extend(free[body.index()].iter().copied().filter(|v| !vars.contains(v)));
@@ -386,8 +405,12 @@ impl Exec<'_> {
                 }
             }
             Step::Unary(op, a) => kernels::unary(*op, dtype, &before[*a], out, n).map_err(mismatch)?,
-            Step::Binary(op, a, b) => kernels::binary(*op, dtype, &before[*a], &before[*b], out, n).map_err(mismatch)?,
-            Step::Select(c, t, f) => kernels::select(&before[*c], &before[*t], &before[*f], out, n).map_err(mismatch)?,
+            Step::Binary(op, a, b) => {
+                kernels::binary(*op, dtype, &before[*a], &before[*b], out, n).map_err(mismatch)?
+            }
+            Step::Select(c, t, f) => {
+                kernels::select(&before[*c], &before[*t], &before[*f], out, n).map_err(mismatch)?
+            }
             Step::Cast(a) => kernels::cast(&before[*a], dtype, out, n).map_err(mismatch)?,
             Step::Load(lp) => {
                 let input = self.inputs.get(lp.input).ok_or_else(|| mismatch(KindMismatch))?;
@@ -398,7 +421,15 @@ impl Exec<'_> {
         Ok(())
     }
 
-    fn reduce(&mut self, s: usize, op: ReduceOp, vars: &[usize], body: usize, block: usize, count: usize) -> Result<(), String> {
+    fn reduce(
+        &mut self,
+        s: usize,
+        op: ReduceOp,
+        vars: &[usize],
+        body: usize,
+        block: usize,
+        count: usize,
+    ) -> Result<(), String> {
         let n = self.n;
         let dtype = self.plan.dtypes[s];
         self.bufs[s].fill(reduce_init(op, dtype), n);
@@ -430,7 +461,15 @@ impl Exec<'_> {
 
 /// Reads one load for all lanes: a straight gather when every lane is in range, else per-lane checks with
 /// the default (or an error naming the first bad lane's index).
-fn load(s: usize, lp: &LoadPlan, lanes: &mut LoadLanes, loop_vals: &[i64], input: &Val, out: &mut Vals, n: usize) -> Result<(), String> {
+fn load(
+    s: usize,
+    lp: &LoadPlan,
+    lanes: &mut LoadLanes,
+    loop_vals: &[i64],
+    input: &Val,
+    out: &mut Vals,
+    n: usize,
+) -> Result<(), String> {
     let mut all_in = true;
     let mut uniform_flat: i64 = 0;
     for (ax, axis) in lp.axes.iter().enumerate() {

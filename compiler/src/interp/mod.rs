@@ -101,7 +101,11 @@ pub fn run(graph: &Graph, inputs: &[Tensor], params: &HashMap<String, Tensor>) -
     for o in &graph.outputs {
         let node = &graph.nodes[o.node];
         let Some(val) = values[o.node.index()].clone() else {
-            return Err(RunError::Node { node: o.node, op: node.op.name(), message: "internal error: output was freed".into() });
+            return Err(RunError::Node {
+                node: o.node,
+                op: node.op.name(),
+                message: "internal error: output was freed".into(),
+            });
         };
         outputs.push(val.data.into_tensor(node.ty.dtype, val.shape));
     }
@@ -117,7 +121,8 @@ fn node_shapes(graph: &Graph, syms: &[i64]) -> Result<Vec<Vec<usize>>, RunError>
         let mut shape = Vec::with_capacity(node.ty.rank());
         for (axis, dim) in node.ty.shape.iter().enumerate() {
             let text = graph.dim_to_string(dim);
-            let value = dim.eval(&env).ok_or_else(|| fail(format!("dimension {axis} ({text}) overflows 64-bit integers")))?;
+            let value =
+                dim.eval(&env).ok_or_else(|| fail(format!("dimension {axis} ({text}) overflows 64-bit integers")))?;
             if value < 1 {
                 return Err(fail(format!("dimension {axis} ({text}) is {value}; every dimension must be at least 1")));
             }
@@ -175,8 +180,9 @@ fn eval_node(cx: &NodeCx, id: NodeId, shape: &[usize]) -> Result<Vals, String> {
         Op::Constant(s) => Vals::splat(Lit::from_scalar(*s, dtype), 1),
         Op::DimValue(dim) => {
             let value = eval_dim(dim)?;
-            let lit = Lit::from_int(value, dtype)
-                .ok_or_else(|| format!("dimension {} = {value} does not fit {}", cx.graph.dim_to_string(dim), dtype.name()))?;
+            let lit = Lit::from_int(value, dtype).ok_or_else(|| {
+                format!("dimension {} = {value} does not fit {}", cx.graph.dim_to_string(dim), dtype.name())
+            })?;
             Vals::splat(lit, 1)
         }
         Op::Unary(op, a) => {

@@ -8,7 +8,13 @@ use super::values::{Lit, Vals, finish};
 use crate::ir::{DType, ReduceOp};
 
 /// Reduces `data` (shape `shape`) over `axes` (sorted, unique, in range).
-pub(crate) fn reduce(op: ReduceOp, dtype: DType, data: &Vals, shape: &[usize], axes: &[usize]) -> Result<Vals, KindMismatch> {
+pub(crate) fn reduce(
+    op: ReduceOp,
+    dtype: DType,
+    data: &Vals,
+    shape: &[usize],
+    axes: &[usize],
+) -> Result<Vals, KindMismatch> {
     let out_len: usize = shape.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, d)| d).product();
     let count: usize = axes.iter().map(|&a| shape[a]).product();
     // Output stride of every input axis; 0 for the reduced ones.
@@ -32,7 +38,14 @@ pub(crate) fn reduce(op: ReduceOp, dtype: DType, data: &Vals, shape: &[usize], a
 
 /// One row-major pass over `src`: `acc[out index] = f(acc, x)`. Each output sees its inputs in row-major
 /// order of the reduced axes because the pass visits all of `src` in row-major order.
-fn fold<T: Copy>(src: &[T], shape: &[usize], out_strides: &[usize], out_len: usize, init: T, f: fn(T, T) -> T) -> Vec<T> {
+fn fold<T: Copy>(
+    src: &[T],
+    shape: &[usize],
+    out_strides: &[usize],
+    out_len: usize,
+    init: T,
+    f: fn(T, T) -> T,
+) -> Vec<T> {
     let mut acc = vec![init; out_len];
     let Some((&inner, outer_shape)) = shape.split_last() else {
         acc[0] = f(acc[0], src[0]);
@@ -69,7 +82,13 @@ fn fold<T: Copy>(src: &[T], shape: &[usize], out_strides: &[usize], out_len: usi
 }
 
 /// `[batch.., M, K] @ [batch.., K, N]` (shapes already checked), floats only.
-pub(crate) fn matmul(dtype: DType, a: &Vals, a_shape: &[usize], b: &Vals, b_shape: &[usize]) -> Result<Vals, KindMismatch> {
+pub(crate) fn matmul(
+    dtype: DType,
+    a: &Vals,
+    a_shape: &[usize],
+    b: &Vals,
+    b_shape: &[usize],
+) -> Result<Vals, KindMismatch> {
     let (Vals::F(a), Vals::F(b)) = (a, b) else { return Err(KindMismatch) };
     let r = a_shape.len();
     let (m, k, n) = (a_shape[r - 2], a_shape[r - 1], b_shape[r - 1]);

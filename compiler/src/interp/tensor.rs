@@ -78,7 +78,11 @@ impl Tensor {
     pub fn new(shape: &[usize], data: TensorData) -> Result<Tensor, ShapeMismatch> {
         let expected = element_count(shape);
         if expected != Some(data.len()) {
-            return Err(ShapeMismatch { shape: shape.to_vec(), expected: expected.unwrap_or(usize::MAX), got: data.len() });
+            return Err(ShapeMismatch {
+                shape: shape.to_vec(),
+                expected: expected.unwrap_or(usize::MAX),
+                got: data.len(),
+            });
         }
         Ok(Tensor { dtype: data.dtype(), shape: shape.to_vec(), data })
     }

@@ -147,3 +147,59 @@ fn grouped(graph: &Graph, dim: &Dim) -> String {
     let text = graph.dim_to_string(dim);
     if text.contains(' ') { format!("({text})") } else { text }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::interp::tests::{Body, Builder, c};
+    use crate::ir::{BinaryOp, DType, ReduceOp, UnaryOp};
+
+    #[test]
+    fn prints_every_kind_of_line() {
+        let mut b = Builder::new("mlp");
+        let bd = b.sym("B");
+        let x = b.input("x", DType::F32, &[bd.clone(), c(4)]);
+        let w = b.param("fc1.weight", DType::F32, &[c(3), c(4)]);
+        let wt = b.node(Op::Permute(w, vec![1, 0]), DType::F32, &[c(4), c(3)]);
+        let h = b.node(Op::MatMul(x, wt), DType::F32, &[bd.clone(), c(3)]);
+        let k = b.node(Op::Constant(Scalar::Float(1e-5)), DType::F32, &[]);
+        let kb = b.node(Op::Broadcast(k), DType::F32, &[bd.clone(), c(3)]);
+        let r = b.binary(BinaryOp::Add, h, kb);
+        let e = b.unary(UnaryOp::Tanh, r);
+        let s = b.node(Op::Slice { input: e, axis: 1, start: c(0), step: 2 }, DType::F32, &[bd.clone(), c(2)]);
+        let d = b.node(Op::DimValue(bd.sub(&c(1)).unwrap()), DType::I32, &[]);
+        let mut body = Body::default();
+        let l = body.load(0, DType::F32, &[(&[(0, 1)], 0), (&[(1, 2), (2, -1)], 1)], Some(Scalar::Float(0.0)));
+        let sum = body.reduce(ReduceOp::Sum, &[2], l, DType::F32);
+        let v = body.add(ScalarExpr::Var(crate::ir::VarId(1)), DType::F32);
+        let out = body.bin(BinaryOp::Mul, sum, v, DType::F32);
+        let op = body.finish(vec![s], vec![bd.clone(), c(2), c(2)], out);
+        let m = b.node(op, DType::F32, &[bd.clone(), c(2)]);
+        let red = b.node(Op::Reduce { op: ReduceOp::Max, input: m, axes: vec![1] }, DType::F32, &[bd]);
+        b.output("y", red);
+        b.output("d", d);
+        let expected = "\
+model mlp(x: f32[B, 4]) -> (y: f32[B], d: i32[])
+  %0 = input x : f32[B, 4]
+  %1 = param \"fc1.weight\" : f32[3, 4]
+  %2 = permute %1 [1, 0] : f32[4, 3]
+  %3 = matmul %0, %2 : f32[B, 3]
+  %4 = constant 1e-5 : f32[]
+  %5 = broadcast %4 : f32[B, 3]
+  %6 = add %3, %5 : f32[B, 3]
+  %7 = tanh %6 : f32[B, 3]
+  %8 = slice %7 axis 1 start 0 step 2 : f32[B, 2]
+  %9 = dim B - 1 : i32[]
+  %10 = map(%8) [v0 < B, v1 < 2, v2 < 2] : f32[B, 2] {
+      s0 = load in0[v0, 2*v1 - v2 + 1] else 0.0 : f32
+      s1 = sum[v2] s0 : f32
+      s2 = var v1 : f32
+      s3 = mul s1, s2 : f32
+      yield s3
+  }
+  %11 = max %10 axes [1] : f32[B]
+  return y = %11, d = %9
+";
+        assert_eq!(print(&b.g), expected);
+    }
+}

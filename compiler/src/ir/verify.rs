@@ -163,12 +163,7 @@ impl<'g> Verifier<'g> {
                 n => err(format!("%{} ({}) is listed {n} times in `{list}`", id.index(), node.op.name())),
             }
             if let Some(first) = seen.insert(name.as_str(), id) {
-                err(format!(
-                    "%{} and %{} are both {} nodes named `{name}`",
-                    first.index(),
-                    id.index(),
-                    node.op.name()
-                ));
+                err(format!("%{} and %{} are both {} nodes named `{name}`", first.index(), id.index(), node.op.name()));
             }
         }
         let mut output_names: HashMap<&str, usize> = HashMap::new();
@@ -213,7 +208,11 @@ pub(crate) fn binary_rule(op: BinaryOp, a: DType, b: DType) -> Result<DType, Str
         return Err(format!("operand dtypes differ: {} and {}", a.name(), b.name()));
     }
     if op.is_logical() {
-        return if a == DType::Bool { Ok(DType::Bool) } else { Err(format!("`{}` needs bool, got {}", op.name(), a.name())) };
+        return if a == DType::Bool {
+            Ok(DType::Bool)
+        } else {
+            Err(format!("`{}` needs bool, got {}", op.name(), a.name()))
+        };
     }
     if !a.is_numeric() {
         return Err(format!("`{}` needs numeric operands, got bool", op.name()));
@@ -326,7 +325,11 @@ fn type_rule(cx: &mut NodeCx, node: &Node) {
         Op::MatMul(a, b) => {
             let (a_ty, b_ty) = (cx.ty(*a).clone(), cx.ty(*b).clone());
             if a_ty.dtype != b_ty.dtype || !a_ty.dtype.is_float() {
-                cx.err(format!("matmul needs two float operands of one dtype, got {} and {}", a_ty.dtype.name(), b_ty.dtype.name()));
+                cx.err(format!(
+                    "matmul needs two float operands of one dtype, got {} and {}",
+                    a_ty.dtype.name(),
+                    b_ty.dtype.name()
+                ));
             }
             cx.expect_dtype("the result", ty.dtype, a_ty.dtype);
             let r = a_ty.rank();
@@ -402,7 +405,10 @@ fn type_rule(cx: &mut NodeCx, node: &Node) {
             {
                 let last = (s as i128) + (*step as i128) * (count as i128 - 1);
                 if s < 0 || last >= len as i128 {
-                    cx.err(format!("elements {s}, {}, ... {last} are not all inside 0..{len}", s as i128 + *step as i128));
+                    cx.err(format!(
+                        "elements {s}, {}, ... {last} are not all inside 0..{len}",
+                        s as i128 + *step as i128
+                    ));
                 }
             }
         }
@@ -470,8 +476,11 @@ fn map_rule(cx: &mut NodeCx, map: &MapOp, ty: &TensorType) {
     for (i, extent) in map.extents.iter().enumerate() {
         cx.check_extent(&format!("the extent of v{i}"), extent);
         if i < rank && *extent != ty.shape[i] {
-            let msg =
-                format!("the extent of v{i} is {}, the result's dimension {}", cx.show_dim(extent), cx.show_dim(&ty.shape[i]));
+            let msg = format!(
+                "the extent of v{i} is {}, the result's dimension {}",
+                cx.show_dim(extent),
+                cx.show_dim(&ty.shape[i])
+            );
             cx.err(msg);
         }
     }
@@ -506,12 +515,12 @@ fn map_rule(cx: &mut NodeCx, map: &MapOp, ty: &TensorType) {
 struct ScalarCx<'a, 'b, 'g> {
     cx: &'a mut NodeCx<'b, 'g>,
     sid: ScalarId,
+    /// False when the node's operands are unusable, so its free variables are unknown.
     ok: bool,
 }
 
 impl ScalarCx<'_, '_, '_> {
     fn err(&mut self, message: impl std::fmt::Display) {
-        self.ok = false;
         let msg = format!("s{}: {message}", self.sid.index());
         self.cx.err(msg);
     }
@@ -549,6 +558,7 @@ fn scalar_rule(
     for &o in &operands {
         if o >= sid {
             scx.err(format!("operand s{} does not precede its user", o.index()));
+            scx.ok = false;
         }
     }
     if !scx.ok {
@@ -667,7 +677,12 @@ fn scalar_rule(
 
 fn affine_rule(scx: &mut ScalarCx, index: &Affine, n_vars: usize, free: &mut BTreeSet<u32>) {
     let n_syms = scx.cx.v.graph.symbols.len();
-    let dims_ok = index.terms.iter().map(|(_, c)| c).chain([&index.offset]).all(|d| d.symbols().iter().all(|s| (s.0 as usize) < n_syms));
+    let dims_ok = index
+        .terms
+        .iter()
+        .map(|(_, c)| c)
+        .chain([&index.offset])
+        .all(|d| d.symbols().iter().all(|s| (s.0 as usize) < n_syms));
     if !dims_ok {
         scx.err("an index mentions an unknown symbol");
     }
@@ -696,3 +711,168 @@ fn constant_bounds(scx: &mut ScalarCx, map: &MapOp, index: &Affine, dim: &Dim, a
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::interp::tests::{Body, Builder, c};
+    use crate::span::Span;
+
+    fn errors(b: &Builder) -> Vec<String> {
+        match verify(&b.g) {
+            Ok(()) => vec![],
+            Err(errors) => errors.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    /// `y = exp(x) + x`, `z = sum[k](x[i, k])` with `x: f32[B, 4]`.
+    fn good() -> Builder {
+        let mut b = Builder::new("m");
+        let bd = b.sym("B");
+        let x = b.input("x", DType::F32, &[bd.clone(), c(4)]);
+        let e = b.unary(UnaryOp::Exp, x);
+        let y = b.binary(BinaryOp::Add, e, x);
+        let mut body = Body::default();
+        let l = body.load(0, DType::F32, &[(&[(0, 1)], 0), (&[(1, 1)], 0)], None);
+        let s = body.reduce(ReduceOp::Sum, &[1], l, DType::F32);
+        let op = body.finish(vec![x], vec![bd.clone(), c(4)], s);
+        let z = b.node(op, DType::F32, &[bd]);
+        b.output("y", y);
+        b.output("z", z);
+        b
+    }
+
+    #[test]
+    fn accepts_a_well_formed_graph() {
+        assert_eq!(errors(&good()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn rejects_an_operand_after_its_user() {
+        let mut b = Builder::new("m");
+        b.node(Op::Unary(UnaryOp::Exp, NodeId::new(1)), DType::F32, &[c(2)]);
+        b.input("x", DType::F32, &[c(2)]);
+        assert_eq!(errors(&b), ["%0 (exp): operand %1 does not precede its user"]);
+    }
+
+    #[test]
+    fn rejects_wrong_shapes_and_dtypes() {
+        let mut b = Builder::new("m");
+        let x = b.input("x", DType::F32, &[c(2), c(3)]);
+        let y = b.input("y", DType::F32, &[c(3), c(2)]);
+        let i = b.input("i", DType::I32, &[c(2), c(3)]);
+        b.node(Op::Binary(BinaryOp::Add, x, y), DType::F32, &[c(2), c(3)]);
+        b.node(Op::Binary(BinaryOp::Lt, x, x), DType::F32, &[c(2), c(3)]);
+        b.node(Op::Unary(UnaryOp::Exp, i), DType::I32, &[c(2), c(3)]);
+        b.node(Op::Unary(UnaryOp::Not, x), DType::F32, &[c(2), c(3)]);
+        b.node(Op::MatMul(x, x), DType::F32, &[c(2), c(3)]);
+        b.node(Op::Reduce { op: ReduceOp::Sum, input: x, axes: vec![1, 0] }, DType::F32, &[]);
+        b.node(Op::Reduce { op: ReduceOp::Mean, input: i, axes: vec![1] }, DType::I32, &[c(2)]);
+        b.node(Op::Permute(x, vec![0, 0]), DType::F32, &[c(2), c(2)]);
+        b.node(Op::Reshape(x), DType::F32, &[c(5)]);
+        b.node(Op::Broadcast(x), DType::F32, &[c(4), c(3)]);
+        b.node(Op::Slice { input: x, axis: 1, start: c(1), step: 0 }, DType::F32, &[c(2), c(1)]);
+        b.node(Op::Slice { input: x, axis: 1, start: c(1), step: 2 }, DType::F32, &[c(2), c(2)]);
+        b.node(Op::Concat { inputs: vec![x, x], axis: 0 }, DType::F32, &[c(5), c(3)]);
+        b.node(Op::Gather { table: x, indices: x, axis: 0 }, DType::F32, &[c(2), c(3), c(3)]);
+        b.node(Op::Constant(Scalar::Float(1.5)), DType::I32, &[]);
+        assert_eq!(
+            errors(&b),
+            [
+                "%3 (add): the right operand has shape [3, 2], expected [2, 3]",
+                "%4 (lt): the result has dtype f32, expected bool",
+                "%5 (exp): `exp` is defined on floats only, got i32",
+                "%6 (not): `not` needs bool, got f32",
+                "%7 (matmul): inner dimensions differ: 3 and 2",
+                "%8 (sum): axes [1, 0] are not sorted and unique",
+                "%9 (mean): `mean` is defined on floats only, got i32",
+                "%10 (permute): [0, 0] is not a permutation of the 2 axes",
+                "%11 (reshape): element counts differ: f32[2, 3] has 6 elements, the result 5",
+                "%12 (broadcast): operand dimension 0 is 2, which is neither 1 nor the result's 4",
+                "%13 (slice): step is 0, must be at least 1",
+                "%14 (slice): elements 1, 3, ... 3 are not all inside 0..3",
+                "%15 (concat): the operands' dimensions 0 add up to 4, the result's is 5",
+                "%16 (gather): indices must be i32 or u32, got f32",
+                "%17 (constant): constant Float(1.5) cannot have dtype i32",
+            ]
+        );
+    }
+
+    #[test]
+    fn symbolic_reshape_compares_products() {
+        let mut b = Builder::new("m");
+        let bd = b.sym("B");
+        let x = b.input("x", DType::F32, &[bd.clone(), c(4)]);
+        b.node(Op::Reshape(x), DType::F32, &[bd.scale(2).unwrap(), c(2)]);
+        b.node(Op::Reshape(x), DType::F32, &[bd.clone(), c(3)]);
+        assert_eq!(errors(&b), ["%2 (reshape): element counts differ: f32[B, 4] has 4*B elements, the result 3*B"]);
+    }
+
+    #[test]
+    fn rejects_bad_signature_lists() {
+        let mut b = Builder::new("m");
+        let x = b.input("x", DType::F32, &[c(2)]);
+        let p = b.param("p", DType::F32, &[c(2)]);
+        b.node(Op::Input { name: "stray".into() }, DType::F32, &[c(2)]);
+        b.g.inputs.push(p);
+        b.g.params.push(p);
+        b.g.outputs.push(crate::ir::Output { name: "o".into(), node: x });
+        b.g.outputs.push(crate::ir::Output { name: "o".into(), node: NodeId::new(9) });
+        assert_eq!(
+            errors(&b),
+            [
+                "graph: inputs[1] is %1, a param node, not an input",
+                "graph: %1 (param) is listed 2 times in `params`",
+                "graph: %2 (input) is not listed in `inputs`",
+                "graph: output `o` is %9, past the last node",
+                "graph: outputs[0] and outputs[1] are both named `o`",
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_map_bodies() {
+        let mut b = Builder::new("m");
+        let x = b.input("x", DType::F32, &[c(2), c(4)]);
+        // Reads the reduction variable v1 outside its reduction, and a load with too few indices.
+        let mut body = Body::default();
+        let l = body.load(0, DType::F32, &[(&[(0, 1), (1, 1)], 0)], None);
+        let op = body.finish(vec![x], vec![c(2), c(4)], l);
+        b.node(op, DType::F32, &[c(2)]);
+        // Reduces over an output variable, with a body of another dtype, and reads v5 (no extent).
+        let mut body = Body::default();
+        let l = body.load(0, DType::F32, &[(&[(0, 1)], 0), (&[(5, 1)], 0)], None);
+        let s = body.reduce(ReduceOp::Sum, &[0], l, DType::F32);
+        let op = body.finish(vec![x], vec![c(2)], s);
+        b.node(op, DType::I32, &[c(2)]);
+        // A scalar operand after its user, and a nested reduction over the same variable.
+        let mut body = Body::default();
+        body.exprs.append(
+            crate::ir::ScalarNode { expr: ScalarExpr::Unary(UnaryOp::Neg, ScalarId::new(1)), dtype: DType::F32 },
+            Span::default(),
+        );
+        let l = body.load(0, DType::F32, &[(&[(0, 1)], 0), (&[(1, 1)], 0)], None);
+        let inner = body.reduce(ReduceOp::Sum, &[1], l, DType::F32);
+        let outer = body.reduce(ReduceOp::Max, &[1], inner, DType::F32);
+        let op = body.finish(vec![x], vec![c(2), c(4)], outer);
+        b.node(op, DType::F32, &[c(2)]);
+        // A constant out-of-range load without default.
+        let mut body = Body::default();
+        let l = body.load(0, DType::F32, &[(&[(0, 1)], 0), (&[(1, 1)], 1)], None);
+        let op = body.finish(vec![x], vec![c(2), c(4)], l);
+        b.node(op, DType::F32, &[c(2), c(4)]);
+        assert_eq!(
+            errors(&b),
+            [
+                "%1 (map): s0: 1 indices for input 0 of rank 2",
+                "%1 (map): s0: axis 0 of input 0 is read at 0..=4, outside 0..2, without a default",
+                "%1 (map): the body reads v1 outside of any reduction over it",
+                "%2 (map): s0: v5 has no extent (1 index variables)",
+                "%2 (map): s1: reduces over v0, an output index variable",
+                "%2 (map): the body has dtype f32, the result i32",
+                "%3 (map): s0: operand s1 does not precede its user",
+                "%3 (map): s3: reduces over v1, which a reduction inside it also binds",
+                "%4 (map): s0: axis 1 of input 0 is read at 1..=4, outside 0..4, without a default",
+            ]
+        );
+    }
+}

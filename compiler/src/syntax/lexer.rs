@@ -16,8 +16,7 @@ use crate::span::{FileId, Span};
 #[logos(extras = Vec<(Range<usize>, LexProblem)>)]
 #[logos(skip r"[ \t\r\n\f]+")]
 // Comments run to the end of the line by definition, so the greedy repetition is intended.
-#[logos(skip(r"//[^\n]*", allow_greedy = true))]
-#[logos(skip(r"#[^\n]*", allow_greedy = true))]
+#[logos(skip(r"(//|#)[^\n]*", allow_greedy = true))]
 pub enum Token {
     #[regex(r"[A-Za-z_][A-Za-z0-9_]*", |lex| lex.slice().to_string())]
     Ident(String),
@@ -199,12 +198,7 @@ impl Token {
             Token::Dot => ".",
             Token::DotDot => "..",
             Token::Ellipsis => "...",
-            Token::Ident(_)
-            | Token::Int(_)
-            | Token::Float(_)
-            | Token::Str(_)
-            | Token::Error
-            | Token::TooDeep => "",
+            Token::Ident(_) | Token::Int(_) | Token::Float(_) | Token::Str(_) | Token::Error | Token::TooDeep => "",
         }
     }
 }
@@ -231,35 +225,33 @@ pub fn lex(file: FileId, text: &str) -> (Vec<(Token, Span)>, Vec<Diagnostic>) {
             let bad = text.get(range.clone()).unwrap_or("");
             let what = if bad.chars().count() == 1 { "character" } else { "characters" };
             diags.push(
-                Diagnostic::new(Code::E0001, Span::new(file, range), format!("invalid {what} `{}`", bad.escape_debug()))
-                    .label("not part of any token")
-                    .rule("R1.6"),
+                Diagnostic::new(
+                    Code::E0001,
+                    Span::new(file, range),
+                    format!("invalid {what} `{}`", bad.escape_debug()),
+                )
+                .label("not part of any token")
+                .rule("R1.6"),
             );
         }
     }
     for (range, problem) in std::mem::take(&mut lexer.extras) {
         let span = Span::new(file, range);
         diags.push(match problem {
-            LexProblem::IntOutOfRange => {
-                Diagnostic::new(Code::E0004, span, "integer literal does not fit in an i64")
-                    .label("out of range")
-                    .rule("R1.4")
-            }
-            LexProblem::FloatOutOfRange => {
-                Diagnostic::new(Code::E0004, span, "float literal is not finite as an f64")
-                    .label("out of range")
-                    .rule("R1.4")
-            }
+            LexProblem::IntOutOfRange => Diagnostic::new(Code::E0004, span, "integer literal does not fit in an i64")
+                .label("out of range")
+                .rule("R1.4"),
+            LexProblem::FloatOutOfRange => Diagnostic::new(Code::E0004, span, "float literal is not finite as an f64")
+                .label("out of range")
+                .rule("R1.4"),
             LexProblem::UnterminatedString => Diagnostic::new(Code::E0003, span, "unterminated string literal")
                 .label("the string needs a closing `\"` on this line")
                 .rule("R1.5"),
-            LexProblem::BadEscape(c) => Diagnostic::new(
-                Code::E0001,
-                span,
-                format!("unknown escape `\\{}` in string literal", c.escape_debug()),
-            )
-            .label("only `\\\"`, `\\\\` and `\\n` are escapes")
-            .rule("R1.5"),
+            LexProblem::BadEscape(c) => {
+                Diagnostic::new(Code::E0001, span, format!("unknown escape `\\{}` in string literal", c.escape_debug()))
+                    .label("only `\\\"`, `\\\\` and `\\n` are escapes")
+                    .rule("R1.5")
+            }
         });
     }
     diags.sort_by_key(|d| (d.span.start, d.span.end));
@@ -397,7 +389,25 @@ mod tests {
         use Token::*;
         assert_eq!(
             toks("fn fnx model in int as // c\n # d\n->&&||==!=<=>=!^@%"),
-            vec![KwFn, ident("fnx"), KwModel, KwIn, KwInt, KwAs, Arrow, AndAnd, OrOr, EqEq, NotEq, Le, Ge, Bang, Caret, At, Percent]
+            vec![
+                KwFn,
+                ident("fnx"),
+                KwModel,
+                KwIn,
+                KwInt,
+                KwAs,
+                Arrow,
+                AndAnd,
+                OrOr,
+                EqEq,
+                NotEq,
+                Le,
+                Ge,
+                Bang,
+                Caret,
+                At,
+                Percent
+            ]
         );
         assert_eq!(toks("sum[k]"), vec![ident("sum"), LBracket, ident("k"), RBracket]);
     }

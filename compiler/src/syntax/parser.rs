@@ -15,7 +15,7 @@ use chumsky::inspector::Inspector;
 use chumsky::prelude::*;
 
 use super::ast::*;
-use super::lexer::{lex, Token};
+use super::lexer::{Token, lex};
 use crate::diag::{Code, Diagnostic};
 use crate::span::{FileId, Span};
 
@@ -154,9 +154,13 @@ fn balance(
                     out.push((token, span));
                 }
                 None => diags.push(
-                    Diagnostic::new(Code::E0002, sp(span), format!("unexpected closing delimiter `{}`", token.symbol()))
-                        .label("no matching opening delimiter")
-                        .rule("R2.1"),
+                    Diagnostic::new(
+                        Code::E0002,
+                        sp(span),
+                        format!("unexpected closing delimiter `{}`", token.symbol()),
+                    )
+                    .label("no matching opening delimiter")
+                    .rule("R2.1"),
                 ),
             }
         } else {
@@ -233,9 +237,7 @@ fn to_diagnostic(file: FileId, error: &Rich<'_, Token, SimpleSpan>) -> Diagnosti
     match error.reason() {
         RichReason::Custom(message) if message == TOO_DEEP_EXPR => Diagnostic::new(Code::E0005, span, message.clone())
             .label("too deep")
-            .note(format!(
-                "an expression may nest at most {MAX_EXPR_HEIGHT} levels of operators, calls and accesses"
-            ))
+            .note(format!("an expression may nest at most {MAX_EXPR_HEIGHT} levels of operators, calls and accesses"))
             .rule("R2.2"),
         RichReason::Custom(message) => Diagnostic::new(Code::E0002, span, message.clone()).rule("R2.1"),
         RichReason::ExpectedFound { expected, found } => {
@@ -254,8 +256,7 @@ fn to_diagnostic(file: FileId, error: &Rich<'_, Token, SimpleSpan>) -> Diagnosti
 /// "`)`, `,` or expression": labels first, then tokens, sorted; three or more operators collapse into
 /// "operator".
 fn describe_expected(expected: &[RichPattern<'_, Token>]) -> String {
-    const OPERATORS: &[&str] =
-        &["+", "-", "*", "/", "%", "@", "^", "<", "<=", ">", ">=", "==", "!=", "&&", "||"];
+    const OPERATORS: &[&str] = &["+", "-", "*", "/", "%", "@", "^", "<", "<=", ">", ">=", "==", "!=", "&&", "||"];
     let mut labels: Vec<String> = Vec::new();
     let mut tokens: Vec<String> = Vec::new();
     let mut operators = Vec::new();
@@ -466,10 +467,12 @@ where
         Token::LBracket => [(Token::LParen, Token::RParen), (Token::LBrace, Token::RBrace)],
         _ => [(Token::LParen, Token::RParen), (Token::LBracket, Token::RBracket)],
     };
-    inner
-        .map(Some)
-        .delimited_by(just(open.clone()), just(close.clone()))
-        .recover_with(via_parser(nested_delimiters(open, close, others, |_| None)))
+    inner.map(Some).delimited_by(just(open.clone()), just(close.clone())).recover_with(via_parser(nested_delimiters(
+        open,
+        close,
+        others,
+        |_| None,
+    )))
 }
 
 /// One token other than a delimiter, or a whole balanced delimited group.
@@ -483,15 +486,8 @@ where
             inner.clone().delimited_by(just(Token::LParen), just(Token::RParen)),
             inner.clone().delimited_by(just(Token::LBracket), just(Token::RBracket)),
             inner.delimited_by(just(Token::LBrace), just(Token::RBrace)),
-            none_of([
-                Token::LParen,
-                Token::RParen,
-                Token::LBracket,
-                Token::RBracket,
-                Token::LBrace,
-                Token::RBrace,
-            ])
-            .ignored(),
+            none_of([Token::LParen, Token::RParen, Token::LBracket, Token::RBracket, Token::LBrace, Token::RBrace])
+                .ignored(),
         ))
     })
 }
@@ -502,9 +498,7 @@ where
 {
     let sp = move |s: SimpleSpan| Span::new(file, s.into_range());
 
-    let ident = select! { Token::Ident(name) = e => Ident { name, span: sp(e.span()) } }
-        .labelled("identifier")
-        .boxed();
+    let ident = select! { Token::Ident(name) = e => Ident { name, span: sp(e.span()) } }.labelled("identifier").boxed();
     let number_segment = select! { Token::Int(_) = e => {
         let span: SimpleSpan = e.span();
         Ident { name: text.get(span.into_range()).unwrap_or("0").to_string(), span: sp(span) }
@@ -560,7 +554,8 @@ where
                     reduce(sp(e.span()), op.unwrap_or(Reducer::Sum), indices, body)
                 });
 
-            let callarg = ident.clone().then_ignore(just(Token::Colon)).or_not().then(expr.clone());
+            let callarg =
+                ident.clone().then_ignore(just(Token::Colon)).or_not().then(expr.clone()).labelled("argument");
             let callargs = group(
                 Token::LParen,
                 Token::RParen,
@@ -583,7 +578,8 @@ where
                     .map(|(indices, default)| Suffix::Access(indices, default)),
             ))
             .or_not();
-            let path_expr = path.clone().then(suffix).map_with(move |(path, suffix), e| postfix(sp(e.span()), path, suffix));
+            let path_expr =
+                path.clone().then(suffix).map_with(move |(path, suffix), e| postfix(sp(e.span()), path, suffix));
 
             let atom = choice((literal, paren, list, reduction, path_expr));
             let prefix_op = select! {
@@ -644,10 +640,7 @@ where
             .then(comparison_op.then(additive).repeated().collect::<Vec<_>>())
             .validate(|(first, rest), _, emitter| {
                 if let Some(((_, op_span), _)) = rest.get(1) {
-                    emitter.emit(Rich::custom(
-                        *op_span,
-                        "comparison operators cannot be chained; use parentheses",
-                    ));
+                    emitter.emit(Rich::custom(*op_span, "comparison operators cannot be chained; use parentheses"));
                 }
                 let ex = rest.into_iter().fold(first, |a, ((op, _), b)| binary(op, a, b));
                 report_too_deep(ex, emitter)
@@ -783,9 +776,7 @@ where
         .then_ignore(just(Token::Arrow))
         .then(ty.clone())
         .then(block.clone())
-        .map_with(move |(((name, args), ret), body), e| {
-            Item::Fn(FnDef { name, args, ret, body, span: sp(e.span()) })
-        });
+        .map_with(move |(((name, args), ret), body), e| Item::Fn(FnDef { name, args, ret, body, span: sp(e.span()) }));
     let output = ident
         .clone()
         .then_ignore(just(Token::Colon))
@@ -830,4 +821,391 @@ where
         .foldl(op.then(lower).repeated(), |a, (op, b)| binary(op, a, b))
         .validate(|ex, _, emitter| report_too_deep(ex, emitter))
         .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::syntax::print::{erase_spans, print};
+
+    const SAMPLE: &str = r#"import "std/nn"
+// comment
+fn layer_norm(x: T[..., D], g: T[D], b: T[D], eps: float = 1e-5) -> T[..., D] {
+    m = mean(x, axis: -1, keepdims: true)
+    v = mean((x - m) ^ 2, axis: -1, keepdims: true)
+    return (x - m) * rsqrt(v + eps) * g + b
+}
+fn conv(x: f32[C, H, W], w: f32[K, C, R, R]) -> f32[K, H, W] {
+    y[k, h: H, w2: W] = sum[c, r, s](x[c, h + r - 1, w2 + s - 1] else 0.0 * w[k, c, r, s])
+    return y
+}
+model m(x: f32[B, 784]) -> (logits: f32[B, 10]) {
+    param fc.weight: f32[10, 784]
+    h = x @ transpose(fc.weight)
+    for i in 0..6 { h = Block["encoder.layer.{i}"](h, heads: 12); }
+    logits = reshape(h, [B, 10]) + 1.5e-3
+}
+"#;
+
+    fn parse_ok(text: &str) -> SourceFileAst {
+        let (ast, diags) = parse(FileId(0), text);
+        assert!(diags.is_empty(), "unexpected diagnostics for {text:?}: {diags:#?}");
+        ast
+    }
+
+    fn codes(text: &str) -> Vec<Code> {
+        parse(FileId(0), text).1.iter().map(|d| d.code).collect()
+    }
+
+    /// The value of the single statement `y = <src>` of a model, as a fully parenthesised S-expression.
+    fn sexpr(src: &str) -> String {
+        let ast = parse_ok(&format!("model m() -> (y: f32[]) {{ y = {src} }}"));
+        let Item::Model(model) = &ast.items[0] else { panic!("not a model") };
+        let Stmt::Assign { value, .. } = &model.body.stmts[0] else { panic!("not an assignment") };
+        show(value)
+    }
+
+    fn show(e: &Expr) -> String {
+        let list = |es: &[Expr]| es.iter().map(show).collect::<Vec<_>>().join(" ");
+        match &e.kind {
+            ExprKind::Int(v) => v.to_string(),
+            ExprKind::Float(v) => format!("{v:?}"),
+            ExprKind::Bool(b) => b.to_string(),
+            ExprKind::Name(p) => p.text(),
+            ExprKind::Unary(UnaryOp::Neg, x) => format!("(neg {})", show(x)),
+            ExprKind::Unary(UnaryOp::Not, x) => format!("(not {})", show(x)),
+            ExprKind::Binary(op, a, b) => format!("({} {} {})", op.symbol(), show(a), show(b)),
+            ExprKind::Call { callee, prefix, args } => {
+                let args: Vec<String> = args
+                    .iter()
+                    .map(|a| match &a.name {
+                        Some(n) => format!("{}:{}", n.name, show(&a.value)),
+                        None => show(&a.value),
+                    })
+                    .collect();
+                let prefix = prefix.as_ref().map(|p| format!("[{:?}]", p.value)).unwrap_or_default();
+                format!("(call {}{prefix} {})", callee.text(), args.join(" "))
+            }
+            ExprKind::Access { tensor, indices, default } => match default {
+                Some(d) => format!("(at {} [{}] else {})", tensor.text(), list(indices), show(d)),
+                None => format!("(at {} [{}])", tensor.text(), list(indices)),
+            },
+            ExprKind::Reduce { op, indices, body } => {
+                let ix: Vec<String> = indices
+                    .iter()
+                    .map(|i| match &i.extent {
+                        Some(x) => format!("{}:{}", i.name.name, show(x)),
+                        None => i.name.name.clone(),
+                    })
+                    .collect();
+                format!("({} [{}] {})", op.name(), ix.join(" "), show(body))
+            }
+            ExprKind::List(items) => format!("[{}]", list(items)),
+            ExprKind::Error => "<error>".to_string(),
+        }
+    }
+
+    #[test]
+    fn sample_program_parses_and_prints_canonically() {
+        let ast = parse_ok(SAMPLE);
+        assert_eq!(ast.items.len(), 4);
+        let expected = r#"import "std/nn"
+
+fn layer_norm(x: T[..., D], g: T[D], b: T[D], eps: float = 1e-5) -> T[..., D] {
+    m = mean(x, axis: -1, keepdims: true)
+    v = mean((x - m) ^ 2, axis: -1, keepdims: true)
+    return (x - m) * rsqrt(v + eps) * g + b
+}
+
+fn conv(x: f32[C, H, W], w: f32[K, C, R, R]) -> f32[K, H, W] {
+    y[k, h: H, w2: W] = sum[c, r, s](x[c, h + r - 1, w2 + s - 1] else 0.0 * w[k, c, r, s])
+    return y
+}
+
+model m(x: f32[B, 784]) -> (logits: f32[B, 10]) {
+    param fc.weight: f32[10, 784]
+    h = x @ transpose(fc.weight)
+    for i in 0..6 {
+        h = Block["encoder.layer.{i}"](h, heads: 12)
+    }
+    logits = reshape(h, [B, 10]) + 0.0015
+}
+"#;
+        assert_eq!(print(&ast), expected);
+        let mut again = parse_ok(&print(&ast));
+        let mut ast = ast;
+        erase_spans(&mut ast);
+        erase_spans(&mut again);
+        assert_eq!(ast, again);
+    }
+
+    #[test]
+    fn sample_program_tree() {
+        let ast = parse_ok(SAMPLE);
+        let Item::Fn(conv) = &ast.items[2] else { panic!() };
+        let Stmt::Define { name, indices, value, .. } = &conv.body.stmts[0] else { panic!() };
+        assert_eq!(name.name, "y");
+        assert_eq!(indices.len(), 3);
+        assert!(indices[0].extent.is_none());
+        assert_eq!(indices[1].extent.as_ref().map(show), Some("H".to_string()));
+        assert_eq!(show(value), "(sum [c r s] (* (at x [c (- (+ h r) 1) (- (+ w2 s) 1)] else 0.0) (at w [k c r s])))");
+        let Item::Model(model) = &ast.items[3] else { panic!() };
+        assert_eq!(model.outputs[0].name.name, "logits");
+        let Stmt::Param { path, ty, .. } = &model.body.stmts[0] else { panic!() };
+        assert_eq!(path.text(), "fc.weight");
+        assert_eq!(ty.dtype.name, "f32");
+        let Stmt::For { var, start, end, body, .. } = &model.body.stmts[2] else { panic!() };
+        assert_eq!((var.name.as_str(), show(start), show(end)), ("i", "0".into(), "6".into()));
+        let Stmt::Assign { value, .. } = &body.stmts[0] else { panic!() };
+        assert_eq!(show(value), r#"(call Block["encoder.layer.{i}"] h heads:12)"#);
+        let Item::Fn(layer_norm) = &ast.items[1] else { panic!() };
+        assert!(matches!(layer_norm.args[3].ty, ArgType::Float(_)));
+        assert_eq!(layer_norm.args[3].default.as_ref().map(show), Some("1e-5".to_string()));
+        assert!(matches!(layer_norm.ret.dims[0], DimExpr::Ellipsis(_)));
+    }
+
+    #[test]
+    fn spans_are_byte_offsets() {
+        let text = "model m() -> (y: f32[]) {\n    y = a + b\n}\n";
+        let ast = parse_ok(text);
+        let Item::Model(model) = &ast.items[0] else { panic!() };
+        assert_eq!(model.span.range(), 0..text.len() - 1);
+        let Stmt::Assign { value, span, .. } = &model.body.stmts[0] else { panic!() };
+        assert_eq!(&text[span.range()], "y = a + b");
+        assert_eq!(&text[value.span.range()], "a + b");
+    }
+
+    #[test]
+    fn precedence_and_associativity() {
+        assert_eq!(sexpr("-x^2"), "(neg (^ x 2))");
+        assert_eq!(sexpr("a ^ b ^ c"), "(^ a (^ b c))");
+        assert_eq!(sexpr("2 ^ -x ^ 2"), "(^ 2 (neg (^ x 2)))");
+        assert_eq!(sexpr("-3"), "(neg 3)");
+        assert_eq!(sexpr("a - b - c"), "(- (- a b) c)");
+        assert_eq!(sexpr("a + b * c @ d % e"), "(+ a (% (@ (* b c) d) e))");
+        assert_eq!(sexpr("a < b + 1 && c == d || !e"), "(|| (&& (< a (+ b 1)) (== c d)) (not e))");
+        assert_eq!(sexpr("a || b && c || d"), "(|| (|| a (&& b c)) d)");
+        assert_eq!(sexpr("x[i, j] else 0.0 * w"), "(* (at x [i j] else 0.0) w)");
+        assert_eq!(sexpr("x[i] else -1 ^ 2"), "(at x [i] else (neg (^ 1 2)))");
+        assert_eq!(sexpr("-x[i] else 0"), "(neg (at x [i] else 0))");
+        assert_eq!(sexpr("(a + b) * c"), "(* (+ a b) c)");
+    }
+
+    #[test]
+    fn postfix_forms() {
+        assert_eq!(sexpr("f[\"p.{i}\"](x, axis: 1,)"), "(call f[\"p.{i}\"] x axis:1)");
+        assert_eq!(sexpr("max(a, b)"), "(call max a b)");
+        assert_eq!(sexpr("max[k: N](x[k])"), "(max [k:N] (at x [k]))");
+        assert_eq!(sexpr("sum[r, s](1)"), "(sum [r s] 1)");
+        assert_eq!(sexpr("[a, b, 3]"), "[a b 3]");
+        assert_eq!(sexpr("[]"), "[]");
+        assert_eq!(sexpr("layer.0.weight"), "layer.0.weight");
+        assert_eq!(sexpr("layer.0.1[i]"), "(at layer.0.1 [i])");
+        assert_eq!(sexpr("nn.linear(x)"), "(call nn.linear x)");
+        assert_eq!(sexpr("true && !false"), "(&& true (not false))");
+        assert_eq!(sexpr("1e-12 + 2.5"), "(+ 1e-12 2.5)");
+    }
+
+    #[test]
+    fn statements_need_no_terminator() {
+        let ast = parse_ok("fn f(x: f32[N], n: int) -> f32[N] {\n x = a\n y[n] = x[n];;\n return y }");
+        let Item::Fn(f) = &ast.items[0] else { panic!() };
+        assert_eq!(f.body.stmts.len(), 3);
+        assert!(matches!(f.body.stmts[0], Stmt::Assign { .. }));
+        assert!(matches!(f.body.stmts[1], Stmt::Define { .. }));
+        assert!(matches!(f.body.stmts[2], Stmt::Return { .. }));
+        assert!(matches!(f.args[1].ty, ArgType::Int(_)));
+    }
+
+    #[test]
+    fn imports_with_alias() {
+        let ast = parse_ok("import \"a/b\" as ab import \"c\"");
+        let [Item::Import(a), Item::Import(c)] = &ast.items[..] else { panic!() };
+        assert_eq!(a.path.value, "a/b");
+        assert_eq!(a.alias.as_ref().map(|i| i.name.as_str()), Some("ab"));
+        assert_eq!(c.path.value, "c");
+        assert!(c.alias.is_none());
+    }
+
+    #[test]
+    fn every_error_is_reported_and_parsing_recovers() {
+        let text = r#"fn f(x: f32[N]) -> f32[N] {
+    b = f(x, +, 2)
+    c = (x * )
+    d = 1 2
+    return x
+}
+model bad(x: f32[B] -> (y: f32[B]) { y = x }
+fn g( -> T[] { }
+model ok(x: f32[B]) -> (y: f32[B]) { y = x < 1 < 2 }
+"#;
+        let (ast, diags) = parse(FileId(0), text);
+        let messages: Vec<&str> = diags.iter().map(|d| d.message.as_str()).collect();
+        assert!(diags.iter().all(|d| d.code == Code::E0002 && d.rule == Some("R2.1")), "{diags:#?}");
+        assert!(messages.contains(&"expected argument or `)`, found `+`"), "{messages:#?}");
+        assert!(messages.contains(&"expected expression, found `)`"), "{messages:#?}");
+        assert!(messages.contains(&"comparison operators cannot be chained; use parentheses"), "{messages:#?}");
+        assert!(diags.len() >= 6, "{messages:#?}");
+        // The first function keeps its good statements around the bad ones.
+        let Item::Fn(f) = &ast.items[0] else { panic!("{:?}", ast.items[0]) };
+        let kinds: Vec<String> = f.body.stmts.iter().map(|s| format!("{:?}", std::mem::discriminant(s))).collect();
+        assert_eq!(f.body.stmts.len(), 5, "{kinds:?}");
+        assert!(matches!(f.body.stmts[4], Stmt::Return { .. }));
+        let Stmt::Assign { value, .. } = &f.body.stmts[0] else { panic!() };
+        assert_eq!(value.kind, ExprKind::Error);
+        assert!(matches!(ast.items[1], Item::Error(_)));
+        assert!(matches!(ast.items[2], Item::Error(_)));
+        assert!(matches!(&ast.items[3], Item::Model(m) if m.name.name == "ok"));
+    }
+
+    #[test]
+    fn error_messages_name_what_was_expected() {
+        let (_, diags) = parse(FileId(0), "model m() -> (y: f32[]) { y = (a + b; }");
+        assert_eq!(diags[0].message, "expected operator, `(`, `)`, `.` or `[`, found `;`");
+        assert_eq!(diags[0].span.range(), 36..37);
+        let (_, diags) = parse(FileId(0), "fn f() -> f32[] { return }");
+        assert_eq!(diags[0].message, "expected expression, found `}`");
+        let (_, diags) = parse(FileId(0), "x = 1");
+        assert_eq!(diags[0].message, "expected item, found identifier `x`");
+        let (_, diags) = parse(FileId(0), "model m() -> (y: f32[]) { y = sum[k] + 1 }");
+        assert_eq!(diags[0].message, "expected `(`, found `+`");
+    }
+
+    #[test]
+    fn unbalanced_delimiters_are_reported_once() {
+        let (ast, diags) = parse(FileId(0), "fn f() -> f32[] { y = g(1\n return y }\nfn h() -> f32[] { return 1 }");
+        assert!(matches!(&ast.items[1], Item::Fn(h) if h.name.name == "h"), "{:?}", ast.items);
+        assert!(diags.iter().any(|d| d.message.starts_with("mismatched closing delimiter")), "{diags:#?}");
+        let (ast, diags) = parse(FileId(0), "fn f() -> f32[] { return 1 ) }\nfn g() -> f32[] { return (2");
+        assert_eq!(ast.items.len(), 2);
+        let messages: Vec<&str> = diags.iter().map(|d| d.message.as_str()).collect();
+        assert_eq!(messages, vec!["unexpected closing delimiter `)`", "unclosed delimiter `(`"], "{diags:#?}");
+    }
+
+    #[test]
+    fn lexer_errors_do_not_cascade() {
+        let (ast, diags) = parse(FileId(0), "model m() -> (y: f32[]) { y = 1 $ + 2 }");
+        assert_eq!(diags.iter().map(|d| d.code).collect::<Vec<_>>(), vec![Code::E0001]);
+        assert!(matches!(&ast.items[0], Item::Model(_)));
+        // The unterminated string swallows the `}`: unclosed `{`, huge integer, string, string is no expression.
+        assert_eq!(
+            codes("model m() -> (y: f32[]) { y = 99999999999999999999 + \"x }"),
+            vec![Code::E0002, Code::E0004, Code::E0003, Code::E0002]
+        );
+    }
+
+    fn nested(open: &str, inner: &str, close: &str, depth: usize) -> String {
+        format!("model m() -> (y: f32[]) {{ y = {}{inner}{} }}", open.repeat(depth), close.repeat(depth))
+    }
+
+    #[test]
+    fn nesting_limit_is_256() {
+        assert!(codes(&nested("(", "1", ")", MAX_NESTING - 1)).is_empty());
+        assert!(codes(&nested("f(", "1", ")", MAX_NESTING - 1)).is_empty());
+        assert_eq!(codes(&nested("(", "1", ")", MAX_NESTING)), vec![Code::E0005]);
+        assert_eq!(codes(&nested("[", "1", "]", 1000)), vec![Code::E0005]);
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let text = "(".repeat(100_000);
+        let (ast, diags) = parse(FileId(0), &text);
+        assert!(diags.iter().any(|d| d.code == Code::E0005), "{diags:#?}");
+        assert_eq!(ast.items.len(), 1);
+        // The items around a too-deep one are still parsed.
+        let text = format!(
+            "fn a() -> f32[] {{ return 1 }}\n{}\nfn b() -> f32[] {{ return 2 }}",
+            nested("{", "", "}", 100_000)
+        );
+        let (ast, diags) = parse(FileId(0), &text);
+        assert_eq!(diags.iter().map(|d| d.code).collect::<Vec<_>>(), vec![Code::E0005]);
+        assert!(matches!(&ast.items[..], [Item::Fn(_), Item::Error(_), Item::Fn(_)]));
+    }
+
+    #[test]
+    fn long_operator_chains_are_cut_not_overflowed() {
+        for chain in [
+            "-".repeat(100_000) + "x",
+            "!".repeat(100_000) + "x",
+            "x + ".repeat(100_000) + "x",
+            "x ^ ".repeat(100_000) + "x",
+            "x[0] else ".repeat(100_000) + "0",
+            "x && ".repeat(100_000) + "x",
+        ] {
+            let text = format!("model m() -> (y: f32[]) {{ y = {chain}\n z = 1 }}");
+            let (ast, diags) = parse(FileId(0), &text);
+            assert!(diags.iter().any(|d| d.code == Code::E0005), "{:?}", &chain[..20]);
+            assert!(diags.len() <= 3, "{diags:#?}");
+            let Item::Model(m) = &ast.items[0] else { panic!() };
+            assert!(matches!(m.body.stmts.last(), Some(Stmt::Assign { name, .. }) if name.name == "z"));
+        }
+        // A chain as long as the limit is fine.
+        let ok = format!("model m() -> (y: f32[]) {{ y = {}x }}", "x + ".repeat(MAX_EXPR_HEIGHT as usize));
+        assert!(codes(&ok).is_empty());
+    }
+
+    #[test]
+    fn odd_inputs_never_panic() {
+        for text in [
+            "",
+            "fn",
+            "model",
+            "import",
+            "fn f(",
+            "}}}}",
+            ")",
+            "\"",
+            "fn f() -> T[] { for }",
+            "fn f() -> T[] { for i in 0.. }",
+            "model m() -> () {}",
+            "fn f() -> T[...] { y[] = 1 }",
+            "\u{feff}fn",
+            "sum[",
+            "fn f() -> T[] { x = sum[k](",
+            "fn f() -> T[] { x = a[\"p\"] }",
+            "fn f() -> T[] { x = a[\"p\"](1 }",
+            "import \"a\" as",
+            "...",
+        ] {
+            let _ = parse(FileId(0), text);
+        }
+    }
+
+    mod fuzz {
+        use super::{FileId, SAMPLE, parse};
+        use proptest::prelude::*;
+
+        const VOCABULARY: &[&str] = &[
+            "fn", "model", "param", "import", "for", "in", "return", "else", "true", "false", "int", "float", "as",
+            "(", ")", "[", "]", "{", "}", ",", ":", ";", "=", "==", "<", "+", "-", "*", "^", "!", "&&", "||", "->",
+            ".", "..", "...", "x", "sum", "f32", "0", "1.5", "\"s\"", "$", "\n",
+        ];
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+            #[test]
+            fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+                let text = String::from_utf8_lossy(&bytes);
+                let _ = parse(FileId(0), &text);
+            }
+
+            #[test]
+            fn random_token_soup_never_panics(words in proptest::collection::vec(proptest::sample::select(VOCABULARY), 0..200)) {
+                let text = words.join(" ");
+                let (_, diags) = parse(FileId(0), &text);
+                for d in &diags {
+                    prop_assert!(d.span.end as usize <= text.len());
+                }
+            }
+
+            #[test]
+            fn damaged_sample_never_panics(cut in 0..SAMPLE.len(), len in 0..20usize, insert in proptest::sample::select(VOCABULARY)) {
+                let mut text: String = SAMPLE.chars().take(cut).collect();
+                text.push_str(insert);
+                text.extend(SAMPLE.chars().skip(cut + len));
+                let _ = parse(FileId(0), &text);
+            }
+        }
+    }
 }

@@ -463,3 +463,226 @@ fn erase_expr(expr: &mut Expr) {
         ExprKind::List(items) => items.iter_mut().for_each(erase_expr),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::span::FileId;
+    use crate::syntax::parse;
+    use proptest::prelude::*;
+
+    fn round_trip(ast: &SourceFileAst) -> Result<(), TestCaseError> {
+        let text = print(ast);
+        let (mut back, diags) = parse(FileId(0), &text);
+        prop_assert!(diags.is_empty(), "{text}\n{diags:#?}");
+        erase_spans(&mut back);
+        prop_assert_eq!(&back, ast, "{}", text);
+        prop_assert_eq!(print(&back), text);
+        Ok(())
+    }
+
+    #[test]
+    fn parentheses_only_where_needed() {
+        let cases = [
+            ("(a + b) * c", "(a + b) * c"),
+            ("a + (b * c)", "a + b * c"),
+            ("(a - b) - c", "a - b - c"),
+            ("a - (b - c)", "a - (b - c)"),
+            ("(-x) ^ 2", "(-x) ^ 2"),
+            ("-(x ^ 2)", "-x ^ 2"),
+            ("(a ^ b) ^ c", "(a ^ b) ^ c"),
+            ("a ^ (b ^ c)", "a ^ b ^ c"),
+            ("(a < b) == c", "(a < b) == c"),
+            ("(x[i] else 0) ^ 2", "(x[i] else 0) ^ 2"),
+            ("(x[i] else 0) * 2", "x[i] else 0 * 2"),
+            ("x[i] else (y + 1)", "x[i] else (y + 1)"),
+            ("!(a && b) || c", "!(a && b) || c"),
+            ("- - 1.0", "--1.0"),
+            ("f[\"a\\\"b\\\\c\\n\"](x)", "f[\"a\\\"b\\\\c\\n\"](x)"),
+        ];
+        for (src, want) in cases {
+            let (ast, diags) = parse(FileId(0), &format!("model m() -> (y: f32[]) {{ y = {src} }}"));
+            assert!(diags.is_empty(), "{src}: {diags:?}");
+            let Item::Model(m) = &ast.items[0] else { panic!() };
+            let Stmt::Assign { value, .. } = &m.body.stmts[0] else { panic!() };
+            assert_eq!(print_expr(value), want, "{src}");
+        }
+    }
+
+    #[test]
+    fn erase_spans_clears_every_span() {
+        let (mut ast, _) = parse(
+            FileId(3),
+            "import \"x\" as y\nfn f(a: int = 1) -> T[..., a] { for i in 0..a { z[j: 2] = sum[k](q[j, k]) } return g[\"p\"](x: [1]) }\nmodel m() -> (o: f32[]) { param w.0: f32[] o = w.0 }",
+        );
+        erase_spans(&mut ast);
+        let debug = format!("{ast:?}");
+        assert!(!debug.contains("FileId(3)"), "{debug}");
+        assert!(!debug.contains("start: 1"), "{debug}");
+    }
+
+    const RESERVED: &[&str] = &[
+        "fn", "model", "param", "import", "for", "in", "return", "else", "true", "false", "int", "float", "bool", "as",
+        "sum", "max", "min", "mean", "prod",
+    ];
+
+    fn ident() -> impl Strategy<Value = Ident> {
+        "[a-zA-Z_][a-zA-Z0-9_]{0,4}"
+            .prop_filter("reserved word", |s| !RESERVED.contains(&s.as_str()))
+            .prop_map(|name| Ident { name, span: Span::default() })
+    }
+
+    fn path() -> impl Strategy<Value = Path> {
+        let segment = prop_oneof![3 => ident(), 1 => (0u32..2000).prop_map(|n| Ident { name: n.to_string(), span: Span::default() })];
+        (ident(), proptest::collection::vec(segment, 0..3)).prop_map(|(first, rest)| {
+            let mut segments = vec![first];
+            segments.extend(rest);
+            Path { segments, span: Span::default() }
+        })
+    }
+
+    fn string() -> impl Strategy<Value = StrLit> {
+        proptest::collection::vec(
+            proptest::sample::select(vec!['a', 'Z', '.', '{', '}', '"', '\\', '\n', ' ', 'é']),
+            0..8,
+        )
+        .prop_map(|chars| StrLit { value: chars.into_iter().collect(), span: Span::default() })
+    }
+
+    fn leaf(kind: ExprKind) -> Expr {
+        Expr { kind, span: Span::default() }
+    }
+
+    fn index_decls(e: impl Strategy<Value = Expr> + Clone) -> impl Strategy<Value = Vec<IndexDecl>> {
+        proptest::collection::vec(
+            (ident(), proptest::option::of(e)).prop_map(|(name, extent)| IndexDecl { name, extent }),
+            1..3,
+        )
+    }
+
+    fn expr() -> impl Strategy<Value = Expr> + Clone {
+        let leaves = prop_oneof![
+            (0..=i64::MAX).prop_map(|v| leaf(ExprKind::Int(v))),
+            any::<f64>().prop_filter("finite", |v| v.is_finite()).prop_map(|v| leaf(ExprKind::Float(v.abs()))),
+            (0u32..100).prop_map(|v| leaf(ExprKind::Float(f64::from(v) / 8.0))),
+            any::<bool>().prop_map(|b| leaf(ExprKind::Bool(b))),
+            path().prop_map(|p| leaf(ExprKind::Name(p))),
+        ];
+        leaves.prop_recursive(4, 48, 4, |e| {
+            let unary_op = prop_oneof![Just(UnaryOp::Neg), Just(UnaryOp::Not)];
+            let bin_op = proptest::sample::select(vec![
+                BinOp::Add,
+                BinOp::Sub,
+                BinOp::Mul,
+                BinOp::Div,
+                BinOp::Rem,
+                BinOp::MatMul,
+                BinOp::Pow,
+                BinOp::Lt,
+                BinOp::Le,
+                BinOp::Gt,
+                BinOp::Ge,
+                BinOp::Eq,
+                BinOp::Ne,
+                BinOp::And,
+                BinOp::Or,
+            ]);
+            let reducer = proptest::sample::select(vec![Reducer::Sum, Reducer::Max, Reducer::Min, Reducer::Mean, Reducer::Prod]);
+            let call_arg = (proptest::option::of(ident()), e.clone()).prop_map(|(name, value)| CallArg { name, value });
+            prop_oneof![
+                1 => (unary_op, e.clone()).prop_map(|(op, x)| leaf(ExprKind::Unary(op, Box::new(x)))),
+                3 => (bin_op, e.clone(), e.clone()).prop_map(|(op, a, b)| leaf(ExprKind::Binary(op, Box::new(a), Box::new(b)))),
+                1 => (path(), proptest::option::of(string()), proptest::collection::vec(call_arg, 0..3))
+                    .prop_map(|(callee, prefix, args)| leaf(ExprKind::Call { callee, prefix, args })),
+                1 => (path(), proptest::collection::vec(e.clone(), 1..3), proptest::option::of(e.clone())).prop_map(
+                    |(tensor, indices, default)| leaf(ExprKind::Access { tensor, indices, default: default.map(Box::new) })
+                ),
+                1 => (reducer, index_decls(e.clone()), e.clone())
+                    .prop_map(|(op, indices, body)| leaf(ExprKind::Reduce { op, indices, body: Box::new(body) })),
+                1 => proptest::collection::vec(e, 0..3).prop_map(|items| leaf(ExprKind::List(items))),
+            ]
+        })
+    }
+
+    fn type_expr() -> impl Strategy<Value = TypeExpr> {
+        let dim = prop_oneof![1 => Just(DimExpr::Ellipsis(Span::default())), 4 => expr().prop_map(DimExpr::Expr)];
+        (ident(), proptest::collection::vec(dim, 0..3)).prop_map(|(dtype, dims)| TypeExpr {
+            dtype,
+            dims,
+            span: Span::default(),
+        })
+    }
+
+    fn block() -> impl Strategy<Value = Block> {
+        let simple = prop_oneof![
+            1 => (path(), type_expr()).prop_map(|(path, ty)| Stmt::Param { path, ty, span: Span::default() }),
+            3 => (ident(), expr()).prop_map(|(name, value)| Stmt::Assign { name, value, span: Span::default() }),
+            1 => (ident(), index_decls(expr()), expr())
+                .prop_map(|(name, indices, value)| Stmt::Define { name, indices, value, span: Span::default() }),
+            1 => expr().prop_map(|value| Stmt::Return { value, span: Span::default() }),
+        ];
+        let stmt = simple.prop_recursive(2, 12, 3, |stmt| {
+            (ident(), expr(), expr(), proptest::collection::vec(stmt, 0..3)).prop_map(|(var, start, end, stmts)| {
+                Stmt::For { var, start, end, body: Block { stmts, span: Span::default() }, span: Span::default() }
+            })
+        });
+        proptest::collection::vec(stmt, 0..4).prop_map(|stmts| Block { stmts, span: Span::default() })
+    }
+
+    fn args() -> impl Strategy<Value = Vec<ArgDecl>> {
+        let ty = prop_oneof![
+            3 => type_expr().prop_map(ArgType::Tensor),
+            1 => Just(ArgType::Int(Span::default())),
+            1 => Just(ArgType::Float(Span::default())),
+            1 => Just(ArgType::Bool(Span::default())),
+        ];
+        let arg = (ident(), ty, proptest::option::of(expr())).prop_map(|(name, ty, default)| ArgDecl {
+            name,
+            ty,
+            default,
+            span: Span::default(),
+        });
+        proptest::collection::vec(arg, 0..3)
+    }
+
+    fn item() -> impl Strategy<Value = Item> {
+        let output = (ident(), type_expr()).prop_map(|(name, ty)| OutputDecl { name, ty, span: Span::default() });
+        prop_oneof![
+            (string(), proptest::option::of(ident())).prop_map(|(path, alias)| Item::Import(Import {
+                path,
+                alias,
+                span: Span::default()
+            })),
+            (ident(), args(), type_expr(), block()).prop_map(|(name, args, ret, body)| Item::Fn(FnDef {
+                name,
+                args,
+                ret,
+                body,
+                span: Span::default()
+            })),
+            (ident(), args(), proptest::collection::vec(output, 1..3), block()).prop_map(
+                |(name, args, outputs, body)| {
+                    Item::Model(ModelDef { name, args, outputs, body, span: Span::default() })
+                }
+            ),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+        #[test]
+        fn expressions_round_trip(value in expr()) {
+            let name = Ident { name: "y".to_string(), span: Span::default() };
+            let body = Block { stmts: vec![Stmt::Assign { name, value, span: Span::default() }], span: Span::default() };
+            let ret = TypeExpr { dtype: Ident { name: "f32".to_string(), span: Span::default() }, dims: vec![], span: Span::default() };
+            let f = FnDef { name: Ident { name: "f".to_string(), span: Span::default() }, args: vec![], ret, body, span: Span::default() };
+            round_trip(&SourceFileAst { items: vec![Item::Fn(f)] })?;
+        }
+
+        #[test]
+        fn files_round_trip(items in proptest::collection::vec(item(), 0..4)) {
+            round_trip(&SourceFileAst { items })?;
+        }
+    }
+}
