@@ -37,6 +37,8 @@ pub struct LoadedFile {
 pub enum Root<'a> {
     Path(&'a Path),
     Text { name: &'a str, text: &'a str },
+    /// A standard-library module as the root (e.g. `prelude`, `nn`), for checking the library itself.
+    Std(&'a str),
 }
 
 /// Loads and parses the root file and everything it imports. Never fails: problems are diagnostics.
@@ -68,6 +70,16 @@ pub fn load(root: Root<'_>) -> (Program, Vec<Diagnostic>) {
             let file = SourceFile { name: name.to_string(), path: None, text: text.to_string() };
             loader.add_file(key.clone(), file, None, true);
             key
+        }
+        Root::Std(name) => {
+            let Some(index) = loader.import_std(name, None, None) else {
+                let file = SourceFile { name: format!("<std>/{name}.tdsl"), path: None, text: String::new() };
+                let id = loader.program.sources.add(file);
+                loader.diags.push(Diagnostic::new(Code::E0104, Span::new(id, 0..0), format!("no standard library module `std/{name}`")));
+                return (loader.program, loader.diags);
+            };
+            loader.program.files[index].is_root = true;
+            ImportKey::Std(name.to_string())
         }
     };
     // The prelude is imported by every program (R4.1).
@@ -123,6 +135,17 @@ impl Loader {
         Some(index)
     }
 
+    /// The display name of a loaded file.
+    fn key_name(&self, key: &ImportKey) -> String {
+        match self.loaded.get(key) {
+            Some(&index) => self.program.sources.get(self.program.files[index].id).name.clone(),
+            None => match key {
+                ImportKey::Std(name) => format!("<std>/{name}.tdsl"),
+                ImportKey::File(path) => path.display().to_string(),
+            },
+        }
+    }
+
     /// Loads the imports of file `index`; `stack` is the chain of files being loaded (for cycles).
     fn follow_imports(&mut self, index: usize, stack: Vec<ImportKey>) {
         let imports: Vec<ast::Import> = self.program.files[index]
@@ -135,6 +158,7 @@ impl Loader {
             })
             .collect();
         let base = self.program.sources.get(self.program.files[index].id).path.clone();
+        let base_name = self.program.sources.get(self.program.files[index].id).name.clone();
         for import in imports {
             let alias = import.alias.as_ref().map(|a| a.name.clone());
             let target = &import.path.value;
@@ -151,10 +175,13 @@ impl Loader {
                     ImportKey::File(canonical(&path))
                 }
             };
-            if stack.contains(&key) {
+            if let Some(pos) = stack.iter().position(|k| *k == key) {
+                let mut chain: Vec<String> = stack[pos..].iter().map(|k| self.key_name(k)).collect();
+                chain.push(self.key_name(&key));
                 self.diags.push(
-                    Diagnostic::new(Code::E0105, import.span, format!("import cycle: `{target}` imports itself"))
-                        .note("imports must form a tree; move shared functions into a third file")
+                    Diagnostic::new(Code::E0105, import.span, format!("import cycle: {}", chain.join(" -> ")))
+                        .label("this import closes the cycle")
+                        .note("imports must not form a cycle; move the shared functions into a third file")
                         .rule("R4.1"),
                 );
                 continue;
@@ -174,8 +201,12 @@ impl Loader {
                 }
                 ImportKey::File(path) => match std::fs::read_to_string(path) {
                     Ok(text) => {
-                        let file =
-                            SourceFile { name: path.display().to_string(), path: Some(path.clone()), text };
+                        // Shown relative to the importing file's name, as the user wrote it.
+                        let mut shown = Path::new(&base_name).parent().unwrap_or(Path::new("")).join(target);
+                        if shown.extension().is_none() {
+                            shown.set_extension("tdsl");
+                        }
+                        let file = SourceFile { name: shown.display().to_string(), path: Some(path.clone()), text };
                         let new_index = self.add_file(key.clone(), file, alias, false);
                         self.follow_imports(new_index, next_stack);
                     }
@@ -191,6 +222,12 @@ impl Loader {
             }
         }
     }
+}
+
+/// The standard-library module that defines function `name`, if any (for "add an import" hints).
+pub fn std_module_defining(name: &str) -> Option<&'static str> {
+    let needle = format!("fn {name}(");
+    STD_FILES.iter().find(|(_, text)| text.contains(&needle)).map(|(module, _)| *module)
 }
 
 fn canonical(path: &Path) -> PathBuf {

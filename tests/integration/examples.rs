@@ -1,7 +1,7 @@
 //! The examples and the standard library: all check clean, and every example model runs on the reference
 //! interpreter with seeded inputs and weights, giving finite outputs of the declared shapes.
 
-use crate::util::{check_path, check_text, rendered};
+use crate::util::{check_path, rendered};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tdsl_compiler::dim::SymId;
@@ -33,8 +33,8 @@ fn examples_check_clean() {
 
 #[test]
 fn standard_library_checks_clean() {
-    for (name, text) in STD_FILES {
-        let checked = check_text(&format!("std/{name}.tdsl"), text);
+    for (name, _) in STD_FILES {
+        let checked = tdsl_compiler::driver::check(tdsl_compiler::driver::Root::Std(name));
         assert!(checked.diagnostics.is_empty(), "std/{name}:\n{}", rendered(&checked));
     }
 }

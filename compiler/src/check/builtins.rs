@@ -724,7 +724,9 @@ impl Elab<'_> {
             return Value::Error;
         }
         let mut nodes = Vec::new();
+        let mut spans = Vec::new();
         for t in tensors {
+            spans.push(t.1);
             let Some((node, _)) = self.tensor_arg(Some(t), "concat") else { return Value::Error };
             nodes.push(node);
         }
@@ -741,15 +743,28 @@ impl Elab<'_> {
             return Value::Error;
         }
         let mut total = first.shape[axis].clone();
-        for &node in &nodes[1..] {
+        for (&node, &arg_span) in nodes[1..].iter().zip(&spans[1..]) {
             let ty = self.ty(node).clone();
             let same_rest = ty.rank() == first.rank()
                 && ty.shape.iter().zip(&first.shape).enumerate().all(|(i, (a, b))| i == axis || a == b);
-            if ty.dtype != first.dtype || !same_rest {
+            if ty.dtype != first.dtype {
+                self.error(
+                    Diagnostic::new(
+                        Code::E0201,
+                        arg_span,
+                        format!("`concat` of {} and {}", first.dtype.name(), ty.dtype.name()),
+                    )
+                    .with_label(spans[0], format!("the first tensor is {}", self.show_type(&first)))
+                    .note("all tensors need the same dtype; convert with e.g. `f32(x)`")
+                    .rule("R6.3"),
+                );
+                return Value::Error;
+            }
+            if !same_rest {
                 self.error(
                     Diagnostic::new(
                         Code::E0304,
-                        self.graph.nodes.span(node),
+                        arg_span,
                         format!(
                             "`concat` along axis {axis} of {} and {}",
                             self.show_type(&first),

@@ -50,12 +50,19 @@ impl<'p> FnTable<'p> {
                     None => def.name.name.clone(),
                 };
                 if let Some(first) = fns.get(&name) {
-                    diags.push(
-                        Diagnostic::new(Code::E0103, def.name.span, format!("function `{name}` is defined twice"))
-                            .with_label(first.def.name.span, "first defined here")
-                            .note("import one of the files with `as` to keep both")
-                            .rule("R4.1"),
-                    );
+                    let std_first = program.sources.get(first.def.name.span.file).path.is_none()
+                        && program.sources.get(first.def.name.span.file).name.starts_with("<std>");
+                    let std_second = program.sources.get(def.name.span.file).name.starts_with("<std>");
+                    let (user, other) = if std_second && !std_first { (first.def, def) } else { (def, first.def) };
+                    let mut diag = Diagnostic::new(Code::E0103, user.name.span, format!("function `{name}` is defined twice"))
+                        .with_label(other.name.span, "also defined here")
+                        .rule("R4.1");
+                    diag = if std_first || std_second {
+                        diag.note(format!("the standard library already defines `{name}`; rename this one"))
+                    } else {
+                        diag.note("rename one, or import one of the files with `as` to keep both")
+                    };
+                    diags.push(diag);
                     continue;
                 }
                 fns.insert(name.clone(), FnEntry { def, name });
@@ -304,27 +311,9 @@ impl<'p> Elab<'p> {
         if matches!(result, Value::Error) {
             return Value::Error;
         }
-        // The result type, with every name bound by the signature (R5.4).
-        for dim in &def.ret.dims {
-            if let ast::DimExpr::Expr(e) = dim {
-                if let Some(name) = bare_name(e) {
-                    if !scope.vars.contains_key(name) {
-                        self.error(
-                            Diagnostic::new(
-                                Code::E0310,
-                                e.span,
-                                format!("dimension `{name}` of the result type is not bound by any argument"),
-                            )
-                            .note("add an `int` argument for it, or use it in an argument's type")
-                            .rule("R5.4"),
-                        );
-                        return Value::Error;
-                    }
-                }
-            }
-        }
+        // The result type, with every name bound by the signature (R5.4; `shape_of` reports E0310).
         let Some(dtype) = self.concrete_dtype(&scope, &def.ret.dtype) else { return Value::Error };
-        let shape = self.shape_of(&mut scope, &def.ret);
+        let Some(shape) = self.shape_of(&mut scope, &def.ret) else { return Value::Error };
         let declared = TensorType { dtype, shape };
         let what = format!("the result of `{}`", def.name.name);
         let return_span = def

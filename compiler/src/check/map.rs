@@ -721,7 +721,17 @@ impl Elab<'_> {
         Some(match w {
             Weak::Int(d) => match d.as_const() {
                 Some(v) if dtype.is_float() => mb.push(ScalarExpr::Const(Scalar::Float(v as f64)), dtype, span),
-                Some(v) => mb.push(ScalarExpr::Const(Scalar::Int(v)), dtype, span),
+                Some(v) => {
+                    let fits = if dtype == DType::U32 { u32::try_from(v).is_ok() } else { i32::try_from(v).is_ok() };
+                    if !fits {
+                        self.error(
+                            Diagnostic::new(Code::E0201, span, format!("integer {v} does not fit in {}", dtype.name()))
+                                .rule("R3.5"),
+                        );
+                        return None;
+                    }
+                    mb.push(ScalarExpr::Const(Scalar::Int(v)), dtype, span)
+                }
                 None => mb.push(ScalarExpr::Dim(d.clone()), dtype, span),
             },
             Weak::Float(v) => mb.push(ScalarExpr::Const(Scalar::Float(*v)), dtype, span),

@@ -115,11 +115,14 @@ impl<'p> Elab<'p> {
     pub(crate) fn error(&mut self, mut diag: Diagnostic) {
         // A stand-alone check of a function knows names and arity, but not the shapes and dtypes it will be
         // called with: only E00xx and E01xx problems are certain (R5.5).
-        if self.generic && !matches!(diag.code.as_str().as_bytes()[2], b'0' | b'1') {
+        if self.generic && !matches!(diag.code.as_str().as_bytes()[2], b'0' | b'1') && diag.code != Code::E0310 {
             return;
         }
-        if let Some(frame) = self.frames.last() {
-            if frame.call_span.file != diag.span.file || !self.frames.iter().any(|f| f.call_span == diag.span) {
+        // Label every call on the way from the model to the error (outermost last), so the user's own line is
+        // shown; a stand-alone check's synthetic top-level call is not a call.
+        let skip = usize::from(self.generic);
+        for frame in self.frames.iter().skip(skip).rev() {
+            if frame.call_span != diag.span {
                 diag.labels.push((frame.call_span, format!("in this call of `{}`", frame.name)));
             }
         }
@@ -169,6 +172,7 @@ impl<'p> Elab<'p> {
             };
             let dtype = self.concrete_dtype(&scope, &ty.dtype);
             let mut shape = Vec::new();
+            let mut valid = dtype.is_some();
             for (pos, dim) in ty.dims.iter().enumerate() {
                 match dim {
                     ast::DimExpr::Ellipsis(span) => {
@@ -177,6 +181,7 @@ impl<'p> Elab<'p> {
                                 .note("model inputs need a fixed rank")
                                 .rule("R3.4"),
                         );
+                        valid = false;
                         shape.push(Dim::constant(1));
                     }
                     ast::DimExpr::Expr(expr) => match bare_name(expr) {
@@ -192,17 +197,39 @@ impl<'p> Elab<'p> {
                     },
                 }
             }
-            if let Some(dtype) = dtype {
-                input_types.push((arg, TensorType { dtype, shape }));
+            match dtype {
+                Some(dtype) if valid => input_types.push((arg, TensorType { dtype, shape })),
+                // Uses of an input whose type is wrong are not reported again.
+                _ => {
+                    scope.vars.insert(arg.name.name.clone(), Value::Error);
+                }
             }
         }
+        let mut invalid_inputs = Vec::new();
         for (expr, arg_index, pos) in pending {
-            let dim = self.dim_expr(&mut scope, expr, "R5.4").unwrap_or(Dim::constant(1));
-            if let Some((_, ty)) = input_types.iter_mut().find(|(a, _)| std::ptr::eq(*a, &model.args[arg_index])) {
-                ty.shape[pos] = dim;
+            let unbound = unbound_names(&scope, expr);
+            for (name, span) in &unbound {
+                self.error(
+                    Diagnostic::new(Code::E0310, *span, format!("dimension `{name}` is not bound by any input"))
+                        .note(format!("name `{name}` alone in some input's type so it can be bound from that input's shape"))
+                        .rule("R5.4"),
+                );
+            }
+            let dim = if unbound.is_empty() { self.dim_expr(&mut scope, expr, "R5.4") } else { None };
+            match dim {
+                Some(dim) => {
+                    if let Some((_, ty)) = input_types.iter_mut().find(|(a, _)| std::ptr::eq(*a, &model.args[arg_index])) {
+                        ty.shape[pos] = dim;
+                    }
+                }
+                None => invalid_inputs.push(arg_index),
             }
         }
         for (arg, ty) in input_types {
+            if invalid_inputs.iter().any(|&i| std::ptr::eq(arg, &model.args[i])) {
+                scope.vars.insert(arg.name.name.clone(), Value::Error);
+                continue;
+            }
             let node = self.add_node(Op::Input { name: arg.name.name.clone() }, ty, arg.name.span);
             self.graph.inputs.push(node);
             scope.vars.insert(arg.name.name.clone(), Value::Tensor(node));
@@ -210,7 +237,7 @@ impl<'p> Elab<'p> {
         self.block(&mut scope, &model.body);
         for output in &model.outputs {
             let Some(dtype) = self.concrete_dtype(&scope, &output.ty.dtype) else { continue };
-            let shape = self.shape_of(&mut scope, &output.ty);
+            let Some(shape) = self.shape_of(&mut scope, &output.ty) else { continue };
             let declared = TensorType { dtype, shape };
             match scope.vars.get(&output.name.name).cloned() {
                 None => self.error(
@@ -259,8 +286,8 @@ impl<'p> Elab<'p> {
                     span,
                     format!("{what} has dtype {}, but {} is declared", actual.dtype.name(), declared.dtype.name()),
                 )
-                .label(format!("this is {}", self.show_type(&actual)))
-                .rule("R4.2"),
+                .with_label(self.graph.nodes.span(node), format!("this value is {}", self.show_type(&actual)))
+                .rule(if self.frames.is_empty() { "R4.2" } else { "R5.1" }),
             );
             return None;
         }
@@ -275,7 +302,8 @@ impl<'p> Elab<'p> {
                         self.show_shape(&declared.shape)
                     ),
                 )
-                .rule("R5.1"),
+                .with_label(self.graph.nodes.span(node), format!("this value is {}", self.show_type(&actual)))
+                .rule(if self.frames.is_empty() { "R4.2" } else { "R5.1" }),
             );
             return None;
         }
@@ -298,9 +326,11 @@ impl<'p> Elab<'p> {
         None
     }
 
-    /// The shape of a written type, every dimension evaluated in `scope`.
-    pub(crate) fn shape_of(&mut self, scope: &mut Scope, ty: &ast::TypeExpr) -> Vec<Dim> {
+    /// The shape of a written type, every dimension evaluated in `scope`; `None` (reported) when a dimension
+    /// is invalid or names something no argument binds (E0310).
+    pub(crate) fn shape_of(&mut self, scope: &mut Scope, ty: &ast::TypeExpr) -> Option<Vec<Dim>> {
         let mut shape = Vec::new();
+        let mut ok = true;
         for dim in &ty.dims {
             match dim {
                 ast::DimExpr::Ellipsis(span) => match scope.vars.get(call::ELLIPSIS).cloned() {
@@ -310,19 +340,40 @@ impl<'p> Elab<'p> {
                             _ => None,
                         }));
                     }
-                    _ => self.error(
-                        Diagnostic::new(Code::E0311, *span, "`...` is only allowed in function signatures")
-                            .rule("R3.4"),
-                    ),
+                    _ => {
+                        self.error(
+                            Diagnostic::new(Code::E0311, *span, "`...` is only allowed in function signatures")
+                                .rule("R3.4"),
+                        );
+                        ok = false;
+                    }
                 },
                 ast::DimExpr::Expr(expr) => {
-                    if let Some(d) = self.dim_expr(scope, expr, "R3.2") {
-                        shape.push(d);
+                    let unbound = unbound_names(scope, expr);
+                    if !unbound.is_empty() {
+                        for (name, span) in unbound {
+                            let whose = if self.frames.is_empty() { "input" } else { "argument" };
+                            self.error(
+                                Diagnostic::new(Code::E0310, span, format!("dimension `{name}` is not bound by any {whose}"))
+                                    .note(if self.frames.is_empty() {
+                                        "a model's dimensions are named by its inputs' types".to_string()
+                                    } else {
+                                        format!("add an argument `{name}: int`, or use `{name}` in an argument's type")
+                                    })
+                                    .rule("R5.4"),
+                            );
+                        }
+                        ok = false;
+                        continue;
+                    }
+                    match self.dim_expr(scope, expr, "R3.2") {
+                        Some(d) => shape.push(d),
+                        None => ok = false,
                     }
                 }
             }
         }
-        shape
+        ok.then_some(shape)
     }
 
     /// Evaluates a dimension expression (R3.2).
@@ -406,11 +457,10 @@ impl<'p> Elab<'p> {
             scope.vars.insert(local, Value::Error);
             return;
         };
-        let shape = self.shape_of(scope, ty);
-        if shape.len() != ty.dims.len() && !ty.dims.iter().any(|d| matches!(d, ast::DimExpr::Ellipsis(_))) {
+        let Some(shape) = self.shape_of(scope, ty) else {
             scope.vars.insert(local, Value::Error);
             return;
-        }
+        };
         let declared = TensorType { dtype, shape };
         if let Some(&node) = self.params.get(&key) {
             if self.ty(node) != &declared {
@@ -608,7 +658,9 @@ impl<'p> Elab<'p> {
         let mut diag = Diagnostic::new(Code::E0102, callee.span, format!("unknown function `{name}`")).rule("R4.1");
         let candidates = self.fns.names().map(|s| s.to_string()).chain(builtins::NAMES.iter().map(|s| s.to_string()));
         let candidates: Vec<String> = candidates.collect();
-        if let Some(similar) = closest(&name, candidates.iter()) {
+        if let Some(module) = crate::driver::std_module_defining(&name) {
+            diag = diag.note(format!("`{name}` is defined in the standard library: add `import \"std/{module}\"`"));
+        } else if let Some(similar) = closest(&name, candidates.iter()) {
             diag = diag.note(format!("did you mean `{similar}`?"));
         }
         self.error(diag);
@@ -629,7 +681,11 @@ impl<'p> Elab<'p> {
             };
             let name = &rest[open + 1..open + close];
             match scope.vars.get(name).cloned() {
-                Some(Value::Int(d)) if d.as_const().is_some() => out.push_str(&d.as_const().unwrap_or(0).to_string()),
+                Some(Value::Int(d)) => match d.as_const() {
+                    Some(v) => out.push_str(&v.to_string()),
+                    // Only in a stand-alone check, where `int` arguments are symbols: keep the name.
+                    None => out.push_str(&format!("{{{name}}}")),
+                },
                 _ => {
                     self.error(
                         Diagnostic::new(
@@ -658,15 +714,42 @@ pub(crate) fn bare_name(expr: &ast::Expr) -> Option<&str> {
 }
 
 /// The candidate closest to `name` by edit distance, if any is close.
+/// The candidate closest to `name` by edit distance (ties broken alphabetically, so output is stable), if
+/// `name` is long enough for a suggestion to mean something and the candidate is close.
 fn closest<'a, I: Iterator<Item = &'a String>>(name: &str, candidates: I) -> Option<String> {
-    let mut best: Option<(usize, &String)> = None;
-    for candidate in candidates {
-        let distance = edit_distance(name, candidate);
-        if distance <= 2.max(name.len() / 4) && best.is_none_or(|(d, _)| distance < d) {
-            best = Some((distance, candidate));
+    if name.chars().count() < 3 {
+        return None;
+    }
+    let limit = 1.max(name.chars().count() / 3);
+    candidates
+        .filter(|c| c.as_str() != name && !c.starts_with('.'))
+        .map(|c| (edit_distance(name, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min()
+        .map(|(_, c)| c.clone())
+}
+
+/// The names in a dimension expression that `scope` does not bind, with their spans.
+fn unbound_names(scope: &Scope, expr: &ast::Expr) -> Vec<(String, Span)> {
+    let mut out = Vec::new();
+    fn walk(scope: &Scope, expr: &ast::Expr, out: &mut Vec<(String, Span)>) {
+        match &expr.kind {
+            ast::ExprKind::Name(path) => {
+                let name = path.text();
+                if !scope.vars.contains_key(&name) {
+                    out.push((name, path.span));
+                }
+            }
+            ast::ExprKind::Unary(_, x) => walk(scope, x, out),
+            ast::ExprKind::Binary(_, a, b) => {
+                walk(scope, a, out);
+                walk(scope, b, out);
+            }
+            _ => {}
         }
     }
-    best.map(|(_, s)| s.clone())
+    walk(scope, expr, &mut out);
+    out
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {

@@ -47,9 +47,13 @@ impl Elab<'_> {
             (Value::Int(d), _) => match d.as_const() {
                 Some(v) if dtype.is_float() => Op::Constant(Scalar::Float(v as f64)),
                 Some(v) => {
-                    if dtype == DType::U32 && v < 0 {
+                    let fits = match dtype {
+                        DType::U32 => u32::try_from(v).is_ok(),
+                        _ => i32::try_from(v).is_ok(),
+                    };
+                    if !fits {
                         self.error(
-                            Diagnostic::new(Code::E0201, span, format!("negative integer {v} used as u32"))
+                            Diagnostic::new(Code::E0201, span, format!("integer {v} does not fit in {}", dtype.name()))
                                 .rule("R3.5"),
                         );
                         return None;

@@ -178,6 +178,7 @@ pub(crate) fn binary(op: BinaryOp, dtype: DType, a: &Vals, b: &Vals, out: &mut V
             (Vals::F(a), Vals::F(b)) => compare(op, &a[..n], &b[..n], o),
             (Vals::I(a), Vals::I(b)) => compare(op, &a[..n], &b[..n], o),
             (Vals::U(a), Vals::U(b)) => compare(op, &a[..n], &b[..n], o),
+            (Vals::B(a), Vals::B(b)) if matches!(op, BinaryOp::Eq | BinaryOp::Ne) => compare(op, &a[..n], &b[..n], o),
             _ => Err(KindMismatch),
         };
     }

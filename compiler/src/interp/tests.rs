@@ -326,7 +326,8 @@ fn select_and_logic() {
     let or = b.binary(BinaryOp::Or, cnd, d);
     let not = b.unary(UnaryOp::Not, cnd);
     let sel = b.node(Op::Select { cond: cnd, on_true: x, on_false: y }, DType::I32, &[c(3)]);
-    for (name, id) in [("and", and), ("or", or), ("not", not), ("sel", sel)] {
+    let eq = b.binary(BinaryOp::Eq, cnd, d);
+    for (name, id) in [("and", and), ("or", or), ("not", not), ("sel", sel), ("eq", eq)] {
         b.output(name, id);
     }
     let out = run_ok(
@@ -342,6 +343,7 @@ fn select_and_logic() {
     assert_eq!(bools(&out[1]), vec![true, true, true]);
     assert_eq!(bools(&out[2]), vec![false, true, false]);
     assert_eq!(i32s(&out[3]), vec![1, 20, 3]);
+    assert_eq!(bools(&out[4]), vec![true, false, false]);
 }
 
 #[test]

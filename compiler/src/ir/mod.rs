@@ -187,7 +187,7 @@ impl BinaryOp {
             BinaryOp::Or => "or",
         }
     }
-    /// Comparisons produce `bool` from numeric operands.
+    /// Comparisons produce `bool`; `Lt`/`Le`/`Gt`/`Ge` take numeric operands, `Eq`/`Ne` any dtype.
     pub fn is_comparison(self) -> bool {
         matches!(self, BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge | BinaryOp::Eq | BinaryOp::Ne)
     }

@@ -214,7 +214,9 @@ pub(crate) fn binary_rule(op: BinaryOp, a: DType, b: DType) -> Result<DType, Str
             Err(format!("`{}` needs bool, got {}", op.name(), a.name()))
         };
     }
-    if !a.is_numeric() {
+    // `==` and `!=` also compare booleans (the checker accepts them, R6.1).
+    let bool_ok = matches!(op, BinaryOp::Eq | BinaryOp::Ne);
+    if !a.is_numeric() && !bool_ok {
         return Err(format!("`{}` needs numeric operands, got bool", op.name()));
     }
     if op == BinaryOp::Pow && !a.is_float() {
@@ -605,8 +607,8 @@ fn scalar_rule(
             }
         }
         ScalarExpr::Dim(dim) => {
-            let msg_ok = dim.symbols().iter().all(|s| (s.0 as usize) < scx.cx.v.graph.symbols.len());
-            if !msg_ok {
+            let known = dim.symbols().iter().all(|s| (s.0 as usize) < scx.cx.v.graph.symbols.len());
+            if !known {
                 scx.err("the dimension mentions an unknown symbol");
             }
         }
@@ -794,6 +796,19 @@ mod tests {
                 "%16 (gather): indices must be i32 or u32, got f32",
                 "%17 (constant): constant Float(1.5) cannot have dtype i32",
             ]
+        );
+    }
+
+    #[test]
+    fn booleans_compare_only_for_equality() {
+        let mut b = Builder::new("m");
+        let x = b.input("x", DType::Bool, &[c(2)]);
+        b.node(Op::Binary(BinaryOp::Eq, x, x), DType::Bool, &[c(2)]);
+        b.node(Op::Binary(BinaryOp::Lt, x, x), DType::Bool, &[c(2)]);
+        b.node(Op::Binary(BinaryOp::Add, x, x), DType::Bool, &[c(2)]);
+        assert_eq!(
+            errors(&b),
+            ["%2 (lt): `lt` needs numeric operands, got bool", "%3 (add): `add` needs numeric operands, got bool"]
         );
     }
 
