@@ -114,7 +114,7 @@ impl<'p> Elab<'p> {
             );
             return Value::Error;
         }
-        if args.iter().any(|a| matches!(a.value, Value::Error)) {
+        if args.iter().any(|a| matches!(a.value, Value::Error)) || !self.within_size_limit(span) {
             return Value::Error;
         }
         self.called.insert(entry.name.clone());

@@ -23,7 +23,9 @@ use std::collections::{HashMap, HashSet};
 pub(crate) use value::Value;
 
 /// Unrolled loop iterations allowed in one model (R4.5); beyond it the program is rejected (E0110).
-const MAX_UNROLLED_ITERATIONS: usize = 1 << 16;
+const MAX_UNROLLED_ITERATIONS: usize = 1 << 12;
+/// IR nodes allowed in one model (R4.5): bounds what loops and nested calls can expand to.
+const MAX_NODES: usize = 1 << 17;
 /// Nested function calls allowed (R5.1).
 const MAX_CALL_DEPTH: usize = 64;
 
@@ -120,13 +122,35 @@ impl<'p> Elab<'p> {
         }
         // Label every call on the way from the model to the error (outermost last), so the user's own line is
         // shown; a stand-alone check's synthetic top-level call is not a call.
-        let skip = usize::from(self.generic);
-        for frame in self.frames.iter().skip(skip).rev() {
+        // Deep chains show the innermost call and the three outermost ones.
+        let frames = &self.frames[usize::from(self.generic).min(self.frames.len())..];
+        let shown: Vec<&call::Frame> = if frames.len() > 4 {
+            frames.iter().take(3).chain(frames.last()).collect()
+        } else {
+            frames.iter().collect()
+        };
+        for frame in shown.into_iter().rev() {
             if frame.call_span != diag.span {
                 diag.labels.push((frame.call_span, format!("in this call of `{}`", frame.name)));
             }
         }
         self.diags.push(diag);
+    }
+
+    /// False (reported once) when the graph has grown past `MAX_NODES`; loops and calls stop expanding.
+    pub(crate) fn within_size_limit(&mut self, span: Span) -> bool {
+        if self.graph.nodes.len() <= MAX_NODES {
+            return true;
+        }
+        if !self.reported_limit {
+            self.reported_limit = true;
+            self.error(
+                Diagnostic::new(Code::E0110, span, format!("the program expands to more than {MAX_NODES} operations"))
+                    .note("loops and function calls are unrolled and inlined; this one grows too large")
+                    .rule("R4.5"),
+            );
+        }
+        false
     }
 
     pub(crate) fn add_node(&mut self, op: Op, ty: TensorType, span: Span) -> NodeId {
@@ -522,6 +546,9 @@ impl<'p> Elab<'p> {
         let saved = scope.vars.get(&var.name).cloned();
         for i in lo..hi {
             self.unrolled += 1;
+            if !self.within_size_limit(span) {
+                break;
+            }
             if self.unrolled > MAX_UNROLLED_ITERATIONS {
                 if !self.reported_limit {
                     self.reported_limit = true;

@@ -211,7 +211,7 @@ pub fn lex(file: FileId, text: &str) -> (Vec<(Token, Span)>, Vec<Diagnostic>) {
     while let Some(result) = lexer.next() {
         let range = lexer.span();
         match result {
-            Ok(token) => push_token(text, &mut tokens, token, range),
+            Ok(token) => push_token(text, &mut tokens, &mut lexer.extras, token, range),
             Err(()) => match tokens.last_mut() {
                 Some((Token::Error, last)) if last.end == range.start => last.end = range.end,
                 _ => tokens.push((Token::Error, range)),
@@ -260,15 +260,26 @@ pub fn lex(file: FileId, text: &str) -> (Vec<(Token, Span)>, Vec<Diagnostic>) {
 }
 
 /// Pushes one token; a float right after `.` that is really two path segments (`layer.0.1`) is split into
-/// `Int Dot Int`.
-fn push_token(text: &str, tokens: &mut Vec<(Token, Range<usize>)>, token: Token, range: Range<usize>) {
+/// `Int Dot Int` (and its range problems are those of the two integers).
+fn push_token(
+    text: &str,
+    tokens: &mut Vec<(Token, Range<usize>)>,
+    problems: &mut Vec<(Range<usize>, LexProblem)>,
+    token: Token,
+    range: Range<usize>,
+) {
     if let (Token::Float(_), Some((Token::Dot, _))) = (&token, tokens.last()) {
         let slice = text.get(range.clone()).unwrap_or("");
         if let Some(dot) = slice.find('.').filter(|_| slice.bytes().all(|b| b.is_ascii_digit() || b == b'.')) {
+            problems.retain(|(r, _)| *r != range);
             let (a, b) = (range.start..range.start + dot, range.start + dot + 1..range.end);
-            // Both halves are short digit strings already checked to be in range by the float lexer only
-            // loosely, so parse them again; overflow here is vanishingly rare and maps to 0.
-            let int = |r: &Range<usize>| text.get(r.clone()).and_then(|s| s.parse::<i64>().ok()).unwrap_or(0);
+            let mut int = |r: &Range<usize>| match text.get(r.clone()).and_then(|s| s.parse::<i64>().ok()) {
+                Some(value) => value,
+                None => {
+                    problems.push((r.clone(), LexProblem::IntOutOfRange));
+                    0
+                }
+            };
             tokens.push((Token::Int(int(&a)), a.clone()));
             tokens.push((Token::Dot, a.end..b.start));
             tokens.push((Token::Int(int(&b)), b));
@@ -377,6 +388,9 @@ mod tests {
         assert_eq!(toks("0..6"), vec![Int(0), DotDot, Int(6)]);
         assert_eq!(toks("layer.0.weight"), vec![ident("layer"), Dot, Int(0), Dot, ident("weight")]);
         assert_eq!(toks("layer.0.1"), vec![ident("layer"), Dot, Int(0), Dot, Int(1)]);
+        let (tokens, diags) = lex(FileId(0), &format!("a.{}.1", "9".repeat(400)));
+        assert_eq!(tokens.len(), 5);
+        assert_eq!(diags.iter().map(|d| (d.code, d.span.range())).collect::<Vec<_>>(), vec![(Code::E0004, 2..402)]);
         assert_eq!(toks("1e-12 2.5 1.0e3 7E+2"), vec![Float(1e-12), Float(2.5), Float(1000.0), Float(700.0)]);
         assert_eq!(toks(".5"), vec![Dot, Int(5)]);
         assert_eq!(toks("1.0..n"), vec![Float(1.0), DotDot, ident("n")]);

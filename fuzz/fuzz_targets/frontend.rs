@@ -1,0 +1,17 @@
+//! Fuzz target: any bytes through the whole front end (lexer, parser, imports of the embedded standard
+//! library, checker, lowering, verifier). It must never panic, hang or overflow the stack.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tdsl_compiler::driver::{check, Root};
+
+fuzz_target!(|data: &[u8]| {
+    let text = String::from_utf8_lossy(data);
+    let checked = check(Root::Text { name: "fuzz.tdsl", text: &text });
+    if checked.diagnostics.is_empty() {
+        for graph in &checked.graphs {
+            // A program the checker accepts must lower to a graph the verifier accepts.
+            tdsl_compiler::ir::verify(graph).expect("checked programs lower to verified IR");
+        }
+    }
+});
