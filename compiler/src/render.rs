@@ -36,7 +36,10 @@ fn render_one(diag: &Diagnostic, cache: &mut Sources<'_>, color: bool) -> String
         .with_message(&diag.message);
     // ariadne starts a new source section whenever a label is on an earlier line than the one before it, so
     // labels go in by position.
-    let mut labels = vec![(primary, diag.primary_label.clone(), Color::Red)];
+    // The primary span always gets a label (ariadne draws no marker without one): the given label, or the
+    // code's one-line summary.
+    let primary_label = diag.primary_label.clone().unwrap_or_else(|| diag.code.summary().to_string());
+    let mut labels = vec![(primary, Some(primary_label), Color::Red)];
     for (span, message) in &diag.labels {
         if let Some(span) = cache.clamp(*span) {
             labels.push((span, Some(message.clone()), Color::Blue));

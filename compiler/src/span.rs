@@ -7,7 +7,7 @@ use std::path::PathBuf;
 pub struct FileId(pub u32);
 
 /// A byte range `start..end` in one file. Spans are provenance only: AST and IR equality ignore them where
-/// nodes are compared (see `ast::erase_spans`, `Arena`'s `PartialEq`).
+/// nodes are compared (see `syntax::print::erase_spans`, `Arena`'s `PartialEq`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Span {
     pub file: FileId,

@@ -302,7 +302,8 @@ impl<'p> Elab<'p> {
         self.block(&mut scope, &def.body);
         let Some(result) = scope.returned.take() else {
             self.error(
-                Diagnostic::new(Code::E0108, def.body.span, format!("function `{}` has no `return`", def.name.name))
+                Diagnostic::new(Code::E0108, def.name.span, format!("function `{}` has no `return`", def.name.name))
+                    .label("this function never returns a value")
                     .note("a function body ends with `return value`")
                     .rule("R5.1"),
             );

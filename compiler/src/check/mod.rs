@@ -457,7 +457,7 @@ impl<'p> Elab<'p> {
                 let result = self.define(scope, name, indices, value, *span);
                 scope.vars.insert(name.name.clone(), result);
             }
-            ast::Stmt::For { var, start, end, body, span } => self.for_loop(scope, var, start, end, body, *span),
+            ast::Stmt::For { var, start, end, body, .. } => self.for_loop(scope, var, start, end, body),
             ast::Stmt::Return { value, span } => {
                 if self.frames.is_empty() {
                     self.error(
@@ -519,7 +519,6 @@ impl<'p> Elab<'p> {
         start: &ast::Expr,
         end: &ast::Expr,
         body: &ast::Block,
-        span: Span,
     ) {
         let bounds = [start, end].map(|e| match self.expr(scope, e) {
             Value::Int(d) => match d.as_const() {
@@ -543,10 +542,11 @@ impl<'p> Elab<'p> {
             }
         });
         let [Some(lo), Some(hi)] = bounds else { return };
+        let header = var.span.to(end.span);
         let saved = scope.vars.get(&var.name).cloned();
         for i in lo..hi {
             self.unrolled += 1;
-            if !self.within_size_limit(span) {
+            if !self.within_size_limit(header) {
                 break;
             }
             if self.unrolled > MAX_UNROLLED_ITERATIONS {
@@ -555,9 +555,11 @@ impl<'p> Elab<'p> {
                     self.error(
                         Diagnostic::new(
                             Code::E0110,
-                            span,
+                            header,
                             format!("loops unroll to more than {MAX_UNROLLED_ITERATIONS} iterations"),
                         )
+                        .label(format!("this loop runs {} times", hi.saturating_sub(lo)))
+                        .note("loops are unrolled at compile time; keep them to layer stacks and small fixed counts")
                         .rule("R4.5"),
                     );
                 }

@@ -1,7 +1,7 @@
 //! The canonical printer: `SourceFileAst` -> deterministic source text (4-space indentation, one statement
-//! per line, a blank line between items, only the parentheses the grammar needs). For every tree without
-//! `Error` nodes, `parse(print(ast))` gives back `ast` up to spans (`erase_spans`); `Error` nodes print as
-//! `<error>`, which does not parse.
+//! per line, a blank line between items, only the parentheses the grammar needs). For every tree the parser
+//! can produce without `Error` nodes, `parse(print(ast))` gives back `ast` up to spans (`erase_spans`);
+//! `Error` nodes print as `<error>`, which does not parse. Floats print with `{:?}`, which round-trips.
 
 use std::fmt::Write as _;
 
