@@ -10,12 +10,20 @@ use tdsl_compiler::interp::{self, Tensor};
 use tdsl_compiler::random::seeded_tensor;
 use tdsl_compiler::ir::{DType, Graph};
 
+/// Every `.tdsl` file under `examples/`, recursively, sorted.
 fn example_files() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir("../examples")
-        .expect("examples directory")
-        .map(|e| e.expect("entry").path())
-        .filter(|p| p.extension().is_some_and(|e| e == "tdsl"))
-        .collect();
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("examples directory") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "tdsl") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(Path::new("../examples"), &mut files);
     files.sort();
     files
 }
@@ -23,7 +31,7 @@ fn example_files() -> Vec<PathBuf> {
 #[test]
 fn examples_check_clean() {
     let files = example_files();
-    assert!(files.len() >= 3, "expected the MLP, CNN and encoder examples");
+    assert!(files.len() >= 4, "expected the MLP, CNN, encoder layer and MiniLM examples");
     for path in files {
         let checked = check_path(&path);
         assert!(checked.diagnostics.is_empty(), "{}:\n{}", path.display(), rendered(&checked));

@@ -20,7 +20,7 @@ fn token_soup() -> impl Strategy<Value = String> {
 
 /// Examples with a random span of bytes removed or duplicated: near-valid programs reach the checker.
 fn mutated_example() -> impl Strategy<Value = String> {
-    let examples: Vec<String> = ["mlp", "cnn", "encoder_layer"]
+    let examples: Vec<String> = ["mlp", "cnn", "encoder_layer", "minilm/minilm"]
         .iter()
         .map(|n| std::fs::read_to_string(format!("../examples/{n}.tdsl")).expect("example"))
         .collect();
@@ -75,7 +75,7 @@ fn huge_literals_are_errors() {
 
 #[test]
 fn printing_examples_and_std_round_trips() {
-    let mut texts: Vec<(String, String)> = ["mlp", "cnn", "encoder_layer"]
+    let mut texts: Vec<(String, String)> = ["mlp", "cnn", "encoder_layer", "minilm/minilm"]
         .iter()
         .map(|n| (n.to_string(), std::fs::read_to_string(format!("../examples/{n}.tdsl")).expect("example")))
         .collect();

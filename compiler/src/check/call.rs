@@ -117,8 +117,13 @@ impl<'p> Elab<'p> {
         if args.iter().any(|a| matches!(a.value, Value::Error)) || !self.within_size_limit(span) {
             return Value::Error;
         }
-        self.called.insert(entry.name.clone());
         let Some(matched) = self.match_args(entry, args, span) else { return Value::Error };
+        // A stand-alone check covers one body: callees are checked on their own, so calls inside it stop
+        // after the arguments are matched (R5.5).
+        if self.generic && !self.frames.is_empty() {
+            return Value::Error;
+        }
+        self.called.insert(entry.name.clone());
         self.frames.push(Frame { name: entry.name.clone(), call_span: span });
         let result = self.inline_body(def, caller, prefix, matched);
         self.frames.pop();

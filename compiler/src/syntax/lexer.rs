@@ -1,7 +1,8 @@
 //! The tdsl lexer (spec/language.md section 1): turns source text into `(Token, Span)` pairs with byte spans.
 //! It never fails and never panics: a run of bad characters becomes one `Token::Error` (E0001), an
-//! out-of-range number becomes a zero literal (E0004), an unterminated string ends at the end of its line
-//! (E0003), and lexing always goes on to the end of the text.
+//! out-of-range number becomes one `Token::BadNumber` (E0004), an unterminated string ends at the end of its
+//! line, or before the first `]` when it is a param prefix (E0003), and lexing always goes on to the end of
+//! the text.
 
 use std::ops::Range;
 
@@ -20,10 +21,10 @@ use crate::span::{FileId, Span};
 pub enum Token {
     #[regex(r"[A-Za-z_][A-Za-z0-9_]*", |lex| lex.slice().to_string())]
     Ident(String),
-    /// Decimal integer literal; `0` (with an E0004 diagnostic) when it does not fit in an `i64`.
+    /// Decimal integer literal (`lex` turns one that does not fit in an `i64` into `BadNumber`).
     #[regex(r"[0-9]+", lex_int)]
     Int(i64),
-    /// Float literal with a fraction or an exponent; `0.0` (with an E0004 diagnostic) when not finite.
+    /// Float literal with a fraction or an exponent (`lex` turns one that is not finite into `BadNumber`).
     #[regex(r"[0-9]+\.[0-9]+([eE][+-]?[0-9]+)?", lex_float)]
     #[regex(r"[0-9]+[eE][+-]?[0-9]+", lex_float)]
     Float(f64),
@@ -123,6 +124,9 @@ pub enum Token {
 
     /// A run of characters that start no token (already reported as E0001).
     Error,
+    /// An integer or float literal that is out of range (already reported as E0004). The parser reads it as
+    /// an `Error` expression, so that no later pass works with a made-up value.
+    BadNumber,
     /// Produced by the parser's pre-pass, never by `lex`: an item that contained nesting deeper than the
     /// limit, already reported as E0005 and replaced by this one token.
     TooDeep,
@@ -146,6 +150,7 @@ impl Token {
             Token::Float(_) => "float literal".to_string(),
             Token::Str(_) => "string literal".to_string(),
             Token::Error => "invalid character".to_string(),
+            Token::BadNumber => "number literal".to_string(),
             Token::TooDeep => "deeply nested code".to_string(),
             other => format!("`{}`", other.symbol()),
         }
@@ -198,7 +203,13 @@ impl Token {
             Token::Dot => ".",
             Token::DotDot => "..",
             Token::Ellipsis => "...",
-            Token::Ident(_) | Token::Int(_) | Token::Float(_) | Token::Str(_) | Token::Error | Token::TooDeep => "",
+            Token::Ident(_)
+            | Token::Int(_)
+            | Token::Float(_)
+            | Token::Str(_)
+            | Token::Error
+            | Token::BadNumber
+            | Token::TooDeep => "",
         }
     }
 }
@@ -260,7 +271,8 @@ pub fn lex(file: FileId, text: &str) -> (Vec<(Token, Span)>, Vec<Diagnostic>) {
 }
 
 /// Pushes one token; a float right after `.` that is really two path segments (`layer.0.1`) is split into
-/// `Int Dot Int` (and its range problems are those of the two integers).
+/// `Int Dot Int` (and its range problems are those of the two integers). A number whose range problem was
+/// just recorded becomes `BadNumber`.
 fn push_token(
     text: &str,
     tokens: &mut Vec<(Token, Range<usize>)>,
@@ -274,17 +286,25 @@ fn push_token(
             problems.retain(|(r, _)| *r != range);
             let (a, b) = (range.start..range.start + dot, range.start + dot + 1..range.end);
             let mut int = |r: &Range<usize>| match text.get(r.clone()).and_then(|s| s.parse::<i64>().ok()) {
-                Some(value) => value,
+                Some(value) => Token::Int(value),
                 None => {
                     problems.push((r.clone(), LexProblem::IntOutOfRange));
-                    0
+                    Token::BadNumber
                 }
             };
-            tokens.push((Token::Int(int(&a)), a.clone()));
+            tokens.push((int(&a), a.clone()));
             tokens.push((Token::Dot, a.end..b.start));
-            tokens.push((Token::Int(int(&b)), b));
+            tokens.push((int(&b), b));
             return;
         }
+    }
+    let out_of_range = matches!(
+        problems.last(),
+        Some((r, LexProblem::IntOutOfRange | LexProblem::FloatOutOfRange)) if *r == range
+    );
+    if out_of_range && matches!(token, Token::Int(_) | Token::Float(_)) {
+        tokens.push((Token::BadNumber, range));
+        return;
     }
     tokens.push((token, range));
 }
@@ -325,36 +345,49 @@ fn lex_float(lex: &mut logos::Lexer<Token>) -> f64 {
 }
 
 /// Called after the opening `"`: consumes the rest of the string by hand so that escapes and a missing
-/// closing quote are reported precisely. An unterminated string stops before the end of its line.
+/// closing quote are reported precisely. An unterminated string ends at the end of its line (a trailing `\r`
+/// excluded). When it is a param prefix (right after `[`, as in `Block["layer.{i}](x)`), it ends before the
+/// first `]` on its line instead, so that the rest of the line is read as the code it almost certainly is.
 fn lex_string(lex: &mut logos::Lexer<Token>) -> String {
     let start = lex.span().start;
+    let is_prefix = lex.source().get(..start).is_some_and(|before| before.trim_end().ends_with('['));
     let rest = lex.remainder();
+    let line = rest.get(..rest.find('\n').unwrap_or(rest.len())).unwrap_or(rest);
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    let mut scan = scan_string(start, line);
+    if scan.unterminated && is_prefix {
+        if let Some(bracket) = line.find(']') {
+            scan = scan_string(start, line.get(..bracket).unwrap_or(line));
+        }
+    }
+    lex.bump(scan.consumed);
+    lex.extras.extend(scan.problems);
+    scan.value
+}
+
+struct StringScan {
+    value: String,
+    /// Bytes after the opening quote that belong to the token (the closing quote included).
+    consumed: usize,
+    unterminated: bool,
+    problems: Vec<(Range<usize>, LexProblem)>,
+}
+
+/// Reads string contents from `body` (the text after the opening quote at `start`, up to where an
+/// unterminated string must end) up to and including the closing quote.
+fn scan_string(start: usize, body: &str) -> StringScan {
     let mut value = String::new();
-    let mut chars = rest.char_indices();
+    let mut chars = body.char_indices();
     let mut problems = Vec::new();
-    let consumed = loop {
+    let (consumed, unterminated) = loop {
         match chars.next() {
-            None => {
-                problems.push((start..start + 1 + rest.len(), LexProblem::UnterminatedString));
-                break rest.len();
-            }
-            Some((i, '"')) => break i + 1,
-            Some((i, '\n')) => {
-                problems.push((start..start + 1 + i, LexProblem::UnterminatedString));
-                break i;
-            }
+            None => break (body.len(), true),
+            Some((i, '"')) => break (i + 1, false),
             Some((i, '\\')) => match chars.next() {
                 Some((_, '"')) => value.push('"'),
                 Some((_, '\\')) => value.push('\\'),
                 Some((_, 'n')) => value.push('\n'),
-                Some((j, '\n')) => {
-                    problems.push((start..start + 1 + j, LexProblem::UnterminatedString));
-                    break j;
-                }
-                None => {
-                    problems.push((start..start + 1 + rest.len(), LexProblem::UnterminatedString));
-                    break rest.len();
-                }
+                None => break (body.len(), true),
                 Some((j, c)) => {
                     problems.push((start + 1 + i..start + 1 + j + c.len_utf8(), LexProblem::BadEscape(c)));
                     value.push(c);
@@ -363,9 +396,10 @@ fn lex_string(lex: &mut logos::Lexer<Token>) -> String {
             Some((_, c)) => value.push(c),
         }
     };
-    lex.bump(consumed);
-    lex.extras.extend(problems);
-    value
+    if unterminated {
+        problems.push((start..start + 1 + consumed, LexProblem::UnterminatedString));
+    }
+    StringScan { value, consumed, unterminated, problems }
 }
 
 #[cfg(test)]
@@ -389,7 +423,13 @@ mod tests {
         assert_eq!(toks("layer.0.weight"), vec![ident("layer"), Dot, Int(0), Dot, ident("weight")]);
         assert_eq!(toks("layer.0.1"), vec![ident("layer"), Dot, Int(0), Dot, Int(1)]);
         let (tokens, diags) = lex(FileId(0), &format!("a.{}.1", "9".repeat(400)));
-        assert_eq!(tokens.len(), 5);
+        assert_eq!(tokens.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>(), vec![
+            ident("a"),
+            Dot,
+            BadNumber,
+            Dot,
+            Int(1)
+        ]);
         assert_eq!(diags.iter().map(|d| (d.code, d.span.range())).collect::<Vec<_>>(), vec![(Code::E0004, 2..402)]);
         assert_eq!(toks("1e-12 2.5 1.0e3 7E+2"), vec![Float(1e-12), Float(2.5), Float(1000.0), Float(700.0)]);
         assert_eq!(toks(".5"), vec![Dot, Int(5)]);
@@ -448,11 +488,40 @@ mod tests {
                 Token::Error,
                 Token::Str("abc".into()),
                 ident("z"),
-                Token::Int(0),
-                Token::Float(0.0),
+                Token::BadNumber,
+                Token::BadNumber,
                 Token::Str("t".into())
             ]
         );
+    }
+
+    fn unterminated(text: &str) -> (Vec<(Token, Range<usize>)>, Vec<Range<usize>>) {
+        let (tokens, diags) = lex(FileId(0), text);
+        assert!(diags.iter().all(|d| d.code == Code::E0003), "{diags:?}");
+        (tokens.into_iter().map(|(t, s)| (t, s.range())).collect(), diags.iter().map(|d| d.span.range()).collect())
+    }
+
+    #[test]
+    fn unterminated_string_ends_at_end_of_line() {
+        let (tokens, diags) = unterminated("import \"std/nn\r\nfn");
+        assert_eq!(tokens, vec![(Token::KwImport, 0..6), (Token::Str("std/nn".into()), 7..14), (Token::KwFn, 16..18)]);
+        assert_eq!(diags, vec![7..14]);
+        // Only a param prefix stops at `]`.
+        let (tokens, diags) = unterminated("x = \"a](b)\n");
+        assert_eq!(tokens.last(), Some(&(Token::Str("a](b)".into()), 4..10)));
+        assert_eq!(diags, vec![4..10]);
+    }
+
+    #[test]
+    fn unterminated_param_prefix_ends_before_bracket() {
+        use Token::*;
+        let (tokens, diags) = unterminated("L[ \"enc.{i}](x)\n");
+        let kinds: Vec<Token> = tokens.into_iter().map(|(t, _)| t).collect();
+        assert_eq!(kinds, vec![ident("L"), LBracket, Str("enc.{i}".into()), RBracket, LParen, ident("x"), RParen]);
+        assert_eq!(diags, vec![3..11]);
+        // Without a `]` on the line it runs to the end of the line.
+        let (tokens, _) = unterminated("L[\"enc(x)\ny");
+        assert_eq!(tokens[2], (Str("enc(x)".into()), 2..9));
     }
 
     #[test]
