@@ -130,6 +130,9 @@ pub enum Token {
     /// Produced by the parser's pre-pass, never by `lex`: an item that contained nesting deeper than the
     /// limit, already reported as E0005 and replaced by this one token.
     TooDeep,
+    /// Produced by the parser's pre-pass, never by `lex`: an identifier that starts a statement (one followed
+    /// by `=`, or by `[...]` and `=`). It is read wherever an identifier is, except as an operand.
+    StmtName(String),
 }
 
 /// A problem found while lexing, turned into a `Diagnostic` by `lex`.
@@ -145,7 +148,7 @@ impl Token {
     /// How the token is named in diagnostics, e.g. "`)`" or "identifier `x`".
     pub fn describe(&self) -> String {
         match self {
-            Token::Ident(name) => format!("identifier `{name}`"),
+            Token::Ident(name) | Token::StmtName(name) => format!("identifier `{name}`"),
             Token::Int(_) => "integer literal".to_string(),
             Token::Float(_) => "float literal".to_string(),
             Token::Str(_) => "string literal".to_string(),
@@ -209,7 +212,8 @@ impl Token {
             | Token::Str(_)
             | Token::Error
             | Token::BadNumber
-            | Token::TooDeep => "",
+            | Token::TooDeep
+            | Token::StmtName(_) => "",
         }
     }
 }
@@ -355,10 +359,8 @@ fn lex_string(lex: &mut logos::Lexer<Token>) -> String {
     let line = rest.get(..rest.find('\n').unwrap_or(rest.len())).unwrap_or(rest);
     let line = line.strip_suffix('\r').unwrap_or(line);
     let mut scan = scan_string(start, line);
-    if scan.unterminated && is_prefix {
-        if let Some(bracket) = line.find(']') {
-            scan = scan_string(start, line.get(..bracket).unwrap_or(line));
-        }
+    if let Some(bracket) = line.find(']').filter(|_| scan.unterminated && is_prefix) {
+        scan = scan_string(start, line.get(..bracket).unwrap_or(line));
     }
     lex.bump(scan.consumed);
     lex.extras.extend(scan.problems);
@@ -423,13 +425,10 @@ mod tests {
         assert_eq!(toks("layer.0.weight"), vec![ident("layer"), Dot, Int(0), Dot, ident("weight")]);
         assert_eq!(toks("layer.0.1"), vec![ident("layer"), Dot, Int(0), Dot, Int(1)]);
         let (tokens, diags) = lex(FileId(0), &format!("a.{}.1", "9".repeat(400)));
-        assert_eq!(tokens.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>(), vec![
-            ident("a"),
-            Dot,
-            BadNumber,
-            Dot,
-            Int(1)
-        ]);
+        assert_eq!(
+            tokens.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>(),
+            vec![ident("a"), Dot, BadNumber, Dot, Int(1)]
+        );
         assert_eq!(diags.iter().map(|d| (d.code, d.span.range())).collect::<Vec<_>>(), vec![(Code::E0004, 2..402)]);
         assert_eq!(toks("1e-12 2.5 1.0e3 7E+2"), vec![Float(1e-12), Float(2.5), Float(1000.0), Float(700.0)]);
         assert_eq!(toks(".5"), vec![Dot, Int(5)]);
@@ -495,7 +494,9 @@ mod tests {
         );
     }
 
-    fn unterminated(text: &str) -> (Vec<(Token, Range<usize>)>, Vec<Range<usize>>) {
+    type Spanned = Vec<(Token, Range<usize>)>;
+
+    fn unterminated(text: &str) -> (Spanned, Vec<Range<usize>>) {
         let (tokens, diags) = lex(FileId(0), text);
         assert!(diags.iter().all(|d| d.code == Code::E0003), "{diags:?}");
         (tokens.into_iter().map(|(t, s)| (t, s.range())).collect(), diags.iter().map(|d| d.span.range()).collect())

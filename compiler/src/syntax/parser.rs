@@ -1,11 +1,12 @@
 //! The recovering parser (spec/language.md section 2): tokens from `lexer` -> `SourceFileAst`, with every
 //! syntax error reported and an `Error` node where it recovered. It never panics and never stops early.
 //!
-//! Parsing runs in three steps. `balance` makes the delimiters of the token stream match (reporting and
+//! Parsing runs in four steps. `balance` makes the delimiters of the token stream match (reporting and
 //! repairing stray or missing ones), so that the chumsky grammar can always recover a bracketed region with
 //! `nested_delimiters`. `excise_too_deep` replaces every item with nesting deeper than `MAX_NESTING` by one
-//! `Token::TooDeep` (E0005), which bounds the parser's recursion. Then the chumsky grammar runs; it is
-//! factored so that every choice is made on the next one or two tokens, which keeps it linear on bad input.
+//! `Token::TooDeep` (E0005), which bounds the parser's recursion. `mark_statement_names` marks the names that
+//! start statements, which are never operands. Then the chumsky grammar runs; it is factored so that every
+//! choice is made on the next one or two tokens, which keeps it linear on bad input.
 //! Expression trees are kept at most `MAX_EXPR_HEIGHT` high and expression parsing recurses at most
 //! `MAX_RECURSION` deep (beyond either, the expression becomes `Error`, E0005), so neither the parser nor
 //! later passes that recurse over expressions can overflow the stack.
@@ -37,14 +38,26 @@ const TOO_DEEP_EXPR: &str = "expression nested too deeply";
 pub fn parse(file: FileId, text: &str) -> (SourceFileAst, Vec<Diagnostic>) {
     let (tokens, mut diags) = lex(file, text);
     let eoi = text.len();
+    // The lexer reports each unterminated string (E0003) with exactly the span of its token.
+    let unterminated: Vec<SimpleSpan> =
+        diags.iter().filter(|d| d.code == Code::E0003).map(|d| SimpleSpan::from(d.span.range())).collect();
     // Bad characters were reported by the lexer; dropping them lets the parser read the rest as written.
     let tokens: Vec<(Token, SimpleSpan)> = tokens
         .into_iter()
         .filter(|(token, _)| *token != Token::Error)
         .map(|(token, span)| (token, SimpleSpan::from(span.range())))
         .collect();
-    let (tokens, synthetic) = balance(file, eoi, tokens, &mut diags);
-    let tokens = excise_too_deep(file, tokens, &mut diags);
+    // Where the text after an unterminated string is read as code again: parse errors from the string up to
+    // there are consequences of the missing quote, already reported as E0003.
+    let shadows: Vec<(usize, usize)> = unterminated
+        .iter()
+        .map(|string| {
+            let next = tokens.get(tokens.partition_point(|(_, s)| s.start < string.end)).map_or(eoi, |(_, s)| s.start);
+            (string.start, next)
+        })
+        .collect();
+    let (tokens, synthetic) = balance(file, text, tokens, &unterminated, &mut diags);
+    let tokens = mark_statement_names(excise_too_deep(file, tokens, &mut diags));
 
     let input = tokens.as_slice().map(SimpleSpan::from(eoi..eoi), |(t, s)| (t, s));
     let (ast, errors) = file_parser(file, text).parse_with_state(input, &mut Depth(0)).into_output_errors();
@@ -55,7 +68,12 @@ pub fn parse(file: FileId, text: &str) -> (SourceFileAst, Vec<Diagnostic>) {
         if span.start == span.end && synthetic.binary_search(&span.start).is_ok() {
             continue;
         }
-        diags.push(to_diagnostic(file, &error));
+        let diag = to_diagnostic(file, &error);
+        let at = diag.span.start as usize;
+        if shadows.iter().any(|&(start, end)| start <= at && at <= end) {
+            continue;
+        }
+        diags.push(diag);
     }
     diags.sort_by_key(|d| (d.span.start, d.span.end));
     diags.dedup_by(|a, b| a.code == b.code && a.span == b.span && a.message == b.message);
@@ -90,12 +108,21 @@ fn is_item_keyword(token: &Token) -> bool {
 /// closes the inner ones; a closer that matches nothing is dropped; `fn`, `model` and `import` (which only
 /// start items) and the end of input close everything still open. Each repair is reported (E0002); the
 /// inserted closers are zero-width and their positions are returned, sorted.
+///
+/// An unterminated string (already reported as E0003) has swallowed the rest of its line, closers included.
+/// Without a repair, what follows would be read inside the delimiters that those closers were meant to
+/// close. So the closers in the string's text (less those its own openers match) close the innermost open
+/// delimiters (a `{` only when it was opened on the string's line), and a string that runs to the end of its
+/// line also ends the statement: the `(` and `[` still open in the current block are closed. These repairs
+/// are not reported.
 fn balance(
     file: FileId,
-    eoi: usize,
+    text: &str,
     tokens: Vec<(Token, SimpleSpan)>,
+    unterminated: &[SimpleSpan],
     diags: &mut Vec<Diagnostic>,
 ) -> (Vec<(Token, SimpleSpan)>, Vec<usize>) {
+    let eoi = text.len();
     let mut out: Vec<(Token, SimpleSpan)> = Vec::with_capacity(tokens.len());
     let mut synthetic = Vec::new();
     // (closer, opener, opener span)
@@ -123,6 +150,39 @@ fn balance(
     };
 
     for (token, span) in tokens {
+        if matches!(token, Token::Str(_)) && unterminated.contains(&span) {
+            out.push((token, span));
+            let at = span.end;
+            let mut close = |stack: &mut Vec<(Token, Token, SimpleSpan)>| {
+                if let Some((closer, _, _)) = stack.pop() {
+                    out.push((closer, SimpleSpan::from(at..at)));
+                    synthetic.push(at);
+                }
+            };
+            let mut inner = 0usize;
+            for c in text.get(span.start + 1..span.end).unwrap_or("").chars() {
+                match c {
+                    '(' | '[' | '{' => inner += 1,
+                    ')' | ']' | '}' if inner > 0 => inner -= 1,
+                    ')' | ']' | '}' => {
+                        // A block opened on an earlier line is more likely closed on a later one.
+                        let earlier_block = matches!(stack.last(), Some((Token::RBrace, _, open))
+                            if text.get(open.start..span.start).is_none_or(|between| between.contains('\n')));
+                        if !earlier_block {
+                            close(&mut stack);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let rest = text.get(at..).unwrap_or("");
+            if rest.is_empty() || rest.starts_with(['\n', '\r']) {
+                while matches!(stack.last(), Some((Token::RParen | Token::RBracket, _, _))) {
+                    close(&mut stack);
+                }
+            }
+            continue;
+        }
         if is_item_keyword(&token) && !stack.is_empty() {
             diags.extend(unclosed(&stack, "not closed before the next item"));
             close_all(&mut stack, &mut out, &mut synthetic, span.start);
@@ -235,8 +295,48 @@ fn excise_too_deep(
     out
 }
 
+/// Turns each identifier that starts a statement (`name = ...` or `name[...] = ...`; spec section 2) into a
+/// `Token::StmtName`. The grammar never reads one as an operand, so an unfinished expression stops at the
+/// next statement instead of swallowing it. Works on a balanced stream.
+fn mark_statement_names(mut tokens: Vec<(Token, SimpleSpan)>) -> Vec<(Token, SimpleSpan)> {
+    let mut closing = vec![usize::MAX; tokens.len()];
+    let mut open = Vec::new();
+    for (i, (token, _)) in tokens.iter().enumerate() {
+        if closer_of(token).is_some() {
+            open.push(i);
+        } else if is_closer(token)
+            && let Some(opener) = open.pop()
+        {
+            closing[opener] = i;
+        }
+    }
+    for i in 0..tokens.len() {
+        let after = match tokens.get(i + 1) {
+            Some((Token::LBracket, _)) => closing[i + 1].saturating_add(1),
+            _ => i + 1,
+        };
+        if let (Some((Token::Assign, _)), (Token::Ident(name), span)) = (tokens.get(after), &tokens[i]) {
+            tokens[i] = (Token::StmtName(name.clone()), *span);
+        }
+    }
+    tokens
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Errors
+
+/// Separates the message, the label and the notes of a custom error, which chumsky carries as one string.
+const PART: char = '\u{1f}';
+
+/// A custom syntax error (E0002) with a label and notes.
+fn custom_error<'src>(span: SimpleSpan, message: &str, label: &str, notes: &[String]) -> Rich<'src, Token, SimpleSpan> {
+    let mut text = format!("{message}{PART}{label}");
+    for note in notes {
+        text.push(PART);
+        text.push_str(note);
+    }
+    Rich::custom(span, text)
+}
 
 fn to_diagnostic(file: FileId, error: &Rich<'_, Token, SimpleSpan>) -> Diagnostic {
     // An empty span between two tokens comes out as `next.start..previous.end`.
@@ -247,7 +347,14 @@ fn to_diagnostic(file: FileId, error: &Rich<'_, Token, SimpleSpan>) -> Diagnosti
             .label("too deep")
             .note(format!("an expression may nest at most {MAX_EXPR_HEIGHT} levels of operators, calls and accesses"))
             .rule("R2.2"),
-        RichReason::Custom(message) => Diagnostic::new(Code::E0002, span, message.clone()).rule("R2.1"),
+        RichReason::Custom(message) => {
+            let mut parts = message.split(PART);
+            let mut diag = Diagnostic::new(Code::E0002, span, parts.next().unwrap_or_default()).rule("R2.1");
+            if let Some(label) = parts.next().filter(|label| !label.is_empty()) {
+                diag = diag.label(label);
+            }
+            parts.fold(diag, Diagnostic::note)
+        }
         RichReason::ExpectedFound { expected, found } => {
             let found = found.as_deref().map_or_else(|| "end of input".to_string(), Token::describe);
             let expected = describe_expected(expected);
@@ -500,19 +607,88 @@ where
     })
 }
 
-/// Looks at (without needing to consume) the start of a statement: `param`, `for`, `return`, `;`, `name =` or
-/// `name[...] =`.
+/// The first token of a statement: `param`, `for`, `return`, `;`, or the name in `name =` or `name[...] =`
+/// (see `mark_statement_names`).
 fn stmt_start<'src, I>() -> impl Parser<'src, I, (), Extra<'src>> + Clone
 where
     I: ValueInput<'src, Token = Token, Span = SimpleSpan>,
 {
-    let any_ident = select! { Token::Ident(_) => () };
-    let bracket_tree = token_tree().and_is(just(Token::LBracket).rewind());
-    choice((
-        one_of([Token::KwParam, Token::KwFor, Token::KwReturn, Token::Semi]).ignored(),
-        any_ident.then(just(Token::Assign)).ignored(),
-        any_ident.then(bracket_tree).then(just(Token::Assign)).ignored(),
-    ))
+    select! { Token::StmtName(_) | Token::KwParam | Token::KwFor | Token::KwReturn | Token::Semi => () }
+}
+
+/// Looks at (without consuming) what can follow an expression that was cut short: the start of the next
+/// statement or the end of the block. Outputs that token and the one after it; when it fails it expects
+/// nothing that error messages name.
+fn statement_end<'src, I>() -> impl Parser<'src, I, (Token, Option<Token>), Extra<'src>> + Clone
+where
+    I: ValueInput<'src, Token = Token, Span = SimpleSpan>,
+{
+    select! {
+        token @ (Token::StmtName(_)
+        | Token::KwParam
+        | Token::KwFor
+        | Token::KwReturn
+        | Token::Semi
+        | Token::RBrace) => token,
+    }
+    .then(any().or_not())
+    .rewind()
+}
+
+/// `operator operand`, where `op` outputs its value and the span of the operator to name. When the operand
+/// is missing because the next statement or the end of the block follows, that is reported at the operator
+/// and the operand becomes an `Error` node (passed through `missing`): a new statement is never read as an
+/// operand.
+fn then_operand<'src, I, T, X, O, L>(
+    file: FileId,
+    text: &'src str,
+    op: O,
+    operand: L,
+    missing: fn(Ex) -> X,
+) -> impl Parser<'src, I, (T, X), Extra<'src>> + Clone
+where
+    I: ValueInput<'src, Token = Token, Span = SimpleSpan>,
+    O: Parser<'src, I, (T, SimpleSpan), Extra<'src>> + Clone,
+    L: Parser<'src, I, X, Extra<'src>> + Clone,
+{
+    op.then(operand.map(Ok).or(statement_end().map(Err))).validate(move |((value, at), operand), _, emitter| {
+        match operand {
+            Ok(operand) => (value, operand),
+            Err(next) => {
+                emitter.emit(missing_operand(text, at, next));
+                (value, missing(Ex::error(Span::new(file, at.into_range()))))
+            }
+        }
+    })
+}
+
+fn missing_operand<'src>(text: &str, at: SimpleSpan, next: (Token, Option<Token>)) -> Rich<'src, Token, SimpleSpan> {
+    let op = text.get(at.into_range()).unwrap_or("operator");
+    let message = format!("expected an expression after `{op}`, found {}", next.0.describe());
+    let starts = match next {
+        (Token::StmtName(name), Some(Token::LBracket)) => format!("`{name}[...] = ...`"),
+        (Token::StmtName(name), _) => format!("`{name} = ...`"),
+        (Token::KwParam | Token::KwFor | Token::KwReturn, _) => format!("`{}`", next.0.symbol()),
+        _ => return custom_error(at, &message, "expected an expression after this", &[]),
+    };
+    let note = format!("{starts} starts a new statement (a statement ends where the next one begins)");
+    custom_error(at, &message, "expected an expression after this", &[note])
+}
+
+/// `name = value` in a call's arguments: reported with a hint, then read as `name: value`.
+fn named_argument_with_assign<'src>(
+    text: &str,
+    name: &Ident,
+    at: SimpleSpan,
+    value: &Ex,
+) -> Rich<'src, Token, SimpleSpan> {
+    let value = text.get(value.expr.span.range()).filter(|v| v.len() <= 24 && !v.contains('\n')).unwrap_or("...");
+    custom_error(
+        at,
+        &format!("expected `:` after argument name `{}`, found `=`", name.name),
+        "expected `:`",
+        &[format!("named arguments use `:`, e.g. `{}: {value}`", name.name)],
+    )
 }
 
 fn file_parser<'src, I>(file: FileId, text: &'src str) -> impl Parser<'src, I, SourceFileAst, Extra<'src>>
@@ -521,25 +697,35 @@ where
 {
     let sp = move |s: SimpleSpan| Span::new(file, s.into_range());
 
-    let ident = select! { Token::Ident(name) = e => Ident { name, span: sp(e.span()) } }.labelled("identifier").boxed();
-    let number_segment = select! { Token::Int(_) = e => {
-        let span: SimpleSpan = e.span();
+    let ident = select! { Token::Ident(name) | Token::StmtName(name) = e => Ident { name, span: sp(e.span()) } }
+        .labelled("identifier")
+        .boxed();
+    let number_segment = select! { Token::Int(_) = e => e.span(), Token::BadNumber = e => e.span() }.map(move |span| {
+        let span: SimpleSpan = span;
         Ident { name: text.get(span.into_range()).unwrap_or("0").to_string(), span: sp(span) }
-    } };
+    });
     // `bool` is a keyword (for `bool` arguments) but also a dtype: `bool[N]` types and `bool(x)` casts.
     let dtype_name = ident
         .clone()
         .or(just(Token::KwBool).map_with(move |_, e| Ident { name: "bool".to_string(), span: sp(e.span()) }))
         .boxed();
-    let path = dtype_name
-        .clone()
-        .then(just(Token::Dot).ignore_then(ident.clone().or(number_segment)).repeated().collect::<Vec<_>>())
-        .map_with(move |(first, rest), e| {
-            let mut segments = vec![first];
-            segments.extend(rest);
-            Path { segments, span: sp(e.span()) }
-        })
-        .boxed();
+    let path_from = |head: Boxed<'src, 'src, I, Ident, Extra<'src>>| {
+        head.then(just(Token::Dot).ignore_then(ident.clone().or(number_segment)).repeated().collect::<Vec<_>>())
+            .map_with(move |(first, rest), e| {
+                let mut segments = vec![first];
+                segments.extend(rest);
+                Path { segments, span: sp(e.span()) }
+            })
+            .boxed()
+    };
+    let path = path_from(dtype_name.clone());
+    // In an expression a path cannot start with the name that starts a statement.
+    let operand_path = path_from(
+        select! { Token::Ident(name) = e => Ident { name, span: sp(e.span()) } }
+            .labelled("identifier")
+            .or(just(Token::KwBool).map_with(move |_, e| Ident { name: "bool".to_string(), span: sp(e.span()) }))
+            .boxed(),
+    );
     let string = select! { Token::Str(value) = e => StrLit { value, span: sp(e.span()) } }.labelled("string");
 
     let expr = recursive(|expr| {
@@ -555,6 +741,8 @@ where
             let literal = select! {
                 Token::Int(value) = e => Ex::leaf(ExprKind::Int(value), sp(e.span())),
                 Token::Float(value) = e => Ex::leaf(ExprKind::Float(value), sp(e.span())),
+                // Out of range, already reported (E0004).
+                Token::BadNumber = e => Ex::error(sp(e.span())),
                 Token::KwTrue = e => Ex::leaf(ExprKind::Bool(true), sp(e.span())),
                 Token::KwFalse = e => Ex::leaf(ExprKind::Bool(false), sp(e.span())),
             }
@@ -588,8 +776,23 @@ where
                     reduce(sp(e.span()), op.unwrap_or(Reducer::Sum), indices, body)
                 });
 
-            let callarg =
-                ident.clone().then_ignore(just(Token::Colon)).or_not().then(expr.clone()).labelled("argument");
+            // `name = value` (a common slip for `name: value`) is reported and read as `name: value`.
+            let arg_name = ident
+                .clone()
+                .then(choice((just(Token::Colon).to(None), just(Token::Assign).map_with(|_, e| Some(e.span())))));
+            let callarg = arg_name
+                .or_not()
+                .then(expr.clone())
+                .validate(move |(name, value): (Option<(Ident, Option<SimpleSpan>)>, Ex), _, emitter| {
+                    let name = name.map(|(name, assign)| {
+                        if let Some(at) = assign {
+                            emitter.emit(named_argument_with_assign(text, &name, at, &value));
+                        }
+                        name
+                    });
+                    (name, value)
+                })
+                .labelled("argument");
             let callargs = group(
                 Token::LParen,
                 Token::RParen,
@@ -608,26 +811,42 @@ where
                     .then(callargs)
                     .map(|(prefix, args)| Suffix::PrefixedCall(prefix, args)),
                 indices
-                    .then(just(Token::KwElse).ignore_then(unary_expr.clone()).or_not())
+                    .then(
+                        then_operand(file, text, keyword(Token::KwElse), unary_expr.clone(), |ex| ex)
+                            .map(|((), ex)| ex)
+                            .or_not(),
+                    )
                     .map(|(indices, default)| Suffix::Access(indices, default)),
             ))
             .or_not();
-            let path_expr =
-                path.clone().then(suffix).map_with(move |(path, suffix), e| postfix(sp(e.span()), path, suffix));
+            let path_expr = operand_path
+                .clone()
+                .then(suffix)
+                .map_with(move |(path, suffix), e| postfix(sp(e.span()), path, suffix));
 
-            let atom = choice((literal, paren, list, reduction, path_expr));
+            let atom = choice((literal, paren, list, reduction, path_expr)).boxed();
             let prefix_op = select! {
                 Token::Minus = e => (UnaryOp::Neg, sp(e.span())),
                 Token::Bang = e => (UnaryOp::Not, sp(e.span())),
             };
-            let chain = prefix_op
-                .repeated()
-                .collect::<Vec<_>>()
-                .then(atom)
-                .separated_by(just(Token::Caret))
-                .at_least(1)
-                .collect::<Vec<_>>()
-                .map(fold_power)
+            let prefix_ops = prefix_op.repeated().at_least(1).collect::<Vec<_>>().map_with(|ops, e| {
+                let last = ops.last().map_or(e.span(), |(_, span): &(UnaryOp, Span)| SimpleSpan::from(span.range()));
+                (ops, last)
+            });
+            let segment = choice((
+                atom.clone().map(|atom| (Vec::new(), atom)),
+                then_operand(file, text, prefix_ops, atom, |ex| ex),
+            ))
+            .boxed();
+            let chain = segment
+                .clone()
+                .then(
+                    then_operand(file, text, keyword(Token::Caret), segment, |ex| (Vec::new(), ex))
+                        .map(|((), segment)| segment)
+                        .repeated()
+                        .collect::<Vec<_>>(),
+                )
+                .map(|(first, rest)| fold_power(std::iter::once(first).chain(rest).collect()))
                 .validate(|ex, _, emitter| report_too_deep(ex, emitter));
 
             // Recursion is bounded: past `MAX_RECURSION` the rest of the expression (up to the end of its group
@@ -669,6 +888,8 @@ where
         });
 
         let term = binary_level(
+            file,
+            text,
             unary_expr,
             choice((
                 just(Token::Star).to(BinOp::Mul),
@@ -677,8 +898,12 @@ where
                 just(Token::At).to(BinOp::MatMul),
             )),
         );
-        let additive =
-            binary_level(term, choice((just(Token::Plus).to(BinOp::Add), just(Token::Minus).to(BinOp::Sub))));
+        let additive = binary_level(
+            file,
+            text,
+            term,
+            choice((just(Token::Plus).to(BinOp::Add), just(Token::Minus).to(BinOp::Sub))),
+        );
         let comparison_op = choice((
             just(Token::Lt).to(BinOp::Lt),
             just(Token::Le).to(BinOp::Le),
@@ -687,11 +912,11 @@ where
             just(Token::EqEq).to(BinOp::Eq),
             just(Token::NotEq).to(BinOp::Ne),
         ))
-        .map_with(|op, e| (op, e.span()));
+        .map_with(|op, e| ((op, e.span()), e.span()));
         // Comparisons do not associate: a chain is read left to right but reported.
         let comparison = additive
             .clone()
-            .then(comparison_op.then(additive).repeated().collect::<Vec<_>>())
+            .then(then_operand(file, text, comparison_op, additive, |ex| ex).repeated().collect::<Vec<_>>())
             .validate(|(first, rest), _, emitter| {
                 if let Some(((_, op_span), _)) = rest.get(1) {
                     emitter.emit(Rich::custom(*op_span, "comparison operators cannot be chained; use parentheses"));
@@ -700,11 +925,18 @@ where
                 report_too_deep(ex, emitter)
             })
             .boxed();
-        let and = binary_level(comparison, just(Token::AndAnd).to(BinOp::And));
-        let or = binary_level(and, just(Token::OrOr).to(BinOp::Or));
+        let and = binary_level(file, text, comparison, just(Token::AndAnd).to(BinOp::And));
+        let or = binary_level(file, text, and, just(Token::OrOr).to(BinOp::Or));
         or.labelled("expression").boxed()
     });
     let expr_out = expr.clone().map(|ex: Ex| ex.expr).boxed();
+    // The value after `=` or `return`; a missing one is reported there (see `then_operand`).
+    let value_after = {
+        let expr = expr.clone();
+        move |token: Token| {
+            then_operand(file, text, keyword(token), expr.clone(), |ex| ex).map(|((), ex)| ex.expr).boxed()
+        }
+    };
 
     let ty = dtype_name
         .clone()
@@ -746,12 +978,8 @@ where
         let assign_or_define = ident
             .clone()
             .then(choice((
-                just(Token::Assign).ignore_then(expr_out.clone()).map(Rhs::Assign),
-                ixdecls
-                    .clone()
-                    .then_ignore(just(Token::Assign))
-                    .then(expr_out.clone())
-                    .map(|(indices, value)| Rhs::Define(indices, value)),
+                value_after(Token::Assign).map(Rhs::Assign),
+                ixdecls.clone().then(value_after(Token::Assign)).map(|(indices, value)| Rhs::Define(indices, value)),
             )))
             .map_with(move |(name, rhs), e| {
                 let span = sp(e.span());
@@ -769,9 +997,7 @@ where
             .then(expr_out.clone())
             .then(block)
             .map_with(move |(((var, start), end), body), e| Stmt::For { var, start, end, body, span: sp(e.span()) });
-        let ret = just(Token::KwReturn)
-            .ignore_then(expr_out.clone())
-            .map_with(move |value, e| Stmt::Return { value, span: sp(e.span()) });
+        let ret = value_after(Token::KwReturn).map_with(move |value, e| Stmt::Return { value, span: sp(e.span()) });
         let stmt = choice((param, assign_or_define, for_loop, ret)).map(Some).or(just(Token::Semi).to(None));
 
         // Skips a bad statement: at least one token (or bracketed group), then up to the next statement start
@@ -856,16 +1082,30 @@ where
     item.repeated().collect::<Vec<_>>().then_ignore(end()).map(|items| SourceFileAst { items })
 }
 
+/// A token, with its span for `then_operand`.
+fn keyword<'src, I>(token: Token) -> impl Parser<'src, I, ((), SimpleSpan), Extra<'src>> + Clone
+where
+    I: ValueInput<'src, Token = Token, Span = SimpleSpan>,
+{
+    just(token).map_with(|_, e| ((), e.span()))
+}
+
 /// A left-associative level `lower (op lower)*`, folded iteratively.
-fn binary_level<'src, I, L, O>(lower: L, op: O) -> impl Parser<'src, I, Ex, Extra<'src>> + Clone
+fn binary_level<'src, I, L, O>(
+    file: FileId,
+    text: &'src str,
+    lower: L,
+    op: O,
+) -> impl Parser<'src, I, Ex, Extra<'src>> + Clone
 where
     I: ValueInput<'src, Token = Token, Span = SimpleSpan>,
     L: Parser<'src, I, Ex, Extra<'src>> + Clone + 'src,
     O: Parser<'src, I, BinOp, Extra<'src>> + Clone + 'src,
 {
+    let op = op.map_with(|op, e| (op, e.span()));
     lower
         .clone()
-        .foldl(op.then(lower).repeated(), |a, (op, b)| binary(op, a, b))
+        .foldl(then_operand(file, text, op, lower, |ex| ex).repeated(), |a, (op, b)| binary(op, a, b))
         .validate(|ex, _, emitter| report_too_deep(ex, emitter))
         .boxed()
 }
@@ -1133,7 +1373,8 @@ model ok(x: f32[B]) -> (y: f32[B]) { y = x < 1 < 2 }
         assert_eq!(diags[0].message, "expected operator, `(`, `)`, `.` or `[`, found `;`");
         assert_eq!(diags[0].span.range(), 36..37);
         let (_, diags) = parse(FileId(0), "fn f() -> f32[] { return }");
-        assert_eq!(diags[0].message, "expected expression, found `}`");
+        assert_eq!(diags[0].message, "expected an expression after `return`, found `}`");
+        assert_eq!(diags[0].span.range(), 18..24);
         let (_, diags) = parse(FileId(0), "x = 1");
         assert_eq!(diags[0].message, "expected item, found identifier `x`");
         let (_, diags) = parse(FileId(0), "model m() -> (y: f32[]) { y = sum[k] + 1 }");
@@ -1156,11 +1397,109 @@ model ok(x: f32[B]) -> (y: f32[B]) { y = x < 1 < 2 }
         let (ast, diags) = parse(FileId(0), "model m() -> (y: f32[]) { y = 1 $ + 2 }");
         assert_eq!(diags.iter().map(|d| d.code).collect::<Vec<_>>(), vec![Code::E0001]);
         assert!(matches!(&ast.items[0], Item::Model(_)));
-        // The unterminated string swallows the `}`: unclosed `{`, huge integer, string, string is no expression.
+        // The unterminated string swallows the `}`, which still closes the block; a string is no expression,
+        // but that is not reported on top of the E0003.
+        let (ast, diags) = parse(FileId(0), "model m() -> (y: f32[]) { y = 99999999999999999999 + \"x }");
+        assert_eq!(diags.iter().map(|d| d.code).collect::<Vec<_>>(), vec![Code::E0004, Code::E0003]);
+        let Item::Model(m) = &ast.items[0] else { panic!() };
+        let Stmt::Assign { value, .. } = &m.body.stmts[0] else { panic!("{:?}", m.body.stmts) };
+        assert_eq!(value.kind, ExprKind::Error);
+    }
+
+    fn model_body(text: &str) -> (Vec<Stmt>, Vec<Diagnostic>) {
+        let (ast, diags) = parse(FileId(0), text);
+        let Some(Item::Model(m)) = ast.items.into_iter().next() else { panic!("no model in {text:?}") };
+        (m.body.stmts, diags)
+    }
+
+    #[test]
+    fn a_new_statement_stops_an_unfinished_expression() {
+        let text = "model m(x: f32[N]) -> (y: f32[N]) {\n    h = relu(x) +\n    y = h\n}";
+        let (stmts, diags) = model_body(text);
+        assert_eq!(diags.len(), 1, "{diags:#?}");
+        assert_eq!(diags[0].message, "expected an expression after `+`, found identifier `y`");
+        assert_eq!(&text[diags[0].span.range()], "+");
         assert_eq!(
-            codes("model m() -> (y: f32[]) { y = 99999999999999999999 + \"x }"),
-            vec![Code::E0002, Code::E0004, Code::E0003, Code::E0002]
+            diags[0].notes,
+            vec!["`y = ...` starts a new statement (a statement ends where the next one begins)"]
         );
+        let [Stmt::Assign { value, .. }, Stmt::Assign { name, .. }] = &stmts[..] else { panic!("{stmts:?}") };
+        assert_eq!(show(value), "(+ (call relu x) <error>)");
+        assert_eq!(name.name, "y");
+        // Every operator, `else`, `=` and `return` stop there, before `name = `, `name[...] =`, a keyword or `}`.
+        for (unfinished, next, op) in [
+            ("a *", "y = 1", "*"),
+            ("a == -", "y[i] = 1", "-"),
+            ("a ^", "return a", "^"),
+            ("!a &&", "for i in 0..2 { }", "&&"),
+            ("x[0] else", "param p: f32[]", "else"),
+            ("", "y = 1", "="),
+            ("a ||", "", "||"),
+        ] {
+            let text = format!("model m() -> (y: f32[]) {{\n h = {unfinished}\n {next}\n}}");
+            let (stmts, diags) = model_body(&text);
+            assert_eq!(diags.len(), 1, "{text}: {diags:#?}");
+            assert!(diags[0].message.starts_with(&format!("expected an expression after `{op}`, found")), "{diags:#?}");
+            assert!(matches!(&stmts[0], Stmt::Assign { name, .. } if name.name == "h"), "{stmts:?}");
+            assert_eq!(stmts.len(), if next.is_empty() { 1 } else { 2 }, "{text}: {stmts:?}");
+        }
+        // `return` at the end of a block.
+        let (_, diags) = parse(FileId(0), "fn f() -> f32[] { return }");
+        assert_eq!(diags[0].message, "expected an expression after `return`, found `}`");
+        // Comparisons with `==` and names followed by `[...]` without `=` are still operands.
+        assert_eq!(sexpr("a +\n b == c[i]"), "(== (+ a b) (at c [i]))");
+    }
+
+    #[test]
+    fn named_arguments_written_with_assign_get_a_hint() {
+        let text = "model m() -> (y: f32[]) { y = softmax(h, axis=-1) }";
+        let (stmts, diags) = model_body(text);
+        assert_eq!(diags.len(), 1, "{diags:#?}");
+        assert_eq!(diags[0].message, "expected `:` after argument name `axis`, found `=`");
+        assert_eq!(&text[diags[0].span.range()], "=");
+        assert_eq!(diags[0].notes, vec!["named arguments use `:`, e.g. `axis: -1`"]);
+        let Stmt::Assign { value, .. } = &stmts[0] else { panic!() };
+        assert_eq!(show(value), "(call softmax h axis:(neg 1))");
+    }
+
+    #[test]
+    fn unterminated_strings_do_not_cascade() {
+        // A param prefix stops before `]`: the rest of the line is read as code.
+        let text = "model m(x: f32[B]) -> (y: f32[B]) {\n h = relu(L[\"enc.fc1](x, 128))\n y = L[\"head\"](h, 10)\n}";
+        let (stmts, diags) = model_body(text);
+        assert_eq!(diags.iter().map(|d| d.code).collect::<Vec<_>>(), vec![Code::E0003]);
+        let [Stmt::Assign { value, .. }, Stmt::Assign { .. }] = &stmts[..] else { panic!("{stmts:?}") };
+        assert_eq!(show(value), r#"(call relu (call L["enc.fc1"] x 128))"#);
+        // Otherwise the string runs to the end of the line, which ends the statement too.
+        for bad in ["relu(L[\"enc.fc1(x, 128))", "f(x, \"a", "[1, \"a]", "x + \"(((", "\"a }"] {
+            let text =
+                format!("model m(x: f32[B]) -> (y: f32[B]) {{\n h = {bad}\n y = h\n}}\nfn f() -> f32[] {{ return 1 }}");
+            let (ast, diags) = parse(FileId(0), &text);
+            assert_eq!(diags.iter().map(|d| d.code).collect::<Vec<_>>(), vec![Code::E0003], "{text}: {diags:#?}");
+            let Item::Model(m) = &ast.items[0] else { panic!() };
+            assert!(matches!(m.body.stmts.last(), Some(Stmt::Assign { name, .. }) if name.name == "y"), "{text}");
+            assert!(matches!(&ast.items[1], Item::Fn(_)), "{text}: {:?}", ast.items);
+        }
+        let (stmts, diags) = model_body("model m() -> (y: f32[]) {\n param w: f32[\"N\n y = w\n}");
+        assert_eq!(diags.iter().map(|d| d.code).collect::<Vec<_>>(), vec![Code::E0003]);
+        assert!(matches!(stmts.last(), Some(Stmt::Assign { .. })), "{stmts:?}");
+        let (ast, diags) = parse(FileId(0), "import \"std/nn\nfn f() -> f32[] { return 1 }");
+        assert_eq!(diags.iter().map(|d| d.code).collect::<Vec<_>>(), vec![Code::E0003]);
+        assert!(matches!(&ast.items[..], [Item::Import(i), Item::Fn(_)] if i.path.value == "std/nn"));
+    }
+
+    #[test]
+    fn out_of_range_literals_are_error_nodes() {
+        let big = "99999999999999999999";
+        let (stmts, diags) =
+            model_body(&format!("model m() -> (y: f32[]) {{ param t: f32[{big}, 2] y = {big} + 1e999 }}"));
+        assert_eq!(diags.iter().map(|d| d.code).collect::<Vec<_>>(), vec![Code::E0004; 3]);
+        let [Stmt::Param { ty, .. }, Stmt::Assign { value, .. }] = &stmts[..] else { panic!("{stmts:?}") };
+        assert!(matches!(&ty.dims[0], DimExpr::Expr(e) if e.kind == ExprKind::Error));
+        assert_eq!(show(value), "(+ <error> <error>)");
+        let (stmts, _) = model_body(&format!("model m() -> (y: f32[]) {{ y = layer.{big}.w }}"));
+        let Stmt::Assign { value, .. } = &stmts[0] else { panic!() };
+        assert_eq!(show(value), format!("layer.{big}.w"));
     }
 
     fn nested(open: &str, inner: &str, close: &str, depth: usize) -> String {
