@@ -8,7 +8,7 @@ use tdsl_compiler::dim::SymId;
 use tdsl_compiler::driver::STD_FILES;
 use tdsl_compiler::interp::{self, Tensor};
 use tdsl_compiler::random::seeded_tensor;
-use tdsl_compiler::ir::{DType, Graph};
+use tdsl_compiler::ir::Graph;
 
 /// Every `.tdsl` file under `examples/`, recursively, sorted.
 fn example_files() -> Vec<PathBuf> {

@@ -89,7 +89,7 @@ fn conv2d_and_pooling_agree_with_loops() {
     let w = rng.tensor(tdsl_compiler::ir::DType::F32, &[3, 2, 3, 3], 1);
     let (xs, ws) = (x.as_f32().expect("f32").to_vec(), w.as_f32().expect("f32").to_vec());
     let at = |c: usize, h: i64, wi: i64| -> f64 {
-        if h < 0 || h >= 5 || wi < 0 || wi >= 6 { 0.0 } else { xs[c * 30 + h as usize * 6 + wi as usize] as f64 }
+        if !(0..5).contains(&h) || !(0..6).contains(&wi) { 0.0 } else { xs[c * 30 + h as usize * 6 + wi as usize] as f64 }
     };
     let mut conv = Vec::new();
     for k in 0..3 {

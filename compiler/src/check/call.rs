@@ -349,11 +349,10 @@ impl<'p> Elab<'p> {
         let _ = (span, arg);
         for (dim, pos) in ty.dims.iter().zip(positions) {
             match (dim, pos) {
-                (ast::DimExpr::Ellipsis(_), Position::Many(range)) => {
-                    if b.ellipsis.is_none() {
+                (ast::DimExpr::Ellipsis(_), Position::Many(range))
+                    if b.ellipsis.is_none() => {
                         b.ellipsis = Some(actual.shape[range].to_vec());
                     }
-                }
                 (ast::DimExpr::Expr(e), Position::One(i)) => {
                     if let Some(name) = bare_name(e) {
                         b.dims.entry(name.to_string()).or_insert_with(|| actual.shape[i].clone());

@@ -282,11 +282,10 @@ impl Elab<'_> {
             ast::ExprKind::Float(v) => SVal::Weak(Weak::Float(*v)),
             ast::ExprKind::Bool(b) => SVal::Weak(Weak::Bool(*b)),
             ast::ExprKind::Name(path) => {
-                if path.segments.len() == 1 {
-                    if let Some(var) = mb.find_var(&path.segments[0].name) {
+                if path.segments.len() == 1
+                    && let Some(var) = mb.find_var(&path.segments[0].name) {
                         return SVal::Weak(Weak::Var(var));
                     }
-                }
                 match self.expr(scope, expr) {
                     Value::Int(d) => SVal::Weak(Weak::Int(d)),
                     Value::Float(v) => SVal::Weak(Weak::Float(v)),
@@ -421,11 +420,10 @@ impl Elab<'_> {
         let mut affines = Vec::new();
         let mut ok = true;
         for (axis, index) in indices.iter().enumerate() {
-            if let Some(name) = super::bare_name(index) {
-                if let Some(var) = mb.find_var(name) {
+            if let Some(name) = super::bare_name(index)
+                && let Some(var) = mb.find_var(name) {
                     mb.vars[var.0 as usize].uses.push((ty.shape[axis].clone(), index.span));
                 }
-            }
             match self.affine(scope, mb, index) {
                 Some(a) => affines.push((a, index.span)),
                 None => ok = false,
@@ -493,11 +491,10 @@ impl Elab<'_> {
         match &expr.kind {
             ast::ExprKind::Int(v) => Some(Affine { terms: vec![], offset: Dim::constant(*v) }),
             ast::ExprKind::Name(path) => {
-                if path.segments.len() == 1 {
-                    if let Some(var) = mb.find_var(&path.segments[0].name) {
+                if path.segments.len() == 1
+                    && let Some(var) = mb.find_var(&path.segments[0].name) {
                         return Some(Affine { terms: vec![(var, Dim::constant(1))], offset: Dim::constant(0) });
                     }
-                }
                 match self.expr(scope, expr) {
                     Value::Int(d) => Some(Affine { terms: vec![], offset: d }),
                     Value::Error => None,
@@ -589,13 +586,11 @@ impl Elab<'_> {
 
     fn scalar_binary(&mut self, mb: &mut MapBuilder, op: BinaryOp, a: SVal, b: SVal, span: Span) -> SVal {
         // `x ^ n` with an integer literal: repeated multiplication.
-        if op == BinaryOp::Pow {
-            if let (SVal::Strong(base), SVal::Weak(Weak::Int(n))) = (&a, &b) {
-                if let Some(n) = n.as_const().filter(|n| (0..=16).contains(n)) {
+        if op == BinaryOp::Pow
+            && let (SVal::Strong(base), SVal::Weak(Weak::Int(n))) = (&a, &b)
+                && let Some(n) = n.as_const().filter(|n| (0..=16).contains(n)) {
                     return self.scalar_int_pow(mb, *base, n, span);
                 }
-            }
-        }
         match (a, b) {
             (SVal::Error, _) | (_, SVal::Error) => SVal::Error,
             (SVal::Weak(x), SVal::Weak(y)) => {

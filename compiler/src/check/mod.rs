@@ -404,8 +404,8 @@ impl<'p> Elab<'p> {
     pub(crate) fn dim_expr(&mut self, scope: &mut Scope, expr: &ast::Expr, rule: &'static str) -> Option<Dim> {
         match self.expr(scope, expr) {
             Value::Int(d) => {
-                if let Some(c) = d.as_const() {
-                    if c < 1 {
+                if let Some(c) = d.as_const()
+                    && c < 1 {
                         self.error(
                             Diagnostic::new(Code::E0311, expr.span, format!("dimension evaluates to {c}"))
                                 .note("every dimension must be at least 1")
@@ -413,7 +413,6 @@ impl<'p> Elab<'p> {
                         );
                         return None;
                     }
-                }
                 Some(d)
             }
             Value::Error => None,
@@ -659,11 +658,10 @@ impl<'p> Elab<'p> {
             .collect();
         if let Some(&dtype) = scope.dtypes.get(&name) {
             // A dtype variable used as a conversion: `T(mask)`.
-            if let [arg] = values.as_slice() {
-                if arg.name.is_none() {
+            if let [arg] = values.as_slice()
+                && arg.name.is_none() {
                     return self.cast(arg.value.clone(), dtype, arg.span, span);
                 }
-            }
             self.error(
                 Diagnostic::new(Code::E0106, span, format!("conversion `{name}(...)` takes one positional argument"))
                     .rule("R5.2"),

@@ -91,18 +91,15 @@ impl Elab<'_> {
         if matches!(a, Value::Error) || matches!(b, Value::Error) {
             return Value::Error;
         }
-        if op == ast::BinOp::Pow {
-            if let (Value::Tensor(base), Value::Int(exp)) = (&a, &b) {
-                if let Some(n) = exp.as_const().filter(|n| n.abs() <= MAX_POW_EXPANSION) {
+        if op == ast::BinOp::Pow
+            && let (Value::Tensor(base), Value::Int(exp)) = (&a, &b)
+                && let Some(n) = exp.as_const().filter(|n| n.abs() <= MAX_POW_EXPANSION) {
                     return self.int_pow(*base, n, span);
                 }
-            }
-        }
-        if !matches!(a, Value::Tensor(_)) && !matches!(b, Value::Tensor(_)) {
-            if let Some(folded) = self.fold(op, &a, &b, span) {
+        if !matches!(a, Value::Tensor(_)) && !matches!(b, Value::Tensor(_))
+            && let Some(folded) = self.fold(op, &a, &b, span) {
                 return folded;
             }
-        }
         self.binary_ir(ir_binop(op), a, b, span)
     }
 
