@@ -7,6 +7,7 @@
 
 pub mod arena;
 pub mod check;
+pub mod cli;
 pub mod diag;
 pub mod dim;
 pub mod driver;
