@@ -125,11 +125,12 @@ fn conv2d_and_pooling_agree_with_loops() {
 fn gather_slice_concat_and_where() {
     let graph = single_graph(
         "layout.tdsl",
-        "model m(t: f32[4, 2], ids: i32[3]) -> (g: f32[3, 2], s: f32[2, 2], c: f32[6, 2], w: f32[4, 2]) {
+        "model m(t: f32[4, 2], ids: i32[3]) -> (g: f32[3, 2], s: f32[2, 2], c: f32[6, 2], w: f32[4, 2], v: f32[4, 2]) {
             g = gather(t, ids)
             s = slice(t, axis: 0, start: 1, end: 4, step: 2)
             c = concat(t, slice(t, axis: 0, start: 0, end: 2), axis: 0)
             w = where(t > 0.0, t, 0.0)
+            v[i, j] = select(t[i, j] < 0.0, -1.0, 1.0)
         }",
     );
     let t = Tensor::f32(&[4, 2], vec![0.0, 1.0, -2.0, 3.0, 4.0, -5.0, 6.0, 7.0]);
@@ -139,6 +140,7 @@ fn gather_slice_concat_and_where() {
     assert_eq!(out[1].to_f64_vec(), vec![-2.0, 3.0, 6.0, 7.0]);
     assert_eq!(out[2].to_f64_vec(), vec![0.0, 1.0, -2.0, 3.0, 4.0, -5.0, 6.0, 7.0, 0.0, 1.0, -2.0, 3.0]);
     assert_eq!(out[3].to_f64_vec(), vec![0.0, 1.0, 0.0, 3.0, 4.0, 0.0, 6.0, 7.0]);
+    assert_eq!(out[4].to_f64_vec(), vec![1.0, 1.0, -1.0, 1.0, 1.0, -1.0, 1.0, 1.0]);
 }
 
 #[test]

@@ -13,7 +13,7 @@ use crate::span::Span;
 /// Every built-in function name.
 pub(crate) const NAMES: &[&str] = &[
     "exp", "log", "sqrt", "rsqrt", "tanh", "erf", "sigmoid", "relu", "abs", "sin", "cos", "floor", "ceil", "max",
-    "min", "sum", "mean", "prod", "where", "f32", "f16", "i32", "u32", "bool", "transpose", "permute", "reshape",
+    "min", "sum", "mean", "prod", "where", "select", "f32", "f16", "i32", "u32", "bool", "transpose", "permute", "reshape",
     "unsqueeze", "squeeze", "slice", "concat", "gather", "broadcast_to",
 ];
 
@@ -83,7 +83,7 @@ impl Elab<'_> {
                 let b = Bound { slots: vec![b.get(0), None, b.get(1), b.get(2)] };
                 self.reduce(reduce_op(name).expect("reducer"), &b, span)
             }
-            "where" => {
+            "where" | "select" => {
                 let sig = [("cond", true), ("a", true), ("b", true)];
                 let Some(b) = self.bind_builtin(name, &sig, args, span) else { return Value::Error };
                 let (c, c_span) = b.get(0).expect("required");

@@ -826,7 +826,7 @@ impl Elab<'_> {
                 let op = if name == "max" { BinaryOp::Max } else { BinaryOp::Min };
                 self.scalar_binary(mb, op, a, b, span)
             }
-            "where" => {
+            "where" | "select" => {
                 if !arity(self, 3) {
                     return SVal::Error;
                 }

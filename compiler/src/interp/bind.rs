@@ -4,7 +4,7 @@
 //! weights file with several wrong params is reported in one error.
 
 use super::RunError;
-use super::tensor::{Tensor, element_count};
+use super::{Tensor, element_count};
 use crate::dim::{Dim, SymId};
 use crate::ir::{Graph, Op, TensorType};
 use std::collections::HashMap;

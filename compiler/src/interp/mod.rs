@@ -7,32 +7,30 @@
 //! and frees each intermediate after its last use. It never panics on bad input: malformed graphs, wrong
 //! tensors, out-of-range gathers and loads, and dimension overflow are all `RunError`s.
 //!
-//! Files: `tensor.rs` (public `Tensor`), `values.rs` (internal buffers), `kernels.rs` (elementwise
-//! arithmetic), `layout.rs` (data movement), `reduce.rs` (reductions, matmul), `map.rs` (index notation),
-//! `bind.rs` (symbol binding).
+//! Files: `values.rs` (internal buffers), `kernels.rs` (elementwise arithmetic), `layout.rs` (data
+//! movement), `reduce.rs` (reductions, matmul), `map.rs` (index notation), `bind.rs` (symbol binding). The
+//! public `Tensor` is the runtime's (`tdsl_runtime::tensor`), re-exported here.
 
 mod bind;
 mod kernels;
 mod layout;
 mod map;
 mod reduce;
-mod tensor;
 mod values;
 
 #[cfg(test)]
 pub(crate) mod tests;
 
 pub use bind::{BindError, Binding, Site, bind_symbols};
-pub use tensor::{ShapeMismatch, Tensor, TensorData, element_count};
+/// The host tensor lives in the runtime (`tdsl_runtime::tensor`), which reads and writes it; the
+/// interpreter takes and returns it.
+pub use tdsl_runtime::tensor::{MAX_ELEMENTS, ShapeMismatch, Tensor, TensorData, element_count};
 
 use crate::ir::verify::VerifyError;
 use crate::ir::{Graph, NodeId, Op, verify};
 use kernels::KindMismatch;
 use std::collections::HashMap;
 use values::{Lit, Val, Vals};
-
-/// The most elements one tensor may have in the interpreter (2^31: 8 GiB of `f32`).
-pub const MAX_ELEMENTS: usize = 1 << 31;
 
 /// Why a graph could not be run.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]

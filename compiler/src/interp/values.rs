@@ -3,7 +3,7 @@
 //! in `f32` and rounds back with `round_f16`), so the kernels know only four element types; conversion to
 //! and from `Tensor` happens at the interpreter's edge.
 
-use super::tensor::{Tensor, TensorData};
+use super::{Tensor, TensorData};
 use crate::ir::{DType, Scalar};
 use half::f16;
 

@@ -15,48 +15,9 @@ use crate::dim::{Dim, SymId};
 
 pub use verify::verify;
 
-/// Element types.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum DType {
-    F32,
-    F16,
-    I32,
-    U32,
-    Bool,
-}
-
-impl DType {
-    pub const ALL: [DType; 5] = [DType::F32, DType::F16, DType::I32, DType::U32, DType::Bool];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            DType::F32 => "f32",
-            DType::F16 => "f16",
-            DType::I32 => "i32",
-            DType::U32 => "u32",
-            DType::Bool => "bool",
-        }
-    }
-    pub fn from_name(name: &str) -> Option<DType> {
-        DType::ALL.into_iter().find(|d| d.name() == name)
-    }
-    pub fn is_float(self) -> bool {
-        matches!(self, DType::F32 | DType::F16)
-    }
-    pub fn is_int(self) -> bool {
-        matches!(self, DType::I32 | DType::U32)
-    }
-    pub fn is_numeric(self) -> bool {
-        self != DType::Bool
-    }
-    /// Bytes per element in device buffers.
-    pub fn size(self) -> usize {
-        match self {
-            DType::F16 => 2,
-            _ => 4,
-        }
-    }
-}
+/// Element types: defined in the runtime (which reads and writes tensors of them and never depends on the
+/// compiler) and used by the IR as they are.
+pub use tdsl_runtime::DType;
 
 /// Dtype and shape of a tensor value. Rank 0 is a scalar.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

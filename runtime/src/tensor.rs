@@ -1,10 +1,16 @@
-//! `Tensor`: a dense row-major host tensor, the interpreter's input and output type (and what the runtime
-//! compares GPU results against). Constructors check that the data fits the shape; `Display` and `Debug`
-//! show the dtype, shape and only the first few values, so printing a large tensor stays cheap.
+//! `Tensor`: a dense row-major host tensor. It is what the compiler's reference interpreter takes and
+//! returns, what `.npy` files and safetensors weights are read into, and what GPU results are compared
+//! against. `Tensor::new` checks that the data fits the shape (the typed constructors panic instead, for
+//! tests and literals); the fields are public, so code handed a tensor re-checks it.
+//! `Display` and `Debug` show the dtype, shape and only the first few values, so printing stays cheap.
 
-use crate::ir::DType;
+use crate::DType;
 use half::f16;
 use std::fmt;
+
+/// The most elements one host tensor may have (2^31: 8 GiB of `f32`). The interpreter refuses larger
+/// intermediates and the readers refuse larger files, so a corrupt shape cannot ask for absurd allocations.
+pub const MAX_ELEMENTS: usize = 1 << 31;
 
 /// A dense tensor in row-major order. `data`'s variant must match `dtype` and hold `shape`'s product of
 /// elements; `Tensor::new` checks this, and the interpreter re-checks tensors it is given.
@@ -34,7 +40,56 @@ pub struct ShapeMismatch {
     pub got: usize,
 }
 
+/// Why `TensorData::from_le_bytes` refused its bytes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("{len} bytes are not a whole number of {} elements of {size} bytes", .dtype.name())]
+    Length { dtype: DType, size: usize, len: usize },
+    #[error("bool element {index} is the byte {byte:#04x}, not 0 or 1")]
+    InvalidBool { index: usize, byte: u8 },
+}
+
 impl TensorData {
+    /// Elements of `dtype` from little-endian bytes, `dtype.file_size()` bytes each (`bool` one byte, 0 or
+    /// 1), as `.npy` and safetensors files store them. Any alignment of `bytes` is fine.
+    pub fn from_le_bytes(dtype: DType, bytes: &[u8]) -> Result<TensorData, DecodeError> {
+        let size = dtype.file_size();
+        if !bytes.len().is_multiple_of(size) {
+            return Err(DecodeError::Length { dtype, size, len: bytes.len() });
+        }
+        let word = |c: &[u8]| [c[0], c[1], c[2], c[3]];
+        Ok(match dtype {
+            DType::F32 => TensorData::F32(bytes.chunks_exact(4).map(|c| f32::from_le_bytes(word(c))).collect()),
+            DType::F16 => TensorData::F16(bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]])).collect()),
+            DType::I32 => TensorData::I32(bytes.chunks_exact(4).map(|c| i32::from_le_bytes(word(c))).collect()),
+            DType::U32 => TensorData::U32(bytes.chunks_exact(4).map(|c| u32::from_le_bytes(word(c))).collect()),
+            DType::Bool => TensorData::Bool(
+                bytes
+                    .iter()
+                    .enumerate()
+                    .map(|(index, &byte)| match byte {
+                        0 => Ok(false),
+                        1 => Ok(true),
+                        _ => Err(DecodeError::InvalidBool { index, byte }),
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+        })
+    }
+
+    /// The elements as little-endian bytes, the inverse of `from_le_bytes`.
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len() * self.dtype().file_size());
+        match self {
+            TensorData::F32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::F16(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::I32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::U32(v) => v.iter().for_each(|x| out.extend_from_slice(&x.to_le_bytes())),
+            TensorData::Bool(v) => out.extend(v.iter().map(|&b| b as u8)),
+        }
+        out
+    }
+
     pub fn dtype(&self) -> DType {
         match self {
             TensorData::F32(_) => DType::F32,
@@ -217,5 +272,52 @@ impl fmt::Display for TensorData {
 impl fmt::Debug for TensorData {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}({self})", self.dtype().name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensor_display_is_short() {
+        let t = Tensor::f32(&[100, 100], vec![0.5; 10_000]);
+        assert_eq!(t.to_string(), "f32[100, 100] [0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5, ... (10000 values)]");
+        assert_eq!(format!("{:?}", Tensor::bool(&[2], vec![true, false])), "Tensor(bool[2] [true, false])");
+        assert_eq!(Tensor::f16_from_f32(&[1], &[1.5]).to_f64_vec(), vec![1.5]);
+        assert!(Tensor::new(&[2, 2], TensorData::I32(vec![1])).is_err());
+    }
+
+    #[test]
+    fn constructors_check_the_element_count() {
+        let e = Tensor::new(&[2, 3], TensorData::F32(vec![0.0; 5])).unwrap_err();
+        assert_eq!(e.to_string(), "shape [2, 3] has 6 elements but 5 values were given");
+        let e = Tensor::new(&[usize::MAX, 2], TensorData::U32(vec![])).unwrap_err();
+        assert_eq!(e.expected, usize::MAX);
+        assert_eq!(element_count(&[]), Some(1));
+        assert_eq!(element_count(&[3, 0, 5]), Some(0));
+        assert_eq!(Tensor::zeros(DType::Bool, &[0, 4]).type_string(), "bool[0, 4]");
+        assert_eq!(Tensor::u32(&[], vec![7]).rank(), 0);
+    }
+
+    #[test]
+    fn little_endian_bytes_round_trip() {
+        let all = [
+            TensorData::F32(vec![1.5, -0.0, f32::INFINITY]),
+            TensorData::F16(vec![f16::from_f32(0.25), f16::MAX]),
+            TensorData::I32(vec![i32::MIN, -1, 7]),
+            TensorData::U32(vec![u32::MAX, 0]),
+            TensorData::Bool(vec![true, false, true]),
+        ];
+        for data in all {
+            let bytes = data.to_le_bytes();
+            assert_eq!(bytes.len(), data.len() * data.dtype().file_size());
+            assert_eq!(TensorData::from_le_bytes(data.dtype(), &bytes), Ok(data));
+        }
+        assert_eq!(TensorData::to_le_bytes(&TensorData::I32(vec![1])), vec![1, 0, 0, 0]);
+        let e = TensorData::from_le_bytes(DType::F32, &[0; 6]).unwrap_err();
+        assert_eq!(e.to_string(), "6 bytes are not a whole number of f32 elements of 4 bytes");
+        let e = TensorData::from_le_bytes(DType::Bool, &[1, 0, 2]).unwrap_err();
+        assert_eq!(e.to_string(), "bool element 2 is the byte 0x02, not 0 or 1");
     }
 }

@@ -1,0 +1,66 @@
+//! `DType`: the element types of tdsl tensors, shared by the compiler (whose `ir::DType` is this type) and
+//! the runtime, so both sides agree on names and sizes without the runtime depending on the compiler.
+
+/// Element types.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DType {
+    F32,
+    F16,
+    I32,
+    U32,
+    Bool,
+}
+
+impl DType {
+    pub const ALL: [DType; 5] = [DType::F32, DType::F16, DType::I32, DType::U32, DType::Bool];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            DType::F32 => "f32",
+            DType::F16 => "f16",
+            DType::I32 => "i32",
+            DType::U32 => "u32",
+            DType::Bool => "bool",
+        }
+    }
+    pub fn from_name(name: &str) -> Option<DType> {
+        DType::ALL.into_iter().find(|d| d.name() == name)
+    }
+    pub fn is_float(self) -> bool {
+        matches!(self, DType::F32 | DType::F16)
+    }
+    pub fn is_int(self) -> bool {
+        matches!(self, DType::I32 | DType::U32)
+    }
+    pub fn is_numeric(self) -> bool {
+        self != DType::Bool
+    }
+    /// Bytes per element in device buffers (`bool` is a 32-bit word there).
+    pub fn size(self) -> usize {
+        match self {
+            DType::F16 => 2,
+            _ => 4,
+        }
+    }
+    /// Bytes per element in host tensors, `.npy` and safetensors files (`bool` is one byte there).
+    pub fn file_size(self) -> usize {
+        match self {
+            DType::Bool => 1,
+            DType::F16 => 2,
+            _ => 4,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for d in DType::ALL {
+            assert_eq!(DType::from_name(d.name()), Some(d));
+        }
+        assert_eq!(DType::from_name("f64"), None);
+    }
+}

@@ -1,0 +1,317 @@
+//! Model weights from safetensors files: `Weights::open` memory-maps the file and indexes its tensors
+//! (name, dtype, shape, byte range); `check_params` matches them against a model's `param`s by name and
+//! reports every problem at once (missing, extra, wrong dtype, wrong shape, unsupported dtype);
+//! `Weights::bytes` gives a tensor's bytes without copying and `Weights::tensor` copies one into a host
+//! `Tensor`.
+//!
+//! The safetensors crate parses and validates the header (offsets cover the data exactly, sizes match
+//! shapes); a file it rejects is a `WeightsError::Corrupt` naming the file and the problem in plain words.
+//! tdsl supports the safetensors dtypes F32, F16, I32, U32 and BOOL; other entries (BF16, F64, I64, ...) are
+//! listed with their dtype and refused when loaded or bound to a param. Limit: the file must not be
+//! modified by another process while a `Weights` maps it (the usual memory-mapping caveat).
+
+use crate::DType;
+use crate::tensor::{MAX_ELEMENTS, Tensor, TensorData};
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensorError, SafeTensors};
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+/// An open safetensors file: the mapping and an index of its tensors, sorted by name.
+pub struct Weights {
+    path: PathBuf,
+    map: Mmap,
+    entries: Vec<WeightEntry>,
+}
+
+/// One tensor of a weights file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WeightEntry {
+    pub name: String,
+    /// The dtype, or `None` when the file's dtype is not one tdsl supports (see `file_dtype`).
+    pub dtype: Option<DType>,
+    /// The dtype as the file names it: `F32`, `BF16`, ...
+    pub file_dtype: String,
+    pub shape: Vec<usize>,
+    /// Where the tensor's bytes lie in the file.
+    pub range: Range<usize>,
+}
+
+/// A model parameter the weights must provide: its full key, dtype and shape, where `None` is a dimension
+/// not known until binding (it matches any size).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParamSpec {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<Option<usize>>,
+}
+
+/// Why weights could not be opened, loaded, or matched to a model's params.
+#[derive(Debug, thiserror::Error)]
+pub enum WeightsError {
+    #[error("cannot read `{}`: {source}", .path.display())]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("`{}` is not a valid safetensors file: {detail}", .path.display())]
+    Corrupt { path: PathBuf, detail: String },
+    #[error("`{}` has no tensor `{name}`", .path.display())]
+    NoSuchTensor { path: PathBuf, name: String },
+    #[error(
+        "`{}`: tensor `{name}` has dtype {file_dtype}, which tdsl does not support (supported: {SUPPORTED})",
+        .path.display()
+    )]
+    UnsupportedDtype { path: PathBuf, name: String, file_dtype: String },
+    #[error("`{}`: tensor `{name}`: {problem}", .path.display())]
+    BadData { path: PathBuf, name: String, problem: String },
+    #[error("{}", mismatch_message(.path, .problems))]
+    Mismatch { path: PathBuf, problems: Vec<ParamProblem> },
+}
+
+/// One disagreement between a weights file and a model's params.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ParamProblem {
+    /// A param with no entry in the file.
+    Missing { name: String, expected: String },
+    /// An entry of the file that is no param of the model.
+    Extra { name: String, actual: String },
+    /// An entry whose dtype, shape, or both differ from the param's (`what` says which).
+    WrongType { name: String, what: &'static str, expected: String, actual: String },
+    /// An entry bound to a param whose dtype tdsl does not support.
+    UnsupportedDtype { name: String, actual: String },
+    /// The same param listed twice in the specs.
+    DuplicateParam { name: String },
+}
+
+impl Weights {
+    /// Memory-maps and indexes the safetensors file at `path`.
+    pub fn open(path: &Path) -> Result<Weights, WeightsError> {
+        let io = |source| WeightsError::Io { path: path.to_path_buf(), source };
+        let file = File::open(path).map_err(io)?;
+        if file.metadata().map_err(io)?.is_dir() {
+            return Err(io(std::io::Error::other("it is a directory")));
+        }
+        // SAFETY: the mapping is only read, and `Weights` documents that the file must not change while it
+        // is mapped (a concurrent truncation could otherwise fault the reads).
+        let map = unsafe { Mmap::map(&file) }.map_err(io)?;
+        let entries = index(&map).map_err(|detail| WeightsError::Corrupt { path: path.to_path_buf(), detail })?;
+        Ok(Weights { path: path.to_path_buf(), map, entries })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Every tensor in the file, sorted by name.
+    pub fn entries(&self) -> &[WeightEntry] {
+        &self.entries
+    }
+
+    pub fn entry(&self, name: &str) -> Option<&WeightEntry> {
+        self.entries.binary_search_by(|e| e.name.as_str().cmp(name)).ok().map(|i| &self.entries[i])
+    }
+
+    /// The tensor's bytes as stored in the file (little-endian, row-major; `bool` one byte each, unlike in
+    /// device buffers), without copying. Entries of unsupported dtypes have bytes too.
+    pub fn bytes(&self, name: &str) -> Result<&[u8], WeightsError> {
+        Ok(&self.map[self.find(name)?.range.clone()])
+    }
+
+    /// The tensor copied into a host `Tensor`.
+    pub fn tensor(&self, name: &str) -> Result<Tensor, WeightsError> {
+        let (entry, dtype) = self.supported(name)?;
+        let bad = |problem: String| WeightsError::BadData { path: self.path.clone(), name: name.to_string(), problem };
+        if entry.range.len() / dtype.file_size() > MAX_ELEMENTS {
+            return Err(bad(format!("it has more than {MAX_ELEMENTS} elements")));
+        }
+        let data = TensorData::from_le_bytes(dtype, &self.map[entry.range.clone()]).map_err(|e| bad(e.to_string()))?;
+        Tensor::new(&entry.shape, data).map_err(|e| bad(e.to_string()))
+    }
+
+    /// Every tensor copied into host tensors, by name (for the reference interpreter's params).
+    pub fn tensors(&self) -> Result<HashMap<String, Tensor>, WeightsError> {
+        self.entries.iter().map(|e| Ok((e.name.clone(), self.tensor(&e.name)?))).collect()
+    }
+
+    fn find(&self, name: &str) -> Result<&WeightEntry, WeightsError> {
+        self.entry(name).ok_or_else(|| WeightsError::NoSuchTensor { path: self.path.clone(), name: name.to_string() })
+    }
+
+    fn supported(&self, name: &str) -> Result<(&WeightEntry, DType), WeightsError> {
+        let entry = self.find(name)?;
+        match entry.dtype {
+            Some(dtype) => Ok((entry, dtype)),
+            None => Err(WeightsError::UnsupportedDtype {
+                path: self.path.clone(),
+                name: name.to_string(),
+                file_dtype: entry.file_dtype.clone(),
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for Weights {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Weights").field("path", &self.path).field("entries", &self.entries).finish()
+    }
+}
+
+impl WeightEntry {
+    /// `f32[384, 384]`, or `BF16[384, 384]` for an unsupported dtype.
+    pub fn type_string(&self) -> String {
+        let dtype = match self.dtype {
+            Some(dtype) => dtype.name(),
+            None => &self.file_dtype,
+        };
+        format!("{dtype}[{}]", join(self.shape.iter().map(|d| d.to_string())))
+    }
+}
+
+impl ParamSpec {
+    /// `f32[384, ?]`, with `?` for a dimension not known until binding.
+    pub fn type_string(&self) -> String {
+        let dims = self.shape.iter().map(|d| d.map_or("?".to_string(), |d| d.to_string()));
+        format!("{}[{}]", self.dtype.name(), join(dims))
+    }
+
+    fn shape_matches(&self, shape: &[usize]) -> bool {
+        self.shape.len() == shape.len() && self.shape.iter().zip(shape).all(|(e, &a)| e.is_none_or(|e| e == a))
+    }
+}
+
+/// Matches the file's tensors against `params` by name; every problem is reported in one
+/// `WeightsError::Mismatch`: params in `params` order, then extra entries by name.
+pub fn check_params(weights: &Weights, params: &[ParamSpec]) -> Result<(), WeightsError> {
+    let mut problems = Vec::new();
+    let mut seen = HashSet::new();
+    for p in params {
+        if !seen.insert(p.name.as_str()) {
+            problems.push(ParamProblem::DuplicateParam { name: p.name.clone() });
+            continue;
+        }
+        let Some(entry) = weights.entry(&p.name) else {
+            problems.push(ParamProblem::Missing { name: p.name.clone(), expected: p.type_string() });
+            continue;
+        };
+        let Some(dtype) = entry.dtype else {
+            problems.push(ParamProblem::UnsupportedDtype { name: p.name.clone(), actual: entry.type_string() });
+            continue;
+        };
+        let what = match (dtype == p.dtype, p.shape_matches(&entry.shape)) {
+            (true, true) => continue,
+            (false, true) => "dtype",
+            (true, false) => "shape",
+            (false, false) => "dtype and shape",
+        };
+        problems.push(ParamProblem::WrongType {
+            name: p.name.clone(),
+            what,
+            expected: p.type_string(),
+            actual: entry.type_string(),
+        });
+    }
+    for entry in weights.entries() {
+        if !seen.contains(entry.name.as_str()) {
+            problems.push(ParamProblem::Extra { name: entry.name.clone(), actual: entry.type_string() });
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(WeightsError::Mismatch { path: weights.path.clone(), problems }) }
+}
+
+impl fmt::Display for ParamProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParamProblem::Missing { name, expected } => write!(f, "missing: `{name}` (the model expects {expected})"),
+            ParamProblem::Extra { name, actual } => write!(f, "extra: `{name}` ({actual}) is not a param of the model"),
+            ParamProblem::WrongType { name, what, expected, actual } => {
+                write!(f, "wrong {what}: `{name}` is {actual}, the model expects {expected}")
+            }
+            ParamProblem::UnsupportedDtype { name, actual } => {
+                write!(f, "unsupported dtype: `{name}` is {actual} (supported: {SUPPORTED})")
+            }
+            ParamProblem::DuplicateParam { name } => write!(f, "the param `{name}` is listed twice"),
+        }
+    }
+}
+
+const SUPPORTED: &str = "F32, F16, I32, U32, BOOL";
+
+fn mismatch_message(path: &Path, problems: &[ParamProblem]) -> String {
+    let count = match problems.len() {
+        1 => "1 problem".to_string(),
+        n => format!("{n} problems"),
+    };
+    let mut out = format!("`{}` does not match the model's params ({count}):", path.display());
+    for p in problems {
+        out.push_str(&format!("\n  {p}"));
+    }
+    out
+}
+
+fn join(items: impl Iterator<Item = String>) -> String {
+    items.collect::<Vec<_>>().join(", ")
+}
+
+fn dtype_of(dtype: Dtype) -> Option<DType> {
+    match dtype {
+        Dtype::F32 => Some(DType::F32),
+        Dtype::F16 => Some(DType::F16),
+        Dtype::I32 => Some(DType::I32),
+        Dtype::U32 => Some(DType::U32),
+        Dtype::BOOL => Some(DType::Bool),
+        _ => None,
+    }
+}
+
+/// The entries of a safetensors file's bytes, sorted by name, or what is wrong with them in plain words.
+fn index(bytes: &[u8]) -> Result<Vec<WeightEntry>, String> {
+    let (header_len, metadata) = SafeTensors::read_metadata(bytes).map_err(|e| explain(e, bytes))?;
+    let data_start = 8 + header_len;
+    let mut entries: Vec<WeightEntry> = metadata
+        .tensors()
+        .into_iter()
+        .map(|(name, info)| {
+            let (start, end) = info.data_offsets;
+            WeightEntry {
+                name,
+                dtype: dtype_of(info.dtype),
+                file_dtype: info.dtype.to_string(),
+                shape: info.shape.clone(),
+                range: data_start + start..data_start + end,
+            }
+        })
+        .collect();
+    entries.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(entries)
+}
+
+/// The safetensors crate's error in words a user can act on.
+fn explain(e: SafeTensorError, bytes: &[u8]) -> String {
+    let stated = bytes.get(..8).map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]));
+    let after = bytes.len().saturating_sub(8);
+    match (e, stated) {
+        (SafeTensorError::HeaderTooSmall, _) => {
+            format!("it is {} bytes, too short for the 8-byte header length", bytes.len())
+        }
+        (SafeTensorError::HeaderTooLarge, Some(n)) => {
+            format!(
+                "its first 8 bytes give a header length of {n} bytes, more than safetensors allows (not a \
+                 safetensors file?)"
+            )
+        }
+        (SafeTensorError::InvalidHeaderLength, Some(n)) => format!(
+            "its first 8 bytes give a header length of {n} bytes but only {after} bytes follow (the file is \
+             truncated, or not a safetensors file)"
+        ),
+        (SafeTensorError::MetadataIncompleteBuffer, Some(n)) => format!(
+            "the tensors' offsets do not cover the {} data bytes after the header exactly (the file is truncated \
+             or has extra bytes)",
+            after.saturating_sub(n as usize)
+        ),
+        (e, _) => format!("{e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests;
