@@ -256,13 +256,10 @@ impl Elab<'_> {
                                 None => dim_err(self, crate::dim::DimError::Overflow),
                             },
                             B::Pow => Value::Float((x as f64).powf(y as f64)),
-                            B::Lt => Value::Bool(x < y),
-                            B::Le => Value::Bool(x <= y),
-                            B::Gt => Value::Bool(x > y),
-                            B::Ge => Value::Bool(x >= y),
-                            B::Eq => Value::Bool(x == y),
-                            B::Ne => Value::Bool(x != y),
-                            _ => return self.fold_error(op, a, span),
+                            _ => match compare(op, x, y) {
+                                Some(b) => Value::Bool(b),
+                                None => return self.fold_error(op, a, span),
+                            },
                         },
                         _ => {
                             self.error(
@@ -287,13 +284,10 @@ impl Elab<'_> {
                     B::Div => Value::Float(x / y),
                     B::Rem => Value::Float(x % y),
                     B::Pow => Value::Float(x.powf(y)),
-                    B::Lt => Value::Bool(x < y),
-                    B::Le => Value::Bool(x <= y),
-                    B::Gt => Value::Bool(x > y),
-                    B::Ge => Value::Bool(x >= y),
-                    B::Eq => Value::Bool(x == y),
-                    B::Ne => Value::Bool(x != y),
-                    _ => return self.fold_error(op, a, span),
+                    _ => match compare(op, x, y) {
+                        Some(b) => Value::Bool(b),
+                        None => return self.fold_error(op, a, span),
+                    },
                 })
             }
             (Value::Bool(x), Value::Bool(y)) => Some(match op {
@@ -424,6 +418,20 @@ impl Elab<'_> {
         }
         self.add_node(Op::Reshape(node), TensorType { dtype: ty.dtype, shape }, span)
     }
+}
+
+/// A comparison of two known numbers; `None` when `op` is not a comparison.
+fn compare<T: PartialOrd>(op: ast::BinOp, x: T, y: T) -> Option<bool> {
+    use ast::BinOp as B;
+    Some(match op {
+        B::Lt => x < y,
+        B::Le => x <= y,
+        B::Gt => x > y,
+        B::Ge => x >= y,
+        B::Eq => x == y,
+        B::Ne => x != y,
+        _ => return None,
+    })
 }
 
 fn as_f64(value: &Value) -> Option<f64> {
