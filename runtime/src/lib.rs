@@ -1,18 +1,21 @@
-//! tdsl runtime: everything that runs compiled tdsl programs without the compiler. Today that is the host
-//! side: `tensor` (the dense row-major host `Tensor` and its element type `DType`, shared with the
-//! compiler), `npy` (reading and writing NumPy `.npy` files, the interchange format for inputs and outputs)
-//! and `weights` (memory-mapped safetensors weight files, checked against a model's params with every
-//! problem reported at once). The wgpu executor that uploads these and runs generated kernels comes next.
+//! tdsl runtime: everything that runs compiled tdsl programs without the compiler: `tensor` (the dense
+//! row-major host `Tensor` and its element type `DType`, shared with the compiler), `npy` (reading and writing
+//! NumPy `.npy` files, the interchange format for inputs and outputs), `weights` (memory-mapped safetensors
+//! weight files, checked against a model's params with every problem reported at once) and `gpu` (the wgpu
+//! executor: opens a device, builds cached pipelines from ahead-of-time WGSL kernels, uploads and downloads
+//! tensors and runs dispatch lists as one submission).
 //!
 //! Never depends on `tdsl-compiler` (the compiler depends on this crate). Bad input of any kind (files,
 //! bytes, tensors) is an error naming the file and the problem, never a panic.
 
 pub mod dtype;
+pub mod gpu;
 pub mod npy;
 pub mod tensor;
 pub mod weights;
 
 pub use dtype::DType;
+pub use gpu::{BackendChoice, Dispatch, Gpu, GpuError, GpuOptions, KernelSource};
 pub use npy::{NpyError, NpyProblem, read_npy, read_npy_bytes, to_npy_bytes, write_npy};
 pub use tensor::{DecodeError, MAX_ELEMENTS, ShapeMismatch, Tensor, TensorData};
 pub use weights::{ParamProblem, ParamSpec, WeightEntry, Weights, WeightsError, check_params};

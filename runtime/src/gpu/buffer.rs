@@ -1,0 +1,131 @@
+//! Host tensors in and out of storage buffers. Device layout: `f32`, `i32` and `u32` are 4 little-endian
+//! bytes per element, `bool` is a `u32` word holding 0 or 1, `f16` is packed 2 bytes per element (kernels read
+//! pairs as `u32` or use `SHADER_F16`). Every buffer is padded to a multiple of 4 bytes and at least 4, since
+//! wgpu binds neither empty nor unaligned storage buffers. Downloads copy into a staging buffer, map it and
+//! wait; a failed map or a bool word other than 0/1 is a `GpuError::Download`.
+
+use super::{Gpu, GpuError};
+use crate::tensor::element_count;
+use crate::{DType, Tensor, TensorData};
+use half::f16;
+
+/// Storage buffers are also copy sources and destinations, for uploads, downloads and reuse.
+const STORAGE: wgpu::BufferUsages =
+    wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
+
+/// The bytes a buffer holding `len` elements of `dtype` takes on the device (padded, at least 4).
+pub fn device_bytes(dtype: DType, len: usize) -> u64 {
+    ((len as u64) * dtype.size() as u64).next_multiple_of(4).max(4)
+}
+
+/// `data` in the device layout described in the module comment, padded.
+fn to_device_bytes(data: &TensorData) -> Vec<u8> {
+    let mut bytes = match data {
+        TensorData::Bool(v) => v.iter().flat_map(|&b| (b as u32).to_le_bytes()).collect(),
+        other => other.to_le_bytes(),
+    };
+    bytes.resize(device_bytes(data.dtype(), data.len()) as usize, 0);
+    bytes
+}
+
+impl Gpu {
+    /// A new storage buffer holding `tensor` (checked against its shape first).
+    pub fn upload(&self, tensor: &Tensor) -> Result<wgpu::Buffer, GpuError> {
+        let count = element_count(&tensor.shape);
+        if count != Some(tensor.data.len()) || tensor.data.dtype() != tensor.dtype {
+            return Err(GpuError::Upload {
+                tensor: tensor.type_string(),
+                message: format!("its data holds {} {} values", tensor.data.len(), tensor.data.dtype().name()),
+            });
+        }
+        let bytes = to_device_bytes(&tensor.data);
+        let buffer = self.storage_buffer(bytes.len() as u64)?;
+        self.queue.write_buffer(&buffer, 0, &bytes);
+        Ok(buffer)
+    }
+
+    /// A zero-filled storage buffer for a `dtype` tensor of `shape`, e.g. a kernel's output.
+    pub fn zeros(&self, dtype: DType, shape: &[usize]) -> Result<wgpu::Buffer, GpuError> {
+        let len = element_count(shape).ok_or(GpuError::TooLarge { what: "buffer", bytes: u64::MAX, limit: 0 })?;
+        self.storage_buffer(device_bytes(dtype, len))
+    }
+
+    /// Reads a `dtype` tensor of `shape` back from the start of `buffer`; blocks until the GPU is done.
+    pub fn download(&self, buffer: &wgpu::Buffer, dtype: DType, shape: &[usize]) -> Result<Tensor, GpuError> {
+        let fail = |message: String| GpuError::Download { dtype: dtype.name(), shape: shape.to_vec(), message };
+        let len = element_count(shape).ok_or_else(|| fail("the shape's element count overflows".into()))?;
+        let size = device_bytes(dtype, len);
+        if size > buffer.size() {
+            return Err(fail(format!("it needs {size} bytes but the buffer holds {}", buffer.size())));
+        }
+        let staging = self
+            .scoped(|| {
+                let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("tdsl download"),
+                    size,
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                let mut encoder = self.device.create_command_encoder(&Default::default());
+                encoder.copy_buffer_to_buffer(buffer, 0, &staging, 0, size);
+                self.queue.submit([encoder.finish()]);
+                staging
+            })
+            .map_err(fail)?;
+        let (sender, receiver) = std::sync::mpsc::channel();
+        staging.map_async(wgpu::MapMode::Read, .., move |result| {
+            let _ = sender.send(result);
+        });
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| fail(format!("waiting for the GPU: {e}")))?;
+        match receiver.try_recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(fail(format!("mapping the staging buffer: {}", e))),
+            Err(_) => return Err(fail("the staging buffer was never mapped".into())),
+        }
+        let bytes = staging.get_mapped_range(..).map_err(|e| fail(format!("reading the mapped buffer: {e}")))?.to_vec();
+        staging.unmap();
+        let data = from_device_bytes(dtype, len, &bytes).map_err(fail)?;
+        Ok(Tensor { dtype, shape: shape.to_vec(), data })
+    }
+
+    fn storage_buffer(&self, size: u64) -> Result<wgpu::Buffer, GpuError> {
+        let limits = self.device.limits();
+        let limit = limits.max_buffer_size.min(limits.max_storage_buffer_binding_size);
+        if size > limit {
+            return Err(GpuError::TooLarge { what: "storage buffer", bytes: size, limit });
+        }
+        self.scoped(|| {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size,
+                usage: STORAGE,
+                mapped_at_creation: false,
+            })
+        })
+        .map_err(|message| GpuError::Upload { tensor: format!("{size} bytes"), message })
+    }
+}
+
+/// The first `len` elements of `dtype` in device layout; `bytes` holds at least `device_bytes(dtype, len)`.
+fn from_device_bytes(dtype: DType, len: usize, bytes: &[u8]) -> Result<TensorData, String> {
+    let words = || bytes.chunks_exact(4).take(len).map(|c| [c[0], c[1], c[2], c[3]]);
+    Ok(match dtype {
+        DType::F32 => TensorData::F32(words().map(f32::from_le_bytes).collect()),
+        DType::I32 => TensorData::I32(words().map(i32::from_le_bytes).collect()),
+        DType::U32 => TensorData::U32(words().map(u32::from_le_bytes).collect()),
+        DType::F16 => {
+            TensorData::F16(bytes.chunks_exact(2).take(len).map(|c| f16::from_le_bytes([c[0], c[1]])).collect())
+        }
+        DType::Bool => TensorData::Bool(
+            words()
+                .map(u32::from_le_bytes)
+                .enumerate()
+                .map(|(index, word)| match word {
+                    0 => Ok(false),
+                    1 => Ok(true),
+                    _ => Err(format!("bool element {index} is the word {word:#x}, not 0 or 1")),
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+    })
+}
