@@ -87,6 +87,12 @@ impl Dim {
         }
     }
 
+    /// The canonical terms, `coefficient * product(atoms)` each, for consumers that lower a `Dim` to another
+    /// representation (codegen turns them into shader arithmetic). Read-only: the canonical form stays here.
+    pub fn terms(&self) -> impl Iterator<Item = (&[Atom], i64)> {
+        self.terms.iter().map(|(mono, coef)| (mono.as_slice(), *coef))
+    }
+
     /// Every symbol this dimension mentions, sorted and deduplicated.
     pub fn symbols(&self) -> Vec<SymId> {
         let mut out = Vec::new();

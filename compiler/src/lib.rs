@@ -8,6 +8,7 @@
 pub mod arena;
 pub mod check;
 pub mod cli;
+pub mod codegen;
 pub mod diag;
 pub mod dim;
 pub mod driver;
