@@ -4,6 +4,7 @@
 mod cli;
 mod examples;
 mod fixtures;
+mod gpu;
 mod interp;
 mod properties;
 mod util;

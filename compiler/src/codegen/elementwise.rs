@@ -310,7 +310,7 @@ fn unary(b: &mut FnBuilder, op: UnaryOp, x: Expr, dtype: DType) -> Option<Expr> 
         (DType::U32, UnaryOp::Abs | UnaryOp::Relu) => x,
         (DType::F32, UnaryOp::Relu) => {
             let zero = b.f32(0.0);
-            b.math(M::Max, &[x, zero])
+            float_min_max(b, x, zero, false)
         }
         (DType::I32, UnaryOp::Relu) => {
             let zero = b.i32(0);
@@ -382,10 +382,17 @@ fn binary(b: &mut FnBuilder, op: BinaryOp, x: Expr, y: Expr, dtype: DType) -> Op
         BinaryOp::Gt if numeric => B::Greater,
         BinaryOp::Ge if numeric => B::GreaterEqual,
         BinaryOp::Eq if dtype != DType::F16 => B::Equal,
+        // naga writes float `!=` as an ordered comparison (false for NaN); the IR's `ne` is `!(x == y)`.
+        BinaryOp::Ne if dtype == DType::F32 => {
+            let equal = b.binary(B::Equal, x, y);
+            return Some(b.expr(Expression::Unary { op: UnaryOperator::LogicalNot, expr: equal }));
+        }
         BinaryOp::Ne if dtype != DType::F16 => B::NotEqual,
         BinaryOp::And if dtype == DType::Bool => B::LogicalAnd,
         BinaryOp::Or if dtype == DType::Bool => B::LogicalOr,
         BinaryOp::Pow if dtype == DType::F32 => return Some(b.math(MathFunction::Pow, &[x, y])),
+        BinaryOp::Min if dtype == DType::F32 => return Some(float_min_max(b, x, y, true)),
+        BinaryOp::Max if dtype == DType::F32 => return Some(float_min_max(b, x, y, false)),
         BinaryOp::Min if numeric => return Some(b.math(MathFunction::Min, &[x, y])),
         BinaryOp::Max if numeric => return Some(b.math(MathFunction::Max, &[x, y])),
         _ => return None,
@@ -403,7 +410,13 @@ fn cast(b: &mut FnBuilder, x: Expr, from: DType, to: DType) -> Option<Expr> {
         (DType::I32 | DType::U32, DType::F32) => b.convert(x, ScalarKind::Float),
         (DType::I32, DType::U32) => b.bitcast(x, ScalarKind::Uint),
         (DType::U32, DType::I32) => b.bitcast(x, ScalarKind::Sint),
-        (DType::F32 | DType::I32 | DType::U32, DType::Bool) => {
+        (DType::F32, DType::Bool) => {
+            // `!(x == 0)`, so NaN gives true (naga's float `!=` is ordered).
+            let zero = b.f32(0.0);
+            let is_zero = b.binary(BinaryOperator::Equal, x, zero);
+            b.expr(Expression::Unary { op: UnaryOperator::LogicalNot, expr: is_zero })
+        }
+        (DType::I32 | DType::U32, DType::Bool) => {
             let zero = zero_of(b, from)?;
             b.binary(BinaryOperator::NotEqual, x, zero)
         }
@@ -431,8 +444,39 @@ fn saturate_to_int(b: &mut FnBuilder, x: Expr, low: f32, high: f32, kind: Scalar
         _ => (b.u32(u32::MAX), b.u32(0)),
     };
     let saturated = b.select(too_big, max, converted);
-    let is_nan = b.binary(BinaryOperator::NotEqual, x, x);
-    b.select(is_nan, zero, saturated)
+    let nan = is_nan(b, x);
+    b.select(nan, zero, saturated)
+}
+
+/// `x` is NaN, tested on its bits: float comparisons may be ordered (naga) or folded away by drivers.
+fn is_nan(b: &mut FnBuilder, x: Expr) -> Expr {
+    let bits = b.bitcast(x, ScalarKind::Uint);
+    let magnitude_mask = b.u32(0x7fff_ffff);
+    let magnitude = b.binary(BinaryOperator::And, bits, magnitude_mask);
+    let infinity = b.u32(0x7f80_0000);
+    b.binary(BinaryOperator::Greater, magnitude, infinity)
+}
+
+/// IEEE 754-2019 `minimum` (`is_min`) or `maximum`: NaN if either operand is NaN, and `-0 < +0`. WGSL's
+/// `min`/`max` (SPIR-V FMin/FMax) guarantee neither.
+fn float_min_max(b: &mut FnBuilder, x: Expr, y: Expr, is_min: bool) -> Expr {
+    let plain = b.math(if is_min { MathFunction::Min } else { MathFunction::Max }, &[x, y]);
+    // Equal operands differ at most in the sign of zero: the minimum is the negative one.
+    let x_bits = b.bitcast(x, ScalarKind::Uint);
+    let sign_mask = b.u32(0x8000_0000);
+    let x_sign = b.binary(BinaryOperator::And, x_bits, sign_mask);
+    let zero_bits = b.u32(0);
+    let x_negative = b.binary(BinaryOperator::NotEqual, x_sign, zero_bits);
+    let (if_x_negative, otherwise) = if is_min { (x, y) } else { (y, x) };
+    let signed = b.select(x_negative, if_x_negative, otherwise);
+    let equal = b.binary(BinaryOperator::Equal, x, y);
+    let ordered = b.select(equal, signed, plain);
+    // Either operand NaN: `x + y` is NaN.
+    let x_nan = is_nan(b, x);
+    let y_nan = is_nan(b, y);
+    let any_nan = b.binary(BinaryOperator::LogicalOr, x_nan, y_nan);
+    let nan = b.binary(BinaryOperator::Add, x, y);
+    b.select(any_nan, nan, ordered)
 }
 
 fn zero_of(b: &mut FnBuilder, dtype: DType) -> Option<Expr> {

@@ -88,6 +88,30 @@ impl Gpu {
         Ok(Tensor { dtype, shape: shape.to_vec(), data })
     }
 
+    /// A new uniform buffer holding `bytes` (zero-padded to a multiple of 16 bytes, at least 16), e.g. a
+    /// kernel's `Dims` block; `run` binds it like any other buffer, by its binding index.
+    pub fn uniform(&self, bytes: &[u8]) -> Result<wgpu::Buffer, GpuError> {
+        let size = (bytes.len() as u64).next_multiple_of(16).max(16);
+        let limit = self.device.limits().max_uniform_buffer_binding_size;
+        if size > limit {
+            return Err(GpuError::TooLarge { what: "uniform buffer", bytes: size, limit });
+        }
+        let mut padded = bytes.to_vec();
+        padded.resize(size as usize, 0);
+        let buffer = self
+            .scoped(|| {
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("tdsl uniform"),
+                    size,
+                    usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                })
+            })
+            .map_err(|message| GpuError::Upload { tensor: format!("uniform of {size} bytes"), message })?;
+        self.queue.write_buffer(&buffer, 0, &padded);
+        Ok(buffer)
+    }
+
     fn storage_buffer(&self, size: u64) -> Result<wgpu::Buffer, GpuError> {
         let limits = self.device.limits();
         let limit = limits.max_buffer_size.min(limits.max_storage_buffer_binding_size);
