@@ -3,7 +3,7 @@
 //! moves host tensors in and out of storage buffers (`buffer.rs`) and runs a list of `Dispatch`es as one
 //! command submission. Every wgpu call that can fail validation runs inside an error scope, so a bad kernel,
 //! a wrong binding or an oversized buffer is a `GpuError`, never a panic from wgpu's uncaptured-error handler.
-//! Limits: one bind group (group 0) per kernel, storage buffers only, blocking calls (pollster), and kernels
+//! Limits: one bind group (group 0) per kernel, storage buffers plus uniform blocks (`Gpu::uniform`), blocking calls (pollster), and kernels
 //! as WGSL text (SPIR-V and naga modules come with the bundle loader).
 
 mod buffer;
