@@ -50,9 +50,8 @@ impl<'p> FnTable<'p> {
                     None => def.name.name.clone(),
                 };
                 if let Some(first) = fns.get(&name) {
-                    let std_first = program.sources.get(first.def.name.span.file).path.is_none()
-                        && program.sources.get(first.def.name.span.file).name.starts_with("<std>");
-                    let std_second = program.sources.get(def.name.span.file).name.starts_with("<std>");
+                    let is_std = |def: &ast::FnDef| program.sources.get(def.name.span.file).name.starts_with("<std>");
+                    let (std_first, std_second) = (is_std(first.def), is_std(def));
                     let (user, other) = if std_second && !std_first { (first.def, def) } else { (def, first.def) };
                     let mut diag = Diagnostic::new(Code::E0103, user.name.span, format!("function `{name}` is defined twice"))
                         .with_label(other.name.span, "also defined here")
