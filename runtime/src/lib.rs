@@ -11,11 +11,13 @@
 pub mod dtype;
 pub mod gpu;
 pub mod npy;
+pub mod program;
 pub mod tensor;
 pub mod weights;
 
 pub use dtype::DType;
 pub use gpu::{BackendChoice, Dispatch, Gpu, GpuError, GpuOptions, KernelSource};
+pub use program::{Arg, Bound, DimAtom, DimExpr, Launch, Program, TensorDecl, TensorId, TensorRole};
 pub use npy::{NpyError, NpyProblem, read_npy, read_npy_bytes, to_npy_bytes, write_npy};
 pub use tensor::{DecodeError, MAX_ELEMENTS, ShapeMismatch, Tensor, TensorData};
 pub use weights::{ParamProblem, ParamSpec, WeightEntry, Weights, WeightsError, check_params};

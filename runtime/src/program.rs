@@ -1,0 +1,237 @@
+//! `Program`: a compiled model as the runtime runs it, with no compiler types in sight: its signature
+//! (inputs and params with symbolic shapes), every device tensor it needs, and the ordered kernel launches of
+//! one forward pass. The compiler builds one (`tdsl_compiler::codegen::compile`); later an ahead-of-time
+//! bundle stores one. `DimExpr` is the runtime's form of a symbolic dimension: evaluated once the symbols
+//! are bound from the actual input shapes (`bind.rs`), it sizes buffers, fills each launch's uniform block
+//! and decides its workgroup grid.
+//!
+//! Invariants (the compiler guarantees them; `Program::validate` checks them before anything runs): every
+//! `TensorId` names a tensor; inputs, params and outputs point at tensors of the matching role; each launch
+//! writes exactly one tensor, after the launches producing everything it reads; kernel binding `i` is
+//! `args[i]`.
+
+use std::fmt;
+
+use crate::DType;
+
+/// Index of a tensor in `Program::tensors`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TensorId(pub u32);
+
+/// One factor of a `DimExpr` term.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum DimAtom {
+    /// The value of symbol `Program::symbols[i]`.
+    Sym(u32),
+    /// `floor(numerator / divisor)`, `divisor >= 1`.
+    FloorDiv(Box<DimExpr>, i64),
+}
+
+/// An integer polynomial over symbols: the sum of `coef * product(atoms)` over `terms`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct DimExpr {
+    pub terms: Vec<(i64, Vec<DimAtom>)>,
+}
+
+impl DimExpr {
+    pub fn constant(value: i64) -> DimExpr {
+        DimExpr { terms: if value == 0 { vec![] } else { vec![(value, vec![])] } }
+    }
+
+    pub fn sym(index: u32) -> DimExpr {
+        DimExpr { terms: vec![(1, vec![DimAtom::Sym(index)])] }
+    }
+
+    /// The symbol this is exactly, if it is one bare symbol.
+    pub fn as_sym(&self) -> Option<u32> {
+        match self.terms.as_slice() {
+            [(1, atoms)] => match atoms.as_slice() {
+                [DimAtom::Sym(s)] => Some(*s),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    /// The value with symbol `i` = `symbols[i]`; `None` on overflow, a missing symbol or a divisor below 1.
+    pub fn eval(&self, symbols: &[i64]) -> Option<i64> {
+        let mut total: i64 = 0;
+        for (coef, atoms) in &self.terms {
+            let mut value = *coef;
+            for atom in atoms {
+                let factor = match atom {
+                    DimAtom::Sym(s) => *symbols.get(*s as usize)?,
+                    DimAtom::FloorDiv(numerator, divisor) if *divisor >= 1 => {
+                        numerator.eval(symbols)?.div_euclid(*divisor)
+                    }
+                    DimAtom::FloorDiv(..) => return None,
+                };
+                value = value.checked_mul(factor)?;
+            }
+            total = total.checked_add(value)?;
+        }
+        Some(total)
+    }
+
+    /// The symbols this mentions, sorted and unique.
+    pub fn symbols(&self) -> Vec<u32> {
+        let mut out = Vec::new();
+        self.collect_symbols(&mut out);
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    fn collect_symbols(&self, out: &mut Vec<u32>) {
+        for (_, atoms) in &self.terms {
+            for atom in atoms {
+                match atom {
+                    DimAtom::Sym(s) => out.push(*s),
+                    DimAtom::FloorDiv(numerator, _) => numerator.collect_symbols(out),
+                }
+            }
+        }
+    }
+
+    /// Prints with symbol names from `names` (`2*S + 1`, `(S - 1) / 2`).
+    pub fn display<'a>(&'a self, names: &'a [String]) -> impl fmt::Display + 'a {
+        DimExprDisplay { dim: self, names }
+    }
+}
+
+struct DimExprDisplay<'a> {
+    dim: &'a DimExpr,
+    names: &'a [String],
+}
+
+impl fmt::Display for DimExprDisplay<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.dim.terms.is_empty() {
+            return write!(f, "0");
+        }
+        for (i, (coef, atoms)) in self.dim.terms.iter().enumerate() {
+            let magnitude = coef.unsigned_abs();
+            match (i, *coef < 0) {
+                (0, true) => write!(f, "-")?,
+                (0, false) => {}
+                (_, true) => write!(f, " - ")?,
+                (_, false) => write!(f, " + ")?,
+            }
+            if atoms.is_empty() || magnitude != 1 {
+                write!(f, "{magnitude}")?;
+                if !atoms.is_empty() {
+                    write!(f, "*")?;
+                }
+            }
+            for (k, atom) in atoms.iter().enumerate() {
+                if k > 0 {
+                    write!(f, "*")?;
+                }
+                match atom {
+                    DimAtom::Sym(s) => match self.names.get(*s as usize) {
+                        Some(name) => write!(f, "{name}")?,
+                        None => write!(f, "?{s}")?,
+                    },
+                    DimAtom::FloorDiv(numerator, divisor) => {
+                        write!(f, "({}) / {divisor}", numerator.display(self.names))?
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Where a device tensor's contents come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TensorRole {
+    /// The model input of this name.
+    Input(String),
+    /// The weight of this key.
+    Param(String),
+    /// Written by a launch (intermediates and outputs).
+    Computed,
+}
+
+/// One device tensor. The name is for messages: `input x`, `param encoder.w`, `%12 matmul`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TensorDecl {
+    pub name: String,
+    pub role: TensorRole,
+    pub dtype: DType,
+    pub shape: Vec<DimExpr>,
+}
+
+/// What kernel binding `i` of a launch is bound to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Arg {
+    /// A tensor the kernel only reads (`var<storage, read>`).
+    Read(TensorId),
+    /// The tensor the kernel writes (`var<storage, read_write>`).
+    Write(TensorId),
+    /// A uniform block of `u32` words, one per expression, in order. Each value must lie in
+    /// `-2^31 .. 2^32` (kernels read it as `u32` or reinterpret it as `i32`); it is stored as its low 32 bits.
+    Uniform(Vec<DimExpr>),
+    /// The program's status buffer (`var<storage, read_write>` of `u32`, zeroed before the run): a kernel
+    /// that meets a run-time error (a gather index out of range) stores the launch's index + 1 in word 0
+    /// and a detail (the offending value) in word 1.
+    Status,
+}
+
+/// A value a launch's index arithmetic relies on staying below a limit (e.g. a flat index in `u32`, a
+/// padded coordinate in `i32`). Checked once the symbols are bound, before anything is dispatched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bound {
+    /// What the value is, for the error message: `flat index of %12 matmul`.
+    pub what: String,
+    pub value: DimExpr,
+    /// The value must be at most this.
+    pub max: i64,
+}
+
+/// One compute dispatch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Launch {
+    /// The kernel's name (unique in the program): errors and profiles name it.
+    pub name: String,
+    /// The kernel as WGSL, entry point `main`, bindings `@group(0) @binding(i)` = `args[i]`.
+    pub wgsl: String,
+    /// The same kernel as SPIR-V words.
+    pub spirv: Vec<u32>,
+    pub args: Vec<Arg>,
+    /// Invocations wanted; the grid is `ceil(invocations / workgroup_size)` workgroups, folded into
+    /// `[x, y, 1]` with `x <= 65535` when it is larger (kernels compute their flat invocation index as
+    /// `gid.x + gid.y * num_workgroups.x * workgroup_size` and return past the end).
+    pub invocations: DimExpr,
+    /// Invocations per workgroup (x only).
+    pub workgroup_size: u32,
+    pub bounds: Vec<Bound>,
+}
+
+/// A compiled model: see the module comment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Program {
+    pub name: String,
+    /// Symbolic dimension names; `DimAtom::Sym(i)` is `symbols[i]`.
+    pub symbols: Vec<String>,
+    pub tensors: Vec<TensorDecl>,
+    /// `TensorRole::Input` tensors, in signature order.
+    pub inputs: Vec<TensorId>,
+    /// `TensorRole::Param` tensors.
+    pub params: Vec<TensorId>,
+    /// Output names and the tensors holding them (any role: an input can be an output).
+    pub outputs: Vec<(String, TensorId)>,
+    pub launches: Vec<Launch>,
+}
+
+impl Program {
+    pub fn tensor(&self, id: TensorId) -> &TensorDecl {
+        &self.tensors[id.0 as usize]
+    }
+
+    /// `f32[B, S, 384]` with this program's symbol names.
+    pub fn type_string(&self, decl: &TensorDecl) -> String {
+        let dims: Vec<String> = decl.shape.iter().map(|d| d.display(&self.symbols).to_string()).collect();
+        format!("{}[{}]", decl.dtype.name(), dims.join(", "))
+    }
+}
