@@ -35,12 +35,10 @@ impl DType {
     pub fn is_numeric(self) -> bool {
         self != DType::Bool
     }
-    /// Bytes per element in device buffers (`bool` is a 32-bit word there).
+    /// Bytes per element in device buffers: 4 for every dtype (`bool` is a `u32` word there and `f16` is held
+    /// as an `f32`, so kernels need no `SHADER_F16`; see `gpu/buffer.rs`).
     pub fn size(self) -> usize {
-        match self {
-            DType::F16 => 2,
-            _ => 4,
-        }
+        4
     }
     /// Bytes per element in host tensors, `.npy` and safetensors files (`bool` is one byte there).
     pub fn file_size(self) -> usize {

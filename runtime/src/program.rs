@@ -5,14 +5,24 @@
 //! are bound from the actual input shapes (`bind.rs`), it sizes buffers, fills each launch's uniform block
 //! and decides its workgroup grid.
 //!
-//! Invariants (the compiler guarantees them; `Program::validate` checks them before anything runs): every
-//! `TensorId` names a tensor; inputs, params and outputs point at tensors of the matching role; each launch
-//! writes exactly one tensor, after the launches producing everything it reads; kernel binding `i` is
-//! `args[i]`.
+//! Invariants (the compiler guarantees them; `Program::validate` checks them before anything runs, see
+//! `validate.rs`): every `TensorId` names a tensor and every `DimAtom::Sym` a symbol, floor divisors are at
+//! least 1; `inputs` and `params` list exactly the tensors of role `Input` and `Param`, each once, with
+//! distinct names; each launch writes exactly one tensor, a computed one, which it does not also read, after
+//! the launches producing every computed tensor it reads; every computed output is written; launch names
+//! are distinct and workgroup sizes at least 1; kernel binding `i` is `args[i]` (not checkable here: a
+//! mismatch fails when the launch runs).
+//!
+//! Device layout (`gpu/buffer.rs`): `f32`, `i32`, `u32` are 4-byte words; `f16` is held as `f32` words
+//! (converted exactly on upload, rounded to nearest on download), so kernels need no `SHADER_F16`; `bool`
+//! is a `u32` word holding 0 or 1.
+
+mod validate;
 
 use std::fmt;
 
 use crate::DType;
+pub use validate::ProgramError;
 
 /// Index of a tensor in `Program::tensors`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -105,11 +115,16 @@ struct DimExprDisplay<'a> {
 }
 
 impl fmt::Display for DimExprDisplay<'_> {
+    /// The compiler's `Dim` display exactly, so messages read the same on both sides: terms of higher degree
+    /// first (stable, so a canonical `Dim`'s order is kept among equal degrees), the constant last, and a
+    /// floor division parenthesized when it is a factor of a product or its numerator has several terms.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.dim.terms.is_empty() {
+        let mut terms: Vec<&(i64, Vec<DimAtom>)> = self.dim.terms.iter().collect();
+        terms.sort_by_key(|(_, atoms)| std::cmp::Reverse(atoms.len()));
+        if terms.is_empty() {
             return write!(f, "0");
         }
-        for (i, (coef, atoms)) in self.dim.terms.iter().enumerate() {
+        for (i, (coef, atoms)) in terms.into_iter().enumerate() {
             let magnitude = coef.unsigned_abs();
             match (i, *coef < 0) {
                 (0, true) => write!(f, "-")?,
@@ -117,25 +132,29 @@ impl fmt::Display for DimExprDisplay<'_> {
                 (_, true) => write!(f, " - ")?,
                 (_, false) => write!(f, " + ")?,
             }
-            if atoms.is_empty() || magnitude != 1 {
-                write!(f, "{magnitude}")?;
-                if !atoms.is_empty() {
-                    write!(f, "*")?;
-                }
-            }
-            for (k, atom) in atoms.iter().enumerate() {
-                if k > 0 {
-                    write!(f, "*")?;
-                }
-                match atom {
+            let in_product = atoms.len() > 1 || magnitude != 1;
+            let factors: Vec<String> = atoms
+                .iter()
+                .map(|atom| match atom {
                     DimAtom::Sym(s) => match self.names.get(*s as usize) {
-                        Some(name) => write!(f, "{name}")?,
-                        None => write!(f, "?{s}")?,
+                        Some(name) => name.clone(),
+                        None => format!("?{s}"),
                     },
                     DimAtom::FloorDiv(numerator, divisor) => {
-                        write!(f, "({}) / {divisor}", numerator.display(self.names))?
+                        let inner = numerator.display(self.names).to_string();
+                        let quotient = if numerator.terms.len() > 1 {
+                            format!("({inner}) / {divisor}")
+                        } else {
+                            format!("{inner} / {divisor}")
+                        };
+                        if in_product { format!("({quotient})") } else { quotient }
                     }
-                }
+                })
+                .collect();
+            match (magnitude, factors.is_empty()) {
+                (m, true) => write!(f, "{m}")?,
+                (1, false) => write!(f, "{}", factors.join("*"))?,
+                (m, false) => write!(f, "{m}*{}", factors.join("*"))?,
             }
         }
         Ok(())
@@ -231,7 +250,12 @@ impl Program {
 
     /// `f32[B, S, 384]` with this program's symbol names.
     pub fn type_string(&self, decl: &TensorDecl) -> String {
-        let dims: Vec<String> = decl.shape.iter().map(|d| d.display(&self.symbols).to_string()).collect();
-        format!("{}[{}]", decl.dtype.name(), dims.join(", "))
+        type_string(decl.dtype, &decl.shape, &self.symbols)
     }
+}
+
+/// `f32[B, S, 384]`: a symbolic tensor type with symbol names from `symbols`.
+pub fn type_string(dtype: DType, shape: &[DimExpr], symbols: &[String]) -> String {
+    let dims: Vec<String> = shape.iter().map(|d| d.display(symbols).to_string()).collect();
+    format!("{}[{}]", dtype.name(), dims.join(", "))
 }

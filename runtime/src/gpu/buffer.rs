@@ -1,8 +1,9 @@
-//! Host tensors in and out of storage buffers. Device layout: `f32`, `i32` and `u32` are 4 little-endian
-//! bytes per element, `bool` is a `u32` word holding 0 or 1, `f16` is packed 2 bytes per element (kernels read
-//! pairs as `u32` or use `SHADER_F16`). Every buffer is padded to a multiple of 4 bytes and at least 4, since
-//! wgpu binds neither empty nor unaligned storage buffers. Downloads copy into a staging buffer, map it and
-//! wait; a failed map or a bool word other than 0/1 is a `GpuError::Download`.
+//! Host tensors in and out of storage buffers. Device layout: one 4-byte little-endian word per element of
+//! every dtype: `f32`, `i32` and `u32` as they are, `bool` as a `u32` holding 0 or 1, and `f16` as the `f32`
+//! of the same value (exact on upload; a download rounds each word to the nearest `f16`), so kernels need no
+//! `SHADER_F16` feature and no unpacking. Every buffer is at least 4 bytes, since wgpu binds no empty
+//! storage buffer. Downloads copy into a staging buffer, map it and wait; a failed map or a bool word other
+//! than 0/1 is a `GpuError::Download`.
 
 use super::{Gpu, GpuError};
 use crate::tensor::element_count;
@@ -15,13 +16,14 @@ const STORAGE: wgpu::BufferUsages =
 
 /// The bytes a buffer holding `len` elements of `dtype` takes on the device (padded, at least 4).
 pub fn device_bytes(dtype: DType, len: usize) -> u64 {
-    ((len as u64) * dtype.size() as u64).next_multiple_of(4).max(4)
+    (len as u64).saturating_mul(dtype.size() as u64).next_multiple_of(4).max(4)
 }
 
 /// `data` in the device layout described in the module comment, padded.
-fn to_device_bytes(data: &TensorData) -> Vec<u8> {
+pub(crate) fn to_device_bytes(data: &TensorData) -> Vec<u8> {
     let mut bytes = match data {
         TensorData::Bool(v) => v.iter().flat_map(|&b| (b as u32).to_le_bytes()).collect(),
+        TensorData::F16(v) => v.iter().flat_map(|h| h.to_f32().to_le_bytes()).collect(),
         other => other.to_le_bytes(),
     };
     bytes.resize(device_bytes(data.dtype(), data.len()) as usize, 0);
@@ -38,9 +40,13 @@ impl Gpu {
                 message: format!("its data holds {} {} values", tensor.data.len(), tensor.data.dtype().name()),
             });
         }
-        let bytes = to_device_bytes(&tensor.data);
+        self.upload_device_bytes(&to_device_bytes(&tensor.data))
+    }
+
+    /// A new storage buffer holding `bytes`, already in the device layout (a multiple of 4 bytes, at least 4).
+    pub(crate) fn upload_device_bytes(&self, bytes: &[u8]) -> Result<wgpu::Buffer, GpuError> {
         let buffer = self.storage_buffer(bytes.len() as u64)?;
-        self.queue.write_buffer(&buffer, 0, &bytes);
+        self.queue.write_buffer(&buffer, 0, bytes);
         Ok(buffer)
     }
 
@@ -137,9 +143,7 @@ fn from_device_bytes(dtype: DType, len: usize, bytes: &[u8]) -> Result<TensorDat
         DType::F32 => TensorData::F32(words().map(f32::from_le_bytes).collect()),
         DType::I32 => TensorData::I32(words().map(i32::from_le_bytes).collect()),
         DType::U32 => TensorData::U32(words().map(u32::from_le_bytes).collect()),
-        DType::F16 => {
-            TensorData::F16(bytes.chunks_exact(2).take(len).map(|c| f16::from_le_bytes([c[0], c[1]])).collect())
-        }
+        DType::F16 => TensorData::F16(words().map(|w| f16::from_f32(f32::from_le_bytes(w))).collect()),
         DType::Bool => TensorData::Bool(
             words()
                 .map(u32::from_le_bytes)

@@ -9,8 +9,9 @@
 mod buffer;
 
 pub use buffer::device_bytes;
+pub(crate) use buffer::to_device_bytes;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;

@@ -2,8 +2,9 @@ use super::*;
 use crate::{DType, Tensor};
 use std::sync::OnceLock;
 
-/// The device every test shares. No adapter is a failure with `Gpu::new`'s message, never a skip.
-fn gpu() -> &'static Gpu {
+/// The device every test shares (`exec`'s too). No adapter is a failure with `Gpu::new`'s message, never a
+/// skip.
+pub(crate) fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Result<Gpu, String>> = OnceLock::new();
     match GPU.get_or_init(|| Gpu::new(&GpuOptions::default()).map_err(|e| e.to_string())) {
         Ok(gpu) => gpu,
@@ -158,21 +159,20 @@ fn kernels_see_the_device_layout_of_bool_and_f16() {
     let source = KernelSource {
         name: "layout".into(),
         wgsl: "@group(0) @binding(0) var<storage, read> flags: array<u32>;\n\
-               @group(0) @binding(1) var<storage, read> halves: array<u32>;\n\
+               @group(0) @binding(1) var<storage, read> halves: array<f32>;\n\
                @group(0) @binding(2) var<storage, read_write> out: array<f32>;\n\
                @compute @workgroup_size(64)\n\
                fn main(@builtin(global_invocation_id) id: vec3<u32>) {\n\
                    let i = id.x;\n\
                    if (i < 3u) {\n\
-                       let pair = unpack2x16float(halves[i / 2u]);\n\
-                       let h = select(pair.x, pair.y, i % 2u == 1u);\n\
-                       out[i] = select(-h, h, flags[i] == 1u);\n\
+                       out[i] = select(-halves[i], halves[i], flags[i] == 1u);\n\
                    }\n\
                }\n"
         .into(),
     };
     let flags = gpu.upload(&Tensor::bool(&[3], vec![true, false, true])).unwrap();
     let halves = gpu.upload(&Tensor::f16_from_f32(&[3], &[1.5, 2.0, -0.75])).unwrap();
+    assert_eq!(halves.size(), 12, "f16 elements are f32 words on the device");
     let out = gpu.zeros(DType::F32, &[3]).unwrap();
     let step = Dispatch {
         pipeline: gpu.pipeline(&source).unwrap(),
@@ -181,4 +181,10 @@ fn kernels_see_the_device_layout_of_bool_and_f16() {
     };
     gpu.run(&[step]).unwrap();
     assert_eq!(gpu.download(&out, DType::F32, &[3]).unwrap(), Tensor::f32(&[3], vec![1.5, -2.0, -0.75]));
+    // An f16 tensor a kernel wrote as f32 words is rounded to the nearest f16 on download.
+    let rounded = gpu.download(&out, DType::F16, &[3]).unwrap();
+    assert_eq!(rounded, Tensor::f16_from_f32(&[3], &[1.5, -2.0, -0.75]));
+    let third = gpu.upload(&Tensor::f32(&[1], vec![1.0 / 3.0])).unwrap();
+    let got = gpu.download(&third, DType::F16, &[1]).unwrap();
+    assert_eq!(got, Tensor::f16(&[1], vec![half::f16::from_f32(1.0 / 3.0)]));
 }

@@ -1,0 +1,248 @@
+//! `Gpu::execute`: runs a `Program` on the device, one forward pass. The steps, in order: validate the
+//! program; bind its symbols from the inputs and params (a weights file is first checked as a whole);
+//! evaluate every tensor's shape and check it fits one storage buffer; check each launch's bounds, fill its
+//! uniform blocks and fold its grid (`plan.rs`); only then upload inputs and params, allocate the computed
+//! tensors and the zeroed status buffer, build the cached pipelines and run every launch in one submission;
+//! finally read the status buffer (a kernel's run-time error names its launch) and download the outputs.
+//! Everything that can be checked is checked before the first buffer exists, and every failure is an
+//! `ExecError` with a message naming the tensor, launch or param concerned.
+//!
+//! Limits: every tensor gets its own buffer for the whole run (no reuse of dead intermediates), and a launch
+//! with no invocations is skipped (its output stays zero).
+
+mod params;
+mod plan;
+
+#[cfg(test)]
+mod tests;
+
+pub use params::ParamSource;
+pub use plan::{DeviceLimits, LaunchPlan, fold_grid, plan_launches, tensor_shapes};
+
+use crate::bind::{BindError, Declared, Given, Signature, Site, bind_message, bind_partial, bind_symbols, input_count};
+use crate::gpu::{Dispatch, Gpu, GpuError, KernelSource};
+use crate::program::{Arg, DimExpr, Program, ProgramError, TensorId, TensorRole};
+use crate::weights::{ParamSpec, WeightsError};
+use crate::{DType, Tensor};
+
+/// Why a program could not be run.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("program `{program}` is malformed:{}", list(.problems))]
+    Invalid { program: String, problems: Vec<ProgramError> },
+    #[error("{}", bind_message(.0))]
+    Bind(Vec<BindError>),
+    /// The params source (a weights file) does not match the program's params; `inputs` are the problems
+    /// with the inputs found while working out the params' shapes.
+    #[error("{}", params_message(.inputs, .error))]
+    Params { inputs: Vec<BindError>, error: WeightsError },
+    #[error("tensor `{tensor}`: dimension {axis} ({dim}) {problem}")]
+    Shape { tensor: String, axis: usize, dim: String, problem: String },
+    #[error(
+        "tensor `{tensor}` ({shape}) needs {bytes} bytes on the device, more than the device's limit of {limit} \
+         bytes per storage buffer"
+    )]
+    TooLarge { tensor: String, shape: String, bytes: u128, limit: u64 },
+    #[error("launch {launch} ({name}): {what} ({expr}) is {}, more than {max}", shown(.value))]
+    Bound { launch: usize, name: String, what: String, expr: String, value: Option<i64>, max: i64 },
+    #[error(
+        "launch {launch} ({name}): uniform word {word} of binding {binding} ({expr}) is {}, outside \
+         -2^31..2^32",
+        shown(.value)
+    )]
+    Uniform { launch: usize, name: String, binding: usize, word: usize, expr: String, value: Option<i64> },
+    #[error("launch {launch} ({name}): its invocation count ({expr}) is {}", shown(.value))]
+    Invocations { launch: usize, name: String, expr: String, value: Option<i64> },
+    #[error(
+        "launch {launch} ({name}): {invocations} invocations need {groups} workgroups of {workgroup_size}, more \
+         than the device can dispatch ({limit} x {limit})"
+    )]
+    Grid { launch: usize, name: String, invocations: i64, workgroup_size: u32, groups: u64, limit: u32 },
+    #[error("param `{key}` cannot be read: {problem}")]
+    ParamData { key: String, problem: String },
+    #[error("tensor `{tensor}`: {source}")]
+    Upload { tensor: String, source: GpuError },
+    /// A kernel failed to compile or the submission failed (`GpuError` names the kernel or the step count).
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+    /// A kernel reported a run-time error through the status buffer.
+    #[error("launch {launch} ({name}): an index was out of range (value {})", status_value(*.value))]
+    Status { launch: usize, name: String, value: u32 },
+    #[error("the status buffer holds {word} (detail {detail}), but the program has only {launches} launch(es)")]
+    BadStatus { word: u32, detail: u32, launches: usize },
+    #[error("output `{output}`: {source}")]
+    Download { output: String, source: GpuError },
+}
+
+impl Gpu {
+    /// Runs `program` on `inputs` (in signature order) with params from `params`; returns the outputs in
+    /// `program.outputs` order. See the module comment for the steps.
+    pub fn execute(
+        &self,
+        program: &Program,
+        inputs: &[Tensor],
+        params: &dyn ParamSource,
+    ) -> Result<Vec<Tensor>, ExecError> {
+        program.validate().map_err(|problems| ExecError::Invalid { program: program.name.clone(), problems })?;
+        let symbols = bind(program, inputs, params)?;
+        let limits = DeviceLimits::of(&self.device.limits());
+        let shapes = tensor_shapes(program, &symbols, &limits)?;
+        let plans = plan_launches(program, &symbols, &limits)?;
+
+        let buffers = self.tensor_buffers(program, &shapes, inputs, params)?;
+        let status = program
+            .launches
+            .iter()
+            .any(|l| l.args.contains(&Arg::Status))
+            .then(|| self.zeros(DType::U32, &[2]))
+            .transpose()?;
+        let mut steps = Vec::new();
+        for (launch, plan) in program.launches.iter().zip(&plans) {
+            let pipeline = self.pipeline(&KernelSource { name: launch.name.clone(), wgsl: launch.wgsl.clone() })?;
+            let Some(workgroups) = plan.grid else { continue };
+            let mut uniforms = plan.uniforms.iter();
+            let mut bound = Vec::with_capacity(launch.args.len());
+            for arg in &launch.args {
+                bound.push(match arg {
+                    Arg::Read(id) | Arg::Write(id) => buffers[id.0 as usize].clone(),
+                    Arg::Uniform(_) => self.uniform(uniforms.next().map_or(&[][..], |u| u.as_slice()))?,
+                    Arg::Status => status
+                        .clone()
+                        .ok_or(GpuError::Run { steps: 0, message: "internal error: no status buffer".into() })?,
+                });
+            }
+            steps.push(Dispatch { pipeline, buffers: bound, workgroups });
+        }
+        self.run(&steps)?;
+
+        if let Some(status) = &status {
+            self.check_status(program, status)?;
+        }
+        program
+            .outputs
+            .iter()
+            .map(|(output, id)| {
+                let decl = program.tensor(*id);
+                self.download(&buffers[id.0 as usize], decl.dtype, &shapes[id.0 as usize])
+                    .map_err(|source| ExecError::Download { output: output.clone(), source })
+            })
+            .collect()
+    }
+
+    /// One buffer per tensor: inputs and params uploaded, computed tensors zeroed.
+    fn tensor_buffers(
+        &self,
+        program: &Program,
+        shapes: &[Vec<usize>],
+        inputs: &[Tensor],
+        params: &dyn ParamSource,
+    ) -> Result<Vec<wgpu::Buffer>, ExecError> {
+        let mut input_of = vec![None; program.tensors.len()];
+        for (k, id) in program.inputs.iter().enumerate() {
+            input_of[id.0 as usize] = inputs.get(k);
+        }
+        let mut buffers = Vec::with_capacity(program.tensors.len());
+        for (i, decl) in program.tensors.iter().enumerate() {
+            let upload = |source| ExecError::Upload { tensor: decl.name.clone(), source };
+            let buffer = match (&decl.role, input_of[i]) {
+                (TensorRole::Input(_), Some(tensor)) => self.upload(tensor).map_err(upload)?,
+                (TensorRole::Param(key), _) => {
+                    let bytes = params
+                        .device_bytes(key)
+                        .map_err(|problem| ExecError::ParamData { key: key.clone(), problem })?;
+                    self.upload_device_bytes(&bytes).map_err(upload)?
+                }
+                _ => self.zeros(decl.dtype, &shapes[i]).map_err(upload)?,
+            };
+            buffers.push(buffer);
+        }
+        Ok(buffers)
+    }
+
+    fn check_status(&self, program: &Program, status: &wgpu::Buffer) -> Result<(), ExecError> {
+        let words = self
+            .download(status, DType::U32, &[2])
+            .map_err(|source| ExecError::Download { output: "(the status buffer)".into(), source })?;
+        let &[word, detail] = words.as_u32().unwrap_or(&[0, 0]) else { return Ok(()) };
+        if word == 0 {
+            return Ok(());
+        }
+        match program.launches.get(word as usize - 1) {
+            Some(launch) => {
+                Err(ExecError::Status { launch: word as usize - 1, name: launch.name.clone(), value: detail })
+            }
+            None => Err(ExecError::BadStatus { word, detail, launches: program.launches.len() }),
+        }
+    }
+}
+
+/// Binds the program's symbols. A source that checks itself (a weights file) is checked first, against the
+/// param shapes the inputs alone determine, so all of its problems come in one error.
+fn bind(program: &Program, inputs: &[Tensor], params: &dyn ParamSource) -> Result<Vec<i64>, ExecError> {
+    let declared = |ids: &[TensorId]| -> Vec<Declared> {
+        ids.iter()
+            .filter_map(|&id| {
+                let decl = program.tensors.get(id.0 as usize)?;
+                let site = match &decl.role {
+                    TensorRole::Input(name) => Site::Input(name.clone()),
+                    TensorRole::Param(key) => Site::Param(key.clone()),
+                    TensorRole::Computed => return None,
+                };
+                Some(Declared { site, dtype: decl.dtype, shape: decl.shape.clone() })
+            })
+            .collect()
+    };
+    let (declared_inputs, declared_params) = (declared(&program.inputs), declared(&program.params));
+    let signature = Signature {
+        model: &program.name,
+        symbols: &program.symbols,
+        inputs: &declared_inputs,
+        params: &declared_params,
+    };
+    if inputs.len() != declared_inputs.len() {
+        return Err(ExecError::Bind(vec![input_count(&signature, inputs.len())]));
+    }
+    let entries: Vec<(&Declared, Given)> =
+        declared_inputs.iter().zip(inputs).map(|(d, t)| (d, Given::Tensor(t))).collect();
+    let from_inputs = bind_partial(&program.symbols, &entries);
+    let values = from_inputs.values();
+    let specs: Vec<ParamSpec> = declared_params
+        .iter()
+        .map(|d| ParamSpec {
+            name: d.site.name().to_string(),
+            dtype: d.dtype,
+            shape: d.shape.iter().map(|dim| known_size(dim, &values)).collect(),
+        })
+        .collect();
+    if let Err(error) = params.check(&specs) {
+        return Err(ExecError::Params { inputs: from_inputs.problems, error });
+    }
+    bind_symbols(&signature, inputs, &|key| params.given(key)).map_err(ExecError::Bind)
+}
+
+/// The size of `dim` when every symbol it uses is known.
+fn known_size(dim: &DimExpr, values: &[Option<i64>]) -> Option<usize> {
+    let mut known = vec![0; values.len()];
+    for s in dim.symbols() {
+        let value = (*values.get(s as usize)?)?;
+        known[s as usize] = value;
+    }
+    usize::try_from(dim.eval(&known)?).ok()
+}
+
+fn list(problems: &[ProgramError]) -> String {
+    problems.iter().map(|p| format!("\n  - {p}")).collect()
+}
+
+fn params_message(inputs: &[BindError], error: &WeightsError) -> String {
+    if inputs.is_empty() { error.to_string() } else { format!("{}\n{error}", bind_message(inputs)) }
+}
+
+fn shown(value: &Option<i64>) -> String {
+    value.map_or_else(|| "beyond 64-bit integers".to_string(), |v| v.to_string())
+}
+
+/// A status detail word: as a signed value when its top bit is set (a negative index), with its bits.
+fn status_value(value: u32) -> String {
+    if value > i32::MAX as u32 { format!("{}, bits {value:#x}", value as i32) } else { value.to_string() }
+}

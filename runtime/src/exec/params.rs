@@ -1,0 +1,68 @@
+//! `ParamSource`: where `Gpu::execute` gets a program's params. Two sources: a map of host tensors by key
+//! (what the reference interpreter takes; missing or mis-typed params are binding errors and extra entries
+//! are ignored, as in the interpreter) and a memory-mapped safetensors `Weights` file (checked against every
+//! param at once with `check_params`, so missing, extra, mis-shaped and mis-typed entries come in one error;
+//! its bytes go to the device straight from the mapping when their layout allows).
+
+use crate::bind::Given;
+use crate::gpu::to_device_bytes;
+use crate::tensor::TensorData;
+use crate::weights::{ParamSpec, Weights, WeightsError, check_params};
+use crate::{DType, Tensor};
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+/// A provider of param values by key (see the module comment).
+pub trait ParamSource {
+    /// The param `key` as binding sees it (a host tensor, or a dtype and shape); `None` when the source has
+    /// no usable entry for it.
+    fn given(&self, key: &str) -> Option<Given<'_>>;
+
+    /// Checks the source against all of a program's params at once, before binding. `params` carry the
+    /// shapes the inputs determine (`None` for dimensions only the params themselves bind). A source that
+    /// leaves this to binding returns `Ok`.
+    fn check(&self, params: &[ParamSpec]) -> Result<(), WeightsError>;
+
+    /// The param's elements in the device layout (`gpu/buffer.rs`), padded to at least 4 bytes. Called only
+    /// for params that bound, so the entry exists with the declared dtype and shape.
+    fn device_bytes(&self, key: &str) -> Result<Cow<'_, [u8]>, String>;
+}
+
+impl ParamSource for HashMap<String, Tensor> {
+    fn given(&self, key: &str) -> Option<Given<'_>> {
+        self.get(key).map(Given::Tensor)
+    }
+
+    fn check(&self, _params: &[ParamSpec]) -> Result<(), WeightsError> {
+        Ok(())
+    }
+
+    fn device_bytes(&self, key: &str) -> Result<Cow<'_, [u8]>, String> {
+        let tensor = self.get(key).ok_or("there is no such entry")?;
+        Ok(Cow::Owned(to_device_bytes(&tensor.data)))
+    }
+}
+
+impl ParamSource for Weights {
+    fn given(&self, key: &str) -> Option<Given<'_>> {
+        let entry = self.entry(key)?;
+        Some(Given::Shape { dtype: entry.dtype?, shape: &entry.shape })
+    }
+
+    fn check(&self, params: &[ParamSpec]) -> Result<(), WeightsError> {
+        check_params(self, params)
+    }
+
+    fn device_bytes(&self, key: &str) -> Result<Cow<'_, [u8]>, String> {
+        let dtype = self.entry(key).and_then(|e| e.dtype).ok_or("there is no entry of a supported dtype")?;
+        let bytes = self.bytes(key).map_err(|e| e.to_string())?;
+        match dtype {
+            // Already one little-endian word per element.
+            DType::F32 | DType::I32 | DType::U32 if bytes.len() >= 4 => Ok(Cow::Borrowed(bytes)),
+            _ => {
+                let data = TensorData::from_le_bytes(dtype, bytes).map_err(|e| e.to_string())?;
+                Ok(Cow::Owned(to_device_bytes(&data)))
+            }
+        }
+    }
+}

@@ -1,0 +1,625 @@
+//! Tests of `Gpu::execute` on a real device (lavapipe in CI; no adapter is a failure, never a skip):
+//! hand-written `Program`s with hand-written WGSL kernels check outputs, symbols bound from inputs and read
+//! from uniform blocks, every binding error's whole message, bounds, uniform ranges, grid folding on a
+//! 20-million-element tensor, status-buffer errors naming their launch, oversized tensors, `validate`, and
+//! params from a safetensors file (all mismatches in one error) or a map.
+
+use super::*;
+use crate::gpu::tests::gpu;
+use crate::program::{Bound, DimAtom, Launch, TensorDecl};
+use crate::weights::Weights;
+use safetensors::tensor::TensorView;
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+fn n() -> DimExpr {
+    DimExpr::sym(0)
+}
+
+fn times(coef: i64, dim: DimExpr) -> DimExpr {
+    DimExpr { terms: dim.terms.into_iter().map(|(c, atoms)| (c * coef, atoms)).collect() }
+}
+
+fn plus(a: DimExpr, b: DimExpr) -> DimExpr {
+    DimExpr { terms: a.terms.into_iter().chain(b.terms).collect() }
+}
+
+fn decl(name: &str, role: TensorRole, dtype: DType, shape: Vec<DimExpr>) -> TensorDecl {
+    TensorDecl { name: name.into(), role, dtype, shape }
+}
+
+fn input(name: &str, dtype: DType, shape: Vec<DimExpr>) -> TensorDecl {
+    decl(&format!("input {name}"), TensorRole::Input(name.into()), dtype, shape)
+}
+
+fn param(key: &str, dtype: DType, shape: Vec<DimExpr>) -> TensorDecl {
+    decl(&format!("param {key}"), TensorRole::Param(key.into()), dtype, shape)
+}
+
+fn computed(name: &str, dtype: DType, shape: Vec<DimExpr>) -> TensorDecl {
+    decl(name, TensorRole::Computed, dtype, shape)
+}
+
+fn launch(name: &str, wgsl: &str, args: Vec<Arg>, invocations: DimExpr, workgroup_size: u32) -> Launch {
+    Launch { name: name.into(), wgsl: wgsl.into(), spirv: vec![], args, invocations, workgroup_size, bounds: vec![] }
+}
+
+fn ids(list: &[u32]) -> Vec<TensorId> {
+    list.iter().map(|&i| TensorId(i)).collect()
+}
+
+fn no_params() -> HashMap<String, Tensor> {
+    HashMap::new()
+}
+
+/// The flat invocation index of a folded grid, as `Launch::invocations` documents it, for workgroups of 64.
+const FLAT_64: &str = "let i = gid.x + gid.y * groups.x * 64u;";
+
+/// `out[i] = a[i] + b[2i] + b[2i + 1]` for `i < n`: `a: f32[N]`, `b: f32[2*N]`, `n` from the uniform block.
+fn pairs_wgsl() -> String {
+    format!(
+        "struct Dims {{ n: u32 }}\n\
+         @group(0) @binding(0) var<storage, read> a: array<f32>;\n\
+         @group(0) @binding(1) var<storage, read> b: array<f32>;\n\
+         @group(0) @binding(2) var<storage, read_write> out: array<f32>;\n\
+         @group(0) @binding(3) var<uniform> dims: Dims;\n\
+         @compute @workgroup_size(64)\n\
+         fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {{\n\
+             {FLAT_64}\n\
+             if (i >= dims.n) {{ return; }}\n\
+             out[i] = a[i] + b[2u * i] + b[2u * i + 1u];\n\
+         }}\n"
+    )
+}
+
+/// `out[i] = x[i] * s` for `i < n`, with `s` and `n` in the uniform block.
+fn scale_wgsl() -> String {
+    format!(
+        "struct Dims {{ n: u32, s: u32 }}\n\
+         @group(0) @binding(0) var<storage, read> x: array<f32>;\n\
+         @group(0) @binding(1) var<storage, read_write> out: array<f32>;\n\
+         @group(0) @binding(2) var<uniform> dims: Dims;\n\
+         @compute @workgroup_size(64)\n\
+         fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {{\n\
+             {FLAT_64}\n\
+             if (i >= dims.n) {{ return; }}\n\
+             out[i] = x[i] * f32(dims.s);\n\
+         }}\n"
+    )
+}
+
+/// `model pairs(a: f32[N], b: f32[2*N]) -> (sum, a, tripled)`: `sum = a + pairs of b`, `tripled = 3 * sum`.
+fn pairs_program() -> Program {
+    Program {
+        name: "pairs".into(),
+        symbols: vec!["N".into()],
+        tensors: vec![
+            input("a", DType::F32, vec![n()]),
+            input("b", DType::F32, vec![times(2, n())]),
+            computed("%2 add", DType::F32, vec![n()]),
+            computed("%3 mul", DType::F32, vec![n()]),
+        ],
+        inputs: ids(&[0, 1]),
+        params: vec![],
+        outputs: vec![("sum".into(), TensorId(2)), ("a".into(), TensorId(0)), ("tripled".into(), TensorId(3))],
+        launches: vec![
+            launch(
+                "add_2",
+                &pairs_wgsl(),
+                vec![Arg::Read(TensorId(0)), Arg::Read(TensorId(1)), Arg::Write(TensorId(2)), Arg::Uniform(vec![n()])],
+                n(),
+                64,
+            ),
+            launch(
+                "mul_3",
+                &scale_wgsl(),
+                vec![Arg::Read(TensorId(2)), Arg::Write(TensorId(3)), Arg::Uniform(vec![n(), DimExpr::constant(3)])],
+                n(),
+                64,
+            ),
+        ],
+    }
+}
+
+fn ramp(n: usize, scale: f32) -> Tensor {
+    Tensor::f32(&[n], (0..n).map(|i| i as f32 * scale).collect())
+}
+
+fn exec_err(program: &Program, inputs: &[Tensor], params: &dyn ParamSource) -> String {
+    match gpu().execute(program, inputs, params) {
+        Ok(outputs) => panic!("expected an error, got {outputs:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn runs_launches_in_order_with_symbols_from_the_inputs() {
+    let program = pairs_program();
+    assert_eq!(program.validate(), Ok(()));
+    // 1000 elements: 16 workgroups of 64, the last one partly past the end.
+    let len = 1000;
+    let (a, b) = (ramp(len, 1.0), ramp(2 * len, 0.5));
+    let outputs = gpu().execute(&program, &[a.clone(), b], &no_params()).unwrap();
+    let sum: Vec<f32> = (0..len).map(|i| i as f32 + (2 * i) as f32 * 0.5 + (2 * i + 1) as f32 * 0.5).collect();
+    let tripled: Vec<f32> = sum.iter().map(|x| x * 3.0).collect();
+    assert_eq!(outputs, vec![Tensor::f32(&[len], sum), a, Tensor::f32(&[len], tripled)]);
+    // The same program again with another size: the pipelines come from the cache, the symbols are new.
+    let outputs = gpu().execute(&program, &[ramp(3, 1.0), ramp(6, 1.0)], &no_params()).unwrap();
+    assert_eq!(outputs[0], Tensor::f32(&[3], vec![1.0, 6.0, 11.0]));
+}
+
+#[test]
+fn binding_errors_are_reported_with_their_whole_message() {
+    let program = pairs_program();
+    let cases: Vec<(Vec<Tensor>, &str)> = vec![
+        (vec![ramp(3, 1.0)], "model `pairs` takes 2 input(s) (a: f32[N], b: f32[2*N]), but 1 were given"),
+        (
+            vec![Tensor::zeros(DType::F32, &[3, 1]), ramp(6, 1.0)],
+            "input `a`: expected f32[N], got f32[3, 1]: rank is 2, expected 1",
+        ),
+        (
+            vec![Tensor::zeros(DType::I32, &[3]), ramp(6, 1.0)],
+            "input `a`: expected f32[N], got i32[3]: dtype is i32, expected f32",
+        ),
+        (
+            vec![ramp(4, 1.0), ramp(7, 1.0)],
+            "input `b`: expected f32[2*N], got f32[7]: axis 0 is 7, expected 2*N = 8 where N = 4 (axis 0 of input `a`)",
+        ),
+        (
+            vec![Tensor::zeros(DType::F32, &[0]), ramp(0, 1.0)],
+            "symbol `N` is 0 (axis 0 of input `a`), but every dimension must be at least 1",
+        ),
+        (
+            vec![Tensor::zeros(DType::U32, &[2, 2]), Tensor::zeros(DType::Bool, &[5])],
+            "3 problems with the inputs and params:\n  \
+             - input `a`: expected f32[N], got u32[2, 2]: dtype is u32, expected f32\n  \
+             - input `a`: expected f32[N], got u32[2, 2]: rank is 2, expected 1\n  \
+             - input `b`: expected f32[2*N], got bool[5]: dtype is bool, expected f32",
+        ),
+    ];
+    for (inputs, expected) in &cases {
+        assert_eq!(exec_err(&program, inputs, &no_params()), *expected);
+    }
+
+    // A symbol two inputs disagree on.
+    let mut conflicting = pairs_program();
+    conflicting.tensors[1].shape = vec![n()];
+    assert_eq!(
+        exec_err(&conflicting, &[ramp(3, 1.0), ramp(4, 1.0)], &no_params()),
+        "symbol `N` is 3 (axis 0 of input `a`) but 4 (axis 0 of input `b`)"
+    );
+}
+
+#[test]
+fn bounds_uniform_ranges_and_invocation_counts_are_checked_before_running() {
+    let mut program = pairs_program();
+    program.launches[1].bounds =
+        vec![Bound { what: "flat index of %3 mul".into(), value: plus(times(2, n()), DimExpr::constant(-1)), max: 9 }];
+    let inputs = [ramp(8, 1.0), ramp(16, 1.0)];
+    assert_eq!(
+        exec_err(&program, &inputs, &no_params()),
+        "launch 1 (mul_3): flat index of %3 mul (2*N - 1) is 15, more than 9"
+    );
+    assert!(gpu().execute(&program, &[ramp(5, 1.0), ramp(10, 1.0)], &no_params()).is_ok());
+    program.launches[1].bounds[0].value = times(i64::MAX, n());
+    assert_eq!(
+        exec_err(&program, &[ramp(5, 1.0), ramp(10, 1.0)], &no_params()),
+        "launch 1 (mul_3): flat index of %3 mul (9223372036854775807*N) is beyond 64-bit integers, more than 9"
+    );
+
+    let mut program = pairs_program();
+    program.launches[1].args[2] = Arg::Uniform(vec![n(), times(1 << 32, n())]);
+    assert_eq!(
+        exec_err(&program, &inputs, &no_params()),
+        "launch 1 (mul_3): uniform word 1 of binding 2 (4294967296*N) is 34359738368, outside -2^31..2^32"
+    );
+    program.launches[1].args[2] = Arg::Uniform(vec![n(), plus(times(-1, n()), DimExpr::constant(-(1 << 31)))]);
+    assert_eq!(
+        exec_err(&program, &inputs, &no_params()),
+        "launch 1 (mul_3): uniform word 1 of binding 2 (-N - 2147483648) is -2147483656, outside -2^31..2^32"
+    );
+
+    let mut program = pairs_program();
+    program.launches[0].invocations = plus(n(), DimExpr::constant(-10));
+    assert_eq!(exec_err(&program, &inputs, &no_params()), "launch 0 (add_2): its invocation count (N - 10) is -2");
+}
+
+#[test]
+fn uniform_words_hold_the_low_32_bits_of_each_value() {
+    let wgsl = "struct Dims { a: u32, b: u32, c: u32, d: u32, e: u32 }\n\
+                @group(0) @binding(0) var<storage, read_write> out: array<u32>;\n\
+                @group(0) @binding(1) var<uniform> dims: Dims;\n\
+                @compute @workgroup_size(1)\n\
+                fn main() { out[0] = dims.a; out[1] = dims.b; out[2] = dims.c; out[3] = dims.d; out[4] = dims.e; }\n";
+    let words = vec![
+        DimExpr::constant(-(1 << 31)),
+        DimExpr::constant(-1),
+        DimExpr::constant((1 << 32) - 1),
+        DimExpr::constant(0),
+        plus(n(), DimExpr::constant(-1)),
+    ];
+    let program = Program {
+        name: "words".into(),
+        symbols: vec!["N".into()],
+        tensors: vec![input("x", DType::U32, vec![n()]), computed("%1 words", DType::U32, vec![DimExpr::constant(5)])],
+        inputs: ids(&[0]),
+        outputs: vec![("words".into(), TensorId(1))],
+        launches: vec![launch(
+            "words",
+            wgsl,
+            vec![Arg::Write(TensorId(1)), Arg::Uniform(words)],
+            DimExpr::constant(1),
+            1,
+        )],
+        ..Program::default()
+    };
+    let outputs = gpu().execute(&program, &[Tensor::u32(&[7], vec![0; 7])], &no_params()).unwrap();
+    assert_eq!(outputs, vec![Tensor::u32(&[5], vec![0x8000_0000, u32::MAX, u32::MAX, 0, 6])]);
+}
+
+/// `out[i] = i` for every `i < n` of a grid with workgroups of 256.
+const IOTA_WGSL: &str = "struct Dims { n: u32 }\n\
+    @group(0) @binding(0) var<storage, read_write> out: array<u32>;\n\
+    @group(0) @binding(1) var<uniform> dims: Dims;\n\
+    @compute @workgroup_size(256)\n\
+    fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {\n\
+        let i = gid.x + gid.y * groups.x * 256u;\n\
+        if (i < dims.n) { out[i] = i; }\n\
+    }\n";
+
+fn iota_program(len: i64, invocations: DimExpr) -> Program {
+    let len = DimExpr::constant(len);
+    Program {
+        name: "iota".into(),
+        tensors: vec![computed("%0 iota", DType::U32, vec![len.clone()])],
+        outputs: vec![("iota".into(), TensorId(0))],
+        launches: vec![launch(
+            "iota",
+            IOTA_WGSL,
+            vec![Arg::Write(TensorId(0)), Arg::Uniform(vec![len])],
+            invocations,
+            256,
+        )],
+        ..Program::default()
+    }
+}
+
+#[test]
+fn grids_beyond_one_dimension_are_folded() {
+    // 20M invocations are 78125 workgroups of 256, more than 65535 in x: folded into [39063, 2, 1].
+    let len = 20_000_000;
+    let program = iota_program(len, DimExpr::constant(len));
+    let limits = DeviceLimits::of(&gpu().device.limits());
+    assert_eq!(limits.max_workgroups_per_dimension, 65535);
+    let plans = plan_launches(&program, &[], &limits).unwrap();
+    assert_eq!(plans[0].grid, Some([39063, 2, 1]));
+    let outputs = gpu().execute(&program, &[], &no_params()).unwrap();
+    let values = outputs[0].as_u32().unwrap();
+    assert_eq!(values.len(), len as usize);
+    if let Some(i) = values.iter().enumerate().position(|(i, &v)| v != i as u32) {
+        panic!("element {i} is {}", values[i]);
+    }
+
+    assert_eq!(fold_grid(1, 65535), Some([1, 1, 1]));
+    assert_eq!(fold_grid(65535, 65535), Some([65535, 1, 1]));
+    assert_eq!(fold_grid(65536, 65535), Some([32768, 2, 1]));
+    assert_eq!(fold_grid(65535 * 65535, 65535), Some([65535, 65535, 1]));
+    assert_eq!(fold_grid(65535 * 65535 + 1, 65535), None);
+    let tight = DeviceLimits { max_storage_bytes: 1 << 30, max_workgroups_per_dimension: 10 };
+    let e = plan_launches(&iota_program(100 * 256 + 1, DimExpr::constant(100 * 256 + 1)), &[], &tight).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "launch 0 (iota): 25601 invocations need 101 workgroups of 256, more than the device can dispatch (10 x 10)"
+    );
+}
+
+#[test]
+fn a_launch_with_no_invocations_is_skipped() {
+    let outputs = gpu().execute(&iota_program(5, DimExpr::constant(0)), &[], &no_params()).unwrap();
+    assert_eq!(outputs, vec![Tensor::u32(&[5], vec![0; 5])]);
+}
+
+#[test]
+fn tensors_larger_than_a_storage_buffer_are_errors_naming_them() {
+    let limit = DeviceLimits::of(&gpu().device.limits()).max_storage_bytes;
+    let len = (limit / 4 + 1) as i64;
+    let msg = exec_err(&iota_program(len, DimExpr::constant(1)), &[], &no_params());
+    assert_eq!(
+        msg,
+        format!(
+            "tensor `%0 iota` (u32[{len}]) needs {} bytes on the device, more than the device's limit of {limit} \
+             bytes per storage buffer",
+            len * 4
+        )
+    );
+    let small = DeviceLimits { max_storage_bytes: 1000, max_workgroups_per_dimension: 65535 };
+    let program = pairs_program();
+    assert_eq!(tensor_shapes(&program, &[100], &small).unwrap()[1], vec![200]);
+    assert_eq!(
+        tensor_shapes(&program, &[200], &small).unwrap_err().to_string(),
+        "tensor `input b` (f32[400]) needs 1600 bytes on the device, more than the device's limit of 1000 bytes \
+         per storage buffer"
+    );
+}
+
+/// `model lookup(table: f32[T], idx: i32[N])`: launch 0 doubles the table, launch 1 gathers from it and
+/// reports an index outside `0..T` through the status buffer as launch 1 (word 0 = 2).
+fn lookup_program() -> Program {
+    let t = DimExpr::sym(1);
+    let gather = format!(
+        "struct Dims {{ n: u32, t: u32 }}\n\
+         @group(0) @binding(0) var<storage, read> table: array<f32>;\n\
+         @group(0) @binding(1) var<storage, read> idx: array<i32>;\n\
+         @group(0) @binding(2) var<storage, read_write> out: array<f32>;\n\
+         @group(0) @binding(3) var<uniform> dims: Dims;\n\
+         @group(0) @binding(4) var<storage, read_write> status: array<u32>;\n\
+         @compute @workgroup_size(64)\n\
+         fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {{\n\
+             {FLAT_64}\n\
+             if (i >= dims.n) {{ return; }}\n\
+             let j = idx[i];\n\
+             if (j < 0 || u32(j) >= dims.t) {{\n\
+                 if (status[0] == 0u) {{ status[0] = 2u; status[1] = bitcast<u32>(j); }}\n\
+                 return;\n\
+             }}\n\
+             out[i] = table[u32(j)];\n\
+         }}\n"
+    );
+    Program {
+        name: "lookup".into(),
+        symbols: vec!["N".into(), "T".into()],
+        tensors: vec![
+            input("table", DType::F32, vec![t.clone()]),
+            input("idx", DType::I32, vec![n()]),
+            computed("%2 mul", DType::F32, vec![t.clone()]),
+            computed("%3 gather", DType::F32, vec![n()]),
+        ],
+        inputs: ids(&[0, 1]),
+        outputs: vec![("out".into(), TensorId(3))],
+        launches: vec![
+            launch(
+                "mul_2",
+                &scale_wgsl(),
+                vec![
+                    Arg::Read(TensorId(0)),
+                    Arg::Write(TensorId(2)),
+                    Arg::Uniform(vec![t.clone(), DimExpr::constant(2)]),
+                ],
+                t.clone(),
+                64,
+            ),
+            launch(
+                "gather_3",
+                &gather,
+                vec![
+                    Arg::Read(TensorId(2)),
+                    Arg::Read(TensorId(1)),
+                    Arg::Write(TensorId(3)),
+                    Arg::Uniform(vec![n(), t.clone()]),
+                    Arg::Status,
+                ],
+                n(),
+                64,
+            ),
+        ],
+        ..Program::default()
+    }
+}
+
+#[test]
+fn a_kernel_error_in_the_status_buffer_names_its_launch() {
+    let program = lookup_program();
+    let table = Tensor::f32(&[4], vec![1.0, 2.0, 3.0, 4.0]);
+    let run = |idx: Vec<i32>| gpu().execute(&program, &[table.clone(), Tensor::i32(&[idx.len()], idx)], &no_params());
+    assert_eq!(run(vec![3, 0, 0, 2, 1]).unwrap(), vec![Tensor::f32(&[5], vec![8.0, 2.0, 2.0, 6.0, 4.0])]);
+    assert_eq!(run(vec![0, 7, 1]).unwrap_err().to_string(), "launch 1 (gather_3): an index was out of range (value 7)");
+    assert_eq!(
+        run(vec![-1, 1]).unwrap_err().to_string(),
+        "launch 1 (gather_3): an index was out of range (value -1, bits 0xffffffff)"
+    );
+    // The status buffer is zeroed for every run: a good run after a failed one succeeds.
+    assert!(run(vec![1]).is_ok());
+
+    let mut lying = lookup_program();
+    lying.launches[1].wgsl = lying.launches[1].wgsl.replace("status[0] = 2u", "status[0] = 9u");
+    let e = gpu().execute(&lying, &[table.clone(), Tensor::i32(&[1], vec![4])], &no_params()).unwrap_err();
+    assert_eq!(e.to_string(), "the status buffer holds 9 (detail 4), but the program has only 2 launch(es)");
+}
+
+#[test]
+fn a_kernel_that_fails_to_compile_is_named() {
+    let mut program = pairs_program();
+    program.launches[1].wgsl = "fn main( {".into();
+    let msg = exec_err(&program, &[ramp(2, 1.0), ramp(4, 1.0)], &no_params());
+    assert!(msg.starts_with("kernel mul_3 failed to compile: "), "{msg}");
+}
+
+#[test]
+fn validate_lists_every_broken_invariant() {
+    let sym = |s| DimExpr { terms: vec![(1, vec![DimAtom::Sym(s)])] };
+    let by_zero = DimExpr { terms: vec![(1, vec![DimAtom::FloorDiv(Box::new(n()), 0)])] };
+    let mut k0 =
+        launch("k", "", vec![Arg::Read(TensorId(4)), Arg::Write(TensorId(3)), Arg::Write(TensorId(0))], n(), 0);
+    k0.bounds = vec![Bound { what: "flat index".into(), value: sym(7), max: 1 }];
+    let k1 =
+        launch("k", "", vec![Arg::Read(TensorId(3)), Arg::Write(TensorId(3)), Arg::Uniform(vec![sym(2)])], n(), 64);
+    let program = Program {
+        name: "broken".into(),
+        symbols: vec!["N".into(), "N".into()],
+        tensors: vec![
+            input("x", DType::F32, vec![n()]),
+            decl("input x again", TensorRole::Input("x".into()), DType::F32, vec![sym(5)]),
+            param("w", DType::F32, vec![by_zero]),
+            computed("%3 a", DType::F32, vec![n()]),
+            computed("%4 b", DType::F32, vec![n()]),
+        ],
+        inputs: ids(&[0, 0, 3, 9]),
+        params: vec![],
+        outputs: vec![("y".into(), TensorId(4)), ("z".into(), TensorId(12))],
+        launches: vec![k0, k1],
+    };
+    let expected = [
+        "two symbols are named `N`",
+        "the shape of tensor 1 (`input x again`) uses symbol 5, but the program has 2 symbol(s)",
+        "two inputs are named `x`",
+        "the shape of tensor 2 (`param w`) divides by 0; a divisor must be at least 1",
+        "`inputs` lists tensor 0 (`input x`) twice",
+        "`inputs[2]` is tensor 3 (`%3 a`), which is computed, not an input",
+        "`inputs[3]` names tensor 9, but the program has 5 tensor(s)",
+        "tensor 1 (`input x again`) is an input but `inputs` does not list it",
+        "tensor 2 (`param w`) is a param but `params` does not list it",
+        "launch 0 (k) has workgroup size 0",
+        "the bound `flat index` of launch 0 (k) uses symbol 7, but the program has 2 symbol(s)",
+        "launch 0 (k) writes 2 tensors; a launch writes exactly one",
+        "launch 0 (k) reads tensor 4 (`%4 b`) before any launch writes it",
+        "launch 0 (k) writes tensor 0 (`input x`), which is an input, not computed",
+        "two launches are named `k`",
+        "uniform word 0 of binding 2 of launch 1 (k) uses symbol 2, but the program has 2 symbol(s)",
+        "launch 1 (k) binds tensor 3 (`%3 a`) again besides writing it",
+        "output `y` is tensor 4 (`%4 b`), which no launch writes",
+        "output `z` names tensor 12, but the program has 5 tensor(s)",
+    ];
+    let problems = program.validate().unwrap_err();
+    let got: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+    assert_eq!(got, expected);
+    let msg = exec_err(&program, &[], &no_params());
+    let listed: String = expected.iter().map(|p| format!("\n  - {p}")).collect();
+    assert_eq!(msg, format!("program `broken` is malformed:{listed}"));
+    for good in [pairs_program(), lookup_program(), iota_program(3, DimExpr::constant(3)), affine_program()] {
+        assert_eq!(good.validate(), Ok(()), "{}", good.name);
+    }
+}
+
+/// `model affine(x: f32[N]) { param layer.w: f32[N]; param layer.h: f16[N]; param layer.mask: bool[N] }`:
+/// `out = mask ? x * w + h : 0`, reading the f16 param as f32 words and the bool one as u32 words.
+fn affine_program() -> Program {
+    let wgsl = format!(
+        "struct Dims {{ n: u32 }}\n\
+         @group(0) @binding(0) var<storage, read> x: array<f32>;\n\
+         @group(0) @binding(1) var<storage, read> w: array<f32>;\n\
+         @group(0) @binding(2) var<storage, read> h: array<f32>;\n\
+         @group(0) @binding(3) var<storage, read> mask: array<u32>;\n\
+         @group(0) @binding(4) var<storage, read_write> out: array<f32>;\n\
+         @group(0) @binding(5) var<uniform> dims: Dims;\n\
+         @compute @workgroup_size(64)\n\
+         fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {{\n\
+             {FLAT_64}\n\
+             if (i >= dims.n) {{ return; }}\n\
+             out[i] = select(0.0, x[i] * w[i] + h[i], mask[i] == 1u);\n\
+         }}\n"
+    );
+    Program {
+        name: "affine".into(),
+        symbols: vec!["N".into()],
+        tensors: vec![
+            input("x", DType::F32, vec![n()]),
+            param("layer.w", DType::F32, vec![n()]),
+            param("layer.h", DType::F16, vec![n()]),
+            param("layer.mask", DType::Bool, vec![n()]),
+            computed("%4 affine", DType::F32, vec![n()]),
+        ],
+        inputs: ids(&[0]),
+        params: ids(&[1, 2, 3]),
+        outputs: vec![("out".into(), TensorId(4))],
+        launches: vec![launch(
+            "affine_4",
+            &wgsl,
+            vec![
+                Arg::Read(TensorId(0)),
+                Arg::Read(TensorId(1)),
+                Arg::Read(TensorId(2)),
+                Arg::Read(TensorId(3)),
+                Arg::Write(TensorId(4)),
+                Arg::Uniform(vec![n()]),
+            ],
+            n(),
+            64,
+        )],
+    }
+}
+
+/// A safetensors file of `(name, dtype, shape, bytes)` entries in a temporary directory (removed when
+/// the returned guard drops), written with the `safetensors` crate.
+fn weights_file(entries: &[(&str, safetensors::Dtype, &[usize], Vec<u8>)]) -> (PathBuf, tempfile::TempDir) {
+    let views: Vec<(String, TensorView<'_>)> = entries
+        .iter()
+        .map(|(name, dtype, shape, data)| (name.to_string(), TensorView::new(*dtype, shape.to_vec(), data).unwrap()))
+        .collect();
+    let bytes = safetensors::serialize(views, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    std::fs::write(&path, bytes).unwrap();
+    (path, dir)
+}
+
+fn le_bytes(tensor: &Tensor) -> Vec<u8> {
+    tensor.data.to_le_bytes()
+}
+
+#[test]
+fn params_come_from_a_safetensors_file_or_a_map() {
+    use safetensors::Dtype;
+    let w = Tensor::f32(&[4], vec![1.0, 2.0, -1.0, 0.5]);
+    let h = Tensor::f16_from_f32(&[4], &[0.5, -0.25, 1024.0, 0.125]);
+    let mask = Tensor::bool(&[4], vec![true, true, false, true]);
+    let (path, _dir) = weights_file(&[
+        ("layer.w", Dtype::F32, &[4], le_bytes(&w)),
+        ("layer.h", Dtype::F16, &[4], le_bytes(&h)),
+        ("layer.mask", Dtype::BOOL, &[4], le_bytes(&mask)),
+    ]);
+    let weights = Weights::open(&path).unwrap();
+    let program = affine_program();
+    let x = [Tensor::f32(&[4], vec![3.0, 4.0, 5.0, 6.0])];
+    let expected = vec![Tensor::f32(&[4], vec![3.5, 7.75, 0.0, 3.125])];
+    assert_eq!(gpu().execute(&program, &x, &weights).unwrap(), expected);
+    let map: HashMap<String, Tensor> =
+        [("layer.w", w), ("layer.h", h.clone()), ("layer.mask", mask.clone())].map(|(k, t)| (k.to_string(), t)).into();
+    assert_eq!(gpu().execute(&program, &x, &map).unwrap(), expected);
+
+    // A map reports missing and mismatched params as binding problems and ignores extra entries.
+    let mut partial = map.clone();
+    partial.remove("layer.w");
+    partial.insert("layer.mask".into(), Tensor::u32(&[4], vec![1; 4]));
+    partial.insert("stray".into(), Tensor::f32(&[1], vec![0.0]));
+    assert_eq!(
+        exec_err(&program, &x, &partial),
+        "2 problems with the inputs and params:\n  \
+         - param `layer.w` (f32[N]) is missing\n  \
+         - param `layer.mask`: expected bool[N], got u32[4]: dtype is u32, expected bool"
+    );
+
+    // A weights file with a missing, an extra, a mis-shaped and a mis-typed entry: one error lists them all.
+    let (bad_path, _bad_dir) = weights_file(&[
+        ("layer.w", Dtype::F32, &[5], vec![0; 20]),
+        ("layer.mask", Dtype::U32, &[4], vec![0; 16]),
+        ("stray", Dtype::F32, &[1], vec![0; 4]),
+    ]);
+    let bad = Weights::open(&bad_path).unwrap();
+    let listed = format!(
+        "`{}` does not match the model's params (4 problems):\n  \
+         wrong shape: `layer.w` is f32[5], the model expects f32[4]\n  \
+         missing: `layer.h` (the model expects f16[4])\n  \
+         wrong dtype: `layer.mask` is u32[4], the model expects bool[4]\n  \
+         extra: `stray` (f32[1]) is not a param of the model",
+        bad_path.display()
+    );
+    assert_eq!(exec_err(&program, &x, &bad), listed);
+    // Problems with the inputs found on the way come first, in the same error.
+    let msg = exec_err(&program, &[Tensor::i32(&[4], vec![0; 4])], &bad);
+    assert_eq!(msg, format!("input `x`: expected f32[N], got i32[4]: dtype is i32, expected f32\n{listed}"));
+
+    // A param whose size only the weights give (no input binds N) still binds from the file.
+    let mut from_params = affine_program();
+    from_params.tensors[0].shape = vec![DimExpr::constant(4)];
+    assert_eq!(gpu().execute(&from_params, &x, &weights).unwrap(), expected);
+    let (short_path, _short_dir) = weights_file(&[
+        ("layer.w", Dtype::F32, &[4], vec![0; 16]),
+        ("layer.h", Dtype::F16, &[3], vec![0; 6]),
+        ("layer.mask", Dtype::BOOL, &[4], vec![0; 4]),
+    ]);
+    let short = Weights::open(&short_path).unwrap();
+    assert_eq!(
+        exec_err(&from_params, &x, &short),
+        "symbol `N` is 4 (axis 0 of param `layer.w`) but 3 (axis 0 of param `layer.h`)"
+    );
+}

@@ -1,0 +1,264 @@
+//! `Program::validate`: checks the invariants of `program.rs`'s module comment before anything is bound or
+//! allocated, so a bad program (a compiler bug, later a damaged bundle) is a list of clear errors rather
+//! than an index out of range or a wgpu validation failure mid-run. Every violation is collected. It cannot
+//! see inside the WGSL: whether kernel binding `i` really is `args[i]` is only found out when the launch runs.
+
+use super::{Arg, DimAtom, DimExpr, Program, TensorDecl, TensorId, TensorRole};
+use std::collections::HashSet;
+
+/// One broken invariant of a `Program`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProgramError {
+    #[error("{place} names tensor {id}, but the program has {count} tensor(s)")]
+    UnknownTensor { place: String, id: u32, count: usize },
+    #[error("{place} uses symbol {index}, but the program has {count} symbol(s)")]
+    UnknownSymbol { place: String, index: u32, count: usize },
+    #[error("{place} divides by {divisor}; a divisor must be at least 1")]
+    BadDivisor { place: String, divisor: i64 },
+    #[error("two {what} are named `{name}`")]
+    DuplicateName { what: &'static str, name: String },
+    #[error("{place} is tensor {id} (`{tensor}`), which is {actual}, not {expected}")]
+    WrongRole { place: String, id: u32, tensor: String, expected: &'static str, actual: &'static str },
+    #[error("tensor {id} (`{tensor}`) is {role} but `{list}` does not list it")]
+    Unlisted { id: u32, tensor: String, role: &'static str, list: &'static str },
+    #[error("`{list}` lists tensor {id} (`{tensor}`) twice")]
+    ListedTwice { id: u32, tensor: String, list: &'static str },
+    #[error("launch {launch} ({name}) writes {count} tensors; a launch writes exactly one")]
+    WriteCount { launch: usize, name: String, count: usize },
+    #[error("launch {launch} ({name}) writes tensor {id} (`{tensor}`), which is {role}, not computed")]
+    WritesNonComputed { launch: usize, name: String, id: u32, tensor: String, role: &'static str },
+    #[error("launch {launch} ({name}) binds tensor {id} (`{tensor}`) again besides writing it")]
+    BindsItsOutputTwice { launch: usize, name: String, id: u32, tensor: String },
+    #[error("launch {launch} ({name}) reads tensor {id} (`{tensor}`) before any launch writes it")]
+    ReadBeforeWrite { launch: usize, name: String, id: u32, tensor: String },
+    #[error("output `{output}` is tensor {id} (`{tensor}`), which no launch writes")]
+    OutputNotWritten { output: String, id: u32, tensor: String },
+    #[error("launch {launch} ({name}) has workgroup size 0")]
+    ZeroWorkgroupSize { launch: usize, name: String },
+}
+
+impl Program {
+    /// Every broken invariant (see the module comment of `program.rs`), or `Ok` when there is none.
+    pub fn validate(&self) -> Result<(), Vec<ProgramError>> {
+        let mut v = Validator { program: self, problems: Vec::new() };
+        v.symbols_and_shapes();
+        v.signature_list("inputs", &self.inputs, Role::Input);
+        v.signature_list("params", &self.params, Role::Param);
+        let written = v.launches();
+        v.outputs(&written);
+        if v.problems.is_empty() { Ok(()) } else { Err(v.problems) }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Input,
+    Param,
+    Computed,
+}
+
+impl Role {
+    fn of(role: &TensorRole) -> Role {
+        match role {
+            TensorRole::Input(_) => Role::Input,
+            TensorRole::Param(_) => Role::Param,
+            TensorRole::Computed => Role::Computed,
+        }
+    }
+    fn describe(self) -> &'static str {
+        match self {
+            Role::Input => "an input",
+            Role::Param => "a param",
+            Role::Computed => "computed",
+        }
+    }
+}
+
+struct Validator<'a> {
+    program: &'a Program,
+    problems: Vec<ProgramError>,
+}
+
+impl<'a> Validator<'a> {
+    fn symbols_and_shapes(&mut self) {
+        let p = self.program;
+        let mut names = HashSet::new();
+        for name in &p.symbols {
+            if !names.insert(name.as_str()) {
+                self.problems.push(ProgramError::DuplicateName { what: "symbols", name: name.clone() });
+            }
+        }
+        let (mut inputs, mut params) = (HashSet::new(), HashSet::new());
+        for (i, decl) in p.tensors.iter().enumerate() {
+            for dim in &decl.shape {
+                self.dim(dim, &format!("the shape of tensor {i} (`{}`)", decl.name));
+            }
+            let (seen, what, name) = match &decl.role {
+                TensorRole::Input(name) => (&mut inputs, "inputs", name),
+                TensorRole::Param(key) => (&mut params, "params", key),
+                TensorRole::Computed => continue,
+            };
+            if !seen.insert(name.as_str()) {
+                self.problems.push(ProgramError::DuplicateName { what, name: name.clone() });
+            }
+        }
+    }
+
+    /// `inputs` or `params`: known tensors of the right role, each once, and every tensor of that role.
+    fn signature_list(&mut self, list: &'static str, ids: &[TensorId], role: Role) {
+        let mut listed = HashSet::new();
+        for (k, &id) in ids.iter().enumerate() {
+            let place = format!("`{list}[{k}]`");
+            let Some(decl) = self.tensor(id, &place) else { continue };
+            let actual = Role::of(&decl.role);
+            if actual != role {
+                self.problems.push(ProgramError::WrongRole {
+                    place,
+                    id: id.0,
+                    tensor: decl.name.clone(),
+                    expected: role.describe(),
+                    actual: actual.describe(),
+                });
+            } else if !listed.insert(id) {
+                self.problems.push(ProgramError::ListedTwice { id: id.0, tensor: decl.name.clone(), list });
+            }
+        }
+        for (i, decl) in self.program.tensors.iter().enumerate() {
+            let id = TensorId(i as u32);
+            if Role::of(&decl.role) == role && !listed.contains(&id) {
+                self.problems.push(ProgramError::Unlisted {
+                    id: id.0,
+                    tensor: decl.name.clone(),
+                    role: role.describe(),
+                    list,
+                });
+            }
+        }
+    }
+
+    /// Checks every launch in order; returns the tensors written by some launch.
+    fn launches(&mut self) -> HashSet<TensorId> {
+        let p = self.program;
+        let mut written = HashSet::new();
+        let mut names = HashSet::new();
+        for (index, launch) in p.launches.iter().enumerate() {
+            let name = &launch.name;
+            let here = format!("launch {index} ({name})");
+            if !names.insert(name.as_str()) {
+                self.problems.push(ProgramError::DuplicateName { what: "launches", name: name.clone() });
+            }
+            if launch.workgroup_size == 0 {
+                self.problems.push(ProgramError::ZeroWorkgroupSize { launch: index, name: name.clone() });
+            }
+            self.dim(&launch.invocations, &format!("the invocation count of {here}"));
+            for bound in &launch.bounds {
+                self.dim(&bound.value, &format!("the bound `{}` of {here}", bound.what));
+            }
+            let writes: Vec<TensorId> =
+                launch.args.iter().filter_map(|a| if let Arg::Write(t) = a { Some(*t) } else { None }).collect();
+            if writes.len() != 1 {
+                self.problems.push(ProgramError::WriteCount { launch: index, name: name.clone(), count: writes.len() });
+            }
+            for (binding, arg) in launch.args.iter().enumerate() {
+                let place = format!("binding {binding} of {here}");
+                match arg {
+                    Arg::Uniform(words) => {
+                        for (w, dim) in words.iter().enumerate() {
+                            self.dim(dim, &format!("uniform word {w} of {place}"));
+                        }
+                    }
+                    Arg::Status => {}
+                    Arg::Write(id) => {
+                        let Some(decl) = self.tensor(*id, &place) else { continue };
+                        let role = Role::of(&decl.role);
+                        if role != Role::Computed {
+                            self.problems.push(ProgramError::WritesNonComputed {
+                                launch: index,
+                                name: name.clone(),
+                                id: id.0,
+                                tensor: decl.name.clone(),
+                                role: role.describe(),
+                            });
+                        }
+                    }
+                    Arg::Read(id) => {
+                        let Some(decl) = self.tensor(*id, &place) else { continue };
+                        if decl.role == TensorRole::Computed && !written.contains(id) && !writes.contains(id) {
+                            self.problems.push(ProgramError::ReadBeforeWrite {
+                                launch: index,
+                                name: name.clone(),
+                                id: id.0,
+                                tensor: decl.name.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+            if let [out] = writes[..] {
+                let uses =
+                    launch.args.iter().filter(|a| matches!(a, Arg::Read(t) | Arg::Write(t) if *t == out)).count();
+                if let Some(decl) = p.tensors.get(out.0 as usize)
+                    && uses > 1
+                {
+                    self.problems.push(ProgramError::BindsItsOutputTwice {
+                        launch: index,
+                        name: name.clone(),
+                        id: out.0,
+                        tensor: decl.name.clone(),
+                    });
+                }
+            }
+            written.extend(writes);
+        }
+        written
+    }
+
+    fn outputs(&mut self, written: &HashSet<TensorId>) {
+        for (name, id) in &self.program.outputs {
+            let Some(decl) = self.tensor(*id, &format!("output `{name}`")) else { continue };
+            if decl.role == TensorRole::Computed && !written.contains(id) {
+                self.problems.push(ProgramError::OutputNotWritten {
+                    output: name.clone(),
+                    id: id.0,
+                    tensor: decl.name.clone(),
+                });
+            }
+        }
+    }
+
+    /// The tensor `id` names, or `None` after recording that it names none.
+    fn tensor(&mut self, id: TensorId, place: &str) -> Option<&'a TensorDecl> {
+        let tensors = &self.program.tensors;
+        let decl = tensors.get(id.0 as usize);
+        if decl.is_none() {
+            self.problems.push(ProgramError::UnknownTensor {
+                place: place.to_string(),
+                id: id.0,
+                count: tensors.len(),
+            });
+        }
+        decl
+    }
+
+    fn dim(&mut self, dim: &DimExpr, place: &str) {
+        for (_, atoms) in &dim.terms {
+            for atom in atoms {
+                match atom {
+                    DimAtom::Sym(s) if (*s as usize) < self.program.symbols.len() => {}
+                    DimAtom::Sym(s) => self.problems.push(ProgramError::UnknownSymbol {
+                        place: place.to_string(),
+                        index: *s,
+                        count: self.program.symbols.len(),
+                    }),
+                    DimAtom::FloorDiv(numerator, divisor) => {
+                        if *divisor < 1 {
+                            self.problems
+                                .push(ProgramError::BadDivisor { place: place.to_string(), divisor: *divisor });
+                        }
+                        self.dim(numerator, place);
+                    }
+                }
+            }
+        }
+    }
+}
