@@ -193,7 +193,9 @@ pub enum Arg {
     Uniform(Vec<DimExpr>),
     /// The program's status buffer (`var<storage, read_write>` of `u32`, zeroed before the run): a kernel
     /// that meets a run-time error (a gather index out of range) stores the launch's index + 1 in word 0
-    /// and a detail (the offending value) in word 1.
+    /// and a detail (the offending value, as `u32` bits) in word 1, only while word 0 is still 0 so the
+    /// first failing launch is the one reported. `Gpu::execute` reads it after the run: `launch 3 (gather_7):
+    /// an index was out of range (value -1, bits 0xffffffff)`.
     Status,
 }
 
@@ -219,8 +221,10 @@ pub struct Launch {
     pub spirv: Vec<u32>,
     pub args: Vec<Arg>,
     /// Invocations wanted; the grid is `ceil(invocations / workgroup_size)` workgroups, folded into
-    /// `[x, y, 1]` with `x <= 65535` when it is larger (kernels compute their flat invocation index as
-    /// `gid.x + gid.y * num_workgroups.x * workgroup_size` and return past the end).
+    /// `[x, y, 1]` with `x, y <=` the device's `max_compute_workgroups_per_dimension` (65535 on most) when it
+    /// is larger (kernels compute their flat invocation index as
+    /// `gid.x + gid.y * num_workgroups.x * workgroup_size` and return past the end). A launch with 0
+    /// invocations is not dispatched.
     pub invocations: DimExpr,
     /// Invocations per workgroup (x only).
     pub workgroup_size: u32,
