@@ -1,8 +1,12 @@
-//! The `tdslc` command line: `check` programs, `emit` their IR, `run` them on the reference interpreter.
+//! The `tdslc` command line: `check` programs, `emit` their IR and kernels (WGSL, SPIR-V, SPIR-V assembly),
+//! `run` them on the GPU or on the reference interpreter with inputs from `.npy` files, weights from a
+//! safetensors file and seeded random values for the rest, writing outputs as `.npy`.
 //! Lives in the library (the binary is a thin `main`) so tests drive it with in-memory output streams.
 
 use crate::driver::{self, Root};
-use crate::{interp, ir, random, render};
+use crate::{codegen, interp, ir, random, render};
+use std::collections::HashMap;
+use tdsl_runtime::{Gpu, GpuOptions, Tensor, Weights};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
 use std::io::Write;
@@ -34,18 +38,32 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Run every model of FILE on the CPU reference interpreter with seeded random inputs and weights.
+    /// Run every model of FILE on the GPU (or the reference interpreter) and print a summary of each output.
+    /// Inputs and params not given get seeded random values (said on stderr).
     Run {
         file: PathBuf,
-        /// Use the CPU reference interpreter (the definition of every op's meaning).
+        /// Run on the CPU reference interpreter (the definition of every op's meaning) instead of the GPU.
         #[arg(long)]
         reference: bool,
+        /// An input from a .npy file (repeatable).
+        #[arg(long = "input", value_name = "NAME=PATH", value_parser = parse_input)]
+        inputs: Vec<(String, PathBuf)>,
+        /// Weights: a safetensors file whose entries are the model's params by key (all must match).
+        #[arg(long)]
+        weights: Option<PathBuf>,
         /// Seed for the random inputs and params.
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Size of a symbolic dimension, e.g. `--dim B=4` (repeatable); unset dimensions are 2.
+        /// Size of a symbolic dimension for random inputs, e.g. `--dim B=4` (repeatable); dimensions neither
+        /// given here nor fixed by an input file are 2.
         #[arg(long = "dim", value_name = "NAME=SIZE", value_parser = parse_dim)]
         dims: Vec<(String, i64)>,
+        /// Write each output as DIR/<output>.npy (DIR/<model>/<output>.npy when FILE has several models).
+        #[arg(long, value_name = "DIR")]
+        output: Option<PathBuf>,
+        /// GPU backend: vulkan (default), gl or any; overrides TDSL_BACKEND.
+        #[arg(long)]
+        backend: Option<String>,
     },
     /// Print a compiled form of a program.
     Emit {
@@ -57,8 +75,17 @@ enum Command {
 #[derive(Subcommand)]
 enum Emit {
     /// The typed tensor IR of every model in FILE, after checking and inlining.
-    Ir {
+    Ir { file: PathBuf },
+    /// Every kernel of every model in FILE as WGSL.
+    Wgsl { file: PathBuf },
+    /// Every kernel as SPIR-V assembly text (a disassembly of the binary modules).
+    Spvasm { file: PathBuf },
+    /// Every kernel as binary SPIR-V: one file per kernel, DIR/<model>.<kernel>.spv.
+    Spirv {
         file: PathBuf,
+        /// The directory to write the modules to (created if missing).
+        #[arg(short = 'o', long = "output", value_name = "DIR")]
+        output: PathBuf,
     },
 }
 
@@ -91,20 +118,46 @@ pub fn main(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write, err: 
             }
             if failed { Err(None) } else { Ok(()) }
         }
-        Command::Run { file, reference, seed, dims } => {
-            if !reference {
-                Err(Some("GPU execution is not built yet; run on the CPU reference interpreter with `--reference`".to_string()))
-            } else {
-                checked_graphs(&file, color, err).and_then(|graphs| {
-                    graphs.iter().try_for_each(|graph| run_reference(graph, seed, &dims, out, err).map_err(Some))
-                })
-            }
+        Command::Run { file, reference, inputs, weights, seed, dims, output, backend } => {
+            let options = RunOptions { reference, inputs, weights, seed, dims, output, backend };
+            checked_graphs(&file, color, err).and_then(|graphs| {
+                let several = graphs.len() > 1;
+                graphs.iter().try_for_each(|graph| run_model(graph, &options, several, out, err).map_err(Some))
+            })
         }
         Command::Emit { what: Emit::Ir { file } } => checked_graphs(&file, color, err).map(|graphs| {
             for graph in &graphs {
                 let _ = write!(out, "{}", ir::print::print(graph));
             }
         }),
+        Command::Emit { what: Emit::Wgsl { file } } => emit_kernels(&file, color, err, |graph, kernel| {
+            let _ = writeln!(out, "// kernel {} of model {}", kernel.name, graph.name);
+            let _ = writeln!(out, "{}", kernel.wgsl());
+            Ok(())
+        }),
+        Command::Emit { what: Emit::Spvasm { file } } => emit_kernels(&file, color, err, |graph, kernel| {
+            let _ = writeln!(out, "; kernel {} of model {}", kernel.name, graph.name);
+            let _ = writeln!(out, "{}", codegen::disassemble(kernel.spirv())?);
+            Ok(())
+        }),
+        Command::Emit { what: Emit::Spirv { file, output } } => {
+            let written = std::cell::Cell::new(0usize);
+            let result = std::fs::create_dir_all(&output)
+                .map_err(|e| Some(format!("cannot create {}: {e}", output.display())))
+                .and_then(|()| {
+                    emit_kernels(&file, color, err, |graph, kernel| {
+                        let path = output.join(format!("{}.{}.spv", graph.name, kernel.name));
+                        let bytes: Vec<u8> = kernel.spirv().iter().flat_map(|w| w.to_le_bytes()).collect();
+                        std::fs::write(&path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                        written.set(written.get() + 1);
+                        Ok(())
+                    })
+                });
+            if result.is_ok() {
+                let _ = writeln!(err, "note: wrote {} SPIR-V module(s) to {}", written.get(), output.display());
+            }
+            result
+        }
     };
     match result {
         Ok(()) => 0,
@@ -139,63 +192,203 @@ fn parse_dim(text: &str) -> Result<(String, i64), String> {
     Ok((name.trim().to_string(), size))
 }
 
-/// Runs `graph` on the interpreter with seeded inputs and params and prints a summary of each output.
-fn run_reference(
-    graph: &ir::Graph,
+/// Compiles every model of `file` and hands each kernel to `each`.
+fn emit_kernels(
+    file: &std::path::Path,
+    color: bool,
+    err: &mut dyn Write,
+    mut each: impl FnMut(&ir::Graph, &codegen::Kernel) -> Result<(), String>,
+) -> Result<(), Option<String>> {
+    for graph in checked_graphs(file, color, err)? {
+        let compiled = codegen::compile(&graph).map_err(|e| Some(format!("model `{}`: {e}", graph.name)))?;
+        for kernel in &compiled.kernels {
+            each(&graph, kernel).map_err(Some)?;
+        }
+    }
+    Ok(())
+}
+
+fn parse_input(text: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = text.split_once('=').ok_or("expected NAME=PATH, e.g. input_ids=ids.npy")?;
+    Ok((name.trim().to_string(), PathBuf::from(path)))
+}
+
+/// What `tdslc run` was asked to do, shared by every model of the file.
+struct RunOptions {
+    reference: bool,
+    inputs: Vec<(String, PathBuf)>,
+    weights: Option<PathBuf>,
     seed: u64,
-    dims: &[(String, i64)],
+    dims: Vec<(String, i64)>,
+    output: Option<PathBuf>,
+    backend: Option<String>,
+}
+
+/// Runs `graph` with inputs from files or seeded random values, params from the weights file or seeded
+/// random values, on the GPU or the interpreter; prints each output and writes it as `.npy` when asked.
+fn run_model(
+    graph: &ir::Graph,
+    options: &RunOptions,
+    several: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), String> {
-    let mut defaulted = Vec::new();
-    let sizes: Vec<i64> = graph
-        .symbols
+    let input_names: Vec<&str> = graph
+        .inputs
         .iter()
-        .map(|s| match dims.iter().find(|(n, _)| *n == s.name) {
-            Some((_, v)) => *v,
-            None => {
-                defaulted.push(s.name.clone());
-                2
-            }
+        .filter_map(|&id| match &graph.node(id).op {
+            ir::Op::Input { name } => Some(name.as_str()),
+            _ => None,
         })
         .collect();
-    if let Some((unknown, _)) = dims.iter().find(|(n, _)| !graph.symbols.iter().any(|s| s.name == *n)) {
+    let mut given: HashMap<&str, Tensor> = HashMap::new();
+    for (name, path) in &options.inputs {
+        if !input_names.contains(&name.as_str()) {
+            return Err(format!(
+                "model `{}` has no input `{name}` (its inputs: {})",
+                graph.name,
+                input_names.join(", ")
+            ));
+        }
+        let tensor = tdsl_runtime::read_npy(path).map_err(|e| format!("input `{name}`: {e}"))?;
+        given.insert(name.as_str(), tensor);
+    }
+    if let Some((unknown, _)) = options.dims.iter().find(|(n, _)| !graph.symbols.iter().any(|s| s.name == *n)) {
         return Err(format!("model `{}` has no dimension `{unknown}`", graph.name));
     }
-    if !defaulted.is_empty() {
-        let _ = writeln!(err, "note: dimensions {} set to 2 (choose with --dim NAME=SIZE)", defaulted.join(", "));
+    // Symbol sizes for random tensors: --dim, else what a given input fixes, else 2.
+    let mut sizes: Vec<Option<i64>> = graph
+        .symbols
+        .iter()
+        .map(|s| options.dims.iter().find(|(n, _)| *n == s.name).map(|(_, v)| *v))
+        .collect();
+    for &id in &graph.inputs {
+        let node = graph.node(id);
+        let ir::Op::Input { name } = &node.op else { continue };
+        let Some(tensor) = given.get(name.as_str()) else { continue };
+        for (dim, &actual) in node.ty.shape.iter().zip(&tensor.shape) {
+            if let Some(sym) = dim.as_sym()
+                && let Some(slot) = sizes.get_mut(sym.0 as usize)
+                && slot.is_none()
+            {
+                *slot = i64::try_from(actual).ok();
+            }
+        }
     }
+    let defaulted: Vec<&str> = graph
+        .symbols
+        .iter()
+        .zip(&sizes)
+        .filter(|(_, v)| v.is_none())
+        .map(|(s, _)| s.name.as_str())
+        .collect();
+    let sizes: Vec<i64> = sizes.iter().map(|v| v.unwrap_or(2)).collect();
     let env = |id: crate::dim::SymId| sizes[id.0 as usize];
     let shape_of = |id: ir::NodeId| -> Result<Vec<usize>, String> {
-        graph.node(id).ty.shape.iter().map(|d| {
-            d.eval(&env).and_then(|v| usize::try_from(v).ok()).ok_or_else(|| format!("dimension {} overflows", graph.dim_to_string(d)))
-        }).collect()
+        graph
+            .node(id)
+            .ty
+            .shape
+            .iter()
+            .map(|d| {
+                d.eval(&env)
+                    .and_then(|v| usize::try_from(v).ok())
+                    .ok_or_else(|| format!("dimension {} is negative or overflows", graph.dim_to_string(d)))
+            })
+            .collect()
     };
+
     let mut inputs = Vec::new();
-    for &id in &graph.inputs {
-        let ir::Op::Input { name } = &graph.node(id).op else { continue };
-        inputs.push(random::seeded_tensor(name, graph.node(id).ty.dtype, &shape_of(id)?, seed));
+    let mut random_inputs = Vec::new();
+    for (&id, name) in graph.inputs.iter().zip(&input_names) {
+        match given.remove(name) {
+            Some(tensor) => inputs.push(tensor),
+            None => {
+                let dtype = graph.node(id).ty.dtype;
+                inputs.push(random::seeded_tensor(name, dtype, &shape_of(id)?, options.seed));
+                random_inputs.push(*name);
+            }
+        }
     }
-    let mut params = std::collections::HashMap::new();
-    for &id in &graph.params {
-        let ir::Op::Param { key } = &graph.node(id).op else { continue };
-        params.insert(key.clone(), random::seeded_tensor(key, graph.node(id).ty.dtype, &shape_of(id)?, seed));
+    let weights = match &options.weights {
+        Some(path) => Some(Weights::open(path).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let mut random_params = HashMap::new();
+    if weights.is_none() {
+        for &id in &graph.params {
+            let ir::Op::Param { key } = &graph.node(id).op else { continue };
+            let tensor = random::seeded_tensor(key, graph.node(id).ty.dtype, &shape_of(id)?, options.seed);
+            random_params.insert(key.clone(), tensor);
+        }
     }
-    let _ = writeln!(
-        err,
-        "note: {} input(s) and {} param(s) of `{}` are seeded random values (seed {seed})",
-        inputs.len(),
-        params.len(),
-        graph.name
-    );
+    if !random_inputs.is_empty() || !random_params.is_empty() {
+        if !defaulted.is_empty() {
+            let _ = writeln!(err, "note: dimensions {} set to 2 (choose with --dim NAME=SIZE)", defaulted.join(", "));
+        }
+        let _ = writeln!(
+            err,
+            "note: {} input(s){} and {} param(s) of `{}` are seeded random values (seed {})",
+            random_inputs.len(),
+            if random_inputs.is_empty() { String::new() } else { format!(" ({})", random_inputs.join(", ")) },
+            random_params.len(),
+            graph.name,
+            options.seed
+        );
+    }
+
     let start = std::time::Instant::now();
-    let outputs = interp::run(graph, &inputs, &params).map_err(|e| e.to_string())?;
-    let _ = writeln!(err, "note: reference interpreter ran `{}` in {:.1} ms", graph.name, start.elapsed().as_secs_f64() * 1e3);
+    let outputs = if options.reference {
+        let params = match &weights {
+            Some(w) => w.tensors().map_err(|e| e.to_string())?,
+            None => random_params,
+        };
+        let outputs = interp::run(graph, &inputs, &params).map_err(|e| e.to_string())?;
+        let _ = writeln!(
+            err,
+            "note: reference interpreter ran `{}` in {:.1} ms",
+            graph.name,
+            start.elapsed().as_secs_f64() * 1e3
+        );
+        outputs
+    } else {
+        let compiled = codegen::compile(graph).map_err(|e| format!("model `{}`: {e}", graph.name))?;
+        let backend = match &options.backend {
+            Some(name) => Some(
+                tdsl_runtime::BackendChoice::from_name(name)
+                    .ok_or_else(|| format!("--backend {name:?} is not a backend; use vulkan, gl or any"))?,
+            ),
+            None => None,
+        };
+        let gpu = Gpu::new(&GpuOptions { backend, ..GpuOptions::default() }).map_err(|e| e.to_string())?;
+        let _ = writeln!(err, "note: running on {}", gpu.describe());
+        let params: &dyn tdsl_runtime::ParamSource = match &weights {
+            Some(w) => w,
+            None => &random_params,
+        };
+        let outputs = gpu.execute(&compiled.program, &inputs, params).map_err(|e| e.to_string())?;
+        let _ = writeln!(
+            err,
+            "note: compiled and ran `{}` ({} kernels) in {:.1} ms",
+            graph.name,
+            compiled.kernels.len(),
+            start.elapsed().as_secs_f64() * 1e3
+        );
+        outputs
+    };
+    let dir = options.output.as_ref().map(|d| if several { d.join(&graph.name) } else { d.clone() });
+    if let Some(dir) = &dir {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
     for (output, decl) in outputs.iter().zip(&graph.outputs) {
         let values = output.to_f64_vec();
         let shown: Vec<String> = values.iter().take(6).map(|v| format!("{v:.6}")).collect();
         let more = if values.len() > 6 { ", ..." } else { "" };
         let _ = writeln!(out, "{}: {} = [{}{more}]", decl.name, output.type_string(), shown.join(", "));
+        if let Some(dir) = &dir {
+            let path = dir.join(format!("{}.npy", decl.name));
+            tdsl_runtime::write_npy(&path, output).map_err(|e| e.to_string())?;
+        }
     }
     Ok(())
 }

@@ -207,6 +207,26 @@ impl Dim {
         Dim::from_terms(quotient)
     }
 
+    /// The runtime's form of this dimension (`tdsl_runtime::DimExpr`): the same polynomial, symbols by index.
+    pub fn to_expr(&self) -> tdsl_runtime::DimExpr {
+        use tdsl_runtime::DimAtom;
+        let terms = self
+            .terms
+            .iter()
+            .map(|(atoms, coef)| {
+                let atoms = atoms
+                    .iter()
+                    .map(|atom| match atom {
+                        Atom::Sym(id) => DimAtom::Sym(id.0),
+                        Atom::FloorDiv(numerator, divisor) => DimAtom::FloorDiv(Box::new(numerator.to_expr()), *divisor),
+                    })
+                    .collect();
+                (*coef, atoms)
+            })
+            .collect();
+        tdsl_runtime::DimExpr { terms }
+    }
+
     /// The value with every symbol given by `env`; `None` on overflow or division by zero.
     pub fn eval(&self, env: &dyn Fn(SymId) -> i64) -> Option<i64> {
         let mut total: i64 = 0;

@@ -1,24 +1,21 @@
 //! `FnBuilder`: appends expressions and statements to one naga entry-point function under the
 //! `Emitter`/`Statement::Emit` discipline (every computed expression is covered by exactly one `Emit`; the
-//! "pre-emitted" kinds — literals, globals, arguments — never are), plus the small typed helpers the kernels
-//! use and `dim_to_expr`, which turns a symbolic `Dim` into `u32` arithmetic.
+//! "pre-emitted" kinds — literals, globals, arguments, locals — never are), with a stack of open blocks for
+//! `if` bodies and loops, plus small typed helpers.
 //!
-//! All statements go into one flat block in order, so every expression dominates everything after it; a
-//! nested block is only ever a single `return`.
-
-use std::collections::BTreeMap;
+//! Statements go into the innermost open block in order. An expression emitted inside a block is only used
+//! inside it (callers keep per-block caches, see `kernel.rs`), so every use is dominated by its definition.
 
 use naga::{
-    BinaryOperator, Block, Expression, Function, Handle, Literal, MathFunction, Module, ScalarKind, Span, Statement,
-    Type, TypeInner,
+    BinaryOperator, Block, Expression, Function, Handle, Literal, LocalVariable, MathFunction, Module, ScalarKind,
+    Span, Statement, Type, TypeInner,
 };
-
-use crate::dim::{Atom, Dim, SymId};
 
 pub(super) struct FnBuilder {
     pub module: Module,
     pub fun: Function,
-    body: Block,
+    /// Open blocks, outermost first; never empty.
+    blocks: Vec<Block>,
     emitter: naga::proc::Emitter,
 }
 
@@ -27,7 +24,7 @@ impl FnBuilder {
         let fun = Function::default();
         let mut emitter = naga::proc::Emitter::default();
         emitter.start(&fun.expressions);
-        FnBuilder { module: Module::default(), fun, body: Block::new(), emitter }
+        FnBuilder { module: Module::default(), fun, blocks: vec![Block::new()], emitter }
     }
 
     pub fn ty(&mut self, inner: TypeInner) -> Handle<Type> {
@@ -46,11 +43,39 @@ impl FnBuilder {
         }
     }
 
-    /// Appends `statement` after everything emitted so far.
+    /// Appends `statement` after everything emitted so far, in the innermost open block.
     pub fn statement(&mut self, statement: Statement) {
         self.flush();
-        self.body.push(statement, Span::UNDEFINED);
+        self.current().push(statement, Span::UNDEFINED);
         self.emitter.start(&self.fun.expressions);
+    }
+
+    /// Opens a nested block: what follows goes into it until `close_block`.
+    pub fn open_block(&mut self) {
+        self.flush();
+        self.blocks.push(Block::new());
+        self.emitter.start(&self.fun.expressions);
+    }
+
+    /// Closes the innermost block and returns it (to be placed in an `If` or `Loop`).
+    pub fn close_block(&mut self) -> Block {
+        self.flush();
+        let block = if self.blocks.len() > 1 { self.blocks.pop().unwrap_or_default() } else { Block::new() };
+        self.emitter.start(&self.fun.expressions);
+        block
+    }
+
+    /// A new function-local variable of type `ty` (no initializer; callers store the first value).
+    pub fn local(&mut self, name: &str, ty: Handle<Type>) -> Handle<Expression> {
+        let var = self.fun.local_variables.append(
+            LocalVariable { name: Some(name.to_string()), ty, init: None },
+            Span::UNDEFINED,
+        );
+        self.expr(Expression::LocalVariable(var))
+    }
+
+    pub fn store(&mut self, pointer: Handle<Expression>, value: Handle<Expression>) {
+        self.statement(Statement::Store { pointer, value });
     }
 
     /// Gives `expr` a name in the output (`let name = ...` in WGSL).
@@ -60,15 +85,29 @@ impl FnBuilder {
 
     /// The finished function body, ending in `return`.
     pub fn finish(mut self) -> (Module, Function) {
+        while self.blocks.len() > 1 {
+            let inner = self.close_block();
+            self.current().extend_block(inner);
+        }
         self.statement(Statement::Return { value: None });
         self.flush();
-        self.fun.body = self.body;
+        self.fun.body = self.blocks.pop().unwrap_or_default();
         (self.module, self.fun)
+    }
+
+    fn current(&mut self) -> &mut Block {
+        if self.blocks.is_empty() {
+            self.blocks.push(Block::new());
+        }
+        let last = self.blocks.len() - 1;
+        &mut self.blocks[last]
     }
 
     fn flush(&mut self) {
         let emitted = self.emitter.finish(&self.fun.expressions);
-        self.body.extend(emitted);
+        if let Some(emit) = emitted {
+            self.current().push(emit.0, emit.1);
+        }
     }
 
     pub fn u32(&mut self, value: u32) -> Handle<Expression> {
@@ -77,8 +116,14 @@ impl FnBuilder {
     pub fn i32(&mut self, value: i32) -> Handle<Expression> {
         self.expr(Expression::Literal(Literal::I32(value)))
     }
+    /// An f32 constant; infinities and NaN (which WGSL literals cannot spell) as a bitcast of their bits.
     pub fn f32(&mut self, value: f32) -> Handle<Expression> {
-        self.expr(Expression::Literal(Literal::F32(value)))
+        if value.is_finite() {
+            self.expr(Expression::Literal(Literal::F32(value)))
+        } else {
+            let bits = self.u32(value.to_bits());
+            self.bitcast(bits, ScalarKind::Float)
+        }
     }
     pub fn binary(
         &mut self,
@@ -112,68 +157,4 @@ impl FnBuilder {
     pub fn load(&mut self, pointer: Handle<Expression>) -> Handle<Expression> {
         self.expr(Expression::Load { pointer })
     }
-}
-
-/// `dim` as `u32` arithmetic over the symbol values in `symbols` (loaded from the uniform block).
-///
-/// Sums, products and constants wrap modulo 2^32, which is exact whenever the true value is in `0..2^32`
-/// (wrapping arithmetic is a ring homomorphism, so intermediate negatives such as `S - 3` are harmless).
-/// `floor(n / d)` is computed on `n` reinterpreted as `i32` with a floor correction, so it is exact when `n`
-/// lies in `i32` range, negative numerators included. `None` when `dim` names a symbol missing from `symbols`
-/// or divides by a constant beyond `i32`.
-pub(super) fn dim_to_expr(
-    b: &mut FnBuilder,
-    dim: &Dim,
-    symbols: &BTreeMap<SymId, Handle<Expression>>,
-) -> Option<Handle<Expression>> {
-    let mut total: Option<Handle<Expression>> = None;
-    for (atoms, coef) in dim.terms() {
-        let mut product: Option<Handle<Expression>> = None;
-        for atom in atoms {
-            let factor = match atom {
-                Atom::Sym(id) => *symbols.get(id)?,
-                Atom::FloorDiv(numerator, divisor) => {
-                    let numerator = dim_to_expr(b, numerator, symbols)?;
-                    floor_div(b, numerator, i32::try_from(*divisor).ok()?)
-                }
-            };
-            product = Some(match product {
-                None => factor,
-                Some(p) => b.binary(BinaryOperator::Multiply, p, factor),
-            });
-        }
-        // Subtract negative terms from what came before, for readable output; wrap everything else.
-        let (magnitude, negate) = match total {
-            Some(_) if coef < 0 => (coef.unsigned_abs() as u32, true),
-            _ => (coef as u32, false),
-        };
-        let term = match product {
-            None => b.u32(magnitude),
-            Some(p) if magnitude == 1 => p,
-            Some(p) => {
-                let k = b.u32(magnitude);
-                b.binary(BinaryOperator::Multiply, k, p)
-            }
-        };
-        total = Some(match total {
-            None => term,
-            Some(t) if negate => b.binary(BinaryOperator::Subtract, t, term),
-            Some(t) => b.binary(BinaryOperator::Add, t, term),
-        });
-    }
-    Some(total.unwrap_or_else(|| b.u32(0)))
-}
-
-/// `floor(n / d)` for `n` read as `i32` and a constant `d >= 2`, back as `u32` bits.
-fn floor_div(b: &mut FnBuilder, numerator: Handle<Expression>, divisor: i32) -> Handle<Expression> {
-    let n = b.bitcast(numerator, ScalarKind::Sint);
-    let d = b.i32(divisor);
-    let quotient = b.binary(BinaryOperator::Divide, n, d);
-    let remainder = b.binary(BinaryOperator::Modulo, n, d);
-    let zero = b.i32(0);
-    let one = b.i32(1);
-    let negative = b.binary(BinaryOperator::Less, remainder, zero);
-    let correction = b.select(negative, one, zero);
-    let floor = b.binary(BinaryOperator::Subtract, quotient, correction);
-    b.bitcast(floor, ScalarKind::Uint)
 }

@@ -1,26 +1,32 @@
-//! GPU codegen: IR nodes become compute kernels built directly as `naga::Module`s (never WGSL text),
-//! validated by `naga::valid::Validator`, compacted, and only then written out as WGSL and SPIR-V.
+//! GPU codegen: a verified IR graph becomes a `tdsl_runtime::Program`: its device tensors and an ordered
+//! list of kernel launches. Each kernel is built directly as a `naga::Module` (never WGSL text), validated
+//! by `naga::valid::Validator`, compacted, and only then written out as WGSL and SPIR-V.
 //!
-//! Limits of this first slice: one kernel per IR node, and only the elementwise ops (`elementwise.rs`);
-//! everything else is `CodegenError::Unsupported`. There is no fusion yet and no f16 (it needs the
-//! `SHADER_FLOAT16` capability). Buffers hold each dtype as itself except `bool`, which is stored as a `u32`
-//! that is 0 or 1 (WGSL storage buffers cannot hold `bool`).
+//! The kernel boundary is a *group*: a root node whose result is stored, plus nodes computed inline where
+//! the root needs them (`plan.rs` decides the groups; `kernel.rs` builds one kernel per group; `scalar.rs`
+//! holds the per-element arithmetic). Today every computed node is its own group and only constants and
+//! dimension values are inlined; fusion changes the grouping, not the kernel builder.
 //!
-//! Every kernel has the same frame: one read-only storage buffer per operand at `@group(0) @binding(i)`, the
-//! output (read-write) after them, and last a uniform block (`BindingRole::Dims`) holding the element count
-//! and the runtime value of every symbolic dimension the kernel's shapes mention, all `u32`. The entry point
-//! is `main` with `@workgroup_size(256)`; the element index is `gid.x + gid.y * (num_workgroups.x * 256)`, so
-//! a dispatch over more than 65535 workgroups folds into a 2-D grid, and invocations past the count return.
+//! Kernel frame: the tensors read, as read-only storage arrays at `@group(0) @binding(0..n)`; the output
+//! (read-write) at `n`; the uniform block (`Dims`: the invocation count, then every other dimension the
+//! kernel needs, as `u32`) at `n + 1`; and, only in kernels that can fail at run time, the status buffer at
+//! `n + 2`. Device layout: f32, i32, u32 as themselves, f16 as f32 (rounded to f16 after every op), bool
+//! as a `u32` 0 or 1. The entry point is `main` with `@workgroup_size(256)`; the element index is
+//! `gid.x + gid.y * (num_workgroups.x * 256)`, so a dispatch over more than 65535 workgroups folds into a
+//! 2-D grid, and invocations past the count return.
 
 mod builder;
-mod elementwise;
+mod kernel;
+mod plan;
+mod scalar;
 #[cfg(test)]
 mod tests;
 
-use crate::dim::SymId;
-use crate::ir::{DType, NodeId};
+use crate::dim::Dim;
+use crate::ir::NodeId;
 
-pub use elementwise::elementwise_kernel;
+pub use kernel::group_kernel;
+pub use plan::{Compiled, compile, to_dim_expr};
 
 /// Invocations per workgroup (x) of every kernel; dispatches use `ceil(count / WORKGROUP_SIZE)` workgroups.
 pub const WORKGROUP_SIZE: u32 = 256;
@@ -38,23 +44,17 @@ pub enum CodegenError {
     Internal { kernel: String, message: String },
 }
 
-/// What a kernel binding holds.
+/// What a kernel binding holds, in binding order.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BindingRole {
-    /// The operand `node`, read-only, elements of `dtype` (`bool` as `u32` 0/1).
-    Input { node: NodeId, dtype: DType },
-    /// The result of `node`, read-write.
-    Output { node: NodeId, dtype: DType },
-    /// The uniform block: `count` (elements of the output) at offset 0, then one `u32` per entry of
-    /// `symbols`, in order, at offsets 4, 8, ...; `size` is the block's byte size.
-    Dims { symbols: Vec<SymId>, size: u32 },
-}
-
-/// One `@group(BIND_GROUP) @binding(binding)` resource of a kernel.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KernelBinding {
-    pub binding: u32,
-    pub role: BindingRole,
+pub enum KernelArg {
+    /// The result of `node`, read-only.
+    Read(NodeId),
+    /// The result of `node` (the group's root), written.
+    Write(NodeId),
+    /// The uniform block: one `u32` per dimension, the first being the invocation count.
+    Uniform(Vec<Dim>),
+    /// The program's status buffer, written on a run-time error.
+    Status,
 }
 
 /// A validated compute kernel. It exists only once naga has validated `module` (producing `info`) and both
@@ -64,28 +64,42 @@ pub struct Kernel {
     pub name: String,
     pub module: naga::Module,
     pub info: naga::valid::ModuleInfo,
-    pub bindings: Vec<KernelBinding>,
+    /// Binding `i` is `args[i]`.
+    pub args: Vec<KernelArg>,
+    /// Invocations to dispatch (one per output element).
+    pub invocations: Dim,
+    /// Values the kernel's `u32` index arithmetic needs to stay at or below a limit: (what, value, max).
+    pub bounds: Vec<(String, Dim, i64)>,
     wgsl: String,
     spirv: Vec<u32>,
 }
 
 impl Kernel {
     /// The kernel as WGSL source (for wgpu's `ShaderSource::Wgsl`, snapshots and debugging).
-    pub fn wgsl(&self) -> String {
-        self.wgsl.clone()
+    pub fn wgsl(&self) -> &str {
+        &self.wgsl
     }
 
     /// The kernel as SPIR-V words (version 1.0, `main` as a GLCompute entry point).
-    pub fn spirv(&self) -> Vec<u32> {
-        self.spirv.clone()
+    pub fn spirv(&self) -> &[u32] {
+        &self.spirv
     }
 
     /// Compacts, validates and writes out `module`; any failure is a compiler bug.
-    fn finish(name: String, mut module: naga::Module, bindings: Vec<KernelBinding>) -> Result<Kernel, CodegenError> {
+    fn finish(
+        name: String,
+        mut module: naga::Module,
+        args: Vec<KernelArg>,
+        invocations: Dim,
+        bounds: Vec<(String, Dim, i64)>,
+    ) -> Result<Kernel, CodegenError> {
         let internal = |message: String| CodegenError::Internal { kernel: name.clone(), message };
         naga::compact::compact(&mut module, naga::compact::KeepUnused::No);
-        let mut validator =
-            naga::valid::Validator::new(naga::valid::ValidationFlags::all(), naga::valid::Capabilities::default());
+        // `quantizeToF16` (f16 rounding) needs SHADER_FLOAT16_IN_FLOAT32, which wgpu grants on Vulkan, Metal
+        // and DX12 (downlevel flag SHADER_F16_IN_F32); nothing else beyond the defaults is used.
+        let capabilities =
+            naga::valid::Capabilities::default() | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;
+        let mut validator = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities);
         let info = validator.validate(&module).map_err(|err| internal(error_chain(&err)))?;
         let wgsl = naga::back::wgsl::write_string(&module, &info, naga::back::wgsl::WriterFlags::empty())
             .map_err(|err| internal(format!("WGSL backend: {}", error_chain(&err))))?;
@@ -95,8 +109,15 @@ impl Kernel {
         };
         let spirv = naga::back::spv::write_vec(&module, &info, &naga::back::spv::Options::default(), Some(&pipeline))
             .map_err(|err| internal(format!("SPIR-V backend: {}", error_chain(&err))))?;
-        Ok(Kernel { name, module, info, bindings, wgsl, spirv })
+        Ok(Kernel { name, module, info, args, invocations, bounds, wgsl, spirv })
     }
+}
+
+/// SPIR-V words as assembly text (`spirv-dis` style), for `tdslc emit spvasm` and snapshots.
+pub fn disassemble(words: &[u32]) -> Result<String, String> {
+    use rspirv::binary::Disassemble;
+    let module = rspirv::dr::load_words(words).map_err(|e| format!("cannot parse the SPIR-V module: {e}"))?;
+    Ok(module.disassemble())
 }
 
 /// An error and all its sources on one line (naga nests the useful detail several levels down).

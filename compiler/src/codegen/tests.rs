@@ -10,9 +10,9 @@ const SPIRV_VAL: &str = "spirv-val";
 
 /// Validates `kernel`'s SPIR-V with `spirv-val` and checks both outputs are present.
 fn check(kernel: &Kernel) {
-    let wgsl = kernel.wgsl();
+    let wgsl = kernel.wgsl().to_string();
     assert!(wgsl.contains("fn main("), "{}: WGSL without an entry point:\n{wgsl}", kernel.name);
-    let words = kernel.spirv();
+    let words = kernel.spirv().to_vec();
     assert_eq!(words.first(), Some(&0x0723_0203), "{}: not SPIR-V", kernel.name);
     let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
     // Tests run in parallel and kernel names repeat across graphs, so every file gets its own number.
@@ -37,7 +37,7 @@ fn check(kernel: &Kernel) {
 
 fn kernel_of(b: &Builder, node: crate::ir::NodeId) -> Kernel {
     crate::ir::verify(&b.g).unwrap_or_else(|errs| panic!("test graph does not verify: {errs:?}"));
-    elementwise_kernel(&b.g, node).unwrap_or_else(|err| panic!("{err}"))
+    group_kernel(&b.g, node, &Default::default(), 0).unwrap_or_else(|err| panic!("{err}"))
 }
 
 fn unary_kernel(op: UnaryOp, dtype: DType) -> Kernel {
@@ -138,11 +138,15 @@ fn broadcasts_with_symbolic_and_derived_dimensions() {
     b.output("y", y);
     let kernel = kernel_of(&b, y);
     check(&kernel);
-    let symbols = kernel.bindings.iter().find_map(|binding| match &binding.role {
-        BindingRole::Dims { symbols, .. } => Some(symbols.clone()),
+    // The uniform block holds the count and each derived dimension once; constants are literals.
+    let slots = kernel.args.iter().find_map(|arg| match arg {
+        KernelArg::Uniform(dims) => Some(dims.clone()),
         _ => None,
     });
-    assert_eq!(symbols, Some(vec![crate::dim::SymId(0), crate::dim::SymId(1)]));
+    let slots = slots.expect("a uniform block");
+    assert_eq!(slots[0], kernel.invocations);
+    assert!(slots.contains(&half) && slots.contains(&wide), "{slots:?}");
+    assert!(slots.iter().all(|d| d.as_const().is_none()), "{slots:?}");
     // A scalar broadcast to a matrix, and a bool row broadcast over rows.
     let s = b.input("s", DType::I32, &[]);
     let m = b.node(Op::Broadcast(s), DType::I32, &[c(3), batch.clone()]);
@@ -158,29 +162,29 @@ fn add_kernel_layout_and_wgsl() {
     let wgsl = kernel.wgsl();
     assert!(wgsl.contains("@compute"), "{wgsl}");
     assert!(wgsl.contains("@workgroup_size(256"), "{wgsl}");
-    let roles: Vec<(u32, &BindingRole)> = kernel.bindings.iter().map(|b| (b.binding, &b.role)).collect();
-    assert!(matches!(roles[0], (0, BindingRole::Input { dtype: DType::F32, .. })), "{roles:?}");
-    assert!(matches!(roles[1], (1, BindingRole::Input { dtype: DType::F32, .. })), "{roles:?}");
-    assert!(matches!(roles[2], (2, BindingRole::Output { dtype: DType::F32, .. })), "{roles:?}");
-    assert!(matches!(roles[3], (3, BindingRole::Dims { size: 16, .. })), "{roles:?}");
+    assert!(matches!(kernel.args[0], KernelArg::Read(_)), "{:?}", kernel.args);
+    assert!(matches!(kernel.args[1], KernelArg::Read(_)), "{:?}", kernel.args);
+    assert!(matches!(kernel.args[2], KernelArg::Write(_)), "{:?}", kernel.args);
+    assert!(matches!(kernel.args[3], KernelArg::Uniform(_)), "{:?}", kernel.args);
+    assert_eq!(kernel.args.len(), 4, "no status buffer in a kernel that cannot fail");
     assert_eq!(kernel.module.entry_points.len(), 1);
 }
 
 #[test]
-fn unsupported_ops_and_dtypes_are_reported() {
-    let mut b = Builder::new("unsupported");
-    let shape = [b.sym("N")];
-    let x = b.input("x", DType::F32, &[shape[0].clone(), c(2)]);
-    let sum = b.node(Op::Reduce { op: crate::ir::ReduceOp::Sum, input: x, axes: vec![1] }, DType::F32, &shape);
-    let half = b.input("h", DType::F16, &shape);
+fn reductions_matmul_f16_and_integer_division_build() {
+    let mut b = Builder::new("mixed");
+    let n = b.sym("N");
+    let x = b.input("x", DType::F32, &[n.clone(), c(3)]);
+    let sum = b.node(Op::Reduce { op: crate::ir::ReduceOp::Mean, input: x, axes: vec![1] }, DType::F32, std::slice::from_ref(&n));
+    let w = b.input("w", DType::F32, &[c(3), c(2)]);
+    let mm = b.node(Op::MatMul(x, w), DType::F32, &[n.clone(), c(2)]);
+    let half = b.input("h", DType::F16, std::slice::from_ref(&n));
     let half_exp = b.unary(UnaryOp::Exp, half);
-    let i = b.input("i", DType::I32, &shape);
-    let j = b.input("j", DType::I32, &shape);
+    let i = b.input("i", DType::I32, std::slice::from_ref(&n));
+    let j = b.input("j", DType::I32, std::slice::from_ref(&n));
     let int_div = b.binary(BinaryOp::Div, i, j);
-    for node in [x, sum, half_exp, int_div] {
-        match elementwise_kernel(&b.g, node) {
-            Err(CodegenError::Unsupported { op }) => assert!(!op.is_empty()),
-            other => panic!("expected Unsupported, got {other:?}"),
-        }
+    let int_rem = b.binary(BinaryOp::Rem, i, j);
+    for node in [sum, mm, half_exp, int_div, int_rem] {
+        check(&kernel_of(&b, node));
     }
 }

@@ -5,11 +5,11 @@
 
 use super::RunError;
 use super::Tensor;
-use crate::dim::{Atom, Dim};
+use crate::dim::Dim;
 use crate::ir::{Graph, Op};
 use std::collections::HashMap;
 use tdsl_runtime::bind::{Declared, Given, Signature};
-use tdsl_runtime::program::{DimAtom, DimExpr};
+use tdsl_runtime::program::DimExpr;
 
 pub use tdsl_runtime::bind::{BindError, Binding, Site, bind_message};
 
@@ -37,23 +37,9 @@ pub fn bind_symbols(graph: &Graph, inputs: &[Tensor], params: &HashMap<String, T
         .map_err(RunError::Bind)
 }
 
-/// `dim` in the runtime's form: the same terms in the same (canonical) order, so it evaluates to the same
-/// value and prints the same text with the same symbol names.
+/// The runtime's form of a dimension (see `Dim::to_expr`).
 pub fn to_dim_expr(dim: &Dim) -> DimExpr {
-    let terms = dim
-        .terms()
-        .map(|(atoms, coef)| {
-            let atoms = atoms
-                .iter()
-                .map(|atom| match atom {
-                    Atom::Sym(id) => DimAtom::Sym(id.0),
-                    Atom::FloorDiv(numerator, divisor) => DimAtom::FloorDiv(Box::new(to_dim_expr(numerator)), *divisor),
-                })
-                .collect();
-            (coef, atoms)
-        })
-        .collect();
-    DimExpr { terms }
+    dim.to_expr()
 }
 
 #[cfg(test)]

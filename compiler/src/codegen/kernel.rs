@@ -1,0 +1,855 @@
+//! One kernel for one group of IR nodes: the group's root is computed one output element per invocation,
+//! and every other member of the group is computed inline where the root needs it; operands outside the
+//! group are read from their device tensors. This is the boundary fusion works with: it only changes which
+//! nodes a group holds (today a group is one node plus the constants it reads).
+//!
+//! The core is `value(node, pos)`: the naga expression for `node`'s element at position `pos`, where a
+//! position is a flat row-major index, per-axis coordinates, or both (each derived from the other on
+//! demand). Layout ops only transform positions (broadcast, permute, reshape, slice, concat, gather), so a
+//! chain of them costs index arithmetic, never a copy. Reductions, matmul and index-notation reductions are
+//! loops with a local accumulator, accumulating in row-major order as the interpreter does.
+//!
+//! Every dimension a kernel needs is a *slot* of its uniform block, evaluated by the runtime from the bound
+//! symbols (constants are literals instead); slot 0 is the invocation count. Index arithmetic is `u32` and
+//! wraps, which is exact while true values stay in range; the `bounds` a kernel reports make the runtime
+//! check that before dispatch. Run-time errors (a gather index or an index-notation load out of range) set
+//! the program's status buffer and read a clamped, in-range element instead.
+
+use std::collections::{BTreeSet, HashMap};
+
+use naga::{
+    AddressSpace, ArraySize, BinaryOperator, Binding, BuiltIn, EntryPoint, Expression, FunctionArgument,
+    GlobalVariable, Handle, MemoryDecorations, ResourceBinding, Scalar, ScalarKind, ShaderStage, Statement,
+    StorageAccess, StructMember, TypeInner, VectorSize,
+};
+
+use super::builder::FnBuilder;
+use super::scalar;
+use super::{BIND_GROUP, CodegenError, Kernel, KernelArg, WORKGROUP_SIZE};
+use crate::dim::Dim;
+use crate::ir::{DType, Graph, MapOp, NodeId, Op, ReduceOp, ScalarExpr, ScalarId, VarId};
+
+type Expr = Handle<Expression>;
+type R<T> = Result<T, CodegenError>;
+
+/// Largest value (`2^32 - 2^24 - 1`) an invocation count may take, so that the folded-grid index
+/// `gid.x + gid.y * num_workgroups.x * 256` cannot wrap for any invocation of the grid.
+const MAX_INVOCATIONS: i64 = (1 << 32) - (1 << 24) - 1;
+/// Largest element count of a tensor a kernel indexes with `u32`.
+const MAX_ELEMENTS: i64 = u32::MAX as i64;
+
+/// A value of an IR dtype held in its WGSL type (f16 as f32, bool as bool).
+#[derive(Clone, Copy)]
+struct Val {
+    expr: Expr,
+    dtype: DType,
+}
+
+/// A position in a tensor of `shape`: a flat row-major index, coordinates, or both (all `u32`).
+#[derive(Clone)]
+struct Pos {
+    shape: Vec<Dim>,
+    flat: Option<Expr>,
+    coords: Option<Vec<Expr>>,
+}
+
+impl Pos {
+    fn flat(shape: &[Dim], flat: Expr) -> Pos {
+        Pos { shape: shape.to_vec(), flat: Some(flat), coords: None }
+    }
+    fn coords(shape: &[Dim], coords: Vec<Expr>) -> Pos {
+        Pos { shape: shape.to_vec(), flat: None, coords: Some(coords) }
+    }
+}
+
+/// Keys of values cached per open block (a value emitted inside a block is only valid there).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Key {
+    Slot(usize),
+    Scalar(NodeId, ScalarId),
+}
+
+struct Cx<'g> {
+    graph: &'g Graph,
+    b: FnBuilder,
+    name: String,
+    root: NodeId,
+    inline: &'g BTreeSet<NodeId>,
+    /// Code stored in the status buffer on a run-time error (the launch index + 1).
+    status_code: u32,
+    /// Tensors read, in binding order.
+    reads: Vec<(NodeId, Handle<GlobalVariable>)>,
+    output: Handle<GlobalVariable>,
+    uniform: Handle<GlobalVariable>,
+    status: Option<Handle<GlobalVariable>>,
+    /// Dimensions in the uniform block, slot 0 being the invocation count.
+    slots: Vec<Dim>,
+    cache: Vec<HashMap<Key, Val>>,
+    /// Index variables of the index-notation map being emitted.
+    vars: HashMap<VarId, Expr>,
+    bounds: Vec<(String, Dim, i64)>,
+    u32_ty: Handle<naga::Type>,
+}
+
+/// Builds the kernel computing `root` with the nodes of `inline` computed in place (see the module
+/// comment); `launch` is its position in the program, stored in the status buffer on a run-time error.
+pub fn group_kernel(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, launch: usize) -> R<Kernel> {
+    let out = graph.node(root);
+    let name = kernel_name(graph, root);
+    let mut b = FnBuilder::new();
+    let u32_ty = b.ty(TypeInner::Scalar(Scalar::U32));
+    let output = storage(&mut b, "out", out.ty.dtype, StorageAccess::LOAD | StorageAccess::STORE);
+    // The uniform block's type is only known at the end; a placeholder keeps the handle stable.
+    let uniform = b.module.global_variables.append(
+        GlobalVariable {
+            name: Some("dims".to_string()),
+            space: AddressSpace::Uniform,
+            binding: None,
+            ty: u32_ty,
+            init: None,
+            memory_decorations: MemoryDecorations::empty(),
+        },
+        naga::Span::UNDEFINED,
+    );
+    let count: Dim = shape_count(&out.ty.shape).ok_or_else(|| internal(&name, "the element count overflows"))?;
+    let mut cx = Cx {
+        graph,
+        b,
+        name,
+        root,
+        inline,
+        status_code: launch as u32 + 1,
+        reads: Vec::new(),
+        output,
+        uniform,
+        status: None,
+        slots: vec![count.clone()],
+        cache: vec![HashMap::new()],
+        vars: HashMap::new(),
+        bounds: vec![("invocation count".to_string(), count.clone(), MAX_INVOCATIONS)],
+        u32_ty,
+    };
+
+    // index = gid.x + gid.y * (num_workgroups.x * 256); return when index >= count.
+    let vec3u = cx.b.ty(TypeInner::Vector { size: VectorSize::Tri, scalar: Scalar::U32 });
+    let gid = cx.b.expr(Expression::FunctionArgument(0));
+    let num_workgroups = cx.b.expr(Expression::FunctionArgument(1));
+    let count_value = cx.slot(0);
+    cx.b.name(count_value, "count");
+    let gid_x = cx.b.expr(Expression::AccessIndex { base: gid, index: 0 });
+    let gid_y = cx.b.expr(Expression::AccessIndex { base: gid, index: 1 });
+    let groups_x = cx.b.expr(Expression::AccessIndex { base: num_workgroups, index: 0 });
+    let size = cx.b.u32(WORKGROUP_SIZE);
+    let row = cx.b.binary(BinaryOperator::Multiply, groups_x, size);
+    let offset = cx.b.binary(BinaryOperator::Multiply, gid_y, row);
+    let index = cx.b.binary(BinaryOperator::Add, gid_x, offset);
+    cx.b.name(index, "index");
+    let past_end = cx.b.binary(BinaryOperator::GreaterEqual, index, count_value);
+    let mut early = naga::Block::new();
+    early.push(Statement::Return { value: None }, naga::Span::UNDEFINED);
+    cx.b.statement(Statement::If { condition: past_end, accept: early, reject: naga::Block::new() });
+
+    let mut pos = Pos::flat(&out.ty.shape, index);
+    let value = cx.value(root, &mut pos)?;
+    cx.b.name(value.expr, "value");
+    let stored = to_storage(&mut cx.b, value);
+    let out_ptr = cx.b.expr(Expression::GlobalVariable(output));
+    let element = cx.b.expr(Expression::Access { base: out_ptr, index });
+    cx.b.store(element, stored);
+    cx.finish(vec3u)
+}
+
+impl Cx<'_> {
+    /// `node`'s element at `pos`.
+    fn value(&mut self, id: NodeId, pos: &mut Pos) -> R<Val> {
+        let graph = self.graph;
+        let node = graph.node(id);
+        let dtype = node.ty.dtype;
+        let computed_here = id == self.root || self.inline.contains(&id);
+        if !computed_here || matches!(node.op, Op::Input { .. } | Op::Param { .. }) {
+            return Ok(self.load(id, pos));
+        }
+        let unsupported = || unsupported(graph, id);
+        let expr = match &node.op {
+            Op::Input { .. } | Op::Param { .. } => unreachable!("loaded above"),
+            Op::Constant(value) => scalar::literal(&mut self.b, *value, dtype).ok_or_else(unsupported)?,
+            Op::DimValue(dim) => self.dim_as(dim, dtype).ok_or_else(unsupported)?,
+            Op::Unary(op, a) => {
+                let x = self.value(*a, pos)?;
+                scalar::unary_op(&mut self.b, *op, x.expr, x.dtype).ok_or_else(unsupported)?
+            }
+            Op::Binary(op, a, c) => {
+                let x = self.value(*a, pos)?;
+                let y = self.value(*c, pos)?;
+                scalar::binary_op(&mut self.b, *op, x.expr, y.expr, x.dtype).ok_or_else(unsupported)?
+            }
+            Op::Select { cond, on_true, on_false } => {
+                let c = self.value(*cond, pos)?;
+                let t = self.value(*on_true, pos)?;
+                let f = self.value(*on_false, pos)?;
+                self.b.select(c.expr, t.expr, f.expr)
+            }
+            Op::Cast(a) => {
+                let x = self.value(*a, pos)?;
+                scalar::cast_op(&mut self.b, x.expr, x.dtype, dtype).ok_or_else(unsupported)?
+            }
+            Op::Broadcast(a) => {
+                let coords = self.coords(pos);
+                let in_shape = &graph.node(*a).ty.shape;
+                let lead = node.ty.rank() - in_shape.len();
+                let mut inner = Vec::with_capacity(in_shape.len());
+                for (j, dim) in in_shape.iter().enumerate() {
+                    inner.push(if dim.as_const() == Some(1) { self.b.u32(0) } else { coords[lead + j] });
+                }
+                return self.value(*a, &mut Pos::coords(in_shape, inner));
+            }
+            Op::Permute(a, perm) => {
+                let coords = self.coords(pos);
+                let in_shape = &graph.node(*a).ty.shape;
+                let mut inner = coords.clone();
+                for (i, &p) in perm.iter().enumerate() {
+                    inner[p] = coords[i];
+                }
+                return self.value(*a, &mut Pos::coords(in_shape, inner));
+            }
+            Op::Reshape(a) => {
+                let flat = self.flat(pos);
+                return self.value(*a, &mut Pos::flat(&graph.node(*a).ty.shape, flat));
+            }
+            Op::Slice { input, axis, start, step } => {
+                let mut coords = self.coords(pos);
+                let step = self.b.u32(*step as u32);
+                let scaled = self.b.binary(BinaryOperator::Multiply, coords[*axis], step);
+                let start = self.dim(start);
+                coords[*axis] = self.b.binary(BinaryOperator::Add, start, scaled);
+                return self.value(*input, &mut Pos::coords(&graph.node(*input).ty.shape, coords));
+            }
+            Op::Concat { inputs, axis } => return self.concat(inputs, *axis, pos),
+            Op::Gather { table, indices, axis } => return self.gather(*table, *indices, *axis, pos),
+            Op::Reduce { op, input, axes } => self.reduce(*op, *input, axes, dtype, pos)?,
+            Op::MatMul(a, c) => self.matmul(*a, *c, dtype, pos)?,
+            Op::Map(map) => {
+                let coords = self.coords(pos);
+                for (v, &c) in coords.iter().enumerate() {
+                    self.vars.insert(VarId(v as u32), c);
+                }
+                let value = self.scalar(id, map, map.body)?;
+                return Ok(value);
+            }
+        };
+        Ok(Val { expr, dtype })
+    }
+
+    /// Element `pos` of a tensor read from its device buffer.
+    fn load(&mut self, id: NodeId, pos: &mut Pos) -> Val {
+        let dtype = self.graph.node(id).ty.dtype;
+        let buffer = match self.reads.iter().find(|(n, _)| *n == id) {
+            Some(&(_, buffer)) => buffer,
+            None => {
+                let name = format!("in{}", self.reads.len());
+                let buffer = storage(&mut self.b, &name, dtype, StorageAccess::LOAD);
+                self.reads.push((id, buffer));
+                if let Some(count) = shape_count(&self.graph.node(id).ty.shape) {
+                    self.bounds.push((format!("elements of %{}", id.index()), count, MAX_ELEMENTS));
+                }
+                buffer
+            }
+        };
+        let index = self.flat(pos);
+        let base = self.b.expr(Expression::GlobalVariable(buffer));
+        let pointer = self.b.expr(Expression::Access { base, index });
+        let raw = self.b.load(pointer);
+        let expr = if dtype == DType::Bool {
+            let zero = self.b.u32(0);
+            self.b.binary(BinaryOperator::NotEqual, raw, zero)
+        } else {
+            raw
+        };
+        Val { expr, dtype }
+    }
+
+    /// The flat row-major index of `pos`.
+    fn flat(&mut self, pos: &mut Pos) -> Expr {
+        if let Some(flat) = pos.flat {
+            return flat;
+        }
+        let coords = pos.coords.clone().unwrap_or_default();
+        let mut flat: Option<Expr> = None;
+        for (axis, &c) in coords.iter().enumerate() {
+            flat = Some(match flat {
+                None => c,
+                Some(f) => {
+                    let d = self.dim(&pos.shape[axis]);
+                    let scaled = self.b.binary(BinaryOperator::Multiply, f, d);
+                    self.b.binary(BinaryOperator::Add, scaled, c)
+                }
+            });
+        }
+        let flat = flat.unwrap_or_else(|| self.b.u32(0));
+        pos.flat = Some(flat);
+        flat
+    }
+
+    /// The coordinates of `pos`, one per axis of its shape.
+    fn coords(&mut self, pos: &mut Pos) -> Vec<Expr> {
+        if let Some(coords) = &pos.coords {
+            return coords.clone();
+        }
+        let flat = pos.flat.unwrap_or_else(|| self.b.u32(0));
+        let coords = self.delinearize(flat, &pos.shape.clone());
+        pos.coords = Some(coords.clone());
+        coords
+    }
+
+    /// Row-major coordinates of `flat` over `shape` (axes of constant size 1 are the literal 0).
+    fn delinearize(&mut self, flat: Expr, shape: &[Dim]) -> Vec<Expr> {
+        let mut coords = vec![flat; shape.len()];
+        let mut rest = flat;
+        for axis in (0..shape.len()).rev() {
+            if shape[axis].as_const() == Some(1) {
+                coords[axis] = self.b.u32(0);
+                continue;
+            }
+            if axis == 0 || shape[..axis].iter().all(|d| d.as_const() == Some(1)) {
+                coords[axis] = rest;
+                for c in coords.iter_mut().take(axis) {
+                    *c = self.b.u32(0);
+                }
+                break;
+            }
+            let d = self.dim(&shape[axis]);
+            coords[axis] = self.b.binary(BinaryOperator::Modulo, rest, d);
+            rest = self.b.binary(BinaryOperator::Divide, rest, d);
+        }
+        coords
+    }
+
+    /// `dim` as a `u32` value: a literal when constant, else a uniform slot.
+    fn dim(&mut self, dim: &Dim) -> Expr {
+        if let Some(c) = dim.as_const()
+            && let Ok(c) = i32::try_from(c)
+        {
+            return self.b.u32(c as u32);
+        }
+        let index = match self.slots.iter().position(|s| s == dim) {
+            Some(i) => i,
+            None => {
+                self.slots.push(dim.clone());
+                self.slots.len() - 1
+            }
+        };
+        self.slot(index)
+    }
+
+    /// The value of uniform slot `index` (loaded once per block).
+    fn slot(&mut self, index: usize) -> Expr {
+        if let Some(v) = self.cached(Key::Slot(index)) {
+            return v.expr;
+        }
+        let base = self.b.expr(Expression::GlobalVariable(self.uniform));
+        let pointer = self.b.expr(Expression::AccessIndex { base, index: index as u32 });
+        let expr = self.b.load(pointer);
+        self.remember(Key::Slot(index), Val { expr, dtype: DType::U32 });
+        expr
+    }
+
+    /// `dim`'s value converted to `dtype` (read as `i32` when it may be negative).
+    fn dim_as(&mut self, dim: &Dim, dtype: DType) -> Option<Expr> {
+        let raw = self.dim(dim);
+        let signed = !dim.is_nonneg();
+        self.index_as(raw, signed, dtype)
+    }
+
+    /// A `u32` index value (reinterpreted as `i32` when `signed`) as a value of `dtype`.
+    fn index_as(&mut self, raw: Expr, signed: bool, dtype: DType) -> Option<Expr> {
+        Some(match dtype {
+            DType::U32 => raw,
+            DType::I32 => self.b.bitcast(raw, ScalarKind::Sint),
+            DType::F32 | DType::F16 => {
+                let source = if signed { self.b.bitcast(raw, ScalarKind::Sint) } else { raw };
+                let value = self.b.convert(source, ScalarKind::Float);
+                scalar::round(&mut self.b, value, dtype)
+            }
+            DType::Bool => return None,
+        })
+    }
+
+    fn cached(&self, key: Key) -> Option<Val> {
+        self.cache.iter().rev().find_map(|level| level.get(&key).copied())
+    }
+
+    fn remember(&mut self, key: Key, value: Val) {
+        if let Some(level) = self.cache.last_mut() {
+            level.insert(key, value);
+        }
+    }
+
+    fn open_block(&mut self) {
+        self.b.open_block();
+        self.cache.push(HashMap::new());
+    }
+
+    fn close_block(&mut self) -> naga::Block {
+        self.cache.pop();
+        self.b.close_block()
+    }
+
+    /// On the GPU a run-time error cannot stop the kernel: when `failed` and no earlier launch failed
+    /// (status word 0 is still 0), store this launch's code and `detail` in the status buffer; the runtime
+    /// reports the first failing launch after the run.
+    fn fail_if(&mut self, failed: Expr, detail: Expr) {
+        let status = match self.status {
+            Some(s) => s,
+            None => {
+                let s = storage(&mut self.b, "status", DType::U32, StorageAccess::LOAD | StorageAccess::STORE);
+                self.status = Some(s);
+                s
+            }
+        };
+        let base = self.b.expr(Expression::GlobalVariable(status));
+        let first_ptr = self.b.expr(Expression::AccessIndex { base, index: 0 });
+        let first = self.b.load(first_ptr);
+        let zero = self.b.u32(0);
+        let clean = self.b.binary(BinaryOperator::Equal, first, zero);
+        let failed = self.b.binary(BinaryOperator::LogicalAnd, failed, clean);
+        self.open_block();
+        let code_ptr = self.b.expr(Expression::AccessIndex { base, index: 0 });
+        let code = self.b.u32(self.status_code);
+        self.b.store(code_ptr, code);
+        let detail_ptr = self.b.expr(Expression::AccessIndex { base, index: 1 });
+        self.b.store(detail_ptr, detail);
+        let accept = self.close_block();
+        self.b.statement(Statement::If { condition: failed, accept, reject: naga::Block::new() });
+    }
+
+    /// `for (var i = 0u; i < count; i++) { body(i) }` with `body` emitting into the loop.
+    fn counted_loop(&mut self, name: &str, count: &Dim, body: &mut dyn FnMut(&mut Self, Expr) -> R<()>) -> R<()> {
+        let count = self.dim(count);
+        let counter = self.b.local(name, self.u32_ty);
+        let zero = self.b.u32(0);
+        self.b.store(counter, zero);
+        self.open_block();
+        let i = self.b.load(counter);
+        let done = self.b.binary(BinaryOperator::GreaterEqual, i, count);
+        let mut exit = naga::Block::new();
+        exit.push(Statement::Break, naga::Span::UNDEFINED);
+        self.b.statement(Statement::If { condition: done, accept: exit, reject: naga::Block::new() });
+        body(self, i)?;
+        let body_block = self.close_block();
+        self.open_block();
+        let current = self.b.load(counter);
+        let one = self.b.u32(1);
+        let next = self.b.binary(BinaryOperator::Add, current, one);
+        self.b.store(counter, next);
+        let continuing = self.close_block();
+        self.b.statement(Statement::Loop { body: body_block, continuing, break_if: None });
+        Ok(())
+    }
+
+    /// A local accumulator of `dtype`'s held type, set to `init`.
+    fn accumulator(&mut self, dtype: DType, init: Expr) -> Expr {
+        let scalar = match dtype {
+            DType::F32 | DType::F16 => Scalar::F32,
+            DType::I32 => Scalar::I32,
+            DType::U32 => Scalar::U32,
+            DType::Bool => Scalar::BOOL,
+        };
+        let ty = self.b.ty(TypeInner::Scalar(scalar));
+        let acc = self.b.local("acc", ty);
+        self.b.store(acc, init);
+        acc
+    }
+
+    fn reduce(&mut self, op: ReduceOp, input: NodeId, axes: &[usize], dtype: DType, pos: &mut Pos) -> R<Expr> {
+        let graph = self.graph;
+        let node_id = self.root;
+        let out_coords = self.coords(pos);
+        let in_shape = graph.node(input).ty.shape.clone();
+        let reduced: Vec<Dim> = axes.iter().map(|&a| in_shape[a].clone()).collect();
+        let total = shape_count(&reduced).ok_or_else(|| internal(&self.name, "the reduction size overflows"))?;
+        self.bounds.push(("reduction size".to_string(), total.clone(), MAX_ELEMENTS));
+        let init = scalar::reduce_init(&mut self.b, op, dtype).ok_or_else(|| unsupported(graph, node_id))?;
+        let acc = self.accumulator(dtype, init);
+        self.counted_loop("r", &total, &mut |cx, r| {
+            let inner = cx.delinearize(r, &reduced);
+            let mut coords = Vec::with_capacity(in_shape.len());
+            let (mut kept, mut folded) = (out_coords.iter(), inner.iter());
+            for axis in 0..in_shape.len() {
+                let next = if axes.contains(&axis) { folded.next() } else { kept.next() };
+                coords.push(*next.ok_or_else(|| internal(&cx.name, "reduction axes do not match the shapes"))?);
+            }
+            let x = cx.value(input, &mut Pos::coords(&in_shape, coords))?;
+            let current = cx.b.load(acc);
+            let next = scalar::reduce_step(&mut cx.b, op, current, x.expr, dtype)
+                .ok_or_else(|| unsupported(graph, node_id))?;
+            cx.b.store(acc, next);
+            Ok(())
+        })?;
+        let sum = self.b.load(acc);
+        let value = if op == ReduceOp::Mean {
+            let count = self.dim_as(&total, DType::F32).ok_or_else(|| unsupported(graph, node_id))?;
+            self.b.binary(BinaryOperator::Divide, sum, count)
+        } else {
+            sum
+        };
+        Ok(scalar::round(&mut self.b, value, dtype))
+    }
+
+    fn matmul(&mut self, a: NodeId, c: NodeId, dtype: DType, pos: &mut Pos) -> R<Expr> {
+        let graph = self.graph;
+        let coords = self.coords(pos);
+        let a_shape = graph.node(a).ty.shape.clone();
+        let c_shape = graph.node(c).ty.shape.clone();
+        let rank = coords.len();
+        let k_extent = a_shape[rank - 1].clone();
+        let zero = self.b.f32(0.0);
+        let acc = self.accumulator(dtype, zero);
+        self.counted_loop("k", &k_extent, &mut |cx, k| {
+            let mut a_coords = coords.clone();
+            a_coords[rank - 1] = k;
+            let mut c_coords = coords.clone();
+            c_coords[rank - 2] = k;
+            let x = cx.value(a, &mut Pos::coords(&a_shape, a_coords))?;
+            let y = cx.value(c, &mut Pos::coords(&c_shape, c_coords))?;
+            let product = cx.b.binary(BinaryOperator::Multiply, x.expr, y.expr);
+            let current = cx.b.load(acc);
+            let next = cx.b.binary(BinaryOperator::Add, current, product);
+            cx.b.store(acc, next);
+            Ok(())
+        })?;
+        let sum = self.b.load(acc);
+        Ok(scalar::round(&mut self.b, sum, dtype))
+    }
+
+    fn concat(&mut self, inputs: &[NodeId], axis: usize, pos: &mut Pos) -> R<Val> {
+        let graph = self.graph;
+        let coords = self.coords(pos);
+        let c = coords[axis];
+        let mut offset = Dim::constant(0);
+        let mut branches = Vec::with_capacity(inputs.len());
+        for &input in inputs {
+            let shape = graph.node(input).ty.shape.clone();
+            // c - offset wraps below the input's range; clamping keeps the (unselected) load in bounds.
+            let start = self.dim(&offset);
+            let local = self.b.binary(BinaryOperator::Subtract, c, start);
+            let last = shape[axis].sub(&Dim::constant(1)).map_err(|e| internal(&self.name, &e.to_string()))?;
+            let last = self.dim(&last);
+            let clamped = self.b.math(naga::MathFunction::Min, &[local, last]);
+            let mut inner = coords.clone();
+            inner[axis] = clamped;
+            let value = self.value(input, &mut Pos::coords(&shape, inner))?;
+            offset = offset.add(&shape[axis]).map_err(|e| internal(&self.name, &e.to_string()))?;
+            let end = self.dim(&offset);
+            branches.push((value, end));
+        }
+        let (last, _) = branches.pop().ok_or_else(|| internal(&self.name, "concat of nothing"))?;
+        let mut result = last.expr;
+        for (value, end) in branches.into_iter().rev() {
+            let inside = self.b.binary(BinaryOperator::Less, c, end);
+            result = self.b.select(inside, value.expr, result);
+        }
+        Ok(Val { expr: result, dtype: last.dtype })
+    }
+
+    fn gather(&mut self, table: NodeId, indices: NodeId, axis: usize, pos: &mut Pos) -> R<Val> {
+        let graph = self.graph;
+        let coords = self.coords(pos);
+        let index_shape = graph.node(indices).ty.shape.clone();
+        let table_shape = graph.node(table).ty.shape.clone();
+        let ri = index_shape.len();
+        let index = self.value(indices, &mut Pos::coords(&index_shape, coords[axis..axis + ri].to_vec()))?;
+        let raw = match index.dtype {
+            DType::I32 => self.b.bitcast(index.expr, ScalarKind::Uint),
+            DType::U32 => index.expr,
+            _ => return Err(unsupported(graph, self.root)),
+        };
+        // A negative i32 index is a huge u32, so one unsigned comparison checks both ends.
+        let extent = self.dim(&table_shape[axis]);
+        let inside = self.b.binary(BinaryOperator::Less, raw, extent);
+        let outside = self.b.expr(Expression::Unary { op: naga::UnaryOperator::LogicalNot, expr: inside });
+        self.fail_if(outside, raw);
+        let zero = self.b.u32(0);
+        let clamped = self.b.select(inside, raw, zero);
+        let mut table_coords = coords[..axis].to_vec();
+        table_coords.push(clamped);
+        table_coords.extend_from_slice(&coords[axis + ri..]);
+        self.value(table, &mut Pos::coords(&table_shape, table_coords))
+    }
+
+    /// Scalar node `s` of the index-notation `map` of graph node `node`, with the output and open reduction
+    /// variables in `self.vars`.
+    fn scalar(&mut self, node: NodeId, map: &MapOp, s: ScalarId) -> R<Val> {
+        if let Some(v) = self.cached(Key::Scalar(node, s)) {
+            return Ok(v);
+        }
+        let graph = self.graph;
+        let unsupported = || unsupported(graph, node);
+        let dtype = map.exprs[s].dtype;
+        let expr = match &map.exprs[s].expr {
+            ScalarExpr::Const(value) => scalar::literal(&mut self.b, *value, dtype).ok_or_else(unsupported)?,
+            ScalarExpr::Dim(dim) => self.dim_as(dim, dtype).ok_or_else(unsupported)?,
+            ScalarExpr::Var(v) => {
+                let raw = *self.vars.get(v).ok_or_else(|| internal(&self.name, "an index variable is unbound"))?;
+                self.index_as(raw, false, dtype).ok_or_else(unsupported)?
+            }
+            ScalarExpr::Unary(op, a) => {
+                let x = self.scalar(node, map, *a)?;
+                scalar::unary_op(&mut self.b, *op, x.expr, x.dtype).ok_or_else(unsupported)?
+            }
+            ScalarExpr::Binary(op, a, c) => {
+                let x = self.scalar(node, map, *a)?;
+                let y = self.scalar(node, map, *c)?;
+                scalar::binary_op(&mut self.b, *op, x.expr, y.expr, x.dtype).ok_or_else(unsupported)?
+            }
+            ScalarExpr::Select { cond, on_true, on_false } => {
+                let c = self.scalar(node, map, *cond)?;
+                let t = self.scalar(node, map, *on_true)?;
+                let f = self.scalar(node, map, *on_false)?;
+                self.b.select(c.expr, t.expr, f.expr)
+            }
+            ScalarExpr::Cast(a) => {
+                let x = self.scalar(node, map, *a)?;
+                scalar::cast_op(&mut self.b, x.expr, x.dtype, dtype).ok_or_else(unsupported)?
+            }
+            ScalarExpr::Load { input, indices, default } => {
+                let input_node = *map.inputs.get(*input).ok_or_else(|| internal(&self.name, "a load of no input"))?;
+                let shape = graph.node(input_node).ty.shape.clone();
+                let mut coords = Vec::with_capacity(indices.len());
+                let mut all_inside: Option<Expr> = None;
+                for (axis, affine) in indices.iter().enumerate() {
+                    self.affine_bounds(map, affine, node, s, axis);
+                    let mut index = self.dim(&affine.offset);
+                    for (var, coef) in &affine.terms {
+                        let v = *self.vars.get(var).ok_or_else(|| internal(&self.name, "an index variable is unbound"))?;
+                        let term = match coef.as_const() {
+                            Some(1) => v,
+                            _ => {
+                                let k = self.dim(coef);
+                                self.b.binary(BinaryOperator::Multiply, k, v)
+                            }
+                        };
+                        index = self.b.binary(BinaryOperator::Add, index, term);
+                    }
+                    // In range iff 0 <= index < extent: negative indices are huge as u32.
+                    let extent = self.dim(&shape[axis]);
+                    let inside = self.b.binary(BinaryOperator::Less, index, extent);
+                    let zero = self.b.u32(0);
+                    coords.push(self.b.select(inside, index, zero));
+                    all_inside = Some(match all_inside {
+                        None => inside,
+                        Some(all) => self.b.binary(BinaryOperator::LogicalAnd, all, inside),
+                    });
+                }
+                let value = self.value(input_node, &mut Pos::coords(&shape, coords))?;
+                match (all_inside, default) {
+                    (None, _) => value.expr,
+                    (Some(inside), Some(default)) => {
+                        let fallback = scalar::literal(&mut self.b, *default, dtype).ok_or_else(unsupported)?;
+                        self.b.select(inside, value.expr, fallback)
+                    }
+                    (Some(inside), None) => {
+                        let outside = self.b.expr(Expression::Unary { op: naga::UnaryOperator::LogicalNot, expr: inside });
+                        let detail = self.b.u32(s.index() as u32);
+                        self.fail_if(outside, detail);
+                        value.expr
+                    }
+                }
+            }
+            ScalarExpr::Reduce { op, vars, body } => {
+                let extents: Vec<Dim> = vars.iter().map(|v| map.extents[v.0 as usize].clone()).collect();
+                let total = shape_count(&extents).ok_or_else(|| internal(&self.name, "the reduction size overflows"))?;
+                self.bounds.push((format!("size of reduction s{}", s.index()), total.clone(), MAX_ELEMENTS));
+                let init = scalar::reduce_init(&mut self.b, *op, dtype).ok_or_else(unsupported)?;
+                let acc = self.accumulator(dtype, init);
+                let op = *op;
+                self.counted_loop("r", &total, &mut |cx, r| {
+                    let values = cx.delinearize(r, &extents);
+                    for (var, value) in vars.iter().zip(values) {
+                        cx.vars.insert(*var, value);
+                    }
+                    let x = cx.scalar(node, map, *body)?;
+                    let current = cx.b.load(acc);
+                    let next = scalar::reduce_step(&mut cx.b, op, current, x.expr, dtype).ok_or_else(unsupported)?;
+                    cx.b.store(acc, next);
+                    Ok(())
+                })?;
+                for var in vars {
+                    self.vars.remove(var);
+                }
+                let sum = self.b.load(acc);
+                let value = if op == ReduceOp::Mean {
+                    let count = self.dim_as(&total, DType::F32).ok_or_else(unsupported)?;
+                    self.b.binary(BinaryOperator::Divide, sum, count)
+                } else {
+                    sum
+                };
+                scalar::round(&mut self.b, value, dtype)
+            }
+        };
+        let value = Val { expr, dtype };
+        self.remember(Key::Scalar(node, s), value);
+        Ok(value)
+    }
+
+    /// Index `axis` of load `s` is `offset + sum(coef * var)` computed in wrapping `u32`: exact, and its
+    /// range test sound, while every term stays below `2^31 / (terms + 1)` in magnitude, so the runtime checks
+    /// each term's extreme (`coef * (extent - 1)`) and the offset against that.
+    fn affine_bounds(&mut self, map: &MapOp, affine: &crate::ir::Affine, node: NodeId, s: ScalarId, axis: usize) {
+        let limit = (1i64 << 31) / (affine.terms.len() as i64 + 1);
+        let what = format!("index {axis} of load s{} in %{}", s.index(), node.index());
+        let mut extremes = vec![affine.offset.clone()];
+        for (var, coef) in &affine.terms {
+            let last = map.extents[var.0 as usize].sub(&Dim::constant(1));
+            if let Ok(term) = last.and_then(|l| l.mul(coef)) {
+                extremes.push(term);
+            }
+        }
+        for e in extremes {
+            let fits = e.as_const().is_some_and(|c| c.abs() < limit);
+            if fits {
+                continue;
+            }
+            if let Ok(negated) = e.neg() {
+                self.bounds.push((what.clone(), negated, limit - 1));
+            }
+            self.bounds.push((what.clone(), e, limit - 1));
+        }
+    }
+
+    /// Sets bindings and the uniform block's type, adds the entry point, and validates.
+    fn finish(mut self, vec3u: Handle<naga::Type>) -> R<Kernel> {
+        let mut args = Vec::new();
+        for (i, (node, buffer)) in self.reads.iter().enumerate() {
+            self.b.module.global_variables[*buffer].binding = Some(ResourceBinding { group: BIND_GROUP, binding: i as u32 });
+            args.push(KernelArg::Read(*node));
+        }
+        let mut next = self.reads.len() as u32;
+        self.b.module.global_variables[self.output].binding = Some(ResourceBinding { group: BIND_GROUP, binding: next });
+        args.push(KernelArg::Write(self.root));
+        next += 1;
+        let members: Vec<StructMember> = self
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(i, dim)| StructMember {
+                name: Some(slot_name(self.graph, i, dim)),
+                ty: self.u32_ty,
+                binding: None,
+                offset: 4 * i as u32,
+            })
+            .collect();
+        let span = (4 * members.len() as u32).next_multiple_of(16);
+        let block = self.b.module.types.insert(
+            naga::Type { name: Some("Dims".to_string()), inner: TypeInner::Struct { members, span } },
+            naga::Span::UNDEFINED,
+        );
+        let uniform = &mut self.b.module.global_variables[self.uniform];
+        uniform.ty = block;
+        uniform.binding = Some(ResourceBinding { group: BIND_GROUP, binding: next });
+        args.push(KernelArg::Uniform(self.slots.clone()));
+        next += 1;
+        if let Some(status) = self.status {
+            self.b.module.global_variables[status].binding = Some(ResourceBinding { group: BIND_GROUP, binding: next });
+            args.push(KernelArg::Status);
+        }
+        let invocations = self.slots[0].clone();
+        let (mut module, mut function) = self.b.finish();
+        function.name = Some("main".to_string());
+        function.arguments = vec![
+            FunctionArgument {
+                name: Some("gid".to_string()),
+                ty: vec3u,
+                binding: Some(Binding::BuiltIn(BuiltIn::GlobalInvocationId)),
+            },
+            FunctionArgument {
+                name: Some("num_workgroups".to_string()),
+                ty: vec3u,
+                binding: Some(Binding::BuiltIn(BuiltIn::NumWorkGroups)),
+            },
+        ];
+        module.entry_points.push(EntryPoint {
+            name: "main".to_string(),
+            stage: ShaderStage::Compute,
+            early_depth_test: None,
+            workgroup_size: [WORKGROUP_SIZE, 1, 1],
+            workgroup_size_overrides: None,
+            function,
+            mesh_info: None,
+            task_payload: None,
+            incoming_ray_payload: None,
+        });
+        Kernel::finish(self.name, module, args, invocations, self.bounds)
+    }
+}
+
+/// The uniform member for slot `i`: `count`, a symbol's name, or `d<i>`.
+fn slot_name(graph: &Graph, i: usize, dim: &Dim) -> String {
+    match (i, dim.as_sym()) {
+        (0, _) => "count".to_string(),
+        (_, Some(sym)) => {
+            let name = graph.symbol_name(sym);
+            if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !name.starts_with("__") {
+                format!("{name}_")
+            } else {
+                format!("d{i}")
+            }
+        }
+        _ => format!("d{i}"),
+    }
+}
+
+/// The product of `shape`'s dimensions.
+fn shape_count(shape: &[Dim]) -> Option<Dim> {
+    shape.iter().try_fold(Dim::constant(1), |acc, d| acc.mul(d).ok())
+}
+
+/// A read-only or read-write storage array holding `dtype` in its device layout (f16 as f32, bool as u32).
+fn storage(b: &mut FnBuilder, name: &str, dtype: DType, access: StorageAccess) -> Handle<GlobalVariable> {
+    let scalar = match dtype {
+        DType::F32 | DType::F16 => Scalar::F32,
+        DType::I32 => Scalar::I32,
+        DType::U32 | DType::Bool => Scalar::U32,
+    };
+    let element = b.ty(TypeInner::Scalar(scalar));
+    let array = b.ty(TypeInner::Array { base: element, size: ArraySize::Dynamic, stride: 4 });
+    b.module.global_variables.append(
+        GlobalVariable {
+            name: Some(name.to_string()),
+            space: AddressSpace::Storage { access },
+            binding: None,
+            ty: array,
+            init: None,
+            memory_decorations: MemoryDecorations::empty(),
+        },
+        naga::Span::UNDEFINED,
+    )
+}
+
+/// A value in its storage form (bool as 0/1).
+fn to_storage(b: &mut FnBuilder, value: Val) -> Expr {
+    if value.dtype == DType::Bool {
+        let zero = b.u32(0);
+        let one = b.u32(1);
+        b.select(value.expr, one, zero)
+    } else {
+        value.expr
+    }
+}
+
+/// `<op>_<dtype>_n<node>`: readable in logs, unique within a graph.
+pub(super) fn kernel_name(graph: &Graph, node: NodeId) -> String {
+    let n = graph.node(node);
+    format!("{}_{}_n{}", n.op.name(), n.ty.dtype.name(), node.index())
+}
+
+fn internal(kernel: &str, message: &str) -> CodegenError {
+    CodegenError::Internal { kernel: kernel.to_string(), message: message.to_string() }
+}
+
+pub(super) fn unsupported(graph: &Graph, node: NodeId) -> CodegenError {
+    let n = graph.node(node);
+    let operands: Vec<String> = n.op.operands().iter().map(|&id| graph.type_to_string(&graph.node(id).ty)).collect();
+    CodegenError::Unsupported {
+        op: format!("{}({}) -> {}", n.op.name(), operands.join(", "), graph.type_to_string(&n.ty)),
+    }
+}
