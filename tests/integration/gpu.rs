@@ -1,6 +1,6 @@
-//! Differential test of the GPU codegen: small elementwise programs are checked, every node is compiled to
-//! its own naga kernel (`codegen::elementwise_kernel`) and run on the real Vulkan device (lavapipe on a
-//! machine without a GPU) through the runtime, and the outputs are compared with the reference interpreter.
+//! Differential test of the GPU codegen: small programs are checked, compiled (`codegen::compile`) and run
+//! on the real Vulkan device (lavapipe on a machine without a GPU) through the runtime's `Gpu::execute`,
+//! and the outputs are compared with the reference interpreter.
 //! No adapter is a failure, not a skip: this test exists to exercise the device.
 //!
 //! Tolerances: f32 outputs agree within `2e-6 + 2e-6 * |expected|`, a bare `erf` output within `1e-6`
@@ -10,12 +10,11 @@
 use std::collections::HashMap;
 
 use crate::util::single_graph;
-use tdsl_compiler::codegen::{BindingRole, WORKGROUP_SIZE, elementwise_kernel};
-use tdsl_compiler::dim::SymId;
+use tdsl_compiler::codegen;
 use tdsl_compiler::interp::{self, Tensor};
-use tdsl_compiler::ir::{DType, Graph, Op, Scalar};
+use tdsl_compiler::ir::{Graph, Op};
 use tdsl_compiler::random::seeded_tensor;
-use tdsl_runtime::gpu::{Dispatch, Gpu, GpuOptions, KernelSource};
+use tdsl_runtime::gpu::{Gpu, GpuOptions};
 
 const N: usize = 7;
 const D: usize = 37;
@@ -41,96 +40,11 @@ fn open_gpu() -> Gpu {
     }
 }
 
-/// The rank-0 tensor of a constant node.
-fn constant_tensor(dtype: DType, value: Scalar) -> Tensor {
-    let as_f64 = match value {
-        Scalar::Float(f) => f,
-        Scalar::Int(i) => i as f64,
-        Scalar::Bool(b) => b as u8 as f64,
-    };
-    match (dtype, value) {
-        (DType::F32, _) => Tensor::f32(&[], vec![as_f64 as f32]),
-        (DType::I32, Scalar::Int(i)) => Tensor::i32(&[], vec![i as i32]),
-        (DType::U32, Scalar::Int(i)) => Tensor::u32(&[], vec![i as u32]),
-        (DType::Bool, Scalar::Bool(b)) => Tensor::bool(&[], vec![b]),
-        (dtype, value) => panic!("constant {value:?} of dtype {} is not handled by this test", dtype.name()),
-    }
-}
-
-/// Runs `graph` node by node on the GPU (all dispatches in one `run`) and returns its outputs.
+/// Compiles `graph` and runs it on the GPU through the runtime's executor; returns its outputs.
 fn run_on_gpu(gpu: &Gpu, graph: &Graph, inputs: &[Tensor]) -> Vec<Tensor> {
-    let syms = interp::bind_symbols(graph, inputs, &HashMap::new()).expect("symbols bind");
-    let env = |s: SymId| syms[s.0 as usize];
-    let shape_of = |id| -> Vec<usize> {
-        graph.node(id).ty.shape.iter().map(|d| d.eval(&env).expect("dimension evaluates") as usize).collect()
-    };
-    let mut buffers: HashMap<usize, _> = HashMap::new();
-    let mut steps = Vec::new();
-    for (id, node) in graph.nodes.iter() {
-        let shape = shape_of(id);
-        let buffer = match &node.op {
-            Op::Input { .. } => {
-                let index = graph.inputs.iter().position(|&i| i == id).expect("input node is in the signature");
-                gpu.upload(&inputs[index]).expect("upload input")
-            }
-            Op::Constant(value) => gpu.upload(&constant_tensor(node.ty.dtype, *value)).expect("upload constant"),
-            op => {
-                let kernel = elementwise_kernel(graph, id).unwrap_or_else(|err| {
-                    panic!("%{} ({}) has no GPU kernel: {err}", id.index(), op.name())
-                });
-                let pipeline = gpu
-                    .pipeline(&KernelSource { name: kernel.name.clone(), wgsl: kernel.wgsl() })
-                    .unwrap_or_else(|err| panic!("kernel {} does not build:\n{err}\n{}", kernel.name, kernel.wgsl()));
-                let output = gpu.zeros(node.ty.dtype, &shape).expect("output buffer");
-                let count: usize = shape.iter().product();
-                let mut bound = Vec::new();
-                for binding in &kernel.bindings {
-                    assert_eq!(binding.binding as usize, bound.len(), "kernel {} binds in order", kernel.name);
-                    match &binding.role {
-                        BindingRole::Input { node, .. } => bound.push(lookup(&buffers, node.index())),
-                        BindingRole::Output { node, .. } => {
-                            assert_eq!(*node, id);
-                            bound.push(output.clone());
-                        }
-                        BindingRole::Dims { symbols, size } => {
-                            let mut bytes: Vec<u8> = (count as u32).to_le_bytes().to_vec();
-                            for &s in symbols {
-                                bytes.extend((syms[s.0 as usize] as u32).to_le_bytes());
-                            }
-                            assert!(bytes.len() <= *size as usize, "dims block of kernel {} overflows", kernel.name);
-                            bytes.resize(*size as usize, 0);
-                            bound.push(gpu.uniform(&bytes).expect("dims uniform"));
-                        }
-                    }
-                }
-                steps.push(Dispatch { pipeline, buffers: bound, workgroups: workgroups(count) });
-                output
-            }
-        };
-        buffers.insert(id.index(), buffer);
-    }
-    gpu.run(&steps).unwrap_or_else(|err| panic!("running {}: {err}", graph.name));
-    graph
-        .outputs
-        .iter()
-        .map(|o| {
-            gpu.download(&lookup(&buffers, o.node.index()), graph.node(o.node).ty.dtype, &shape_of(o.node))
-                .unwrap_or_else(|err| panic!("downloading output {}: {err}", o.name))
-        })
-        .collect()
-}
-
-/// The buffer of node `index` (generic so the map's value type, `wgpu::Buffer`, needs no wgpu dependency).
-fn lookup<B: Clone>(buffers: &HashMap<usize, B>, index: usize) -> B {
-    buffers[&index].clone()
-}
-
-/// `ceil(count / WORKGROUP_SIZE)` workgroups folded into `[x, y, 1]` with `x <= 65535`.
-fn workgroups(count: usize) -> [u32; 3] {
-    let groups = count.div_ceil(WORKGROUP_SIZE as usize).max(1);
-    let x = groups.min(65535);
-    let y = groups.div_ceil(x);
-    [x as u32, y as u32, 1]
+    let compiled = codegen::compile(graph).unwrap_or_else(|err| panic!("{} does not compile: {err}", graph.name));
+    gpu.execute(&compiled.program, inputs, &HashMap::<String, Tensor>::new())
+        .unwrap_or_else(|err| panic!("running {}: {err}", graph.name))
 }
 
 /// Checks `text` (one model), runs it on both sides with seeded inputs, and compares output `i` under
