@@ -1,6 +1,8 @@
-//! Codegen tests: every supported elementwise op on every dtype it takes yields a module that naga validates,
-//! WGSL, and SPIR-V that `spirv-val --target-env vulkan1.1` accepts (the tool must be installed: a missing
-//! `spirv-val` fails the test rather than skipping the check). Unsupported ops give `Unsupported`.
+//! Codegen unit tests: every elementwise op on every dtype it takes, reductions, matmul, f16 and integer
+//! division yield a module that naga validates, WGSL, and SPIR-V that `spirv-val --target-env vulkan1.1`
+//! accepts (the tool must be installed: a missing `spirv-val` fails the test rather than skipping the
+//! check); the kernel frame (bindings, uniform slots) is as documented. Whole programs are tested in the
+//! integration binary (snapshots, spirv-val on every kernel, GPU against the interpreter).
 
 use super::*;
 use crate::interp::tests::{Builder, c};
