@@ -460,17 +460,45 @@ impl Cx<'_> {
         acc
     }
 
+    /// `op` over `body(i)` for `i` in `0..total`, in order, from the identity: floats accumulate in f32 and
+    /// an f16 result is rounded once at the end; `mean` divides the sum by `total`. `node` names the IR node
+    /// in errors.
+    fn reduction(
+        &mut self,
+        node: NodeId,
+        op: ReduceOp,
+        dtype: DType,
+        total: &Dim,
+        body: &mut dyn FnMut(&mut Self, Expr) -> R<Expr>,
+    ) -> R<Expr> {
+        let graph = self.graph;
+        let init = scalar::reduce_init(&mut self.b, op, dtype).ok_or_else(|| unsupported(graph, node))?;
+        let acc = self.accumulator(dtype, init);
+        self.counted_loop("r", total, &mut |cx, i| {
+            let x = body(cx, i)?;
+            let current = cx.b.load(acc);
+            let next = scalar::reduce_step(&mut cx.b, op, current, x, dtype).ok_or_else(|| unsupported(graph, node))?;
+            cx.b.store(acc, next);
+            Ok(())
+        })?;
+        let sum = self.b.load(acc);
+        let value = if op == ReduceOp::Mean {
+            let count = self.dim_as(total, DType::F32).ok_or_else(|| unsupported(graph, node))?;
+            self.b.binary(BinaryOperator::Divide, sum, count)
+        } else {
+            sum
+        };
+        Ok(scalar::round(&mut self.b, value, dtype))
+    }
+
     fn reduce(&mut self, op: ReduceOp, input: NodeId, axes: &[usize], dtype: DType, pos: &mut Pos) -> R<Expr> {
         let graph = self.graph;
-        let node_id = self.root;
         let out_coords = self.coords(pos);
         let in_shape = graph.node(input).ty.shape.clone();
         let reduced: Vec<Dim> = axes.iter().map(|&a| in_shape[a].clone()).collect();
         let total = shape_count(&reduced).ok_or_else(|| internal(&self.name, "the reduction size overflows"))?;
         self.bounds.push(("reduction size".to_string(), total.clone(), MAX_ELEMENTS));
-        let init = scalar::reduce_init(&mut self.b, op, dtype).ok_or_else(|| unsupported(graph, node_id))?;
-        let acc = self.accumulator(dtype, init);
-        self.counted_loop("r", &total, &mut |cx, r| {
+        self.reduction(self.root, op, dtype, &total, &mut |cx, r| {
             let inner = cx.delinearize(r, &reduced);
             let mut coords = Vec::with_capacity(in_shape.len());
             let (mut kept, mut folded) = (out_coords.iter(), inner.iter());
@@ -478,21 +506,8 @@ impl Cx<'_> {
                 let next = if axes.contains(&axis) { folded.next() } else { kept.next() };
                 coords.push(*next.ok_or_else(|| internal(&cx.name, "reduction axes do not match the shapes"))?);
             }
-            let x = cx.value(input, &mut Pos::coords(&in_shape, coords))?;
-            let current = cx.b.load(acc);
-            let next = scalar::reduce_step(&mut cx.b, op, current, x.expr, dtype)
-                .ok_or_else(|| unsupported(graph, node_id))?;
-            cx.b.store(acc, next);
-            Ok(())
-        })?;
-        let sum = self.b.load(acc);
-        let value = if op == ReduceOp::Mean {
-            let count = self.dim_as(&total, DType::F32).ok_or_else(|| unsupported(graph, node_id))?;
-            self.b.binary(BinaryOperator::Divide, sum, count)
-        } else {
-            sum
-        };
-        Ok(scalar::round(&mut self.b, value, dtype))
+            Ok(cx.value(input, &mut Pos::coords(&in_shape, coords))?.expr)
+        })
     }
 
     fn matmul(&mut self, a: NodeId, c: NodeId, dtype: DType, pos: &mut Pos) -> R<Expr> {
@@ -659,31 +674,17 @@ impl Cx<'_> {
                 let extents: Vec<Dim> = vars.iter().map(|v| map.extents[v.0 as usize].clone()).collect();
                 let total = shape_count(&extents).ok_or_else(|| internal(&self.name, "the reduction size overflows"))?;
                 self.bounds.push((format!("size of reduction s{}", s.index()), total.clone(), MAX_ELEMENTS));
-                let init = scalar::reduce_init(&mut self.b, *op, dtype).ok_or_else(unsupported)?;
-                let acc = self.accumulator(dtype, init);
-                let op = *op;
-                self.counted_loop("r", &total, &mut |cx, r| {
+                let value = self.reduction(node, *op, dtype, &total, &mut |cx, r| {
                     let values = cx.delinearize(r, &extents);
                     for (var, value) in vars.iter().zip(values) {
                         cx.vars.insert(*var, value);
                     }
-                    let x = cx.scalar(node, map, *body)?;
-                    let current = cx.b.load(acc);
-                    let next = scalar::reduce_step(&mut cx.b, op, current, x.expr, dtype).ok_or_else(unsupported)?;
-                    cx.b.store(acc, next);
-                    Ok(())
+                    Ok(cx.scalar(node, map, *body)?.expr)
                 })?;
                 for var in vars {
                     self.vars.remove(var);
                 }
-                let sum = self.b.load(acc);
-                let value = if op == ReduceOp::Mean {
-                    let count = self.dim_as(&total, DType::F32).ok_or_else(unsupported)?;
-                    self.b.binary(BinaryOperator::Divide, sum, count)
-                } else {
-                    sum
-                };
-                scalar::round(&mut self.b, value, dtype)
+                value
             }
         };
         let value = Val { expr, dtype };
