@@ -14,6 +14,7 @@ pub mod dim;
 pub mod driver;
 pub mod interp;
 pub mod ir;
+pub mod opt;
 pub mod random;
 pub mod render;
 pub mod span;

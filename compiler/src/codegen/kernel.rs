@@ -66,7 +66,10 @@ impl Pos {
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Key {
     Slot(usize),
-    Scalar(NodeId, ScalarId),
+    /// Scalar node of one evaluation (instance) of an index-notation map.
+    Scalar(u32, ScalarId),
+    /// A node's element at the position with this flat index expression.
+    Node(NodeId, Expr),
 }
 
 struct Cx<'g> {
@@ -87,6 +90,8 @@ struct Cx<'g> {
     cache: Vec<HashMap<Key, Val>>,
     /// Index variables of the index-notation map being emitted.
     vars: HashMap<VarId, Expr>,
+    /// Evaluations of index-notation maps so far (each gets its own scalar cache entries).
+    map_instances: u32,
     bounds: Vec<(String, Dim, i64)>,
     u32_ty: Handle<naga::Type>,
 }
@@ -126,6 +131,7 @@ pub fn group_kernel(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, laun
         slots: vec![count.clone()],
         cache: vec![HashMap::new()],
         vars: HashMap::new(),
+        map_instances: 0,
         bounds: vec![("invocation count".to_string(), count.clone(), MAX_INVOCATIONS)],
         u32_ty,
     };
@@ -160,8 +166,22 @@ pub fn group_kernel(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, laun
 }
 
 impl Cx<'_> {
-    /// `node`'s element at `pos`.
+    /// `node`'s element at `pos`, computed once per position and block.
     fn value(&mut self, id: NodeId, pos: &mut Pos) -> R<Val> {
+        let key = pos.flat.map(|flat| Key::Node(id, flat));
+        if let Some(key) = key
+            && let Some(v) = self.cached(key)
+        {
+            return Ok(v);
+        }
+        let value = self.compute(id, pos)?;
+        if let Some(key) = key {
+            self.remember(key, value);
+        }
+        Ok(value)
+    }
+
+    fn compute(&mut self, id: NodeId, pos: &mut Pos) -> R<Val> {
         let graph = self.graph;
         let node = graph.node(id);
         let dtype = node.ty.dtype;
@@ -229,12 +249,16 @@ impl Cx<'_> {
             Op::Reduce { op, input, axes } => self.reduce(*op, *input, axes, dtype, pos)?,
             Op::MatMul(a, c) => self.matmul(*a, *c, dtype, pos)?,
             Op::Map(map) => {
+                // A map computed inline inside another map's body has variables of its own.
                 let coords = self.coords(pos);
+                let outer = std::mem::take(&mut self.vars);
                 for (v, &c) in coords.iter().enumerate() {
                     self.vars.insert(VarId(v as u32), c);
                 }
-                let value = self.scalar(id, map, map.body)?;
-                return Ok(value);
+                self.map_instances += 1;
+                let value = self.scalar(id, self.map_instances, map, map.body);
+                self.vars = outer;
+                return value;
             }
         };
         Ok(Val { expr, dtype })
@@ -592,9 +616,9 @@ impl Cx<'_> {
     }
 
     /// Scalar node `s` of the index-notation `map` of graph node `node`, with the output and open reduction
-    /// variables in `self.vars`.
-    fn scalar(&mut self, node: NodeId, map: &MapOp, s: ScalarId) -> R<Val> {
-        if let Some(v) = self.cached(Key::Scalar(node, s)) {
+    /// variables in `self.vars`; `instance` identifies this evaluation of the map.
+    fn scalar(&mut self, node: NodeId, instance: u32, map: &MapOp, s: ScalarId) -> R<Val> {
+        if let Some(v) = self.cached(Key::Scalar(instance, s)) {
             return Ok(v);
         }
         let graph = self.graph;
@@ -608,22 +632,22 @@ impl Cx<'_> {
                 self.index_as(raw, false, dtype).ok_or_else(unsupported)?
             }
             ScalarExpr::Unary(op, a) => {
-                let x = self.scalar(node, map, *a)?;
+                let x = self.scalar(node, instance, map, *a)?;
                 scalar::unary_op(&mut self.b, *op, x.expr, x.dtype).ok_or_else(unsupported)?
             }
             ScalarExpr::Binary(op, a, c) => {
-                let x = self.scalar(node, map, *a)?;
-                let y = self.scalar(node, map, *c)?;
+                let x = self.scalar(node, instance, map, *a)?;
+                let y = self.scalar(node, instance, map, *c)?;
                 scalar::binary_op(&mut self.b, *op, x.expr, y.expr, x.dtype).ok_or_else(unsupported)?
             }
             ScalarExpr::Select { cond, on_true, on_false } => {
-                let c = self.scalar(node, map, *cond)?;
-                let t = self.scalar(node, map, *on_true)?;
-                let f = self.scalar(node, map, *on_false)?;
+                let c = self.scalar(node, instance, map, *cond)?;
+                let t = self.scalar(node, instance, map, *on_true)?;
+                let f = self.scalar(node, instance, map, *on_false)?;
                 self.b.select(c.expr, t.expr, f.expr)
             }
             ScalarExpr::Cast(a) => {
-                let x = self.scalar(node, map, *a)?;
+                let x = self.scalar(node, instance, map, *a)?;
                 scalar::cast_op(&mut self.b, x.expr, x.dtype, dtype).ok_or_else(unsupported)?
             }
             ScalarExpr::Load { input, indices, default } => {
@@ -679,7 +703,7 @@ impl Cx<'_> {
                     for (var, value) in vars.iter().zip(values) {
                         cx.vars.insert(*var, value);
                     }
-                    Ok(cx.scalar(node, map, *body)?.expr)
+                    Ok(cx.scalar(node, instance, map, *body)?.expr)
                 })?;
                 for var in vars {
                     self.vars.remove(var);
@@ -688,7 +712,7 @@ impl Cx<'_> {
             }
         };
         let value = Val { expr, dtype };
-        self.remember(Key::Scalar(node, s), value);
+        self.remember(Key::Scalar(instance, s), value);
         Ok(value)
     }
 

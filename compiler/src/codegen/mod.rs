@@ -3,9 +3,9 @@
 //! by `naga::valid::Validator`, compacted, and only then written out as WGSL and SPIR-V.
 //!
 //! The kernel boundary is a *group*: a root node whose result is stored, plus nodes computed inline where
-//! the root needs them (`plan.rs` decides the groups; `kernel.rs` builds one kernel per group; `scalar.rs`
-//! holds the per-element arithmetic). Today every computed node is its own group and only constants and
-//! dimension values are inlined; fusion changes the grouping, not the kernel builder.
+//! the root needs them (`fuse.rs` decides the groups; `plan.rs` runs the pipeline and lists tensors and
+//! launches; `kernel.rs` builds one kernel per group; `scalar.rs` holds the per-element arithmetic). Fusion
+//! changes the grouping, never the kernel builder or generated code.
 //!
 //! Kernel frame: the tensors read, as read-only storage arrays at `@group(0) @binding(0..n)`; the output
 //! (read-write) at `n`; the uniform block (`Dims`: the invocation count, then every other dimension the
@@ -16,6 +16,7 @@
 //! 2-D grid, and invocations past the count return.
 
 mod builder;
+pub mod fuse;
 mod kernel;
 mod plan;
 mod scalar;
@@ -26,7 +27,7 @@ use crate::dim::Dim;
 use crate::ir::NodeId;
 
 pub use kernel::group_kernel;
-pub use plan::{Compiled, compile, to_dim_expr};
+pub use plan::{Compiled, Options, compile, compile_with, to_dim_expr};
 
 /// Invocations per workgroup (x) of every kernel; dispatches use `ceil(count / WORKGROUP_SIZE)` workgroups.
 pub const WORKGROUP_SIZE: u32 = 256;

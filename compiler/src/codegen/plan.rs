@@ -1,14 +1,14 @@
 //! From a verified graph to a runtime `Program`: decides the kernel groups, builds each group's kernel and
 //! lists the device tensors (inputs, params, and one per group root) and launches in dependency order.
 //!
-//! Grouping today: every live computed node is the root of its own group; `Constant` and `DimValue` nodes
-//! are computed inline by their users (they cost a literal or a uniform load) and get a group of their own
-//! only when they are outputs. Nodes no output depends on get no kernel.
+//! The pipeline for one graph, in order: `ir::verify` (codegen takes verified IR only), `opt::optimize` (the
+//! IR passes), `fuse::group` (which nodes are stored and which computed inline), then one kernel per group.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use tdsl_runtime::program::{Arg, Bound, DimExpr, Launch, Program, TensorDecl, TensorId, TensorRole};
 
+use super::fuse;
 use super::kernel::group_kernel;
 use super::{CodegenError, Kernel, KernelArg, WORKGROUP_SIZE};
 use crate::dim::Dim;
@@ -20,10 +20,32 @@ use crate::ir::{Graph, NodeId, Op};
 pub struct Compiled {
     pub program: Program,
     pub kernels: Vec<Kernel>,
+    /// The optimized graph the kernels compute (node ids in `grouping` refer to it).
+    pub graph: Graph,
+    /// The fusion decision: `grouping.groups[i]` is `kernels[i]`.
+    pub grouping: fuse::Grouping,
+}
+
+/// What `compile_with` may do.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Fuse operations into as few kernels as the rules of `fuse.rs` allow; off: one kernel per node.
+    pub fuse: bool,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { fuse: true }
+    }
+}
+
+/// Compiles `graph` with the default options (fusion on).
+pub fn compile(graph: &Graph) -> Result<Compiled, CodegenError> {
+    compile_with(graph, Options::default())
 }
 
 /// Compiles `graph`, which must verify (anything else is an internal error: codegen takes verified IR only).
-pub fn compile(graph: &Graph) -> Result<Compiled, CodegenError> {
+pub fn compile_with(graph: &Graph, options: Options) -> Result<Compiled, CodegenError> {
     crate::ir::verify(graph).map_err(|errors| CodegenError::Internal {
         kernel: graph.name.clone(),
         message: format!(
@@ -31,8 +53,9 @@ pub fn compile(graph: &Graph) -> Result<Compiled, CodegenError> {
             errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
         ),
     })?;
-    let live = live_nodes(graph);
-    let is_output: BTreeSet<NodeId> = graph.outputs.iter().map(|o| o.node).collect();
+    let optimized = crate::opt::optimize(graph);
+    let graph = &optimized;
+    let grouping = fuse::group(graph, options.fuse);
 
     let mut program = Program {
         name: graph.name.clone(),
@@ -65,18 +88,10 @@ pub fn compile(graph: &Graph) -> Result<Compiled, CodegenError> {
     }
 
     let mut kernels = Vec::new();
-    for (id, node) in graph.nodes.iter() {
-        let inline_only = matches!(node.op, Op::Constant(_) | Op::DimValue(_)) && !is_output.contains(&id);
-        if !live[id.index()] || inline_only || matches!(node.op, Op::Input { .. } | Op::Param { .. }) {
-            continue;
-        }
-        let inline: BTreeSet<NodeId> = node
-            .op
-            .operands()
-            .into_iter()
-            .filter(|&o| matches!(graph.node(o).op, Op::Constant(_) | Op::DimValue(_)))
-            .collect();
-        let kernel = group_kernel(graph, id, &inline, kernels.len())?;
+    for group in &grouping.groups {
+        let (id, inline) = (group.root, &group.inline);
+        let node = graph.node(id);
+        let kernel = group_kernel(graph, id, inline, kernels.len())?;
         add_tensor(&mut program, &mut tensor_of, id, format!("%{} {}", id.index(), node.op.name()), TensorRole::Computed);
         let args = kernel
             .args
@@ -114,23 +129,7 @@ pub fn compile(graph: &Graph) -> Result<Compiled, CodegenError> {
         })?;
         program.outputs.push((output.name.clone(), tensor));
     }
-    Ok(Compiled { program, kernels })
-}
-
-/// `live[i]`: node `i` contributes to an output.
-fn live_nodes(graph: &Graph) -> Vec<bool> {
-    let mut live = vec![false; graph.nodes.len()];
-    for output in &graph.outputs {
-        live[output.node.index()] = true;
-    }
-    for (id, node) in graph.nodes.iter().collect::<Vec<_>>().into_iter().rev() {
-        if live[id.index()] {
-            for operand in node.op.operands() {
-                live[operand.index()] = true;
-            }
-        }
-    }
-    live
+    Ok(Compiled { program, kernels, graph: optimized, grouping })
 }
 
 /// The runtime's form of a dimension.

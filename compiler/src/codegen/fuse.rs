@@ -1,0 +1,188 @@
+//! Fusion: which IR nodes are stored to their own tensor (the roots of kernel groups) and which are computed
+//! inline inside their consumers' kernels. An analysis over the typed IR returning a side table
+//! (`Grouping`); kernels are then built per group (`kernel.rs`), so fusion never touches generated code.
+//!
+//! Decisions, made consumers-first (reverse dependency order) so each node knows how its consumers will be
+//! evaluated:
+//! - inputs and params are tensors; outputs are always stored; constants and dimension values are always
+//!   inlined (a literal or a uniform load);
+//! - *amplification*: a consumer that reads each element of an operand many times per stored element
+//!   (a broadcast that widens, a matmul operand, an index-notation load, a gather's table, a concat's parts,
+//!   all recomputing clamped reads) makes inlining a computation there a recompute; only index-only ops
+//!   (layout ops) are inlined through amplification, and a node inlined into an amplified consumer is
+//!   amplified too;
+//! - contractions and reductions (`matmul`, `reduce`, index notation) are inlined only into a single
+//!   elementwise consumer that is not amplified: that is epilogue fusion (`relu(x @ w + b)` is one kernel);
+//! - elementwise ops are inlined into a single consumer (prologue fusion into reductions and contractions
+//!   included, unless amplified); with several consumers `recompute` (the cost model) decides.
+
+use std::collections::BTreeSet;
+
+use crate::ir::{Graph, NodeId, Op};
+
+/// The fusion decision for a graph.
+#[derive(Clone, Debug, Default)]
+pub struct Grouping {
+    /// One group per stored node, in dependency order.
+    pub groups: Vec<Group>,
+    /// For every edge from a stored producer (other than inputs and params) to a consumer in another
+    /// kernel: why it was not fused.
+    pub unfused: Vec<Unfused>,
+}
+
+/// One kernel: `root` is stored; `inline` are computed inside it where the root needs them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    pub root: NodeId,
+    pub inline: BTreeSet<NodeId>,
+}
+
+/// A producer-consumer edge that crosses kernels, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unfused {
+    pub producer: NodeId,
+    pub consumer: NodeId,
+    pub reason: String,
+}
+
+/// How a node is evaluated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Home {
+    /// Not needed by any output.
+    Dead,
+    /// An input or param tensor.
+    Tensor,
+    /// Stored by its own kernel.
+    Stored,
+    /// Computed inline in every consumer; `amplified` when some consumer evaluates each element many times.
+    Inline { amplified: bool },
+}
+
+/// Ops that only compute an index into their operand (no arithmetic on values).
+fn is_layout(op: &Op) -> bool {
+    matches!(op, Op::Broadcast(_) | Op::Permute(..) | Op::Reshape(_) | Op::Slice { .. } | Op::Gather { .. })
+}
+
+fn is_elementwise(op: &Op) -> bool {
+    matches!(op, Op::Unary(..) | Op::Binary(..) | Op::Select { .. } | Op::Cast(_))
+}
+
+fn is_contraction(op: &Op) -> bool {
+    matches!(op, Op::MatMul(..) | Op::Reduce { .. } | Op::Map(_))
+}
+
+/// Whether `consumer` reads each element of its operand `operand` more than once per element it computes.
+fn amplifies(graph: &Graph, consumer: NodeId, operand: NodeId) -> bool {
+    let c = graph.node(consumer);
+    match &c.op {
+        Op::Broadcast(_) => {
+            let (from, to) = (&graph.node(operand).ty.shape, &c.ty.shape);
+            from.len() != to.len() || from.iter().zip(to).any(|(a, b)| a != b)
+        }
+        Op::MatMul(..) | Op::Map(_) | Op::Concat { .. } => true,
+        Op::Gather { table, .. } => *table == operand,
+        _ => false,
+    }
+}
+
+/// The cost model for a value with several consumers: recompute it in each consumer's kernel, or store it
+/// once and load it in each? Storing costs a 4-byte write plus a 4-byte read per consumer for every element;
+/// recomputing costs the op again per extra consumer. With GPU kernels of this kind bound by memory traffic,
+/// one byte moved is worth about `OPS_PER_BYTE` simple ops; a transcendental function counts `8` ops.
+/// Only elementwise ops are candidates (contractions are never recomputed).
+pub fn recompute(op: &Op, consumers: usize) -> bool {
+    const OPS_PER_BYTE: usize = 2;
+    let cost = match op {
+        Op::Unary(u, _) if u.float_only() => 8,
+        Op::Binary(crate::ir::BinaryOp::Pow, ..) => 8,
+        Op::Unary(..) | Op::Binary(..) | Op::Select { .. } | Op::Cast(_) => 1,
+        _ => return false,
+    };
+    let extra_compute = cost * (consumers - 1);
+    let traffic = OPS_PER_BYTE * 4 * (consumers + 1);
+    extra_compute <= traffic
+}
+
+/// Groups every live computed node of `graph`. With `fuse` off, every computed node is its own group (only
+/// constants and dimension values are inlined): the unfused program, for comparison.
+pub fn group(graph: &Graph, fuse: bool) -> Grouping {
+    let n = graph.nodes.len();
+    let mut consumers: Vec<Vec<NodeId>> = vec![Vec::new(); n];
+    for (id, node) in graph.nodes.iter() {
+        for operand in node.op.operands() {
+            if !consumers[operand.index()].contains(&id) {
+                consumers[operand.index()].push(id);
+            }
+        }
+    }
+    let mut is_output = vec![false; n];
+    for output in &graph.outputs {
+        is_output[output.node.index()] = true;
+    }
+
+    let mut home = vec![Home::Dead; n];
+    let mut unfused = Vec::new();
+    let nodes: Vec<_> = graph.nodes.iter().collect();
+    for &(id, node) in nodes.iter().rev() {
+        let live_consumers: Vec<NodeId> =
+            consumers[id.index()].iter().copied().filter(|c| home[c.index()] != Home::Dead).collect();
+        if !is_output[id.index()] && live_consumers.is_empty() {
+            continue;
+        }
+        if matches!(node.op, Op::Input { .. } | Op::Param { .. }) {
+            home[id.index()] = Home::Tensor;
+            continue;
+        }
+        let amplified = live_consumers.iter().any(|&c| {
+            amplifies(graph, c, id) || matches!(home[c.index()], Home::Inline { amplified: true })
+        });
+        let decision: Result<(), String> = if is_output[id.index()] {
+            Err("it is an output".to_string())
+        } else if matches!(node.op, Op::Constant(_) | Op::DimValue(_)) {
+            Ok(())
+        } else if !fuse {
+            Err("fusion is off".to_string())
+        } else if is_layout(&node.op) {
+            Ok(())
+        } else if amplified {
+            Err("the consumer reads each element many times (recomputing it is not worth it)".to_string())
+        } else if is_contraction(&node.op) {
+            match live_consumers.as_slice() {
+                [c] if is_elementwise(&graph.node(*c).op) => Ok(()),
+                [c] => Err(format!("a {} is fused only into an elementwise consumer, not a {}", node.op.name(), graph.node(*c).op.name())),
+                many => Err(format!("value has {} consumers and a {} is never recomputed", many.len(), node.op.name())),
+            }
+        } else if live_consumers.len() == 1 || recompute(&node.op, live_consumers.len()) {
+            Ok(())
+        } else {
+            Err(format!("value has {} consumers and recomputing `{}` costs more than storing it", live_consumers.len(), node.op.name()))
+        };
+        home[id.index()] = match decision {
+            Ok(()) => Home::Inline { amplified },
+            Err(reason) => {
+                for &c in &live_consumers {
+                    unfused.push(Unfused { producer: id, consumer: c, reason: reason.clone() });
+                }
+                Home::Stored
+            }
+        };
+    }
+    unfused.reverse();
+
+    let mut groups = Vec::new();
+    for &(id, _) in &nodes {
+        if home[id.index()] != Home::Stored {
+            continue;
+        }
+        // Everything inline reachable from the root without passing a stored node or a tensor.
+        let mut inline = BTreeSet::new();
+        let mut stack = graph.node(id).op.operands();
+        while let Some(o) = stack.pop() {
+            if matches!(home[o.index()], Home::Inline { .. }) && inline.insert(o) {
+                stack.extend(graph.node(o).op.operands());
+            }
+        }
+        groups.push(Group { root: id, inline });
+    }
+    Grouping { groups, unfused }
+}
