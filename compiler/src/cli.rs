@@ -340,7 +340,11 @@ fn run_model(
     let start = std::time::Instant::now();
     let outputs = if options.reference {
         let params = match &weights {
-            Some(w) => w.tensors().map_err(|e| e.to_string())?,
+            Some(w) => {
+                // As on the GPU: every missing, extra and mis-typed entry in one error, before loading any.
+                tdsl_runtime::check_params(w, &param_specs(graph)).map_err(|e| e.to_string())?;
+                w.tensors().map_err(|e| e.to_string())?
+            }
             None => random_params,
         };
         let outputs = interp::run(graph, &inputs, &params).map_err(|e| e.to_string())?;
@@ -391,4 +395,19 @@ fn run_model(
         }
     }
     Ok(())
+}
+
+/// The model's params as a weights file must hold them; a symbolic dimension matches any size here (binding
+/// checks it against the inputs afterwards).
+fn param_specs(graph: &ir::Graph) -> Vec<tdsl_runtime::ParamSpec> {
+    graph
+        .params
+        .iter()
+        .filter_map(|&id| {
+            let node = graph.node(id);
+            let ir::Op::Param { key } = &node.op else { return None };
+            let shape = node.ty.shape.iter().map(|d| d.as_const().and_then(|v| usize::try_from(v).ok())).collect();
+            Some(tdsl_runtime::ParamSpec { name: key.clone(), dtype: node.ty.dtype, shape })
+        })
+        .collect()
 }

@@ -1,7 +1,15 @@
 //! The `tdslc` command line, driven in-process through `tdsl_compiler::cli::main` with captured output:
-//! exit codes, where output goes, and the messages a user sees.
+//! exit codes, where output goes, and the messages a user sees. `emit` prints or writes every kernel;
+//! `run` on the GPU (the default backend: lavapipe in CI; no adapter fails the test) agrees with
+//! `run --reference`, with inputs and weights from `.npy` and safetensors files written into a temp dir,
+//! and every bad file or argument is exit code 1 with a message naming it.
 
+use crate::util::{assert_close, check_path};
 use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use tdsl_compiler::ir::{Graph, Op};
+use tdsl_compiler::random::seeded_tensor;
+use tdsl_runtime::{DType, Tensor, TensorData};
 
 /// Runs `tdslc ARGS` and returns (exit code, stdout, stderr).
 fn tdslc(args: &[&str]) -> (i32, String, String) {
@@ -62,7 +70,7 @@ fn run_reference_prints_outputs_and_says_what_was_random() {
     let (code, out, err) = tdslc(&["run", "--reference", "../examples/mlp.tdsl", "--dim", "B=3", "--seed", "5"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("probs: f32[3, 10] = ["), "{out}");
-    assert!(err.contains("1 input(s) and 4 param(s) of `mlp` are seeded random values (seed 5)"), "{err}");
+    assert!(err.contains("1 input(s) (x) and 4 param(s) of `mlp` are seeded random values (seed 5)"), "{err}");
     // The same seed gives the same output; another seed another.
     assert_eq!(tdslc(&["run", "--reference", "../examples/mlp.tdsl", "--dim", "B=3", "--seed", "5"]).1, out);
     assert_ne!(tdslc(&["run", "--reference", "../examples/mlp.tdsl", "--dim", "B=3", "--seed", "6"]).1, out);
@@ -79,13 +87,6 @@ fn run_rejects_bad_dimension_arguments() {
 }
 
 #[test]
-fn run_without_reference_says_what_is_missing() {
-    let (code, _, err) = tdslc(&["run", "../examples/mlp.tdsl"]);
-    assert_eq!(code, 1);
-    assert!(err.contains("--reference"), "{err}");
-}
-
-#[test]
 fn help_explains_the_commands() {
     let (code, out, _) = tdslc(&["--help"]);
     assert_eq!(code, 0);
@@ -95,4 +96,302 @@ fn help_explains_the_commands() {
     let (code, _, err) = tdslc(&["frobnicate"]);
     assert_eq!(code, 2);
     assert!(err.contains("unrecognized subcommand"), "{err}");
+}
+
+const MLP: &str = "../examples/mlp.tdsl";
+
+/// A path in `dir` as a `&str` argument.
+fn arg(dir: &Path, name: &str) -> String {
+    dir.join(name).to_str().expect("utf-8 temp path").to_string()
+}
+
+/// `tdslc ARGS` must succeed; returns stderr.
+fn tdslc_ok(args: &[&str]) -> String {
+    let (code, _, err) = tdslc(args);
+    assert_eq!(code, 0, "tdslc {}:\n{err}", args.join(" "));
+    err
+}
+
+/// `tdslc ARGS` must fail with exit code 1 and say each of `expected`; returns stderr.
+fn tdslc_fails(args: &[&str], expected: &[&str]) -> String {
+    let (code, out, err) = tdslc(args);
+    assert_eq!(code, 1, "tdslc {}:\nstdout: {out}\nstderr: {err}", args.join(" "));
+    for text in expected {
+        assert!(err.contains(text), "tdslc {}: stderr lacks {text:?}:\n{err}", args.join(" "));
+    }
+    err
+}
+
+fn mlp_graph() -> Graph {
+    let checked = check_path(Path::new(MLP));
+    assert!(checked.diagnostics.is_empty());
+    checked.graphs.into_iter().next().expect("the mlp model")
+}
+
+/// Every param of `graph` (all of constant shape) with seeded values that are not the CLI's.
+fn params_of(graph: &Graph, seed: u64) -> Vec<(String, Tensor)> {
+    graph
+        .params
+        .iter()
+        .map(|&id| {
+            let node = graph.node(id);
+            let Op::Param { key } = &node.op else { panic!("param node") };
+            let shape: Vec<usize> =
+                node.ty.shape.iter().map(|d| d.as_const().expect("constant param shape") as usize).collect();
+            (key.clone(), seeded_tensor(&format!("test {key}"), node.ty.dtype, &shape, seed))
+        })
+        .collect()
+}
+
+/// Writes `entries` as a safetensors file.
+fn write_safetensors(path: &Path, entries: &[(String, Tensor)]) {
+    use safetensors::{Dtype, tensor::TensorView};
+    let bytes: Vec<(String, Vec<u8>)> = entries.iter().map(|(k, t)| (k.clone(), t.data.to_le_bytes())).collect();
+    let views: Vec<(String, TensorView<'_>)> = entries
+        .iter()
+        .zip(&bytes)
+        .map(|((name, t), (_, data))| {
+            let dtype = match t.dtype {
+                DType::F32 => Dtype::F32,
+                DType::F16 => Dtype::F16,
+                DType::I32 => Dtype::I32,
+                DType::U32 => Dtype::U32,
+                DType::Bool => Dtype::BOOL,
+            };
+            (name.clone(), TensorView::new(dtype, t.shape.clone(), data).expect("a consistent view"))
+        })
+        .collect();
+    std::fs::write(path, safetensors::serialize(views, None).expect("serialize")).expect("write safetensors");
+}
+
+fn write_npy(path: &Path, tensor: &Tensor) {
+    tdsl_runtime::write_npy(path, tensor).expect("write npy");
+}
+
+/// `DIR/probs.npy` as written by `run --output DIR` for mlp with batch `rows`.
+fn read_probs(dir: &Path, rows: usize) -> Vec<f64> {
+    let probs = tdsl_runtime::read_npy(&dir.join("probs.npy")).expect("probs.npy");
+    assert_eq!((probs.dtype, probs.shape.as_slice()), (DType::F32, [rows, 10].as_slice()));
+    let values = probs.to_f64_vec();
+    for row in values.chunks(10) {
+        assert!((row.iter().sum::<f64>() - 1.0).abs() < 1e-4, "softmax rows sum to 1: {row:?}");
+    }
+    values
+}
+
+/// Runs mlp on the GPU and on the reference interpreter with `args`, writing to `dir/gpu` and `dir/ref`;
+/// asserts both wrote the same probabilities (within 1e-5) and returns them.
+fn run_both(dir: &Path, args: &[&str], rows: usize) -> Vec<f64> {
+    let (gpu, reference) = (dir.join("gpu"), dir.join("ref"));
+    let mut gpu_args = vec!["run", MLP, "--output", gpu.to_str().expect("utf-8")];
+    gpu_args.extend_from_slice(args);
+    let err = tdslc_ok(&gpu_args);
+    assert!(err.contains("note: running on "), "{err}");
+    let mut ref_args = vec!["run", "--reference", MLP, "--output", reference.to_str().expect("utf-8")];
+    ref_args.extend_from_slice(args);
+    let err = tdslc_ok(&ref_args);
+    assert!(err.contains("note: reference interpreter ran `mlp`"), "{err}");
+    let (on_gpu, on_cpu) = (read_probs(&gpu, rows), read_probs(&reference, rows));
+    assert_close(&on_gpu, &on_cpu, 1e-5, 0.0);
+    on_gpu
+}
+
+#[test]
+fn emit_wgsl_prints_every_kernel() {
+    let compiled = tdsl_compiler::codegen::compile(&mlp_graph()).expect("mlp compiles");
+    let (code, out, err) = tdslc(&["emit", "wgsl", MLP]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    assert_eq!(out.matches("// kernel ").count(), compiled.kernels.len(), "{out}");
+    for kernel in &compiled.kernels {
+        assert!(out.contains(&format!("// kernel {} of model mlp\n{}", kernel.name, kernel.wgsl())), "{}", kernel.name);
+    }
+    assert_eq!(out.matches("@compute @workgroup_size(256, 1, 1)").count(), compiled.kernels.len());
+}
+
+#[test]
+fn emit_spvasm_disassembles_every_kernel() {
+    let compiled = tdsl_compiler::codegen::compile(&mlp_graph()).expect("mlp compiles");
+    let (code, out, err) = tdslc(&["emit", "spvasm", MLP]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    assert_eq!(out.matches("; kernel ").count(), compiled.kernels.len(), "{out}");
+    assert_eq!(out.matches("OpEntryPoint GLCompute").count(), compiled.kernels.len(), "{out}");
+    assert!(out.contains("OpExecutionMode %") && out.contains("LocalSize 256 1 1"), "{out}");
+}
+
+#[test]
+fn emit_spirv_writes_one_module_per_kernel() {
+    let compiled = tdsl_compiler::codegen::compile(&mlp_graph()).expect("mlp compiles");
+    let temp = tempfile::tempdir().expect("temp dir");
+    let dir = temp.path().join("new/spv");
+    let (code, out, err) = tdslc(&["emit", "spirv", MLP, "-o", dir.to_str().expect("utf-8")]);
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    assert!(err.contains(&format!("wrote {} SPIR-V module(s)", compiled.kernels.len())), "{err}");
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(&dir).expect("output dir").map(|e| e.expect("entry").path()).collect();
+    files.sort();
+    assert_eq!(files.len(), compiled.kernels.len(), "{files:?}");
+    for kernel in &compiled.kernels {
+        let bytes = std::fs::read(dir.join(format!("mlp.{}.spv", kernel.name))).expect("one file per kernel");
+        assert_eq!(bytes[..4], 0x0723_0203u32.to_le_bytes(), "{}: SPIR-V magic", kernel.name);
+        let words: Vec<u32> = bytes.chunks(4).map(|w| u32::from_le_bytes(w.try_into().expect("whole words"))).collect();
+        assert_eq!(words, kernel.spirv(), "{}", kernel.name);
+    }
+}
+
+#[test]
+fn run_on_the_gpu_agrees_with_the_reference() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let (code, out, err) = tdslc(&["run", MLP, "--dim", "B=3", "--seed", "5"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("probs: f32[3, 10] = ["), "{out}");
+    assert!(err.contains("note: compiled and ran `mlp` ("), "{err}");
+    run_both(temp.path(), &["--dim", "B=3", "--seed", "5"], 3);
+}
+
+#[test]
+fn run_reads_inputs_from_npy_files() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let seeded = run_both(&temp.path().join("seeded"), &["--dim", "B=4", "--seed", "1"], 4);
+    let x = arg(temp.path(), "x.npy");
+    write_npy(Path::new(&x), &seeded_tensor("test x", DType::F32, &[4, 784], 2));
+    // The input file fixes B; only the params are random.
+    let err = tdslc_ok(&["run", MLP, "--input", &format!("x={x}"), "--seed", "1"]);
+    assert!(err.contains("0 input(s) and 4 param(s) of `mlp` are seeded random values"), "{err}");
+    let given = run_both(&temp.path().join("given"), &["--input", &format!("x={x}"), "--seed", "1"], 4);
+    assert_ne!(given, seeded, "the input file is used");
+}
+
+#[test]
+fn run_reads_weights_from_safetensors() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let params = params_of(&mlp_graph(), 3);
+    assert_eq!(params.len(), 4);
+    let weights = arg(temp.path(), "mlp.safetensors");
+    write_safetensors(Path::new(&weights), &params);
+    let x = arg(temp.path(), "x.npy");
+    write_npy(Path::new(&x), &seeded_tensor("test x", DType::F32, &[2, 784], 4));
+    let input = format!("x={x}");
+
+    let seeded = run_both(&temp.path().join("seeded"), &["--input", &input], 2);
+    let err = tdslc_ok(&["run", MLP, "--input", &input, "--weights", &weights]);
+    assert!(!err.contains("seeded random"), "nothing is random: {err}");
+    let loaded = run_both(&temp.path().join("loaded"), &["--input", &input, "--weights", &weights], 2);
+    assert_ne!(loaded, seeded, "the weights file is used");
+    // Random inputs with weights from the file.
+    let err = tdslc_ok(&["run", MLP, "--weights", &weights, "--dim", "B=2"]);
+    assert!(err.contains("1 input(s) (x) and 0 param(s)"), "{err}");
+}
+
+/// Every failing `run` is checked on both the GPU and the reference interpreter.
+fn run_fails_everywhere(file: &str, args: &[&str], expected: &[&str]) {
+    for reference in [false, true] {
+        let mut all = vec!["run", file];
+        if reference {
+            all.push("--reference");
+        }
+        all.extend_from_slice(args);
+        tdslc_fails(&all, expected);
+    }
+}
+
+#[test]
+fn run_reports_a_missing_input_file() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let x = arg(temp.path(), "no-such.npy");
+    run_fails_everywhere(MLP, &["--input", &format!("x={x}")], &["input `x`", &x, "cannot read the file"]);
+}
+
+#[test]
+fn run_reports_inputs_of_the_wrong_shape() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let x = arg(temp.path(), "x.npy");
+    write_npy(Path::new(&x), &seeded_tensor("x", DType::F32, &[784], 0));
+    run_fails_everywhere(MLP, &["--input", &format!("x={x}")], &["input `x`", "rank is 1, expected 2"]);
+    write_npy(Path::new(&x), &seeded_tensor("x", DType::F32, &[2, 783], 0));
+    run_fails_everywhere(MLP, &["--input", &format!("x={x}")], &["input `x`", "axis 1 is 783, expected 784"]);
+
+    // Two inputs disagreeing about a symbol: S is 3 in `x` and 4 in `mask`.
+    let mask = arg(temp.path(), "mask.npy");
+    write_npy(Path::new(&x), &seeded_tensor("x", DType::F32, &[2, 3, 64], 0));
+    write_npy(Path::new(&mask), &Tensor::i32(&[2, 4], vec![1; 8]));
+    run_fails_everywhere(
+        "../examples/encoder_layer.tdsl",
+        &["--input", &format!("x={x}"), "--input", &format!("mask={mask}")],
+        &["symbol `S`", "input `x`", "input `mask`"],
+    );
+}
+
+#[test]
+fn run_reports_an_input_of_the_wrong_dtype() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let x = arg(temp.path(), "x.npy");
+    write_npy(Path::new(&x), &Tensor::i32(&[2, 784], vec![1; 2 * 784]));
+    run_fails_everywhere(MLP, &["--input", &format!("x={x}")], &["input `x`", "dtype is i32, expected f32"]);
+}
+
+#[test]
+fn run_reports_a_corrupt_npy_file() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let x = arg(temp.path(), "x.npy");
+    let garbage: Vec<u8> = (0..200u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&x, &garbage).expect("write garbage");
+    run_fails_everywhere(MLP, &["--input", &format!("x={x}")], &["input `x`", &x, "not a .npy file"]);
+    // A valid header whose data is cut short.
+    let mut truncated = tdsl_runtime::to_npy_bytes(&Tensor::f32(&[2, 784], vec![0.5; 2 * 784]));
+    truncated.truncate(truncated.len() - 10);
+    std::fs::write(&x, &truncated).expect("write truncated");
+    run_fails_everywhere(MLP, &["--input", &format!("x={x}")], &["input `x`", &x, "the data is"]);
+}
+
+#[test]
+fn run_reports_an_unknown_input_name() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let y = arg(temp.path(), "y.npy");
+    write_npy(Path::new(&y), &seeded_tensor("y", DType::F32, &[2, 784], 0));
+    run_fails_everywhere(MLP, &["--input", &format!("y={y}")], &["model `mlp` has no input `y` (its inputs: x)"]);
+}
+
+#[test]
+fn run_reports_every_weights_mismatch_at_once() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mut params = params_of(&mlp_graph(), 3);
+    let index = |params: &[(String, Tensor)], key: &str| params.iter().position(|(k, _)| k == key).expect(key);
+    // Missing fc2.bias, an extra entry, fc1.bias of the wrong shape and fc2.weight of the wrong dtype.
+    params.remove(index(&params, "fc2.bias"));
+    params.push(("fc3.weight".to_string(), Tensor::f32(&[2, 2], vec![0.0; 4])));
+    let i = index(&params, "fc1.bias");
+    params[i].1 = Tensor::f32(&[127], vec![0.0; 127]);
+    let i = index(&params, "fc2.weight");
+    let shape = params[i].1.shape.clone();
+    let count = shape.iter().product();
+    params[i].1 = Tensor { dtype: DType::I32, shape, data: TensorData::I32(vec![1; count]) };
+    let weights = arg(temp.path(), "bad.safetensors");
+    write_safetensors(Path::new(&weights), &params);
+    run_fails_everywhere(
+        MLP,
+        &["--weights", &weights],
+        &[
+            "does not match the model's params (4 problems)",
+            "missing: `fc2.bias`",
+            "extra: `fc3.weight` (f32[2, 2])",
+            "wrong shape: `fc1.bias` is f32[127]",
+            "wrong dtype: `fc2.weight` is i32[",
+        ],
+    );
+}
+
+#[test]
+fn run_reports_a_corrupt_weights_file() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let weights = arg(temp.path(), "garbage.safetensors");
+    let garbage: Vec<u8> = (0..300u32).map(|i| (i.wrapping_mul(2_246_822_519) >> 11) as u8).collect();
+    std::fs::write(&weights, &garbage).expect("write garbage");
+    run_fails_everywhere(MLP, &["--weights", &weights], &[&weights, "is not a valid safetensors file"]);
+}
+
+#[test]
+fn run_reports_a_missing_weights_file() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let weights = arg(temp.path(), "no-such.safetensors");
+    run_fails_everywhere(MLP, &["--weights", &weights], &[&format!("cannot read `{weights}`")]);
 }

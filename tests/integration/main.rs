@@ -6,5 +6,6 @@ mod examples;
 mod fixtures;
 mod gpu;
 mod interp;
+mod kernels;
 mod properties;
 mod util;

@@ -1,0 +1,171 @@
+//! Kernel snapshots: every model of every example (`examples/**/*.tdsl`) and of every `fixtures/ok/*.tdsl`
+//! compiles with `codegen::compile`; each file's distinct kernels (WGSL and SPIR-V disassembly) are one insta
+//! snapshot, and every distinct SPIR-V module passes Khronos `spirv-val --target-env vulkan1.1` (the tool
+//! must be installed: a missing `spirv-val` fails the test, it never skips the check).
+
+use crate::util::{check_path, rendered};
+use std::path::{Path, PathBuf};
+use tdsl_compiler::codegen;
+
+const SPIRV_VAL: &str = "spirv-val";
+
+/// Every `.tdsl` file under `dir`, recursively (`recursive`) or not, sorted.
+fn tdsl_files(dir: &Path, recursive: bool) -> Vec<PathBuf> {
+    fn walk(dir: &Path, recursive: bool, out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                if recursive {
+                    walk(&path, recursive, out);
+                }
+            } else if path.extension().is_some_and(|e| e == "tdsl") {
+                out.push(path);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(dir, recursive, &mut files);
+    files.sort();
+    files
+}
+
+/// The example files and the `ok` fixtures that declare models, relative to the `tests/` directory.
+fn files_with_models() -> Vec<PathBuf> {
+    let examples = tdsl_files(Path::new("../examples"), true);
+    assert!(
+        examples.iter().any(|p| p.ends_with("minilm/minilm.tdsl")),
+        "expected examples/minilm/minilm.tdsl among {examples:?}"
+    );
+    let fixtures: Vec<PathBuf> = tdsl_files(Path::new("fixtures/ok"), false);
+    assert!(!fixtures.is_empty());
+    examples.into_iter().chain(fixtures).collect()
+}
+
+/// `../examples/minilm/minilm.tdsl` -> `examples__minilm__minilm.tdsl`.
+fn snapshot_name(path: &Path) -> String {
+    let relative = path.strip_prefix("..").unwrap_or(path);
+    relative.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>().join("__")
+}
+
+/// A kernel text shared by one or more kernels (`model.kernel` names, in launch order).
+struct Distinct {
+    names: Vec<String>,
+    wgsl: String,
+    spirv: Vec<u32>,
+    spvasm: String,
+}
+
+/// Compiles every model of `path` and groups its kernels by text (WGSL and SPIR-V), in order of first
+/// appearance; also returns the total number of kernels.
+fn distinct_kernels(path: &Path) -> (Vec<Distinct>, usize) {
+    let checked = check_path(path);
+    assert!(checked.diagnostics.is_empty(), "{} should check clean:\n{}", path.display(), rendered(&checked));
+    assert!(!checked.graphs.is_empty(), "{} has no model", path.display());
+    let mut distinct: Vec<Distinct> = Vec::new();
+    let mut total = 0;
+    for graph in &checked.graphs {
+        let compiled =
+            codegen::compile(graph).unwrap_or_else(|e| panic!("{}: model `{}`: {e}", path.display(), graph.name));
+        assert_eq!(compiled.kernels.len(), compiled.program.launches.len());
+        for kernel in &compiled.kernels {
+            total += 1;
+            let name = format!("{}.{}", graph.name, kernel.name);
+            match distinct.iter_mut().find(|d| d.wgsl == kernel.wgsl() && d.spirv == kernel.spirv()) {
+                Some(d) => d.names.push(name),
+                None => {
+                    let spvasm = codegen::disassemble(kernel.spirv())
+                        .unwrap_or_else(|e| panic!("{}: {name}: disassembly: {e}", path.display()));
+                    distinct.push(Distinct {
+                        names: vec![name],
+                        wgsl: kernel.wgsl().to_string(),
+                        spirv: kernel.spirv().to_vec(),
+                        spvasm,
+                    });
+                }
+            }
+        }
+    }
+    (distinct, total)
+}
+
+/// The snapshot text: a header, then each distinct kernel with the names sharing it, its WGSL and SPIR-V.
+fn snapshot_text(path: &Path, distinct: &[Distinct], total: usize) -> String {
+    let mut text = format!(
+        "{}: {total} kernel(s), {} distinct\n",
+        snapshot_name(path).replace("__", "/"),
+        distinct.len()
+    );
+    for (i, d) in distinct.iter().enumerate() {
+        text.push_str(&format!("\n==== kernel {} of {}: {}\n", i + 1, distinct.len(), d.names.join(", ")));
+        text.push_str("---- WGSL\n");
+        text.push_str(d.wgsl.trim_end());
+        text.push_str("\n---- SPIR-V\n");
+        text.push_str(d.spvasm.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+/// Runs `spirv-val --target-env vulkan1.1` on `words`; `Err` with its output when it rejects them.
+fn spirv_val(words: &[u32], dir: &Path, file: &str) -> Result<(), String> {
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let path = dir.join(file);
+    std::fs::write(&path, bytes).expect("write the SPIR-V to a temp file");
+    let output = std::process::Command::new(SPIRV_VAL)
+        .arg("--target-env")
+        .arg("vulkan1.1")
+        .arg(&path)
+        .output()
+        .unwrap_or_else(|err| {
+            panic!("could not run `{SPIRV_VAL}` ({err}); install SPIRV-Tools (Debian: apt-get install spirv-tools)")
+        });
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr)))
+    }
+}
+
+#[test]
+fn kernels_of_examples_and_fixtures_match_snapshots_and_pass_spirv_val() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mut rejected = Vec::new();
+    for path in files_with_models() {
+        let (distinct, total) = distinct_kernels(&path);
+        for (i, d) in distinct.iter().enumerate() {
+            assert_eq!(d.spirv.first(), Some(&0x0723_0203), "{}: {}: not SPIR-V", path.display(), d.names[0]);
+            let first = &d.names[0];
+            assert!(d.spvasm.contains("OpEntryPoint GLCompute"), "{}: {first}: no entry point", path.display());
+            let file = format!("{}-{i}.spv", snapshot_name(&path));
+            if let Err(message) = spirv_val(&d.spirv, temp.path(), &file) {
+                rejected.push(format!(
+                    "{}: {} rejected by spirv-val:\n{message}\nWGSL:\n{}",
+                    path.display(),
+                    d.names.join(", "),
+                    d.wgsl
+                ));
+            }
+        }
+        insta::assert_snapshot!(snapshot_name(&path), snapshot_text(&path, &distinct, total));
+    }
+    assert!(rejected.is_empty(), "{} module(s) rejected:\n{}", rejected.len(), rejected.join("\n\n"));
+}
+
+#[test]
+fn identical_kernels_are_listed_once() {
+    // MiniLM's six layers compile to the same kernels apart from their names.
+    let (distinct, total) = distinct_kernels(Path::new("../examples/minilm/minilm.tdsl"));
+    assert!(distinct.len() * 3 < total, "{} distinct of {total} kernels", distinct.len());
+    let names: Vec<&String> = distinct.iter().flat_map(|d| &d.names).collect();
+    assert_eq!(names.len(), total, "every kernel listed exactly once");
+    let unique: std::collections::BTreeSet<&String> = names.iter().copied().collect();
+    assert_eq!(unique.len(), total, "kernel names are unique");
+}
+
+#[test]
+fn spirv_val_rejects_a_broken_module() {
+    // The check above is only worth something if `spirv-val` says no: a header with a bound of 0 is invalid.
+    let temp = tempfile::tempdir().expect("temp dir");
+    let broken = [0x0723_0203, 0x0001_0000, 0, 0, 0];
+    assert!(spirv_val(&broken, temp.path(), "broken.spv").is_err());
+}
