@@ -7,15 +7,18 @@
 //! Everything that can be checked is checked before the first buffer exists, and every failure is an
 //! `ExecError` with a message naming the tensor, launch or param concerned.
 //!
-//! Limits: every tensor gets its own buffer for the whole run (no reuse of dead intermediates), and a launch
-//! with no invocations is skipped (its output stays zero).
+//! Computed tensors share buffers by liveness (`memory.rs`); `prepare` does everything up to the dispatches
+//! once, so a prepared program runs again without re-uploading (benchmarks, serving). A launch with no
+//! invocations is skipped.
 
+mod memory;
 mod params;
 mod plan;
 
 #[cfg(test)]
 mod tests;
 
+pub use memory::{MemoryPlan, plan_memory};
 pub use params::ParamSource;
 pub use plan::{DeviceLimits, LaunchPlan, fold_grid, plan_launches, tensor_shapes};
 
@@ -83,13 +86,33 @@ impl Gpu {
         inputs: &[Tensor],
         params: &dyn ParamSource,
     ) -> Result<Vec<Tensor>, ExecError> {
+        let prepared = self.prepare(program, inputs, params)?;
+        prepared.run()?;
+        prepared.outputs()
+    }
+
+    /// Everything `execute` does before dispatching: checks, buffers (shared by liveness, `memory.rs`),
+    /// uploads, pipelines and bind groups. The result runs any number of times on the same inputs.
+    pub fn prepare<'a>(
+        &'a self,
+        program: &'a Program,
+        inputs: &[Tensor],
+        params: &dyn ParamSource,
+    ) -> Result<Prepared<'a>, ExecError> {
         program.validate().map_err(|problems| ExecError::Invalid { program: program.name.clone(), problems })?;
         let symbols = bind(program, inputs, params)?;
         let limits = DeviceLimits::of(&self.device.limits());
         let shapes = tensor_shapes(program, &symbols, &limits)?;
         let plans = plan_launches(program, &symbols, &limits)?;
+        let bytes: Vec<u64> = program
+            .tensors
+            .iter()
+            .zip(&shapes)
+            .map(|(decl, shape)| crate::gpu::device_bytes(decl.dtype, shape.iter().product()))
+            .collect();
+        let memory = plan_memory(program, &bytes);
 
-        let buffers = self.tensor_buffers(program, &shapes, inputs, params)?;
+        let buffers = self.tensor_buffers(program, &memory, inputs, params)?;
         let status = program
             .launches
             .iter()
@@ -113,27 +136,14 @@ impl Gpu {
             }
             steps.push(Dispatch { pipeline, buffers: bound, workgroups });
         }
-        self.run(&steps)?;
-
-        if let Some(status) = &status {
-            self.check_status(program, status)?;
-        }
-        program
-            .outputs
-            .iter()
-            .map(|(output, id)| {
-                let decl = program.tensor(*id);
-                self.download(&buffers[id.0 as usize], decl.dtype, &shapes[id.0 as usize])
-                    .map_err(|source| ExecError::Download { output: output.clone(), source })
-            })
-            .collect()
+        Ok(Prepared { gpu: self, program, shapes, buffers, status, steps, memory })
     }
 
-    /// One buffer per tensor: inputs and params uploaded, computed tensors zeroed.
+    /// One buffer per input and param (uploaded) and the shared buffers of computed tensors.
     fn tensor_buffers(
         &self,
         program: &Program,
-        shapes: &[Vec<usize>],
+        memory: &MemoryPlan,
         inputs: &[Tensor],
         params: &dyn ParamSource,
     ) -> Result<Vec<wgpu::Buffer>, ExecError> {
@@ -141,18 +151,24 @@ impl Gpu {
         for (k, id) in program.inputs.iter().enumerate() {
             input_of[id.0 as usize] = inputs.get(k);
         }
+        let mut shared = Vec::with_capacity(memory.buffers.len());
+        for &size in &memory.buffers {
+            let upload = |source| ExecError::Upload { tensor: format!("a shared buffer of {size} bytes"), source };
+            shared.push(self.zeros(DType::U32, &[(size / 4) as usize]).map_err(upload)?);
+        }
         let mut buffers = Vec::with_capacity(program.tensors.len());
         for (i, decl) in program.tensors.iter().enumerate() {
             let upload = |source| ExecError::Upload { tensor: decl.name.clone(), source };
-            let buffer = match (&decl.role, input_of[i]) {
-                (TensorRole::Input(_), Some(tensor)) => self.upload(tensor).map_err(upload)?,
-                (TensorRole::Param(key), _) => {
+            let buffer = match (&decl.role, input_of[i], memory.buffer_of[i]) {
+                (TensorRole::Input(_), Some(tensor), _) => self.upload(tensor).map_err(upload)?,
+                (TensorRole::Param(key), _, _) => {
                     let bytes = params
                         .device_bytes(key)
                         .map_err(|problem| ExecError::ParamData { key: key.clone(), problem })?;
                     self.upload_device_bytes(&bytes).map_err(upload)?
                 }
-                _ => self.zeros(decl.dtype, &shapes[i]).map_err(upload)?,
+                (_, _, Some(b)) => shared[b].clone(),
+                _ => self.zeros(decl.dtype, &[1]).map_err(upload)?,
             };
             buffers.push(buffer);
         }
@@ -173,6 +189,58 @@ impl Gpu {
             }
             None => Err(ExecError::BadStatus { word, detail, launches: program.launches.len() }),
         }
+    }
+}
+
+/// A program with its inputs and params on the device, its buffers planned and its pipelines built
+/// (`Gpu::prepare`). `run` dispatches every launch in one submission; `outputs` reads the results back.
+pub struct Prepared<'a> {
+    gpu: &'a Gpu,
+    program: &'a Program,
+    shapes: Vec<Vec<usize>>,
+    buffers: Vec<wgpu::Buffer>,
+    status: Option<wgpu::Buffer>,
+    steps: Vec<Dispatch>,
+    /// Where every tensor lives and the device bytes the run takes.
+    pub memory: MemoryPlan,
+}
+
+impl Prepared<'_> {
+    /// Runs every launch (one encoder, one submission), waits for the device and checks the status buffer.
+    pub fn run(&self) -> Result<(), ExecError> {
+        if let Some(status) = &self.status {
+            self.gpu.queue.write_buffer(status, 0, &[0; 8]);
+        }
+        self.gpu.run(&self.steps)?;
+        match &self.status {
+            Some(status) => self.gpu.check_status(self.program, status),
+            None => {
+                self.gpu
+                    .device
+                    .poll(wgpu::PollType::wait_indefinitely())
+                    .map_err(|e| GpuError::Run { steps: self.steps.len(), message: format!("waiting for the GPU: {e}") })?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The outputs of the last run, in `program.outputs` order.
+    pub fn outputs(&self) -> Result<Vec<Tensor>, ExecError> {
+        self.program
+            .outputs
+            .iter()
+            .map(|(output, id)| {
+                let decl = self.program.tensor(*id);
+                self.gpu
+                    .download(&self.buffers[id.0 as usize], decl.dtype, &self.shapes[id.0 as usize])
+                    .map_err(|source| ExecError::Download { output: output.clone(), source })
+            })
+            .collect()
+    }
+
+    /// Launches dispatched per run (launches with no invocations are skipped).
+    pub fn dispatches(&self) -> usize {
+        self.steps.len()
     }
 }
 

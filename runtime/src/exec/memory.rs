@@ -1,0 +1,147 @@
+//! Buffer planning: computed tensors share device buffers by liveness, so peak memory is far below the sum
+//! of all intermediates. Walking the launches in order, each launch's result takes the smallest free buffer
+//! that is large enough (or a new one), and after the launch every tensor read for the last time frees its
+//! buffer. Outputs are never freed, and a result never shares a buffer with a tensor its own launch reads
+//! (frees happen after the launch's allocation). Inputs and params keep buffers of their own.
+
+use crate::program::{Arg, Program, TensorRole};
+
+/// Where every tensor lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemoryPlan {
+    /// For each computed tensor, its buffer (an index into `buffers`); `None` for inputs and params.
+    pub buffer_of: Vec<Option<usize>>,
+    /// Byte size of each shared buffer.
+    pub buffers: Vec<u64>,
+    /// Bytes of inputs and params (one buffer each).
+    pub signature_bytes: u64,
+    /// Device bytes of the whole run: inputs, params and the shared buffers.
+    pub peak_bytes: u64,
+    /// What the run would take with one buffer per tensor.
+    pub unshared_bytes: u64,
+}
+
+/// Plans buffers for `program` whose tensors have the byte sizes `bytes` (one per tensor).
+pub fn plan_memory(program: &Program, bytes: &[u64]) -> MemoryPlan {
+    let n = program.tensors.len();
+    let mut last_read: Vec<Option<usize>> = vec![None; n];
+    for (i, launch) in program.launches.iter().enumerate() {
+        for arg in &launch.args {
+            if let Arg::Read(t) = arg
+                && let Some(slot) = last_read.get_mut(t.0 as usize)
+            {
+                *slot = Some(i);
+            }
+        }
+    }
+    let mut pinned = vec![false; n];
+    for (_, t) in &program.outputs {
+        if let Some(p) = pinned.get_mut(t.0 as usize) {
+            *p = true;
+        }
+    }
+    let size = |t: usize| bytes.get(t).copied().unwrap_or(4).max(4);
+    let mut plan = MemoryPlan {
+        buffer_of: vec![None; n],
+        buffers: Vec::new(),
+        signature_bytes: 0,
+        peak_bytes: 0,
+        unshared_bytes: 0,
+    };
+    for (t, decl) in program.tensors.iter().enumerate() {
+        plan.unshared_bytes += size(t);
+        if decl.role != TensorRole::Computed {
+            plan.signature_bytes += size(t);
+        }
+    }
+    let mut free: Vec<usize> = Vec::new();
+    for (i, launch) in program.launches.iter().enumerate() {
+        for arg in &launch.args {
+            let Arg::Write(t) = arg else { continue };
+            let t = t.0 as usize;
+            if t >= n || plan.buffer_of[t].is_some() {
+                continue;
+            }
+            let need = size(t);
+            let best = free
+                .iter()
+                .enumerate()
+                .filter(|&(_, &b)| plan.buffers[b] >= need)
+                .min_by_key(|&(_, &b)| plan.buffers[b])
+                .map(|(k, _)| k);
+            let buffer = match best {
+                Some(k) => free.swap_remove(k),
+                None => {
+                    plan.buffers.push(need);
+                    plan.buffers.len() - 1
+                }
+            };
+            plan.buffer_of[t] = Some(buffer);
+        }
+        for (t, last) in last_read.iter().enumerate() {
+            if *last == Some(i)
+                && !pinned[t]
+                && let Some(b) = plan.buffer_of[t]
+            {
+                free.push(b);
+            }
+        }
+    }
+    plan.peak_bytes = plan.signature_bytes + plan.buffers.iter().sum::<u64>();
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::program::{DimExpr, Launch, TensorDecl, TensorId};
+    use crate::DType;
+
+    fn tensor(name: &str, role: TensorRole) -> TensorDecl {
+        TensorDecl { name: name.into(), role, dtype: DType::F32, shape: vec![DimExpr::constant(4)] }
+    }
+
+    fn launch(reads: &[u32], write: u32) -> Launch {
+        let mut args: Vec<Arg> = reads.iter().map(|&t| Arg::Read(TensorId(t))).collect();
+        args.push(Arg::Write(TensorId(write)));
+        Launch {
+            name: format!("k{write}"),
+            wgsl: String::new(),
+            spirv: vec![],
+            args,
+            invocations: DimExpr::constant(4),
+            workgroup_size: 256,
+            bounds: vec![],
+        }
+    }
+
+    /// x -> a -> b -> c -> out, with `a` also read by the last launch: three buffers serve four computed tensors.
+    #[test]
+    fn a_chain_reuses_two_buffers_and_never_an_operand_or_output() {
+        let mut program = Program { name: "chain".into(), ..Program::default() };
+        program.tensors.push(tensor("x", TensorRole::Input("x".into())));
+        for name in ["a", "b", "c", "out"] {
+            program.tensors.push(tensor(name, TensorRole::Computed));
+        }
+        program.inputs = vec![TensorId(0)];
+        program.outputs = vec![("out".into(), TensorId(4))];
+        program.launches = vec![launch(&[0], 1), launch(&[1], 2), launch(&[2], 3), launch(&[3, 1], 4)];
+        let bytes = [16, 16, 16, 8, 16];
+        let plan = plan_memory(&program, &bytes);
+        let of = |t: usize| plan.buffer_of[t].expect("computed tensors have buffers");
+        assert_eq!(plan.buffer_of[0], None);
+        // `a` is read by the last launch, so it is live throughout; `c` needs a buffer while `b` is still
+        // being read; `b` dies after launch 2, so `out` takes its buffer.
+        assert_ne!(of(1), of(2));
+        assert_ne!(of(2), of(3));
+        assert_ne!(of(1), of(3));
+        assert_ne!(of(4), of(3), "a result never shares with its operand");
+        assert_ne!(of(4), of(1), "a result never shares with its operand");
+        assert_eq!(of(4), of(2), "the output reuses the dead intermediate");
+        assert_eq!(plan.signature_bytes, 16);
+        assert_eq!(plan.unshared_bytes, 72);
+        assert_eq!(plan.buffers.len(), 3, "a, b (reused by out) and c");
+        assert_eq!(plan.peak_bytes, 16 + plan.buffers.iter().sum::<u64>());
+        assert!(plan.peak_bytes < plan.unshared_bytes);
+    }
+}
