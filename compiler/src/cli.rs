@@ -64,6 +64,37 @@ enum Command {
         /// GPU backend: vulkan (default), gl or any; overrides TDSL_BACKEND.
         #[arg(long)]
         backend: Option<String>,
+        /// One kernel per IR node (fusion off), for comparison.
+        #[arg(long)]
+        no_fuse: bool,
+    },
+    /// Show the kernels of every model in FILE: the ops fused into each, its grid, the bytes it reads and
+    /// writes (at the sizes of --dim, else 2), why each unfused edge is not fused, and the device memory.
+    Explain {
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// One kernel per IR node (fusion off), for comparison.
+        #[arg(long)]
+        no_fuse: bool,
+        /// Size of a symbolic dimension, e.g. `--dim S=128` (repeatable); others are 2.
+        #[arg(long = "dim", value_name = "NAME=SIZE", value_parser = parse_dim)]
+        dims: Vec<(String, i64)>,
+    },
+    /// Benchmark every model of the FILEs (default: the examples and elementwise chains of 2, 4 and 8 ops)
+    /// fused against unfused on the current device, printing speed-ups, kernel counts and device memory.
+    Bench {
+        files: Vec<PathBuf>,
+        /// Timed runs per program and mode (the median is reported).
+        #[arg(long, default_value_t = 10)]
+        repeat: usize,
+        /// Size of a symbolic dimension (repeatable); unset dimensions use the defaults described in the README.
+        #[arg(long = "dim", value_name = "NAME=SIZE", value_parser = parse_dim)]
+        dims: Vec<(String, i64)>,
+        /// GPU backend: vulkan (default), gl or any.
+        #[arg(long)]
+        backend: Option<String>,
     },
     /// Print a compiled form of a program.
     Emit {
@@ -77,15 +108,28 @@ enum Emit {
     /// The typed tensor IR of every model in FILE, after checking and inlining.
     Ir { file: PathBuf },
     /// Every kernel of every model in FILE as WGSL.
-    Wgsl { file: PathBuf },
+    Wgsl {
+        file: PathBuf,
+        /// One kernel per IR node (fusion off), for comparison.
+        #[arg(long)]
+        no_fuse: bool,
+    },
     /// Every kernel as SPIR-V assembly text (a disassembly of the binary modules).
-    Spvasm { file: PathBuf },
+    Spvasm {
+        file: PathBuf,
+        /// One kernel per IR node (fusion off), for comparison.
+        #[arg(long)]
+        no_fuse: bool,
+    },
     /// Every kernel as binary SPIR-V: one file per kernel, DIR/<model>.<kernel>.spv.
     Spirv {
         file: PathBuf,
         /// The directory to write the modules to (created if missing).
         #[arg(short = 'o', long = "output", value_name = "DIR")]
         output: PathBuf,
+        /// One kernel per IR node (fusion off), for comparison.
+        #[arg(long)]
+        no_fuse: bool,
     },
 }
 
@@ -118,8 +162,8 @@ pub fn main(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write, err: 
             }
             if failed { Err(None) } else { Ok(()) }
         }
-        Command::Run { file, reference, inputs, weights, seed, dims, output, backend } => {
-            let options = RunOptions { reference, inputs, weights, seed, dims, output, backend };
+        Command::Run { file, reference, inputs, weights, seed, dims, output, backend, no_fuse } => {
+            let options = RunOptions { reference, inputs, weights, seed, dims, output, backend, fuse: !no_fuse };
             checked_graphs(&file, color, err).and_then(|graphs| {
                 let several = graphs.len() > 1;
                 graphs.iter().try_for_each(|graph| run_model(graph, &options, several, out, err).map_err(Some))
@@ -130,22 +174,37 @@ pub fn main(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write, err: 
                 let _ = write!(out, "{}", ir::print::print(graph));
             }
         }),
-        Command::Emit { what: Emit::Wgsl { file } } => emit_kernels(&file, color, err, |graph, kernel| {
+        Command::Emit { what: Emit::Wgsl { file, no_fuse } } => emit_kernels(&file, !no_fuse, color, err, |graph, kernel| {
             let _ = writeln!(out, "// kernel {} of model {}", kernel.name, graph.name);
             let _ = writeln!(out, "{}", kernel.wgsl());
             Ok(())
         }),
-        Command::Emit { what: Emit::Spvasm { file } } => emit_kernels(&file, color, err, |graph, kernel| {
+        Command::Emit { what: Emit::Spvasm { file, no_fuse } } => emit_kernels(&file, !no_fuse, color, err, |graph, kernel| {
             let _ = writeln!(out, "; kernel {} of model {}", kernel.name, graph.name);
             let _ = writeln!(out, "{}", codegen::disassemble(kernel.spirv())?);
             Ok(())
         }),
-        Command::Emit { what: Emit::Spirv { file, output } } => {
+        Command::Explain { file, json, no_fuse, dims } => checked_graphs(&file, color, err).and_then(|graphs| {
+            for graph in &graphs {
+                let sizes = symbol_sizes(graph, &dims).map_err(Some)?;
+                let compiled = codegen::compile_with(graph, codegen::Options { fuse: !no_fuse })
+                    .map_err(|e| Some(format!("model `{}`: {e}", graph.name)))?;
+                let report = crate::explain::explain(&compiled, &sizes, !no_fuse).map_err(Some)?;
+                if json {
+                    let _ = writeln!(out, "{}", serde_json::to_string_pretty(&report.json()).unwrap_or_default());
+                } else {
+                    let _ = write!(out, "{}", report.text());
+                }
+            }
+            Ok(())
+        }),
+        Command::Bench { files, repeat, dims, backend } => bench(&files, repeat, &dims, backend.as_deref(), color, out, err),
+        Command::Emit { what: Emit::Spirv { file, output, no_fuse } } => {
             let written = std::cell::Cell::new(0usize);
             let result = std::fs::create_dir_all(&output)
                 .map_err(|e| Some(format!("cannot create {}: {e}", output.display())))
                 .and_then(|()| {
-                    emit_kernels(&file, color, err, |graph, kernel| {
+                    emit_kernels(&file, !no_fuse, color, err, |graph, kernel| {
                         let path = output.join(format!("{}.{}.spv", graph.name, kernel.name));
                         let bytes: Vec<u8> = kernel.spirv().iter().flat_map(|w| w.to_le_bytes()).collect();
                         std::fs::write(&path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -195,12 +254,14 @@ fn parse_dim(text: &str) -> Result<(String, i64), String> {
 /// Compiles every model of `file` and hands each kernel to `each`.
 fn emit_kernels(
     file: &std::path::Path,
+    fuse: bool,
     color: bool,
     err: &mut dyn Write,
     mut each: impl FnMut(&ir::Graph, &codegen::Kernel) -> Result<(), String>,
 ) -> Result<(), Option<String>> {
     for graph in checked_graphs(file, color, err)? {
-        let compiled = codegen::compile(&graph).map_err(|e| Some(format!("model `{}`: {e}", graph.name)))?;
+        let compiled = codegen::compile_with(&graph, codegen::Options { fuse })
+            .map_err(|e| Some(format!("model `{}`: {e}", graph.name)))?;
         for kernel in &compiled.kernels {
             each(&graph, kernel).map_err(Some)?;
         }
@@ -222,6 +283,81 @@ struct RunOptions {
     dims: Vec<(String, i64)>,
     output: Option<PathBuf>,
     backend: Option<String>,
+    fuse: bool,
+}
+
+/// Symbol sizes from `--dim NAME=SIZE`, 2 for the rest; an unknown name is an error.
+fn symbol_sizes(graph: &ir::Graph, dims: &[(String, i64)]) -> Result<Vec<i64>, String> {
+    if let Some((unknown, _)) = dims.iter().find(|(n, _)| !graph.symbols.iter().any(|s| s.name == *n)) {
+        return Err(format!("model `{}` has no dimension `{unknown}`", graph.name));
+    }
+    Ok(graph.symbols.iter().map(|s| dims.iter().find(|(n, _)| *n == s.name).map_or(2, |(_, v)| *v)).collect())
+}
+
+/// Opens the GPU `backend` names (or the default).
+fn open_gpu(backend: Option<&str>) -> Result<Gpu, String> {
+    let backend = match backend {
+        Some(name) => Some(
+            tdsl_runtime::BackendChoice::from_name(name)
+                .ok_or_else(|| format!("--backend {name:?} is not a backend; use vulkan, gl or any"))?,
+        ),
+        None => None,
+    };
+    Gpu::new(&GpuOptions { backend, ..GpuOptions::default() }).map_err(|e| e.to_string())
+}
+
+/// `tdslc bench`: every model of `files` (default: the examples and chains of 2, 4 and 8 elementwise ops over
+/// 2^22 elements), fused against unfused. Default sizes: `B` = 8, `S` = 128, `N` = 2^22 for chains and 8
+/// otherwise, everything else 8.
+fn bench(
+    files: &[PathBuf],
+    repeat: usize,
+    dims: &[(String, i64)],
+    backend: Option<&str>,
+    color: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), Option<String>> {
+    let gpu = open_gpu(backend).map_err(Some)?;
+    let _ = writeln!(err, "note: benchmarking on {}", gpu.describe());
+    let mut programs: Vec<(String, ir::Graph)> = Vec::new();
+    let default_files: Vec<PathBuf> =
+        ["mlp.tdsl", "cnn.tdsl", "encoder_layer.tdsl", "minilm/minilm.tdsl"].iter().map(|f| PathBuf::from("examples").join(f)).collect();
+    let files = if files.is_empty() { default_files.as_slice() } else { files };
+    for file in files {
+        for graph in checked_graphs(file, color, err)? {
+            programs.push((format!("{}", file.display()), graph));
+        }
+    }
+    let mut chains = Vec::new();
+    if dims.is_empty() && files == default_files.as_slice() {
+        for k in [2, 4, 8] {
+            let source = crate::bench::chain_source(k);
+            let checked = driver::check(Root::Text { name: "chain.tdsl", text: &source });
+            if !checked.diagnostics.is_empty() {
+                return Err(Some(render::render(&checked.diagnostics, &checked.program.sources, false)));
+            }
+            chains.extend(checked.graphs.into_iter().map(|g| (format!("chain of {k} ops (2^22 f32)"), g)));
+        }
+    }
+    let mut rows = Vec::new();
+    for (name, graph) in programs.iter().chain(&chains) {
+        let defaults = |symbol: &str| match symbol {
+            "S" => 128,
+            "N" if graph.name.starts_with("chain") => 1 << 22,
+            _ => 8,
+        };
+        let sizes: Vec<i64> = graph
+            .symbols
+            .iter()
+            .map(|s| dims.iter().find(|(n, _)| *n == s.name).map_or_else(|| defaults(&s.name), |(_, v)| *v))
+            .collect();
+        let label = if name.starts_with("chain") { name.clone() } else { format!("{} ({})", graph.name, name) };
+        let _ = writeln!(err, "note: measuring {label}");
+        rows.push(crate::bench::measure(&gpu, &label, graph, &sizes, repeat, 0).map_err(Some)?);
+    }
+    let _ = write!(out, "{}", crate::bench::table(&gpu.describe(), &rows));
+    Ok(())
 }
 
 /// Runs `graph` with inputs from files or seeded random values, params from the weights file or seeded
@@ -356,15 +492,9 @@ fn run_model(
         );
         outputs
     } else {
-        let compiled = codegen::compile(graph).map_err(|e| format!("model `{}`: {e}", graph.name))?;
-        let backend = match &options.backend {
-            Some(name) => Some(
-                tdsl_runtime::BackendChoice::from_name(name)
-                    .ok_or_else(|| format!("--backend {name:?} is not a backend; use vulkan, gl or any"))?,
-            ),
-            None => None,
-        };
-        let gpu = Gpu::new(&GpuOptions { backend, ..GpuOptions::default() }).map_err(|e| e.to_string())?;
+        let compiled = codegen::compile_with(graph, codegen::Options { fuse: options.fuse })
+            .map_err(|e| format!("model `{}`: {e}", graph.name))?;
+        let gpu = open_gpu(options.backend.as_deref())?;
         let _ = writeln!(err, "note: running on {}", gpu.describe());
         let params: &dyn tdsl_runtime::ParamSource = match &weights {
             Some(w) => w,

@@ -12,6 +12,8 @@ pub mod codegen;
 pub mod diag;
 pub mod dim;
 pub mod driver;
+pub mod explain;
+pub mod bench;
 pub mod interp;
 pub mod ir;
 pub mod opt;

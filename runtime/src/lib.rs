@@ -22,7 +22,7 @@ pub mod weights;
 
 pub use bind::{BindError, Binding, Declared, Given, Signature, Site, bind_message, bind_symbols};
 pub use dtype::DType;
-pub use exec::{ExecError, MemoryPlan, ParamSource, Prepared, plan_memory};
+pub use exec::{ExecError, MemoryPlan, ParamSource, Prepared, fold_grid, plan_memory};
 pub use gpu::{BackendChoice, Dispatch, Gpu, GpuError, GpuOptions, KernelSource};
 pub use program::{Arg, Bound, DimAtom, DimExpr, Launch, Program, ProgramError, TensorDecl, TensorId, TensorRole};
 pub use npy::{NpyError, NpyProblem, read_npy, read_npy_bytes, to_npy_bytes, write_npy};

@@ -12,9 +12,11 @@
 //!   (layout ops) are inlined through amplification, and a node inlined into an amplified consumer is
 //!   amplified too;
 //! - contractions and reductions (`matmul`, `reduce`, index notation) are inlined only into a single
-//!   elementwise consumer that is not amplified: that is epilogue fusion (`relu(x @ w + b)` is one kernel);
-//! - elementwise ops are inlined into a single consumer (prologue fusion into reductions and contractions
-//!   included, unless amplified); with several consumers `recompute` (the cost model) decides.
+//!   elementwise or layout consumer that is neither amplified nor shared (computed in several kernels): that
+//!   is epilogue fusion (`relu(x @ w + b)` is one kernel, also through the reshapes of a batched `Linear`);
+//! - elementwise ops are inlined when all their consumers end up in one kernel (prologue fusion into
+//!   reductions and contractions included, unless amplified; a value read twice at one position in a kernel
+//!   is computed once there); when they are needed by several kernels `recompute` (the cost model) decides.
 
 use std::collections::BTreeSet;
 
@@ -54,8 +56,10 @@ enum Home {
     Tensor,
     /// Stored by its own kernel.
     Stored,
-    /// Computed inline in every consumer; `amplified` when some consumer evaluates each element many times.
-    Inline { amplified: bool },
+    /// Computed inline in every consumer; `amplified` when some consumer evaluates each element many times,
+    /// `shared` when it is computed in more than one kernel (it or a consumer it is inlined into has several
+    /// consumers).
+    Inline { amplified: bool, shared: bool },
 }
 
 /// Ops that only compute an index into their operand (no arithmetic on values).
@@ -121,6 +125,8 @@ pub fn group(graph: &Graph, fuse: bool) -> Grouping {
     }
 
     let mut home = vec![Home::Dead; n];
+    // For inline nodes: the roots of the kernels computing them.
+    let mut roots: Vec<BTreeSet<NodeId>> = vec![BTreeSet::new(); n];
     let mut unfused = Vec::new();
     let nodes: Vec<_> = graph.nodes.iter().collect();
     for &(id, node) in nodes.iter().rev() {
@@ -134,8 +140,17 @@ pub fn group(graph: &Graph, fuse: bool) -> Grouping {
             continue;
         }
         let amplified = live_consumers.iter().any(|&c| {
-            amplifies(graph, c, id) || matches!(home[c.index()], Home::Inline { amplified: true })
+            amplifies(graph, c, id) || matches!(home[c.index()], Home::Inline { amplified: true, .. })
         });
+        // The kernels this node would be computed in if inlined: its consumers' kernels.
+        let kernels: BTreeSet<NodeId> = live_consumers
+            .iter()
+            .flat_map(|&c| match home[c.index()] {
+                Home::Inline { .. } => roots[c.index()].clone(),
+                _ => BTreeSet::from([c]),
+            })
+            .collect();
+        let shared = kernels.len() > 1;
         let decision: Result<(), String> = if is_output[id.index()] {
             Err("it is an output".to_string())
         } else if matches!(node.op, Op::Constant(_) | Op::DimValue(_)) {
@@ -148,17 +163,21 @@ pub fn group(graph: &Graph, fuse: bool) -> Grouping {
             Err("the consumer reads each element many times (recomputing it is not worth it)".to_string())
         } else if is_contraction(&node.op) {
             match live_consumers.as_slice() {
-                [c] if is_elementwise(&graph.node(*c).op) => Ok(()),
-                [c] => Err(format!("a {} is fused only into an elementwise consumer, not a {}", node.op.name(), graph.node(*c).op.name())),
+                _ if shared => Err(format!("it is needed by {} kernels and a {} is never recomputed", kernels.len(), node.op.name())),
+                [c] if is_elementwise(&graph.node(*c).op) || is_layout(&graph.node(*c).op) => Ok(()),
+                [c] => Err(format!("a {} is fused only into an elementwise or layout consumer, not a {}", node.op.name(), graph.node(*c).op.name())),
                 many => Err(format!("value has {} consumers and a {} is never recomputed", many.len(), node.op.name())),
             }
-        } else if live_consumers.len() == 1 || recompute(&node.op, live_consumers.len()) {
+        } else if !shared || recompute(&node.op, kernels.len()) {
             Ok(())
         } else {
-            Err(format!("value has {} consumers and recomputing `{}` costs more than storing it", live_consumers.len(), node.op.name()))
+            Err(format!("value is needed by {} kernels and recomputing `{}` costs more than storing it", kernels.len(), node.op.name()))
         };
         home[id.index()] = match decision {
-            Ok(()) => Home::Inline { amplified },
+            Ok(()) => {
+                roots[id.index()] = kernels;
+                Home::Inline { amplified, shared }
+            }
             Err(reason) => {
                 for &c in &live_consumers {
                     unfused.push(Unfused { producer: id, consumer: c, reason: reason.clone() });

@@ -1,0 +1,165 @@
+//! `tdslc explain`: what the optimizer made of a model, kernel by kernel: the IR ops each kernel computes, its
+//! grid, the bytes it reads and writes at given symbol sizes, and for every producer it reads from another
+//! kernel why that edge was not fused; plus the device memory the run takes after buffer sharing. Printed as
+//! text or as JSON (`{"model", "fused", "kernels": [{"name", "ops", "invocations", "grid", "bytes_read",
+//! "bytes_written", "unfused": [{"producer", "kernel", "reason"}]}], "peak_bytes", "unshared_bytes"}`).
+
+use std::collections::HashMap;
+
+use serde_json::json;
+use tdsl_runtime::program::Arg;
+use tdsl_runtime::{fold_grid, plan_memory};
+
+use crate::codegen::Compiled;
+use crate::ir::Op;
+
+/// One kernel of the report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KernelReport {
+    pub name: String,
+    /// Op names of the nodes it computes, in dependency order (constants left out).
+    pub ops: Vec<String>,
+    pub invocations: u64,
+    pub grid: [u32; 3],
+    /// Device bytes of the distinct tensors it reads.
+    pub bytes_read: u64,
+    pub bytes_written: u64,
+    /// (producer description, producing kernel, reason) for every operand computed by another kernel.
+    pub unfused: Vec<(String, String, String)>,
+}
+
+/// The whole report for one model at given symbol sizes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    pub model: String,
+    pub fused: bool,
+    /// `name = value` of every symbol the numbers assume.
+    pub sizes: Vec<(String, i64)>,
+    pub kernels: Vec<KernelReport>,
+    pub peak_bytes: u64,
+    pub unshared_bytes: u64,
+}
+
+/// Explains `compiled` with symbol `i` = `sizes[i]`.
+pub fn explain(compiled: &Compiled, sizes: &[i64], fused: bool) -> Result<Report, String> {
+    let program = &compiled.program;
+    let graph = &compiled.graph;
+    let bytes: Vec<u64> = program
+        .tensors
+        .iter()
+        .map(|t| {
+            let count = t.shape.iter().try_fold(1u64, |n, d| {
+                d.eval(sizes).and_then(|v| u64::try_from(v).ok()).and_then(|v| n.checked_mul(v))
+            });
+            count.map(|c| (c * t.dtype.size() as u64).max(4)).ok_or_else(|| format!("the size of {} overflows", t.name))
+        })
+        .collect::<Result<_, _>>()?;
+    let memory = plan_memory(program, &bytes);
+    let kernel_of_root: HashMap<_, usize> = compiled.grouping.groups.iter().enumerate().map(|(k, g)| (g.root, k)).collect();
+
+    let mut kernels = Vec::new();
+    for ((launch, group), kernel) in program.launches.iter().zip(&compiled.grouping.groups).zip(&compiled.kernels) {
+        let mut members: Vec<_> = group.inline.iter().copied().chain(std::iter::once(group.root)).collect();
+        members.sort();
+        let ops = members
+            .iter()
+            .filter(|&&id| !matches!(graph.node(id).op, Op::Constant(_) | Op::DimValue(_)))
+            .map(|&id| graph.node(id).op.name().to_string())
+            .collect();
+        let invocations = launch.invocations.eval(sizes).and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
+        let grid = fold_grid(invocations.div_ceil(u64::from(launch.workgroup_size)), 65535).unwrap_or([0, 0, 0]);
+        let mut bytes_read = 0;
+        let mut bytes_written = 0;
+        for arg in &launch.args {
+            match arg {
+                Arg::Read(t) => bytes_read += bytes[t.0 as usize],
+                Arg::Write(t) => bytes_written += bytes[t.0 as usize],
+                _ => {}
+            }
+        }
+        let unfused = compiled
+            .grouping
+            .unfused
+            .iter()
+            .filter(|u| u.consumer == group.root || group.inline.contains(&u.consumer))
+            .map(|u| {
+                let producer = format!("%{} {}", u.producer.index(), graph.node(u.producer).op.name());
+                let from = kernel_of_root.get(&u.producer).map_or_else(String::new, |&k| program.launches[k].name.clone());
+                (producer, from, u.reason.clone())
+            })
+            .collect();
+        kernels.push(KernelReport { name: kernel.name.clone(), ops, invocations, grid, bytes_read, bytes_written, unfused });
+    }
+    Ok(Report {
+        model: program.name.clone(),
+        fused,
+        sizes: program.symbols.iter().cloned().zip(sizes.iter().copied()).collect(),
+        kernels,
+        peak_bytes: memory.peak_bytes,
+        unshared_bytes: memory.unshared_bytes,
+    })
+}
+
+impl Report {
+    pub fn text(&self) -> String {
+        let sizes: Vec<String> = self.sizes.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        let mut out = format!(
+            "model {}: {} kernel(s){}{}; device memory {} (without buffer sharing {})\n",
+            self.model,
+            self.kernels.len(),
+            if self.fused { "" } else { " (fusion off)" },
+            if sizes.is_empty() { String::new() } else { format!(" at {}", sizes.join(", ")) },
+            human(self.peak_bytes),
+            human(self.unshared_bytes),
+        );
+        for (k, kernel) in self.kernels.iter().enumerate() {
+            out.push_str(&format!(
+                "{k:>3} {}: {} invocation(s), grid {:?}, reads {}, writes {}\n      ops: {}\n",
+                kernel.name,
+                kernel.invocations,
+                kernel.grid,
+                human(kernel.bytes_read),
+                human(kernel.bytes_written),
+                kernel.ops.join(", ")
+            ));
+            for (producer, from, reason) in &kernel.unfused {
+                out.push_str(&format!("      not fused: {producer} (from {from}): {reason}\n"));
+            }
+        }
+        out
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        json!({
+            "model": self.model,
+            "fused": self.fused,
+            "sizes": self.sizes.iter().map(|(n, v)| (n.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            "kernels": self.kernels.iter().map(|k| json!({
+                "name": k.name,
+                "ops": k.ops,
+                "invocations": k.invocations,
+                "grid": k.grid,
+                "bytes_read": k.bytes_read,
+                "bytes_written": k.bytes_written,
+                "unfused": k.unfused.iter().map(|(p, f, r)| json!({"producer": p, "kernel": f, "reason": r})).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+            "peak_bytes": self.peak_bytes,
+            "unshared_bytes": self.unshared_bytes,
+        })
+    }
+}
+
+/// `1.5 MiB`, `12.0 KiB`, `16 B`.
+pub fn human(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
