@@ -1,0 +1,163 @@
+//! Run-time errors: a gather index out of range (negative or too large, i32 and u32, along several axes) and
+//! an index-notation load without a default that leaves its input. The interpreter and `Gpu::execute`
+//! must both fail: the GPU's error names the failing launch (`launch N (gather_...)`) and, for a gather,
+//! the index value. The device keeps working after a failed run.
+//!
+//! The checker proves every load without `else` in bounds (R7.5), so the failing loads are made by taking
+//! the `else` away from a checked graph whose load is padded; the verifier cannot refute symbolic bounds,
+//! so such a graph still verifies, and only the run-time check stands between it and a wrong read.
+
+use std::collections::HashMap;
+
+use super::{ARITH, compare, run_gpu, tols_by_dtype};
+use crate::util::single_graph;
+use tdsl_compiler::codegen;
+use tdsl_compiler::interp::{self, Tensor};
+use tdsl_compiler::ir::{DType, Graph, Op, ScalarExpr};
+use tdsl_compiler::random::seeded_tensor;
+use tdsl_runtime::Arg;
+
+/// Both sides fail on `inputs`; the GPU's message names the launch that writes output `output` and
+/// contains every string of `gpu_says`. Returns both messages (also printed, for `--nocapture`).
+fn both_fail(graph: &Graph, inputs: &[Tensor], output: &str, gpu_says: &[&str]) -> (String, String) {
+    let interp_error = match interp::run(graph, inputs, &HashMap::new()) {
+        Ok(_) => panic!("{}: the interpreter accepted an out-of-range index", graph.name),
+        Err(err) => err.to_string(),
+    };
+    let compiled = codegen::compile(graph).unwrap_or_else(|err| panic!("{}: {err}", graph.name));
+    let program = &compiled.program;
+    let tensor =
+        program.outputs.iter().find(|(name, _)| name == output).unwrap_or_else(|| panic!("no output {output}")).1;
+    let launch = program
+        .launches
+        .iter()
+        .position(|l| l.args.contains(&Arg::Write(tensor)))
+        .unwrap_or_else(|| panic!("no launch writes output {output} in {:?}", names(program)));
+    let gpu_error = match run_gpu(graph, inputs, &HashMap::new()) {
+        Ok(outputs) => panic!("{}: the GPU accepted an out-of-range index and gave {outputs:?}", graph.name),
+        Err(err) => err.to_string(),
+    };
+    let name = &program.launches[launch].name;
+    let want = format!("launch {launch} ({name})");
+    assert!(gpu_error.contains(&want), "the GPU's error `{gpu_error}` does not name `{want}`");
+    for s in gpu_says {
+        assert!(gpu_error.contains(s), "the GPU's error `{gpu_error}` does not say `{s}`");
+    }
+    eprintln!("interpreter: {interp_error}\nGPU: {gpu_error}");
+    (interp_error, gpu_error)
+}
+
+fn names(program: &tdsl_runtime::Program) -> Vec<&str> {
+    program.launches.iter().map(|l| l.name.as_str()).collect()
+}
+
+const GATHER: &str = "model m(t: f32[V, D], ids: i32[N], u: u32[N], t3: f32[P, V, D])
+    -> (g: f32[N, D], h: f32[N, D], k: f32[P, N, D]) {
+    g = gather(t * 2.0, ids)
+    h = gather(t, u)
+    k = gather(t3, ids, axis: 1)
+}";
+
+fn gather_inputs(ids: Vec<i32>, u: Vec<u32>) -> Vec<Tensor> {
+    let n = ids.len();
+    vec![
+        seeded_tensor("t", DType::F32, &[5, 3], 7),
+        Tensor::i32(&[n], ids),
+        Tensor::u32(&[n], u),
+        seeded_tensor("t3", DType::F32, &[2, 5, 3], 7),
+    ]
+}
+
+#[test]
+fn gather_indices_in_range_agree() {
+    let graph = single_graph("gpu_gather_ok.tdsl", GATHER);
+    let inputs = gather_inputs(vec![4, 0, 3, 1], vec![0, 4, 2, 2]);
+    compare("gpu_gather_ok.tdsl", &graph, &inputs, &HashMap::new(), &tols_by_dtype(&graph, ARITH));
+}
+
+#[test]
+fn negative_gather_index_is_an_error_naming_the_launch_and_value() {
+    let graph = single_graph("gpu_gather_neg.tdsl", GATHER);
+    let (interp_error, _) = both_fail(&graph, &gather_inputs(vec![4, 0, -3, 1], vec![0; 4]), "g", &["value -3"]);
+    assert!(interp_error.contains("-3"), "{interp_error}");
+}
+
+#[test]
+fn too_large_gather_index_is_an_error_naming_the_launch_and_value() {
+    let graph = single_graph("gpu_gather_big.tdsl", GATHER);
+    let (interp_error, _) = both_fail(&graph, &gather_inputs(vec![4, 5, 0, 1], vec![0; 4]), "g", &["value 5"]);
+    assert!(interp_error.contains("index 5"), "{interp_error}");
+}
+
+#[test]
+fn too_large_u32_gather_index_is_an_error() {
+    let graph = single_graph("gpu_gather_u32.tdsl", GATHER);
+    let (interp_error, _) =
+        both_fail(&graph, &gather_inputs(vec![0; 4], vec![1, 2, 4_000_000_000, 3]), "h", &["value 4000000000"]);
+    assert!(interp_error.contains("4000000000"), "{interp_error}");
+}
+
+/// The failing launch is not the first: an earlier launch succeeds, the gather along axis 1 fails.
+#[test]
+fn gather_along_a_later_axis_fails_in_its_own_launch() {
+    let graph = single_graph(
+        "gpu_gather_axis.tdsl",
+        "model m(t3: f32[P, V, D], ids: i32[N]) -> (a: f32[P, V, D], k: f32[P, N, D]) {
+            a = exp(t3)
+            k = gather(a, ids, axis: 1)
+        }",
+    );
+    let inputs = vec![seeded_tensor("t3", DType::F32, &[2, 5, 3], 7), Tensor::i32(&[3], vec![1, 7, 2])];
+    both_fail(&graph, &inputs, "k", &["value 7"]);
+}
+
+/// `y[i: N] = x[i + shift] else 0.0` with the `else` taken away from the IR.
+fn unpadded_load(shift: &str) -> Graph {
+    let mut graph = single_graph(
+        "gpu_load.tdsl",
+        &format!(
+            "model m(x: f32[N]) -> (y: f32[N]) {{
+            y[i: N] = x[i {shift}] else 0.0
+        }}"
+        ),
+    );
+    let mut stripped = 0;
+    let ids: Vec<_> = graph.nodes.handles().collect();
+    for id in ids {
+        if let Op::Map(map) = &mut graph.nodes[id].op {
+            for s in map.exprs.handles().collect::<Vec<_>>() {
+                if let ScalarExpr::Load { default, .. } = &mut map.exprs[s].expr {
+                    *default = None;
+                    stripped += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(stripped, 1, "one padded load");
+    tdsl_compiler::ir::verify(&graph).expect("a symbolic out-of-range load still verifies");
+    graph
+}
+
+#[test]
+fn index_notation_load_past_the_end_is_an_error() {
+    let graph = unpadded_load("+ 1");
+    let (interp_error, _) = both_fail(&graph, &[seeded_tensor("x", DType::F32, &[5], 7)], "y", &["out of range"]);
+    assert!(interp_error.contains("outside its shape [5]"), "{interp_error}");
+}
+
+#[test]
+fn index_notation_load_below_zero_is_an_error() {
+    let graph = unpadded_load("- 2");
+    let (interp_error, _) = both_fail(&graph, &[seeded_tensor("x", DType::F32, &[5], 7)], "y", &["out of range"]);
+    assert!(interp_error.contains("at [-2]"), "{interp_error}");
+}
+
+/// After failed runs the device still runs programs correctly.
+#[test]
+fn the_device_works_after_a_failed_run() {
+    let graph = single_graph("gpu_gather_again.tdsl", GATHER);
+    let bad = gather_inputs(vec![9, 0, 0, 0], vec![0; 4]);
+    assert!(run_gpu(&graph, &bad, &HashMap::new()).is_err());
+    let good = gather_inputs(vec![1, 2, 3, 4], vec![4, 3, 2, 1]);
+    compare("gpu_gather_again.tdsl", &graph, &good, &HashMap::new(), &tols_by_dtype(&graph, ARITH));
+}

@@ -1,0 +1,645 @@
+//! One small program per op family, each compared with the interpreter: layout ops (permute, reshape, slice
+//! with steps and a symbolic start, concat of two and three operands along every axis, gather with i32 and
+//! u32 indices along several axes), reductions (every reducer over one, several and all axes, for f32, i32
+//! and u32), matmul (batched, rank-1 operands, size-1 and odd dimensions), index notation (padding with
+//! `else`, strides, reversal, conv2d and pooling from std/nn), integer division and remainder (by zero,
+//! `i32::MIN / -1`), f16 arithmetic and casts, bools, size-1 dimensions and broadcasting, rank-0 values,
+//! and outputs that are an input or a constant.
+//!
+//! Layout results must be bit-identical (`Tol::Bits`); other tolerances are the module's (see `gpu.rs`).
+
+use std::collections::HashMap;
+
+use half::f16;
+
+use super::{ARITH, F16, Tol, compare, given, seeded, seeded_by_dtype, tols_by_dtype};
+use crate::util::single_graph;
+use tdsl_compiler::interp::Tensor;
+use tdsl_compiler::ir::DType;
+use tdsl_compiler::random::seeded_tensor;
+
+/// A seeded tensor for a test that lists its inputs by hand (some seeded, some chosen).
+fn seeded_input(name: &str, dtype: DType, shape: &[usize]) -> Tensor {
+    seeded_tensor(name, dtype, shape, 7)
+}
+
+/// `len` indices spread over `0..size` (every value hit when `len >= size`), in a scrambled order.
+fn spread(len: usize, size: usize) -> Vec<i64> {
+    (0..len).map(|i| ((i * 7 + 3) % size) as i64).collect()
+}
+
+/// `k` f16 ulps of values up to `magnitude`: several roundings to f16, each of which may go either way
+/// when the f32 values before it differ in their last bits (transcendental functions).
+fn f16_ulps(k: f64, magnitude: f64) -> Tol {
+    Tol::Close { atol: k * magnitude / 1024.0, rtol: k / 1024.0 }
+}
+
+fn i32s(shape: &[usize], values: Vec<i64>) -> Tensor {
+    Tensor::i32(shape, values.into_iter().map(|v| v as i32).collect())
+}
+
+fn u32s(shape: &[usize], values: Vec<i64>) -> Tensor {
+    Tensor::u32(shape, values.into_iter().map(|v| v as u32).collect())
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Layout
+
+#[test]
+fn permute_and_transpose() {
+    seeded_by_dtype(
+        "gpu_permute.tdsl",
+        "model m(x: f32[A, B, C], k: i32[A, B, C], b: bool[A, B, C], w: f32[A, 1, B, C], h: f16[A, B, C])
+            -> (p: f32[C, A, B], q: i32[B, C, A], t: bool[A, C, B], u: f32[C, B, A], v: f32[B, C, A, 1],
+                pp: f32[A, B, C], ph: f16[B, A, C], e: f32[C, A, B]) {
+            p = permute(x, [2, 0, 1])
+            q = permute(k, [1, 2, 0])
+            t = transpose(b)
+            u = transpose(x, 0, 2)
+            v = permute(w, [2, 3, 0, 1])
+            pp = permute(permute(x, [2, 0, 1]), [1, 2, 0])
+            ph = permute(h, [1, 0, 2])
+            e = permute(x * 2.0, [2, 0, 1])
+        }",
+        &[("A", 3), ("B", 5), ("C", 7)],
+        Tol::Bits,
+        &[],
+    );
+}
+
+#[test]
+fn reshape_of_contiguous_and_permuted_values() {
+    seeded_by_dtype(
+        "gpu_reshape.tdsl",
+        "model m(x: f32[A, B, C], k: i32[A, B, C], b: bool[A, B])
+            -> (r: f32[B, A * C], flat: f32[A * B * C], back: f32[A, B, C], ones: f32[1, A, 1, B * C, 1],
+                pr: i32[C, A * B], s: f32[A * B, C], bb: bool[B, A], sq: f32[A, B * C]) {
+            r = reshape(x, [B, A * C])
+            flat = reshape(x, [-1])
+            back = reshape(flat, [A, B, C])
+            ones = reshape(x, [1, A, 1, -1, 1])
+            pr = reshape(permute(k, [2, 0, 1]), [C, A * B])
+            s = reshape(permute(x, [1, 0, 2]), [A * B, C])
+            bb = reshape(b, [B, A])
+            sq = squeeze(reshape(unsqueeze(x, 0), [1, A, B * C]), 0)
+        }",
+        &[("A", 3), ("B", 5), ("C", 7)],
+        Tol::Bits,
+        &[],
+    );
+}
+
+#[test]
+fn slices_with_steps_and_symbolic_starts() {
+    seeded_by_dtype(
+        "gpu_slice.tdsl",
+        "model m(x: f32[3, 7, 9], z: f32[K + 9, C], k: i32[K], y: f32[A, B + 1, C], b: bool[7], w: f32[B])
+            -> (s1: f32[3, 3, 9], s2: f32[3, 7, 3], s3: f32[3, C], s4: f32[1, 7, 9], s5: f32[3, 1, 9],
+                s6: f32[A, B, C], s7: f32[A, B + 1, 1], s8: f32[2, C], s9: f32[A, B + 1, C], sb: bool[3],
+                ss: f32[3, 2, 9], sc: f32[A, B, C]) {
+            s1 = slice(x, axis: 1, start: 1, end: 7, step: 2)
+            s2 = slice(x, axis: -1, start: 0, end: 9, step: 4)
+            s3 = slice(z, axis: 0, start: K, end: K + 9, step: 4)
+            s4 = slice(x, axis: 0, start: 2, end: 3)
+            s5 = slice(x, 1, 6, 7, step: 5)
+            s6 = slice(y, axis: 1, start: 1, end: B + 1)
+            s7 = slice(y, axis: 2, start: C - 1, end: C)
+            s8 = slice(z, axis: 0, start: K + 2, end: K + 9, step: 6)
+            s9 = slice(y, axis: 0, start: 0, end: A)
+            sb = slice(b, axis: 0, start: 1, end: 7, step: 2)
+            ss = slice(slice(x, axis: 1, start: 1, end: 7, step: 2), axis: 1, start: 1, end: 3)
+            sc = slice(y * 3.0, axis: 1, start: 1, end: B + 1)
+        }",
+        &[("A", 3), ("B", 5), ("C", 7), ("K", 4)],
+        Tol::Bits,
+        &[],
+    );
+}
+
+#[test]
+fn concat_along_every_axis() {
+    seeded_by_dtype(
+        "gpu_concat.tdsl",
+        "model m(a: f32[A, B, C], b: f32[A, 1, C], c: f32[A, 2, C], d: f32[1, B, C], e: f32[A, B, 1],
+                 k: i32[A, B], l: i32[A, 3], p: bool[A, B], q: bool[1, B], u: u32[A], w: u32[2])
+            -> (c1: f32[A, B + 3, C], c0: f32[A + 1, B, C], c2: f32[A, B, 2 * C + 1], ci: i32[A, B + 3],
+                cb: bool[A + 1, B], cu: u32[A + 2 + A], cx: f32[A, B + 1, C], cs: f32[A, 2, C]) {
+            c1 = concat(a, b, c, axis: 1)
+            c0 = concat(a, d, axis: 0)
+            c2 = concat(a, e, a, axis: 2)
+            ci = concat(k, l, axis: -1)
+            cb = concat(p, q)
+            cu = concat(u, w, u)
+            cx = concat(a * 2.0, permute(b, [0, 1, 2]) - 1.0, axis: 1)
+            cs = slice(concat(a, b, c, axis: 1), axis: 1, start: B - 1, end: B + 1)
+        }",
+        &[("A", 3), ("B", 5), ("C", 7)],
+        Tol::Bits,
+        &[],
+    );
+}
+
+#[test]
+fn gather_with_i32_and_u32_indices_along_several_axes() {
+    let graph = single_graph(
+        "gpu_gather.tdsl",
+        "model m(t: f32[V, D], ids: i32[A, B], uids: u32[A], t3: f32[P, V, D], idx: i32[E], bt: bool[V, D],
+                 kt: i32[V], dix: u32[E], one: i32[])
+            -> (g0: f32[A, B, D], g1: f32[A, D], g2: f32[P, E, D], g3: f32[P, V, E], gb: bool[A, B, D],
+                gk: i32[A, B], g4: f32[P, A, B, D], gs: f32[D], gc: f32[A, B, D]) {
+            g0 = gather(t, ids)
+            g1 = gather(t, uids)
+            g2 = gather(t3, idx, axis: 1)
+            g3 = gather(t3, dix, axis: -1)
+            gb = gather(bt, ids, axis: 0)
+            gk = gather(kt, ids)
+            g4 = gather(t3, ids, axis: 1)
+            gs = gather(t, one)
+            gc = gather(t * 2.0, (ids + 1) % V)
+        }",
+    );
+    let (v, d, a, b, p, e) = (11, 5, 3, 7, 2, 9);
+    let inputs = vec![
+        seeded_input("t", DType::F32, &[v, d]),
+        i32s(&[a, b], spread(a * b, v)),
+        u32s(&[a], spread(a, v)),
+        seeded_input("t3", DType::F32, &[p, v, d]),
+        i32s(&[e], spread(e, v)),
+        seeded_input("bt", DType::Bool, &[v, d]),
+        i32s(&[v], (0..v as i64).map(|i| i * 1000 - 5000).collect()),
+        u32s(&[e], spread(e, d)),
+        i32s(&[], vec![v as i64 - 1]),
+    ];
+    compare("gpu_gather.tdsl", &graph, &inputs, &HashMap::new(), &tols_by_dtype(&graph, Tol::Bits));
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Reductions and matmul
+
+#[test]
+fn float_reductions_over_one_several_and_all_axes() {
+    // The largest reduction is over all 3 * 5 * 7 = 105 elements.
+    seeded(
+        "gpu_reduce_f32.tdsl",
+        "model m(x: f32[A, B, C])
+            -> (s0: f32[B, C], s1: f32[A, C], s12: f32[A], sall: f32[], mx: f32[A, C], mn: f32[C], me: f32[A, B],
+                mek: f32[A, 1, C], pr: f32[A, B], mxall: f32[], mnk: f32[1, 1, 1], sp: f32[C, A], se: f32[A],
+                pall: f32[], mean_all: f32[]) {
+            s0 = sum(x, axis: 0)
+            s1 = sum(x, axis: 1)
+            s12 = sum(x, axis: [1, 2])
+            sall = sum(x)
+            mx = max(x, axis: 1)
+            mn = min(x, axis: [0, 1])
+            me = mean(x, axis: -1)
+            mek = mean(x, axis: 1, keepdims: true)
+            pr = prod(x, axis: 2)
+            mxall = max(x)
+            mnk = min(x, axis: [0, 1, 2], keepdims: true)
+            sp = sum(permute(x, [2, 0, 1]), axis: 2)
+            se = sum(exp(x), axis: [1, 2])
+            pall = prod(x + 1.0)
+            mean_all = mean(x)
+        }",
+        &[("A", 3), ("B", 5), ("C", 7)],
+        &[
+            Tol::reduction(3),
+            Tol::reduction(5),
+            Tol::reduction(35),
+            Tol::reduction(105),
+            Tol::Bits,
+            Tol::Bits,
+            Tol::reduction(7),
+            Tol::reduction(5),
+            Tol::reduction(7),
+            Tol::Bits,
+            Tol::Bits,
+            Tol::reduction(5),
+            Tol::reduction(35).times(4.0),
+            Tol::reduction(105),
+            Tol::reduction(105),
+        ],
+    );
+}
+
+#[test]
+fn integer_reductions_wrap() {
+    let graph = single_graph(
+        "gpu_reduce_int.tdsl",
+        "model m(k: i32[A, B, C], u: u32[A, B, C])
+            -> (ks: i32[B, C], kmax: i32[A], kmin: i32[], kp: i32[A, C], kall: i32[], big: i32[A],
+                us: u32[C], umax: u32[A, B], umin: u32[A], up: u32[], ubig: u32[], kpw: i32[A, B]) {
+            ks = sum(k, axis: 0)
+            kmax = max(k, axis: [1, 2])
+            kmin = min(k)
+            kp = prod(k, axis: 1)
+            kall = sum(k)
+            big = sum(k * 400000000, axis: [1, 2])
+            us = sum(u, axis: [0, 1])
+            umax = max(u, axis: 2)
+            umin = min(u, axis: [1, 2])
+            up = prod(u % 3 + 1)
+            ubig = sum(u * 3000000000)
+            kpw = prod(k * 1000, axis: 2)
+        }",
+    );
+    let (a, b, c) = (3, 5, 7);
+    let n = a * b * c;
+    let k: Vec<i64> = (0..n as i64).map(|i| (i * 37 % 23) - 11).collect();
+    let u: Vec<i64> = (0..n as i64).map(|i| if i % 17 == 3 { u32::MAX as i64 - i } else { i * 13 % 29 }).collect();
+    let inputs = vec![i32s(&[a, b, c], k), u32s(&[a, b, c], u)];
+    compare("gpu_reduce_int.tdsl", &graph, &inputs, &HashMap::new(), &[Tol::Exact; 12]);
+}
+
+const MATMUL: &str = "model m(a: f32[M, K], b: f32[K, N], v: f32[K], ba: f32[B, M, K], bb: f32[B, K, N],
+                              one: f32[1, K], col: f32[K, 1], b4a: f32[B, 1, M, K], b4b: f32[1, H, K, N],
+                              h: f16[M, K], hb: f16[K, N], w: f32[M])
+    -> (c: f32[M, N], mv: f32[M], vm: f32[N], vv: f32[], bc: f32[B, M, N], bw: f32[B, M, N], oc: f32[1, 1],
+        outer: f32[K, K], b4: f32[B, H, M, N], hc: f16[M, N], wa: f32[K], ct: f32[N, M], chain: f32[M, N]) {
+    c = a @ b
+    mv = a @ v
+    vm = v @ b
+    vv = v @ v
+    bc = ba @ bb
+    bw = ba @ b
+    oc = one @ col
+    outer = col @ one
+    b4 = b4a @ b4b
+    hc = h @ hb
+    wa = w @ a
+    ct = transpose(b) @ transpose(a)
+    chain = (a @ transpose(a)) @ (a @ b)
+}";
+
+#[test]
+fn matmul_with_size_one_and_odd_dimensions() {
+    let shapes: [[i64; 5]; 5] = [[1, 1, 1, 1, 1], [3, 5, 7, 2, 3], [5, 1, 3, 1, 2], [1, 9, 1, 3, 1], [17, 33, 9, 2, 1]];
+    for [m, k, n, b, h] in shapes {
+        let name = format!("gpu_matmul_m{m}_k{k}_n{n}_b{b}_h{h}.tdsl");
+        let sizes = [("M", m), ("K", k), ("N", n), ("B", b), ("H", h)];
+        // `chain` contracts over K, then M: its error grows with both.
+        let reduce = Tol::reduction(k as usize);
+        let chain = Tol::reduction((k * m * 2) as usize);
+        let tols = [
+            reduce,
+            reduce,
+            reduce,
+            reduce,
+            reduce,
+            reduce,
+            reduce,
+            Tol::Bits,
+            reduce,
+            F16,
+            Tol::reduction(m as usize),
+            reduce,
+            chain,
+        ];
+        seeded(&name, MATMUL, &sizes, &tols);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Index notation
+
+#[test]
+fn index_notation_with_padding_strides_and_reversal() {
+    seeded(
+        "gpu_map.tdsl",
+        "model m(x: f32[N], g: f32[H, W], k: i32[N], u: u32[H, W], h: f16[N])
+            -> (shift: f32[N], wide: f32[N + 2], blur: f32[H, W], rev: f32[N], kk: i32[N], down: f32[N / 2],
+                edge: u32[H + 1, W + 1], tr: f32[W, H], ramp: i32[H, W], hh: f16[N + 1], mx: f32[H],
+                where_pad: f32[N], cumsum: f32[N]) {
+            shift[i: N] = x[i - 1] else 0.0
+            wide[i: N + 2] = x[i - 1] else -1.5
+            blur[i: H, j: W] = sum[r: 3, s: 3](g[i + r - 1, j + s - 1] else 0.0) / 9.0
+            rev[i: N] = x[N - 1 - i]
+            kk[i: N] = k[i + 1] else -7
+            down[i: N / 2] = x[2 * i + 1]
+            edge[i: H + 1, j: W + 1] = u[i - 1, j] else 4000000000
+            tr[j, i] = g[i, j]
+            ramp[i: H, j: W] = i * W + j - 3
+            hh[i: N + 1] = h[i] else 0.5
+            mx[i] = max[j](g[i, j] * 2.0)
+            where_pad[i: N] = where(x[i] > 0.0, x[i - 1] else 2.0, x[i + 1] else -2.0)
+            cumsum[i: N] = sum[j: N](where(j <= i, x[j], 0.0))
+        }",
+        &[("N", 9), ("H", 5), ("W", 7)],
+        &[
+            Tol::Bits,
+            Tol::Bits,
+            ARITH.times(9.0),
+            Tol::Bits,
+            Tol::Exact,
+            Tol::Bits,
+            Tol::Exact,
+            Tol::Bits,
+            Tol::Exact,
+            F16,
+            Tol::Bits,
+            Tol::Bits,
+            Tol::reduction(9),
+        ],
+    );
+}
+
+#[test]
+fn convolution_and_pooling_from_std_nn() {
+    // conv2d sums C * 3 * 3 = 27 products; avg pooling 3 * 3 = 9 values.
+    let text = "import \"std/nn\"
+        model m(x: f32[B, C, H, W], w: f32[K, C, 3, 3], w2: f32[K, C, 2, 2])
+            -> (c1: f32[B, K, H, W], c2: f32[B, K, (H - 1) / 2 + 1, (W - 1) / 2 + 1],
+                c3: f32[B, K, (H - 2) / 3 + 1, (W - 2) / 3 + 1], mp: f32[B, C, (H - 2) / 2 + 1, (W - 2) / 2 + 1],
+                ap: f32[B, C, (H - 3) / 2 + 1, (W - 3) / 2 + 1], g: f32[B, C], c4: f32[B, K, H + 2, W + 2]) {
+            c1 = conv2d(x, w, padding: 1)
+            c2 = conv2d(x, w, stride: 2, padding: 1)
+            c3 = conv2d(x, w2, stride: 3)
+            mp = max_pool2d(x, 2, 2)
+            ap = avg_pool2d(x, 3, 2)
+            g = global_avg_pool(x)
+            c4 = conv2d(x, w, padding: 2)
+        }";
+    for (h, w) in [(7, 9), (5, 5), (8, 3)] {
+        let conv = Tol::reduction(27);
+        let tols = [conv, conv, Tol::reduction(12), Tol::Bits, Tol::reduction(9), Tol::reduction(h * w), conv];
+        let sizes = [("B", 2), ("C", 3), ("H", h as i64), ("W", w as i64), ("K", 4)];
+        seeded(&format!("gpu_conv_{h}x{w}.tdsl"), text, &sizes, &tols);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Integer division, f16, bool
+
+#[test]
+fn integer_division_and_remainder_follow_wgsl() {
+    let text = "model m(a: i32[L], b: i32[L], c: u32[L], d: u32[L], x: f32[L], y: f32[L])
+        -> (q: i32[L], r: i32[L], uq: u32[L], ur: u32[L], mq: i32[L], mr: i32[L], m1: i32[L], m1r: i32[L],
+            fr: f32[L], muq: u32[L], neg: i32[L]) {
+        q = a / b
+        r = a % b
+        uq = c / d
+        ur = c % d
+        mq[i] = a[i] / b[i]
+        mr[i] = a[i] % b[i]
+        m1 = a / -1
+        m1r = a % -1
+        fr = x % y
+        muq[i] = c[i] / d[i] + c[i] % d[i]
+        neg = -a / 3 + (-a) % 3
+    }";
+    let min = i32::MIN as i64;
+    let max = i32::MAX as i64;
+    let a = vec![7, -7, 7, -7, min, min, 5, 0, -1, max, 13, -13, min, max, 1, -1, 100, -100];
+    let b = vec![2, 2, -2, -2, -1, 1, 0, 0, 0, -1, 5, 0, min, min, max, min, 7, -7];
+    let umax = u32::MAX as i64;
+    let c = vec![7, 0, umax, umax, 5, 0, 1, 100, 3000000000, 13, 2, umax, 9, 0, 1, 2, 3, 4];
+    let d = vec![2, 0, 0, 1, umax, 3, umax, 7, 7, 0, 3, 2, 9, 0, 1, 3, 4, 5];
+    let len = a.len();
+    let x: Vec<f32> = (0..len).map(|i| (i as f32 - 7.5) * 0.7).collect();
+    let y: Vec<f32> = (0..len).map(|i| if i % 3 == 0 { -1.25 } else { 0.5 + i as f32 * 0.1 }).collect();
+    let inputs = vec![
+        i32s(&[len], a),
+        i32s(&[len], b),
+        u32s(&[len], c),
+        u32s(&[len], d),
+        Tensor::f32(&[len], x),
+        Tensor::f32(&[len], y),
+    ];
+    given("gpu_int_div.tdsl", text, inputs, ARITH);
+}
+
+/// A literal zero divisor: the interpreter gives `x / 0 = x` and `x % 0 = 0`, as for a zero read at run
+/// time. (This found that a zero divisor the kernel sees as a constant makes naga reject the module.)
+#[test]
+fn integer_division_by_a_literal_zero() {
+    let text = "model m(a: i32[L], c: u32[L])
+        -> (z: i32[L], zr: i32[L], uz: u32[L], uzr: u32[L], mz: i32[L], mzr: u32[L]) {
+        z = a / 0
+        zr = a % 0
+        uz = c / 0
+        uzr = c % 0
+        mz[i] = a[i] / 0
+        mzr[i] = c[i] % 0
+    }";
+    let a = vec![7, -7, 0, i32::MIN as i64, i32::MAX as i64];
+    let c = vec![7, 0, 1, u32::MAX as i64, 3];
+    given("gpu_int_div_zero.tdsl", text, vec![i32s(&[5], a), u32s(&[5], c)], Tol::Exact);
+}
+
+#[test]
+fn f16_arithmetic_casts_and_reductions() {
+    // Every f16 result is one rounding from values both sides compute alike, so one f16 ulp; the f32
+    // outputs computed from f16 values are exact or one f32 op away.
+    seeded_by_dtype(
+        "gpu_f16.tdsl",
+        "model m(h: f16[N, D], g: f16[D], x: f32[N, D], k: i32[N, D])
+            -> (s: f16[N, D], p: f16[N, D], q: f16[N, D], e: f16[N, D], r: f16[N, D], c32: f32[N, D],
+                c16: f16[N, D], ci: i32[N, D], cu: u32[N, D], cb: bool[N, D], ki: f16[N, D], hs: f16[N],
+                hm: f16[D], hmax: f16[N], lt: bool[N, D], w: f16[N, D], ov: f16[N, D], tiny: f16[N, D],
+                pw: f16[N, D], lg: f16[N, D], sg: f16[N, D], hp: f16[N], mi: f16[N, D]) {
+            s = h + g
+            p = h * g - h
+            q = h / (abs(g) + 0.5)
+            e = exp(h) + tanh(g)
+            r = sqrt(abs(h)) + rsqrt(abs(h) + 1.0)
+            c32 = f32(h) * 3.0
+            c16 = f16(x)
+            ci = i32(h * 100.0)
+            cu = u32(abs(h) * 50.0)
+            cb = bool(h)
+            ki = f16(k) + h
+            hs = sum(h, axis: 1)
+            hm = mean(h, axis: 0)
+            hmax = max(h, axis: 1)
+            lt = h < g
+            w = where(h > g, h, g * 2.0)
+            ov = f16(x * 100000.0)
+            tiny = f16(x * 0.00001)
+            pw = (abs(h) + 0.5) ^ g + h ^ 3
+            lg = log(abs(h) + 0.25) + erf(h) + sigmoid(g) + sin(h) * cos(g)
+            sg = -h + relu(g) - floor(h * 4.0) + ceil(g * 4.0)
+            hp = prod(h + 1.0, axis: 1)
+            mi = min(h, g) - max(h, 0.25)
+        }",
+        &[("N", 5), ("D", 11)],
+        ARITH,
+        &[
+            ("e", f16_ulps(2.0, 4.0)),
+            ("r", f16_ulps(2.0, 2.0)),
+            ("q", F16.times(2.0)),
+            ("pw", f16_ulps(4.0, 2.0)),
+            ("lg", f16_ulps(4.0, 4.0)),
+        ],
+    );
+}
+
+#[test]
+fn f16_special_values() {
+    let text = "model m(h: f16[L], x: f32[L])
+        -> (s: f16[L], i: i32[L], b: bool[L], c: f16[L], f: f32[L], lo: f16[L], q: f16[L]) {
+        s = h * 2.0
+        i = i32(h)
+        b = bool(h)
+        c = f16(x)
+        f = f32(h)
+        lo = min(h, f16(x))
+        q = h / f16(x)
+    }";
+    let h: Vec<f32> = vec![
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        -0.0,
+        0.0,
+        65504.0,
+        -65504.0,
+        6.1e-5,
+        1.0,
+        -2.5,
+        40000.0,
+        0.333_251_95,
+        3e4,
+    ];
+    let x: Vec<f32> =
+        vec![1.0, f32::NAN, 70000.0, 0.0, -0.0, 65520.0, -65519.0, 1e-8, 1.000_488_3, 1.000_976_6, 0.5, 2049.0, -0.0];
+    let len = h.len();
+    let inputs = vec![Tensor::f16_from_f32(&[len], &h), Tensor::f32(&[len], x)];
+    given("gpu_f16_special.tdsl", text, inputs, F16);
+}
+
+#[test]
+fn bool_logic_selects_and_casts() {
+    seeded_by_dtype(
+        "gpu_bool.tdsl",
+        "model m(p: bool[N, D], q: bool[D], x: f32[N, D])
+            -> (a: bool[N, D], o: bool[N, D], n: bool[N, D], e: bool[N, D], ne: bool[N, D], w: bool[N, D],
+                i: i32[N, D], f: f32[N, D], u: u32[N, D], wf: f32[N, D], t: bool[D, N], cat: bool[N + 1, D],
+                lit: bool[N, D], cmp: bool[N, D], h: f16[N, D]) {
+            a = p && q
+            o = p || !q
+            n = !p
+            e = p == q
+            ne = p != q
+            w = where(p, q, !q)
+            i = i32(p) + i32(q)
+            f = f32(p) - f32(q) * 0.5
+            u = u32(p && q)
+            wf = where(p, x, -x)
+            t = transpose(p)
+            cat = concat(p, reshape(q, [1, D]))
+            lit = where(p, true, q)
+            cmp = (x > 0.0) == p
+            h = f16(p) * 0.5
+        }",
+        &[("N", 7), ("D", 5)],
+        ARITH,
+        &[],
+    );
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Shapes: size-1 dimensions, broadcasting, rank 0, pass-through and constant outputs
+
+const BROADCAST: &str = "model m(a: f32[1, N], b: f32[M, 1], c: f32[1, 1, 1], s: f32[], v: f32[N], k: i32[1],
+                                 one: f32[B, 1, N], kb: i32[M, 1])
+    -> (ab: f32[M, N], abc: f32[1, M, N], sv: f32[N], bt: f32[B, M, N], kk: i32[M, N], st: f32[M, N],
+        bb: f32[3, M, N], vb: f32[M, N], sel: f32[B, M, N], ki: i32[M, N]) {
+    ab = a + b
+    abc = a * b - c
+    sv = s * v + s
+    bt = one + b
+    kk = i32(b > 0.0) + i32(a > 0.0) + k
+    st = broadcast_to(s, [M, N])
+    bb = broadcast_to(a, [3, M, N])
+    vb = v - b
+    sel = where(one > 0.0, b, a)
+    ki = kb * k + kb + i32(a < 0.0)
+}";
+
+#[test]
+fn size_one_dimensions_and_broadcasting() {
+    for (m, n, b) in [(5, 7, 3), (1, 1, 1), (1, 9, 2), (4, 1, 1)] {
+        let sizes = [("M", m), ("N", n), ("B", b)];
+        seeded_by_dtype(&format!("gpu_broadcast_{m}_{n}_{b}.tdsl"), BROADCAST, &sizes, ARITH, &[]);
+    }
+}
+
+#[test]
+fn scalars_pass_through_and_constant_outputs() {
+    seeded(
+        "gpu_scalars.tdsl",
+        "model m(x: f32[N], s: f32[], k: i32[], t: f32[V, D], i: i32[], hb: f16[])
+            -> (total: f32[], sc: f32[], kc: i32[], same: f32[N], again: f32[N], c: f32[], ci: i32[], n: i32[],
+                cb: bool[], cv: f32[N], sk: i32[], g: f32[D], nf: f32[], hs: f16[], ts: f32[V, D], cm: f32[2, 3],
+                rs: f32[1], bs: bool[]) {
+            total = sum(x)
+            sc = s * 2.0 + 1.0
+            kc = k * 3 - 1
+            same = x
+            again = x
+            c = 2.5
+            ci = 7
+            n = N * V + 1
+            cb = true
+            cv = broadcast_to(1.5, [N])
+            sk = k
+            g = gather(t, i)
+            nf = f32(N) / 2.0
+            hs = hb * 3.0
+            ts = t
+            cm = broadcast_to(-0.5, [2, 3])
+            rs = reshape(s, [1])
+            bs = s > 0.0
+        }",
+        &[("N", 5), ("V", 3), ("D", 7)],
+        &[
+            Tol::reduction(5),
+            Tol::Bits,
+            Tol::Exact,
+            Tol::Bits,
+            Tol::Bits,
+            Tol::Bits,
+            Tol::Exact,
+            Tol::Exact,
+            Tol::Exact,
+            Tol::Bits,
+            Tol::Exact,
+            Tol::Bits,
+            Tol::Bits,
+            F16,
+            Tol::Bits,
+            Tol::Bits,
+            Tol::Bits,
+            Tol::Exact,
+        ],
+    );
+}
+
+/// Large element counts: more than one row of 65535 workgroups would need a folded 2-D grid, so a tensor
+/// of 2^24 + 3 elements exercises `gid.y`.
+#[test]
+fn a_folded_grid_covers_every_element() {
+    let text = "model m(x: f32[N]) -> (y: f32[N], s: f32[N / 4]) {
+        y = x * 2.0 + 1.0
+        s[i: N / 4] = x[4 * i + 3]
+    }";
+    let n = (1 << 24) + 3;
+    let x: Vec<f32> = (0..n).map(|i| (i % 1000) as f32 * 0.001).collect();
+    given("gpu_folded.tdsl", text, vec![Tensor::f32(&[n], x)], ARITH);
+}
+
+/// f16 tensors through every layout op stay bit-identical.
+#[test]
+fn f16_layout() {
+    let h: Vec<f16> = (0..105).map(|i| f16::from_f32((i as f32 - 52.0) / 7.0)).collect();
+    let text = "model m(h: f16[3, 5, 7], ids: i32[4])
+        -> (p: f16[7, 3, 5], r: f16[15, 7], s: f16[3, 2, 7], c: f16[3, 10, 7], g: f16[3, 4, 7], b: f16[2, 3, 5, 7]) {
+        p = permute(h, [2, 0, 1])
+        r = reshape(h, [15, 7])
+        s = slice(h, axis: 1, start: 1, end: 5, step: 2)
+        c = concat(h, h, axis: 1)
+        g = gather(h, ids, axis: 1)
+        b = broadcast_to(h, [2, 3, 5, 7])
+    }";
+    given("gpu_f16_layout.tdsl", text, vec![Tensor::f16(&[3, 5, 7], h), i32s(&[4], vec![4, 0, 2, 4])], Tol::Bits);
+}
