@@ -307,8 +307,8 @@ fn open_gpu(backend: Option<&str>) -> Result<Gpu, String> {
 }
 
 /// `tdslc bench`: every model of `files` (default: the examples and chains of 2, 4 and 8 elementwise ops over
-/// 2^22 elements), fused against unfused. Default sizes: `B` = 8, `S` = 128, `N` = 2^22 for chains and 8
-/// otherwise, everything else 8.
+/// 2^22 elements), fused against unfused. Default sizes (small enough for a software device): `S` = 32,
+/// `N` = 2^22 for chains, everything else 4.
 fn bench(
     files: &[PathBuf],
     repeat: usize,
@@ -343,9 +343,9 @@ fn bench(
     let mut rows = Vec::new();
     for (name, graph) in programs.iter().chain(&chains) {
         let defaults = |symbol: &str| match symbol {
-            "S" => 128,
+            "S" => 32,
             "N" if graph.name.starts_with("chain") => 1 << 22,
-            _ => 8,
+            _ => 4,
         };
         let sizes: Vec<i64> = graph
             .symbols

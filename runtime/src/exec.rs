@@ -69,8 +69,8 @@ pub enum ExecError {
     #[error(transparent)]
     Gpu(#[from] GpuError),
     /// A kernel reported a run-time error through the status buffer.
-    #[error("launch {launch} ({name}): an index was out of range (value {})", status_value(*.value))]
-    Status { launch: usize, name: String, value: u32 },
+    #[error("launch {launch} ({name}): an index was out of range (value {})", status_value(*.value, *.unsigned))]
+    Status { launch: usize, name: String, value: u32, unsigned: bool },
     #[error("the status buffer holds {word} (detail {detail}), but the program has only {launches} launch(es)")]
     BadStatus { word: u32, detail: u32, launches: usize },
     #[error("output `{output}`: {source}")]
@@ -117,7 +117,7 @@ impl Gpu {
             .launches
             .iter()
             .any(|l| l.args.contains(&Arg::Status))
-            .then(|| self.zeros(DType::U32, &[2]))
+            .then(|| self.zeros(DType::U32, &[3]))
             .transpose()?;
         let mut steps = Vec::new();
         for (launch, plan) in program.launches.iter().zip(&plans) {
@@ -177,15 +177,20 @@ impl Gpu {
 
     fn check_status(&self, program: &Program, status: &wgpu::Buffer) -> Result<(), ExecError> {
         let words = self
-            .download(status, DType::U32, &[2])
+            .download(status, DType::U32, &[3])
             .map_err(|source| ExecError::Download { output: "(the status buffer)".into(), source })?;
-        let &[word, detail] = words.as_u32().unwrap_or(&[0, 0]) else { return Ok(()) };
+        let &[word, detail, unsigned] = words.as_u32().unwrap_or(&[0, 0, 0]) else { return Ok(()) };
         if word == 0 {
             return Ok(());
         }
         match program.launches.get(word as usize - 1) {
             Some(launch) => {
-                Err(ExecError::Status { launch: word as usize - 1, name: launch.name.clone(), value: detail })
+                Err(ExecError::Status {
+                launch: word as usize - 1,
+                name: launch.name.clone(),
+                value: detail,
+                unsigned: unsigned == 1,
+            })
             }
             None => Err(ExecError::BadStatus { word, detail, launches: program.launches.len() }),
         }
@@ -209,7 +214,7 @@ impl Prepared<'_> {
     /// Runs every launch (one encoder, one submission), waits for the device and checks the status buffer.
     pub fn run(&self) -> Result<(), ExecError> {
         if let Some(status) = &self.status {
-            self.gpu.queue.write_buffer(status, 0, &[0; 8]);
+            self.gpu.queue.write_buffer(status, 0, &[0; 12]);
         }
         self.gpu.run(&self.steps)?;
         match &self.status {
@@ -310,7 +315,8 @@ fn shown(value: &Option<i64>) -> String {
     value.map_or_else(|| "beyond 64-bit integers".to_string(), |v| v.to_string())
 }
 
-/// A status detail word: as a signed value when its top bit is set (a negative index), with its bits.
-fn status_value(value: u32) -> String {
-    if value > i32::MAX as u32 { format!("{}, bits {value:#x}", value as i32) } else { value.to_string() }
+/// A status detail word: a `u32` when the kernel said so (status word 2 is 1), otherwise an `i32` (with its
+/// bits when negative).
+fn status_value(value: u32, unsigned: bool) -> String {
+    if !unsigned && value > i32::MAX as u32 { format!("{}, bits {value:#x}", value as i32) } else { value.to_string() }
 }

@@ -193,8 +193,9 @@ pub enum Arg {
     Uniform(Vec<DimExpr>),
     /// The program's status buffer (`var<storage, read_write>` of `u32`, zeroed before the run): a kernel
     /// that meets a run-time error (a gather index out of range) stores the launch's index + 1 in word 0
-    /// and a detail (the offending value, as `u32` bits) in word 1, only while word 0 is still 0 so the
-    /// first failing launch is the one reported. `Gpu::execute` reads it after the run: `launch 3 (gather_7):
+    /// and a detail (the offending value, as `u32` bits) in word 1, and 1 in word 2 when that value is a
+    /// `u32` (else it reads as an `i32`), only while word 0 is still 0 so the first failing launch is the one
+    /// reported. `Gpu::execute` reads it after the run: `launch 3 (gather_7):
     /// an index was out of range (value -1, bits 0xffffffff)`.
     Status,
 }

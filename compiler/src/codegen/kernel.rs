@@ -82,7 +82,6 @@ struct Cx<'g> {
     status_code: u32,
     /// Tensors read, in binding order.
     reads: Vec<(NodeId, Handle<GlobalVariable>)>,
-    output: Handle<GlobalVariable>,
     uniform: Handle<GlobalVariable>,
     status: Option<Handle<GlobalVariable>>,
     /// Dimensions in the uniform block, slot 0 being the invocation count.
@@ -125,7 +124,6 @@ pub fn group_kernel(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, laun
         inline,
         status_code: launch as u32 + 1,
         reads: Vec::new(),
-        output,
         uniform,
         status: None,
         slots: vec![count.clone()],
@@ -421,7 +419,7 @@ impl Cx<'_> {
     /// On the GPU a run-time error cannot stop the kernel: when `failed` and no earlier launch failed
     /// (status word 0 is still 0), store this launch's code and `detail` in the status buffer; the runtime
     /// reports the first failing launch after the run.
-    fn fail_if(&mut self, failed: Expr, detail: Expr) {
+    fn fail_if(&mut self, failed: Expr, detail: Expr, unsigned: bool) {
         let status = match self.status {
             Some(s) => s,
             None => {
@@ -442,6 +440,11 @@ impl Cx<'_> {
         self.b.store(code_ptr, code);
         let detail_ptr = self.b.expr(Expression::AccessIndex { base, index: 1 });
         self.b.store(detail_ptr, detail);
+        if unsigned {
+            let kind_ptr = self.b.expr(Expression::AccessIndex { base, index: 2 });
+            let one = self.b.u32(1);
+            self.b.store(kind_ptr, one);
+        }
         let accept = self.close_block();
         self.b.statement(Statement::If { condition: failed, accept, reject: naga::Block::new() });
     }
@@ -606,7 +609,7 @@ impl Cx<'_> {
         let extent = self.dim(&table_shape[axis]);
         let inside = self.b.binary(BinaryOperator::Less, raw, extent);
         let outside = self.b.expr(Expression::Unary { op: naga::UnaryOperator::LogicalNot, expr: inside });
-        self.fail_if(outside, raw);
+        self.fail_if(outside, raw, index.dtype == DType::U32);
         let zero = self.b.u32(0);
         let clamped = self.b.select(inside, raw, zero);
         let mut table_coords = coords[..axis].to_vec();
@@ -655,6 +658,8 @@ impl Cx<'_> {
                 let shape = graph.node(input_node).ty.shape.clone();
                 let mut coords = Vec::with_capacity(indices.len());
                 let mut all_inside: Option<Expr> = None;
+                // Each axis's index and range test, for the error report.
+                let mut checks: Vec<(Expr, Expr)> = Vec::new();
                 for (axis, affine) in indices.iter().enumerate() {
                     self.affine_bounds(map, affine, node, s, axis);
                     let mut index = self.dim(&affine.offset);
@@ -678,6 +683,7 @@ impl Cx<'_> {
                         None => inside,
                         Some(all) => self.b.binary(BinaryOperator::LogicalAnd, all, inside),
                     });
+                    checks.push((index, inside));
                 }
                 let value = self.value(input_node, &mut Pos::coords(&shape, coords))?;
                 match (all_inside, default) {
@@ -688,8 +694,12 @@ impl Cx<'_> {
                     }
                     (Some(inside), None) => {
                         let outside = self.b.expr(Expression::Unary { op: naga::UnaryOperator::LogicalNot, expr: inside });
-                        let detail = self.b.u32(s.index() as u32);
-                        self.fail_if(outside, detail);
+                        // The index of the first axis out of range (as i32 bits).
+                        let mut detail = checks.last().map_or(inside, |c| c.0);
+                        for &(index, axis_inside) in checks.iter().rev().skip(1) {
+                            detail = self.b.select(axis_inside, detail, index);
+                        }
+                        self.fail_if(outside, detail, false);
                         value.expr
                     }
                 }
@@ -743,15 +753,6 @@ impl Cx<'_> {
 
     /// Sets bindings and the uniform block's type, adds the entry point, and validates.
     fn finish(mut self, vec3u: Handle<naga::Type>) -> R<Kernel> {
-        let mut args = Vec::new();
-        for (i, (node, buffer)) in self.reads.iter().enumerate() {
-            self.b.module.global_variables[*buffer].binding = Some(ResourceBinding { group: BIND_GROUP, binding: i as u32 });
-            args.push(KernelArg::Read(*node));
-        }
-        let mut next = self.reads.len() as u32;
-        self.b.module.global_variables[self.output].binding = Some(ResourceBinding { group: BIND_GROUP, binding: next });
-        args.push(KernelArg::Write(self.root));
-        next += 1;
         let members: Vec<StructMember> = self
             .slots
             .iter()
@@ -768,15 +769,7 @@ impl Cx<'_> {
             naga::Type { name: Some("Dims".to_string()), inner: TypeInner::Struct { members, span } },
             naga::Span::UNDEFINED,
         );
-        let uniform = &mut self.b.module.global_variables[self.uniform];
-        uniform.ty = block;
-        uniform.binding = Some(ResourceBinding { group: BIND_GROUP, binding: next });
-        args.push(KernelArg::Uniform(self.slots.clone()));
-        next += 1;
-        if let Some(status) = self.status {
-            self.b.module.global_variables[status].binding = Some(ResourceBinding { group: BIND_GROUP, binding: next });
-            args.push(KernelArg::Status);
-        }
+        self.b.module.global_variables[self.uniform].ty = block;
         let invocations = self.slots[0].clone();
         let (mut module, mut function) = self.b.finish();
         function.name = Some("main".to_string());
@@ -803,6 +796,28 @@ impl Cx<'_> {
             task_payload: None,
             incoming_ray_payload: None,
         });
+        // Bindings are numbered after compaction, so a read whose value turned out unused (e.g. `x % 0`)
+        // leaves no gap: binding `i` is `args[i]`, as the pipeline layout derived from the shader expects.
+        naga::compact::compact(&mut module, naga::compact::KeepUnused::No);
+        let mut args = Vec::new();
+        let candidates = self
+            .reads
+            .iter()
+            .enumerate()
+            .map(|(i, (node, _))| (format!("in{i}"), KernelArg::Read(*node)))
+            .chain([
+                ("out".to_string(), KernelArg::Write(self.root)),
+                ("dims".to_string(), KernelArg::Uniform(self.slots.clone())),
+                ("status".to_string(), KernelArg::Status),
+            ]);
+        for (name, arg) in candidates {
+            let global = module.global_variables.iter().find(|(_, g)| g.name.as_deref() == Some(name.as_str()));
+            if let Some((handle, _)) = global {
+                let binding = args.len() as u32;
+                module.global_variables[handle].binding = Some(ResourceBinding { group: BIND_GROUP, binding });
+                args.push(arg);
+            }
+        }
         Kernel::finish(self.name, module, args, invocations, self.bounds)
     }
 }

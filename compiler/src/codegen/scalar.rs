@@ -19,6 +19,10 @@ pub(super) fn round(b: &mut FnBuilder, x: Expr, dtype: DType) -> Expr {
     if dtype == DType::F16 { b.math(MathFunction::QuantizeToF16, &[x]) } else { x }
 }
 
+fn is_zero_literal(b: &FnBuilder, e: Expr) -> bool {
+    matches!(b.fun.expressions[e], Expression::Literal(naga::Literal::I32(0) | naga::Literal::U32(0)))
+}
+
 /// The arithmetic dtype of values of `dtype` (f16 computes as f32).
 fn arith(dtype: DType) -> DType {
     if dtype == DType::F16 { DType::F32 } else { dtype }
@@ -32,6 +36,10 @@ pub(super) fn unary_op(b: &mut FnBuilder, op: UnaryOp, x: Expr, dtype: DType) ->
 
 /// `x op y` for operands of `dtype`, rounded when the result is f16; `None` when the op does not take it.
 pub(super) fn binary_op(b: &mut FnBuilder, op: BinaryOp, x: Expr, y: Expr, dtype: DType) -> Option<Expr> {
+    // naga rejects an integer `/` or `%` by a literal zero; WGSL defines them as `x` and `0`.
+    if dtype.is_int() && matches!(op, BinaryOp::Div | BinaryOp::Rem) && is_zero_literal(b, y) {
+        return Some(if op == BinaryOp::Div { x } else { zero_of(b, dtype)? });
+    }
     let value = binary(b, op, x, y, arith(dtype))?;
     Some(if op.is_comparison() { value } else { round(b, value, dtype) })
 }

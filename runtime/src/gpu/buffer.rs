@@ -83,7 +83,8 @@ impl Gpu {
             let _ = sender.send(result);
         });
         self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| fail(format!("waiting for the GPU: {e}")))?;
-        match receiver.try_recv() {
+        // Another thread polling the same device may have taken the callback and not run it yet: wait for it.
+        match receiver.recv_timeout(std::time::Duration::from_secs(600)) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(fail(format!("mapping the staging buffer: {}", e))),
             Err(_) => return Err(fail("the staging buffer was never mapped".into())),
