@@ -4,6 +4,7 @@
 mod cli;
 mod examples;
 mod fixtures;
+mod fusion;
 mod gpu;
 mod interp;
 mod kernels;

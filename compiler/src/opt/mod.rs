@@ -30,8 +30,8 @@ pub const PASSES: &[Pass] = &[
     Pass { name: "dce", run: dce::run },
 ];
 
-/// Runs every pass of `PASSES` in order. In debug and test builds the verifier runs after each pass and a
-/// failure is a panic naming the pass (a compiler bug, never a user error).
+/// Runs every pass of `PASSES` in order. In debug builds the verifier runs after each pass and a failure is
+/// a panic naming the pass (a compiler bug, never a user error); tests use `optimize_verified`.
 pub fn optimize(graph: &Graph) -> Graph {
     let mut current = graph.clone();
     for pass in PASSES {
@@ -43,4 +43,17 @@ pub fn optimize(graph: &Graph) -> Graph {
         }
     }
     current
+}
+
+/// `optimize` with the verifier after every pass in any build: the graph after each pass, or the first pass
+/// whose output does not verify and why.
+pub fn optimize_verified(graph: &Graph) -> Result<Vec<(&'static str, Graph)>, String> {
+    let mut stages = Vec::new();
+    let mut current = graph.clone();
+    for pass in PASSES {
+        current = (pass.run)(&current);
+        verify(&current).map_err(|errors| format!("pass `{}`: {errors:?}", pass.name))?;
+        stages.push((pass.name, current.clone()));
+    }
+    Ok(stages)
 }

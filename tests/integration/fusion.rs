@@ -1,0 +1,157 @@
+//! The optimizer and fusion: every pass's output verifies and means exactly what the original graph means
+//! (bit-identical interpreter results on every example and fixture); fusion outcomes pinned for the cases
+//! the design promises (an elementwise chain is one kernel, `relu(x @ w + b)` is one kernel, prologues fuse
+//! into reductions); the fused program equals the unfused one on the GPU; and the `tdslc explain` report of
+//! every example is a snapshot, so a change in fusion shows up in review.
+
+use std::path::{Path, PathBuf};
+
+use crate::gpu::{gpu, seeded_bindings, symbol_values};
+use crate::util::{check_path, single_graph};
+use tdsl_compiler::codegen::{self, Options};
+use tdsl_compiler::interp;
+use tdsl_compiler::ir::Graph;
+
+fn examples() -> Vec<PathBuf> {
+    let mut files = vec![
+        PathBuf::from("../examples/mlp.tdsl"),
+        PathBuf::from("../examples/cnn.tdsl"),
+        PathBuf::from("../examples/encoder_layer.tdsl"),
+        PathBuf::from("../examples/minilm/minilm.tdsl"),
+    ];
+    let mut fixtures: Vec<PathBuf> = std::fs::read_dir("fixtures/ok")
+        .expect("fixtures/ok")
+        .map(|e| e.expect("directory entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "tdsl"))
+        .collect();
+    fixtures.sort();
+    files.extend(fixtures);
+    files
+}
+
+fn graphs(path: &Path) -> Vec<Graph> {
+    let checked = check_path(path);
+    assert!(checked.diagnostics.is_empty(), "{} does not check", path.display());
+    checked.graphs
+}
+
+/// Bit-identical outputs (NaN equal to NaN).
+fn same_bits(a: &[interp::Tensor], b: &[interp::Tensor]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.dtype == y.dtype
+                && x.shape == y.shape
+                && x.to_f64_vec().iter().zip(y.to_f64_vec()).all(|(p, q)| p.to_bits() == q.to_bits() || p.is_nan() && q.is_nan())
+        })
+}
+
+#[test]
+fn every_pass_verifies_and_keeps_the_meaning() {
+    for path in examples() {
+        for graph in graphs(&path) {
+            let symbols = symbol_values(&graph, &[("B", 2), ("S", 5), ("N", 3)], 3);
+            let (inputs, params) = seeded_bindings(&graph, &symbols, 11);
+            let want = interp::run(&graph, &inputs, &params).expect("the original runs");
+            let stages = tdsl_compiler::opt::optimize_verified(&graph)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            for (pass, stage) in &stages {
+                let got = interp::run(stage, &inputs, &params).expect("the optimized graph runs");
+                assert!(same_bits(&want, &got), "{}: after `{pass}` the interpreter's results differ", path.display());
+                assert_eq!(stage.inputs.len(), graph.inputs.len(), "{pass} keeps the inputs");
+                assert_eq!(stage.params.len(), graph.params.len(), "{pass} keeps the params");
+            }
+            let (_, last) = stages.last().expect("passes ran");
+            assert!(last.nodes.len() <= graph.nodes.len(), "{}: optimizing never grows the graph", path.display());
+        }
+    }
+}
+
+#[test]
+fn simplify_removes_identities_and_folds_constants() {
+    let graph = single_graph(
+        "identities.tdsl",
+        "model m(x: f32[N, 3], i: i32[N]) -> (a: f32[N, 3], b: f32[N, 3], c: i32[N], d: f32[3, N]) {
+            a = x * 1.0 / 1.0 - 0.0
+            b = x + 0.0
+            c = i + 0
+            d = transpose(transpose(transpose(x)))
+        }",
+    );
+    let optimized = tdsl_compiler::opt::optimize(&graph);
+    let printed = tdsl_compiler::ir::print::print(&optimized);
+    // `a` and `c` are the inputs themselves; `x + 0.0` must stay (it turns -0.0 into +0.0); three transposes
+    // are one.
+    let output = |name: &str| optimized.outputs.iter().find(|o| o.name == name).expect("output").node;
+    assert_eq!(output("a"), optimized.inputs[0], "{printed}");
+    assert_eq!(output("c"), optimized.inputs[1], "{printed}");
+    assert_ne!(output("b"), optimized.inputs[0], "x + 0.0 is not x:\n{printed}");
+    assert_eq!(printed.matches("permute").count(), 1, "{printed}");
+}
+
+fn kernel_count(text: &str) -> usize {
+    let graph = single_graph("fusion.tdsl", text);
+    codegen::compile(&graph).expect("compiles").kernels.len()
+}
+
+#[test]
+fn fusion_outcomes() {
+    // An elementwise chain with broadcasts and a cast: one kernel.
+    assert_eq!(
+        kernel_count("model m(x: f32[N, 4], b: f32[4]) -> (y: f32[N, 4]) { y = tanh(relu(x * 2.0 + b) - 1.0) * f32(x > 0.0) }"),
+        1
+    );
+    assert_eq!(kernel_count(&tdsl_compiler::bench::chain_source(8)), 1);
+    // A contraction with its epilogue: one kernel.
+    assert_eq!(
+        kernel_count("model m(x: f32[N, 8], w: f32[8, 4], b: f32[4]) -> (y: f32[N, 4]) { y = relu(x @ w + b) }"),
+        1
+    );
+    // A prologue fused into a reduction: one kernel.
+    assert_eq!(kernel_count("model m(x: f32[N, 8]) -> (y: f32[N]) { y = sum(exp(x) * 2.0, axis: 1) }"), 1);
+    // A reduction read back through a widening broadcast is stored, not recomputed per element:
+    // softmax is max, sum and the normalization (workgroup-level reductions will make it one).
+    assert_eq!(kernel_count("model m(x: f32[N, 8]) -> (y: f32[N, 8]) { y = softmax(x) }"), 3);
+}
+
+#[test]
+fn fused_and_unfused_agree_on_the_gpu() {
+    for path in examples() {
+        for graph in graphs(&path) {
+            let symbols = symbol_values(&graph, &[("B", 2), ("S", 5), ("N", 3)], 3);
+            let (inputs, params) = seeded_bindings(&graph, &symbols, 5);
+            let mut results = Vec::new();
+            for fuse in [false, true] {
+                let compiled = codegen::compile_with(&graph, Options { fuse }).expect("compiles");
+                results.push(gpu().execute(&compiled.program, &inputs, &params).expect("runs"));
+            }
+            for (unfused, fused) in results[0].iter().zip(&results[1]) {
+                let (a, b) = (unfused.to_f64_vec(), fused.to_f64_vec());
+                let scale = a.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+                for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+                    // Same operations in the same order; only contraction of a*b+c into an FMA may differ.
+                    assert!(
+                        (x - y).abs() <= 1e-5 * scale || x.is_nan() && y.is_nan(),
+                        "{}: element {i}: unfused {x}, fused {y}",
+                        path.display()
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn explain_reports_of_the_examples() {
+    for path in examples().into_iter().take(4) {
+        for graph in graphs(&path) {
+            let compiled = codegen::compile(&graph).expect("compiles");
+            let symbols = symbol_values(&graph, &[("B", 2), ("S", 16), ("N", 4)], 2);
+            let report = tdsl_compiler::explain::explain(&compiled, &symbols, true).expect("explains");
+            let json = report.json();
+            assert_eq!(json["kernels"].as_array().map(Vec::len), Some(compiled.kernels.len()));
+            assert!(json["peak_bytes"].as_u64() <= json["unshared_bytes"].as_u64());
+            let name = path.file_name().and_then(|f| f.to_str()).unwrap_or("model").to_string();
+            insta::assert_snapshot!(format!("explain_{name}"), report.text());
+        }
+    }
+}
