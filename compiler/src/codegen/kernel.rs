@@ -301,8 +301,13 @@ impl Cx<'_> {
             flat = Some(match flat {
                 None => c,
                 Some(f) => {
-                    let d = self.dim(&pos.shape[axis]);
-                    let scaled = self.b.binary(BinaryOperator::Multiply, f, d);
+                    let scaled = match pos.shape[axis].as_const() {
+                        Some(1) => f,
+                        _ => {
+                            let d = self.dim(&pos.shape[axis]);
+                            self.b.binary(BinaryOperator::Multiply, f, d)
+                        }
+                    };
                     self.b.binary(BinaryOperator::Add, scaled, c)
                 }
             });
@@ -661,8 +666,11 @@ impl Cx<'_> {
                 // Each axis's index and range test, for the error report.
                 let mut checks: Vec<(Expr, Expr)> = Vec::new();
                 for (axis, affine) in indices.iter().enumerate() {
-                    self.affine_bounds(map, affine, node, s, axis);
-                    let mut index = self.dim(&affine.offset);
+                    let proven = in_range(map, affine, &shape[axis]);
+                    if !proven {
+                        self.affine_bounds(map, affine, node, s, axis);
+                    }
+                    let mut index: Option<Expr> = (affine.offset.as_const() != Some(0)).then(|| self.dim(&affine.offset));
                     for (var, coef) in &affine.terms {
                         let v = *self.vars.get(var).ok_or_else(|| internal(&self.name, "an index variable is unbound"))?;
                         let term = match coef.as_const() {
@@ -672,7 +680,15 @@ impl Cx<'_> {
                                 self.b.binary(BinaryOperator::Multiply, k, v)
                             }
                         };
-                        index = self.b.binary(BinaryOperator::Add, index, term);
+                        index = Some(match index {
+                            None => term,
+                            Some(i) => self.b.binary(BinaryOperator::Add, i, term),
+                        });
+                    }
+                    let index = index.unwrap_or_else(|| self.b.u32(0));
+                    if proven {
+                        coords.push(index);
+                        continue;
                     }
                     // In range iff 0 <= index < extent: negative indices are huge as u32.
                     let extent = self.dim(&shape[axis]);
@@ -820,6 +836,28 @@ impl Cx<'_> {
         }
         Kernel::finish(self.name, module, args, invocations, self.bounds)
     }
+}
+
+/// Whether `affine` provably stays in `0..extent` for every value of its variables and every symbol value
+/// (`Dim::is_nonneg` is sound): every coefficient and the offset are nonnegative, and the largest index,
+/// `offset + sum(coef * (var extent - 1))`, is at most `extent - 1`. Such a load needs no run-time check.
+fn in_range(map: &MapOp, affine: &crate::ir::Affine, extent: &Dim) -> bool {
+    if !affine.offset.is_nonneg() {
+        return false;
+    }
+    let mut largest = affine.offset.clone();
+    for (var, coef) in &affine.terms {
+        if !coef.is_nonneg() {
+            return false;
+        }
+        let Some(var_extent) = map.extents.get(var.0 as usize) else { return false };
+        let term = var_extent.sub(&Dim::constant(1)).and_then(|last| last.mul(coef));
+        match term.and_then(|t| largest.add(&t)) {
+            Ok(sum) => largest = sum,
+            Err(_) => return false,
+        }
+    }
+    extent.sub(&Dim::constant(1)).and_then(|last| last.sub(&largest)).is_ok_and(|slack| slack.is_nonneg())
 }
 
 /// The uniform member for slot `i`: `count`, a symbol's name, or `d<i>`.
