@@ -1,7 +1,8 @@
 //! `tdslc bench`: each model run fused and unfused on the current device in the same process, with the same
 //! seeded inputs and params, so the printed ratio compares like with like. For each program: the kernel
-//! counts, the median wall time of one forward pass (submit to completion, after a warm-up run; pipelines
-//! and uploads are outside the timing), the speed-up, and the device memory with buffer sharing. Also checks
+//! counts, the median wall time of one forward pass with the fastest and slowest pass (submit to completion,
+//! after a warm-up run; pipelines and uploads are outside the timing), the speed-up of the medians, and the
+//! device memory with buffer sharing. Also checks
 //! that the two agree (within 1e-3 relative), so a fast wrong answer is reported, not celebrated.
 
 use std::collections::HashMap;
@@ -19,8 +20,12 @@ pub struct Measurement {
     pub name: String,
     pub kernels_unfused: usize,
     pub kernels_fused: usize,
+    /// Median time of one forward pass.
     pub unfused: Duration,
     pub fused: Duration,
+    /// Fastest and slowest timed pass, so noisy devices show their spread.
+    pub unfused_range: (Duration, Duration),
+    pub fused_range: (Duration, Duration),
     pub memory_unfused: u64,
     pub memory_fused: u64,
 }
@@ -86,7 +91,8 @@ pub fn measure(gpu: &Gpu, name: &str, graph: &Graph, sizes: &[i64], repeat: usiz
         }
         times.sort();
         let outputs = prepared.outputs().map_err(|e| e.to_string())?;
-        results.push((compiled.kernels.len(), times[times.len() / 2], prepared.memory.peak_bytes, outputs));
+        let range = (times[0], times[times.len() - 1]);
+        results.push((compiled.kernels.len(), times[times.len() / 2], prepared.memory.peak_bytes, outputs, range));
     }
     let (unfused, fused) = (&results[0], &results[1]);
     for (a, b) in unfused.3.iter().zip(&fused.3) {
@@ -102,6 +108,8 @@ pub fn measure(gpu: &Gpu, name: &str, graph: &Graph, sizes: &[i64], repeat: usiz
         kernels_fused: fused.0,
         unfused: unfused.1,
         fused: fused.1,
+        unfused_range: unfused.4,
+        fused_range: fused.4,
         memory_unfused: unfused.2,
         memory_fused: fused.2,
     })
@@ -111,17 +119,21 @@ pub fn measure(gpu: &Gpu, name: &str, graph: &Graph, sizes: &[i64], repeat: usiz
 pub fn table(device: &str, rows: &[Measurement]) -> String {
     let mut out = format!("device: {device}\n");
     out.push_str(&format!(
-        "{:<28} {:>8} {:>8} {:>12} {:>12} {:>8} {:>12} {:>12}\n",
-        "program", "kernels", "fused", "unfused ms", "fused ms", "speedup", "mem unfused", "mem fused"
+        "{:<28} {:>8} {:>8} {:>26} {:>26} {:>8} {:>12} {:>12}\n",
+        "program", "kernels", "fused", "unfused ms [min, max]", "fused ms [min, max]", "speedup", "mem unfused", "mem fused"
     ));
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let timing = |median: Duration, (low, high): (Duration, Duration)| {
+        format!("{:.3} [{:.3}, {:.3}]", ms(median), ms(low), ms(high))
+    };
     for m in rows {
         out.push_str(&format!(
-            "{:<28} {:>8} {:>8} {:>12.3} {:>12.3} {:>7.2}x {:>12} {:>12}\n",
+            "{:<28} {:>8} {:>8} {:>26} {:>26} {:>7.2}x {:>12} {:>12}\n",
             m.name,
             m.kernels_unfused,
             m.kernels_fused,
-            m.unfused.as_secs_f64() * 1e3,
-            m.fused.as_secs_f64() * 1e3,
+            timing(m.unfused, m.unfused_range),
+            timing(m.fused, m.fused_range),
             m.speedup(),
             crate::explain::human(m.memory_unfused),
             crate::explain::human(m.memory_fused)
