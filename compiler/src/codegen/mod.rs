@@ -27,7 +27,7 @@ use crate::dim::Dim;
 use crate::ir::NodeId;
 
 pub use kernel::group_kernel;
-pub use plan::{Compiled, Options, compile, compile_with, to_dim_expr};
+pub use plan::{Compiled, Options, compile, compile_with};
 
 /// Invocations per workgroup (x) of every kernel; dispatches use `ceil(count / WORKGROUP_SIZE)` workgroups.
 pub const WORKGROUP_SIZE: u32 = 256;

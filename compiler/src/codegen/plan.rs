@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use tdsl_runtime::program::{Arg, Bound, DimExpr, Launch, Program, TensorDecl, TensorId, TensorRole};
+use tdsl_runtime::program::{Arg, Bound, Launch, Program, TensorDecl, TensorId, TensorRole};
 
 use super::fuse;
 use super::kernel::group_kernel;
@@ -70,7 +70,7 @@ pub fn compile_with(graph: &Graph, options: Options) -> Result<Compiled, Codegen
                       role: TensorRole| {
         let ty = &graph.node(node).ty;
         let id = TensorId(program.tensors.len() as u32);
-        program.tensors.push(TensorDecl { name, role, dtype: ty.dtype, shape: ty.shape.iter().map(to_dim_expr).collect() });
+        program.tensors.push(TensorDecl { name, role, dtype: ty.dtype, shape: ty.shape.iter().map(Dim::to_expr).collect() });
         tensor_of.insert(node, id);
         id
     };
@@ -99,7 +99,7 @@ pub fn compile_with(graph: &Graph, options: Options) -> Result<Compiled, Codegen
             .map(|arg| match arg {
                 KernelArg::Read(n) => tensor_of.get(n).copied().map(Arg::Read),
                 KernelArg::Write(n) => tensor_of.get(n).copied().map(Arg::Write),
-                KernelArg::Uniform(dims) => Some(Arg::Uniform(dims.iter().map(to_dim_expr).collect())),
+                KernelArg::Uniform(dims) => Some(Arg::Uniform(dims.iter().map(Dim::to_expr).collect())),
                 KernelArg::Status => Some(Arg::Status),
             })
             .collect::<Option<Vec<Arg>>>()
@@ -112,12 +112,12 @@ pub fn compile_with(graph: &Graph, options: Options) -> Result<Compiled, Codegen
             wgsl: kernel.wgsl().to_string(),
             spirv: kernel.spirv().to_vec(),
             args,
-            invocations: to_dim_expr(&kernel.invocations),
+            invocations: kernel.invocations.to_expr(),
             workgroup_size: WORKGROUP_SIZE,
             bounds: kernel
                 .bounds
                 .iter()
-                .map(|(what, value, max)| Bound { what: what.clone(), value: to_dim_expr(value), max: *max })
+                .map(|(what, value, max)| Bound { what: what.clone(), value: value.to_expr(), max: *max })
                 .collect(),
         });
         kernels.push(kernel);
@@ -130,9 +130,4 @@ pub fn compile_with(graph: &Graph, options: Options) -> Result<Compiled, Codegen
         program.outputs.push((output.name.clone(), tensor));
     }
     Ok(Compiled { program, kernels, graph: optimized, grouping })
-}
-
-/// The runtime's form of a dimension.
-pub fn to_dim_expr(dim: &Dim) -> DimExpr {
-    dim.to_expr()
 }

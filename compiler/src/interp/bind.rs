@@ -1,6 +1,6 @@
 //! Binding symbolic dimensions for the interpreter: the rules and messages live in the runtime
 //! (`tdsl_runtime::bind`, shared with the GPU executor); this adapts a graph's signature to the runtime's
-//! form (`to_dim_expr` turns each `Dim` into a `DimExpr`, which prints identically) and re-exports its types.
+//! form (`Dim::to_expr` turns each `Dim` into a `DimExpr`, which prints identically) and re-exports its types.
 //! The graph must be verified: input and param handles that name no node are skipped.
 
 use super::RunError;
@@ -9,7 +9,6 @@ use crate::dim::Dim;
 use crate::ir::{Graph, Op};
 use std::collections::HashMap;
 use tdsl_runtime::bind::{Declared, Given, Signature};
-use tdsl_runtime::program::DimExpr;
 
 pub use tdsl_runtime::bind::{BindError, Binding, Site, bind_message};
 
@@ -26,7 +25,7 @@ pub fn bind_symbols(graph: &Graph, inputs: &[Tensor], params: &HashMap<String, T
                     Op::Param { key } => Site::Param(key.clone()),
                     _ => return None,
                 };
-                Some(Declared { site, dtype: node.ty.dtype, shape: node.ty.shape.iter().map(to_dim_expr).collect() })
+                Some(Declared { site, dtype: node.ty.dtype, shape: node.ty.shape.iter().map(Dim::to_expr).collect() })
             })
             .collect()
     };
@@ -35,11 +34,6 @@ pub fn bind_symbols(graph: &Graph, inputs: &[Tensor], params: &HashMap<String, T
         Signature { model: &graph.name, symbols: &symbols, inputs: &declared_inputs, params: &declared_params };
     tdsl_runtime::bind::bind_symbols(&signature, inputs, &|key| params.get(key).map(Given::Tensor))
         .map_err(RunError::Bind)
-}
-
-/// The runtime's form of a dimension (see `Dim::to_expr`).
-pub fn to_dim_expr(dim: &Dim) -> DimExpr {
-    dim.to_expr()
 }
 
 #[cfg(test)]
@@ -76,7 +70,7 @@ mod tests {
         ];
         let values = [3i64, 8, 5];
         for dim in &dims {
-            let expr = to_dim_expr(dim);
+            let expr = dim.to_expr();
             let by_id = |id: SymId| names[id.0 as usize].clone();
             assert_eq!(expr.display(&names).to_string(), dim.display(&by_id).to_string(), "{dim:?}");
             assert_eq!(expr.eval(&values), dim.eval(&|id: SymId| values[id.0 as usize]), "{dim:?}");
