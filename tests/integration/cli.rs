@@ -205,7 +205,11 @@ fn emit_wgsl_prints_every_kernel() {
     for kernel in &compiled.kernels {
         assert!(out.contains(&format!("// kernel {} of model mlp\n{}", kernel.name, kernel.wgsl())), "{}", kernel.name);
     }
-    assert_eq!(out.matches("@compute @workgroup_size(256, 1, 1)").count(), compiled.kernels.len());
+    for kernel in &compiled.kernels {
+        let size = format!("@compute @workgroup_size({}, 1, 1)", kernel.workgroup_size);
+        assert!(kernel.wgsl().contains(&size), "{}: {size}", kernel.name);
+    }
+    assert_eq!(out.matches("@compute @workgroup_size(").count(), compiled.kernels.len());
 }
 
 #[test]

@@ -14,12 +14,18 @@
 //! - contractions and reductions (`matmul`, `reduce`, index notation) are inlined only into a single
 //!   elementwise or layout consumer that is neither amplified nor shared (computed in several kernels): that
 //!   is epilogue fusion (`relu(x @ w + b)` is one kernel, also through the reshapes of a batched `Linear`);
+//! - a tiny elementwise computation on one loaded element (`cheap_to_recompute`) is recomputed even where
+//!   it is amplified or needed by several kernels;
 //! - elementwise ops are inlined when all their consumers end up in one kernel (prologue fusion into
 //!   reductions and contractions included, unless amplified; a value read twice at one position in a kernel
-//!   is computed once there); when they are needed by several kernels `recompute` (the cost model) decides.
+//!   is computed once there); when they are needed by several kernels `recompute` (the cost model) decides;
+//! - then *row fusion* (`merge_rows`): row statistics (softmax's max and sum, layer_norm's mean and
+//!   variance) and a contraction feeding them join the kernel that reads them back, which becomes a row
+//!   kernel (`rows.rs`: one workgroup per row, workgroup reductions).
 
 use std::collections::BTreeSet;
 
+use super::rows;
 use crate::ir::{Graph, NodeId, Op};
 
 /// The fusion decision for a graph.
@@ -107,6 +113,35 @@ pub fn recompute(op: &Op, consumers: usize) -> bool {
     extra_compute <= traffic
 }
 
+/// The cost model's rule for amplified reads: a value that a consumer reads many times per element (and
+/// may be needed by several kernels) is still recomputed there when its whole computation is at most
+/// `MAX_OPS` elementwise ops on at most one loaded tensor element (constants and layout ops are free):
+/// each read then costs one load, as reading the stored value would, plus a few ops, and the value needs
+/// no kernel or tensor of its own (e.g. an attention mask turned into an additive bias).
+pub fn cheap_to_recompute(graph: &Graph, id: NodeId) -> bool {
+    const MAX_OPS: usize = 4;
+    fn cone(graph: &Graph, id: NodeId, ops: &mut usize, loads: &mut BTreeSet<NodeId>) -> bool {
+        let op = &graph.node(id).op;
+        match op {
+            Op::Constant(_) | Op::DimValue(_) => true,
+            Op::Input { .. } | Op::Param { .. } => {
+                loads.insert(id);
+                true
+            }
+            Op::Broadcast(_) | Op::Reshape(_) | Op::Permute(..) | Op::Slice { .. } => {
+                op.operands().iter().all(|&o| cone(graph, o, ops, loads))
+            }
+            _ if is_elementwise(op) => {
+                *ops += 1;
+                op.operands().iter().all(|&o| cone(graph, o, ops, loads))
+            }
+            _ => false,
+        }
+    }
+    let (mut ops, mut loads) = (0, BTreeSet::new());
+    is_elementwise(&graph.node(id).op) && cone(graph, id, &mut ops, &mut loads) && ops <= MAX_OPS && loads.len() <= 1
+}
+
 /// Groups every live computed node of `graph`. With `fuse` off, every computed node is its own group (only
 /// constants and dimension values are inlined): the unfused program, for comparison.
 pub fn group(graph: &Graph, fuse: bool) -> Grouping {
@@ -159,7 +194,7 @@ pub fn group(graph: &Graph, fuse: bool) -> Grouping {
             Err("fusion is off".to_string())
         } else if is_layout(&node.op) {
             Ok(())
-        } else if amplified {
+        } else if amplified && !cheap_to_recompute(graph, id) {
             Err("the consumer reads each element many times (recomputing it is not worth it)".to_string())
         } else if is_contraction(&node.op) {
             match live_consumers.as_slice() {
@@ -168,7 +203,7 @@ pub fn group(graph: &Graph, fuse: bool) -> Grouping {
                 [c] => Err(format!("a {} is fused only into an elementwise or layout consumer, not a {}", node.op.name(), graph.node(*c).op.name())),
                 many => Err(format!("value has {} consumers and a {} is never recomputed", many.len(), node.op.name())),
             }
-        } else if !shared || recompute(&node.op, kernels.len()) {
+        } else if !shared || recompute(&node.op, kernels.len()) || (amplified && cheap_to_recompute(graph, id)) {
             Ok(())
         } else {
             Err(format!("value is needed by {} kernels and recomputing `{}` costs more than storing it", kernels.len(), node.op.name()))
@@ -203,5 +238,49 @@ pub fn group(graph: &Graph, fuse: bool) -> Grouping {
         }
         groups.push(Group { root: id, inline });
     }
+    if fuse {
+        merge_rows(graph, &consumers, &is_output, &mut groups, &mut unfused);
+    }
     Grouping { groups, unfused }
+}
+
+/// Row fusion: a stored value whose consumers are all in one group is merged into that group when the
+/// result is a row kernel (`rows::plan`) in which the value is a row reduction, is computed from one, or is
+/// a contraction cached per row: softmax's max and sum, layer_norm's mean and variance, and the matmul
+/// feeding a layer_norm join the kernel that uses them. Consumers first, so a chain of statistics merges
+/// step by step.
+fn merge_rows(
+    graph: &Graph,
+    consumers: &[Vec<NodeId>],
+    is_output: &[bool],
+    groups: &mut Vec<Group>,
+    unfused: &mut Vec<Unfused>,
+) {
+    let mut i = groups.len();
+    while i > 0 {
+        i -= 1;
+        let s = groups[i].root;
+        if is_output[s.index()] {
+            continue;
+        }
+        let holding: BTreeSet<usize> = consumers[s.index()]
+            .iter()
+            .flat_map(|&c| {
+                groups.iter().enumerate().filter(move |(_, g)| g.root == c || g.inline.contains(&c)).map(|(j, _)| j)
+            })
+            .collect();
+        let [j] = holding.into_iter().collect::<Vec<_>>()[..] else { continue };
+        if j == i {
+            continue;
+        }
+        let mut merged = groups[j].inline.clone();
+        merged.insert(s);
+        merged.extend(groups[i].inline.iter().copied());
+        let placed = rows::plan(graph, groups[j].root, &merged).is_some_and(|p| p.places.iter().any(|&(n, _)| n == s));
+        if placed {
+            groups[j].inline = merged;
+            groups.remove(i);
+            unfused.retain(|u| u.producer != s);
+        }
+    }
 }

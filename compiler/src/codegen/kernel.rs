@@ -24,6 +24,7 @@ use naga::{
 };
 
 use super::builder::FnBuilder;
+use super::rows::{self, Place, RowPlan};
 use super::scalar;
 use super::{BIND_GROUP, CodegenError, Kernel, KernelArg, WORKGROUP_SIZE};
 use crate::dim::Dim;
@@ -93,10 +94,21 @@ struct Cx<'g> {
     map_instances: u32,
     bounds: Vec<(String, Dim, i64)>,
     u32_ty: Handle<naga::Type>,
+    /// Row kernels: values computed once per row (the same at every position the kernel asks for).
+    fixed: HashMap<NodeId, Val>,
+    /// Row kernels: contractions held in workgroup memory, one element per column of the row.
+    row_cache: HashMap<NodeId, Handle<GlobalVariable>>,
+    /// Row kernels: the flat index of the row's first element.
+    row_base: Option<Expr>,
+    /// Row kernels: workgroup memory for tree reductions, per held scalar type.
+    scratch: HashMap<Scalar, Handle<GlobalVariable>>,
+    /// Invocations per workgroup.
+    workgroup: u32,
 }
 
 /// Builds the kernel computing `root` with the nodes of `inline` computed in place (see the module
 /// comment); `launch` is its position in the program, stored in the status buffer on a run-time error.
+/// A group that is a row kernel (`rows::plan`) runs one workgroup per row.
 pub fn group_kernel(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, launch: usize) -> R<Kernel> {
     let out = graph.node(root);
     let name = kernel_name(graph, root);
@@ -116,6 +128,17 @@ pub fn group_kernel(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, laun
         naga::Span::UNDEFINED,
     );
     let count: Dim = shape_count(&out.ty.shape).ok_or_else(|| internal(&name, "the element count overflows"))?;
+    let row_plan = rows::plan(graph, root, inline);
+    let (invocations, workgroup) = match &row_plan {
+        Some(plan) => {
+            let invocations = plan
+                .rows
+                .scale(i64::from(plan.workgroup))
+                .map_err(|_| internal(&name, "the invocation count overflows"))?;
+            (invocations, plan.workgroup)
+        }
+        None => (count.clone(), WORKGROUP_SIZE),
+    };
     let mut cx = Cx {
         graph,
         b,
@@ -126,16 +149,36 @@ pub fn group_kernel(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, laun
         reads: Vec::new(),
         uniform,
         status: None,
-        slots: vec![count.clone()],
+        slots: vec![invocations.clone()],
         cache: vec![HashMap::new()],
         vars: HashMap::new(),
         map_instances: 0,
-        bounds: vec![("invocation count".to_string(), count.clone(), MAX_INVOCATIONS)],
+        bounds: vec![("invocation count".to_string(), invocations, MAX_INVOCATIONS)],
         u32_ty,
+        fixed: HashMap::new(),
+        row_cache: HashMap::new(),
+        row_base: None,
+        scratch: HashMap::new(),
+        workgroup,
     };
+    let vec3u = cx.b.ty(TypeInner::Vector { size: VectorSize::Tri, scalar: Scalar::U32 });
+    let builtin = |name: &str, ty, builtin| FunctionArgument {
+        name: Some(name.to_string()),
+        ty,
+        binding: Some(Binding::BuiltIn(builtin)),
+    };
+    if let Some(plan) = row_plan {
+        cx.bounds.push(("elements of the output".to_string(), count, MAX_ELEMENTS));
+        cx.row_kernel(&plan, output)?;
+        let arguments = vec![
+            builtin("wid", vec3u, BuiltIn::WorkGroupId),
+            builtin("num_workgroups", vec3u, BuiltIn::NumWorkGroups),
+            builtin("lid", u32_ty, BuiltIn::LocalInvocationIndex),
+        ];
+        return cx.finish(arguments);
+    }
 
     // index = gid.x + gid.y * (num_workgroups.x * 256); return when index >= count.
-    let vec3u = cx.b.ty(TypeInner::Vector { size: VectorSize::Tri, scalar: Scalar::U32 });
     let gid = cx.b.expr(Expression::FunctionArgument(0));
     let num_workgroups = cx.b.expr(Expression::FunctionArgument(1));
     let count_value = cx.slot(0);
@@ -149,23 +192,28 @@ pub fn group_kernel(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, laun
     let index = cx.b.binary(BinaryOperator::Add, gid_x, offset);
     cx.b.name(index, "index");
     let past_end = cx.b.binary(BinaryOperator::GreaterEqual, index, count_value);
-    let mut early = naga::Block::new();
-    early.push(Statement::Return { value: None }, naga::Span::UNDEFINED);
-    cx.b.statement(Statement::If { condition: past_end, accept: early, reject: naga::Block::new() });
+    cx.return_if(past_end);
 
     let mut pos = Pos::flat(&out.ty.shape, index);
     let value = cx.value(root, &mut pos)?;
     cx.b.name(value.expr, "value");
-    let stored = to_storage(&mut cx.b, value);
-    let out_ptr = cx.b.expr(Expression::GlobalVariable(output));
-    let element = cx.b.expr(Expression::Access { base: out_ptr, index });
-    cx.b.store(element, stored);
-    cx.finish(vec3u)
+    cx.store_output(output, index, value);
+    let arguments = vec![
+        builtin("gid", vec3u, BuiltIn::GlobalInvocationId),
+        builtin("num_workgroups", vec3u, BuiltIn::NumWorkGroups),
+    ];
+    cx.finish(arguments)
 }
 
 impl Cx<'_> {
     /// `node`'s element at `pos`, computed once per position and block.
     fn value(&mut self, id: NodeId, pos: &mut Pos) -> R<Val> {
+        if let Some(&v) = self.fixed.get(&id) {
+            return Ok(v);
+        }
+        if let Some(&array) = self.row_cache.get(&id) {
+            return Ok(self.load_row_cache(id, array, pos));
+        }
         let key = pos.flat.map(|flat| Key::Node(id, flat));
         if let Some(key) = key
             && let Some(v) = self.cached(key)
@@ -768,7 +816,228 @@ impl Cx<'_> {
     }
 
     /// Sets bindings and the uniform block's type, adds the entry point, and validates.
-    fn finish(mut self, vec3u: Handle<naga::Type>) -> R<Kernel> {
+    /// `if condition { return; }`.
+    fn return_if(&mut self, condition: Expr) {
+        let mut early = naga::Block::new();
+        early.push(Statement::Return { value: None }, naga::Span::UNDEFINED);
+        self.b.statement(Statement::If { condition, accept: early, reject: naga::Block::new() });
+    }
+
+    /// `out[index] = value` in the storage form.
+    fn store_output(&mut self, output: Handle<GlobalVariable>, index: Expr, value: Val) {
+        let stored = to_storage(&mut self.b, value);
+        let out_ptr = self.b.expr(Expression::GlobalVariable(output));
+        let element = self.b.expr(Expression::Access { base: out_ptr, index });
+        self.b.store(element, stored);
+    }
+
+    /// The body of a row kernel (see `rows.rs`): this workgroup's row is `wid.x + wid.y * num_workgroups.x`;
+    /// cached contractions, then the row's values, then the root's elements, each pass striding over the
+    /// row's columns from the local invocation index.
+    fn row_kernel(&mut self, plan: &RowPlan, output: Handle<GlobalVariable>) -> R<()> {
+        let graph = self.graph;
+        let wid = self.b.expr(Expression::FunctionArgument(0));
+        let num_workgroups = self.b.expr(Expression::FunctionArgument(1));
+        let lid = self.b.expr(Expression::FunctionArgument(2));
+        let wid_x = self.b.expr(Expression::AccessIndex { base: wid, index: 0 });
+        let wid_y = self.b.expr(Expression::AccessIndex { base: wid, index: 1 });
+        let groups_x = self.b.expr(Expression::AccessIndex { base: num_workgroups, index: 0 });
+        let offset = self.b.binary(BinaryOperator::Multiply, wid_y, groups_x);
+        let row = self.b.binary(BinaryOperator::Add, wid_x, offset);
+        self.b.name(row, "row");
+        // `row` is uniform in the workgroup, so every barrier below stays in uniform control flow.
+        let rows = self.dim(&plan.rows);
+        let past_end = self.b.binary(BinaryOperator::GreaterEqual, row, rows);
+        self.return_if(past_end);
+        let cols = self.dim(&plan.cols);
+        let base = self.b.binary(BinaryOperator::Multiply, row, cols);
+        self.b.name(base, "row_base");
+        self.row_base = Some(base);
+        let full = graph.node(self.root).ty.shape.clone();
+
+        // Each invocation reads back only the columns it wrote (the same stride in every pass), so the
+        // caches need no barrier.
+        for &m in &plan.cached {
+            let dtype = graph.node(m).ty.dtype;
+            let n = plan.cols.as_const().ok_or_else(|| internal(&self.name, "a cached row has no constant length"))?;
+            let name = format!("row_cache{}", self.row_cache.len());
+            let array = self.workgroup_array(&name, storage_scalar(dtype), n as u32);
+            let shape = graph.node(m).ty.shape.clone();
+            self.strided_loop(lid, &plan.cols, &mut |cx, j| {
+                let flat = cx.b.binary(BinaryOperator::Add, base, j);
+                let value = cx.value(m, &mut Pos::flat(&shape, flat))?;
+                let stored = to_storage(&mut cx.b, value);
+                let pointer = cx.b.expr(Expression::GlobalVariable(array));
+                let element = cx.b.expr(Expression::Access { base: pointer, index: j });
+                cx.b.store(element, stored);
+                Ok(())
+            })?;
+            self.row_cache.insert(m, array);
+        }
+
+        for &(id, place) in &plan.places {
+            if place != Place::Row {
+                continue;
+            }
+            let node = graph.node(id);
+            let value = match &node.op {
+                Op::Reduce { op, input, .. } if plan.reductions.contains(&id) => {
+                    let expr = self.workgroup_reduce(id, *op, *input, node.ty.dtype, &full, plan, lid)?;
+                    Val { expr, dtype: node.ty.dtype }
+                }
+                _ => {
+                    let shape = node.ty.shape.clone();
+                    self.value(id, &mut Pos::flat(&shape, row))?
+                }
+            };
+            self.fixed.insert(id, value);
+        }
+
+        let root = self.root;
+        self.strided_loop(lid, &plan.cols, &mut |cx, j| {
+            let flat = cx.b.binary(BinaryOperator::Add, base, j);
+            let value = cx.value(root, &mut Pos::flat(&full, flat))?;
+            cx.store_output(output, flat, value);
+            Ok(())
+        })
+    }
+
+    /// Reduction `node` (`op` over the trailing axes of `input`, shape `full`) of this workgroup's row: each
+    /// invocation folds its columns, then a tree over workgroup memory combines the partial results (the
+    /// association differs from the interpreter's row-major order, so float sums may differ in the last
+    /// bits). Every invocation gets the result.
+    #[allow(clippy::too_many_arguments)]
+    fn workgroup_reduce(
+        &mut self,
+        node: NodeId,
+        op: ReduceOp,
+        input: NodeId,
+        dtype: DType,
+        full: &[Dim],
+        plan: &RowPlan,
+        lid: Expr,
+    ) -> R<Expr> {
+        let graph = self.graph;
+        let fail = || unsupported(graph, node);
+        let base = self.row_base.ok_or_else(|| internal(&self.name, "a row reduction outside a row kernel"))?;
+        let init = scalar::reduce_init(&mut self.b, op, dtype).ok_or_else(fail)?;
+        let acc = self.accumulator(dtype, init);
+        self.strided_loop(lid, &plan.cols, &mut |cx, j| {
+            let flat = cx.b.binary(BinaryOperator::Add, base, j);
+            let x = cx.value(input, &mut Pos::flat(full, flat))?;
+            let current = cx.b.load(acc);
+            let next = scalar::reduce_step(&mut cx.b, op, current, x.expr, dtype).ok_or_else(fail)?;
+            cx.b.store(acc, next);
+            Ok(())
+        })?;
+        let held = storage_scalar(dtype);
+        let scratch = match self.scratch.get(&held) {
+            Some(&s) => s,
+            None => {
+                let s = self.workgroup_array(&format!("scratch_{}", held_name(held)), held, self.workgroup);
+                self.scratch.insert(held, s);
+                s
+            }
+        };
+        let scratch_ptr = self.b.expr(Expression::GlobalVariable(scratch));
+        let mine = self.b.expr(Expression::Access { base: scratch_ptr, index: lid });
+        let partial = self.b.load(acc);
+        self.b.store(mine, partial);
+        self.barrier();
+        let mut stride = self.workgroup / 2;
+        while stride > 0 {
+            let s = self.b.u32(stride);
+            let active = self.b.binary(BinaryOperator::Less, lid, s);
+            self.open_block();
+            let other_index = self.b.binary(BinaryOperator::Add, lid, s);
+            let mine = self.b.expr(Expression::Access { base: scratch_ptr, index: lid });
+            let other = self.b.expr(Expression::Access { base: scratch_ptr, index: other_index });
+            let a = self.b.load(mine);
+            let c = self.b.load(other);
+            let combined = scalar::reduce_step(&mut self.b, op, a, c, dtype).ok_or_else(fail)?;
+            self.b.store(mine, combined);
+            let accept = self.close_block();
+            self.b.statement(Statement::If { condition: active, accept, reject: naga::Block::new() });
+            self.barrier();
+            stride /= 2;
+        }
+        let first = self.b.expr(Expression::AccessIndex { base: scratch_ptr, index: 0 });
+        let total = self.b.load(first);
+        // The next reduction reuses the scratch: everyone reads the total first.
+        self.barrier();
+        let value = if op == ReduceOp::Mean {
+            let count = self.dim_as(&plan.cols, DType::F32).ok_or_else(fail)?;
+            self.b.binary(BinaryOperator::Divide, total, count)
+        } else {
+            total
+        };
+        Ok(scalar::round(&mut self.b, value, dtype))
+    }
+
+    fn barrier(&mut self) {
+        self.b.statement(Statement::ControlBarrier(naga::Barrier::WORK_GROUP));
+    }
+
+    /// A workgroup-memory array of `len` elements of `scalar`.
+    fn workgroup_array(&mut self, name: &str, scalar: Scalar, len: u32) -> Handle<GlobalVariable> {
+        let element = self.b.ty(TypeInner::Scalar(scalar));
+        let size = std::num::NonZeroU32::new(len.max(1)).map(ArraySize::Constant).unwrap_or(ArraySize::Dynamic);
+        let array = self.b.ty(TypeInner::Array { base: element, size, stride: 4 });
+        self.b.module.global_variables.append(
+            GlobalVariable {
+                name: Some(name.to_string()),
+                space: AddressSpace::WorkGroup,
+                binding: None,
+                ty: array,
+                init: None,
+                memory_decorations: MemoryDecorations::empty(),
+            },
+            naga::Span::UNDEFINED,
+        )
+    }
+
+    /// Element `pos` of cached contraction `id`: its column in the row's workgroup array.
+    fn load_row_cache(&mut self, id: NodeId, array: Handle<GlobalVariable>, pos: &mut Pos) -> Val {
+        let dtype = self.graph.node(id).ty.dtype;
+        let flat = self.flat(pos);
+        let base = self.row_base.unwrap_or(flat);
+        let column = self.b.binary(BinaryOperator::Subtract, flat, base);
+        let pointer = self.b.expr(Expression::GlobalVariable(array));
+        let element = self.b.expr(Expression::Access { base: pointer, index: column });
+        let raw = self.b.load(element);
+        let expr = if dtype == DType::Bool {
+            let zero = self.b.u32(0);
+            self.b.binary(BinaryOperator::NotEqual, raw, zero)
+        } else {
+            raw
+        };
+        Val { expr, dtype }
+    }
+
+    /// `for (var j = start; j < count; j += workgroup size) { body(j) }`.
+    fn strided_loop(&mut self, start: Expr, count: &Dim, body: &mut dyn FnMut(&mut Self, Expr) -> R<()>) -> R<()> {
+        let count = self.dim(count);
+        let counter = self.b.local("j", self.u32_ty);
+        self.b.store(counter, start);
+        self.open_block();
+        let j = self.b.load(counter);
+        let done = self.b.binary(BinaryOperator::GreaterEqual, j, count);
+        let mut exit = naga::Block::new();
+        exit.push(Statement::Break, naga::Span::UNDEFINED);
+        self.b.statement(Statement::If { condition: done, accept: exit, reject: naga::Block::new() });
+        body(self, j)?;
+        let body_block = self.close_block();
+        self.open_block();
+        let current = self.b.load(counter);
+        let step = self.b.u32(self.workgroup);
+        let next = self.b.binary(BinaryOperator::Add, current, step);
+        self.b.store(counter, next);
+        let continuing = self.close_block();
+        self.b.statement(Statement::Loop { body: body_block, continuing, break_if: None });
+        Ok(())
+    }
+
+    fn finish(mut self, arguments: Vec<FunctionArgument>) -> R<Kernel> {
         let members: Vec<StructMember> = self
             .slots
             .iter()
@@ -789,23 +1058,12 @@ impl Cx<'_> {
         let invocations = self.slots[0].clone();
         let (mut module, mut function) = self.b.finish();
         function.name = Some("main".to_string());
-        function.arguments = vec![
-            FunctionArgument {
-                name: Some("gid".to_string()),
-                ty: vec3u,
-                binding: Some(Binding::BuiltIn(BuiltIn::GlobalInvocationId)),
-            },
-            FunctionArgument {
-                name: Some("num_workgroups".to_string()),
-                ty: vec3u,
-                binding: Some(Binding::BuiltIn(BuiltIn::NumWorkGroups)),
-            },
-        ];
+        function.arguments = arguments;
         module.entry_points.push(EntryPoint {
             name: "main".to_string(),
             stage: ShaderStage::Compute,
             early_depth_test: None,
-            workgroup_size: [WORKGROUP_SIZE, 1, 1],
+            workgroup_size: [self.workgroup, 1, 1],
             workgroup_size_overrides: None,
             function,
             mesh_info: None,
@@ -834,7 +1092,7 @@ impl Cx<'_> {
                 args.push(arg);
             }
         }
-        Kernel::finish(self.name, module, args, invocations, self.bounds)
+        Kernel::finish(self.name, module, args, invocations, self.workgroup, self.bounds)
     }
 }
 
@@ -883,12 +1141,7 @@ fn shape_count(shape: &[Dim]) -> Option<Dim> {
 
 /// A read-only or read-write storage array holding `dtype` in its device layout (f16 as f32, bool as u32).
 fn storage(b: &mut FnBuilder, name: &str, dtype: DType, access: StorageAccess) -> Handle<GlobalVariable> {
-    let scalar = match dtype {
-        DType::F32 | DType::F16 => Scalar::F32,
-        DType::I32 => Scalar::I32,
-        DType::U32 | DType::Bool => Scalar::U32,
-    };
-    let element = b.ty(TypeInner::Scalar(scalar));
+    let element = b.ty(TypeInner::Scalar(storage_scalar(dtype)));
     let array = b.ty(TypeInner::Array { base: element, size: ArraySize::Dynamic, stride: 4 });
     b.module.global_variables.append(
         GlobalVariable {
@@ -901,6 +1154,23 @@ fn storage(b: &mut FnBuilder, name: &str, dtype: DType, access: StorageAccess) -
         },
         naga::Span::UNDEFINED,
     )
+}
+
+/// The scalar type holding `dtype` in memory (f16 as f32, bool as u32).
+fn storage_scalar(dtype: DType) -> Scalar {
+    match dtype {
+        DType::F32 | DType::F16 => Scalar::F32,
+        DType::I32 => Scalar::I32,
+        DType::U32 | DType::Bool => Scalar::U32,
+    }
+}
+
+fn held_name(scalar: Scalar) -> &'static str {
+    match scalar.kind {
+        ScalarKind::Float => "f32",
+        ScalarKind::Sint => "i32",
+        _ => "u32",
+    }
 }
 
 /// A value in its storage form (bool as 0/1).

@@ -17,6 +17,7 @@
 
 mod builder;
 pub mod fuse;
+pub mod rows;
 mod kernel;
 mod plan;
 mod scalar;
@@ -29,7 +30,8 @@ use crate::ir::NodeId;
 pub use kernel::group_kernel;
 pub use plan::{Compiled, Options, compile, compile_with};
 
-/// Invocations per workgroup (x) of every kernel; dispatches use `ceil(count / WORKGROUP_SIZE)` workgroups.
+/// Invocations per workgroup (x) of every kernel but row kernels (`rows.rs`); dispatches use
+/// `ceil(count / WORKGROUP_SIZE)` workgroups.
 pub const WORKGROUP_SIZE: u32 = 256;
 
 /// The bind group every kernel uses.
@@ -67,8 +69,10 @@ pub struct Kernel {
     pub info: naga::valid::ModuleInfo,
     /// Binding `i` is `args[i]`.
     pub args: Vec<KernelArg>,
-    /// Invocations to dispatch (one per output element).
+    /// Invocations to dispatch (one per output element, or a workgroup per row for row kernels).
     pub invocations: Dim,
+    /// Invocations per workgroup.
+    pub workgroup_size: u32,
     /// Values the kernel's `u32` index arithmetic needs to stay at or below a limit: (what, value, max).
     pub bounds: Vec<(String, Dim, i64)>,
     wgsl: String,
@@ -92,6 +96,7 @@ impl Kernel {
         mut module: naga::Module,
         args: Vec<KernelArg>,
         invocations: Dim,
+        workgroup_size: u32,
         bounds: Vec<(String, Dim, i64)>,
     ) -> Result<Kernel, CodegenError> {
         let internal = |message: String| CodegenError::Internal { kernel: name.clone(), message };
@@ -110,7 +115,7 @@ impl Kernel {
         };
         let spirv = naga::back::spv::write_vec(&module, &info, &naga::back::spv::Options::default(), Some(&pipeline))
             .map_err(|err| internal(format!("SPIR-V backend: {}", error_chain(&err))))?;
-        Ok(Kernel { name, module, info, args, invocations, bounds, wgsl, spirv })
+        Ok(Kernel { name, module, info, args, invocations, workgroup_size, bounds, wgsl, spirv })
     }
 }
 

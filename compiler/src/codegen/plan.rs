@@ -10,7 +10,7 @@ use tdsl_runtime::program::{Arg, Bound, Launch, Program, TensorDecl, TensorId, T
 
 use super::fuse;
 use super::kernel::group_kernel;
-use super::{CodegenError, Kernel, KernelArg, WORKGROUP_SIZE};
+use super::{CodegenError, Kernel, KernelArg};
 use crate::dim::Dim;
 use crate::ir::{Graph, NodeId, Op};
 
@@ -113,7 +113,7 @@ pub fn compile_with(graph: &Graph, options: Options) -> Result<Compiled, Codegen
             spirv: kernel.spirv().to_vec(),
             args,
             invocations: kernel.invocations.to_expr(),
-            workgroup_size: WORKGROUP_SIZE,
+            workgroup_size: kernel.workgroup_size,
             bounds: kernel
                 .bounds
                 .iter()

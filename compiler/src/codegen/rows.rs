@@ -1,0 +1,167 @@
+//! Row kernels: whether a group can run one workgroup per row of its root, so that reductions over the row
+//! (softmax's max and sum, layer_norm's mean and variance, an L2 norm) are computed in the same kernel as the
+//! values that use them. An analysis over the typed IR returning a side table (`RowPlan`); fusion uses it to
+//! merge row statistics into their consumer's group, and codegen to build the kernel (`kernel.rs`).
+//!
+//! A row kernel for a root of shape `F = K ++ C` (`C` the trailing `t` axes) runs one workgroup per row (a
+//! position in `K`); its invocations stride over the row's `cols = |C|` elements. Every node of the group
+//! that depends on a *row reduction* (an inline reduce over exactly the trailing `t` axes of an `F`-shaped
+//! value) or on a *cached contraction* is typed:
+//! - `Elem`: evaluated only at the root's own flat position (`row * cols + j`): elementwise ops and reshapes
+//!   between it and the root, the operands of row reductions, cached contractions;
+//! - `Row`: evaluated only at the row's position (flat index `row`): row reductions, elementwise ops and
+//!   reshapes of row values, the operands of *back-broadcasts* (a broadcast from `K ++ [1; t]` to `F`).
+//!
+//! A group where some such node would need another position (a permute, slice, gather or contraction of a
+//! row value, or two different types) is not a row kernel. The kernel then computes, in order: each cached
+//! contraction once per element into workgroup memory (only for constant `cols`, so an element feeding
+//! several passes is not recomputed), each `Row` node once per row (reductions as workgroup tree
+//! reductions), and finally the root, one element per invocation and stride. Nodes depending on neither are
+//! unconstrained: they are computed wherever they are needed, as in any kernel.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::dim::Dim;
+use crate::ir::{Graph, NodeId, Op};
+
+/// Largest bytes of workgroup memory a row kernel uses (WebGPU's guaranteed
+/// `maxComputeWorkgroupStorageSize`); the reduction scratch takes `4 * workgroup size` of it.
+pub const WORKGROUP_BYTES: i64 = 16384;
+/// Invocations per workgroup of a row kernel whose row length is not a constant.
+pub const DEFAULT_ROW_WORKGROUP: u32 = 64;
+
+/// Where a node of a row kernel is evaluated (see the module comment).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Place {
+    Elem,
+    Row,
+}
+
+/// How a group runs as a row kernel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RowPlan {
+    /// The root's leading axes, one row per position.
+    pub row_shape: Vec<Dim>,
+    /// Number of rows (the product of `row_shape`).
+    pub rows: Dim,
+    /// Elements per row (the product of the trailing axes).
+    pub cols: Dim,
+    /// Invocations per workgroup (a power of two).
+    pub workgroup: u32,
+    /// Nodes placed per row or per element, in dependency order.
+    pub places: Vec<(NodeId, Place)>,
+    /// Row reductions (`Row` nodes computed by the whole workgroup).
+    pub reductions: BTreeSet<NodeId>,
+    /// Contractions computed once per element into workgroup memory, in dependency order.
+    pub cached: Vec<NodeId>,
+}
+
+fn is_elementwise(op: &Op) -> bool {
+    matches!(op, Op::Unary(..) | Op::Binary(..) | Op::Select { .. } | Op::Cast(_))
+}
+
+fn is_contraction(op: &Op) -> bool {
+    matches!(op, Op::MatMul(..) | Op::Reduce { .. } | Op::Map(_))
+}
+
+/// The row plan of the group `root` + `inline`, or `None` when it is not a row kernel (see the module
+/// comment for the conditions).
+pub fn plan(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>) -> Option<RowPlan> {
+    let full = &graph.node(root).ty.shape;
+    let rank = full.len();
+    if !is_elementwise(&graph.node(root).op) || rank == 0 {
+        return None;
+    }
+    // Row reductions: inline reduces of an F-shaped value over trailing axes, all over the same axes.
+    let mut trailing = None;
+    let mut reductions = BTreeSet::new();
+    for &id in inline {
+        if let Op::Reduce { input, axes, .. } = &graph.node(id).op
+            && graph.node(*input).ty.shape == *full
+        {
+            let t = axes.len();
+            if t == 0 || axes.iter().enumerate().any(|(i, &a)| a != rank - t + i) || *trailing.get_or_insert(t) != t {
+                return None;
+            }
+            reductions.insert(id);
+        }
+    }
+    let t = trailing?;
+    let row_shape = full[..rank - t].to_vec();
+    let rows = product(&row_shape)?;
+    let cols = product(&full[rank - t..])?;
+    let in_group = |id: NodeId| id == root || inline.contains(&id);
+    let cached: Vec<NodeId> =
+        inline.iter().copied().filter(|&id| is_contraction(&graph.node(id).op) && !reductions.contains(&id)).collect();
+
+    // Nodes depending on a row reduction or a cached contraction (ids are in dependency order).
+    let mut dependent = BTreeSet::new();
+    let members: Vec<NodeId> = inline.iter().copied().chain([root]).collect::<BTreeSet<_>>().into_iter().collect();
+    for &id in &members {
+        if reductions.contains(&id)
+            || cached.contains(&id)
+            || graph.node(id).op.operands().iter().any(|o| dependent.contains(o))
+        {
+            dependent.insert(id);
+        }
+    }
+    if !dependent.contains(&root) {
+        return None;
+    }
+
+    // Places, consumers first.
+    let mut place: HashMap<NodeId, Place> = HashMap::from([(root, Place::Elem)]);
+    for &id in members.iter().rev() {
+        if !dependent.contains(&id) {
+            continue;
+        }
+        let here = *place.get(&id)?;
+        let node = graph.node(id);
+        for operand in node.op.operands() {
+            if !in_group(operand) || !dependent.contains(&operand) {
+                continue;
+            }
+            let shape = &graph.node(operand).ty.shape;
+            let wanted = match (&node.op, here) {
+                _ if cached.contains(&id) => return None,
+                (op, _) if is_elementwise(op) && *shape == node.ty.shape => here,
+                (Op::Reshape(_), _) => here,
+                (Op::Reduce { .. }, Place::Row) if reductions.contains(&id) => Place::Elem,
+                (Op::Broadcast(_), Place::Elem)
+                    if shape.len() == rank
+                        && shape[..rank - t] == full[..rank - t]
+                        && shape[rank - t..].iter().all(|d| d.as_const() == Some(1)) =>
+                {
+                    Place::Row
+                }
+                _ => return None,
+            };
+            if *place.entry(operand).or_insert(wanted) != wanted {
+                return None;
+            }
+        }
+    }
+    if reductions.iter().any(|r| place.get(r) != Some(&Place::Row))
+        || cached.iter().any(|c| place.get(c) != Some(&Place::Elem))
+    {
+        return None;
+    }
+    let workgroup = match cols.as_const() {
+        Some(n) => (n.max(1) as u64).next_power_of_two().clamp(32, 256) as u32,
+        None => DEFAULT_ROW_WORKGROUP,
+    };
+    if !cached.is_empty() {
+        // Cached contractions need a constant row that fits in workgroup memory beside the scratch.
+        let n = cols.as_const()?;
+        let bytes = 4 * n * cached.len() as i64 + 4 * i64::from(workgroup);
+        if bytes > WORKGROUP_BYTES {
+            return None;
+        }
+    }
+    let places = members.iter().filter_map(|id| place.get(id).map(|p| (*id, *p))).collect();
+    Some(RowPlan { row_shape, rows, cols, workgroup, places, reductions, cached })
+}
+
+fn product(dims: &[Dim]) -> Option<Dim> {
+    dims.iter().try_fold(Dim::constant(1), |acc, d| acc.mul(d).ok())
+}
