@@ -55,11 +55,11 @@ pub fn explain(compiled: &Compiled, sizes: &[i64], fused: bool) -> Result<Report
         })
         .collect::<Result<_, _>>()?;
     let memory = plan_memory(program, &bytes);
-    let kernel_of_root: HashMap<_, usize> = compiled.grouping.groups.iter().enumerate().map(|(k, g)| (g.root, k)).collect();
+    let kernel_of_root: HashMap<_, usize> = compiled.grouping.groups.iter().enumerate().flat_map(|(k, g)| g.roots().map(move |r| (r, k))).collect();
 
     let mut kernels = Vec::new();
     for ((launch, group), kernel) in program.launches.iter().zip(&compiled.grouping.groups).zip(&compiled.kernels) {
-        let mut members: Vec<_> = group.inline.iter().copied().chain(std::iter::once(group.root)).collect();
+        let mut members: Vec<_> = group.inline.iter().copied().chain(group.roots()).collect();
         members.sort();
         let ops = members
             .iter()
@@ -81,7 +81,7 @@ pub fn explain(compiled: &Compiled, sizes: &[i64], fused: bool) -> Result<Report
             .grouping
             .unfused
             .iter()
-            .filter(|u| u.consumer == group.root || group.inline.contains(&u.consumer))
+            .filter(|u| group.contains(u.consumer))
             .map(|u| {
                 let producer = format!("%{} {}", u.producer.index(), graph.node(u.producer).op.name());
                 let from = kernel_of_root.get(&u.producer).map_or_else(String::new, |&k| program.launches[k].name.clone());

@@ -8,7 +8,7 @@
 //! Invariants (the compiler guarantees them; `Program::validate` checks them before anything runs, see
 //! `validate.rs`): every `TensorId` names a tensor and every `DimAtom::Sym` a symbol, floor divisors are at
 //! least 1; `inputs` and `params` list exactly the tensors of role `Input` and `Param`, each once, with
-//! distinct names; each launch writes exactly one tensor, a computed one, which it does not also read, after
+//! distinct names; each launch writes at least one tensor, each a computed one it does not also read, after
 //! the launches producing every computed tensor it reads; every computed output is written; launch names
 //! are distinct and workgroup sizes at least 1; kernel binding `i` is `args[i]` (not checkable here: a
 //! mismatch fails when the launch runs).

@@ -129,8 +129,19 @@ pub fn gpu() -> &'static Gpu {
 /// Compiles `graph` and runs it through `Gpu::execute`; a compile error fails the test. Runs take turns:
 /// lavapipe spreads one dispatch over every core anyway, and `device.rs` tests concurrent runs on its own.
 pub fn run_gpu(graph: &Graph, inputs: &[Tensor], params: &HashMap<String, Tensor>) -> Result<Vec<Tensor>, ExecError> {
+    run_gpu_with(graph, inputs, params, true)
+}
+
+/// `run_gpu`, fused or unfused.
+pub fn run_gpu_with(
+    graph: &Graph,
+    inputs: &[Tensor],
+    params: &HashMap<String, Tensor>,
+    fuse: bool,
+) -> Result<Vec<Tensor>, ExecError> {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let compiled = codegen::compile(graph).unwrap_or_else(|err| panic!("{} does not compile: {err}", graph.name));
+    let compiled = codegen::compile_with(graph, codegen::Options { fuse })
+        .unwrap_or_else(|err| panic!("{} does not compile: {err}", graph.name));
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     gpu().execute(&compiled.program, inputs, params)
 }

@@ -46,3 +46,13 @@ pub fn assert_close(a: &[f64], b: &[f64], atol: f64, rtol: f64) {
         assert!((x - y).abs() <= atol + rtol * y.abs(), "element {i}: {x} vs {y} (atol {atol}, rtol {rtol})");
     }
 }
+
+/// Bit-identical outputs (NaN equal to NaN).
+pub fn same_bits(a: &[tdsl_compiler::interp::Tensor], b: &[tdsl_compiler::interp::Tensor]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.dtype == y.dtype
+                && x.shape == y.shape
+                && x.to_f64_vec().iter().zip(y.to_f64_vec()).all(|(p, q)| p.to_bits() == q.to_bits() || p.is_nan() && q.is_nan())
+        })
+}

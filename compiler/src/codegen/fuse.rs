@@ -38,11 +38,26 @@ pub struct Grouping {
     pub unfused: Vec<Unfused>,
 }
 
-/// One kernel: `root` is stored; `inline` are computed inside it where the root needs them.
+/// One kernel: `root` is stored; `inline` are computed inside it where the root needs them; `siblings` are
+/// further stored nodes of the same shape computed by the same invocations (horizontal fusion), none of
+/// which depends on another.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Group {
     pub root: NodeId,
     pub inline: BTreeSet<NodeId>,
+    pub siblings: Vec<NodeId>,
+}
+
+impl Group {
+    /// The stored nodes of the kernel: the root, then the siblings.
+    pub fn roots(&self) -> impl Iterator<Item = NodeId> + '_ {
+        std::iter::once(self.root).chain(self.siblings.iter().copied())
+    }
+
+    /// Whether the kernel computes `id` (stored or inline).
+    pub fn contains(&self, id: NodeId) -> bool {
+        self.root == id || self.inline.contains(&id) || self.siblings.contains(&id)
+    }
 }
 
 /// A producer-consumer edge that crosses kernels, and why.
@@ -236,10 +251,11 @@ pub fn group(graph: &Graph, fuse: bool) -> Grouping {
                 stack.extend(graph.node(o).op.operands());
             }
         }
-        groups.push(Group { root: id, inline });
+        groups.push(Group { root: id, inline, siblings: Vec::new() });
     }
     if fuse {
         merge_rows(graph, &consumers, &is_output, &mut groups, &mut unfused);
+        merge_horizontal(graph, &mut groups);
     }
     Grouping { groups, unfused }
 }
@@ -266,7 +282,7 @@ fn merge_rows(
         let holding: BTreeSet<usize> = consumers[s.index()]
             .iter()
             .flat_map(|&c| {
-                groups.iter().enumerate().filter(move |(_, g)| g.root == c || g.inline.contains(&c)).map(|(j, _)| j)
+                groups.iter().enumerate().filter(move |(_, g)| g.contains(c)).map(|(j, _)| j)
             })
             .collect();
         let [j] = holding.into_iter().collect::<Vec<_>>()[..] else { continue };
@@ -282,5 +298,64 @@ fn merge_rows(
             groups.remove(i);
             unfused.retain(|u| u.producer != s);
         }
+    }
+}
+
+/// Storage buffers one kernel may bind after horizontal fusion (WebGPU's default
+/// `maxStorageBuffersPerShaderStage`, so a merged kernel runs wherever its parts did).
+pub const MAX_STORAGE_BINDINGS: usize = 8;
+
+/// Horizontal fusion: a group joins an earlier one (as a sibling) when both are plain (not row) kernels
+/// with outputs of the same shape, they read a tensor in common (the Q, K and V projections of one input),
+/// everything the later one reads exists before the earlier one runs (so neither depends on the other),
+/// and the merged kernel binds at most `MAX_STORAGE_BINDINGS` storage buffers. One launch then computes
+/// both at each position.
+fn merge_horizontal(graph: &Graph, groups: &mut Vec<Group>) {
+    let reads = |g: &Group| -> BTreeSet<NodeId> {
+        let mut reads = BTreeSet::new();
+        for id in g.roots().chain(g.inline.iter().copied()) {
+            for o in graph.node(id).op.operands() {
+                if !g.contains(o) && !matches!(graph.node(o).op, Op::Constant(_) | Op::DimValue(_)) {
+                    reads.insert(o);
+                }
+            }
+        }
+        reads
+    };
+    let status = |g: &Group| {
+        g.roots().chain(g.inline.iter().copied()).any(|id| matches!(graph.node(id).op, Op::Gather { .. } | Op::Map(_)))
+    };
+    let mut i = 0;
+    while i < groups.len() {
+        if rows::plan(graph, groups[i].root, &groups[i].inline).is_some() {
+            i += 1;
+            continue;
+        }
+        // Nodes stored before group i runs.
+        let before: BTreeSet<NodeId> = groups[..i].iter().flat_map(|g| g.roots()).collect();
+        let mut j = i + 1;
+        while j < groups.len() {
+            let (a, b) = (&groups[i], &groups[j]);
+            let (reads_a, reads_b) = (reads(a), reads(b));
+            let available = |o: &NodeId| {
+                before.contains(o) || matches!(graph.node(*o).op, Op::Input { .. } | Op::Param { .. })
+            };
+            let outputs = 1 + a.siblings.len() + 1 + b.siblings.len();
+            let bindings = reads_a.union(&reads_b).count() + outputs + usize::from(status(a) || status(b));
+            let fits = graph.node(a.root).ty.shape == graph.node(b.root).ty.shape
+                && !reads_a.is_disjoint(&reads_b)
+                && reads_b.iter().all(available)
+                && bindings <= MAX_STORAGE_BINDINGS
+                && rows::plan(graph, b.root, &b.inline).is_none();
+            if fits {
+                let b = groups.remove(j);
+                let a = &mut groups[i];
+                a.siblings.extend(b.roots());
+                a.inline.extend(b.inline);
+            } else {
+                j += 1;
+            }
+        }
+        i += 1;
     }
 }

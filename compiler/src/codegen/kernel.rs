@@ -24,6 +24,7 @@ use naga::{
 };
 
 use super::builder::FnBuilder;
+use super::fuse::Group;
 use super::rows::{self, Place, RowPlan};
 use super::scalar;
 use super::{BIND_GROUP, CodegenError, Kernel, KernelArg, WORKGROUP_SIZE};
@@ -78,6 +79,8 @@ struct Cx<'g> {
     b: FnBuilder,
     name: String,
     root: NodeId,
+    /// Further stored nodes computed at the root's index (horizontal fusion).
+    siblings: Vec<NodeId>,
     inline: &'g BTreeSet<NodeId>,
     /// Code stored in the status buffer on a run-time error (the launch index + 1).
     status_code: u32,
@@ -109,7 +112,8 @@ struct Cx<'g> {
 /// Builds the kernel computing `root` with the nodes of `inline` computed in place (see the module
 /// comment); `launch` is its position in the program, stored in the status buffer on a run-time error.
 /// A group that is a row kernel (`rows::plan`) runs one workgroup per row.
-pub fn group_kernel(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, launch: usize) -> R<Kernel> {
+pub fn group_kernel(graph: &Graph, group: &Group, launch: usize) -> R<Kernel> {
+    let (root, inline) = (group.root, &group.inline);
     let out = graph.node(root);
     let name = kernel_name(graph, root);
     let mut b = FnBuilder::new();
@@ -139,11 +143,21 @@ pub fn group_kernel(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, laun
         }
         None => (count.clone(), WORKGROUP_SIZE),
     };
+    let siblings: Vec<(NodeId, Handle<GlobalVariable>)> = group
+        .siblings
+        .iter()
+        .enumerate()
+        .map(|(k, &id)| {
+            let dtype = graph.node(id).ty.dtype;
+            (id, storage(&mut b, &format!("out{}", k + 1), dtype, StorageAccess::LOAD | StorageAccess::STORE))
+        })
+        .collect();
     let mut cx = Cx {
         graph,
         b,
         name,
         root,
+        siblings: group.siblings.clone(),
         inline,
         status_code: launch as u32 + 1,
         reads: Vec::new(),
@@ -167,7 +181,7 @@ pub fn group_kernel(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, laun
         ty,
         binding: Some(Binding::BuiltIn(builtin)),
     };
-    if let Some(plan) = row_plan {
+    if let Some(plan) = row_plan.filter(|_| siblings.is_empty()) {
         cx.bounds.push(("elements of the output".to_string(), count, MAX_ELEMENTS));
         cx.row_kernel(&plan, output)?;
         let arguments = vec![
@@ -198,6 +212,11 @@ pub fn group_kernel(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, laun
     let value = cx.value(root, &mut pos)?;
     cx.b.name(value.expr, "value");
     cx.store_output(output, index, value);
+    // Horizontal fusion: siblings have the root's shape, so the same index is their element too.
+    for (id, buffer) in siblings {
+        let value = cx.value(id, &mut Pos::flat(&graph.node(id).ty.shape, index))?;
+        cx.store_output(buffer, index, value);
+    }
     let arguments = vec![
         builtin("gid", vec3u, BuiltIn::GlobalInvocationId),
         builtin("num_workgroups", vec3u, BuiltIn::NumWorkGroups),
@@ -231,7 +250,7 @@ impl Cx<'_> {
         let graph = self.graph;
         let node = graph.node(id);
         let dtype = node.ty.dtype;
-        let computed_here = id == self.root || self.inline.contains(&id);
+        let computed_here = id == self.root || self.inline.contains(&id) || self.siblings.contains(&id);
         if !computed_here || matches!(node.op, Op::Input { .. } | Op::Param { .. }) {
             return Ok(self.load(id, pos));
         }
@@ -1079,8 +1098,9 @@ impl Cx<'_> {
             .iter()
             .enumerate()
             .map(|(i, (node, _))| (format!("in{i}"), KernelArg::Read(*node)))
+            .chain([("out".to_string(), KernelArg::Write(self.root))])
+            .chain(self.siblings.iter().enumerate().map(|(k, &id)| (format!("out{}", k + 1), KernelArg::Write(id))))
             .chain([
-                ("out".to_string(), KernelArg::Write(self.root)),
                 ("dims".to_string(), KernelArg::Uniform(self.slots.clone())),
                 ("status".to_string(), KernelArg::Status),
             ]);

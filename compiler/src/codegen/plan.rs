@@ -89,10 +89,11 @@ pub fn compile_with(graph: &Graph, options: Options) -> Result<Compiled, Codegen
 
     let mut kernels = Vec::new();
     for group in &grouping.groups {
-        let (id, inline) = (group.root, &group.inline);
-        let node = graph.node(id);
-        let kernel = group_kernel(graph, id, inline, kernels.len())?;
-        add_tensor(&mut program, &mut tensor_of, id, format!("%{} {}", id.index(), node.op.name()), TensorRole::Computed);
+        let kernel = group_kernel(graph, group, kernels.len())?;
+        for id in group.roots() {
+            let name = format!("%{} {}", id.index(), graph.node(id).op.name());
+            add_tensor(&mut program, &mut tensor_of, id, name, TensorRole::Computed);
+        }
         let args = kernel
             .args
             .iter()

@@ -443,6 +443,7 @@ fn validate_lists_every_broken_invariant() {
     k0.bounds = vec![Bound { what: "flat index".into(), value: sym(7), max: 1 }];
     let k1 =
         launch("k", "", vec![Arg::Read(TensorId(3)), Arg::Write(TensorId(3)), Arg::Uniform(vec![sym(2)])], n(), 64);
+    let k2 = launch("k2", "", vec![Arg::Read(TensorId(3))], n(), 64);
     let program = Program {
         name: "broken".into(),
         symbols: vec!["N".into(), "N".into()],
@@ -456,7 +457,7 @@ fn validate_lists_every_broken_invariant() {
         inputs: ids(&[0, 0, 3, 9]),
         params: vec![],
         outputs: vec![("y".into(), TensorId(4)), ("z".into(), TensorId(12))],
-        launches: vec![k0, k1],
+        launches: vec![k0, k1, k2],
     };
     let expected = [
         "two symbols are named `N`",
@@ -470,12 +471,12 @@ fn validate_lists_every_broken_invariant() {
         "tensor 2 (`param w`) is a param but `params` does not list it",
         "launch 0 (k) has workgroup size 0",
         "the bound `flat index` of launch 0 (k) uses symbol 7, but the program has 2 symbol(s)",
-        "launch 0 (k) writes 2 tensors; a launch writes exactly one",
         "launch 0 (k) reads tensor 4 (`%4 b`) before any launch writes it",
         "launch 0 (k) writes tensor 0 (`input x`), which is an input, not computed",
         "two launches are named `k`",
         "uniform word 0 of binding 2 of launch 1 (k) uses symbol 2, but the program has 2 symbol(s)",
         "launch 1 (k) binds tensor 3 (`%3 a`) again besides writing it",
+        "launch 2 (k2) writes no tensor; a launch writes at least one",
         "output `y` is tensor 4 (`%4 b`), which no launch writes",
         "output `z` names tensor 12, but the program has 5 tensor(s)",
     ];

@@ -23,8 +23,8 @@ pub enum ProgramError {
     Unlisted { id: u32, tensor: String, role: &'static str, list: &'static str },
     #[error("`{list}` lists tensor {id} (`{tensor}`) twice")]
     ListedTwice { id: u32, tensor: String, list: &'static str },
-    #[error("launch {launch} ({name}) writes {count} tensors; a launch writes exactly one")]
-    WriteCount { launch: usize, name: String, count: usize },
+    #[error("launch {launch} ({name}) writes no tensor; a launch writes at least one")]
+    NoWrite { launch: usize, name: String },
     #[error("launch {launch} ({name}) writes tensor {id} (`{tensor}`), which is {role}, not computed")]
     WritesNonComputed { launch: usize, name: String, id: u32, tensor: String, role: &'static str },
     #[error("launch {launch} ({name}) binds tensor {id} (`{tensor}`) again besides writing it")]
@@ -156,8 +156,8 @@ impl<'a> Validator<'a> {
             }
             let writes: Vec<TensorId> =
                 launch.args.iter().filter_map(|a| if let Arg::Write(t) = a { Some(*t) } else { None }).collect();
-            if writes.len() != 1 {
-                self.problems.push(ProgramError::WriteCount { launch: index, name: name.clone(), count: writes.len() });
+            if writes.is_empty() {
+                self.problems.push(ProgramError::NoWrite { launch: index, name: name.clone() });
             }
             for (binding, arg) in launch.args.iter().enumerate() {
                 let place = format!("binding {binding} of {here}");
@@ -194,7 +194,7 @@ impl<'a> Validator<'a> {
                     }
                 }
             }
-            if let [out] = writes[..] {
+            for &out in &writes {
                 let uses =
                     launch.args.iter().filter(|a| matches!(a, Arg::Read(t) | Arg::Write(t) if *t == out)).count();
                 if let Some(decl) = p.tensors.get(out.0 as usize)

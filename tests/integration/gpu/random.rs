@@ -14,6 +14,8 @@
 //! ints and bools only when exact, `log`/`sqrt`/`rsqrt`/`pow`/division get arguments kept away from zero
 //! (`abs(x) + 0.5`), `exp` and `sin` only small arguments, and nothing may grow past 1e5 or lose more than
 //! 1e-3 (f16: 1e-2) of its magnitude to error. A literal zero divisor is not generated (see `targeted`).
+//! Each case also checks the optimizer (the verifier accepts every pass's output; the interpreter gives
+//! bit-identical results on the optimized graph) and runs both the fused and the unfused program on the GPU.
 //! The configuration is fixed (64 cases, a fixed seed, no failure persistence), so CI is deterministic.
 
 use std::collections::HashMap;
@@ -22,7 +24,7 @@ use std::fmt::Write as _;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError};
 
-use super::{EPS, Tol, gpu, mismatches, run_gpu};
+use super::{EPS, Tol, gpu, mismatches, run_gpu_with};
 use crate::util::{check_text, rendered};
 use tdsl_compiler::interp::{self, Tensor};
 use tdsl_compiler::ir::DType;
@@ -82,9 +84,27 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
     let params = HashMap::new();
     let expected = interp::run(&graph, &case.inputs, &params)
         .map_err(|e| TestCaseError::fail(format!("interpreter: {e}\n{}", case.source)))?;
-    let actual = run_gpu(&graph, &case.inputs, &params)
-        .map_err(|e| TestCaseError::fail(format!("GPU: {e}\n{}", case.source)))?;
-    let failures = mismatches("random.tdsl", &graph, &case.inputs, &expected, &actual, &case.tols);
+    // The optimizer: the verifier accepts every pass's output, and each keeps the interpreter's results
+    // bit for bit (spec G7.1: the passes are exact).
+    let stages = tdsl_compiler::opt::optimize_verified(&graph)
+        .map_err(|e| TestCaseError::fail(format!("the verifier rejects a pass's output: {e}\n{}", case.source)))?;
+    for (pass, stage) in &stages {
+        let got = interp::run(stage, &case.inputs, &params)
+            .map_err(|e| TestCaseError::fail(format!("interpreter after `{pass}`: {e}\n{}", case.source)))?;
+        if !crate::util::same_bits(&expected, &got) {
+            return Err(TestCaseError::fail(format!("after `{pass}` the interpreter's results differ\n{}", case.source)));
+        }
+    }
+    // The fused and the unfused program each agree with the interpreter within the case's bounds (so with
+    // each other within twice them).
+    let mut failures = Vec::new();
+    for fuse in [true, false] {
+        let actual = run_gpu_with(&graph, &case.inputs, &params, fuse)
+            .map_err(|e| TestCaseError::fail(format!("GPU (fuse: {fuse}): {e}\n{}", case.source)))?;
+        for f in mismatches("random.tdsl", &graph, &case.inputs, &expected, &actual, &case.tols) {
+            failures.push(format!("{} program: {f}", if fuse { "fused" } else { "unfused" }));
+        }
+    }
     if failures.is_empty() {
         return Ok(());
     }

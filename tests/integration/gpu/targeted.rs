@@ -3,7 +3,7 @@
 //! u32 indices along several axes), reductions (every reducer over one, several and all axes, for f32, i32
 //! and u32), matmul (batched, rank-1 operands, size-1 and odd dimensions), index notation (padding with
 //! `else`, strides, reversal, conv2d and pooling from std/nn), integer division and remainder (by zero,
-//! `i32::MIN / -1`), f16 arithmetic and casts, bools, size-1 dimensions and broadcasting, rank-0 values,
+//! `i32::MIN / -1`), row kernels (softmax, layer_norm, row statistics; long, short and many rows), f16 arithmetic and casts, bools, size-1 dimensions and broadcasting, rank-0 values,
 //! and outputs that are an input or a constant.
 //!
 //! Layout results must be bit-identical (`Tol::Bits`); other tolerances are the module's (see `gpu.rs`).
@@ -270,6 +270,37 @@ const MATMUL: &str = "model m(a: f32[M, K], b: f32[K, N], v: f32[K], ba: f32[B, 
     ct = transpose(b) @ transpose(a)
     chain = (a @ transpose(a)) @ (a @ b)
 }";
+
+#[test]
+fn row_kernels_over_long_short_and_many_rows() {
+    // Row kernels (one workgroup per row, workgroup tree reductions): a symbolic row of 300 (workgroup 64,
+    // five strides), a constant row of 700 (workgroup 256, three strides), 70000 rows of 3 (more workgroups
+    // than one grid dimension holds: the grid folds), an integer row statistic, and a matmul cached per row
+    // in workgroup memory under a layer_norm. Each output is one kernel (`fusion.rs` pins that).
+    seeded(
+        "gpu_rows.tdsl",
+        "import \"std/nn\"
+        model m(x: f32[R, C], y: f32[M, 3], z: f32[R, 700], k: i32[R, C], g: f32[700], b: f32[700],
+                h: f32[R, 40], w: f32[40, 700])
+            -> (sm: f32[R, C], many: f32[M, 3], ln: f32[R, 700], ci: i32[R, C], lnmm: f32[R, 700], l2: f32[R, C]) {
+            sm = softmax(x)
+            many = softmax(y)
+            ln = layer_norm(z, g, b, eps: 1e-5)
+            ci = k - max(k, axis: 1, keepdims: true) + sum(k, axis: 1, keepdims: true)
+            lnmm = layer_norm(h @ w + z, g, b, eps: 1e-5)
+            l2 = l2_normalize(x)
+        }",
+        &[("R", 5), ("C", 300), ("M", 70000)],
+        &[
+            Tol::reduction(300).times(4.0),
+            Tol::reduction(3).times(4.0),
+            Tol::reduction(700).times(4.0),
+            Tol::Exact,
+            Tol::reduction(700).times(8.0),
+            Tol::reduction(300),
+        ],
+    );
+}
 
 #[test]
 fn matmul_with_size_one_and_odd_dimensions() {
