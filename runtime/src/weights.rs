@@ -99,6 +99,20 @@ impl Weights {
         Ok(Weights { path: path.to_path_buf(), map, entries })
     }
 
+    /// The same file without the entries `names`: checkpoint tensors a model knowingly does not use (e.g.
+    /// BERT's pooler in a sentence-embedding model), so they are neither matched nor reported as extra.
+    /// Naming an entry the file does not have is an error.
+    pub fn without(mut self, names: &[&str]) -> Result<Weights, WeightsError> {
+        for name in names {
+            let before = self.entries.len();
+            self.entries.retain(|e| e.name != *name);
+            if self.entries.len() == before {
+                return Err(WeightsError::NoSuchTensor { path: self.path.clone(), name: name.to_string() });
+            }
+        }
+        Ok(self)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }

