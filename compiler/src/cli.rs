@@ -4,7 +4,7 @@
 //! Lives in the library (the binary is a thin `main`) so tests drive it with in-memory output streams.
 
 use crate::driver::{self, Root};
-use crate::{codegen, interp, ir, random, render};
+use crate::{codegen, interp, ir, render};
 use std::collections::HashMap;
 use tdsl_runtime::{Gpu, GpuOptions, Tensor, Weights};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -369,109 +369,30 @@ fn run_model(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), String> {
-    let input_names: Vec<&str> = graph
-        .inputs
-        .iter()
-        .filter_map(|&id| match &graph.node(id).op {
-            ir::Op::Input { name } => Some(name.as_str()),
-            _ => None,
-        })
-        .collect();
-    let mut given: HashMap<&str, Tensor> = HashMap::new();
+    let mut given: HashMap<String, Tensor> = HashMap::new();
     for (name, path) in &options.inputs {
-        if !input_names.contains(&name.as_str()) {
-            return Err(format!(
-                "model `{}` has no input `{name}` (its inputs: {})",
-                graph.name,
-                input_names.join(", ")
-            ));
-        }
         let tensor = tdsl_runtime::read_npy(path).map_err(|e| format!("input `{name}`: {e}"))?;
-        given.insert(name.as_str(), tensor);
+        given.insert(name.clone(), tensor);
     }
-    if let Some((unknown, _)) = options.dims.iter().find(|(n, _)| !graph.symbols.iter().any(|s| s.name == *n)) {
-        return Err(format!("model `{}` has no dimension `{unknown}`", graph.name));
-    }
-    // Symbol sizes for random tensors: --dim, else what a given input fixes, else 2.
-    let mut sizes: Vec<Option<i64>> = graph
-        .symbols
-        .iter()
-        .map(|s| options.dims.iter().find(|(n, _)| *n == s.name).map(|(_, v)| *v))
-        .collect();
-    for &id in &graph.inputs {
-        let node = graph.node(id);
-        let ir::Op::Input { name } = &node.op else { continue };
-        let Some(tensor) = given.get(name.as_str()) else { continue };
-        for (dim, &actual) in node.ty.shape.iter().zip(&tensor.shape) {
-            if let Some(sym) = dim.as_sym()
-                && let Some(slot) = sizes.get_mut(sym.0 as usize)
-                && slot.is_none()
-            {
-                *slot = i64::try_from(actual).ok();
-            }
-        }
-    }
-    let defaulted: Vec<&str> = graph
-        .symbols
-        .iter()
-        .zip(&sizes)
-        .filter(|(_, v)| v.is_none())
-        .map(|(s, _)| s.name.as_str())
-        .collect();
-    let sizes: Vec<i64> = sizes.iter().map(|v| v.unwrap_or(2)).collect();
-    let env = |id: crate::dim::SymId| sizes[id.0 as usize];
-    let shape_of = |id: ir::NodeId| -> Result<Vec<usize>, String> {
-        graph
-            .node(id)
-            .ty
-            .shape
-            .iter()
-            .map(|d| {
-                d.eval(&env)
-                    .and_then(|v| usize::try_from(v).ok())
-                    .ok_or_else(|| format!("dimension {} is negative or overflows", graph.dim_to_string(d)))
-            })
-            .collect()
-    };
-
-    let mut inputs = Vec::new();
-    let mut random_inputs = Vec::new();
-    for (&id, name) in graph.inputs.iter().zip(&input_names) {
-        match given.remove(name) {
-            Some(tensor) => inputs.push(tensor),
-            None => {
-                let dtype = graph.node(id).ty.dtype;
-                inputs.push(random::seeded_tensor(name, dtype, &shape_of(id)?, options.seed));
-                random_inputs.push(*name);
-            }
-        }
-    }
+    let (symbols, declared_inputs, declared_params) = interp::signature(graph);
     let weights = match &options.weights {
         Some(path) => Some(Weights::open(path).map_err(|e| e.to_string())?),
         None => None,
     };
-    let mut random_params = HashMap::new();
-    if weights.is_none() {
-        for &id in &graph.params {
-            let ir::Op::Param { key } = &graph.node(id).op else { continue };
-            let tensor = random::seeded_tensor(key, graph.node(id).ty.dtype, &shape_of(id)?, options.seed);
-            random_params.insert(key.clone(), tensor);
-        }
+    let random_params = weights.is_none().then_some(declared_params.as_slice());
+    let filled = tdsl_runtime::random::fill_signature(
+        &graph.name,
+        &symbols,
+        &declared_inputs,
+        random_params,
+        given,
+        &options.dims,
+        options.seed,
+    )?;
+    for note in filled.notes(&graph.name, options.seed) {
+        let _ = writeln!(err, "{note}");
     }
-    if !random_inputs.is_empty() || !random_params.is_empty() {
-        if !defaulted.is_empty() {
-            let _ = writeln!(err, "note: dimensions {} set to 2 (choose with --dim NAME=SIZE)", defaulted.join(", "));
-        }
-        let _ = writeln!(
-            err,
-            "note: {} input(s){} and {} param(s) of `{}` are seeded random values (seed {})",
-            random_inputs.len(),
-            if random_inputs.is_empty() { String::new() } else { format!(" ({})", random_inputs.join(", ")) },
-            random_params.len(),
-            graph.name,
-            options.seed
-        );
-    }
+    let (inputs, random_params) = (filled.inputs, filled.params);
 
     let start = std::time::Instant::now();
     let outputs = if options.reference {
@@ -515,10 +436,7 @@ fn run_model(
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }
     for (output, decl) in outputs.iter().zip(&graph.outputs) {
-        let values = output.to_f64_vec();
-        let shown: Vec<String> = values.iter().take(6).map(|v| format!("{v:.6}")).collect();
-        let more = if values.len() > 6 { ", ..." } else { "" };
-        let _ = writeln!(out, "{}: {} = [{}{more}]", decl.name, output.type_string(), shown.join(", "));
+        let _ = writeln!(out, "{}: {}", decl.name, output.preview());
         if let Some(dir) = &dir {
             let path = dir.join(format!("{}.npy", decl.name));
             tdsl_runtime::write_npy(&path, output).map_err(|e| e.to_string())?;

@@ -23,7 +23,7 @@ pub use params::ParamSource;
 pub use plan::{DeviceLimits, LaunchPlan, fold_grid, plan_launches, tensor_shapes};
 
 use crate::bind::{BindError, Declared, Given, Signature, Site, bind_message, bind_partial, bind_symbols, input_count};
-use crate::gpu::{Dispatch, Gpu, GpuError, KernelSource};
+use crate::gpu::{Dispatch, Gpu, GpuError};
 use crate::program::{Arg, DimExpr, Program, ProgramError, TensorId, TensorRole};
 use crate::weights::{ParamSpec, WeightsError};
 use crate::{DType, Tensor};
@@ -121,7 +121,7 @@ impl Gpu {
             .transpose()?;
         let mut steps = Vec::new();
         for (launch, plan) in program.launches.iter().zip(&plans) {
-            let pipeline = self.pipeline(&KernelSource { name: launch.name.clone(), wgsl: launch.wgsl.clone() })?;
+            let pipeline = self.launch_pipeline(launch)?;
             let Some(workgroups) = plan.grid else { continue };
             let mut uniforms = plan.uniforms.iter();
             let mut bound = Vec::with_capacity(launch.args.len());

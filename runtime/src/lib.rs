@@ -17,6 +17,7 @@ pub mod exec;
 pub mod gpu;
 pub mod npy;
 pub mod program;
+pub mod random;
 pub mod tensor;
 pub mod weights;
 

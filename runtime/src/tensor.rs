@@ -220,6 +220,15 @@ impl Tensor {
             _ => None,
         }
     }
+    /// The type and the first values, as `tdslc run` and `tdsl-run` print an output:
+    /// `f32[3, 10] = [0.100000, -0.200000, ...]` (at most 6 values, 6 decimals).
+    pub fn preview(&self) -> String {
+        let values = self.to_f64_vec();
+        let shown: Vec<String> = values.iter().take(6).map(|v| format!("{v:.6}")).collect();
+        let more = if values.len() > 6 { ", ..." } else { "" };
+        format!("{} = [{}{more}]", self.type_string(), shown.join(", "))
+    }
+
     /// `f32[2, 3]`.
     pub fn type_string(&self) -> String {
         let dims: Vec<String> = self.shape.iter().map(|d| d.to_string()).collect();

@@ -15,6 +15,16 @@ pub use tdsl_runtime::bind::{BindError, Binding, Site, bind_message};
 /// Binds every symbol of `graph` (indexed by `SymId`) from the shapes of `inputs` (in signature order) and
 /// `params` (by key; extra entries are ignored), and checks every declared type against its tensor.
 pub fn bind_symbols(graph: &Graph, inputs: &[Tensor], params: &HashMap<String, Tensor>) -> Result<Vec<i64>, RunError> {
+    let (symbols, declared_inputs, declared_params) = signature(graph);
+    let signature =
+        Signature { model: &graph.name, symbols: &symbols, inputs: &declared_inputs, params: &declared_params };
+    tdsl_runtime::bind::bind_symbols(&signature, inputs, &|key| params.get(key).map(Given::Tensor))
+        .map_err(RunError::Bind)
+}
+
+/// `graph`'s signature in the runtime's form: symbol names, inputs in signature order and params, each with
+/// its `DimExpr` shape (what `tdsl_runtime::random::fill_signature` and binding take).
+pub fn signature(graph: &Graph) -> (Vec<String>, Vec<Declared>, Vec<Declared>) {
     let symbols: Vec<String> = graph.symbols.iter().map(|s| s.name.clone()).collect();
     let declared = |ids: &[crate::ir::NodeId]| -> Vec<Declared> {
         ids.iter()
@@ -29,11 +39,7 @@ pub fn bind_symbols(graph: &Graph, inputs: &[Tensor], params: &HashMap<String, T
             })
             .collect()
     };
-    let (declared_inputs, declared_params) = (declared(&graph.inputs), declared(&graph.params));
-    let signature =
-        Signature { model: &graph.name, symbols: &symbols, inputs: &declared_inputs, params: &declared_params };
-    tdsl_runtime::bind::bind_symbols(&signature, inputs, &|key| params.get(key).map(Given::Tensor))
-        .map_err(RunError::Bind)
+    (symbols, declared(&graph.inputs), declared(&graph.params))
 }
 
 #[cfg(test)]

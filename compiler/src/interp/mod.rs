@@ -21,7 +21,7 @@ mod values;
 #[cfg(test)]
 pub(crate) mod tests;
 
-pub use bind::{BindError, Binding, Site, bind_symbols};
+pub use bind::{BindError, Binding, Site, bind_symbols, signature};
 /// The host tensor lives in the runtime (`tdsl_runtime::tensor`), which reads and writes it; the
 /// interpreter takes and returns it.
 pub use tdsl_runtime::tensor::{MAX_ELEMENTS, ShapeMismatch, Tensor, TensorData, element_count};

@@ -3,8 +3,14 @@
 //! moves host tensors in and out of storage buffers (`buffer.rs`) and runs a list of `Dispatch`es as one
 //! command submission. Every wgpu call that can fail validation runs inside an error scope, so a bad kernel,
 //! a wrong binding or an oversized buffer is a `GpuError`, never a panic from wgpu's uncaptured-error handler.
-//! Limits: one bind group (group 0) per kernel, storage buffers plus uniform blocks (`Gpu::uniform`), blocking calls (pollster), and kernels
-//! as WGSL text (SPIR-V and naga modules come with the bundle loader).
+//! Kernels come as SPIR-V or WGSL (`Gpu::launch_pipeline`): where the device takes SPIR-V as it is
+//! (`Features::PASSTHROUGH_SHADERS`, Vulkan), a launch's ahead-of-time SPIR-V goes straight to the driver
+//! with a pipeline layout derived from the launch's arguments, so no shader front end runs at all; elsewhere
+//! (GL) wgpu translates the WGSL. Both `tdslc run` and bundles take the same path, so their results agree
+//! bit for bit. With `GpuOptions::pipeline_cache`, compiled pipelines are kept in wgpu's pipeline cache
+//! (Vulkan) and saved to the file the user names, so the next start-up skips the driver's compiler.
+//! Limits: one bind group (group 0) per kernel, storage buffers plus uniform blocks (`Gpu::uniform`),
+//! blocking calls (pollster).
 
 mod buffer;
 
@@ -16,7 +22,10 @@ pub(crate) mod tests;
 use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+use crate::program::{Arg, Launch};
 
 /// The environment variable that picks the backend when `GpuOptions::backend` is `None`.
 pub const BACKEND_ENV: &str = "TDSL_BACKEND";
@@ -62,6 +71,10 @@ pub struct GpuOptions {
     pub features: wgpu::Features,
     /// `None`: downlevel defaults raised as above; `Some`: exactly these limits.
     pub limits: Option<wgpu::Limits>,
+    /// A file for wgpu's pipeline cache: read when it exists (stale or foreign data is ignored), written by
+    /// `Gpu::save_pipeline_cache`. Only backends with `Features::PIPELINE_CACHE` (Vulkan) use it; elsewhere
+    /// it is ignored and `Gpu::pipeline_cache_state` says so.
+    pub pipeline_cache: Option<PathBuf>,
 }
 
 /// Everything that can go wrong on the GPU side, each with the context needed to act on it.
@@ -81,6 +94,8 @@ pub enum GpuError {
     RequestDevice { adapter: String, message: String },
     #[error("kernel {name} failed to compile: {message}")]
     Kernel { name: String, message: String },
+    #[error("pipeline cache `{}`: {message}", .path.display())]
+    PipelineCache { path: PathBuf, message: String },
     #[error(
         "dispatch {index} asks for {workgroups:?} workgroups but the device allows at most {limit} per \
          dimension; fold the grid"
@@ -120,6 +135,21 @@ pub struct Gpu {
     pub queue: wgpu::Queue,
     pub info: wgpu::AdapterInfo,
     pipelines: Mutex<HashMap<u64, Arc<wgpu::ComputePipeline>>>,
+    cache: Option<(wgpu::PipelineCache, PathBuf)>,
+    cache_state: PipelineCacheState,
+}
+
+/// What became of `GpuOptions::pipeline_cache`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PipelineCacheState {
+    /// No cache file was asked for.
+    Off,
+    /// The backend has no pipeline cache (`Features::PIPELINE_CACHE`); the file is not used.
+    Unsupported,
+    /// The file did not exist yet: an empty cache, saved by `save_pipeline_cache`.
+    Created,
+    /// The file's data was handed to the driver (which ignores it when it is stale).
+    Loaded { bytes: usize },
 }
 
 impl Gpu {
@@ -161,9 +191,16 @@ impl Gpu {
         if !problems.is_empty() {
             return Err(GpuError::Unsupported { adapter: info.name.clone(), problems: problems.join(", ") });
         }
+        // Two optional features that change no kernel's meaning are taken when the adapter has them: SPIR-V
+        // passthrough (no shader front end at run time) and, when a cache file is wanted, the pipeline cache.
+        let mut optional = wgpu::Features::PASSTHROUGH_SHADERS;
+        if options.pipeline_cache.is_some() {
+            optional |= wgpu::Features::PIPELINE_CACHE;
+        }
+        let features = options.features | (adapter.features() & optional);
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("tdsl"),
-            required_features: options.features,
+            required_features: features,
             required_limits: limits,
             ..Default::default()
         }))
@@ -171,7 +208,147 @@ impl Gpu {
         // Errors outside our scopes would otherwise panic inside wgpu; every call that can fail is scoped,
         // so reaching this handler is a bug worth a message, not an abort.
         device.on_uncaptured_error(Arc::new(|e| eprintln!("tdsl-runtime: uncaptured wgpu error: {e}")));
-        Ok(Gpu { instance, adapter, device, queue, info, pipelines: Mutex::new(HashMap::new()) })
+        let (cache, cache_state) = match &options.pipeline_cache {
+            None => (None, PipelineCacheState::Off),
+            Some(_) if !device.features().contains(wgpu::Features::PIPELINE_CACHE) => {
+                (None, PipelineCacheState::Unsupported)
+            }
+            Some(path) => {
+                let data = match std::fs::read(path) {
+                    Ok(data) => Some(data),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(GpuError::PipelineCache { path: path.clone(), message: e.to_string() }),
+                };
+                // SAFETY: wgpu requires `data` to come from `PipelineCache::get_data`; the file is one this
+                // runtime wrote with `save_pipeline_cache`. wgpu checks the header (vendor, device, driver,
+                // wgpu version) and its checksum, and with `fallback` starts empty when they do not match.
+                let cache = unsafe {
+                    device.create_pipeline_cache(&wgpu::PipelineCacheDescriptor {
+                        label: Some("tdsl pipeline cache"),
+                        data: data.as_deref(),
+                        fallback: true,
+                    })
+                };
+                let state = match &data {
+                    Some(d) => PipelineCacheState::Loaded { bytes: d.len() },
+                    None => PipelineCacheState::Created,
+                };
+                (Some((cache, path.clone())), state)
+            }
+        };
+        Ok(Gpu {
+            instance,
+            adapter,
+            device,
+            queue,
+            info,
+            pipelines: Mutex::new(HashMap::new()),
+            cache,
+            cache_state,
+        })
+    }
+
+    /// What became of the pipeline cache file asked for in `GpuOptions`.
+    pub fn pipeline_cache_state(&self) -> PipelineCacheState {
+        self.cache_state
+    }
+
+    /// Writes the pipeline cache to its file (through a temporary file and a rename, so a crash never
+    /// leaves half a cache); returns the bytes written, or `None` when there is no cache.
+    pub fn save_pipeline_cache(&self) -> Result<Option<usize>, GpuError> {
+        let Some((cache, path)) = &self.cache else { return Ok(None) };
+        let Some(data) = cache.get_data() else { return Ok(None) };
+        let fail = |e: std::io::Error| GpuError::PipelineCache { path: path.clone(), message: e.to_string() };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(fail)?;
+        }
+        let temporary = temporary_path(path);
+        std::fs::write(&temporary, &data).map_err(fail)?;
+        std::fs::rename(&temporary, path).map_err(fail)?;
+        Ok(Some(data.len()))
+    }
+
+    /// Whether `launch_pipeline` hands SPIR-V to the driver as it is (else it builds from WGSL).
+    pub fn takes_spirv(&self) -> bool {
+        self.device.features().contains(wgpu::Features::PASSTHROUGH_SHADERS)
+    }
+
+    /// The compute pipeline for `launch`, built once per distinct kernel: from its SPIR-V, passed through to
+    /// the driver with a layout derived from `launch.args` (`Read` a read-only storage buffer, `Write` and
+    /// `Status` read-write storage buffers, `Uniform` a uniform buffer), when the device takes SPIR-V and the
+    /// launch has it; otherwise from its WGSL (`pipeline`). Failures name the launch.
+    pub fn launch_pipeline(&self, launch: &Launch) -> Result<Arc<wgpu::ComputePipeline>, GpuError> {
+        if launch.spirv.is_empty() || !self.takes_spirv() {
+            return self.pipeline(&KernelSource { name: launch.name.clone(), wgsl: launch.wgsl.clone() });
+        }
+        let mut hasher = DefaultHasher::new();
+        (&launch.spirv, launch.workgroup_size).hash(&mut hasher);
+        for arg in &launch.args {
+            std::mem::discriminant(arg).hash(&mut hasher);
+        }
+        let key = hasher.finish() ^ 0x5350_4952_5600_0000;
+        let mut cache = self.pipelines.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(p) = cache.get(&key) {
+            return Ok(p.clone());
+        }
+        let name = launch.name.as_str();
+        let entries: Vec<wgpu::BindGroupLayoutEntry> = launch
+            .args
+            .iter()
+            .enumerate()
+            .map(|(binding, arg)| wgpu::BindGroupLayoutEntry {
+                binding: binding as u32,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty: wgpu::BindingType::Buffer {
+                    ty: match arg {
+                        Arg::Read(_) => wgpu::BufferBindingType::Storage { read_only: true },
+                        Arg::Write(_) | Arg::Status => wgpu::BufferBindingType::Storage { read_only: false },
+                        Arg::Uniform(_) => wgpu::BufferBindingType::Uniform,
+                    },
+                    has_dynamic_offset: false,
+                    min_binding_size: None,
+                },
+                count: None,
+            })
+            .collect();
+        let pipeline = self
+            .scoped(|| {
+                let layout = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                    label: Some(name),
+                    entries: &entries,
+                });
+                let pipeline_layout = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                    label: Some(name),
+                    bind_group_layouts: &[Some(&layout)],
+                    immediate_size: 0,
+                });
+                // SAFETY: the SPIR-V was written and validated by the compiler's naga backend (`codegen`), and
+                // a bundle's kernels are covered by its checksum and checked to be SPIR-V with entry point
+                // `main` (`bundle::read`); its bindings are `args` by construction (G2.1).
+                let module = unsafe {
+                    self.device.create_shader_module_passthrough(wgpu::ShaderModuleDescriptorPassthrough {
+                        label: Some(name),
+                        entry_points: std::borrow::Cow::Owned(vec![wgpu::PassthroughShaderEntryPoint {
+                            name: "main".into(),
+                            workgroup_size: (launch.workgroup_size, 1, 1),
+                        }]),
+                        spirv: Some(std::borrow::Cow::Borrowed(&launch.spirv)),
+                        ..Default::default()
+                    })
+                };
+                self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(name),
+                    layout: Some(&pipeline_layout),
+                    module: &module,
+                    entry_point: Some("main"),
+                    compilation_options: Default::default(),
+                    cache: self.cache.as_ref().map(|(c, _)| c),
+                })
+            })
+            .map_err(|message| GpuError::Kernel { name: name.to_string(), message })?;
+        let pipeline = Arc::new(pipeline);
+        cache.insert(key, pipeline.clone());
+        Ok(pipeline)
     }
 
     /// One line about the adapter: `llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu, driver llvmpipe: Mesa 22.3.6)`.
@@ -202,7 +379,7 @@ impl Gpu {
                     module: &module,
                     entry_point: Some("main"),
                     compilation_options: Default::default(),
-                    cache: None,
+                    cache: self.cache.as_ref().map(|(c, _)| c),
                 })
             })
             .map_err(|message| GpuError::Kernel { name: kernel.name.clone(), message })?;
@@ -274,4 +451,11 @@ impl Gpu {
             Some(error) => Err(error.to_string()),
         }
     }
+}
+
+/// `path` with `.tmp` appended to its file name.
+fn temporary_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".tmp");
+    path.with_file_name(name)
 }

@@ -1,0 +1,167 @@
+//! Seeded test data: a SplitMix64 generator and `seeded_tensor`, which gives every named input or param its
+//! own stream (the seed mixed with the name), so adding one tensor does not change the others' values.
+//! Floats are uniform in [-1, 1); integers are 0 or 1 (valid as masks and as ids for any table); bools are
+//! fair coin flips. `fill_signature` decides the shapes of the inputs and params a run was not given (from
+//! `--dim`, then from what the given inputs fix, else 2) and fills them; `tdslc run` and `tdsl-run` both
+//! call it, so the same seed gives the same values, and the same notes, in both tools.
+
+use crate::bind::{Declared, Site};
+use crate::program::type_string;
+use crate::{DType, Tensor};
+use std::collections::HashMap;
+
+/// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and good enough for test data.
+#[derive(Clone, Debug)]
+pub struct SplitMix64(u64);
+
+impl SplitMix64 {
+    pub fn new(seed: u64) -> Self {
+        SplitMix64(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1), with 24 random bits.
+    pub fn unit(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+
+    /// A tensor of `dtype` and `shape`: floats uniform in [-1, 1), integers in `0..int_range`.
+    pub fn tensor(&mut self, dtype: DType, shape: &[usize], int_range: u64) -> Tensor {
+        let n: usize = shape.iter().product();
+        let range = int_range.max(1);
+        match dtype {
+            DType::F32 => Tensor::f32(shape, (0..n).map(|_| self.unit()).collect()),
+            DType::F16 => Tensor::f16(shape, (0..n).map(|_| half::f16::from_f32(self.unit())).collect()),
+            DType::I32 => Tensor::i32(shape, (0..n).map(|_| (self.next_u64() % range) as i32).collect()),
+            DType::U32 => Tensor::u32(shape, (0..n).map(|_| (self.next_u64() % range) as u32).collect()),
+            DType::Bool => Tensor::bool(shape, (0..n).map(|_| self.next_u64() & 1 == 1).collect()),
+        }
+    }
+}
+
+/// The seeded value of the input or param called `name` (integers are 0 or 1).
+pub fn seeded_tensor(name: &str, dtype: DType, shape: &[usize], seed: u64) -> Tensor {
+    // FNV-1a of the name, mixed with the seed.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in name.bytes() {
+        hash = (hash ^ byte as u64).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    SplitMix64::new(seed ^ hash).tensor(dtype, shape, 2)
+}
+
+/// The inputs and params of a run: the given inputs, seeded values for the rest (see `fill_signature`).
+#[derive(Clone, Debug)]
+pub struct Filled {
+    /// Every input, in signature order.
+    pub inputs: Vec<Tensor>,
+    /// Seeded params by key; empty when the run has weights.
+    pub params: HashMap<String, Tensor>,
+    /// Names of the inputs that are seeded values.
+    pub random_inputs: Vec<String>,
+    /// Symbols that got the default size 2 (neither `--dim` nor a given input fixed them).
+    pub defaulted: Vec<String>,
+}
+
+impl Filled {
+    /// What a run tells the user about its random values (nothing when none are random):
+    /// `note: 1 input(s) (x) and 4 param(s) of `mlp` are seeded random values (seed 5)`.
+    pub fn notes(&self, model: &str, seed: u64) -> Vec<String> {
+        if self.random_inputs.is_empty() && self.params.is_empty() {
+            return Vec::new();
+        }
+        let mut notes = Vec::new();
+        if !self.defaulted.is_empty() {
+            notes.push(format!("note: dimensions {} set to 2 (choose with --dim NAME=SIZE)", self.defaulted.join(", ")));
+        }
+        let named =
+            if self.random_inputs.is_empty() { String::new() } else { format!(" ({})", self.random_inputs.join(", ")) };
+        notes.push(format!(
+            "note: {} input(s){named} and {} param(s) of `{model}` are seeded random values (seed {seed})",
+            self.random_inputs.len(),
+            self.params.len(),
+        ));
+        notes
+    }
+}
+
+/// The inputs of a run of the model `model` (symbols `symbols`, signature `inputs`, params `params`): each
+/// input in `given` (by name) as it is, the others seeded; and, when `params` is `Some`, every param seeded
+/// (`None`: the run has weights). Random shapes use the symbol sizes of `dims` (by name), else what a given
+/// input fixes where its declared dimension is a bare symbol, else 2. A name in `given` or `dims` that the
+/// model does not have is an error naming it.
+pub fn fill_signature(
+    model: &str,
+    symbols: &[String],
+    inputs: &[Declared],
+    params: Option<&[Declared]>,
+    mut given: HashMap<String, Tensor>,
+    dims: &[(String, i64)],
+    seed: u64,
+) -> Result<Filled, String> {
+    let input_names: Vec<&str> = inputs.iter().map(|d| d.site.name()).collect();
+    let mut unknown: Vec<&String> = given.keys().filter(|n| !input_names.contains(&n.as_str())).collect();
+    unknown.sort();
+    if let Some(name) = unknown.first() {
+        return Err(format!("model `{model}` has no input `{name}` (its inputs: {})", input_names.join(", ")));
+    }
+    if let Some((name, _)) = dims.iter().find(|(n, _)| !symbols.contains(n)) {
+        return Err(format!("model `{model}` has no dimension `{name}`"));
+    }
+    let mut sizes: Vec<Option<i64>> =
+        symbols.iter().map(|s| dims.iter().find(|(n, _)| n == s).map(|(_, v)| *v)).collect();
+    for declared in inputs {
+        let Some(tensor) = given.get(declared.site.name()) else { continue };
+        for (dim, &actual) in declared.shape.iter().zip(&tensor.shape) {
+            if let Some(sym) = dim.as_sym()
+                && let Some(slot) = sizes.get_mut(sym as usize)
+                && slot.is_none()
+            {
+                *slot = i64::try_from(actual).ok();
+            }
+        }
+    }
+    let defaulted = symbols.iter().zip(&sizes).filter(|(_, v)| v.is_none()).map(|(s, _)| s.clone()).collect();
+    let sizes: Vec<i64> = sizes.iter().map(|v| v.unwrap_or(2)).collect();
+    let shape_of = |declared: &Declared| -> Result<Vec<usize>, String> {
+        declared
+            .shape
+            .iter()
+            .map(|d| {
+                d.eval(&sizes).and_then(|v| usize::try_from(v).ok()).ok_or_else(|| {
+                    format!(
+                        "{} of `{model}` ({}): dimension {} is negative or overflows",
+                        declared.site,
+                        type_string(declared.dtype, &declared.shape, symbols),
+                        d.display(symbols)
+                    )
+                })
+            })
+            .collect()
+    };
+    let mut filled =
+        Filled { inputs: Vec::new(), params: HashMap::new(), random_inputs: Vec::new(), defaulted };
+    for declared in inputs {
+        let name = declared.site.name();
+        match given.remove(name) {
+            Some(tensor) => filled.inputs.push(tensor),
+            None => {
+                filled.inputs.push(seeded_tensor(name, declared.dtype, &shape_of(declared)?, seed));
+                filled.random_inputs.push(name.to_string());
+            }
+        }
+    }
+    for declared in params.unwrap_or_default() {
+        if let Site::Param(key) = &declared.site {
+            let tensor = seeded_tensor(key, declared.dtype, &shape_of(declared)?, seed);
+            filled.params.insert(key.clone(), tensor);
+        }
+    }
+    Ok(filled)
+}
