@@ -1,4 +1,5 @@
-//! The `tdslc` command line: `check` programs, `emit` their IR and kernels (WGSL, SPIR-V, SPIR-V assembly),
+//! The `tdslc` command line: `check` programs (and weights files against them), `build` bundles, `emit` their
+//! IR and kernels (WGSL, SPIR-V, SPIR-V assembly),
 //! `run` them on the GPU or on the reference interpreter with inputs from `.npy` files, weights from a
 //! safetensors file and seeded random values for the rest, writing outputs as `.npy`.
 //! Lives in the library (the binary is a thin `main`) so tests drive it with in-memory output streams.
@@ -37,6 +38,21 @@ enum Command {
         /// The .tdsl files to check.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Also check a safetensors file against every model's params: every missing, extra, mis-shaped and
+        /// mis-typed entry is listed in one error.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+    },
+    /// Compile every model of FILE ahead of time into one bundle (spec/bundle.md), which `tdsl-run` and the
+    /// runtime's `Session` run without the compiler.
+    Build {
+        file: PathBuf,
+        /// The bundle to write (e.g. model.tdslb).
+        #[arg(short = 'o', long = "output", value_name = "BUNDLE")]
+        output: PathBuf,
+        /// One kernel per IR node (fusion off), for comparison.
+        #[arg(long)]
+        no_fuse: bool,
     },
     /// Run every model of FILE on the GPU (or the reference interpreter) and print a summary of each output.
     /// Inputs and params not given get seeded random values (said on stderr).
@@ -150,7 +166,14 @@ pub fn main(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write, err: 
         Color::Never => false,
     };
     let result = match cli.command {
-        Command::Check { files } => {
+        Command::Check { files, weights } => {
+            let weights = match weights.as_deref().map(Weights::open).transpose() {
+                Ok(w) => w,
+                Err(e) => {
+                    let _ = writeln!(err, "error: {e}");
+                    return 1;
+                }
+            };
             let mut failed = false;
             for file in &files {
                 let checked = driver::check(Root::Path(file));
@@ -158,10 +181,19 @@ pub fn main(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write, err: 
                     failed = true;
                     let _ = write!(err, "{}", render::render(&checked.diagnostics, &checked.program.sources, color));
                     let _ = writeln!(err, "{}: {} error(s)", file.display(), checked.diagnostics.len());
+                    continue;
+                }
+                let Some(weights) = &weights else { continue };
+                for graph in &checked.graphs {
+                    if let Err(e) = tdsl_runtime::check_params(weights, &param_specs(graph)) {
+                        failed = true;
+                        let _ = writeln!(err, "error: model `{}`: {e}", graph.name);
+                    }
                 }
             }
             if failed { Err(None) } else { Ok(()) }
         }
+        Command::Build { file, output, no_fuse } => build(&file, &output, no_fuse, color, stderr_is_terminal, err),
         Command::Run { file, reference, inputs, weights, seed, dims, output, backend, no_fuse } => {
             let options = RunOptions { reference, inputs, weights, seed, dims, output, backend, fuse: !no_fuse };
             checked_graphs(&file, color, err).and_then(|graphs| {
@@ -226,6 +258,48 @@ pub fn main(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write, err: 
             1
         }
     }
+}
+
+/// `tdslc build`: every model of `file` into the bundle `output`, with a spinner on a terminal.
+fn build(
+    file: &std::path::Path,
+    output: &std::path::Path,
+    no_fuse: bool,
+    color: bool,
+    stderr_is_terminal: bool,
+    err: &mut dyn Write,
+) -> Result<(), Option<String>> {
+    let start = std::time::Instant::now();
+    let spinner = if stderr_is_terminal {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(std::time::Duration::from_millis(100));
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let progress = |i: usize, n: usize, name: &str| spinner.set_message(format!("compiling model {name} ({}/{n})", i + 1));
+    let options = crate::bundle::BuildOptions { no_fuse, color, progress: Some(&progress) };
+    let built = crate::bundle::build(file, &options);
+    spinner.finish_and_clear();
+    let (bundle, _) = built.map_err(|e| match e {
+        crate::bundle::BuildError::Diagnostics { .. } => {
+            let _ = write!(err, "{e}\n");
+            None
+        }
+        other => Some(other.to_string()),
+    })?;
+    let bytes = bundle.to_bytes();
+    std::fs::write(output, &bytes).map_err(|e| Some(format!("cannot write `{}`: {e}", output.display())))?;
+    let kernels: usize = bundle.models.iter().map(|m| m.program.launches.len()).sum();
+    let _ = writeln!(
+        err,
+        "note: wrote {} ({} bytes: {} model(s), {kernels} kernel(s)) in {:.1} ms",
+        output.display(),
+        bytes.len(),
+        bundle.models.len(),
+        start.elapsed().as_secs_f64() * 1e3
+    );
+    Ok(())
 }
 
 /// The graphs of `file`'s models, or the rendered diagnostics on `err` (`Err(None)`).
@@ -446,7 +520,7 @@ fn run_model(
 }
 
 /// The model's params as a weights file must hold them; a symbolic dimension matches any size here (binding
-/// checks it against the inputs afterwards).
+/// checks it against the inputs afterwards). The same rule as a bundle's (`tdsl_runtime::session::param_specs`).
 fn param_specs(graph: &ir::Graph) -> Vec<tdsl_runtime::ParamSpec> {
     graph
         .params

@@ -6,6 +6,7 @@
 //! `ir::verify` -> `interp::run`.
 
 pub mod arena;
+pub mod bundle;
 pub mod check;
 pub mod cli;
 pub mod codegen;

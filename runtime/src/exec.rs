@@ -18,7 +18,7 @@ mod plan;
 #[cfg(test)]
 mod tests;
 
-pub use memory::{MemoryPlan, plan_memory};
+pub use memory::{MemoryPlan, NOMINAL_SYMBOL, SlotProblem, check_slots, memory_from_slots, plan_memory, plan_slots};
 pub use params::ParamSource;
 pub use plan::{DeviceLimits, LaunchPlan, fold_grid, plan_launches, tensor_shapes};
 
@@ -33,6 +33,11 @@ use crate::{DType, Tensor};
 pub enum ExecError {
     #[error("program `{program}` is malformed:{}", list(.problems))]
     Invalid { program: String, problems: Vec<ProgramError> },
+    #[error("the buffer plan of program `{program}` is wrong:{}", list(.problems))]
+    BufferPlan { program: String, problems: Vec<SlotProblem> },
+    /// The device lacks a feature or a limit some kernel needs (each problem names the launch).
+    #[error("device {adapter} cannot run program `{program}`:{}", list(.problems))]
+    Device { adapter: String, program: String, problems: Vec<String> },
     #[error("{}", bind_message(.0))]
     Bind(Vec<BindError>),
     /// The params source (a weights file) does not match the program's params; `inputs` are the problems
@@ -99,6 +104,19 @@ impl Gpu {
         inputs: &[Tensor],
         params: &dyn ParamSource,
     ) -> Result<Prepared<'a>, ExecError> {
+        self.prepare_with(program, &PrepareOptions::default(), inputs, params)
+    }
+
+    /// `prepare` with `options`: a carried buffer plan (checked here with `check_slots`) and a progress
+    /// callback for the param uploads.
+    pub fn prepare_with<'a>(
+        &'a self,
+        program: &'a Program,
+        options: &PrepareOptions,
+        inputs: &[Tensor],
+        params: &dyn ParamSource,
+    ) -> Result<Prepared<'a>, ExecError> {
+        let slots = options.slots;
         program.validate().map_err(|problems| ExecError::Invalid { program: program.name.clone(), problems })?;
         let symbols = bind(program, inputs, params)?;
         let limits = DeviceLimits::of(&self.device.limits());
@@ -110,9 +128,16 @@ impl Gpu {
             .zip(&shapes)
             .map(|(decl, shape)| crate::gpu::device_bytes(decl.dtype, shape.iter().product()))
             .collect();
-        let memory = plan_memory(program, &bytes);
+        let memory = match slots {
+            Some(slots) => {
+                check_slots(program, slots)
+                    .map_err(|problems| ExecError::BufferPlan { program: program.name.clone(), problems })?;
+                memory_from_slots(program, slots, &bytes)
+            }
+            None => plan_memory(program, &bytes),
+        };
 
-        let buffers = self.tensor_buffers(program, &memory, inputs, params)?;
+        let buffers = self.tensor_buffers(program, &memory, &bytes, inputs, params, options.progress)?;
         let status = program
             .launches
             .iter()
@@ -144,9 +169,13 @@ impl Gpu {
         &self,
         program: &Program,
         memory: &MemoryPlan,
+        bytes: &[u64],
         inputs: &[Tensor],
         params: &dyn ParamSource,
+        progress: Option<&dyn Fn(u64, u64)>,
     ) -> Result<Vec<wgpu::Buffer>, ExecError> {
+        let param_bytes: u64 = program.params.iter().filter_map(|t| bytes.get(t.0 as usize)).sum();
+        let mut uploaded = 0;
         let mut input_of = vec![None; program.tensors.len()];
         for (k, id) in program.inputs.iter().enumerate() {
             input_of[id.0 as usize] = inputs.get(k);
@@ -165,7 +194,12 @@ impl Gpu {
                     let bytes = params
                         .device_bytes(key)
                         .map_err(|problem| ExecError::ParamData { key: key.clone(), problem })?;
-                    self.upload_device_bytes(&bytes).map_err(upload)?
+                    let buffer = self.upload_device_bytes(&bytes).map_err(upload)?;
+                    uploaded += bytes.len() as u64;
+                    if let Some(progress) = progress {
+                        progress(uploaded.min(param_bytes), param_bytes);
+                    }
+                    buffer
                 }
                 (_, _, Some(b)) => shared[b].clone(),
                 _ => self.zeros(decl.dtype, &[1]).map_err(upload)?,
@@ -195,6 +229,15 @@ impl Gpu {
             None => Err(ExecError::BadStatus { word, detail, launches: program.launches.len() }),
         }
     }
+}
+
+/// What `Gpu::prepare_with` may be given besides the program and its data.
+#[derive(Clone, Copy, Default)]
+pub struct PrepareOptions<'p> {
+    /// A carried buffer plan (a bundle's `buffer_slots`); `None`: planned from the actual sizes.
+    pub slots: Option<&'p [Option<usize>]>,
+    /// Called after each param upload with (bytes uploaded, bytes of all params).
+    pub progress: Option<&'p dyn Fn(u64, u64)>,
 }
 
 /// A program with its inputs and params on the device, its buffers planned and its pipelines built
@@ -303,7 +346,7 @@ fn known_size(dim: &DimExpr, values: &[Option<i64>]) -> Option<usize> {
     usize::try_from(dim.eval(&known)?).ok()
 }
 
-fn list(problems: &[ProgramError]) -> String {
+fn list(problems: &[impl std::fmt::Display]) -> String {
     problems.iter().map(|p| format!("\n  - {p}")).collect()
 }
 

@@ -6,25 +6,34 @@
 //! `Program::validate`), `bind` (binding symbols from actual shapes, shared with the compiler's reference
 //! interpreter), `gpu` (the wgpu executor: opens a device, builds cached pipelines from ahead-of-time WGSL
 //! kernels, uploads and downloads tensors and runs dispatch lists as one submission) and `exec`
-//! (`Gpu::execute`: a whole `Program` run on the device, with params from a map or a weights file).
+//! (`Gpu::execute`: a whole `Program` run on the device, with params from a map or a weights file),
+//! `bundle` (the `.tdslb` ahead-of-time format: read, checked, written), `session` (`Session`, the small
+//! API that runs a bundled model: load, bind weights, run, get outputs) and `random` (seeded inputs and
+//! params, the same in `tdslc run` and `tdsl-run`). The `tdsl-run` binary (`src/bin/tdsl-run.rs`) runs a
+//! bundle from the command line.
 //!
 //! Never depends on `tdsl-compiler` (the compiler depends on this crate). Bad input of any kind (files,
 //! bytes, tensors) is an error naming the file and the problem, never a panic.
 
 pub mod bind;
+pub mod cli;
+pub mod bundle;
 pub mod dtype;
 pub mod exec;
 pub mod gpu;
 pub mod npy;
 pub mod program;
 pub mod random;
+pub mod session;
 pub mod tensor;
 pub mod weights;
 
 pub use bind::{BindError, Binding, Declared, Given, Signature, Site, bind_message, bind_symbols};
 pub use dtype::DType;
-pub use exec::{ExecError, MemoryPlan, ParamSource, Prepared, fold_grid, plan_memory};
-pub use gpu::{BackendChoice, Dispatch, Gpu, GpuError, GpuOptions, KernelSource};
+pub use bundle::{Bundle, BundleError, BundleProblem, BundledModel, Requirements};
+pub use exec::{ExecError, MemoryPlan, ParamSource, PrepareOptions, Prepared, fold_grid, plan_memory};
+pub use gpu::{BackendChoice, Dispatch, Gpu, GpuError, GpuOptions, KernelSource, PipelineCacheState};
+pub use session::Session;
 pub use program::{Arg, Bound, DimAtom, DimExpr, Launch, Program, ProgramError, TensorDecl, TensorId, TensorRole};
 pub use npy::{NpyError, NpyProblem, read_npy, read_npy_bytes, to_npy_bytes, write_npy};
 pub use tensor::{DecodeError, MAX_ELEMENTS, ShapeMismatch, Tensor, TensorData};

@@ -3,6 +3,12 @@
 //! that is large enough (or a new one), and after the launch every tensor read for the last time frees its
 //! buffer. Outputs are never freed, and a result never shares a buffer with a tensor its own launch reads
 //! (frees happen after the launch's allocation). Inputs and params keep buffers of their own.
+//!
+//! A bundle carries its plan as *slots* (`plan_slots`): the same walk with nominal sizes (every symbol 64),
+//! so the assignment holds for every size; at run time a slot's buffer is as large as its largest tensor
+//! (`memory_from_slots`). `check_slots` verifies a carried plan before anything runs: two tensors share a
+//! slot only when the first is read for the last time before the second is written, and an output shares
+//! with nothing written after it.
 
 use crate::program::{Arg, Program, TensorRole};
 
@@ -85,6 +91,157 @@ pub fn plan_memory(program: &Program, bytes: &[u64]) -> MemoryPlan {
             {
                 free.push(b);
             }
+        }
+    }
+    plan.peak_bytes = plan.signature_bytes + plan.buffers.iter().sum::<u64>();
+    plan
+}
+
+/// The symbol value `plan_slots` sizes tensors with.
+pub const NOMINAL_SYMBOL: i64 = 64;
+
+/// A buffer plan valid for every symbol value: for each tensor, its slot (`None` for inputs, params and
+/// computed tensors no launch writes), chosen by `plan_memory` with every symbol at `NOMINAL_SYMBOL`.
+pub fn plan_slots(program: &Program) -> Vec<Option<usize>> {
+    let symbols = vec![NOMINAL_SYMBOL; program.symbols.len()];
+    let bytes: Vec<u64> = program
+        .tensors
+        .iter()
+        .map(|decl| {
+            let count = decl.shape.iter().fold(1u64, |n, dim| {
+                n.saturating_mul(dim.eval(&symbols).map_or(u64::MAX, |v| v.max(0) as u64))
+            });
+            count.saturating_mul(decl.dtype.size() as u64)
+        })
+        .collect();
+    plan_memory(program, &bytes).buffer_of
+}
+
+/// One way a carried buffer plan is wrong (`check_slots`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SlotProblem {
+    #[error("it has {got} entries, but the program has {tensors} tensors")]
+    Length { got: usize, tensors: usize },
+    #[error("tensor {id} (`{tensor}`) is {what} and must have no slot, but has slot {slot}")]
+    Unexpected { id: usize, tensor: String, what: &'static str, slot: usize },
+    #[error("tensor {id} (`{tensor}`) is written by launch {launch} but has no slot")]
+    Missing { id: usize, tensor: String, launch: usize },
+    #[error("slot {slot} holds no tensor (slots must be numbered 0, 1, ... without gaps)")]
+    Gap { slot: usize },
+    #[error(
+        "slot {slot} holds tensor {first} (`{first_name}`, live from launch {first_start} to {first_end}) and \
+         tensor {second} (`{second_name}`, written by launch {second_start}) at the same time"
+    )]
+    Overlap {
+        slot: usize,
+        first: usize,
+        first_name: String,
+        first_start: usize,
+        first_end: String,
+        second: usize,
+        second_name: String,
+        second_start: usize,
+    },
+}
+
+/// Checks a carried plan (`slots[t]` for tensor `t`) against `program`, which must already have passed
+/// `Program::validate`; every problem is listed.
+pub fn check_slots(program: &Program, slots: &[Option<usize>]) -> Result<(), Vec<SlotProblem>> {
+    let n = program.tensors.len();
+    if slots.len() != n {
+        return Err(vec![SlotProblem::Length { got: slots.len(), tensors: n }]);
+    }
+    // Live range of each computed tensor: [first write, last read or write], `None` end = to the end (outputs).
+    let mut start: Vec<Option<usize>> = vec![None; n];
+    let mut end: Vec<Option<usize>> = vec![None; n];
+    for (i, launch) in program.launches.iter().enumerate() {
+        for arg in &launch.args {
+            if let Arg::Read(t) | Arg::Write(t) = arg
+                && let Some(slot) = end.get_mut(t.0 as usize)
+            {
+                *slot = Some(i);
+                if matches!(arg, Arg::Write(_)) {
+                    start[t.0 as usize].get_or_insert(i);
+                }
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    let mut owners: Vec<Vec<usize>> = Vec::new();
+    for (t, decl) in program.tensors.iter().enumerate() {
+        let what = match (&decl.role, start[t]) {
+            (TensorRole::Input(_), _) => Some("an input"),
+            (TensorRole::Param(_), _) => Some("a param"),
+            (TensorRole::Computed, None) => Some("written by no launch"),
+            (TensorRole::Computed, Some(_)) => None,
+        };
+        match (slots[t], what, start[t]) {
+            (Some(slot), Some(what), _) => {
+                problems.push(SlotProblem::Unexpected { id: t, tensor: decl.name.clone(), what, slot })
+            }
+            (None, None, Some(launch)) => problems.push(SlotProblem::Missing { id: t, tensor: decl.name.clone(), launch }),
+            (Some(slot), None, _) => {
+                if slot >= n {
+                    problems.push(SlotProblem::Gap { slot });
+                    continue;
+                }
+                if owners.len() <= slot {
+                    owners.resize(slot + 1, Vec::new());
+                }
+                owners[slot].push(t);
+            }
+            _ => {}
+        }
+    }
+    let outputs: Vec<usize> = program.outputs.iter().map(|(_, t)| t.0 as usize).collect();
+    for (slot, tensors) in owners.iter_mut().enumerate() {
+        if tensors.is_empty() {
+            problems.push(SlotProblem::Gap { slot });
+            continue;
+        }
+        tensors.sort_by_key(|&t| start[t]);
+        for pair in tensors.windows(2) {
+            let (a, b) = (pair[0], pair[1]);
+            let (a_start, b_start) = (start[a].unwrap_or(0), start[b].unwrap_or(0));
+            let a_end = if outputs.contains(&a) { None } else { end[a] };
+            if a_end.is_none_or(|e| e >= b_start) {
+                problems.push(SlotProblem::Overlap {
+                    slot,
+                    first: a,
+                    first_name: program.tensors[a].name.clone(),
+                    first_start: a_start,
+                    first_end: a_end.map_or_else(|| "the end (an output)".to_string(), |e| e.to_string()),
+                    second: b,
+                    second_name: program.tensors[b].name.clone(),
+                    second_start: b_start,
+                });
+            }
+        }
+    }
+    if problems.is_empty() { Ok(()) } else { Err(problems) }
+}
+
+/// The concrete plan of checked `slots` for tensors of byte sizes `bytes`: each slot's buffer is as large as
+/// its largest tensor.
+pub fn memory_from_slots(program: &Program, slots: &[Option<usize>], bytes: &[u64]) -> MemoryPlan {
+    let size = |t: usize| bytes.get(t).copied().unwrap_or(4).max(4);
+    let mut plan = MemoryPlan {
+        buffer_of: slots.to_vec(),
+        buffers: Vec::new(),
+        signature_bytes: 0,
+        peak_bytes: 0,
+        unshared_bytes: 0,
+    };
+    for (t, decl) in program.tensors.iter().enumerate() {
+        plan.unshared_bytes += size(t);
+        if decl.role != TensorRole::Computed {
+            plan.signature_bytes += size(t);
+        }
+        if let Some(&Some(slot)) = slots.get(t) {
+            if plan.buffers.len() <= slot {
+                plan.buffers.resize(slot + 1, 4);
+            }
+            plan.buffers[slot] = plan.buffers[slot].max(size(t));
         }
     }
     plan.peak_bytes = plan.signature_bytes + plan.buffers.iter().sum::<u64>();

@@ -1,0 +1,101 @@
+//! Ahead-of-time bundles from the compiler's side: `build` checks a `.tdsl` file, compiles every model and
+//! writes the runtime's `.tdslb` format (`tdsl_runtime::bundle`, spec/bundle.md); `build_script` does the
+//! same from a Cargo build script. The format itself (reading, checking, writing) lives in the runtime,
+//! so there is one definition of it; the compiler only fills a `Bundle` (each model's `Program`, its buffer
+//! plan and its kernels' device requirements) and asks for its bytes. Deterministic: the same source and
+//! compiler give the same bytes.
+
+use std::path::{Path, PathBuf};
+
+use tdsl_runtime::{Bundle, BundledModel};
+
+use crate::driver::{self, Root};
+use crate::{codegen, render};
+
+/// Who wrote a bundle (`Bundle::producer`).
+pub const PRODUCER: &str = concat!("tdslc ", env!("CARGO_PKG_VERSION"));
+
+/// Why a bundle could not be built: the rendered diagnostics of the source, or a compile error.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BuildError {
+    #[error("{rendered}{file}: {count} error(s)")]
+    Diagnostics { file: String, rendered: String, count: usize },
+    #[error("{file}: no model in this file (a bundle holds models)")]
+    NoModel { file: String },
+    #[error("model `{model}`: {message}")]
+    Compile { model: String, message: String },
+    #[error("cannot write `{}`: {message}", .path.display())]
+    Write { path: PathBuf, message: String },
+    #[error("{0} is not set; build_script must run inside a Cargo build script")]
+    NotABuildScript(&'static str),
+}
+
+/// What `build` may do besides compiling.
+#[derive(Clone, Copy, Default)]
+pub struct BuildOptions<'a> {
+    /// Fusion off (one kernel per IR node), as `--no-fuse`.
+    pub no_fuse: bool,
+    /// Colour in rendered diagnostics.
+    pub color: bool,
+    /// Called before each model is compiled with (model index, model count, model name).
+    pub progress: Option<&'a dyn Fn(usize, usize, &str)>,
+}
+
+/// The bundle of every model in `file`, and the source files it was built from (for rerun-if-changed).
+pub fn build(file: &Path, options: &BuildOptions) -> Result<(Bundle, Vec<PathBuf>), BuildError> {
+    let checked = driver::check(Root::Path(file));
+    let name = file.display().to_string();
+    if !checked.diagnostics.is_empty() {
+        return Err(BuildError::Diagnostics {
+            file: name,
+            rendered: render::render(&checked.diagnostics, &checked.program.sources, options.color),
+            count: checked.diagnostics.len(),
+        });
+    }
+    if checked.graphs.is_empty() {
+        return Err(BuildError::NoModel { file: name });
+    }
+    let mut models = Vec::with_capacity(checked.graphs.len());
+    for (i, graph) in checked.graphs.iter().enumerate() {
+        if let Some(progress) = options.progress {
+            progress(i, checked.graphs.len(), &graph.name);
+        }
+        let compiled = codegen::compile_with(graph, codegen::Options { fuse: !options.no_fuse })
+            .map_err(|e| BuildError::Compile { model: graph.name.clone(), message: e.to_string() })?;
+        models.push(BundledModel::new(compiled.program));
+    }
+    let sources = checked.program.sources.files().filter_map(|(_, f)| f.path.clone()).collect();
+    Ok((Bundle { producer: PRODUCER.to_string(), models }, sources))
+}
+
+/// For `build.rs`: compiles `source` (relative to the crate's directory, `CARGO_MANIFEST_DIR`) into
+/// `$OUT_DIR/<file stem>.tdslb`, tells Cargo to rerun when the file or anything it imports changes, and
+/// returns the bundle's path. Embed it with
+/// `include_bytes!(concat!(env!("OUT_DIR"), "/<file stem>.tdslb"))` and load it with
+/// `tdsl_runtime::Bundle::from_bytes`.
+///
+/// ```no_run
+/// // build.rs
+/// fn main() {
+///     if let Err(e) = tdsl_compiler::bundle::build_script("model.tdsl") {
+///         panic!("{e}"); // a build script reports failure by failing
+///     }
+/// }
+/// ```
+pub fn build_script(source: impl AsRef<Path>) -> Result<PathBuf, BuildError> {
+    let manifest_dir =
+        std::env::var_os("CARGO_MANIFEST_DIR").ok_or(BuildError::NotABuildScript("CARGO_MANIFEST_DIR"))?;
+    let out_dir = std::env::var_os("OUT_DIR").ok_or(BuildError::NotABuildScript("OUT_DIR"))?;
+    let file = Path::new(&manifest_dir).join(source.as_ref());
+    println!("cargo:rerun-if-changed={}", file.display());
+    let built = build(&file, &BuildOptions::default());
+    let (bundle, sources) = built?;
+    for source in &sources {
+        println!("cargo:rerun-if-changed={}", source.display());
+    }
+    let stem = file.file_stem().map_or_else(|| "model".into(), |s| s.to_string_lossy().into_owned());
+    let path = Path::new(&out_dir).join(format!("{stem}.tdslb"));
+    std::fs::write(&path, bundle.to_bytes())
+        .map_err(|e| BuildError::Write { path: path.clone(), message: e.to_string() })?;
+    Ok(path)
+}

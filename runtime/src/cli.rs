@@ -1,0 +1,280 @@
+//! The `tdsl-run` command line: runs every model of a bundle (or `--model NAME`) with inputs from `.npy`
+//! files, weights from a safetensors file and seeded random values for the rest, exactly as `tdslc run`
+//! does for the source file (the same `random::fill_signature`, the same printed outputs), so
+//! `tdslc run FILE --seed N` and `tdsl-run FILE.tdslb --seed N` print the same lines. `--timings` reports
+//! the start-up cost: bundle load, pipeline creation and the first run. Lives in the library (the binary is
+//! a thin `main`) so tests drive it with in-memory output streams.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+use crate::bundle::{Bundle, BundledModel};
+use crate::gpu::{BackendChoice, Gpu, GpuOptions, PipelineCacheState};
+use crate::session::{Session, param_specs};
+use crate::weights::{Weights, check_params};
+use crate::{ParamSource, Tensor};
+
+/// Runs a tdsl bundle (built with `tdslc build`) on the GPU and prints a summary of each output. Inputs and
+/// params not given get seeded random values (said on stderr), the same values `tdslc run --seed` uses.
+#[derive(Parser)]
+#[command(name = "tdsl-run", version, about, long_about = None)]
+struct Args {
+    /// The bundle (.tdslb).
+    bundle: PathBuf,
+    /// Run only this model of the bundle.
+    #[arg(long)]
+    model: Option<String>,
+    /// An input from a .npy file (repeatable).
+    #[arg(long = "input", value_name = "NAME=PATH", value_parser = parse_input)]
+    inputs: Vec<(String, PathBuf)>,
+    /// Weights: a safetensors file whose entries are the model's params by key (all must match).
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Seed for the random inputs and params.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Size of a symbolic dimension for random inputs, e.g. `--dim B=4` (repeatable); dimensions neither
+    /// given here nor fixed by an input file are 2.
+    #[arg(long = "dim", value_name = "NAME=SIZE", value_parser = parse_dim)]
+    dims: Vec<(String, i64)>,
+    /// Write each output as DIR/<output>.npy (DIR/<model>/<output>.npy when the bundle has several models).
+    #[arg(long, value_name = "DIR")]
+    output: Option<PathBuf>,
+    /// GPU backend: vulkan (default), gl or any; overrides TDSL_BACKEND.
+    #[arg(long)]
+    backend: Option<String>,
+    /// Keep compiled pipelines in this file between runs (wgpu's pipeline cache; Vulkan only).
+    #[arg(long, value_name = "PATH")]
+    pipeline_cache: Option<PathBuf>,
+    /// Report the start-up cost on stderr: bundle load, device, pipelines, first run.
+    #[arg(long)]
+    timings: bool,
+    /// Print the bundle's manifest as JSON and exit.
+    #[arg(long)]
+    manifest: bool,
+}
+
+/// Runs `tdsl-run` with `args` (including the program name), writing to `out` and `err`; returns the exit
+/// code. Progress bars are drawn only when `stderr_is_terminal`.
+pub fn main(
+    args: impl IntoIterator<Item = OsString>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    stderr_is_terminal: bool,
+) -> i32 {
+    let args = match Args::try_parse_from(args) {
+        Ok(args) => args,
+        Err(e) => {
+            let text = if stderr_is_terminal { e.render().ansi().to_string() } else { e.render().to_string() };
+            let _ = if e.use_stderr() { write!(err, "{text}") } else { write!(out, "{text}") };
+            return e.exit_code();
+        }
+    };
+    match run(&args, out, err, stderr_is_terminal) {
+        Ok(()) => 0,
+        Err(message) => {
+            let _ = writeln!(err, "error: {message}");
+            1
+        }
+    }
+}
+
+fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write, terminal: bool) -> Result<(), String> {
+    let start = Instant::now();
+    if args.manifest {
+        let bytes = std::fs::read(&args.bundle)
+            .map_err(|e| format!("bundle `{}`: cannot read it: {e}", args.bundle.display()))?;
+        let json = Bundle::manifest_json(&bytes).map_err(|e| format!("`{}`: {e}", args.bundle.display()))?;
+        let _ = writeln!(out, "{json}");
+        return Ok(());
+    }
+    let bundle = Bundle::read(&args.bundle).map_err(|e| e.to_string())?;
+    let loaded = start.elapsed();
+    let models: Vec<&BundledModel> = match &args.model {
+        Some(name) => vec![bundle.model(Some(name)).ok_or_else(|| {
+            let names: Vec<&str> = bundle.models.iter().map(|m| m.program.name.as_str()).collect();
+            format!("the bundle has no model `{name}` (its models: {})", names.join(", "))
+        })?],
+        None => bundle.models.iter().collect(),
+    };
+    let mut given: HashMap<String, Tensor> = HashMap::new();
+    for (name, path) in &args.inputs {
+        let tensor = crate::read_npy(path).map_err(|e| format!("input `{name}`: {e}"))?;
+        given.insert(name.clone(), tensor);
+    }
+    let weights = match &args.weights {
+        Some(path) => Some(Weights::open(path).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    // Weights are checked against every model's params before the device is opened.
+    if let Some(weights) = &weights {
+        for model in &models {
+            check_params(weights, &param_specs(&model.program))
+                .map_err(|e| format!("model `{}`: {e}", model.program.name))?;
+        }
+    }
+    let backend = match &args.backend {
+        Some(name) => Some(
+            BackendChoice::from_name(name)
+                .ok_or_else(|| format!("--backend {name:?} is not a backend; use vulkan, gl or any"))?,
+        ),
+        None => None,
+    };
+    let device_start = Instant::now();
+    let options = GpuOptions { backend, pipeline_cache: args.pipeline_cache.clone(), ..GpuOptions::default() };
+    let gpu = Gpu::new(&options).map_err(|e| e.to_string())?;
+    let device = device_start.elapsed();
+    let _ = writeln!(err, "note: running on {}", gpu.describe());
+    if args.timings {
+        let _ = writeln!(
+            err,
+            "timings: bundle load {} ({} bytes, {} model(s)); device open {}; kernels as {}; pipeline cache: {}",
+            ms(loaded),
+            std::fs::metadata(&args.bundle).map_or(0, |m| m.len()),
+            bundle.models.len(),
+            ms(device),
+            if gpu.takes_spirv() { "SPIR-V (passthrough)" } else { "WGSL" },
+            cache_state(gpu.pipeline_cache_state()),
+        );
+    }
+    let several = models.len() > 1;
+    for model in models {
+        run_model(&gpu, model, args, &given, weights.as_ref(), several, terminal, out, err)?;
+    }
+    if let Some(bytes) = gpu.save_pipeline_cache().map_err(|e| e.to_string())?
+        && args.timings
+    {
+        let path = args.pipeline_cache.as_deref().unwrap_or(Path::new(""));
+        let _ = writeln!(err, "timings: saved {bytes} bytes of pipeline cache to {}", path.display());
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn run_model(
+    gpu: &Gpu,
+    model: &BundledModel,
+    args: &Args,
+    given: &HashMap<String, Tensor>,
+    weights: Option<&Weights>,
+    several: bool,
+    terminal: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), String> {
+    let program = &model.program;
+    let name = program.name.as_str();
+    let pipelines_start = Instant::now();
+    let bar = progress_bar(terminal, program.launches.len() as u64, "building pipelines");
+    let session = Session::with_progress(gpu, model, &|done, _| bar.set_position(done as u64))
+        .map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
+    let pipelines = pipelines_start.elapsed();
+
+    let declared_params = session.params();
+    let random_params = weights.is_none().then_some(declared_params.as_slice());
+    let filled = crate::random::fill_signature(
+        name,
+        &program.symbols,
+        &session.inputs(),
+        random_params,
+        given.clone(),
+        &args.dims,
+        args.seed,
+    )?;
+    for note in filled.notes(name, args.seed) {
+        let _ = writeln!(err, "{note}");
+    }
+    let params: &dyn ParamSource = match weights {
+        Some(w) => w,
+        None => &filled.params,
+    };
+
+    let run_start = Instant::now();
+    let bar = progress_bar(terminal, 0, "uploading weights");
+    let progress = |done: u64, total: u64| {
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let prepared = session.prepare(&filled.inputs, params, Some(&progress)).map_err(|e| e.to_string())?;
+    bar.finish_and_clear();
+    let prepare = run_start.elapsed();
+    let dispatch_start = Instant::now();
+    prepared.run().map_err(|e| e.to_string())?;
+    let dispatch = dispatch_start.elapsed();
+    let read_start = Instant::now();
+    let outputs = prepared.outputs().map_err(|e| e.to_string())?;
+    let read = read_start.elapsed();
+    if args.timings {
+        let first_run = run_start.elapsed();
+        let _ = writeln!(
+            err,
+            "timings: model `{name}`: pipelines {} ({} kernels); first run {} (prepare and upload {}, dispatch {}, \
+             read back {}); start-up (pipelines + first run) {}; device memory {} bytes",
+            ms(pipelines),
+            program.launches.len(),
+            ms(first_run),
+            ms(prepare),
+            ms(dispatch),
+            ms(read),
+            ms(pipelines + first_run),
+            prepared.memory.peak_bytes,
+        );
+    }
+    let dir = args.output.as_ref().map(|d| if several { d.join(name) } else { d.clone() });
+    if let Some(dir) = &dir {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    for ((output, _), tensor) in program.outputs.iter().zip(&outputs) {
+        let _ = writeln!(out, "{output}: {}", tensor.preview());
+        if let Some(dir) = &dir {
+            crate::write_npy(&dir.join(format!("{output}.npy")), tensor).map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// A progress bar on stderr when it is a terminal, else a hidden one.
+fn progress_bar(terminal: bool, len: u64, message: &'static str) -> indicatif::ProgressBar {
+    if !terminal {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_message(message);
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} [{bar:30}] {pos}/{len}") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+fn cache_state(state: PipelineCacheState) -> String {
+    match state {
+        PipelineCacheState::Off => "off".into(),
+        PipelineCacheState::Unsupported => "not supported by this backend".into(),
+        PipelineCacheState::Created => "new".into(),
+        PipelineCacheState::Loaded { bytes } => format!("loaded {bytes} bytes"),
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1e3)
+}
+
+fn parse_dim(text: &str) -> Result<(String, i64), String> {
+    let (name, size) = text.split_once('=').ok_or("expected NAME=SIZE, e.g. B=4")?;
+    let size: i64 = size.trim().parse().map_err(|_| format!("`{size}` is not an integer"))?;
+    if size < 1 {
+        return Err(format!("dimension {name} must be at least 1, got {size}"));
+    }
+    Ok((name.trim().to_string(), size))
+}
+
+fn parse_input(text: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = text.split_once('=').ok_or("expected NAME=PATH, e.g. input_ids=ids.npy")?;
+    Ok((name.trim().to_string(), PathBuf::from(path)))
+}

@@ -1,0 +1,203 @@
+//! `Session`: a bundled model made ready to run on one device, the runtime's small public API for bundles.
+//!
+//! ```no_run
+//! use tdsl_runtime::{Bundle, Gpu, GpuOptions, Session, Weights};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let bundle = Bundle::read("model.tdslb".as_ref())?;          // load the bundle (every check, no device)
+//! let model = bundle.model(None).ok_or("several models")?;     // the only model
+//! let gpu = Gpu::new(&GpuOptions::default())?;
+//! let session = Session::new(&gpu, model)?;                     // device check + pipelines
+//! let weights = Weights::open("weights.safetensors".as_ref())?;
+//! session.check_weights(&weights)?;                             // bind weights: every problem at once
+//! let inputs = session.seeded_inputs(&[("B", 2)], 0)?;          // or your own `Tensor`s, in signature order
+//! let outputs = session.run(&inputs, &weights)?;                // run, get outputs (in `outputs()` order)
+//! # Ok(()) }
+//! ```
+//!
+//! `Session::new` checks what every kernel needs (features, limits; `Requirements`) against the device
+//! before creating anything, listing every shortfall by launch, then builds every pipeline (SPIR-V passed
+//! through to the driver where the device allows it, so there is no shader front end at run time). Runs
+//! use the bundle's buffer plan.
+
+use std::collections::HashMap;
+
+use crate::bind::{Declared, Site};
+use crate::bundle::BundledModel;
+use crate::exec::{ExecError, ParamSource, PrepareOptions, Prepared};
+use crate::gpu::Gpu;
+use crate::program::{Program, TensorRole};
+use crate::weights::{ParamSpec, Weights, WeightsError, check_params};
+use crate::Tensor;
+
+/// A bundled model on a device, pipelines built (see the module comment).
+pub struct Session<'a> {
+    gpu: &'a Gpu,
+    model: &'a BundledModel,
+}
+
+impl<'a> Session<'a> {
+    /// Checks that `gpu` can run every kernel of `model`, then builds every pipeline.
+    pub fn new(gpu: &'a Gpu, model: &'a BundledModel) -> Result<Session<'a>, ExecError> {
+        Session::with_progress(gpu, model, &|_, _| {})
+    }
+
+    /// `new`, calling `progress(built, total)` after each pipeline.
+    pub fn with_progress(
+        gpu: &'a Gpu,
+        model: &'a BundledModel,
+        progress: &dyn Fn(usize, usize),
+    ) -> Result<Session<'a>, ExecError> {
+        let problems = device_problems(gpu, model);
+        if !problems.is_empty() {
+            return Err(ExecError::Device {
+                adapter: gpu.info.name.clone(),
+                program: model.program.name.clone(),
+                problems,
+            });
+        }
+        let total = model.program.launches.len();
+        for (i, launch) in model.program.launches.iter().enumerate() {
+            gpu.launch_pipeline(launch)?;
+            progress(i + 1, total);
+        }
+        Ok(Session { gpu, model })
+    }
+
+    pub fn program(&self) -> &'a Program {
+        &self.model.program
+    }
+
+    /// The inputs, in the order `run` takes them.
+    pub fn inputs(&self) -> Vec<Declared> {
+        declared(&self.model.program, &self.model.program.inputs)
+    }
+
+    /// The params (weights) the model needs.
+    pub fn params(&self) -> Vec<Declared> {
+        declared(&self.model.program, &self.model.program.params)
+    }
+
+    /// Output names, in the order `run` returns them.
+    pub fn outputs(&self) -> Vec<&'a str> {
+        self.model.program.outputs.iter().map(|(name, _)| name.as_str()).collect()
+    }
+
+    /// Checks a weights file against the params: every missing, extra, mis-shaped and mis-typed entry in
+    /// one error. Symbolic dimensions match any size here; `run` checks them against the inputs.
+    pub fn check_weights(&self, weights: &Weights) -> Result<(), WeightsError> {
+        check_params(weights, &param_specs(&self.model.program))
+    }
+
+    /// Seeded random inputs (`tdsl_runtime::random`, as `tdslc run --seed` makes them), shaped by `dims`
+    /// (symbol sizes by name; symbols not given are 2).
+    pub fn seeded_inputs(&self, dims: &[(&str, i64)], seed: u64) -> Result<Vec<Tensor>, String> {
+        let dims: Vec<(String, i64)> = dims.iter().map(|(n, v)| (n.to_string(), *v)).collect();
+        let p = &self.model.program;
+        let filled =
+            crate::random::fill_signature(&p.name, &p.symbols, &self.inputs(), None, HashMap::new(), &dims, seed)?;
+        Ok(filled.inputs)
+    }
+
+    /// Runs the model once on `inputs` (signature order) with params from `params` (a `Weights` file or a
+    /// map of tensors); returns the outputs in `outputs()` order.
+    pub fn run(&self, inputs: &[Tensor], params: &dyn ParamSource) -> Result<Vec<Tensor>, ExecError> {
+        let prepared = self.prepare(inputs, params, None)?;
+        prepared.run()?;
+        prepared.outputs()
+    }
+
+    /// Everything before the dispatches (checks, buffers by the bundle's plan, uploads), for repeated runs;
+    /// `progress(uploaded, total)` follows the param uploads.
+    pub fn prepare(
+        &self,
+        inputs: &[Tensor],
+        params: &dyn ParamSource,
+        progress: Option<&dyn Fn(u64, u64)>,
+    ) -> Result<Prepared<'a>, ExecError> {
+        let options = PrepareOptions { slots: Some(&self.model.buffer_slots), progress };
+        self.gpu.prepare_with(&self.model.program, &options, inputs, params)
+    }
+}
+
+/// The params of `program` as a weights file must hold them; a symbolic dimension matches any size.
+pub fn param_specs(program: &Program) -> Vec<ParamSpec> {
+    program
+        .params
+        .iter()
+        .filter_map(|&id| {
+            let decl = program.tensors.get(id.0 as usize)?;
+            let TensorRole::Param(key) = &decl.role else { return None };
+            let shape = decl
+                .shape
+                .iter()
+                .map(|d| if d.symbols().is_empty() { d.eval(&[]).and_then(|v| usize::try_from(v).ok()) } else { None })
+                .collect();
+            Some(ParamSpec { name: key.clone(), dtype: decl.dtype, shape })
+        })
+        .collect()
+}
+
+fn declared(program: &Program, ids: &[crate::program::TensorId]) -> Vec<Declared> {
+    ids.iter()
+        .filter_map(|&id| {
+            let decl = program.tensors.get(id.0 as usize)?;
+            let site = match &decl.role {
+                TensorRole::Input(name) => Site::Input(name.clone()),
+                TensorRole::Param(key) => Site::Param(key.clone()),
+                TensorRole::Computed => return None,
+            };
+            Some(Declared { site, dtype: decl.dtype, shape: decl.shape.clone() })
+        })
+        .collect()
+}
+
+/// Every requirement of every launch that `gpu` does not meet, naming the launch.
+fn device_problems(gpu: &Gpu, model: &BundledModel) -> Vec<String> {
+    let features = gpu.device.features();
+    let downlevel = gpu.adapter.get_downlevel_capabilities().flags;
+    let limits = gpu.device.limits();
+    let mut problems = Vec::new();
+    for (i, launch) in model.program.launches.iter().enumerate() {
+        let Some(needs) = model.requirements.get(i) else { continue };
+        let here = format!("launch {i} ({})", launch.name);
+        for feature in &needs.features {
+            let has = match feature.as_str() {
+                "shader-f16" => Some(features.contains(wgpu::Features::SHADER_F16)),
+                "shader-f16-in-f32" => Some(downlevel.contains(wgpu::DownlevelFlags::SHADER_F16_IN_F32)),
+                _ => None,
+            };
+            match has {
+                Some(true) => {}
+                Some(false) => problems.push(format!("{here} needs the device feature `{feature}`, which it lacks")),
+                None => problems.push(format!(
+                    "{here} needs the feature `{feature}`, which this runtime does not know (a bundle from a newer \
+                     compiler?)"
+                )),
+            }
+        }
+        for (name, &wanted) in &needs.limits {
+            match limit(&limits, name) {
+                Some(allowed) if allowed >= wanted => {}
+                Some(allowed) => {
+                    problems.push(format!("{here} needs the limit {name} >= {wanted}, but the device allows {allowed}"))
+                }
+                None => problems.push(format!("{here} needs the limit `{name}`, which this runtime does not know")),
+            }
+        }
+    }
+    problems
+}
+
+/// The device's value of the limit `name` (a `Requirements::of` name).
+fn limit(limits: &wgpu::Limits, name: &str) -> Option<u64> {
+    Some(u64::from(match name {
+        "max_bind_groups" => limits.max_bind_groups,
+        "max_bindings_per_bind_group" => limits.max_bindings_per_bind_group,
+        "max_storage_buffers_per_shader_stage" => limits.max_storage_buffers_per_shader_stage,
+        "max_uniform_buffers_per_shader_stage" => limits.max_uniform_buffers_per_shader_stage,
+        "max_uniform_buffer_binding_size" => return Some(limits.max_uniform_buffer_binding_size),
+        "max_compute_workgroup_size_x" => limits.max_compute_workgroup_size_x,
+        "max_compute_invocations_per_workgroup" => limits.max_compute_invocations_per_workgroup,
+        _ => return None,
+    }))
+}
