@@ -75,7 +75,7 @@ pub enum BundleProblem {
     UnsupportedVersion { found: u32, supported: u32 },
     #[error("header flags {flags:#x} are not supported (version {FORMAT_VERSION} defines none)")]
     UnknownFlags { flags: u32 },
-    #[error("truncated: it is {actual} bytes, but {what} needs {expected}")]
+    #[error("truncated: it is {actual} bytes, but {what} {expected} bytes")]
     Truncated { actual: u64, expected: u64, what: &'static str },
     #[error("{extra} unexpected bytes after the checksum (the header says the bundle is {expected} bytes)")]
     TrailingBytes { extra: u64, expected: u64 },
@@ -118,17 +118,13 @@ impl Bundle {
     /// The bundle's bytes (header, manifest, blobs, checksum); deterministic.
     pub fn to_bytes(&self) -> Vec<u8> {
         let (manifest, blobs) = manifest::encode(self);
-        let mut out = Vec::with_capacity(HEADER_LEN + manifest.len() + blobs.len() + CHECKSUM_LEN);
-        out.extend_from_slice(&MAGIC);
-        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-        out.extend_from_slice(&0u32.to_le_bytes());
-        out.extend_from_slice(&(manifest.len() as u64).to_le_bytes());
-        out.extend_from_slice(&(blobs.len() as u64).to_le_bytes());
-        out.extend_from_slice(&manifest);
-        out.extend_from_slice(&blobs);
-        let checksum = crc32fast::hash(&out);
-        out.extend_from_slice(&checksum.to_le_bytes());
-        out
+        seal(&manifest, &blobs)
+    }
+
+    /// The manifest and blob sections of bundle bytes after the header, length and checksum checks (for tools and
+    /// tests that look inside; `from_bytes` is the way to load one).
+    pub fn sections(bytes: &[u8]) -> Result<(&[u8], &[u8]), BundleError> {
+        split(bytes).map_err(|problem| BundleError { origin: "bundle".to_string(), problem })
     }
 
     /// The model called `name`, or the only model when `name` is `None`.
@@ -167,6 +163,22 @@ impl Bundle {
     }
 }
 
+/// Bundle bytes around a raw manifest and blob section: header, both, checksum. Nothing is checked, so
+/// tests and the fuzz target use it to reach the manifest checks with a valid checksum.
+pub fn seal(manifest: &[u8], blobs: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN + manifest.len() + blobs.len() + CHECKSUM_LEN);
+    out.extend_from_slice(&MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&(manifest.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(blobs.len() as u64).to_le_bytes());
+    out.extend_from_slice(manifest);
+    out.extend_from_slice(blobs);
+    let checksum = crc32fast::hash(&out);
+    out.extend_from_slice(&checksum.to_le_bytes());
+    out
+}
+
 /// Checks the header, lengths and checksum; returns the manifest and the blob section.
 fn split(bytes: &[u8]) -> Result<(&[u8], &[u8]), BundleProblem> {
     let actual = bytes.len() as u64;
@@ -176,7 +188,7 @@ fn split(bytes: &[u8]) -> Result<(&[u8], &[u8]), BundleProblem> {
     }
     let minimum = (HEADER_LEN + CHECKSUM_LEN) as u64;
     if actual < minimum {
-        return Err(BundleProblem::Truncated { actual, expected: minimum, what: "the header and checksum" });
+        return Err(BundleProblem::Truncated { actual, expected: minimum, what: "a bundle has at least" });
     }
     let word = |at: usize| u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]);
     let long = |at: usize| u64::from(word(at)) | (u64::from(word(at + 4)) << 32);
@@ -194,7 +206,7 @@ fn split(bytes: &[u8]) -> Result<(&[u8], &[u8]), BundleProblem> {
         .and_then(|n| n.checked_add(minimum))
         .unwrap_or(u64::MAX);
     if actual < expected {
-        return Err(BundleProblem::Truncated { actual, expected, what: "the length its header gives" });
+        return Err(BundleProblem::Truncated { actual, expected, what: "its header says it has" });
     }
     if actual > expected {
         return Err(BundleProblem::TrailingBytes { extra: actual - expected, expected });

@@ -28,6 +28,8 @@ pub mod session;
 pub mod tensor;
 pub mod weights;
 
+/// The wgpu this runtime is built on (for `Gpu`'s public fields and `GpuOptions`).
+pub use wgpu;
 pub use bind::{BindError, Binding, Declared, Given, Signature, Site, bind_message, bind_symbols};
 pub use dtype::DType;
 pub use bundle::{Bundle, BundleError, BundleProblem, BundledModel, Requirements};

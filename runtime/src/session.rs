@@ -98,6 +98,23 @@ impl<'a> Session<'a> {
         Ok(filled.inputs)
     }
 
+    /// Seeded random params (as `tdslc run --seed` makes them, by key), shaped like `seeded_inputs`.
+    pub fn seeded_params(&self, dims: &[(&str, i64)], seed: u64) -> Result<HashMap<String, Tensor>, String> {
+        let dims: Vec<(String, i64)> = dims.iter().map(|(n, v)| (n.to_string(), *v)).collect();
+        let p = &self.model.program;
+        let params = self.params();
+        let filled = crate::random::fill_signature(
+            &p.name,
+            &p.symbols,
+            &self.inputs(),
+            Some(&params),
+            HashMap::new(),
+            &dims,
+            seed,
+        )?;
+        Ok(filled.params)
+    }
+
     /// Runs the model once on `inputs` (signature order) with params from `params` (a `Weights` file or a
     /// map of tensors); returns the outputs in `outputs()` order.
     pub fn run(&self, inputs: &[Tensor], params: &dyn ParamSource) -> Result<Vec<Tensor>, ExecError> {

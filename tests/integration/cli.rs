@@ -12,7 +12,7 @@ use tdsl_compiler::random::seeded_tensor;
 use tdsl_runtime::{DType, Tensor, TensorData};
 
 /// Runs `tdslc ARGS` and returns (exit code, stdout, stderr).
-fn tdslc(args: &[&str]) -> (i32, String, String) {
+pub fn tdslc(args: &[&str]) -> (i32, String, String) {
     let argv: Vec<OsString> = std::iter::once("tdslc").chain(args.iter().copied()).map(OsString::from).collect();
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let code = tdsl_compiler::cli::main(argv, &mut out, &mut err, false);
@@ -122,14 +122,14 @@ fn tdslc_fails(args: &[&str], expected: &[&str]) -> String {
     err
 }
 
-fn mlp_graph() -> Graph {
+pub fn mlp_graph() -> Graph {
     let checked = check_path(Path::new(MLP));
     assert!(checked.diagnostics.is_empty());
     checked.graphs.into_iter().next().expect("the mlp model")
 }
 
 /// Every param of `graph` (all of constant shape) with seeded values that are not the CLI's.
-fn params_of(graph: &Graph, seed: u64) -> Vec<(String, Tensor)> {
+pub fn params_of(graph: &Graph, seed: u64) -> Vec<(String, Tensor)> {
     graph
         .params
         .iter()
@@ -144,7 +144,7 @@ fn params_of(graph: &Graph, seed: u64) -> Vec<(String, Tensor)> {
 }
 
 /// Writes `entries` as a safetensors file.
-fn write_safetensors(path: &Path, entries: &[(String, Tensor)]) {
+pub fn write_safetensors(path: &Path, entries: &[(String, Tensor)]) {
     use safetensors::{Dtype, tensor::TensorView};
     let bytes: Vec<(String, Vec<u8>)> = entries.iter().map(|(k, t)| (k.clone(), t.data.to_le_bytes())).collect();
     let views: Vec<(String, TensorView<'_>)> = entries

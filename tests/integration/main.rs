@@ -1,6 +1,7 @@
 //! The one integration test binary: fixture snapshots, the examples and standard library, and properties of
 //! the front end and the reference interpreter. Run from the `tests/` package directory (cargo does that).
 
+mod bundle;
 mod cli;
 mod examples;
 mod fixtures;

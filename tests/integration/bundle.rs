@@ -1,0 +1,395 @@
+//! Ahead-of-time bundles (spec/bundle.md): builds are byte-identical; a bundle round-trips through the
+//! reader; `tdsl-run BUNDLE` prints and writes exactly what `tdslc run FILE` does on every example (same
+//! seed, same values, bit-identical `.npy` outputs, on the GPU: no adapter fails the test); every kind of bad
+//! bundle (truncated, not a bundle, wrong version, flags, trailing bytes, corrupted, malformed manifest,
+//! broken program, buffer plan or grid formula, bad SPIR-V) and every device shortfall is an error naming
+//! the problem (snapshots); any single byte flip and any truncation is detected (proptest and an exhaustive
+//! loop); weights are checked against the params with every problem listed, by `tdslc check` and
+//! `tdsl-run` alike; and the runtime's dependency tree holds no compiler, chumsky or logos.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use proptest::prelude::*;
+use tdsl_compiler::bundle::{BuildOptions, build};
+use tdsl_runtime::bundle::seal;
+use tdsl_runtime::{Bundle, DType, Session, Tensor, TensorData};
+
+use crate::cli::{mlp_graph, params_of, tdslc, write_safetensors};
+use crate::gpu::gpu;
+
+/// Every example, with the `--dim` arguments its runs use (small, so lavapipe is quick).
+const EXAMPLES: &[(&str, &[&str])] = &[
+    ("../examples/mlp.tdsl", &["--dim", "B=3"]),
+    ("../examples/cnn.tdsl", &[]),
+    ("../examples/encoder_layer.tdsl", &["--dim", "S=5"]),
+    ("../examples/minilm/minilm.tdsl", &["--dim", "B=2", "--dim", "S=7"]),
+];
+
+/// The bundle of `file`'s models, as bytes.
+fn bundle_bytes(file: &str) -> Vec<u8> {
+    let (bundle, _) = build(Path::new(file), &BuildOptions::default()).unwrap_or_else(|e| panic!("{file}: {e}"));
+    bundle.to_bytes()
+}
+
+fn mlp_bundle() -> Vec<u8> {
+    static MLP: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    MLP.get_or_init(|| bundle_bytes("../examples/mlp.tdsl")).clone()
+}
+
+/// Runs `tdsl-run ARGS` in-process; returns (exit code, stdout, stderr).
+fn tdsl_run(args: &[&str]) -> (i32, String, String) {
+    let argv: Vec<OsString> = std::iter::once("tdsl-run").chain(args.iter().copied()).map(OsString::from).collect();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = tdsl_runtime::cli::main(argv, &mut out, &mut err, false);
+    (code, String::from_utf8(out).expect("utf-8"), String::from_utf8(err).expect("utf-8"))
+}
+
+fn text(path: &Path) -> &str {
+    path.to_str().expect("utf-8 temp path")
+}
+
+/// The error `from_bytes` gives for `bytes` (which must fail).
+fn load_error(bytes: &[u8]) -> String {
+    match Bundle::from_bytes(bytes) {
+        Ok(_) => panic!("a bad bundle loaded"),
+        Err(e) => e.to_string(),
+    }
+}
+
+/// `bytes` with its manifest edited as JSON and sealed again with a valid checksum.
+fn edit_manifest(bytes: &[u8], edit: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    let (manifest, blobs) = Bundle::sections(bytes).expect("a good bundle");
+    let mut value: serde_json::Value = serde_json::from_slice(manifest).expect("manifest JSON");
+    edit(&mut value);
+    seal(&serde_json::to_vec(&value).expect("JSON"), blobs)
+}
+
+#[test]
+fn builds_are_byte_identical() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    for (file, _) in EXAMPLES {
+        assert_eq!(bundle_bytes(file), bundle_bytes(file), "{file}: two builds differ");
+    }
+    // Through the command line too, into two files.
+    let (a, b) = (temp.path().join("a.tdslb"), temp.path().join("b.tdslb"));
+    for out in [&a, &b] {
+        let (code, _, err) = tdslc(&["build", "../examples/encoder_layer.tdsl", "-o", text(out)]);
+        assert_eq!(code, 0, "{err}");
+        assert!(err.contains("1 model(s), 18 kernel(s)"), "{err}");
+    }
+    let (a, b) = (std::fs::read(a).expect("a"), std::fs::read(b).expect("b"));
+    assert_eq!(a, b, "tdslc build is not reproducible");
+    assert_eq!(a, bundle_bytes("../examples/encoder_layer.tdsl"));
+}
+
+#[test]
+fn bundles_round_trip_through_the_reader() {
+    let mut files: Vec<PathBuf> = EXAMPLES.iter().map(|(f, _)| PathBuf::from(f)).collect();
+    for entry in std::fs::read_dir("fixtures/ok").expect("fixtures/ok") {
+        let path = entry.expect("entry").path();
+        if path.extension().is_some_and(|e| e == "tdsl") {
+            files.push(path);
+        }
+    }
+    let mut models = 0;
+    for file in &files {
+        let (bundle, _) = build(file, &BuildOptions::default()).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        let bytes = bundle.to_bytes();
+        let loaded = Bundle::from_bytes(&bytes).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        assert_eq!(loaded, bundle, "{}", file.display());
+        assert_eq!(loaded.to_bytes(), bytes, "{}", file.display());
+        models += bundle.models.len();
+    }
+    assert!(models >= 13, "only {models} models were bundled");
+}
+
+/// `tdslc run FILE` and `tdsl-run BUNDLE` with the same seed and dims print the same outputs and write
+/// bit-identical `.npy` files, on every example.
+#[test]
+fn tdsl_run_matches_tdslc_run_on_every_example() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    // A file with two models: each gets DIR/<model>/ for its outputs.
+    let two = temp.path().join("two.tdsl");
+    std::fs::write(
+        &two,
+        "model double(x: f32[N]) -> (y: f32[N]) { y = x * 2.0 }\n\
+         model gate(x: f32[N], m: bool[N]) -> (y: f32[N], count: i32[]) {\n    \
+         y = where(m, x, 0.0)\n    count = sum(i32(m))\n}\n",
+    )
+    .expect("write two.tdsl");
+    let mut runs: Vec<(&str, &[&str])> = EXAMPLES.to_vec();
+    runs.push((text(&two), &["--dim", "N=9"]));
+    for (i, (file, dims)) in runs.iter().enumerate() {
+        let bundle = temp.path().join(format!("{i}.tdslb"));
+        let (code, _, err) = tdslc(&["build", file, "-o", text(&bundle)]);
+        assert_eq!(code, 0, "{file}: {err}");
+        let (from_source, from_bundle) = (temp.path().join(format!("{i}-source")), temp.path().join(format!("{i}-bundle")));
+        let mut source_args = vec!["run", file, "--seed", "11", "--output", text(&from_source)];
+        source_args.extend_from_slice(dims);
+        let (code, source_out, err) = tdslc(&source_args);
+        assert_eq!(code, 0, "{file}: {err}");
+        let mut bundle_args = vec![text(&bundle), "--seed", "11", "--output", text(&from_bundle)];
+        bundle_args.extend_from_slice(dims);
+        let (code, bundle_out, err) = tdsl_run(&bundle_args);
+        assert_eq!(code, 0, "{file}: {err}");
+        assert!(err.contains("are seeded random values (seed 11)"), "{err}");
+        assert_eq!(bundle_out, source_out, "{file}: tdsl-run and tdslc run print different outputs");
+        assert!(!source_out.is_empty());
+        let compared = same_files(&from_source, &from_bundle);
+        assert!(compared >= 1, "{file}: no outputs written");
+    }
+}
+
+/// Asserts every file under `a` (recursively) has a byte-identical twin under `b`; returns the count.
+fn same_files(a: &Path, b: &Path) -> usize {
+    let mut count = 0;
+    for entry in std::fs::read_dir(a).expect("a directory of outputs") {
+        let entry = entry.expect("entry");
+        let (path, twin) = (entry.path(), b.join(entry.file_name()));
+        if path.is_dir() {
+            count += same_files(&path, &twin);
+        } else {
+            let (x, y) = (std::fs::read(&path).expect("output"), std::fs::read(&twin));
+            assert_eq!(Some(x), y.ok(), "{} and {} differ", path.display(), twin.display());
+            count += 1;
+        }
+    }
+    count
+}
+
+/// The runtime API on its own: load, check the weights, run with inputs, get outputs; the bundle's buffer
+/// plan reuses buffers and gives the same outputs as `Gpu::execute` on the compiled program.
+#[test]
+fn session_api_runs_a_bundle_with_weights() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let weights_path = temp.path().join("mlp.safetensors");
+    let params = params_of(&mlp_graph(), 3);
+    write_safetensors(&weights_path, &params);
+    let bundle = Bundle::from_bytes(&mlp_bundle()).expect("the mlp bundle");
+    let model = bundle.model(None).expect("one model");
+    let session = Session::new(gpu(), model).expect("session");
+    let weights = tdsl_runtime::Weights::open(&weights_path).expect("weights");
+    session.check_weights(&weights).expect("the weights match");
+    let inputs = session.seeded_inputs(&[("B", 4)], 9).expect("inputs");
+    assert_eq!(session.outputs(), ["probs"]);
+    let outputs = session.run(&inputs, &weights).expect("run");
+    let direct = gpu().execute(&model.program, &inputs, &weights).expect("execute");
+    assert_eq!(outputs, direct, "the bundle's buffer plan changes no result");
+    let prepared = session.prepare(&inputs, &weights, None).expect("prepare");
+    assert!(prepared.memory.peak_bytes < prepared.memory.unshared_bytes, "buffers are shared");
+}
+
+#[test]
+fn bad_bundles_are_errors_naming_the_problem() {
+    let good = mlp_bundle();
+    let mut flipped = good.clone();
+    flipped[good.len() / 2] ^= 0x10;
+    let mut version = good.clone();
+    version[8] = 2;
+    let mut flags = good.clone();
+    flags[12] = 1;
+    let mut trailing = good.clone();
+    trailing.extend_from_slice(b"junk");
+    let bad_spirv = {
+        // The first word of the first launch's SPIR-V, resealed so only the blob check can catch it.
+        let (manifest, blobs) = Bundle::sections(&good).expect("sections");
+        let value: serde_json::Value = serde_json::from_slice(manifest).expect("json");
+        let at = value["models"][0]["launches"][0]["spirv"]["offset"].as_u64().expect("offset") as usize;
+        let mut blobs = blobs.to_vec();
+        blobs[at] ^= 0xff;
+        seal(manifest, &blobs)
+    };
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty", vec![]),
+        ("magic only", good[..8].to_vec()),
+        ("cut in the header", good[..20].to_vec()),
+        ("cut in the blobs", good[..good.len() - 100].to_vec()),
+        ("not a bundle", b"PK\x03\x04 a zip file".to_vec()),
+        ("text-mode transfer", good.iter().copied().filter(|&b| b != b'\r').collect()),
+        ("future version", version),
+        ("unknown flags", flags),
+        ("trailing bytes", trailing),
+        ("a flipped bit", flipped),
+        ("manifest not JSON", seal(b"{\"producer\": ", b"")),
+        ("manifest with an unknown field", edit_manifest(&good, |m| m["extra"] = 1.into())),
+        ("no models", edit_manifest(&good, |m| m["models"] = serde_json::json!([]))),
+        ("unknown dtype", edit_manifest(&good, |m| m["models"][0]["tensors"][0]["dtype"] = "f64".into())),
+        ("unknown symbol", edit_manifest(&good, |m| m["models"][0]["symbols"][0]["name"] = "Q".into())),
+        (
+            "a blob out of range",
+            edit_manifest(&good, |m| m["models"][0]["launches"][1]["wgsl"]["len"] = u64::MAX.into()),
+        ),
+        ("bad SPIR-V", bad_spirv),
+        (
+            "a read of an unknown tensor",
+            edit_manifest(&good, |m| m["models"][0]["launches"][0]["args"][0] = serde_json::json!({"read": 99})),
+        ),
+        (
+            "a launch writing an input",
+            edit_manifest(&good, |m| {
+                let args = m["models"][0]["launches"][0]["args"].as_array_mut().expect("args");
+                let write = args.iter_mut().find(|a| a.get("write").is_some()).expect("a write");
+                *write = serde_json::json!({"write": 0});
+            }),
+        ),
+        (
+            "overlapping buffers",
+            edit_manifest(&good, |m| {
+                let slots = m["models"][0]["buffer_slots"].as_array_mut().expect("slots");
+                for slot in slots.iter_mut().filter(|s| !s.is_null()) {
+                    *slot = 0.into();
+                }
+            }),
+        ),
+        (
+            "a wrong grid formula",
+            edit_manifest(&good, |m| m["models"][0]["launches"][2]["workgroups"] = serde_json::json!([[7, []]])),
+        ),
+    ];
+    let mut report = String::new();
+    for (what, bytes) in &cases {
+        report.push_str(&format!("{what}:\n  {}\n", load_error(bytes).replace('\n', "\n  ")));
+    }
+    insta::assert_snapshot!("bad_bundles", report);
+}
+
+#[test]
+fn tdsl_run_names_the_bundle_file_in_errors() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let path = temp.path().join("cut.tdslb");
+    std::fs::write(&path, &mlp_bundle()[..1000]).expect("write");
+    let (code, out, err) = tdsl_run(&[text(&path)]);
+    assert_eq!((code, out.as_str()), (1, ""));
+    assert!(err.contains(&format!("error: bundle `{}`: truncated: it is 1000 bytes", path.display())), "{err}");
+    let (code, _, err) = tdsl_run(&[text(&temp.path().join("none.tdslb"))]);
+    assert_eq!(code, 1);
+    assert!(err.contains("none.tdslb`: cannot read it"), "{err}");
+    let good = temp.path().join("mlp.tdslb");
+    std::fs::write(&good, mlp_bundle()).expect("write");
+    let (code, _, err) = tdsl_run(&[text(&good), "--model", "nope"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("the bundle has no model `nope` (its models: mlp)"), "{err}");
+    let (code, _, err) = tdsl_run(&[text(&good), "--dim", "Q=2"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("model `mlp` has no dimension `Q`"), "{err}");
+}
+
+/// A kernel needing a feature or limit the device lacks is an error listing every shortfall by launch,
+/// before any pipeline is built.
+#[test]
+fn a_bundle_the_device_cannot_run_is_an_error() {
+    let mut bundle = Bundle::from_bytes(&mlp_bundle()).expect("mlp");
+    let model = &mut bundle.models[0];
+    model.requirements[0].features.push("shader-f16".into());
+    model.requirements[1].features.push("teleportation".into());
+    model.requirements[2].limits.insert("max_storage_buffers_per_shader_stage".into(), 1 << 20);
+    model.requirements[3].limits.insert("max_quantum_entanglement".into(), 1);
+    let bundle = Bundle::from_bytes(&bundle.to_bytes()).expect("requirements are data, not a format error");
+    let error = match Session::new(gpu(), &bundle.models[0]) {
+        Ok(_) => panic!("the device cannot run it"),
+        Err(e) => e.to_string(),
+    };
+    // The adapter name and the device's own limit vary between machines.
+    let adapter = &gpu().info.name;
+    let allowed = gpu().device.limits().max_storage_buffers_per_shader_stage;
+    let error = error.replace(adapter.as_str(), "ADAPTER").replace(&format!("allows {allowed}"), "allows N");
+    insta::assert_snapshot!("device_shortfalls", error);
+}
+
+#[test]
+fn weights_are_checked_by_tdslc_check_and_tdsl_run_with_every_problem_listed() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let mut params = params_of(&mlp_graph(), 3);
+    let index = |params: &[(String, Tensor)], key: &str| params.iter().position(|(k, _)| k == key).expect(key);
+    params.remove(index(&params, "fc2.bias"));
+    params.push(("fc3.weight".to_string(), Tensor::f32(&[2, 2], vec![0.0; 4])));
+    let i = index(&params, "fc1.bias");
+    params[i].1 = Tensor::f32(&[127], vec![0.0; 127]);
+    let i = index(&params, "fc2.weight");
+    let shape = params[i].1.shape.clone();
+    let count = shape.iter().product();
+    params[i].1 = Tensor { dtype: DType::I32, shape, data: TensorData::I32(vec![1; count]) };
+    let weights = temp.path().join("bad.safetensors");
+    write_safetensors(&weights, &params);
+    let bundle = temp.path().join("mlp.tdslb");
+    std::fs::write(&bundle, mlp_bundle()).expect("write");
+
+    let (code, _, check_err) = tdslc(&["check", "../examples/mlp.tdsl", "--weights", text(&weights)]);
+    assert_eq!(code, 1, "{check_err}");
+    let (code, out, run_err) = tdsl_run(&[text(&bundle), "--weights", text(&weights)]);
+    assert_eq!((code, out.as_str()), (1, ""), "{run_err}");
+    let shown = |s: &str| s.replace(text(&weights), "bad.safetensors");
+    // Both tools say the same thing, and say it before opening a device.
+    assert_eq!(shown(&check_err), shown(&run_err));
+    assert!(!run_err.contains("note: running on"), "{run_err}");
+    insta::assert_snapshot!("weights_mismatch", shown(&run_err));
+
+    // Good weights pass `tdslc check` silently.
+    let good = temp.path().join("good.safetensors");
+    write_safetensors(&good, &params_of(&mlp_graph(), 3));
+    assert_eq!(tdslc(&["check", "../examples/mlp.tdsl", "--weights", text(&good)]), (0, String::new(), String::new()));
+}
+
+#[test]
+fn timings_and_the_pipeline_cache_are_reported() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let bundle = temp.path().join("mlp.tdslb");
+    std::fs::write(&bundle, mlp_bundle()).expect("write");
+    let cache = temp.path().join("cache/pipelines.bin");
+    let (code, _, first) = tdsl_run(&[text(&bundle), "--timings", "--pipeline-cache", text(&cache)]);
+    assert_eq!(code, 0, "{first}");
+    for part in ["timings: bundle load ", "pipelines ", "first run ", "start-up (bundle load + pipelines + first run) "] {
+        assert!(first.contains(part), "{first}");
+    }
+    if gpu().device.features().contains(tdsl_runtime::wgpu::Features::PIPELINE_CACHE) {
+        assert!(first.contains("pipeline cache: new"), "{first}");
+        assert!(cache.exists(), "the cache file is written");
+        let (code, _, second) = tdsl_run(&[text(&bundle), "--timings", "--pipeline-cache", text(&cache)]);
+        assert_eq!(code, 0, "{second}");
+        assert!(second.contains("pipeline cache: loaded "), "{second}");
+    }
+}
+
+/// Every truncation of a bundle is an error, at every length.
+#[test]
+fn every_truncation_is_detected() {
+    let good = mlp_bundle();
+    for len in 0..good.len() {
+        assert!(Bundle::from_bytes(&good[..len]).is_err(), "a bundle cut to {len} bytes loaded");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// CRC-32 detects every change confined to 32 consecutive bits, so any one changed byte is an error
+    /// (spec/bundle.md B2.3); a change in the header is caught even before the checksum.
+    #[test]
+    fn any_byte_flip_is_detected(position in any::<prop::sample::Index>(), xor in 1u8..=255) {
+        let mut bytes = mlp_bundle();
+        let at = position.index(bytes.len());
+        bytes[at] ^= xor;
+        prop_assert!(Bundle::from_bytes(&bytes).is_err(), "flipping byte {} with {:#04x} went unnoticed", at, xor);
+    }
+}
+
+/// `tdsl-runtime` must never depend on the compiler or its parser crates: `cargo tree` of the runtime
+/// (normal dependencies) lists none, and neither does its manifest.
+#[test]
+fn the_runtime_depends_on_no_compiler_crate() {
+    let manifest = std::fs::read_to_string("../runtime/Cargo.toml").expect("runtime/Cargo.toml");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let output = std::process::Command::new(cargo)
+        .args(["tree", "--offline", "-p", "tdsl-runtime", "-e", "normal", "--prefix", "none", "--manifest-path"])
+        .arg("../Cargo.toml")
+        .output()
+        .expect("cargo tree runs");
+    let tree = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(tree.lines().any(|l| l.starts_with("wgpu ")), "the tree lists the runtime's dependencies:\n{tree}");
+    for forbidden in ["tdsl-compiler", "chumsky", "logos"] {
+        assert!(!tree.lines().any(|l| l.starts_with(&format!("{forbidden} "))), "{forbidden} in:\n{tree}");
+        assert!(!manifest.contains(forbidden), "runtime/Cargo.toml names {forbidden}");
+    }
+}
