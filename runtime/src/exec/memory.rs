@@ -301,4 +301,45 @@ mod tests {
         assert_eq!(plan.peak_bytes, 16 + plan.buffers.iter().sum::<u64>());
         assert!(plan.peak_bytes < plan.unshared_bytes);
     }
+
+    fn chain() -> Program {
+        let mut program = Program { name: "chain".into(), ..Program::default() };
+        program.tensors.push(tensor("x", TensorRole::Input("x".into())));
+        for name in ["a", "b", "c", "out"] {
+            program.tensors.push(tensor(name, TensorRole::Computed));
+        }
+        program.inputs = vec![TensorId(0)];
+        program.outputs = vec![("out".into(), TensorId(4))];
+        program.launches = vec![launch(&[0], 1), launch(&[1], 2), launch(&[2], 3), launch(&[3, 1], 4)];
+        program
+    }
+
+    /// A carried plan: `plan_slots` passes `check_slots`, and each slot's buffer is its largest tensor.
+    #[test]
+    fn slots_are_checked_and_sized_by_their_largest_tensor() {
+        let program = chain();
+        let slots = plan_slots(&program);
+        assert_eq!(check_slots(&program, &slots), Ok(()));
+        assert_eq!(slots, plan_memory(&program, &[16; 5]).buffer_of);
+        let plan = memory_from_slots(&program, &slots, &[16, 40, 8, 12, 24]);
+        let (b, out) = (slots[2].expect("b has a slot"), slots[4].expect("out has a slot"));
+        assert_eq!(b, out, "out reuses b's slot");
+        assert_eq!(plan.buffers[b], 24, "the larger of b (8) and out (24)");
+        assert_eq!(plan.peak_bytes, 16 + plan.buffers.iter().sum::<u64>());
+    }
+
+    #[test]
+    fn a_plan_sharing_live_tensors_is_refused() {
+        let program = chain();
+        // `a` is read by the last launch, so `c` cannot take its slot; `out` cannot share with its operand `c`.
+        let bad = vec![None, Some(0), Some(1), Some(0), Some(0)];
+        let problems = check_slots(&program, &bad).expect_err("overlaps");
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems.iter().all(|p| matches!(p, SlotProblem::Overlap { slot: 0, .. })), "{problems:?}");
+        let gaps = vec![None, Some(0), Some(2), Some(3), Some(4)];
+        assert!(check_slots(&program, &gaps).expect_err("gap").contains(&SlotProblem::Gap { slot: 1 }));
+        let input = vec![Some(0), Some(0), Some(1), Some(2), Some(3)];
+        assert!(matches!(check_slots(&program, &input).expect_err("input")[0], SlotProblem::Unexpected { id: 0, .. }));
+        assert_eq!(check_slots(&program, &[None]), Err(vec![SlotProblem::Length { got: 1, tensors: 5 }]));
+    }
 }
