@@ -30,6 +30,9 @@ pub enum BuildError {
     NotABuildScript(&'static str),
 }
 
+/// Called before each model is compiled with (model index, model count, model name).
+pub type Progress<'a> = &'a dyn Fn(usize, usize, &str);
+
 /// What `build` may do besides compiling.
 #[derive(Clone, Copy, Default)]
 pub struct BuildOptions<'a> {
@@ -37,8 +40,8 @@ pub struct BuildOptions<'a> {
     pub no_fuse: bool,
     /// Colour in rendered diagnostics.
     pub color: bool,
-    /// Called before each model is compiled with (model index, model count, model name).
-    pub progress: Option<&'a dyn Fn(usize, usize, &str)>,
+    /// Called before each model is compiled.
+    pub progress: Option<Progress<'a>>,
 }
 
 /// The bundle of every model in `file`, and the source files it was built from (for rerun-if-changed).
@@ -75,11 +78,9 @@ pub fn build(file: &Path, options: &BuildOptions) -> Result<(Bundle, Vec<PathBuf
 /// `tdsl_runtime::Bundle::from_bytes`.
 ///
 /// ```no_run
-/// // build.rs
-/// fn main() {
-///     if let Err(e) = tdsl_compiler::bundle::build_script("model.tdsl") {
-///         panic!("{e}"); // a build script reports failure by failing
-///     }
+/// // in build.rs's `main`: a build script reports failure by failing
+/// if let Err(e) = tdsl_compiler::bundle::build_script("model.tdsl") {
+///     panic!("{e}");
 /// }
 /// ```
 pub fn build_script(source: impl AsRef<Path>) -> Result<PathBuf, BuildError> {

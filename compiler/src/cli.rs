@@ -283,7 +283,7 @@ fn build(
     spinner.finish_and_clear();
     let (bundle, _) = built.map_err(|e| match e {
         crate::bundle::BuildError::Diagnostics { .. } => {
-            let _ = write!(err, "{e}\n");
+            let _ = writeln!(err, "{e}");
             None
         }
         other => Some(other.to_string()),
