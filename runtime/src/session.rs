@@ -215,6 +215,7 @@ fn limit(limits: &wgpu::Limits, name: &str) -> Option<u64> {
         "max_uniform_buffer_binding_size" => return Some(limits.max_uniform_buffer_binding_size),
         "max_compute_workgroup_size_x" => limits.max_compute_workgroup_size_x,
         "max_compute_invocations_per_workgroup" => limits.max_compute_invocations_per_workgroup,
+        "max_compute_workgroup_storage_size" => limits.max_compute_workgroup_storage_size,
         _ => return None,
     }))
 }

@@ -28,7 +28,8 @@ pub struct Requirements {
 
 impl Requirements {
     /// What `launch` needs: one bind group holding its bindings (storage buffers and uniform blocks counted
-    /// apart), its workgroup size, its largest uniform block, and the features its kernel text uses.
+    /// apart), its workgroup size, its largest uniform block, its workgroup memory, and the features its
+    /// kernel text uses.
     pub fn of(launch: &Launch) -> Requirements {
         let storage = launch.args.iter().filter(|a| !matches!(a, Arg::Uniform(_))).count() as u64;
         let uniforms = launch.args.iter().filter(|a| matches!(a, Arg::Uniform(_))).count() as u64;
@@ -48,6 +49,11 @@ impl Requirements {
             ("max_compute_workgroup_size_x", size),
             ("max_compute_invocations_per_workgroup", size),
         ];
+        let mut limits: BTreeMap<String, u64> = limits.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let shared = workgroup_bytes(&launch.wgsl);
+        if shared > 0 {
+            limits.insert("max_compute_workgroup_storage_size".to_string(), shared);
+        }
         let mut features = Vec::new();
         if launch.wgsl.contains("enable f16;") {
             features.push("shader-f16".to_string());
@@ -55,8 +61,26 @@ impl Requirements {
         if launch.wgsl.contains("quantizeToF16") {
             features.push("shader-f16-in-f32".to_string());
         }
-        Requirements { features, limits: limits.into_iter().map(|(k, v)| (k.to_string(), v)).collect() }
+        Requirements { features, limits }
     }
+}
+
+/// Bytes of workgroup memory the WGSL declares (`var<workgroup> name: array<f32, 256>;` is 1024); a type
+/// this does not recognise counts as 16 bytes per element, more than any scalar or vector of 4 words needs.
+fn workgroup_bytes(wgsl: &str) -> u64 {
+    let scalar = |ty: &str| match ty.trim() {
+        "f16" => 2,
+        "f32" | "i32" | "u32" | "bool" => 4,
+        _ => 16,
+    };
+    wgsl.lines()
+        .filter_map(|line| line.trim().strip_prefix("var<workgroup>"))
+        .filter_map(|rest| rest.split_once(':').map(|(_, ty)| ty.trim().trim_end_matches(';').trim()))
+        .map(|ty| match ty.strip_prefix("array<").and_then(|t| t.strip_suffix('>')).and_then(|t| t.rsplit_once(',')) {
+            Some((element, count)) => count.trim().parse::<u64>().map_or(u64::MAX / 2, |n| n * scalar(element)),
+            None => scalar(ty),
+        })
+        .fold(0u64, |total, bytes| total.saturating_add(bytes))
 }
 
 /// The grid formula of a launch: `floor((invocations + workgroup_size - 1) / workgroup_size)` workgroups
