@@ -195,7 +195,17 @@ pub fn main(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write, err: 
         }
         Command::Build { file, output, no_fuse } => build(&file, &output, no_fuse, color, stderr_is_terminal, err),
         Command::Run { file, reference, inputs, weights, seed, dims, output, backend, no_fuse } => {
-            let options = RunOptions { reference, inputs, weights, seed, dims, output, backend, fuse: !no_fuse };
+            let options = RunOptions {
+                reference,
+                inputs,
+                weights,
+                seed,
+                dims,
+                output,
+                backend,
+                fuse: !no_fuse,
+                terminal: stderr_is_terminal,
+            };
             checked_graphs(&file, color, err).and_then(|graphs| {
                 let several = graphs.len() > 1;
                 graphs.iter().try_for_each(|graph| run_model(graph, &options, several, out, err).map_err(Some))
@@ -270,13 +280,7 @@ fn build(
     err: &mut dyn Write,
 ) -> Result<(), Option<String>> {
     let start = std::time::Instant::now();
-    let spinner = if stderr_is_terminal {
-        let bar = indicatif::ProgressBar::new_spinner();
-        bar.enable_steady_tick(std::time::Duration::from_millis(100));
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    let spinner = spinner(stderr_is_terminal, format!("checking {}", file.display()));
     let progress = |i: usize, n: usize, name: &str| spinner.set_message(format!("compiling model {name} ({}/{n})", i + 1));
     let options = crate::bundle::BuildOptions { no_fuse, color, progress: Some(&progress) };
     let built = crate::bundle::build(file, &options);
@@ -300,6 +304,16 @@ fn build(
         start.elapsed().as_secs_f64() * 1e3
     );
     Ok(())
+}
+
+/// A spinner with `message` on stderr while a long step runs, when stderr is a terminal; hidden otherwise.
+fn spinner(terminal: bool, message: String) -> indicatif::ProgressBar {
+    if !terminal {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner().with_message(message);
+    bar.enable_steady_tick(std::time::Duration::from_millis(100));
+    bar
 }
 
 /// The graphs of `file`'s models, or the rendered diagnostics on `err` (`Err(None)`).
@@ -358,6 +372,8 @@ struct RunOptions {
     output: Option<PathBuf>,
     backend: Option<String>,
     fuse: bool,
+    /// stderr is a terminal: show a spinner while compiling and running.
+    terminal: bool,
 }
 
 /// Symbol sizes from `--dim NAME=SIZE`, 2 for the rest; an unknown name is an error.
@@ -487,15 +503,21 @@ fn run_model(
         );
         outputs
     } else {
+        let progress = spinner(options.terminal, format!("compiling model {}", graph.name));
         let compiled = codegen::compile_with(graph, codegen::Options { fuse: options.fuse })
-            .map_err(|e| format!("model `{}`: {e}", graph.name))?;
+            .map_err(|e| format!("model `{}`: {e}", graph.name));
+        progress.finish_and_clear();
+        let compiled = compiled?;
         let gpu = open_gpu(options.backend.as_deref())?;
         let _ = writeln!(err, "note: running on {}", gpu.describe());
         let params: &dyn tdsl_runtime::ParamSource = match &weights {
             Some(w) => w,
             None => &random_params,
         };
-        let outputs = gpu.execute(&compiled.program, &inputs, params).map_err(|e| e.to_string())?;
+        let progress = spinner(options.terminal, format!("loading weights and running model {}", graph.name));
+        let outputs = gpu.execute(&compiled.program, &inputs, params).map_err(|e| e.to_string());
+        progress.finish_and_clear();
+        let outputs = outputs?;
         let _ = writeln!(
             err,
             "note: compiled and ran `{}` ({} kernels) in {:.1} ms",

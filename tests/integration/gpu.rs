@@ -44,7 +44,7 @@ use tdsl_compiler::codegen;
 use tdsl_compiler::dim::SymId;
 use tdsl_compiler::interp::{self, Tensor};
 use tdsl_compiler::ir::{DType, Graph, Op};
-use tdsl_compiler::random::seeded_tensor;
+use tdsl_runtime::random::seeded_tensor;
 use tdsl_runtime::ExecError;
 use tdsl_runtime::gpu::{Gpu, GpuOptions};
 
