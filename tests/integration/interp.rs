@@ -181,15 +181,22 @@ proptest! {
         let data: Vec<f32> = (0..rows * cols).map(|_| rng.unit() * 3.0 + offset).collect();
         let ones = Tensor::f32(&[cols], vec![1.0; cols]);
         let zeros = Tensor::f32(&[cols], vec![0.0; cols]);
-        let out = run(&graph, vec![Tensor::f32(&[rows, cols], data), ones, zeros], &[]);
+        let out = run(&graph, vec![Tensor::f32(&[rows, cols], data.clone()), ones, zeros], &[]);
         let y = out[0].to_f64_vec();
         for r in 0..rows {
             let row = &y[r * cols..(r + 1) * cols];
             let mean = row.iter().sum::<f64>() / cols as f64;
             let var = row.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / cols as f64;
-            prop_assert!(mean.abs() < 1e-4, "mean {}", mean);
+            // f32 rounding of `x - mean(x)` is about one ulp of |x|, which normalisation divides by the
+            // row's standard deviation: nearly constant rows far from zero are ill-conditioned.
+            let input: Vec<f64> = data[r * cols..(r + 1) * cols].iter().map(|&v| f64::from(v)).collect();
+            let in_mean = input.iter().sum::<f64>() / cols as f64;
+            let in_std = (input.iter().map(|v| (v - in_mean).powi(2)).sum::<f64>() / cols as f64).sqrt();
+            let magnitude = input.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            let rounding = 8.0 * f64::from(f32::EPSILON) * magnitude / in_std.max(1e-30);
+            prop_assert!(mean.abs() < 1e-4 + rounding, "mean {} (rounding bound {})", mean, rounding);
             // Rows whose values are all equal normalise to zeros.
-            prop_assert!((var - 1.0).abs() < 1e-3 || var < 1e-6, "variance {}", var);
+            prop_assert!((var - 1.0).abs() < 1e-3 + 2.0 * rounding || var < 1e-6, "variance {}", var);
         }
     }
 }
