@@ -295,20 +295,7 @@ impl Prepared<'_> {
 /// Binds the program's symbols. A source that checks itself (a weights file) is checked first, against the
 /// param shapes the inputs alone determine, so all of its problems come in one error.
 fn bind(program: &Program, inputs: &[Tensor], params: &dyn ParamSource) -> Result<Vec<i64>, ExecError> {
-    let declared = |ids: &[TensorId]| -> Vec<Declared> {
-        ids.iter()
-            .filter_map(|&id| {
-                let decl = program.tensors.get(id.0 as usize)?;
-                let site = match &decl.role {
-                    TensorRole::Input(name) => Site::Input(name.clone()),
-                    TensorRole::Param(key) => Site::Param(key.clone()),
-                    TensorRole::Computed => return None,
-                };
-                Some(Declared { site, dtype: decl.dtype, shape: decl.shape.clone() })
-            })
-            .collect()
-    };
-    let (declared_inputs, declared_params) = (declared(&program.inputs), declared(&program.params));
+    let (declared_inputs, declared_params) = (declared(program, &program.inputs), declared(program, &program.params));
     let signature = Signature {
         model: &program.name,
         symbols: &program.symbols,
@@ -362,4 +349,19 @@ fn shown(value: &Option<i64>) -> String {
 /// bits when negative).
 fn status_value(value: u32, unsigned: bool) -> String {
     if !unsigned && value > i32::MAX as u32 { format!("{}, bits {value:#x}", value as i32) } else { value.to_string() }
+}
+
+/// The signature entries (inputs or params) of `ids`, as binding declares them; computed tensors have none.
+pub(crate) fn declared(program: &Program, ids: &[TensorId]) -> Vec<Declared> {
+    ids.iter()
+        .filter_map(|&id| {
+            let decl = program.tensors.get(id.0 as usize)?;
+            let site = match &decl.role {
+                TensorRole::Input(name) => Site::Input(name.clone()),
+                TensorRole::Param(key) => Site::Param(key.clone()),
+                TensorRole::Computed => return None,
+            };
+            Some(Declared { site, dtype: decl.dtype, shape: decl.shape.clone() })
+        })
+        .collect()
 }

@@ -21,9 +21,9 @@
 
 use std::collections::HashMap;
 
-use crate::bind::{Declared, Site};
+use crate::bind::Declared;
 use crate::bundle::BundledModel;
-use crate::exec::{ExecError, ParamSource, PrepareOptions, Prepared};
+use crate::exec::{ExecError, ParamSource, PrepareOptions, Prepared, declared};
 use crate::gpu::Gpu;
 use crate::program::{Program, TensorRole};
 use crate::weights::{ParamSpec, Weights, WeightsError, check_params};
@@ -154,19 +154,6 @@ pub fn param_specs(program: &Program) -> Vec<ParamSpec> {
         .collect()
 }
 
-fn declared(program: &Program, ids: &[crate::program::TensorId]) -> Vec<Declared> {
-    ids.iter()
-        .filter_map(|&id| {
-            let decl = program.tensors.get(id.0 as usize)?;
-            let site = match &decl.role {
-                TensorRole::Input(name) => Site::Input(name.clone()),
-                TensorRole::Param(key) => Site::Param(key.clone()),
-                TensorRole::Computed => return None,
-            };
-            Some(Declared { site, dtype: decl.dtype, shape: decl.shape.clone() })
-        })
-        .collect()
-}
 
 /// Every requirement of every launch that `gpu` does not meet, naming the launch.
 fn device_problems(gpu: &Gpu, model: &BundledModel) -> Vec<String> {

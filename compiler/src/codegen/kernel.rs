@@ -523,10 +523,23 @@ impl Cx<'_> {
 
     /// `for (var i = 0u; i < count; i++) { body(i) }` with `body` emitting into the loop.
     fn counted_loop(&mut self, name: &str, count: &Dim, body: &mut dyn FnMut(&mut Self, Expr) -> R<()>) -> R<()> {
+        self.stepped_loop(name, None, count, 1, body)
+    }
+
+    /// `for (var i = start; i < count; i += step) { body(i) }` with `body` emitting into the loop; no
+    /// `start` is a literal 0.
+    fn stepped_loop(
+        &mut self,
+        name: &str,
+        start: Option<Expr>,
+        count: &Dim,
+        step: u32,
+        body: &mut dyn FnMut(&mut Self, Expr) -> R<()>,
+    ) -> R<()> {
         let count = self.dim(count);
         let counter = self.b.local(name, self.u32_ty);
-        let zero = self.b.u32(0);
-        self.b.store(counter, zero);
+        let start = start.unwrap_or_else(|| self.b.u32(0));
+        self.b.store(counter, start);
         self.open_block();
         let i = self.b.load(counter);
         let done = self.b.binary(BinaryOperator::GreaterEqual, i, count);
@@ -537,8 +550,8 @@ impl Cx<'_> {
         let body_block = self.close_block();
         self.open_block();
         let current = self.b.load(counter);
-        let one = self.b.u32(1);
-        let next = self.b.binary(BinaryOperator::Add, current, one);
+        let step = self.b.u32(step);
+        let next = self.b.binary(BinaryOperator::Add, current, step);
         self.b.store(counter, next);
         let continuing = self.close_block();
         self.b.statement(Statement::Loop { body: body_block, continuing, break_if: None });
@@ -1035,25 +1048,7 @@ impl Cx<'_> {
 
     /// `for (var j = start; j < count; j += workgroup size) { body(j) }`.
     fn strided_loop(&mut self, start: Expr, count: &Dim, body: &mut dyn FnMut(&mut Self, Expr) -> R<()>) -> R<()> {
-        let count = self.dim(count);
-        let counter = self.b.local("j", self.u32_ty);
-        self.b.store(counter, start);
-        self.open_block();
-        let j = self.b.load(counter);
-        let done = self.b.binary(BinaryOperator::GreaterEqual, j, count);
-        let mut exit = naga::Block::new();
-        exit.push(Statement::Break, naga::Span::UNDEFINED);
-        self.b.statement(Statement::If { condition: done, accept: exit, reject: naga::Block::new() });
-        body(self, j)?;
-        let body_block = self.close_block();
-        self.open_block();
-        let current = self.b.load(counter);
-        let step = self.b.u32(self.workgroup);
-        let next = self.b.binary(BinaryOperator::Add, current, step);
-        self.b.store(counter, next);
-        let continuing = self.close_block();
-        self.b.statement(Statement::Loop { body: body_block, continuing, break_if: None });
-        Ok(())
+        self.stepped_loop("j", Some(start), count, self.workgroup, body)
     }
 
     fn finish(mut self, arguments: Vec<FunctionArgument>) -> R<Kernel> {
