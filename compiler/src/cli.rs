@@ -4,6 +4,7 @@
 //! safetensors file and seeded random values for the rest, writing outputs as `.npy`.
 //! Lives in the library (the binary is a thin `main`) so tests drive it with in-memory output streams.
 
+use tdsl_runtime::cli::{parse_dim, parse_input};
 use crate::driver::{self, Root};
 use crate::{codegen, interp, ir, render};
 use std::collections::HashMap;
@@ -330,15 +331,6 @@ fn checked_graphs(file: &std::path::Path, color: bool, err: &mut dyn Write) -> R
     Ok(checked.graphs)
 }
 
-fn parse_dim(text: &str) -> Result<(String, i64), String> {
-    let (name, size) = text.split_once('=').ok_or("expected NAME=SIZE, e.g. B=4")?;
-    let size: i64 = size.trim().parse().map_err(|_| format!("`{size}` is not an integer"))?;
-    if size < 1 {
-        return Err(format!("dimension {name} must be at least 1, got {size}"));
-    }
-    Ok((name.trim().to_string(), size))
-}
-
 /// Compiles every model of `file` and hands each kernel to `each`.
 fn emit_kernels(
     file: &std::path::Path,
@@ -355,11 +347,6 @@ fn emit_kernels(
         }
     }
     Ok(())
-}
-
-fn parse_input(text: &str) -> Result<(String, PathBuf), String> {
-    let (name, path) = text.split_once('=').ok_or("expected NAME=PATH, e.g. input_ids=ids.npy")?;
-    Ok((name.trim().to_string(), PathBuf::from(path)))
 }
 
 /// What `tdslc run` was asked to do, shared by every model of the file.

@@ -272,7 +272,8 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
 }
 
-fn parse_dim(text: &str) -> Result<(String, i64), String> {
+/// `NAME=SIZE` of a `--dim` argument (size at least 1); `tdslc` parses its `--dim` with it too.
+pub fn parse_dim(text: &str) -> Result<(String, i64), String> {
     let (name, size) = text.split_once('=').ok_or("expected NAME=SIZE, e.g. B=4")?;
     let size: i64 = size.trim().parse().map_err(|_| format!("`{size}` is not an integer"))?;
     if size < 1 {
@@ -281,7 +282,8 @@ fn parse_dim(text: &str) -> Result<(String, i64), String> {
     Ok((name.trim().to_string(), size))
 }
 
-fn parse_input(text: &str) -> Result<(String, PathBuf), String> {
+/// `NAME=PATH` of an `--input` argument; `tdslc` parses its `--input` with it too.
+pub fn parse_input(text: &str) -> Result<(String, PathBuf), String> {
     let (name, path) = text.split_once('=').ok_or("expected NAME=PATH, e.g. input_ids=ids.npy")?;
     Ok((name.trim().to_string(), PathBuf::from(path)))
 }
