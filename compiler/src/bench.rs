@@ -8,9 +8,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use tdsl_runtime::{Gpu, Tensor};
+use tdsl_runtime::gpu::median;
+use tdsl_runtime::{Gpu, Tensor, Timing};
 
-use crate::codegen::{self, Options};
+use crate::codegen::{self, Options, Target};
 use crate::ir::{Graph, Op};
 use crate::random::seeded_tensor;
 
@@ -55,32 +56,11 @@ pub fn chain_source(k: usize) -> String {
 
 /// Runs `graph` fused and unfused `repeat` times each (after one warm-up run) with inputs and params seeded
 /// by `seed` and symbol `i` = `sizes[i]`.
-pub fn measure(gpu: &Gpu, name: &str, graph: &Graph, sizes: &[i64], repeat: usize, seed: u64) -> Result<Measurement, String> {
-    let env = |s: crate::dim::SymId| sizes[s.0 as usize];
-    let shape_of = |id: crate::ir::NodeId| -> Result<Vec<usize>, String> {
-        graph
-            .node(id)
-            .ty
-            .shape
-            .iter()
-            .map(|d| d.eval(&env).and_then(|v| usize::try_from(v).ok()).ok_or_else(|| "a dimension overflows".to_string()))
-            .collect()
-    };
-    let mut inputs = Vec::new();
-    for &id in &graph.inputs {
-        if let Op::Input { name } = &graph.node(id).op {
-            inputs.push(seeded_tensor(name, graph.node(id).ty.dtype, &shape_of(id)?, seed));
-        }
-    }
-    let mut params: HashMap<String, Tensor> = HashMap::new();
-    for &id in &graph.params {
-        if let Op::Param { key } = &graph.node(id).op {
-            params.insert(key.clone(), seeded_tensor(key, graph.node(id).ty.dtype, &shape_of(id)?, seed));
-        }
-    }
+pub fn measure(gpu: &Gpu, target: Target, name: &str, graph: &Graph, sizes: &[i64], repeat: usize, seed: u64) -> Result<Measurement, String> {
+    let (inputs, params) = seeded_data(graph, sizes, seed)?;
     let mut results = Vec::new();
     for fuse in [false, true] {
-        let compiled = codegen::compile_with(graph, Options { fuse }).map_err(|e| e.to_string())?;
+        let compiled = codegen::compile_with(graph, Options { fuse, target }).map_err(|e| e.to_string())?;
         let prepared = gpu.prepare(&compiled.program, &inputs, &params).map_err(|e| e.to_string())?;
         prepared.run().map_err(|e| e.to_string())?;
         let mut times = Vec::with_capacity(repeat);
@@ -115,9 +95,152 @@ pub fn measure(gpu: &Gpu, name: &str, graph: &Graph, sizes: &[i64], repeat: usiz
     })
 }
 
+/// Seeded inputs (in signature order) and params for `graph` with symbol `i` = `sizes[i]`.
+pub fn seeded_data(graph: &Graph, sizes: &[i64], seed: u64) -> Result<(Vec<Tensor>, HashMap<String, Tensor>), String> {
+    let env = |s: crate::dim::SymId| sizes[s.0 as usize];
+    let shape_of = |id: crate::ir::NodeId| -> Result<Vec<usize>, String> {
+        graph
+            .node(id)
+            .ty
+            .shape
+            .iter()
+            .map(|d| d.eval(&env).and_then(|v| usize::try_from(v).ok()).ok_or_else(|| "a dimension overflows".to_string()))
+            .collect()
+    };
+    let mut inputs = Vec::new();
+    for &id in &graph.inputs {
+        if let Op::Input { name } = &graph.node(id).op {
+            inputs.push(seeded_tensor(name, graph.node(id).ty.dtype, &shape_of(id)?, seed));
+        }
+    }
+    let mut params: HashMap<String, Tensor> = HashMap::new();
+    for &id in &graph.params {
+        if let Op::Param { key } = &graph.node(id).op {
+            params.insert(key.clone(), seeded_tensor(key, graph.node(id).ty.dtype, &shape_of(id)?, seed));
+        }
+    }
+    Ok((inputs, params))
+}
+
+/// One kernel's measured time with the work it does (from `explain`).
+#[derive(Clone, Debug)]
+pub struct KernelTime {
+    pub name: String,
+    pub time: Duration,
+    /// Device bytes of the tensors it reads plus those it writes.
+    pub bytes: u64,
+    pub flops: u64,
+}
+
+impl KernelTime {
+    pub fn gbps(&self) -> f64 {
+        self.bytes as f64 / self.time.as_secs_f64().max(1e-12) / 1e9
+    }
+    pub fn gflops(&self) -> f64 {
+        self.flops as f64 / self.time.as_secs_f64().max(1e-12) / 1e9
+    }
+}
+
+/// Every kernel of one fused program timed on its own, plus the whole forward pass through the runtime
+/// and through raw wgpu calls.
+#[derive(Clone, Debug)]
+pub struct Profile {
+    pub name: String,
+    pub timing: Timing,
+    pub kernels: Vec<KernelTime>,
+    /// Median wall time of `Prepared::run` (submit, wait, status check).
+    pub run: Duration,
+    /// Median wall time of the same dispatches recorded with plain wgpu calls.
+    pub raw: Duration,
+}
+
+impl Profile {
+    pub fn kernel_total(&self) -> Duration {
+        self.kernels.iter().map(|k| k.time).sum()
+    }
+}
+
+/// Profiles the fused (or, with `fuse` off, unfused) program of `graph`: each kernel's median time over
+/// `repeat` runs (`Prepared::profile`), and the median wall time of whole runs through the runtime and raw.
+#[allow(clippy::too_many_arguments)]
+pub fn profile(
+    gpu: &Gpu,
+    target: Target,
+    name: &str,
+    graph: &Graph,
+    sizes: &[i64],
+    repeat: usize,
+    seed: u64,
+    fuse: bool,
+) -> Result<Profile, String> {
+    let (inputs, params) = seeded_data(graph, sizes, seed)?;
+    let compiled = codegen::compile_with(graph, Options { fuse, target }).map_err(|e| e.to_string())?;
+    let report = crate::explain::explain(&compiled, sizes, fuse)?;
+    let prepared = gpu.prepare(&compiled.program, &inputs, &params).map_err(|e| e.to_string())?;
+    prepared.run().map_err(|e| e.to_string())?;
+    let (launches, times) = prepared.profile(repeat).map_err(|e| e.to_string())?;
+    let kernels = launches
+        .iter()
+        .zip(&times.times)
+        .map(|(&launch, &time)| {
+            let k = &report.kernels[launch];
+            KernelTime { name: k.name.clone(), time, bytes: k.bytes_read + k.bytes_written, flops: k.flops }
+        })
+        .collect();
+    let mut runs = Vec::with_capacity(repeat);
+    for _ in 0..repeat.max(1) {
+        let start = Instant::now();
+        prepared.run().map_err(|e| e.to_string())?;
+        runs.push(start.elapsed());
+    }
+    let raw = prepared.time_raw(repeat).map_err(|e| e.to_string())?;
+    Ok(Profile { name: name.to_string(), timing: times.timing, kernels, run: median(runs), raw })
+}
+
+/// The per-kernel table of `profile`: time, share of the kernels' total, GB/s (and the fraction of the
+/// copy bandwidth `copy_gbps`), GFLOP/s.
+pub fn profile_table(profile: &Profile, copy_gbps: f64) -> String {
+    let total = profile.kernel_total().as_secs_f64().max(1e-12);
+    let mut out = format!(
+        "{}: {} kernel(s), {:.3} ms in kernels ({} times), run {:.3} ms, raw wgpu {:.3} ms\n",
+        profile.name,
+        profile.kernels.len(),
+        total * 1e3,
+        profile.timing.name(),
+        profile.run.as_secs_f64() * 1e3,
+        profile.raw.as_secs_f64() * 1e3
+    );
+    out.push_str(&format!(
+        "  {:<40} {:>10} {:>7} {:>9} {:>7} {:>9}\n",
+        "kernel", "ms", "share", "GB/s", "copy", "GFLOP/s"
+    ));
+    for k in &profile.kernels {
+        out.push_str(&format!(
+            "  {:<40} {:>10.3} {:>6.1}% {:>9.2} {:>6.2}x {:>9.2}\n",
+            k.name,
+            k.time.as_secs_f64() * 1e3,
+            100.0 * k.time.as_secs_f64() / total,
+            k.gbps(),
+            k.gbps() / copy_gbps.max(1e-12),
+            k.gflops()
+        ));
+    }
+    out
+}
+
+/// The dispatch-overhead reference: a program of `launches` tiny kernels (an unfused elementwise chain over
+/// 64 elements) run through the runtime and through raw wgpu calls; returns (runtime, raw) median wall
+/// time per launch.
+pub fn dispatch_overhead(gpu: &Gpu, target: Target, chain: &Graph, repeat: usize) -> Result<(Duration, Duration, usize), String> {
+    let sizes = vec![64; chain.symbols.len()];
+    let profile = profile(gpu, target, "dispatch", chain, &sizes, repeat, 0, false)?;
+    let n = profile.kernels.len().max(1);
+    Ok((profile.run / n as u32, profile.raw / n as u32, n))
+}
+
 /// The table `tdslc bench` prints.
-pub fn table(device: &str, rows: &[Measurement]) -> String {
-    let mut out = format!("device: {device}\n");
+pub fn table(rows: &[Measurement]) -> String {
+    let mut out = String::new();
     out.push_str(&format!(
         "{:<28} {:>8} {:>8} {:>26} {:>26} {:>8} {:>12} {:>12}\n",
         "program", "kernels", "fused", "unfused ms [min, max]", "fused ms [min, max]", "speedup", "mem unfused", "mem fused"

@@ -38,6 +38,8 @@ pub type Progress<'a> = &'a dyn Fn(usize, usize, &str);
 pub struct BuildOptions<'a> {
     /// Fusion off (one kernel per IR node), as `--no-fuse`.
     pub no_fuse: bool,
+    /// The device profile the kernels are scheduled for (`codegen::Target`).
+    pub target: codegen::Target,
     /// Colour in rendered diagnostics.
     pub color: bool,
     /// Called before each model is compiled.
@@ -63,7 +65,7 @@ pub fn build(file: &Path, options: &BuildOptions) -> Result<(Bundle, Vec<PathBuf
         if let Some(progress) = options.progress {
             progress(i, checked.graphs.len(), &graph.name);
         }
-        let compiled = codegen::compile_with(graph, codegen::Options { fuse: !options.no_fuse })
+        let compiled = codegen::compile_with(graph, codegen::Options { fuse: !options.no_fuse, target: options.target })
             .map_err(|e| BuildError::Compile { model: graph.name.clone(), message: e.to_string() })?;
         models.push(BundledModel::new(compiled.program));
     }

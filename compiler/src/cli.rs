@@ -54,6 +54,10 @@ enum Command {
         /// One kernel per IR node (fusion off), for comparison.
         #[arg(long)]
         no_fuse: bool,
+        /// The device profile to schedule kernels for: gpu (default), cpu (lavapipe and other software
+        /// devices) or naive (one output per invocation).
+        #[arg(long, default_value = "gpu", value_parser = parse_target)]
+        target: codegen::Target,
     },
     /// Run every model of FILE on the GPU (or the reference interpreter) and print a summary of each output.
     /// Inputs and params not given get seeded random values (said on stderr).
@@ -100,9 +104,21 @@ enum Command {
         dims: Vec<(String, i64)>,
     },
     /// Benchmark every model of the FILEs (default: the examples and elementwise chains of 2, 4 and 8 ops)
-    /// fused against unfused on the current device, printing speed-ups, kernel counts and device memory.
+    /// on the current device: fused against unfused (speed-ups, kernel counts, device memory), then every
+    /// kernel of the fused program on its own (time, share, GB/s against the device's copy bandwidth,
+    /// GFLOP/s), and the runtime's dispatch overhead against raw wgpu dispatches.
     Bench {
         files: Vec<PathBuf>,
+        /// Print one JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
+        /// Skip the unfused programs (per-kernel profiles of the fused ones only).
+        #[arg(long)]
+        fused_only: bool,
+        /// The device profile to schedule kernels for (default: the one for the device opened), with
+        /// optional overrides, e.g. `cpu,tile=8x4`.
+        #[arg(long, value_parser = parse_target)]
+        target: Option<codegen::Target>,
         /// Timed runs per program and mode (the median is reported).
         #[arg(long, default_value_t = 10)]
         repeat: usize,
@@ -194,7 +210,9 @@ pub fn main(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write, err: 
             }
             if failed { Err(None) } else { Ok(()) }
         }
-        Command::Build { file, output, no_fuse } => build(&file, &output, no_fuse, color, stderr_is_terminal, err),
+        Command::Build { file, output, no_fuse, target } => {
+            build(&file, &output, BuildFlags { no_fuse, target }, color, stderr_is_terminal, err)
+        }
         Command::Run { file, reference, inputs, weights, seed, dims, output, backend, no_fuse } => {
             let options = RunOptions {
                 reference,
@@ -230,7 +248,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write, err: 
         Command::Explain { file, json, no_fuse, dims } => checked_graphs(&file, color, err).and_then(|graphs| {
             for graph in &graphs {
                 let sizes = symbol_sizes(graph, &dims).map_err(Some)?;
-                let compiled = codegen::compile_with(graph, codegen::Options { fuse: !no_fuse })
+                let compiled = codegen::compile_with(graph, codegen::Options { fuse: !no_fuse, ..Default::default() })
                     .map_err(|e| Some(format!("model `{}`: {e}", graph.name)))?;
                 let report = crate::explain::explain(&compiled, &sizes, !no_fuse).map_err(Some)?;
                 if json {
@@ -241,7 +259,10 @@ pub fn main(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write, err: 
             }
             Ok(())
         }),
-        Command::Bench { files, repeat, dims, backend } => bench(&files, repeat, &dims, backend.as_deref(), color, out, err),
+        Command::Bench { files, json, fused_only, target, repeat, dims, backend } => {
+            let options = BenchOptions { json, fused_only, target, repeat, dims: &dims, backend: backend.as_deref() };
+            bench(&files, &options, color, out, err)
+        }
         Command::Emit { what: Emit::Spirv { file, output, no_fuse } } => {
             let written = std::cell::Cell::new(0usize);
             let result = std::fs::create_dir_all(&output)
@@ -271,11 +292,22 @@ pub fn main(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write, err: 
     }
 }
 
+/// `tdslc build`'s choices.
+struct BuildFlags {
+    no_fuse: bool,
+    target: codegen::Target,
+}
+
+/// A `--target` name.
+fn parse_target(name: &str) -> Result<codegen::Target, String> {
+    codegen::Target::parse(name)
+}
+
 /// `tdslc build`: every model of `file` into the bundle `output`, with a spinner on a terminal.
 fn build(
     file: &std::path::Path,
     output: &std::path::Path,
-    no_fuse: bool,
+    flags: BuildFlags,
     color: bool,
     stderr_is_terminal: bool,
     err: &mut dyn Write,
@@ -283,7 +315,8 @@ fn build(
     let start = std::time::Instant::now();
     let spinner = spinner(stderr_is_terminal, format!("checking {}", file.display()));
     let progress = |i: usize, n: usize, name: &str| spinner.set_message(format!("compiling model {name} ({}/{n})", i + 1));
-    let options = crate::bundle::BuildOptions { no_fuse, color, progress: Some(&progress) };
+    let options =
+        crate::bundle::BuildOptions { no_fuse: flags.no_fuse, target: flags.target, color, progress: Some(&progress) };
     let built = crate::bundle::build(file, &options);
     spinner.finish_and_clear();
     let (bundle, _) = built.map_err(|e| match e {
@@ -340,7 +373,7 @@ fn emit_kernels(
     mut each: impl FnMut(&ir::Graph, &codegen::Kernel) -> Result<(), String>,
 ) -> Result<(), Option<String>> {
     for graph in checked_graphs(file, color, err)? {
-        let compiled = codegen::compile_with(&graph, codegen::Options { fuse })
+        let compiled = codegen::compile_with(&graph, codegen::Options { fuse, ..Default::default() })
             .map_err(|e| Some(format!("model `{}`: {e}", graph.name)))?;
         for kernel in &compiled.kernels {
             each(&graph, kernel).map_err(Some)?;
@@ -383,42 +416,66 @@ fn open_gpu(backend: Option<&str>) -> Result<Gpu, String> {
     Gpu::new(&GpuOptions { backend, ..GpuOptions::default() }).map_err(|e| e.to_string())
 }
 
+/// What `tdslc bench` was asked for.
+struct BenchOptions<'a> {
+    json: bool,
+    fused_only: bool,
+    target: Option<codegen::Target>,
+    repeat: usize,
+    dims: &'a [(String, i64)],
+    backend: Option<&'a str>,
+}
+
+/// Launches in the dispatch-overhead reference (an unfused chain of this many elementwise ops).
+const DISPATCH_LAUNCHES: usize = 64;
+
 /// `tdslc bench`: every model of `files` (default: the examples and chains of 2, 4 and 8 elementwise ops over
-/// 2^22 elements), fused against unfused. Default sizes (small enough for a software device): `S` = 32,
-/// `N` = 2^22 for chains, everything else 4.
+/// 2^22 elements), fused against unfused, then each fused program kernel by kernel; the device's copy
+/// bandwidth and the dispatch overhead come first, measured in the same run. Default sizes (small enough
+/// for a software device): `S` = 32, `N` = 2^22 for chains, everything else 4.
 fn bench(
     files: &[PathBuf],
-    repeat: usize,
-    dims: &[(String, i64)],
-    backend: Option<&str>,
+    options: &BenchOptions,
     color: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), Option<String>> {
-    let gpu = open_gpu(backend).map_err(Some)?;
-    let _ = writeln!(err, "note: benchmarking on {}", gpu.describe());
+    let gpu = open_gpu(options.backend).map_err(Some)?;
+    let target = options.target.unwrap_or_else(|| codegen::Target::for_device(gpu.info.device_type));
+    let _ = writeln!(err, "note: benchmarking on {} (target {})", gpu.describe(), target.name);
     let mut programs: Vec<(String, ir::Graph)> = Vec::new();
     let default_files: Vec<PathBuf> =
         ["mlp.tdsl", "cnn.tdsl", "encoder_layer.tdsl", "minilm/minilm.tdsl"].iter().map(|f| PathBuf::from("examples").join(f)).collect();
-    let files = if files.is_empty() { default_files.as_slice() } else { files };
+    let defaults_used = files.is_empty();
+    let files = if defaults_used { default_files.as_slice() } else { files };
     for file in files {
         for graph in checked_graphs(file, color, err)? {
             programs.push((format!("{}", file.display()), graph));
         }
     }
-    let mut chains = Vec::new();
-    if dims.is_empty() && files == default_files.as_slice() {
+    let chain = |k: usize| -> Result<ir::Graph, Option<String>> {
+        let source = crate::bench::chain_source(k);
+        let checked = driver::check(Root::Text { name: "chain.tdsl", text: &source });
+        if !checked.diagnostics.is_empty() {
+            return Err(Some(render::render(&checked.diagnostics, &checked.program.sources, false)));
+        }
+        checked.graphs.into_iter().next().ok_or_else(|| Some("the chain benchmark has no model".to_string()))
+    };
+    if options.dims.is_empty() && defaults_used {
         for k in [2, 4, 8] {
-            let source = crate::bench::chain_source(k);
-            let checked = driver::check(Root::Text { name: "chain.tdsl", text: &source });
-            if !checked.diagnostics.is_empty() {
-                return Err(Some(render::render(&checked.diagnostics, &checked.program.sources, false)));
-            }
-            chains.extend(checked.graphs.into_iter().map(|g| (format!("chain of {k} ops (2^22 f32)"), g)));
+            programs.push((format!("chain of {k} ops (2^22 f32)"), chain(k)?));
         }
     }
+
+    let _ = writeln!(err, "note: measuring the copy bandwidth and the dispatch overhead");
+    let copy_gbps = gpu.copy_bandwidth(64 << 20, options.repeat).map_err(|e| Some(e.to_string()))?;
+    let (dispatch_runtime, dispatch_raw, launches) =
+        crate::bench::dispatch_overhead(&gpu, target, &chain(DISPATCH_LAUNCHES)?, options.repeat.max(20)).map_err(Some)?;
+    let dispatch_ratio = dispatch_runtime.as_secs_f64() / dispatch_raw.as_secs_f64().max(1e-12);
+
     let mut rows = Vec::new();
-    for (name, graph) in programs.iter().chain(&chains) {
+    let mut profiles = Vec::new();
+    for (name, graph) in &programs {
         let defaults = |symbol: &str| match symbol {
             "S" => 32,
             "N" if graph.name.starts_with("chain") => 1 << 22,
@@ -427,14 +484,78 @@ fn bench(
         let sizes: Vec<i64> = graph
             .symbols
             .iter()
-            .map(|s| dims.iter().find(|(n, _)| *n == s.name).map_or_else(|| defaults(&s.name), |(_, v)| *v))
+            .map(|s| options.dims.iter().find(|(n, _)| *n == s.name).map_or_else(|| defaults(&s.name), |(_, v)| *v))
             .collect();
         let label = if name.starts_with("chain") { name.clone() } else { format!("{} ({})", graph.name, name) };
         let _ = writeln!(err, "note: measuring {label}");
-        rows.push(crate::bench::measure(&gpu, &label, graph, &sizes, repeat, 0).map_err(Some)?);
+        if !options.fused_only {
+            rows.push(crate::bench::measure(&gpu, target, &label, graph, &sizes, options.repeat, 0).map_err(Some)?);
+        }
+        profiles.push(crate::bench::profile(&gpu, target, &label, graph, &sizes, options.repeat, 0, true).map_err(Some)?);
     }
-    let _ = write!(out, "{}", crate::bench::table(&gpu.describe(), &rows));
+
+    let us = |d: std::time::Duration| d.as_secs_f64() * 1e6;
+    if options.json {
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        let value = serde_json::json!({
+            "device": gpu.describe(),
+            "timing": profiles.first().map_or(gpu_timing(&gpu), |p| p.timing.name()),
+            "copy_gbps": copy_gbps,
+            "dispatch": {
+                "launches": launches,
+                "runtime_us": us(dispatch_runtime),
+                "raw_us": us(dispatch_raw),
+                "ratio": dispatch_ratio,
+            },
+            "programs": rows.iter().map(|m| serde_json::json!({
+                "name": m.name,
+                "kernels_unfused": m.kernels_unfused,
+                "kernels_fused": m.kernels_fused,
+                "unfused_ms": ms(m.unfused),
+                "fused_ms": ms(m.fused),
+                "speedup": m.speedup(),
+                "memory_unfused": m.memory_unfused,
+                "memory_fused": m.memory_fused,
+            })).collect::<Vec<_>>(),
+            "kernels": profiles.iter().flat_map(|p| {
+                let total = p.kernel_total().as_secs_f64().max(1e-12);
+                p.kernels.iter().map(move |k| serde_json::json!({
+                    "program": p.name,
+                    "name": k.name,
+                    "ms": ms(k.time),
+                    "gbps": k.gbps(),
+                    "copy_fraction": k.gbps() / copy_gbps.max(1e-12),
+                    "gflops": k.gflops(),
+                    "share": k.time.as_secs_f64() / total,
+                    "bytes": k.bytes,
+                    "flops": k.flops,
+                }))
+            }).collect::<Vec<_>>(),
+        });
+        let _ = writeln!(out, "{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+        return Ok(());
+    }
+    let _ = writeln!(out, "device: {}", gpu.describe());
+    let _ = writeln!(out, "copy bandwidth: {copy_gbps:.2} GB/s (copy_buffer_to_buffer of 64 MiB, bytes read + written)");
+    let _ = writeln!(
+        out,
+        "dispatch overhead: {:.1} us per launch through the runtime, {:.1} us with raw wgpu calls ({dispatch_ratio:.2}x), \
+         over {launches} tiny launches",
+        us(dispatch_runtime),
+        us(dispatch_raw)
+    );
+    if !rows.is_empty() {
+        let _ = write!(out, "\n{}", crate::bench::table(&rows));
+    }
+    for profile in &profiles {
+        let _ = write!(out, "\n{}", crate::bench::profile_table(profile, copy_gbps));
+    }
     Ok(())
+}
+
+/// How `Gpu::time_dispatches` times kernels on `gpu`.
+fn gpu_timing(gpu: &Gpu) -> &'static str {
+    if gpu.has_timestamps() { "timestamps" } else { "wall" }
 }
 
 /// Runs `graph` with inputs from files or seeded random values, params from the weights file or seeded
@@ -490,12 +611,13 @@ fn run_model(
         );
         outputs
     } else {
+        let gpu = open_gpu(options.backend.as_deref())?;
         let progress = spinner(options.terminal, format!("compiling model {}", graph.name));
-        let compiled = codegen::compile_with(graph, codegen::Options { fuse: options.fuse })
+        let target = codegen::Target::for_device(gpu.info.device_type);
+        let compiled = codegen::compile_with(graph, codegen::Options { fuse: options.fuse, target })
             .map_err(|e| format!("model `{}`: {e}", graph.name));
         progress.finish_and_clear();
         let compiled = compiled?;
-        let gpu = open_gpu(options.backend.as_deref())?;
         let _ = writeln!(err, "note: running on {}", gpu.describe());
         let params: &dyn tdsl_runtime::ParamSource = match &weights {
             Some(w) => w,

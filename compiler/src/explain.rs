@@ -11,7 +11,8 @@ use tdsl_runtime::program::Arg;
 use tdsl_runtime::{fold_grid, plan_memory};
 
 use crate::codegen::Compiled;
-use crate::ir::Op;
+use crate::dim::{Dim, SymId};
+use crate::ir::{Graph, NodeId, Op, ScalarExpr, ScalarId, VarId};
 
 /// One kernel of the report.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +25,8 @@ pub struct KernelReport {
     /// Device bytes of the distinct tensors it reads.
     pub bytes_read: u64,
     pub bytes_written: u64,
+    /// Arithmetic operations of the IR nodes it computes (`flops`), each counted once.
+    pub flops: u64,
     /// (producer description, producing kernel, reason) for every operand computed by another kernel.
     pub unfused: Vec<(String, String, String)>,
 }
@@ -88,7 +91,17 @@ pub fn explain(compiled: &Compiled, sizes: &[i64], fused: bool) -> Result<Report
                 (producer, from, u.reason.clone())
             })
             .collect();
-        kernels.push(KernelReport { name: kernel.name.clone(), ops, invocations, grid, bytes_read, bytes_written, unfused });
+        let flops = members.iter().map(|&id| flops(graph, id, sizes)).sum();
+        kernels.push(KernelReport {
+            name: kernel.name.clone(),
+            ops,
+            invocations,
+            grid,
+            bytes_read,
+            bytes_written,
+            flops,
+            unfused,
+        });
     }
     Ok(Report {
         model: program.name.clone(),
@@ -141,11 +154,67 @@ impl Report {
                 "grid": k.grid,
                 "bytes_read": k.bytes_read,
                 "bytes_written": k.bytes_written,
+                "flops": k.flops,
                 "unfused": k.unfused.iter().map(|(p, f, r)| json!({"producer": p, "kernel": f, "reason": r})).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "peak_bytes": self.peak_bytes,
             "unshared_bytes": self.unshared_bytes,
         })
+    }
+}
+
+/// The arithmetic operations computing node `id` takes at symbol sizes `sizes`: one per element for
+/// elementwise ops, one per input element for reductions, two per multiply-add for matmul, and for index
+/// notation one per scalar op per evaluation (a reduction's body once per reduced index). Layout ops,
+/// loads and constants cost nothing. Saturates instead of overflowing.
+pub fn flops(graph: &Graph, id: NodeId, sizes: &[i64]) -> u64 {
+    let size = |d: &Dim| d.eval(&|s: SymId| sizes.get(s.0 as usize).copied().unwrap_or(0)).map_or(0, |v| v.max(0) as u64);
+    let count = |shape: &[Dim]| shape.iter().fold(1u64, |n, d| n.saturating_mul(size(d)));
+    let node = graph.node(id);
+    let elements = count(&node.ty.shape);
+    match &node.op {
+        Op::Unary(..) | Op::Binary(..) | Op::Select { .. } | Op::Cast(_) => elements,
+        Op::Reduce { input, .. } => count(&graph.node(*input).ty.shape),
+        Op::MatMul(a, _) => {
+            let k = graph.node(*a).ty.shape.last().map_or(1, size);
+            elements.saturating_mul(k).saturating_mul(2)
+        }
+        Op::Map(map) => {
+            let extent = |vars: &[VarId]| vars.iter().fold(1u64, |n, v| n.saturating_mul(size(&map.extents[v.0 as usize])));
+            // Evaluations of each scalar node: the output's elements, times every enclosing reduction.
+            let mut times = vec![0u64; map.exprs.len()];
+            times[map.body.index()] = elements;
+            let mut total = 0u64;
+            for s in (0..map.exprs.len()).rev() {
+                let n = times[s];
+                let mut visit = |operand: ScalarId, n: u64| times[operand.index()] = times[operand.index()].max(n);
+                match &map.exprs[ScalarId::new(s)].expr {
+                    ScalarExpr::Unary(_, a) | ScalarExpr::Cast(a) => {
+                        total = total.saturating_add(n);
+                        visit(*a, n);
+                    }
+                    ScalarExpr::Binary(_, a, b) => {
+                        total = total.saturating_add(n);
+                        visit(*a, n);
+                        visit(*b, n);
+                    }
+                    ScalarExpr::Select { cond, on_true, on_false } => {
+                        total = total.saturating_add(n);
+                        for operand in [*cond, *on_true, *on_false] {
+                            visit(operand, n);
+                        }
+                    }
+                    ScalarExpr::Reduce { vars, body, .. } => {
+                        let inner = n.saturating_mul(extent(vars));
+                        total = total.saturating_add(inner);
+                        visit(*body, inner);
+                    }
+                    ScalarExpr::Load { .. } | ScalarExpr::Var(_) | ScalarExpr::Dim(_) | ScalarExpr::Const(_) => {}
+                }
+            }
+            total
+        }
+        _ => 0,
     }
 }
 

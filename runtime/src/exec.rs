@@ -23,7 +23,7 @@ pub use params::ParamSource;
 pub use plan::{DeviceLimits, LaunchPlan, fold_grid, plan_launches, tensor_shapes};
 
 use crate::bind::{BindError, Declared, Given, Signature, Site, bind_message, bind_partial, bind_symbols, input_count};
-use crate::gpu::{Dispatch, Gpu, GpuError};
+use crate::gpu::{BoundDispatch, Dispatch, DispatchTimes, Gpu, GpuError};
 use crate::program::{Arg, DimExpr, Program, ProgramError, TensorId, TensorRole};
 use crate::weights::{ParamSpec, WeightsError};
 use crate::{DType, Tensor};
@@ -145,7 +145,8 @@ impl Gpu {
             .then(|| self.zeros(DType::U32, &[3]))
             .transpose()?;
         let mut steps = Vec::new();
-        for (launch, plan) in program.launches.iter().zip(&plans) {
+        let mut launch_of_step = Vec::new();
+        for (index, (launch, plan)) in program.launches.iter().zip(&plans).enumerate() {
             let pipeline = self.launch_pipeline(launch)?;
             let Some(workgroups) = plan.grid else { continue };
             let mut uniforms = plan.uniforms.iter();
@@ -160,8 +161,10 @@ impl Gpu {
                 });
             }
             steps.push(Dispatch { pipeline, buffers: bound, workgroups });
+            launch_of_step.push(index);
         }
-        Ok(Prepared { gpu: self, program, shapes, buffers, status, steps, memory })
+        let steps = self.bind(&steps)?;
+        Ok(Prepared { gpu: self, program, shapes, buffers, status, steps, launch_of_step, memory })
     }
 
     /// One buffer per input and param (uploaded) and the shared buffers of computed tensors.
@@ -248,7 +251,9 @@ pub struct Prepared<'a> {
     shapes: Vec<Vec<usize>>,
     buffers: Vec<wgpu::Buffer>,
     status: Option<wgpu::Buffer>,
-    steps: Vec<Dispatch>,
+    steps: Vec<BoundDispatch>,
+    /// `steps[i]` runs `program.launches[launch_of_step[i]]`.
+    launch_of_step: Vec<usize>,
     /// Where every tensor lives and the device bytes the run takes.
     pub memory: MemoryPlan,
 }
@@ -259,17 +264,24 @@ impl Prepared<'_> {
         if let Some(status) = &self.status {
             self.gpu.queue.write_buffer(status, 0, &[0; 12]);
         }
-        self.gpu.run(&self.steps)?;
+        self.gpu.submit(&self.steps)?;
         match &self.status {
             Some(status) => self.gpu.check_status(self.program, status),
-            None => {
-                self.gpu
-                    .device
-                    .poll(wgpu::PollType::wait_indefinitely())
-                    .map_err(|e| GpuError::Run { steps: self.steps.len(), message: format!("waiting for the GPU: {e}") })?;
-                Ok(())
-            }
+            None => Ok(self.gpu.wait(self.steps.len())?),
         }
+    }
+
+    /// Times each launch on its own (`Gpu::time_dispatches`, median of `repeat`); returns the launch index
+    /// of each timed dispatch with the times. The outputs afterwards are those of a normal run.
+    pub fn profile(&self, repeat: usize) -> Result<(Vec<usize>, DispatchTimes), ExecError> {
+        let times = self.gpu.time_dispatches(&self.steps, repeat)?;
+        Ok((self.launch_of_step.clone(), times))
+    }
+
+    /// Median wall time of the same dispatches recorded with plain wgpu calls (`Gpu::time_raw`): what
+    /// `run` costs without this runtime (no status buffer, no error scopes).
+    pub fn time_raw(&self, repeat: usize) -> Result<std::time::Duration, ExecError> {
+        Ok(self.gpu.time_raw(&self.steps, repeat)?)
     }
 
     /// The outputs of the last run, in `program.outputs` order.

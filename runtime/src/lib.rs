@@ -34,7 +34,9 @@ pub use bind::{BindError, Binding, Declared, Given, Signature, Site, bind_messag
 pub use dtype::DType;
 pub use bundle::{Bundle, BundleError, BundleProblem, BundledModel, Requirements};
 pub use exec::{ExecError, MemoryPlan, ParamSource, PrepareOptions, Prepared, fold_grid, plan_memory};
-pub use gpu::{BackendChoice, Dispatch, Gpu, GpuError, GpuOptions, KernelSource, PipelineCacheState};
+pub use gpu::{
+    BackendChoice, BoundDispatch, Dispatch, DispatchTimes, Gpu, GpuError, GpuOptions, KernelSource, PipelineCacheState, Timing,
+};
 pub use session::Session;
 pub use program::{Arg, Bound, DimAtom, DimExpr, Launch, Program, ProgramError, TensorDecl, TensorId, TensorRole};
 pub use npy::{NpyError, NpyProblem, read_npy, read_npy_bytes, to_npy_bytes, write_npy};

@@ -155,7 +155,7 @@ fn fused_and_unfused_agree_on_the_gpu() {
             let (inputs, params) = seeded_bindings(&graph, &symbols, 5);
             let mut results = Vec::new();
             for fuse in [false, true] {
-                let compiled = codegen::compile_with(&graph, Options { fuse }).expect("compiles");
+                let compiled = codegen::compile_with(&graph, Options { fuse, ..Default::default() }).expect("compiles");
                 results.push(gpu().execute(&compiled.program, &inputs, &params).expect("runs"));
             }
             for (unfused, fused) in results[0].iter().zip(&results[1]) {

@@ -140,7 +140,8 @@ pub fn run_gpu_with(
     fuse: bool,
 ) -> Result<Vec<Tensor>, ExecError> {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let compiled = codegen::compile_with(graph, codegen::Options { fuse })
+    let target = codegen::Target::for_device(gpu().info.device_type);
+    let compiled = codegen::compile_with(graph, codegen::Options { fuse, target })
         .unwrap_or_else(|err| panic!("{} does not compile: {err}", graph.name));
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     gpu().execute(&compiled.program, inputs, params)

@@ -27,9 +27,13 @@ use super::builder::FnBuilder;
 use super::fuse::Group;
 use super::rows::{self, Place, RowPlan};
 use super::scalar;
+use super::target::Target;
+use super::tiles;
 use super::{BIND_GROUP, CodegenError, Kernel, KernelArg, WORKGROUP_SIZE};
 use crate::dim::Dim;
 use crate::ir::{DType, Graph, MapOp, NodeId, Op, ReduceOp, ScalarExpr, ScalarId, VarId};
+
+mod tile;
 
 type Expr = Handle<Expression>;
 type R<T> = Result<T, CodegenError>;
@@ -112,7 +116,7 @@ struct Cx<'g> {
 /// Builds the kernel computing `root` with the nodes of `inline` computed in place (see the module
 /// comment); `launch` is its position in the program, stored in the status buffer on a run-time error.
 /// A group that is a row kernel (`rows::plan`) runs one workgroup per row.
-pub fn group_kernel(graph: &Graph, group: &Group, launch: usize) -> R<Kernel> {
+pub fn group_kernel(graph: &Graph, group: &Group, launch: usize, target: &Target) -> R<Kernel> {
     let (root, inline) = (group.root, &group.inline);
     let out = graph.node(root);
     let name = kernel_name(graph, root);
@@ -132,16 +136,18 @@ pub fn group_kernel(graph: &Graph, group: &Group, launch: usize) -> R<Kernel> {
         naga::Span::UNDEFINED,
     );
     let count: Dim = shape_count(&out.ty.shape).ok_or_else(|| internal(&name, "the element count overflows"))?;
-    let row_plan = rows::plan(graph, root, inline);
-    let (invocations, workgroup) = match &row_plan {
-        Some(plan) => {
+    let row_plan = rows::plan(graph, root, inline).filter(|_| group.siblings.is_empty());
+    let tile_plan = if row_plan.is_none() { tiles::plan(graph, group, target.tile) } else { None };
+    let (invocations, workgroup) = match (&row_plan, &tile_plan) {
+        (Some(plan), _) => {
             let invocations = plan
                 .rows
                 .scale(i64::from(plan.workgroup))
                 .map_err(|_| internal(&name, "the invocation count overflows"))?;
             (invocations, plan.workgroup)
         }
-        None => (count.clone(), WORKGROUP_SIZE),
+        (None, Some(plan)) => (tile::block_count(&out.ty.shape, plan).map_err(|e| internal(&name, &e))?, WORKGROUP_SIZE),
+        (None, None) => (count.clone(), WORKGROUP_SIZE),
     };
     let siblings: Vec<(NodeId, Handle<GlobalVariable>)> = group
         .siblings
@@ -181,7 +187,16 @@ pub fn group_kernel(graph: &Graph, group: &Group, launch: usize) -> R<Kernel> {
         ty,
         binding: Some(Binding::BuiltIn(builtin)),
     };
-    if let Some(plan) = row_plan.filter(|_| siblings.is_empty()) {
+    if let Some(plan) = tile_plan {
+        cx.bounds.push(("elements of the output".to_string(), count, MAX_ELEMENTS));
+        cx.tile_kernel(&plan, output)?;
+        let arguments = vec![
+            builtin("gid", vec3u, BuiltIn::GlobalInvocationId),
+            builtin("num_workgroups", vec3u, BuiltIn::NumWorkGroups),
+        ];
+        return cx.finish(arguments);
+    }
+    if let Some(plan) = row_plan {
         cx.bounds.push(("elements of the output".to_string(), count, MAX_ELEMENTS));
         cx.row_kernel(&plan, output)?;
         let arguments = vec![

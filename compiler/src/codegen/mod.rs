@@ -21,6 +21,8 @@ pub mod rows;
 mod kernel;
 mod plan;
 mod scalar;
+pub mod target;
+pub mod tiles;
 #[cfg(test)]
 mod tests;
 
@@ -29,6 +31,7 @@ use crate::ir::NodeId;
 
 pub use kernel::group_kernel;
 pub use plan::{Compiled, Options, compile, compile_with};
+pub use target::Target;
 
 /// Invocations per workgroup (x) of every kernel but row kernels (`rows.rs`); dispatches use
 /// `ceil(count / WORKGROUP_SIZE)` workgroups.

@@ -31,11 +31,13 @@ pub struct Compiled {
 pub struct Options {
     /// Fuse operations into as few kernels as the rules of `fuse.rs` allow; off: one kernel per node.
     pub fuse: bool,
+    /// The device profile whose schedules the kernels use (`target.rs`).
+    pub target: super::Target,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { fuse: true }
+        Options { fuse: true, target: super::Target::default() }
     }
 }
 
@@ -89,7 +91,7 @@ pub fn compile_with(graph: &Graph, options: Options) -> Result<Compiled, Codegen
 
     let mut kernels = Vec::new();
     for group in &grouping.groups {
-        let kernel = group_kernel(graph, group, kernels.len())?;
+        let kernel = group_kernel(graph, group, kernels.len(), &options.target)?;
         for id in group.roots() {
             let name = format!("%{} {}", id.index(), graph.node(id).op.name());
             add_tensor(&mut program, &mut tensor_of, id, name, TensorRole::Computed);

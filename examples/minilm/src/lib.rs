@@ -113,7 +113,8 @@ impl Encoder {
             .with_truncation(Some(TruncationParams { max_length: MAX_TOKENS, ..TruncationParams::default() }))
             .map_err(|e| tokenizer_error(e.to_string()))?;
         let weights = Weights::open(&dir.join("model.safetensors"))?.without(&UNUSED_WEIGHTS)?;
-        let (program, kernels) = compile(fuse)?;
+        let target = codegen::Target::for_device(gpu.info.device_type);
+        let (program, kernels) = compile(fuse, target)?;
         Ok(Encoder { tokenizer, weights, program, kernels, gpu })
     }
 
@@ -183,14 +184,14 @@ impl Encoder {
 }
 
 /// Compiles `SOURCE`; returns the program and its kernel count.
-pub fn compile(fuse: bool) -> Result<(Program, usize), Error> {
+pub fn compile(fuse: bool, target: codegen::Target) -> Result<(Program, usize), Error> {
     let checked = driver::check(Root::Text { name: "minilm.tdsl", text: SOURCE });
     if !checked.diagnostics.is_empty() {
         return Err(Error::Compile(tdsl_compiler::render::render(&checked.diagnostics, &checked.program.sources, false)));
     }
     let graph = checked.graphs.into_iter().next().ok_or_else(|| Error::Compile("no model".to_string()))?;
     let compiled =
-        codegen::compile_with(&graph, codegen::Options { fuse }).map_err(|e| Error::Compile(e.to_string()))?;
+        codegen::compile_with(&graph, codegen::Options { fuse, target }).map_err(|e| Error::Compile(e.to_string()))?;
     let kernels = compiled.kernels.len();
     Ok((compiled.program, kernels))
 }

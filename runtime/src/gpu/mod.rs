@@ -13,8 +13,10 @@
 //! blocking calls (pollster).
 
 mod buffer;
+mod measure;
 
 pub use buffer::device_bytes;
+pub use measure::{DispatchTimes, Timing, median};
 pub(crate) use buffer::to_device_bytes;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -127,6 +129,25 @@ pub struct Dispatch {
     pub workgroups: [u32; 3],
 }
 
+/// A `Dispatch` with its bind group made (`Gpu::bind`).
+#[derive(Clone, Debug)]
+pub struct BoundDispatch {
+    pub pipeline: Arc<wgpu::ComputePipeline>,
+    bind_group: Option<wgpu::BindGroup>,
+    pub workgroups: [u32; 3],
+}
+
+impl BoundDispatch {
+    fn record(&self, pass: &mut wgpu::ComputePass) {
+        pass.set_pipeline(&self.pipeline);
+        if let Some(group) = &self.bind_group {
+            pass.set_bind_group(0, group, &[]);
+        }
+        let [x, y, z] = self.workgroups;
+        pass.dispatch_workgroups(x, y, z);
+    }
+}
+
 /// An open device with its queue and the pipelines built so far.
 pub struct Gpu {
     pub instance: wgpu::Instance,
@@ -191,9 +212,10 @@ impl Gpu {
         if !problems.is_empty() {
             return Err(GpuError::Unsupported { adapter: info.name.clone(), problems: problems.join(", ") });
         }
-        // Two optional features that change no kernel's meaning are taken when the adapter has them: SPIR-V
+        // Optional features that change no kernel's meaning are taken when the adapter has them: SPIR-V
         // passthrough (no shader front end at run time) and, when a cache file is wanted, the pipeline cache.
-        let mut optional = wgpu::Features::PASSTHROUGH_SHADERS;
+        // Timestamp queries only serve `measure.rs` (benchmarks).
+        let mut optional = wgpu::Features::PASSTHROUGH_SHADERS | wgpu::Features::TIMESTAMP_QUERY;
         if options.pipeline_cache.is_some() {
             optional |= wgpu::Features::PIPELINE_CACHE;
         }
@@ -388,9 +410,17 @@ impl Gpu {
         Ok(pipeline)
     }
 
-    /// Records every step in one command encoder (one compute pass) and submits once; returns after the
-    /// submission, so a following `download` sees the results. Bad bindings are `GpuError::Run`.
+    /// Binds every step (`bind`) and submits them (`submit`): one command encoder, one compute pass, one
+    /// submission; returns after the submission, so a following `download` sees the results. Bad bindings
+    /// are `GpuError::Run`.
     pub fn run(&self, steps: &[Dispatch]) -> Result<(), GpuError> {
+        let bound = self.bind(steps)?;
+        self.submit(&bound)
+    }
+
+    /// Makes each step's bind group once, so that a program run many times (`exec::Prepared`) records its
+    /// dispatches without creating anything. Grids over the device's limit and bad bindings are errors.
+    pub fn bind(&self, steps: &[Dispatch]) -> Result<Vec<BoundDispatch>, GpuError> {
         let limit = self.device.limits().max_compute_workgroups_per_dimension;
         for (index, step) in steps.iter().enumerate() {
             if step.workgroups.iter().any(|&n| n > limit) {
@@ -398,10 +428,10 @@ impl Gpu {
             }
         }
         self.scoped(|| {
-            let bind_groups: Vec<Option<wgpu::BindGroup>> = steps
+            steps
                 .iter()
                 .map(|step| {
-                    (!step.buffers.is_empty()).then(|| {
+                    let bind_group = (!step.buffers.is_empty()).then(|| {
                         let entries: Vec<wgpu::BindGroupEntry> = step
                             .buffers
                             .iter()
@@ -413,20 +443,24 @@ impl Gpu {
                             layout: &step.pipeline.get_bind_group_layout(0),
                             entries: &entries,
                         })
-                    })
+                    });
+                    BoundDispatch { pipeline: step.pipeline.clone(), bind_group, workgroups: step.workgroups }
                 })
-                .collect();
+                .collect()
+        })
+        .map_err(|message| GpuError::Run { steps: steps.len(), message })
+    }
+
+    /// Records `steps` in one command encoder (one compute pass) and submits once; returns after the
+    /// submission.
+    pub fn submit(&self, steps: &[BoundDispatch]) -> Result<(), GpuError> {
+        self.scoped(|| {
             let mut encoder =
                 self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("tdsl run") });
             {
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-                for (step, group) in steps.iter().zip(&bind_groups) {
-                    pass.set_pipeline(&step.pipeline);
-                    if let Some(group) = group {
-                        pass.set_bind_group(0, group, &[]);
-                    }
-                    let [x, y, z] = step.workgroups;
-                    pass.dispatch_workgroups(x, y, z);
+                for step in steps {
+                    step.record(&mut pass);
                 }
             }
             self.queue.submit([encoder.finish()]);

@@ -1,0 +1,158 @@
+//! The body of a register-tiled contraction kernel (`tiles.rs` decides which groups get one): each
+//! invocation computes a `rows x cols` block of the output, holding the block's sums in local variables
+//! while `k` runs, then evaluates the group's epilogue at each element of the block with the matmul's
+//! value taken from its sum.
+
+use naga::{BinaryOperator, Expression, GlobalVariable, Handle, Statement};
+
+use super::{Cx, Pos, R, Val, internal, shape_count, unsupported};
+use crate::codegen::tiles::TilePlan;
+use crate::codegen::{WORKGROUP_SIZE, scalar};
+use crate::dim::Dim;
+use crate::ir::{Op, ReduceOp};
+
+impl Cx<'_> {
+    /// Emits the tiled kernel for `plan`; the invocation count (slot 0) is the number of blocks.
+    pub(super) fn tile_kernel(&mut self, plan: &TilePlan, output: Handle<GlobalVariable>) -> R<()> {
+        let graph = self.graph;
+        let (a, c) = match graph.node(plan.matmul).op {
+            Op::MatMul(a, c) => (a, c),
+            _ => return Err(internal(&self.name, "a tile plan without a matmul")),
+        };
+        let dtype = graph.node(plan.matmul).ty.dtype;
+        let shape = graph.node(self.root).ty.shape.clone();
+        let rank = shape.len();
+        let (m, n) = (shape[rank - 2].clone(), shape[rank - 1].clone());
+        let a_shape = graph.node(a).ty.shape.clone();
+        let c_shape = graph.node(c).ty.shape.clone();
+        let k_extent = a_shape[rank - 1].clone();
+        self.bounds.push(("contraction length".to_string(), k_extent.clone(), super::MAX_ELEMENTS));
+        let tiles_n = blocks(&n, plan.cols).map_err(|e| internal(&self.name, &e))?;
+        let tiles_m = blocks(&m, plan.rows).map_err(|e| internal(&self.name, &e))?;
+
+        // index = gid.x + gid.y * (num_workgroups.x * 256); return when index >= blocks.
+        let gid = self.b.expr(Expression::FunctionArgument(0));
+        let num_workgroups = self.b.expr(Expression::FunctionArgument(1));
+        let count = self.slot(0);
+        let gid_x = self.b.expr(Expression::AccessIndex { base: gid, index: 0 });
+        let gid_y = self.b.expr(Expression::AccessIndex { base: gid, index: 1 });
+        let groups_x = self.b.expr(Expression::AccessIndex { base: num_workgroups, index: 0 });
+        let size = self.b.u32(WORKGROUP_SIZE);
+        let row = self.b.binary(BinaryOperator::Multiply, groups_x, size);
+        let offset = self.b.binary(BinaryOperator::Multiply, gid_y, row);
+        let index = self.b.binary(BinaryOperator::Add, gid_x, offset);
+        self.b.name(index, "block");
+        let past_end = self.b.binary(BinaryOperator::GreaterEqual, index, count);
+        self.return_if(past_end);
+
+        // block = (batch * tiles_m + tile_row) * tiles_n + tile_col
+        let tn = self.dim(&tiles_n);
+        let tile_col = self.b.binary(BinaryOperator::Modulo, index, tn);
+        let rest = self.b.binary(BinaryOperator::Divide, index, tn);
+        let tm = self.dim(&tiles_m);
+        let tile_row = self.b.binary(BinaryOperator::Modulo, rest, tm);
+        let batch_flat = self.b.binary(BinaryOperator::Divide, rest, tm);
+        let batch = self.delinearize(batch_flat, &shape[..rank - 2]);
+        let rows_per = self.b.u32(plan.rows);
+        let cols_per = self.b.u32(plan.cols);
+        let row0 = self.b.binary(BinaryOperator::Multiply, tile_row, rows_per);
+        let col0 = self.b.binary(BinaryOperator::Multiply, tile_col, cols_per);
+        self.b.name(row0, "row0");
+        self.b.name(col0, "col0");
+        let m_value = self.dim(&m);
+        let n_value = self.dim(&n);
+        let one = self.b.u32(1);
+        let m_last = self.b.binary(BinaryOperator::Subtract, m_value, one);
+        let n_last = self.b.binary(BinaryOperator::Subtract, n_value, one);
+        // Unclamped indices decide what is stored; clamped ones are loaded, so edge blocks stay in range.
+        let mut rows = Vec::new();
+        let mut rows_clamped = Vec::new();
+        for r in 0..plan.rows {
+            let step = self.b.u32(r);
+            let i = self.b.binary(BinaryOperator::Add, row0, step);
+            rows.push(i);
+            rows_clamped.push(self.b.math(naga::MathFunction::Min, &[i, m_last]));
+        }
+        let mut cols = Vec::new();
+        let mut cols_clamped = Vec::new();
+        for s in 0..plan.cols {
+            let step = self.b.u32(s);
+            let j = self.b.binary(BinaryOperator::Add, col0, step);
+            cols.push(j);
+            cols_clamped.push(self.b.math(naga::MathFunction::Min, &[j, n_last]));
+        }
+
+        let fail = || unsupported(graph, plan.matmul);
+        let mut sums = Vec::with_capacity((plan.rows * plan.cols) as usize);
+        for _ in 0..plan.rows * plan.cols {
+            let zero = scalar::reduce_init(&mut self.b, ReduceOp::Sum, dtype).ok_or_else(fail)?;
+            sums.push(self.accumulator(dtype, zero));
+        }
+        self.counted_loop("k", &k_extent, &mut |cx, k| {
+            let mut left = Vec::with_capacity(rows_clamped.len());
+            for &i in &rows_clamped {
+                let mut coords = batch.clone();
+                coords.extend([i, k]);
+                left.push(cx.value(a, &mut Pos::coords(&a_shape, coords))?.expr);
+            }
+            let mut right = Vec::with_capacity(cols_clamped.len());
+            for &j in &cols_clamped {
+                let mut coords = batch.clone();
+                coords.extend([k, j]);
+                right.push(cx.value(c, &mut Pos::coords(&c_shape, coords))?.expr);
+            }
+            for (r, &x) in left.iter().enumerate() {
+                for (s, &y) in right.iter().enumerate() {
+                    let acc = sums[r * right.len() + s];
+                    let product = cx.b.binary(BinaryOperator::Multiply, x, y);
+                    let current = cx.b.load(acc);
+                    let next = cx.b.binary(BinaryOperator::Add, current, product);
+                    cx.b.store(acc, next);
+                }
+            }
+            Ok(())
+        })?;
+
+        // The epilogue, element by element, inside the output.
+        let root = self.root;
+        for r in 0..plan.rows as usize {
+            for s in 0..plan.cols as usize {
+                let row_in = self.b.binary(BinaryOperator::Less, rows[r], m_value);
+                let col_in = self.b.binary(BinaryOperator::Less, cols[s], n_value);
+                let inside = self.b.binary(BinaryOperator::LogicalAnd, row_in, col_in);
+                self.open_block();
+                let sum = self.b.load(sums[r * plan.cols as usize + s]);
+                let value = scalar::round(&mut self.b, sum, dtype);
+                self.fixed.insert(plan.matmul, Val { expr: value, dtype });
+                let mut coords = batch.clone();
+                coords.extend([rows[r], cols[s]]);
+                let mut pos = Pos::coords(&shape, coords);
+                let result = self.value(root, &mut pos)?;
+                let flat = self.flat(&mut pos);
+                self.store_output(output, flat, result);
+                self.fixed.remove(&plan.matmul);
+                let accept = self.close_block();
+                self.b.statement(Statement::If { condition: inside, accept, reject: naga::Block::new() });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `ceil(extent / per)`: the blocks covering `extent`.
+fn blocks(extent: &Dim, per: u32) -> Result<Dim, String> {
+    extent
+        .add(&Dim::constant(i64::from(per) - 1))
+        .and_then(|d| d.div(&Dim::constant(i64::from(per))))
+        .map_err(|e| e.to_string())
+}
+
+/// The invocations of a tiled kernel over `shape` (the output's): one per block.
+pub(super) fn block_count(shape: &[Dim], plan: &TilePlan) -> Result<Dim, String> {
+    let rank = shape.len();
+    let batch = shape_count(&shape[..rank - 2]).ok_or("the batch size overflows")?;
+    let tiles = blocks(&shape[rank - 2], plan.rows)?
+        .mul(&blocks(&shape[rank - 1], plan.cols)?)
+        .map_err(|e| e.to_string())?;
+    batch.mul(&tiles).map_err(|e| e.to_string())
+}

@@ -1,0 +1,73 @@
+//! Device profiles: the schedule choices codegen makes per kind of device (tile shapes, elements per
+//! invocation), from a small built-in table keyed by what the adapter reports. The same graph compiled for
+//! two targets computes the same values; only speed differs. `tdslc` picks the target of the device it
+//! opens; `Target::default()` (the portable profile) is used where no device is known, e.g. snapshots.
+
+use super::tiles::TileShape;
+
+/// The schedule choices for one kind of device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// The profile's name, as `tdslc` prints it and `--target` takes it.
+    pub name: &'static str,
+    /// Output rows x columns each invocation of a contraction kernel computes (1x1: untiled).
+    pub tile: TileShape,
+}
+
+/// The built-in profiles.
+pub const TARGETS: [Target; 3] = [
+    // Discrete and integrated GPUs: small register tiles keep enough invocations in flight.
+    Target { name: "gpu", tile: (4, 4) },
+    // CPU devices (lavapipe, SwiftShader): invocations are SIMD lanes of a few threads, so per-invocation
+    // work must be large and every loaded operand reused as often as registers allow.
+    Target { name: "cpu", tile: (8, 8) },
+    // One output per invocation everywhere: the reference schedule.
+    Target { name: "naive", tile: (1, 1) },
+];
+
+impl Default for Target {
+    fn default() -> Target {
+        TARGETS[0]
+    }
+}
+
+impl Target {
+    /// The profile named `name`.
+    pub fn named(name: &str) -> Option<Target> {
+        TARGETS.iter().copied().find(|t| t.name == name)
+    }
+
+    /// A profile from its command-line form: a name, then optional overrides, e.g. `cpu,tile=8x4`.
+    pub fn parse(spec: &str) -> Result<Target, String> {
+        let mut parts = spec.split(',');
+        let name = parts.next().unwrap_or_default();
+        let mut target = Target::named(name).ok_or_else(|| {
+            let names: Vec<&str> = TARGETS.iter().map(|t| t.name).collect();
+            format!("unknown target `{name}` (known: {})", names.join(", "))
+        })?;
+        for part in parts {
+            match part.split_once('=') {
+                Some(("tile", shape)) => {
+                    let bad = || format!("`tile={shape}`: expected ROWSxCOLS with each 1 to 16, e.g. tile=8x4");
+                    let (r, c) = shape.split_once('x').ok_or_else(bad)?;
+                    let (r, c): (u32, u32) = (r.parse().map_err(|_| bad())?, c.parse().map_err(|_| bad())?);
+                    if !(1..=16).contains(&r) || !(1..=16).contains(&c) {
+                        return Err(bad());
+                    }
+                    target.tile = (r, c);
+                }
+                _ => return Err(format!("unknown target option `{part}` (known: tile=ROWSxCOLS)")),
+            }
+        }
+        Ok(target)
+    }
+
+    /// The profile for an adapter of `device_type` (wgpu's `DeviceType`).
+    pub fn for_device(device_type: tdsl_runtime::wgpu::DeviceType) -> Target {
+        use tdsl_runtime::wgpu::DeviceType;
+        match device_type {
+            DeviceType::Cpu => TARGETS[1],
+            _ => TARGETS[0],
+        }
+    }
+}

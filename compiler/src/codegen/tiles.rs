@@ -1,0 +1,104 @@
+//! Register-tiled contraction kernels: which groups get one, and with which tile. A group qualifies when
+//! its root is a matmul, or elementwise ops over exactly one matmul of the root's shape (the epilogue:
+//! bias, activation, scale, residual add); each invocation then computes a `rows x cols` block of the
+//! output, keeping the block's sums in registers so every operand element it loads serves `rows` or `cols`
+//! multiply-adds instead of one. Each output element still sums its products in `k` order from zero, as
+//! the interpreter does, so tiling changes no result beyond a device's multiply-add contraction.
+//!
+//! The kernel (`kernel.rs`, `tile_kernel`): invocation `t` is output block (batch, tile row, tile column)
+//! with the column fastest, so neighbouring invocations read neighbouring columns of the right operand;
+//! rows and columns past the edge are clamped for loading and skipped when storing, so any size works.
+
+use super::fuse::Group;
+use crate::dim::Dim;
+use crate::ir::{Graph, NodeId, Op};
+
+/// The tiling of one contraction group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TilePlan {
+    /// The matmul whose sums are held in registers.
+    pub matmul: NodeId,
+    /// Output rows per invocation.
+    pub rows: u32,
+    /// Output columns per invocation.
+    pub cols: u32,
+}
+
+/// The tile shape (rows, columns per invocation) a target uses for contractions.
+pub type TileShape = (u32, u32);
+
+/// The tile plan of `group`, when it is a contraction with an elementwise epilogue (see the module
+/// comment) and `tile` is not 1x1.
+pub fn plan(graph: &Graph, group: &Group, tile: TileShape) -> Option<TilePlan> {
+    if !group.siblings.is_empty() || tile.0 * tile.1 <= 1 {
+        return None;
+    }
+    let root = group.root;
+    let shape = &graph.node(root).ty.shape;
+    if shape.len() < 2 {
+        return None;
+    }
+    let matmul = spine_matmul(graph, group, root, shape)?;
+    Some(TilePlan { matmul, rows: tile.0, cols: tile.1 })
+}
+
+/// The one matmul that `id`'s value at a position depends on through elementwise ops of shape `shape`
+/// computed in the group; `None` when there is none, several, or the dependence passes through anything
+/// that moves positions (a layout op, a reduction) or the matmul has another shape.
+fn spine_matmul(graph: &Graph, group: &Group, id: NodeId, shape: &[Dim]) -> Option<NodeId> {
+    let mut found = None;
+    let mut stack = vec![id];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(n) = stack.pop() {
+        if !seen.insert(n) {
+            continue;
+        }
+        let node = graph.node(n);
+        if n != group.root && !group.inline.contains(&n) {
+            continue; // loaded from a tensor: not part of the spine
+        }
+        let operands: Vec<NodeId> = match &node.op {
+            Op::MatMul(..) if node.ty.shape == shape => {
+                if found.replace(n).is_some_and(|f| f != n) {
+                    return None;
+                }
+                continue;
+            }
+            Op::Unary(_, a) | Op::Cast(a) => vec![*a],
+            Op::Binary(_, a, b) => vec![*a, *b],
+            Op::Select { cond, on_true, on_false } => vec![*cond, *on_true, *on_false],
+            // Anything else must not depend on a matmul of the group (it would be evaluated at other
+            // positions than the block's elements).
+            _ => {
+                if depends_on_matmul(graph, group, n) {
+                    return None;
+                }
+                continue;
+            }
+        };
+        if node.ty.shape != shape {
+            if depends_on_matmul(graph, group, n) {
+                return None;
+            }
+            continue;
+        }
+        stack.extend(operands);
+    }
+    found
+}
+
+/// Whether `id`, computed in the group, reads a matmul computed in the group.
+fn depends_on_matmul(graph: &Graph, group: &Group, id: NodeId) -> bool {
+    let mut stack = vec![id];
+    let mut seen = std::collections::HashSet::new();
+    while let Some(n) = stack.pop() {
+        if !seen.insert(n) || !(n == group.root || group.inline.contains(&n)) {
+            continue;
+        }
+        if matches!(graph.node(n).op, Op::MatMul(..)) {
+            return true;
+        }
+        stack.extend(graph.node(n).op.operands());
+    }
+    false
+}
