@@ -9,7 +9,7 @@ use crate::driver::{self, Root};
 use crate::{codegen, interp, ir, render};
 use std::collections::HashMap;
 use tdsl_runtime::{Gpu, GpuOptions, Tensor, Weights};
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
@@ -51,13 +51,8 @@ enum Command {
         /// The bundle to write (e.g. model.tdslb).
         #[arg(short = 'o', long = "output", value_name = "BUNDLE")]
         output: PathBuf,
-        /// One kernel per IR node (fusion off), for comparison.
-        #[arg(long)]
-        no_fuse: bool,
-        /// The device profile to schedule kernels for: gpu (default), cpu (lavapipe and other software
-        /// devices) or naive (one output per invocation).
-        #[arg(long, default_value = "gpu", value_parser = parse_target)]
-        target: codegen::Target,
+        #[command(flatten)]
+        schedule: Schedule,
     },
     /// Run every model of FILE on the GPU (or the reference interpreter) and print a summary of each output.
     /// Inputs and params not given get seeded random values (said on stderr).
@@ -88,6 +83,9 @@ enum Command {
         /// One kernel per IR node (fusion off), for comparison.
         #[arg(long)]
         no_fuse: bool,
+        /// The device profile to schedule kernels for (default: the one for the device opened).
+        #[arg(long, value_parser = parse_target)]
+        target: Option<codegen::Target>,
     },
     /// Show the kernels of every model in FILE: the ops fused into each, its grid, the bytes it reads and
     /// writes (at the sizes of --dim, else 2), why each unfused edge is not fused, and the device memory.
@@ -96,9 +94,8 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
-        /// One kernel per IR node (fusion off), for comparison.
-        #[arg(long)]
-        no_fuse: bool,
+        #[command(flatten)]
+        schedule: Schedule,
         /// Size of a symbolic dimension, e.g. `--dim S=128` (repeatable); others are 2.
         #[arg(long = "dim", value_name = "NAME=SIZE", value_parser = parse_dim)]
         dims: Vec<(String, i64)>,
@@ -143,16 +140,14 @@ enum Emit {
     /// Every kernel of every model in FILE as WGSL.
     Wgsl {
         file: PathBuf,
-        /// One kernel per IR node (fusion off), for comparison.
-        #[arg(long)]
-        no_fuse: bool,
+        #[command(flatten)]
+        schedule: Schedule,
     },
     /// Every kernel as SPIR-V assembly text (a disassembly of the binary modules).
     Spvasm {
         file: PathBuf,
-        /// One kernel per IR node (fusion off), for comparison.
-        #[arg(long)]
-        no_fuse: bool,
+        #[command(flatten)]
+        schedule: Schedule,
     },
     /// Every kernel as binary SPIR-V: one file per kernel, DIR/<model>.<kernel>.spv.
     Spirv {
@@ -160,9 +155,8 @@ enum Emit {
         /// The directory to write the modules to (created if missing).
         #[arg(short = 'o', long = "output", value_name = "DIR")]
         output: PathBuf,
-        /// One kernel per IR node (fusion off), for comparison.
-        #[arg(long)]
-        no_fuse: bool,
+        #[command(flatten)]
+        schedule: Schedule,
     },
 }
 
@@ -210,10 +204,8 @@ pub fn main(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write, err: 
             }
             if failed { Err(None) } else { Ok(()) }
         }
-        Command::Build { file, output, no_fuse, target } => {
-            build(&file, &output, BuildFlags { no_fuse, target }, color, stderr_is_terminal, err)
-        }
-        Command::Run { file, reference, inputs, weights, seed, dims, output, backend, no_fuse } => {
+        Command::Build { file, output, schedule } => build(&file, &output, schedule, color, stderr_is_terminal, err),
+        Command::Run { file, reference, inputs, weights, seed, dims, output, backend, no_fuse, target } => {
             let options = RunOptions {
                 reference,
                 inputs,
@@ -223,6 +215,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write, err: 
                 output,
                 backend,
                 fuse: !no_fuse,
+                target,
                 terminal: stderr_is_terminal,
             };
             checked_graphs(&file, color, err).and_then(|graphs| {
@@ -235,22 +228,22 @@ pub fn main(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write, err: 
                 let _ = write!(out, "{}", ir::print::print(graph));
             }
         }),
-        Command::Emit { what: Emit::Wgsl { file, no_fuse } } => emit_kernels(&file, !no_fuse, color, err, |graph, kernel| {
+        Command::Emit { what: Emit::Wgsl { file, schedule } } => emit_kernels(&file, schedule, color, err, |graph, kernel| {
             let _ = writeln!(out, "// kernel {} of model {}", kernel.name, graph.name);
             let _ = writeln!(out, "{}", kernel.wgsl());
             Ok(())
         }),
-        Command::Emit { what: Emit::Spvasm { file, no_fuse } } => emit_kernels(&file, !no_fuse, color, err, |graph, kernel| {
+        Command::Emit { what: Emit::Spvasm { file, schedule } } => emit_kernels(&file, schedule, color, err, |graph, kernel| {
             let _ = writeln!(out, "; kernel {} of model {}", kernel.name, graph.name);
             let _ = writeln!(out, "{}", codegen::disassemble(kernel.spirv())?);
             Ok(())
         }),
-        Command::Explain { file, json, no_fuse, dims } => checked_graphs(&file, color, err).and_then(|graphs| {
+        Command::Explain { file, json, schedule, dims } => checked_graphs(&file, color, err).and_then(|graphs| {
             for graph in &graphs {
                 let sizes = symbol_sizes(graph, &dims).map_err(Some)?;
-                let compiled = codegen::compile_with(graph, codegen::Options { fuse: !no_fuse, ..Default::default() })
+                let compiled = codegen::compile_with(graph, schedule.options())
                     .map_err(|e| Some(format!("model `{}`: {e}", graph.name)))?;
-                let report = crate::explain::explain(&compiled, &sizes, !no_fuse).map_err(Some)?;
+                let report = crate::explain::explain(&compiled, &sizes, !schedule.no_fuse).map_err(Some)?;
                 if json {
                     let _ = writeln!(out, "{}", serde_json::to_string_pretty(&report.json()).unwrap_or_default());
                 } else {
@@ -263,12 +256,12 @@ pub fn main(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write, err: 
             let options = BenchOptions { json, fused_only, target, repeat, dims: &dims, backend: backend.as_deref() };
             bench(&files, &options, color, out, err)
         }
-        Command::Emit { what: Emit::Spirv { file, output, no_fuse } } => {
+        Command::Emit { what: Emit::Spirv { file, output, schedule } } => {
             let written = std::cell::Cell::new(0usize);
             let result = std::fs::create_dir_all(&output)
                 .map_err(|e| Some(format!("cannot create {}: {e}", output.display())))
                 .and_then(|()| {
-                    emit_kernels(&file, !no_fuse, color, err, |graph, kernel| {
+                    emit_kernels(&file, schedule, color, err, |graph, kernel| {
                         let path = output.join(format!("{}.{}.spv", graph.name, kernel.name));
                         let bytes: Vec<u8> = kernel.spirv().iter().flat_map(|w| w.to_le_bytes()).collect();
                         std::fs::write(&path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -292,10 +285,22 @@ pub fn main(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write, err: 
     }
 }
 
-/// `tdslc build`'s choices.
-struct BuildFlags {
+/// How `build`, `emit` and `explain` schedule kernels.
+#[derive(Args, Clone, Copy)]
+struct Schedule {
+    /// One kernel per IR node (fusion off), for comparison.
+    #[arg(long)]
     no_fuse: bool,
+    /// The device profile to schedule kernels for: gpu (default), cpu (lavapipe and other software devices)
+    /// or naive (one output per invocation), with optional overrides, e.g. `cpu,tile=8x4`.
+    #[arg(long, default_value = "gpu", value_parser = parse_target)]
     target: codegen::Target,
+}
+
+impl Schedule {
+    fn options(self) -> codegen::Options {
+        codegen::Options { fuse: !self.no_fuse, target: self.target }
+    }
 }
 
 /// A `--target` name.
@@ -307,7 +312,7 @@ fn parse_target(name: &str) -> Result<codegen::Target, String> {
 fn build(
     file: &std::path::Path,
     output: &std::path::Path,
-    flags: BuildFlags,
+    schedule: Schedule,
     color: bool,
     stderr_is_terminal: bool,
     err: &mut dyn Write,
@@ -316,7 +321,7 @@ fn build(
     let spinner = spinner(stderr_is_terminal, format!("checking {}", file.display()));
     let progress = |i: usize, n: usize, name: &str| spinner.set_message(format!("compiling model {name} ({}/{n})", i + 1));
     let options =
-        crate::bundle::BuildOptions { no_fuse: flags.no_fuse, target: flags.target, color, progress: Some(&progress) };
+        crate::bundle::BuildOptions { no_fuse: schedule.no_fuse, target: schedule.target, color, progress: Some(&progress) };
     let built = crate::bundle::build(file, &options);
     spinner.finish_and_clear();
     let (bundle, _) = built.map_err(|e| match e {
@@ -367,13 +372,13 @@ fn checked_graphs(file: &std::path::Path, color: bool, err: &mut dyn Write) -> R
 /// Compiles every model of `file` and hands each kernel to `each`.
 fn emit_kernels(
     file: &std::path::Path,
-    fuse: bool,
+    schedule: Schedule,
     color: bool,
     err: &mut dyn Write,
     mut each: impl FnMut(&ir::Graph, &codegen::Kernel) -> Result<(), String>,
 ) -> Result<(), Option<String>> {
     for graph in checked_graphs(file, color, err)? {
-        let compiled = codegen::compile_with(&graph, codegen::Options { fuse, ..Default::default() })
+        let compiled = codegen::compile_with(&graph, schedule.options())
             .map_err(|e| Some(format!("model `{}`: {e}", graph.name)))?;
         for kernel in &compiled.kernels {
             each(&graph, kernel).map_err(Some)?;
@@ -392,6 +397,8 @@ struct RunOptions {
     output: Option<PathBuf>,
     backend: Option<String>,
     fuse: bool,
+    /// The device profile; `None`: the opened device's.
+    target: Option<codegen::Target>,
     /// stderr is a terminal: show a spinner while compiling and running.
     terminal: bool,
 }
@@ -613,7 +620,7 @@ fn run_model(
     } else {
         let gpu = open_gpu(options.backend.as_deref())?;
         let progress = spinner(options.terminal, format!("compiling model {}", graph.name));
-        let target = codegen::Target::for_device(gpu.info.device_type);
+        let target = options.target.unwrap_or_else(|| codegen::Target::for_device(gpu.info.device_type));
         let compiled = codegen::compile_with(graph, codegen::Options { fuse: options.fuse, target })
             .map_err(|e| format!("model `{}`: {e}", graph.name));
         progress.finish_and_clear();

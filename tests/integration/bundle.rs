@@ -165,12 +165,14 @@ fn tdsl_run_matches_tdslc_run_on_every_example() {
     .expect("write two.tdsl");
     let mut runs: Vec<(&str, &[&str])> = EXAMPLES.to_vec();
     runs.push((text(&two), &["--dim", "N=9"]));
-    for (i, (file, dims)) in runs.iter().enumerate() {
+    // Both sides schedule for the same device profile (each profile once), so results agree bit for bit.
+    let cases = runs.iter().flat_map(|run| ["gpu", "cpu"].map(move |target| (run, target)));
+    for (i, ((file, dims), target)) in cases.enumerate() {
         let bundle = temp.path().join(format!("{i}.tdslb"));
-        let (code, _, err) = tdslc(&["build", file, "-o", text(&bundle)]);
+        let (code, _, err) = tdslc(&["build", file, "-o", text(&bundle), "--target", target]);
         assert_eq!(code, 0, "{file}: {err}");
         let (from_source, from_bundle) = (temp.path().join(format!("{i}-source")), temp.path().join(format!("{i}-bundle")));
-        let mut source_args = vec!["run", file, "--seed", "11", "--output", text(&from_source)];
+        let mut source_args = vec!["run", file, "--seed", "11", "--output", text(&from_source), "--target", target];
         source_args.extend_from_slice(dims);
         let (code, source_out, err) = tdslc(&source_args);
         assert_eq!(code, 0, "{file}: {err}");

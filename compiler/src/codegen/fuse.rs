@@ -25,7 +25,7 @@
 
 use std::collections::BTreeSet;
 
-use super::rows;
+use super::{Target, rows, tiles};
 use crate::ir::{Graph, NodeId, Op};
 
 /// The fusion decision for a graph.
@@ -159,7 +159,7 @@ pub fn cheap_to_recompute(graph: &Graph, id: NodeId) -> bool {
 
 /// Groups every live computed node of `graph`. With `fuse` off, every computed node is its own group (only
 /// constants and dimension values are inlined): the unfused program, for comparison.
-pub fn group(graph: &Graph, fuse: bool) -> Grouping {
+pub fn group(graph: &Graph, fuse: bool, target: &Target) -> Grouping {
     let n = graph.nodes.len();
     let mut consumers: Vec<Vec<NodeId>> = vec![Vec::new(); n];
     for (id, node) in graph.nodes.iter() {
@@ -254,8 +254,8 @@ pub fn group(graph: &Graph, fuse: bool) -> Grouping {
         groups.push(Group { root: id, inline, siblings: Vec::new() });
     }
     if fuse {
-        merge_rows(graph, &consumers, &is_output, &mut groups, &mut unfused);
-        merge_horizontal(graph, &mut groups);
+        merge_rows(graph, &consumers, &is_output, &mut groups, &mut unfused, target);
+        merge_horizontal(graph, &mut groups, target);
     }
     Grouping { groups, unfused }
 }
@@ -271,6 +271,7 @@ fn merge_rows(
     is_output: &[bool],
     groups: &mut Vec<Group>,
     unfused: &mut Vec<Unfused>,
+    target: &Target,
 ) {
     let mut i = groups.len();
     while i > 0 {
@@ -292,7 +293,7 @@ fn merge_rows(
         let mut merged = groups[j].inline.clone();
         merged.insert(s);
         merged.extend(groups[i].inline.iter().copied());
-        let placed = rows::plan(graph, groups[j].root, &merged).is_some_and(|p| p.places.iter().any(|&(n, _)| n == s));
+        let placed = rows::plan(graph, groups[j].root, &merged, target).is_some_and(|p| p.places.iter().any(|&(n, _)| n == s));
         if placed {
             groups[j].inline = merged;
             groups.remove(i);
@@ -310,7 +311,7 @@ pub const MAX_STORAGE_BINDINGS: usize = 8;
 /// everything the later one reads exists before the earlier one runs (so neither depends on the other),
 /// and the merged kernel binds at most `MAX_STORAGE_BINDINGS` storage buffers. One launch then computes
 /// both at each position.
-fn merge_horizontal(graph: &Graph, groups: &mut Vec<Group>) {
+fn merge_horizontal(graph: &Graph, groups: &mut Vec<Group>, target: &Target) {
     let reads = |g: &Group| -> BTreeSet<NodeId> {
         let mut reads = BTreeSet::new();
         for id in g.roots().chain(g.inline.iter().copied()) {
@@ -327,7 +328,10 @@ fn merge_horizontal(graph: &Graph, groups: &mut Vec<Group>) {
     };
     let mut i = 0;
     while i < groups.len() {
-        if rows::plan(graph, groups[i].root, &groups[i].inline).is_some() {
+        // Row kernels never merge; register-tiled contractions merge only with each other (sharing the
+        // contraction loop), plain kernels with plain kernels.
+        let tiled = |g: &Group| tiles::plan(graph, g, target.tile).is_some();
+        if rows::plan(graph, groups[i].root, &groups[i].inline, target).is_some() {
             i += 1;
             continue;
         }
@@ -346,12 +350,13 @@ fn merge_horizontal(graph: &Graph, groups: &mut Vec<Group>) {
                 && !reads_a.is_disjoint(&reads_b)
                 && reads_b.iter().all(available)
                 && bindings <= MAX_STORAGE_BINDINGS
-                && rows::plan(graph, b.root, &b.inline).is_none();
-            if fits {
-                let b = groups.remove(j);
-                let a = &mut groups[i];
-                a.siblings.extend(b.roots());
-                a.inline.extend(b.inline);
+                && rows::plan(graph, b.root, &b.inline, target).is_none();
+            let mut merged = a.clone();
+            merged.siblings.extend(b.roots());
+            merged.inline.extend(b.inline.iter().copied());
+            if fits && tiled(a) == tiled(&merged) && tiled(b) == tiled(&merged) {
+                groups.remove(j);
+                groups[i] = merged;
             } else {
                 j += 1;
             }

@@ -76,6 +76,8 @@ enum Key {
     Scalar(u32, ScalarId),
     /// A node's element at the position with this flat index expression.
     Node(NodeId, Expr),
+    /// Vector kernels: the vector of a tensor holding the elements of the invocation's lanes.
+    Vector(NodeId),
 }
 
 struct Cx<'g> {
@@ -111,6 +113,11 @@ struct Cx<'g> {
     scratch: HashMap<Scalar, Handle<GlobalVariable>>,
     /// Invocations per workgroup.
     workgroup: u32,
+    /// Vector kernels: every storage array holds 4-element vectors; each invocation computes one.
+    vector: bool,
+    /// Vector kernels, where all four elements are in range: the vector's index and the flat index of
+    /// each of its elements; a tensor read at one of those flat indices is read as one vector.
+    lanes: Option<(Expr, [Expr; 4])>,
 }
 
 /// Builds the kernel computing `root` with the nodes of `inline` computed in place (see the module
@@ -120,9 +127,12 @@ pub fn group_kernel(graph: &Graph, group: &Group, launch: usize, target: &Target
     let (root, inline) = (group.root, &group.inline);
     let out = graph.node(root);
     let name = kernel_name(graph, root);
+    let row_plan = rows::plan(graph, root, inline, target).filter(|_| group.siblings.is_empty());
+    let tile_plan = if row_plan.is_none() { tiles::plan(graph, group, target.tile) } else { None };
+    let vector = target.vector && row_plan.is_none() && tile_plan.is_none() && elementwise(graph, group);
     let mut b = FnBuilder::new();
     let u32_ty = b.ty(TypeInner::Scalar(Scalar::U32));
-    let output = storage(&mut b, "out", out.ty.dtype, StorageAccess::LOAD | StorageAccess::STORE);
+    let output = storage(&mut b, "out", out.ty.dtype, StorageAccess::LOAD | StorageAccess::STORE, vector);
     // The uniform block's type is only known at the end; a placeholder keeps the handle stable.
     let uniform = b.module.global_variables.append(
         GlobalVariable {
@@ -136,9 +146,8 @@ pub fn group_kernel(graph: &Graph, group: &Group, launch: usize, target: &Target
         naga::Span::UNDEFINED,
     );
     let count: Dim = shape_count(&out.ty.shape).ok_or_else(|| internal(&name, "the element count overflows"))?;
-    let row_plan = rows::plan(graph, root, inline).filter(|_| group.siblings.is_empty());
-    let tile_plan = if row_plan.is_none() { tiles::plan(graph, group, target.tile) } else { None };
     let (invocations, workgroup) = match (&row_plan, &tile_plan) {
+        (Some(plan), _) if plan.serial => (plan.rows.clone(), plan.workgroup),
         (Some(plan), _) => {
             let invocations = plan
                 .rows
@@ -147,6 +156,13 @@ pub fn group_kernel(graph: &Graph, group: &Group, launch: usize, target: &Target
             (invocations, plan.workgroup)
         }
         (None, Some(plan)) => (tile::block_count(&out.ty.shape, plan).map_err(|e| internal(&name, &e))?, WORKGROUP_SIZE),
+        (None, None) if vector => {
+            let vectors = count
+                .add(&Dim::constant(3))
+                .and_then(|d| d.div(&Dim::constant(4)))
+                .map_err(|_| internal(&name, "the invocation count overflows"))?;
+            (vectors, WORKGROUP_SIZE)
+        }
         (None, None) => (count.clone(), WORKGROUP_SIZE),
     };
     let siblings: Vec<(NodeId, Handle<GlobalVariable>)> = group
@@ -155,7 +171,7 @@ pub fn group_kernel(graph: &Graph, group: &Group, launch: usize, target: &Target
         .enumerate()
         .map(|(k, &id)| {
             let dtype = graph.node(id).ty.dtype;
-            (id, storage(&mut b, &format!("out{}", k + 1), dtype, StorageAccess::LOAD | StorageAccess::STORE))
+            (id, storage(&mut b, &format!("out{}", k + 1), dtype, StorageAccess::LOAD | StorageAccess::STORE, vector))
         })
         .collect();
     let mut cx = Cx {
@@ -180,6 +196,8 @@ pub fn group_kernel(graph: &Graph, group: &Group, launch: usize, target: &Target
         row_base: None,
         scratch: HashMap::new(),
         workgroup,
+        vector,
+        lanes: None,
     };
     let vec3u = cx.b.ty(TypeInner::Vector { size: VectorSize::Tri, scalar: Scalar::U32 });
     let builtin = |name: &str, ty, builtin| FunctionArgument {
@@ -189,7 +207,8 @@ pub fn group_kernel(graph: &Graph, group: &Group, launch: usize, target: &Target
     };
     if let Some(plan) = tile_plan {
         cx.bounds.push(("elements of the output".to_string(), count, MAX_ELEMENTS));
-        cx.tile_kernel(&plan, output)?;
+        let outputs: Vec<_> = std::iter::once(output).chain(siblings.iter().map(|&(_, b)| b)).collect();
+        cx.tile_kernel(&plan, &outputs)?;
         let arguments = vec![
             builtin("gid", vec3u, BuiltIn::GlobalInvocationId),
             builtin("num_workgroups", vec3u, BuiltIn::NumWorkGroups),
@@ -199,6 +218,13 @@ pub fn group_kernel(graph: &Graph, group: &Group, launch: usize, target: &Target
     if let Some(plan) = row_plan {
         cx.bounds.push(("elements of the output".to_string(), count, MAX_ELEMENTS));
         cx.row_kernel(&plan, output)?;
+        if plan.serial {
+            let arguments = vec![
+                builtin("gid", vec3u, BuiltIn::GlobalInvocationId),
+                builtin("num_workgroups", vec3u, BuiltIn::NumWorkGroups),
+            ];
+            return cx.finish(arguments);
+        }
         let arguments = vec![
             builtin("wid", vec3u, BuiltIn::WorkGroupId),
             builtin("num_workgroups", vec3u, BuiltIn::NumWorkGroups),
@@ -223,6 +249,16 @@ pub fn group_kernel(graph: &Graph, group: &Group, launch: usize, target: &Target
     let past_end = cx.b.binary(BinaryOperator::GreaterEqual, index, count_value);
     cx.return_if(past_end);
 
+    if vector {
+        cx.bounds.push(("elements of the output".to_string(), count.clone(), MAX_ELEMENTS));
+        let outputs: Vec<_> = std::iter::once((root, output)).chain(siblings).collect();
+        cx.vector_body(index, &count, &outputs)?;
+        let arguments = vec![
+            builtin("gid", vec3u, BuiltIn::GlobalInvocationId),
+            builtin("num_workgroups", vec3u, BuiltIn::NumWorkGroups),
+        ];
+        return cx.finish(arguments);
+    }
     let mut pos = Pos::flat(&out.ty.shape, index);
     let value = cx.value(root, &mut pos)?;
     cx.b.name(value.expr, "value");
@@ -344,6 +380,73 @@ impl Cx<'_> {
         Ok(Val { expr, dtype })
     }
 
+    /// A pointer to element `flat` of a storage array of vectors: `array[flat / 4][flat % 4]`.
+    fn vector_element(&mut self, buffer: Handle<GlobalVariable>, flat: Expr) -> Expr {
+        let two = self.b.u32(2);
+        let three = self.b.u32(3);
+        let word = self.b.binary(BinaryOperator::ShiftRight, flat, two);
+        let lane = self.b.binary(BinaryOperator::And, flat, three);
+        let base = self.b.expr(Expression::GlobalVariable(buffer));
+        let vector = self.b.expr(Expression::Access { base, index: word });
+        self.b.expr(Expression::Access { base: vector, index: lane })
+    }
+
+    /// The body of a vector kernel: invocation `v` computes elements `4v .. 4v + 3` of every output. When
+    /// all four are in range, tensors read at those positions are read as whole vectors and each output is
+    /// stored as one; the last, partial vector is computed and stored element by element.
+    fn vector_body(&mut self, v: Expr, count: &Dim, outputs: &[(NodeId, Handle<GlobalVariable>)]) -> R<()> {
+        let graph = self.graph;
+        let count = self.dim(count);
+        let four = self.b.u32(4);
+        let whole = self.b.binary(BinaryOperator::Divide, count, four);
+        let full = self.b.binary(BinaryOperator::Less, v, whole);
+        let base = self.b.binary(BinaryOperator::Multiply, v, four);
+        self.b.name(base, "first");
+
+        self.open_block();
+        let mut lanes = [base; 4];
+        for (c, lane) in lanes.iter_mut().enumerate().skip(1) {
+            let offset = self.b.u32(c as u32);
+            *lane = self.b.binary(BinaryOperator::Add, base, offset);
+        }
+        self.lanes = Some((v, lanes));
+        for &(id, buffer) in outputs {
+            let shape = graph.node(id).ty.shape.clone();
+            let mut components = Vec::with_capacity(4);
+            for &flat in &lanes {
+                let value = self.value(id, &mut Pos::flat(&shape, flat))?;
+                components.push(to_storage(&mut self.b, value));
+            }
+            let ty = self.b.ty(TypeInner::Vector { size: VectorSize::Quad, scalar: storage_scalar(graph.node(id).ty.dtype) });
+            let composed = self.b.expr(Expression::Compose { ty, components });
+            let array = self.b.expr(Expression::GlobalVariable(buffer));
+            let pointer = self.b.expr(Expression::Access { base: array, index: v });
+            self.b.store(pointer, composed);
+        }
+        self.lanes = None;
+        let vectors = self.close_block();
+
+        self.open_block();
+        for c in 0..4u32 {
+            let offset = self.b.u32(c);
+            let flat = self.b.binary(BinaryOperator::Add, base, offset);
+            let inside = self.b.binary(BinaryOperator::Less, flat, count);
+            self.open_block();
+            for &(id, buffer) in outputs {
+                let shape = graph.node(id).ty.shape.clone();
+                let value = self.value(id, &mut Pos::flat(&shape, flat))?;
+                let stored = to_storage(&mut self.b, value);
+                let pointer = self.vector_element(buffer, flat);
+                self.b.store(pointer, stored);
+            }
+            let accept = self.close_block();
+            self.b.statement(Statement::If { condition: inside, accept, reject: naga::Block::new() });
+        }
+        let elements = self.close_block();
+        self.b.statement(Statement::If { condition: full, accept: vectors, reject: elements });
+        Ok(())
+    }
+
     /// Element `pos` of a tensor read from its device buffer.
     fn load(&mut self, id: NodeId, pos: &mut Pos) -> Val {
         let dtype = self.graph.node(id).ty.dtype;
@@ -351,7 +454,7 @@ impl Cx<'_> {
             Some(&(_, buffer)) => buffer,
             None => {
                 let name = format!("in{}", self.reads.len());
-                let buffer = storage(&mut self.b, &name, dtype, StorageAccess::LOAD);
+                let buffer = storage(&mut self.b, &name, dtype, StorageAccess::LOAD, self.vector);
                 self.reads.push((id, buffer));
                 if let Some(count) = shape_count(&self.graph.node(id).ty.shape) {
                     self.bounds.push((format!("elements of %{}", id.index()), count, MAX_ELEMENTS));
@@ -360,9 +463,31 @@ impl Cx<'_> {
             }
         };
         let index = self.flat(pos);
-        let base = self.b.expr(Expression::GlobalVariable(buffer));
-        let pointer = self.b.expr(Expression::Access { base, index });
-        let raw = self.b.load(pointer);
+        let raw = match (self.vector, self.lanes) {
+            (false, _) => {
+                let base = self.b.expr(Expression::GlobalVariable(buffer));
+                let pointer = self.b.expr(Expression::Access { base, index });
+                self.b.load(pointer)
+            }
+            (true, Some((v, lanes))) if lanes.contains(&index) => {
+                let lane = lanes.iter().position(|&l| l == index).unwrap_or(0) as u32;
+                let whole = match self.cached(Key::Vector(id)) {
+                    Some(whole) => whole.expr,
+                    None => {
+                        let base = self.b.expr(Expression::GlobalVariable(buffer));
+                        let pointer = self.b.expr(Expression::Access { base, index: v });
+                        let whole = self.b.load(pointer);
+                        self.remember(Key::Vector(id), Val { expr: whole, dtype });
+                        whole
+                    }
+                };
+                self.b.expr(Expression::AccessIndex { base: whole, index: lane })
+            }
+            (true, _) => {
+                let pointer = self.vector_element(buffer, index);
+                self.b.load(pointer)
+            }
+        };
         let expr = if dtype == DType::Bool {
             let zero = self.b.u32(0);
             self.b.binary(BinaryOperator::NotEqual, raw, zero)
@@ -510,7 +635,7 @@ impl Cx<'_> {
         let status = match self.status {
             Some(s) => s,
             None => {
-                let s = storage(&mut self.b, "status", DType::U32, StorageAccess::LOAD | StorageAccess::STORE);
+                let s = storage(&mut self.b, "status", DType::U32, StorageAccess::LOAD | StorageAccess::STORE, false);
                 self.status = Some(s);
                 s
             }
@@ -883,14 +1008,23 @@ impl Cx<'_> {
     /// row's columns from the local invocation index.
     fn row_kernel(&mut self, plan: &RowPlan, output: Handle<GlobalVariable>) -> R<()> {
         let graph = self.graph;
-        let wid = self.b.expr(Expression::FunctionArgument(0));
+        let first = self.b.expr(Expression::FunctionArgument(0));
         let num_workgroups = self.b.expr(Expression::FunctionArgument(1));
-        let lid = self.b.expr(Expression::FunctionArgument(2));
-        let wid_x = self.b.expr(Expression::AccessIndex { base: wid, index: 0 });
-        let wid_y = self.b.expr(Expression::AccessIndex { base: wid, index: 1 });
+        let first_x = self.b.expr(Expression::AccessIndex { base: first, index: 0 });
+        let first_y = self.b.expr(Expression::AccessIndex { base: first, index: 1 });
         let groups_x = self.b.expr(Expression::AccessIndex { base: num_workgroups, index: 0 });
-        let offset = self.b.binary(BinaryOperator::Multiply, wid_y, groups_x);
-        let row = self.b.binary(BinaryOperator::Add, wid_x, offset);
+        // Serial rows: `row = gid.x + gid.y * (num_workgroups.x * rows per workgroup)`, one invocation each;
+        // otherwise `row = wid.x + wid.y * num_workgroups.x` and `lid` strides over the columns.
+        let (row, lid) = if plan.serial {
+            let size = self.b.u32(plan.workgroup);
+            let stride = self.b.binary(BinaryOperator::Multiply, groups_x, size);
+            let offset = self.b.binary(BinaryOperator::Multiply, first_y, stride);
+            (self.b.binary(BinaryOperator::Add, first_x, offset), None)
+        } else {
+            let offset = self.b.binary(BinaryOperator::Multiply, first_y, groups_x);
+            let lid = self.b.expr(Expression::FunctionArgument(2));
+            (self.b.binary(BinaryOperator::Add, first_x, offset), Some(lid))
+        };
         self.b.name(row, "row");
         // `row` is uniform in the workgroup, so every barrier below stays in uniform control flow.
         let rows = self.dim(&plan.rows);
@@ -904,6 +1038,10 @@ impl Cx<'_> {
 
         // Each invocation reads back only the columns it wrote (the same stride in every pass), so the
         // caches need no barrier.
+        let lid = match lid {
+            Some(lid) => lid,
+            None => return self.serial_row(plan, output, row, base),
+        };
         for &m in &plan.cached {
             let dtype = graph.node(m).ty.dtype;
             let n = plan.cols.as_const().ok_or_else(|| internal(&self.name, "a cached row has no constant length"))?;
@@ -942,6 +1080,41 @@ impl Cx<'_> {
 
         let root = self.root;
         self.strided_loop(lid, &plan.cols, &mut |cx, j| {
+            let flat = cx.b.binary(BinaryOperator::Add, base, j);
+            let value = cx.value(root, &mut Pos::flat(&full, flat))?;
+            cx.store_output(output, flat, value);
+            Ok(())
+        })
+    }
+
+    /// The rest of a serial row kernel (`RowPlan::serial`, no cached contractions): the row's values, its
+    /// reductions as loops over the row, then the root's elements, all by this invocation alone.
+    fn serial_row(&mut self, plan: &RowPlan, output: Handle<GlobalVariable>, row: Expr, base: Expr) -> R<()> {
+        let graph = self.graph;
+        let full = graph.node(self.root).ty.shape.clone();
+        for &(id, place) in &plan.places {
+            if place != Place::Row {
+                continue;
+            }
+            let node = graph.node(id);
+            let value = match &node.op {
+                Op::Reduce { op, input, .. } if plan.reductions.contains(&id) => {
+                    let input = *input;
+                    let expr = self.reduction(id, *op, node.ty.dtype, &plan.cols, &mut |cx, j| {
+                        let flat = cx.b.binary(BinaryOperator::Add, base, j);
+                        Ok(cx.value(input, &mut Pos::flat(&full, flat))?.expr)
+                    })?;
+                    Val { expr, dtype: node.ty.dtype }
+                }
+                _ => {
+                    let shape = node.ty.shape.clone();
+                    self.value(id, &mut Pos::flat(&shape, row))?
+                }
+            };
+            self.fixed.insert(id, value);
+        }
+        let root = self.root;
+        self.counted_loop("j", &plan.cols, &mut |cx, j| {
             let flat = cx.b.binary(BinaryOperator::Add, base, j);
             let value = cx.value(root, &mut Pos::flat(&full, flat))?;
             cx.store_output(output, flat, value);
@@ -1126,6 +1299,16 @@ impl Cx<'_> {
     }
 }
 
+/// Whether every member of `group` is elementwise or a layout op (no loops), so the kernel can compute
+/// four neighbouring elements per invocation.
+fn elementwise(graph: &Graph, group: &Group) -> bool {
+    group.roots().chain(group.inline.iter().copied()).all(|id| match &graph.node(id).op {
+        Op::Reduce { .. } | Op::MatMul(..) => false,
+        Op::Map(map) => !map.exprs.iter().any(|(_, s)| matches!(s.expr, ScalarExpr::Reduce { .. })),
+        _ => true,
+    })
+}
+
 /// Whether `affine` provably stays in `0..extent` for every value of its variables and every symbol value
 /// (`Dim::is_nonneg` is sound): every coefficient and the offset are nonnegative, and the largest index,
 /// `offset + sum(coef * (var extent - 1))`, is at most `extent - 1`. Such a load needs no run-time check.
@@ -1169,10 +1352,16 @@ fn shape_count(shape: &[Dim]) -> Option<Dim> {
     shape.iter().try_fold(Dim::constant(1), |acc, d| acc.mul(d).ok())
 }
 
-/// A read-only or read-write storage array holding `dtype` in its device layout (f16 as f32, bool as u32).
-fn storage(b: &mut FnBuilder, name: &str, dtype: DType, access: StorageAccess) -> Handle<GlobalVariable> {
-    let element = b.ty(TypeInner::Scalar(storage_scalar(dtype)));
-    let array = b.ty(TypeInner::Array { base: element, size: ArraySize::Dynamic, stride: 4 });
+/// A read-only or read-write storage array holding `dtype` in its device layout (f16 as f32, bool as u32),
+/// as scalars or, in vector kernels (`vector`), as 4-element vectors (buffers are padded to 16 bytes).
+fn storage(b: &mut FnBuilder, name: &str, dtype: DType, access: StorageAccess, vector: bool) -> Handle<GlobalVariable> {
+    let scalar = storage_scalar(dtype);
+    let element = match vector {
+        true => b.ty(TypeInner::Vector { size: VectorSize::Quad, scalar }),
+        false => b.ty(TypeInner::Scalar(scalar)),
+    };
+    let stride = if vector { 16 } else { 4 };
+    let array = b.ty(TypeInner::Array { base: element, size: ArraySize::Dynamic, stride });
     b.module.global_variables.append(
         GlobalVariable {
             name: Some(name.to_string()),

@@ -57,7 +57,7 @@ pub fn compile_with(graph: &Graph, options: Options) -> Result<Compiled, Codegen
     })?;
     let optimized = crate::opt::optimize(graph);
     let graph = &optimized;
-    let grouping = fuse::group(graph, options.fuse);
+    let grouping = fuse::group(graph, options.fuse, &options.target);
 
     let mut program = Program {
         name: graph.name.clone(),

@@ -18,9 +18,15 @@
 //! several passes is not recomputed), each `Row` node once per row (reductions as workgroup tree
 //! reductions), and finally the root, one element per invocation and stride. Nodes depending on neither are
 //! unconstrained: they are computed wherever they are needed, as in any kernel.
+//!
+//! Targets with `serial_rows` (CPU devices, where a barrier switches between every lane of the workgroup)
+//! run one invocation per row instead, several rows per workgroup: the reductions become loops over the
+//! row, and there is no workgroup memory, so no contraction is cached (fusion leaves such a contraction in a
+//! tiled kernel of its own).
 
 use std::collections::{BTreeSet, HashMap};
 
+use super::Target;
 use crate::dim::Dim;
 use crate::ir::{Graph, NodeId, Op};
 
@@ -48,6 +54,9 @@ pub struct RowPlan {
     pub cols: Dim,
     /// Invocations per workgroup (a power of two).
     pub workgroup: u32,
+    /// One invocation per row (`workgroup` rows per workgroup), reductions as loops, no barriers; else one
+    /// workgroup per row.
+    pub serial: bool,
     /// Nodes placed per row or per element, in dependency order.
     pub places: Vec<(NodeId, Place)>,
     /// Row reductions (`Row` nodes computed by the whole workgroup).
@@ -66,7 +75,7 @@ fn is_contraction(op: &Op) -> bool {
 
 /// The row plan of the group `root` + `inline`, or `None` when it is not a row kernel (see the module
 /// comment for the conditions).
-pub fn plan(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>) -> Option<RowPlan> {
+pub fn plan(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, target: &Target) -> Option<RowPlan> {
     let full = &graph.node(root).ty.shape;
     let rank = full.len();
     if !is_elementwise(&graph.node(root).op) || rank == 0 {
@@ -146,6 +155,14 @@ pub fn plan(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>) -> Option<Ro
     {
         return None;
     }
+    if let Some(rows_per_workgroup) = target.serial_rows {
+        // One invocation per row has no workgroup memory to cache a contraction in.
+        if !cached.is_empty() {
+            return None;
+        }
+        let places = members.iter().filter_map(|id| place.get(id).map(|p| (*id, *p))).collect();
+        return Some(RowPlan { row_shape, rows, cols, workgroup: rows_per_workgroup, serial: true, places, reductions, cached });
+    }
     let workgroup = match cols.as_const() {
         Some(n) => (n.max(1) as u64).next_power_of_two().clamp(32, 256) as u32,
         None => DEFAULT_ROW_WORKGROUP,
@@ -159,7 +176,7 @@ pub fn plan(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>) -> Option<Ro
         }
     }
     let places = members.iter().filter_map(|id| place.get(id).map(|p| (*id, *p))).collect();
-    Some(RowPlan { row_shape, rows, cols, workgroup, places, reductions, cached })
+    Some(RowPlan { row_shape, rows, cols, workgroup, serial: false, places, reductions, cached })
 }
 
 fn product(dims: &[Dim]) -> Option<Dim> {

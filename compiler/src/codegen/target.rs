@@ -12,17 +12,24 @@ pub struct Target {
     pub name: &'static str,
     /// Output rows x columns each invocation of a contraction kernel computes (1x1: untiled).
     pub tile: TileShape,
+    /// Elementwise kernels compute four neighbouring elements per invocation, reading and writing whole
+    /// 4-element vectors where they can.
+    pub vector: bool,
+    /// Row kernels (`rows.rs`): `None`, one workgroup per row with tree reductions over workgroup memory;
+    /// `Some(n)`, one invocation per row and `n` rows per workgroup, with no barriers (reductions are loops).
+    pub serial_rows: Option<u32>,
 }
 
 /// The built-in profiles.
 pub const TARGETS: [Target; 3] = [
     // Discrete and integrated GPUs: small register tiles keep enough invocations in flight.
-    Target { name: "gpu", tile: (4, 4) },
+    Target { name: "gpu", tile: (4, 4), vector: true, serial_rows: None },
     // CPU devices (lavapipe, SwiftShader): invocations are SIMD lanes of a few threads, so per-invocation
-    // work must be large and every loaded operand reused as often as registers allow.
-    Target { name: "cpu", tile: (8, 8) },
+    // work must be large, every loaded operand reused as often as registers allow, and barriers (a switch
+    // between all the workgroup's lanes each) avoided.
+    Target { name: "cpu", tile: (8, 8), vector: true, serial_rows: Some(8) },
     // One output per invocation everywhere: the reference schedule.
-    Target { name: "naive", tile: (1, 1) },
+    Target { name: "naive", tile: (1, 1), vector: false, serial_rows: None },
 ];
 
 impl Default for Target {

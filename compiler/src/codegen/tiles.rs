@@ -1,7 +1,8 @@
 //! Register-tiled contraction kernels: which groups get one, and with which tile. A group qualifies when
 //! its root is a matmul, or elementwise ops over exactly one matmul of the root's shape (the epilogue:
-//! bias, activation, scale, residual add); each invocation then computes a `rows x cols` block of the
-//! output, keeping the block's sums in registers so every operand element it loads serves `rows` or `cols`
+//! bias, activation, scale, residual add), and so is each sibling of horizontal fusion (the Q, K and V
+//! projections), with the same contraction length; each invocation then computes a `rows x cols` block of
+//! every output, keeping the block's sums in registers so every operand element it loads serves `rows` or `cols`
 //! multiply-adds instead of one. Each output element still sums its products in `k` order from zero, as
 //! the interpreter does, so tiling changes no result beyond a device's multiply-add contraction.
 //!
@@ -16,8 +17,9 @@ use crate::ir::{Graph, NodeId, Op};
 /// The tiling of one contraction group.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TilePlan {
-    /// The matmul whose sums are held in registers.
-    pub matmul: NodeId,
+    /// Each stored node of the group (the root, then siblings of horizontal fusion) with the matmul whose
+    /// sums are held in registers for it; all have the root's shape and the same contraction length.
+    pub matmuls: Vec<(NodeId, NodeId)>,
     /// Output rows per invocation.
     pub rows: u32,
     /// Output columns per invocation.
@@ -30,22 +32,35 @@ pub type TileShape = (u32, u32);
 /// The tile plan of `group`, when it is a contraction with an elementwise epilogue (see the module
 /// comment) and `tile` is not 1x1.
 pub fn plan(graph: &Graph, group: &Group, tile: TileShape) -> Option<TilePlan> {
-    if !group.siblings.is_empty() || tile.0 * tile.1 <= 1 {
+    if tile.0 * tile.1 <= 1 {
         return None;
     }
-    let root = group.root;
-    let shape = &graph.node(root).ty.shape;
+    let shape = &graph.node(group.root).ty.shape;
     if shape.len() < 2 {
         return None;
     }
-    let matmul = spine_matmul(graph, group, root, shape)?;
-    Some(TilePlan { matmul, rows: tile.0, cols: tile.1 })
+    let contraction_length = |m: NodeId| match graph.node(m).op {
+        Op::MatMul(a, _) => graph.node(a).ty.shape.last().cloned(),
+        _ => None,
+    };
+    let mut matmuls = Vec::new();
+    for stored in group.roots() {
+        let matmul = spine_matmul(graph, group, stored, shape)?;
+        if graph.node(stored).ty.shape != *shape
+            || matmuls.iter().any(|&(_, m)| m == matmul || contraction_length(m) != contraction_length(matmul))
+        {
+            return None;
+        }
+        matmuls.push((stored, matmul));
+    }
+    Some(TilePlan { matmuls, rows: tile.0, cols: tile.1 })
 }
 
 /// The one matmul that `id`'s value at a position depends on through elementwise ops of shape `shape`
 /// computed in the group; `None` when there is none, several, or the dependence passes through anything
 /// that moves positions (a layout op, a reduction) or the matmul has another shape.
 fn spine_matmul(graph: &Graph, group: &Group, id: NodeId, shape: &[Dim]) -> Option<NodeId> {
+    let computed = |n: NodeId| group.roots().any(|r| r == n) || group.inline.contains(&n);
     let mut found = None;
     let mut stack = vec![id];
     let mut seen = std::collections::HashSet::new();
@@ -54,8 +69,8 @@ fn spine_matmul(graph: &Graph, group: &Group, id: NodeId, shape: &[Dim]) -> Opti
             continue;
         }
         let node = graph.node(n);
-        if n != group.root && !group.inline.contains(&n) {
-            continue; // loaded from a tensor: not part of the spine
+        if !computed(n) || (n != id && group.roots().any(|r| r == n)) {
+            continue; // loaded from a tensor, or another stored node: not part of this spine
         }
         let operands: Vec<NodeId> = match &node.op {
             Op::MatMul(..) if node.ty.shape == shape => {
@@ -92,7 +107,7 @@ fn depends_on_matmul(graph: &Graph, group: &Group, id: NodeId) -> bool {
     let mut stack = vec![id];
     let mut seen = std::collections::HashSet::new();
     while let Some(n) = stack.pop() {
-        if !seen.insert(n) || !(n == group.root || group.inline.contains(&n)) {
+        if !seen.insert(n) || !group.contains(n) {
             continue;
         }
         if matches!(graph.node(n).op, Op::MatMul(..)) {

@@ -1,8 +1,8 @@
 //! Host tensors in and out of storage buffers. Device layout: one 4-byte little-endian word per element of
 //! every dtype: `f32`, `i32` and `u32` as they are, `bool` as a `u32` holding 0 or 1, and `f16` as the `f32`
 //! of the same value (exact on upload; a download rounds each word to the nearest `f16`), so kernels need no
-//! `SHADER_F16` feature and no unpacking. Every buffer is at least 4 bytes, since wgpu binds no empty
-//! storage buffer. Downloads copy into a staging buffer, map it and wait; a failed map or a bool word other
+//! `SHADER_F16` feature and no unpacking. Every buffer is a multiple of 16 bytes and at least 16 (wgpu binds no empty
+//! storage buffer, and kernels may access tensors as 4-word vectors). Downloads copy into a staging buffer, map it and wait; a failed map or a bool word other
 //! than 0/1 is a `GpuError::Download`.
 
 use super::{Gpu, GpuError};
@@ -14,9 +14,10 @@ use half::f16;
 const STORAGE: wgpu::BufferUsages =
     wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
 
-/// The bytes a buffer holding `len` elements of `dtype` takes on the device (padded, at least 4).
+/// The bytes a buffer holding `len` elements of `dtype` takes on the device: padded to a multiple of 16
+/// bytes (at least 16), so a kernel may read and write any tensor as whole 4-word vectors.
 pub fn device_bytes(dtype: DType, len: usize) -> u64 {
-    (len as u64).saturating_mul(dtype.size() as u64).next_multiple_of(4).max(4)
+    (len as u64).saturating_mul(dtype.size() as u64).next_multiple_of(16).max(16)
 }
 
 /// `data` in the device layout described in the module comment, padded.
@@ -43,9 +44,10 @@ impl Gpu {
         self.upload_device_bytes(&to_device_bytes(&tensor.data))
     }
 
-    /// A new storage buffer holding `bytes`, already in the device layout (a multiple of 4 bytes, at least 4).
+    /// A new storage buffer holding `bytes`, already in the device layout (a multiple of 4 bytes), padded
+    /// to a multiple of 16 bytes (at least 16) as `device_bytes` says.
     pub(crate) fn upload_device_bytes(&self, bytes: &[u8]) -> Result<wgpu::Buffer, GpuError> {
-        let buffer = self.storage_buffer(bytes.len() as u64)?;
+        let buffer = self.storage_buffer((bytes.len() as u64).next_multiple_of(16).max(16))?;
         self.queue.write_buffer(&buffer, 0, bytes);
         Ok(buffer)
     }
@@ -60,7 +62,8 @@ impl Gpu {
     pub fn download(&self, buffer: &wgpu::Buffer, dtype: DType, shape: &[usize]) -> Result<Tensor, GpuError> {
         let fail = |message: String| GpuError::Download { dtype: dtype.name(), shape: shape.to_vec(), message };
         let len = element_count(shape).ok_or_else(|| fail("the shape's element count overflows".into()))?;
-        let size = device_bytes(dtype, len);
+        // The tensor's own words, without the padding `device_bytes` adds.
+        let size = (len as u64).saturating_mul(dtype.size() as u64).next_multiple_of(4).max(4);
         if size > buffer.size() {
             return Err(fail(format!("it needs {size} bytes but the buffer holds {}", buffer.size())));
         }

@@ -172,7 +172,7 @@ fn kernels_see_the_device_layout_of_bool_and_f16() {
     };
     let flags = gpu.upload(&Tensor::bool(&[3], vec![true, false, true])).unwrap();
     let halves = gpu.upload(&Tensor::f16_from_f32(&[3], &[1.5, 2.0, -0.75])).unwrap();
-    assert_eq!(halves.size(), 12, "f16 elements are f32 words on the device");
+    assert_eq!(halves.size(), 16, "three f16 elements as f32 words, padded to 16 bytes");
     let out = gpu.zeros(DType::F32, &[3]).unwrap();
     let step = Dispatch {
         pipeline: gpu.pipeline(&source).unwrap(),

@@ -12,20 +12,21 @@ use crate::dim::Dim;
 use crate::ir::{Op, ReduceOp};
 
 impl Cx<'_> {
-    /// Emits the tiled kernel for `plan`; the invocation count (slot 0) is the number of blocks.
-    pub(super) fn tile_kernel(&mut self, plan: &TilePlan, output: Handle<GlobalVariable>) -> R<()> {
+    /// Emits the tiled kernel for `plan`, storing `plan.matmuls[i].0` into `outputs[i]`; the invocation
+    /// count (slot 0) is the number of blocks.
+    pub(super) fn tile_kernel(&mut self, plan: &TilePlan, outputs: &[Handle<GlobalVariable>]) -> R<()> {
         let graph = self.graph;
-        let (a, c) = match graph.node(plan.matmul).op {
-            Op::MatMul(a, c) => (a, c),
-            _ => return Err(internal(&self.name, "a tile plan without a matmul")),
-        };
-        let dtype = graph.node(plan.matmul).ty.dtype;
+        let mut operands = Vec::with_capacity(plan.matmuls.len());
+        for &(_, matmul) in &plan.matmuls {
+            match graph.node(matmul).op {
+                Op::MatMul(a, c) => operands.push((a, c, graph.node(matmul).ty.dtype)),
+                _ => return Err(internal(&self.name, "a tile plan without a matmul")),
+            }
+        }
         let shape = graph.node(self.root).ty.shape.clone();
         let rank = shape.len();
         let (m, n) = (shape[rank - 2].clone(), shape[rank - 1].clone());
-        let a_shape = graph.node(a).ty.shape.clone();
-        let c_shape = graph.node(c).ty.shape.clone();
-        let k_extent = a_shape[rank - 1].clone();
+        let k_extent = graph.node(operands[0].0).ty.shape[rank - 1].clone();
         self.bounds.push(("contraction length".to_string(), k_extent.clone(), super::MAX_ELEMENTS));
         let tiles_n = blocks(&n, plan.cols).map_err(|e| internal(&self.name, &e))?;
         let tiles_m = blocks(&m, plan.rows).map_err(|e| internal(&self.name, &e))?;
@@ -82,55 +83,65 @@ impl Cx<'_> {
             cols_clamped.push(self.b.math(naga::MathFunction::Min, &[j, n_last]));
         }
 
-        let fail = || unsupported(graph, plan.matmul);
-        let mut sums = Vec::with_capacity((plan.rows * plan.cols) as usize);
-        for _ in 0..plan.rows * plan.cols {
-            let zero = scalar::reduce_init(&mut self.b, ReduceOp::Sum, dtype).ok_or_else(fail)?;
-            sums.push(self.accumulator(dtype, zero));
+        let block = (plan.rows * plan.cols) as usize;
+        let mut sums = Vec::with_capacity(block * operands.len());
+        for &(_, matmul) in &plan.matmuls {
+            let dtype = graph.node(matmul).ty.dtype;
+            for _ in 0..block {
+                let zero =
+                    scalar::reduce_init(&mut self.b, ReduceOp::Sum, dtype).ok_or_else(|| unsupported(graph, matmul))?;
+                sums.push(self.accumulator(dtype, zero));
+            }
         }
         self.counted_loop("k", &k_extent, &mut |cx, k| {
-            let mut left = Vec::with_capacity(rows_clamped.len());
-            for &i in &rows_clamped {
-                let mut coords = batch.clone();
-                coords.extend([i, k]);
-                left.push(cx.value(a, &mut Pos::coords(&a_shape, coords))?.expr);
-            }
-            let mut right = Vec::with_capacity(cols_clamped.len());
-            for &j in &cols_clamped {
-                let mut coords = batch.clone();
-                coords.extend([k, j]);
-                right.push(cx.value(c, &mut Pos::coords(&c_shape, coords))?.expr);
-            }
-            for (r, &x) in left.iter().enumerate() {
-                for (s, &y) in right.iter().enumerate() {
-                    let acc = sums[r * right.len() + s];
-                    let product = cx.b.binary(BinaryOperator::Multiply, x, y);
-                    let current = cx.b.load(acc);
-                    let next = cx.b.binary(BinaryOperator::Add, current, product);
-                    cx.b.store(acc, next);
+            for (t, &(a, c, _)) in operands.iter().enumerate() {
+                let a_shape = graph.node(a).ty.shape.clone();
+                let c_shape = graph.node(c).ty.shape.clone();
+                let mut left = Vec::with_capacity(rows_clamped.len());
+                for &i in &rows_clamped {
+                    let mut coords = batch.clone();
+                    coords.extend([i, k]);
+                    left.push(cx.value(a, &mut Pos::coords(&a_shape, coords))?.expr);
+                }
+                let mut right = Vec::with_capacity(cols_clamped.len());
+                for &j in &cols_clamped {
+                    let mut coords = batch.clone();
+                    coords.extend([k, j]);
+                    right.push(cx.value(c, &mut Pos::coords(&c_shape, coords))?.expr);
+                }
+                for (r, &x) in left.iter().enumerate() {
+                    for (s, &y) in right.iter().enumerate() {
+                        let acc = sums[t * block + r * right.len() + s];
+                        let product = cx.b.binary(BinaryOperator::Multiply, x, y);
+                        let current = cx.b.load(acc);
+                        let next = cx.b.binary(BinaryOperator::Add, current, product);
+                        cx.b.store(acc, next);
+                    }
                 }
             }
             Ok(())
         })?;
 
-        // The epilogue, element by element, inside the output.
-        let root = self.root;
+        // The epilogues, element by element, inside the output.
         for r in 0..plan.rows as usize {
             for s in 0..plan.cols as usize {
                 let row_in = self.b.binary(BinaryOperator::Less, rows[r], m_value);
                 let col_in = self.b.binary(BinaryOperator::Less, cols[s], n_value);
                 let inside = self.b.binary(BinaryOperator::LogicalAnd, row_in, col_in);
                 self.open_block();
-                let sum = self.b.load(sums[r * plan.cols as usize + s]);
-                let value = scalar::round(&mut self.b, sum, dtype);
-                self.fixed.insert(plan.matmul, Val { expr: value, dtype });
-                let mut coords = batch.clone();
-                coords.extend([rows[r], cols[s]]);
-                let mut pos = Pos::coords(&shape, coords);
-                let result = self.value(root, &mut pos)?;
-                let flat = self.flat(&mut pos);
-                self.store_output(output, flat, result);
-                self.fixed.remove(&plan.matmul);
+                for (t, (&(stored, matmul), &output)) in plan.matmuls.iter().zip(outputs).enumerate() {
+                    let dtype = graph.node(matmul).ty.dtype;
+                    let sum = self.b.load(sums[t * block + r * plan.cols as usize + s]);
+                    let value = scalar::round(&mut self.b, sum, dtype);
+                    self.fixed.insert(matmul, Val { expr: value, dtype });
+                    let mut coords = batch.clone();
+                    coords.extend([rows[r], cols[s]]);
+                    let mut pos = Pos::coords(&shape, coords);
+                    let result = self.value(stored, &mut pos)?;
+                    let flat = self.flat(&mut pos);
+                    self.store_output(output, flat, result);
+                    self.fixed.remove(&matmul);
+                }
                 let accept = self.close_block();
                 self.b.statement(Statement::If { condition: inside, accept, reject: naga::Block::new() });
             }
