@@ -9,7 +9,8 @@
 //! `fixtures/ok` model with seeded inputs and params); `targeted` (one program per op family: layout,
 //! reductions, matmul, index notation, integer division, f16, bool, size-1 dims, scalars, pass-through and
 //! constant outputs); `errors` (run-time errors: gather indices and index-notation loads out of range);
-//! `random` (proptest: random well-typed programs).
+//! `random` (proptest: random well-typed programs); `contractions` (proptest and fixed extremes: matmul
+//! over tile-edge shapes, transposed/batched/broadcast/attention layouts and fused epilogues).
 //!
 //! Tolerances (`Tol`), with `EPS = 2^-23` (one f32 ulp at 1). A float element passes when
 //! `|gpu - interp| <= atol + rtol * |interp|`, or both are NaN, or both are the same infinity:
@@ -29,6 +30,7 @@
 //!   derived op by op (first-order error propagation); an output is compared within twice its bound, or
 //!   exactly when no rounding reaches it (see `random.rs`).
 
+mod contractions;
 mod device;
 mod elementwise;
 mod errors;
