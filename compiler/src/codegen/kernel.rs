@@ -129,7 +129,10 @@ pub fn group_kernel(graph: &Graph, group: &Group, launch: usize, target: &Target
     let name = kernel_name(graph, root);
     let row_plan = rows::plan(graph, root, inline, target).filter(|_| group.siblings.is_empty());
     let tile_plan = if row_plan.is_none() { tiles::plan(graph, group, target.tile) } else { None };
-    let vector = target.vector && row_plan.is_none() && tile_plan.is_none() && elementwise(graph, group);
+    let vector = match &tile_plan {
+        Some(plan) => plan.vector_k,
+        None => target.vector && row_plan.is_none() && elementwise(graph, group),
+    };
     let mut b = FnBuilder::new();
     let u32_ty = b.ty(TypeInner::Scalar(Scalar::U32));
     let output = storage(&mut b, "out", out.ty.dtype, StorageAccess::LOAD | StorageAccess::STORE, vector);
@@ -329,28 +332,9 @@ impl Cx<'_> {
                 let x = self.value(*a, pos)?;
                 scalar::cast_op(&mut self.b, x.expr, x.dtype, dtype).ok_or_else(unsupported)?
             }
-            Op::Broadcast(a) => {
-                let coords = self.coords(pos);
-                let in_shape = &graph.node(*a).ty.shape;
-                let lead = node.ty.rank() - in_shape.len();
-                let mut inner = Vec::with_capacity(in_shape.len());
-                for (j, dim) in in_shape.iter().enumerate() {
-                    inner.push(if dim.as_const() == Some(1) { self.b.u32(0) } else { coords[lead + j] });
-                }
-                return self.value(*a, &mut Pos::coords(in_shape, inner));
-            }
-            Op::Permute(a, perm) => {
-                let coords = self.coords(pos);
-                let in_shape = &graph.node(*a).ty.shape;
-                let mut inner = coords.clone();
-                for (i, &p) in perm.iter().enumerate() {
-                    inner[p] = coords[i];
-                }
-                return self.value(*a, &mut Pos::coords(in_shape, inner));
-            }
-            Op::Reshape(a) => {
-                let flat = self.flat(pos);
-                return self.value(*a, &mut Pos::flat(&graph.node(*a).ty.shape, flat));
+            Op::Broadcast(_) | Op::Permute(..) | Op::Reshape(_) => {
+                let (source, mut inner) = self.moved(id, pos).ok_or_else(unsupported)?;
+                return self.value(source, &mut inner);
             }
             Op::Slice { input, axis, start, step } => {
                 let mut coords = self.coords(pos);
@@ -447,21 +431,68 @@ impl Cx<'_> {
         Ok(())
     }
 
+    /// For a broadcast, permute or reshape `id`: its operand and the operand's position holding `id`'s
+    /// element at `pos` (these ops only move positions).
+    fn moved(&mut self, id: NodeId, pos: &mut Pos) -> Option<(NodeId, Pos)> {
+        let graph = self.graph;
+        let node = graph.node(id);
+        Some(match &node.op {
+            Op::Broadcast(a) => {
+                let coords = self.coords(pos);
+                let in_shape = &graph.node(*a).ty.shape;
+                let lead = node.ty.rank() - in_shape.len();
+                let mut inner = Vec::with_capacity(in_shape.len());
+                for (j, dim) in in_shape.iter().enumerate() {
+                    inner.push(if dim.as_const() == Some(1) { self.b.u32(0) } else { coords[lead + j] });
+                }
+                (*a, Pos::coords(in_shape, inner))
+            }
+            Op::Permute(a, perm) => {
+                let coords = self.coords(pos);
+                let mut inner = coords.clone();
+                for (i, &p) in perm.iter().enumerate() {
+                    inner[p] = coords[i];
+                }
+                (*a, Pos::coords(&graph.node(*a).ty.shape, inner))
+            }
+            Op::Reshape(a) => {
+                let flat = self.flat(pos);
+                (*a, Pos::flat(&graph.node(*a).ty.shape, flat))
+            }
+            _ => return None,
+        })
+    }
+
+    /// The tensor read and the flat index in it of `id`'s element at `pos`, when `id` is read from a device
+    /// tensor or is computed here by broadcasts, permutes and reshapes of one.
+    fn address(&mut self, id: NodeId, pos: &mut Pos) -> Option<(NodeId, Expr)> {
+        let computed_here = id == self.root || self.inline.contains(&id) || self.siblings.contains(&id);
+        if !computed_here || matches!(self.graph.node(id).op, Op::Input { .. } | Op::Param { .. }) {
+            return Some((id, self.flat(pos)));
+        }
+        let (source, mut inner) = self.moved(id, pos)?;
+        self.address(source, &mut inner)
+    }
+
+    /// The storage array `id` is read from (declared on first use).
+    fn read_buffer(&mut self, id: NodeId) -> Handle<GlobalVariable> {
+        if let Some(&(_, buffer)) = self.reads.iter().find(|(n, _)| *n == id) {
+            return buffer;
+        }
+        let dtype = self.graph.node(id).ty.dtype;
+        let name = format!("in{}", self.reads.len());
+        let buffer = storage(&mut self.b, &name, dtype, StorageAccess::LOAD, self.vector);
+        self.reads.push((id, buffer));
+        if let Some(count) = shape_count(&self.graph.node(id).ty.shape) {
+            self.bounds.push((format!("elements of %{}", id.index()), count, MAX_ELEMENTS));
+        }
+        buffer
+    }
+
     /// Element `pos` of a tensor read from its device buffer.
     fn load(&mut self, id: NodeId, pos: &mut Pos) -> Val {
         let dtype = self.graph.node(id).ty.dtype;
-        let buffer = match self.reads.iter().find(|(n, _)| *n == id) {
-            Some(&(_, buffer)) => buffer,
-            None => {
-                let name = format!("in{}", self.reads.len());
-                let buffer = storage(&mut self.b, &name, dtype, StorageAccess::LOAD, self.vector);
-                self.reads.push((id, buffer));
-                if let Some(count) = shape_count(&self.graph.node(id).ty.shape) {
-                    self.bounds.push((format!("elements of %{}", id.index()), count, MAX_ELEMENTS));
-                }
-                buffer
-            }
-        };
+        let buffer = self.read_buffer(id);
         let index = self.flat(pos);
         let raw = match (self.vector, self.lanes) {
             (false, _) => {
@@ -998,8 +1029,12 @@ impl Cx<'_> {
     /// `out[index] = value` in the storage form.
     fn store_output(&mut self, output: Handle<GlobalVariable>, index: Expr, value: Val) {
         let stored = to_storage(&mut self.b, value);
-        let out_ptr = self.b.expr(Expression::GlobalVariable(output));
-        let element = self.b.expr(Expression::Access { base: out_ptr, index });
+        let element = if self.vector {
+            self.vector_element(output, index)
+        } else {
+            let out_ptr = self.b.expr(Expression::GlobalVariable(output));
+            self.b.expr(Expression::Access { base: out_ptr, index })
+        };
         self.b.store(element, stored);
     }
 

@@ -12,7 +12,7 @@
 
 use super::fuse::Group;
 use crate::dim::Dim;
-use crate::ir::{Graph, NodeId, Op};
+use crate::ir::{DType, Graph, NodeId, Op};
 
 /// The tiling of one contraction group.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +24,10 @@ pub struct TilePlan {
     pub rows: u32,
     /// Output columns per invocation.
     pub cols: u32,
+    /// Every operand runs along `k` in rows of a tensor the kernel reads, contiguous and 16-byte aligned
+    /// (`contiguous`), and `k`'s length is a constant multiple of 4: operands are loaded four `k` at a
+    /// time as vectors (the sums still add the products one `k` after another).
+    pub vector_k: bool,
 }
 
 /// The tile shape (rows, columns per invocation) a target uses for contractions.
@@ -53,7 +57,50 @@ pub fn plan(graph: &Graph, group: &Group, tile: TileShape) -> Option<TilePlan> {
         }
         matmuls.push((stored, matmul));
     }
-    Some(TilePlan { matmuls, rows: tile.0, cols: tile.1 })
+    let vector_k = matmuls.iter().all(|&(_, m)| {
+        let node = graph.node(m);
+        let Op::MatMul(a, b) = node.op else { return false };
+        let rank = node.ty.rank();
+        node.ty.dtype == DType::F32
+            && contraction_length(m).and_then(|k| k.as_const()).is_some_and(|k| k % 4 == 0)
+            && contiguous(graph, group, a, rank - 1)
+            && contiguous(graph, group, b, rank - 2)
+    });
+    Some(TilePlan { matmuls, rows: tile.0, cols: tile.1, vector_k })
+}
+
+/// Whether moving along `axis` of `id` moves along the last axis of a tensor the kernel reads (through
+/// broadcasts, permutes and reshapes computed in the group), and that tensor's rows are constant multiples
+/// of 4 elements, so four consecutive elements along `axis`, from a multiple of 4, are one aligned vector.
+fn contiguous(graph: &Graph, group: &Group, id: NodeId, axis: usize) -> bool {
+    let node = graph.node(id);
+    let shape = &node.ty.shape;
+    let last = shape.len().wrapping_sub(1);
+    let multiple_of_4 = |d: &Dim| d.as_const().is_some_and(|n| n > 0 && n % 4 == 0);
+    if !group.contains(id) || matches!(node.op, Op::Input { .. } | Op::Param { .. }) {
+        return axis == last && multiple_of_4(&shape[axis]) && node.ty.dtype == DType::F32;
+    }
+    match &node.op {
+        Op::Permute(a, perm) => contiguous(graph, group, *a, perm[axis]),
+        Op::Broadcast(a) => {
+            let inner = &graph.node(*a).ty.shape;
+            let lead = shape.len() - inner.len();
+            axis >= lead && inner[axis - lead].as_const() != Some(1) && contiguous(graph, group, *a, axis - lead)
+        }
+        // A reshape splitting the last axis (or keeping it): a row of the result is part of a row of the
+        // operand, starting at a multiple of its length.
+        Op::Reshape(a) => {
+            let inner = &graph.node(*a).ty.shape;
+            let (Some(out_len), Some(in_len)) =
+                (shape.last().and_then(Dim::as_const), inner.last().and_then(Dim::as_const))
+            else {
+                return false;
+            };
+            axis == last && out_len > 0 && out_len % 4 == 0 && in_len % out_len == 0
+                && contiguous(graph, group, *a, inner.len() - 1)
+        }
+        _ => false,
+    }
 }
 
 /// The one matmul that `id`'s value at a position depends on through elementwise ops of shape `shape`

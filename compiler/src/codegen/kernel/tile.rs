@@ -5,11 +5,11 @@
 
 use naga::{BinaryOperator, Expression, GlobalVariable, Handle, Statement};
 
-use super::{Cx, Pos, R, Val, internal, shape_count, unsupported};
+use super::{Cx, Expr, Pos, R, Val, internal, shape_count, unsupported};
 use crate::codegen::tiles::TilePlan;
 use crate::codegen::{WORKGROUP_SIZE, scalar};
 use crate::dim::Dim;
-use crate::ir::{Op, ReduceOp};
+use crate::ir::{NodeId, Op, ReduceOp};
 
 impl Cx<'_> {
     /// Emits the tiled kernel for `plan`, storing `plan.matmuls[i].0` into `outputs[i]`; the invocation
@@ -93,6 +93,45 @@ impl Cx<'_> {
                 sums.push(self.accumulator(dtype, zero));
             }
         }
+        if plan.vector_k {
+            // Each operand row starts at an aligned vector and runs along `k` contiguously, so vector `q` of
+            // a row is its first vector's index plus `q`: the indices are computed once, before the loop.
+            let quads = k_extent.div(&Dim::constant(4)).map_err(|e| internal(&self.name, &e.to_string()))?;
+            let zero = self.b.u32(0);
+            let mut starts = Vec::with_capacity(operands.len());
+            for &(a, c, _) in &operands {
+                let mut left = Vec::with_capacity(rows_clamped.len());
+                for &i in &rows_clamped {
+                    let mut coords = batch.clone();
+                    coords.extend([i, zero]);
+                    left.push(self.first_quad(a, coords)?);
+                }
+                let mut right = Vec::with_capacity(cols_clamped.len());
+                for &j in &cols_clamped {
+                    let mut coords = batch.clone();
+                    coords.extend([zero, j]);
+                    right.push(self.first_quad(c, coords)?);
+                }
+                starts.push((left, right));
+            }
+            return self.counted_loop("k4", &quads, &mut |cx, q| {
+                for (t, (left, right)) in starts.iter().enumerate() {
+                    let left: Vec<Expr> = left.iter().map(|&(buffer, first)| cx.quad(buffer, first, q)).collect();
+                    let right: Vec<Expr> = right.iter().map(|&(buffer, first)| cx.quad(buffer, first, q)).collect();
+                    for (r, &x) in left.iter().enumerate() {
+                        for (s, &y) in right.iter().enumerate() {
+                            let acc = sums[t * block + r * right.len() + s];
+                            let product = cx.b.math(naga::MathFunction::Dot, &[x, y]);
+                            let current = cx.b.load(acc);
+                            let next = cx.b.binary(BinaryOperator::Add, current, product);
+                            cx.b.store(acc, next);
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .and_then(|()| self.tile_epilogues(plan, outputs, &sums, &batch, [&rows, &cols], [m_value, n_value]));
+        }
         self.counted_loop("k", &k_extent, &mut |cx, k| {
             for (t, &(a, c, _)) in operands.iter().enumerate() {
                 let a_shape = graph.node(a).ty.shape.clone();
@@ -109,20 +148,60 @@ impl Cx<'_> {
                     coords.extend([k, j]);
                     right.push(cx.value(c, &mut Pos::coords(&c_shape, coords))?.expr);
                 }
-                for (r, &x) in left.iter().enumerate() {
-                    for (s, &y) in right.iter().enumerate() {
-                        let acc = sums[t * block + r * right.len() + s];
-                        let product = cx.b.binary(BinaryOperator::Multiply, x, y);
-                        let current = cx.b.load(acc);
-                        let next = cx.b.binary(BinaryOperator::Add, current, product);
-                        cx.b.store(acc, next);
-                    }
-                }
+                cx.multiply_add(&sums[t * block..(t + 1) * block], &left, &right);
             }
             Ok(())
         })?;
+        self.tile_epilogues(plan, outputs, &sums, &batch, [&rows, &cols], [m_value, n_value])
+    }
 
-        // The epilogues, element by element, inside the output.
+    /// `sums[r * cols + s] += left[r] * right[s]` for the whole block.
+    fn multiply_add(&mut self, sums: &[Expr], left: &[Expr], right: &[Expr]) {
+        for (r, &x) in left.iter().enumerate() {
+            for (s, &y) in right.iter().enumerate() {
+                let acc = sums[r * right.len() + s];
+                let product = self.b.binary(BinaryOperator::Multiply, x, y);
+                let current = self.b.load(acc);
+                let next = self.b.binary(BinaryOperator::Add, current, product);
+                self.b.store(acc, next);
+            }
+        }
+    }
+
+    /// The storage array and vector index holding elements `0 .. 4` along the contraction axis of matmul
+    /// operand `id` at `coords` (whose contraction coordinate is 0); `TilePlan::vector_k` guarantees the
+    /// row is contiguous and aligned.
+    fn first_quad(&mut self, id: NodeId, coords: Vec<Expr>) -> R<(Handle<GlobalVariable>, Expr)> {
+        let shape = self.graph.node(id).ty.shape.clone();
+        let (tensor, flat) = self
+            .address(id, &mut Pos::coords(&shape, coords))
+            .ok_or_else(|| internal(&self.name, "a vector operand is not a moved tensor"))?;
+        let buffer = self.read_buffer(tensor);
+        let two = self.b.u32(2);
+        Ok((buffer, self.b.binary(BinaryOperator::ShiftRight, flat, two)))
+    }
+
+    /// Vector `q` of a row whose first vector is `buffer[first]`.
+    fn quad(&mut self, buffer: Handle<GlobalVariable>, first: Expr, q: Expr) -> Expr {
+        let index = self.b.binary(BinaryOperator::Add, first, q);
+        let array = self.b.expr(Expression::GlobalVariable(buffer));
+        let pointer = self.b.expr(Expression::Access { base: array, index });
+        self.b.load(pointer)
+    }
+
+    /// The epilogues of a tiled kernel, element by element, for the elements inside the output.
+    fn tile_epilogues(
+        &mut self,
+        plan: &TilePlan,
+        outputs: &[Handle<GlobalVariable>],
+        sums: &[Expr],
+        batch: &[Expr],
+        [rows, cols]: [&[Expr]; 2],
+        [m_value, n_value]: [Expr; 2],
+    ) -> R<()> {
+        let graph = self.graph;
+        let shape = graph.node(self.root).ty.shape.clone();
+        let block = (plan.rows * plan.cols) as usize;
         for r in 0..plan.rows as usize {
             for s in 0..plan.cols as usize {
                 let row_in = self.b.binary(BinaryOperator::Less, rows[r], m_value);
@@ -134,7 +213,7 @@ impl Cx<'_> {
                     let sum = self.b.load(sums[t * block + r * plan.cols as usize + s]);
                     let value = scalar::round(&mut self.b, sum, dtype);
                     self.fixed.insert(matmul, Val { expr: value, dtype });
-                    let mut coords = batch.clone();
+                    let mut coords = batch.to_vec();
                     coords.extend([rows[r], cols[s]]);
                     let mut pos = Pos::coords(&shape, coords);
                     let result = self.value(stored, &mut pos)?;
