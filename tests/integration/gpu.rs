@@ -141,9 +141,19 @@ pub fn run_gpu_with(
     params: &HashMap<String, Tensor>,
     fuse: bool,
 ) -> Result<Vec<Tensor>, ExecError> {
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let target = codegen::Target::for_device(gpu().info.device_type);
-    let compiled = codegen::compile_with(graph, codegen::Options { fuse, target })
+    run_gpu_for(graph, inputs, params, codegen::Options { fuse, target })
+}
+
+/// `run_gpu` compiled with `options` (e.g. another device profile than the device's own).
+pub fn run_gpu_for(
+    graph: &Graph,
+    inputs: &[Tensor],
+    params: &HashMap<String, Tensor>,
+    options: codegen::Options,
+) -> Result<Vec<Tensor>, ExecError> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let compiled = codegen::compile_with(graph, options)
         .unwrap_or_else(|err| panic!("{} does not compile: {err}", graph.name));
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     gpu().execute(&compiled.program, inputs, params)

@@ -1,6 +1,7 @@
 //! Kernel snapshots: every model of every example (`examples/**/*.tdsl`) and of every `fixtures/ok/*.tdsl`
-//! compiles with `codegen::compile`; each file's distinct kernels (WGSL and SPIR-V disassembly) are one insta
-//! snapshot, and every distinct SPIR-V module passes Khronos `spirv-val --target-env vulkan1.1` (the tool
+//! compiles with `codegen::compile` (the default device profile); each file's distinct kernels (WGSL and
+//! SPIR-V disassembly) are one insta snapshot, `fixtures/schedules/schedules.tdsl` is one snapshot per
+//! built-in device profile (`codegen::target::TARGETS`), and every distinct SPIR-V module passes Khronos `spirv-val --target-env vulkan1.1` (the tool
 //! must be installed: a missing `spirv-val` fails the test, it never skips the check).
 
 use crate::util::{check_path, rendered};
@@ -58,14 +59,19 @@ struct Distinct {
 /// Compiles every model of `path` and groups its kernels by text (WGSL and SPIR-V), in order of first
 /// appearance; also returns the total number of kernels.
 fn distinct_kernels(path: &Path) -> (Vec<Distinct>, usize) {
+    distinct_kernels_with(path, codegen::Options::default())
+}
+
+/// `distinct_kernels` compiled with `options`.
+fn distinct_kernels_with(path: &Path, options: codegen::Options) -> (Vec<Distinct>, usize) {
     let checked = check_path(path);
     assert!(checked.diagnostics.is_empty(), "{} should check clean:\n{}", path.display(), rendered(&checked));
     assert!(!checked.graphs.is_empty(), "{} has no model", path.display());
     let mut distinct: Vec<Distinct> = Vec::new();
     let mut total = 0;
     for graph in &checked.graphs {
-        let compiled =
-            codegen::compile(graph).unwrap_or_else(|e| panic!("{}: model `{}`: {e}", path.display(), graph.name));
+        let compiled = codegen::compile_with(graph, options)
+            .unwrap_or_else(|e| panic!("{}: model `{}`: {e}", path.display(), graph.name));
         assert_eq!(compiled.kernels.len(), compiled.program.launches.len());
         for kernel in &compiled.kernels {
             total += 1;
@@ -149,6 +155,24 @@ fn kernels_of_examples_and_fixtures_match_snapshots_and_pass_spirv_val() {
         insta::assert_snapshot!(snapshot_name(&path), snapshot_text(&path, &distinct, total));
     }
     assert!(rejected.is_empty(), "{} module(s) rejected:\n{}", rejected.len(), rejected.join("\n\n"));
+}
+
+/// The same fixed-shape models (`fixtures/schedules/schedules.tdsl`) compiled for every built-in device
+/// profile: one snapshot per profile, every module through `spirv-val`.
+#[test]
+fn schedules_per_device_profile_match_snapshots_and_pass_spirv_val() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let path = Path::new("fixtures/schedules/schedules.tdsl");
+    for target in codegen::target::TARGETS {
+        let (distinct, total) = distinct_kernels_with(path, codegen::Options { fuse: true, target });
+        for (i, d) in distinct.iter().enumerate() {
+            let file = format!("schedules-{}-{i}.spv", target.name);
+            if let Err(message) = spirv_val(&d.spirv, temp.path(), &file) {
+                panic!("{}: {} rejected by spirv-val:\n{message}\nWGSL:\n{}", target.name, d.names.join(", "), d.wgsl);
+            }
+        }
+        insta::assert_snapshot!(format!("schedules__{}", target.name), snapshot_text(path, &distinct, total));
+    }
 }
 
 #[test]

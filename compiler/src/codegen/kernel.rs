@@ -158,7 +158,10 @@ pub fn group_kernel(graph: &Graph, group: &Group, launch: usize, target: &Target
                 .map_err(|_| internal(&name, "the invocation count overflows"))?;
             (invocations, plan.workgroup)
         }
-        (None, Some(plan)) => (tile::block_count(&out.ty.shape, plan).map_err(|e| internal(&name, &e))?, WORKGROUP_SIZE),
+        (None, Some(plan)) => {
+            let shape = &graph.node(plan.matmuls[0].1).ty.shape;
+            (tile::block_count(shape, plan).map_err(|e| internal(&name, &e))?, WORKGROUP_SIZE)
+        }
         (None, None) if vector => {
             let vectors = count
                 .add(&Dim::constant(3))

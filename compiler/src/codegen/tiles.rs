@@ -1,6 +1,7 @@
 //! Register-tiled contraction kernels: which groups get one, and with which tile. A group qualifies when
-//! its root is a matmul, or elementwise ops over exactly one matmul of the root's shape (the epilogue:
-//! bias, activation, scale, residual add), and so is each sibling of horizontal fusion (the Q, K and V
+//! its root is a matmul, or elementwise ops and reshapes over exactly one matmul (the epilogue: bias,
+//! activation, scale, residual add, and the reshape back from a Linear layer's flattened rows), so that
+//! the root's element at flat index `f` needs only the matmul's element `f`; and so is each sibling of horizontal fusion (the Q, K and V
 //! projections), with the same contraction length; each invocation then computes a `rows x cols` block of
 //! every output, keeping the block's sums in registers so every operand element it loads serves `rows` or `cols`
 //! multiply-adds instead of one. Each output element still sums its products in `k` order from zero, as
@@ -39,19 +40,22 @@ pub fn plan(graph: &Graph, group: &Group, tile: TileShape) -> Option<TilePlan> {
     if tile.0 * tile.1 <= 1 {
         return None;
     }
-    let shape = &graph.node(group.root).ty.shape;
-    if shape.len() < 2 {
-        return None;
-    }
+    let count = |shape: &[Dim]| shape.iter().try_fold(Dim::constant(1), |n, d| n.mul(d).ok());
     let contraction_length = |m: NodeId| match graph.node(m).op {
         Op::MatMul(a, _) => graph.node(a).ty.shape.last().cloned(),
         _ => None,
     };
     let mut matmuls = Vec::new();
     for stored in group.roots() {
-        let matmul = spine_matmul(graph, group, stored, shape)?;
-        if graph.node(stored).ty.shape != *shape
-            || matmuls.iter().any(|&(_, m)| m == matmul || contraction_length(m) != contraction_length(matmul))
+        let matmul = spine_matmul(graph, group, stored)?;
+        let shape = &graph.node(matmul).ty.shape;
+        if shape.len() < 2
+            || count(shape) != count(&graph.node(stored).ty.shape)
+            || matmuls.iter().any(|&(_, m): &(NodeId, NodeId)| {
+                m == matmul
+                    || contraction_length(m) != contraction_length(matmul)
+                    || graph.node(m).ty.shape != *shape
+            })
         {
             return None;
         }
@@ -103,11 +107,11 @@ fn contiguous(graph: &Graph, group: &Group, id: NodeId, axis: usize) -> bool {
     }
 }
 
-/// The one matmul that `id`'s value at a position depends on through elementwise ops of shape `shape`
-/// computed in the group; `None` when there is none, several, or the dependence passes through anything
-/// that moves positions (a layout op, a reduction) or the matmul has another shape.
-fn spine_matmul(graph: &Graph, group: &Group, id: NodeId, shape: &[Dim]) -> Option<NodeId> {
-    let computed = |n: NodeId| group.roots().any(|r| r == n) || group.inline.contains(&n);
+/// The one matmul that stored node `id` depends on through elementwise ops (whose operands on the way
+/// have their shape) and reshapes computed in the group, so that `id`'s element at flat index `f` uses only
+/// the matmul's element at flat index `f`; `None` when there is none, several, or the dependence passes
+/// through anything else (a broadcast, permute or reduction).
+fn spine_matmul(graph: &Graph, group: &Group, id: NodeId) -> Option<NodeId> {
     let mut found = None;
     let mut stack = vec![id];
     let mut seen = std::collections::HashSet::new();
@@ -116,35 +120,26 @@ fn spine_matmul(graph: &Graph, group: &Group, id: NodeId, shape: &[Dim]) -> Opti
             continue;
         }
         let node = graph.node(n);
-        if !computed(n) || (n != id && group.roots().any(|r| r == n)) {
-            continue; // loaded from a tensor, or another stored node: not part of this spine
-        }
-        let operands: Vec<NodeId> = match &node.op {
-            Op::MatMul(..) if node.ty.shape == shape => {
+        let spine = |o: &NodeId| {
+            group.contains(*o) && !group.roots().any(|r| r == *o) && depends_on_matmul(graph, group, *o)
+        };
+        match &node.op {
+            Op::MatMul(..) => {
                 if found.replace(n).is_some_and(|f| f != n) {
                     return None;
                 }
-                continue;
             }
-            Op::Unary(_, a) | Op::Cast(a) => vec![*a],
-            Op::Binary(_, a, b) => vec![*a, *b],
-            Op::Select { cond, on_true, on_false } => vec![*cond, *on_true, *on_false],
-            // Anything else must not depend on a matmul of the group (it would be evaluated at other
-            // positions than the block's elements).
-            _ => {
-                if depends_on_matmul(graph, group, n) {
-                    return None;
+            Op::Unary(..) | Op::Cast(_) | Op::Binary(..) | Op::Select { .. } => {
+                for o in node.op.operands().iter().filter(|o| spine(o)) {
+                    if graph.node(*o).ty.shape != node.ty.shape {
+                        return None;
+                    }
+                    stack.push(*o);
                 }
-                continue;
             }
-        };
-        if node.ty.shape != shape {
-            if depends_on_matmul(graph, group, n) {
-                return None;
-            }
-            continue;
+            Op::Reshape(a) if spine(a) => stack.push(*a),
+            _ => return None,
         }
-        stack.extend(operands);
     }
     found
 }

@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{EPS, Tol, gpu, mismatches, run_gpu, seeded_bindings, symbol_values};
+use super::{EPS, Tol, gpu, mismatches, run_gpu, run_gpu_for, seeded_bindings, symbol_values};
 use crate::util::{check_path, rendered};
 use tdsl_compiler::dim::{Dim, SymId};
 use tdsl_compiler::interp;
@@ -93,8 +93,25 @@ fn tdsl_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
+/// The fixed-shape schedule fixtures compiled for every built-in device profile (not only this device's),
+/// so each profile's kernels (tiles, vector kernels, row schedules) run here.
+#[test]
+fn schedule_fixtures_match_on_every_profile() {
+    let mut failures = Vec::new();
+    for target in tdsl_compiler::codegen::target::TARGETS {
+        let options = tdsl_compiler::codegen::Options { fuse: true, target };
+        failures.extend(model_file_with(Path::new("fixtures/schedules/schedules.tdsl"), Some(options)));
+    }
+    assert!(failures.is_empty(), "GPU ({}) disagrees with the interpreter:\n{}", gpu().describe(), failures.join("\n"));
+}
+
 /// Runs every model of `path` on both sides and returns the mismatches.
 fn model_file(path: &Path) -> Vec<String> {
+    model_file_with(path, None)
+}
+
+/// `model_file` compiled with `options` (`None`: fused, for this device's profile).
+fn model_file_with(path: &Path, options: Option<tdsl_compiler::codegen::Options>) -> Vec<String> {
     let checked = check_path(path);
     assert!(checked.diagnostics.is_empty(), "{}:\n{}", path.display(), rendered(&checked));
     assert!(!checked.graphs.is_empty(), "{} has no model", path.display());
@@ -107,7 +124,11 @@ fn model_file(path: &Path) -> Vec<String> {
         let (inputs, params) = seeded_bindings(graph, &symbols, 11);
         let tols = graph_tols(graph, &symbols);
         let expected = interp::run(graph, &inputs, &params).unwrap_or_else(|e| panic!("{name}: interpreter: {e}"));
-        let actual = run_gpu(graph, &inputs, &params).unwrap_or_else(|e| panic!("{name}: GPU: {e}"));
+        let actual = match options {
+            Some(options) => run_gpu_for(graph, &inputs, &params, options),
+            None => run_gpu(graph, &inputs, &params),
+        }
+        .unwrap_or_else(|e| panic!("{name}: GPU: {e}"));
         failures.extend(mismatches(&name, graph, &inputs, &expected, &actual, &tols));
     }
     failures

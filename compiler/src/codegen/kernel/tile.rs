@@ -23,7 +23,8 @@ impl Cx<'_> {
                 _ => return Err(internal(&self.name, "a tile plan without a matmul")),
             }
         }
-        let shape = graph.node(self.root).ty.shape.clone();
+        // The blocks tile the matmuls' shape; stored nodes are evaluated at the same flat index.
+        let shape = graph.node(plan.matmuls[0].1).ty.shape.clone();
         let rank = shape.len();
         let (m, n) = (shape[rank - 2].clone(), shape[rank - 1].clone());
         let k_extent = graph.node(operands[0].0).ty.shape[rank - 1].clone();
@@ -200,7 +201,7 @@ impl Cx<'_> {
         [m_value, n_value]: [Expr; 2],
     ) -> R<()> {
         let graph = self.graph;
-        let shape = graph.node(self.root).ty.shape.clone();
+        let shape = graph.node(plan.matmuls[0].1).ty.shape.clone();
         let block = (plan.rows * plan.cols) as usize;
         for r in 0..plan.rows as usize {
             for s in 0..plan.cols as usize {
@@ -215,9 +216,9 @@ impl Cx<'_> {
                     self.fixed.insert(matmul, Val { expr: value, dtype });
                     let mut coords = batch.to_vec();
                     coords.extend([rows[r], cols[s]]);
-                    let mut pos = Pos::coords(&shape, coords);
-                    let result = self.value(stored, &mut pos)?;
-                    let flat = self.flat(&mut pos);
+                    let flat = self.flat(&mut Pos::coords(&shape, coords));
+                    let stored_shape = graph.node(stored).ty.shape.clone();
+                    let result = self.value(stored, &mut Pos::flat(&stored_shape, flat))?;
                     self.store_output(output, flat, result);
                     self.fixed.remove(&matmul);
                 }
