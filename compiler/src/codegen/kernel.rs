@@ -129,9 +129,10 @@ pub fn group_kernel(graph: &Graph, group: &Group, launch: usize, target: &Target
     let name = kernel_name(graph, root);
     let row_plan = rows::plan(graph, root, inline, target).filter(|_| group.siblings.is_empty());
     let tile_plan = if row_plan.is_none() { tiles::plan(graph, group, target.tile) } else { None };
-    let vector = match &tile_plan {
-        Some(plan) => plan.vector_k,
-        None => target.vector && row_plan.is_none() && elementwise(graph, group),
+    let vector = match (&tile_plan, &row_plan) {
+        (Some(plan), _) => plan.vector_k,
+        (None, Some(plan)) => plan.vector,
+        (None, None) => target.vector && elementwise(graph, group),
     };
     let mut b = FnBuilder::new();
     let u32_ty = b.ty(TypeInner::Scalar(Scalar::U32));
@@ -1137,12 +1138,25 @@ impl Cx<'_> {
             let node = graph.node(id);
             let value = match &node.op {
                 Op::Reduce { op, input, .. } if plan.reductions.contains(&id) => {
-                    let input = *input;
-                    let expr = self.reduction(id, *op, node.ty.dtype, &plan.cols, &mut |cx, j| {
-                        let flat = cx.b.binary(BinaryOperator::Add, base, j);
-                        Ok(cx.value(input, &mut Pos::flat(&full, flat))?.expr)
+                    let (op, input, dtype) = (*op, *input, node.ty.dtype);
+                    let fail = || unsupported(graph, id);
+                    let init = scalar::reduce_init(&mut self.b, op, dtype).ok_or_else(fail)?;
+                    let acc = self.accumulator(dtype, init);
+                    self.each_column(plan, base, &mut |cx, flat| {
+                        let x = cx.value(input, &mut Pos::flat(&full, flat))?;
+                        let current = cx.b.load(acc);
+                        let next = scalar::reduce_step(&mut cx.b, op, current, x.expr, dtype).ok_or_else(fail)?;
+                        cx.b.store(acc, next);
+                        Ok(())
                     })?;
-                    Val { expr, dtype: node.ty.dtype }
+                    let sum = self.b.load(acc);
+                    let value = if op == ReduceOp::Mean {
+                        let count = self.dim_as(&plan.cols, DType::F32).ok_or_else(fail)?;
+                        self.b.binary(BinaryOperator::Divide, sum, count)
+                    } else {
+                        sum
+                    };
+                    Val { expr: scalar::round(&mut self.b, value, dtype), dtype }
                 }
                 _ => {
                     let shape = node.ty.shape.clone();
@@ -1152,11 +1166,39 @@ impl Cx<'_> {
             self.fixed.insert(id, value);
         }
         let root = self.root;
-        self.counted_loop("j", &plan.cols, &mut |cx, j| {
-            let flat = cx.b.binary(BinaryOperator::Add, base, j);
+        self.each_column(plan, base, &mut |cx, flat| {
             let value = cx.value(root, &mut Pos::flat(&full, flat))?;
             cx.store_output(output, flat, value);
             Ok(())
+        })
+    }
+
+    /// `body(flat)` for the flat index of every column of the row starting at `base`, in order. In vector
+    /// row kernels (`RowPlan::vector`) the loop runs over the row's 4-element vectors, so that a tensor read
+    /// at the row's own positions is loaded one vector at a time (`lanes`).
+    fn each_column(&mut self, plan: &RowPlan, base: Expr, body: &mut dyn FnMut(&mut Self, Expr) -> R<()>) -> R<()> {
+        if !plan.vector {
+            return self.counted_loop("j", &plan.cols, &mut |cx, j| {
+                let flat = cx.b.binary(BinaryOperator::Add, base, j);
+                body(cx, flat)
+            });
+        }
+        let quads = plan.cols.div(&Dim::constant(4)).map_err(|e| internal(&self.name, &e.to_string()))?;
+        let two = self.b.u32(2);
+        let first = self.b.binary(BinaryOperator::ShiftRight, base, two);
+        self.counted_loop("q", &quads, &mut |cx, q| {
+            let vector = cx.b.binary(BinaryOperator::Add, first, q);
+            let four = cx.b.u32(4);
+            let start = cx.b.binary(BinaryOperator::Multiply, vector, four);
+            let mut lanes = [start; 4];
+            for (c, lane) in lanes.iter_mut().enumerate().skip(1) {
+                let offset = cx.b.u32(c as u32);
+                *lane = cx.b.binary(BinaryOperator::Add, start, offset);
+            }
+            cx.lanes = Some((vector, lanes));
+            let result = lanes.iter().try_for_each(|&flat| body(cx, flat));
+            cx.lanes = None;
+            result
         })
     }
 

@@ -57,6 +57,9 @@ pub struct RowPlan {
     /// One invocation per row (`workgroup` rows per workgroup), reductions as loops, no barriers; else one
     /// workgroup per row.
     pub serial: bool,
+    /// Serial rows of a constant multiple of 4 columns on targets with vector kernels: each row is walked
+    /// 4-element vector by vector, tensors read at the row's own positions loaded as whole vectors.
+    pub vector: bool,
     /// Nodes placed per row or per element, in dependency order.
     pub places: Vec<(NodeId, Place)>,
     /// Row reductions (`Row` nodes computed by the whole workgroup).
@@ -161,7 +164,18 @@ pub fn plan(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, target: &Tar
             return None;
         }
         let places = members.iter().filter_map(|id| place.get(id).map(|p| (*id, *p))).collect();
-        return Some(RowPlan { row_shape, rows, cols, workgroup: rows_per_workgroup, serial: true, places, reductions, cached });
+        let vector = target.vector && cols.as_const().is_some_and(|n| n > 0 && n % 4 == 0);
+        return Some(RowPlan {
+            row_shape,
+            rows,
+            cols,
+            workgroup: rows_per_workgroup,
+            serial: true,
+            vector,
+            places,
+            reductions,
+            cached,
+        });
     }
     let workgroup = match cols.as_const() {
         Some(n) => (n.max(1) as u64).next_power_of_two().clamp(32, 256) as u32,
@@ -176,7 +190,7 @@ pub fn plan(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, target: &Tar
         }
     }
     let places = members.iter().filter_map(|id| place.get(id).map(|p| (*id, *p))).collect();
-    Some(RowPlan { row_shape, rows, cols, workgroup, serial: false, places, reductions, cached })
+    Some(RowPlan { row_shape, rows, cols, workgroup, serial: false, vector: false, places, reductions, cached })
 }
 
 fn product(dims: &[Dim]) -> Option<Dim> {
