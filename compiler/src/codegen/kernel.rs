@@ -1,7 +1,9 @@
 //! One kernel for one group of IR nodes: the group's root is computed one output element per invocation,
 //! and every other member of the group is computed inline where the root needs it; operands outside the
 //! group are read from their device tensors. This is the boundary fusion works with: it only changes which
-//! nodes a group holds (today a group is one node plus the constants it reads).
+//! nodes a group holds. The device profile (`target.rs`) picks the schedule: a plain kernel as above, a
+//! vector kernel (four elements per invocation, `vector_body`), a row kernel (`row_kernel`, `rows.rs`) or
+//! a register-tiled contraction (`kernel/tile.rs`, `tiles.rs`).
 //!
 //! The core is `value(node, pos)`: the naga expression for `node`'s element at position `pos`, where a
 //! position is a flat row-major index, per-axis coordinates, or both (each derived from the other on

@@ -13,7 +13,8 @@
 //! `n + 2`. Device layout: f32, i32, u32 as themselves, f16 as f32 (rounded to f16 after every op), bool
 //! as a `u32` 0 or 1. The entry point is `main` with `@workgroup_size(256)`; the element index is
 //! `gid.x + gid.y * (num_workgroups.x * 256)`, so a dispatch over more than 65535 workgroups folds into a
-//! 2-D grid, and invocations past the count return.
+//! 2-D grid, and invocations past the count return. Vector kernels, row kernels and tiled contractions
+//! (chosen per device profile, `target.rs`) count invocations in vectors, rows or blocks instead.
 
 mod builder;
 pub mod fuse;
