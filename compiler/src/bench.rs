@@ -264,3 +264,50 @@ pub fn table(rows: &[Measurement]) -> String {
     }
     out
 }
+
+/// Tile shapes `tdslc tune` tries for every tiled contraction.
+pub const TILE_CANDIDATES: [(u32, u32); 5] = [(2, 4), (4, 4), (4, 8), (8, 4), (8, 8)];
+
+/// One tuned kernel: its key, its time with the profile's own tile, and the fastest tile with its time.
+#[derive(Clone, Debug)]
+pub struct Tuned {
+    pub name: String,
+    pub key: String,
+    pub default: Duration,
+    pub tile: (u32, u32),
+    pub best: Duration,
+}
+
+/// Times every tiled contraction of `graph`'s fused program (symbol `i` = `sizes[i]`) with each tile of
+/// `TILE_CANDIDATES` on `gpu` (median of `repeat` per kernel) and returns the fastest tile per kernel, keyed
+/// by the kernel's WGSL under `target`'s own schedule (`Tuning::key`).
+pub fn tune(gpu: &Gpu, target: Target, graph: &Graph, sizes: &[i64], repeat: usize) -> Result<Vec<Tuned>, String> {
+    use crate::codegen::tuning::Tuning;
+    let (inputs, params) = seeded_data(graph, sizes, 0)?;
+    let baseline = codegen::compile_with(graph, Options { fuse: true, target }).map_err(|e| e.to_string())?;
+    let tiled: Vec<usize> = (0..baseline.kernels.len())
+        .filter(|&i| codegen::tiles::plan(&baseline.graph, &baseline.grouping.groups[i], target.tile).is_some())
+        .collect();
+    let mut times: Vec<Vec<((u32, u32), Duration)>> = vec![Vec::new(); baseline.kernels.len()];
+    for tile in TILE_CANDIDATES.iter().copied().chain([target.tile]) {
+        let compiled =
+            codegen::compile_with(graph, Options { fuse: true, target: Target { tile, ..target } }).map_err(|e| e.to_string())?;
+        if compiled.kernels.len() != baseline.kernels.len() {
+            return Err(format!("tile {}x{} changes the kernels of {}", tile.0, tile.1, graph.name));
+        }
+        let prepared = gpu.prepare(&compiled.program, &inputs, &params).map_err(|e| e.to_string())?;
+        prepared.run().map_err(|e| e.to_string())?;
+        let (launches, measured) = prepared.profile(repeat).map_err(|e| e.to_string())?;
+        for (&launch, &time) in launches.iter().zip(&measured.times) {
+            times[launch].push((tile, time));
+        }
+    }
+    Ok(tiled
+        .into_iter()
+        .filter_map(|i| {
+            let default = times[i].iter().find(|(t, _)| *t == target.tile)?.1;
+            let &(tile, best) = times[i].iter().min_by_key(|(_, t)| *t)?;
+            Some(Tuned { name: baseline.kernels[i].name.clone(), key: Tuning::key(baseline.kernels[i].wgsl()), default, tile, best })
+        })
+        .collect())
+}

@@ -40,6 +40,8 @@ pub struct BuildOptions<'a> {
     pub no_fuse: bool,
     /// The device profile the kernels are scheduled for (`codegen::Target`).
     pub target: codegen::Target,
+    /// Tile shapes measured by `tdslc tune` (`codegen::tuning`); `None`: the profile's own.
+    pub tuning: Option<&'a codegen::tuning::Tuning>,
     /// Colour in rendered diagnostics.
     pub color: bool,
     /// Called before each model is compiled.
@@ -65,7 +67,11 @@ pub fn build(file: &Path, options: &BuildOptions) -> Result<(Bundle, Vec<PathBuf
         if let Some(progress) = options.progress {
             progress(i, checked.graphs.len(), &graph.name);
         }
-        let compiled = codegen::compile_with(graph, codegen::Options { fuse: !options.no_fuse, target: options.target })
+        let compiled = codegen::compile_tuned(
+            graph,
+            codegen::Options { fuse: !options.no_fuse, target: options.target },
+            options.tuning.unwrap_or(&codegen::tuning::Tuning::default()),
+        )
             .map_err(|e| BuildError::Compile { model: graph.name.clone(), message: e.to_string() })?;
         models.push(BundledModel::new(compiled.program));
     }

@@ -53,6 +53,9 @@ enum Command {
         output: PathBuf,
         #[command(flatten)]
         schedule: Schedule,
+        /// Tile shapes measured by `tdslc tune` (its tuning file for the adapter the bundle is for).
+        #[arg(long, value_name = "FILE")]
+        tuning: Option<PathBuf>,
     },
     /// Run every model of FILE on the GPU (or the reference interpreter) and print a summary of each output.
     /// Inputs and params not given get seeded random values (said on stderr).
@@ -86,6 +89,9 @@ enum Command {
         /// The device profile to schedule kernels for (default: the one for the device opened).
         #[arg(long, value_parser = parse_target)]
         target: Option<codegen::Target>,
+        /// Tile shapes measured by `tdslc tune` on this adapter.
+        #[arg(long, value_name = "FILE")]
+        tuning: Option<PathBuf>,
     },
     /// Show the kernels of every model in FILE: the ops fused into each, its grid, the bytes it reads and
     /// writes (at the sizes of --dim, else 2), why each unfused edge is not fused, and the device memory.
@@ -122,6 +128,24 @@ enum Command {
         /// Size of a symbolic dimension (repeatable); unset dimensions use the defaults described in the README.
         #[arg(long = "dim", value_name = "NAME=SIZE", value_parser = parse_dim)]
         dims: Vec<(String, i64)>,
+        /// GPU backend: vulkan (default), gl or any.
+        #[arg(long)]
+        backend: Option<String>,
+    },
+    /// Measure every register-tiled contraction of FILE's models with several tile shapes on the current
+    /// device and store the fastest per kernel (keyed by kernel hash, in the adapter's tuning file), for
+    /// `run --tuning FILE` on this adapter and `build --tuning FILE`, which bakes it into a bundle.
+    Tune {
+        file: PathBuf,
+        /// Size of a symbolic dimension (repeatable); others are 4 (S: 32).
+        #[arg(long = "dim", value_name = "NAME=SIZE", value_parser = parse_dim)]
+        dims: Vec<(String, i64)>,
+        /// Timed runs per kernel and tile (the median is used).
+        #[arg(long, default_value_t = 5)]
+        repeat: usize,
+        /// The tuning file to update (default: the adapter's file under ~/.cache/tdsl/tuning/).
+        #[arg(long, value_name = "FILE")]
+        tuning: Option<PathBuf>,
         /// GPU backend: vulkan (default), gl or any.
         #[arg(long)]
         backend: Option<String>,
@@ -204,8 +228,13 @@ pub fn main(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write, err: 
             }
             if failed { Err(None) } else { Ok(()) }
         }
-        Command::Build { file, output, schedule } => build(&file, &output, schedule, color, stderr_is_terminal, err),
-        Command::Run { file, reference, inputs, weights, seed, dims, output, backend, no_fuse, target } => {
+        Command::Build { file, output, schedule, tuning } => {
+            build(&file, &output, schedule, tuning.as_deref(), color, stderr_is_terminal, err)
+        }
+        Command::Tune { file, dims, repeat, tuning, backend } => {
+            tune(&file, &dims, repeat, tuning.as_deref(), backend.as_deref(), color, out, err)
+        }
+        Command::Run { file, reference, inputs, weights, seed, dims, output, backend, no_fuse, target, tuning } => {
             let options = RunOptions {
                 reference,
                 inputs,
@@ -216,6 +245,7 @@ pub fn main(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write, err: 
                 backend,
                 fuse: !no_fuse,
                 target,
+                tuning,
                 terminal: stderr_is_terminal,
             };
             checked_graphs(&file, color, err).and_then(|graphs| {
@@ -308,11 +338,99 @@ fn parse_target(name: &str) -> Result<codegen::Target, String> {
     codegen::Target::parse(name)
 }
 
+/// `tdslc tune`: every model of `file` tuned on the current device (`bench::tune`); the fastest tiles are
+/// merged into the tuning file and printed.
+#[allow(clippy::too_many_arguments)]
+fn tune(
+    file: &std::path::Path,
+    dims: &[(String, i64)],
+    repeat: usize,
+    tuning: Option<&std::path::Path>,
+    backend: Option<&str>,
+    color: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), Option<String>> {
+    let gpu = open_gpu(backend).map_err(Some)?;
+    let target = codegen::Target::for_device(gpu.info.device_type);
+    let path = match tuning {
+        Some(path) => path.to_path_buf(),
+        None => codegen::tuning::Tuning::default_path(&gpu.describe())
+            .ok_or_else(|| Some("no cache directory (set XDG_CACHE_HOME or HOME, or give --tuning)".to_string()))?,
+    };
+    let mut table = codegen::tuning::Tuning::load(&path).map_err(Some)?.unwrap_or_default();
+    if !table.adapter.is_empty() && (table.adapter != gpu.describe() || table.target != target.name) {
+        return Err(Some(format!(
+            "{} holds tuning for {} (target {}), not this adapter ({}, target {})",
+            path.display(),
+            table.adapter,
+            table.target,
+            gpu.describe(),
+            target.name
+        )));
+    }
+    table.adapter = gpu.describe();
+    table.target = target.name.to_string();
+    let _ = writeln!(err, "note: tuning on {} (target {})", gpu.describe(), target.name);
+    let _ = writeln!(out, "{:<20} {:<24} {:>12} {:>6} {:>12}", "model", "kernel", "default ms", "tile", "tuned ms");
+    for graph in checked_graphs(file, color, err)? {
+        let sizes = bench_sizes(&graph, dims);
+        for t in crate::bench::tune(&gpu, target, &graph, &sizes, repeat).map_err(Some)? {
+            let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+            let tile = format!("{}x{}", t.tile.0, t.tile.1);
+            let _ = writeln!(out, "{:<20} {:<24} {:>12.3} {:>6} {:>12.3}", graph.name, t.name, ms(t.default), tile, ms(t.best));
+            table.tiles.insert(t.key, t.tile);
+        }
+    }
+    table.save(&path).map_err(Some)?;
+    let _ = writeln!(err, "note: wrote {} ({} kernel(s))", path.display(), table.tiles.len());
+    Ok(())
+}
+
+/// Symbol sizes for benchmarks and tuning: `--dim` values, else `S` = 32, `N` = 2^22 for chains and
+/// everything else 4.
+fn bench_sizes(graph: &ir::Graph, dims: &[(String, i64)]) -> Vec<i64> {
+    let defaults = |symbol: &str| match symbol {
+        "S" => 32,
+        "N" if graph.name.starts_with("chain") => 1 << 22,
+        _ => 4,
+    };
+    graph
+        .symbols
+        .iter()
+        .map(|s| dims.iter().find(|(n, _)| *n == s.name).map_or_else(|| defaults(&s.name), |(_, v)| *v))
+        .collect()
+}
+
+/// The tuning file given with `--tuning` (none: the profile's own tiles); one written for another adapter
+/// or profile is an error.
+fn given_tuning(
+    path: Option<&std::path::Path>,
+    gpu: &Gpu,
+    target: codegen::Target,
+) -> Result<codegen::tuning::Tuning, String> {
+    let Some(path) = path else { return Ok(Default::default()) };
+    let tuning = codegen::tuning::Tuning::load(path)?
+        .ok_or_else(|| format!("tuning file {} does not exist", path.display()))?;
+    if tuning.adapter != gpu.describe() || tuning.target != target.name {
+        return Err(format!(
+            "{} holds tuning for {} (target {}), not this adapter ({}, target {})",
+            path.display(),
+            tuning.adapter,
+            tuning.target,
+            gpu.describe(),
+            target.name
+        ));
+    }
+    Ok(tuning)
+}
+
 /// `tdslc build`: every model of `file` into the bundle `output`, with a spinner on a terminal.
 fn build(
     file: &std::path::Path,
     output: &std::path::Path,
     schedule: Schedule,
+    tuning: Option<&std::path::Path>,
     color: bool,
     stderr_is_terminal: bool,
     err: &mut dyn Write,
@@ -320,8 +438,19 @@ fn build(
     let start = std::time::Instant::now();
     let spinner = spinner(stderr_is_terminal, format!("checking {}", file.display()));
     let progress = |i: usize, n: usize, name: &str| spinner.set_message(format!("compiling model {name} ({}/{n})", i + 1));
-    let options =
-        crate::bundle::BuildOptions { no_fuse: schedule.no_fuse, target: schedule.target, color, progress: Some(&progress) };
+    let tuning = match tuning {
+        Some(path) => codegen::tuning::Tuning::load(path)
+            .and_then(|t| t.ok_or_else(|| format!("tuning file {} does not exist", path.display())))
+            .map_err(Some)?,
+        None => codegen::tuning::Tuning::default(),
+    };
+    let options = crate::bundle::BuildOptions {
+        no_fuse: schedule.no_fuse,
+        target: schedule.target,
+        tuning: Some(&tuning),
+        color,
+        progress: Some(&progress),
+    };
     let built = crate::bundle::build(file, &options);
     spinner.finish_and_clear();
     let (bundle, _) = built.map_err(|e| match e {
@@ -399,6 +528,8 @@ struct RunOptions {
     fuse: bool,
     /// The device profile; `None`: the opened device's.
     target: Option<codegen::Target>,
+    /// `--tuning`: a tuning file for the opened adapter.
+    tuning: Option<PathBuf>,
     /// stderr is a terminal: show a spinner while compiling and running.
     terminal: bool,
 }
@@ -483,16 +614,7 @@ fn bench(
     let mut rows = Vec::new();
     let mut profiles = Vec::new();
     for (name, graph) in &programs {
-        let defaults = |symbol: &str| match symbol {
-            "S" => 32,
-            "N" if graph.name.starts_with("chain") => 1 << 22,
-            _ => 4,
-        };
-        let sizes: Vec<i64> = graph
-            .symbols
-            .iter()
-            .map(|s| options.dims.iter().find(|(n, _)| *n == s.name).map_or_else(|| defaults(&s.name), |(_, v)| *v))
-            .collect();
+        let sizes = bench_sizes(graph, options.dims);
         let label = if name.starts_with("chain") { name.clone() } else { format!("{} ({})", graph.name, name) };
         let _ = writeln!(err, "note: measuring {label}");
         if !options.fused_only {
@@ -621,7 +743,8 @@ fn run_model(
         let gpu = open_gpu(options.backend.as_deref())?;
         let progress = spinner(options.terminal, format!("compiling model {}", graph.name));
         let target = options.target.unwrap_or_else(|| codegen::Target::for_device(gpu.info.device_type));
-        let compiled = codegen::compile_with(graph, codegen::Options { fuse: options.fuse, target })
+        let tuning = given_tuning(options.tuning.as_deref(), &gpu, target)?;
+        let compiled = codegen::compile_tuned(graph, codegen::Options { fuse: options.fuse, target }, &tuning)
             .map_err(|e| format!("model `{}`: {e}", graph.name));
         progress.finish_and_clear();
         let compiled = compiled?;

@@ -399,3 +399,48 @@ fn run_reports_a_missing_weights_file() {
     let weights = arg(temp.path(), "no-such.safetensors");
     run_fails_everywhere(MLP, &["--weights", &weights], &[&format!("cannot read `{weights}`")]);
 }
+
+/// `tdslc tune` measures the tiled contraction of a model, stores the fastest tile in the file it is given,
+/// and `run --tuning` and `build --tuning` read it; a tuned tile replaces the profile's own for exactly that kernel.
+#[test]
+fn tune_writes_a_tuning_file_that_build_and_compile_use() {
+    use tdsl_compiler::codegen::{self, Options, Target, tuning::Tuning};
+    let temp = tempfile::tempdir().expect("temp dir");
+    let source = "model proj(x: f32[M, 64], w: f32[48, 64], b: f32[48]) -> (y: f32[M, 48]) {\n    y = relu(x @ transpose(w) + b)\n}\n";
+    let file = temp.path().join("proj.tdsl");
+    std::fs::write(&file, source).expect("write the model");
+    let tuning = temp.path().join("tuning.json");
+    let text = |p: &Path| p.to_str().expect("utf-8 path").to_string();
+    let (code, out, err) = tdslc(&["tune", &text(&file), "--dim", "M=64", "--repeat", "1", "--tuning", &text(&tuning)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("relu_f32_n"), "{out}");
+    let table = Tuning::load(&tuning).expect("a well-formed file").expect("written");
+    assert_eq!(table.tiles.len(), 1, "{table:?}");
+    let (code, _, err) =
+        tdslc(&["build", &text(&file), "--target", &table.target, "--tuning", &text(&tuning), "-o", &text(&temp.path().join("p.tdslb"))]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = tdslc(&["run", &text(&file), "--dim", "M=5", "--tuning", &text(&tuning)]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("y: f32[5, 48]"), "{out}");
+
+    // A hand-made entry: the cpu profile's kernel keyed by its WGSL gets a 2x4 tile instead of 8x8.
+    let graph = check_path(&file).graphs.remove(0);
+    let cpu = Target::named("cpu").expect("cpu profile");
+    let own = codegen::compile_with(&graph, Options { fuse: true, target: cpu }).expect("compiles");
+    let small = codegen::compile_with(&graph, Options { fuse: true, target: Target { tile: (2, 4), ..cpu } }).expect("compiles");
+    assert_ne!(own.kernels[0].wgsl(), small.kernels[0].wgsl());
+    let mut hand = Tuning { adapter: "test".into(), target: "cpu".into(), ..Tuning::default() };
+    hand.tiles.insert(Tuning::key(own.kernels[0].wgsl()), (2, 4));
+    let tuned = codegen::compile_tuned(&graph, Options { fuse: true, target: cpu }, &hand).expect("compiles");
+    assert_eq!(tuned.kernels[0].wgsl(), small.kernels[0].wgsl());
+    // Saved and loaded unchanged; a malformed file and a missing one named in `build --tuning` are errors.
+    let path = temp.path().join("hand.json");
+    hand.save(&path).expect("saves");
+    assert_eq!(Tuning::load(&path).expect("loads"), Some(hand));
+    std::fs::write(&path, r#"{"format": 1, "adapter": "a", "target": "cpu", "kernels": {"k": [0, 4]}}"#).expect("write");
+    let e = Tuning::load(&path).expect_err("a zero tile");
+    assert!(e.contains("kernel k: expected [rows, cols], each 1 to 16"), "{e}");
+    let (code, _, err) = tdslc(&["build", &text(&file), "--tuning", &text(&temp.path().join("none.json")), "-o", &text(&temp.path().join("q.tdslb"))]);
+    assert_eq!(code, 1);
+    assert!(err.contains("none.json does not exist"), "{err}");
+}

@@ -24,6 +24,7 @@ mod plan;
 mod scalar;
 pub mod target;
 pub mod tiles;
+pub mod tuning;
 #[cfg(test)]
 mod tests;
 
@@ -31,7 +32,7 @@ use crate::dim::Dim;
 use crate::ir::NodeId;
 
 pub use kernel::group_kernel;
-pub use plan::{Compiled, Options, compile, compile_with};
+pub use plan::{Compiled, Options, compile, compile_tuned, compile_with};
 pub use target::Target;
 
 /// Invocations per workgroup (x) of every kernel but row kernels (`rows.rs`); dispatches use

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 use tdsl_runtime::program::{Arg, Bound, Launch, Program, TensorDecl, TensorId, TensorRole};
 
 use super::fuse;
+use super::tuning::Tuning;
+use super::Target;
 use super::kernel::group_kernel;
 use super::{CodegenError, Kernel, KernelArg};
 use crate::dim::Dim;
@@ -48,6 +50,12 @@ pub fn compile(graph: &Graph) -> Result<Compiled, CodegenError> {
 
 /// Compiles `graph`, which must verify (anything else is an internal error: codegen takes verified IR only).
 pub fn compile_with(graph: &Graph, options: Options) -> Result<Compiled, CodegenError> {
+    compile_tuned(graph, options, &Tuning::default())
+}
+
+/// `compile_with`, taking each tiled contraction's tile from `tuning` where it has an entry for the
+/// kernel (`tuning.rs`); other kernels and the grouping are as without it.
+pub fn compile_tuned(graph: &Graph, options: Options, tuning: &Tuning) -> Result<Compiled, CodegenError> {
     crate::ir::verify(graph).map_err(|errors| CodegenError::Internal {
         kernel: graph.name.clone(),
         message: format!(
@@ -91,7 +99,14 @@ pub fn compile_with(graph: &Graph, options: Options) -> Result<Compiled, Codegen
 
     let mut kernels = Vec::new();
     for group in &grouping.groups {
-        let kernel = group_kernel(graph, group, kernels.len(), &options.target)?;
+        let mut kernel = group_kernel(graph, group, kernels.len(), &options.target)?;
+        if let Some(&tile) = tuning.tiles.get(&Tuning::key(kernel.wgsl()))
+            && tile != options.target.tile
+            && tile.0 * tile.1 > 1
+            && super::tiles::plan(graph, group, tile).is_some()
+        {
+            kernel = group_kernel(graph, group, kernels.len(), &Target { tile, ..options.target })?;
+        }
         for id in group.roots() {
             let name = format!("%{} {}", id.index(), graph.node(id).op.name());
             add_tensor(&mut program, &mut tensor_of, id, name, TensorRole::Computed);
