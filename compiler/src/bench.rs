@@ -289,7 +289,11 @@ pub fn tune(gpu: &Gpu, target: Target, graph: &Graph, sizes: &[i64], repeat: usi
         .filter(|&i| codegen::tiles::plan(&baseline.graph, &baseline.grouping.groups[i], target.tile).is_some())
         .collect();
     let mut times: Vec<Vec<((u32, u32), Duration)>> = vec![Vec::new(); baseline.kernels.len()];
-    for tile in TILE_CANDIDATES.iter().copied().chain([target.tile]) {
+    let mut candidates = TILE_CANDIDATES.to_vec();
+    if !candidates.contains(&target.tile) {
+        candidates.push(target.tile);
+    }
+    for tile in candidates {
         let compiled =
             codegen::compile_with(graph, Options { fuse: true, target: Target { tile, ..target } }).map_err(|e| e.to_string())?;
         if compiled.kernels.len() != baseline.kernels.len() {
