@@ -383,10 +383,13 @@ impl Cx<'_> {
 
     /// The body of a vector kernel: invocation `v` computes elements `4v .. 4v + 3` of every output. When
     /// all four are in range, tensors read at those positions are read as whole vectors and each output is
-    /// stored as one; the last, partial vector is computed and stored element by element.
-    fn vector_body(&mut self, v: Expr, count: &Dim, outputs: &[(NodeId, Handle<GlobalVariable>)]) -> R<()> {
+    /// stored as one; the last, partial vector is computed and stored element by element (a count that is
+    /// a multiple of 4 for every symbol value has no partial vector, and the kernel no element path).
+    fn vector_body(&mut self, v: Expr, count_dim: &Dim, outputs: &[(NodeId, Handle<GlobalVariable>)]) -> R<()> {
         let graph = self.graph;
-        let count = self.dim(count);
+        // Every coefficient a multiple of 4 (symbols are integers): no partial vector, no element path.
+        let whole_vectors = count_dim.terms().all(|(_, coefficient)| coefficient % 4 == 0);
+        let count = self.dim(count_dim);
         let four = self.b.u32(4);
         let whole = self.b.binary(BinaryOperator::Divide, count, four);
         let full = self.b.binary(BinaryOperator::Less, v, whole);
@@ -415,6 +418,10 @@ impl Cx<'_> {
         }
         self.lanes = None;
         let vectors = self.close_block();
+        if whole_vectors {
+            self.b.statement(Statement::Block(vectors));
+            return Ok(());
+        }
 
         self.open_block();
         for c in 0..4u32 {
