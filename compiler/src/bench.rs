@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use tdsl_runtime::gpu::median;
-use tdsl_runtime::{Gpu, Tensor, Timing};
+use tdsl_runtime::{Gpu, Prepared, Tensor, Timing};
 
 use crate::codegen::{self, Options, Target};
 use crate::ir::{Graph, Op};
@@ -63,13 +63,7 @@ pub fn measure(gpu: &Gpu, target: Target, name: &str, graph: &Graph, sizes: &[i6
         let compiled = codegen::compile_with(graph, Options { fuse, target }).map_err(|e| e.to_string())?;
         let prepared = gpu.prepare(&compiled.program, &inputs, &params).map_err(|e| e.to_string())?;
         prepared.run().map_err(|e| e.to_string())?;
-        let mut times = Vec::with_capacity(repeat);
-        for _ in 0..repeat.max(1) {
-            let start = Instant::now();
-            prepared.run().map_err(|e| e.to_string())?;
-            times.push(start.elapsed());
-        }
-        times.sort();
+        let times = run_times(&prepared, repeat)?;
         let outputs = prepared.outputs().map_err(|e| e.to_string())?;
         let range = (times[0], times[times.len() - 1]);
         results.push((compiled.kernels.len(), times[times.len() / 2], prepared.memory.peak_bytes, outputs, range));
@@ -187,14 +181,21 @@ pub fn profile(
             KernelTime { name: k.name.clone(), time, bytes: k.bytes_read + k.bytes_written, flops: k.flops }
         })
         .collect();
-    let mut runs = Vec::with_capacity(repeat);
+    let runs = run_times(&prepared, repeat)?;
+    let raw = prepared.time_raw(repeat).map_err(|e| e.to_string())?;
+    Ok(Profile { name: name.to_string(), timing: times.timing, kernels, run: median(runs), raw })
+}
+
+/// Wall times of `repeat` (at least one) forward passes of `prepared` (submit to completion), sorted.
+fn run_times(prepared: &Prepared, repeat: usize) -> Result<Vec<Duration>, String> {
+    let mut times = Vec::with_capacity(repeat.max(1));
     for _ in 0..repeat.max(1) {
         let start = Instant::now();
         prepared.run().map_err(|e| e.to_string())?;
-        runs.push(start.elapsed());
+        times.push(start.elapsed());
     }
-    let raw = prepared.time_raw(repeat).map_err(|e| e.to_string())?;
-    Ok(Profile { name: name.to_string(), timing: times.timing, kernels, run: median(runs), raw })
+    times.sort();
+    Ok(times)
 }
 
 /// The per-kernel table of `profile`: time, share of the kernels' total, GB/s (and the fraction of the
@@ -233,9 +234,14 @@ pub fn profile_table(profile: &Profile, copy_gbps: f64) -> String {
 /// time per launch.
 pub fn dispatch_overhead(gpu: &Gpu, target: Target, chain: &Graph, repeat: usize) -> Result<(Duration, Duration, usize), String> {
     let sizes = vec![64; chain.symbols.len()];
-    let profile = profile(gpu, target, "dispatch", chain, &sizes, repeat, 0, false)?;
-    let n = profile.kernels.len().max(1);
-    Ok((profile.run / n as u32, profile.raw / n as u32, n))
+    let (inputs, params) = seeded_data(chain, &sizes, 0)?;
+    let compiled = codegen::compile_with(chain, Options { fuse: false, target }).map_err(|e| e.to_string())?;
+    let prepared = gpu.prepare(&compiled.program, &inputs, &params).map_err(|e| e.to_string())?;
+    prepared.run().map_err(|e| e.to_string())?;
+    let run = median(run_times(&prepared, repeat)?);
+    let raw = prepared.time_raw(repeat).map_err(|e| e.to_string())?;
+    let n = prepared.dispatches().max(1);
+    Ok((run / n as u32, raw / n as u32, n))
 }
 
 /// The table `tdslc bench` prints.

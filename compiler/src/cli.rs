@@ -358,17 +358,13 @@ fn tune(
         None => codegen::tuning::Tuning::default_path(&gpu.describe())
             .ok_or_else(|| Some("no cache directory (set XDG_CACHE_HOME or HOME, or give --tuning)".to_string()))?,
     };
-    let mut table = codegen::tuning::Tuning::load(&path).map_err(Some)?.unwrap_or_default();
-    if !table.adapter.is_empty() && (table.adapter != gpu.describe() || table.target != target.name) {
-        return Err(Some(format!(
-            "{} holds tuning for {} (target {}), not this adapter ({}, target {})",
-            path.display(),
-            table.adapter,
-            table.target,
-            gpu.describe(),
-            target.name
-        )));
-    }
+    let mut table = match codegen::tuning::Tuning::load(&path).map_err(Some)? {
+        Some(table) => {
+            table.check_for(&path, &gpu.describe(), target.name).map_err(Some)?;
+            table
+        }
+        None => codegen::tuning::Tuning::default(),
+    };
     table.adapter = gpu.describe();
     table.target = target.name.to_string();
     let _ = writeln!(err, "note: tuning on {} (target {})", gpu.describe(), target.name);
@@ -410,19 +406,14 @@ fn given_tuning(
     target: codegen::Target,
 ) -> Result<codegen::tuning::Tuning, String> {
     let Some(path) = path else { return Ok(Default::default()) };
-    let tuning = codegen::tuning::Tuning::load(path)?
-        .ok_or_else(|| format!("tuning file {} does not exist", path.display()))?;
-    if tuning.adapter != gpu.describe() || tuning.target != target.name {
-        return Err(format!(
-            "{} holds tuning for {} (target {}), not this adapter ({}, target {})",
-            path.display(),
-            tuning.adapter,
-            tuning.target,
-            gpu.describe(),
-            target.name
-        ));
-    }
+    let tuning = read_tuning(path)?;
+    tuning.check_for(path, &gpu.describe(), target.name)?;
     Ok(tuning)
+}
+
+/// The tuning file at `path`, which must exist.
+fn read_tuning(path: &std::path::Path) -> Result<codegen::tuning::Tuning, String> {
+    codegen::tuning::Tuning::load(path)?.ok_or_else(|| format!("tuning file {} does not exist", path.display()))
 }
 
 /// `tdslc build`: every model of `file` into the bundle `output`, with a spinner on a terminal.
@@ -439,9 +430,7 @@ fn build(
     let spinner = spinner(stderr_is_terminal, format!("checking {}", file.display()));
     let progress = |i: usize, n: usize, name: &str| spinner.set_message(format!("compiling model {name} ({}/{n})", i + 1));
     let tuning = match tuning {
-        Some(path) => codegen::tuning::Tuning::load(path)
-            .and_then(|t| t.ok_or_else(|| format!("tuning file {} does not exist", path.display())))
-            .map_err(Some)?,
+        Some(path) => read_tuning(path).map_err(Some)?,
         None => codegen::tuning::Tuning::default(),
     };
     let options = crate::bundle::BuildOptions {

@@ -242,18 +242,10 @@ pub fn group_kernel(graph: &Graph, group: &Group, launch: usize, target: &Target
         return cx.finish(arguments);
     }
 
-    // index = gid.x + gid.y * (num_workgroups.x * 256); return when index >= count.
-    let gid = cx.b.expr(Expression::FunctionArgument(0));
-    let num_workgroups = cx.b.expr(Expression::FunctionArgument(1));
+    // Return when index >= count.
     let count_value = cx.slot(0);
     cx.b.name(count_value, "count");
-    let gid_x = cx.b.expr(Expression::AccessIndex { base: gid, index: 0 });
-    let gid_y = cx.b.expr(Expression::AccessIndex { base: gid, index: 1 });
-    let groups_x = cx.b.expr(Expression::AccessIndex { base: num_workgroups, index: 0 });
-    let size = cx.b.u32(WORKGROUP_SIZE);
-    let row = cx.b.binary(BinaryOperator::Multiply, groups_x, size);
-    let offset = cx.b.binary(BinaryOperator::Multiply, gid_y, row);
-    let index = cx.b.binary(BinaryOperator::Add, gid_x, offset);
+    let index = cx.global_index(WORKGROUP_SIZE);
     cx.b.name(index, "index");
     let past_end = cx.b.binary(BinaryOperator::GreaterEqual, index, count_value);
     cx.return_if(past_end);
@@ -389,10 +381,7 @@ impl Cx<'_> {
         let graph = self.graph;
         // Every coefficient a multiple of 4 (symbols are integers): no partial vector, no element path.
         let whole_vectors = count_dim.terms().all(|(_, coefficient)| coefficient % 4 == 0);
-        let count = self.dim(count_dim);
         let four = self.b.u32(4);
-        let whole = self.b.binary(BinaryOperator::Divide, count, four);
-        let full = self.b.binary(BinaryOperator::Less, v, whole);
         let base = self.b.binary(BinaryOperator::Multiply, v, four);
         self.b.name(base, "first");
 
@@ -422,6 +411,9 @@ impl Cx<'_> {
             self.b.statement(Statement::Block(vectors));
             return Ok(());
         }
+        let count = self.dim(count_dim);
+        let whole = self.b.binary(BinaryOperator::Divide, count, four);
+        let full = self.b.binary(BinaryOperator::Less, v, whole);
 
         self.open_block();
         for c in 0..4u32 {
@@ -767,22 +759,40 @@ impl Cx<'_> {
         total: &Dim,
         body: &mut dyn FnMut(&mut Self, Expr) -> R<Expr>,
     ) -> R<Expr> {
-        let graph = self.graph;
-        let init = scalar::reduce_init(&mut self.b, op, dtype).ok_or_else(|| unsupported(graph, node))?;
-        let acc = self.accumulator(dtype, init);
+        let acc = self.fold_start(node, op, dtype)?;
         self.counted_loop("r", total, &mut |cx, i| {
             let x = body(cx, i)?;
-            let current = cx.b.load(acc);
-            let next = scalar::reduce_step(&mut cx.b, op, current, x, dtype).ok_or_else(|| unsupported(graph, node))?;
-            cx.b.store(acc, next);
-            Ok(())
+            cx.fold_in(node, op, dtype, acc, x)
         })?;
         let sum = self.b.load(acc);
+        self.fold_result(node, op, dtype, sum, total)
+    }
+
+    /// A local accumulator for `op` over `dtype` values, set to the identity (the start of every fold:
+    /// `reduction`, serial rows, workgroup reductions).
+    fn fold_start(&mut self, node: NodeId, op: ReduceOp, dtype: DType) -> R<Expr> {
+        let graph = self.graph;
+        let init = scalar::reduce_init(&mut self.b, op, dtype).ok_or_else(|| unsupported(graph, node))?;
+        Ok(self.accumulator(dtype, init))
+    }
+
+    /// `acc = acc op x`.
+    fn fold_in(&mut self, node: NodeId, op: ReduceOp, dtype: DType, acc: Expr, x: Expr) -> R<()> {
+        let graph = self.graph;
+        let current = self.b.load(acc);
+        let next = scalar::reduce_step(&mut self.b, op, current, x, dtype).ok_or_else(|| unsupported(graph, node))?;
+        self.b.store(acc, next);
+        Ok(())
+    }
+
+    /// The fold's value from its total: `mean` divides by `count`; f16 is rounded once, here.
+    fn fold_result(&mut self, node: NodeId, op: ReduceOp, dtype: DType, total: Expr, count: &Dim) -> R<Expr> {
+        let graph = self.graph;
         let value = if op == ReduceOp::Mean {
-            let count = self.dim_as(total, DType::F32).ok_or_else(|| unsupported(graph, node))?;
-            self.b.binary(BinaryOperator::Divide, sum, count)
+            let count = self.dim_as(count, DType::F32).ok_or_else(|| unsupported(graph, node))?;
+            self.b.binary(BinaryOperator::Divide, total, count)
         } else {
-            sum
+            total
         };
         Ok(scalar::round(&mut self.b, value, dtype))
     }
@@ -1033,6 +1043,21 @@ impl Cx<'_> {
 
     /// Sets bindings and the uniform block's type, adds the entry point, and validates.
     /// `if condition { return; }`.
+    /// The invocation's flat index `gid.x + gid.y * (num_workgroups.x * per_workgroup)`, from the entry
+    /// point's arguments 0 (`global_invocation_id`) and 1 (`num_workgroups`) of a kernel whose grid may be
+    /// folded into two dimensions.
+    fn global_index(&mut self, per_workgroup: u32) -> Expr {
+        let gid = self.b.expr(Expression::FunctionArgument(0));
+        let num_workgroups = self.b.expr(Expression::FunctionArgument(1));
+        let gid_x = self.b.expr(Expression::AccessIndex { base: gid, index: 0 });
+        let gid_y = self.b.expr(Expression::AccessIndex { base: gid, index: 1 });
+        let groups_x = self.b.expr(Expression::AccessIndex { base: num_workgroups, index: 0 });
+        let size = self.b.u32(per_workgroup);
+        let row = self.b.binary(BinaryOperator::Multiply, groups_x, size);
+        let offset = self.b.binary(BinaryOperator::Multiply, gid_y, row);
+        self.b.binary(BinaryOperator::Add, gid_x, offset)
+    }
+
     fn return_if(&mut self, condition: Expr) {
         let mut early = naga::Block::new();
         early.push(Statement::Return { value: None }, naga::Span::UNDEFINED);
@@ -1056,19 +1081,16 @@ impl Cx<'_> {
     /// row's columns from the local invocation index.
     fn row_kernel(&mut self, plan: &RowPlan, output: Handle<GlobalVariable>) -> R<()> {
         let graph = self.graph;
-        let first = self.b.expr(Expression::FunctionArgument(0));
-        let num_workgroups = self.b.expr(Expression::FunctionArgument(1));
-        let first_x = self.b.expr(Expression::AccessIndex { base: first, index: 0 });
-        let first_y = self.b.expr(Expression::AccessIndex { base: first, index: 1 });
-        let groups_x = self.b.expr(Expression::AccessIndex { base: num_workgroups, index: 0 });
         // Serial rows: `row = gid.x + gid.y * (num_workgroups.x * rows per workgroup)`, one invocation each;
         // otherwise `row = wid.x + wid.y * num_workgroups.x` and `lid` strides over the columns.
         let (row, lid) = if plan.serial {
-            let size = self.b.u32(plan.workgroup);
-            let stride = self.b.binary(BinaryOperator::Multiply, groups_x, size);
-            let offset = self.b.binary(BinaryOperator::Multiply, first_y, stride);
-            (self.b.binary(BinaryOperator::Add, first_x, offset), None)
+            (self.global_index(plan.workgroup), None)
         } else {
+            let first = self.b.expr(Expression::FunctionArgument(0));
+            let num_workgroups = self.b.expr(Expression::FunctionArgument(1));
+            let first_x = self.b.expr(Expression::AccessIndex { base: first, index: 0 });
+            let first_y = self.b.expr(Expression::AccessIndex { base: first, index: 1 });
+            let groups_x = self.b.expr(Expression::AccessIndex { base: num_workgroups, index: 0 });
             let offset = self.b.binary(BinaryOperator::Multiply, first_y, groups_x);
             let lid = self.b.expr(Expression::FunctionArgument(2));
             (self.b.binary(BinaryOperator::Add, first_x, offset), Some(lid))
@@ -1148,24 +1170,13 @@ impl Cx<'_> {
             let value = match &node.op {
                 Op::Reduce { op, input, .. } if plan.reductions.contains(&id) => {
                     let (op, input, dtype) = (*op, *input, node.ty.dtype);
-                    let fail = || unsupported(graph, id);
-                    let init = scalar::reduce_init(&mut self.b, op, dtype).ok_or_else(fail)?;
-                    let acc = self.accumulator(dtype, init);
+                    let acc = self.fold_start(id, op, dtype)?;
                     self.each_column(plan, base, &mut |cx, flat| {
                         let x = cx.value(input, &mut Pos::flat(&full, flat))?;
-                        let current = cx.b.load(acc);
-                        let next = scalar::reduce_step(&mut cx.b, op, current, x.expr, dtype).ok_or_else(fail)?;
-                        cx.b.store(acc, next);
-                        Ok(())
+                        cx.fold_in(id, op, dtype, acc, x.expr)
                     })?;
                     let sum = self.b.load(acc);
-                    let value = if op == ReduceOp::Mean {
-                        let count = self.dim_as(&plan.cols, DType::F32).ok_or_else(fail)?;
-                        self.b.binary(BinaryOperator::Divide, sum, count)
-                    } else {
-                        sum
-                    };
-                    Val { expr: scalar::round(&mut self.b, value, dtype), dtype }
+                    Val { expr: self.fold_result(id, op, dtype, sum, &plan.cols)?, dtype }
                 }
                 _ => {
                     let shape = node.ty.shape.clone();
@@ -1229,15 +1240,11 @@ impl Cx<'_> {
         let graph = self.graph;
         let fail = || unsupported(graph, node);
         let base = self.row_base.ok_or_else(|| internal(&self.name, "a row reduction outside a row kernel"))?;
-        let init = scalar::reduce_init(&mut self.b, op, dtype).ok_or_else(fail)?;
-        let acc = self.accumulator(dtype, init);
+        let acc = self.fold_start(node, op, dtype)?;
         self.strided_loop(lid, &plan.cols, &mut |cx, j| {
             let flat = cx.b.binary(BinaryOperator::Add, base, j);
             let x = cx.value(input, &mut Pos::flat(full, flat))?;
-            let current = cx.b.load(acc);
-            let next = scalar::reduce_step(&mut cx.b, op, current, x.expr, dtype).ok_or_else(fail)?;
-            cx.b.store(acc, next);
-            Ok(())
+            cx.fold_in(node, op, dtype, acc, x.expr)
         })?;
         let held = storage_scalar(dtype);
         let scratch = match self.scratch.get(&held) {
@@ -1274,13 +1281,7 @@ impl Cx<'_> {
         let total = self.b.load(first);
         // The next reduction reuses the scratch: everyone reads the total first.
         self.barrier();
-        let value = if op == ReduceOp::Mean {
-            let count = self.dim_as(&plan.cols, DType::F32).ok_or_else(fail)?;
-            self.b.binary(BinaryOperator::Divide, total, count)
-        } else {
-            total
-        };
-        Ok(scalar::round(&mut self.b, value, dtype))
+        self.fold_result(node, op, dtype, total, &plan.cols)
     }
 
     fn barrier(&mut self) {

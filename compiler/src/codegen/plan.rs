@@ -100,7 +100,8 @@ pub fn compile_tuned(graph: &Graph, options: Options, tuning: &Tuning) -> Result
     let mut kernels = Vec::new();
     for group in &grouping.groups {
         let mut kernel = group_kernel(graph, group, kernels.len(), &options.target)?;
-        if let Some(&tile) = tuning.tiles.get(&Tuning::key(kernel.wgsl()))
+        if !tuning.tiles.is_empty()
+            && let Some(&tile) = tuning.tiles.get(&Tuning::key(kernel.wgsl()))
             && tile != options.target.tile
             && tile.0 * tile.1 > 1
             && super::tiles::plan(graph, group, tile).is_some()

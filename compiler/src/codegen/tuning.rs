@@ -48,6 +48,19 @@ impl Tuning {
         Some(cache.join("tdsl").join("tuning").join(format!("{name}.json")))
     }
 
+    /// `Err` naming both when this tuning was measured on another adapter or for another profile.
+    pub fn check_for(&self, path: &Path, adapter: &str, target: &str) -> Result<(), String> {
+        if self.adapter == adapter && self.target == target {
+            return Ok(());
+        }
+        Err(format!(
+            "{} holds tuning for {} (target {}), not this adapter ({adapter}, target {target})",
+            path.display(),
+            self.adapter,
+            self.target
+        ))
+    }
+
     /// Reads a tuning file; a missing file is `Ok(None)`, anything malformed an error naming the problem.
     pub fn load(path: &Path) -> Result<Option<Tuning>, String> {
         let text = match std::fs::read_to_string(path) {

@@ -81,21 +81,28 @@ impl Gpu {
                 staging
             })
             .map_err(fail)?;
+        let bytes = self.read_mapped(&staging).map_err(fail)?;
+        let data = from_device_bytes(dtype, len, &bytes).map_err(fail)?;
+        Ok(Tensor { dtype, shape: shape.to_vec(), data })
+    }
+
+    /// The contents of `staging` (a `MAP_READ` buffer a submitted copy fills): waits for the device, maps
+    /// it, copies it out and unmaps it.
+    pub(crate) fn read_mapped(&self, staging: &wgpu::Buffer) -> Result<Vec<u8>, String> {
         let (sender, receiver) = std::sync::mpsc::channel();
         staging.map_async(wgpu::MapMode::Read, .., move |result| {
             let _ = sender.send(result);
         });
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| fail(format!("waiting for the GPU: {e}")))?;
+        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| format!("waiting for the GPU: {e}"))?;
         // Another thread polling the same device may have taken the callback and not run it yet: wait for it.
         match receiver.recv_timeout(std::time::Duration::from_secs(600)) {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(fail(format!("mapping the staging buffer: {}", e))),
-            Err(_) => return Err(fail("the staging buffer was never mapped".into())),
+            Ok(Err(e)) => return Err(format!("mapping the staging buffer: {e}")),
+            Err(_) => return Err("the staging buffer was never mapped".into()),
         }
-        let bytes = staging.get_mapped_range(..).map_err(|e| fail(format!("reading the mapped buffer: {e}")))?.to_vec();
+        let bytes = staging.get_mapped_range(..).map_err(|e| format!("reading the mapped buffer: {e}"))?.to_vec();
         staging.unmap();
-        let data = from_device_bytes(dtype, len, &bytes).map_err(fail)?;
-        Ok(Tensor { dtype, shape: shape.to_vec(), data })
+        Ok(bytes)
     }
 
     /// A new uniform buffer holding `bytes` (zero-padded to a multiple of 16 bytes, at least 16), e.g. a

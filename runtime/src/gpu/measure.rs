@@ -115,23 +115,12 @@ impl Gpu {
                 readback
             })
             .map_err(fail)?;
-        let (sender, receiver) = std::sync::mpsc::channel();
-        readback.map_async(wgpu::MapMode::Read, .., move |result| {
-            let _ = sender.send(result);
-        });
-        self.device.poll(wgpu::PollType::wait_indefinitely()).map_err(|e| fail(format!("waiting for the GPU: {e}")))?;
-        match receiver.recv_timeout(Duration::from_secs(600)) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(fail(format!("mapping the timestamps: {e}"))),
-            Err(_) => return Err(fail("the timestamp buffer was never mapped".into())),
-        }
-        let words: Vec<u64> = readback
-            .get_mapped_range(..)
+        let words: Vec<u64> = self
+            .read_mapped(&readback)
             .map_err(|e| fail(format!("reading the timestamps: {e}")))?
             .chunks_exact(8)
             .map(|c| u64::from_le_bytes(c.try_into().unwrap_or([0; 8])))
             .collect();
-        readback.unmap();
         let period = f64::from(self.queue.get_timestamp_period());
         Ok(words
             .chunks_exact(2)

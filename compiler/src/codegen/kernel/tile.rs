@@ -32,17 +32,9 @@ impl Cx<'_> {
         let tiles_n = blocks(&n, plan.cols).map_err(|e| internal(&self.name, &e))?;
         let tiles_m = blocks(&m, plan.rows).map_err(|e| internal(&self.name, &e))?;
 
-        // index = gid.x + gid.y * (num_workgroups.x * 256); return when index >= blocks.
-        let gid = self.b.expr(Expression::FunctionArgument(0));
-        let num_workgroups = self.b.expr(Expression::FunctionArgument(1));
+        // Return when block >= blocks.
         let count = self.slot(0);
-        let gid_x = self.b.expr(Expression::AccessIndex { base: gid, index: 0 });
-        let gid_y = self.b.expr(Expression::AccessIndex { base: gid, index: 1 });
-        let groups_x = self.b.expr(Expression::AccessIndex { base: num_workgroups, index: 0 });
-        let size = self.b.u32(WORKGROUP_SIZE);
-        let row = self.b.binary(BinaryOperator::Multiply, groups_x, size);
-        let offset = self.b.binary(BinaryOperator::Multiply, gid_y, row);
-        let index = self.b.binary(BinaryOperator::Add, gid_x, offset);
+        let index = self.global_index(WORKGROUP_SIZE);
         self.b.name(index, "block");
         let past_end = self.b.binary(BinaryOperator::GreaterEqual, index, count);
         self.return_if(past_end);
@@ -63,26 +55,9 @@ impl Cx<'_> {
         self.b.name(col0, "col0");
         let m_value = self.dim(&m);
         let n_value = self.dim(&n);
-        let one = self.b.u32(1);
-        let m_last = self.b.binary(BinaryOperator::Subtract, m_value, one);
-        let n_last = self.b.binary(BinaryOperator::Subtract, n_value, one);
         // Unclamped indices decide what is stored; clamped ones are loaded, so edge blocks stay in range.
-        let mut rows = Vec::new();
-        let mut rows_clamped = Vec::new();
-        for r in 0..plan.rows {
-            let step = self.b.u32(r);
-            let i = self.b.binary(BinaryOperator::Add, row0, step);
-            rows.push(i);
-            rows_clamped.push(self.b.math(naga::MathFunction::Min, &[i, m_last]));
-        }
-        let mut cols = Vec::new();
-        let mut cols_clamped = Vec::new();
-        for s in 0..plan.cols {
-            let step = self.b.u32(s);
-            let j = self.b.binary(BinaryOperator::Add, col0, step);
-            cols.push(j);
-            cols_clamped.push(self.b.math(naga::MathFunction::Min, &[j, n_last]));
-        }
+        let (rows, rows_clamped) = self.block_indices(row0, plan.rows, m_value);
+        let (cols, cols_clamped) = self.block_indices(col0, plan.cols, n_value);
 
         let block = (plan.rows * plan.cols) as usize;
         let mut sums = Vec::with_capacity(block * operands.len());
@@ -154,6 +129,19 @@ impl Cx<'_> {
             Ok(())
         })?;
         self.tile_epilogues(plan, outputs, &sums, &batch, [&rows, &cols], [m_value, n_value])
+    }
+
+    /// `first + i` for `i` in `0..count`, and the same clamped to `extent - 1`.
+    fn block_indices(&mut self, first: Expr, count: u32, extent: Expr) -> (Vec<Expr>, Vec<Expr>) {
+        let one = self.b.u32(1);
+        let last = self.b.binary(BinaryOperator::Subtract, extent, one);
+        (0..count)
+            .map(|i| {
+                let step = self.b.u32(i);
+                let index = self.b.binary(BinaryOperator::Add, first, step);
+                (index, self.b.math(naga::MathFunction::Min, &[index, last]))
+            })
+            .unzip()
     }
 
     /// `sums[r * cols + s] += left[r] * right[s]` for the whole block.
