@@ -3,7 +3,8 @@
 //! group are read from their device tensors. This is the boundary fusion works with: it only changes which
 //! nodes a group holds. The device profile (`target.rs`) picks the schedule: a plain kernel as above, a
 //! vector kernel (four elements per invocation, `vector_body`), a row kernel (`row_kernel`, `rows.rs`) or
-//! a register-tiled contraction (`kernel/tile.rs`, `tiles.rs`).
+//! a register-tiled contraction (`kernel/tile.rs`, `tiles.rs`), or one tiled through workgroup memory
+//! (`kernel/shared.rs`).
 //!
 //! The core is `value(node, pos)`: the naga expression for `node`'s element at position `pos`, where a
 //! position is a flat row-major index, per-axis coordinates, or both (each derived from the other on
@@ -35,6 +36,7 @@ use super::{BIND_GROUP, CodegenError, Kernel, KernelArg, WORKGROUP_SIZE};
 use crate::dim::Dim;
 use crate::ir::{DType, Graph, MapOp, NodeId, Op, ReduceOp, ScalarExpr, ScalarId, VarId};
 
+mod shared;
 mod tile;
 
 type Expr = Handle<Expression>;
@@ -130,7 +132,11 @@ pub fn group_kernel(graph: &Graph, group: &Group, launch: usize, target: &Target
     let out = graph.node(root);
     let name = kernel_name(graph, root);
     let row_plan = rows::plan(graph, root, inline, target).filter(|_| group.siblings.is_empty());
-    let tile_plan = if row_plan.is_none() { tiles::plan(graph, group, target.tile) } else { None };
+    let tile_plan = match row_plan {
+        None => tiles::plan(graph, group, target.tile)
+            .map(|plan| if target.shared { plan.shared(graph, group) } else { plan }),
+        Some(_) => None,
+    };
     let vector = match (&tile_plan, &row_plan) {
         (Some(plan), _) => plan.vector_k,
         (None, Some(plan)) => plan.vector,
@@ -160,6 +166,14 @@ pub fn group_kernel(graph: &Graph, group: &Group, launch: usize, target: &Target
                 .scale(i64::from(plan.workgroup))
                 .map_err(|_| internal(&name, "the invocation count overflows"))?;
             (invocations, plan.workgroup)
+        }
+        (None, Some(plan)) if plan.shared.is_some() => {
+            let shape = &graph.node(plan.matmuls[0].1).ty.shape;
+            let groups = shared::shared_group_count(shape, plan).map_err(|e| internal(&name, &e))?;
+            let invocations = groups
+                .scale(i64::from(WORKGROUP_SIZE))
+                .map_err(|_| internal(&name, "the invocation count overflows"))?;
+            (invocations, WORKGROUP_SIZE)
         }
         (None, Some(plan)) => {
             let shape = &graph.node(plan.matmuls[0].1).ty.shape;
@@ -217,6 +231,15 @@ pub fn group_kernel(graph: &Graph, group: &Group, launch: usize, target: &Target
     if let Some(plan) = tile_plan {
         cx.bounds.push(("elements of the output".to_string(), count, MAX_ELEMENTS));
         let outputs: Vec<_> = std::iter::once(output).chain(siblings.iter().map(|&(_, b)| b)).collect();
+        if let Some(shared) = &plan.shared {
+            cx.shared_tile_kernel(&plan, shared, &outputs)?;
+            let arguments = vec![
+                builtin("wid", vec3u, BuiltIn::WorkGroupId),
+                builtin("num_workgroups", vec3u, BuiltIn::NumWorkGroups),
+                builtin("lid", u32_ty, BuiltIn::LocalInvocationIndex),
+            ];
+            return cx.finish(arguments);
+        }
         cx.tile_kernel(&plan, &outputs)?;
         let arguments = vec![
             builtin("gid", vec3u, BuiltIn::GlobalInvocationId),

@@ -118,7 +118,14 @@ impl Kernel {
             shader_stage: naga::ShaderStage::Compute,
             entry_point: "main".to_string(),
         };
-        let spirv = naga::back::spv::write_vec(&module, &info, &naga::back::spv::Options::default(), Some(&pipeline))
+        // Workgroup memory is not zero-initialized: every kernel writes each workgroup word before reading
+        // it (row reductions, row caches, staged tiles), and naga's polyfill (one invocation storing a
+        // zero array over all of it) costs CPU drivers seconds of shader compilation per kernel.
+        let options = naga::back::spv::Options {
+            zero_initialize_workgroup_memory: naga::back::spv::ZeroInitializeWorkgroupMemoryMode::None,
+            ..Default::default()
+        };
+        let spirv = naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline))
             .map_err(|err| internal(format!("SPIR-V backend: {}", error_chain(&err))))?;
         Ok(Kernel { name, module, info, args, invocations, workgroup_size, bounds, wgsl, spirv })
     }

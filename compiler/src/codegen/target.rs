@@ -18,18 +18,23 @@ pub struct Target {
     /// Row kernels (`rows.rs`): `None`, one workgroup per row with tree reductions over workgroup memory;
     /// `Some(n)`, one invocation per row and `n` rows per workgroup, with no barriers (reductions are loops).
     pub serial_rows: Option<u32>,
+    /// Contractions stage operand tiles in workgroup memory (`tiles::SharedTile`): a workgroup of 16 x 16
+    /// invocations loads each element once for a `16 rows x 16 cols` output tile; else every invocation
+    /// loads its own operands (register tiles only).
+    pub shared: bool,
 }
 
 /// The built-in profiles.
 pub const TARGETS: [Target; 3] = [
-    // Discrete and integrated GPUs: small register tiles keep enough invocations in flight.
-    Target { name: "gpu", tile: (4, 4), vector: true, serial_rows: None },
+    // Discrete and integrated GPUs: small register tiles keep enough invocations in flight, and operand
+    // tiles shared in workgroup memory cut device-memory traffic by the workgroup's side.
+    Target { name: "gpu", tile: (4, 4), vector: true, serial_rows: None, shared: true },
     // CPU devices (lavapipe, SwiftShader): invocations are SIMD lanes of a few threads, so per-invocation
     // work must be large, every loaded operand reused as often as registers allow, and barriers (a switch
     // between all the workgroup's lanes each) avoided.
-    Target { name: "cpu", tile: (8, 8), vector: true, serial_rows: Some(8) },
+    Target { name: "cpu", tile: (8, 8), vector: true, serial_rows: Some(8), shared: false },
     // One output per invocation everywhere: the reference schedule.
-    Target { name: "naive", tile: (1, 1), vector: false, serial_rows: None },
+    Target { name: "naive", tile: (1, 1), vector: false, serial_rows: None, shared: false },
 ];
 
 impl Default for Target {
@@ -44,7 +49,8 @@ impl Target {
         TARGETS.iter().copied().find(|t| t.name == name)
     }
 
-    /// A profile from its command-line form: a name, then optional overrides, e.g. `cpu,tile=8x4`.
+    /// A profile from its command-line form: a name, then optional overrides, e.g. `cpu,tile=8x4` or
+    /// `gpu,shared=off`.
     pub fn parse(spec: &str) -> Result<Target, String> {
         let mut parts = spec.split(',');
         let name = parts.next().unwrap_or_default();
@@ -63,7 +69,10 @@ impl Target {
                     }
                     target.tile = (r, c);
                 }
-                _ => return Err(format!("unknown target option `{part}` (known: tile=ROWSxCOLS)")),
+                Some(("shared", "on")) => target.shared = true,
+                Some(("shared", "off")) => target.shared = false,
+                Some(("shared", other)) => return Err(format!("`shared={other}`: expected on or off")),
+                _ => return Err(format!("unknown target option `{part}` (known: tile=ROWSxCOLS, shared=on|off)")),
             }
         }
         Ok(target)
@@ -75,6 +84,36 @@ impl Target {
         match device_type {
             DeviceType::Cpu => TARGETS[1],
             _ => TARGETS[0],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profiles_parse_with_their_overrides() {
+        assert_eq!(Target::parse("gpu"), Ok(TARGETS[0]));
+        let cpu = Target::parse("cpu,tile=8x4").expect("cpu with a tile");
+        assert_eq!((cpu.name, cpu.tile, cpu.shared), ("cpu", (8, 4), false));
+        let gpu = Target::parse("gpu,shared=off,tile=2x2").expect("gpu without shared tiles");
+        assert_eq!((gpu.tile, gpu.shared, gpu.serial_rows), ((2, 2), false, None));
+        assert!(Target::parse("naive,shared=on").expect("naive with shared tiles").shared);
+    }
+
+    #[test]
+    fn bad_profiles_are_named() {
+        for (spec, message) in [
+            ("tpu", "unknown"),
+            ("gpu,tile=0x4", "`tile=0x4`"),
+            ("gpu,tile=17x1", "`tile=17x1`"),
+            ("gpu,tile=4", "`tile=4`"),
+            ("gpu,shared=yes", "`shared=yes`: expected on or off"),
+            ("gpu,fast", "unknown target option `fast`"),
+        ] {
+            let err = Target::parse(spec).expect_err(spec);
+            assert!(err.contains(message), "{spec}: {err}");
         }
     }
 }

@@ -29,6 +29,36 @@ pub struct TilePlan {
     /// (`contiguous`), and `k`'s length is a constant multiple of 4: operands are loaded four `k` at a
     /// time as vectors (the sums still add the products one `k` after another).
     pub vector_k: bool,
+    /// Stage operand tiles in workgroup memory (`SharedTile`) instead of each invocation loading its own.
+    pub shared: Option<SharedTile>,
+}
+
+/// Invocations along each side of a shared-memory tiled workgroup: 16 x 16 invocations, each computing a
+/// `rows x cols` block, so a workgroup computes a `16 rows x 16 cols` tile of the output.
+pub const SHARED_SIDE: u32 = 16;
+/// Workgroup memory a shared-memory tiled kernel may use: WebGPU's guaranteed minimum, so every device has it.
+const SHARED_BYTES: u32 = 16384;
+
+/// A contraction tiled through workgroup memory (the schedule of discrete GPUs): the workgroup's
+/// invocations load a `k_step`-long slice of the left operand's rows and of the right operand's columns
+/// together (consecutive invocations reading consecutive elements), wait at a barrier, then each
+/// multiplies its block out of workgroup memory, so every element loaded from the device serves `16 x
+/// rows` (or `16 x cols`) multiply-adds. Sums still run over `k` in order from zero.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SharedTile {
+    /// Elements of `k` staged per step (one barrier pair each).
+    pub k_step: u32,
+    /// Per matmul of `TilePlan::matmuls`: whether its left and right operands run along `k` in the tensor
+    /// they are read from (then the staging loads walk `k` fastest, else the rows or columns).
+    pub along_k: Vec<(bool, bool)>,
+}
+
+impl SharedTile {
+    /// Workgroup-memory words per `k` row of an operand tile `side` long; a tile staged `k` fastest gets
+    /// one word of padding so the invocations storing one `k` each hit different memory banks.
+    pub fn stride(side: u32, along_k: bool) -> u32 {
+        side + u32::from(along_k)
+    }
 }
 
 /// The tile shape (rows, columns per invocation) a target uses for contractions.
@@ -70,26 +100,75 @@ pub fn plan(graph: &Graph, group: &Group, tile: TileShape) -> Option<TilePlan> {
             && contiguous(graph, group, a, rank - 1)
             && contiguous(graph, group, b, rank - 2)
     });
-    Some(TilePlan { matmuls, rows: tile.0, cols: tile.1, vector_k })
+    Some(TilePlan { matmuls, rows: tile.0, cols: tile.1, vector_k, shared: None })
+}
+
+impl TilePlan {
+    /// This plan staged through workgroup memory (`SharedTile`), when the tiles fit `SHARED_BYTES` and
+    /// neither output side is a constant shorter than the workgroup's tile (a small product would leave
+    /// most of the workgroup idle; the register-tiled kernel suits it better).
+    pub fn shared(mut self, graph: &Graph, group: &Group) -> TilePlan {
+        let shape = &graph.node(self.matmuls[0].1).ty.shape;
+        let rank = shape.len();
+        let (tile_rows, tile_cols) = (SHARED_SIDE * self.rows, SHARED_SIDE * self.cols);
+        if [(&shape[rank - 2], tile_rows), (&shape[rank - 1], tile_cols)]
+            .iter()
+            .any(|(d, side)| d.as_const().is_some_and(|n| n < i64::from(*side)))
+        {
+            return self;
+        }
+        let along_k: Vec<(bool, bool)> = self
+            .matmuls
+            .iter()
+            .map(|&(_, m)| match graph.node(m).op {
+                Op::MatMul(a, b) => (runs_along(graph, group, a, rank - 1, false), runs_along(graph, group, b, rank - 2, false)),
+                _ => (false, false),
+            })
+            .collect();
+        let words = |k_step: u32| -> u32 {
+            along_k
+                .iter()
+                .map(|&(a, b)| k_step * (SharedTile::stride(tile_rows, a) + SharedTile::stride(tile_cols, b)))
+                .sum()
+        };
+        // Each invocation stages `k_step * 16 * rows / 256` left and `.. cols ..` right elements: whole numbers.
+        let staged_whole = |k_step: u32| {
+            (k_step * self.rows).is_multiple_of(SHARED_SIDE) && (k_step * self.cols).is_multiple_of(SHARED_SIDE)
+        };
+        if let Some(k_step) = [16, 8].into_iter().find(|&k| staged_whole(k) && words(k) * 4 <= SHARED_BYTES) {
+            self.shared = Some(SharedTile { k_step, along_k });
+            self.vector_k = false;
+        }
+        self
+    }
 }
 
 /// Whether moving along `axis` of `id` moves along the last axis of a tensor the kernel reads (through
 /// broadcasts, permutes and reshapes computed in the group), and that tensor's rows are constant multiples
 /// of 4 elements, so four consecutive elements along `axis`, from a multiple of 4, are one aligned vector.
 fn contiguous(graph: &Graph, group: &Group, id: NodeId, axis: usize) -> bool {
+    runs_along(graph, group, id, axis, true)
+}
+
+/// Whether moving along `axis` of `id` moves along the last axis of a tensor the kernel reads (through
+/// broadcasts, permutes and reshapes computed in the group); with `aligned`, also that the tensor is `f32`
+/// with rows of a constant multiple of 4 elements (`contiguous`).
+fn runs_along(graph: &Graph, group: &Group, id: NodeId, axis: usize, aligned: bool) -> bool {
     let node = graph.node(id);
     let shape = &node.ty.shape;
     let last = shape.len().wrapping_sub(1);
-    let multiple_of_4 = |d: &Dim| d.as_const().is_some_and(|n| n > 0 && n % 4 == 0);
+    let multiple_of_4 = |d: &Dim| !aligned || d.as_const().is_some_and(|n| n > 0 && n % 4 == 0);
     if !group.contains(id) || matches!(node.op, Op::Input { .. } | Op::Param { .. }) {
-        return axis == last && multiple_of_4(&shape[axis]) && node.ty.dtype == DType::F32;
+        return axis == last && multiple_of_4(&shape[axis]) && (!aligned || node.ty.dtype == DType::F32);
     }
     match &node.op {
-        Op::Permute(a, perm) => contiguous(graph, group, *a, perm[axis]),
+        Op::Permute(a, perm) => runs_along(graph, group, *a, perm[axis], aligned),
         Op::Broadcast(a) => {
             let inner = &graph.node(*a).ty.shape;
             let lead = shape.len() - inner.len();
-            axis >= lead && inner[axis - lead].as_const() != Some(1) && contiguous(graph, group, *a, axis - lead)
+            axis >= lead
+                && inner[axis - lead].as_const() != Some(1)
+                && runs_along(graph, group, *a, axis - lead, aligned)
         }
         // A reshape splitting the last axis (or keeping it): a row of the result is part of a row of the
         // operand, starting at a multiple of its length.
@@ -100,8 +179,11 @@ fn contiguous(graph: &Graph, group: &Group, id: NodeId, axis: usize) -> bool {
             else {
                 return false;
             };
-            axis == last && out_len > 0 && out_len % 4 == 0 && in_len % out_len == 0
-                && contiguous(graph, group, *a, inner.len() - 1)
+            axis == last
+                && out_len > 0
+                && multiple_of_4(&Dim::constant(out_len))
+                && in_len % out_len == 0
+                && runs_along(graph, group, *a, inner.len() - 1, aligned)
         }
         _ => false,
     }

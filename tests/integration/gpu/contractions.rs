@@ -15,8 +15,9 @@
 //! M = 1 (also a rank-1 vector times a matrix), N = 1 (a matrix times a vector), K = 1 (an outer
 //! product) and 1 x 1 x 1 (and dot products).
 //!
-//! Every program runs fused and unfused on the GPU; each is compared with the interpreter, and fused with
-//! unfused, under one tolerance: `Tol::reduction(K)` for a plain product (each of the K accumulation steps
+//! Every program runs fused and unfused on the GPU, fused once more with the `gpu` profile (contractions
+//! tiled through workgroup memory) where the device's own profile is another; each is compared with the
+//! interpreter, and fused with unfused, under one tolerance: `Tol::reduction(K)` for a plain product (each of the K accumulation steps
 //! may round differently: a tiled or differently ordered sum, a fused multiply-add). Every add after the
 //! product (a bias, a residual; `Linear`'s bias) counts as one more step and doubles the tolerance, since
 //! the product's error stays absolute while the magnitude the relative part is measured against moves by
@@ -39,7 +40,8 @@ use std::fmt::Write as _;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError};
 
-use super::{Tol, gpu, mismatches, run_gpu_with, seeded_bindings};
+use super::{Tol, gpu, mismatches, run_gpu_for, seeded_bindings};
+use tdsl_compiler::codegen;
 use crate::util::{check_text, rendered};
 use tdsl_compiler::interp;
 
@@ -443,20 +445,31 @@ fn run_program(program: &Program, seed: u64) -> Result<(), String> {
     }
     let (inputs, params) = seeded_bindings(&graph, &symbols, seed);
     let expected = interp::run(&graph, &inputs, &params).map_err(|e| format!("interpreter: {e}\n{}", context()))?;
+    // Fused with the device's own profile and with the `gpu` profile (workgroup shared-memory tiles),
+    // whichever the device is, so both contraction schedules run here; unfused as the plain reference.
+    let own = codegen::Target::for_device(gpu().info.device_type);
+    let mut runs = vec![("fused", codegen::Options { fuse: true, target: own })];
+    if own != codegen::Target::default() {
+        runs.push(("fused (gpu profile)", codegen::Options { fuse: true, target: codegen::Target::default() }));
+    }
+    runs.push(("unfused", codegen::Options { fuse: false, target: own }));
     let mut results = Vec::new();
-    for fuse in [true, false] {
-        let actual = run_gpu_with(&graph, &inputs, &params, fuse)
-            .map_err(|e| format!("GPU (fuse: {fuse}): {e}\n{}", context()))?;
+    for &(what, options) in &runs {
+        let actual = run_gpu_for(&graph, &inputs, &params, options)
+            .map_err(|e| format!("GPU ({what}): {e}\n{}", context()))?;
         results.push(actual);
     }
     let mut failures = Vec::new();
-    for (actual, what) in results.iter().zip(["fused", "unfused"]) {
+    let unfused = results.last().ok_or("no runs")?;
+    for (actual, &(what, _)) in results.iter().zip(&runs) {
         for f in mismatches(name, &graph, &inputs, &expected, actual, &program.tols) {
             failures.push(format!("{what} program against the interpreter: {f}"));
         }
-    }
-    for f in mismatches(name, &graph, &inputs, &results[1], &results[0], &program.tols) {
-        failures.push(format!("fused (\"gpu\") against unfused (\"interp\"): {f}"));
+        if what != "unfused" {
+            for f in mismatches(name, &graph, &inputs, unfused, actual, &program.tols) {
+                failures.push(format!("{what} against unfused: {f}"));
+            }
+        }
     }
     if failures.is_empty() {
         return Ok(());

@@ -145,7 +145,7 @@ impl Cx<'_> {
     }
 
     /// `sums[r * cols + s] += left[r] * right[s]` for the whole block.
-    fn multiply_add(&mut self, sums: &[Expr], left: &[Expr], right: &[Expr]) {
+    pub(super) fn multiply_add(&mut self, sums: &[Expr], left: &[Expr], right: &[Expr]) {
         for (r, &x) in left.iter().enumerate() {
             for (s, &y) in right.iter().enumerate() {
                 let acc = sums[r * right.len() + s];
@@ -179,7 +179,7 @@ impl Cx<'_> {
     }
 
     /// The epilogues of a tiled kernel, element by element, for the elements inside the output.
-    fn tile_epilogues(
+    pub(super) fn tile_epilogues(
         &mut self,
         plan: &TilePlan,
         outputs: &[Handle<GlobalVariable>],
@@ -219,7 +219,7 @@ impl Cx<'_> {
 }
 
 /// `ceil(extent / per)`: the blocks covering `extent`.
-fn blocks(extent: &Dim, per: u32) -> Result<Dim, String> {
+pub(super) fn blocks(extent: &Dim, per: u32) -> Result<Dim, String> {
     extent
         .add(&Dim::constant(i64::from(per) - 1))
         .and_then(|d| d.div(&Dim::constant(i64::from(per))))
