@@ -352,7 +352,7 @@ fn tune(
     err: &mut dyn Write,
 ) -> Result<(), Option<String>> {
     let gpu = open_gpu(backend).map_err(Some)?;
-    let target = codegen::Target::for_device(gpu.info.device_type);
+    let target = codegen::Target::for_gpu(&gpu);
     let path = match tuning {
         Some(path) => path.to_path_buf(),
         None => codegen::tuning::Tuning::default_path(&gpu.describe())
@@ -568,7 +568,7 @@ fn bench(
     err: &mut dyn Write,
 ) -> Result<(), Option<String>> {
     let gpu = open_gpu(options.backend).map_err(Some)?;
-    let target = options.target.unwrap_or_else(|| codegen::Target::for_device(gpu.info.device_type));
+    let target = options.target.unwrap_or_else(|| codegen::Target::for_gpu(&gpu));
     let _ = writeln!(err, "note: benchmarking on {} (target {})", gpu.describe(), target.name);
     let mut programs: Vec<(String, ir::Graph)> = Vec::new();
     let default_files: Vec<PathBuf> =
@@ -731,7 +731,7 @@ fn run_model(
     } else {
         let gpu = open_gpu(options.backend.as_deref())?;
         let progress = spinner(options.terminal, format!("compiling model {}", graph.name));
-        let target = options.target.unwrap_or_else(|| codegen::Target::for_device(gpu.info.device_type));
+        let target = options.target.unwrap_or_else(|| codegen::Target::for_gpu(&gpu));
         let tuning = given_tuning(options.tuning.as_deref(), &gpu, target)?;
         let compiled = codegen::compile_tuned(graph, codegen::Options { fuse: options.fuse, target }, &tuning)
             .map_err(|e| format!("model `{}`: {e}", graph.name));

@@ -168,6 +168,7 @@ fn device_problems(gpu: &Gpu, model: &BundledModel) -> Vec<String> {
             let has = match feature.as_str() {
                 "shader-f16" => Some(features.contains(wgpu::Features::SHADER_F16)),
                 "shader-f16-in-f32" => Some(downlevel.contains(wgpu::DownlevelFlags::SHADER_F16_IN_F32)),
+                "subgroup" => Some(features.contains(wgpu::Features::SUBGROUP)),
                 _ => None,
             };
             match has {

@@ -353,6 +353,29 @@ fn a_bundle_the_device_cannot_run_is_an_error() {
     insta::assert_snapshot!("device_shortfalls", error);
 }
 
+/// Row kernels of the `gpu` profile reduce with subgroup shuffles: exactly those launches require the
+/// `subgroup` feature, and none does with `subgroups=off`; the device here (which has the feature) runs it.
+#[test]
+fn subgroup_row_kernels_require_the_subgroup_feature() {
+    let file = Path::new("fixtures/schedules/schedules.tdsl");
+    for (spec, expected) in [("gpu", true), ("gpu,subgroups=off", false), ("cpu", false)] {
+        let target = tdsl_compiler::codegen::Target::parse(spec).expect("a profile");
+        let (bundle, _) = build(file, &BuildOptions { target, ..BuildOptions::default() }).expect("build");
+        let rows = bundle.models.iter().find(|m| m.program.name == "rows").expect("model rows");
+        for (launch, needs) in rows.program.launches.iter().zip(&rows.requirements) {
+            let reduces = launch.wgsl.contains("workgroupBarrier") || launch.wgsl.contains("subgroupShuffleXor");
+            let wants = needs.features.iter().any(|f| f == "subgroup");
+            assert_eq!(wants, expected && reduces, "{spec}: launch {} needs {:?}", launch.name, needs.features);
+        }
+        let tiled = bundle.models.iter().find(|m| m.program.name == "shared_tile").expect("model shared_tile");
+        assert!(tiled.requirements.iter().all(|r| r.features.is_empty()), "{spec}: {:?}", tiled.requirements);
+        if expected {
+            assert!(rows.requirements.iter().any(|r| r.features.iter().any(|f| f == "subgroup")), "{spec}");
+            Session::new(gpu(), &rows.clone()).expect("the test device has subgroups");
+        }
+    }
+}
+
 #[test]
 fn weights_are_checked_by_tdslc_check_and_tdsl_run_with_every_problem_listed() {
     let temp = tempfile::tempdir().expect("temp dir");

@@ -141,7 +141,7 @@ pub fn run_gpu_with(
     params: &HashMap<String, Tensor>,
     fuse: bool,
 ) -> Result<Vec<Tensor>, ExecError> {
-    let target = codegen::Target::for_device(gpu().info.device_type);
+    let target = codegen::Target::for_gpu(gpu());
     run_gpu_for(graph, inputs, params, codegen::Options { fuse, target })
 }
 
@@ -233,12 +233,29 @@ pub fn given(name: &str, text: &str, inputs: Vec<Tensor>, float: Tol) {
 
 /// Runs `graph` on both sides and compares output `i` under `tols[i]`; every mismatch (the first few per
 /// output, with the inputs at that element when shapes allow) is reported in one failure.
+/// The program is compiled for the device's own profile and, where that is another, for the `gpu` profile
+/// too (workgroup rows with subgroup reductions where the device has subgroups, shared-memory tiles), so
+/// both schedule families run on every device the tests run on.
 pub fn compare(name: &str, graph: &Graph, inputs: &[Tensor], params: &HashMap<String, Tensor>, tols: &[Tol]) {
     assert_eq!(graph.outputs.len(), tols.len(), "{name}: one tolerance per output");
     let expected = interp::run(graph, inputs, params).unwrap_or_else(|err| panic!("{name}: interpreter: {err}"));
-    let actual = run_gpu(graph, inputs, params).unwrap_or_else(|err| panic!("{name}: GPU: {err}"));
-    let failures = mismatches(name, graph, inputs, &expected, &actual, tols);
+    let mut failures = Vec::new();
+    for target in profiles() {
+        let actual = run_gpu_for(graph, inputs, params, codegen::Options { fuse: true, target })
+            .unwrap_or_else(|err| panic!("{name}: GPU ({} profile): {err}", target.name));
+        let what = format!("{name} ({} profile)", target.name);
+        failures.extend(mismatches(&what, graph, inputs, &expected, &actual, tols));
+    }
     assert!(failures.is_empty(), "GPU ({}) disagrees with the interpreter:\n{}", gpu().describe(), failures.join("\n"));
+}
+
+/// The device's own profile, then the `gpu` profile (with subgroups only where the device has them) when
+/// that is another.
+pub fn profiles() -> Vec<codegen::Target> {
+    let own = codegen::Target::for_gpu(gpu());
+    let mut gpu_profile = codegen::Target::default();
+    gpu_profile.subgroups &= gpu().device.features().contains(tdsl_runtime::wgpu::Features::SUBGROUP);
+    if gpu_profile == own { vec![own] } else { vec![own, gpu_profile] }
 }
 
 /// The mismatches between `expected` (interpreter) and `actual` (GPU), as messages.

@@ -83,6 +83,17 @@ impl FnBuilder {
         self.fun.named_expressions.insert(expr, name.to_string());
     }
 
+    /// `subgroupShuffleXor(value, mask)` of a scalar of type `ty`: the result expression is never inside an
+    /// `Emit` (naga's rule for statement results), so the emitter is flushed around the statement.
+    pub fn shuffle_xor(&mut self, value: Handle<Expression>, mask: Handle<Expression>, ty: Handle<Type>) -> Handle<Expression> {
+        self.flush();
+        let result = self.fun.expressions.append(Expression::SubgroupOperationResult { ty }, Span::UNDEFINED);
+        let gather = Statement::SubgroupGather { mode: naga::GatherMode::ShuffleXor(mask), argument: value, result };
+        self.current().push(gather, Span::UNDEFINED);
+        self.emitter.start(&self.fun.expressions);
+        result
+    }
+
     /// The finished function body, ending in `return`.
     pub fn finish(mut self) -> (Module, Function) {
         while self.blocks.len() > 1 {

@@ -257,11 +257,19 @@ pub fn group_kernel(graph: &Graph, group: &Group, launch: usize, target: &Target
             ];
             return cx.finish(arguments);
         }
-        let arguments = vec![
+        let mut arguments = vec![
             builtin("wid", vec3u, BuiltIn::WorkGroupId),
             builtin("num_workgroups", vec3u, BuiltIn::NumWorkGroups),
             builtin("lid", u32_ty, BuiltIn::LocalInvocationIndex),
         ];
+        if plan.subgroups {
+            arguments.extend([
+                builtin("subgroup_size", u32_ty, BuiltIn::SubgroupSize),
+                builtin("subgroup_lane", u32_ty, BuiltIn::SubgroupInvocationId),
+                builtin("subgroup", u32_ty, BuiltIn::SubgroupId),
+                builtin("subgroups", u32_ty, BuiltIn::NumSubgroups),
+            ]);
+        }
         return cx.finish(arguments);
     }
 
@@ -736,6 +744,18 @@ impl Cx<'_> {
         body: &mut dyn FnMut(&mut Self, Expr) -> R<()>,
     ) -> R<()> {
         let count = self.dim(count);
+        self.loop_to(name, start, count, step, body)
+    }
+
+    /// `stepped_loop` up to a count already computed (`count` must be the same in every iteration).
+    fn loop_to(
+        &mut self,
+        name: &str,
+        start: Option<Expr>,
+        count: Expr,
+        step: u32,
+        body: &mut dyn FnMut(&mut Self, Expr) -> R<()>,
+    ) -> R<()> {
         let counter = self.b.local(name, self.u32_ty);
         let start = start.unwrap_or_else(|| self.b.u32(0));
         self.b.store(counter, start);
@@ -1279,6 +1299,10 @@ impl Cx<'_> {
             }
         };
         let scratch_ptr = self.b.expr(Expression::GlobalVariable(scratch));
+        if plan.subgroups {
+            let total = self.subgroup_reduce(node, op, dtype, acc, scratch)?;
+            return self.fold_result(node, op, dtype, total, &plan.cols);
+        }
         let mine = self.b.expr(Expression::Access { base: scratch_ptr, index: lid });
         let partial = self.b.load(acc);
         self.b.store(mine, partial);
@@ -1305,6 +1329,73 @@ impl Cx<'_> {
         // The next reduction reuses the scratch: everyone reads the total first.
         self.barrier();
         self.fold_result(node, op, dtype, total, &plan.cols)
+    }
+
+    /// The row's total of the partial results in `acc` (one per invocation) on targets with subgroups:
+    /// a butterfly of `subgroupShuffleXor` steps within each subgroup (every lane ends with its subgroup's
+    /// total; a mask stays below the workgroup size, so a subgroup wider than the workgroup only pairs
+    /// lanes that exist), then lane 0 of each subgroup stores it in `scratch[subgroup]` and, after a
+    /// barrier, every invocation folds the subgroups' totals in order. Every step is the reduction's own
+    /// `reduce_step`, so min/max keep the interpreter's NaN and signed-zero rules; only the association
+    /// of sums differs from the interpreter's row-major order.
+    fn subgroup_reduce(
+        &mut self,
+        node: NodeId,
+        op: ReduceOp,
+        dtype: DType,
+        acc: Expr,
+        scratch: Handle<GlobalVariable>,
+    ) -> R<Expr> {
+        let graph = self.graph;
+        let fail = || unsupported(graph, node);
+        let [size, lane, subgroup, subgroups] = [3, 4, 5, 6].map(|i| self.b.expr(Expression::FunctionArgument(i)));
+        let held = self.b.ty(TypeInner::Scalar(storage_scalar(dtype)));
+        // for (mask = 1; mask < min(subgroup_size, workgroup); mask *= 2) { acc = acc op shuffle(acc, mask) }
+        let mask = self.b.local("mask", self.u32_ty);
+        let one = self.b.u32(1);
+        self.b.store(mask, one);
+        self.open_block();
+        let m = self.b.load(mask);
+        let workgroup = self.b.u32(self.workgroup);
+        let width = self.b.math(naga::MathFunction::Min, &[size, workgroup]);
+        let done = self.b.binary(BinaryOperator::GreaterEqual, m, width);
+        let mut exit = naga::Block::new();
+        exit.push(Statement::Break, naga::Span::UNDEFINED);
+        self.b.statement(Statement::If { condition: done, accept: exit, reject: naga::Block::new() });
+        let mine = self.b.load(acc);
+        let other = self.b.shuffle_xor(mine, m, held);
+        let combined = scalar::reduce_step(&mut self.b, op, mine, other, dtype).ok_or_else(fail)?;
+        self.b.store(acc, combined);
+        let body = self.close_block();
+        self.open_block();
+        let m = self.b.load(mask);
+        let two = self.b.u32(2);
+        let next = self.b.binary(BinaryOperator::Multiply, m, two);
+        self.b.store(mask, next);
+        let continuing = self.close_block();
+        self.b.statement(Statement::Loop { body, continuing, break_if: None });
+
+        let zero = self.b.u32(0);
+        let first_lane = self.b.binary(BinaryOperator::Equal, lane, zero);
+        self.open_block();
+        let scratch_ptr = self.b.expr(Expression::GlobalVariable(scratch));
+        let slot = self.b.expr(Expression::Access { base: scratch_ptr, index: subgroup });
+        let total = self.b.load(acc);
+        self.b.store(slot, total);
+        let accept = self.close_block();
+        self.b.statement(Statement::If { condition: first_lane, accept, reject: naga::Block::new() });
+        self.barrier();
+        let row = self.fold_start(node, op, dtype)?;
+        self.loop_to("s", None, subgroups, 1, &mut |cx, s| {
+            let scratch_ptr = cx.b.expr(Expression::GlobalVariable(scratch));
+            let slot = cx.b.expr(Expression::Access { base: scratch_ptr, index: s });
+            let x = cx.b.load(slot);
+            cx.fold_in(node, op, dtype, row, x)
+        })?;
+        let total = self.b.load(row);
+        // The next reduction reuses the scratch: everyone reads the totals first.
+        self.barrier();
+        Ok(total)
     }
 
     fn barrier(&mut self) {

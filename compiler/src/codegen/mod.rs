@@ -108,8 +108,11 @@ impl Kernel {
         naga::compact::compact(&mut module, naga::compact::KeepUnused::No);
         // `quantizeToF16` (f16 rounding) needs SHADER_FLOAT16_IN_FLOAT32, which wgpu grants on Vulkan, Metal
         // and DX12 (downlevel flag SHADER_F16_IN_F32); nothing else beyond the defaults is used.
-        let capabilities =
-            naga::valid::Capabilities::default() | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;
+        // Row kernels of targets with subgroups use subgroup built-ins and shuffles (SPIR-V 1.3, Vulkan
+        // 1.1; the runtime's `subgroup` requirement).
+        let capabilities = naga::valid::Capabilities::default()
+            | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32
+            | naga::valid::Capabilities::SUBGROUP;
         let mut validator = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities);
         let info = validator.validate(&module).map_err(|err| internal(error_chain(&err)))?;
         let wgsl = naga::back::wgsl::write_string(&module, &info, naga::back::wgsl::WriterFlags::empty())
@@ -121,8 +124,14 @@ impl Kernel {
         // Workgroup memory is not zero-initialized: every kernel writes each workgroup word before reading
         // it (row reductions, row caches, staged tiles), and naga's polyfill (one invocation storing a
         // zero array over all of it) costs CPU drivers seconds of shader compilation per kernel.
+        let subgroups = module.entry_points.iter().any(|e| {
+            e.function.arguments.iter().any(|a| {
+                matches!(a.binding, Some(naga::Binding::BuiltIn(naga::BuiltIn::SubgroupSize | naga::BuiltIn::SubgroupId)))
+            })
+        });
         let options = naga::back::spv::Options {
             zero_initialize_workgroup_memory: naga::back::spv::ZeroInitializeWorkgroupMemoryMode::None,
+            lang_version: if subgroups { (1, 3) } else { (1, 0) },
             ..Default::default()
         };
         let spirv = naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline))

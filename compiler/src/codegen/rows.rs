@@ -19,6 +19,9 @@
 //! reductions), and finally the root, one element per invocation and stride. Nodes depending on neither are
 //! unconstrained: they are computed wherever they are needed, as in any kernel.
 //!
+//! On targets with `subgroups`, each reduction combines within subgroups by shuffles and across them
+//! through workgroup memory (two barriers) instead of a tree over the whole workgroup.
+//!
 //! Targets with `serial_rows` (CPU devices, where a barrier switches between every lane of the workgroup)
 //! run one invocation per row instead, several rows per workgroup: the reductions become loops over the
 //! row, and there is no workgroup memory, so no contraction is cached (fusion leaves such a contraction in a
@@ -60,6 +63,9 @@ pub struct RowPlan {
     /// Serial rows of a constant multiple of 4 columns on targets with vector kernels: each row is walked
     /// 4-element vector by vector, tensors read at the row's own positions loaded as whole vectors.
     pub vector: bool,
+    /// One workgroup per row, reducing within subgroups by shuffles and across them through workgroup
+    /// memory (`Target::subgroups`); else workgroup tree reductions.
+    pub subgroups: bool,
     /// Nodes placed per row or per element, in dependency order.
     pub places: Vec<(NodeId, Place)>,
     /// Row reductions (`Row` nodes computed by the whole workgroup).
@@ -172,6 +178,7 @@ pub fn plan(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, target: &Tar
             workgroup: rows_per_workgroup,
             serial: true,
             vector,
+            subgroups: false,
             places,
             reductions,
             cached,
@@ -190,7 +197,18 @@ pub fn plan(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, target: &Tar
         }
     }
     let places = members.iter().filter_map(|id| place.get(id).map(|p| (*id, *p))).collect();
-    Some(RowPlan { row_shape, rows, cols, workgroup, serial: false, vector: false, places, reductions, cached })
+    Some(RowPlan {
+        row_shape,
+        rows,
+        cols,
+        workgroup,
+        serial: false,
+        vector: false,
+        subgroups: target.subgroups,
+        places,
+        reductions,
+        cached,
+    })
 }
 
 fn product(dims: &[Dim]) -> Option<Dim> {

@@ -22,19 +22,23 @@ pub struct Target {
     /// invocations loads each element once for a `16 rows x 16 cols` output tile; else every invocation
     /// loads its own operands (register tiles only).
     pub shared: bool,
+    /// Row kernels with one workgroup per row reduce within each subgroup by shuffles (`subgroupShuffleXor`)
+    /// and combine the subgroups' results through workgroup memory: two barriers per reduction instead of
+    /// one per level of a tree. Kernels then need the device's subgroup feature.
+    pub subgroups: bool,
 }
 
 /// The built-in profiles.
 pub const TARGETS: [Target; 3] = [
     // Discrete and integrated GPUs: small register tiles keep enough invocations in flight, and operand
     // tiles shared in workgroup memory cut device-memory traffic by the workgroup's side.
-    Target { name: "gpu", tile: (4, 4), vector: true, serial_rows: None, shared: true },
+    Target { name: "gpu", tile: (4, 4), vector: true, serial_rows: None, shared: true, subgroups: true },
     // CPU devices (lavapipe, SwiftShader): invocations are SIMD lanes of a few threads, so per-invocation
     // work must be large, every loaded operand reused as often as registers allow, and barriers (a switch
     // between all the workgroup's lanes each) avoided.
-    Target { name: "cpu", tile: (8, 8), vector: true, serial_rows: Some(8), shared: false },
+    Target { name: "cpu", tile: (8, 8), vector: true, serial_rows: Some(8), shared: false, subgroups: false },
     // One output per invocation everywhere: the reference schedule.
-    Target { name: "naive", tile: (1, 1), vector: false, serial_rows: None, shared: false },
+    Target { name: "naive", tile: (1, 1), vector: false, serial_rows: None, shared: false, subgroups: false },
 ];
 
 impl Default for Target {
@@ -50,7 +54,7 @@ impl Target {
     }
 
     /// A profile from its command-line form: a name, then optional overrides, e.g. `cpu,tile=8x4` or
-    /// `gpu,shared=off`.
+    /// `gpu,shared=off,subgroups=off`.
     pub fn parse(spec: &str) -> Result<Target, String> {
         let mut parts = spec.split(',');
         let name = parts.next().unwrap_or_default();
@@ -71,8 +75,16 @@ impl Target {
                 }
                 Some(("shared", "on")) => target.shared = true,
                 Some(("shared", "off")) => target.shared = false,
-                Some(("shared", other)) => return Err(format!("`shared={other}`: expected on or off")),
-                _ => return Err(format!("unknown target option `{part}` (known: tile=ROWSxCOLS, shared=on|off)")),
+                Some(("subgroups", "on")) => target.subgroups = true,
+                Some(("subgroups", "off")) => target.subgroups = false,
+                Some((option @ ("shared" | "subgroups"), other)) => {
+                    return Err(format!("`{option}={other}`: expected on or off"));
+                }
+                _ => {
+                    return Err(format!(
+                        "unknown target option `{part}` (known: tile=ROWSxCOLS, shared=on|off, subgroups=on|off)"
+                    ));
+                }
             }
         }
         Ok(target)
@@ -85,6 +97,14 @@ impl Target {
             DeviceType::Cpu => TARGETS[1],
             _ => TARGETS[0],
         }
+    }
+
+    /// The profile for the opened device: `for_device`, without subgroup reductions when the device lacks
+    /// `Features::SUBGROUP`.
+    pub fn for_gpu(gpu: &tdsl_runtime::gpu::Gpu) -> Target {
+        let mut target = Target::for_device(gpu.info.device_type);
+        target.subgroups &= gpu.device.features().contains(tdsl_runtime::wgpu::Features::SUBGROUP);
+        target
     }
 }
 
@@ -100,6 +120,8 @@ mod tests {
         let gpu = Target::parse("gpu,shared=off,tile=2x2").expect("gpu without shared tiles");
         assert_eq!((gpu.tile, gpu.shared, gpu.serial_rows), ((2, 2), false, None));
         assert!(Target::parse("naive,shared=on").expect("naive with shared tiles").shared);
+        let plain = Target::parse("gpu,subgroups=off").expect("gpu without subgroups");
+        assert!(!plain.subgroups && plain.shared);
     }
 
     #[test]
@@ -110,6 +132,7 @@ mod tests {
             ("gpu,tile=17x1", "`tile=17x1`"),
             ("gpu,tile=4", "`tile=4`"),
             ("gpu,shared=yes", "`shared=yes`: expected on or off"),
+            ("gpu,subgroups=2", "`subgroups=2`: expected on or off"),
             ("gpu,fast", "unknown target option `fast`"),
         ] {
             let err = Target::parse(spec).expect_err(spec);

@@ -113,7 +113,7 @@ impl Encoder {
             .with_truncation(Some(TruncationParams { max_length: MAX_TOKENS, ..TruncationParams::default() }))
             .map_err(|e| tokenizer_error(e.to_string()))?;
         let weights = Weights::open(&dir.join("model.safetensors"))?.without(&UNUSED_WEIGHTS)?;
-        let target = codegen::Target::for_device(gpu.info.device_type);
+        let target = codegen::Target::for_gpu(&gpu);
         let (program, kernels) = compile(fuse, target)?;
         Ok(Encoder { tokenizer, weights, program, kernels, gpu })
     }

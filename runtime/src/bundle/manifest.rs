@@ -20,7 +20,8 @@ const SPIRV_MAGIC: u32 = 0x0723_0203;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Requirements {
     /// Optional features by name: `shader-f16` (`wgpu::Features::SHADER_F16`, f16 arithmetic in the
-    /// kernel) or `shader-f16-in-f32` (the downlevel capability behind `quantizeToF16`).
+    /// kernel), `shader-f16-in-f32` (the downlevel capability behind `quantizeToF16`) or `subgroup`
+    /// (`wgpu::Features::SUBGROUP`: subgroup built-ins and shuffles).
     pub features: Vec<String>,
     /// Device limits by their `wgpu::Limits` field name, each the least value the kernel needs.
     pub limits: BTreeMap<String, u64>,
@@ -60,6 +61,9 @@ impl Requirements {
         }
         if launch.wgsl.contains("quantizeToF16") {
             features.push("shader-f16-in-f32".to_string());
+        }
+        if launch.wgsl.contains("@builtin(subgroup") || launch.wgsl.contains("subgroupShuffle") {
+            features.push("subgroup".to_string());
         }
         Requirements { features, limits }
     }

@@ -214,8 +214,10 @@ impl Gpu {
         }
         // Optional features that change no kernel's meaning are taken when the adapter has them: SPIR-V
         // passthrough (no shader front end at run time) and, when a cache file is wanted, the pipeline cache.
-        // Timestamp queries only serve `measure.rs` (benchmarks).
-        let mut optional = wgpu::Features::PASSTHROUGH_SHADERS | wgpu::Features::TIMESTAMP_QUERY;
+        // Timestamp queries only serve `measure.rs` (benchmarks). Subgroup operations let row kernels
+        // compiled for them (bundle feature `subgroup`) reduce with shuffles.
+        let mut optional =
+            wgpu::Features::PASSTHROUGH_SHADERS | wgpu::Features::TIMESTAMP_QUERY | wgpu::Features::SUBGROUP;
         if options.pipeline_cache.is_some() {
             optional |= wgpu::Features::PIPELINE_CACHE;
         }

@@ -447,10 +447,11 @@ fn run_program(program: &Program, seed: u64) -> Result<(), String> {
     let expected = interp::run(&graph, &inputs, &params).map_err(|e| format!("interpreter: {e}\n{}", context()))?;
     // Fused with the device's own profile and with the `gpu` profile (workgroup shared-memory tiles),
     // whichever the device is, so both contraction schedules run here; unfused as the plain reference.
-    let own = codegen::Target::for_device(gpu().info.device_type);
+    let profiles = super::profiles();
+    let own = profiles[0];
     let mut runs = vec![("fused", codegen::Options { fuse: true, target: own })];
-    if own != codegen::Target::default() {
-        runs.push(("fused (gpu profile)", codegen::Options { fuse: true, target: codegen::Target::default() }));
+    if let Some(&gpu_profile) = profiles.get(1) {
+        runs.push(("fused (gpu profile)", codegen::Options { fuse: true, target: gpu_profile }));
     }
     runs.push(("unfused", codegen::Options { fuse: false, target: own }));
     let mut results = Vec::new();

@@ -98,7 +98,9 @@ fn tdsl_files(dir: &Path) -> Vec<PathBuf> {
 #[test]
 fn schedule_fixtures_match_on_every_profile() {
     let mut failures = Vec::new();
-    for target in tdsl_compiler::codegen::target::TARGETS {
+    let subgroups = gpu().device.features().contains(tdsl_runtime::wgpu::Features::SUBGROUP);
+    for mut target in tdsl_compiler::codegen::target::TARGETS {
+        target.subgroups &= subgroups;
         let options = tdsl_compiler::codegen::Options { fuse: true, target };
         failures.extend(model_file_with(Path::new("fixtures/schedules/schedules.tdsl"), Some(options)));
     }

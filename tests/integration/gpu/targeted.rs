@@ -302,6 +302,41 @@ fn row_kernels_over_long_short_and_many_rows() {
     );
 }
 
+/// Row max and min keep the interpreter's rules for NaN (any NaN in the row gives NaN) and signed zeros
+/// (max(-0, +0) = +0, min = -0) however the row is split across invocations and subgroups: `1 / max` turns
+/// the sign of a zero into an infinity, and both row lengths (a symbolic 100: 64 invocations; a constant
+/// 700: 256) put the special values in different invocations and subgroups. The root adds an input of
+/// zeros (not `x * 0.0`, which drivers may fold to 0 even for an infinite or NaN `x`: Vulkan does not
+/// promise NaN and infinity preservation without float controls).
+#[test]
+fn row_max_and_min_keep_nan_and_signed_zero_rules() {
+    let row = |len: usize, r: usize| -> Vec<f32> {
+        (0..len)
+            .map(|j| match r {
+                0 if j == 77 => f32::NAN,
+                1 => if j % 3 == 0 { 0.0 } else { -0.0 },
+                2 => if j == len - 1 { 0.0 } else { -0.0 },
+                3 => if j == 5 { f32::NEG_INFINITY } else { -0.0 },
+                _ => ((j * 37 + r * 11) % 101) as f32 - 50.0,
+            })
+            .collect()
+    };
+    let rows = |len: usize| Tensor::f32(&[5, len], (0..5).flat_map(|r| row(len, r)).collect());
+    let zeros = |len: usize| Tensor::f32(&[5, len], vec![0.0; 5 * len]);
+    given(
+        "row_signs.tdsl",
+        "model m(x: f32[R, C], y: f32[R, 700], zx: f32[R, C], zy: f32[R, 700])
+            -> (a: f32[R, C], b: f32[R, C], c: f32[R, 700], d: f32[R, 700]) {
+            a = zx + 1.0 / max(x, axis: 1, keepdims: true)
+            b = zx + 1.0 / min(x, axis: 1, keepdims: true)
+            c = zy + 1.0 / max(y, axis: 1, keepdims: true)
+            d = zy + 1.0 / min(y, axis: 1, keepdims: true)
+        }",
+        vec![rows(100), rows(700), zeros(100), zeros(700)],
+        Tol::Exact,
+    );
+}
+
 #[test]
 fn matmul_with_size_one_and_odd_dimensions() {
     let shapes: [[i64; 5]; 5] = [[1, 1, 1, 1, 1], [3, 5, 7, 2, 3], [5, 1, 3, 1, 2], [1, 9, 1, 3, 1], [17, 33, 9, 2, 1]];
