@@ -117,6 +117,10 @@ struct Cx<'g> {
     scratch: HashMap<Scalar, Handle<GlobalVariable>>,
     /// Invocations per workgroup.
     workgroup: u32,
+    /// Row kernels: invocations per row (the workgroup, unless several rows share it).
+    row_lanes: u32,
+    /// Row kernels with several rows per workgroup: this invocation's lane in its row and its row's slot.
+    row_lane: Option<(Expr, Expr)>,
     /// Vector kernels: every storage array holds 4-element vectors; each invocation computes one.
     vector: bool,
     /// Vector kernels, where all four elements are in range: the vector's index and the flat index of
@@ -161,9 +165,8 @@ pub fn group_kernel(graph: &Graph, group: &Group, launch: usize, target: &Target
     let (invocations, workgroup) = match (&row_plan, &tile_plan) {
         (Some(plan), _) if plan.serial => (plan.rows.clone(), plan.workgroup),
         (Some(plan), _) => {
-            let invocations = plan
-                .rows
-                .scale(i64::from(plan.workgroup))
+            let invocations = tile::blocks(&plan.rows, plan.rows_per_workgroup)
+                .and_then(|groups| groups.scale(i64::from(plan.workgroup)).map_err(|e| e.to_string()))
                 .map_err(|_| internal(&name, "the invocation count overflows"))?;
             (invocations, plan.workgroup)
         }
@@ -219,6 +222,8 @@ pub fn group_kernel(graph: &Graph, group: &Group, launch: usize, target: &Target
         row_base: None,
         scratch: HashMap::new(),
         workgroup,
+        row_lanes: workgroup,
+        row_lane: None,
         vector,
         lanes: None,
     };
@@ -1138,6 +1143,9 @@ impl Cx<'_> {
             let lid = self.b.expr(Expression::FunctionArgument(2));
             (self.b.binary(BinaryOperator::Add, first_x, offset), Some(lid))
         };
+        if let Some(lid) = lid.filter(|_| plan.rows_per_workgroup > 1) {
+            return self.shared_rows(plan, output, row, lid);
+        }
         self.b.name(row, "row");
         // `row` is uniform in the workgroup, so every barrier below stays in uniform control flow.
         let rows = self.dim(&plan.rows);
@@ -1198,6 +1206,67 @@ impl Cx<'_> {
             cx.store_output(output, flat, value);
             Ok(())
         })
+    }
+
+    /// A row kernel with several short rows per workgroup (`RowPlan::rows_per_workgroup`): workgroup `group`
+    /// takes rows `group * rows_per_workgroup + lid / lanes`, each with `lanes` invocations striding over
+    /// its columns. Only whole workgroups past the end return (so barriers stay uniform); a row past the
+    /// end in the last workgroup computes the last row again and stores nothing.
+    fn shared_rows(&mut self, plan: &RowPlan, output: Handle<GlobalVariable>, group: Expr, lid: Expr) -> R<()> {
+        let graph = self.graph;
+        let lanes = plan.workgroup / plan.rows_per_workgroup;
+        self.row_lanes = lanes;
+        self.b.name(group, "group");
+        let groups = tile::blocks(&plan.rows, plan.rows_per_workgroup).map_err(|e| internal(&self.name, &e))?;
+        let groups = self.dim(&groups);
+        let past_end = self.b.binary(BinaryOperator::GreaterEqual, group, groups);
+        self.return_if(past_end);
+        let lanes_value = self.b.u32(lanes);
+        let lane = self.b.binary(BinaryOperator::Modulo, lid, lanes_value);
+        let slot = self.b.binary(BinaryOperator::Divide, lid, lanes_value);
+        let per_group = self.b.u32(plan.rows_per_workgroup);
+        let first = self.b.binary(BinaryOperator::Multiply, group, per_group);
+        let wanted = self.b.binary(BinaryOperator::Add, first, slot);
+        let rows = self.dim(&plan.rows);
+        let inside = self.b.binary(BinaryOperator::Less, wanted, rows);
+        let one = self.b.u32(1);
+        let last = self.b.binary(BinaryOperator::Subtract, rows, one);
+        let row = self.b.math(naga::MathFunction::Min, &[wanted, last]);
+        self.b.name(row, "row");
+        let cols = self.dim(&plan.cols);
+        let base = self.b.binary(BinaryOperator::Multiply, row, cols);
+        self.b.name(base, "row_base");
+        self.row_base = Some(base);
+        self.row_lane = Some((lane, slot));
+        let full = graph.node(self.root).ty.shape.clone();
+        for &(id, place) in &plan.places {
+            if place != Place::Row {
+                continue;
+            }
+            let node = graph.node(id);
+            let value = match &node.op {
+                Op::Reduce { op, input, .. } if plan.reductions.contains(&id) => {
+                    let expr = self.workgroup_reduce(id, *op, *input, node.ty.dtype, &full, plan, lid)?;
+                    Val { expr, dtype: node.ty.dtype }
+                }
+                _ => {
+                    let shape = node.ty.shape.clone();
+                    self.value(id, &mut Pos::flat(&shape, row))?
+                }
+            };
+            self.fixed.insert(id, value);
+        }
+        let root = self.root;
+        self.open_block();
+        self.strided_loop(lane, &plan.cols, &mut |cx, j| {
+            let flat = cx.b.binary(BinaryOperator::Add, base, j);
+            let value = cx.value(root, &mut Pos::flat(&full, flat))?;
+            cx.store_output(output, flat, value);
+            Ok(())
+        })?;
+        let accept = self.close_block();
+        self.b.statement(Statement::If { condition: inside, accept, reject: naga::Block::new() });
+        Ok(())
     }
 
     /// The rest of a serial row kernel (`RowPlan::serial`, no cached contractions): the row's values, its
@@ -1284,7 +1353,12 @@ impl Cx<'_> {
         let fail = || unsupported(graph, node);
         let base = self.row_base.ok_or_else(|| internal(&self.name, "a row reduction outside a row kernel"))?;
         let acc = self.fold_start(node, op, dtype)?;
-        self.strided_loop(lid, &plan.cols, &mut |cx, j| {
+        // Several rows per workgroup: this row's lanes are `slot * lanes ..`; `lane` strides its columns.
+        let (lane, slot) = match self.row_lane {
+            Some((lane, slot)) => (lane, Some(slot)),
+            None => (lid, None),
+        };
+        self.strided_loop(lane, &plan.cols, &mut |cx, j| {
             let flat = cx.b.binary(BinaryOperator::Add, base, j);
             let x = cx.value(input, &mut Pos::flat(full, flat))?;
             cx.fold_in(node, op, dtype, acc, x.expr)
@@ -1307,10 +1381,10 @@ impl Cx<'_> {
         let partial = self.b.load(acc);
         self.b.store(mine, partial);
         self.barrier();
-        let mut stride = self.workgroup / 2;
+        let mut stride = self.row_lanes / 2;
         while stride > 0 {
             let s = self.b.u32(stride);
-            let active = self.b.binary(BinaryOperator::Less, lid, s);
+            let active = self.b.binary(BinaryOperator::Less, lane, s);
             self.open_block();
             let other_index = self.b.binary(BinaryOperator::Add, lid, s);
             let mine = self.b.expr(Expression::Access { base: scratch_ptr, index: lid });
@@ -1324,7 +1398,14 @@ impl Cx<'_> {
             self.barrier();
             stride /= 2;
         }
-        let first = self.b.expr(Expression::AccessIndex { base: scratch_ptr, index: 0 });
+        let first = match slot {
+            Some(slot) => {
+                let lanes = self.b.u32(self.row_lanes);
+                let start = self.b.binary(BinaryOperator::Multiply, slot, lanes);
+                self.b.expr(Expression::Access { base: scratch_ptr, index: start })
+            }
+            None => self.b.expr(Expression::AccessIndex { base: scratch_ptr, index: 0 }),
+        };
         let total = self.b.load(first);
         // The next reduction reuses the scratch: everyone reads the total first.
         self.barrier();
@@ -1438,9 +1519,9 @@ impl Cx<'_> {
         Val { expr, dtype }
     }
 
-    /// `for (var j = start; j < count; j += workgroup size) { body(j) }`.
+    /// `for (var j = start; j < count; j += lanes per row) { body(j) }`.
     fn strided_loop(&mut self, start: Expr, count: &Dim, body: &mut dyn FnMut(&mut Self, Expr) -> R<()>) -> R<()> {
-        self.stepped_loop("j", Some(start), count, self.workgroup, body)
+        self.stepped_loop("j", Some(start), count, self.row_lanes, body)
     }
 
     fn finish(mut self, arguments: Vec<FunctionArgument>) -> R<Kernel> {

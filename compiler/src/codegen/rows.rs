@@ -19,6 +19,9 @@
 //! reductions), and finally the root, one element per invocation and stride. Nodes depending on neither are
 //! unconstrained: they are computed wherever they are needed, as in any kernel.
 //!
+//! Constant rows of at most `SHORT_ROW` columns share a workgroup: `rows_per_workgroup` rows, each taken by
+//! the row length rounded up to a power of two of invocations, reducing by trees within those lanes.
+//!
 //! On targets with `subgroups`, each reduction combines within subgroups by shuffles and across them
 //! through workgroup memory (two barriers) instead of a tree over the whole workgroup.
 //!
@@ -38,6 +41,8 @@ use crate::ir::{Graph, NodeId, Op};
 pub const WORKGROUP_BYTES: i64 = 16384;
 /// Invocations per workgroup of a row kernel whose row length is not a constant.
 pub const DEFAULT_ROW_WORKGROUP: u32 = 64;
+/// Constant rows this long or shorter share a workgroup of `DEFAULT_ROW_WORKGROUP` invocations.
+pub const SHORT_ROW: i64 = 16;
 
 /// Where a node of a row kernel is evaluated (see the module comment).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,6 +62,10 @@ pub struct RowPlan {
     pub cols: Dim,
     /// Invocations per workgroup (a power of two).
     pub workgroup: u32,
+    /// Rows per workgroup: `workgroup` for serial rows; otherwise 1, or for short constant rows (`SHORT_ROW` columns or fewer)
+    /// several, each taken by `workgroup / rows_per_workgroup` invocations (the row's columns rounded up
+    /// to a power of two), so a workgroup is not mostly idle.
+    pub rows_per_workgroup: u32,
     /// One invocation per row (`workgroup` rows per workgroup), reductions as loops, no barriers; else one
     /// workgroup per row.
     pub serial: bool,
@@ -176,6 +185,7 @@ pub fn plan(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, target: &Tar
             rows,
             cols,
             workgroup: rows_per_workgroup,
+            rows_per_workgroup,
             serial: true,
             vector,
             subgroups: false,
@@ -196,15 +206,26 @@ pub fn plan(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, target: &Tar
             return None;
         }
     }
+    // Short constant rows without caches: several rows per workgroup, a power of two of lanes each; their
+    // reductions are trees within each row's lanes (few levels), not subgroup shuffles.
+    let short = cols.as_const().filter(|&n| n <= SHORT_ROW && cached.is_empty());
+    let (workgroup, rows_per_workgroup) = match short {
+        Some(n) => {
+            let lanes = (n.max(1) as u32).next_power_of_two();
+            (DEFAULT_ROW_WORKGROUP, DEFAULT_ROW_WORKGROUP / lanes)
+        }
+        None => (workgroup, 1),
+    };
     let places = members.iter().filter_map(|id| place.get(id).map(|p| (*id, *p))).collect();
     Some(RowPlan {
         row_shape,
         rows,
         cols,
         workgroup,
+        rows_per_workgroup,
         serial: false,
         vector: false,
-        subgroups: target.subgroups,
+        subgroups: target.subgroups && rows_per_workgroup == 1,
         places,
         reductions,
         cached,

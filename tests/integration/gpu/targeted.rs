@@ -302,6 +302,31 @@ fn row_kernels_over_long_short_and_many_rows() {
     );
 }
 
+/// Short constant rows share a workgroup on the gpu profile (a power of two of lanes per row, several rows
+/// per workgroup): row lengths 1, 3, 5 and 16, and 37 rows, so the last workgroup has rows past the end
+/// (they must store nothing); an integer row statistic must be exact.
+#[test]
+fn short_rows_sharing_a_workgroup() {
+    seeded(
+        "gpu_short_rows.tdsl",
+        "import \"std/nn\"
+        model m(w: f32[R, 1], x: f32[R, 3], y: f32[R, 16], k: i32[R, 5])
+            -> (a: f32[R, 1], b: f32[R, 3], c: f32[R, 16], d: i32[R, 5]) {
+            a = softmax(w)
+            b = softmax(x)
+            c = LayerNorm[\"n\"](y, eps: 1e-5)
+            d = k - max(k, axis: 1, keepdims: true) + sum(k, axis: 1, keepdims: true)
+        }",
+        &[("R", 37)],
+        &[
+            Tol::reduction(1).times(4.0),
+            Tol::reduction(3).times(4.0),
+            Tol::reduction(16).times(8.0),
+            Tol::Exact,
+        ],
+    );
+}
+
 /// Row max and min keep the interpreter's rules for NaN (any NaN in the row gives NaN) and signed zeros
 /// (max(-0, +0) = +0, min = -0) however the row is split across invocations and subgroups: `1 / max` turns
 /// the sign of a zero into an infinity, and both row lengths (a symbolic 100: 64 invocations; a constant
