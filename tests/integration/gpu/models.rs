@@ -16,7 +16,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{EPS, Tol, gpu, mismatches, run_gpu, run_gpu_for, seeded_bindings, symbol_values};
+use super::{EPS, Tol, gpu, mismatches, profiles, run_gpu_for, seeded_bindings, symbol_values};
 use crate::util::{check_path, rendered};
 use tdsl_compiler::dim::{Dim, SymId};
 use tdsl_compiler::interp;
@@ -112,7 +112,7 @@ fn model_file(path: &Path) -> Vec<String> {
     model_file_with(path, None)
 }
 
-/// `model_file` compiled with `options` (`None`: fused, for this device's profile).
+/// `model_file` compiled with `options` (`None`: fused, for this device's profile and the `gpu` profile).
 fn model_file_with(path: &Path, options: Option<tdsl_compiler::codegen::Options>) -> Vec<String> {
     let checked = check_path(path);
     assert!(checked.diagnostics.is_empty(), "{}:\n{}", path.display(), rendered(&checked));
@@ -126,12 +126,17 @@ fn model_file_with(path: &Path, options: Option<tdsl_compiler::codegen::Options>
         let (inputs, params) = seeded_bindings(graph, &symbols, 11);
         let tols = graph_tols(graph, &symbols);
         let expected = interp::run(graph, &inputs, &params).unwrap_or_else(|e| panic!("{name}: interpreter: {e}"));
-        let actual = match options {
-            Some(options) => run_gpu_for(graph, &inputs, &params, options),
-            None => run_gpu(graph, &inputs, &params),
+        // `None`: the device's own profile and the `gpu` profile where that is another (`gpu::profiles`).
+        let runs: Vec<_> = match options {
+            Some(options) => vec![options],
+            None => profiles().into_iter().map(|target| tdsl_compiler::codegen::Options { fuse: true, target }).collect(),
+        };
+        for options in runs {
+            let actual = run_gpu_for(graph, &inputs, &params, options)
+                .unwrap_or_else(|e| panic!("{name}: GPU ({} profile): {e}", options.target.name));
+            let what = format!("{name} ({} profile)", options.target.name);
+            failures.extend(mismatches(&what, graph, &inputs, &expected, &actual, &tols));
         }
-        .unwrap_or_else(|e| panic!("{name}: GPU: {e}"));
-        failures.extend(mismatches(&name, graph, &inputs, &expected, &actual, &tols));
     }
     failures
 }
