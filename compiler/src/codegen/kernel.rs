@@ -1106,6 +1106,18 @@ impl Cx<'_> {
         self.b.binary(BinaryOperator::Add, gid_x, offset)
     }
 
+    /// `wid.x + wid.y * num_workgroups.x` (entry arguments 0 and 1): this workgroup's index in a folded
+    /// grid, uniform in the workgroup.
+    fn workgroup_index(&mut self) -> Expr {
+        let wid = self.b.expr(Expression::FunctionArgument(0));
+        let num_workgroups = self.b.expr(Expression::FunctionArgument(1));
+        let wid_x = self.b.expr(Expression::AccessIndex { base: wid, index: 0 });
+        let wid_y = self.b.expr(Expression::AccessIndex { base: wid, index: 1 });
+        let groups_x = self.b.expr(Expression::AccessIndex { base: num_workgroups, index: 0 });
+        let offset = self.b.binary(BinaryOperator::Multiply, wid_y, groups_x);
+        self.b.binary(BinaryOperator::Add, wid_x, offset)
+    }
+
     fn return_if(&mut self, condition: Expr) {
         let mut early = naga::Block::new();
         early.push(Statement::Return { value: None }, naga::Span::UNDEFINED);
@@ -1134,14 +1146,8 @@ impl Cx<'_> {
         let (row, lid) = if plan.serial {
             (self.global_index(plan.workgroup), None)
         } else {
-            let first = self.b.expr(Expression::FunctionArgument(0));
-            let num_workgroups = self.b.expr(Expression::FunctionArgument(1));
-            let first_x = self.b.expr(Expression::AccessIndex { base: first, index: 0 });
-            let first_y = self.b.expr(Expression::AccessIndex { base: first, index: 1 });
-            let groups_x = self.b.expr(Expression::AccessIndex { base: num_workgroups, index: 0 });
-            let offset = self.b.binary(BinaryOperator::Multiply, first_y, groups_x);
-            let lid = self.b.expr(Expression::FunctionArgument(2));
-            (self.b.binary(BinaryOperator::Add, first_x, offset), Some(lid))
+            let group = self.workgroup_index();
+            (group, Some(self.b.expr(Expression::FunctionArgument(2))))
         };
         if let Some(lid) = lid.filter(|_| plan.rows_per_workgroup > 1) {
             return self.shared_rows(plan, output, row, lid);
@@ -1181,6 +1187,15 @@ impl Cx<'_> {
             self.row_cache.insert(m, array);
         }
 
+        self.row_values(plan, row, lid, &full)?;
+
+        self.store_row(plan, output, base, lid, &full)
+    }
+
+    /// Every `Row` node of a workgroup row kernel, once for `row` (reductions by the row's invocations,
+    /// `lid` the local invocation index), kept in `fixed` for the output pass.
+    fn row_values(&mut self, plan: &RowPlan, row: Expr, lid: Expr, full: &[Dim]) -> R<()> {
+        let graph = self.graph;
         for &(id, place) in &plan.places {
             if place != Place::Row {
                 continue;
@@ -1188,7 +1203,7 @@ impl Cx<'_> {
             let node = graph.node(id);
             let value = match &node.op {
                 Op::Reduce { op, input, .. } if plan.reductions.contains(&id) => {
-                    let expr = self.workgroup_reduce(id, *op, *input, node.ty.dtype, &full, plan, lid)?;
+                    let expr = self.workgroup_reduce(id, *op, *input, node.ty.dtype, full, plan, lid)?;
                     Val { expr, dtype: node.ty.dtype }
                 }
                 _ => {
@@ -1198,11 +1213,16 @@ impl Cx<'_> {
             };
             self.fixed.insert(id, value);
         }
+        Ok(())
+    }
 
+    /// The output pass of a workgroup row kernel: the root at each column of the row starting at `base`,
+    /// from column `start` in strides of the row's lanes.
+    fn store_row(&mut self, plan: &RowPlan, output: Handle<GlobalVariable>, base: Expr, start: Expr, full: &[Dim]) -> R<()> {
         let root = self.root;
-        self.strided_loop(lid, &plan.cols, &mut |cx, j| {
+        self.strided_loop(start, &plan.cols, &mut |cx, j| {
             let flat = cx.b.binary(BinaryOperator::Add, base, j);
-            let value = cx.value(root, &mut Pos::flat(&full, flat))?;
+            let value = cx.value(root, &mut Pos::flat(full, flat))?;
             cx.store_output(output, flat, value);
             Ok(())
         })
@@ -1239,31 +1259,9 @@ impl Cx<'_> {
         self.row_base = Some(base);
         self.row_lane = Some((lane, slot));
         let full = graph.node(self.root).ty.shape.clone();
-        for &(id, place) in &plan.places {
-            if place != Place::Row {
-                continue;
-            }
-            let node = graph.node(id);
-            let value = match &node.op {
-                Op::Reduce { op, input, .. } if plan.reductions.contains(&id) => {
-                    let expr = self.workgroup_reduce(id, *op, *input, node.ty.dtype, &full, plan, lid)?;
-                    Val { expr, dtype: node.ty.dtype }
-                }
-                _ => {
-                    let shape = node.ty.shape.clone();
-                    self.value(id, &mut Pos::flat(&shape, row))?
-                }
-            };
-            self.fixed.insert(id, value);
-        }
-        let root = self.root;
+        self.row_values(plan, row, lid, &full)?;
         self.open_block();
-        self.strided_loop(lane, &plan.cols, &mut |cx, j| {
-            let flat = cx.b.binary(BinaryOperator::Add, base, j);
-            let value = cx.value(root, &mut Pos::flat(&full, flat))?;
-            cx.store_output(output, flat, value);
-            Ok(())
-        })?;
+        self.store_row(plan, output, base, lane, &full)?;
         let accept = self.close_block();
         self.b.statement(Statement::If { condition: inside, accept, reject: naga::Block::new() });
         Ok(())

@@ -10,12 +10,13 @@
 
 use naga::{BinaryOperator, Expression, GlobalVariable, Handle};
 
+use super::tile::Contraction;
 use super::{Cx, Expr, Pos, R, internal, shape_count, storage_scalar, unsupported};
 use crate::codegen::WORKGROUP_SIZE;
 use crate::codegen::scalar;
 use crate::codegen::tiles::{SHARED_SIDE, SharedTile, TilePlan};
 use crate::dim::Dim;
-use crate::ir::{NodeId, Op, ReduceOp};
+use crate::ir::{NodeId, ReduceOp};
 
 /// One operand's staged tile: its workgroup array, the words per `k` row, and the tile's side.
 struct Staged {
@@ -34,18 +35,8 @@ impl Cx<'_> {
         outputs: &[Handle<GlobalVariable>],
     ) -> R<()> {
         let graph = self.graph;
-        let mut operands = Vec::with_capacity(plan.matmuls.len());
-        for &(_, matmul) in &plan.matmuls {
-            match graph.node(matmul).op {
-                Op::MatMul(a, c) => operands.push((a, c)),
-                _ => return Err(internal(&self.name, "a tile plan without a matmul")),
-            }
-        }
-        let shape = graph.node(plan.matmuls[0].1).ty.shape.clone();
+        let Contraction { operands, shape, m, n, k: k_extent } = self.contraction(plan)?;
         let rank = shape.len();
-        let (m, n) = (shape[rank - 2].clone(), shape[rank - 1].clone());
-        let k_extent = graph.node(operands[0].0).ty.shape[rank - 1].clone();
-        self.bounds.push(("contraction length".to_string(), k_extent.clone(), super::MAX_ELEMENTS));
         let (tile_rows, tile_cols) = (SHARED_SIDE * plan.rows, SHARED_SIDE * plan.cols);
         let name = self.name.clone();
         let fail = |e: String| internal(&name, &e);
@@ -55,27 +46,13 @@ impl Cx<'_> {
 
         // group = wid.x + wid.y * num_workgroups.x, uniform in the workgroup, so returning past the end
         // keeps every barrier below in uniform control flow.
-        let wid = self.b.expr(Expression::FunctionArgument(0));
-        let num_workgroups = self.b.expr(Expression::FunctionArgument(1));
+        let group = self.workgroup_index();
         let lid = self.b.expr(Expression::FunctionArgument(2));
-        let wid_x = self.b.expr(Expression::AccessIndex { base: wid, index: 0 });
-        let wid_y = self.b.expr(Expression::AccessIndex { base: wid, index: 1 });
-        let groups_x = self.b.expr(Expression::AccessIndex { base: num_workgroups, index: 0 });
-        let offset = self.b.binary(BinaryOperator::Multiply, wid_y, groups_x);
-        let group = self.b.binary(BinaryOperator::Add, wid_x, offset);
         self.b.name(group, "tile");
         let group_count = self.dim(&groups);
         let past_end = self.b.binary(BinaryOperator::GreaterEqual, group, group_count);
         self.return_if(past_end);
-
-        // tile = (batch * tiles_m + tile_row) * tiles_n + tile_col
-        let tn = self.dim(&tiles_n);
-        let tile_col = self.b.binary(BinaryOperator::Modulo, group, tn);
-        let rest = self.b.binary(BinaryOperator::Divide, group, tn);
-        let tm = self.dim(&tiles_m);
-        let tile_row = self.b.binary(BinaryOperator::Modulo, rest, tm);
-        let batch_flat = self.b.binary(BinaryOperator::Divide, rest, tm);
-        let batch = self.delinearize(batch_flat, &shape[..rank - 2]);
+        let (tile_row, tile_col, batch) = self.tile_origin(group, [&tiles_m, &tiles_n], &shape[..rank - 2]);
         let side = self.b.u32(SHARED_SIDE);
         let tx = self.b.binary(BinaryOperator::Modulo, lid, side);
         let ty = self.b.binary(BinaryOperator::Divide, lid, side);

@@ -11,24 +11,42 @@ use crate::codegen::{WORKGROUP_SIZE, scalar};
 use crate::dim::Dim;
 use crate::ir::{NodeId, Op, ReduceOp};
 
+/// What both contraction schedules need of a tile plan's matmuls: their operands, their (common) shape,
+/// its last two extents and the contraction length.
+pub(super) struct Contraction {
+    pub operands: Vec<(NodeId, NodeId)>,
+    pub shape: Vec<Dim>,
+    pub m: Dim,
+    pub n: Dim,
+    pub k: Dim,
+}
+
 impl Cx<'_> {
-    /// Emits the tiled kernel for `plan`, storing `plan.matmuls[i].0` into `outputs[i]`; the invocation
-    /// count (slot 0) is the number of blocks.
-    pub(super) fn tile_kernel(&mut self, plan: &TilePlan, outputs: &[Handle<GlobalVariable>]) -> R<()> {
+    /// The matmuls of `plan` as a `Contraction`; records the contraction length's launch bound.
+    pub(super) fn contraction(&mut self, plan: &TilePlan) -> R<Contraction> {
         let graph = self.graph;
         let mut operands = Vec::with_capacity(plan.matmuls.len());
         for &(_, matmul) in &plan.matmuls {
             match graph.node(matmul).op {
-                Op::MatMul(a, c) => operands.push((a, c, graph.node(matmul).ty.dtype)),
+                Op::MatMul(a, c) => operands.push((a, c)),
                 _ => return Err(internal(&self.name, "a tile plan without a matmul")),
             }
         }
-        // The blocks tile the matmuls' shape; stored nodes are evaluated at the same flat index.
         let shape = graph.node(plan.matmuls[0].1).ty.shape.clone();
         let rank = shape.len();
         let (m, n) = (shape[rank - 2].clone(), shape[rank - 1].clone());
-        let k_extent = graph.node(operands[0].0).ty.shape[rank - 1].clone();
-        self.bounds.push(("contraction length".to_string(), k_extent.clone(), super::MAX_ELEMENTS));
+        let k = graph.node(operands[0].0).ty.shape[rank - 1].clone();
+        self.bounds.push(("contraction length".to_string(), k.clone(), super::MAX_ELEMENTS));
+        Ok(Contraction { operands, shape, m, n, k })
+    }
+
+    /// Emits the tiled kernel for `plan`, storing `plan.matmuls[i].0` into `outputs[i]`; the invocation
+    /// count (slot 0) is the number of blocks.
+    pub(super) fn tile_kernel(&mut self, plan: &TilePlan, outputs: &[Handle<GlobalVariable>]) -> R<()> {
+        let graph = self.graph;
+        // The blocks tile the matmuls' shape; stored nodes are evaluated at the same flat index.
+        let Contraction { operands, shape, m, n, k: k_extent } = self.contraction(plan)?;
+        let rank = shape.len();
         let tiles_n = blocks(&n, plan.cols).map_err(|e| internal(&self.name, &e))?;
         let tiles_m = blocks(&m, plan.rows).map_err(|e| internal(&self.name, &e))?;
 
@@ -39,14 +57,7 @@ impl Cx<'_> {
         let past_end = self.b.binary(BinaryOperator::GreaterEqual, index, count);
         self.return_if(past_end);
 
-        // block = (batch * tiles_m + tile_row) * tiles_n + tile_col
-        let tn = self.dim(&tiles_n);
-        let tile_col = self.b.binary(BinaryOperator::Modulo, index, tn);
-        let rest = self.b.binary(BinaryOperator::Divide, index, tn);
-        let tm = self.dim(&tiles_m);
-        let tile_row = self.b.binary(BinaryOperator::Modulo, rest, tm);
-        let batch_flat = self.b.binary(BinaryOperator::Divide, rest, tm);
-        let batch = self.delinearize(batch_flat, &shape[..rank - 2]);
+        let (tile_row, tile_col, batch) = self.tile_origin(index, [&tiles_m, &tiles_n], &shape[..rank - 2]);
         let rows_per = self.b.u32(plan.rows);
         let cols_per = self.b.u32(plan.cols);
         let row0 = self.b.binary(BinaryOperator::Multiply, tile_row, rows_per);
@@ -75,7 +86,7 @@ impl Cx<'_> {
             let quads = k_extent.div(&Dim::constant(4)).map_err(|e| internal(&self.name, &e.to_string()))?;
             let zero = self.b.u32(0);
             let mut starts = Vec::with_capacity(operands.len());
-            for &(a, c, _) in &operands {
+            for &(a, c) in &operands {
                 let mut left = Vec::with_capacity(rows_clamped.len());
                 for &i in &rows_clamped {
                     let mut coords = batch.clone();
@@ -109,7 +120,7 @@ impl Cx<'_> {
             .and_then(|()| self.tile_epilogues(plan, outputs, &sums, &batch, [&rows, &cols], [m_value, n_value]));
         }
         self.counted_loop("k", &k_extent, &mut |cx, k| {
-            for (t, &(a, c, _)) in operands.iter().enumerate() {
+            for (t, &(a, c)) in operands.iter().enumerate() {
                 let a_shape = graph.node(a).ty.shape.clone();
                 let c_shape = graph.node(c).ty.shape.clone();
                 let mut left = Vec::with_capacity(rows_clamped.len());
@@ -129,6 +140,18 @@ impl Cx<'_> {
             Ok(())
         })?;
         self.tile_epilogues(plan, outputs, &sums, &batch, [&rows, &cols], [m_value, n_value])
+    }
+
+    /// The tile row, tile column and batch coordinates of tile `index`, numbered
+    /// `(batch * tiles_m + tile_row) * tiles_n + tile_col`.
+    pub(super) fn tile_origin(&mut self, index: Expr, [tiles_m, tiles_n]: [&Dim; 2], batch: &[Dim]) -> (Expr, Expr, Vec<Expr>) {
+        let tn = self.dim(tiles_n);
+        let tile_col = self.b.binary(BinaryOperator::Modulo, index, tn);
+        let rest = self.b.binary(BinaryOperator::Divide, index, tn);
+        let tm = self.dim(tiles_m);
+        let tile_row = self.b.binary(BinaryOperator::Modulo, rest, tm);
+        let batch_flat = self.b.binary(BinaryOperator::Divide, rest, tm);
+        (tile_row, tile_col, self.delinearize(batch_flat, batch))
     }
 
     /// `first + i` for `i` in `0..count`, and the same clamped to `extent - 1`.
