@@ -84,6 +84,17 @@ enum Key {
     Vector(NodeId),
 }
 
+/// The invocations of a workgroup row kernel that take one row: `lane` (from 0) strides its columns in
+/// steps of `count`; `lid` is the local invocation index. With several rows per workgroup, `slot` is the
+/// row's place in the workgroup: its lanes are `slot * count ..`, its slice of a reduction's scratch.
+#[derive(Clone, Copy)]
+struct RowLanes {
+    lid: Expr,
+    lane: Expr,
+    slot: Option<Expr>,
+    count: u32,
+}
+
 struct Cx<'g> {
     graph: &'g Graph,
     b: FnBuilder,
@@ -117,10 +128,6 @@ struct Cx<'g> {
     scratch: HashMap<Scalar, Handle<GlobalVariable>>,
     /// Invocations per workgroup.
     workgroup: u32,
-    /// Row kernels: invocations per row (the workgroup, unless several rows share it).
-    row_lanes: u32,
-    /// Row kernels with several rows per workgroup: this invocation's lane in its row and its row's slot.
-    row_lane: Option<(Expr, Expr)>,
     /// Vector kernels: every storage array holds 4-element vectors; each invocation computes one.
     vector: bool,
     /// Vector kernels, where all four elements are in range: the vector's index and the flat index of
@@ -172,7 +179,7 @@ pub fn group_kernel(graph: &Graph, group: &Group, launch: usize, target: &Target
         }
         (None, Some(plan)) if plan.shared.is_some() => {
             let shape = &graph.node(plan.matmuls[0].1).ty.shape;
-            let groups = shared::shared_group_count(shape, plan).map_err(|e| internal(&name, &e))?;
+            let groups = tile::block_count(shape, plan.workgroup_tile()).map_err(|e| internal(&name, &e))?;
             let invocations = groups
                 .scale(i64::from(WORKGROUP_SIZE))
                 .map_err(|_| internal(&name, "the invocation count overflows"))?;
@@ -180,7 +187,7 @@ pub fn group_kernel(graph: &Graph, group: &Group, launch: usize, target: &Target
         }
         (None, Some(plan)) => {
             let shape = &graph.node(plan.matmuls[0].1).ty.shape;
-            (tile::block_count(shape, plan).map_err(|e| internal(&name, &e))?, WORKGROUP_SIZE)
+            (tile::block_count(shape, [plan.rows, plan.cols]).map_err(|e| internal(&name, &e))?, WORKGROUP_SIZE)
         }
         (None, None) if vector => {
             let vectors = count
@@ -222,8 +229,6 @@ pub fn group_kernel(graph: &Graph, group: &Group, launch: usize, target: &Target
         row_base: None,
         scratch: HashMap::new(),
         workgroup,
-        row_lanes: workgroup,
-        row_lane: None,
         vector,
         lanes: None,
     };
@@ -749,20 +754,21 @@ impl Cx<'_> {
         body: &mut dyn FnMut(&mut Self, Expr) -> R<()>,
     ) -> R<()> {
         let count = self.dim(count);
-        self.loop_to(name, start, count, step, body)
+        let start = start.unwrap_or_else(|| self.b.u32(0));
+        self.loop_to(name, start, count, (BinaryOperator::Add, step), body)
     }
 
-    /// `stepped_loop` up to a count already computed (`count` must be the same in every iteration).
+    /// `for (var i = start; i < count; i = i op by) { body(i) }` (`update` = `(op, by)`), up to a count
+    /// already computed (the same in every iteration).
     fn loop_to(
         &mut self,
         name: &str,
-        start: Option<Expr>,
+        start: Expr,
         count: Expr,
-        step: u32,
+        (op, by): (BinaryOperator, u32),
         body: &mut dyn FnMut(&mut Self, Expr) -> R<()>,
     ) -> R<()> {
         let counter = self.b.local(name, self.u32_ty);
-        let start = start.unwrap_or_else(|| self.b.u32(0));
         self.b.store(counter, start);
         self.open_block();
         let i = self.b.load(counter);
@@ -774,8 +780,8 @@ impl Cx<'_> {
         let body_block = self.close_block();
         self.open_block();
         let current = self.b.load(counter);
-        let step = self.b.u32(step);
-        let next = self.b.binary(BinaryOperator::Add, current, step);
+        let by = self.b.u32(by);
+        let next = self.b.binary(op, current, by);
         self.b.store(counter, next);
         let continuing = self.close_block();
         self.b.statement(Statement::Loop { body: body_block, continuing, break_if: None });
@@ -1165,8 +1171,8 @@ impl Cx<'_> {
 
         // Each invocation reads back only the columns it wrote (the same stride in every pass), so the
         // caches need no barrier.
-        let lid = match lid {
-            Some(lid) => lid,
+        let lanes = match lid {
+            Some(lid) => RowLanes { lid, lane: lid, slot: None, count: plan.workgroup },
             None => return self.serial_row(plan, output, row, base),
         };
         for &m in &plan.cached {
@@ -1175,7 +1181,7 @@ impl Cx<'_> {
             let name = format!("row_cache{}", self.row_cache.len());
             let array = self.workgroup_array(&name, storage_scalar(dtype), n as u32);
             let shape = graph.node(m).ty.shape.clone();
-            self.strided_loop(lid, &plan.cols, &mut |cx, j| {
+            self.strided_loop(lanes, &plan.cols, &mut |cx, j| {
                 let flat = cx.b.binary(BinaryOperator::Add, base, j);
                 let value = cx.value(m, &mut Pos::flat(&shape, flat))?;
                 let stored = to_storage(&mut cx.b, value);
@@ -1187,14 +1193,14 @@ impl Cx<'_> {
             self.row_cache.insert(m, array);
         }
 
-        self.row_values(plan, row, lid, &full)?;
+        self.row_values(plan, row, lanes, &full)?;
 
-        self.store_row(plan, output, base, lid, &full)
+        self.store_row(plan, output, base, lanes, &full)
     }
 
     /// Every `Row` node of a workgroup row kernel, once for `row` (reductions by the row's invocations,
-    /// `lid` the local invocation index), kept in `fixed` for the output pass.
-    fn row_values(&mut self, plan: &RowPlan, row: Expr, lid: Expr, full: &[Dim]) -> R<()> {
+    /// `lanes` the row's invocations), kept in `fixed` for the output pass.
+    fn row_values(&mut self, plan: &RowPlan, row: Expr, lanes: RowLanes, full: &[Dim]) -> R<()> {
         let graph = self.graph;
         for &(id, place) in &plan.places {
             if place != Place::Row {
@@ -1203,7 +1209,7 @@ impl Cx<'_> {
             let node = graph.node(id);
             let value = match &node.op {
                 Op::Reduce { op, input, .. } if plan.reductions.contains(&id) => {
-                    let expr = self.workgroup_reduce(id, *op, *input, node.ty.dtype, full, plan, lid)?;
+                    let expr = self.workgroup_reduce(id, *op, *input, node.ty.dtype, full, plan, lanes)?;
                     Val { expr, dtype: node.ty.dtype }
                 }
                 _ => {
@@ -1217,10 +1223,10 @@ impl Cx<'_> {
     }
 
     /// The output pass of a workgroup row kernel: the root at each column of the row starting at `base`,
-    /// from column `start` in strides of the row's lanes.
-    fn store_row(&mut self, plan: &RowPlan, output: Handle<GlobalVariable>, base: Expr, start: Expr, full: &[Dim]) -> R<()> {
+    /// taken by the row's `lanes`.
+    fn store_row(&mut self, plan: &RowPlan, output: Handle<GlobalVariable>, base: Expr, lanes: RowLanes, full: &[Dim]) -> R<()> {
         let root = self.root;
-        self.strided_loop(start, &plan.cols, &mut |cx, j| {
+        self.strided_loop(lanes, &plan.cols, &mut |cx, j| {
             let flat = cx.b.binary(BinaryOperator::Add, base, j);
             let value = cx.value(root, &mut Pos::flat(full, flat))?;
             cx.store_output(output, flat, value);
@@ -1234,16 +1240,16 @@ impl Cx<'_> {
     /// end in the last workgroup computes the last row again and stores nothing.
     fn shared_rows(&mut self, plan: &RowPlan, output: Handle<GlobalVariable>, group: Expr, lid: Expr) -> R<()> {
         let graph = self.graph;
-        let lanes = plan.workgroup / plan.rows_per_workgroup;
-        self.row_lanes = lanes;
+        let count = plan.workgroup / plan.rows_per_workgroup;
         self.b.name(group, "group");
         let groups = tile::blocks(&plan.rows, plan.rows_per_workgroup).map_err(|e| internal(&self.name, &e))?;
         let groups = self.dim(&groups);
         let past_end = self.b.binary(BinaryOperator::GreaterEqual, group, groups);
         self.return_if(past_end);
-        let lanes_value = self.b.u32(lanes);
-        let lane = self.b.binary(BinaryOperator::Modulo, lid, lanes_value);
-        let slot = self.b.binary(BinaryOperator::Divide, lid, lanes_value);
+        let count_value = self.b.u32(count);
+        let lane = self.b.binary(BinaryOperator::Modulo, lid, count_value);
+        let slot = self.b.binary(BinaryOperator::Divide, lid, count_value);
+        let lanes = RowLanes { lid, lane, slot: Some(slot), count };
         let per_group = self.b.u32(plan.rows_per_workgroup);
         let first = self.b.binary(BinaryOperator::Multiply, group, per_group);
         let wanted = self.b.binary(BinaryOperator::Add, first, slot);
@@ -1257,11 +1263,10 @@ impl Cx<'_> {
         let base = self.b.binary(BinaryOperator::Multiply, row, cols);
         self.b.name(base, "row_base");
         self.row_base = Some(base);
-        self.row_lane = Some((lane, slot));
         let full = graph.node(self.root).ty.shape.clone();
-        self.row_values(plan, row, lid, &full)?;
+        self.row_values(plan, row, lanes, &full)?;
         self.open_block();
-        self.store_row(plan, output, base, lane, &full)?;
+        self.store_row(plan, output, base, lanes, &full)?;
         let accept = self.close_block();
         self.b.statement(Statement::If { condition: inside, accept, reject: naga::Block::new() });
         Ok(())
@@ -1345,18 +1350,14 @@ impl Cx<'_> {
         dtype: DType,
         full: &[Dim],
         plan: &RowPlan,
-        lid: Expr,
+        lanes: RowLanes,
     ) -> R<Expr> {
         let graph = self.graph;
         let fail = || unsupported(graph, node);
         let base = self.row_base.ok_or_else(|| internal(&self.name, "a row reduction outside a row kernel"))?;
         let acc = self.fold_start(node, op, dtype)?;
-        // Several rows per workgroup: this row's lanes are `slot * lanes ..`; `lane` strides its columns.
-        let (lane, slot) = match self.row_lane {
-            Some((lane, slot)) => (lane, Some(slot)),
-            None => (lid, None),
-        };
-        self.strided_loop(lane, &plan.cols, &mut |cx, j| {
+        let RowLanes { lid, lane, slot, count } = lanes;
+        self.strided_loop(lanes, &plan.cols, &mut |cx, j| {
             let flat = cx.b.binary(BinaryOperator::Add, base, j);
             let x = cx.value(input, &mut Pos::flat(full, flat))?;
             cx.fold_in(node, op, dtype, acc, x.expr)
@@ -1370,16 +1371,16 @@ impl Cx<'_> {
                 s
             }
         };
-        let scratch_ptr = self.b.expr(Expression::GlobalVariable(scratch));
         if plan.subgroups {
             let total = self.subgroup_reduce(node, op, dtype, acc, scratch)?;
             return self.fold_result(node, op, dtype, total, &plan.cols);
         }
+        let scratch_ptr = self.b.expr(Expression::GlobalVariable(scratch));
         let mine = self.b.expr(Expression::Access { base: scratch_ptr, index: lid });
         let partial = self.b.load(acc);
         self.b.store(mine, partial);
         self.barrier();
-        let mut stride = self.row_lanes / 2;
+        let mut stride = count / 2;
         while stride > 0 {
             let s = self.b.u32(stride);
             let active = self.b.binary(BinaryOperator::Less, lane, s);
@@ -1398,8 +1399,8 @@ impl Cx<'_> {
         }
         let first = match slot {
             Some(slot) => {
-                let lanes = self.b.u32(self.row_lanes);
-                let start = self.b.binary(BinaryOperator::Multiply, slot, lanes);
+                let count = self.b.u32(count);
+                let start = self.b.binary(BinaryOperator::Multiply, slot, count);
                 self.b.expr(Expression::Access { base: scratch_ptr, index: start })
             }
             None => self.b.expr(Expression::AccessIndex { base: scratch_ptr, index: 0 }),
@@ -1430,29 +1431,16 @@ impl Cx<'_> {
         let [size, lane, subgroup, subgroups] = [3, 4, 5, 6].map(|i| self.b.expr(Expression::FunctionArgument(i)));
         let held = self.b.ty(TypeInner::Scalar(storage_scalar(dtype)));
         // for (mask = 1; mask < min(subgroup_size, workgroup); mask *= 2) { acc = acc op shuffle(acc, mask) }
-        let mask = self.b.local("mask", self.u32_ty);
         let one = self.b.u32(1);
-        self.b.store(mask, one);
-        self.open_block();
-        let m = self.b.load(mask);
         let workgroup = self.b.u32(self.workgroup);
         let width = self.b.math(naga::MathFunction::Min, &[size, workgroup]);
-        let done = self.b.binary(BinaryOperator::GreaterEqual, m, width);
-        let mut exit = naga::Block::new();
-        exit.push(Statement::Break, naga::Span::UNDEFINED);
-        self.b.statement(Statement::If { condition: done, accept: exit, reject: naga::Block::new() });
-        let mine = self.b.load(acc);
-        let other = self.b.shuffle_xor(mine, m, held);
-        let combined = scalar::reduce_step(&mut self.b, op, mine, other, dtype).ok_or_else(fail)?;
-        self.b.store(acc, combined);
-        let body = self.close_block();
-        self.open_block();
-        let m = self.b.load(mask);
-        let two = self.b.u32(2);
-        let next = self.b.binary(BinaryOperator::Multiply, m, two);
-        self.b.store(mask, next);
-        let continuing = self.close_block();
-        self.b.statement(Statement::Loop { body, continuing, break_if: None });
+        self.loop_to("mask", one, width, (BinaryOperator::Multiply, 2), &mut |cx, mask| {
+            let mine = cx.b.load(acc);
+            let other = cx.b.shuffle_xor(mine, mask, held);
+            let combined = scalar::reduce_step(&mut cx.b, op, mine, other, dtype).ok_or_else(fail)?;
+            cx.b.store(acc, combined);
+            Ok(())
+        })?;
 
         let zero = self.b.u32(0);
         let first_lane = self.b.binary(BinaryOperator::Equal, lane, zero);
@@ -1465,7 +1453,8 @@ impl Cx<'_> {
         self.b.statement(Statement::If { condition: first_lane, accept, reject: naga::Block::new() });
         self.barrier();
         let row = self.fold_start(node, op, dtype)?;
-        self.loop_to("s", None, subgroups, 1, &mut |cx, s| {
+        let zero = self.b.u32(0);
+        self.loop_to("s", zero, subgroups, (BinaryOperator::Add, 1), &mut |cx, s| {
             let scratch_ptr = cx.b.expr(Expression::GlobalVariable(scratch));
             let slot = cx.b.expr(Expression::Access { base: scratch_ptr, index: s });
             let x = cx.b.load(slot);
@@ -1517,9 +1506,9 @@ impl Cx<'_> {
         Val { expr, dtype }
     }
 
-    /// `for (var j = start; j < count; j += lanes per row) { body(j) }`.
-    fn strided_loop(&mut self, start: Expr, count: &Dim, body: &mut dyn FnMut(&mut Self, Expr) -> R<()>) -> R<()> {
-        self.stepped_loop("j", Some(start), count, self.row_lanes, body)
+    /// `for (var j = lane; j < count; j += lanes) { body(j) }` over a row's columns.
+    fn strided_loop(&mut self, lanes: RowLanes, count: &Dim, body: &mut dyn FnMut(&mut Self, Expr) -> R<()>) -> R<()> {
+        self.stepped_loop("j", Some(lanes.lane), count, lanes.count, body)
     }
 
     fn finish(mut self, arguments: Vec<FunctionArgument>) -> R<Kernel> {

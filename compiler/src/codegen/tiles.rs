@@ -36,6 +36,8 @@ pub struct TilePlan {
 /// Invocations along each side of a shared-memory tiled workgroup: 16 x 16 invocations, each computing a
 /// `rows x cols` block, so a workgroup computes a `16 rows x 16 cols` tile of the output.
 pub const SHARED_SIDE: u32 = 16;
+// A shared-tile workgroup is one plain workgroup: its invocations stage the tiles together.
+const _: () = assert!(SHARED_SIDE * SHARED_SIDE == crate::codegen::WORKGROUP_SIZE);
 /// Workgroup memory a shared-memory tiled kernel may use: WebGPU's guaranteed minimum, so every device has it.
 const SHARED_BYTES: u32 = 16384;
 
@@ -104,13 +106,18 @@ pub fn plan(graph: &Graph, group: &Group, tile: TileShape) -> Option<TilePlan> {
 }
 
 impl TilePlan {
+    /// The output tile of one shared-memory workgroup: `[16 * rows, 16 * cols]`.
+    pub fn workgroup_tile(&self) -> [u32; 2] {
+        [SHARED_SIDE * self.rows, SHARED_SIDE * self.cols]
+    }
+
     /// This plan staged through workgroup memory (`SharedTile`), when the tiles fit `SHARED_BYTES` and
     /// neither output side is a constant shorter than the workgroup's tile (a small product would leave
     /// most of the workgroup idle; the register-tiled kernel suits it better).
     pub fn shared(mut self, graph: &Graph, group: &Group) -> TilePlan {
         let shape = &graph.node(self.matmuls[0].1).ty.shape;
         let rank = shape.len();
-        let (tile_rows, tile_cols) = (SHARED_SIDE * self.rows, SHARED_SIDE * self.cols);
+        let [tile_rows, tile_cols] = self.workgroup_tile();
         if [(&shape[rank - 2], tile_rows), (&shape[rank - 1], tile_cols)]
             .iter()
             .any(|(d, side)| d.as_const().is_some_and(|n| n < i64::from(*side)))

@@ -11,7 +11,7 @@
 use naga::{BinaryOperator, Expression, GlobalVariable, Handle};
 
 use super::tile::Contraction;
-use super::{Cx, Expr, Pos, R, internal, shape_count, storage_scalar, unsupported};
+use super::{Cx, Expr, Pos, R, internal, storage_scalar, unsupported};
 use crate::codegen::WORKGROUP_SIZE;
 use crate::codegen::scalar;
 use crate::codegen::tiles::{SHARED_SIDE, SharedTile, TilePlan};
@@ -27,7 +27,8 @@ struct Staged {
 
 impl Cx<'_> {
     /// Emits the shared-memory tiled kernel for `plan`, storing `plan.matmuls[i].0` into `outputs[i]`;
-    /// one workgroup per output tile (`shared_group_count`), entry arguments `wid`, `num_workgroups`, `lid`.
+    /// one workgroup per output tile (`tile::block_count` with the workgroup's tile), entry arguments `wid`,
+    /// `num_workgroups`, `lid`.
     pub(super) fn shared_tile_kernel(
         &mut self,
         plan: &TilePlan,
@@ -37,12 +38,12 @@ impl Cx<'_> {
         let graph = self.graph;
         let Contraction { operands, shape, m, n, k: k_extent } = self.contraction(plan)?;
         let rank = shape.len();
-        let (tile_rows, tile_cols) = (SHARED_SIDE * plan.rows, SHARED_SIDE * plan.cols);
+        let [tile_rows, tile_cols] = plan.workgroup_tile();
         let name = self.name.clone();
         let fail = |e: String| internal(&name, &e);
         let tiles_m = super::tile::blocks(&m, tile_rows).map_err(fail)?;
         let tiles_n = super::tile::blocks(&n, tile_cols).map_err(fail)?;
-        let groups = shared_group_count(&shape, plan).map_err(fail)?;
+        let groups = super::tile::block_count(&shape, [tile_rows, tile_cols]).map_err(fail)?;
 
         // group = wid.x + wid.y * num_workgroups.x, uniform in the workgroup, so returning past the end
         // keeps every barrier below in uniform control flow.
@@ -186,14 +187,4 @@ impl Cx<'_> {
         let pointer = self.b.expr(Expression::Access { base: array, index: word });
         self.b.load(pointer)
     }
-}
-
-/// The workgroups of a shared-memory tiled kernel over `shape` (the output's): one per output tile.
-pub(super) fn shared_group_count(shape: &[Dim], plan: &TilePlan) -> Result<Dim, String> {
-    let rank = shape.len();
-    let batch = shape_count(&shape[..rank - 2]).ok_or("the batch size overflows")?;
-    let tiles = super::tile::blocks(&shape[rank - 2], SHARED_SIDE * plan.rows)?
-        .mul(&super::tile::blocks(&shape[rank - 1], SHARED_SIDE * plan.cols)?)
-        .map_err(|e| e.to_string())?;
-    batch.mul(&tiles).map_err(|e| e.to_string())
 }

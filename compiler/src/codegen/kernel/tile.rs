@@ -249,12 +249,13 @@ pub(super) fn blocks(extent: &Dim, per: u32) -> Result<Dim, String> {
         .map_err(|e| e.to_string())
 }
 
-/// The invocations of a tiled kernel over `shape` (the output's): one per block.
-pub(super) fn block_count(shape: &[Dim], plan: &TilePlan) -> Result<Dim, String> {
+/// The `rows x cols` blocks covering the last two axes of `shape` (the output's), for every batch: a
+/// register-tiled kernel's invocations, or (with a workgroup's tile) a shared-tile kernel's workgroups.
+pub(super) fn block_count(shape: &[Dim], [rows, cols]: [u32; 2]) -> Result<Dim, String> {
     let rank = shape.len();
     let batch = shape_count(&shape[..rank - 2]).ok_or("the batch size overflows")?;
-    let tiles = blocks(&shape[rank - 2], plan.rows)?
-        .mul(&blocks(&shape[rank - 1], plan.cols)?)
+    let tiles = blocks(&shape[rank - 2], rows)?
+        .mul(&blocks(&shape[rank - 1], cols)?)
         .map_err(|e| e.to_string())?;
     batch.mul(&tiles).map_err(|e| e.to_string())
 }
