@@ -56,7 +56,15 @@ pub fn chain_source(k: usize) -> String {
 
 /// Runs `graph` fused and unfused `repeat` times each (after one warm-up run) with inputs and params seeded
 /// by `seed` and symbol `i` = `sizes[i]`.
-pub fn measure(gpu: &Gpu, target: Target, name: &str, graph: &Graph, sizes: &[i64], repeat: usize, seed: u64) -> Result<Measurement, String> {
+pub fn measure(
+    gpu: &Gpu,
+    target: Target,
+    name: &str,
+    graph: &Graph,
+    sizes: &[i64],
+    repeat: usize,
+    seed: u64,
+) -> Result<Measurement, String> {
     let (inputs, params) = seeded_data(graph, sizes, seed)?;
     let mut results = Vec::new();
     for fuse in [false, true] {
@@ -98,7 +106,9 @@ pub fn seeded_data(graph: &Graph, sizes: &[i64], seed: u64) -> Result<(Vec<Tenso
             .ty
             .shape
             .iter()
-            .map(|d| d.eval(&env).and_then(|v| usize::try_from(v).ok()).ok_or_else(|| "a dimension overflows".to_string()))
+            .map(|d| {
+                d.eval(&env).and_then(|v| usize::try_from(v).ok()).ok_or_else(|| "a dimension overflows".to_string())
+            })
             .collect()
     };
     let mut inputs = Vec::new();
@@ -232,7 +242,12 @@ pub fn profile_table(profile: &Profile, copy_gbps: f64) -> String {
 /// The dispatch-overhead reference: a program of `launches` tiny kernels (an unfused elementwise chain over
 /// 64 elements) run through the runtime and through raw wgpu calls; returns (runtime, raw) median wall
 /// time per launch.
-pub fn dispatch_overhead(gpu: &Gpu, target: Target, chain: &Graph, repeat: usize) -> Result<(Duration, Duration, usize), String> {
+pub fn dispatch_overhead(
+    gpu: &Gpu,
+    target: Target,
+    chain: &Graph,
+    repeat: usize,
+) -> Result<(Duration, Duration, usize), String> {
     let sizes = vec![64; chain.symbols.len()];
     let (inputs, params) = seeded_data(chain, &sizes, 0)?;
     let compiled = codegen::compile_with(chain, Options { fuse: false, target }).map_err(|e| e.to_string())?;
@@ -249,7 +264,14 @@ pub fn table(rows: &[Measurement]) -> String {
     let mut out = String::new();
     out.push_str(&format!(
         "{:<28} {:>8} {:>8} {:>26} {:>26} {:>8} {:>12} {:>12}\n",
-        "program", "kernels", "fused", "unfused ms [min, max]", "fused ms [min, max]", "speedup", "mem unfused", "mem fused"
+        "program",
+        "kernels",
+        "fused",
+        "unfused ms [min, max]",
+        "fused ms [min, max]",
+        "speedup",
+        "mem unfused",
+        "mem fused"
     ));
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let timing = |median: Duration, (low, high): (Duration, Duration)| {
@@ -300,8 +322,8 @@ pub fn tune(gpu: &Gpu, target: Target, graph: &Graph, sizes: &[i64], repeat: usi
         candidates.push(target.tile);
     }
     for tile in candidates {
-        let compiled =
-            codegen::compile_with(graph, Options { fuse: true, target: Target { tile, ..target } }).map_err(|e| e.to_string())?;
+        let compiled = codegen::compile_with(graph, Options { fuse: true, target: Target { tile, ..target } })
+            .map_err(|e| e.to_string())?;
         if compiled.kernels.len() != baseline.kernels.len() {
             return Err(format!("tile {}x{} changes the kernels of {}", tile.0, tile.1, graph.name));
         }
@@ -317,7 +339,13 @@ pub fn tune(gpu: &Gpu, target: Target, graph: &Graph, sizes: &[i64], repeat: usi
         .filter_map(|i| {
             let default = times[i].iter().find(|(t, _)| *t == target.tile)?.1;
             let &(tile, best) = times[i].iter().min_by_key(|(_, t)| *t)?;
-            Some(Tuned { name: baseline.kernels[i].name.clone(), key: Tuning::key(baseline.kernels[i].wgsl()), default, tile, best })
+            Some(Tuned {
+                name: baseline.kernels[i].name.clone(),
+                key: Tuning::key(baseline.kernels[i].wgsl()),
+                default,
+                tile,
+                best,
+            })
         })
         .collect())
 }

@@ -72,7 +72,7 @@ pub fn build(file: &Path, options: &BuildOptions) -> Result<(Bundle, Vec<PathBuf
             codegen::Options { fuse: !options.no_fuse, target: options.target },
             options.tuning.unwrap_or(&codegen::tuning::Tuning::default()),
         )
-            .map_err(|e| BuildError::Compile { model: graph.name.clone(), message: e.to_string() })?;
+        .map_err(|e| BuildError::Compile { model: graph.name.clone(), message: e.to_string() })?;
         models.push(BundledModel::new(compiled.program));
     }
     let sources = checked.program.sources.files().filter_map(|(_, f)| f.path.clone()).collect();

@@ -4,15 +4,15 @@
 //! safetensors file and seeded random values for the rest, writing outputs as `.npy`.
 //! Lives in the library (the binary is a thin `main`) so tests drive it with in-memory output streams.
 
-use tdsl_runtime::cli::{parse_dim, parse_input};
 use crate::driver::{self, Root};
 use crate::{codegen, interp, ir, render};
-use std::collections::HashMap;
-use tdsl_runtime::{Gpu, GpuOptions, Tensor, Weights};
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
+use tdsl_runtime::cli::{parse_dim, parse_input};
+use tdsl_runtime::{Gpu, GpuOptions, Tensor, Weights};
 
 /// tdsl's compiler: checks .tdsl programs and lowers them to a typed tensor IR.
 #[derive(Parser)]
@@ -186,7 +186,12 @@ enum Emit {
 
 /// Runs `tdslc` with `args` (including the program name), writing to `out` and `err`; returns the exit
 /// code. `stderr_is_terminal` decides `--color auto`.
-pub fn main(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write, err: &mut dyn Write, stderr_is_terminal: bool) -> i32 {
+pub fn main(
+    args: impl IntoIterator<Item = OsString>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+    stderr_is_terminal: bool,
+) -> i32 {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -258,16 +263,20 @@ pub fn main(args: impl IntoIterator<Item = OsString>, out: &mut dyn Write, err: 
                 let _ = write!(out, "{}", ir::print::print(graph));
             }
         }),
-        Command::Emit { what: Emit::Wgsl { file, schedule } } => emit_kernels(&file, schedule, color, err, |graph, kernel| {
-            let _ = writeln!(out, "// kernel {} of model {}", kernel.name, graph.name);
-            let _ = writeln!(out, "{}", kernel.wgsl());
-            Ok(())
-        }),
-        Command::Emit { what: Emit::Spvasm { file, schedule } } => emit_kernels(&file, schedule, color, err, |graph, kernel| {
-            let _ = writeln!(out, "; kernel {} of model {}", kernel.name, graph.name);
-            let _ = writeln!(out, "{}", codegen::disassemble(kernel.spirv())?);
-            Ok(())
-        }),
+        Command::Emit { what: Emit::Wgsl { file, schedule } } => {
+            emit_kernels(&file, schedule, color, err, |graph, kernel| {
+                let _ = writeln!(out, "// kernel {} of model {}", kernel.name, graph.name);
+                let _ = writeln!(out, "{}", kernel.wgsl());
+                Ok(())
+            })
+        }
+        Command::Emit { what: Emit::Spvasm { file, schedule } } => {
+            emit_kernels(&file, schedule, color, err, |graph, kernel| {
+                let _ = writeln!(out, "; kernel {} of model {}", kernel.name, graph.name);
+                let _ = writeln!(out, "{}", codegen::disassemble(kernel.spirv())?);
+                Ok(())
+            })
+        }
         Command::Explain { file, json, schedule, dims } => checked_graphs(&file, color, err).and_then(|graphs| {
             for graph in &graphs {
                 let sizes = symbol_sizes(graph, &dims).map_err(Some)?;
@@ -374,7 +383,15 @@ fn tune(
         for t in crate::bench::tune(&gpu, target, &graph, &sizes, repeat).map_err(Some)? {
             let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
             let tile = format!("{}x{}", t.tile.0, t.tile.1);
-            let _ = writeln!(out, "{:<20} {:<24} {:>12.3} {:>6} {:>12.3}", graph.name, t.name, ms(t.default), tile, ms(t.best));
+            let _ = writeln!(
+                out,
+                "{:<20} {:<24} {:>12.3} {:>6} {:>12.3}",
+                graph.name,
+                t.name,
+                ms(t.default),
+                tile,
+                ms(t.best)
+            );
             table.tiles.insert(t.key, t.tile);
         }
     }
@@ -428,7 +445,8 @@ fn build(
 ) -> Result<(), Option<String>> {
     let start = std::time::Instant::now();
     let spinner = spinner(stderr_is_terminal, format!("checking {}", file.display()));
-    let progress = |i: usize, n: usize, name: &str| spinner.set_message(format!("compiling model {name} ({}/{n})", i + 1));
+    let progress =
+        |i: usize, n: usize, name: &str| spinner.set_message(format!("compiling model {name} ({}/{n})", i + 1));
     let tuning = match tuning {
         Some(path) => read_tuning(path).map_err(Some)?,
         None => codegen::tuning::Tuning::default(),
@@ -571,8 +589,10 @@ fn bench(
     let target = options.target.unwrap_or_else(|| codegen::Target::for_gpu(&gpu));
     let _ = writeln!(err, "note: benchmarking on {} (target {})", gpu.describe(), target.name);
     let mut programs: Vec<(String, ir::Graph)> = Vec::new();
-    let default_files: Vec<PathBuf> =
-        ["mlp.tdsl", "cnn.tdsl", "encoder_layer.tdsl", "minilm/minilm.tdsl"].iter().map(|f| PathBuf::from("examples").join(f)).collect();
+    let default_files: Vec<PathBuf> = ["mlp.tdsl", "cnn.tdsl", "encoder_layer.tdsl", "minilm/minilm.tdsl"]
+        .iter()
+        .map(|f| PathBuf::from("examples").join(f))
+        .collect();
     let defaults_used = files.is_empty();
     let files = if defaults_used { default_files.as_slice() } else { files };
     for file in files {
@@ -597,7 +617,8 @@ fn bench(
     let _ = writeln!(err, "note: measuring the copy bandwidth and the dispatch overhead");
     let copy_gbps = gpu.copy_bandwidth(64 << 20, options.repeat).map_err(|e| Some(e.to_string()))?;
     let (dispatch_runtime, dispatch_raw, launches) =
-        crate::bench::dispatch_overhead(&gpu, target, &chain(DISPATCH_LAUNCHES)?, options.repeat.max(20)).map_err(Some)?;
+        crate::bench::dispatch_overhead(&gpu, target, &chain(DISPATCH_LAUNCHES)?, options.repeat.max(20))
+            .map_err(Some)?;
     let dispatch_ratio = dispatch_runtime.as_secs_f64() / dispatch_raw.as_secs_f64().max(1e-12);
 
     let mut rows = Vec::new();
@@ -609,7 +630,8 @@ fn bench(
         if !options.fused_only {
             rows.push(crate::bench::measure(&gpu, target, &label, graph, &sizes, options.repeat, 0).map_err(Some)?);
         }
-        profiles.push(crate::bench::profile(&gpu, target, &label, graph, &sizes, options.repeat, 0, true).map_err(Some)?);
+        profiles
+            .push(crate::bench::profile(&gpu, target, &label, graph, &sizes, options.repeat, 0, true).map_err(Some)?);
     }
 
     let us = |d: std::time::Duration| d.as_secs_f64() * 1e6;
@@ -654,7 +676,8 @@ fn bench(
         return Ok(());
     }
     let _ = writeln!(out, "device: {}", gpu.describe());
-    let _ = writeln!(out, "copy bandwidth: {copy_gbps:.2} GB/s (copy_buffer_to_buffer of 64 MiB, bytes read + written)");
+    let _ =
+        writeln!(out, "copy bandwidth: {copy_gbps:.2} GB/s (copy_buffer_to_buffer of 64 MiB, bytes read + written)");
     let _ = writeln!(
         out,
         "dispatch overhead: {:.1} us per launch through the runtime, {:.1} us with raw wgpu calls ({dispatch_ratio:.2}x), \

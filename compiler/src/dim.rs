@@ -218,7 +218,9 @@ impl Dim {
                     .iter()
                     .map(|atom| match atom {
                         Atom::Sym(id) => DimAtom::Sym(id.0),
-                        Atom::FloorDiv(numerator, divisor) => DimAtom::FloorDiv(Box::new(numerator.to_expr()), *divisor),
+                        Atom::FloorDiv(numerator, divisor) => {
+                            DimAtom::FloorDiv(Box::new(numerator.to_expr()), *divisor)
+                        }
                     })
                     .collect();
                 (*coef, atoms)
@@ -278,11 +280,8 @@ impl Dim {
                 let a = *coef;
                 let Ok(rest) = self.sub(&Dim { terms: vec![(mono.clone(), a)] }) else { return false };
                 let Ok(scaled_rest) = rest.scale(*c) else { return false };
-                let bound = if a > 0 {
-                    num.sub(&Dim::constant(c - 1)).and_then(|lower| lower.scale(a))
-                } else {
-                    num.scale(a)
-                };
+                let bound =
+                    if a > 0 { num.sub(&Dim::constant(c - 1)).and_then(|lower| lower.scale(a)) } else { num.scale(a) };
                 let Ok(next) = bound.and_then(|b| b.add(&scaled_rest)) else { return false };
                 return next.is_nonneg_depth(depth + 1);
             }

@@ -11,10 +11,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// The standard library, embedded: `import "std/NAME"` loads `std/NAME.tdsl` from here.
-pub const STD_FILES: &[(&str, &str)] = &[
-    ("prelude", include_str!("../std/prelude.tdsl")),
-    ("nn", include_str!("../std/nn.tdsl")),
-];
+pub const STD_FILES: &[(&str, &str)] =
+    &[("prelude", include_str!("../std/prelude.tdsl")), ("nn", include_str!("../std/nn.tdsl"))];
 
 /// Every file of one program, parsed, in load order (the root file first, then the prelude, then imports).
 #[derive(Debug, Default)]
@@ -36,7 +34,10 @@ pub struct LoadedFile {
 /// Where a program's root text comes from.
 pub enum Root<'a> {
     Path(&'a Path),
-    Text { name: &'a str, text: &'a str },
+    Text {
+        name: &'a str,
+        text: &'a str,
+    },
     /// A standard-library module as the root (e.g. `prelude`, `nn`), for checking the library itself.
     Std(&'a str),
 }
@@ -75,7 +76,11 @@ pub fn load(root: Root<'_>) -> (Program, Vec<Diagnostic>) {
             let Some(index) = loader.import_std(name, None, None) else {
                 let file = SourceFile { name: format!("<std>/{name}.tdsl"), path: None, text: String::new() };
                 let id = loader.program.sources.add(file);
-                loader.diags.push(Diagnostic::new(Code::E0104, Span::new(id, 0..0), format!("no standard library module `std/{name}`")));
+                loader.diags.push(Diagnostic::new(
+                    Code::E0104,
+                    Span::new(id, 0..0),
+                    format!("no standard library module `std/{name}`"),
+                ));
                 return (loader.program, loader.diags);
             };
             loader.program.files[index].is_root = true;

@@ -58,7 +58,8 @@ pub fn explain(compiled: &Compiled, sizes: &[i64], fused: bool) -> Result<Report
         })
         .collect::<Result<_, _>>()?;
     let memory = plan_memory(program, &bytes);
-    let kernel_of_root: HashMap<_, usize> = compiled.grouping.groups.iter().enumerate().flat_map(|(k, g)| g.roots().map(move |r| (r, k))).collect();
+    let kernel_of_root: HashMap<_, usize> =
+        compiled.grouping.groups.iter().enumerate().flat_map(|(k, g)| g.roots().map(move |r| (r, k))).collect();
 
     let mut kernels = Vec::new();
     for ((launch, group), kernel) in program.launches.iter().zip(&compiled.grouping.groups).zip(&compiled.kernels) {
@@ -87,7 +88,8 @@ pub fn explain(compiled: &Compiled, sizes: &[i64], fused: bool) -> Result<Report
             .filter(|u| group.contains(u.consumer))
             .map(|u| {
                 let producer = format!("%{} {}", u.producer.index(), graph.node(u.producer).op.name());
-                let from = kernel_of_root.get(&u.producer).map_or_else(String::new, |&k| program.launches[k].name.clone());
+                let from =
+                    kernel_of_root.get(&u.producer).map_or_else(String::new, |&k| program.launches[k].name.clone());
                 (producer, from, u.reason.clone())
             })
             .collect();
@@ -168,7 +170,8 @@ impl Report {
 /// notation one per scalar op per evaluation (a reduction's body once per reduced index). Layout ops,
 /// loads and constants cost nothing. Saturates instead of overflowing.
 pub fn flops(graph: &Graph, id: NodeId, sizes: &[i64]) -> u64 {
-    let size = |d: &Dim| d.eval(&|s: SymId| sizes.get(s.0 as usize).copied().unwrap_or(0)).map_or(0, |v| v.max(0) as u64);
+    let size =
+        |d: &Dim| d.eval(&|s: SymId| sizes.get(s.0 as usize).copied().unwrap_or(0)).map_or(0, |v| v.max(0) as u64);
     let count = |shape: &[Dim]| shape.iter().fold(1u64, |n, d| n.saturating_mul(size(d)));
     let node = graph.node(id);
     let elements = count(&node.ty.shape);
@@ -180,7 +183,8 @@ pub fn flops(graph: &Graph, id: NodeId, sizes: &[i64]) -> u64 {
             elements.saturating_mul(k).saturating_mul(2)
         }
         Op::Map(map) => {
-            let extent = |vars: &[VarId]| vars.iter().fold(1u64, |n, v| n.saturating_mul(size(&map.extents[v.0 as usize])));
+            let extent =
+                |vars: &[VarId]| vars.iter().fold(1u64, |n, v| n.saturating_mul(size(&map.extents[v.0 as usize])));
             // Evaluations of each scalar node: the output's elements, times every enclosing reduction.
             let mut times = vec![0u64; map.exprs.len()];
             times[map.body.index()] = elements;

@@ -6,6 +6,7 @@
 //! `ir::verify` -> `interp::run`.
 
 pub mod arena;
+pub mod bench;
 pub mod bundle;
 pub mod check;
 pub mod cli;
@@ -14,7 +15,6 @@ pub mod diag;
 pub mod dim;
 pub mod driver;
 pub mod explain;
-pub mod bench;
 pub mod interp;
 pub mod ir;
 pub mod opt;

@@ -19,8 +19,8 @@ mod manifest;
 
 use std::path::Path;
 
-use crate::program::{Program, ProgramError};
 use crate::exec::SlotProblem;
+use crate::program::{Program, ProgramError};
 
 pub use manifest::Requirements;
 
@@ -79,7 +79,9 @@ pub enum BundleProblem {
     Truncated { actual: u64, expected: u64, what: &'static str },
     #[error("{extra} unexpected bytes after the checksum (the header says the bundle is {expected} bytes)")]
     TrailingBytes { extra: u64, expected: u64 },
-    #[error("checksum mismatch: the file says {stored:#010x}, its contents give {computed:#010x}; the file is corrupted")]
+    #[error(
+        "checksum mismatch: the file says {stored:#010x}, its contents give {computed:#010x}; the file is corrupted"
+    )]
     Checksum { stored: u32, computed: u32 },
     #[error("the manifest is malformed: {0}")]
     Manifest(String),
@@ -201,10 +203,7 @@ fn split(bytes: &[u8]) -> Result<(&[u8], &[u8]), BundleProblem> {
         return Err(BundleProblem::UnknownFlags { flags });
     }
     let (manifest_len, blobs_len) = (long(16), long(24));
-    let expected = manifest_len
-        .checked_add(blobs_len)
-        .and_then(|n| n.checked_add(minimum))
-        .unwrap_or(u64::MAX);
+    let expected = manifest_len.checked_add(blobs_len).and_then(|n| n.checked_add(minimum)).unwrap_or(u64::MAX);
     if actual < expected {
         return Err(BundleProblem::Truncated { actual, expected, what: "its header says it has" });
     }

@@ -172,8 +172,8 @@ fn run_model(
     let name = program.name.as_str();
     let pipelines_start = Instant::now();
     let bar = progress_bar(terminal, program.launches.len() as u64, "building pipelines");
-    let session = Session::with_progress(gpu, model, &|done, _| bar.set_position(done as u64))
-        .map_err(|e| e.to_string())?;
+    let session =
+        Session::with_progress(gpu, model, &|done, _| bar.set_position(done as u64)).map_err(|e| e.to_string())?;
     bar.finish_and_clear();
     let pipelines = pipelines_start.elapsed();
 

@@ -221,14 +221,12 @@ impl Gpu {
             return Ok(());
         }
         match program.launches.get(word as usize - 1) {
-            Some(launch) => {
-                Err(ExecError::Status {
+            Some(launch) => Err(ExecError::Status {
                 launch: word as usize - 1,
                 name: launch.name.clone(),
                 value: detail,
                 unsigned: unsigned == 1,
-            })
-            }
+            }),
             None => Err(ExecError::BadStatus { word, detail, launches: program.launches.len() }),
         }
     }

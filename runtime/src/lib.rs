@@ -16,8 +16,8 @@
 //! bytes, tensors) is an error naming the file and the problem, never a panic.
 
 pub mod bind;
-pub mod cli;
 pub mod bundle;
+pub mod cli;
 pub mod dtype;
 pub mod exec;
 pub mod gpu;
@@ -28,17 +28,18 @@ pub mod session;
 pub mod tensor;
 pub mod weights;
 
-/// The wgpu this runtime is built on (for `Gpu`'s public fields and `GpuOptions`).
-pub use wgpu;
 pub use bind::{BindError, Binding, Declared, Given, Signature, Site, bind_message, bind_symbols};
-pub use dtype::DType;
 pub use bundle::{Bundle, BundleError, BundleProblem, BundledModel, Requirements};
+pub use dtype::DType;
 pub use exec::{ExecError, MemoryPlan, ParamSource, PrepareOptions, Prepared, fold_grid, plan_memory};
 pub use gpu::{
-    BackendChoice, BoundDispatch, Dispatch, DispatchTimes, Gpu, GpuError, GpuOptions, KernelSource, PipelineCacheState, Timing,
+    BackendChoice, BoundDispatch, Dispatch, DispatchTimes, Gpu, GpuError, GpuOptions, KernelSource, PipelineCacheState,
+    Timing,
 };
-pub use session::Session;
-pub use program::{Arg, Bound, DimAtom, DimExpr, Launch, Program, ProgramError, TensorDecl, TensorId, TensorRole};
 pub use npy::{NpyError, NpyProblem, read_npy, read_npy_bytes, to_npy_bytes, write_npy};
+pub use program::{Arg, Bound, DimAtom, DimExpr, Launch, Program, ProgramError, TensorDecl, TensorId, TensorRole};
+pub use session::Session;
 pub use tensor::{DecodeError, MAX_ELEMENTS, ShapeMismatch, Tensor, TensorData};
 pub use weights::{ParamProblem, ParamSpec, WeightEntry, Weights, WeightsError, check_params};
+/// The wgpu this runtime is built on (for `Gpu`'s public fields and `GpuOptions`).
+pub use wgpu;

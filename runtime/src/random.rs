@@ -78,7 +78,8 @@ impl Filled {
         }
         let mut notes = Vec::new();
         if !self.defaulted.is_empty() {
-            notes.push(format!("note: dimensions {} set to 2 (choose with --dim NAME=SIZE)", self.defaulted.join(", ")));
+            notes
+                .push(format!("note: dimensions {} set to 2 (choose with --dim NAME=SIZE)", self.defaulted.join(", ")));
         }
         let named =
             if self.random_inputs.is_empty() { String::new() } else { format!(" ({})", self.random_inputs.join(", ")) };
@@ -145,8 +146,7 @@ pub fn fill_signature(
             })
             .collect()
     };
-    let mut filled =
-        Filled { inputs: Vec::new(), params: HashMap::new(), random_inputs: Vec::new(), defaulted };
+    let mut filled = Filled { inputs: Vec::new(), params: HashMap::new(), random_inputs: Vec::new(), defaulted };
     for declared in inputs {
         let name = declared.site.name();
         match given.remove(name) {

@@ -21,13 +21,13 @@
 
 use std::collections::HashMap;
 
+use crate::Tensor;
 use crate::bind::Declared;
 use crate::bundle::BundledModel;
 use crate::exec::{ExecError, ParamSource, PrepareOptions, Prepared, declared};
 use crate::gpu::Gpu;
 use crate::program::{Program, TensorRole};
 use crate::weights::{ParamSpec, Weights, WeightsError, check_params};
-use crate::Tensor;
 
 /// A bundled model on a device, pipelines built (see the module comment).
 pub struct Session<'a> {
@@ -153,7 +153,6 @@ pub fn param_specs(program: &Program) -> Vec<ParamSpec> {
         })
         .collect()
 }
-
 
 /// Every requirement of every launch that `gpu` does not meet, naming the launch.
 fn device_problems(gpu: &Gpu, model: &BundledModel) -> Vec<String> {

@@ -171,7 +171,8 @@ fn tdsl_run_matches_tdslc_run_on_every_example() {
         let bundle = temp.path().join(format!("{i}.tdslb"));
         let (code, _, err) = tdslc(&["build", file, "-o", text(&bundle), "--target", target]);
         assert_eq!(code, 0, "{file}: {err}");
-        let (from_source, from_bundle) = (temp.path().join(format!("{i}-source")), temp.path().join(format!("{i}-bundle")));
+        let (from_source, from_bundle) =
+            (temp.path().join(format!("{i}-source")), temp.path().join(format!("{i}-bundle")));
         let mut source_args = vec!["run", file, "--seed", "11", "--output", text(&from_source), "--target", target];
         source_args.extend_from_slice(dims);
         let (code, source_out, err) = tdslc(&source_args);
@@ -228,7 +229,10 @@ fn session_api_runs_a_bundle_with_weights() {
     let bundle = Bundle::from_bytes(&bundle_bytes("../examples/encoder_layer.tdsl")).expect("encoder layer");
     let model = bundle.model(None).expect("one model");
     let session = Session::new(gpu(), model).expect("session");
-    let (inputs, params) = (session.seeded_inputs(&[("S", 6)], 2).expect("inputs"), session.seeded_params(&[("S", 6)], 2).expect("params"));
+    let (inputs, params) = (
+        session.seeded_inputs(&[("S", 6)], 2).expect("inputs"),
+        session.seeded_params(&[("S", 6)], 2).expect("params"),
+    );
     let prepared = session.prepare(&inputs, &params, None).expect("prepare");
     prepared.run().expect("run");
     assert!(prepared.memory.peak_bytes < prepared.memory.unshared_bytes, "buffers are shared");
@@ -418,7 +422,8 @@ fn timings_and_the_pipeline_cache_are_reported() {
     let cache = temp.path().join("cache/pipelines.bin");
     let (code, _, first) = tdsl_run(&[text(&bundle), "--timings", "--pipeline-cache", text(&cache)]);
     assert_eq!(code, 0, "{first}");
-    for part in ["timings: bundle load ", "pipelines ", "first run ", "start-up (bundle load + pipelines + first run) "] {
+    for part in ["timings: bundle load ", "pipelines ", "first run ", "start-up (bundle load + pipelines + first run) "]
+    {
         assert!(first.contains(part), "{first}");
     }
     if gpu().device.features().contains(tdsl_runtime::wgpu::Features::PIPELINE_CACHE) {

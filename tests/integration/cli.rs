@@ -27,8 +27,12 @@ fn check_accepts_clean_files_silently() {
 
 #[test]
 fn check_reports_every_diagnostic_of_every_file_and_fails() {
-    let (code, out, err) =
-        tdslc(&["check", "fixtures/err/E0101_unknown_names.tdsl", "../examples/mlp.tdsl", "fixtures/err/E0301_broadcast_mismatch.tdsl"]);
+    let (code, out, err) = tdslc(&[
+        "check",
+        "fixtures/err/E0101_unknown_names.tdsl",
+        "../examples/mlp.tdsl",
+        "fixtures/err/E0301_broadcast_mismatch.tdsl",
+    ]);
     assert_eq!(code, 1);
     assert_eq!(out, "");
     assert_eq!(err.matches("error[E0101]").count(), 2, "{err}");
@@ -416,8 +420,16 @@ fn tune_writes_a_tuning_file_that_build_and_compile_use() {
     assert!(out.contains("relu_f32_n"), "{out}");
     let table = Tuning::load(&tuning).expect("a well-formed file").expect("written");
     assert_eq!(table.tiles.len(), 1, "{table:?}");
-    let (code, _, err) =
-        tdslc(&["build", &text(&file), "--target", &table.target, "--tuning", &text(&tuning), "-o", &text(&temp.path().join("p.tdslb"))]);
+    let (code, _, err) = tdslc(&[
+        "build",
+        &text(&file),
+        "--target",
+        &table.target,
+        "--tuning",
+        &text(&tuning),
+        "-o",
+        &text(&temp.path().join("p.tdslb")),
+    ]);
     assert_eq!(code, 0, "{err}");
     let (code, out, err) = tdslc(&["run", &text(&file), "--dim", "M=5", "--tuning", &text(&tuning)]);
     assert_eq!(code, 0, "{err}");
@@ -427,7 +439,8 @@ fn tune_writes_a_tuning_file_that_build_and_compile_use() {
     let graph = check_path(&file).graphs.remove(0);
     let cpu = Target::named("cpu").expect("cpu profile");
     let own = codegen::compile_with(&graph, Options { fuse: true, target: cpu }).expect("compiles");
-    let small = codegen::compile_with(&graph, Options { fuse: true, target: Target { tile: (2, 4), ..cpu } }).expect("compiles");
+    let small = codegen::compile_with(&graph, Options { fuse: true, target: Target { tile: (2, 4), ..cpu } })
+        .expect("compiles");
     assert_ne!(own.kernels[0].wgsl(), small.kernels[0].wgsl());
     let mut hand = Tuning { adapter: "test".into(), target: "cpu".into(), ..Tuning::default() };
     hand.tiles.insert(Tuning::key(own.kernels[0].wgsl()), (2, 4));
@@ -437,10 +450,18 @@ fn tune_writes_a_tuning_file_that_build_and_compile_use() {
     let path = temp.path().join("hand.json");
     hand.save(&path).expect("saves");
     assert_eq!(Tuning::load(&path).expect("loads"), Some(hand));
-    std::fs::write(&path, r#"{"format": 1, "adapter": "a", "target": "cpu", "kernels": {"k": [0, 4]}}"#).expect("write");
+    std::fs::write(&path, r#"{"format": 1, "adapter": "a", "target": "cpu", "kernels": {"k": [0, 4]}}"#)
+        .expect("write");
     let e = Tuning::load(&path).expect_err("a zero tile");
     assert!(e.contains("kernel k: expected [rows, cols], each 1 to 16"), "{e}");
-    let (code, _, err) = tdslc(&["build", &text(&file), "--tuning", &text(&temp.path().join("none.json")), "-o", &text(&temp.path().join("q.tdslb"))]);
+    let (code, _, err) = tdslc(&[
+        "build",
+        &text(&file),
+        "--tuning",
+        &text(&temp.path().join("none.json")),
+        "-o",
+        &text(&temp.path().join("q.tdslb")),
+    ]);
     assert_eq!(code, 1);
     assert!(err.contains("none.json does not exist"), "{err}");
 }

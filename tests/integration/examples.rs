@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use tdsl_compiler::dim::SymId;
 use tdsl_compiler::driver::STD_FILES;
 use tdsl_compiler::interp::{self, Tensor};
-use tdsl_compiler::random::seeded_tensor;
 use tdsl_compiler::ir::Graph;
+use tdsl_compiler::random::seeded_tensor;
 
 /// Every `.tdsl` file under `examples/`, recursively, sorted.
 fn example_files() -> Vec<PathBuf> {
@@ -78,8 +78,7 @@ fn examples_run_on_the_interpreter() {
         let checked = check_path(Path::new(&path));
         for graph in &checked.graphs {
             let (inputs, params) = random_bindings(graph, 3, 7);
-            let outputs = interp::run(graph, &inputs, &params)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let outputs = interp::run(graph, &inputs, &params).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             assert_eq!(outputs.len(), graph.outputs.len());
             for (out, decl) in outputs.iter().zip(&graph.outputs) {
                 let values = out.to_f64_vec();

@@ -42,8 +42,8 @@ fn every_pass_verifies_and_keeps_the_meaning() {
             let symbols = symbol_values(&graph, &[("B", 2), ("S", 5), ("N", 3)], 3);
             let (inputs, params) = seeded_bindings(&graph, &symbols, 11);
             let want = interp::run(&graph, &inputs, &params).expect("the original runs");
-            let stages = tdsl_compiler::opt::optimize_verified(&graph)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let stages =
+                tdsl_compiler::opt::optimize_verified(&graph).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             for (pass, stage) in &stages {
                 let got = interp::run(stage, &inputs, &params).expect("the optimized graph runs");
                 assert!(same_bits(&want, &got), "{}: after `{pass}` the interpreter's results differ", path.display());
@@ -98,7 +98,9 @@ fn kernel_counts(text: &str) -> [usize; 3] {
 fn fusion_outcomes() {
     // An elementwise chain with broadcasts and a cast: one kernel.
     assert_eq!(
-        kernel_count("model m(x: f32[N, 4], b: f32[4]) -> (y: f32[N, 4]) { y = tanh(relu(x * 2.0 + b) - 1.0) * f32(x > 0.0) }"),
+        kernel_count(
+            "model m(x: f32[N, 4], b: f32[4]) -> (y: f32[N, 4]) { y = tanh(relu(x * 2.0 + b) - 1.0) * f32(x > 0.0) }"
+        ),
         1
     );
     assert_eq!(kernel_count(&tdsl_compiler::bench::chain_source(8)), 1);
@@ -119,10 +121,7 @@ fn fusion_outcomes() {
         ),
         1
     );
-    assert_eq!(
-        kernel_count("import \"std/nn\"\nmodel m(x: f32[B, 16]) -> (y: f32[B, 16]) { y = l2_normalize(x) }"),
-        1
-    );
+    assert_eq!(kernel_count("import \"std/nn\"\nmodel m(x: f32[B, 16]) -> (y: f32[B, 16]) { y = l2_normalize(x) }"), 1);
     // A contraction feeding a row kernel is computed once per element into workgroup memory when the row has
     // a constant length: layer_norm(x + h @ w) is one kernel. Not on CPU devices, whose row kernels run one
     // invocation per row with no workgroup memory: there the matmul is a register-tiled kernel of its own.
@@ -133,10 +132,7 @@ fn fusion_outcomes() {
         [1, 2, 1]
     );
     // ... but not when the row length is symbolic (no bound on workgroup memory): softmax(q @ k) is two.
-    assert_eq!(
-        kernel_count("model m(q: f32[N, 8], k: f32[8, S]) -> (y: f32[N, S]) { y = softmax(q @ k) }"),
-        2
-    );
+    assert_eq!(kernel_count("model m(q: f32[N, 8], k: f32[8, S]) -> (y: f32[N, S]) { y = softmax(q @ k) }"), 2);
     // A cheap value read many times (an attention mask as an additive bias) is recomputed, not stored.
     assert_eq!(
         kernel_count(

@@ -46,9 +46,9 @@ use tdsl_compiler::codegen;
 use tdsl_compiler::dim::SymId;
 use tdsl_compiler::interp::{self, Tensor};
 use tdsl_compiler::ir::{DType, Graph, Op};
-use tdsl_runtime::random::seeded_tensor;
 use tdsl_runtime::ExecError;
 use tdsl_runtime::gpu::{Gpu, GpuOptions};
+use tdsl_runtime::random::seeded_tensor;
 
 /// One f32 ulp at 1.
 pub const EPS: f64 = f32::EPSILON as f64;
@@ -153,8 +153,8 @@ pub fn run_gpu_for(
     options: codegen::Options,
 ) -> Result<Vec<Tensor>, ExecError> {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let compiled = codegen::compile_with(graph, options)
-        .unwrap_or_else(|err| panic!("{} does not compile: {err}", graph.name));
+    let compiled =
+        codegen::compile_with(graph, options).unwrap_or_else(|err| panic!("{} does not compile: {err}", graph.name));
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     gpu().execute(&compiled.program, inputs, params)
 }

@@ -1,10 +1,10 @@
 //! The language's meaning, end to end: programs are checked, lowered and run on the reference interpreter,
 //! and the results are compared with values computed independently here (plain Rust loops) or by hand.
 
-use tdsl_compiler::random::SplitMix64 as Rng;
 use crate::util::{assert_close, run, single_graph};
 use proptest::prelude::*;
 use tdsl_compiler::interp::Tensor;
+use tdsl_compiler::random::SplitMix64 as Rng;
 
 fn naive_matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f64> {
     let mut out = vec![0.0f64; m * n];
@@ -89,7 +89,11 @@ fn conv2d_and_pooling_agree_with_loops() {
     let w = rng.tensor(tdsl_compiler::ir::DType::F32, &[3, 2, 3, 3], 1);
     let (xs, ws) = (x.as_f32().expect("f32").to_vec(), w.as_f32().expect("f32").to_vec());
     let at = |c: usize, h: i64, wi: i64| -> f64 {
-        if !(0..5).contains(&h) || !(0..6).contains(&wi) { 0.0 } else { xs[c * 30 + h as usize * 6 + wi as usize] as f64 }
+        if !(0..5).contains(&h) || !(0..6).contains(&wi) {
+            0.0
+        } else {
+            xs[c * 30 + h as usize * 6 + wi as usize] as f64
+        }
     };
     let mut conv = Vec::new();
     for k in 0..3 {
@@ -99,7 +103,8 @@ fn conv2d_and_pooling_agree_with_loops() {
                 for c in 0..2 {
                     for r in 0..3i64 {
                         for s in 0..3i64 {
-                            acc += at(c, 2 * i + r - 1, 2 * j + s - 1) * ws[((k * 2 + c) * 3 + r as usize) * 3 + s as usize] as f64;
+                            acc += at(c, 2 * i + r - 1, 2 * j + s - 1)
+                                * ws[((k * 2 + c) * 3 + r as usize) * 3 + s as usize] as f64;
                         }
                     }
                 }
@@ -111,7 +116,10 @@ fn conv2d_and_pooling_agree_with_loops() {
     for c in 0..2 {
         for i in 0..2i64 {
             for j in 0..3i64 {
-                let v = [(0, 0), (0, 1), (1, 0), (1, 1)].iter().map(|(r, s)| at(c, 2 * i + r, 2 * j + s)).fold(f64::MIN, f64::max);
+                let v = [(0, 0), (0, 1), (1, 0), (1, 1)]
+                    .iter()
+                    .map(|(r, s)| at(c, 2 * i + r, 2 * j + s))
+                    .fold(f64::MIN, f64::max);
                 pool.push(v);
             }
         }

@@ -96,11 +96,8 @@ fn distinct_kernels_with(path: &Path, options: codegen::Options) -> (Vec<Distinc
 
 /// The snapshot text: a header, then each distinct kernel with the names sharing it, its WGSL and SPIR-V.
 fn snapshot_text(path: &Path, distinct: &[Distinct], total: usize) -> String {
-    let mut text = format!(
-        "{}: {total} kernel(s), {} distinct\n",
-        snapshot_name(path).replace("__", "/"),
-        distinct.len()
-    );
+    let mut text =
+        format!("{}: {total} kernel(s), {} distinct\n", snapshot_name(path).replace("__", "/"), distinct.len());
     for (i, d) in distinct.iter().enumerate() {
         text.push_str(&format!("\n==== kernel {} of {}: {}\n", i + 1, distinct.len(), d.names.join(", ")));
         text.push_str("---- WGSL\n");
@@ -117,14 +114,12 @@ fn spirv_val(words: &[u32], dir: &Path, file: &str) -> Result<(), String> {
     let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
     let path = dir.join(file);
     std::fs::write(&path, bytes).expect("write the SPIR-V to a temp file");
-    let output = std::process::Command::new(SPIRV_VAL)
-        .arg("--target-env")
-        .arg("vulkan1.1")
-        .arg(&path)
-        .output()
-        .unwrap_or_else(|err| {
-            panic!("could not run `{SPIRV_VAL}` ({err}); install SPIRV-Tools (Debian: apt-get install spirv-tools)")
-        });
+    let output =
+        std::process::Command::new(SPIRV_VAL).arg("--target-env").arg("vulkan1.1").arg(&path).output().unwrap_or_else(
+            |err| {
+                panic!("could not run `{SPIRV_VAL}` ({err}); install SPIRV-Tools (Debian: apt-get install spirv-tools)")
+            },
+        );
     if output.status.success() {
         Ok(())
     } else {

@@ -53,6 +53,9 @@ pub fn same_bits(a: &[tdsl_compiler::interp::Tensor], b: &[tdsl_compiler::interp
         && a.iter().zip(b).all(|(x, y)| {
             x.dtype == y.dtype
                 && x.shape == y.shape
-                && x.to_f64_vec().iter().zip(y.to_f64_vec()).all(|(p, q)| p.to_bits() == q.to_bits() || p.is_nan() && q.is_nan())
+                && x.to_f64_vec()
+                    .iter()
+                    .zip(y.to_f64_vec())
+                    .all(|(p, q)| p.to_bits() == q.to_bits() || p.is_nan() && q.is_nan())
         })
 }

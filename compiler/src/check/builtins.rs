@@ -12,9 +12,40 @@ use crate::span::Span;
 
 /// Every built-in function name.
 pub(crate) const NAMES: &[&str] = &[
-    "exp", "log", "sqrt", "rsqrt", "tanh", "erf", "sigmoid", "relu", "abs", "sin", "cos", "floor", "ceil", "max",
-    "min", "sum", "mean", "prod", "where", "select", "f32", "f16", "i32", "u32", "bool", "transpose", "permute", "reshape",
-    "unsqueeze", "squeeze", "slice", "concat", "gather", "broadcast_to",
+    "exp",
+    "log",
+    "sqrt",
+    "rsqrt",
+    "tanh",
+    "erf",
+    "sigmoid",
+    "relu",
+    "abs",
+    "sin",
+    "cos",
+    "floor",
+    "ceil",
+    "max",
+    "min",
+    "sum",
+    "mean",
+    "prod",
+    "where",
+    "select",
+    "f32",
+    "f16",
+    "i32",
+    "u32",
+    "bool",
+    "transpose",
+    "permute",
+    "reshape",
+    "unsqueeze",
+    "squeeze",
+    "slice",
+    "concat",
+    "gather",
+    "broadcast_to",
 ];
 
 pub(crate) fn is_builtin(name: &str) -> bool {
@@ -26,7 +57,9 @@ pub(crate) fn unary_op(name: &str) -> Option<UnaryOp> {
 }
 
 fn reduce_op(name: &str) -> Option<ReduceOp> {
-    [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min, ReduceOp::Mean, ReduceOp::Prod].into_iter().find(|op| op.name() == name)
+    [ReduceOp::Sum, ReduceOp::Max, ReduceOp::Min, ReduceOp::Mean, ReduceOp::Prod]
+        .into_iter()
+        .find(|op| op.name() == name)
 }
 
 /// Arguments matched to a built-in's parameter names.
@@ -66,9 +99,13 @@ impl Elab<'_> {
                 if let Some((y, _)) = b.get(1) {
                     if b.get(2).is_some() || b.get(3).is_some() {
                         self.error(
-                            Diagnostic::new(Code::E0106, span, format!("`{name}(a, b)` is elementwise and takes no `axis`"))
-                                .note(format!("reduce one tensor with `{name}(x, axis: ...)`"))
-                                .rule("R6.3"),
+                            Diagnostic::new(
+                                Code::E0106,
+                                span,
+                                format!("`{name}(a, b)` is elementwise and takes no `axis`"),
+                            )
+                            .note(format!("reduce one tensor with `{name}(x, axis: ...)`"))
+                            .rule("R6.3"),
                         );
                         return Value::Error;
                     }
@@ -97,8 +134,12 @@ impl Elab<'_> {
                 let Some((x, rank)) = self.tensor_arg(b.get(0), name) else { return Value::Error };
                 if rank < 2 && b.get(1).is_none() {
                     self.error(
-                        Diagnostic::new(Code::E0303, span, format!("`transpose` needs rank 2 or more, found rank {rank}"))
-                            .rule("R6.3"),
+                        Diagnostic::new(
+                            Code::E0303,
+                            span,
+                            format!("`transpose` needs rank 2 or more, found rank {rank}"),
+                        )
+                        .rule("R6.3"),
                     );
                     return Value::Error;
                 }
@@ -173,7 +214,11 @@ impl Elab<'_> {
                     let Some(axis) = self.axis_arg((axis_value, axis_span), rank) else { return Value::Error };
                     if shape[axis] != Dim::constant(1) {
                         let msg = format!("`squeeze` of axis {axis}, which has size {}", self.show_dim(&shape[axis]));
-                        self.error(Diagnostic::new(Code::E0304, axis_span, msg).note("only size-1 axes can be removed").rule("R6.3"));
+                        self.error(
+                            Diagnostic::new(Code::E0304, axis_span, msg)
+                                .note("only size-1 axes can be removed")
+                                .rule("R6.3"),
+                        );
                         return Value::Error;
                     }
                     shape.remove(axis);
@@ -207,9 +252,13 @@ impl Elab<'_> {
                 None => {
                     if position >= sig.len() {
                         self.error(
-                            Diagnostic::new(Code::E0106, arg.span, format!("`{name}` takes at most {} arguments", sig.len()))
-                                .note(format!("parameters: {}", signature_text(sig)))
-                                .rule("R5.2"),
+                            Diagnostic::new(
+                                Code::E0106,
+                                arg.span,
+                                format!("`{name}` takes at most {} arguments", sig.len()),
+                            )
+                            .note(format!("parameters: {}", signature_text(sig)))
+                            .rule("R5.2"),
                         );
                         ok = false;
                         continue;
@@ -221,9 +270,13 @@ impl Elab<'_> {
                     Some(i) => i,
                     None => {
                         self.error(
-                            Diagnostic::new(Code::E0106, ident.span, format!("`{name}` has no parameter `{}`", ident.name))
-                                .note(format!("parameters: {}", signature_text(sig)))
-                                .rule("R5.2"),
+                            Diagnostic::new(
+                                Code::E0106,
+                                ident.span,
+                                format!("`{name}` has no parameter `{}`", ident.name),
+                            )
+                            .note(format!("parameters: {}", signature_text(sig)))
+                            .rule("R5.2"),
                         );
                         ok = false;
                         continue;
@@ -232,8 +285,12 @@ impl Elab<'_> {
             };
             if slots[index].is_some() {
                 self.error(
-                    Diagnostic::new(Code::E0106, arg.span, format!("argument `{}` of `{name}` is given twice", sig[index].0))
-                        .rule("R5.2"),
+                    Diagnostic::new(
+                        Code::E0106,
+                        arg.span,
+                        format!("argument `{}` of `{name}` is given twice", sig[index].0),
+                    )
+                    .rule("R5.2"),
                 );
                 ok = false;
                 continue;
@@ -320,8 +377,12 @@ impl Elab<'_> {
             Value::Error => None,
             other => {
                 self.error(
-                    Diagnostic::new(Code::E0203, span, format!("`{what}` must be a list like `[0, 2, 1]`, found {}", other.kind()))
-                        .rule("R6.3"),
+                    Diagnostic::new(
+                        Code::E0203,
+                        span,
+                        format!("`{what}` must be a list like `[0, 2, 1]`, found {}", other.kind()),
+                    )
+                    .rule("R6.3"),
                 );
                 None
             }
@@ -334,8 +395,12 @@ impl Elab<'_> {
             Value::Error => None,
             other => {
                 self.error(
-                    Diagnostic::new(Code::E0203, span, format!("`{what}` must be `true` or `false`, found {}", other.kind()))
-                        .rule("R6.3"),
+                    Diagnostic::new(
+                        Code::E0203,
+                        span,
+                        format!("`{what}` must be `true` or `false`, found {}", other.kind()),
+                    )
+                    .rule("R6.3"),
                 );
                 None
             }
@@ -351,7 +416,9 @@ impl Elab<'_> {
                 Value::Int(Dim::constant(if op == UnaryOp::Abs { v.wrapping_abs() } else { v.max(0) }))
             }
             Value::Float(v) => Value::Float(fold_unary(op, v)),
-            Value::Int(ref d) if d.as_const().is_some() => Value::Float(fold_unary(op, d.as_const().unwrap_or(0) as f64)),
+            Value::Int(ref d) if d.as_const().is_some() => {
+                Value::Float(fold_unary(op, d.as_const().unwrap_or(0) as f64))
+            }
             Value::Int(_) => {
                 // A symbolic dimension: computed at run time as an f32 scalar.
                 let Some(node) = self.materialize(x, DType::F32, x_span) else { return Value::Error };
@@ -359,8 +426,12 @@ impl Elab<'_> {
             }
             other => {
                 self.error(
-                    Diagnostic::new(Code::E0202, x_span, format!("`{}` is not defined for {}", op.name(), other.kind()))
-                        .rule("R6.4"),
+                    Diagnostic::new(
+                        Code::E0202,
+                        x_span,
+                        format!("`{}` is not defined for {}", op.name(), other.kind()),
+                    )
+                    .rule("R6.4"),
                 );
                 Value::Error
             }
@@ -441,8 +512,12 @@ impl Elab<'_> {
         if !keepdims {
             return Value::Tensor(node);
         }
-        let kept: Vec<Dim> =
-            ty.shape.iter().enumerate().map(|(i, d)| if axes.contains(&i) { Dim::constant(1) } else { d.clone() }).collect();
+        let kept: Vec<Dim> = ty
+            .shape
+            .iter()
+            .enumerate()
+            .map(|(i, d)| if axes.contains(&i) { Dim::constant(1) } else { d.clone() })
+            .collect();
         Value::Tensor(self.reshape_node(node, kept, span))
     }
 
@@ -454,9 +529,13 @@ impl Elab<'_> {
         let c_ty = self.ty(cond).clone();
         if c_ty.dtype != DType::Bool {
             self.error(
-                Diagnostic::new(Code::E0201, c_span, format!("`where` needs a bool condition, found {}", c_ty.dtype.name()))
-                    .note("compare to get a bool, e.g. `mask > 0`")
-                    .rule("R6.3"),
+                Diagnostic::new(
+                    Code::E0201,
+                    c_span,
+                    format!("`where` needs a bool condition, found {}", c_ty.dtype.name()),
+                )
+                .note("compare to get a bool, e.g. `mask > 0`")
+                .rule("R6.3"),
             );
             return Value::Error;
         }
@@ -499,8 +578,12 @@ impl Elab<'_> {
         let Value::List(items) = value else {
             if !matches!(value, Value::Error) {
                 self.error(
-                    Diagnostic::new(Code::E0203, span, format!("a shape must be a list like `[B, S, 384]`, found {}", value.kind()))
-                        .rule("R6.3"),
+                    Diagnostic::new(
+                        Code::E0203,
+                        span,
+                        format!("a shape must be a list like `[B, S, 384]`, found {}", value.kind()),
+                    )
+                    .rule("R6.3"),
                 );
             }
             return None;
@@ -631,7 +714,9 @@ impl Elab<'_> {
                 let s = arg.1;
                 let Some(step) = self.int_arg(arg, "step") else { return Value::Error };
                 if step < 1 {
-                    self.error(Diagnostic::new(Code::E0312, s, format!("slice step {step} must be at least 1")).rule("R6.3"));
+                    self.error(
+                        Diagnostic::new(Code::E0312, s, format!("slice step {step} must be at least 1")).rule("R6.3"),
+                    );
                     return Value::Error;
                 }
                 step
@@ -661,17 +746,19 @@ impl Elab<'_> {
             );
             return Value::Error;
         }
-        let count = end
-            .sub(&start)
-            .and_then(|d| d.add(&Dim::constant(step - 1)))
-            .and_then(|d| d.div(&Dim::constant(step)));
+        let count =
+            end.sub(&start).and_then(|d| d.add(&Dim::constant(step - 1))).and_then(|d| d.div(&Dim::constant(step)));
         let Ok(count) = count else { return Value::Error };
         let mut shape = ty.shape.clone();
         shape[axis] = count;
         if shape == ty.shape {
             return Value::Tensor(x);
         }
-        Value::Tensor(self.add_node(Op::Slice { input: x, axis, start, step }, TensorType { dtype: ty.dtype, shape }, span))
+        Value::Tensor(self.add_node(
+            Op::Slice { input: x, axis, start, step },
+            TensorType { dtype: ty.dtype, shape },
+            span,
+        ))
     }
 
     fn gather(&mut self, b: &Bound, span: Span) -> Value {
@@ -691,8 +778,12 @@ impl Elab<'_> {
         let (tt, it) = (self.ty(table).clone(), self.ty(indices).clone());
         if !it.dtype.is_int() {
             self.error(
-                Diagnostic::new(Code::E0201, b.get(1).expect("required").1, format!("`gather` indices must be i32 or u32, found {}", it.dtype.name()))
-                    .rule("R6.3"),
+                Diagnostic::new(
+                    Code::E0201,
+                    b.get(1).expect("required").1,
+                    format!("`gather` indices must be i32 or u32, found {}", it.dtype.name()),
+                )
+                .rule("R6.3"),
             );
             return Value::Error;
         }
@@ -765,11 +856,7 @@ impl Elab<'_> {
                     Diagnostic::new(
                         Code::E0304,
                         arg_span,
-                        format!(
-                            "`concat` along axis {axis} of {} and {}",
-                            self.show_type(&first),
-                            self.show_type(&ty)
-                        ),
+                        format!("`concat` along axis {axis} of {} and {}", self.show_type(&first), self.show_type(&ty)),
                     )
                     .note("all tensors need the same dtype, rank and dimensions except along the axis")
                     .rule("R6.3"),

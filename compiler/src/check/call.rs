@@ -2,7 +2,7 @@
 //! names, dtype variables and `...`), inlining of the body with the caller's shapes, param prefixes, and the
 //! stand-alone check of functions no model calls (R5).
 
-use super::{bare_name, Elab, Scope, Value, MAX_CALL_DEPTH};
+use super::{Elab, MAX_CALL_DEPTH, Scope, Value, bare_name};
 use crate::diag::{Code, Diagnostic};
 use crate::dim::Dim;
 use crate::driver::Program;
@@ -53,9 +53,10 @@ impl<'p> FnTable<'p> {
                     let is_std = |def: &ast::FnDef| program.sources.get(def.name.span.file).name.starts_with("<std>");
                     let (std_first, std_second) = (is_std(first.def), is_std(def));
                     let (user, other) = if std_second && !std_first { (first.def, def) } else { (def, first.def) };
-                    let mut diag = Diagnostic::new(Code::E0103, user.name.span, format!("function `{name}` is defined twice"))
-                        .with_label(other.name.span, "also defined here")
-                        .rule("R4.1");
+                    let mut diag =
+                        Diagnostic::new(Code::E0103, user.name.span, format!("function `{name}` is defined twice"))
+                            .with_label(other.name.span, "also defined here")
+                            .rule("R4.1");
                     diag = if std_first || std_second {
                         diag.note(format!("the standard library already defines `{name}`; rename this one"))
                     } else {
@@ -237,8 +238,8 @@ impl<'p> Elab<'p> {
                 (ast::ArgType::Int(_), Value::Int(d)) => {
                     bindings.dims.entry(decl.name.name.clone()).or_insert_with(|| d.clone());
                 }
-                (ast::ArgType::Float(_), Value::Float(_) | Value::Int(_))
-                | (ast::ArgType::Bool(_), Value::Bool(_)) => {}
+                (ast::ArgType::Float(_), Value::Float(_) | Value::Int(_)) | (ast::ArgType::Bool(_), Value::Bool(_)) => {
+                }
                 (ast::ArgType::Float(_), Value::Error)
                 | (ast::ArgType::Int(_), Value::Error)
                 | (ast::ArgType::Bool(_), Value::Error) => return Value::Error,
@@ -288,8 +289,12 @@ impl<'p> Elab<'p> {
                         }
                         None => {
                             self.error(
-                                Diagnostic::new(Code::E0203, *span, format!("argument `{}` must be a known number", decl.name.name))
-                                    .rule("R5.2"),
+                                Diagnostic::new(
+                                    Code::E0203,
+                                    *span,
+                                    format!("argument `{}` must be a known number", decl.name.name),
+                                )
+                                .rule("R5.2"),
                             );
                             ok = false;
                         }
@@ -348,10 +353,9 @@ impl<'p> Elab<'p> {
         let _ = (span, arg);
         for (dim, pos) in ty.dims.iter().zip(positions) {
             match (dim, pos) {
-                (ast::DimExpr::Ellipsis(_), Position::Many(range))
-                    if b.ellipsis.is_none() => {
-                        b.ellipsis = Some(actual.shape[range].to_vec());
-                    }
+                (ast::DimExpr::Ellipsis(_), Position::Many(range)) if b.ellipsis.is_none() => {
+                    b.ellipsis = Some(actual.shape[range].to_vec());
+                }
                 (ast::DimExpr::Expr(e), Position::One(i)) => {
                     if let Some(name) = bare_name(e) {
                         b.dims.entry(name.to_string()).or_insert_with(|| actual.shape[i].clone());
@@ -363,7 +367,14 @@ impl<'p> Elab<'p> {
     }
 
     /// Pass 2 for one tensor argument: dtype, rank and every dimension against the bound names.
-    fn check_tensor_arg(&mut self, scope: &mut Scope, ty: &ast::TypeExpr, value: &Value, span: Span, arg: &str) -> bool {
+    fn check_tensor_arg(
+        &mut self,
+        scope: &mut Scope,
+        ty: &ast::TypeExpr,
+        value: &Value,
+        span: Span,
+        arg: &str,
+    ) -> bool {
         let node = match value {
             Value::Tensor(node) => *node,
             Value::Error => return false,
@@ -376,8 +387,12 @@ impl<'p> Elab<'p> {
             }
             other => {
                 self.error(
-                    Diagnostic::new(Code::E0203, span, format!("argument `{arg}` must be a tensor, found {}", other.kind()))
-                        .rule("R5.2"),
+                    Diagnostic::new(
+                        Code::E0203,
+                        span,
+                        format!("argument `{arg}` must be a tensor, found {}", other.kind()),
+                    )
+                    .rule("R5.2"),
                 );
                 return false;
             }

@@ -2,11 +2,14 @@
 //! scalars (literals, dimensions, index variables) as small trees until they meet a typed value, infers index
 //! extents from bare uses, and proves every access in bounds.
 
-use super::{builtins, Elab, Scope, Value};
+use super::{Elab, Scope, Value, builtins};
 use crate::arena::Arena;
 use crate::diag::{Code, Diagnostic};
 use crate::dim::Dim;
-use crate::ir::{Affine, BinaryOp, DType, MapOp, NodeId, Op, ReduceOp, Scalar, ScalarExpr, ScalarId, ScalarNode, TensorType, UnaryOp, VarId};
+use crate::ir::{
+    Affine, BinaryOp, DType, MapOp, NodeId, Op, ReduceOp, Scalar, ScalarExpr, ScalarId, ScalarNode, TensorType,
+    UnaryOp, VarId,
+};
 use crate::span::Span;
 use crate::syntax::ast;
 
@@ -36,7 +39,11 @@ impl Weak {
             Weak::Bool(_) => WeakKind::Bool,
             Weak::Unary(UnaryOp::Not, _) => WeakKind::Bool,
             Weak::Unary(op, x) => {
-                if op.float_only() { WeakKind::Float } else { x.kind() }
+                if op.float_only() {
+                    WeakKind::Float
+                } else {
+                    x.kind()
+                }
             }
             Weak::Binary(op, a, b) => {
                 if op.is_comparison() || op.is_logical() {
@@ -197,10 +204,14 @@ impl Elab<'_> {
             }
             let Some((first, first_span)) = var.uses.first() else {
                 self.error(
-                    Diagnostic::new(Code::E0308, var.span, format!("cannot infer the extent of index variable `{}`", var.name))
-                        .label("it is never used alone as an index")
-                        .note(format!("give it explicitly: `{}: N`", var.name))
-                        .rule("R7.3"),
+                    Diagnostic::new(
+                        Code::E0308,
+                        var.span,
+                        format!("cannot infer the extent of index variable `{}`", var.name),
+                    )
+                    .label("it is never used alone as an index")
+                    .note(format!("give it explicitly: `{}: N`", var.name))
+                    .rule("R7.3"),
                 );
                 ok = false;
                 extents.push(Dim::constant(1));
@@ -219,7 +230,10 @@ impl Elab<'_> {
                         ),
                     )
                     .with_label(*first_span, format!("extent {} from this use", self.show_dim(first)))
-                    .note(format!("give the extent explicitly (`{}: N`) and pad the other access with `else`", var.name))
+                    .note(format!(
+                        "give the extent explicitly (`{}: N`) and pad the other access with `else`",
+                        var.name
+                    ))
                     .rule("R7.3"),
                 );
                 ok = false;
@@ -236,9 +250,13 @@ impl Elab<'_> {
             for (axis, ((affine, index_span), dim)) in access.indices.iter().zip(&access.shape).enumerate() {
                 let Some((lo, hi)) = affine_range(affine, extents) else {
                     self.error(
-                        Diagnostic::new(Code::E0401, *index_span, "cannot bound this index: a coefficient's sign is unknown")
-                            .note("write the access with `else value` to read `value` outside the tensor")
-                            .rule("R7.5"),
+                        Diagnostic::new(
+                            Code::E0401,
+                            *index_span,
+                            "cannot bound this index: a coefficient's sign is unknown",
+                        )
+                        .note("write the access with `else value` to read `value` outside the tensor")
+                        .rule("R7.5"),
                     );
                     ok = false;
                     continue;
@@ -283,9 +301,10 @@ impl Elab<'_> {
             ast::ExprKind::Bool(b) => SVal::Weak(Weak::Bool(*b)),
             ast::ExprKind::Name(path) => {
                 if path.segments.len() == 1
-                    && let Some(var) = mb.find_var(&path.segments[0].name) {
-                        return SVal::Weak(Weak::Var(var));
-                    }
+                    && let Some(var) = mb.find_var(&path.segments[0].name)
+                {
+                    return SVal::Weak(Weak::Var(var));
+                }
                 match self.expr(scope, expr) {
                     Value::Int(d) => SVal::Weak(Weak::Int(d)),
                     Value::Float(v) => SVal::Weak(Weak::Float(v)),
@@ -305,16 +324,24 @@ impl Elab<'_> {
                             return SVal::Error;
                         }
                         let input = mb.input_slot(node);
-                        SVal::Strong(mb.push(ScalarExpr::Load { input, indices: vec![], default: None }, ty.dtype, span))
+                        SVal::Strong(mb.push(
+                            ScalarExpr::Load { input, indices: vec![], default: None },
+                            ty.dtype,
+                            span,
+                        ))
                     }
                     Value::List(_) => {
-                        self.error(Diagnostic::new(Code::E0203, span, "a list cannot be used in index notation").rule("R7.1"));
+                        self.error(
+                            Diagnostic::new(Code::E0203, span, "a list cannot be used in index notation").rule("R7.1"),
+                        );
                         SVal::Error
                     }
                     Value::Error => SVal::Error,
                 }
             }
-            ast::ExprKind::Access { tensor, indices, default } => self.access(scope, mb, tensor, indices, default.as_deref(), span),
+            ast::ExprKind::Access { tensor, indices, default } => {
+                self.access(scope, mb, tensor, indices, default.as_deref(), span)
+            }
             ast::ExprKind::Unary(op, x) => {
                 let x = self.scalar(scope, mb, x);
                 let op = match op {
@@ -369,8 +396,12 @@ impl Elab<'_> {
                 let ok = if op == ReduceOp::Mean { dtype.is_float() } else { dtype.is_numeric() };
                 if !ok {
                     self.error(
-                        Diagnostic::new(Code::E0202, span, format!("`{}` is not defined for {}", op.name(), dtype.name()))
-                            .rule("R7.4"),
+                        Diagnostic::new(
+                            Code::E0202,
+                            span,
+                            format!("`{}` is not defined for {}", op.name(), dtype.name()),
+                        )
+                        .rule("R7.4"),
                     );
                     return SVal::Error;
                 }
@@ -398,8 +429,12 @@ impl Elab<'_> {
             Value::Error => return SVal::Error,
             other => {
                 self.error(
-                    Diagnostic::new(Code::E0203, tensor.span, format!("`{}` is {}, not a tensor", tensor.text(), other.kind()))
-                        .rule("R7.1"),
+                    Diagnostic::new(
+                        Code::E0203,
+                        tensor.span,
+                        format!("`{}` is {}, not a tensor", tensor.text(), other.kind()),
+                    )
+                    .rule("R7.1"),
                 );
                 return SVal::Error;
             }
@@ -421,9 +456,10 @@ impl Elab<'_> {
         let mut ok = true;
         for (axis, index) in indices.iter().enumerate() {
             if let Some(name) = super::bare_name(index)
-                && let Some(var) = mb.find_var(name) {
-                    mb.vars[var.0 as usize].uses.push((ty.shape[axis].clone(), index.span));
-                }
+                && let Some(var) = mb.find_var(name)
+            {
+                mb.vars[var.0 as usize].uses.push((ty.shape[axis].clone(), index.span));
+            }
             match self.affine(scope, mb, index) {
                 Some(a) => affines.push((a, index.span)),
                 None => ok = false,
@@ -437,11 +473,15 @@ impl Elab<'_> {
                     Some(if ty.dtype.is_float() { Scalar::Float(v as f64) } else { Scalar::Int(v) })
                 }
                 SVal::Weak(Weak::Float(v)) if ty.dtype.is_float() => Some(Scalar::Float(v)),
-                SVal::Weak(Weak::Unary(UnaryOp::Neg, inner)) if matches!(*inner, Weak::Float(_)) && ty.dtype.is_float() => {
+                SVal::Weak(Weak::Unary(UnaryOp::Neg, inner))
+                    if matches!(*inner, Weak::Float(_)) && ty.dtype.is_float() =>
+                {
                     let Weak::Float(v) = *inner else { return SVal::Error };
                     Some(Scalar::Float(-v))
                 }
-                SVal::Weak(Weak::Unary(UnaryOp::Neg, inner)) if matches!(&*inner, Weak::Int(d) if d.as_const().is_some()) && ty.dtype.is_numeric() => {
+                SVal::Weak(Weak::Unary(UnaryOp::Neg, inner))
+                    if matches!(&*inner, Weak::Int(d) if d.as_const().is_some()) && ty.dtype.is_numeric() =>
+                {
                     let Weak::Int(d) = *inner else { return SVal::Error };
                     let v = -d.as_const().unwrap_or(0);
                     Some(if ty.dtype.is_float() { Scalar::Float(v as f64) } else { Scalar::Int(v) })
@@ -466,12 +506,7 @@ impl Elab<'_> {
             return SVal::Error;
         }
         if default.is_none() {
-            mb.accesses.push(Access {
-                span,
-                tensor: tensor.text(),
-                shape: ty.shape.clone(),
-                indices: affines.clone(),
-            });
+            mb.accesses.push(Access { span, tensor: tensor.text(), shape: ty.shape.clone(), indices: affines.clone() });
         }
         let input = mb.input_slot(node);
         let indices = affines.into_iter().map(|(a, _)| a).collect();
@@ -492,9 +527,10 @@ impl Elab<'_> {
             ast::ExprKind::Int(v) => Some(Affine { terms: vec![], offset: Dim::constant(*v) }),
             ast::ExprKind::Name(path) => {
                 if path.segments.len() == 1
-                    && let Some(var) = mb.find_var(&path.segments[0].name) {
-                        return Some(Affine { terms: vec![(var, Dim::constant(1))], offset: Dim::constant(0) });
-                    }
+                    && let Some(var) = mb.find_var(&path.segments[0].name)
+                {
+                    return Some(Affine { terms: vec![(var, Dim::constant(1))], offset: Dim::constant(0) });
+                }
                 match self.expr(scope, expr) {
                     Value::Int(d) => Some(Affine { terms: vec![], offset: d }),
                     Value::Error => None,
@@ -556,8 +592,12 @@ impl Elab<'_> {
                     };
                     if !ok {
                         self.error(
-                            Diagnostic::new(Code::E0202, span, format!("`{}` is not defined for this value", op.name()))
-                                .rule("R6.4"),
+                            Diagnostic::new(
+                                Code::E0202,
+                                span,
+                                format!("`{}` is not defined for this value", op.name()),
+                            )
+                            .rule("R6.4"),
                         );
                         return SVal::Error;
                     }
@@ -573,9 +613,13 @@ impl Elab<'_> {
                 };
                 if !ok {
                     self.error(
-                        Diagnostic::new(Code::E0202, span, format!("`{}` is not defined for {}", op.name(), dtype.name()))
-                            .note("convert first, e.g. `f32(x)`")
-                            .rule("R6.4"),
+                        Diagnostic::new(
+                            Code::E0202,
+                            span,
+                            format!("`{}` is not defined for {}", op.name(), dtype.name()),
+                        )
+                        .note("convert first, e.g. `f32(x)`")
+                        .rule("R6.4"),
                     );
                     return SVal::Error;
                 }
@@ -588,9 +632,10 @@ impl Elab<'_> {
         // `x ^ n` with an integer literal: repeated multiplication.
         if op == BinaryOp::Pow
             && let (SVal::Strong(base), SVal::Weak(Weak::Int(n))) = (&a, &b)
-                && let Some(n) = n.as_const().filter(|n| (0..=16).contains(n)) {
-                    return self.scalar_int_pow(mb, *base, n, span);
-                }
+            && let Some(n) = n.as_const().filter(|n| (0..=16).contains(n))
+        {
+            return self.scalar_int_pow(mb, *base, n, span);
+        }
         match (a, b) {
             (SVal::Error, _) | (_, SVal::Error) => SVal::Error,
             (SVal::Weak(x), SVal::Weak(y)) => {
@@ -626,8 +671,12 @@ impl Elab<'_> {
                 };
                 if bad {
                     self.error(
-                        Diagnostic::new(Code::E0202, span, format!("`{}` is not defined for these operands", super::tensor::op_symbol(op)))
-                            .rule("R6.1"),
+                        Diagnostic::new(
+                            Code::E0202,
+                            span,
+                            format!("`{}` is not defined for these operands", super::tensor::op_symbol(op)),
+                        )
+                        .rule("R6.1"),
                     );
                     return SVal::Error;
                 }
@@ -646,7 +695,12 @@ impl Elab<'_> {
                         Diagnostic::new(
                             Code::E0201,
                             span,
-                            format!("`{}` needs operands of the same dtype, found {} and {}", super::tensor::op_symbol(op), dx.name(), dy.name()),
+                            format!(
+                                "`{}` needs operands of the same dtype, found {} and {}",
+                                super::tensor::op_symbol(op),
+                                dx.name(),
+                                dy.name()
+                            ),
                         )
                         .note(format!("convert one side, e.g. `{}(...)`", dx.name()))
                         .rule("R6.1"),
@@ -655,8 +709,12 @@ impl Elab<'_> {
                 }
                 if !super::tensor::binop_accepts(op, dx) {
                     self.error(
-                        Diagnostic::new(Code::E0202, span, format!("`{}` is not defined for {}", super::tensor::op_symbol(op), dx.name()))
-                            .rule("R6.4"),
+                        Diagnostic::new(
+                            Code::E0202,
+                            span,
+                            format!("`{}` is not defined for {}", super::tensor::op_symbol(op), dx.name()),
+                        )
+                        .rule("R6.4"),
                     );
                     return SVal::Error;
                 }
@@ -739,7 +797,11 @@ impl Elab<'_> {
             }
             Weak::Binary(op, a, b) => {
                 let operand_dtype = if op.is_comparison() {
-                    if a.kind() == WeakKind::Float || b.kind() == WeakKind::Float { DType::F32 } else { a.default_dtype() }
+                    if a.kind() == WeakKind::Float || b.kind() == WeakKind::Float {
+                        DType::F32
+                    } else {
+                        a.default_dtype()
+                    }
                 } else if op.is_logical() {
                     DType::Bool
                 } else {
@@ -753,7 +815,14 @@ impl Elab<'_> {
     }
 
     /// Calls inside index notation: elementwise built-ins only.
-    fn scalar_call(&mut self, scope: &mut Scope, mb: &mut MapBuilder, callee: &ast::Path, args: &[ast::CallArg], span: Span) -> SVal {
+    fn scalar_call(
+        &mut self,
+        scope: &mut Scope,
+        mb: &mut MapBuilder,
+        callee: &ast::Path,
+        args: &[ast::CallArg],
+        span: Span,
+    ) -> SVal {
         let name = callee.text();
         if let Some(named) = args.iter().find_map(|a| a.name.as_ref()) {
             self.error(
@@ -770,8 +839,12 @@ impl Elab<'_> {
         let arity = |this: &mut Self, n: usize| {
             if values.len() != n {
                 this.error(
-                    Diagnostic::new(Code::E0106, span, format!("`{name}` takes {n} argument(s), found {}", values.len()))
-                        .rule("R5.2"),
+                    Diagnostic::new(
+                        Code::E0106,
+                        span,
+                        format!("`{name}` takes {n} argument(s), found {}", values.len()),
+                    )
+                    .rule("R5.2"),
                 );
                 false
             } else {
@@ -840,14 +913,20 @@ impl Elab<'_> {
                 let dtype = match (&a, &b) {
                     (SVal::Strong(id), _) | (_, SVal::Strong(id)) => mb.dtype(*id),
                     (SVal::Weak(w), SVal::Weak(v)) => {
-                        if w.kind() == WeakKind::Float || v.kind() == WeakKind::Float { DType::F32 } else { w.default_dtype() }
+                        if w.kind() == WeakKind::Float || v.kind() == WeakKind::Float {
+                            DType::F32
+                        } else {
+                            w.default_dtype()
+                        }
                     }
                     _ => return SVal::Error,
                 };
                 let Some(a) = self.strong(mb, a, dtype, span) else { return SVal::Error };
                 let Some(b) = self.strong(mb, b, dtype, span) else { return SVal::Error };
                 if mb.dtype(a) != mb.dtype(b) {
-                    self.error(Diagnostic::new(Code::E0201, span, "`where` branches have different dtypes").rule("R6.3"));
+                    self.error(
+                        Diagnostic::new(Code::E0201, span, "`where` branches have different dtypes").rule("R6.3"),
+                    );
                     return SVal::Error;
                 }
                 SVal::Strong(mb.push(ScalarExpr::Select { cond: c, on_true: a, on_false: b }, dtype, span))
@@ -872,7 +951,10 @@ impl Elab<'_> {
 
 fn scale_affine(a: &Affine, k: &Dim) -> Option<Affine> {
     let terms = a.terms.iter().map(|(v, c)| c.mul(k).ok().map(|c| (*v, c))).collect::<Option<Vec<_>>>()?;
-    Some(Affine { terms: terms.into_iter().filter(|(_, c)| c.as_const() != Some(0)).collect(), offset: a.offset.mul(k).ok()? })
+    Some(Affine {
+        terms: terms.into_iter().filter(|(_, c)| c.as_const() != Some(0)).collect(),
+        offset: a.offset.mul(k).ok()?,
+    })
 }
 
 fn add_affine(a: &Affine, b: &Affine) -> Option<Affine> {

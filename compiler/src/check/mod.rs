@@ -41,9 +41,13 @@ pub fn elaborate(program: &Program) -> (Vec<Graph>, Vec<Diagnostic>) {
             let ast::Item::Model(model) = item else { continue };
             if let Some(first) = model_names.get(&model.name.name) {
                 diags.push(
-                    Diagnostic::new(Code::E0103, model.name.span, format!("model `{}` is defined twice", model.name.name))
-                        .with_label(*first, "first defined here")
-                        .rule("R4.1"),
+                    Diagnostic::new(
+                        Code::E0103,
+                        model.name.span,
+                        format!("model `{}` is defined twice", model.name.name),
+                    )
+                    .with_label(*first, "first defined here")
+                    .rule("R4.1"),
                 );
                 continue;
             }
@@ -235,14 +239,18 @@ impl<'p> Elab<'p> {
             for (name, span) in &unbound {
                 self.error(
                     Diagnostic::new(Code::E0310, *span, format!("dimension `{name}` is not bound by any input"))
-                        .note(format!("name `{name}` alone in some input's type so it can be bound from that input's shape"))
+                        .note(format!(
+                            "name `{name}` alone in some input's type so it can be bound from that input's shape"
+                        ))
                         .rule("R5.4"),
                 );
             }
             let dim = if unbound.is_empty() { self.dim_expr(&mut scope, expr, "R5.4") } else { None };
             match dim {
                 Some(dim) => {
-                    if let Some((_, ty)) = input_types.iter_mut().find(|(a, _)| std::ptr::eq(*a, &model.args[arg_index])) {
+                    if let Some((_, ty)) =
+                        input_types.iter_mut().find(|(a, _)| std::ptr::eq(*a, &model.args[arg_index]))
+                    {
                         ty.shape[pos] = dim;
                     }
                 }
@@ -275,7 +283,8 @@ impl<'p> Elab<'p> {
                 ),
                 Some(Value::Error) => {}
                 Some(value) => {
-                    let node = self.expect_type(value, &declared, output.span, &format!("output `{}`", output.name.name));
+                    let node =
+                        self.expect_type(value, &declared, output.span, &format!("output `{}`", output.name.name));
                     if let Some(node) = node {
                         self.graph.outputs.push(ir::Output { name: output.name.name.clone(), node });
                     }
@@ -285,7 +294,13 @@ impl<'p> Elab<'p> {
     }
 
     /// Checks that `value` is a tensor of exactly `declared` (weak scalars are materialised for rank 0).
-    pub(crate) fn expect_type(&mut self, value: Value, declared: &TensorType, span: Span, what: &str) -> Option<NodeId> {
+    pub(crate) fn expect_type(
+        &mut self,
+        value: Value,
+        declared: &TensorType,
+        span: Span,
+        what: &str,
+    ) -> Option<NodeId> {
         let node = match value {
             Value::Tensor(node) => node,
             Value::Error => return None,
@@ -378,13 +393,17 @@ impl<'p> Elab<'p> {
                         for (name, span) in unbound {
                             let whose = if self.frames.is_empty() { "input" } else { "argument" };
                             self.error(
-                                Diagnostic::new(Code::E0310, span, format!("dimension `{name}` is not bound by any {whose}"))
-                                    .note(if self.frames.is_empty() {
-                                        "a model's dimensions are named by its inputs' types".to_string()
-                                    } else {
-                                        format!("add an argument `{name}: int`, or use `{name}` in an argument's type")
-                                    })
-                                    .rule("R5.4"),
+                                Diagnostic::new(
+                                    Code::E0310,
+                                    span,
+                                    format!("dimension `{name}` is not bound by any {whose}"),
+                                )
+                                .note(if self.frames.is_empty() {
+                                    "a model's dimensions are named by its inputs' types".to_string()
+                                } else {
+                                    format!("add an argument `{name}: int`, or use `{name}` in an argument's type")
+                                })
+                                .rule("R5.4"),
                             );
                         }
                         ok = false;
@@ -405,14 +424,15 @@ impl<'p> Elab<'p> {
         match self.expr(scope, expr) {
             Value::Int(d) => {
                 if let Some(c) = d.as_const()
-                    && c < 1 {
-                        self.error(
-                            Diagnostic::new(Code::E0311, expr.span, format!("dimension evaluates to {c}"))
-                                .note("every dimension must be at least 1")
-                                .rule("R3.3"),
-                        );
-                        return None;
-                    }
+                    && c < 1
+                {
+                    self.error(
+                        Diagnostic::new(Code::E0311, expr.span, format!("dimension evaluates to {c}"))
+                            .note("every dimension must be at least 1")
+                            .rule("R3.3"),
+                    );
+                    return None;
+                }
                 Some(d)
             }
             Value::Error => None,
@@ -511,14 +531,7 @@ impl<'p> Elab<'p> {
         scope.vars.insert(local, Value::Tensor(node));
     }
 
-    fn for_loop(
-        &mut self,
-        scope: &mut Scope,
-        var: &ast::Ident,
-        start: &ast::Expr,
-        end: &ast::Expr,
-        body: &ast::Block,
-    ) {
+    fn for_loop(&mut self, scope: &mut Scope, var: &ast::Ident, start: &ast::Expr, end: &ast::Expr, body: &ast::Block) {
         let bounds = [start, end].map(|e| match self.expr(scope, e) {
             Value::Int(d) => match d.as_const() {
                 Some(v) => Some(v),
@@ -534,8 +547,12 @@ impl<'p> Elab<'p> {
             Value::Error => None,
             other => {
                 self.error(
-                    Diagnostic::new(Code::E0203, e.span, format!("loop bounds must be integers, found {}", other.kind()))
-                        .rule("R4.5"),
+                    Diagnostic::new(
+                        Code::E0203,
+                        e.span,
+                        format!("loop bounds must be integers, found {}", other.kind()),
+                    )
+                    .rule("R4.5"),
                 );
                 None
             }
@@ -617,7 +634,10 @@ impl<'p> Elab<'p> {
                         expr.span,
                         format!("index-notation reduction `{}[...]` outside a definition", op.name()),
                     )
-                    .note(format!("use it on the right of `y[i] = ...`, or reduce a whole tensor with `{}(x, axis: ...)`", op.name()))
+                    .note(format!(
+                        "use it on the right of `y[i] = ...`, or reduce a whole tensor with `{}(x, axis: ...)`",
+                        op.name()
+                    ))
                     .rule("R7.4"),
                 );
                 Value::Error
@@ -654,14 +674,19 @@ impl<'p> Elab<'p> {
         let name = callee.text();
         let values: Vec<call::ArgValue> = args
             .iter()
-            .map(|arg| call::ArgValue { name: arg.name.clone(), value: self.expr(scope, &arg.value), span: arg.value.span })
+            .map(|arg| call::ArgValue {
+                name: arg.name.clone(),
+                value: self.expr(scope, &arg.value),
+                span: arg.value.span,
+            })
             .collect();
         if let Some(&dtype) = scope.dtypes.get(&name) {
             // A dtype variable used as a conversion: `T(mask)`.
             if let [arg] = values.as_slice()
-                && arg.name.is_none() {
-                    return self.cast(arg.value.clone(), dtype, arg.span, span);
-                }
+                && arg.name.is_none()
+            {
+                return self.cast(arg.value.clone(), dtype, arg.span, span);
+            }
             self.error(
                 Diagnostic::new(Code::E0106, span, format!("conversion `{name}(...)` takes one positional argument"))
                     .rule("R5.2"),
@@ -701,9 +726,7 @@ impl<'p> Elab<'p> {
         while let Some(open) = rest.find('{') {
             out.push_str(&rest[..open]);
             let Some(close) = rest[open..].find('}') else {
-                self.error(
-                    Diagnostic::new(Code::E0002, lit.span, "unclosed `{` in param prefix").rule("R1.5"),
-                );
+                self.error(Diagnostic::new(Code::E0002, lit.span, "unclosed `{` in param prefix").rule("R1.5"));
                 return None;
             };
             let name = &rest[open + 1..open + close];
@@ -796,7 +819,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 #[cfg(test)]
 mod scratch_tests {
-    use crate::driver::{check, Root};
+    use crate::driver::{Root, check};
     #[test]
     fn examples_scratch() {
         for f in ["../examples/mlp.tdsl", "../examples/cnn.tdsl", "../examples/encoder_layer.tdsl"] {
@@ -808,7 +831,9 @@ mod scratch_tests {
             }
             for g in &c.graphs {
                 eprintln!("{}", crate::ir::print::print(g));
-                if let Err(e) = crate::ir::verify(g) { eprintln!("VERIFY: {e:?}"); }
+                if let Err(e) = crate::ir::verify(g) {
+                    eprintln!("VERIFY: {e:?}");
+                }
             }
         }
     }

@@ -93,13 +93,16 @@ impl Elab<'_> {
         }
         if op == ast::BinOp::Pow
             && let (Value::Tensor(base), Value::Int(exp)) = (&a, &b)
-                && let Some(n) = exp.as_const().filter(|n| n.abs() <= MAX_POW_EXPANSION) {
-                    return self.int_pow(*base, n, span);
-                }
-        if !matches!(a, Value::Tensor(_)) && !matches!(b, Value::Tensor(_))
-            && let Some(folded) = self.fold(op, &a, &b, span) {
-                return folded;
-            }
+            && let Some(n) = exp.as_const().filter(|n| n.abs() <= MAX_POW_EXPANSION)
+        {
+            return self.int_pow(*base, n, span);
+        }
+        if !matches!(a, Value::Tensor(_))
+            && !matches!(b, Value::Tensor(_))
+            && let Some(folded) = self.fold(op, &a, &b, span)
+        {
+            return folded;
+        }
         self.binary_ir(ir_binop(op), a, b, span)
     }
 
@@ -112,7 +115,12 @@ impl Elab<'_> {
                 Diagnostic::new(
                     Code::E0201,
                     span,
-                    format!("`{}` needs operands of the same dtype, found {} and {}", op_symbol(op), ta.dtype.name(), tb.dtype.name()),
+                    format!(
+                        "`{}` needs operands of the same dtype, found {} and {}",
+                        op_symbol(op),
+                        ta.dtype.name(),
+                        tb.dtype.name()
+                    ),
                 )
                 .label(format!("{} {} {}", self.show_type(&ta), op_symbol(op), self.show_type(&tb)))
                 .note(format!("convert one side, e.g. `{}(x)`", ta.dtype.name()))
@@ -129,9 +137,13 @@ impl Elab<'_> {
                 "a numeric dtype"
             };
             self.error(
-                Diagnostic::new(Code::E0202, span, format!("`{}` is not defined for {}", op_symbol(op), ta.dtype.name()))
-                    .note(format!("`{}` needs {needs}", op_symbol(op)))
-                    .rule("R6.4"),
+                Diagnostic::new(
+                    Code::E0202,
+                    span,
+                    format!("`{}` is not defined for {}", op_symbol(op), ta.dtype.name()),
+                )
+                .note(format!("`{}` needs {needs}", op_symbol(op)))
+                .rule("R6.4"),
             );
             return Value::Error;
         }
@@ -196,8 +208,7 @@ impl Elab<'_> {
         }
         if n < 0 && !ty.dtype.is_float() {
             self.error(
-                Diagnostic::new(Code::E0202, span, format!("negative exponent on {}", ty.dtype.name()))
-                    .rule("R6.1"),
+                Diagnostic::new(Code::E0202, span, format!("negative exponent on {}", ty.dtype.name())).rule("R6.1"),
             );
             return Value::Error;
         }
@@ -328,7 +339,10 @@ impl Elab<'_> {
         let (ta, tb) = (self.ty(a).clone(), self.ty(b).clone());
         if ta.dtype != tb.dtype || !ta.dtype.is_float() {
             let (code, msg) = if ta.dtype != tb.dtype {
-                (Code::E0201, format!("`@` needs operands of the same dtype, found {} and {}", ta.dtype.name(), tb.dtype.name()))
+                (
+                    Code::E0201,
+                    format!("`@` needs operands of the same dtype, found {} and {}", ta.dtype.name(), tb.dtype.name()),
+                )
             } else {
                 (Code::E0202, format!("`@` is not defined for {}", ta.dtype.name()))
             };

@@ -81,13 +81,9 @@ impl Elab<'_> {
 
     fn weak_mismatch(&mut self, value: &Value, dtype: DType, span: Span) -> Option<NodeId> {
         self.error(
-            Diagnostic::new(
-                Code::E0201,
-                span,
-                format!("{} cannot be used as {}", value.kind(), dtype.name()),
-            )
-            .note(format!("convert explicitly, e.g. `{}(...)`", dtype.name()))
-            .rule("R3.5"),
+            Diagnostic::new(Code::E0201, span, format!("{} cannot be used as {}", value.kind(), dtype.name()))
+                .note(format!("convert explicitly, e.g. `{}(...)`", dtype.name()))
+                .rule("R3.5"),
         );
         None
     }
@@ -148,14 +144,10 @@ impl Elab<'_> {
                 _ => "f32 or f16",
             };
             self.error(
-                Diagnostic::new(
-                    Code::E0202,
-                    span,
-                    format!("`{}` is not defined for {}", op.name(), ty.dtype.name()),
-                )
-                .label(format!("this is {}; `{}` needs {wants}", self.show_type(&ty), op.name()))
-                .note("convert first, e.g. `f32(x)`")
-                .rule("R6.4"),
+                Diagnostic::new(Code::E0202, span, format!("`{}` is not defined for {}", op.name(), ty.dtype.name()))
+                    .label(format!("this is {}; `{}` needs {wants}", self.show_type(&ty), op.name()))
+                    .note("convert first, e.g. `f32(x)`")
+                    .rule("R6.4"),
             );
             return Value::Error;
         }

@@ -67,10 +67,10 @@ impl FnBuilder {
 
     /// A new function-local variable of type `ty` (no initializer; callers store the first value).
     pub fn local(&mut self, name: &str, ty: Handle<Type>) -> Handle<Expression> {
-        let var = self.fun.local_variables.append(
-            LocalVariable { name: Some(name.to_string()), ty, init: None },
-            Span::UNDEFINED,
-        );
+        let var = self
+            .fun
+            .local_variables
+            .append(LocalVariable { name: Some(name.to_string()), ty, init: None }, Span::UNDEFINED);
         self.expr(Expression::LocalVariable(var))
     }
 
@@ -85,7 +85,12 @@ impl FnBuilder {
 
     /// `subgroupShuffleXor(value, mask)` of a scalar of type `ty`: the result expression is never inside an
     /// `Emit` (naga's rule for statement results), so the emitter is flushed around the statement.
-    pub fn shuffle_xor(&mut self, value: Handle<Expression>, mask: Handle<Expression>, ty: Handle<Type>) -> Handle<Expression> {
+    pub fn shuffle_xor(
+        &mut self,
+        value: Handle<Expression>,
+        mask: Handle<Expression>,
+        ty: Handle<Type>,
+    ) -> Handle<Expression> {
         self.flush();
         let result = self.fun.expressions.append(Expression::SubgroupOperationResult { ty }, Span::UNDEFINED);
         let gather = Statement::SubgroupGather { mode: naga::GatherMode::ShuffleXor(mask), argument: value, result };

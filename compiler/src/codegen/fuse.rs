@@ -189,9 +189,9 @@ pub fn group(graph: &Graph, fuse: bool, target: &Target) -> Grouping {
             home[id.index()] = Home::Tensor;
             continue;
         }
-        let amplified = live_consumers.iter().any(|&c| {
-            amplifies(graph, c, id) || matches!(home[c.index()], Home::Inline { amplified: true, .. })
-        });
+        let amplified = live_consumers
+            .iter()
+            .any(|&c| amplifies(graph, c, id) || matches!(home[c.index()], Home::Inline { amplified: true, .. }));
         // The kernels this node would be computed in if inlined: its consumers' kernels.
         let kernels: BTreeSet<NodeId> = live_consumers
             .iter()
@@ -213,15 +213,27 @@ pub fn group(graph: &Graph, fuse: bool, target: &Target) -> Grouping {
             Err("the consumer reads each element many times (recomputing it is not worth it)".to_string())
         } else if is_contraction(&node.op) {
             match live_consumers.as_slice() {
-                _ if shared => Err(format!("it is needed by {} kernels and a {} is never recomputed", kernels.len(), node.op.name())),
+                _ if shared => Err(format!(
+                    "it is needed by {} kernels and a {} is never recomputed",
+                    kernels.len(),
+                    node.op.name()
+                )),
                 [c] if is_elementwise(&graph.node(*c).op) || is_layout(&graph.node(*c).op) => Ok(()),
-                [c] => Err(format!("a {} is fused only into an elementwise or layout consumer, not a {}", node.op.name(), graph.node(*c).op.name())),
+                [c] => Err(format!(
+                    "a {} is fused only into an elementwise or layout consumer, not a {}",
+                    node.op.name(),
+                    graph.node(*c).op.name()
+                )),
                 many => Err(format!("value has {} consumers and a {} is never recomputed", many.len(), node.op.name())),
             }
         } else if !shared || recompute(&node.op, kernels.len()) || (amplified && cheap_to_recompute(graph, id)) {
             Ok(())
         } else {
-            Err(format!("value is needed by {} kernels and recomputing `{}` costs more than storing it", kernels.len(), node.op.name()))
+            Err(format!(
+                "value is needed by {} kernels and recomputing `{}` costs more than storing it",
+                kernels.len(),
+                node.op.name()
+            ))
         };
         home[id.index()] = match decision {
             Ok(()) => {
@@ -282,9 +294,7 @@ fn merge_rows(
         }
         let holding: BTreeSet<usize> = consumers[s.index()]
             .iter()
-            .flat_map(|&c| {
-                groups.iter().enumerate().filter(move |(_, g)| g.contains(c)).map(|(j, _)| j)
-            })
+            .flat_map(|&c| groups.iter().enumerate().filter(move |(_, g)| g.contains(c)).map(|(j, _)| j))
             .collect();
         let [j] = holding.into_iter().collect::<Vec<_>>()[..] else { continue };
         if j == i {
@@ -293,7 +303,8 @@ fn merge_rows(
         let mut merged = groups[j].inline.clone();
         merged.insert(s);
         merged.extend(groups[i].inline.iter().copied());
-        let placed = rows::plan(graph, groups[j].root, &merged, target).is_some_and(|p| p.places.iter().any(|&(n, _)| n == s));
+        let placed =
+            rows::plan(graph, groups[j].root, &merged, target).is_some_and(|p| p.places.iter().any(|&(n, _)| n == s));
         if placed {
             groups[j].inline = merged;
             groups.remove(i);
@@ -341,9 +352,8 @@ fn merge_horizontal(graph: &Graph, groups: &mut Vec<Group>, target: &Target) {
         while j < groups.len() {
             let (a, b) = (&groups[i], &groups[j]);
             let (reads_a, reads_b) = (reads(a), reads(b));
-            let available = |o: &NodeId| {
-                before.contains(o) || matches!(graph.node(*o).op, Op::Input { .. } | Op::Param { .. })
-            };
+            let available =
+                |o: &NodeId| before.contains(o) || matches!(graph.node(*o).op, Op::Input { .. } | Op::Param { .. });
             let outputs = 1 + a.siblings.len() + 1 + b.siblings.len();
             let bindings = reads_a.union(&reads_b).count() + outputs + usize::from(status(a) || status(b));
             let fits = graph.node(a.root).ty.shape == graph.node(b.root).ty.shape

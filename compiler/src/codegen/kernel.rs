@@ -440,7 +440,9 @@ impl Cx<'_> {
                 let value = self.value(id, &mut Pos::flat(&shape, flat))?;
                 components.push(to_storage(&mut self.b, value));
             }
-            let ty = self.b.ty(TypeInner::Vector { size: VectorSize::Quad, scalar: storage_scalar(graph.node(id).ty.dtype) });
+            let ty = self
+                .b
+                .ty(TypeInner::Vector { size: VectorSize::Quad, scalar: storage_scalar(graph.node(id).ty.dtype) });
             let composed = self.b.expr(Expression::Compose { ty, components });
             let array = self.b.expr(Expression::GlobalVariable(buffer));
             let pointer = self.b.expr(Expression::Access { base: array, index: v });
@@ -998,9 +1000,11 @@ impl Cx<'_> {
                     if !proven {
                         self.affine_bounds(map, affine, node, s, axis);
                     }
-                    let mut index: Option<Expr> = (affine.offset.as_const() != Some(0)).then(|| self.dim(&affine.offset));
+                    let mut index: Option<Expr> =
+                        (affine.offset.as_const() != Some(0)).then(|| self.dim(&affine.offset));
                     for (var, coef) in &affine.terms {
-                        let v = *self.vars.get(var).ok_or_else(|| internal(&self.name, "an index variable is unbound"))?;
+                        let v =
+                            *self.vars.get(var).ok_or_else(|| internal(&self.name, "an index variable is unbound"))?;
                         let term = match coef.as_const() {
                             Some(1) => v,
                             _ => {
@@ -1037,7 +1041,8 @@ impl Cx<'_> {
                         self.b.select(inside, value.expr, fallback)
                     }
                     (Some(inside), None) => {
-                        let outside = self.b.expr(Expression::Unary { op: naga::UnaryOperator::LogicalNot, expr: inside });
+                        let outside =
+                            self.b.expr(Expression::Unary { op: naga::UnaryOperator::LogicalNot, expr: inside });
                         // The index of the first axis out of range (as i32 bits).
                         let mut detail = checks.last().map_or(inside, |c| c.0);
                         for &(index, axis_inside) in checks.iter().rev().skip(1) {
@@ -1050,7 +1055,8 @@ impl Cx<'_> {
             }
             ScalarExpr::Reduce { op, vars, body } => {
                 let extents: Vec<Dim> = vars.iter().map(|v| map.extents[v.0 as usize].clone()).collect();
-                let total = shape_count(&extents).ok_or_else(|| internal(&self.name, "the reduction size overflows"))?;
+                let total =
+                    shape_count(&extents).ok_or_else(|| internal(&self.name, "the reduction size overflows"))?;
                 self.bounds.push((format!("size of reduction s{}", s.index()), total.clone(), MAX_ELEMENTS));
                 let value = self.reduction(node, *op, dtype, &total, &mut |cx, r| {
                     let values = cx.delinearize(r, &extents);
@@ -1224,7 +1230,14 @@ impl Cx<'_> {
 
     /// The output pass of a workgroup row kernel: the root at each column of the row starting at `base`,
     /// taken by the row's `lanes`.
-    fn store_row(&mut self, plan: &RowPlan, output: Handle<GlobalVariable>, base: Expr, lanes: RowLanes, full: &[Dim]) -> R<()> {
+    fn store_row(
+        &mut self,
+        plan: &RowPlan,
+        output: Handle<GlobalVariable>,
+        base: Expr,
+        lanes: RowLanes,
+        full: &[Dim],
+    ) -> R<()> {
         let root = self.root;
         self.strided_loop(lanes, &plan.cols, &mut |cx, j| {
             let flat = cx.b.binary(BinaryOperator::Add, base, j);

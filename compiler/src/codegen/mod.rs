@@ -18,15 +18,15 @@
 
 mod builder;
 pub mod fuse;
-pub mod rows;
 mod kernel;
 mod plan;
+pub mod rows;
 mod scalar;
 pub mod target;
-pub mod tiles;
-pub mod tuning;
 #[cfg(test)]
 mod tests;
+pub mod tiles;
+pub mod tuning;
 
 use crate::dim::Dim;
 use crate::ir::NodeId;
@@ -126,7 +126,10 @@ impl Kernel {
         // zero array over all of it) costs CPU drivers seconds of shader compilation per kernel.
         let subgroups = module.entry_points.iter().any(|e| {
             e.function.arguments.iter().any(|a| {
-                matches!(a.binding, Some(naga::Binding::BuiltIn(naga::BuiltIn::SubgroupSize | naga::BuiltIn::SubgroupId)))
+                matches!(
+                    a.binding,
+                    Some(naga::Binding::BuiltIn(naga::BuiltIn::SubgroupSize | naga::BuiltIn::SubgroupId))
+                )
             })
         });
         let options = naga::back::spv::Options {

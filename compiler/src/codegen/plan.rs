@@ -8,10 +8,10 @@ use std::collections::HashMap;
 
 use tdsl_runtime::program::{Arg, Bound, Launch, Program, TensorDecl, TensorId, TensorRole};
 
-use super::fuse;
-use super::tuning::Tuning;
 use super::Target;
+use super::fuse;
 use super::kernel::group_kernel;
+use super::tuning::Tuning;
 use super::{CodegenError, Kernel, KernelArg};
 use crate::dim::Dim;
 use crate::ir::{Graph, NodeId, Op};
@@ -80,19 +80,26 @@ pub fn compile_tuned(graph: &Graph, options: Options, tuning: &Tuning) -> Result
                       role: TensorRole| {
         let ty = &graph.node(node).ty;
         let id = TensorId(program.tensors.len() as u32);
-        program.tensors.push(TensorDecl { name, role, dtype: ty.dtype, shape: ty.shape.iter().map(Dim::to_expr).collect() });
+        program.tensors.push(TensorDecl {
+            name,
+            role,
+            dtype: ty.dtype,
+            shape: ty.shape.iter().map(Dim::to_expr).collect(),
+        });
         tensor_of.insert(node, id);
         id
     };
     for &id in &graph.inputs {
         if let Op::Input { name } = &graph.node(id).op {
-            let t = add_tensor(&mut program, &mut tensor_of, id, format!("input {name}"), TensorRole::Input(name.clone()));
+            let t =
+                add_tensor(&mut program, &mut tensor_of, id, format!("input {name}"), TensorRole::Input(name.clone()));
             program.inputs.push(t);
         }
     }
     for &id in &graph.params {
         if let Op::Param { key } = &graph.node(id).op {
-            let t = add_tensor(&mut program, &mut tensor_of, id, format!("param {key}"), TensorRole::Param(key.clone()));
+            let t =
+                add_tensor(&mut program, &mut tensor_of, id, format!("param {key}"), TensorRole::Param(key.clone()));
             program.params.push(t);
         }
     }

@@ -85,7 +85,13 @@ pub(super) fn reduce_init(b: &mut FnBuilder, op: crate::ir::ReduceOp, dtype: DTy
 }
 
 /// `acc op x` of one reduction step, never rounded to f16 (the interpreter rounds once, at the end).
-pub(super) fn reduce_step(b: &mut FnBuilder, op: crate::ir::ReduceOp, acc: Expr, x: Expr, dtype: DType) -> Option<Expr> {
+pub(super) fn reduce_step(
+    b: &mut FnBuilder,
+    op: crate::ir::ReduceOp,
+    acc: Expr,
+    x: Expr,
+    dtype: DType,
+) -> Option<Expr> {
     use crate::ir::ReduceOp as R;
     let bin = match op {
         R::Sum | R::Mean => BinaryOp::Add,

@@ -39,7 +39,13 @@ fn check(kernel: &Kernel) {
 
 fn kernel_of(b: &Builder, node: crate::ir::NodeId) -> Kernel {
     crate::ir::verify(&b.g).unwrap_or_else(|errs| panic!("test graph does not verify: {errs:?}"));
-    group_kernel(&b.g, &fuse::Group { root: node, inline: Default::default(), siblings: Vec::new() }, 0, &Default::default()).unwrap_or_else(|err| panic!("{err}"))
+    group_kernel(
+        &b.g,
+        &fuse::Group { root: node, inline: Default::default(), siblings: Vec::new() },
+        0,
+        &Default::default(),
+    )
+    .unwrap_or_else(|err| panic!("{err}"))
 }
 
 fn unary_kernel(op: UnaryOp, dtype: DType) -> Kernel {
@@ -177,7 +183,11 @@ fn reductions_matmul_f16_and_integer_division_build() {
     let mut b = Builder::new("mixed");
     let n = b.sym("N");
     let x = b.input("x", DType::F32, &[n.clone(), c(3)]);
-    let sum = b.node(Op::Reduce { op: crate::ir::ReduceOp::Mean, input: x, axes: vec![1] }, DType::F32, std::slice::from_ref(&n));
+    let sum = b.node(
+        Op::Reduce { op: crate::ir::ReduceOp::Mean, input: x, axes: vec![1] },
+        DType::F32,
+        std::slice::from_ref(&n),
+    );
     let w = b.input("w", DType::F32, &[c(3), c(2)]);
     let mm = b.node(Op::MatMul(x, w), DType::F32, &[n.clone(), c(2)]);
     let half = b.input("h", DType::F16, std::slice::from_ref(&n));

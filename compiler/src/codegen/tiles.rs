@@ -84,9 +84,7 @@ pub fn plan(graph: &Graph, group: &Group, tile: TileShape) -> Option<TilePlan> {
         if shape.len() < 2
             || count(shape) != count(&graph.node(stored).ty.shape)
             || matmuls.iter().any(|&(_, m): &(NodeId, NodeId)| {
-                m == matmul
-                    || contraction_length(m) != contraction_length(matmul)
-                    || graph.node(m).ty.shape != *shape
+                m == matmul || contraction_length(m) != contraction_length(matmul) || graph.node(m).ty.shape != *shape
             })
         {
             return None;
@@ -128,7 +126,9 @@ impl TilePlan {
             .matmuls
             .iter()
             .map(|&(_, m)| match graph.node(m).op {
-                Op::MatMul(a, b) => (runs_along(graph, group, a, rank - 1, false), runs_along(graph, group, b, rank - 2, false)),
+                Op::MatMul(a, b) => {
+                    (runs_along(graph, group, a, rank - 1, false), runs_along(graph, group, b, rank - 2, false))
+                }
                 _ => (false, false),
             })
             .collect();
@@ -209,9 +209,8 @@ fn spine_matmul(graph: &Graph, group: &Group, id: NodeId) -> Option<NodeId> {
             continue;
         }
         let node = graph.node(n);
-        let spine = |o: &NodeId| {
-            group.contains(*o) && !group.roots().any(|r| r == *o) && depends_on_matmul(graph, group, *o)
-        };
+        let spine =
+            |o: &NodeId| group.contains(*o) && !group.roots().any(|r| r == *o) && depends_on_matmul(graph, group, *o);
         match &node.op {
             Op::MatMul(..) => {
                 if found.replace(n).is_some_and(|f| f != n) {

@@ -301,7 +301,11 @@ pub struct ScalarNode {
 #[derive(Clone, Debug, PartialEq)]
 pub enum ScalarExpr {
     /// `inputs[input][indices...]`, or `default` when `default` is given and an index is out of range.
-    Load { input: usize, indices: Vec<Affine>, default: Option<Scalar> },
+    Load {
+        input: usize,
+        indices: Vec<Affine>,
+        default: Option<Scalar>,
+    },
     /// The current value of an index variable (as `i32`/`u32`/float per dtype).
     Var(VarId),
     /// A dimension's value.
@@ -309,10 +313,18 @@ pub enum ScalarExpr {
     Const(Scalar),
     Unary(UnaryOp, ScalarId),
     Binary(BinaryOp, ScalarId, ScalarId),
-    Select { cond: ScalarId, on_true: ScalarId, on_false: ScalarId },
+    Select {
+        cond: ScalarId,
+        on_true: ScalarId,
+        on_false: ScalarId,
+    },
     Cast(ScalarId),
     /// Reduces `body` over all values of `vars` (in order, last fastest).
-    Reduce { op: ReduceOp, vars: Vec<VarId>, body: ScalarId },
+    Reduce {
+        op: ReduceOp,
+        vars: Vec<VarId>,
+        body: ScalarId,
+    },
 }
 
 /// An affine index: `offset + sum(coef * var)`; coefficients and offset are dimensions.

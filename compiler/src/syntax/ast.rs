@@ -170,11 +170,23 @@ pub enum ExprKind {
     Unary(UnaryOp, Box<Expr>),
     Binary(BinOp, Box<Expr>, Box<Expr>),
     /// `f(args)` or `f["prefix"](args)`.
-    Call { callee: Path, prefix: Option<StrLit>, args: Vec<CallArg> },
+    Call {
+        callee: Path,
+        prefix: Option<StrLit>,
+        args: Vec<CallArg>,
+    },
     /// `x[i, j]` or `x[i - 1, j] else 0.0`.
-    Access { tensor: Path, indices: Vec<Expr>, default: Option<Box<Expr>> },
+    Access {
+        tensor: Path,
+        indices: Vec<Expr>,
+        default: Option<Box<Expr>>,
+    },
     /// `sum[k](body)`.
-    Reduce { op: Reducer, indices: Vec<IndexDecl>, body: Box<Expr> },
+    Reduce {
+        op: Reducer,
+        indices: Vec<IndexDecl>,
+        body: Box<Expr>,
+    },
     /// `[a, b, c]`.
     List(Vec<Expr>),
     /// An expression the parser could not read; its errors were reported.

@@ -108,7 +108,8 @@ impl Encoder {
         let path = dir.join("tokenizer.json");
         let tokenizer_error = |detail: String| Error::Tokenizer { path: path.clone(), detail };
         let mut tokenizer = Tokenizer::from_file(&path).map_err(|e| tokenizer_error(e.to_string()))?;
-        tokenizer.with_padding(Some(PaddingParams { strategy: PaddingStrategy::BatchLongest, ..PaddingParams::default() }));
+        tokenizer
+            .with_padding(Some(PaddingParams { strategy: PaddingStrategy::BatchLongest, ..PaddingParams::default() }));
         tokenizer
             .with_truncation(Some(TruncationParams { max_length: MAX_TOKENS, ..TruncationParams::default() }))
             .map_err(|e| tokenizer_error(e.to_string()))?;
@@ -140,10 +141,8 @@ impl Encoder {
 
     /// Tokenises `sentences` into one padded batch.
     pub fn tokenize(&self, sentences: &[&str]) -> Result<Batch, Error> {
-        let encodings = self
-            .tokenizer
-            .encode_batch(sentences.to_vec(), true)
-            .map_err(|e| Error::Tokenize(e.to_string()))?;
+        let encodings =
+            self.tokenizer.encode_batch(sentences.to_vec(), true).map_err(|e| Error::Tokenize(e.to_string()))?;
         let b = encodings.len();
         let s = encodings.iter().map(|e| e.get_ids().len()).max().unwrap_or(0);
         let mut ids = Vec::with_capacity(b);
@@ -160,7 +159,10 @@ impl Encoder {
             }
         }
         let shape = [b, s];
-        Ok(Batch { ids, inputs: vec![Tensor::i32(&shape, input_ids), Tensor::i32(&shape, mask), Tensor::i32(&shape, types)] })
+        Ok(Batch {
+            ids,
+            inputs: vec![Tensor::i32(&shape, input_ids), Tensor::i32(&shape, mask), Tensor::i32(&shape, types)],
+        })
     }
 
     /// The unit-length embeddings of `sentences`, in order, computed as one batch.
@@ -187,7 +189,11 @@ impl Encoder {
 pub fn compile(fuse: bool, target: codegen::Target) -> Result<(Program, usize), Error> {
     let checked = driver::check(Root::Text { name: "minilm.tdsl", text: SOURCE });
     if !checked.diagnostics.is_empty() {
-        return Err(Error::Compile(tdsl_compiler::render::render(&checked.diagnostics, &checked.program.sources, false)));
+        return Err(Error::Compile(tdsl_compiler::render::render(
+            &checked.diagnostics,
+            &checked.program.sources,
+            false,
+        )));
     }
     let graph = checked.graphs.into_iter().next().ok_or_else(|| Error::Compile("no model".to_string()))?;
     let compiled =
@@ -209,7 +215,8 @@ pub fn bench_batch(b: usize, s: usize) -> Batch {
     }
     let flat: Vec<i32> = ids.iter().flatten().map(|&v| v as i32).collect();
     let shape = [b, s];
-    let inputs = vec![Tensor::i32(&shape, flat), Tensor::i32(&shape, vec![1; b * s]), Tensor::i32(&shape, vec![0; b * s])];
+    let inputs =
+        vec![Tensor::i32(&shape, flat), Tensor::i32(&shape, vec![1; b * s]), Tensor::i32(&shape, vec![0; b * s])];
     Batch { ids, inputs }
 }
 

@@ -78,7 +78,8 @@ fn run(args: Args) -> Result<(), String> {
     };
     let backend = match args.backend.as_deref() {
         Some(name) => Some(
-            BackendChoice::from_name(name).ok_or_else(|| format!("--backend {name:?} is not a backend; use vulkan, gl or any"))?,
+            BackendChoice::from_name(name)
+                .ok_or_else(|| format!("--backend {name:?} is not a backend; use vulkan, gl or any"))?,
         ),
         None => None,
     };
@@ -127,7 +128,10 @@ fn bench(dir: &std::path::Path, gpu: Gpu, batches: &[(usize, usize)], runs: usiz
         encoders.push((fuse, encoder, start.elapsed().as_secs_f64()));
     }
     println!("minilm on {}, median of {runs} run(s) after a warm-up", encoders[0].1.gpu().describe());
-    println!("{:<8} {:<8} {:>8} {:>12} {:>12} {:>12} {:>12}", "batch", "program", "kernels", "load s", "prepare s", "peak MiB", "latency ms");
+    println!(
+        "{:<8} {:<8} {:>8} {:>12} {:>12} {:>12} {:>12}",
+        "batch", "program", "kernels", "load s", "prepare s", "peak MiB", "latency ms"
+    );
     for &(b, s) in batches {
         let batch = tdsl_minilm::bench_batch(b, s);
         let mut latencies = Vec::new();

@@ -313,8 +313,7 @@ fn encode_dim(dim: &DimExpr, symbols: &[String]) -> Dim {
 
 /// Decodes the manifest and takes each launch's kernels from `blobs`.
 pub fn decode(manifest: &[u8], blobs: &[u8]) -> Result<Bundle, BundleProblem> {
-    let manifest: Manifest =
-        serde_json::from_slice(manifest).map_err(|e| BundleProblem::Manifest(e.to_string()))?;
+    let manifest: Manifest = serde_json::from_slice(manifest).map_err(|e| BundleProblem::Manifest(e.to_string()))?;
     let models = manifest.models.into_iter().map(|m| decode_model(m, blobs)).collect::<Result<_, _>>()?;
     Ok(Bundle { producer: manifest.producer, models })
 }
@@ -351,7 +350,8 @@ fn decode_model(model: Model, blobs: &[u8]) -> Result<BundledModel, BundleProble
         let place = |what: &str| format!("launch {i} ({}): {what}", l.name);
         let wgsl_bytes = blob(blobs, &l.wgsl).ok_or_else(|| here(place("its WGSL lies outside the blob section")))?;
         let wgsl = String::from_utf8(wgsl_bytes.to_vec()).map_err(|_| here(place("its WGSL is not UTF-8")))?;
-        let spirv_bytes = blob(blobs, &l.spirv).ok_or_else(|| here(place("its SPIR-V lies outside the blob section")))?;
+        let spirv_bytes =
+            blob(blobs, &l.spirv).ok_or_else(|| here(place("its SPIR-V lies outside the blob section")))?;
         if spirv_bytes.len() % 4 != 0 {
             return Err(here(place("its SPIR-V is not a whole number of 4-byte words")));
         }

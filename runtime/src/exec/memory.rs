@@ -108,9 +108,10 @@ pub fn plan_slots(program: &Program) -> Vec<Option<usize>> {
         .tensors
         .iter()
         .map(|decl| {
-            let count = decl.shape.iter().fold(1u64, |n, dim| {
-                n.saturating_mul(dim.eval(&symbols).map_or(u64::MAX, |v| v.max(0) as u64))
-            });
+            let count = decl
+                .shape
+                .iter()
+                .fold(1u64, |n, dim| n.saturating_mul(dim.eval(&symbols).map_or(u64::MAX, |v| v.max(0) as u64)));
             count.saturating_mul(decl.dtype.size() as u64)
         })
         .collect();
@@ -179,7 +180,9 @@ pub fn check_slots(program: &Program, slots: &[Option<usize>]) -> Result<(), Vec
             (Some(slot), Some(what), _) => {
                 problems.push(SlotProblem::Unexpected { id: t, tensor: decl.name.clone(), what, slot })
             }
-            (None, None, Some(launch)) => problems.push(SlotProblem::Missing { id: t, tensor: decl.name.clone(), launch }),
+            (None, None, Some(launch)) => {
+                problems.push(SlotProblem::Missing { id: t, tensor: decl.name.clone(), launch })
+            }
             (Some(slot), None, _) => {
                 if slot >= n {
                     problems.push(SlotProblem::Gap { slot });
@@ -251,8 +254,8 @@ pub fn memory_from_slots(program: &Program, slots: &[Option<usize>], bytes: &[u6
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::program::{DimExpr, Launch, TensorDecl, TensorId};
     use crate::DType;
+    use crate::program::{DimExpr, Launch, TensorDecl, TensorId};
 
     fn tensor(name: &str, role: TensorRole) -> TensorDecl {
         TensorDecl { name: name.into(), role, dtype: DType::F32, shape: vec![DimExpr::constant(4)] }

@@ -16,8 +16,8 @@ mod buffer;
 mod measure;
 
 pub use buffer::device_bytes;
-pub use measure::{DispatchTimes, Timing, median};
 pub(crate) use buffer::to_device_bytes;
+pub use measure::{DispatchTimes, Timing, median};
 #[cfg(test)]
 pub(crate) mod tests;
 
@@ -260,16 +260,7 @@ impl Gpu {
                 (Some((cache, path.clone())), state)
             }
         };
-        Ok(Gpu {
-            instance,
-            adapter,
-            device,
-            queue,
-            info,
-            pipelines: Mutex::new(HashMap::new()),
-            cache,
-            cache_state,
-        })
+        Ok(Gpu { instance, adapter, device, queue, info, pipelines: Mutex::new(HashMap::new()), cache, cache_state })
     }
 
     /// What became of the pipeline cache file asked for in `GpuOptions`.

@@ -41,8 +41,8 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError};
 
 use super::{Tol, gpu, mismatches, run_gpu_for, seeded_bindings};
-use tdsl_compiler::codegen;
 use crate::util::{check_text, rendered};
+use tdsl_compiler::codegen;
 use tdsl_compiler::interp;
 
 fn config() -> Config {
@@ -456,8 +456,8 @@ fn run_program(program: &Program, seed: u64) -> Result<(), String> {
     runs.push(("unfused", codegen::Options { fuse: false, target: own }));
     let mut results = Vec::new();
     for &(what, options) in &runs {
-        let actual = run_gpu_for(&graph, &inputs, &params, options)
-            .map_err(|e| format!("GPU ({what}): {e}\n{}", context()))?;
+        let actual =
+            run_gpu_for(&graph, &inputs, &params, options).map_err(|e| format!("GPU ({what}): {e}\n{}", context()))?;
         results.push(actual);
     }
     let mut failures = Vec::new();

@@ -129,7 +129,9 @@ fn model_file_with(path: &Path, options: Option<tdsl_compiler::codegen::Options>
         // `None`: the device's own profile and the `gpu` profile where that is another (`gpu::profiles`).
         let runs: Vec<_> = match options {
             Some(options) => vec![options],
-            None => profiles().into_iter().map(|target| tdsl_compiler::codegen::Options { fuse: true, target }).collect(),
+            None => {
+                profiles().into_iter().map(|target| tdsl_compiler::codegen::Options { fuse: true, target }).collect()
+            }
         };
         for options in runs {
             let actual = run_gpu_for(graph, &inputs, &params, options)

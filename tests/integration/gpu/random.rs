@@ -92,7 +92,10 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
         let got = interp::run(stage, &case.inputs, &params)
             .map_err(|e| TestCaseError::fail(format!("interpreter after `{pass}`: {e}\n{}", case.source)))?;
         if !crate::util::same_bits(&expected, &got) {
-            return Err(TestCaseError::fail(format!("after `{pass}` the interpreter's results differ\n{}", case.source)));
+            return Err(TestCaseError::fail(format!(
+                "after `{pass}` the interpreter's results differ\n{}",
+                case.source
+            )));
         }
     }
     // The fused and the unfused program each agree with the interpreter within the case's bounds (so with

@@ -318,12 +318,7 @@ fn short_rows_sharing_a_workgroup() {
             d = k - max(k, axis: 1, keepdims: true) + sum(k, axis: 1, keepdims: true)
         }",
         &[("R", 37)],
-        &[
-            Tol::reduction(1).times(4.0),
-            Tol::reduction(3).times(4.0),
-            Tol::reduction(16).times(8.0),
-            Tol::Exact,
-        ],
+        &[Tol::reduction(1).times(4.0), Tol::reduction(3).times(4.0), Tol::reduction(16).times(8.0), Tol::Exact],
     );
 }
 
@@ -339,9 +334,27 @@ fn row_max_and_min_keep_nan_and_signed_zero_rules() {
         (0..len)
             .map(|j| match r {
                 0 if j == 77 => f32::NAN,
-                1 => if j % 3 == 0 { 0.0 } else { -0.0 },
-                2 => if j == len - 1 { 0.0 } else { -0.0 },
-                3 => if j == 5 { f32::NEG_INFINITY } else { -0.0 },
+                1 => {
+                    if j % 3 == 0 {
+                        0.0
+                    } else {
+                        -0.0
+                    }
+                }
+                2 => {
+                    if j == len - 1 {
+                        0.0
+                    } else {
+                        -0.0
+                    }
+                }
+                3 => {
+                    if j == 5 {
+                        f32::NEG_INFINITY
+                    } else {
+                        -0.0
+                    }
+                }
                 _ => ((j * 37 + r * 11) % 101) as f32 - 50.0,
             })
             .collect()

@@ -101,23 +101,24 @@ impl Cx<'_> {
                 }
                 starts.push((left, right));
             }
-            return self.counted_loop("k4", &quads, &mut |cx, q| {
-                for (t, (left, right)) in starts.iter().enumerate() {
-                    let left: Vec<Expr> = left.iter().map(|&(buffer, first)| cx.quad(buffer, first, q)).collect();
-                    let right: Vec<Expr> = right.iter().map(|&(buffer, first)| cx.quad(buffer, first, q)).collect();
-                    for (r, &x) in left.iter().enumerate() {
-                        for (s, &y) in right.iter().enumerate() {
-                            let acc = sums[t * block + r * right.len() + s];
-                            let product = cx.b.math(naga::MathFunction::Dot, &[x, y]);
-                            let current = cx.b.load(acc);
-                            let next = cx.b.binary(BinaryOperator::Add, current, product);
-                            cx.b.store(acc, next);
+            return self
+                .counted_loop("k4", &quads, &mut |cx, q| {
+                    for (t, (left, right)) in starts.iter().enumerate() {
+                        let left: Vec<Expr> = left.iter().map(|&(buffer, first)| cx.quad(buffer, first, q)).collect();
+                        let right: Vec<Expr> = right.iter().map(|&(buffer, first)| cx.quad(buffer, first, q)).collect();
+                        for (r, &x) in left.iter().enumerate() {
+                            for (s, &y) in right.iter().enumerate() {
+                                let acc = sums[t * block + r * right.len() + s];
+                                let product = cx.b.math(naga::MathFunction::Dot, &[x, y]);
+                                let current = cx.b.load(acc);
+                                let next = cx.b.binary(BinaryOperator::Add, current, product);
+                                cx.b.store(acc, next);
+                            }
                         }
                     }
-                }
-                Ok(())
-            })
-            .and_then(|()| self.tile_epilogues(plan, outputs, &sums, &batch, [&rows, &cols], [m_value, n_value]));
+                    Ok(())
+                })
+                .and_then(|()| self.tile_epilogues(plan, outputs, &sums, &batch, [&rows, &cols], [m_value, n_value]));
         }
         self.counted_loop("k", &k_extent, &mut |cx, k| {
             for (t, &(a, c)) in operands.iter().enumerate() {
@@ -144,7 +145,12 @@ impl Cx<'_> {
 
     /// The tile row, tile column and batch coordinates of tile `index`, numbered
     /// `(batch * tiles_m + tile_row) * tiles_n + tile_col`.
-    pub(super) fn tile_origin(&mut self, index: Expr, [tiles_m, tiles_n]: [&Dim; 2], batch: &[Dim]) -> (Expr, Expr, Vec<Expr>) {
+    pub(super) fn tile_origin(
+        &mut self,
+        index: Expr,
+        [tiles_m, tiles_n]: [&Dim; 2],
+        batch: &[Dim],
+    ) -> (Expr, Expr, Vec<Expr>) {
         let tn = self.dim(tiles_n);
         let tile_col = self.b.binary(BinaryOperator::Modulo, index, tn);
         let rest = self.b.binary(BinaryOperator::Divide, index, tn);
@@ -254,8 +260,6 @@ pub(super) fn blocks(extent: &Dim, per: u32) -> Result<Dim, String> {
 pub(super) fn block_count(shape: &[Dim], [rows, cols]: [u32; 2]) -> Result<Dim, String> {
     let rank = shape.len();
     let batch = shape_count(&shape[..rank - 2]).ok_or("the batch size overflows")?;
-    let tiles = blocks(&shape[rank - 2], rows)?
-        .mul(&blocks(&shape[rank - 1], cols)?)
-        .map_err(|e| e.to_string())?;
+    let tiles = blocks(&shape[rank - 2], rows)?.mul(&blocks(&shape[rank - 1], cols)?).map_err(|e| e.to_string())?;
     batch.mul(&tiles).map_err(|e| e.to_string())
 }
