@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 use tdsl_runtime::gpu::median;
 use tdsl_runtime::{Gpu, Prepared, Tensor, Timing};
 
-use crate::codegen::{self, Options, Target};
+use crate::codegen::{self, Target};
 use crate::ir::{Graph, Op};
+use crate::pipeline::{self, Options};
 use crate::random::seeded_tensor;
 
 /// One measured program.
@@ -68,7 +69,8 @@ pub fn measure(
     let (inputs, params) = seeded_data(graph, sizes, seed)?;
     let mut results = Vec::new();
     for fuse in [false, true] {
-        let compiled = codegen::compile_with(graph, Options { fuse, target }).map_err(|e| e.to_string())?;
+        let compiled = pipeline::compile_graph(graph, &Options { fuse, target, ..Options::default() })
+            .map_err(|e| e.to_string())?;
         let prepared = gpu.prepare(&compiled.program, &inputs, &params).map_err(|e| e.to_string())?;
         prepared.run().map_err(|e| e.to_string())?;
         let times = run_times(&prepared, repeat)?;
@@ -178,7 +180,8 @@ pub fn profile(
     fuse: bool,
 ) -> Result<Profile, String> {
     let (inputs, params) = seeded_data(graph, sizes, seed)?;
-    let compiled = codegen::compile_with(graph, Options { fuse, target }).map_err(|e| e.to_string())?;
+    let compiled =
+        pipeline::compile_graph(graph, &Options { fuse, target, ..Options::default() }).map_err(|e| e.to_string())?;
     let report = crate::explain::explain(&compiled, sizes, fuse)?;
     let prepared = gpu.prepare(&compiled.program, &inputs, &params).map_err(|e| e.to_string())?;
     prepared.run().map_err(|e| e.to_string())?;
@@ -250,7 +253,8 @@ pub fn dispatch_overhead(
 ) -> Result<(Duration, Duration, usize), String> {
     let sizes = vec![64; chain.symbols.len()];
     let (inputs, params) = seeded_data(chain, &sizes, 0)?;
-    let compiled = codegen::compile_with(chain, Options { fuse: false, target }).map_err(|e| e.to_string())?;
+    let compiled = pipeline::compile_graph(chain, &Options { fuse: false, target, ..Options::default() })
+        .map_err(|e| e.to_string())?;
     let prepared = gpu.prepare(&compiled.program, &inputs, &params).map_err(|e| e.to_string())?;
     prepared.run().map_err(|e| e.to_string())?;
     let run = median(run_times(&prepared, repeat)?);
@@ -312,7 +316,8 @@ pub struct Tuned {
 pub fn tune(gpu: &Gpu, target: Target, graph: &Graph, sizes: &[i64], repeat: usize) -> Result<Vec<Tuned>, String> {
     use crate::codegen::tuning::Tuning;
     let (inputs, params) = seeded_data(graph, sizes, 0)?;
-    let baseline = codegen::compile_with(graph, Options { fuse: true, target }).map_err(|e| e.to_string())?;
+    let baseline =
+        pipeline::compile_graph(graph, &Options { target, ..Options::default() }).map_err(|e| e.to_string())?;
     let tiled: Vec<usize> = (0..baseline.kernels.len())
         .filter(|&i| codegen::tiles::plan(&baseline.graph, &baseline.grouping.groups[i], target.tile).is_some())
         .collect();
@@ -322,8 +327,9 @@ pub fn tune(gpu: &Gpu, target: Target, graph: &Graph, sizes: &[i64], repeat: usi
         candidates.push(target.tile);
     }
     for tile in candidates {
-        let compiled = codegen::compile_with(graph, Options { fuse: true, target: Target { tile, ..target } })
-            .map_err(|e| e.to_string())?;
+        let compiled =
+            pipeline::compile_graph(graph, &Options { target: Target { tile, ..target }, ..Options::default() })
+                .map_err(|e| e.to_string())?;
         if compiled.kernels.len() != baseline.kernels.len() {
             return Err(format!("tile {}x{} changes the kernels of {}", tile.0, tile.1, graph.name));
         }

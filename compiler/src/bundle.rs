@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 
 use tdsl_runtime::{Bundle, BundledModel};
 
-use crate::driver::{self, Root};
+use crate::driver::Root;
+use crate::pipeline;
 use crate::{codegen, render};
 
 /// Who wrote a bundle (`Bundle::producer`).
@@ -50,7 +51,7 @@ pub struct BuildOptions<'a> {
 
 /// The bundle of every model in `file`, and the source files it was built from (for rerun-if-changed).
 pub fn build(file: &Path, options: &BuildOptions) -> Result<(Bundle, Vec<PathBuf>), BuildError> {
-    let checked = driver::check(Root::Path(file));
+    let checked = pipeline::check(Root::Path(file));
     let name = file.display().to_string();
     if !checked.diagnostics.is_empty() {
         return Err(BuildError::Diagnostics {
@@ -67,12 +68,14 @@ pub fn build(file: &Path, options: &BuildOptions) -> Result<(Bundle, Vec<PathBuf
         if let Some(progress) = options.progress {
             progress(i, checked.graphs.len(), &graph.name);
         }
-        let compiled = codegen::compile_tuned(
-            graph,
-            codegen::Options { fuse: !options.no_fuse, target: options.target },
-            options.tuning.unwrap_or(&codegen::tuning::Tuning::default()),
-        )
-        .map_err(|e| BuildError::Compile { model: graph.name.clone(), message: e.to_string() })?;
+        let compile = pipeline::Options {
+            fuse: !options.no_fuse,
+            target: options.target,
+            tuning: options.tuning.cloned().unwrap_or_default(),
+            ..pipeline::Options::default()
+        };
+        let compiled = pipeline::compile_graph(graph, &compile)
+            .map_err(|e| BuildError::Compile { model: graph.name.clone(), message: e.to_string() })?;
         models.push(BundledModel::new(compiled.program));
     }
     let sources = checked.program.sources.files().filter_map(|(_, f)| f.path.clone()).collect();

@@ -4,7 +4,8 @@
 //! safetensors file and seeded random values for the rest, writing outputs as `.npy`.
 //! Lives in the library (the binary is a thin `main`) so tests drive it with in-memory output streams.
 
-use crate::driver::{self, Root};
+use crate::driver::Root;
+use crate::pipeline;
 use crate::{codegen, interp, ir, render};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::collections::HashMap;
@@ -216,7 +217,7 @@ pub fn main(
             };
             let mut failed = false;
             for file in &files {
-                let checked = driver::check(Root::Path(file));
+                let checked = pipeline::check(Root::Path(file));
                 if !checked.diagnostics.is_empty() {
                     failed = true;
                     let _ = write!(err, "{}", render::render(&checked.diagnostics, &checked.program.sources, color));
@@ -280,7 +281,7 @@ pub fn main(
         Command::Explain { file, json, schedule, dims } => checked_graphs(&file, color, err).and_then(|graphs| {
             for graph in &graphs {
                 let sizes = symbol_sizes(graph, &dims).map_err(Some)?;
-                let compiled = codegen::compile_with(graph, schedule.options())
+                let compiled = pipeline::compile_graph(graph, &schedule.options())
                     .map_err(|e| Some(format!("model `{}`: {e}", graph.name)))?;
                 let report = crate::explain::explain(&compiled, &sizes, !schedule.no_fuse).map_err(Some)?;
                 if json {
@@ -337,8 +338,8 @@ struct Schedule {
 }
 
 impl Schedule {
-    fn options(self) -> codegen::Options {
-        codegen::Options { fuse: !self.no_fuse, target: self.target }
+    fn options(self) -> pipeline::Options {
+        pipeline::Options { fuse: !self.no_fuse, target: self.target, ..pipeline::Options::default() }
     }
 }
 
@@ -493,7 +494,7 @@ fn spinner(terminal: bool, message: String) -> indicatif::ProgressBar {
 
 /// The graphs of `file`'s models, or the rendered diagnostics on `err` (`Err(None)`).
 fn checked_graphs(file: &std::path::Path, color: bool, err: &mut dyn Write) -> Result<Vec<ir::Graph>, Option<String>> {
-    let checked = driver::check(Root::Path(file));
+    let checked = pipeline::check(Root::Path(file));
     if !checked.diagnostics.is_empty() {
         let _ = write!(err, "{}", render::render(&checked.diagnostics, &checked.program.sources, color));
         let _ = writeln!(err, "{}: {} error(s)", file.display(), checked.diagnostics.len());
@@ -514,7 +515,7 @@ fn emit_kernels(
     mut each: impl FnMut(&ir::Graph, &codegen::Kernel) -> Result<(), String>,
 ) -> Result<(), Option<String>> {
     for graph in checked_graphs(file, color, err)? {
-        let compiled = codegen::compile_with(&graph, schedule.options())
+        let compiled = pipeline::compile_graph(&graph, &schedule.options())
             .map_err(|e| Some(format!("model `{}`: {e}", graph.name)))?;
         for kernel in &compiled.kernels {
             each(&graph, kernel).map_err(Some)?;
@@ -602,7 +603,7 @@ fn bench(
     }
     let chain = |k: usize| -> Result<ir::Graph, Option<String>> {
         let source = crate::bench::chain_source(k);
-        let checked = driver::check(Root::Text { name: "chain.tdsl", text: &source });
+        let checked = pipeline::check(Root::Text { name: "chain.tdsl", text: &source });
         if !checked.diagnostics.is_empty() {
             return Err(Some(render::render(&checked.diagnostics, &checked.program.sources, false)));
         }
@@ -756,8 +757,11 @@ fn run_model(
         let progress = spinner(options.terminal, format!("compiling model {}", graph.name));
         let target = options.target.unwrap_or_else(|| codegen::Target::for_gpu(&gpu));
         let tuning = given_tuning(options.tuning.as_deref(), &gpu, target)?;
-        let compiled = codegen::compile_tuned(graph, codegen::Options { fuse: options.fuse, target }, &tuning)
-            .map_err(|e| format!("model `{}`: {e}", graph.name));
+        let compiled = pipeline::compile_graph(
+            graph,
+            &pipeline::Options { fuse: options.fuse, target, tuning, ..pipeline::Options::default() },
+        )
+        .map_err(|e| format!("model `{}`: {e}", graph.name));
         progress.finish_and_clear();
         let compiled = compiled?;
         let _ = writeln!(err, "note: running on {}", gpu.describe());

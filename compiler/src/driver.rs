@@ -1,10 +1,8 @@
 //! Loading a program: reads the root file, the always-imported prelude and every import (standard library
 //! files are embedded in the compiler), parses each file once, and reports missing files and cycles.
-//! Also the one-call entry points used by the CLI and tests: `check_file`, `compile_source`.
+//! The front end's entry point, which calls this and then the checker, is `pipeline::check`.
 
-use crate::check;
 use crate::diag::{Code, Diagnostic};
-use crate::ir::Graph;
 use crate::span::{FileId, SourceFile, SourceMap, Span};
 use crate::syntax::{self, ast};
 use std::collections::HashMap;
@@ -229,30 +227,16 @@ impl Loader {
     }
 }
 
-/// The standard-library module that defines function `name`, if any (for "add an import" hints).
+/// The standard-library module that defines function `name`, if any (for "add an import" hints): each
+/// module is parsed (the standard library parses clean) and its function items are compared by name.
 pub fn std_module_defining(name: &str) -> Option<&'static str> {
-    let needle = format!("fn {name}(");
-    STD_FILES.iter().find(|(_, text)| text.contains(&needle)).map(|(module, _)| *module)
+    STD_FILES.iter().enumerate().find_map(|(i, (module, text))| {
+        let (file, _) = syntax::parse(FileId(i as u32), text);
+        let defines = file.items.iter().any(|item| matches!(item, ast::Item::Fn(f) if f.name.name == name));
+        defines.then_some(*module)
+    })
 }
 
 fn canonical(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
-}
-
-/// The result of checking one program: its sources (for rendering), the graphs of the root file's models,
-/// and every diagnostic in source order.
-pub struct Checked {
-    pub program: Program,
-    pub graphs: Vec<Graph>,
-    pub diagnostics: Vec<Diagnostic>,
-}
-
-/// Loads, parses and checks a program; graphs are only meaningful when `diagnostics` is empty.
-pub fn check(root: Root<'_>) -> Checked {
-    let (program, mut diagnostics) = load(root);
-    let (graphs, check_diags) = check::elaborate(&program);
-    diagnostics.extend(check_diags);
-    diagnostics.sort_by_key(|d| (d.span.file, d.span.start, d.span.end));
-    diagnostics.dedup();
-    Checked { program, graphs, diagnostics }
 }

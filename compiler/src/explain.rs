@@ -52,7 +52,7 @@ pub fn explain(compiled: &Compiled, sizes: &[i64], fused: bool) -> Result<Report
         .iter()
         .map(|t| {
             let count = t.shape.iter().try_fold(1u64, |n, d| {
-                d.eval(sizes).and_then(|v| u64::try_from(v).ok()).and_then(|v| n.checked_mul(v))
+                d.eval_at(sizes).and_then(|v| u64::try_from(v).ok()).and_then(|v| n.checked_mul(v))
             });
             count.map(|c| (c * t.dtype.size() as u64).max(4)).ok_or_else(|| format!("the size of {} overflows", t.name))
         })
@@ -70,7 +70,7 @@ pub fn explain(compiled: &Compiled, sizes: &[i64], fused: bool) -> Result<Report
             .filter(|&&id| !matches!(graph.node(id).op, Op::Constant(_) | Op::DimValue(_)))
             .map(|&id| graph.node(id).op.name().to_string())
             .collect();
-        let invocations = launch.invocations.eval(sizes).and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
+        let invocations = launch.invocations.eval_at(sizes).and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
         let grid = fold_grid(invocations.div_ceil(u64::from(launch.workgroup_size)), 65535).unwrap_or([0, 0, 0]);
         let mut bytes_read = 0;
         let mut bytes_written = 0;

@@ -6,7 +6,8 @@
 //! error. Symbols must be at least 1; a symbol no input or param has as a whole dimension is unbound.
 
 use crate::DType;
-use crate::program::{DimExpr, type_string};
+use crate::dim::{Dim, SymId};
+use crate::program::type_string;
 use crate::tensor::{Tensor, element_count};
 use std::fmt;
 
@@ -63,7 +64,7 @@ pub enum BindError {
 pub struct Declared {
     pub site: Site,
     pub dtype: DType,
-    pub shape: Vec<DimExpr>,
+    pub shape: Vec<Dim>,
 }
 
 /// What a run was given for a declared tensor.
@@ -75,7 +76,7 @@ pub enum Given<'a> {
     Shape { dtype: DType, shape: &'a [usize] },
 }
 
-/// What binding needs to know about a model: its name and symbols (for messages; `DimAtom::Sym(i)` is
+/// What binding needs to know about a model: its name and symbols (for messages; `SymId(i)` is
 /// `symbols[i]`), its inputs in signature order and its params (`Site::Param` each).
 #[derive(Clone, Copy, Debug)]
 pub struct Signature<'a> {
@@ -230,22 +231,22 @@ pub(crate) fn bind_partial(symbols: &[String], entries: &[(&Declared, Given)]) -
             continue;
         }
         for (axis, (dim, &actual)) in d.shape.iter().zip(given.parts().1).enumerate() {
-            let Some(sym) = dim.as_sym() else { continue };
-            let Some(slot) = bound.get_mut(sym as usize) else { continue };
+            let Some(sym) = dim.as_sym().map(|s| s.0 as usize) else { continue };
+            let Some(slot) = bound.get_mut(sym) else { continue };
             let binding = Binding { value: i64::try_from(actual).unwrap_or(i64::MAX), site: d.site.clone(), axis };
             match slot {
                 None => {
                     if binding.value < 1 {
-                        let symbol = symbol_name(symbols, sym as usize);
+                        let symbol = symbol_name(symbols, sym);
                         problems.push(BindError::SymbolTooSmall { symbol, binding: binding.clone() });
-                        bad[sym as usize] = true;
+                        bad[sym] = true;
                     }
                     *slot = Some(binding);
                 }
                 Some(first) if first.value != binding.value => {
-                    let symbol = symbol_name(symbols, sym as usize);
+                    let symbol = symbol_name(symbols, sym);
                     problems.push(BindError::SymbolConflict { symbol, first: first.clone(), second: binding });
-                    bad[sym as usize] = true;
+                    bad[sym] = true;
                 }
                 Some(_) => {}
             }
@@ -264,13 +265,13 @@ pub(crate) fn bind_partial(symbols: &[String], entries: &[(&Declared, Given)]) -
             }
             let syms = dim.symbols();
             let known = syms.iter().all(|&s| {
-                let k = s as usize;
+                let k = s.0 as usize;
                 k < n_syms && bound[k].is_some() && !bad[k]
             });
             if !known {
                 continue;
             }
-            let expected = dim.eval(&values);
+            let expected = dim.eval_at(&values);
             if expected.is_some_and(|e| i64::try_from(actual).is_ok_and(|a| a == e)) {
                 continue;
             }
@@ -307,12 +308,12 @@ fn symbol_name(symbols: &[String], k: usize) -> String {
 /// `2*S = 8 where S = 4 (axis 0 of input `y`)`.
 fn describe_dim(
     symbols: &[String],
-    dim: &DimExpr,
+    dim: &Dim,
     value: Option<i64>,
-    syms: &[u32],
+    syms: &[SymId],
     bound: &[Option<Binding>],
 ) -> String {
-    let text = dim.display(symbols).to_string();
+    let text = dim.named(symbols).to_string();
     if syms.is_empty() {
         return text;
     }
@@ -320,8 +321,8 @@ fn describe_dim(
     let wheres: Vec<String> = syms
         .iter()
         .filter_map(|&s| {
-            let b = bound.get(s as usize)?.as_ref()?;
-            Some(format!("{} = {b}", symbol_name(symbols, s as usize)))
+            let b = bound.get(s.0 as usize)?.as_ref()?;
+            Some(format!("{} = {b}", symbol_name(symbols, s.0 as usize)))
         })
         .collect();
     format!("{text} = {value} where {}", wheres.join(", "))

@@ -22,8 +22,6 @@ use std::path::Path;
 use crate::exec::SlotProblem;
 use crate::program::{Program, ProgramError};
 
-pub use manifest::Requirements;
-
 /// The first 8 bytes of every bundle: a non-ASCII byte, `TDSLB`, and CR LF (so a text-mode transfer that
 /// rewrites line ends or strips the high bit is caught at once).
 pub const MAGIC: [u8; 8] = *b"\x89TDSLB\r\n";
@@ -43,14 +41,12 @@ pub struct Bundle {
     pub models: Vec<BundledModel>,
 }
 
-/// One model of a bundle: the program, its buffer plan and each launch's device requirements.
+/// One model of a bundle: the program (each launch carrying its device requirements) and its buffer plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BundledModel {
     pub program: Program,
     /// The buffer plan (`exec::plan_slots`): the shared-buffer slot of each tensor.
     pub buffer_slots: Vec<Option<usize>>,
-    /// What launch `i` needs from the device (`requirements[i]` is `program.launches[i]`'s).
-    pub requirements: Vec<Requirements>,
 }
 
 /// Why bytes are not a usable bundle. `origin` names the file (or says it was bytes in memory).
@@ -94,12 +90,10 @@ pub enum BundleProblem {
 }
 
 impl BundledModel {
-    /// `program` ready for a bundle: its buffer plan (`exec::plan_slots`) and each launch's requirements
-    /// (`Requirements::of`).
+    /// `program` ready for a bundle, with its buffer plan (`exec::plan_slots`).
     pub fn new(program: Program) -> BundledModel {
         let buffer_slots = crate::exec::plan_slots(&program);
-        let requirements = program.launches.iter().map(Requirements::of).collect();
-        BundledModel { program, buffer_slots, requirements }
+        BundledModel { program, buffer_slots }
     }
 }
 

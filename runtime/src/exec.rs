@@ -23,8 +23,9 @@ pub use params::ParamSource;
 pub use plan::{DeviceLimits, LaunchPlan, fold_grid, plan_launches, tensor_shapes};
 
 use crate::bind::{BindError, Declared, Given, Signature, Site, bind_message, bind_partial, bind_symbols, input_count};
+use crate::dim::Dim;
 use crate::gpu::{BoundDispatch, Dispatch, DispatchTimes, Gpu, GpuError};
-use crate::program::{Arg, DimExpr, Program, ProgramError, TensorId, TensorRole};
+use crate::program::{Arg, Program, ProgramError, TensorId, TensorRole};
 use crate::weights::{ParamSpec, WeightsError};
 use crate::{DType, Tensor};
 
@@ -334,13 +335,13 @@ fn bind(program: &Program, inputs: &[Tensor], params: &dyn ParamSource) -> Resul
 }
 
 /// The size of `dim` when every symbol it uses is known.
-fn known_size(dim: &DimExpr, values: &[Option<i64>]) -> Option<usize> {
+fn known_size(dim: &Dim, values: &[Option<i64>]) -> Option<usize> {
     let mut known = vec![0; values.len()];
     for s in dim.symbols() {
-        let value = (*values.get(s as usize)?)?;
-        known[s as usize] = value;
+        let value = (*values.get(s.0 as usize)?)?;
+        known[s.0 as usize] = value;
     }
-    usize::try_from(dim.eval(&known)?).ok()
+    usize::try_from(dim.eval_at(&known)?).ok()
 }
 
 fn list(problems: &[impl std::fmt::Display]) -> String {

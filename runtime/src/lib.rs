@@ -1,8 +1,8 @@
 //! tdsl runtime: everything that runs compiled tdsl programs without the compiler: `tensor` (the dense
 //! row-major host `Tensor` and its element type `DType`, shared with the compiler), `npy` (reading and writing
 //! NumPy `.npy` files, the interchange format for inputs and outputs), `weights` (memory-mapped safetensors
-//! weight files, checked against a model's params with every problem reported at once), `program` (the
-//! compiler-free `Program`: signature, device tensors, kernel launches, symbolic `DimExpr`s, and
+//! weight files, checked against a model's params with every problem reported at once), `dim` (`Dim`, the symbolic dimension both crates use), `program` (the
+//! compiler-free `Program`: signature, device tensors, kernel launches, symbolic dimensions, and
 //! `Program::validate`), `bind` (binding symbols from actual shapes, shared with the compiler's reference
 //! interpreter), `gpu` (the wgpu executor: opens a device, builds cached pipelines from ahead-of-time WGSL
 //! kernels, uploads and downloads tensors and runs dispatch lists as one submission) and `exec`
@@ -18,6 +18,7 @@
 pub mod bind;
 pub mod bundle;
 pub mod cli;
+pub mod dim;
 pub mod dtype;
 pub mod exec;
 pub mod gpu;
@@ -29,7 +30,8 @@ pub mod tensor;
 pub mod weights;
 
 pub use bind::{BindError, Binding, Declared, Given, Signature, Site, bind_message, bind_symbols};
-pub use bundle::{Bundle, BundleError, BundleProblem, BundledModel, Requirements};
+pub use bundle::{Bundle, BundleError, BundleProblem, BundledModel};
+pub use dim::{Dim, DimError, SymId};
 pub use dtype::DType;
 pub use exec::{ExecError, MemoryPlan, ParamSource, PrepareOptions, Prepared, fold_grid, plan_memory};
 pub use gpu::{
@@ -37,7 +39,9 @@ pub use gpu::{
     Timing,
 };
 pub use npy::{NpyError, NpyProblem, read_npy, read_npy_bytes, to_npy_bytes, write_npy};
-pub use program::{Arg, Bound, DimAtom, DimExpr, Launch, Program, ProgramError, TensorDecl, TensorId, TensorRole};
+pub use program::{
+    Arg, Bound, Feature, Launch, Limit, Program, ProgramError, Requirements, TensorDecl, TensorId, TensorRole, Unmet,
+};
 pub use session::Session;
 pub use tensor::{DecodeError, MAX_ELEMENTS, ShapeMismatch, Tensor, TensorData};
 pub use weights::{ParamProblem, ParamSpec, WeightEntry, Weights, WeightsError, check_params};

@@ -121,7 +121,7 @@ pub fn fill_signature(
         let Some(tensor) = given.get(declared.site.name()) else { continue };
         for (dim, &actual) in declared.shape.iter().zip(&tensor.shape) {
             if let Some(sym) = dim.as_sym()
-                && let Some(slot) = sizes.get_mut(sym as usize)
+                && let Some(slot) = sizes.get_mut(sym.0 as usize)
                 && slot.is_none()
             {
                 *slot = i64::try_from(actual).ok();
@@ -135,12 +135,12 @@ pub fn fill_signature(
             .shape
             .iter()
             .map(|d| {
-                d.eval(&sizes).and_then(|v| usize::try_from(v).ok()).ok_or_else(|| {
+                d.eval_at(&sizes).and_then(|v| usize::try_from(v).ok()).ok_or_else(|| {
                     format!(
                         "{} of `{model}` ({}): dimension {} is negative or overflows",
                         declared.site,
                         type_string(declared.dtype, &declared.shape, symbols),
-                        d.display(symbols)
+                        d.named(symbols)
                     )
                 })
             })

@@ -14,7 +14,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! `Session::new` checks what every kernel needs (features, limits; `Requirements`) against the device
+//! `Session::new` checks what every kernel needs (`Launch::requires`: features, limits) against the device
 //! before creating anything, listing every shortfall by launch, then builds every pipeline (SPIR-V passed
 //! through to the driver where the device allows it, so there is no shader front end at run time). Runs
 //! use the bundle's buffer plan.
@@ -144,11 +144,7 @@ pub fn param_specs(program: &Program) -> Vec<ParamSpec> {
         .filter_map(|&id| {
             let decl = program.tensors.get(id.0 as usize)?;
             let TensorRole::Param(key) = &decl.role else { return None };
-            let shape = decl
-                .shape
-                .iter()
-                .map(|d| if d.symbols().is_empty() { d.eval(&[]).and_then(|v| usize::try_from(v).ok()) } else { None })
-                .collect();
+            let shape = decl.shape.iter().map(|d| d.as_const().and_then(|v| usize::try_from(v).ok())).collect();
             Some(ParamSpec { name: key.clone(), dtype: decl.dtype, shape })
         })
         .collect()
@@ -161,48 +157,9 @@ fn device_problems(gpu: &Gpu, model: &BundledModel) -> Vec<String> {
     let limits = gpu.device.limits();
     let mut problems = Vec::new();
     for (i, launch) in model.program.launches.iter().enumerate() {
-        let Some(needs) = model.requirements.get(i) else { continue };
-        let here = format!("launch {i} ({})", launch.name);
-        for feature in &needs.features {
-            let has = match feature.as_str() {
-                "shader-f16" => Some(features.contains(wgpu::Features::SHADER_F16)),
-                "shader-f16-in-f32" => Some(downlevel.contains(wgpu::DownlevelFlags::SHADER_F16_IN_F32)),
-                "subgroup" => Some(features.contains(wgpu::Features::SUBGROUP)),
-                _ => None,
-            };
-            match has {
-                Some(true) => {}
-                Some(false) => problems.push(format!("{here} needs the device feature `{feature}`, which it lacks")),
-                None => problems.push(format!(
-                    "{here} needs the feature `{feature}`, which this runtime does not know (a bundle from a newer \
-                     compiler?)"
-                )),
-            }
-        }
-        for (name, &wanted) in &needs.limits {
-            match limit(&limits, name) {
-                Some(allowed) if allowed >= wanted => {}
-                Some(allowed) => {
-                    problems.push(format!("{here} needs the limit {name} >= {wanted}, but the device allows {allowed}"))
-                }
-                None => problems.push(format!("{here} needs the limit `{name}`, which this runtime does not know")),
-            }
+        for unmet in launch.requires.unmet(features, downlevel, &limits) {
+            problems.push(format!("launch {i} ({}) {unmet}", launch.name));
         }
     }
     problems
-}
-
-/// The device's value of the limit `name` (a `Requirements::of` name).
-fn limit(limits: &wgpu::Limits, name: &str) -> Option<u64> {
-    Some(u64::from(match name {
-        "max_bind_groups" => limits.max_bind_groups,
-        "max_bindings_per_bind_group" => limits.max_bindings_per_bind_group,
-        "max_storage_buffers_per_shader_stage" => limits.max_storage_buffers_per_shader_stage,
-        "max_uniform_buffers_per_shader_stage" => limits.max_uniform_buffers_per_shader_stage,
-        "max_uniform_buffer_binding_size" => return Some(limits.max_uniform_buffer_binding_size),
-        "max_compute_workgroup_size_x" => limits.max_compute_workgroup_size_x,
-        "max_compute_invocations_per_workgroup" => limits.max_compute_invocations_per_workgroup,
-        "max_compute_workgroup_storage_size" => limits.max_compute_workgroup_storage_size,
-        _ => return None,
-    }))
 }

@@ -14,8 +14,8 @@ use proptest::prelude::*;
 use tdsl_compiler::bundle::{BuildOptions, build};
 use tdsl_runtime::bundle::seal;
 use tdsl_runtime::{
-    Arg, Bound, Bundle, BundledModel, DType, DimExpr, Launch, Program, Session, Tensor, TensorData, TensorDecl,
-    TensorId, TensorRole,
+    Arg, Bound, Bundle, BundledModel, DType, Dim, Feature, Launch, Limit, Program, Requirements, Session, SymId,
+    Tensor, TensorData, TensorDecl, TensorId, TensorRole,
 };
 
 use crate::cli::{mlp_graph, params_of, tdslc, write_safetensors};
@@ -44,7 +44,7 @@ fn mlp_bundle() -> Vec<u8> {
 /// format or its messages do): `z = k2(k1(k0(x, w)))` over `f32[N]`, with placeholder kernels that never
 /// reach a device (the checks under test come first).
 fn fixed_bundle() -> Bundle {
-    let n = || vec![DimExpr::sym(0)];
+    let n = || vec![Dim::sym(SymId(0))];
     let tensor = |name: &str, role| TensorDecl { name: name.into(), role, dtype: DType::F32, shape: n() };
     let launch = |name: &str, mut args: Vec<Arg>| {
         args.push(Arg::Uniform(n()));
@@ -53,9 +53,14 @@ fn fixed_bundle() -> Bundle {
             wgsl: format!("// {name}\n@compute @workgroup_size(64) fn main() {{}}\n"),
             spirv: vec![0x0723_0203, 0x0001_0000, 0, 8, 0],
             args,
-            invocations: DimExpr::sym(0),
+            invocations: Dim::sym(SymId(0)),
             workgroup_size: 64,
-            bounds: vec![Bound { what: format!("flat index of {name}"), value: DimExpr::sym(0), max: u32::MAX as i64 }],
+            bounds: vec![Bound {
+                what: format!("flat index of {name}"),
+                value: Dim::sym(SymId(0)),
+                max: u32::MAX as i64,
+            }],
+            requires: Requirements::default(),
         }
     };
     let program = Program {
@@ -303,6 +308,18 @@ fn bad_bundles_are_errors_naming_the_problem() {
             }),
         ),
         (
+            "a feature this runtime does not know",
+            edit_manifest(&good, |m| {
+                m["models"][0]["launches"][0]["requires"]["features"] = serde_json::json!(["teleportation"])
+            }),
+        ),
+        (
+            "a limit this runtime does not know",
+            edit_manifest(&good, |m| {
+                m["models"][0]["launches"][1]["requires"]["limits"]["max_quantum_entanglement"] = 1.into()
+            }),
+        ),
+        (
             "a wrong grid formula",
             edit_manifest(&good, |m| m["models"][0]["launches"][1]["workgroups"] = serde_json::json!([[7, []]])),
         ),
@@ -340,11 +357,10 @@ fn tdsl_run_names_the_bundle_file_in_errors() {
 #[test]
 fn a_bundle_the_device_cannot_run_is_an_error() {
     let mut bundle = fixed_bundle();
-    let model = &mut bundle.models[0];
-    model.requirements[0].features.push("shader-f16".into());
-    model.requirements[1].features.push("teleportation".into());
-    model.requirements[2].limits.insert("max_storage_buffers_per_shader_stage".into(), 1 << 20);
-    model.requirements[2].limits.insert("max_quantum_entanglement".into(), 1);
+    let launches = &mut bundle.models[0].program.launches;
+    launches[0].requires.features.insert(Feature::ShaderF16);
+    launches[2].requires.limits.insert(Limit::StorageBuffersPerShaderStage, 1 << 20);
+    launches[2].requires.limits.insert(Limit::ComputeWorkgroupStorageSize, 1 << 40);
     let bundle = Bundle::from_bytes(&bundle.to_bytes()).expect("requirements are data, not a format error");
     let error = match Session::new(gpu(), &bundle.models[0]) {
         Ok(_) => panic!("the device cannot run it"),
@@ -352,13 +368,17 @@ fn a_bundle_the_device_cannot_run_is_an_error() {
     };
     // The adapter name and the device's own limit vary between machines.
     let adapter = &gpu().info.name;
-    let allowed = gpu().device.limits().max_storage_buffers_per_shader_stage;
-    let error = error.replace(adapter.as_str(), "ADAPTER").replace(&format!("allows {allowed}"), "allows N");
+    let limits = gpu().device.limits();
+    let error = error
+        .replace(adapter.as_str(), "ADAPTER")
+        .replace(&format!("allows {}", limits.max_storage_buffers_per_shader_stage), "allows N")
+        .replace(&format!("allows {}", limits.max_compute_workgroup_storage_size), "allows M");
     insta::assert_snapshot!("device_shortfalls", error);
 }
 
 /// Row kernels of the `gpu` profile reduce with subgroup shuffles: exactly those launches require the
 /// `subgroup` feature, and none does with `subgroups=off`; the device here (which has the feature) runs it.
+/// Shared-memory tiles need workgroup memory (the staged operand tiles, padded rows included) and no feature.
 #[test]
 fn subgroup_row_kernels_require_the_subgroup_feature() {
     let file = Path::new("fixtures/schedules/schedules.tdsl");
@@ -366,15 +386,28 @@ fn subgroup_row_kernels_require_the_subgroup_feature() {
         let target = tdsl_compiler::codegen::Target::parse(spec).expect("a profile");
         let (bundle, _) = build(file, &BuildOptions { target, ..BuildOptions::default() }).expect("build");
         let rows = bundle.models.iter().find(|m| m.program.name == "rows").expect("model rows");
-        for (launch, needs) in rows.program.launches.iter().zip(&rows.requirements) {
+        for launch in &rows.program.launches {
             let reduces = launch.wgsl.contains("workgroupBarrier") || launch.wgsl.contains("subgroupShuffleXor");
-            let wants = needs.features.iter().any(|f| f == "subgroup");
-            assert_eq!(wants, expected && reduces, "{spec}: launch {} needs {:?}", launch.name, needs.features);
+            let wants = launch.requires.features.contains(&Feature::Subgroup);
+            assert_eq!(wants, expected && reduces, "{spec}: launch {} needs {:?}", launch.name, launch.requires);
         }
         let tiled = bundle.models.iter().find(|m| m.program.name == "shared_tile").expect("model shared_tile");
-        assert!(tiled.requirements.iter().all(|r| r.features.is_empty()), "{spec}: {:?}", tiled.requirements);
+        assert!(tiled.program.launches.iter().all(|l| l.requires.features.is_empty()), "{spec}");
+        let staged: Vec<u64> = tiled
+            .program
+            .launches
+            .iter()
+            .filter_map(|l| l.requires.limits.get(&Limit::ComputeWorkgroupStorageSize).copied())
+            .collect();
+        if spec == "gpu" {
+            // Two 64 x 16 operand tiles of f32, one padded by a word per staged row: 8 KiB and a little more.
+            assert!(staged.iter().any(|&b| (8192..=16384).contains(&b)), "{spec}: {staged:?}");
+        } else if spec == "cpu" {
+            assert!(staged.is_empty(), "{spec}: {staged:?}");
+        }
         if expected {
-            assert!(rows.requirements.iter().any(|r| r.features.iter().any(|f| f == "subgroup")), "{spec}");
+            let launches = &rows.program.launches;
+            assert!(launches.iter().any(|l| l.requires.features.contains(&Feature::Subgroup)), "{spec}");
             Session::new(gpu(), &rows.clone()).expect("the test device has subgroups");
         }
     }

@@ -202,7 +202,7 @@ fn run_both(dir: &Path, args: &[&str], rows: usize) -> Vec<f64> {
 
 #[test]
 fn emit_wgsl_prints_every_kernel() {
-    let compiled = tdsl_compiler::codegen::compile(&mlp_graph()).expect("mlp compiles");
+    let compiled = crate::util::compile(&mlp_graph()).expect("mlp compiles");
     let (code, out, err) = tdslc(&["emit", "wgsl", MLP]);
     assert_eq!((code, err.as_str()), (0, ""));
     assert_eq!(out.matches("// kernel ").count(), compiled.kernels.len(), "{out}");
@@ -218,7 +218,7 @@ fn emit_wgsl_prints_every_kernel() {
 
 #[test]
 fn emit_spvasm_disassembles_every_kernel() {
-    let compiled = tdsl_compiler::codegen::compile(&mlp_graph()).expect("mlp compiles");
+    let compiled = crate::util::compile(&mlp_graph()).expect("mlp compiles");
     let (code, out, err) = tdslc(&["emit", "spvasm", MLP]);
     assert_eq!((code, err.as_str()), (0, ""));
     assert_eq!(out.matches("; kernel ").count(), compiled.kernels.len(), "{out}");
@@ -228,7 +228,7 @@ fn emit_spvasm_disassembles_every_kernel() {
 
 #[test]
 fn emit_spirv_writes_one_module_per_kernel() {
-    let compiled = tdsl_compiler::codegen::compile(&mlp_graph()).expect("mlp compiles");
+    let compiled = crate::util::compile(&mlp_graph()).expect("mlp compiles");
     let temp = tempfile::tempdir().expect("temp dir");
     let dir = temp.path().join("new/spv");
     let (code, out, err) = tdslc(&["emit", "spirv", MLP, "-o", dir.to_str().expect("utf-8")]);
@@ -408,7 +408,8 @@ fn run_reports_a_missing_weights_file() {
 /// and `run --tuning` and `build --tuning` read it; a tuned tile replaces the profile's own for exactly that kernel.
 #[test]
 fn tune_writes_a_tuning_file_that_build_and_compile_use() {
-    use tdsl_compiler::codegen::{self, Options, Target, tuning::Tuning};
+    use tdsl_compiler::codegen::{Target, tuning::Tuning};
+    use tdsl_compiler::pipeline::Options;
     let temp = tempfile::tempdir().expect("temp dir");
     let source = "model proj(x: f32[M, 64], w: f32[48, 64], b: f32[48]) -> (y: f32[M, 48]) {\n    y = relu(x @ transpose(w) + b)\n}\n";
     let file = temp.path().join("proj.tdsl");
@@ -438,13 +439,14 @@ fn tune_writes_a_tuning_file_that_build_and_compile_use() {
     // A hand-made entry: the cpu profile's kernel keyed by its WGSL gets a 2x4 tile instead of 8x8.
     let graph = check_path(&file).graphs.remove(0);
     let cpu = Target::named("cpu").expect("cpu profile");
-    let own = codegen::compile_with(&graph, Options { fuse: true, target: cpu }).expect("compiles");
-    let small = codegen::compile_with(&graph, Options { fuse: true, target: Target { tile: (2, 4), ..cpu } })
+    let own = crate::util::compile_with(&graph, &crate::util::options(true, cpu)).expect("compiles");
+    let small = crate::util::compile_with(&graph, &crate::util::options(true, Target { tile: (2, 4), ..cpu }))
         .expect("compiles");
     assert_ne!(own.kernels[0].wgsl(), small.kernels[0].wgsl());
     let mut hand = Tuning { adapter: "test".into(), target: "cpu".into(), ..Tuning::default() };
     hand.tiles.insert(Tuning::key(own.kernels[0].wgsl()), (2, 4));
-    let tuned = codegen::compile_tuned(&graph, Options { fuse: true, target: cpu }, &hand).expect("compiles");
+    let tuned = crate::util::compile_with(&graph, &Options { tuning: hand.clone(), ..crate::util::options(true, cpu) })
+        .expect("compiles");
     assert_eq!(tuned.kernels[0].wgsl(), small.kernels[0].wgsl());
     // Saved and loaded unchanged; a malformed file and a missing one named in `build --tuning` are errors.
     let path = temp.path().join("hand.json");

@@ -42,7 +42,7 @@ fn examples_check_clean() {
 #[test]
 fn standard_library_checks_clean() {
     for (name, _) in STD_FILES {
-        let checked = tdsl_compiler::driver::check(tdsl_compiler::driver::Root::Std(name));
+        let checked = tdsl_compiler::pipeline::check(tdsl_compiler::driver::Root::Std(name));
         assert!(checked.diagnostics.is_empty(), "std/{name}:\n{}", rendered(&checked));
     }
 }

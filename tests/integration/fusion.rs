@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::gpu::{gpu, seeded_bindings, symbol_values};
 use crate::util::{check_path, same_bits, single_graph};
-use tdsl_compiler::codegen::{self, Options};
+use tdsl_compiler::codegen;
 use tdsl_compiler::interp;
 use tdsl_compiler::ir::Graph;
 
@@ -42,8 +42,7 @@ fn every_pass_verifies_and_keeps_the_meaning() {
             let symbols = symbol_values(&graph, &[("B", 2), ("S", 5), ("N", 3)], 3);
             let (inputs, params) = seeded_bindings(&graph, &symbols, 11);
             let want = interp::run(&graph, &inputs, &params).expect("the original runs");
-            let stages =
-                tdsl_compiler::opt::optimize_verified(&graph).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let stages = crate::util::optimize_stages(&graph).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
             for (pass, stage) in &stages {
                 let got = interp::run(stage, &inputs, &params).expect("the optimized graph runs");
                 assert!(same_bits(&want, &got), "{}: after `{pass}` the interpreter's results differ", path.display());
@@ -67,7 +66,7 @@ fn simplify_removes_identities_and_folds_constants() {
             d = transpose(transpose(transpose(x)))
         }",
     );
-    let optimized = tdsl_compiler::opt::optimize(&graph);
+    let (_, optimized) = crate::util::optimize_stages(&graph).expect("verifies").pop().expect("passes ran");
     let printed = tdsl_compiler::ir::print::print(&optimized);
     // `a` and `c` are the inputs themselves; `x + 0.0` must stay (it turns -0.0 into +0.0); three transposes
     // are one.
@@ -82,7 +81,7 @@ fn simplify_removes_identities_and_folds_constants() {
 /// each built-in profile.
 fn kernel_count(text: &str) -> usize {
     let graph = single_graph("fusion.tdsl", text);
-    codegen::compile(&graph).expect("compiles").kernels.len()
+    crate::util::compile(&graph).expect("compiles").kernels.len()
 }
 
 /// Kernels of the fused program of `text` for the gpu, cpu and naive profiles, in that order.
@@ -90,7 +89,7 @@ fn kernel_counts(text: &str) -> [usize; 3] {
     let graph = single_graph("fusion.tdsl", text);
     ["gpu", "cpu", "naive"].map(|name| {
         let target = codegen::Target::named(name).expect("a built-in target");
-        codegen::compile_with(&graph, Options { fuse: true, target }).expect("compiles").kernels.len()
+        crate::util::compile_with(&graph, &crate::util::options(true, target)).expect("compiles").kernels.len()
     })
 }
 
@@ -164,7 +163,8 @@ fn fused_and_unfused_agree_on_the_gpu() {
             let (inputs, params) = seeded_bindings(&graph, &symbols, 5);
             let mut results = Vec::new();
             for fuse in [false, true] {
-                let compiled = codegen::compile_with(&graph, Options { fuse, ..Default::default() }).expect("compiles");
+                let compiled = crate::util::compile_with(&graph, &crate::util::options(fuse, Default::default()))
+                    .expect("compiles");
                 results.push(gpu().execute(&compiled.program, &inputs, &params).expect("runs"));
             }
             for (unfused, fused) in results[0].iter().zip(&results[1]) {
@@ -188,7 +188,7 @@ fn fused_and_unfused_agree_on_the_gpu() {
 fn explain_reports_of_the_examples() {
     for path in examples().into_iter().take(4) {
         for graph in graphs(&path) {
-            let compiled = codegen::compile(&graph).expect("compiles");
+            let compiled = crate::util::compile(&graph).expect("compiles");
             let symbols = symbol_values(&graph, &[("B", 2), ("S", 16), ("N", 4)], 2);
             let report = tdsl_compiler::explain::explain(&compiled, &symbols, true).expect("explains");
             let json = report.json();
@@ -198,4 +198,57 @@ fn explain_reports_of_the_examples() {
             insta::assert_snapshot!(format!("explain_{name}"), report.text());
         }
     }
+}
+
+/// The test suite verifies after every stage (`.cargo/config.toml` sets `TDSL_VERIFY`): if that setting
+/// went missing, `Options::default()` would quietly stop verifying in the tests that use it.
+#[test]
+fn the_test_suite_verifies_after_every_stage() {
+    assert!(tdsl_compiler::pipeline::verify_from_env(), "TDSL_VERIFY is not set for the tests");
+    assert!(tdsl_compiler::pipeline::Options::default().verify);
+}
+
+/// The grouping verifier accepts every example's fusion decision and rejects broken ones: groups out of
+/// dependency order, a node computed by two groups, an output no group stores, a group computing an input.
+#[test]
+fn the_grouping_verifier_rejects_broken_groupings() {
+    use tdsl_compiler::codegen::verify_grouping;
+    let mut checked = 0;
+    for path in examples() {
+        for graph in graphs(&path) {
+            let compiled = crate::util::compile(&graph).expect("compiles");
+            let (graph, grouping) = (&compiled.graph, &compiled.grouping);
+            verify_grouping(graph, grouping).unwrap_or_else(|e| panic!("{}: {e:?}", path.display()));
+            if grouping.groups.len() < 2 {
+                continue;
+            }
+            checked += 1;
+            let mut reversed = grouping.clone();
+            reversed.groups.reverse();
+            let errors = verify_grouping(graph, &reversed).expect_err("reversed groups");
+            assert!(errors.iter().any(|e| e.message.contains("dependency order")), "{errors:?}");
+
+            let mut twice = grouping.clone();
+            let root = twice.groups[0].root;
+            twice.groups[1].inline.insert(root);
+            let errors = verify_grouping(graph, &twice).expect_err("a node in two groups");
+            assert!(errors.iter().any(|e| e.message.contains("computes too")), "{errors:?}");
+
+            let mut dropped = grouping.clone();
+            let output = graph.outputs.iter().find(|o| dropped.groups.iter().any(|g| g.root == o.node));
+            if let Some(output) = output {
+                dropped.groups.retain(|g| g.root != output.node);
+                let errors = verify_grouping(graph, &dropped).expect_err("an output not stored");
+                assert!(errors.iter().any(|e| e.message.contains("not stored")), "{errors:?}");
+            }
+
+            let mut leaf = grouping.clone();
+            if let Some(&input) = graph.inputs.first() {
+                leaf.groups[0].inline.insert(input);
+                let errors = verify_grouping(graph, &leaf).expect_err("an input computed");
+                assert!(errors.iter().any(|e| e.message.contains("an input or param")), "{errors:?}");
+            }
+        }
+    }
+    assert!(checked > 0, "no example has two kernels");
 }

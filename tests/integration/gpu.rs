@@ -142,7 +142,7 @@ pub fn run_gpu_with(
     fuse: bool,
 ) -> Result<Vec<Tensor>, ExecError> {
     let target = codegen::Target::for_gpu(gpu());
-    run_gpu_for(graph, inputs, params, codegen::Options { fuse, target })
+    run_gpu_for(graph, inputs, params, &crate::util::options(fuse, target))
 }
 
 /// `run_gpu` compiled with `options` (e.g. another device profile than the device's own).
@@ -150,11 +150,11 @@ pub fn run_gpu_for(
     graph: &Graph,
     inputs: &[Tensor],
     params: &HashMap<String, Tensor>,
-    options: codegen::Options,
+    options: &tdsl_compiler::pipeline::Options,
 ) -> Result<Vec<Tensor>, ExecError> {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let compiled =
-        codegen::compile_with(graph, options).unwrap_or_else(|err| panic!("{} does not compile: {err}", graph.name));
+    let compiled = crate::util::compile_with(graph, options)
+        .unwrap_or_else(|err| panic!("{} does not compile: {err}", graph.name));
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     gpu().execute(&compiled.program, inputs, params)
 }
@@ -241,7 +241,7 @@ pub fn compare(name: &str, graph: &Graph, inputs: &[Tensor], params: &HashMap<St
     let expected = interp::run(graph, inputs, params).unwrap_or_else(|err| panic!("{name}: interpreter: {err}"));
     let mut failures = Vec::new();
     for target in profiles() {
-        let actual = run_gpu_for(graph, inputs, params, codegen::Options { fuse: true, target })
+        let actual = run_gpu_for(graph, inputs, params, &crate::util::options(true, target))
             .unwrap_or_else(|err| panic!("{name}: GPU ({} profile): {err}", target.name));
         let what = format!("{name} ({} profile)", target.name);
         failures.extend(mismatches(&what, graph, inputs, &expected, &actual, tols));

@@ -59,18 +59,18 @@ struct Distinct {
 /// Compiles every model of `path` and groups its kernels by text (WGSL and SPIR-V), in order of first
 /// appearance; also returns the total number of kernels.
 fn distinct_kernels(path: &Path) -> (Vec<Distinct>, usize) {
-    distinct_kernels_with(path, codegen::Options::default())
+    distinct_kernels_with(path, crate::util::options(true, codegen::Target::default()))
 }
 
 /// `distinct_kernels` compiled with `options`.
-fn distinct_kernels_with(path: &Path, options: codegen::Options) -> (Vec<Distinct>, usize) {
+fn distinct_kernels_with(path: &Path, options: tdsl_compiler::pipeline::Options) -> (Vec<Distinct>, usize) {
     let checked = check_path(path);
     assert!(checked.diagnostics.is_empty(), "{} should check clean:\n{}", path.display(), rendered(&checked));
     assert!(!checked.graphs.is_empty(), "{} has no model", path.display());
     let mut distinct: Vec<Distinct> = Vec::new();
     let mut total = 0;
     for graph in &checked.graphs {
-        let compiled = codegen::compile_with(graph, options)
+        let compiled = crate::util::compile_with(graph, &options)
             .unwrap_or_else(|e| panic!("{}: model `{}`: {e}", path.display(), graph.name));
         assert_eq!(compiled.kernels.len(), compiled.program.launches.len());
         for kernel in &compiled.kernels {
@@ -159,7 +159,7 @@ fn schedules_per_device_profile_match_snapshots_and_pass_spirv_val() {
     let temp = tempfile::tempdir().expect("temp dir");
     let path = Path::new("fixtures/schedules/schedules.tdsl");
     for target in codegen::target::TARGETS {
-        let (distinct, total) = distinct_kernels_with(path, codegen::Options { fuse: true, target });
+        let (distinct, total) = distinct_kernels_with(path, crate::util::options(true, target));
         for (i, d) in distinct.iter().enumerate() {
             let file = format!("schedules-{}-{i}.spv", target.name);
             if let Err(message) = spirv_val(&d.spirv, temp.path(), &file) {

@@ -3,19 +3,43 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use tdsl_compiler::driver::{self, Checked, Root};
+use tdsl_compiler::codegen::{Compiled, Target};
+use tdsl_compiler::driver::Root;
 use tdsl_compiler::interp::Tensor;
 use tdsl_compiler::ir::Graph;
+use tdsl_compiler::pipeline::{self, Checked, CompileError, Options};
 use tdsl_compiler::render;
 
 /// Checks a file given relative to the `tests/` directory (so snapshot paths do not depend on the machine).
 pub fn check_path(path: &Path) -> Checked {
-    driver::check(Root::Path(path))
+    pipeline::check(Root::Path(path))
 }
 
 /// Checks source text as if it were a file named `name`.
 pub fn check_text(name: &str, text: &str) -> Checked {
-    driver::check(Root::Text { name, text })
+    pipeline::check(Root::Text { name, text })
+}
+
+/// Pipeline options for tests: verification after every stage is always on, whatever the environment.
+pub fn options(fuse: bool, target: Target) -> Options {
+    Options { fuse, target, verify: true, ..Options::default() }
+}
+
+/// Compiles `graph` through the pipeline with `options` (verification forced on).
+pub fn compile_with(graph: &Graph, options: &Options) -> Result<Compiled, CompileError> {
+    pipeline::compile_graph(graph, &Options { verify: true, ..options.clone() })
+}
+
+/// Compiles `graph` with the default profile and fusion, verifying after every stage.
+pub fn compile(graph: &Graph) -> Result<Compiled, CompileError> {
+    compile_with(graph, &options(true, Target::default()))
+}
+
+/// The graph after each IR pass, in order, each verified.
+pub fn optimize_stages(graph: &Graph) -> Result<Vec<(&'static str, Graph)>, CompileError> {
+    let mut stages = Vec::new();
+    pipeline::optimize(graph, &options(true, Target::default()), &mut |pass, g| stages.push((pass.name, g.clone())))?;
+    Ok(stages)
 }
 
 /// The diagnostics rendered as the CLI prints them, without colour.

@@ -819,7 +819,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 #[cfg(test)]
 mod scratch_tests {
-    use crate::driver::{Root, check};
+    use crate::driver::Root;
+    use crate::pipeline::check;
     #[test]
     fn examples_scratch() {
         for f in ["../examples/mlp.tdsl", "../examples/cnn.tdsl", "../examples/encoder_layer.tdsl"] {

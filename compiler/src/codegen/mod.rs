@@ -27,13 +27,19 @@ pub mod target;
 mod tests;
 pub mod tiles;
 pub mod tuning;
+mod verify;
+
+use std::collections::BTreeMap;
+
+use tdsl_runtime::program::{Feature, Limit, Requirements};
 
 use crate::dim::Dim;
 use crate::ir::NodeId;
 
 pub use kernel::group_kernel;
-pub use plan::{Compiled, Options, compile, compile_tuned, compile_with};
+pub use plan::{Compiled, lower};
 pub use target::Target;
+pub use verify::{GroupingError, verify_grouping};
 
 /// Invocations per workgroup (x) of every kernel but row kernels (`rows.rs`); dispatches use
 /// `ceil(count / WORKGROUP_SIZE)` workgroups.
@@ -80,6 +86,8 @@ pub struct Kernel {
     pub workgroup_size: u32,
     /// Values the kernel's `u32` index arithmetic needs to stay at or below a limit: (what, value, max).
     pub bounds: Vec<(String, Dim, i64)>,
+    /// What the kernel needs from the device, read off the validated module (`requirements`).
+    pub requires: Requirements,
     wgsl: String,
     spirv: Vec<u32>,
 }
@@ -110,11 +118,8 @@ impl Kernel {
         // and DX12 (downlevel flag SHADER_F16_IN_F32); nothing else beyond the defaults is used.
         // Row kernels of targets with subgroups use subgroup built-ins and shuffles (SPIR-V 1.3, Vulkan
         // 1.1; the runtime's `subgroup` requirement).
-        let capabilities = naga::valid::Capabilities::default()
-            | naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32
-            | naga::valid::Capabilities::SUBGROUP;
-        let mut validator = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities);
-        let info = validator.validate(&module).map_err(|err| internal(error_chain(&err)))?;
+        let info = validate(&module, CAPABILITIES).map_err(|err| internal(error_chain(&err)))?;
+        let requires = requirements(&module);
         let wgsl = naga::back::wgsl::write_string(&module, &info, naga::back::wgsl::WriterFlags::empty())
             .map_err(|err| internal(format!("WGSL backend: {}", error_chain(&err))))?;
         let pipeline = naga::back::spv::PipelineOptions {
@@ -139,8 +144,71 @@ impl Kernel {
         };
         let spirv = naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline))
             .map_err(|err| internal(format!("SPIR-V backend: {}", error_chain(&err))))?;
-        Ok(Kernel { name, module, info, args, invocations, workgroup_size, bounds, wgsl, spirv })
+        Ok(Kernel { name, module, info, args, invocations, workgroup_size, bounds, requires, wgsl, spirv })
     }
+}
+
+/// Every capability a kernel may use; `requirements` finds which of the optional ones it does use.
+const CAPABILITIES: naga::valid::Capabilities = naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32
+    .union(naga::valid::Capabilities::SUBGROUP)
+    .union(naga::valid::Capabilities::SHADER_FLOAT16);
+
+/// The device features behind the optional capabilities, in the runtime's terms.
+const FEATURES: [(naga::valid::Capabilities, Feature); 3] = [
+    (naga::valid::Capabilities::SHADER_FLOAT16, Feature::ShaderF16),
+    (naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32, Feature::ShaderF16InF32),
+    (naga::valid::Capabilities::SUBGROUP, Feature::Subgroup),
+];
+
+fn validate(
+    module: &naga::Module,
+    capabilities: naga::valid::Capabilities,
+) -> Result<naga::valid::ModuleInfo, naga::WithSpan<naga::valid::ValidationError>> {
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities).validate(module)
+}
+
+/// What a validated module needs from the device. A feature is needed exactly when the module does not
+/// validate without its capability (naga's own definition of use, so no construct is missed); limits come
+/// from the module's bindings, workgroup size and workgroup memory (each variable's size by naga's layout).
+fn requirements(module: &naga::Module) -> Requirements {
+    let features = FEATURES
+        .into_iter()
+        .filter(|(capability, _)| validate(module, CAPABILITIES.difference(*capability)).is_err())
+        .map(|(_, feature)| feature)
+        .collect();
+    let ctx = module.to_ctx();
+    let (mut storage, mut uniforms, mut uniform_bytes, mut workgroup_bytes) = (0u64, 0u64, 0u64, 0u64);
+    let (mut groups, mut bindings) = (0u64, 0u64);
+    for (_, var) in module.global_variables.iter() {
+        let size = u64::from(module.types[var.ty].inner.size(ctx));
+        match var.space {
+            naga::AddressSpace::Storage { .. } => storage += 1,
+            naga::AddressSpace::Uniform => {
+                uniforms += 1;
+                uniform_bytes = uniform_bytes.max(size);
+            }
+            naga::AddressSpace::WorkGroup => workgroup_bytes += size,
+            _ => {}
+        }
+        if let Some(binding) = &var.binding {
+            groups = groups.max(u64::from(binding.group) + 1);
+            bindings = bindings.max(u64::from(binding.binding) + 1);
+        }
+    }
+    let [x, y, z] = module.entry_points.iter().map(|e| e.workgroup_size).next().unwrap_or([1, 1, 1]);
+    let mut limits = BTreeMap::from([
+        (Limit::BindGroups, groups),
+        (Limit::BindingsPerBindGroup, bindings),
+        (Limit::StorageBuffersPerShaderStage, storage),
+        (Limit::UniformBuffersPerShaderStage, uniforms),
+        (Limit::UniformBufferBindingSize, uniform_bytes),
+        (Limit::ComputeWorkgroupSizeX, u64::from(x)),
+        (Limit::ComputeInvocationsPerWorkgroup, u64::from(x) * u64::from(y) * u64::from(z)),
+    ]);
+    if workgroup_bytes > 0 {
+        limits.insert(Limit::ComputeWorkgroupStorageSize, workgroup_bytes);
+    }
+    Requirements { features, limits }
 }
 
 /// SPIR-V words as assembly text (`spirv-dis` style), for `tdslc emit spvasm` and snapshots.

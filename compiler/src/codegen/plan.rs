@@ -1,8 +1,6 @@
-//! From a verified graph to a runtime `Program`: decides the kernel groups, builds each group's kernel and
-//! lists the device tensors (inputs, params, and one per group root) and launches in dependency order.
-//!
-//! The pipeline for one graph, in order: `ir::verify` (codegen takes verified IR only), `opt::optimize` (the
-//! IR passes), `fuse::group` (which nodes are stored and which computed inline), then one kernel per group.
+//! From a grouped graph to a runtime `Program`: builds each group's kernel and lists the device tensors
+//! (inputs, params, and one per group root) and launches in dependency order. The stages before this one
+//! (verification, the IR passes, fusion) are in `pipeline.rs`.
 
 use std::collections::HashMap;
 
@@ -13,7 +11,6 @@ use super::fuse;
 use super::kernel::group_kernel;
 use super::tuning::Tuning;
 use super::{CodegenError, Kernel, KernelArg};
-use crate::dim::Dim;
 use crate::ir::{Graph, NodeId, Op};
 
 /// A compiled graph: the program the runtime runs and the validated kernels behind its launches
@@ -28,45 +25,16 @@ pub struct Compiled {
     pub grouping: fuse::Grouping,
 }
 
-/// What `compile_with` may do.
-#[derive(Clone, Copy, Debug)]
-pub struct Options {
-    /// Fuse operations into as few kernels as the rules of `fuse.rs` allow; off: one kernel per node.
-    pub fuse: bool,
-    /// The device profile whose schedules the kernels use (`target.rs`).
-    pub target: super::Target,
-}
-
-impl Default for Options {
-    fn default() -> Options {
-        Options { fuse: true, target: super::Target::default() }
-    }
-}
-
-/// Compiles `graph` with the default options (fusion on).
-pub fn compile(graph: &Graph) -> Result<Compiled, CodegenError> {
-    compile_with(graph, Options::default())
-}
-
-/// Compiles `graph`, which must verify (anything else is an internal error: codegen takes verified IR only).
-pub fn compile_with(graph: &Graph, options: Options) -> Result<Compiled, CodegenError> {
-    compile_tuned(graph, options, &Tuning::default())
-}
-
-/// `compile_with`, taking each tiled contraction's tile from `tuning` where it has an entry for the
-/// kernel (`tuning.rs`); other kernels and the grouping are as without it.
-pub fn compile_tuned(graph: &Graph, options: Options, tuning: &Tuning) -> Result<Compiled, CodegenError> {
-    crate::ir::verify(graph).map_err(|errors| CodegenError::Internal {
-        kernel: graph.name.clone(),
-        message: format!(
-            "codegen was given an IR graph that does not verify: {}",
-            errors.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
-        ),
-    })?;
-    let optimized = crate::opt::optimize(graph);
-    let graph = &optimized;
-    let grouping = fuse::group(graph, options.fuse, &options.target);
-
+/// Lowers a verified, optimized `graph` with its fusion decision: one kernel per group (each tiled
+/// contraction taking its tile from `tuning` where it has an entry for the kernel, `tuning.rs`), and the
+/// runtime `Program` listing the device tensors (inputs, params, one per stored node) and the launches in
+/// group order. `pipeline::compile_graph` is the caller; see there for the stages before this one.
+pub fn lower(
+    graph: &Graph,
+    grouping: &fuse::Grouping,
+    target: &Target,
+    tuning: &Tuning,
+) -> Result<(Program, Vec<Kernel>), CodegenError> {
     let mut program = Program {
         name: graph.name.clone(),
         symbols: graph.symbols.iter().map(|s| s.name.clone()).collect(),
@@ -80,12 +48,7 @@ pub fn compile_tuned(graph: &Graph, options: Options, tuning: &Tuning) -> Result
                       role: TensorRole| {
         let ty = &graph.node(node).ty;
         let id = TensorId(program.tensors.len() as u32);
-        program.tensors.push(TensorDecl {
-            name,
-            role,
-            dtype: ty.dtype,
-            shape: ty.shape.iter().map(Dim::to_expr).collect(),
-        });
+        program.tensors.push(TensorDecl { name, role, dtype: ty.dtype, shape: ty.shape.clone() });
         tensor_of.insert(node, id);
         id
     };
@@ -106,14 +69,14 @@ pub fn compile_tuned(graph: &Graph, options: Options, tuning: &Tuning) -> Result
 
     let mut kernels = Vec::new();
     for group in &grouping.groups {
-        let mut kernel = group_kernel(graph, group, kernels.len(), &options.target)?;
+        let mut kernel = group_kernel(graph, group, kernels.len(), target)?;
         if !tuning.tiles.is_empty()
             && let Some(&tile) = tuning.tiles.get(&Tuning::key(kernel.wgsl()))
-            && tile != options.target.tile
+            && tile != target.tile
             && tile.0 * tile.1 > 1
             && super::tiles::plan(graph, group, tile).is_some()
         {
-            kernel = group_kernel(graph, group, kernels.len(), &Target { tile, ..options.target })?;
+            kernel = group_kernel(graph, group, kernels.len(), &Target { tile, ..*target })?;
         }
         for id in group.roots() {
             let name = format!("%{} {}", id.index(), graph.node(id).op.name());
@@ -125,7 +88,7 @@ pub fn compile_tuned(graph: &Graph, options: Options, tuning: &Tuning) -> Result
             .map(|arg| match arg {
                 KernelArg::Read(n) => tensor_of.get(n).copied().map(Arg::Read),
                 KernelArg::Write(n) => tensor_of.get(n).copied().map(Arg::Write),
-                KernelArg::Uniform(dims) => Some(Arg::Uniform(dims.iter().map(Dim::to_expr).collect())),
+                KernelArg::Uniform(dims) => Some(Arg::Uniform(dims.clone())),
                 KernelArg::Status => Some(Arg::Status),
             })
             .collect::<Option<Vec<Arg>>>()
@@ -138,13 +101,14 @@ pub fn compile_tuned(graph: &Graph, options: Options, tuning: &Tuning) -> Result
             wgsl: kernel.wgsl().to_string(),
             spirv: kernel.spirv().to_vec(),
             args,
-            invocations: kernel.invocations.to_expr(),
+            invocations: kernel.invocations.clone(),
             workgroup_size: kernel.workgroup_size,
             bounds: kernel
                 .bounds
                 .iter()
-                .map(|(what, value, max)| Bound { what: what.clone(), value: value.to_expr(), max: *max })
+                .map(|(what, value, max)| Bound { what: what.clone(), value: value.clone(), max: *max })
                 .collect(),
+            requires: kernel.requires.clone(),
         });
         kernels.push(kernel);
     }
@@ -155,5 +119,5 @@ pub fn compile_tuned(graph: &Graph, options: Options, tuning: &Tuning) -> Result
         })?;
         program.outputs.push((output.name.clone(), tensor));
     }
-    Ok(Compiled { program, kernels, graph: optimized, grouping })
+    Ok((program, kernels))
 }

@@ -5,7 +5,7 @@
 //! integration binary (snapshots, spirv-val on every kernel, GPU against the interpreter).
 
 use super::*;
-use crate::interp::tests::{Builder, c};
+use crate::ir::build::{Builder, c};
 use crate::ir::{BinaryOp, DType, Op, UnaryOp};
 
 const SPIRV_VAL: &str = "spirv-val";

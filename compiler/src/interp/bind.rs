@@ -1,11 +1,10 @@
 //! Binding symbolic dimensions for the interpreter: the rules and messages live in the runtime
 //! (`tdsl_runtime::bind`, shared with the GPU executor); this adapts a graph's signature to the runtime's
-//! form (`Dim::to_expr` turns each `Dim` into a `DimExpr`, which prints identically) and re-exports its types.
+//! form (the graph's `Dim`s are the runtime's own type) and re-exports its types.
 //! The graph must be verified: input and param handles that name no node are skipped.
 
 use super::RunError;
 use super::Tensor;
-use crate::dim::Dim;
 use crate::ir::{Graph, Op};
 use std::collections::HashMap;
 use tdsl_runtime::bind::{Declared, Given, Signature};
@@ -23,7 +22,7 @@ pub fn bind_symbols(graph: &Graph, inputs: &[Tensor], params: &HashMap<String, T
 }
 
 /// `graph`'s signature in the runtime's form: symbol names, inputs in signature order and params, each with
-/// its `DimExpr` shape (what `tdsl_runtime::random::fill_signature` and binding take).
+/// its shape (what `tdsl_runtime::random::fill_signature` and binding take).
 pub fn signature(graph: &Graph) -> (Vec<String>, Vec<Declared>, Vec<Declared>) {
     let symbols: Vec<String> = graph.symbols.iter().map(|s| s.name.clone()).collect();
     let declared = |ids: &[crate::ir::NodeId]| -> Vec<Declared> {
@@ -35,52 +34,9 @@ pub fn signature(graph: &Graph) -> (Vec<String>, Vec<Declared>, Vec<Declared>) {
                     Op::Param { key } => Site::Param(key.clone()),
                     _ => return None,
                 };
-                Some(Declared { site, dtype: node.ty.dtype, shape: node.ty.shape.iter().map(Dim::to_expr).collect() })
+                Some(Declared { site, dtype: node.ty.dtype, shape: node.ty.shape.clone() })
             })
             .collect()
     };
     (symbols, declared(&graph.inputs), declared(&graph.params))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::dim::SymId;
-
-    /// Every way a `Dim` prints (signs, coefficients, degrees, nested floor divisions) prints the same as its
-    /// `DimExpr`, and both evaluate alike: binding messages must not change with the move to the runtime.
-    #[test]
-    fn dim_exprs_print_and_evaluate_like_dims() {
-        let names = ["B", "S", "H"].map(String::from);
-        let s = |i| Dim::sym(SymId(i));
-        let c = Dim::constant;
-        let b_s = s(0).mul(&s(1)).unwrap();
-        let halves = s(1).sub(&c(1)).unwrap().div(&c(2)).unwrap();
-        let dims = [
-            c(0),
-            c(7),
-            c(-3),
-            s(1),
-            s(1).scale(2).unwrap(),
-            s(1).neg().unwrap(),
-            c(1).sub(&s(2)).unwrap(),
-            s(2).sub(&s(1)).unwrap().add(&c(1)).unwrap(),
-            b_s.scale(2).unwrap().sub(&s(2)).unwrap(),
-            b_s.mul(&s(1)).unwrap().add(&s(0)).unwrap(),
-            halves.clone(),
-            s(1).div(&c(2)).unwrap(),
-            halves.scale(3).unwrap(),
-            halves.mul(&s(0)).unwrap().add(&c(5)).unwrap(),
-            halves.add(&s(2)).unwrap().div(&c(3)).unwrap().sub(&s(0)).unwrap(),
-            s(0).mul(&s(2)).unwrap().add(&s(1)).unwrap().div(&c(4)).unwrap(),
-        ];
-        let values = [3i64, 8, 5];
-        for dim in &dims {
-            let expr = dim.to_expr();
-            let by_id = |id: SymId| names[id.0 as usize].clone();
-            assert_eq!(expr.display(&names).to_string(), dim.display(&by_id).to_string(), "{dim:?}");
-            assert_eq!(expr.eval(&values), dim.eval(&|id: SymId| values[id.0 as usize]), "{dim:?}");
-            assert_eq!(expr.as_sym(), dim.as_sym().map(|id| id.0));
-        }
-    }
 }

@@ -7,13 +7,15 @@
 //! operand types by the rules in spec/ops.md; elementwise ops see equal shapes (broadcasts are explicit
 //! `Broadcast` nodes); inputs, params and outputs lists point at the right node kinds.
 
+#[cfg(test)]
+pub(crate) mod build;
 pub mod print;
 pub mod verify;
 
 use crate::arena::{Arena, Handle};
 use crate::dim::{Dim, SymId};
 
-pub use verify::verify;
+pub use verify::{VerifyError, verify};
 
 /// Element types: defined in the runtime (which reads and writes tensors of them and never depends on the
 /// compiler) and used by the IR as they are.

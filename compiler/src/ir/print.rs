@@ -151,7 +151,7 @@ fn grouped(graph: &Graph, dim: &Dim) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::interp::tests::{Body, Builder, c};
+    use crate::ir::build::{Body, Builder, c};
     use crate::ir::{BinaryOp, DType, ReduceOp, UnaryOp};
 
     #[test]

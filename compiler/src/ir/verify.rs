@@ -716,7 +716,7 @@ fn constant_bounds(scx: &mut ScalarCx, map: &MapOp, index: &Affine, dim: &Dim, a
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::interp::tests::{Body, Builder, c};
+    use crate::ir::build::{Body, Builder, c};
     use crate::span::Span;
 
     fn errors(b: &Builder) -> Vec<String> {

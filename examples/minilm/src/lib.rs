@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use tdsl_compiler::codegen;
-use tdsl_compiler::driver::{self, Root};
+use tdsl_compiler::driver::Root;
+use tdsl_compiler::pipeline;
 use tdsl_runtime::{ExecError, Gpu, GpuError, Program, Tensor, TensorData, Weights, WeightsError};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
@@ -187,7 +188,7 @@ impl Encoder {
 
 /// Compiles `SOURCE`; returns the program and its kernel count.
 pub fn compile(fuse: bool, target: codegen::Target) -> Result<(Program, usize), Error> {
-    let checked = driver::check(Root::Text { name: "minilm.tdsl", text: SOURCE });
+    let checked = pipeline::check(Root::Text { name: "minilm.tdsl", text: SOURCE });
     if !checked.diagnostics.is_empty() {
         return Err(Error::Compile(tdsl_compiler::render::render(
             &checked.diagnostics,
@@ -196,8 +197,8 @@ pub fn compile(fuse: bool, target: codegen::Target) -> Result<(Program, usize), 
         )));
     }
     let graph = checked.graphs.into_iter().next().ok_or_else(|| Error::Compile("no model".to_string()))?;
-    let compiled =
-        codegen::compile_with(&graph, codegen::Options { fuse, target }).map_err(|e| Error::Compile(e.to_string()))?;
+    let options = pipeline::Options { fuse, target, ..pipeline::Options::default() };
+    let compiled = pipeline::compile_graph(&graph, &options).map_err(|e| Error::Compile(e.to_string()))?;
     let kernels = compiled.kernels.len();
     Ok((compiled.program, kernels))
 }

@@ -11,94 +11,22 @@ use serde::{Deserialize, Serialize};
 
 use super::{Bundle, BundleProblem, BundledModel};
 use crate::DType;
-use crate::program::{Arg, Bound, DimAtom, DimExpr, Launch, Program, TensorDecl, TensorId, TensorRole};
+use crate::dim::{Atom, Dim, SymId};
+use crate::program::{Arg, Bound, Feature, Launch, Limit, Program, Requirements, TensorDecl, TensorId, TensorRole};
 
 /// The first word of every SPIR-V module.
 const SPIRV_MAGIC: u32 = 0x0723_0203;
 
-/// What one kernel needs from the device beyond what every device offers.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Requirements {
-    /// Optional features by name: `shader-f16` (`wgpu::Features::SHADER_F16`, f16 arithmetic in the
-    /// kernel), `shader-f16-in-f32` (the downlevel capability behind `quantizeToF16`) or `subgroup`
-    /// (`wgpu::Features::SUBGROUP`: subgroup built-ins and shuffles).
-    pub features: Vec<String>,
-    /// Device limits by their `wgpu::Limits` field name, each the least value the kernel needs.
-    pub limits: BTreeMap<String, u64>,
-}
-
-impl Requirements {
-    /// What `launch` needs: one bind group holding its bindings (storage buffers and uniform blocks counted
-    /// apart), its workgroup size, its largest uniform block, its workgroup memory, and the features its
-    /// kernel text uses.
-    pub fn of(launch: &Launch) -> Requirements {
-        let storage = launch.args.iter().filter(|a| !matches!(a, Arg::Uniform(_))).count() as u64;
-        let uniforms = launch.args.iter().filter(|a| matches!(a, Arg::Uniform(_))).count() as u64;
-        let uniform_bytes = launch
-            .args
-            .iter()
-            .map(|a| if let Arg::Uniform(words) = a { 4 * words.len().max(1) as u64 } else { 0 })
-            .max()
-            .unwrap_or(0);
-        let size = u64::from(launch.workgroup_size);
-        let limits = [
-            ("max_bind_groups", 1),
-            ("max_bindings_per_bind_group", launch.args.len() as u64),
-            ("max_storage_buffers_per_shader_stage", storage),
-            ("max_uniform_buffers_per_shader_stage", uniforms),
-            ("max_uniform_buffer_binding_size", uniform_bytes),
-            ("max_compute_workgroup_size_x", size),
-            ("max_compute_invocations_per_workgroup", size),
-        ];
-        let mut limits: BTreeMap<String, u64> = limits.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-        let shared = workgroup_bytes(&launch.wgsl);
-        if shared > 0 {
-            limits.insert("max_compute_workgroup_storage_size".to_string(), shared);
-        }
-        let mut features = Vec::new();
-        if launch.wgsl.contains("enable f16;") {
-            features.push("shader-f16".to_string());
-        }
-        if launch.wgsl.contains("quantizeToF16") {
-            features.push("shader-f16-in-f32".to_string());
-        }
-        if launch.wgsl.contains("@builtin(subgroup") || launch.wgsl.contains("subgroupShuffle") {
-            features.push("subgroup".to_string());
-        }
-        Requirements { features, limits }
-    }
-}
-
-/// Bytes of workgroup memory the WGSL declares (`var<workgroup> name: array<f32, 256>;` is 1024); a type
-/// this does not recognise counts as 16 bytes per element, more than any scalar or vector of 4 words needs.
-fn workgroup_bytes(wgsl: &str) -> u64 {
-    let scalar = |ty: &str| match ty.trim() {
-        "f16" => 2,
-        "f32" | "i32" | "u32" | "bool" => 4,
-        _ => 16,
-    };
-    wgsl.lines()
-        .filter_map(|line| line.trim().strip_prefix("var<workgroup>"))
-        .filter_map(|rest| rest.split_once(':').map(|(_, ty)| ty.trim().trim_end_matches(';').trim()))
-        .map(|ty| match ty.strip_prefix("array<").and_then(|t| t.strip_suffix('>')).and_then(|t| t.rsplit_once(',')) {
-            Some((element, count)) => count.trim().parse::<u64>().map_or(u64::MAX / 2, |n| n * scalar(element)),
-            None => scalar(ty),
-        })
-        .fold(0u64, |total, bytes| total.saturating_add(bytes))
-}
-
 /// The grid formula of a launch: `floor((invocations + workgroup_size - 1) / workgroup_size)` workgroups
 /// (before folding into two dimensions, spec/runtime.md G2.3).
-pub fn workgroups(invocations: &DimExpr, workgroup_size: u32) -> DimExpr {
-    let mut numerator = invocations.clone();
-    let extra = i64::from(workgroup_size.max(1)) - 1;
-    match numerator.terms.iter_mut().find(|(_, atoms)| atoms.is_empty()) {
-        Some(term) => term.0 = term.0.saturating_add(extra),
-        None if extra != 0 => numerator.terms.push((extra, vec![])),
-        None => {}
-    }
-    numerator.terms.retain(|(coef, _)| *coef != 0);
-    DimExpr { terms: vec![(1, vec![DimAtom::FloorDiv(Box::new(numerator), i64::from(workgroup_size.max(1)))])] }
+pub fn workgroups(invocations: &Dim, workgroup_size: u32) -> Dim {
+    let size = Dim::constant(i64::from(workgroup_size.max(1)));
+    // Overflow only for invocation counts near i64::MAX, which no launch has (bounds keep them below 2^32).
+    invocations
+        .add(&size)
+        .and_then(|n| n.sub(&Dim::constant(1)))
+        .and_then(|n| n.div(&size))
+        .unwrap_or_else(|_| invocations.clone())
 }
 
 #[derive(Serialize, Deserialize)]
@@ -137,7 +65,7 @@ struct Tensor {
     name: String,
     role: Role,
     dtype: String,
-    shape: Vec<Dim>,
+    shape: Vec<DimEntry>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -155,8 +83,8 @@ struct Output {
     tensor: u32,
 }
 
-/// A `DimExpr` as its terms, each `[coefficient, [factors]]`.
-type Dim = Vec<(i64, Vec<Factor>)>;
+/// A `Dim` as its terms, each `[coefficient, [factors]]`.
+type DimEntry = Vec<(i64, Vec<Factor>)>;
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
@@ -164,7 +92,7 @@ enum Factor {
     /// A symbol, by name.
     Sym(String),
     /// `floor(of / by)`.
-    FloorDiv { of: Dim, by: i64 },
+    FloorDiv { of: DimEntry, by: i64 },
 }
 
 #[derive(Serialize, Deserialize)]
@@ -174,10 +102,10 @@ struct LaunchEntry {
     wgsl: Blob,
     spirv: Blob,
     args: Vec<ArgEntry>,
-    invocations: Dim,
+    invocations: DimEntry,
     workgroup_size: u32,
     /// `workgroups(invocations, workgroup_size)`, for readers; checked on load.
-    workgroups: Dim,
+    workgroups: DimEntry,
     bounds: Vec<BoundEntry>,
     requires: RequirementsEntry,
 }
@@ -194,7 +122,7 @@ struct Blob {
 enum ArgEntry {
     Read(u32),
     Write(u32),
-    Uniform(Vec<Dim>),
+    Uniform(Vec<DimEntry>),
     Status,
 }
 
@@ -202,7 +130,7 @@ enum ArgEntry {
 #[serde(deny_unknown_fields)]
 struct BoundEntry {
     what: String,
-    value: Dim,
+    value: DimEntry,
     max: i64,
 }
 
@@ -226,16 +154,14 @@ pub fn encode(bundle: &Bundle) -> (Vec<u8>, Vec<u8>) {
         .iter()
         .map(|model| {
             let p = &model.program;
-            let dim = |d: &DimExpr| encode_dim(d, &p.symbols);
+            let dim = |d: &Dim| encode_dim(d, &p.symbols);
             let launches = p
                 .launches
                 .iter()
-                .enumerate()
-                .map(|(i, launch)| {
+                .map(|launch| {
                     let wgsl = push(launch.wgsl.as_bytes());
                     let spirv_bytes: Vec<u8> = launch.spirv.iter().flat_map(|w| w.to_le_bytes()).collect();
                     let spirv = push(&spirv_bytes);
-                    let requires = model.requirements.get(i).cloned().unwrap_or_default();
                     LaunchEntry {
                         name: launch.name.clone(),
                         wgsl,
@@ -258,7 +184,10 @@ pub fn encode(bundle: &Bundle) -> (Vec<u8>, Vec<u8>) {
                             .iter()
                             .map(|b| BoundEntry { what: b.what.clone(), value: dim(&b.value), max: b.max })
                             .collect(),
-                        requires: RequirementsEntry { features: requires.features, limits: requires.limits },
+                        requires: RequirementsEntry {
+                            features: launch.requires.features.iter().map(|f| f.name().to_string()).collect(),
+                            limits: launch.requires.limits.iter().map(|(l, &v)| (l.name().to_string(), v)).collect(),
+                        },
                     }
                 })
                 .collect();
@@ -293,20 +222,19 @@ pub fn encode(bundle: &Bundle) -> (Vec<u8>, Vec<u8>) {
     (json, blobs)
 }
 
-fn encode_dim(dim: &DimExpr, symbols: &[String]) -> Dim {
-    dim.terms
-        .iter()
-        .map(|(coef, atoms)| {
+fn encode_dim(dim: &Dim, symbols: &[String]) -> DimEntry {
+    dim.terms()
+        .map(|(atoms, coef)| {
             let factors = atoms
                 .iter()
                 .map(|atom| match atom {
-                    DimAtom::Sym(s) => Factor::Sym(symbols.get(*s as usize).cloned().unwrap_or_default()),
-                    DimAtom::FloorDiv(numerator, divisor) => {
+                    Atom::Sym(s) => Factor::Sym(symbols.get(s.0 as usize).cloned().unwrap_or_default()),
+                    Atom::FloorDiv(numerator, divisor) => {
                         Factor::FloorDiv { of: encode_dim(numerator, symbols), by: *divisor }
                     }
                 })
                 .collect();
-            (*coef, factors)
+            (coef, factors)
         })
         .collect()
 }
@@ -326,7 +254,7 @@ fn decode_model(model: Model, blobs: &[u8]) -> Result<BundledModel, BundleProble
             return Err(here(format!("symbol `{}` has minimum {}; version 1 bundles say 1", symbol.name, symbol.min)));
         }
     }
-    let dim = |d: &Dim, place: &str| decode_dim(d, &symbols).map_err(|e| here(format!("{place}: {e}")));
+    let dim = |d: &DimEntry, place: &str| decode_dim(d, &symbols).map_err(|e| here(format!("{place}: {e}")));
     let mut tensors = Vec::with_capacity(model.tensors.len());
     for (i, t) in model.tensors.iter().enumerate() {
         let dtype = DType::from_name(&t.dtype)
@@ -345,7 +273,6 @@ fn decode_model(model: Model, blobs: &[u8]) -> Result<BundledModel, BundleProble
         tensors.push(TensorDecl { name: t.name.clone(), role, dtype, shape });
     }
     let mut launches = Vec::with_capacity(model.launches.len());
-    let mut requirements = Vec::with_capacity(model.launches.len());
     for (i, l) in model.launches.iter().enumerate() {
         let place = |what: &str| format!("launch {i} ({}): {what}", l.name);
         let wgsl_bytes = blob(blobs, &l.wgsl).ok_or_else(|| here(place("its WGSL lies outside the blob section")))?;
@@ -380,9 +307,9 @@ fn decode_model(model: Model, blobs: &[u8]) -> Result<BundledModel, BundleProble
         if grid != workgroups(&invocations, l.workgroup_size) {
             return Err(here(place(&format!(
                 "its grid formula ({}) is not ceil(invocations / {}) ({})",
-                grid.display(&symbols),
+                grid.named(&symbols),
                 l.workgroup_size,
-                workgroups(&invocations, l.workgroup_size).display(&symbols)
+                workgroups(&invocations, l.workgroup_size).named(&symbols)
             ))));
         }
         let bounds = l
@@ -390,6 +317,7 @@ fn decode_model(model: Model, blobs: &[u8]) -> Result<BundledModel, BundleProble
             .iter()
             .map(|b| Ok(Bound { what: b.what.clone(), value: dim(&b.value, &place(&b.what))?, max: b.max }))
             .collect::<Result<_, BundleProblem>>()?;
+        let requires = decode_requirements(&l.requires).map_err(|e| here(place(&e)))?;
         launches.push(Launch {
             name: l.name.clone(),
             wgsl,
@@ -398,8 +326,8 @@ fn decode_model(model: Model, blobs: &[u8]) -> Result<BundledModel, BundleProble
             invocations,
             workgroup_size: l.workgroup_size,
             bounds,
+            requires,
         });
-        requirements.push(Requirements { features: l.requires.features.clone(), limits: l.requires.limits.clone() });
     }
     let program = Program {
         name: model.name.clone(),
@@ -410,7 +338,7 @@ fn decode_model(model: Model, blobs: &[u8]) -> Result<BundledModel, BundleProble
         outputs: model.outputs.iter().map(|o| (o.name.clone(), TensorId(o.tensor))).collect(),
         launches,
     };
-    Ok(BundledModel { program, buffer_slots: model.buffer_slots, requirements })
+    Ok(BundledModel { program, buffer_slots: model.buffer_slots })
 }
 
 fn blob<'a>(blobs: &'a [u8], at: &Blob) -> Option<&'a [u8]> {
@@ -422,31 +350,52 @@ fn blob<'a>(blobs: &'a [u8], at: &Blob) -> Option<&'a [u8]> {
 /// Nesting limit for floor divisions (the compiler's dimensions nest a few levels at most).
 const MAX_DEPTH: usize = 32;
 
-fn decode_dim(dim: &Dim, symbols: &[String]) -> Result<DimExpr, String> {
+fn decode_requirements(entry: &RequirementsEntry) -> Result<Requirements, String> {
+    let mut requires = Requirements::default();
+    for name in &entry.features {
+        let feature = Feature::from_name(name).ok_or_else(|| {
+            format!("it needs the feature `{name}`, which this runtime does not know (a bundle from a newer compiler?)")
+        })?;
+        requires.features.insert(feature);
+    }
+    for (name, &value) in &entry.limits {
+        let limit = Limit::from_name(name).ok_or_else(|| {
+            format!("it needs the limit `{name}`, which this runtime does not know (a bundle from a newer compiler?)")
+        })?;
+        requires.limits.insert(limit, value);
+    }
+    Ok(requires)
+}
+
+fn decode_dim(dim: &DimEntry, symbols: &[String]) -> Result<Dim, String> {
     decode_dim_at(dim, symbols, 0)
 }
 
-fn decode_dim_at(dim: &Dim, symbols: &[String], depth: usize) -> Result<DimExpr, String> {
+/// Rebuilds the dimension through `Dim`'s own arithmetic, so a decoded dimension is in canonical form
+/// whatever the manifest wrote.
+fn decode_dim_at(dim: &DimEntry, symbols: &[String], depth: usize) -> Result<Dim, String> {
     if depth > MAX_DEPTH {
         return Err(format!("floor divisions nest deeper than {MAX_DEPTH}"));
     }
-    let mut terms = Vec::with_capacity(dim.len());
+    let overflow = |e: crate::dim::DimError| e.to_string();
+    let mut total = Dim::constant(0);
     for (coef, factors) in dim {
-        let mut atoms = Vec::with_capacity(factors.len());
+        let mut term = Dim::constant(*coef);
         for factor in factors {
-            atoms.push(match factor {
-                Factor::Sym(name) => DimAtom::Sym(
+            let value = match factor {
+                Factor::Sym(name) => Dim::sym(SymId(
                     symbols.iter().position(|s| s == name).ok_or_else(|| format!("unknown symbol `{name}`"))? as u32,
-                ),
+                )),
                 Factor::FloorDiv { of, by } => {
                     if *by < 1 {
                         return Err(format!("a floor division by {by}; a divisor must be at least 1"));
                     }
-                    DimAtom::FloorDiv(Box::new(decode_dim_at(of, symbols, depth + 1)?), *by)
+                    decode_dim_at(of, symbols, depth + 1)?.div(&Dim::constant(*by)).map_err(overflow)?
                 }
-            });
+            };
+            term = term.mul(&value).map_err(overflow)?;
         }
-        terms.push((*coef, atoms));
+        total = total.add(&term).map_err(overflow)?;
     }
-    Ok(DimExpr { terms })
+    Ok(total)
 }

@@ -111,7 +111,7 @@ pub fn plan_slots(program: &Program) -> Vec<Option<usize>> {
             let count = decl
                 .shape
                 .iter()
-                .fold(1u64, |n, dim| n.saturating_mul(dim.eval(&symbols).map_or(u64::MAX, |v| v.max(0) as u64)));
+                .fold(1u64, |n, dim| n.saturating_mul(dim.eval_at(&symbols).map_or(u64::MAX, |v| v.max(0) as u64)));
             count.saturating_mul(decl.dtype.size() as u64)
         })
         .collect();
@@ -255,10 +255,11 @@ pub fn memory_from_slots(program: &Program, slots: &[Option<usize>], bytes: &[u6
 mod tests {
     use super::*;
     use crate::DType;
-    use crate::program::{DimExpr, Launch, TensorDecl, TensorId};
+    use crate::dim::Dim;
+    use crate::program::{Launch, TensorDecl, TensorId};
 
     fn tensor(name: &str, role: TensorRole) -> TensorDecl {
-        TensorDecl { name: name.into(), role, dtype: DType::F32, shape: vec![DimExpr::constant(4)] }
+        TensorDecl { name: name.into(), role, dtype: DType::F32, shape: vec![Dim::constant(4)] }
     }
 
     fn launch(reads: &[u32], write: u32) -> Launch {
@@ -269,9 +270,10 @@ mod tests {
             wgsl: String::new(),
             spirv: vec![],
             args,
-            invocations: DimExpr::constant(4),
+            invocations: Dim::constant(4),
             workgroup_size: 256,
             bounds: vec![],
+            requires: Default::default(),
         }
     }
 

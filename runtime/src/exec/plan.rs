@@ -5,7 +5,8 @@
 //! limits, so they are tested without a device.
 
 use super::ExecError;
-use crate::program::{Arg, DimExpr, Program};
+use crate::dim::Dim;
+use crate::program::{Arg, Program};
 
 /// The device limits a plan is checked against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,10 +43,10 @@ pub fn tensor_shapes(program: &Program, symbols: &[i64], limits: &DeviceLimits) 
             let fail = |problem: String| ExecError::Shape {
                 tensor: decl.name.clone(),
                 axis,
-                dim: dim.display(&program.symbols).to_string(),
+                dim: dim.named(&program.symbols).to_string(),
                 problem,
             };
-            let value = dim.eval(symbols).ok_or_else(|| fail("overflows 64-bit integers".into()))?;
+            let value = dim.eval_at(symbols).ok_or_else(|| fail("overflows 64-bit integers".into()))?;
             if value < 0 {
                 return Err(fail(format!("is {value}; a dimension cannot be negative")));
             }
@@ -69,12 +70,12 @@ pub fn tensor_shapes(program: &Program, symbols: &[i64], limits: &DeviceLimits) 
 
 /// Each launch's bounds checked, uniform blocks filled and grid folded, in launch order.
 pub fn plan_launches(program: &Program, symbols: &[i64], limits: &DeviceLimits) -> Result<Vec<LaunchPlan>, ExecError> {
-    let text = |dim: &DimExpr| dim.display(&program.symbols).to_string();
+    let text = |dim: &Dim| dim.named(&program.symbols).to_string();
     let mut plans = Vec::with_capacity(program.launches.len());
     for (index, launch) in program.launches.iter().enumerate() {
         let name = || launch.name.clone();
         for bound in &launch.bounds {
-            let value = bound.value.eval(symbols);
+            let value = bound.value.eval_at(symbols);
             if value.is_none_or(|v| v > bound.max) {
                 return Err(ExecError::Bound {
                     launch: index,
@@ -91,7 +92,7 @@ pub fn plan_launches(program: &Program, symbols: &[i64], limits: &DeviceLimits) 
             let Arg::Uniform(words) = arg else { continue };
             let mut bytes = Vec::with_capacity(4 * words.len());
             for (word, dim) in words.iter().enumerate() {
-                let value = dim.eval(symbols);
+                let value = dim.eval_at(symbols);
                 match value {
                     Some(v) if (-(1i64 << 31)..1i64 << 32).contains(&v) => bytes.extend((v as u32).to_le_bytes()),
                     _ => {
@@ -108,7 +109,7 @@ pub fn plan_launches(program: &Program, symbols: &[i64], limits: &DeviceLimits) 
             }
             uniforms.push(bytes);
         }
-        let invocations = launch.invocations.eval(symbols);
+        let invocations = launch.invocations.eval_at(symbols);
         let grid = match invocations {
             Some(0) => None,
             Some(n) if n > 0 && launch.workgroup_size > 0 => {

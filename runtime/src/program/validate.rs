@@ -3,7 +3,8 @@
 //! than an index out of range or a wgpu validation failure mid-run. Every violation is collected. It cannot
 //! see inside the WGSL: whether kernel binding `i` really is `args[i]` is only found out when the launch runs.
 
-use super::{Arg, DimAtom, DimExpr, Program, TensorDecl, TensorId, TensorRole};
+use super::{Arg, Program, TensorDecl, TensorId, TensorRole};
+use crate::dim::Dim;
 use std::collections::HashSet;
 
 /// One broken invariant of a `Program`.
@@ -13,8 +14,6 @@ pub enum ProgramError {
     UnknownTensor { place: String, id: u32, count: usize },
     #[error("{place} uses symbol {index}, but the program has {count} symbol(s)")]
     UnknownSymbol { place: String, index: u32, count: usize },
-    #[error("{place} divides by {divisor}; a divisor must be at least 1")]
-    BadDivisor { place: String, divisor: i64 },
     #[error("two {what} are named `{name}`")]
     DuplicateName { what: &'static str, name: String },
     #[error("{place} is tensor {id} (`{tensor}`), which is {actual}, not {expected}")]
@@ -240,24 +239,14 @@ impl<'a> Validator<'a> {
         decl
     }
 
-    fn dim(&mut self, dim: &DimExpr, place: &str) {
-        for (_, atoms) in &dim.terms {
-            for atom in atoms {
-                match atom {
-                    DimAtom::Sym(s) if (*s as usize) < self.program.symbols.len() => {}
-                    DimAtom::Sym(s) => self.problems.push(ProgramError::UnknownSymbol {
-                        place: place.to_string(),
-                        index: *s,
-                        count: self.program.symbols.len(),
-                    }),
-                    DimAtom::FloorDiv(numerator, divisor) => {
-                        if *divisor < 1 {
-                            self.problems
-                                .push(ProgramError::BadDivisor { place: place.to_string(), divisor: *divisor });
-                        }
-                        self.dim(numerator, place);
-                    }
-                }
+    fn dim(&mut self, dim: &Dim, place: &str) {
+        for symbol in dim.symbols() {
+            if symbol.0 as usize >= self.program.symbols.len() {
+                self.problems.push(ProgramError::UnknownSymbol {
+                    place: place.to_string(),
+                    index: symbol.0,
+                    count: self.program.symbols.len(),
+                });
             }
         }
     }

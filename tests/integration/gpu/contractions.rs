@@ -42,7 +42,6 @@ use proptest::test_runner::{Config, RngSeed, TestCaseError};
 
 use super::{Tol, gpu, mismatches, run_gpu_for, seeded_bindings};
 use crate::util::{check_text, rendered};
-use tdsl_compiler::codegen;
 use tdsl_compiler::interp;
 
 fn config() -> Config {
@@ -449,24 +448,24 @@ fn run_program(program: &Program, seed: u64) -> Result<(), String> {
     // whichever the device is, so both contraction schedules run here; unfused as the plain reference.
     let profiles = super::profiles();
     let own = profiles[0];
-    let mut runs = vec![("fused", codegen::Options { fuse: true, target: own })];
+    let mut runs = vec![("fused", crate::util::options(true, own))];
     if let Some(&gpu_profile) = profiles.get(1) {
-        runs.push(("fused (gpu profile)", codegen::Options { fuse: true, target: gpu_profile }));
+        runs.push(("fused (gpu profile)", crate::util::options(true, gpu_profile)));
     }
-    runs.push(("unfused", codegen::Options { fuse: false, target: own }));
+    runs.push(("unfused", crate::util::options(false, own)));
     let mut results = Vec::new();
-    for &(what, options) in &runs {
+    for (what, options) in &runs {
         let actual =
             run_gpu_for(&graph, &inputs, &params, options).map_err(|e| format!("GPU ({what}): {e}\n{}", context()))?;
         results.push(actual);
     }
     let mut failures = Vec::new();
     let unfused = results.last().ok_or("no runs")?;
-    for (actual, &(what, _)) in results.iter().zip(&runs) {
+    for (actual, (what, _)) in results.iter().zip(&runs) {
         for f in mismatches(name, &graph, &inputs, &expected, actual, &program.tols) {
             failures.push(format!("{what} program against the interpreter: {f}"));
         }
-        if what != "unfused" {
+        if *what != "unfused" {
             for f in mismatches(name, &graph, &inputs, unfused, actual, &program.tols) {
                 failures.push(format!("{what} against unfused: {f}"));
             }

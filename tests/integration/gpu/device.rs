@@ -8,7 +8,6 @@ use std::collections::HashMap;
 
 use super::gpu;
 use crate::util::single_graph;
-use tdsl_compiler::codegen;
 use tdsl_compiler::interp::{self, Tensor};
 
 #[test]
@@ -24,7 +23,7 @@ fn concurrent_executions_on_one_device() {
             d = x * x
         }",
     );
-    let program = codegen::compile(&graph).expect("compiles").program;
+    let program = crate::util::compile(&graph).expect("compiles").program;
     let device = gpu();
     let failures: Vec<String> = std::thread::scope(|scope| {
         let workers: Vec<_> = (0..8)

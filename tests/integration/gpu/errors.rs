@@ -11,7 +11,6 @@ use std::collections::HashMap;
 
 use super::{ARITH, compare, run_gpu, tols_by_dtype};
 use crate::util::single_graph;
-use tdsl_compiler::codegen;
 use tdsl_compiler::interp::{self, Tensor};
 use tdsl_compiler::ir::{DType, Graph, Op, ScalarExpr};
 use tdsl_compiler::random::seeded_tensor;
@@ -24,7 +23,7 @@ fn both_fail(graph: &Graph, inputs: &[Tensor], output: &str, gpu_says: &[&str]) 
         Ok(_) => panic!("{}: the interpreter accepted an out-of-range index", graph.name),
         Err(err) => err.to_string(),
     };
-    let compiled = codegen::compile(graph).unwrap_or_else(|err| panic!("{}: {err}", graph.name));
+    let compiled = crate::util::compile(graph).unwrap_or_else(|err| panic!("{}: {err}", graph.name));
     let program = &compiled.program;
     let tensor =
         program.outputs.iter().find(|(name, _)| name == output).unwrap_or_else(|| panic!("no output {output}")).1;

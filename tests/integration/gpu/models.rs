@@ -101,7 +101,7 @@ fn schedule_fixtures_match_on_every_profile() {
     let subgroups = gpu().device.features().contains(tdsl_runtime::wgpu::Features::SUBGROUP);
     for mut target in tdsl_compiler::codegen::target::TARGETS {
         target.subgroups &= subgroups;
-        let options = tdsl_compiler::codegen::Options { fuse: true, target };
+        let options = crate::util::options(true, target);
         failures.extend(model_file_with(Path::new("fixtures/schedules/schedules.tdsl"), Some(options)));
     }
     assert!(failures.is_empty(), "GPU ({}) disagrees with the interpreter:\n{}", gpu().describe(), failures.join("\n"));
@@ -113,7 +113,7 @@ fn model_file(path: &Path) -> Vec<String> {
 }
 
 /// `model_file` compiled with `options` (`None`: fused, for this device's profile and the `gpu` profile).
-fn model_file_with(path: &Path, options: Option<tdsl_compiler::codegen::Options>) -> Vec<String> {
+fn model_file_with(path: &Path, options: Option<tdsl_compiler::pipeline::Options>) -> Vec<String> {
     let checked = check_path(path);
     assert!(checked.diagnostics.is_empty(), "{}:\n{}", path.display(), rendered(&checked));
     assert!(!checked.graphs.is_empty(), "{} has no model", path.display());
@@ -127,14 +127,12 @@ fn model_file_with(path: &Path, options: Option<tdsl_compiler::codegen::Options>
         let tols = graph_tols(graph, &symbols);
         let expected = interp::run(graph, &inputs, &params).unwrap_or_else(|e| panic!("{name}: interpreter: {e}"));
         // `None`: the device's own profile and the `gpu` profile where that is another (`gpu::profiles`).
-        let runs: Vec<_> = match options {
-            Some(options) => vec![options],
-            None => {
-                profiles().into_iter().map(|target| tdsl_compiler::codegen::Options { fuse: true, target }).collect()
-            }
+        let runs: Vec<_> = match &options {
+            Some(options) => vec![options.clone()],
+            None => profiles().into_iter().map(|target| crate::util::options(true, target)).collect(),
         };
         for options in runs {
-            let actual = run_gpu_for(graph, &inputs, &params, options)
+            let actual = run_gpu_for(graph, &inputs, &params, &options)
                 .unwrap_or_else(|e| panic!("{name}: GPU ({} profile): {e}", options.target.name));
             let what = format!("{name} ({} profile)", options.target.name);
             failures.extend(mismatches(&what, graph, &inputs, &expected, &actual, &tols));

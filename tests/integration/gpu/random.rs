@@ -86,7 +86,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
         .map_err(|e| TestCaseError::fail(format!("interpreter: {e}\n{}", case.source)))?;
     // The optimizer: the verifier accepts every pass's output, and each keeps the interpreter's results
     // bit for bit (spec G7.1: the passes are exact).
-    let stages = tdsl_compiler::opt::optimize_verified(&graph)
+    let stages = crate::util::optimize_stages(&graph)
         .map_err(|e| TestCaseError::fail(format!("the verifier rejects a pass's output: {e}\n{}", case.source)))?;
     for (pass, stage) in &stages {
         let got = interp::run(stage, &case.inputs, &params)

@@ -4,11 +4,16 @@
 //! divisions simplified), so structural equality is semantic equality for everything the language can write:
 //! `S*2`, `2*S` and `S+S` are the same `Dim`. `is_nonneg` is a sound (never wrong, sometimes unsure) prover
 //! used by bounds checking; it relies on every symbol being at least 1 (spec R3.3).
+//!
+//! The one symbolic-dimension type of both crates: the compiler's IR types and the runtime's `Program`
+//! (tensor shapes, uniform blocks, grids, bounds) hold the same `Dim`, so what the checker proved is what
+//! the runtime evaluates, and both print it alike. Symbols are indices into the owner's symbol table.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-/// A symbolic dimension's identity; names live in the owner's symbol table (`ir::Graph::symbols`).
+/// A symbolic dimension's identity: an index into the owner's symbol table (`ir::Graph::symbols` in the
+/// compiler, `Program::symbols` in the runtime).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SymId(pub u32);
 
@@ -207,28 +212,6 @@ impl Dim {
         Dim::from_terms(quotient)
     }
 
-    /// The runtime's form of this dimension (`tdsl_runtime::DimExpr`): the same polynomial, symbols by index.
-    pub fn to_expr(&self) -> tdsl_runtime::DimExpr {
-        use tdsl_runtime::DimAtom;
-        let terms = self
-            .terms
-            .iter()
-            .map(|(atoms, coef)| {
-                let atoms = atoms
-                    .iter()
-                    .map(|atom| match atom {
-                        Atom::Sym(id) => DimAtom::Sym(id.0),
-                        Atom::FloorDiv(numerator, divisor) => {
-                            DimAtom::FloorDiv(Box::new(numerator.to_expr()), *divisor)
-                        }
-                    })
-                    .collect();
-                (*coef, atoms)
-            })
-            .collect();
-        tdsl_runtime::DimExpr { terms }
-    }
-
     /// The value with every symbol given by `env`; `None` on overflow or division by zero.
     pub fn eval(&self, env: &dyn Fn(SymId) -> i64) -> Option<i64> {
         let mut total: i64 = 0;
@@ -244,6 +227,28 @@ impl Dim {
             total = total.checked_add(value)?;
         }
         Some(total)
+    }
+
+    /// The value with symbol `i` = `values[i]`; `None` on overflow or a symbol past the end of `values`.
+    pub fn eval_at(&self, values: &[i64]) -> Option<i64> {
+        let mut total: i64 = 0;
+        for (mono, coef) in &self.terms {
+            let mut value = *coef;
+            for atom in mono {
+                let factor = match atom {
+                    Atom::Sym(id) => *values.get(id.0 as usize)?,
+                    Atom::FloorDiv(num, d) => num.eval_at(values)?.div_euclid(*d),
+                };
+                value = value.checked_mul(factor)?;
+            }
+            total = total.checked_add(value)?;
+        }
+        Some(total)
+    }
+
+    /// Human-readable form with symbol `i` named `names[i]` (`?i` past the end).
+    pub fn named<'a>(&'a self, names: &'a [String]) -> impl fmt::Display + 'a {
+        NamedDim { dim: self, names }
     }
 
     /// Replaces symbols by dimensions (used when a function's signature binds its names).
@@ -317,6 +322,18 @@ impl Dim {
     /// Human-readable form with symbol names from `names`.
     pub fn display<'a>(&'a self, names: &'a dyn Fn(SymId) -> String) -> DimDisplay<'a> {
         DimDisplay { dim: self, names }
+    }
+}
+
+struct NamedDim<'a> {
+    dim: &'a Dim,
+    names: &'a [String],
+}
+
+impl fmt::Display for NamedDim<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = |id: SymId| self.names.get(id.0 as usize).cloned().unwrap_or_else(|| format!("?{}", id.0));
+        self.dim.display(&name).fmt(f)
     }
 }
 
@@ -426,5 +443,38 @@ mod tests {
         assert!(!half.scale(2).unwrap().sub(&s(2)).unwrap().is_nonneg());
         // H - R >= 0 is unknown.
         assert!(!s(2).sub(&s(3)).unwrap().is_nonneg());
+    }
+
+    /// Every way a `Dim` prints (signs, coefficients, degrees, nested floor divisions) prints the same by
+    /// symbol table (`named`, the runtime's messages) as by closure (the compiler's), and evaluates alike.
+    #[test]
+    fn named_and_indexed_forms_agree() {
+        let names = ["B", "S", "H"].map(String::from);
+        let b_s = s(0).mul(&s(1)).unwrap();
+        let halves = s(1).sub(&c(1)).unwrap().div(&c(2)).unwrap();
+        let dims = [
+            c(0),
+            c(7),
+            c(-3),
+            s(1),
+            s(1).scale(2).unwrap(),
+            s(1).neg().unwrap(),
+            c(1).sub(&s(2)).unwrap(),
+            s(2).sub(&s(1)).unwrap().add(&c(1)).unwrap(),
+            b_s.scale(2).unwrap().sub(&s(2)).unwrap(),
+            b_s.mul(&s(1)).unwrap().add(&s(0)).unwrap(),
+            halves.clone(),
+            s(1).div(&c(2)).unwrap(),
+            halves.scale(3).unwrap(),
+            halves.mul(&s(0)).unwrap().add(&c(5)).unwrap(),
+            halves.add(&s(2)).unwrap().div(&c(3)).unwrap().sub(&s(0)).unwrap(),
+            s(0).mul(&s(2)).unwrap().add(&s(1)).unwrap().div(&c(4)).unwrap(),
+        ];
+        let values = [3i64, 8, 5];
+        for dim in &dims {
+            let by_id = |id: SymId| names[id.0 as usize].clone();
+            assert_eq!(dim.named(&names).to_string(), dim.display(&by_id).to_string(), "{dim:?}");
+            assert_eq!(dim.eval_at(&values), dim.eval(&|id: SymId| values[id.0 as usize]), "{dim:?}");
+        }
     }
 }
