@@ -73,6 +73,15 @@ impl<T: PartialEq> PartialEq for Arena<T> {
     }
 }
 
+impl<T: Eq> Eq for Arena<T> {}
+
+impl<T: std::hash::Hash> std::hash::Hash for Arena<T> {
+    /// Hashes the items only, agreeing with `PartialEq`.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.items.hash(state)
+    }
+}
+
 impl<T> Arena<T> {
     pub fn new() -> Self {
         Self::default()

@@ -13,8 +13,25 @@ use tdsl_runtime::{Gpu, Prepared, Tensor, Timing};
 
 use crate::codegen::{self, Target};
 use crate::ir::{Graph, Op};
-use crate::pipeline::{self, Options};
+use crate::pipeline::{self, CompileError, Options};
 use crate::random::seeded_tensor;
+
+/// Why a benchmark or tuning run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    #[error(transparent)]
+    Exec(#[from] tdsl_runtime::ExecError),
+    #[error(transparent)]
+    Explain(#[from] crate::explain::ExplainError),
+    #[error("a dimension of `{node}` overflows at these sizes")]
+    Size { node: String },
+    #[error("{name}: fused and unfused results differ (largest relative difference {worst:e})")]
+    Mismatch { name: String, worst: f64 },
+    #[error("tile {}x{} changes the kernels of {model}", .tile.0, .tile.1)]
+    TileChangesKernels { tile: (u32, u32), model: String },
+}
 
 /// One measured program.
 #[derive(Clone, Debug)]
@@ -65,16 +82,15 @@ pub fn measure(
     sizes: &[i64],
     repeat: usize,
     seed: u64,
-) -> Result<Measurement, String> {
+) -> Result<Measurement, BenchError> {
     let (inputs, params) = seeded_data(graph, sizes, seed)?;
     let mut results = Vec::new();
     for fuse in [false, true] {
-        let compiled = pipeline::compile_graph(graph, &Options { fuse, target, ..Options::default() })
-            .map_err(|e| e.to_string())?;
-        let prepared = gpu.prepare(&compiled.program, &inputs, &params).map_err(|e| e.to_string())?;
-        prepared.run().map_err(|e| e.to_string())?;
+        let compiled = pipeline::compile_graph(graph, &Options { fuse, target, ..Options::default() })?;
+        let prepared = gpu.prepare(&compiled.program, &inputs, &params)?;
+        prepared.run()?;
         let times = run_times(&prepared, repeat)?;
-        let outputs = prepared.outputs().map_err(|e| e.to_string())?;
+        let outputs = prepared.outputs()?;
         let range = (times[0], times[times.len() - 1]);
         results.push((compiled.kernels.len(), times[times.len() / 2], prepared.memory.peak_bytes, outputs, range));
     }
@@ -83,7 +99,7 @@ pub fn measure(
         let (a, b) = (a.to_f64_vec(), b.to_f64_vec());
         let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs() / (1.0 + y.abs())).fold(0.0, f64::max);
         if worst > 1e-3 || a.len() != b.len() {
-            return Err(format!("{name}: fused and unfused results differ (largest relative difference {worst:e})"));
+            return Err(BenchError::Mismatch { name: name.to_string(), worst });
         }
     }
     Ok(Measurement {
@@ -100,16 +116,22 @@ pub fn measure(
 }
 
 /// Seeded inputs (in signature order) and params for `graph` with symbol `i` = `sizes[i]`.
-pub fn seeded_data(graph: &Graph, sizes: &[i64], seed: u64) -> Result<(Vec<Tensor>, HashMap<String, Tensor>), String> {
+pub fn seeded_data(
+    graph: &Graph,
+    sizes: &[i64],
+    seed: u64,
+) -> Result<(Vec<Tensor>, HashMap<String, Tensor>), BenchError> {
     let env = |s: crate::dim::SymId| sizes[s.0 as usize];
-    let shape_of = |id: crate::ir::NodeId| -> Result<Vec<usize>, String> {
+    let shape_of = |id: crate::ir::NodeId| -> Result<Vec<usize>, BenchError> {
         graph
             .node(id)
             .ty
             .shape
             .iter()
             .map(|d| {
-                d.eval(&env).and_then(|v| usize::try_from(v).ok()).ok_or_else(|| "a dimension overflows".to_string())
+                d.eval(&env)
+                    .and_then(|v| usize::try_from(v).ok())
+                    .ok_or_else(|| BenchError::Size { node: graph.node(id).op.name().to_string() })
             })
             .collect()
     };
@@ -178,14 +200,13 @@ pub fn profile(
     repeat: usize,
     seed: u64,
     fuse: bool,
-) -> Result<Profile, String> {
+) -> Result<Profile, BenchError> {
     let (inputs, params) = seeded_data(graph, sizes, seed)?;
-    let compiled =
-        pipeline::compile_graph(graph, &Options { fuse, target, ..Options::default() }).map_err(|e| e.to_string())?;
+    let compiled = pipeline::compile_graph(graph, &Options { fuse, target, ..Options::default() })?;
     let report = crate::explain::explain(&compiled, sizes, fuse)?;
-    let prepared = gpu.prepare(&compiled.program, &inputs, &params).map_err(|e| e.to_string())?;
-    prepared.run().map_err(|e| e.to_string())?;
-    let (launches, times) = prepared.profile(repeat).map_err(|e| e.to_string())?;
+    let prepared = gpu.prepare(&compiled.program, &inputs, &params)?;
+    prepared.run()?;
+    let (launches, times) = prepared.profile(repeat)?;
     let kernels = launches
         .iter()
         .zip(&times.times)
@@ -195,16 +216,16 @@ pub fn profile(
         })
         .collect();
     let runs = run_times(&prepared, repeat)?;
-    let raw = prepared.time_raw(repeat).map_err(|e| e.to_string())?;
+    let raw = prepared.time_raw(repeat)?;
     Ok(Profile { name: name.to_string(), timing: times.timing, kernels, run: median(runs), raw })
 }
 
 /// Wall times of `repeat` (at least one) forward passes of `prepared` (submit to completion), sorted.
-fn run_times(prepared: &Prepared, repeat: usize) -> Result<Vec<Duration>, String> {
+fn run_times(prepared: &Prepared, repeat: usize) -> Result<Vec<Duration>, BenchError> {
     let mut times = Vec::with_capacity(repeat.max(1));
     for _ in 0..repeat.max(1) {
         let start = Instant::now();
-        prepared.run().map_err(|e| e.to_string())?;
+        prepared.run()?;
         times.push(start.elapsed());
     }
     times.sort();
@@ -250,15 +271,14 @@ pub fn dispatch_overhead(
     target: Target,
     chain: &Graph,
     repeat: usize,
-) -> Result<(Duration, Duration, usize), String> {
+) -> Result<(Duration, Duration, usize), BenchError> {
     let sizes = vec![64; chain.symbols.len()];
     let (inputs, params) = seeded_data(chain, &sizes, 0)?;
-    let compiled = pipeline::compile_graph(chain, &Options { fuse: false, target, ..Options::default() })
-        .map_err(|e| e.to_string())?;
-    let prepared = gpu.prepare(&compiled.program, &inputs, &params).map_err(|e| e.to_string())?;
-    prepared.run().map_err(|e| e.to_string())?;
+    let compiled = pipeline::compile_graph(chain, &Options { fuse: false, target, ..Options::default() })?;
+    let prepared = gpu.prepare(&compiled.program, &inputs, &params)?;
+    prepared.run()?;
     let run = median(run_times(&prepared, repeat)?);
-    let raw = prepared.time_raw(repeat).map_err(|e| e.to_string())?;
+    let raw = prepared.time_raw(repeat)?;
     let n = prepared.dispatches().max(1);
     Ok((run / n as u32, raw / n as u32, n))
 }
@@ -313,11 +333,10 @@ pub struct Tuned {
 /// Times every tiled contraction of `graph`'s fused program (symbol `i` = `sizes[i]`) with each tile of
 /// `TILE_CANDIDATES` on `gpu` (median of `repeat` per kernel) and returns the fastest tile per kernel, keyed
 /// by the kernel's WGSL under `target`'s own schedule (`Tuning::key`).
-pub fn tune(gpu: &Gpu, target: Target, graph: &Graph, sizes: &[i64], repeat: usize) -> Result<Vec<Tuned>, String> {
+pub fn tune(gpu: &Gpu, target: Target, graph: &Graph, sizes: &[i64], repeat: usize) -> Result<Vec<Tuned>, BenchError> {
     use crate::codegen::tuning::Tuning;
     let (inputs, params) = seeded_data(graph, sizes, 0)?;
-    let baseline =
-        pipeline::compile_graph(graph, &Options { target, ..Options::default() }).map_err(|e| e.to_string())?;
+    let baseline = pipeline::compile_graph(graph, &Options { target, ..Options::default() })?;
     let tiled: Vec<usize> = (0..baseline.kernels.len())
         .filter(|&i| codegen::tiles::plan(&baseline.graph, &baseline.grouping.groups[i], target.tile).is_some())
         .collect();
@@ -328,14 +347,13 @@ pub fn tune(gpu: &Gpu, target: Target, graph: &Graph, sizes: &[i64], repeat: usi
     }
     for tile in candidates {
         let compiled =
-            pipeline::compile_graph(graph, &Options { target: Target { tile, ..target }, ..Options::default() })
-                .map_err(|e| e.to_string())?;
+            pipeline::compile_graph(graph, &Options { target: Target { tile, ..target }, ..Options::default() })?;
         if compiled.kernels.len() != baseline.kernels.len() {
-            return Err(format!("tile {}x{} changes the kernels of {}", tile.0, tile.1, graph.name));
+            return Err(BenchError::TileChangesKernels { tile, model: graph.name.clone() });
         }
-        let prepared = gpu.prepare(&compiled.program, &inputs, &params).map_err(|e| e.to_string())?;
-        prepared.run().map_err(|e| e.to_string())?;
-        let (launches, measured) = prepared.profile(repeat).map_err(|e| e.to_string())?;
+        let prepared = gpu.prepare(&compiled.program, &inputs, &params)?;
+        prepared.run()?;
+        let (launches, measured) = prepared.profile(repeat)?;
         for (&launch, &time) in launches.iter().zip(&measured.times) {
             times[launch].push((tile, time));
         }

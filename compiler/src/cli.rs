@@ -283,7 +283,8 @@ pub fn main(
                 let sizes = symbol_sizes(graph, &dims).map_err(Some)?;
                 let compiled = pipeline::compile_graph(graph, &schedule.options())
                     .map_err(|e| Some(format!("model `{}`: {e}", graph.name)))?;
-                let report = crate::explain::explain(&compiled, &sizes, !schedule.no_fuse).map_err(Some)?;
+                let report =
+                    crate::explain::explain(&compiled, &sizes, !schedule.no_fuse).map_err(|e| Some(e.to_string()))?;
                 if json {
                     let _ = writeln!(out, "{}", serde_json::to_string_pretty(&report.json()).unwrap_or_default());
                 } else {
@@ -381,7 +382,7 @@ fn tune(
     let _ = writeln!(out, "{:<20} {:<24} {:>12} {:>6} {:>12}", "model", "kernel", "default ms", "tile", "tuned ms");
     for graph in checked_graphs(file, color, err)? {
         let sizes = bench_sizes(&graph, dims);
-        for t in crate::bench::tune(&gpu, target, &graph, &sizes, repeat).map_err(Some)? {
+        for t in crate::bench::tune(&gpu, target, &graph, &sizes, repeat).map_err(|e| Some(e.to_string()))? {
             let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
             let tile = format!("{}x{}", t.tile.0, t.tile.1);
             let _ = writeln!(
@@ -619,7 +620,7 @@ fn bench(
     let copy_gbps = gpu.copy_bandwidth(64 << 20, options.repeat).map_err(|e| Some(e.to_string()))?;
     let (dispatch_runtime, dispatch_raw, launches) =
         crate::bench::dispatch_overhead(&gpu, target, &chain(DISPATCH_LAUNCHES)?, options.repeat.max(20))
-            .map_err(Some)?;
+            .map_err(|e| Some(e.to_string()))?;
     let dispatch_ratio = dispatch_runtime.as_secs_f64() / dispatch_raw.as_secs_f64().max(1e-12);
 
     let mut rows = Vec::new();
@@ -629,10 +630,15 @@ fn bench(
         let label = if name.starts_with("chain") { name.clone() } else { format!("{} ({})", graph.name, name) };
         let _ = writeln!(err, "note: measuring {label}");
         if !options.fused_only {
-            rows.push(crate::bench::measure(&gpu, target, &label, graph, &sizes, options.repeat, 0).map_err(Some)?);
+            rows.push(
+                crate::bench::measure(&gpu, target, &label, graph, &sizes, options.repeat, 0)
+                    .map_err(|e| Some(e.to_string()))?,
+            );
         }
-        profiles
-            .push(crate::bench::profile(&gpu, target, &label, graph, &sizes, options.repeat, 0, true).map_err(Some)?);
+        profiles.push(
+            crate::bench::profile(&gpu, target, &label, graph, &sizes, options.repeat, 0, true)
+                .map_err(|e| Some(e.to_string()))?,
+        );
     }
 
     let us = |d: std::time::Duration| d.as_secs_f64() * 1e6;

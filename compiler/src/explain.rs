@@ -43,8 +43,15 @@ pub struct Report {
     pub unshared_bytes: u64,
 }
 
+/// Why a program cannot be explained at the given sizes.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ExplainError {
+    #[error("the size of {tensor} overflows")]
+    Overflow { tensor: String },
+}
+
 /// Explains `compiled` with symbol `i` = `sizes[i]`.
-pub fn explain(compiled: &Compiled, sizes: &[i64], fused: bool) -> Result<Report, String> {
+pub fn explain(compiled: &Compiled, sizes: &[i64], fused: bool) -> Result<Report, ExplainError> {
     let program = &compiled.program;
     let graph = &compiled.graph;
     let bytes: Vec<u64> = program
@@ -54,7 +61,9 @@ pub fn explain(compiled: &Compiled, sizes: &[i64], fused: bool) -> Result<Report
             let count = t.shape.iter().try_fold(1u64, |n, d| {
                 d.eval_at(sizes).and_then(|v| u64::try_from(v).ok()).and_then(|v| n.checked_mul(v))
             });
-            count.map(|c| (c * t.dtype.size() as u64).max(4)).ok_or_else(|| format!("the size of {} overflows", t.name))
+            count
+                .map(|c| (c * t.dtype.size() as u64).max(4))
+                .ok_or_else(|| ExplainError::Overflow { tensor: t.name.clone() })
         })
         .collect::<Result<_, _>>()?;
     let memory = plan_memory(program, &bytes);

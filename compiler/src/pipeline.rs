@@ -89,8 +89,10 @@ pub struct Checked {
 
 /// The front end: never fails, never stops at the first error.
 pub fn check(root: Root<'_>) -> Checked {
-    let (program, mut diagnostics) = driver::load(root); // read the root file, the prelude and imports; parse each once
-    let (graphs, more) = check::elaborate(&program); // names, dtypes, shapes, bounds; functions inlined; one ir::Graph per model
+    // load: the root file, the prelude and every import, each parsed once (`syntax::parse`)
+    let (program, mut diagnostics) = driver::load(root);
+    // elaborate: names, dtypes, shapes and bounds checked, functions inlined, one `ir::Graph` per model
+    let (graphs, more) = check::elaborate(&program);
     diagnostics.extend(more);
     diagnostics.sort_by_key(|d| (d.span.file, d.span.start, d.span.end));
     diagnostics.dedup();
@@ -99,18 +101,43 @@ pub fn check(root: Root<'_>) -> Checked {
 
 /// The back end, for one checked graph.
 pub fn compile_graph(graph: &Graph, options: &Options) -> Result<Compiled, CompileError> {
-    verify_ir(graph, Stage::Elaborate)?; // codegen accepts verified IR only: always checked here
-    let graph = optimize(graph, options, &mut |_, _| {})?; // the IR passes of opt::PASSES, in order
-    let grouping = fuse::group(&graph, options.fuse, &options.target); // which nodes are stored, which computed inline
-    if options.verify {
-        codegen::verify_grouping(&graph, &grouping)
-            .map_err(|errors| CompileError::Grouping { model: graph.name.clone(), errors })?;
-    }
-    let (program, kernels) = codegen::lower(&graph, &grouping, &options.target, &options.tuning)?; // a naga module per group, validated; tensors and launches
-    if options.verify {
-        program.validate().map_err(|errors| CompileError::Program { model: graph.name.clone(), errors })?;
-    }
+    let checks = Checks { model: &graph.name, on: options.verify };
+    // verify: codegen accepts verified IR only, so this one check always runs
+    verify_ir(graph, Stage::Elaborate)?;
+    // the IR passes of `opt::PASSES`, in order (verified after each)
+    let graph = optimize(graph, options, &mut |_, _| {})?;
+    // fusion: which nodes are stored and which are computed inline, one group per kernel
+    let grouping = fuse::group(&graph, options.fuse, &options.target);
+    checks.grouping(&graph, &grouping)?;
+    // one validated naga module per group (WGSL, SPIR-V, requirements); the device tensors and launches
+    let (program, kernels) = codegen::lower(&graph, &grouping, &options.target, &options.tuning)?;
+    checks.program(&program)?;
     Ok(Compiled { program, kernels, graph, grouping })
+}
+
+/// The verifiers that run only when verification is on.
+struct Checks<'a> {
+    model: &'a str,
+    on: bool,
+}
+
+impl Checks<'_> {
+    fn grouping(&self, graph: &Graph, grouping: &fuse::Grouping) -> Result<(), CompileError> {
+        match self.on {
+            true => codegen::verify_grouping(graph, grouping)
+                .map_err(|errors| CompileError::Grouping { model: self.model.to_string(), errors }),
+            false => Ok(()),
+        }
+    }
+
+    fn program(&self, program: &tdsl_runtime::Program) -> Result<(), CompileError> {
+        match self.on {
+            true => {
+                program.validate().map_err(|errors| CompileError::Program { model: self.model.to_string(), errors })
+            }
+            false => Ok(()),
+        }
+    }
 }
 
 /// Runs every pass of `opt::PASSES` in order, verifying after each when `options.verify`; `each` sees the

@@ -209,7 +209,7 @@ fn the_test_suite_verifies_after_every_stage() {
 }
 
 /// The grouping verifier accepts every example's fusion decision and rejects broken ones: groups out of
-/// dependency order, a node computed by two groups, an output no group stores, a group computing an input.
+/// dependency order, a node stored by two groups, an output no group stores, a group computing an input.
 #[test]
 fn the_grouping_verifier_rejects_broken_groupings() {
     use tdsl_compiler::codegen::verify_grouping;
@@ -230,9 +230,9 @@ fn the_grouping_verifier_rejects_broken_groupings() {
 
             let mut twice = grouping.clone();
             let root = twice.groups[0].root;
-            twice.groups[1].inline.insert(root);
-            let errors = verify_grouping(graph, &twice).expect_err("a node in two groups");
-            assert!(errors.iter().any(|e| e.message.contains("computes too")), "{errors:?}");
+            twice.groups[1].siblings.push(root);
+            let errors = verify_grouping(graph, &twice).expect_err("a node stored by two groups");
+            assert!(errors.iter().any(|e| e.message.contains("stores too")), "{errors:?}");
 
             let mut dropped = grouping.clone();
             let output = graph.outputs.iter().find(|o| dropped.groups.iter().any(|g| g.root == o.node));

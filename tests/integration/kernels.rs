@@ -1,8 +1,9 @@
 //! Kernel snapshots: every model of every example (`examples/**/*.tdsl`) and of every `fixtures/ok/*.tdsl`
-//! compiles with `codegen::compile` (the default device profile); each file's distinct kernels (WGSL and
-//! SPIR-V disassembly) are one insta snapshot, `fixtures/schedules/schedules.tdsl` is one snapshot per
-//! built-in device profile (`codegen::target::TARGETS`), and every distinct SPIR-V module passes Khronos `spirv-val --target-env vulkan1.1` (the tool
-//! must be installed: a missing `spirv-val` fails the test, it never skips the check).
+//! compiles through the pipeline (the default device profile); each file's distinct kernels (WGSL and
+//! SPIR-V disassembly) are one insta snapshot each, beside an index per file (`assert_kernel_snapshots`);
+//! `fixtures/schedules/schedules.tdsl` is snapshotted once per built-in device profile
+//! (`codegen::target::TARGETS`); and every distinct SPIR-V module passes Khronos `spirv-val --target-env
+//! vulkan1.1` (the tool must be installed: a missing `spirv-val` fails the test, it never skips the check).
 
 use crate::util::{check_path, rendered};
 use std::path::{Path, PathBuf};
@@ -94,19 +95,26 @@ fn distinct_kernels_with(path: &Path, options: tdsl_compiler::pipeline::Options)
     (distinct, total)
 }
 
-/// The snapshot text: a header, then each distinct kernel with the names sharing it, its WGSL and SPIR-V.
-fn snapshot_text(path: &Path, distinct: &[Distinct], total: usize) -> String {
-    let mut text =
-        format!("{}: {total} kernel(s), {} distinct\n", snapshot_name(path).replace("__", "/"), distinct.len());
-    for (i, d) in distinct.iter().enumerate() {
-        text.push_str(&format!("\n==== kernel {} of {}: {}\n", i + 1, distinct.len(), d.names.join(", ")));
-        text.push_str("---- WGSL\n");
-        text.push_str(d.wgsl.trim_end());
-        text.push_str("\n---- SPIR-V\n");
-        text.push_str(d.spvasm.trim_end());
-        text.push('\n');
+/// The kernel snapshots of one file: an index (a header, then each distinct kernel's snapshot name and the
+/// kernels sharing it), and one snapshot per distinct kernel (its WGSL and SPIR-V), named `{file}__{first
+/// kernel}`, all under `snapshots/kernels/`. One file per kernel keeps a codegen change (or a naga upgrade)
+/// a reviewable diff of the kernels it touches.
+fn assert_kernel_snapshots(file: &str, distinct: &[Distinct], total: usize) {
+    let mut index = format!("{}: {total} kernel(s), {} distinct\n", file.replace("__", "/"), distinct.len());
+    let mut kernels = Vec::new();
+    for d in distinct {
+        let name = format!("{file}__{}", d.names[0]);
+        index.push_str(&format!("\n{name}: {}", d.names.join(", ")));
+        let text = format!("---- WGSL\n{}\n---- SPIR-V\n{}\n", d.wgsl.trim_end(), d.spvasm.trim_end());
+        kernels.push((name, text));
     }
-    text
+    index.push('\n');
+    insta::with_settings!({ snapshot_path => "snapshots/kernels", prepend_module_to_snapshot => false }, {
+        insta::assert_snapshot!(file.to_string(), index);
+        for (name, text) in kernels {
+            insta::assert_snapshot!(name, text);
+        }
+    });
 }
 
 /// Runs `spirv-val --target-env vulkan1.1` on `words`; `Err` with its output when it rejects them.
@@ -147,7 +155,7 @@ fn kernels_of_examples_and_fixtures_match_snapshots_and_pass_spirv_val() {
                 ));
             }
         }
-        insta::assert_snapshot!(snapshot_name(&path), snapshot_text(&path, &distinct, total));
+        assert_kernel_snapshots(&snapshot_name(&path), &distinct, total);
     }
     assert!(rejected.is_empty(), "{} module(s) rejected:\n{}", rejected.len(), rejected.join("\n\n"));
 }
@@ -166,7 +174,7 @@ fn schedules_per_device_profile_match_snapshots_and_pass_spirv_val() {
                 panic!("{}: {} rejected by spirv-val:\n{message}\nWGSL:\n{}", target.name, d.names.join(", "), d.wgsl);
             }
         }
-        insta::assert_snapshot!(format!("schedules__{}", target.name), snapshot_text(path, &distinct, total));
+        assert_kernel_snapshots(&format!("schedules__{}", target.name), &distinct, total);
     }
 }
 

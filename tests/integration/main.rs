@@ -11,4 +11,5 @@ mod interp;
 mod kernels;
 mod minilm;
 mod properties;
+mod tidy;
 mod util;

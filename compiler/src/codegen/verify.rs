@@ -2,10 +2,11 @@
 //! order. It never mutates and never decides anything; the pipeline runs it after fusion when verification
 //! is on (`pipeline::Options::verify`), and tests run it on every grouping they make.
 //!
-//! Rules: every node a group names exists and is computed by exactly one group (stored or inline, and
-//! nodes stored once); inputs and params are never computed by a group; groups come in dependency order
-//! (every operand a group reads from outside itself is an input, a param, or stored by an earlier group);
-//! every output is stored by a group or is an input or param; every unfused edge joins two nodes that exist.
+//! Rules: every node a group names exists; a node is stored by at most one group (cheap nodes may be
+//! recomputed inline by several); inputs and params are never computed by a group; groups come in
+//! dependency order (every operand a group reads from outside itself is an input, a param, or stored by an
+//! earlier group); every output is stored by a group or is an input or param; every unfused edge joins two
+//! nodes that exist.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -37,8 +38,8 @@ pub fn verify_grouping(graph: &Graph, grouping: &Grouping) -> Result<(), Vec<Gro
     let mut fail = |group: Option<usize>, message: String| errors.push(GroupingError { group, message });
     let exists = |id: NodeId| id.index() < graph.nodes.len();
     let leaf = |id: NodeId| matches!(graph.node(id).op, Op::Input { .. } | Op::Param { .. });
-    // Which group computes each node, and whether it stores it.
-    let mut owner: HashMap<NodeId, (usize, bool)> = HashMap::new();
+    // Which group stores each node.
+    let mut owner: HashMap<NodeId, usize> = HashMap::new();
     for (g, group) in grouping.groups.iter().enumerate() {
         let members = group.roots().map(|id| (id, true)).chain(group.inline.iter().map(|&id| (id, false)));
         for (id, stored) in members {
@@ -49,8 +50,8 @@ pub fn verify_grouping(graph: &Graph, grouping: &Grouping) -> Result<(), Vec<Gro
             if leaf(id) {
                 fail(Some(g), format!("computes %{} ({}), an input or param", id.index(), graph.node(id).op.name()));
             }
-            if let Some((other, _)) = owner.insert(id, (g, stored)) {
-                fail(Some(g), format!("computes %{}, which group {other} computes too", id.index()));
+            if stored && let Some(other) = owner.insert(id, g) {
+                fail(Some(g), format!("stores %{}, which group {other} stores too", id.index()));
             }
         }
     }
@@ -62,26 +63,21 @@ pub fn verify_grouping(graph: &Graph, grouping: &Grouping) -> Result<(), Vec<Gro
                     continue;
                 }
                 match owner.get(&operand) {
-                    Some(&(producer, true)) if producer < g => {}
-                    Some(&(producer, true)) => fail(
+                    Some(&producer) if producer < g => {}
+                    Some(&producer) => fail(
                         Some(g),
                         format!(
                             "reads %{} before group {producer} stores it (groups must be in dependency order)",
                             operand.index()
                         ),
                     ),
-                    Some(&(producer, false)) => fail(
-                        Some(g),
-                        format!("reads %{}, which group {producer} computes inline and never stores", operand.index()),
-                    ),
-                    None => fail(Some(g), format!("reads %{}, which no group computes", operand.index())),
+                    None => fail(Some(g), format!("reads %{}, which no group stores", operand.index())),
                 }
             }
         }
     }
     for output in &graph.outputs {
-        let stored = matches!(owner.get(&output.node), Some(&(_, true)));
-        if exists(output.node) && !stored && !leaf(output.node) {
+        if exists(output.node) && !owner.contains_key(&output.node) && !leaf(output.node) {
             fail(None, format!("output `{}` (%{}) is not stored by any group", output.name, output.node.index()));
         }
     }

@@ -34,12 +34,38 @@ impl TensorType {
     }
 }
 
-/// A compile-time scalar; its dtype comes from the node or scalar expression holding it.
-#[derive(Clone, Copy, Debug, PartialEq)]
+/// A compile-time scalar; its dtype comes from the node or scalar expression holding it. Equality and
+/// hashing are structural: floats compare by their bits, so `0.0 != -0.0` and a NaN equals the same NaN
+/// (two constants are interchangeable exactly when they are bit-identical, which is what CSE needs).
+#[derive(Clone, Copy, Debug)]
 pub enum Scalar {
     Float(f64),
     Int(i64),
     Bool(bool),
+}
+
+impl PartialEq for Scalar {
+    fn eq(&self, other: &Scalar) -> bool {
+        match (self, other) {
+            (Scalar::Float(a), Scalar::Float(b)) => a.to_bits() == b.to_bits(),
+            (Scalar::Int(a), Scalar::Int(b)) => a == b,
+            (Scalar::Bool(a), Scalar::Bool(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Scalar {}
+
+impl std::hash::Hash for Scalar {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        std::mem::discriminant(self).hash(state);
+        match self {
+            Scalar::Float(v) => v.to_bits().hash(state),
+            Scalar::Int(v) => v.hash(state),
+            Scalar::Bool(v) => v.hash(state),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -185,14 +211,14 @@ impl ReduceOp {
 pub type NodeId = Handle<Node>;
 
 /// One tensor operation and its result type.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Node {
     pub op: Op,
     pub ty: TensorType,
 }
 
 /// Tensor operations. Result shapes are in `Node::ty`; spec/ops.md gives each op's rule and meaning.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Op {
     /// The model input at `Graph::inputs[index]`.
     Input { name: String },
@@ -280,7 +306,7 @@ pub struct VarId(pub u32);
 pub type ScalarId = Handle<ScalarNode>;
 
 /// An index-notation definition: every output element is `body` evaluated at its index.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct MapOp {
     /// The tensors the body reads (`ScalarExpr::Load::input` indexes this list).
     pub inputs: Vec<NodeId>,
@@ -293,14 +319,14 @@ pub struct MapOp {
 }
 
 /// One scalar expression node with its dtype.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ScalarNode {
     pub expr: ScalarExpr,
     pub dtype: DType,
 }
 
 /// Scalar expressions of a `MapOp` body.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum ScalarExpr {
     /// `inputs[input][indices...]`, or `default` when `default` is given and an index is out of range.
     Load {

@@ -13,7 +13,7 @@ pub(super) struct Rewriter<'g> {
     /// `map[i]`: the new node standing for old node `i`.
     map: Vec<Option<NodeId>>,
     hash_cons: bool,
-    seen: HashMap<String, NodeId>,
+    seen: HashMap<Node, NodeId>,
 }
 
 impl<'g> Rewriter<'g> {
@@ -65,7 +65,7 @@ impl<'g> Rewriter<'g> {
     /// Inputs and params are never merged: each is its own signature entry.
     pub fn emit(&mut self, node: Node, span: Span) -> NodeId {
         let signature = matches!(node.op, Op::Input { .. } | Op::Param { .. });
-        let key = (self.hash_cons && !signature).then(|| format!("{:?}", (&node.op, &node.ty)));
+        let key = (self.hash_cons && !signature).then(|| node.clone());
         if let Some(key) = &key
             && let Some(&id) = self.seen.get(key)
         {
