@@ -274,7 +274,7 @@ pub fn main(
         Command::Emit { what: Emit::Spvasm { file, schedule } } => {
             emit_kernels(&file, schedule, color, err, |graph, kernel| {
                 let _ = writeln!(out, "; kernel {} of model {}", kernel.name, graph.name);
-                let _ = writeln!(out, "{}", codegen::disassemble(kernel.spirv())?);
+                let _ = writeln!(out, "{}", codegen::disassemble(kernel.spirv()).map_err(|e| e.to_string())?);
                 Ok(())
             })
         }

@@ -10,7 +10,7 @@ use crate::gpu::{gpu, seeded_bindings, symbol_values};
 use crate::util::{check_path, same_bits, single_graph};
 use tdsl_compiler::codegen;
 use tdsl_compiler::interp;
-use tdsl_compiler::ir::Graph;
+use tdsl_compiler::ir::{Graph, NodeId};
 
 fn examples() -> Vec<PathBuf> {
     let mut files = vec![
@@ -223,10 +223,19 @@ fn the_grouping_verifier_rejects_broken_groupings() {
                 continue;
             }
             checked += 1;
-            let mut reversed = grouping.clone();
-            reversed.groups.reverse();
-            let errors = verify_grouping(graph, &reversed).expect_err("reversed groups");
-            assert!(errors.iter().any(|e| e.message.contains("dependency order")), "{errors:?}");
+            // A consumer moved before the group that stores what it reads.
+            let reads = |g: &tdsl_compiler::codegen::fuse::Group, stored: NodeId| {
+                g.roots().chain(g.inline.iter().copied()).any(|m| graph.node(m).op.operands().contains(&stored))
+            };
+            let pair = (0..grouping.groups.len()).find_map(|j| {
+                (0..j).find(|&i| grouping.groups[i].roots().any(|r| reads(&grouping.groups[j], r))).map(|i| (i, j))
+            });
+            if let Some((i, j)) = pair {
+                let mut swapped = grouping.clone();
+                swapped.groups.swap(i, j);
+                let errors = verify_grouping(graph, &swapped).expect_err("a consumer before its producer");
+                assert!(errors.iter().any(|e| e.message.contains("dependency order")), "{errors:?}");
+            }
 
             let mut twice = grouping.clone();
             let root = twice.groups[0].root;

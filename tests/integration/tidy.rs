@@ -72,11 +72,22 @@ fn module_of(root: &Path, file: &Path) -> Vec<String> {
 /// The module paths `source` refers to, resolved against `module` (the file's own module).
 fn references(module: &[String], source: &str) -> Vec<Vec<String>> {
     let mut out = Vec::new();
+    // The identifiers of a path, up to the first character that is neither part of one nor `::`.
     let words = |text: &str| -> Vec<String> {
-        text.split("::")
-            .map(|w| w.trim().to_string())
-            .take_while(|w| !w.is_empty() && w.chars().all(|c| c.is_alphanumeric() || c == '_'))
-            .collect()
+        let mut out = Vec::new();
+        let mut rest = text.trim_start();
+        loop {
+            let end = rest.find(|c: char| !(c.is_alphanumeric() || c == '_')).unwrap_or(rest.len());
+            if end == 0 {
+                break;
+            }
+            out.push(rest[..end].to_string());
+            match rest[end..].strip_prefix("::") {
+                Some(next) => rest = next,
+                None => break,
+            }
+        }
+        out
     };
     for line in source.lines() {
         let line = line.trim_start();

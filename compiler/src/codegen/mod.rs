@@ -211,10 +211,15 @@ fn requirements(module: &naga::Module) -> Requirements {
     Requirements { features, limits }
 }
 
+/// SPIR-V words that do not parse as a module (what the parser said).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cannot parse the SPIR-V module: {0}")]
+pub struct DisassembleError(pub String);
+
 /// SPIR-V words as assembly text (`spirv-dis` style), for `tdslc emit spvasm` and snapshots.
-pub fn disassemble(words: &[u32]) -> Result<String, String> {
+pub fn disassemble(words: &[u32]) -> Result<String, DisassembleError> {
     use rspirv::binary::Disassemble;
-    let module = rspirv::dr::load_words(words).map_err(|e| format!("cannot parse the SPIR-V module: {e}"))?;
+    let module = rspirv::dr::load_words(words).map_err(|e| DisassembleError(e.to_string()))?;
     Ok(module.disassemble())
 }
 

@@ -1,3 +1,6 @@
+//! Unit tests of the device layer: uploads and downloads of every dtype, pipelines and dispatches on the
+//! test device (lavapipe in CI).
+
 use super::*;
 use crate::{DType, Tensor};
 use std::sync::OnceLock;
