@@ -313,9 +313,8 @@ pub fn tune(gpu: &Gpu, target: Target, graph: &Graph, sizes: &[i64], repeat: usi
     use crate::codegen::tuning::Tuning;
     let (inputs, params) = seeded_data(graph, sizes, 0)?;
     let baseline = codegen::compile_with(graph, Options { fuse: true, target }).map_err(|e| e.to_string())?;
-    let tiled: Vec<usize> = (0..baseline.kernels.len())
-        .filter(|&i| codegen::tiles::plan(&baseline.graph, &baseline.grouping.groups[i], target.tile).is_some())
-        .collect();
+    let tiled: Vec<usize> =
+        (0..baseline.kernels.len()).filter(|&i| baseline.grouping.schedules[i].tile_plan().is_some()).collect();
     let mut times: Vec<Vec<((u32, u32), Duration)>> = vec![Vec::new(); baseline.kernels.len()];
     let mut candidates = TILE_CANDIDATES.to_vec();
     if !candidates.contains(&target.tile) {

@@ -2,15 +2,17 @@
 //! lists the device tensors (inputs, params, and one per group root) and launches in dependency order.
 //!
 //! The pipeline for one graph, in order: `ir::verify` (codegen takes verified IR only), `opt::optimize` (the
-//! IR passes), `fuse::group` (which nodes are stored and which computed inline), then one kernel per group.
+//! IR passes), `fuse::group` (which nodes are stored and which computed inline, and each group's
+//! `Schedule`), then one kernel per group under its stored schedule (verified first, replaced by a tuned
+//! one where `Tuning` has an entry).
 
 use std::collections::HashMap;
 
 use tdsl_runtime::program::{Arg, Bound, Launch, Program, TensorDecl, TensorId, TensorRole};
 
-use super::Target;
 use super::fuse;
 use super::kernel::group_kernel;
+use super::schedule::{Schedule, verify};
 use super::tuning::Tuning;
 use super::{CodegenError, Kernel, KernelArg};
 use crate::dim::Dim;
@@ -54,7 +56,9 @@ pub fn compile_with(graph: &Graph, options: Options) -> Result<Compiled, Codegen
 }
 
 /// `compile_with`, taking each tiled contraction's tile from `tuning` where it has an entry for the
-/// kernel (`tuning.rs`); other kernels and the grouping are as without it.
+/// kernel (`tuning.rs`): the group's stored schedule is replaced by the same schedule with that tile
+/// (`Schedule::with_tile`), so `grouping.schedules` holds what each kernel runs; other kernels and the
+/// groups are as without it. Every schedule passes `schedule::verify` before its kernel is built.
 pub fn compile_tuned(graph: &Graph, options: Options, tuning: &Tuning) -> Result<Compiled, CodegenError> {
     crate::ir::verify(graph).map_err(|errors| CodegenError::Internal {
         kernel: graph.name.clone(),
@@ -65,7 +69,7 @@ pub fn compile_tuned(graph: &Graph, options: Options, tuning: &Tuning) -> Result
     })?;
     let optimized = crate::opt::optimize(graph);
     let graph = &optimized;
-    let grouping = fuse::group(graph, options.fuse, &options.target);
+    let mut grouping = fuse::group(graph, options.fuse, &options.target);
 
     let mut program = Program {
         name: graph.name.clone(),
@@ -105,15 +109,25 @@ pub fn compile_tuned(graph: &Graph, options: Options, tuning: &Tuning) -> Result
     }
 
     let mut kernels = Vec::new();
-    for group in &grouping.groups {
-        let mut kernel = group_kernel(graph, group, kernels.len(), &options.target)?;
+    for (group, schedule) in grouping.groups.iter().zip(grouping.schedules.iter_mut()) {
+        let target = &options.target;
+        let checked = |schedule: &Schedule| {
+            verify(graph, group, schedule, target).map_err(|message| CodegenError::Internal {
+                kernel: super::kernel::kernel_name(graph, group.root),
+                message,
+            })
+        };
+        checked(schedule)?;
+        let mut kernel = group_kernel(graph, group, schedule, kernels.len())?;
+        // Tuning picks another schedule value for the kernel it knows (by its key under the chosen one).
         if !tuning.tiles.is_empty()
             && let Some(&tile) = tuning.tiles.get(&Tuning::key(kernel.wgsl()))
-            && tile != options.target.tile
-            && tile.0 * tile.1 > 1
-            && super::tiles::plan(graph, group, tile).is_some()
+            && tile != target.tile
+            && let Some(tuned) = schedule.with_tile(graph, group, target, tile)
         {
-            kernel = group_kernel(graph, group, kernels.len(), &Target { tile, ..options.target })?;
+            checked(&tuned)?;
+            kernel = group_kernel(graph, group, &tuned, kernels.len())?;
+            *schedule = tuned;
         }
         for id in group.roots() {
             let name = format!("%{} {}", id.index(), graph.node(id).op.name());

@@ -246,6 +246,21 @@ impl Op {
         }
     }
 
+    /// Per-element arithmetic on operands of the result's shape (no index movement, no loop).
+    pub fn is_elementwise(&self) -> bool {
+        matches!(self, Op::Unary(..) | Op::Binary(..) | Op::Select { .. } | Op::Cast(_))
+    }
+
+    /// Ops whose every element is a loop over operand elements: reductions, matmul, index notation.
+    pub fn is_contraction(&self) -> bool {
+        matches!(self, Op::MatMul(..) | Op::Reduce { .. } | Op::Map(_))
+    }
+
+    /// Ops that only compute an index into an operand (no arithmetic on values).
+    pub fn is_layout(&self) -> bool {
+        matches!(self, Op::Broadcast(_) | Op::Permute(..) | Op::Reshape(_) | Op::Slice { .. } | Op::Gather { .. })
+    }
+
     /// A short name for dumps and diagnostics.
     pub fn name(&self) -> &'static str {
         match self {
