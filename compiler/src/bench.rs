@@ -320,9 +320,12 @@ pub fn tune(gpu: &Gpu, target: Target, graph: &Graph, sizes: &[i64], repeat: usi
     if !candidates.contains(&target.tile) {
         candidates.push(target.tile);
     }
+    // Each candidate is the baseline with every tiled contraction's schedule retiled (`compile_tuned`).
+    let keys: Vec<String> = tiled.iter().map(|&i| Tuning::key(baseline.kernels[i].wgsl())).collect();
     for tile in candidates {
-        let compiled = codegen::compile_with(graph, Options { fuse: true, target: Target { tile, ..target } })
-            .map_err(|e| e.to_string())?;
+        let tuning = Tuning { tiles: keys.iter().map(|k| (k.clone(), tile)).collect(), ..Tuning::default() };
+        let compiled =
+            codegen::compile_tuned(graph, Options { fuse: true, target }, &tuning).map_err(|e| e.to_string())?;
         if compiled.kernels.len() != baseline.kernels.len() {
             return Err(format!("tile {}x{} changes the kernels of {}", tile.0, tile.1, graph.name));
         }

@@ -221,6 +221,7 @@ pub fn group_kernel(graph: &Graph, group: &Group, schedule: &Schedule, launch: u
             (id, storage(&mut b, &format!("out{}", k + 1), dtype, StorageAccess::LOAD | StorageAccess::STORE, vector))
         })
         .collect();
+    let vec3u = b.ty(TypeInner::Vector { size: VectorSize::Tri, scalar: Scalar::U32 });
     let mut cx = Cx {
         graph,
         b,
@@ -238,13 +239,12 @@ pub fn group_kernel(graph: &Graph, group: &Group, schedule: &Schedule, launch: u
         map_instances: 0,
         bounds: vec![("invocation count".to_string(), invocations, MAX_INVOCATIONS)],
         u32_ty,
-        vec3u: u32_ty,
+        vec3u,
         arguments: Vec::new(),
         given: HashMap::new(),
         vector,
         lanes: None,
     };
-    cx.vec3u = cx.b.ty(TypeInner::Vector { size: VectorSize::Tri, scalar: Scalar::U32 });
     let outputs: Vec<_> = std::iter::once((root, output)).chain(siblings).collect();
     match schedule {
         Schedule::Plain => cx.plain_kernel(&outputs)?,

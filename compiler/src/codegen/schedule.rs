@@ -201,7 +201,7 @@ fn verify_tiles(graph: &Graph, group: &Group, plan: &TilePlan) -> Result<(), Str
         let node = graph.node(m);
         ensure(group.contains(m) && matches!(node.op, Op::MatMul(..)), "a tiled matmul is not in the group")?;
         ensure(node.ty.shape == *shape, "the tiled matmuls differ in shape")?;
-        let Op::MatMul(a, _) = node.op else { continue };
+        let Some((a, _)) = tiles::operands(graph, m) else { continue };
         let k = graph.node(a).ty.shape.last();
         ensure(
             !plan.vector_k || (node.ty.dtype == DType::F32 && k.and_then(Dim::as_const).is_some_and(|k| k % 4 == 0)),
@@ -237,7 +237,8 @@ mod tests {
         let x = b.input("x", DType::F32, &[n.clone(), c(64)]);
         let w = b.input("w", DType::F32, &[c(64), c(64)]);
         let y = b.node(Op::MatMul(x, w), DType::F32, &[n.clone(), c(64)]);
-        let sum = b.node(Op::Reduce { op: ReduceOp::Sum, input: y, axes: vec![1] }, DType::F32, &[n.clone()]);
+        let sum =
+            b.node(Op::Reduce { op: ReduceOp::Sum, input: y, axes: vec![1] }, DType::F32, std::slice::from_ref(&n));
         let column = b.node(Op::Reshape(sum), DType::F32, &[n.clone(), c(1)]);
         let back = b.node(Op::Broadcast(column), DType::F32, &[n.clone(), c(64)]);
         let z = b.binary(BinaryOp::Sub, y, back);

@@ -67,6 +67,15 @@ impl SharedTile {
 /// The tile shape (rows, columns per invocation) a target uses for contractions.
 pub type TileShape = (u32, u32);
 
+/// The left and right operands of matmul `m` (`None` when `m` is no matmul): the one place the tile
+/// analysis, its checks and both contraction emitters read them from.
+pub fn operands(graph: &Graph, m: NodeId) -> Option<(NodeId, NodeId)> {
+    match graph.node(m).op {
+        Op::MatMul(a, b) => Some((a, b)),
+        _ => None,
+    }
+}
+
 /// The tile plan of `group`, when it is a contraction with an elementwise epilogue (see the module
 /// comment) and `tile` is not 1x1.
 pub fn plan(graph: &Graph, group: &Group, tile: TileShape) -> Option<TilePlan> {
@@ -74,10 +83,7 @@ pub fn plan(graph: &Graph, group: &Group, tile: TileShape) -> Option<TilePlan> {
         return None;
     }
     let count = |shape: &[Dim]| shape.iter().try_fold(Dim::constant(1), |n, d| n.mul(d).ok());
-    let contraction_length = |m: NodeId| match graph.node(m).op {
-        Op::MatMul(a, _) => graph.node(a).ty.shape.last().cloned(),
-        _ => None,
-    };
+    let contraction_length = |m: NodeId| operands(graph, m).and_then(|(a, _)| graph.node(a).ty.shape.last().cloned());
     let mut matmuls = Vec::new();
     for stored in group.roots() {
         let matmul = spine_matmul(graph, group, stored)?;
@@ -94,7 +100,7 @@ pub fn plan(graph: &Graph, group: &Group, tile: TileShape) -> Option<TilePlan> {
     }
     let vector_k = matmuls.iter().all(|&(_, m)| {
         let node = graph.node(m);
-        let Op::MatMul(a, b) = node.op else { return false };
+        let Some((a, b)) = operands(graph, m) else { return false };
         let rank = node.ty.rank();
         node.ty.dtype == DType::F32
             && contraction_length(m).and_then(|k| k.as_const()).is_some_and(|k| k % 4 == 0)
@@ -126,11 +132,11 @@ impl TilePlan {
         let along_k: Vec<(bool, bool)> = self
             .matmuls
             .iter()
-            .map(|&(_, m)| match graph.node(m).op {
-                Op::MatMul(a, b) => {
+            .map(|&(_, m)| match operands(graph, m) {
+                Some((a, b)) => {
                     (runs_along(graph, group, a, rank - 1, false), runs_along(graph, group, b, rank - 2, false))
                 }
-                _ => (false, false),
+                None => (false, false),
             })
             .collect();
         let k_step = K_STEPS

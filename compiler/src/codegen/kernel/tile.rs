@@ -6,10 +6,10 @@
 use naga::{BinaryOperator, Expression, GlobalVariable, Handle, Statement};
 
 use super::{Cx, Expr, Given, Grid, MAX_ELEMENTS, Pos, R, Val, internal, shape_count, unsupported};
-use crate::codegen::tiles::TilePlan;
+use crate::codegen::tiles::{self, TilePlan};
 use crate::codegen::{WORKGROUP_SIZE, scalar};
 use crate::dim::Dim;
-use crate::ir::{Graph, NodeId, Op, ReduceOp};
+use crate::ir::{Graph, NodeId, ReduceOp};
 
 /// Invocations and workgroup size of a register-tiled kernel: one invocation per `rows x cols` block.
 pub(super) fn launch(graph: &Graph, plan: &TilePlan) -> Result<(Dim, u32), String> {
@@ -33,10 +33,9 @@ impl Cx<'_> {
         let graph = self.graph;
         let mut operands = Vec::with_capacity(plan.matmuls.len());
         for &(_, matmul) in &plan.matmuls {
-            match graph.node(matmul).op {
-                Op::MatMul(a, c) => operands.push((a, c)),
-                _ => return Err(internal(&self.name, "a tile plan without a matmul")),
-            }
+            let pair =
+                tiles::operands(graph, matmul).ok_or_else(|| internal(&self.name, "a tile plan without a matmul"))?;
+            operands.push(pair);
         }
         let shape = graph.node(plan.matmuls[0].1).ty.shape.clone();
         let rank = shape.len();
