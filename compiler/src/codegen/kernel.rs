@@ -204,14 +204,8 @@ pub fn group_kernel(graph: &Graph, group: &Group, schedule: &Schedule, launch: u
         naga::Span::UNDEFINED,
     );
     let count: Dim = shape_count(&out.ty.shape).ok_or_else(|| internal(&name, "the element count overflows"))?;
-    let (invocations, workgroup) = match schedule {
-        Schedule::Plain => plain::launch(&count),
-        Schedule::Vector => vector::launch(&count),
-        Schedule::Rows(plan) => rows::launch(plan),
-        Schedule::Tiled(plan) => tile::launch(graph, plan),
-        Schedule::SharedTiled(plan, _) => shared::launch(graph, plan),
-    }
-    .map_err(|e| internal(&name, &e))?;
+    let emitter = emitter(schedule);
+    let (invocations, workgroup) = emitter.launch(graph, &count).map_err(|e| internal(&name, &e))?;
     let siblings: Vec<(NodeId, Handle<GlobalVariable>)> = group
         .siblings
         .iter()
@@ -246,14 +240,29 @@ pub fn group_kernel(graph: &Graph, group: &Group, schedule: &Schedule, launch: u
         lanes: None,
     };
     let outputs: Vec<_> = std::iter::once((root, output)).chain(siblings).collect();
-    match schedule {
-        Schedule::Plain => cx.plain_kernel(&outputs)?,
-        Schedule::Vector => cx.vector_kernel(&count, &outputs)?,
-        Schedule::Rows(plan) => cx.row_kernel(plan, &count, output)?,
-        Schedule::Tiled(plan) => cx.tile_kernel(plan, &count, &outputs)?,
-        Schedule::SharedTiled(plan, shared) => cx.shared_tile_kernel(plan, shared, &count, &outputs)?,
-    }
+    emitter.emit(&mut cx, &count, &outputs)?;
     cx.finish(workgroup)
+}
+
+/// What each schedule's emitter (its file in `kernel/`) provides to `group_kernel`.
+trait Emitter {
+    /// Invocations to dispatch (slot 0 of the uniform block) and invocations per workgroup, for an
+    /// output of `count` elements; `Err` when the count overflows.
+    fn launch(&self, graph: &Graph, count: &Dim) -> Result<(Dim, u32), String>;
+    /// The kernel's body, storing `outputs` (the root, then the siblings; `count` elements each), after
+    /// declaring the entry arguments it reads.
+    fn emit(&self, cx: &mut Cx, count: &Dim, outputs: &[(NodeId, Handle<GlobalVariable>)]) -> R<()>;
+}
+
+/// The emitter of `schedule`: the one place a schedule is mapped to its file.
+fn emitter(schedule: &Schedule) -> Box<dyn Emitter + '_> {
+    match schedule {
+        Schedule::Plain => Box::new(plain::Plain),
+        Schedule::Vector => Box::new(vector::Vector),
+        Schedule::Rows(plan) => Box::new(rows::Rows(plan)),
+        Schedule::Tiled(plan) => Box::new(tile::Tiled(plan)),
+        Schedule::SharedTiled(plan, staged) => Box::new(shared::Shared(plan, staged)),
+    }
 }
 
 impl Cx<'_> {

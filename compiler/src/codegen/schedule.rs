@@ -11,12 +11,14 @@
 //! state; the per-element lowering (`value(node, pos)` in `kernel.rs`) is shared by all of them.
 //!
 //! Adding a schedule (e.g. cooperative-matrix contractions or fused attention):
-//! 1. one new file `kernel/<name>.rs` holding the plan type (the analysis: `fn plan(graph, group, target)
-//!    -> Option<Plan>`), its checks (`fn verify`), its launch shape (`fn launch`: invocations and workgroup
-//!    size) and its emitter (`impl Cx { fn <name>_kernel(..) }`, declaring its built-ins with `Cx::builtin`);
+//! 1. its plan: a type and the analysis deciding whether and how a group runs this way (`fn plan(graph,
+//!    group, target) -> Option<Plan>`), with the checks `verify` calls, in a file of `codegen/` like
+//!    `rows.rs` and `tiles.rs` (public, as `Schedule` carries it); and its emitter in `kernel/<name>.rs`,
+//!    an `Emitter` implementation (`launch`: invocations and workgroup size; `emit`: the body, declaring
+//!    its built-ins with `Cx::builtin` and keeping its state to itself);
 //! 2. one field in `Target` (`target.rs`) switching it on per device profile, set in `TARGETS`;
-//! 3. the variant below, one line in `choose` at its priority, and one line each in `verify` and in
-//!    `group_kernel`'s two dispatches (`kernel.rs`), each calling into the new file.
+//! 3. the wiring, one line each: the variant below, its place in `choose`'s priority, its arms in `verify`,
+//!    `vector_storage` and `name`, and its line in `kernel::emitter` (plus `mod <name>;` in `kernel.rs`).
 //!
 //! Everything else (fusion, the program, bounds, tuning, explain) sees only the `Schedule` value.
 

@@ -4,28 +4,31 @@
 
 use naga::{GlobalVariable, Handle};
 
-use super::{Cx, Grid, Pos, R};
+use super::{Cx, Emitter, Grid, Pos, R};
 use crate::codegen::WORKGROUP_SIZE;
 use crate::dim::Dim;
-use crate::ir::NodeId;
+use crate::ir::{Graph, NodeId};
 
-/// Invocations and workgroup size of a plain kernel: one invocation per output element.
-pub(super) fn launch(count: &Dim) -> Result<(Dim, u32), String> {
-    Ok((count.clone(), WORKGROUP_SIZE))
-}
+/// The plain schedule's emitter.
+pub(super) struct Plain;
 
-impl Cx<'_> {
-    /// The plain kernel storing `outputs` (the root first, then siblings, all of the root's shape).
-    pub(super) fn plain_kernel(&mut self, outputs: &[(NodeId, Handle<GlobalVariable>)]) -> R<()> {
-        let graph = self.graph;
-        let grid = Grid::declare(self);
-        let index = self.element_index(grid);
+impl Emitter for Plain {
+    /// One invocation per output element.
+    fn launch(&self, _: &Graph, count: &Dim) -> Result<(Dim, u32), String> {
+        Ok((count.clone(), WORKGROUP_SIZE))
+    }
+
+    /// Each output (the root first, then siblings, all of the root's shape) at the invocation's index.
+    fn emit(&self, cx: &mut Cx, _: &Dim, outputs: &[(NodeId, Handle<GlobalVariable>)]) -> R<()> {
+        let graph = cx.graph;
+        let grid = Grid::declare(cx);
+        let index = cx.element_index(grid);
         for (k, &(id, buffer)) in outputs.iter().enumerate() {
-            let value = self.value(id, &mut Pos::flat(&graph.node(id).ty.shape, index))?;
+            let value = cx.value(id, &mut Pos::flat(&graph.node(id).ty.shape, index))?;
             if k == 0 {
-                self.b.name(value.expr, "value");
+                cx.b.name(value.expr, "value");
             }
-            self.store_output(buffer, index, value);
+            cx.store_output(buffer, index, value);
         }
         Ok(())
     }

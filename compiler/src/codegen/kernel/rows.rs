@@ -13,24 +13,37 @@ use std::collections::HashMap;
 use naga::{BinaryOperator, Expression, GlobalVariable, Handle, Scalar, Statement, TypeInner};
 
 use super::{
-    Cx, Expr, Given, Grid, MAX_ELEMENTS, Pos, R, Val, Workgroups, held_name, internal, storage_scalar, tile,
+    Cx, Emitter, Expr, Given, Grid, MAX_ELEMENTS, Pos, R, Val, Workgroups, held_name, internal, storage_scalar, tile,
     to_storage, unsupported,
 };
 use crate::codegen::rows::{Place, RowPlan};
 use crate::codegen::scalar;
 use crate::dim::Dim;
-use crate::ir::{DType, NodeId, Op, ReduceOp};
+use crate::ir::{DType, Graph, NodeId, Op, ReduceOp};
 
-/// Invocations and workgroup size of a row kernel: one invocation per row (serial), else one workgroup
-/// per `rows_per_workgroup` rows.
-pub(super) fn launch(plan: &RowPlan) -> Result<(Dim, u32), String> {
-    if plan.serial {
-        return Ok((plan.rows.clone(), plan.workgroup));
+/// The row schedule's emitter.
+pub(super) struct Rows<'p>(pub &'p RowPlan);
+
+impl Emitter for Rows<'_> {
+    /// One invocation per row (serial), else one workgroup per `rows_per_workgroup` rows.
+    fn launch(&self, _: &Graph, _: &Dim) -> Result<(Dim, u32), String> {
+        let plan = self.0;
+        if plan.serial {
+            return Ok((plan.rows.clone(), plan.workgroup));
+        }
+        let invocations = tile::blocks(&plan.rows, plan.rows_per_workgroup)
+            .and_then(|groups| groups.scale(i64::from(plan.workgroup)).map_err(|e| e.to_string()))
+            .map_err(|_| "the invocation count overflows".to_string())?;
+        Ok((invocations, plan.workgroup))
     }
-    let invocations = tile::blocks(&plan.rows, plan.rows_per_workgroup)
-        .and_then(|groups| groups.scale(i64::from(plan.workgroup)).map_err(|e| e.to_string()))
-        .map_err(|_| "the invocation count overflows".to_string())?;
-    Ok((invocations, plan.workgroup))
+
+    /// A row kernel has no siblings: only the root is stored.
+    fn emit(&self, cx: &mut Cx, count: &Dim, outputs: &[(NodeId, Handle<GlobalVariable>)]) -> R<()> {
+        match outputs {
+            &[(_, output)] => cx.row_kernel(self.0, count, output),
+            _ => Err(internal(&cx.name, "a row kernel with siblings")),
+        }
+    }
 }
 
 /// The subgroup built-ins a row kernel reducing by subgroups declares (after `Workgroups`).
@@ -80,7 +93,7 @@ impl Cx<'_> {
     /// The body of a row kernel (see `rows.rs`) storing the root into `output`: this workgroup's row is
     /// `wid.x + wid.y * num_workgroups.x`; cached contractions, then the row's values, then the root's
     /// elements, each pass striding over the row's columns from the local invocation index.
-    pub(super) fn row_kernel(&mut self, plan: &RowPlan, count: &Dim, output: Handle<GlobalVariable>) -> R<()> {
+    fn row_kernel(&mut self, plan: &RowPlan, count: &Dim, output: Handle<GlobalVariable>) -> R<()> {
         let graph = self.graph;
         self.bounds.push(("elements of the output".to_string(), count.clone(), MAX_ELEMENTS));
         // Serial rows: `row = gid.x + gid.y * (num_workgroups.x * rows per workgroup)`, one invocation each;

@@ -11,21 +11,29 @@
 use naga::{BinaryOperator, Expression, GlobalVariable, Handle};
 
 use super::tile::Contraction;
-use super::{Cx, Expr, MAX_ELEMENTS, Pos, R, Workgroups, internal, storage_scalar, unsupported};
+use super::{Cx, Emitter, Expr, MAX_ELEMENTS, Pos, R, Workgroups, internal, storage_scalar, unsupported};
 use crate::codegen::WORKGROUP_SIZE;
 use crate::codegen::scalar;
 use crate::codegen::tiles::{SHARED_SIDE, SharedTile, TilePlan};
 use crate::dim::Dim;
 use crate::ir::{Graph, NodeId, ReduceOp};
 
-/// Invocations and workgroup size of a shared-tile kernel: one `WORKGROUP_SIZE` workgroup per output tile
-/// of `TilePlan::workgroup_tile`.
-pub(super) fn launch(graph: &Graph, plan: &TilePlan) -> Result<(Dim, u32), String> {
-    let shape = &graph.node(plan.matmuls[0].1).ty.shape;
-    let groups = super::tile::block_count(shape, plan.workgroup_tile())?;
-    let invocations =
-        groups.scale(i64::from(WORKGROUP_SIZE)).map_err(|_| "the invocation count overflows".to_string())?;
-    Ok((invocations, WORKGROUP_SIZE))
+/// The shared-tile schedule's emitter.
+pub(super) struct Shared<'p>(pub &'p TilePlan, pub &'p SharedTile);
+
+impl Emitter for Shared<'_> {
+    /// One `WORKGROUP_SIZE` workgroup per output tile of `TilePlan::workgroup_tile`.
+    fn launch(&self, graph: &Graph, _: &Dim) -> Result<(Dim, u32), String> {
+        let shape = &graph.node(self.0.matmuls[0].1).ty.shape;
+        let groups = super::tile::block_count(shape, self.0.workgroup_tile())?;
+        let invocations =
+            groups.scale(i64::from(WORKGROUP_SIZE)).map_err(|_| "the invocation count overflows".to_string())?;
+        Ok((invocations, WORKGROUP_SIZE))
+    }
+
+    fn emit(&self, cx: &mut Cx, count: &Dim, outputs: &[(NodeId, Handle<GlobalVariable>)]) -> R<()> {
+        cx.shared_tile_kernel(self.0, self.1, count, outputs)
+    }
 }
 
 /// One operand's staged tile: its workgroup array, the words per `k` row, and the tile's side.
@@ -39,7 +47,7 @@ impl Cx<'_> {
     /// Emits the shared-memory tiled kernel for `plan` (output element count `count`), storing
     /// `plan.matmuls[i].0` into `outputs[i]`; one workgroup per output tile (`tile::block_count` with the
     /// workgroup's tile). Entry arguments: `Workgroups` (`wid`, `num_workgroups`, `lid`).
-    pub(super) fn shared_tile_kernel(
+    fn shared_tile_kernel(
         &mut self,
         plan: &TilePlan,
         shared: &SharedTile,

@@ -5,16 +5,25 @@
 
 use naga::{BinaryOperator, Expression, GlobalVariable, Handle, Statement};
 
-use super::{Cx, Expr, Given, Grid, MAX_ELEMENTS, Pos, R, Val, internal, shape_count, unsupported};
+use super::{Cx, Emitter, Expr, Given, Grid, MAX_ELEMENTS, Pos, R, Val, internal, shape_count, unsupported};
 use crate::codegen::tiles::{self, TilePlan};
 use crate::codegen::{WORKGROUP_SIZE, scalar};
 use crate::dim::Dim;
 use crate::ir::{Graph, NodeId, ReduceOp};
 
-/// Invocations and workgroup size of a register-tiled kernel: one invocation per `rows x cols` block.
-pub(super) fn launch(graph: &Graph, plan: &TilePlan) -> Result<(Dim, u32), String> {
-    let shape = &graph.node(plan.matmuls[0].1).ty.shape;
-    Ok((block_count(shape, [plan.rows, plan.cols])?, WORKGROUP_SIZE))
+/// The register-tiled schedule's emitter.
+pub(super) struct Tiled<'p>(pub &'p TilePlan);
+
+impl Emitter for Tiled<'_> {
+    /// One invocation per `rows x cols` block.
+    fn launch(&self, graph: &Graph, _: &Dim) -> Result<(Dim, u32), String> {
+        let shape = &graph.node(self.0.matmuls[0].1).ty.shape;
+        Ok((block_count(shape, [self.0.rows, self.0.cols])?, WORKGROUP_SIZE))
+    }
+
+    fn emit(&self, cx: &mut Cx, count: &Dim, outputs: &[(NodeId, Handle<GlobalVariable>)]) -> R<()> {
+        cx.tile_kernel(self.0, count, outputs)
+    }
 }
 
 /// What both contraction schedules need of a tile plan's matmuls: their operands, their (common) shape,
@@ -47,12 +56,7 @@ impl Cx<'_> {
 
     /// Emits the tiled kernel for `plan` (output element count `count`), storing `plan.matmuls[i].0` into
     /// `outputs[i]`; the invocation count (slot 0) is the number of blocks. Entry arguments: a folded `Grid`.
-    pub(super) fn tile_kernel(
-        &mut self,
-        plan: &TilePlan,
-        count: &Dim,
-        outputs: &[(NodeId, Handle<GlobalVariable>)],
-    ) -> R<()> {
+    fn tile_kernel(&mut self, plan: &TilePlan, count: &Dim, outputs: &[(NodeId, Handle<GlobalVariable>)]) -> R<()> {
         let graph = self.graph;
         self.bounds.push(("elements of the output".to_string(), count.clone(), MAX_ELEMENTS));
         let grid = Grid::declare(self);

@@ -5,18 +5,27 @@
 
 use naga::{BinaryOperator, Expression, GlobalVariable, Handle, Statement, TypeInner, VectorSize};
 
-use super::{Cx, Grid, MAX_ELEMENTS, Pos, R, storage_scalar, to_storage};
+use super::{Cx, Emitter, Grid, MAX_ELEMENTS, Pos, R, storage_scalar, to_storage};
 use crate::codegen::WORKGROUP_SIZE;
 use crate::dim::Dim;
-use crate::ir::NodeId;
+use crate::ir::{Graph, NodeId};
 
-/// Invocations and workgroup size of a vector kernel: one invocation per 4 output elements.
-pub(super) fn launch(count: &Dim) -> Result<(Dim, u32), String> {
-    let vectors = count
-        .add(&Dim::constant(3))
-        .and_then(|d| d.div(&Dim::constant(4)))
-        .map_err(|_| "the invocation count overflows".to_string())?;
-    Ok((vectors, WORKGROUP_SIZE))
+/// The vector schedule's emitter.
+pub(super) struct Vector;
+
+impl Emitter for Vector {
+    /// One invocation per 4 output elements.
+    fn launch(&self, _: &Graph, count: &Dim) -> Result<(Dim, u32), String> {
+        let vectors = count
+            .add(&Dim::constant(3))
+            .and_then(|d| d.div(&Dim::constant(4)))
+            .map_err(|_| "the invocation count overflows".to_string())?;
+        Ok((vectors, WORKGROUP_SIZE))
+    }
+
+    fn emit(&self, cx: &mut Cx, count: &Dim, outputs: &[(NodeId, Handle<GlobalVariable>)]) -> R<()> {
+        cx.vector_kernel(count, outputs)
+    }
 }
 
 impl Cx<'_> {
@@ -24,7 +33,7 @@ impl Cx<'_> {
     /// all four are in range, tensors read at those positions are read as whole vectors and each output is
     /// stored as one; the last, partial vector is computed and stored element by element (a count that is
     /// a multiple of 4 for every symbol value has no partial vector, and the kernel no element path).
-    pub(super) fn vector_kernel(&mut self, count_dim: &Dim, outputs: &[(NodeId, Handle<GlobalVariable>)]) -> R<()> {
+    fn vector_kernel(&mut self, count_dim: &Dim, outputs: &[(NodeId, Handle<GlobalVariable>)]) -> R<()> {
         let graph = self.graph;
         let grid = Grid::declare(self);
         let v = self.element_index(grid);
