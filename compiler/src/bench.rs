@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use tdsl_runtime::gpu::median;
 use tdsl_runtime::{Gpu, Prepared, Tensor, Timing};
 
-use crate::codegen::{self, Target};
+use crate::codegen::Target;
 use crate::ir::{Graph, Op};
 use crate::pipeline::{self, CompileError, Options};
 use crate::random::seeded_tensor;
@@ -337,17 +337,18 @@ pub fn tune(gpu: &Gpu, target: Target, graph: &Graph, sizes: &[i64], repeat: usi
     use crate::codegen::tuning::Tuning;
     let (inputs, params) = seeded_data(graph, sizes, 0)?;
     let baseline = pipeline::compile_graph(graph, &Options { target, ..Options::default() })?;
-    let tiled: Vec<usize> = (0..baseline.kernels.len())
-        .filter(|&i| codegen::tiles::plan(&baseline.graph, &baseline.grouping.groups[i], target.tile).is_some())
-        .collect();
+    let tiled: Vec<usize> =
+        (0..baseline.kernels.len()).filter(|&i| baseline.grouping.schedules[i].tile_plan().is_some()).collect();
     let mut times: Vec<Vec<((u32, u32), Duration)>> = vec![Vec::new(); baseline.kernels.len()];
     let mut candidates = TILE_CANDIDATES.to_vec();
     if !candidates.contains(&target.tile) {
         candidates.push(target.tile);
     }
+    // Each candidate is the baseline with every tiled contraction's schedule retiled (`codegen::lower` with a tuning).
+    let keys: Vec<String> = tiled.iter().map(|&i| Tuning::key(baseline.kernels[i].wgsl())).collect();
     for tile in candidates {
-        let compiled =
-            pipeline::compile_graph(graph, &Options { target: Target { tile, ..target }, ..Options::default() })?;
+        let tuning = Tuning { tiles: keys.iter().map(|k| (k.clone(), tile)).collect(), ..Tuning::default() };
+        let compiled = pipeline::compile_graph(graph, &Options { target, tuning, ..Options::default() })?;
         if compiled.kernels.len() != baseline.kernels.len() {
             return Err(BenchError::TileChangesKernels { tile, model: graph.name.clone() });
         }

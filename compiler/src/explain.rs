@@ -99,7 +99,7 @@ pub fn explain(compiled: &Compiled, sizes: &[i64], fused: bool) -> Result<Report
                 let producer = format!("%{} {}", u.producer.index(), graph.node(u.producer).op.name());
                 let from =
                     kernel_of_root.get(&u.producer).map_or_else(String::new, |&k| program.launches[k].name.clone());
-                (producer, from, u.reason.clone())
+                (producer, from, u.reason.to_string())
             })
             .collect();
         let flops = members.iter().map(|&id| flops(graph, id, sizes)).sum();

@@ -106,11 +106,13 @@ pub fn compile_graph(graph: &Graph, options: &Options) -> Result<Compiled, Compi
     verify_ir(graph, Stage::Elaborate)?;
     // the IR passes of `opt::PASSES`, in order (verified after each)
     let graph = optimize(graph, options, &mut |_, _| {})?;
-    // fusion: which nodes are stored and which are computed inline, one group per kernel
-    let grouping = fuse::group(&graph, options.fuse, &options.target);
+    // fusion: which nodes are stored and which are computed inline, one group per kernel, and each
+    // group's schedule, chosen once (`Schedule::choose`)
+    let mut grouping = fuse::group(&graph, options.fuse, &options.target);
     checks.grouping(&graph, &grouping)?;
-    // one validated naga module per group (WGSL, SPIR-V, requirements); the device tensors and launches
-    let (program, kernels) = codegen::lower(&graph, &grouping, &options.target, &options.tuning)?;
+    // kernels: each schedule verified (swapped for a tuned one where `tuning` says), one validated naga
+    // module per group (WGSL, SPIR-V, requirements); the device tensors and launches
+    let (program, kernels) = codegen::lower(&graph, &mut grouping, &options.target, &options.tuning)?;
     checks.program(&program)?;
     Ok(Compiled { program, kernels, graph, grouping })
 }

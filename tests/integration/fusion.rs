@@ -156,6 +156,38 @@ fn fusion_outcomes() {
 }
 
 #[test]
+fn every_group_has_one_verified_schedule_on_every_profile() {
+    use codegen::schedule::{Schedule, verify};
+    for path in examples() {
+        for graph in graphs(&path) {
+            for target in codegen::target::TARGETS {
+                for fuse in [true, false] {
+                    let compiled =
+                        crate::util::compile_with(&graph, &crate::util::options(fuse, target)).expect("compiles");
+                    let grouping = &compiled.grouping;
+                    assert_eq!(grouping.schedules.len(), grouping.groups.len(), "{}", path.display());
+                    for ((group, schedule), kernel) in
+                        grouping.groups.iter().zip(&grouping.schedules).zip(&compiled.kernels)
+                    {
+                        let place = format!("{} {} on {}", path.display(), kernel.name, target.name);
+                        assert_eq!(verify(&compiled.graph, group, schedule, &target), Ok(()), "{place}");
+                        assert_eq!(*schedule, Schedule::choose(&compiled.graph, group, &target), "{place}");
+                        // The stored schedule is the one the kernel was built with.
+                        let workgroup = match schedule {
+                            Schedule::Rows(plan) => plan.workgroup,
+                            _ => codegen::WORKGROUP_SIZE,
+                        };
+                        assert_eq!(kernel.workgroup_size, workgroup, "{place}");
+                        let storage = if schedule.vector_storage() { "array<vec4<" } else { "array<" };
+                        assert!(kernel.wgsl().contains(&format!("var<storage, read_write> out: {storage}")), "{place}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn fused_and_unfused_agree_on_the_gpu() {
     for path in examples() {
         for graph in graphs(&path) {

@@ -1,4 +1,4 @@
-//! Differential tests of the GPU path: programs are checked, compiled (`codegen::compile`) and run on the
+//! Differential tests of the GPU path: programs are checked, compiled (`pipeline::compile_graph`) and run on the
 //! real Vulkan device (lavapipe on a machine without a GPU) through the runtime's `Gpu::execute`, and every
 //! output is compared with the reference interpreter (`interp::run`), the definition of every op.
 //! No adapter is a failure, not a skip: these tests exist to exercise the device. The device is opened once

@@ -21,11 +21,16 @@
 //!   is computed once there); when they are needed by several kernels `recompute` (the cost model) decides;
 //! - then *row fusion* (`merge_rows`): row statistics (softmax's max and sum, layer_norm's mean and
 //!   variance) and a contraction feeding them join the kernel that reads them back, which becomes a row
-//!   kernel (`rows.rs`: one workgroup per row, workgroup reductions).
+//!   kernel (`rows.rs`: one workgroup per row, workgroup reductions);
+//! - then *horizontal fusion* (`merge_horizontal`);
+//! - finally each group's schedule is chosen, once (`Schedule::choose`), and stored beside it. Fusion asks
+//!   `choose` only whether a merged group would be a row kernel or a tiled contraction.
 
 use std::collections::BTreeSet;
 
-use super::{Target, rows, tiles};
+pub use super::group::Group;
+use super::schedule::Schedule;
+use super::target::Target;
 use crate::ir::{Graph, NodeId, Op};
 
 /// The fusion decision for a graph.
@@ -33,31 +38,12 @@ use crate::ir::{Graph, NodeId, Op};
 pub struct Grouping {
     /// One group per stored node, in dependency order.
     pub groups: Vec<Group>,
+    /// `schedules[i]` is how `groups[i]` runs: chosen once, after fusion (`Schedule::choose`), and used
+    /// as is by the kernel builder and tuning.
+    pub schedules: Vec<Schedule>,
     /// For every edge from a stored producer (other than inputs and params) to a consumer in another
     /// kernel: why it was not fused.
     pub unfused: Vec<Unfused>,
-}
-
-/// One kernel: `root` is stored; `inline` are computed inside it where the root needs them; `siblings` are
-/// further stored nodes of the same shape computed by the same invocations (horizontal fusion), none of
-/// which depends on another.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Group {
-    pub root: NodeId,
-    pub inline: BTreeSet<NodeId>,
-    pub siblings: Vec<NodeId>,
-}
-
-impl Group {
-    /// The stored nodes of the kernel: the root, then the siblings.
-    pub fn roots(&self) -> impl Iterator<Item = NodeId> + '_ {
-        std::iter::once(self.root).chain(self.siblings.iter().copied())
-    }
-
-    /// Whether the kernel computes `id` (stored or inline).
-    pub fn contains(&self, id: NodeId) -> bool {
-        self.root == id || self.inline.contains(&id) || self.siblings.contains(&id)
-    }
 }
 
 /// A producer-consumer edge that crosses kernels, and why.
@@ -65,7 +51,51 @@ impl Group {
 pub struct Unfused {
     pub producer: NodeId,
     pub consumer: NodeId,
-    pub reason: String,
+    pub reason: Reason,
+}
+
+/// Why a producer is stored rather than computed in its consumer's kernel. `Display` is the text
+/// `tdslc explain` prints (text and JSON); ops are named as `Op::name` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// Outputs are always stored.
+    Output,
+    /// Fusion is switched off (the unfused program).
+    FusionOff,
+    /// A consumer reads each element many times and the value is not `cheap_to_recompute`.
+    Amplified,
+    /// A contraction computed in several kernels (contractions are never recomputed).
+    ContractionInKernels { kernels: usize, op: &'static str },
+    /// A contraction's one consumer is neither elementwise nor a layout op.
+    ContractionConsumer { op: &'static str, consumer: &'static str },
+    /// A contraction with several consumers.
+    ContractionConsumers { consumers: usize, op: &'static str },
+    /// An elementwise value needed by several kernels where `recompute` prefers storing it.
+    CostlierThanStoring { kernels: usize, op: &'static str },
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::Output => write!(f, "it is an output"),
+            Reason::FusionOff => write!(f, "fusion is off"),
+            Reason::Amplified => {
+                write!(f, "the consumer reads each element many times (recomputing it is not worth it)")
+            }
+            Reason::ContractionInKernels { kernels, op } => {
+                write!(f, "it is needed by {kernels} kernels and a {op} is never recomputed")
+            }
+            Reason::ContractionConsumer { op, consumer } => {
+                write!(f, "a {op} is fused only into an elementwise or layout consumer, not a {consumer}")
+            }
+            Reason::ContractionConsumers { consumers, op } => {
+                write!(f, "value has {consumers} consumers and a {op} is never recomputed")
+            }
+            Reason::CostlierThanStoring { kernels, op } => {
+                write!(f, "value is needed by {kernels} kernels and recomputing `{op}` costs more than storing it")
+            }
+        }
+    }
 }
 
 /// How a node is evaluated.
@@ -81,19 +111,6 @@ enum Home {
     /// `shared` when it is computed in more than one kernel (it or a consumer it is inlined into has several
     /// consumers).
     Inline { amplified: bool, shared: bool },
-}
-
-/// Ops that only compute an index into their operand (no arithmetic on values).
-fn is_layout(op: &Op) -> bool {
-    matches!(op, Op::Broadcast(_) | Op::Permute(..) | Op::Reshape(_) | Op::Slice { .. } | Op::Gather { .. })
-}
-
-fn is_elementwise(op: &Op) -> bool {
-    matches!(op, Op::Unary(..) | Op::Binary(..) | Op::Select { .. } | Op::Cast(_))
-}
-
-fn is_contraction(op: &Op) -> bool {
-    matches!(op, Op::MatMul(..) | Op::Reduce { .. } | Op::Map(_))
 }
 
 /// Whether `consumer` reads each element of its operand `operand` more than once per element it computes.
@@ -146,7 +163,7 @@ pub fn cheap_to_recompute(graph: &Graph, id: NodeId) -> bool {
             Op::Broadcast(_) | Op::Reshape(_) | Op::Permute(..) | Op::Slice { .. } => {
                 op.operands().iter().all(|&o| cone(graph, o, ops, loads))
             }
-            _ if is_elementwise(op) => {
+            _ if op.is_elementwise() => {
                 *ops += 1;
                 op.operands().iter().all(|&o| cone(graph, o, ops, loads))
             }
@@ -154,7 +171,7 @@ pub fn cheap_to_recompute(graph: &Graph, id: NodeId) -> bool {
         }
     }
     let (mut ops, mut loads) = (0, BTreeSet::new());
-    is_elementwise(&graph.node(id).op) && cone(graph, id, &mut ops, &mut loads) && ops <= MAX_OPS && loads.len() <= 1
+    graph.node(id).op.is_elementwise() && cone(graph, id, &mut ops, &mut loads) && ops <= MAX_OPS && loads.len() <= 1
 }
 
 /// Groups every live computed node of `graph`. With `fuse` off, every computed node is its own group (only
@@ -201,39 +218,28 @@ pub fn group(graph: &Graph, fuse: bool, target: &Target) -> Grouping {
             })
             .collect();
         let shared = kernels.len() > 1;
-        let decision: Result<(), String> = if is_output[id.index()] {
-            Err("it is an output".to_string())
+        let op = node.op.name();
+        let decision: Result<(), Reason> = if is_output[id.index()] {
+            Err(Reason::Output)
         } else if matches!(node.op, Op::Constant(_) | Op::DimValue(_)) {
             Ok(())
         } else if !fuse {
-            Err("fusion is off".to_string())
-        } else if is_layout(&node.op) {
+            Err(Reason::FusionOff)
+        } else if node.op.is_layout() {
             Ok(())
         } else if amplified && !cheap_to_recompute(graph, id) {
-            Err("the consumer reads each element many times (recomputing it is not worth it)".to_string())
-        } else if is_contraction(&node.op) {
+            Err(Reason::Amplified)
+        } else if node.op.is_contraction() {
             match live_consumers.as_slice() {
-                _ if shared => Err(format!(
-                    "it is needed by {} kernels and a {} is never recomputed",
-                    kernels.len(),
-                    node.op.name()
-                )),
-                [c] if is_elementwise(&graph.node(*c).op) || is_layout(&graph.node(*c).op) => Ok(()),
-                [c] => Err(format!(
-                    "a {} is fused only into an elementwise or layout consumer, not a {}",
-                    node.op.name(),
-                    graph.node(*c).op.name()
-                )),
-                many => Err(format!("value has {} consumers and a {} is never recomputed", many.len(), node.op.name())),
+                _ if shared => Err(Reason::ContractionInKernels { kernels: kernels.len(), op }),
+                [c] if graph.node(*c).op.is_elementwise() || graph.node(*c).op.is_layout() => Ok(()),
+                [c] => Err(Reason::ContractionConsumer { op, consumer: graph.node(*c).op.name() }),
+                many => Err(Reason::ContractionConsumers { consumers: many.len(), op }),
             }
         } else if !shared || recompute(&node.op, kernels.len()) || (amplified && cheap_to_recompute(graph, id)) {
             Ok(())
         } else {
-            Err(format!(
-                "value is needed by {} kernels and recomputing `{}` costs more than storing it",
-                kernels.len(),
-                node.op.name()
-            ))
+            Err(Reason::CostlierThanStoring { kernels: kernels.len(), op })
         };
         home[id.index()] = match decision {
             Ok(()) => {
@@ -242,7 +248,7 @@ pub fn group(graph: &Graph, fuse: bool, target: &Target) -> Grouping {
             }
             Err(reason) => {
                 for &c in &live_consumers {
-                    unfused.push(Unfused { producer: id, consumer: c, reason: reason.clone() });
+                    unfused.push(Unfused { producer: id, consumer: c, reason });
                 }
                 Home::Stored
             }
@@ -269,11 +275,12 @@ pub fn group(graph: &Graph, fuse: bool, target: &Target) -> Grouping {
         merge_rows(graph, &consumers, &is_output, &mut groups, &mut unfused, target);
         merge_horizontal(graph, &mut groups, target);
     }
-    Grouping { groups, unfused }
+    let schedules = groups.iter().map(|g| Schedule::choose(graph, g, target)).collect();
+    Grouping { groups, schedules, unfused }
 }
 
 /// Row fusion: a stored value whose consumers are all in one group is merged into that group when the
-/// result is a row kernel (`rows::plan`) in which the value is a row reduction, is computed from one, or is
+/// result is a row kernel (`Schedule::Rows`) in which the value is a row reduction, is computed from one, or is
 /// a contraction cached per row: softmax's max and sum, layer_norm's mean and variance, and the matmul
 /// feeding a layer_norm join the kernel that uses them. Consumers first, so a chain of statistics merges
 /// step by step.
@@ -300,13 +307,13 @@ fn merge_rows(
         if j == i {
             continue;
         }
-        let mut merged = groups[j].inline.clone();
-        merged.insert(s);
-        merged.extend(groups[i].inline.iter().copied());
-        let placed =
-            rows::plan(graph, groups[j].root, &merged, target).is_some_and(|p| p.places.iter().any(|&(n, _)| n == s));
+        let mut merged = groups[j].clone();
+        merged.inline.insert(s);
+        merged.inline.extend(groups[i].inline.iter().copied());
+        let placed = matches!(Schedule::choose(graph, &merged, target),
+            Schedule::Rows(plan) if plan.places.iter().any(|&(n, _)| n == s));
         if placed {
-            groups[j].inline = merged;
+            groups[j] = merged;
             groups.remove(i);
             unfused.retain(|u| u.producer != s);
         }
@@ -341,8 +348,10 @@ fn merge_horizontal(graph: &Graph, groups: &mut Vec<Group>, target: &Target) {
     while i < groups.len() {
         // Row kernels never merge; register-tiled contractions merge only with each other (sharing the
         // contraction loop), plain kernels with plain kernels.
-        let tiled = |g: &Group| tiles::plan(graph, g, target.tile).is_some();
-        if rows::plan(graph, groups[i].root, &groups[i].inline, target).is_some() {
+        let schedule = |g: &Group| Schedule::choose(graph, g, target);
+        let tiled = |g: &Group| schedule(g).tile_plan().is_some();
+        let rows = |g: &Group| matches!(schedule(g), Schedule::Rows(_));
+        if rows(&groups[i]) {
             i += 1;
             continue;
         }
@@ -360,7 +369,7 @@ fn merge_horizontal(graph: &Graph, groups: &mut Vec<Group>, target: &Target) {
                 && !reads_a.is_disjoint(&reads_b)
                 && reads_b.iter().all(available)
                 && bindings <= MAX_STORAGE_BINDINGS
-                && rows::plan(graph, b.root, &b.inline, target).is_none();
+                && !rows(b);
             let mut merged = a.clone();
             merged.siblings.extend(b.roots());
             merged.inline.extend(b.inline.iter().copied());

@@ -1,10 +1,13 @@
-//! One kernel for one group of IR nodes: the group's root is computed one output element per invocation,
-//! and every other member of the group is computed inline where the root needs it; operands outside the
-//! group are read from their device tensors. This is the boundary fusion works with: it only changes which
-//! nodes a group holds. The device profile (`target.rs`) picks the schedule: a plain kernel as above, a
-//! vector kernel (four elements per invocation, `vector_body`), a row kernel (`row_kernel`, `rows.rs`) or
-//! a register-tiled contraction (`kernel/tile.rs`, `tiles.rs`), or one tiled through workgroup memory
-//! (`kernel/shared.rs`).
+//! One kernel for one group of IR nodes under its stored `Schedule` (`schedule.rs`): the group's roots are
+//! stored, every other member is computed inline where they need it, and operands outside the group are
+//! read from their device tensors. This is the boundary fusion works with: it only changes which nodes a
+//! group holds. `group_kernel` builds the frame every schedule shares (bindings, uniform block, entry
+//! point) and hands the body to the schedule's emitter, one file each: `kernel/plain.rs` (one element per
+//! invocation), `kernel/vector.rs` (four), `kernel/rows.rs` (row kernels, `rows.rs`), `kernel/tile.rs`
+//! (register-tiled contractions, `tiles.rs`) and `kernel/shared.rs` (tiles staged in workgroup memory).
+//! An emitter declares its entry-point arguments by name (`Cx::builtin`, `Grid`, `Workgroups`), keeps its
+//! own state, and supplies values to the shared lowering through `Cx::given` (a row's statistic, a cached
+//! column, a block's sum) and `Cx::lanes` (vector loads).
 //!
 //! The core is `value(node, pos)`: the naga expression for `node`'s element at position `pos`, where a
 //! position is a flat row-major index, per-axis coordinates, or both (each derived from the other on
@@ -27,17 +30,18 @@ use naga::{
 };
 
 use super::builder::FnBuilder;
-use super::fuse::Group;
-use super::rows::{self, Place, RowPlan};
+use super::group::Group;
 use super::scalar;
-use super::target::Target;
-use super::tiles;
+use super::schedule::Schedule;
 use super::{BIND_GROUP, CodegenError, Kernel, KernelArg, WORKGROUP_SIZE};
 use crate::dim::Dim;
 use crate::ir::{DType, Graph, MapOp, NodeId, Op, ReduceOp, ScalarExpr, ScalarId, VarId};
 
+mod plain;
+mod rows;
 mod shared;
 mod tile;
+mod vector;
 
 type Expr = Handle<Expression>;
 type R<T> = Result<T, CodegenError>;
@@ -84,17 +88,62 @@ enum Key {
     Vector(NodeId),
 }
 
-/// The invocations of a workgroup row kernel that take one row: `lane` (from 0) strides its columns in
-/// steps of `count`; `lid` is the local invocation index. With several rows per workgroup, `slot` is the
-/// row's place in the workgroup: its lanes are `slot * count ..`, its slice of a reduction's scratch.
+/// An entry-point argument (a built-in input) a schedule declared with `Cx::builtin`: emitters keep it by
+/// name and read it with `Cx::arg`, never by position.
 #[derive(Clone, Copy)]
-struct RowLanes {
-    lid: Expr,
-    lane: Expr,
-    slot: Option<Expr>,
-    count: u32,
+struct Arg(u32);
+
+/// The arguments of a kernel whose invocations form one folded grid (`global_index`): plain, vector,
+/// register-tiled and serial row kernels.
+#[derive(Clone, Copy)]
+struct Grid {
+    gid: Arg,
+    num_workgroups: Arg,
 }
 
+impl Grid {
+    fn declare(cx: &mut Cx) -> Grid {
+        let vec3u = cx.vec3u;
+        Grid {
+            gid: cx.builtin("gid", vec3u, BuiltIn::GlobalInvocationId),
+            num_workgroups: cx.builtin("num_workgroups", vec3u, BuiltIn::NumWorkGroups),
+        }
+    }
+}
+
+/// The arguments of a kernel whose workgroups cooperate (`workgroup_index`): workgroup row kernels and
+/// shared-tile contractions.
+#[derive(Clone, Copy)]
+struct Workgroups {
+    wid: Arg,
+    num_workgroups: Arg,
+    /// The invocation's index in its workgroup.
+    lid: Arg,
+}
+
+impl Workgroups {
+    fn declare(cx: &mut Cx) -> Workgroups {
+        let (vec3u, u32_ty) = (cx.vec3u, cx.u32_ty);
+        Workgroups {
+            wid: cx.builtin("wid", vec3u, BuiltIn::WorkGroupId),
+            num_workgroups: cx.builtin("num_workgroups", vec3u, BuiltIn::NumWorkGroups),
+            lid: cx.builtin("lid", u32_ty, BuiltIn::LocalInvocationIndex),
+        }
+    }
+}
+
+/// A value the schedule supplies for a node instead of the shared lowering computing it.
+#[derive(Clone, Copy)]
+enum Given {
+    /// The same value at every position the kernel asks for (a row's statistic, a matmul's block sum).
+    Value(Val),
+    /// A row kernel's cached contraction: element `flat` is `array[flat - base]` in workgroup memory.
+    Column { array: Handle<GlobalVariable>, base: Expr },
+}
+
+/// The state every schedule's emitter shares: the builder, the group, the bindings and uniform slots, the
+/// caches of the per-element lowering (`value`) and what the schedule supplies (`given`, `lanes`).
+/// Per-schedule state (a row kernel's scratch arrays, a tile's sums) lives in the schedule's emitter.
 struct Cx<'g> {
     graph: &'g Graph,
     b: FnBuilder,
@@ -118,41 +167,27 @@ struct Cx<'g> {
     map_instances: u32,
     bounds: Vec<(String, Dim, i64)>,
     u32_ty: Handle<naga::Type>,
-    /// Row kernels: values computed once per row (the same at every position the kernel asks for).
-    fixed: HashMap<NodeId, Val>,
-    /// Row kernels: contractions held in workgroup memory, one element per column of the row.
-    row_cache: HashMap<NodeId, Handle<GlobalVariable>>,
-    /// Row kernels: the flat index of the row's first element.
-    row_base: Option<Expr>,
-    /// Row kernels: workgroup memory for tree reductions, per held scalar type.
-    scratch: HashMap<Scalar, Handle<GlobalVariable>>,
-    /// Invocations per workgroup.
-    workgroup: u32,
-    /// Vector kernels: every storage array holds 4-element vectors; each invocation computes one.
+    vec3u: Handle<naga::Type>,
+    /// The entry point's arguments, as the schedule declared them.
+    arguments: Vec<FunctionArgument>,
+    /// Values the schedule supplies (see `Given`).
+    given: HashMap<NodeId, Given>,
+    /// Every storage array holds 4-element vectors (`Schedule::vector_storage`).
     vector: bool,
-    /// Vector kernels, where all four elements are in range: the vector's index and the flat index of
-    /// each of its elements; a tensor read at one of those flat indices is read as one vector.
+    /// In vector storage, where the four elements being computed are all in range: the vector's index and
+    /// the flat index of each of its elements; a tensor read at one of those flat indices is read as one
+    /// vector.
     lanes: Option<(Expr, [Expr; 4])>,
 }
 
-/// Builds the kernel computing `root` with the nodes of `inline` computed in place (see the module
-/// comment); `launch` is its position in the program, stored in the status buffer on a run-time error.
-/// A group that is a row kernel (`rows::plan`) runs one workgroup per row.
-pub fn group_kernel(graph: &Graph, group: &Group, launch: usize, target: &Target) -> R<Kernel> {
+/// Builds the kernel computing `group` under `schedule` (its stored schedule, `Schedule::choose`): the
+/// root and siblings are stored, the inline nodes computed in place (see the module comment); `launch`
+/// is its position in the program, stored in the status buffer on a run-time error.
+pub fn group_kernel(graph: &Graph, group: &Group, schedule: &Schedule, launch: usize) -> R<Kernel> {
     let (root, inline) = (group.root, &group.inline);
     let out = graph.node(root);
     let name = kernel_name(graph, root);
-    let row_plan = rows::plan(graph, root, inline, target).filter(|_| group.siblings.is_empty());
-    let tile_plan = match row_plan {
-        None => tiles::plan(graph, group, target.tile)
-            .map(|plan| if target.shared { plan.shared(graph, group) } else { plan }),
-        Some(_) => None,
-    };
-    let vector = match (&tile_plan, &row_plan) {
-        (Some(plan), _) => plan.vector_k,
-        (None, Some(plan)) => plan.vector,
-        (None, None) => target.vector && elementwise(graph, group),
-    };
+    let vector = schedule.vector_storage();
     let mut b = FnBuilder::new();
     let u32_ty = b.ty(TypeInner::Scalar(Scalar::U32));
     let output = storage(&mut b, "out", out.ty.dtype, StorageAccess::LOAD | StorageAccess::STORE, vector);
@@ -169,35 +204,8 @@ pub fn group_kernel(graph: &Graph, group: &Group, launch: usize, target: &Target
         naga::Span::UNDEFINED,
     );
     let count: Dim = shape_count(&out.ty.shape).ok_or_else(|| internal(&name, "the element count overflows"))?;
-    let (invocations, workgroup) = match (&row_plan, &tile_plan) {
-        (Some(plan), _) if plan.serial => (plan.rows.clone(), plan.workgroup),
-        (Some(plan), _) => {
-            let invocations = tile::blocks(&plan.rows, plan.rows_per_workgroup)
-                .and_then(|groups| groups.scale(i64::from(plan.workgroup)).map_err(|e| e.to_string()))
-                .map_err(|_| internal(&name, "the invocation count overflows"))?;
-            (invocations, plan.workgroup)
-        }
-        (None, Some(plan)) if plan.shared.is_some() => {
-            let shape = &graph.node(plan.matmuls[0].1).ty.shape;
-            let groups = tile::block_count(shape, plan.workgroup_tile()).map_err(|e| internal(&name, &e))?;
-            let invocations = groups
-                .scale(i64::from(WORKGROUP_SIZE))
-                .map_err(|_| internal(&name, "the invocation count overflows"))?;
-            (invocations, WORKGROUP_SIZE)
-        }
-        (None, Some(plan)) => {
-            let shape = &graph.node(plan.matmuls[0].1).ty.shape;
-            (tile::block_count(shape, [plan.rows, plan.cols]).map_err(|e| internal(&name, &e))?, WORKGROUP_SIZE)
-        }
-        (None, None) if vector => {
-            let vectors = count
-                .add(&Dim::constant(3))
-                .and_then(|d| d.div(&Dim::constant(4)))
-                .map_err(|_| internal(&name, "the invocation count overflows"))?;
-            (vectors, WORKGROUP_SIZE)
-        }
-        (None, None) => (count.clone(), WORKGROUP_SIZE),
-    };
+    let emitter = emitter(schedule);
+    let (invocations, workgroup) = emitter.launch(graph, &count).map_err(|e| internal(&name, &e))?;
     let siblings: Vec<(NodeId, Handle<GlobalVariable>)> = group
         .siblings
         .iter()
@@ -207,6 +215,7 @@ pub fn group_kernel(graph: &Graph, group: &Group, launch: usize, target: &Target
             (id, storage(&mut b, &format!("out{}", k + 1), dtype, StorageAccess::LOAD | StorageAccess::STORE, vector))
         })
         .collect();
+    let vec3u = b.ty(TypeInner::Vector { size: VectorSize::Tri, scalar: Scalar::U32 });
     let mut cx = Cx {
         graph,
         b,
@@ -224,107 +233,45 @@ pub fn group_kernel(graph: &Graph, group: &Group, launch: usize, target: &Target
         map_instances: 0,
         bounds: vec![("invocation count".to_string(), invocations, MAX_INVOCATIONS)],
         u32_ty,
-        fixed: HashMap::new(),
-        row_cache: HashMap::new(),
-        row_base: None,
-        scratch: HashMap::new(),
-        workgroup,
+        vec3u,
+        arguments: Vec::new(),
+        given: HashMap::new(),
         vector,
         lanes: None,
     };
-    let vec3u = cx.b.ty(TypeInner::Vector { size: VectorSize::Tri, scalar: Scalar::U32 });
-    let builtin = |name: &str, ty, builtin| FunctionArgument {
-        name: Some(name.to_string()),
-        ty,
-        binding: Some(Binding::BuiltIn(builtin)),
-    };
-    if let Some(plan) = tile_plan {
-        cx.bounds.push(("elements of the output".to_string(), count, MAX_ELEMENTS));
-        let outputs: Vec<_> = std::iter::once(output).chain(siblings.iter().map(|&(_, b)| b)).collect();
-        if let Some(shared) = &plan.shared {
-            cx.shared_tile_kernel(&plan, shared, &outputs)?;
-            let arguments = vec![
-                builtin("wid", vec3u, BuiltIn::WorkGroupId),
-                builtin("num_workgroups", vec3u, BuiltIn::NumWorkGroups),
-                builtin("lid", u32_ty, BuiltIn::LocalInvocationIndex),
-            ];
-            return cx.finish(arguments);
-        }
-        cx.tile_kernel(&plan, &outputs)?;
-        let arguments = vec![
-            builtin("gid", vec3u, BuiltIn::GlobalInvocationId),
-            builtin("num_workgroups", vec3u, BuiltIn::NumWorkGroups),
-        ];
-        return cx.finish(arguments);
-    }
-    if let Some(plan) = row_plan {
-        cx.bounds.push(("elements of the output".to_string(), count, MAX_ELEMENTS));
-        cx.row_kernel(&plan, output)?;
-        if plan.serial {
-            let arguments = vec![
-                builtin("gid", vec3u, BuiltIn::GlobalInvocationId),
-                builtin("num_workgroups", vec3u, BuiltIn::NumWorkGroups),
-            ];
-            return cx.finish(arguments);
-        }
-        let mut arguments = vec![
-            builtin("wid", vec3u, BuiltIn::WorkGroupId),
-            builtin("num_workgroups", vec3u, BuiltIn::NumWorkGroups),
-            builtin("lid", u32_ty, BuiltIn::LocalInvocationIndex),
-        ];
-        if plan.subgroups {
-            arguments.extend([
-                builtin("subgroup_size", u32_ty, BuiltIn::SubgroupSize),
-                builtin("subgroup_lane", u32_ty, BuiltIn::SubgroupInvocationId),
-                builtin("subgroup", u32_ty, BuiltIn::SubgroupId),
-                builtin("subgroups", u32_ty, BuiltIn::NumSubgroups),
-            ]);
-        }
-        return cx.finish(arguments);
-    }
+    let outputs: Vec<_> = std::iter::once((root, output)).chain(siblings).collect();
+    emitter.emit(&mut cx, &count, &outputs)?;
+    cx.finish(workgroup)
+}
 
-    // Return when index >= count.
-    let count_value = cx.slot(0);
-    cx.b.name(count_value, "count");
-    let index = cx.global_index(WORKGROUP_SIZE);
-    cx.b.name(index, "index");
-    let past_end = cx.b.binary(BinaryOperator::GreaterEqual, index, count_value);
-    cx.return_if(past_end);
+/// What each schedule's emitter (its file in `kernel/`) provides to `group_kernel`.
+trait Emitter {
+    /// Invocations to dispatch (slot 0 of the uniform block) and invocations per workgroup, for an
+    /// output of `count` elements; `Err` when the count overflows.
+    fn launch(&self, graph: &Graph, count: &Dim) -> Result<(Dim, u32), String>;
+    /// The kernel's body, storing `outputs` (the root, then the siblings; `count` elements each), after
+    /// declaring the entry arguments it reads.
+    fn emit(&self, cx: &mut Cx, count: &Dim, outputs: &[(NodeId, Handle<GlobalVariable>)]) -> R<()>;
+}
 
-    if vector {
-        cx.bounds.push(("elements of the output".to_string(), count.clone(), MAX_ELEMENTS));
-        let outputs: Vec<_> = std::iter::once((root, output)).chain(siblings).collect();
-        cx.vector_body(index, &count, &outputs)?;
-        let arguments = vec![
-            builtin("gid", vec3u, BuiltIn::GlobalInvocationId),
-            builtin("num_workgroups", vec3u, BuiltIn::NumWorkGroups),
-        ];
-        return cx.finish(arguments);
+/// The emitter of `schedule`: the one place a schedule is mapped to its file.
+fn emitter(schedule: &Schedule) -> Box<dyn Emitter + '_> {
+    match schedule {
+        Schedule::Plain => Box::new(plain::Plain),
+        Schedule::Vector => Box::new(vector::Vector),
+        Schedule::Rows(plan) => Box::new(rows::Rows(plan)),
+        Schedule::Tiled(plan) => Box::new(tile::Tiled(plan)),
+        Schedule::SharedTiled(plan, staged) => Box::new(shared::Shared(plan, staged)),
     }
-    let mut pos = Pos::flat(&out.ty.shape, index);
-    let value = cx.value(root, &mut pos)?;
-    cx.b.name(value.expr, "value");
-    cx.store_output(output, index, value);
-    // Horizontal fusion: siblings have the root's shape, so the same index is their element too.
-    for (id, buffer) in siblings {
-        let value = cx.value(id, &mut Pos::flat(&graph.node(id).ty.shape, index))?;
-        cx.store_output(buffer, index, value);
-    }
-    let arguments = vec![
-        builtin("gid", vec3u, BuiltIn::GlobalInvocationId),
-        builtin("num_workgroups", vec3u, BuiltIn::NumWorkGroups),
-    ];
-    cx.finish(arguments)
 }
 
 impl Cx<'_> {
     /// `node`'s element at `pos`, computed once per position and block.
     fn value(&mut self, id: NodeId, pos: &mut Pos) -> R<Val> {
-        if let Some(&v) = self.fixed.get(&id) {
-            return Ok(v);
-        }
-        if let Some(&array) = self.row_cache.get(&id) {
-            return Ok(self.load_row_cache(id, array, pos));
+        match self.given.get(&id) {
+            Some(&Given::Value(v)) => return Ok(v),
+            Some(&Given::Column { array, base }) => return Ok(self.load_column(id, array, base, pos)),
+            None => {}
         }
         let key = pos.flat.map(|flat| Key::Node(id, flat));
         if let Some(key) = key
@@ -412,71 +359,6 @@ impl Cx<'_> {
         let base = self.b.expr(Expression::GlobalVariable(buffer));
         let vector = self.b.expr(Expression::Access { base, index: word });
         self.b.expr(Expression::Access { base: vector, index: lane })
-    }
-
-    /// The body of a vector kernel: invocation `v` computes elements `4v .. 4v + 3` of every output. When
-    /// all four are in range, tensors read at those positions are read as whole vectors and each output is
-    /// stored as one; the last, partial vector is computed and stored element by element (a count that is
-    /// a multiple of 4 for every symbol value has no partial vector, and the kernel no element path).
-    fn vector_body(&mut self, v: Expr, count_dim: &Dim, outputs: &[(NodeId, Handle<GlobalVariable>)]) -> R<()> {
-        let graph = self.graph;
-        // Every coefficient a multiple of 4 (symbols are integers): no partial vector, no element path.
-        let whole_vectors = count_dim.terms().all(|(_, coefficient)| coefficient % 4 == 0);
-        let four = self.b.u32(4);
-        let base = self.b.binary(BinaryOperator::Multiply, v, four);
-        self.b.name(base, "first");
-
-        self.open_block();
-        let mut lanes = [base; 4];
-        for (c, lane) in lanes.iter_mut().enumerate().skip(1) {
-            let offset = self.b.u32(c as u32);
-            *lane = self.b.binary(BinaryOperator::Add, base, offset);
-        }
-        self.lanes = Some((v, lanes));
-        for &(id, buffer) in outputs {
-            let shape = graph.node(id).ty.shape.clone();
-            let mut components = Vec::with_capacity(4);
-            for &flat in &lanes {
-                let value = self.value(id, &mut Pos::flat(&shape, flat))?;
-                components.push(to_storage(&mut self.b, value));
-            }
-            let ty = self
-                .b
-                .ty(TypeInner::Vector { size: VectorSize::Quad, scalar: storage_scalar(graph.node(id).ty.dtype) });
-            let composed = self.b.expr(Expression::Compose { ty, components });
-            let array = self.b.expr(Expression::GlobalVariable(buffer));
-            let pointer = self.b.expr(Expression::Access { base: array, index: v });
-            self.b.store(pointer, composed);
-        }
-        self.lanes = None;
-        let vectors = self.close_block();
-        if whole_vectors {
-            self.b.statement(Statement::Block(vectors));
-            return Ok(());
-        }
-        let count = self.dim(count_dim);
-        let whole = self.b.binary(BinaryOperator::Divide, count, four);
-        let full = self.b.binary(BinaryOperator::Less, v, whole);
-
-        self.open_block();
-        for c in 0..4u32 {
-            let offset = self.b.u32(c);
-            let flat = self.b.binary(BinaryOperator::Add, base, offset);
-            let inside = self.b.binary(BinaryOperator::Less, flat, count);
-            self.open_block();
-            for &(id, buffer) in outputs {
-                let shape = graph.node(id).ty.shape.clone();
-                let value = self.value(id, &mut Pos::flat(&shape, flat))?;
-                let stored = to_storage(&mut self.b, value);
-                let pointer = self.vector_element(buffer, flat);
-                self.b.store(pointer, stored);
-            }
-            let accept = self.close_block();
-            self.b.statement(Statement::If { condition: inside, accept, reject: naga::Block::new() });
-        }
-        let elements = self.close_block();
-        self.b.statement(Statement::If { condition: full, accept: vectors, reject: elements });
-        Ok(())
     }
 
     /// For a broadcast, permute or reshape `id`: its operand and the operand's position holding `id`'s
@@ -1101,14 +983,26 @@ impl Cx<'_> {
         }
     }
 
-    /// Sets bindings and the uniform block's type, adds the entry point, and validates.
-    /// `if condition { return; }`.
-    /// The invocation's flat index `gid.x + gid.y * (num_workgroups.x * per_workgroup)`, from the entry
-    /// point's arguments 0 (`global_invocation_id`) and 1 (`num_workgroups`) of a kernel whose grid may be
-    /// folded into two dimensions.
-    fn global_index(&mut self, per_workgroup: u32) -> Expr {
-        let gid = self.b.expr(Expression::FunctionArgument(0));
-        let num_workgroups = self.b.expr(Expression::FunctionArgument(1));
+    /// Declares entry-point argument `name`, the built-in `builtin` of type `ty`.
+    fn builtin(&mut self, name: &str, ty: Handle<naga::Type>, builtin: BuiltIn) -> Arg {
+        self.arguments.push(FunctionArgument {
+            name: Some(name.to_string()),
+            ty,
+            binding: Some(Binding::BuiltIn(builtin)),
+        });
+        Arg(self.arguments.len() as u32 - 1)
+    }
+
+    /// The value of a declared argument.
+    fn arg(&mut self, arg: Arg) -> Expr {
+        self.b.expr(Expression::FunctionArgument(arg.0))
+    }
+
+    /// The invocation's flat index `gid.x + gid.y * (num_workgroups.x * per_workgroup)` in a grid that may
+    /// be folded into two dimensions.
+    fn global_index(&mut self, grid: Grid, per_workgroup: u32) -> Expr {
+        let gid = self.arg(grid.gid);
+        let num_workgroups = self.arg(grid.num_workgroups);
         let gid_x = self.b.expr(Expression::AccessIndex { base: gid, index: 0 });
         let gid_y = self.b.expr(Expression::AccessIndex { base: gid, index: 1 });
         let groups_x = self.b.expr(Expression::AccessIndex { base: num_workgroups, index: 0 });
@@ -1118,11 +1012,23 @@ impl Cx<'_> {
         self.b.binary(BinaryOperator::Add, gid_x, offset)
     }
 
-    /// `wid.x + wid.y * num_workgroups.x` (entry arguments 0 and 1): this workgroup's index in a folded
-    /// grid, uniform in the workgroup.
-    fn workgroup_index(&mut self) -> Expr {
-        let wid = self.b.expr(Expression::FunctionArgument(0));
-        let num_workgroups = self.b.expr(Expression::FunctionArgument(1));
+    /// The flat index of a plain or vector kernel's invocation (`index`), returning past the invocation
+    /// count (slot 0).
+    fn element_index(&mut self, grid: Grid) -> Expr {
+        let count_value = self.slot(0);
+        self.b.name(count_value, "count");
+        let index = self.global_index(grid, WORKGROUP_SIZE);
+        self.b.name(index, "index");
+        let past_end = self.b.binary(BinaryOperator::GreaterEqual, index, count_value);
+        self.return_if(past_end);
+        index
+    }
+
+    /// `wid.x + wid.y * num_workgroups.x`: this workgroup's index in a folded grid, uniform in the
+    /// workgroup.
+    fn workgroup_index(&mut self, args: Workgroups) -> Expr {
+        let wid = self.arg(args.wid);
+        let num_workgroups = self.arg(args.num_workgroups);
         let wid_x = self.b.expr(Expression::AccessIndex { base: wid, index: 0 });
         let wid_y = self.b.expr(Expression::AccessIndex { base: wid, index: 1 });
         let groups_x = self.b.expr(Expression::AccessIndex { base: num_workgroups, index: 0 });
@@ -1130,6 +1036,7 @@ impl Cx<'_> {
         self.b.binary(BinaryOperator::Add, wid_x, offset)
     }
 
+    /// `if condition { return; }`.
     fn return_if(&mut self, condition: Expr) {
         let mut early = naga::Block::new();
         early.push(Statement::Return { value: None }, naga::Span::UNDEFINED);
@@ -1146,337 +1053,6 @@ impl Cx<'_> {
             self.b.expr(Expression::Access { base: out_ptr, index })
         };
         self.b.store(element, stored);
-    }
-
-    /// The body of a row kernel (see `rows.rs`): this workgroup's row is `wid.x + wid.y * num_workgroups.x`;
-    /// cached contractions, then the row's values, then the root's elements, each pass striding over the
-    /// row's columns from the local invocation index.
-    fn row_kernel(&mut self, plan: &RowPlan, output: Handle<GlobalVariable>) -> R<()> {
-        let graph = self.graph;
-        // Serial rows: `row = gid.x + gid.y * (num_workgroups.x * rows per workgroup)`, one invocation each;
-        // otherwise `row = wid.x + wid.y * num_workgroups.x` and `lid` strides over the columns.
-        let (row, lid) = if plan.serial {
-            (self.global_index(plan.workgroup), None)
-        } else {
-            let group = self.workgroup_index();
-            (group, Some(self.b.expr(Expression::FunctionArgument(2))))
-        };
-        if let Some(lid) = lid.filter(|_| plan.rows_per_workgroup > 1) {
-            return self.shared_rows(plan, output, row, lid);
-        }
-        self.b.name(row, "row");
-        // `row` is uniform in the workgroup, so every barrier below stays in uniform control flow.
-        let rows = self.dim(&plan.rows);
-        let past_end = self.b.binary(BinaryOperator::GreaterEqual, row, rows);
-        self.return_if(past_end);
-        let cols = self.dim(&plan.cols);
-        let base = self.b.binary(BinaryOperator::Multiply, row, cols);
-        self.b.name(base, "row_base");
-        self.row_base = Some(base);
-        let full = graph.node(self.root).ty.shape.clone();
-
-        // Each invocation reads back only the columns it wrote (the same stride in every pass), so the
-        // caches need no barrier.
-        let lanes = match lid {
-            Some(lid) => RowLanes { lid, lane: lid, slot: None, count: plan.workgroup },
-            None => return self.serial_row(plan, output, row, base),
-        };
-        for &m in &plan.cached {
-            let dtype = graph.node(m).ty.dtype;
-            let n = plan.cols.as_const().ok_or_else(|| internal(&self.name, "a cached row has no constant length"))?;
-            let name = format!("row_cache{}", self.row_cache.len());
-            let array = self.workgroup_array(&name, storage_scalar(dtype), n as u32);
-            let shape = graph.node(m).ty.shape.clone();
-            self.strided_loop(lanes, &plan.cols, &mut |cx, j| {
-                let flat = cx.b.binary(BinaryOperator::Add, base, j);
-                let value = cx.value(m, &mut Pos::flat(&shape, flat))?;
-                let stored = to_storage(&mut cx.b, value);
-                let pointer = cx.b.expr(Expression::GlobalVariable(array));
-                let element = cx.b.expr(Expression::Access { base: pointer, index: j });
-                cx.b.store(element, stored);
-                Ok(())
-            })?;
-            self.row_cache.insert(m, array);
-        }
-
-        self.row_values(plan, row, lanes, &full)?;
-
-        self.store_row(plan, output, base, lanes, &full)
-    }
-
-    /// Every `Row` node of a workgroup row kernel, once for `row` (reductions by the row's invocations,
-    /// `lanes` the row's invocations), kept in `fixed` for the output pass.
-    fn row_values(&mut self, plan: &RowPlan, row: Expr, lanes: RowLanes, full: &[Dim]) -> R<()> {
-        let graph = self.graph;
-        for &(id, place) in &plan.places {
-            if place != Place::Row {
-                continue;
-            }
-            let node = graph.node(id);
-            let value = match &node.op {
-                Op::Reduce { op, input, .. } if plan.reductions.contains(&id) => {
-                    let expr = self.workgroup_reduce(id, *op, *input, node.ty.dtype, full, plan, lanes)?;
-                    Val { expr, dtype: node.ty.dtype }
-                }
-                _ => {
-                    let shape = node.ty.shape.clone();
-                    self.value(id, &mut Pos::flat(&shape, row))?
-                }
-            };
-            self.fixed.insert(id, value);
-        }
-        Ok(())
-    }
-
-    /// The output pass of a workgroup row kernel: the root at each column of the row starting at `base`,
-    /// taken by the row's `lanes`.
-    fn store_row(
-        &mut self,
-        plan: &RowPlan,
-        output: Handle<GlobalVariable>,
-        base: Expr,
-        lanes: RowLanes,
-        full: &[Dim],
-    ) -> R<()> {
-        let root = self.root;
-        self.strided_loop(lanes, &plan.cols, &mut |cx, j| {
-            let flat = cx.b.binary(BinaryOperator::Add, base, j);
-            let value = cx.value(root, &mut Pos::flat(full, flat))?;
-            cx.store_output(output, flat, value);
-            Ok(())
-        })
-    }
-
-    /// A row kernel with several short rows per workgroup (`RowPlan::rows_per_workgroup`): workgroup `group`
-    /// takes rows `group * rows_per_workgroup + lid / lanes`, each with `lanes` invocations striding over
-    /// its columns. Only whole workgroups past the end return (so barriers stay uniform); a row past the
-    /// end in the last workgroup computes the last row again and stores nothing.
-    fn shared_rows(&mut self, plan: &RowPlan, output: Handle<GlobalVariable>, group: Expr, lid: Expr) -> R<()> {
-        let graph = self.graph;
-        let count = plan.workgroup / plan.rows_per_workgroup;
-        self.b.name(group, "group");
-        let groups = tile::blocks(&plan.rows, plan.rows_per_workgroup).map_err(|e| internal(&self.name, &e))?;
-        let groups = self.dim(&groups);
-        let past_end = self.b.binary(BinaryOperator::GreaterEqual, group, groups);
-        self.return_if(past_end);
-        let count_value = self.b.u32(count);
-        let lane = self.b.binary(BinaryOperator::Modulo, lid, count_value);
-        let slot = self.b.binary(BinaryOperator::Divide, lid, count_value);
-        let lanes = RowLanes { lid, lane, slot: Some(slot), count };
-        let per_group = self.b.u32(plan.rows_per_workgroup);
-        let first = self.b.binary(BinaryOperator::Multiply, group, per_group);
-        let wanted = self.b.binary(BinaryOperator::Add, first, slot);
-        let rows = self.dim(&plan.rows);
-        let inside = self.b.binary(BinaryOperator::Less, wanted, rows);
-        let one = self.b.u32(1);
-        let last = self.b.binary(BinaryOperator::Subtract, rows, one);
-        let row = self.b.math(naga::MathFunction::Min, &[wanted, last]);
-        self.b.name(row, "row");
-        let cols = self.dim(&plan.cols);
-        let base = self.b.binary(BinaryOperator::Multiply, row, cols);
-        self.b.name(base, "row_base");
-        self.row_base = Some(base);
-        let full = graph.node(self.root).ty.shape.clone();
-        self.row_values(plan, row, lanes, &full)?;
-        self.open_block();
-        self.store_row(plan, output, base, lanes, &full)?;
-        let accept = self.close_block();
-        self.b.statement(Statement::If { condition: inside, accept, reject: naga::Block::new() });
-        Ok(())
-    }
-
-    /// The rest of a serial row kernel (`RowPlan::serial`, no cached contractions): the row's values, its
-    /// reductions as loops over the row, then the root's elements, all by this invocation alone.
-    fn serial_row(&mut self, plan: &RowPlan, output: Handle<GlobalVariable>, row: Expr, base: Expr) -> R<()> {
-        let graph = self.graph;
-        let full = graph.node(self.root).ty.shape.clone();
-        for &(id, place) in &plan.places {
-            if place != Place::Row {
-                continue;
-            }
-            let node = graph.node(id);
-            let value = match &node.op {
-                Op::Reduce { op, input, .. } if plan.reductions.contains(&id) => {
-                    let (op, input, dtype) = (*op, *input, node.ty.dtype);
-                    let acc = self.fold_start(id, op, dtype)?;
-                    self.each_column(plan, base, &mut |cx, flat| {
-                        let x = cx.value(input, &mut Pos::flat(&full, flat))?;
-                        cx.fold_in(id, op, dtype, acc, x.expr)
-                    })?;
-                    let sum = self.b.load(acc);
-                    Val { expr: self.fold_result(id, op, dtype, sum, &plan.cols)?, dtype }
-                }
-                _ => {
-                    let shape = node.ty.shape.clone();
-                    self.value(id, &mut Pos::flat(&shape, row))?
-                }
-            };
-            self.fixed.insert(id, value);
-        }
-        let root = self.root;
-        self.each_column(plan, base, &mut |cx, flat| {
-            let value = cx.value(root, &mut Pos::flat(&full, flat))?;
-            cx.store_output(output, flat, value);
-            Ok(())
-        })
-    }
-
-    /// `body(flat)` for the flat index of every column of the row starting at `base`, in order. In vector
-    /// row kernels (`RowPlan::vector`) the loop runs over the row's 4-element vectors, so that a tensor read
-    /// at the row's own positions is loaded one vector at a time (`lanes`).
-    fn each_column(&mut self, plan: &RowPlan, base: Expr, body: &mut dyn FnMut(&mut Self, Expr) -> R<()>) -> R<()> {
-        if !plan.vector {
-            return self.counted_loop("j", &plan.cols, &mut |cx, j| {
-                let flat = cx.b.binary(BinaryOperator::Add, base, j);
-                body(cx, flat)
-            });
-        }
-        let quads = plan.cols.div(&Dim::constant(4)).map_err(|e| internal(&self.name, &e.to_string()))?;
-        let two = self.b.u32(2);
-        let first = self.b.binary(BinaryOperator::ShiftRight, base, two);
-        self.counted_loop("q", &quads, &mut |cx, q| {
-            let vector = cx.b.binary(BinaryOperator::Add, first, q);
-            let four = cx.b.u32(4);
-            let start = cx.b.binary(BinaryOperator::Multiply, vector, four);
-            let mut lanes = [start; 4];
-            for (c, lane) in lanes.iter_mut().enumerate().skip(1) {
-                let offset = cx.b.u32(c as u32);
-                *lane = cx.b.binary(BinaryOperator::Add, start, offset);
-            }
-            cx.lanes = Some((vector, lanes));
-            let result = lanes.iter().try_for_each(|&flat| body(cx, flat));
-            cx.lanes = None;
-            result
-        })
-    }
-
-    /// Reduction `node` (`op` over the trailing axes of `input`, shape `full`) of this workgroup's row: each
-    /// invocation folds its columns, then a tree over workgroup memory combines the partial results (the
-    /// association differs from the interpreter's row-major order, so float sums may differ in the last
-    /// bits). Every invocation gets the result.
-    #[allow(clippy::too_many_arguments)]
-    fn workgroup_reduce(
-        &mut self,
-        node: NodeId,
-        op: ReduceOp,
-        input: NodeId,
-        dtype: DType,
-        full: &[Dim],
-        plan: &RowPlan,
-        lanes: RowLanes,
-    ) -> R<Expr> {
-        let graph = self.graph;
-        let fail = || unsupported(graph, node);
-        let base = self.row_base.ok_or_else(|| internal(&self.name, "a row reduction outside a row kernel"))?;
-        let acc = self.fold_start(node, op, dtype)?;
-        let RowLanes { lid, lane, slot, count } = lanes;
-        self.strided_loop(lanes, &plan.cols, &mut |cx, j| {
-            let flat = cx.b.binary(BinaryOperator::Add, base, j);
-            let x = cx.value(input, &mut Pos::flat(full, flat))?;
-            cx.fold_in(node, op, dtype, acc, x.expr)
-        })?;
-        let held = storage_scalar(dtype);
-        let scratch = match self.scratch.get(&held) {
-            Some(&s) => s,
-            None => {
-                let s = self.workgroup_array(&format!("scratch_{}", held_name(held)), held, self.workgroup);
-                self.scratch.insert(held, s);
-                s
-            }
-        };
-        if plan.subgroups {
-            let total = self.subgroup_reduce(node, op, dtype, acc, scratch)?;
-            return self.fold_result(node, op, dtype, total, &plan.cols);
-        }
-        let scratch_ptr = self.b.expr(Expression::GlobalVariable(scratch));
-        let mine = self.b.expr(Expression::Access { base: scratch_ptr, index: lid });
-        let partial = self.b.load(acc);
-        self.b.store(mine, partial);
-        self.barrier();
-        let mut stride = count / 2;
-        while stride > 0 {
-            let s = self.b.u32(stride);
-            let active = self.b.binary(BinaryOperator::Less, lane, s);
-            self.open_block();
-            let other_index = self.b.binary(BinaryOperator::Add, lid, s);
-            let mine = self.b.expr(Expression::Access { base: scratch_ptr, index: lid });
-            let other = self.b.expr(Expression::Access { base: scratch_ptr, index: other_index });
-            let a = self.b.load(mine);
-            let c = self.b.load(other);
-            let combined = scalar::reduce_step(&mut self.b, op, a, c, dtype).ok_or_else(fail)?;
-            self.b.store(mine, combined);
-            let accept = self.close_block();
-            self.b.statement(Statement::If { condition: active, accept, reject: naga::Block::new() });
-            self.barrier();
-            stride /= 2;
-        }
-        let first = match slot {
-            Some(slot) => {
-                let count = self.b.u32(count);
-                let start = self.b.binary(BinaryOperator::Multiply, slot, count);
-                self.b.expr(Expression::Access { base: scratch_ptr, index: start })
-            }
-            None => self.b.expr(Expression::AccessIndex { base: scratch_ptr, index: 0 }),
-        };
-        let total = self.b.load(first);
-        // The next reduction reuses the scratch: everyone reads the total first.
-        self.barrier();
-        self.fold_result(node, op, dtype, total, &plan.cols)
-    }
-
-    /// The row's total of the partial results in `acc` (one per invocation) on targets with subgroups:
-    /// a butterfly of `subgroupShuffleXor` steps within each subgroup (every lane ends with its subgroup's
-    /// total; a mask stays below the workgroup size, so a subgroup wider than the workgroup only pairs
-    /// lanes that exist), then lane 0 of each subgroup stores it in `scratch[subgroup]` and, after a
-    /// barrier, every invocation folds the subgroups' totals in order. Every step is the reduction's own
-    /// `reduce_step`, so min/max keep the interpreter's NaN and signed-zero rules; only the association
-    /// of sums differs from the interpreter's row-major order.
-    fn subgroup_reduce(
-        &mut self,
-        node: NodeId,
-        op: ReduceOp,
-        dtype: DType,
-        acc: Expr,
-        scratch: Handle<GlobalVariable>,
-    ) -> R<Expr> {
-        let graph = self.graph;
-        let fail = || unsupported(graph, node);
-        let [size, lane, subgroup, subgroups] = [3, 4, 5, 6].map(|i| self.b.expr(Expression::FunctionArgument(i)));
-        let held = self.b.ty(TypeInner::Scalar(storage_scalar(dtype)));
-        // for (mask = 1; mask < min(subgroup_size, workgroup); mask *= 2) { acc = acc op shuffle(acc, mask) }
-        let one = self.b.u32(1);
-        let workgroup = self.b.u32(self.workgroup);
-        let width = self.b.math(naga::MathFunction::Min, &[size, workgroup]);
-        self.loop_to("mask", one, width, (BinaryOperator::Multiply, 2), &mut |cx, mask| {
-            let mine = cx.b.load(acc);
-            let other = cx.b.shuffle_xor(mine, mask, held);
-            let combined = scalar::reduce_step(&mut cx.b, op, mine, other, dtype).ok_or_else(fail)?;
-            cx.b.store(acc, combined);
-            Ok(())
-        })?;
-
-        let zero = self.b.u32(0);
-        let first_lane = self.b.binary(BinaryOperator::Equal, lane, zero);
-        self.open_block();
-        let scratch_ptr = self.b.expr(Expression::GlobalVariable(scratch));
-        let slot = self.b.expr(Expression::Access { base: scratch_ptr, index: subgroup });
-        let total = self.b.load(acc);
-        self.b.store(slot, total);
-        let accept = self.close_block();
-        self.b.statement(Statement::If { condition: first_lane, accept, reject: naga::Block::new() });
-        self.barrier();
-        let row = self.fold_start(node, op, dtype)?;
-        let zero = self.b.u32(0);
-        self.loop_to("s", zero, subgroups, (BinaryOperator::Add, 1), &mut |cx, s| {
-            let scratch_ptr = cx.b.expr(Expression::GlobalVariable(scratch));
-            let slot = cx.b.expr(Expression::Access { base: scratch_ptr, index: s });
-            let x = cx.b.load(slot);
-            cx.fold_in(node, op, dtype, row, x)
-        })?;
-        let total = self.b.load(row);
-        // The next reduction reuses the scratch: everyone reads the totals first.
-        self.barrier();
-        Ok(total)
     }
 
     fn barrier(&mut self) {
@@ -1501,11 +1077,10 @@ impl Cx<'_> {
         )
     }
 
-    /// Element `pos` of cached contraction `id`: its column in the row's workgroup array.
-    fn load_row_cache(&mut self, id: NodeId, array: Handle<GlobalVariable>, pos: &mut Pos) -> Val {
+    /// Element `pos` of `id` given as a column of a workgroup array (`Given::Column`).
+    fn load_column(&mut self, id: NodeId, array: Handle<GlobalVariable>, base: Expr, pos: &mut Pos) -> Val {
         let dtype = self.graph.node(id).ty.dtype;
         let flat = self.flat(pos);
-        let base = self.row_base.unwrap_or(flat);
         let column = self.b.binary(BinaryOperator::Subtract, flat, base);
         let pointer = self.b.expr(Expression::GlobalVariable(array));
         let element = self.b.expr(Expression::Access { base: pointer, index: column });
@@ -1519,12 +1094,9 @@ impl Cx<'_> {
         Val { expr, dtype }
     }
 
-    /// `for (var j = lane; j < count; j += lanes) { body(j) }` over a row's columns.
-    fn strided_loop(&mut self, lanes: RowLanes, count: &Dim, body: &mut dyn FnMut(&mut Self, Expr) -> R<()>) -> R<()> {
-        self.stepped_loop("j", Some(lanes.lane), count, lanes.count, body)
-    }
-
-    fn finish(mut self, arguments: Vec<FunctionArgument>) -> R<Kernel> {
+    /// Sets bindings and the uniform block's type, adds the entry point (with the declared arguments and
+    /// `workgroup` invocations per workgroup), and validates.
+    fn finish(mut self, workgroup: u32) -> R<Kernel> {
         let members: Vec<StructMember> = self
             .slots
             .iter()
@@ -1545,12 +1117,12 @@ impl Cx<'_> {
         let invocations = self.slots[0].clone();
         let (mut module, mut function) = self.b.finish();
         function.name = Some("main".to_string());
-        function.arguments = arguments;
+        function.arguments = std::mem::take(&mut self.arguments);
         module.entry_points.push(EntryPoint {
             name: "main".to_string(),
             stage: ShaderStage::Compute,
             early_depth_test: None,
-            workgroup_size: [self.workgroup, 1, 1],
+            workgroup_size: [workgroup, 1, 1],
             workgroup_size_overrides: None,
             function,
             mesh_info: None,
@@ -1580,18 +1152,8 @@ impl Cx<'_> {
                 args.push(arg);
             }
         }
-        Kernel::finish(self.name, module, args, invocations, self.workgroup, self.bounds)
+        Kernel::finish(self.name, module, args, invocations, workgroup, self.bounds)
     }
-}
-
-/// Whether every member of `group` is elementwise or a layout op (no loops), so the kernel can compute
-/// four neighbouring elements per invocation.
-fn elementwise(graph: &Graph, group: &Group) -> bool {
-    group.roots().chain(group.inline.iter().copied()).all(|id| match &graph.node(id).op {
-        Op::Reduce { .. } | Op::MatMul(..) => false,
-        Op::Map(map) => !map.exprs.iter().any(|(_, s)| matches!(s.expr, ScalarExpr::Reduce { .. })),
-        _ => true,
-    })
 }
 
 /// Whether `affine` provably stays in `0..extent` for every value of its variables and every symbol value

@@ -2,10 +2,11 @@
 //! list of kernel launches. Each kernel is built directly as a `naga::Module` (never WGSL text), validated
 //! by `naga::valid::Validator`, compacted, and only then written out as WGSL and SPIR-V.
 //!
-//! The kernel boundary is a *group*: a root node whose result is stored, plus nodes computed inline where
-//! the root needs them (`fuse.rs` decides the groups; `plan.rs` runs the pipeline and lists tensors and
-//! launches; `kernel.rs` builds one kernel per group; `scalar.rs` holds the per-element arithmetic). Fusion
-//! changes the grouping, never the kernel builder or generated code.
+//! The kernel boundary is a *group* (`group.rs`): a root node whose result is stored, plus nodes computed
+//! inline where the root needs them (`fuse.rs` decides the groups; `schedule.rs` chooses each group's
+//! `Schedule` once; `plan.rs` runs the pipeline and lists tensors and launches; `kernel.rs` builds one
+//! kernel per group under its schedule; `scalar.rs` holds the per-element arithmetic). Fusion changes the
+//! grouping, never the kernel builder or generated code.
 //!
 //! Kernel frame: the tensors read, as read-only storage arrays at `@group(0) @binding(0..n)`; the output
 //! (read-write) at `n`; the uniform block (`Dims`: the invocation count, then every other dimension the
@@ -18,10 +19,12 @@
 
 mod builder;
 pub mod fuse;
+pub mod group;
 mod kernel;
 mod plan;
 pub mod rows;
 mod scalar;
+pub mod schedule;
 pub mod target;
 #[cfg(test)]
 mod tests;
@@ -38,6 +41,7 @@ use crate::ir::NodeId;
 
 pub use kernel::group_kernel;
 pub use plan::{Compiled, lower};
+pub use schedule::Schedule;
 pub use target::Target;
 pub use verify::{GroupingError, verify_grouping};
 

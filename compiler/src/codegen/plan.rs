@@ -1,6 +1,7 @@
-//! From a grouped graph to a runtime `Program`: builds each group's kernel and lists the device tensors
+//! From a grouped graph to a runtime `Program`: builds each group's kernel under its stored schedule
+//! (verified first, replaced by a tuned one where `Tuning` has an entry) and lists the device tensors
 //! (inputs, params, and one per group root) and launches in dependency order. The stages before this one
-//! (verification, the IR passes, fusion) are in `pipeline.rs`.
+//! (verification, the IR passes, fusion and scheduling) are in `pipeline.rs`.
 
 use std::collections::HashMap;
 
@@ -9,6 +10,7 @@ use tdsl_runtime::program::{Arg, Bound, Launch, Program, TensorDecl, TensorId, T
 use super::Target;
 use super::fuse;
 use super::kernel::group_kernel;
+use super::schedule::{Schedule, verify};
 use super::tuning::Tuning;
 use super::{CodegenError, Kernel, KernelArg};
 use crate::ir::{Graph, NodeId, Op};
@@ -25,13 +27,15 @@ pub struct Compiled {
     pub grouping: fuse::Grouping,
 }
 
-/// Lowers a verified, optimized `graph` with its fusion decision: one kernel per group (each tiled
-/// contraction taking its tile from `tuning` where it has an entry for the kernel, `tuning.rs`), and the
-/// runtime `Program` listing the device tensors (inputs, params, one per stored node) and the launches in
-/// group order. `pipeline::compile_graph` is the caller; see there for the stages before this one.
+/// Lowers a verified, optimized `graph` with its fusion decision: one kernel per group under its stored
+/// schedule, and the runtime `Program` listing the device tensors (inputs, params, one per stored node) and
+/// the launches in group order. Each tiled contraction takes its tile from `tuning` where it has an entry
+/// for the kernel (`tuning.rs`): the group's stored schedule is replaced by the same schedule with that tile
+/// (`Schedule::with_tile`), so `grouping.schedules` holds what each kernel runs. Every schedule passes
+/// `schedule::verify` before its kernel is built. `pipeline::compile_graph` is the caller.
 pub fn lower(
     graph: &Graph,
-    grouping: &fuse::Grouping,
+    grouping: &mut fuse::Grouping,
     target: &Target,
     tuning: &Tuning,
 ) -> Result<(Program, Vec<Kernel>), CodegenError> {
@@ -68,15 +72,24 @@ pub fn lower(
     }
 
     let mut kernels = Vec::new();
-    for group in &grouping.groups {
-        let mut kernel = group_kernel(graph, group, kernels.len(), target)?;
+    for (group, schedule) in grouping.groups.iter().zip(grouping.schedules.iter_mut()) {
+        let checked = |schedule: &Schedule| {
+            verify(graph, group, schedule, target).map_err(|message| CodegenError::Internal {
+                kernel: super::kernel::kernel_name(graph, group.root),
+                message,
+            })
+        };
+        checked(schedule)?;
+        let mut kernel = group_kernel(graph, group, schedule, kernels.len())?;
+        // Tuning picks another schedule value for the kernel it knows (by its key under the chosen one).
         if !tuning.tiles.is_empty()
             && let Some(&tile) = tuning.tiles.get(&Tuning::key(kernel.wgsl()))
             && tile != target.tile
-            && tile.0 * tile.1 > 1
-            && super::tiles::plan(graph, group, tile).is_some()
+            && let Some(tuned) = schedule.with_tile(graph, group, target, tile)
         {
-            kernel = group_kernel(graph, group, kernels.len(), &Target { tile, ..*target })?;
+            checked(&tuned)?;
+            kernel = group_kernel(graph, group, &tuned, kernels.len())?;
+            *schedule = tuned;
         }
         for id in group.roots() {
             let name = format!("%{} {}", id.index(), graph.node(id).op.name());

@@ -1,7 +1,8 @@
 //! Row kernels: whether a group can run one workgroup per row of its root, so that reductions over the row
 //! (softmax's max and sum, layer_norm's mean and variance, an L2 norm) are computed in the same kernel as the
 //! values that use them. An analysis over the typed IR returning a side table (`RowPlan`); fusion uses it to
-//! merge row statistics into their consumer's group, and codegen to build the kernel (`kernel.rs`).
+//! merge row statistics into their consumer's group, `schedule.rs` to choose `Schedule::Rows`, and
+//! `kernel/rows.rs` to build the kernel.
 //!
 //! A row kernel for a root of shape `F = K ++ C` (`C` the trailing `t` axes) runs one workgroup per row (a
 //! position in `K`); its invocations stride over the row's `cols = |C|` elements. Every node of the group
@@ -83,20 +84,12 @@ pub struct RowPlan {
     pub cached: Vec<NodeId>,
 }
 
-fn is_elementwise(op: &Op) -> bool {
-    matches!(op, Op::Unary(..) | Op::Binary(..) | Op::Select { .. } | Op::Cast(_))
-}
-
-fn is_contraction(op: &Op) -> bool {
-    matches!(op, Op::MatMul(..) | Op::Reduce { .. } | Op::Map(_))
-}
-
 /// The row plan of the group `root` + `inline`, or `None` when it is not a row kernel (see the module
 /// comment for the conditions).
 pub fn plan(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, target: &Target) -> Option<RowPlan> {
     let full = &graph.node(root).ty.shape;
     let rank = full.len();
-    if !is_elementwise(&graph.node(root).op) || rank == 0 {
+    if !graph.node(root).op.is_elementwise() || rank == 0 {
         return None;
     }
     // Row reductions: inline reduces of an F-shaped value over trailing axes, all over the same axes.
@@ -119,7 +112,7 @@ pub fn plan(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, target: &Tar
     let cols = product(&full[rank - t..])?;
     let in_group = |id: NodeId| id == root || inline.contains(&id);
     let cached: Vec<NodeId> =
-        inline.iter().copied().filter(|&id| is_contraction(&graph.node(id).op) && !reductions.contains(&id)).collect();
+        inline.iter().copied().filter(|&id| graph.node(id).op.is_contraction() && !reductions.contains(&id)).collect();
 
     // Nodes depending on a row reduction or a cached contraction (ids are in dependency order).
     let mut dependent = BTreeSet::new();
@@ -151,7 +144,7 @@ pub fn plan(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, target: &Tar
             let shape = &graph.node(operand).ty.shape;
             let wanted = match (&node.op, here) {
                 _ if cached.contains(&id) => return None,
-                (op, _) if is_elementwise(op) && *shape == node.ty.shape => here,
+                (op, _) if op.is_elementwise() && *shape == node.ty.shape => here,
                 (Op::Reshape(_), _) => here,
                 (Op::Reduce { .. }, Place::Row) if reductions.contains(&id) => Place::Elem,
                 (Op::Broadcast(_), Place::Elem)

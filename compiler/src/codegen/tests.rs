@@ -39,13 +39,9 @@ fn check(kernel: &Kernel) {
 
 fn kernel_of(b: &Builder, node: crate::ir::NodeId) -> Kernel {
     crate::ir::verify(&b.g).unwrap_or_else(|errs| panic!("test graph does not verify: {errs:?}"));
-    group_kernel(
-        &b.g,
-        &fuse::Group { root: node, inline: Default::default(), siblings: Vec::new() },
-        0,
-        &Default::default(),
-    )
-    .unwrap_or_else(|err| panic!("{err}"))
+    let group = group::Group { root: node, inline: Default::default(), siblings: Vec::new() };
+    let schedule = Schedule::choose(&b.g, &group, &Target::default());
+    group_kernel(&b.g, &group, &schedule, 0).unwrap_or_else(|err| panic!("{err}"))
 }
 
 fn unary_kernel(op: UnaryOp, dtype: DType) -> Kernel {

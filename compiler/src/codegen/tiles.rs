@@ -7,11 +7,11 @@
 //! multiply-adds instead of one. Each output element still sums its products in `k` order from zero, as
 //! the interpreter does, so tiling changes no result beyond a device's multiply-add contraction.
 //!
-//! The kernel (`kernel.rs`, `tile_kernel`): invocation `t` is output block (batch, tile row, tile column)
+//! The kernel (`kernel/tile.rs`; staged through workgroup memory, `kernel/shared.rs`): invocation `t` is output block (batch, tile row, tile column)
 //! with the column fastest, so neighbouring invocations read neighbouring columns of the right operand;
 //! rows and columns past the edge are clamped for loading and skipped when storing, so any size works.
 
-use super::fuse::Group;
+use super::group::Group;
 use crate::dim::Dim;
 use crate::ir::{DType, Graph, NodeId, Op};
 
@@ -27,10 +27,9 @@ pub struct TilePlan {
     pub cols: u32,
     /// Every operand runs along `k` in rows of a tensor the kernel reads, contiguous and 16-byte aligned
     /// (`contiguous`), and `k`'s length is a constant multiple of 4: operands are loaded four `k` at a
-    /// time as vectors (the sums still add the products one `k` after another).
+    /// time as vectors (the sums still add the products one `k` after another). Never with a `SharedTile`
+    /// (whose staging loads are scalar).
     pub vector_k: bool,
-    /// Stage operand tiles in workgroup memory (`SharedTile`) instead of each invocation loading its own.
-    pub shared: Option<SharedTile>,
 }
 
 /// Invocations along each side of a shared-memory tiled workgroup: 16 x 16 invocations, each computing a
@@ -39,7 +38,9 @@ pub const SHARED_SIDE: u32 = 16;
 // A shared-tile workgroup is one plain workgroup: its invocations stage the tiles together.
 const _: () = assert!(SHARED_SIDE * SHARED_SIDE == crate::codegen::WORKGROUP_SIZE);
 /// Workgroup memory a shared-memory tiled kernel may use: WebGPU's guaranteed minimum, so every device has it.
-const SHARED_BYTES: u32 = 16384;
+pub const SHARED_BYTES: u32 = 16384;
+/// The `k_step`s a shared tile may take, preferred first.
+pub const K_STEPS: [u32; 2] = [16, 8];
 
 /// A contraction tiled through workgroup memory (the schedule of discrete GPUs): the workgroup's
 /// invocations load a `k_step`-long slice of the left operand's rows and of the right operand's columns
@@ -66,6 +67,15 @@ impl SharedTile {
 /// The tile shape (rows, columns per invocation) a target uses for contractions.
 pub type TileShape = (u32, u32);
 
+/// The left and right operands of matmul `m` (`None` when `m` is no matmul): the one place the tile
+/// analysis, its checks and both contraction emitters read them from.
+pub fn operands(graph: &Graph, m: NodeId) -> Option<(NodeId, NodeId)> {
+    match graph.node(m).op {
+        Op::MatMul(a, b) => Some((a, b)),
+        _ => None,
+    }
+}
+
 /// The tile plan of `group`, when it is a contraction with an elementwise epilogue (see the module
 /// comment) and `tile` is not 1x1.
 pub fn plan(graph: &Graph, group: &Group, tile: TileShape) -> Option<TilePlan> {
@@ -73,10 +83,7 @@ pub fn plan(graph: &Graph, group: &Group, tile: TileShape) -> Option<TilePlan> {
         return None;
     }
     let count = |shape: &[Dim]| shape.iter().try_fold(Dim::constant(1), |n, d| n.mul(d).ok());
-    let contraction_length = |m: NodeId| match graph.node(m).op {
-        Op::MatMul(a, _) => graph.node(a).ty.shape.last().cloned(),
-        _ => None,
-    };
+    let contraction_length = |m: NodeId| operands(graph, m).and_then(|(a, _)| graph.node(a).ty.shape.last().cloned());
     let mut matmuls = Vec::new();
     for stored in group.roots() {
         let matmul = spine_matmul(graph, group, stored)?;
@@ -93,14 +100,14 @@ pub fn plan(graph: &Graph, group: &Group, tile: TileShape) -> Option<TilePlan> {
     }
     let vector_k = matmuls.iter().all(|&(_, m)| {
         let node = graph.node(m);
-        let Op::MatMul(a, b) = node.op else { return false };
+        let Some((a, b)) = operands(graph, m) else { return false };
         let rank = node.ty.rank();
         node.ty.dtype == DType::F32
             && contraction_length(m).and_then(|k| k.as_const()).is_some_and(|k| k % 4 == 0)
             && contiguous(graph, group, a, rank - 1)
             && contiguous(graph, group, b, rank - 2)
     });
-    Some(TilePlan { matmuls, rows: tile.0, cols: tile.1, vector_k, shared: None })
+    Some(TilePlan { matmuls, rows: tile.0, cols: tile.1, vector_k })
 }
 
 impl TilePlan {
@@ -109,10 +116,10 @@ impl TilePlan {
         [SHARED_SIDE * self.rows, SHARED_SIDE * self.cols]
     }
 
-    /// This plan staged through workgroup memory (`SharedTile`), when the tiles fit `SHARED_BYTES` and
-    /// neither output side is a constant shorter than the workgroup's tile (a small product would leave
-    /// most of the workgroup idle; the register-tiled kernel suits it better).
-    pub fn shared(mut self, graph: &Graph, group: &Group) -> TilePlan {
+    /// How this plan stages its operands through workgroup memory (`SharedTile`), when the tiles fit
+    /// `SHARED_BYTES` and neither output side is a constant shorter than the workgroup's tile (a small
+    /// product would leave most of the workgroup idle; the register-tiled kernel suits it better).
+    pub fn staged(&self, graph: &Graph, group: &Group) -> Option<SharedTile> {
         let shape = &graph.node(self.matmuls[0].1).ty.shape;
         let rank = shape.len();
         let [tile_rows, tile_cols] = self.workgroup_tile();
@@ -120,33 +127,37 @@ impl TilePlan {
             .iter()
             .any(|(d, side)| d.as_const().is_some_and(|n| n < i64::from(*side)))
         {
-            return self;
+            return None;
         }
         let along_k: Vec<(bool, bool)> = self
             .matmuls
             .iter()
-            .map(|&(_, m)| match graph.node(m).op {
-                Op::MatMul(a, b) => {
+            .map(|&(_, m)| match operands(graph, m) {
+                Some((a, b)) => {
                     (runs_along(graph, group, a, rank - 1, false), runs_along(graph, group, b, rank - 2, false))
                 }
-                _ => (false, false),
+                None => (false, false),
             })
             .collect();
-        let words = |k_step: u32| -> u32 {
-            along_k
-                .iter()
-                .map(|&(a, b)| k_step * (SharedTile::stride(tile_rows, a) + SharedTile::stride(tile_cols, b)))
-                .sum()
-        };
-        // Each invocation stages `k_step * 16 * rows / 256` left and `.. cols ..` right elements: whole numbers.
-        let staged_whole = |k_step: u32| {
-            (k_step * self.rows).is_multiple_of(SHARED_SIDE) && (k_step * self.cols).is_multiple_of(SHARED_SIDE)
-        };
-        if let Some(k_step) = [16, 8].into_iter().find(|&k| staged_whole(k) && words(k) * 4 <= SHARED_BYTES) {
-            self.shared = Some(SharedTile { k_step, along_k });
-            self.vector_k = false;
-        }
-        self
+        let k_step = K_STEPS
+            .into_iter()
+            .find(|&k| self.stages_whole(k) && self.staged_words(k, &along_k) * 4 <= SHARED_BYTES)?;
+        Some(SharedTile { k_step, along_k })
+    }
+
+    /// Whether each invocation stages `k_step * 16 * rows / 256` left and `.. cols ..` right elements:
+    /// whole numbers.
+    pub fn stages_whole(&self, k_step: u32) -> bool {
+        (k_step * self.rows).is_multiple_of(SHARED_SIDE) && (k_step * self.cols).is_multiple_of(SHARED_SIDE)
+    }
+
+    /// Workgroup-memory words the staged tiles take for `k_step` with operands running as `along_k` says.
+    pub fn staged_words(&self, k_step: u32, along_k: &[(bool, bool)]) -> u32 {
+        let [tile_rows, tile_cols] = self.workgroup_tile();
+        along_k
+            .iter()
+            .map(|&(a, b)| k_step * (SharedTile::stride(tile_rows, a) + SharedTile::stride(tile_cols, b)))
+            .sum()
     }
 }
 

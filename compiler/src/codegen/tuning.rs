@@ -1,6 +1,7 @@
 //! Tuned schedules: per-kernel tile shapes that `tdslc tune` measured on one adapter, stored on disk and
-//! applied by `compile_tuned` (used by `tdslc run`, `bench` and `build --tuning`), so no start-up runs a
-//! tuner. A kernel is identified by the hash of the WGSL it has under the profile's own schedule, so the
+//! applied by `codegen::lower` (used by `tdslc run`, `bench` and `build --tuning`), so no start-up runs a
+//! tuner. Applying one replaces a group's stored `Schedule` by the same contraction with the tuned tile
+//! (`Schedule::with_tile`); `tdslc tune` measures its candidates the same way. A kernel is identified by the hash of the WGSL it has under the profile's own schedule, so the
 //! same kernel in another model (or another layer) finds the same entry, and any change to the kernel (or
 //! to the compiler's output for it) simply misses.
 

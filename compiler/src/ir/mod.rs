@@ -274,6 +274,51 @@ impl Op {
         }
     }
 
+    /// This op with every operand `o` replaced by `f(o)`, in `operands` order (everything else kept):
+    /// the one operand remapping graph rebuilders need.
+    pub fn map_operands(&self, mut f: impl FnMut(NodeId) -> NodeId) -> Op {
+        let mut m = |id: &NodeId| f(*id);
+        match self {
+            Op::Input { .. } | Op::Param { .. } | Op::Constant(_) | Op::DimValue(_) => self.clone(),
+            Op::Unary(u, a) => Op::Unary(*u, m(a)),
+            Op::Binary(b, x, y) => Op::Binary(*b, m(x), m(y)),
+            Op::Select { cond, on_true, on_false } => {
+                Op::Select { cond: m(cond), on_true: m(on_true), on_false: m(on_false) }
+            }
+            Op::Cast(a) => Op::Cast(m(a)),
+            Op::Broadcast(a) => Op::Broadcast(m(a)),
+            Op::Reduce { op, input, axes } => Op::Reduce { op: *op, input: m(input), axes: axes.clone() },
+            Op::MatMul(a, b) => Op::MatMul(m(a), m(b)),
+            Op::Permute(a, perm) => Op::Permute(m(a), perm.clone()),
+            Op::Reshape(a) => Op::Reshape(m(a)),
+            Op::Slice { input, axis, start, step } => {
+                Op::Slice { input: m(input), axis: *axis, start: start.clone(), step: *step }
+            }
+            Op::Concat { inputs, axis } => Op::Concat { inputs: inputs.iter().map(m).collect(), axis: *axis },
+            Op::Gather { table, indices, axis } => Op::Gather { table: m(table), indices: m(indices), axis: *axis },
+            Op::Map(map) => {
+                let mut map = map.clone();
+                map.inputs = map.inputs.iter().map(m).collect();
+                Op::Map(map)
+            }
+        }
+    }
+
+    /// Per-element arithmetic on operands of the result's shape (no index movement, no loop).
+    pub fn is_elementwise(&self) -> bool {
+        matches!(self, Op::Unary(..) | Op::Binary(..) | Op::Select { .. } | Op::Cast(_))
+    }
+
+    /// Ops whose every element is a loop over operand elements: reductions, matmul, index notation.
+    pub fn is_contraction(&self) -> bool {
+        matches!(self, Op::MatMul(..) | Op::Reduce { .. } | Op::Map(_))
+    }
+
+    /// Ops that only compute an index into an operand (no arithmetic on values).
+    pub fn is_layout(&self) -> bool {
+        matches!(self, Op::Broadcast(_) | Op::Permute(..) | Op::Reshape(_) | Op::Slice { .. } | Op::Gather { .. })
+    }
+
     /// A short name for dumps and diagnostics.
     pub fn name(&self) -> &'static str {
         match self {
@@ -407,5 +452,45 @@ impl Graph {
     pub fn type_to_string(&self, ty: &TensorType) -> String {
         let dims: Vec<String> = ty.shape.iter().map(|d| self.dim_to_string(d)).collect();
         format!("{}[{}]", ty.dtype.name(), dims.join(", "))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::build::{Builder, c};
+
+    #[test]
+    fn map_operands_replaces_exactly_the_operands_in_order() {
+        let mut b = Builder::new("ops");
+        let x = b.input("x", DType::F32, &[c(2), c(2)]);
+        let y = b.input("y", DType::F32, &[c(2), c(2)]);
+        let i = b.input("i", DType::I32, &[c(2)]);
+        let flag = b.input("flag", DType::Bool, &[c(2), c(2)]);
+        let ops = [
+            Op::Constant(Scalar::Float(1.0)),
+            Op::Unary(UnaryOp::Neg, x),
+            Op::Binary(BinaryOp::Sub, x, y),
+            Op::Select { cond: flag, on_true: x, on_false: y },
+            Op::Cast(x),
+            Op::Broadcast(i),
+            Op::Reduce { op: ReduceOp::Sum, input: x, axes: vec![1] },
+            Op::MatMul(x, y),
+            Op::Permute(x, vec![1, 0]),
+            Op::Reshape(x),
+            Op::Slice { input: x, axis: 0, start: c(1), step: 1 },
+            Op::Concat { inputs: vec![x, y, x], axis: 0 },
+            Op::Gather { table: x, indices: i, axis: 0 },
+        ];
+        let others = [y, x, flag, i];
+        for op in ops {
+            assert_eq!(op.map_operands(|o| o), op, "identity: {}", op.name());
+            let mut next = others.iter().copied().cycle();
+            let wanted: Vec<NodeId> = op.operands().iter().map(|_| next.next().unwrap_or(x)).collect();
+            let mut given = wanted.iter().copied();
+            let mapped = op.map_operands(|_| given.next().unwrap_or(x));
+            assert_eq!(mapped.operands(), wanted, "{}", op.name());
+            assert_eq!(mapped.name(), op.name());
+        }
     }
 }

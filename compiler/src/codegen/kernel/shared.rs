@@ -1,4 +1,4 @@
-//! The body of a contraction kernel tiled through workgroup memory (`tiles::SharedTile`, the `gpu`
+//! The emitter of contractions tiled through workgroup memory (`Schedule::SharedTiled`, the `gpu`
 //! profile's): a workgroup of 16 x 16 invocations computes a `16 rows x 16 cols` tile of the output. Per
 //! `k_step` slice of `k`, all invocations stage the left operand's tile rows and the right operand's tile
 //! columns in workgroup memory (consecutive invocations loading consecutive elements of the tensor read),
@@ -11,12 +11,30 @@
 use naga::{BinaryOperator, Expression, GlobalVariable, Handle};
 
 use super::tile::Contraction;
-use super::{Cx, Expr, Pos, R, internal, storage_scalar, unsupported};
+use super::{Cx, Emitter, Expr, MAX_ELEMENTS, Pos, R, Workgroups, internal, storage_scalar, unsupported};
 use crate::codegen::WORKGROUP_SIZE;
 use crate::codegen::scalar;
 use crate::codegen::tiles::{SHARED_SIDE, SharedTile, TilePlan};
 use crate::dim::Dim;
-use crate::ir::{NodeId, ReduceOp};
+use crate::ir::{Graph, NodeId, ReduceOp};
+
+/// The shared-tile schedule's emitter.
+pub(super) struct Shared<'p>(pub &'p TilePlan, pub &'p SharedTile);
+
+impl Emitter for Shared<'_> {
+    /// One `WORKGROUP_SIZE` workgroup per output tile of `TilePlan::workgroup_tile`.
+    fn launch(&self, graph: &Graph, _: &Dim) -> Result<(Dim, u32), String> {
+        let shape = &graph.node(self.0.matmuls[0].1).ty.shape;
+        let groups = super::tile::block_count(shape, self.0.workgroup_tile())?;
+        let invocations =
+            groups.scale(i64::from(WORKGROUP_SIZE)).map_err(|_| "the invocation count overflows".to_string())?;
+        Ok((invocations, WORKGROUP_SIZE))
+    }
+
+    fn emit(&self, cx: &mut Cx, count: &Dim, outputs: &[(NodeId, Handle<GlobalVariable>)]) -> R<()> {
+        cx.shared_tile_kernel(self.0, self.1, count, outputs)
+    }
+}
 
 /// One operand's staged tile: its workgroup array, the words per `k` row, and the tile's side.
 struct Staged {
@@ -26,16 +44,19 @@ struct Staged {
 }
 
 impl Cx<'_> {
-    /// Emits the shared-memory tiled kernel for `plan`, storing `plan.matmuls[i].0` into `outputs[i]`;
-    /// one workgroup per output tile (`tile::block_count` with the workgroup's tile), entry arguments `wid`,
-    /// `num_workgroups`, `lid`.
-    pub(super) fn shared_tile_kernel(
+    /// Emits the shared-memory tiled kernel for `plan` (output element count `count`), storing
+    /// `plan.matmuls[i].0` into `outputs[i]`; one workgroup per output tile (`tile::block_count` with the
+    /// workgroup's tile). Entry arguments: `Workgroups` (`wid`, `num_workgroups`, `lid`).
+    fn shared_tile_kernel(
         &mut self,
         plan: &TilePlan,
         shared: &SharedTile,
-        outputs: &[Handle<GlobalVariable>],
+        count: &Dim,
+        outputs: &[(NodeId, Handle<GlobalVariable>)],
     ) -> R<()> {
         let graph = self.graph;
+        self.bounds.push(("elements of the output".to_string(), count.clone(), MAX_ELEMENTS));
+        let args = Workgroups::declare(self);
         let Contraction { operands, shape, m, n, k: k_extent } = self.contraction(plan)?;
         let rank = shape.len();
         let [tile_rows, tile_cols] = plan.workgroup_tile();
@@ -47,8 +68,8 @@ impl Cx<'_> {
 
         // group = wid.x + wid.y * num_workgroups.x, uniform in the workgroup, so returning past the end
         // keeps every barrier below in uniform control flow.
-        let group = self.workgroup_index();
-        let lid = self.b.expr(Expression::FunctionArgument(2));
+        let group = self.workgroup_index(args);
+        let lid = self.arg(args.lid);
         self.b.name(group, "tile");
         let group_count = self.dim(&groups);
         let past_end = self.b.binary(BinaryOperator::GreaterEqual, group, group_count);

@@ -1,15 +1,30 @@
-//! The body of a register-tiled contraction kernel (`tiles.rs` decides which groups get one): each
+//! The register-tiled contraction emitter (`Schedule::Tiled`; `tiles.rs` decides which groups get one): each
 //! invocation computes a `rows x cols` block of the output, holding the block's sums in local variables
 //! while `k` runs, then evaluates the group's epilogue at each element of the block with the matmul's
 //! value taken from its sum.
 
 use naga::{BinaryOperator, Expression, GlobalVariable, Handle, Statement};
 
-use super::{Cx, Expr, Pos, R, Val, internal, shape_count, unsupported};
-use crate::codegen::tiles::TilePlan;
+use super::{Cx, Emitter, Expr, Given, Grid, MAX_ELEMENTS, Pos, R, Val, internal, shape_count, unsupported};
+use crate::codegen::tiles::{self, TilePlan};
 use crate::codegen::{WORKGROUP_SIZE, scalar};
 use crate::dim::Dim;
-use crate::ir::{NodeId, Op, ReduceOp};
+use crate::ir::{Graph, NodeId, ReduceOp};
+
+/// The register-tiled schedule's emitter.
+pub(super) struct Tiled<'p>(pub &'p TilePlan);
+
+impl Emitter for Tiled<'_> {
+    /// One invocation per `rows x cols` block.
+    fn launch(&self, graph: &Graph, _: &Dim) -> Result<(Dim, u32), String> {
+        let shape = &graph.node(self.0.matmuls[0].1).ty.shape;
+        Ok((block_count(shape, [self.0.rows, self.0.cols])?, WORKGROUP_SIZE))
+    }
+
+    fn emit(&self, cx: &mut Cx, count: &Dim, outputs: &[(NodeId, Handle<GlobalVariable>)]) -> R<()> {
+        cx.tile_kernel(self.0, count, outputs)
+    }
+}
 
 /// What both contraction schedules need of a tile plan's matmuls: their operands, their (common) shape,
 /// its last two extents and the contraction length.
@@ -27,23 +42,24 @@ impl Cx<'_> {
         let graph = self.graph;
         let mut operands = Vec::with_capacity(plan.matmuls.len());
         for &(_, matmul) in &plan.matmuls {
-            match graph.node(matmul).op {
-                Op::MatMul(a, c) => operands.push((a, c)),
-                _ => return Err(internal(&self.name, "a tile plan without a matmul")),
-            }
+            let pair =
+                tiles::operands(graph, matmul).ok_or_else(|| internal(&self.name, "a tile plan without a matmul"))?;
+            operands.push(pair);
         }
         let shape = graph.node(plan.matmuls[0].1).ty.shape.clone();
         let rank = shape.len();
         let (m, n) = (shape[rank - 2].clone(), shape[rank - 1].clone());
         let k = graph.node(operands[0].0).ty.shape[rank - 1].clone();
-        self.bounds.push(("contraction length".to_string(), k.clone(), super::MAX_ELEMENTS));
+        self.bounds.push(("contraction length".to_string(), k.clone(), MAX_ELEMENTS));
         Ok(Contraction { operands, shape, m, n, k })
     }
 
-    /// Emits the tiled kernel for `plan`, storing `plan.matmuls[i].0` into `outputs[i]`; the invocation
-    /// count (slot 0) is the number of blocks.
-    pub(super) fn tile_kernel(&mut self, plan: &TilePlan, outputs: &[Handle<GlobalVariable>]) -> R<()> {
+    /// Emits the tiled kernel for `plan` (output element count `count`), storing `plan.matmuls[i].0` into
+    /// `outputs[i]`; the invocation count (slot 0) is the number of blocks. Entry arguments: a folded `Grid`.
+    fn tile_kernel(&mut self, plan: &TilePlan, count: &Dim, outputs: &[(NodeId, Handle<GlobalVariable>)]) -> R<()> {
         let graph = self.graph;
+        self.bounds.push(("elements of the output".to_string(), count.clone(), MAX_ELEMENTS));
+        let grid = Grid::declare(self);
         // The blocks tile the matmuls' shape; stored nodes are evaluated at the same flat index.
         let Contraction { operands, shape, m, n, k: k_extent } = self.contraction(plan)?;
         let rank = shape.len();
@@ -52,7 +68,7 @@ impl Cx<'_> {
 
         // Return when block >= blocks.
         let count = self.slot(0);
-        let index = self.global_index(WORKGROUP_SIZE);
+        let index = self.global_index(grid, WORKGROUP_SIZE);
         self.b.name(index, "block");
         let past_end = self.b.binary(BinaryOperator::GreaterEqual, index, count);
         self.return_if(past_end);
@@ -211,7 +227,7 @@ impl Cx<'_> {
     pub(super) fn tile_epilogues(
         &mut self,
         plan: &TilePlan,
-        outputs: &[Handle<GlobalVariable>],
+        outputs: &[(NodeId, Handle<GlobalVariable>)],
         sums: &[Expr],
         batch: &[Expr],
         [rows, cols]: [&[Expr]; 2],
@@ -226,18 +242,18 @@ impl Cx<'_> {
                 let col_in = self.b.binary(BinaryOperator::Less, cols[s], n_value);
                 let inside = self.b.binary(BinaryOperator::LogicalAnd, row_in, col_in);
                 self.open_block();
-                for (t, (&(stored, matmul), &output)) in plan.matmuls.iter().zip(outputs).enumerate() {
+                for (t, (&(stored, matmul), &(_, output))) in plan.matmuls.iter().zip(outputs).enumerate() {
                     let dtype = graph.node(matmul).ty.dtype;
                     let sum = self.b.load(sums[t * block + r * plan.cols as usize + s]);
                     let value = scalar::round(&mut self.b, sum, dtype);
-                    self.fixed.insert(matmul, Val { expr: value, dtype });
+                    self.given.insert(matmul, Given::Value(Val { expr: value, dtype }));
                     let mut coords = batch.to_vec();
                     coords.extend([rows[r], cols[s]]);
                     let flat = self.flat(&mut Pos::coords(&shape, coords));
                     let stored_shape = graph.node(stored).ty.shape.clone();
                     let result = self.value(stored, &mut Pos::flat(&stored_shape, flat))?;
                     self.store_output(output, flat, result);
-                    self.fixed.remove(&matmul);
+                    self.given.remove(&matmul);
                 }
                 let accept = self.close_block();
                 self.b.statement(Statement::If { condition: inside, accept, reject: naga::Block::new() });

@@ -1,0 +1,281 @@
+//! How a group runs: its `Schedule`, a value chosen once per group after fusion (`Schedule::choose`, from
+//! the device profile) and stored with the grouping (`fuse::Grouping::schedules`). The kernel builder
+//! (`kernel.rs`) and tuning (`plan.rs`, `lower`) take the stored value and never plan again; fusion
+//! only asks `choose` whether a merged group would be schedulable (as a row kernel, as a tiled
+//! contraction) before it merges. `verify` checks a schedule against its group and target; `lower`
+//! runs it on every schedule it builds a kernel with, so a kernel never runs under an inconsistent one.
+//!
+//! Each schedule is an analysis deciding whether and how a group runs that way (`rows.rs`, `tiles.rs`;
+//! plain and vector kernels need none) and an emitter of its own in `kernel/` (`plain.rs`, `vector.rs`,
+//! `rows.rs`, `tile.rs`, `shared.rs`) that declares its entry-point arguments by name and keeps its own
+//! state; the per-element lowering (`value(node, pos)` in `kernel.rs`) is shared by all of them.
+//!
+//! Adding a schedule (e.g. cooperative-matrix contractions or fused attention):
+//! 1. its plan: a type and the analysis deciding whether and how a group runs this way (`fn plan(graph,
+//!    group, target) -> Option<Plan>`), with the checks `verify` calls, in a file of `codegen/` like
+//!    `rows.rs` and `tiles.rs` (public, as `Schedule` carries it); and its emitter in `kernel/<name>.rs`,
+//!    an `Emitter` implementation (`launch`: invocations and workgroup size; `emit`: the body, declaring
+//!    its built-ins with `Cx::builtin` and keeping its state to itself);
+//! 2. one field in `Target` (`target.rs`) switching it on per device profile, set in `TARGETS`;
+//! 3. the wiring, one line each: the variant below, its place in `choose`'s priority, its arms in `verify`,
+//!    `vector_storage` and `name`, and its line in `kernel::emitter` (plus `mod <name>;` in `kernel.rs`).
+//!
+//! Everything else (fusion, the program, bounds, tuning, explain) sees only the `Schedule` value.
+
+use super::group::Group;
+use super::rows::{self, Place, RowPlan};
+use super::target::Target;
+use super::tiles::{self, K_STEPS, SHARED_BYTES, SharedTile, TilePlan, TileShape};
+use crate::dim::Dim;
+use crate::ir::{DType, Graph, Op, ScalarExpr};
+
+/// How one group's kernel computes its stored nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Schedule {
+    /// One output element per invocation (`kernel/plain.rs`).
+    Plain,
+    /// Four neighbouring output elements per invocation, tensors read and written as 4-element vectors
+    /// where they can be (`kernel/vector.rs`): loop-free groups on targets with `vector`.
+    Vector,
+    /// One workgroup (or invocation) per row of the root, with the row's reductions in the kernel
+    /// (`rows.rs`, `kernel/rows.rs`).
+    Rows(RowPlan),
+    /// A register-tiled contraction: each invocation computes a block of the output (`tiles.rs`,
+    /// `kernel/tile.rs`).
+    Tiled(TilePlan),
+    /// A contraction whose operand tiles are staged in workgroup memory by the whole workgroup
+    /// (`kernel/shared.rs`); the plan's `vector_k` is off.
+    SharedTiled(TilePlan, SharedTile),
+}
+
+impl Schedule {
+    /// The schedule of `group` on `target`, first that applies: a row kernel (groups without siblings), a
+    /// tiled contraction (staged in workgroup memory where the target shares tiles and they fit), a vector
+    /// kernel, else a plain one.
+    pub fn choose(graph: &Graph, group: &Group, target: &Target) -> Schedule {
+        if group.siblings.is_empty()
+            && let Some(plan) = rows::plan(graph, group.root, &group.inline, target)
+        {
+            return Schedule::Rows(plan);
+        }
+        if let Some(schedule) = contraction(graph, group, target.tile, target.shared) {
+            return schedule;
+        }
+        if target.vector && loop_free(graph, group) { Schedule::Vector } else { Schedule::Plain }
+    }
+
+    /// The same group with contraction tile `tile` (a tuned tile, `tuning.rs`): `None` when that is not a
+    /// tiled contraction (a 1x1 tile) or `self` is a row kernel, which no tile changes.
+    pub fn with_tile(&self, graph: &Graph, group: &Group, target: &Target, tile: TileShape) -> Option<Schedule> {
+        match self {
+            Schedule::Rows(_) => None,
+            _ => contraction(graph, group, tile, target.shared),
+        }
+    }
+
+    /// The tile plan of a tiled contraction (register or shared tiles).
+    pub fn tile_plan(&self) -> Option<&TilePlan> {
+        match self {
+            Schedule::Tiled(plan) | Schedule::SharedTiled(plan, _) => Some(plan),
+            _ => None,
+        }
+    }
+
+    /// Whether the kernel's storage arrays hold 4-element vectors.
+    pub fn vector_storage(&self) -> bool {
+        match self {
+            Schedule::Plain | Schedule::SharedTiled(..) => false,
+            Schedule::Vector => true,
+            Schedule::Rows(plan) => plan.vector,
+            Schedule::Tiled(plan) => plan.vector_k,
+        }
+    }
+
+    /// A short name for dumps and errors.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Schedule::Plain => "plain",
+            Schedule::Vector => "vector",
+            Schedule::Rows(_) => "rows",
+            Schedule::Tiled(_) => "tiled",
+            Schedule::SharedTiled(..) => "shared-tiled",
+        }
+    }
+}
+
+/// The tiled-contraction schedule of `group` with `tile`, staged through workgroup memory when `shared`
+/// and the plan allows it.
+fn contraction(graph: &Graph, group: &Group, tile: TileShape, shared: bool) -> Option<Schedule> {
+    let plan = tiles::plan(graph, group, tile)?;
+    Some(match shared.then(|| plan.staged(graph, group)).flatten() {
+        Some(staged) => Schedule::SharedTiled(TilePlan { vector_k: false, ..plan }, staged),
+        None => Schedule::Tiled(plan),
+    })
+}
+
+/// Whether every member of `group` is elementwise or a layout op (no loops), so the kernel can compute
+/// four neighbouring elements per invocation.
+fn loop_free(graph: &Graph, group: &Group) -> bool {
+    group.roots().chain(group.inline.iter().copied()).all(|id| match &graph.node(id).op {
+        Op::Reduce { .. } | Op::MatMul(..) => false,
+        Op::Map(map) => !map.exprs.iter().any(|(_, s)| matches!(s.expr, ScalarExpr::Reduce { .. })),
+        _ => true,
+    })
+}
+
+/// Checks that `schedule` is consistent with `group` and `target`: what its emitter relies on holds (the
+/// nodes it names are in the group and of the right kind, workgroup sizes and memory fit, the target
+/// allows the features it uses). `Err` names the first broken rule.
+pub fn verify(graph: &Graph, group: &Group, schedule: &Schedule, target: &Target) -> Result<(), String> {
+    let fail = |what: &str| Err(format!("{} schedule of %{}: {what}", schedule.name(), group.root.index()));
+    match schedule {
+        Schedule::Plain => Ok(()),
+        Schedule::Vector if !target.vector => fail("the target has no vector kernels"),
+        Schedule::Vector if !loop_free(graph, group) => fail("a member loops (reduction, matmul or reducing map)"),
+        Schedule::Vector => Ok(()),
+        Schedule::Rows(plan) => verify_rows(graph, group, plan, target).or_else(|e| fail(&e)),
+        Schedule::Tiled(plan) => verify_tiles(graph, group, plan).or_else(|e| fail(&e)),
+        Schedule::SharedTiled(plan, shared) => {
+            verify_tiles(graph, group, plan).and_then(|()| verify_shared(plan, shared, target)).or_else(|e| fail(&e))
+        }
+    }
+}
+
+fn ensure(condition: bool, what: &str) -> Result<(), String> {
+    if condition { Ok(()) } else { Err(what.to_string()) }
+}
+
+fn verify_rows(graph: &Graph, group: &Group, plan: &RowPlan, target: &Target) -> Result<(), String> {
+    let root = graph.node(group.root);
+    ensure(group.siblings.is_empty(), "a row kernel has no siblings")?;
+    ensure(root.op.is_elementwise(), "the root is not elementwise")?;
+    let count = root.ty.shape.iter().try_fold(Dim::constant(1), |n, d| n.mul(d).ok());
+    ensure(plan.rows.mul(&plan.cols).ok() == count, "rows x cols is not the root's element count")?;
+    ensure(plan.places.iter().all(|&(id, _)| group.contains(id)), "a placed node is not in the group")?;
+    ensure(plan.places.contains(&(group.root, Place::Elem)), "the root is not placed per element")?;
+    for &r in &plan.reductions {
+        let reduces_row =
+            matches!(&graph.node(r).op, Op::Reduce { input, .. } if graph.node(*input).ty.shape == root.ty.shape);
+        ensure(group.inline.contains(&r) && reduces_row, "a row reduction is not an inline reduce of a row")?;
+        ensure(plan.places.contains(&(r, Place::Row)), "a row reduction is not placed per row")?;
+    }
+    for &c in &plan.cached {
+        ensure(
+            group.inline.contains(&c) && graph.node(c).op.is_contraction(),
+            "a cached node is no inline contraction",
+        )?;
+        ensure(plan.places.contains(&(c, Place::Elem)), "a cached contraction is not placed per element")?;
+    }
+    ensure(plan.workgroup.is_power_of_two() && plan.workgroup <= 256, "the workgroup is not a power of two up to 256")?;
+    ensure(
+        plan.rows_per_workgroup >= 1 && plan.workgroup.is_multiple_of(plan.rows_per_workgroup),
+        "rows per workgroup do not divide the workgroup",
+    )?;
+    match target.serial_rows {
+        Some(n) => {
+            ensure(plan.serial && plan.workgroup == n && plan.rows_per_workgroup == n, "the target runs serial rows")?;
+            ensure(plan.cached.is_empty(), "a serial row kernel caches no contraction")?;
+        }
+        None => ensure(!plan.serial, "the target has no serial rows")?,
+    }
+    ensure(!plan.subgroups || (target.subgroups && plan.rows_per_workgroup == 1), "subgroups the target lacks")?;
+    let quads = plan.cols.as_const().is_some_and(|n| n > 0 && n % 4 == 0);
+    ensure(!plan.vector || (target.vector && plan.serial && quads), "vector rows need serial rows of whole vectors")?;
+    ensure(plan.rows_per_workgroup == 1 || plan.serial || plan.cached.is_empty(), "short rows cache nothing")?;
+    if !plan.cached.is_empty() {
+        let n = plan.cols.as_const().ok_or("a cached row has no constant length")?;
+        let bytes = 4 * n * plan.cached.len() as i64 + 4 * i64::from(plan.workgroup);
+        ensure(bytes <= rows::WORKGROUP_BYTES, "the cached row does not fit workgroup memory")?;
+    }
+    Ok(())
+}
+
+fn verify_tiles(graph: &Graph, group: &Group, plan: &TilePlan) -> Result<(), String> {
+    ensure((1..=16).contains(&plan.rows) && (1..=16).contains(&plan.cols), "a tile side is not 1 to 16")?;
+    ensure(plan.rows * plan.cols > 1, "a 1x1 tile")?;
+    ensure(
+        plan.matmuls.iter().map(|&(stored, _)| stored).eq(group.roots()),
+        "the tiled stored nodes are not the group's roots",
+    )?;
+    let shape = &graph.node(plan.matmuls[0].1).ty.shape;
+    ensure(shape.len() >= 2, "a matmul of rank below 2")?;
+    for &(_, m) in &plan.matmuls {
+        let node = graph.node(m);
+        ensure(group.contains(m) && matches!(node.op, Op::MatMul(..)), "a tiled matmul is not in the group")?;
+        ensure(node.ty.shape == *shape, "the tiled matmuls differ in shape")?;
+        let Some((a, _)) = tiles::operands(graph, m) else { continue };
+        let k = graph.node(a).ty.shape.last();
+        ensure(
+            !plan.vector_k || (node.ty.dtype == DType::F32 && k.and_then(Dim::as_const).is_some_and(|k| k % 4 == 0)),
+            "vector k loads of a contraction not of f32 multiples of 4",
+        )?;
+    }
+    Ok(())
+}
+
+fn verify_shared(plan: &TilePlan, shared: &SharedTile, target: &Target) -> Result<(), String> {
+    ensure(target.shared, "the target does not share tiles")?;
+    ensure(!plan.vector_k, "staged tiles load no vectors along k")?;
+    ensure(K_STEPS.contains(&shared.k_step) && plan.stages_whole(shared.k_step), "a k step that stages unevenly")?;
+    ensure(shared.along_k.len() == plan.matmuls.len(), "not one staging order per matmul")?;
+    ensure(plan.staged_words(shared.k_step, &shared.along_k) * 4 <= SHARED_BYTES, "the staged tiles do not fit")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codegen::target::TARGETS;
+    use crate::ir::build::{Builder, c};
+    use crate::ir::{BinaryOp, ReduceOp};
+
+    fn group(root: crate::ir::NodeId, inline: &[crate::ir::NodeId]) -> Group {
+        Group { root, inline: inline.iter().copied().collect(), siblings: Vec::new() }
+    }
+
+    #[test]
+    fn chosen_schedules_verify_on_every_target() {
+        let mut b = Builder::new("schedules");
+        let n = b.sym("N");
+        let x = b.input("x", DType::F32, &[n.clone(), c(64)]);
+        let w = b.input("w", DType::F32, &[c(64), c(64)]);
+        let y = b.node(Op::MatMul(x, w), DType::F32, &[n.clone(), c(64)]);
+        let sum =
+            b.node(Op::Reduce { op: ReduceOp::Sum, input: y, axes: vec![1] }, DType::F32, std::slice::from_ref(&n));
+        let column = b.node(Op::Reshape(sum), DType::F32, &[n.clone(), c(1)]);
+        let back = b.node(Op::Broadcast(column), DType::F32, &[n.clone(), c(64)]);
+        let z = b.binary(BinaryOp::Sub, y, back);
+        b.output("z", z);
+        for target in TARGETS {
+            for g in [group(y, &[]), group(z, &[y, sum, column, back]), group(back, &[sum, column])] {
+                let schedule = Schedule::choose(&b.g, &g, &target);
+                assert_eq!(verify(&b.g, &g, &schedule, &target), Ok(()), "{}: {schedule:?}", target.name);
+            }
+        }
+        let gpu = TARGETS[0];
+        assert!(matches!(Schedule::choose(&b.g, &group(y, &[]), &gpu), Schedule::SharedTiled(..)));
+        assert!(matches!(Schedule::choose(&b.g, &group(z, &[y, sum, column, back]), &gpu), Schedule::Rows(_)));
+    }
+
+    #[test]
+    fn inconsistent_schedules_are_rejected() {
+        let mut b = Builder::new("schedules");
+        let x = b.input("x", DType::F32, &[c(8), c(8)]);
+        let y = b.node(Op::MatMul(x, x), DType::F32, &[c(8), c(8)]);
+        let s = b.node(Op::Reduce { op: ReduceOp::Sum, input: x, axes: vec![1] }, DType::F32, &[c(8)]);
+        b.output("y", y);
+        b.output("s", s);
+        let (gpu, cpu, naive) = (TARGETS[0], TARGETS[1], TARGETS[2]);
+        let matmul = group(y, &[]);
+        assert!(verify(&b.g, &matmul, &Schedule::Vector, &gpu).is_err(), "a vector matmul");
+        assert!(verify(&b.g, &group(x, &[]), &Schedule::Vector, &naive).is_err(), "vectors on naive");
+        let Schedule::Tiled(plan) = Schedule::choose(&b.g, &matmul, &cpu) else { panic!("a tiled matmul on cpu") };
+        assert_eq!(verify(&b.g, &matmul, &Schedule::Tiled(plan.clone()), &cpu), Ok(()));
+        let one = TilePlan { rows: 1, cols: 1, ..plan.clone() };
+        assert!(verify(&b.g, &matmul, &Schedule::Tiled(one), &cpu).is_err(), "a 1x1 tile");
+        assert!(verify(&b.g, &group(s, &[]), &Schedule::Tiled(plan.clone()), &cpu).is_err(), "another group");
+        let staged = SharedTile { k_step: 16, along_k: vec![(true, false)] };
+        let shared = Schedule::SharedTiled(TilePlan { vector_k: false, ..plan }, staged);
+        let err = verify(&b.g, &matmul, &shared, &cpu).expect_err("shared tiles on cpu");
+        assert!(err.contains("does not share tiles"), "{err}");
+    }
+}
