@@ -346,7 +346,7 @@ impl Schedule {
 
 /// A `--target` name.
 fn parse_target(name: &str) -> Result<codegen::Target, String> {
-    codegen::Target::parse(name)
+    codegen::Target::parse(name).map_err(|e| e.to_string())
 }
 
 /// `tdslc tune`: every model of `file` tuned on the current device (`bench::tune`); the fastest tiles are
@@ -369,9 +369,9 @@ fn tune(
         None => codegen::tuning::Tuning::default_path(&gpu.describe())
             .ok_or_else(|| Some("no cache directory (set XDG_CACHE_HOME or HOME, or give --tuning)".to_string()))?,
     };
-    let mut table = match codegen::tuning::Tuning::load(&path).map_err(Some)? {
+    let mut table = match codegen::tuning::Tuning::load(&path).map_err(|e| Some(e.to_string()))? {
         Some(table) => {
-            table.check_for(&path, &gpu.describe(), target.name).map_err(Some)?;
+            table.check_for(&path, &gpu.describe(), target.name).map_err(|e| Some(e.to_string()))?;
             table
         }
         None => codegen::tuning::Tuning::default(),
@@ -397,7 +397,7 @@ fn tune(
             table.tiles.insert(t.key, t.tile);
         }
     }
-    table.save(&path).map_err(Some)?;
+    table.save(&path).map_err(|e| Some(e.to_string()))?;
     let _ = writeln!(err, "note: wrote {} ({} kernel(s))", path.display(), table.tiles.len());
     Ok(())
 }
@@ -426,13 +426,15 @@ fn given_tuning(
 ) -> Result<codegen::tuning::Tuning, String> {
     let Some(path) = path else { return Ok(Default::default()) };
     let tuning = read_tuning(path)?;
-    tuning.check_for(path, &gpu.describe(), target.name)?;
+    tuning.check_for(path, &gpu.describe(), target.name).map_err(|e| e.to_string())?;
     Ok(tuning)
 }
 
 /// The tuning file at `path`, which must exist.
 fn read_tuning(path: &std::path::Path) -> Result<codegen::tuning::Tuning, String> {
-    codegen::tuning::Tuning::load(path)?.ok_or_else(|| format!("tuning file {} does not exist", path.display()))
+    codegen::tuning::Tuning::load(path)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("tuning file {} does not exist", path.display()))
 }
 
 /// `tdslc build`: every model of `file` into the bundle `output`, with a spinner on a terminal.

@@ -455,7 +455,7 @@ fn tune_writes_a_tuning_file_that_build_and_compile_use() {
     std::fs::write(&path, r#"{"format": 1, "adapter": "a", "target": "cpu", "kernels": {"k": [0, 4]}}"#)
         .expect("write");
     let e = Tuning::load(&path).expect_err("a zero tile");
-    assert!(e.contains("kernel k: expected [rows, cols], each 1 to 16"), "{e}");
+    assert!(e.0.contains("kernel k: expected [rows, cols], each 1 to 16"), "{e}");
     let (code, _, err) = tdslc(&[
         "build",
         &text(&file),

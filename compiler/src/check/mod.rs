@@ -816,26 +816,3 @@ fn edit_distance(a: &str, b: &str) -> usize {
     }
     prev[b.len()]
 }
-
-#[cfg(test)]
-mod scratch_tests {
-    use crate::driver::Root;
-    use crate::pipeline::check;
-    #[test]
-    fn examples_scratch() {
-        for f in ["../examples/mlp.tdsl", "../examples/cnn.tdsl", "../examples/encoder_layer.tdsl"] {
-            let c = check(Root::Path(std::path::Path::new(f)));
-            for d in &c.diagnostics {
-                let file = c.program.sources.get(d.span.file);
-                let text = file.text.get(d.span.range()).unwrap_or("?");
-                eprintln!("{f}: {} {} [{}] `{}` {:?} {:?}", d.code, d.message, file.name, text, d.labels, d.notes);
-            }
-            for g in &c.graphs {
-                eprintln!("{}", crate::ir::print::print(g));
-                if let Err(e) = crate::ir::verify(g) {
-                    eprintln!("VERIFY: {e:?}");
-                }
-            }
-        }
-    }
-}

@@ -55,17 +55,18 @@ impl Target {
 
     /// A profile from its command-line form: a name, then optional overrides, e.g. `cpu,tile=8x4` or
     /// `gpu,shared=off,subgroups=off`.
-    pub fn parse(spec: &str) -> Result<Target, String> {
+    pub fn parse(spec: &str) -> Result<Target, TargetError> {
         let mut parts = spec.split(',');
         let name = parts.next().unwrap_or_default();
         let mut target = Target::named(name).ok_or_else(|| {
             let names: Vec<&str> = TARGETS.iter().map(|t| t.name).collect();
-            format!("unknown target `{name}` (known: {})", names.join(", "))
+            TargetError(format!("unknown target `{name}` (known: {})", names.join(", ")))
         })?;
         for part in parts {
             match part.split_once('=') {
                 Some(("tile", shape)) => {
-                    let bad = || format!("`tile={shape}`: expected ROWSxCOLS with each 1 to 16, e.g. tile=8x4");
+                    let bad =
+                        || TargetError(format!("`tile={shape}`: expected ROWSxCOLS with each 1 to 16, e.g. tile=8x4"));
                     let (r, c) = shape.split_once('x').ok_or_else(bad)?;
                     let (r, c): (u32, u32) = (r.parse().map_err(|_| bad())?, c.parse().map_err(|_| bad())?);
                     if !(1..=16).contains(&r) || !(1..=16).contains(&c) {
@@ -78,12 +79,12 @@ impl Target {
                 Some(("subgroups", "on")) => target.subgroups = true,
                 Some(("subgroups", "off")) => target.subgroups = false,
                 Some((option @ ("shared" | "subgroups"), other)) => {
-                    return Err(format!("`{option}={other}`: expected on or off"));
+                    return Err(TargetError(format!("`{option}={other}`: expected on or off")));
                 }
                 _ => {
-                    return Err(format!(
+                    return Err(TargetError(format!(
                         "unknown target option `{part}` (known: tile=ROWSxCOLS, shared=on|off, subgroups=on|off)"
-                    ));
+                    )));
                 }
             }
         }
@@ -136,7 +137,13 @@ mod tests {
             ("gpu,fast", "unknown target option `fast`"),
         ] {
             let err = Target::parse(spec).expect_err(spec);
-            assert!(err.contains(message), "{spec}: {err}");
+            assert!(err.0.contains(message), "{spec}: {err}");
         }
     }
 }
+
+/// A `--target` specification that names no profile or has a bad option; the message says which and what
+/// is accepted.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TargetError(pub String);

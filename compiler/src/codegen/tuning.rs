@@ -15,6 +15,11 @@ use super::tiles::TileShape;
 /// File format version written by `save` and required by `load`.
 const FORMAT: u64 = 1;
 
+/// A tuning file that cannot be read, written or used here; the message names the file and the problem.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct TuningError(pub String);
+
 /// The tuned tile shapes of one adapter and device profile.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Tuning {
@@ -50,26 +55,26 @@ impl Tuning {
     }
 
     /// `Err` naming both when this tuning was measured on another adapter or for another profile.
-    pub fn check_for(&self, path: &Path, adapter: &str, target: &str) -> Result<(), String> {
+    pub fn check_for(&self, path: &Path, adapter: &str, target: &str) -> Result<(), TuningError> {
         if self.adapter == adapter && self.target == target {
             return Ok(());
         }
-        Err(format!(
+        Err(TuningError(format!(
             "{} holds tuning for {} (target {}), not this adapter ({adapter}, target {target})",
             path.display(),
             self.adapter,
             self.target
-        ))
+        )))
     }
 
     /// Reads a tuning file; a missing file is `Ok(None)`, anything malformed an error naming the problem.
-    pub fn load(path: &Path) -> Result<Option<Tuning>, String> {
+    pub fn load(path: &Path) -> Result<Option<Tuning>, TuningError> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("cannot read tuning file {}: {e}", path.display())),
+            Err(e) => return Err(TuningError(format!("cannot read tuning file {}: {e}", path.display()))),
         };
-        let bad = |what: &str| format!("tuning file {} is malformed: {what}", path.display());
+        let bad = |what: &str| TuningError(format!("tuning file {} is malformed: {what}", path.display()));
         let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(&e.to_string()))?;
         if value.get("format").and_then(|f| f.as_u64()) != Some(FORMAT) {
             return Err(bad(&format!("expected \"format\": {FORMAT}")));
@@ -92,7 +97,7 @@ impl Tuning {
     }
 
     /// Writes the tuning to `path` (creating its directory), through a temporary file renamed into place.
-    pub fn save(&self, path: &Path) -> Result<(), String> {
+    pub fn save(&self, path: &Path) -> Result<(), TuningError> {
         let kernels: serde_json::Map<String, serde_json::Value> =
             self.tiles.iter().map(|(k, &(r, c))| (k.clone(), json!([r, c]))).collect();
         let text = serde_json::to_string_pretty(&json!({
@@ -101,12 +106,13 @@ impl Tuning {
             "target": self.target,
             "kernels": kernels,
         }))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| TuningError(e.to_string()))?;
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            std::fs::create_dir_all(dir).map_err(|e| TuningError(format!("cannot create {}: {e}", dir.display())))?;
         }
         let temporary = path.with_extension("json.tmp");
-        std::fs::write(&temporary, text).map_err(|e| format!("cannot write {}: {e}", temporary.display()))?;
-        std::fs::rename(&temporary, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        std::fs::write(&temporary, text)
+            .map_err(|e| TuningError(format!("cannot write {}: {e}", temporary.display())))?;
+        std::fs::rename(&temporary, path).map_err(|e| TuningError(format!("cannot write {}: {e}", path.display())))
     }
 }

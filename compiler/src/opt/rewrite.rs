@@ -34,31 +34,7 @@ impl<'g> Rewriter<'g> {
 
     /// `op` with every operand remapped to the new graph.
     pub fn remap(&self, op: &Op) -> Op {
-        let m = |id: &NodeId| self.get(*id);
-        match op {
-            Op::Input { .. } | Op::Param { .. } | Op::Constant(_) | Op::DimValue(_) => op.clone(),
-            Op::Unary(u, a) => Op::Unary(*u, m(a)),
-            Op::Binary(b, x, y) => Op::Binary(*b, m(x), m(y)),
-            Op::Select { cond, on_true, on_false } => {
-                Op::Select { cond: m(cond), on_true: m(on_true), on_false: m(on_false) }
-            }
-            Op::Cast(a) => Op::Cast(m(a)),
-            Op::Broadcast(a) => Op::Broadcast(m(a)),
-            Op::Reduce { op, input, axes } => Op::Reduce { op: *op, input: m(input), axes: axes.clone() },
-            Op::MatMul(a, b) => Op::MatMul(m(a), m(b)),
-            Op::Permute(a, perm) => Op::Permute(m(a), perm.clone()),
-            Op::Reshape(a) => Op::Reshape(m(a)),
-            Op::Slice { input, axis, start, step } => {
-                Op::Slice { input: m(input), axis: *axis, start: start.clone(), step: *step }
-            }
-            Op::Concat { inputs, axis } => Op::Concat { inputs: inputs.iter().map(m).collect(), axis: *axis },
-            Op::Gather { table, indices, axis } => Op::Gather { table: m(table), indices: m(indices), axis: *axis },
-            Op::Map(map) => {
-                let mut map = map.clone();
-                map.inputs = map.inputs.iter().map(m).collect();
-                Op::Map(map)
-            }
-        }
+        op.map_operands(|id| self.get(id))
     }
 
     /// Appends `node` (operands already in the new graph), or returns its existing twin when hash-consing.

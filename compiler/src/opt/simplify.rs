@@ -134,15 +134,10 @@ fn fold(g: &Graph, op: &Op, ty: &TensorType) -> Option<Rewrite> {
         let id = tiny.nodes.append(g.nodes[o].clone(), crate::span::Span::default());
         map.insert(o, id);
     }
-    let remapped = match op {
-        Op::Unary(u, a) => Op::Unary(*u, map[a]),
-        Op::Binary(b, x, y) => Op::Binary(*b, map[x], map[y]),
-        Op::Cast(a) => Op::Cast(map[a]),
-        Op::Select { cond, on_true, on_false } => {
-            Op::Select { cond: map[cond], on_true: map[on_true], on_false: map[on_false] }
-        }
-        _ => return None,
-    };
+    if !op.is_elementwise() {
+        return None;
+    }
+    let remapped = op.map_operands(|o| map[&o]);
     let out = tiny.nodes.append(Node { op: remapped, ty: ty.clone() }, crate::span::Span::default());
     tiny.outputs.push(Output { name: "value".to_string(), node: out });
     let values = crate::interp::run(&tiny, &[], &HashMap::new()).ok()?;
