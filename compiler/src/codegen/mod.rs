@@ -122,7 +122,7 @@ impl Kernel {
         // and DX12 (downlevel flag SHADER_F16_IN_F32); nothing else beyond the defaults is used.
         // Row kernels of targets with subgroups use subgroup built-ins and shuffles (SPIR-V 1.3, Vulkan
         // 1.1; the runtime's `subgroup` requirement).
-        let info = validate(&module, CAPABILITIES).map_err(|err| internal(error_chain(&err)))?;
+        let info = validate(&module, CAPABILITIES).map_err(|err| internal(error_chain(&*err)))?;
         let requires = requirements(&module);
         let wgsl = naga::back::wgsl::write_string(&module, &info, naga::back::wgsl::WriterFlags::empty())
             .map_err(|err| internal(format!("WGSL backend: {}", error_chain(&err))))?;
@@ -167,8 +167,8 @@ const FEATURES: [(naga::valid::Capabilities, Feature); 3] = [
 fn validate(
     module: &naga::Module,
     capabilities: naga::valid::Capabilities,
-) -> Result<naga::valid::ModuleInfo, naga::WithSpan<naga::valid::ValidationError>> {
-    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities).validate(module)
+) -> Result<naga::valid::ModuleInfo, Box<naga::WithSpan<naga::valid::ValidationError>>> {
+    naga::valid::Validator::new(naga::valid::ValidationFlags::all(), capabilities).validate(module).map_err(Box::new)
 }
 
 /// What a validated module needs from the device. A feature is needed exactly when the module does not
