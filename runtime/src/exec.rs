@@ -53,7 +53,7 @@ pub enum ExecError {
     )]
     TooLarge { tensor: String, shape: String, bytes: u128, limit: u64 },
     #[error("launch {launch} ({name}): {what} ({expr}) is {}, more than {max}", shown(.value))]
-    Bound { launch: usize, name: String, what: String, expr: String, value: Option<i64>, max: i64 },
+    Bound { launch: usize, name: String, what: crate::program::BoundKind, expr: String, value: Option<i64>, max: i64 },
     #[error(
         "launch {launch} ({name}): uniform word {word} of binding {binding} ({expr}) is {}, outside \
          -2^31..2^32",

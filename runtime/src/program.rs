@@ -73,11 +73,46 @@ pub enum Arg {
 /// padded coordinate in `i32`). Checked once the symbols are bound, before anything is dispatched.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Bound {
-    /// What the value is, for the error message: `flat index of %12 matmul`.
-    pub what: String,
+    /// What the value is (its `Display` is the error message's wording).
+    pub what: BoundKind,
+    /// The value, in the program's symbols.
     pub value: Dim,
     /// The value must be at most this.
     pub max: i64,
+}
+
+/// What a launch bound limits. Node and scalar numbers are the compiler's (`%12`, `s3`), for messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum BoundKind {
+    /// The launch's invocation count.
+    InvocationCount,
+    /// The elements of the tensor the launch writes.
+    OutputElements,
+    /// The elements of a tensor the launch reads (IR node `node`).
+    Elements { node: u32 },
+    /// The elements a reduction visits.
+    ReductionSize,
+    /// The elements an index-notation reduction (scalar `scalar`) visits.
+    MapReductionSize { scalar: u32 },
+    /// The length `k` a contraction sums over.
+    ContractionLength,
+    /// Index `axis` of the index-notation load `scalar` in node `node`, computed in wrapping `u32`.
+    LoadIndex { axis: u32, scalar: u32, node: u32 },
+}
+
+impl std::fmt::Display for BoundKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BoundKind::InvocationCount => write!(f, "invocation count"),
+            BoundKind::OutputElements => write!(f, "elements of the output"),
+            BoundKind::Elements { node } => write!(f, "elements of %{node}"),
+            BoundKind::ReductionSize => write!(f, "reduction size"),
+            BoundKind::MapReductionSize { scalar } => write!(f, "size of reduction s{scalar}"),
+            BoundKind::ContractionLength => write!(f, "contraction length"),
+            BoundKind::LoadIndex { axis, scalar, node } => write!(f, "index {axis} of load s{scalar} in %{node}"),
+        }
+    }
 }
 
 /// One compute dispatch.

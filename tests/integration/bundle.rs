@@ -14,8 +14,8 @@ use proptest::prelude::*;
 use tdsl_compiler::bundle::{BuildOptions, build};
 use tdsl_runtime::bundle::seal;
 use tdsl_runtime::{
-    Arg, Bound, Bundle, BundledModel, DType, Dim, Feature, Launch, Limit, Program, Requirements, Session, SymId,
-    Tensor, TensorData, TensorDecl, TensorId, TensorRole,
+    Arg, Bound, BoundKind, Bundle, BundledModel, DType, Dim, Feature, Launch, Limit, Program, Requirements, Session,
+    SymId, Tensor, TensorData, TensorDecl, TensorId, TensorRole,
 };
 
 use crate::cli::{mlp_graph, params_of, tdslc, write_safetensors};
@@ -55,11 +55,7 @@ fn fixed_bundle() -> Bundle {
             args,
             invocations: Dim::sym(SymId(0)),
             workgroup_size: 64,
-            bounds: vec![Bound {
-                what: format!("flat index of {name}"),
-                value: Dim::sym(SymId(0)),
-                max: u32::MAX as i64,
-            }],
+            bounds: vec![Bound { what: BoundKind::OutputElements, value: Dim::sym(SymId(0)), max: u32::MAX as i64 }],
             requires: Requirements::default(),
         }
     };

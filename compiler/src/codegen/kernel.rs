@@ -22,6 +22,7 @@
 //! the program's status buffer and read a clamped, in-range element instead.
 
 use std::collections::{BTreeSet, HashMap};
+use tdsl_runtime::program::BoundKind;
 
 use naga::{
     AddressSpace, ArraySize, BinaryOperator, Binding, BuiltIn, EntryPoint, Expression, FunctionArgument,
@@ -165,7 +166,7 @@ struct Cx<'g> {
     vars: HashMap<VarId, Expr>,
     /// Evaluations of index-notation maps so far (each gets its own scalar cache entries).
     map_instances: u32,
-    bounds: Vec<(String, Dim, i64)>,
+    bounds: Vec<(BoundKind, Dim, i64)>,
     u32_ty: Handle<naga::Type>,
     vec3u: Handle<naga::Type>,
     /// The entry point's arguments, as the schedule declared them.
@@ -231,7 +232,7 @@ pub fn group_kernel(graph: &Graph, group: &Group, schedule: &Schedule, launch: u
         cache: vec![HashMap::new()],
         vars: HashMap::new(),
         map_instances: 0,
-        bounds: vec![("invocation count".to_string(), invocations, MAX_INVOCATIONS)],
+        bounds: vec![(BoundKind::InvocationCount, invocations, MAX_INVOCATIONS)],
         u32_ty,
         vec3u,
         arguments: Vec::new(),
@@ -414,7 +415,7 @@ impl Cx<'_> {
         let buffer = storage(&mut self.b, &name, dtype, StorageAccess::LOAD, self.vector);
         self.reads.push((id, buffer));
         if let Some(count) = shape_count(&self.graph.node(id).ty.shape) {
-            self.bounds.push((format!("elements of %{}", id.index()), count, MAX_ELEMENTS));
+            self.bounds.push((BoundKind::Elements { node: id.index() as u32 }, count, MAX_ELEMENTS));
         }
         buffer
     }
@@ -741,7 +742,7 @@ impl Cx<'_> {
         let in_shape = graph.node(input).ty.shape.clone();
         let reduced: Vec<Dim> = axes.iter().map(|&a| in_shape[a].clone()).collect();
         let total = shape_count(&reduced).ok_or_else(|| internal(&self.name, "the reduction size overflows"))?;
-        self.bounds.push(("reduction size".to_string(), total.clone(), MAX_ELEMENTS));
+        self.bounds.push((BoundKind::ReductionSize, total.clone(), MAX_ELEMENTS));
         self.reduction(self.root, op, dtype, &total, &mut |cx, r| {
             let inner = cx.delinearize(r, &reduced);
             let mut coords = Vec::with_capacity(in_shape.len());
@@ -939,7 +940,11 @@ impl Cx<'_> {
                 let extents: Vec<Dim> = vars.iter().map(|v| map.extents[v.0 as usize].clone()).collect();
                 let total =
                     shape_count(&extents).ok_or_else(|| internal(&self.name, "the reduction size overflows"))?;
-                self.bounds.push((format!("size of reduction s{}", s.index()), total.clone(), MAX_ELEMENTS));
+                self.bounds.push((
+                    BoundKind::MapReductionSize { scalar: s.index() as u32 },
+                    total.clone(),
+                    MAX_ELEMENTS,
+                ));
                 let value = self.reduction(node, *op, dtype, &total, &mut |cx, r| {
                     let values = cx.delinearize(r, &extents);
                     for (var, value) in vars.iter().zip(values) {
@@ -963,7 +968,7 @@ impl Cx<'_> {
     /// each term's extreme (`coef * (extent - 1)`) and the offset against that.
     fn affine_bounds(&mut self, map: &MapOp, affine: &crate::ir::Affine, node: NodeId, s: ScalarId, axis: usize) {
         let limit = (1i64 << 31) / (affine.terms.len() as i64 + 1);
-        let what = format!("index {axis} of load s{} in %{}", s.index(), node.index());
+        let what = BoundKind::LoadIndex { axis: axis as u32, scalar: s.index() as u32, node: node.index() as u32 };
         let mut extremes = vec![affine.offset.clone()];
         for (var, coef) in &affine.terms {
             let last = map.extents[var.0 as usize].sub(&Dim::constant(1));
@@ -977,9 +982,9 @@ impl Cx<'_> {
                 continue;
             }
             if let Ok(negated) = e.neg() {
-                self.bounds.push((what.clone(), negated, limit - 1));
+                self.bounds.push((what, negated, limit - 1));
             }
-            self.bounds.push((what.clone(), e, limit - 1));
+            self.bounds.push((what, e, limit - 1));
         }
     }
 

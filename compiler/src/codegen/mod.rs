@@ -33,6 +33,7 @@ pub mod tuning;
 mod verify;
 
 use std::collections::BTreeMap;
+use tdsl_runtime::program::BoundKind;
 
 use tdsl_runtime::program::{Feature, Limit, Requirements};
 
@@ -89,7 +90,7 @@ pub struct Kernel {
     /// Invocations per workgroup.
     pub workgroup_size: u32,
     /// Values the kernel's `u32` index arithmetic needs to stay at or below a limit: (what, value, max).
-    pub bounds: Vec<(String, Dim, i64)>,
+    pub bounds: Vec<(BoundKind, Dim, i64)>,
     /// What the kernel needs from the device, read off the validated module (`requirements`).
     pub requires: Requirements,
     wgsl: String,
@@ -114,7 +115,7 @@ impl Kernel {
         args: Vec<KernelArg>,
         invocations: Dim,
         workgroup_size: u32,
-        bounds: Vec<(String, Dim, i64)>,
+        bounds: Vec<(BoundKind, Dim, i64)>,
     ) -> Result<Kernel, CodegenError> {
         let internal = |message: String| CodegenError::Internal { kernel: name.clone(), message };
         naga::compact::compact(&mut module, naga::compact::KeepUnused::No);

@@ -119,7 +119,7 @@ pub fn lower(
             bounds: kernel
                 .bounds
                 .iter()
-                .map(|(what, value, max)| Bound { what: what.clone(), value: value.clone(), max: *max })
+                .map(|(what, value, max)| Bound { what: *what, value: value.clone(), max: *max })
                 .collect(),
             requires: kernel.requires.clone(),
         });

@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 use super::{Bundle, BundleProblem, BundledModel};
 use crate::DType;
 use crate::dim::{Atom, Dim, SymId};
-use crate::program::{Arg, Bound, Feature, Launch, Limit, Program, Requirements, TensorDecl, TensorId, TensorRole};
+use crate::program::{
+    Arg, Bound, BoundKind, Feature, Launch, Limit, Program, Requirements, TensorDecl, TensorId, TensorRole,
+};
 
 /// The first word of every SPIR-V module.
 const SPIRV_MAGIC: u32 = 0x0723_0203;
@@ -129,7 +131,7 @@ enum ArgEntry {
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BoundEntry {
-    what: String,
+    what: BoundKind,
     value: DimEntry,
     max: i64,
 }
@@ -182,7 +184,7 @@ pub fn encode(bundle: &Bundle) -> (Vec<u8>, Vec<u8>) {
                         bounds: launch
                             .bounds
                             .iter()
-                            .map(|b| BoundEntry { what: b.what.clone(), value: dim(&b.value), max: b.max })
+                            .map(|b| BoundEntry { what: b.what, value: dim(&b.value), max: b.max })
                             .collect(),
                         requires: RequirementsEntry {
                             features: launch.requires.features.iter().map(|f| f.name().to_string()).collect(),
@@ -251,7 +253,7 @@ fn decode_model(model: Model, blobs: &[u8]) -> Result<BundledModel, BundleProble
     let symbols: Vec<String> = model.symbols.iter().map(|s| s.name.clone()).collect();
     for symbol in &model.symbols {
         if symbol.min != 1 {
-            return Err(here(format!("symbol `{}` has minimum {}; version 1 bundles say 1", symbol.name, symbol.min)));
+            return Err(here(format!("symbol `{}` has minimum {}; version 2 bundles say 1", symbol.name, symbol.min)));
         }
     }
     let dim = |d: &DimEntry, place: &str| decode_dim(d, &symbols).map_err(|e| here(format!("{place}: {e}")));
@@ -315,7 +317,7 @@ fn decode_model(model: Model, blobs: &[u8]) -> Result<BundledModel, BundleProble
         let bounds = l
             .bounds
             .iter()
-            .map(|b| Ok(Bound { what: b.what.clone(), value: dim(&b.value, &place(&b.what))?, max: b.max }))
+            .map(|b| Ok(Bound { what: b.what, value: dim(&b.value, &place(&b.what.to_string()))?, max: b.max }))
             .collect::<Result<_, BundleProblem>>()?;
         let requires = decode_requirements(&l.requires).map_err(|e| here(place(&e)))?;
         launches.push(Launch {

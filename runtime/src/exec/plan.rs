@@ -80,7 +80,7 @@ pub fn plan_launches(program: &Program, symbols: &[i64], limits: &DeviceLimits) 
                 return Err(ExecError::Bound {
                     launch: index,
                     name: name(),
-                    what: bound.what.clone(),
+                    what: bound.what,
                     expr: text(&bound.value),
                     value,
                     max: bound.max,

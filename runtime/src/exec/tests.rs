@@ -7,7 +7,7 @@
 use super::*;
 use crate::dim::{Dim, SymId};
 use crate::gpu::tests::gpu;
-use crate::program::{Bound, Launch, TensorDecl};
+use crate::program::{Bound, BoundKind, Launch, TensorDecl};
 use crate::weights::Weights;
 use safetensors::tensor::TensorView;
 use std::collections::HashMap;
@@ -204,17 +204,17 @@ fn binding_errors_are_reported_with_their_whole_message() {
 fn bounds_uniform_ranges_and_invocation_counts_are_checked_before_running() {
     let mut program = pairs_program();
     program.launches[1].bounds =
-        vec![Bound { what: "flat index of %3 mul".into(), value: plus(times(2, n()), Dim::constant(-1)), max: 9 }];
+        vec![Bound { what: BoundKind::Elements { node: 3 }, value: plus(times(2, n()), Dim::constant(-1)), max: 9 }];
     let inputs = [ramp(8, 1.0), ramp(16, 1.0)];
     assert_eq!(
         exec_err(&program, &inputs, &no_params()),
-        "launch 1 (mul_3): flat index of %3 mul (2*N - 1) is 15, more than 9"
+        "launch 1 (mul_3): elements of %3 (2*N - 1) is 15, more than 9"
     );
     assert!(gpu().execute(&program, &[ramp(5, 1.0), ramp(10, 1.0)], &no_params()).is_ok());
     program.launches[1].bounds[0].value = times(i64::MAX, n());
     assert_eq!(
         exec_err(&program, &[ramp(5, 1.0), ramp(10, 1.0)], &no_params()),
-        "launch 1 (mul_3): flat index of %3 mul (9223372036854775807*N) is beyond 64-bit integers, more than 9"
+        "launch 1 (mul_3): elements of %3 (9223372036854775807*N) is beyond 64-bit integers, more than 9"
     );
 
     let mut program = pairs_program();
@@ -439,7 +439,7 @@ fn validate_lists_every_broken_invariant() {
     let sym = |s| Dim::sym(SymId(s));
     let mut k0 =
         launch("k", "", vec![Arg::Read(TensorId(4)), Arg::Write(TensorId(3)), Arg::Write(TensorId(0))], n(), 0);
-    k0.bounds = vec![Bound { what: "flat index".into(), value: sym(7), max: 1 }];
+    k0.bounds = vec![Bound { what: BoundKind::OutputElements, value: sym(7), max: 1 }];
     let k1 =
         launch("k", "", vec![Arg::Read(TensorId(3)), Arg::Write(TensorId(3)), Arg::Uniform(vec![sym(2)])], n(), 64);
     let k2 = launch("k2", "", vec![Arg::Read(TensorId(3))], n(), 64);
@@ -468,7 +468,7 @@ fn validate_lists_every_broken_invariant() {
         "tensor 1 (`input x again`) is an input but `inputs` does not list it",
         "tensor 2 (`param w`) is a param but `params` does not list it",
         "launch 0 (k) has workgroup size 0",
-        "the bound `flat index` of launch 0 (k) uses symbol 7, but the program has 2 symbol(s)",
+        "the bound `elements of the output` of launch 0 (k) uses symbol 7, but the program has 2 symbol(s)",
         "launch 0 (k) reads tensor 4 (`%4 b`) before any launch writes it",
         "launch 0 (k) writes tensor 0 (`input x`), which is an input, not computed",
         "two launches are named `k`",

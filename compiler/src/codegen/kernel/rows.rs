@@ -9,6 +9,7 @@
 //! `lid`) and, reducing by subgroups, `SubgroupArgs`. The emitter's own state is `RowKernel`.
 
 use std::collections::HashMap;
+use tdsl_runtime::program::BoundKind;
 
 use naga::{BinaryOperator, Expression, GlobalVariable, Handle, Scalar, Statement, TypeInner};
 
@@ -95,7 +96,7 @@ impl Cx<'_> {
     /// elements, each pass striding over the row's columns from the local invocation index.
     fn row_kernel(&mut self, plan: &RowPlan, count: &Dim, output: Handle<GlobalVariable>) -> R<()> {
         let graph = self.graph;
-        self.bounds.push(("elements of the output".to_string(), count.clone(), MAX_ELEMENTS));
+        self.bounds.push((BoundKind::OutputElements, count.clone(), MAX_ELEMENTS));
         // Serial rows: `row = gid.x + gid.y * (num_workgroups.x * rows per workgroup)`, one invocation each;
         // otherwise `row = wid.x + wid.y * num_workgroups.x` and `lid` strides over the columns.
         let mut kernel = RowKernel { plan, scratch: HashMap::new(), subgroups: None };

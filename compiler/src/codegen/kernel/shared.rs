@@ -9,6 +9,7 @@
 //! adds exactly the interpreter's products, in `k` order from zero; past-the-edge outputs are not stored.
 
 use naga::{BinaryOperator, Expression, GlobalVariable, Handle};
+use tdsl_runtime::program::BoundKind;
 
 use super::tile::Contraction;
 use super::{Cx, Emitter, Expr, MAX_ELEMENTS, Pos, R, Workgroups, internal, storage_scalar, unsupported};
@@ -55,7 +56,7 @@ impl Cx<'_> {
         outputs: &[(NodeId, Handle<GlobalVariable>)],
     ) -> R<()> {
         let graph = self.graph;
-        self.bounds.push(("elements of the output".to_string(), count.clone(), MAX_ELEMENTS));
+        self.bounds.push((BoundKind::OutputElements, count.clone(), MAX_ELEMENTS));
         let args = Workgroups::declare(self);
         let Contraction { operands, shape, m, n, k: k_extent } = self.contraction(plan)?;
         let rank = shape.len();

@@ -4,6 +4,7 @@
 //! value taken from its sum.
 
 use naga::{BinaryOperator, Expression, GlobalVariable, Handle, Statement};
+use tdsl_runtime::program::BoundKind;
 
 use super::{Cx, Emitter, Expr, Given, Grid, MAX_ELEMENTS, Pos, R, Val, internal, shape_count, unsupported};
 use crate::codegen::tiles::{self, TilePlan};
@@ -50,7 +51,7 @@ impl Cx<'_> {
         let rank = shape.len();
         let (m, n) = (shape[rank - 2].clone(), shape[rank - 1].clone());
         let k = graph.node(operands[0].0).ty.shape[rank - 1].clone();
-        self.bounds.push(("contraction length".to_string(), k.clone(), MAX_ELEMENTS));
+        self.bounds.push((BoundKind::ContractionLength, k.clone(), MAX_ELEMENTS));
         Ok(Contraction { operands, shape, m, n, k })
     }
 
@@ -58,7 +59,7 @@ impl Cx<'_> {
     /// `outputs[i]`; the invocation count (slot 0) is the number of blocks. Entry arguments: a folded `Grid`.
     fn tile_kernel(&mut self, plan: &TilePlan, count: &Dim, outputs: &[(NodeId, Handle<GlobalVariable>)]) -> R<()> {
         let graph = self.graph;
-        self.bounds.push(("elements of the output".to_string(), count.clone(), MAX_ELEMENTS));
+        self.bounds.push((BoundKind::OutputElements, count.clone(), MAX_ELEMENTS));
         let grid = Grid::declare(self);
         // The blocks tile the matmuls' shape; stored nodes are evaluated at the same flat index.
         let Contraction { operands, shape, m, n, k: k_extent } = self.contraction(plan)?;

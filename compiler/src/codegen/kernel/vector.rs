@@ -4,6 +4,7 @@
 //! range. Entry arguments: a folded `Grid`.
 
 use naga::{BinaryOperator, Expression, GlobalVariable, Handle, Statement, TypeInner, VectorSize};
+use tdsl_runtime::program::BoundKind;
 
 use super::{Cx, Emitter, Grid, MAX_ELEMENTS, Pos, R, storage_scalar, to_storage};
 use crate::codegen::WORKGROUP_SIZE;
@@ -37,7 +38,7 @@ impl Cx<'_> {
         let graph = self.graph;
         let grid = Grid::declare(self);
         let v = self.element_index(grid);
-        self.bounds.push(("elements of the output".to_string(), count_dim.clone(), MAX_ELEMENTS));
+        self.bounds.push((BoundKind::OutputElements, count_dim.clone(), MAX_ELEMENTS));
         // Every coefficient a multiple of 4 (symbols are integers): no partial vector, no element path.
         let whole_vectors = count_dim.terms().all(|(_, coefficient)| coefficient % 4 == 0);
         let four = self.b.u32(4);
