@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use tdsl_runtime::gpu::median;
-use tdsl_runtime::{Gpu, Prepared, Tensor, Timing};
+use tdsl_runtime::{Gpu, Input, Prepared, Tensor, Timing};
 
 use crate::codegen::{self, Options, Target};
 use crate::ir::{Graph, Op};
@@ -69,7 +69,8 @@ pub fn measure(
     let mut results = Vec::new();
     for fuse in [false, true] {
         let compiled = codegen::compile_with(graph, Options { fuse, target }).map_err(|e| e.to_string())?;
-        let prepared = gpu.prepare(&compiled.program, &inputs, &params).map_err(|e| e.to_string())?;
+        let mut model = gpu.load(&compiled.program, &params).map_err(|e| e.to_string())?;
+        let prepared = model.prepare(&host_inputs(&inputs)).map_err(|e| e.to_string())?;
         prepared.run().map_err(|e| e.to_string())?;
         let times = run_times(&prepared, repeat)?;
         let outputs = prepared.outputs().map_err(|e| e.to_string())?;
@@ -180,7 +181,8 @@ pub fn profile(
     let (inputs, params) = seeded_data(graph, sizes, seed)?;
     let compiled = codegen::compile_with(graph, Options { fuse, target }).map_err(|e| e.to_string())?;
     let report = crate::explain::explain(&compiled, sizes, fuse)?;
-    let prepared = gpu.prepare(&compiled.program, &inputs, &params).map_err(|e| e.to_string())?;
+    let mut model = gpu.load(&compiled.program, &params).map_err(|e| e.to_string())?;
+    let prepared = model.prepare(&host_inputs(&inputs)).map_err(|e| e.to_string())?;
     prepared.run().map_err(|e| e.to_string())?;
     let (launches, times) = prepared.profile(repeat).map_err(|e| e.to_string())?;
     let kernels = launches
@@ -251,7 +253,8 @@ pub fn dispatch_overhead(
     let sizes = vec![64; chain.symbols.len()];
     let (inputs, params) = seeded_data(chain, &sizes, 0)?;
     let compiled = codegen::compile_with(chain, Options { fuse: false, target }).map_err(|e| e.to_string())?;
-    let prepared = gpu.prepare(&compiled.program, &inputs, &params).map_err(|e| e.to_string())?;
+    let mut model = gpu.load(&compiled.program, &params).map_err(|e| e.to_string())?;
+    let prepared = model.prepare(&host_inputs(&inputs)).map_err(|e| e.to_string())?;
     prepared.run().map_err(|e| e.to_string())?;
     let run = median(run_times(&prepared, repeat)?);
     let raw = prepared.time_raw(repeat).map_err(|e| e.to_string())?;
@@ -327,7 +330,8 @@ pub fn tune(gpu: &Gpu, target: Target, graph: &Graph, sizes: &[i64], repeat: usi
         if compiled.kernels.len() != baseline.kernels.len() {
             return Err(format!("tile {}x{} changes the kernels of {}", tile.0, tile.1, graph.name));
         }
-        let prepared = gpu.prepare(&compiled.program, &inputs, &params).map_err(|e| e.to_string())?;
+        let mut model = gpu.load(&compiled.program, &params).map_err(|e| e.to_string())?;
+        let prepared = model.prepare(&host_inputs(&inputs)).map_err(|e| e.to_string())?;
         prepared.run().map_err(|e| e.to_string())?;
         let (launches, measured) = prepared.profile(repeat).map_err(|e| e.to_string())?;
         for (&launch, &time) in launches.iter().zip(&measured.times) {
@@ -348,4 +352,9 @@ pub fn tune(gpu: &Gpu, target: Target, graph: &Graph, sizes: &[i64], repeat: usi
             })
         })
         .collect())
+}
+
+/// `inputs` as host inputs of a call.
+fn host_inputs(inputs: &[Tensor]) -> Vec<Input<'_>> {
+    inputs.iter().map(Input::Host).collect()
 }

@@ -93,12 +93,22 @@ pub fn bind_symbols<'t>(
     inputs: &'t [Tensor],
     params: &dyn Fn(&str) -> Option<Given<'t>>,
 ) -> Result<Vec<i64>, Vec<BindError>> {
+    let inputs: Vec<Given<'t>> = inputs.iter().map(Given::Tensor).collect();
+    bind_given(signature, &inputs, params)
+}
+
+/// `bind_symbols` with each input given as a `Given` (a host tensor, or the dtype and shape of a tensor
+/// already on the device).
+pub fn bind_given<'t>(
+    signature: &Signature,
+    inputs: &[Given<'t>],
+    params: &dyn Fn(&str) -> Option<Given<'t>>,
+) -> Result<Vec<i64>, Vec<BindError>> {
     if inputs.len() != signature.inputs.len() {
         return Err(vec![input_count(signature, inputs.len())]);
     }
     let mut missing = Vec::new();
-    let mut entries: Vec<(&Declared, Given)> =
-        signature.inputs.iter().zip(inputs).map(|(d, t)| (d, Given::Tensor(t))).collect();
+    let mut entries: Vec<(&Declared, Given)> = signature.inputs.iter().zip(inputs).map(|(d, g)| (d, *g)).collect();
     for declared in signature.params {
         match params(declared.site.name()) {
             Some(given) => entries.push((declared, given)),

@@ -15,8 +15,12 @@
 //! Never depends on `tdsl-compiler` (the compiler depends on this crate). Bad input of any kind (files,
 //! bytes, tensors) is an error naming the file and the problem, never a panic.
 
+#![warn(missing_docs)]
+
+pub mod args;
 pub mod bind;
 pub mod bundle;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod dtype;
 pub mod exec;
@@ -31,10 +35,13 @@ pub mod weights;
 pub use bind::{BindError, Binding, Declared, Given, Signature, Site, bind_message, bind_symbols};
 pub use bundle::{Bundle, BundleError, BundleProblem, BundledModel, Requirements};
 pub use dtype::DType;
-pub use exec::{ExecError, MemoryPlan, ParamSource, PrepareOptions, Prepared, fold_grid, plan_memory};
+pub use exec::{
+    ExecError, Input, LoadOptions, MemoryPlan, Model, Outputs, ParamDataError, ParamSource, Prepared, fold_grid,
+    plan_memory,
+};
 pub use gpu::{
-    BackendChoice, BoundDispatch, Dispatch, DispatchTimes, Gpu, GpuError, GpuOptions, KernelSource, PipelineCacheState,
-    Timing,
+    BackendChoice, BoundDispatch, DeviceTensor, Dispatch, DispatchTimes, Gpu, GpuError, GpuOptions, GpuStats,
+    KernelSource, PipelineCacheState, Timing,
 };
 pub use npy::{NpyError, NpyProblem, read_npy, read_npy_bytes, to_npy_bytes, write_npy};
 pub use program::{Arg, Bound, DimAtom, DimExpr, Launch, Program, ProgramError, TensorDecl, TensorId, TensorRole};

@@ -10,6 +10,20 @@ use crate::program::type_string;
 use crate::{DType, Tensor};
 use std::collections::HashMap;
 
+/// Why `fill_signature` could not fill a run's inputs and params.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FillError {
+    /// A given input the model does not have.
+    #[error("model `{model}` has no input `{name}` (its inputs: {inputs})")]
+    UnknownInput { model: String, name: String, inputs: String },
+    /// A `--dim` the model does not have.
+    #[error("model `{model}` has no dimension `{name}`")]
+    UnknownDimension { model: String, name: String },
+    /// A seeded tensor's dimension evaluates to a negative size or overflows.
+    #[error("{site} of `{model}` ({declared}): dimension {dim} is negative or overflows")]
+    BadDimension { model: String, site: Site, declared: String, dim: String },
+}
+
 /// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and good enough for test data.
 #[derive(Clone, Debug)]
 pub struct SplitMix64(u64);
@@ -105,15 +119,19 @@ pub fn fill_signature(
     mut given: HashMap<String, Tensor>,
     dims: &[(String, i64)],
     seed: u64,
-) -> Result<Filled, String> {
+) -> Result<Filled, FillError> {
     let input_names: Vec<&str> = inputs.iter().map(|d| d.site.name()).collect();
     let mut unknown: Vec<&String> = given.keys().filter(|n| !input_names.contains(&n.as_str())).collect();
     unknown.sort();
     if let Some(name) = unknown.first() {
-        return Err(format!("model `{model}` has no input `{name}` (its inputs: {})", input_names.join(", ")));
+        return Err(FillError::UnknownInput {
+            model: model.to_string(),
+            name: name.to_string(),
+            inputs: input_names.join(", "),
+        });
     }
     if let Some((name, _)) = dims.iter().find(|(n, _)| !symbols.contains(n)) {
-        return Err(format!("model `{model}` has no dimension `{name}`"));
+        return Err(FillError::UnknownDimension { model: model.to_string(), name: name.clone() });
     }
     let mut sizes: Vec<Option<i64>> =
         symbols.iter().map(|s| dims.iter().find(|(n, _)| n == s).map(|(_, v)| *v)).collect();
@@ -130,18 +148,16 @@ pub fn fill_signature(
     }
     let defaulted = symbols.iter().zip(&sizes).filter(|(_, v)| v.is_none()).map(|(s, _)| s.clone()).collect();
     let sizes: Vec<i64> = sizes.iter().map(|v| v.unwrap_or(2)).collect();
-    let shape_of = |declared: &Declared| -> Result<Vec<usize>, String> {
+    let shape_of = |declared: &Declared| -> Result<Vec<usize>, FillError> {
         declared
             .shape
             .iter()
             .map(|d| {
-                d.eval(&sizes).and_then(|v| usize::try_from(v).ok()).ok_or_else(|| {
-                    format!(
-                        "{} of `{model}` ({}): dimension {} is negative or overflows",
-                        declared.site,
-                        type_string(declared.dtype, &declared.shape, symbols),
-                        d.display(symbols)
-                    )
+                d.eval(&sizes).and_then(|v| usize::try_from(v).ok()).ok_or_else(|| FillError::BadDimension {
+                    model: model.to_string(),
+                    site: declared.site.clone(),
+                    declared: type_string(declared.dtype, &declared.shape, symbols),
+                    dim: d.display(symbols).to_string(),
                 })
             })
             .collect()
