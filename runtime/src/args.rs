@@ -10,13 +10,26 @@ use std::path::PathBuf;
 pub enum ArgError {
     /// No `=` in the argument.
     #[error("expected {expected}, e.g. {example}")]
-    NoEquals { expected: &'static str, example: &'static str },
+    NoEquals {
+        /// The form expected.
+        expected: &'static str,
+        /// An example of it.
+        example: &'static str,
+    },
     /// The size is not an integer.
     #[error("`{text}` is not an integer")]
-    NotAnInteger { text: String },
+    NotAnInteger {
+        /// The text after `=`.
+        text: String,
+    },
     /// The size is below 1.
     #[error("dimension {name} must be at least 1, got {size}")]
-    TooSmall { name: String, size: i64 },
+    TooSmall {
+        /// The dimension's name.
+        name: String,
+        /// The size given.
+        size: i64,
+    },
 }
 
 /// `NAME=SIZE` of a `--dim` argument (size at least 1).

@@ -13,7 +13,9 @@ use std::fmt;
 /// Where a tensor given to a run comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Site {
+    /// An input, by name.
     Input(String),
+    /// A param, by its weight-file key.
     Param(String),
 }
 
@@ -29,8 +31,11 @@ impl fmt::Display for Site {
 /// Where a symbol got its value: a tensor and an axis.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Binding {
+    /// The symbol's value there.
     pub value: i64,
+    /// The tensor that gave it.
     pub site: Site,
+    /// The axis of that tensor.
     pub axis: usize,
 }
 
@@ -43,26 +48,72 @@ impl fmt::Display for Binding {
 /// One problem with the inputs or params given to a run.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BindError {
+    /// The wrong number of inputs.
     #[error("model `{model}` takes {expected} input(s) ({signature}), but {got} were given")]
-    InputCount { model: String, expected: usize, got: usize, signature: String },
+    InputCount {
+        /// The model's name.
+        model: String,
+        /// Inputs it takes.
+        expected: usize,
+        /// Inputs given.
+        got: usize,
+        /// Its inputs with their types, for the message.
+        signature: String,
+    },
     /// Wrong dtype, rank or dimension, or a tensor whose data does not fit its own shape.
     #[error("{site}: expected {expected}, got {got}: {problem}")]
-    Mismatch { site: Site, expected: String, got: String, problem: String },
+    Mismatch {
+        /// The tensor.
+        site: Site,
+        /// Its declared type.
+        expected: String,
+        /// The type given.
+        got: String,
+        /// What differs.
+        problem: String,
+    },
+    /// A declared param that the params source does not have.
     #[error("param `{key}` ({expected}) is missing")]
-    MissingParam { key: String, expected: String },
+    MissingParam {
+        /// The param's key.
+        key: String,
+        /// Its declared type.
+        expected: String,
+    },
+    /// Two tensors give a symbol different values.
     #[error("symbol `{symbol}` is {first} but {second}")]
-    SymbolConflict { symbol: String, first: Binding, second: Binding },
+    SymbolConflict {
+        /// The symbol's name.
+        symbol: String,
+        /// The binding that came first (and wins).
+        first: Binding,
+        /// The one that disagrees.
+        second: Binding,
+    },
+    /// A symbol bound to a value below 1.
     #[error("symbol `{symbol}` is {binding}, but every dimension must be at least 1")]
-    SymbolTooSmall { symbol: String, binding: Binding },
+    SymbolTooSmall {
+        /// The symbol's name.
+        symbol: String,
+        /// Where it got its value.
+        binding: Binding,
+    },
+    /// A symbol no tensor binds.
     #[error("symbol `{symbol}` is not bound: no input or param has it as a whole dimension")]
-    Unbound { symbol: String },
+    Unbound {
+        /// The symbol's name.
+        symbol: String,
+    },
 }
 
 /// A tensor a signature declares: where it comes from and its symbolic type.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Declared {
+    /// Input or param, with its name.
     pub site: Site,
+    /// Its element type.
     pub dtype: DType,
+    /// Its symbolic shape.
     pub shape: Vec<DimExpr>,
 }
 
@@ -72,16 +123,25 @@ pub enum Given<'a> {
     /// A host tensor; its data must fit its shape (checked here, since the fields are public).
     Tensor(&'a Tensor),
     /// Only a dtype and a shape, e.g. an entry of a weights file, whose format already ties data to shape.
-    Shape { dtype: DType, shape: &'a [usize] },
+    Shape {
+        /// The element type.
+        dtype: DType,
+        /// The shape.
+        shape: &'a [usize],
+    },
 }
 
 /// What binding needs to know about a model: its name and symbols (for messages; `DimAtom::Sym(i)` is
 /// `symbols[i]`), its inputs in signature order and its params (`Site::Param` each).
 #[derive(Clone, Copy, Debug)]
 pub struct Signature<'a> {
+    /// The model's name.
     pub model: &'a str,
+    /// Symbol names, indexed like `DimAtom::Sym`.
     pub symbols: &'a [String],
+    /// The inputs, in signature order.
     pub inputs: &'a [Declared],
+    /// The params.
     pub params: &'a [Declared],
 }
 

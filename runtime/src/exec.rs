@@ -35,62 +35,203 @@ use crate::{DType, Tensor};
 /// Why a program could not be run.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
+    /// The program breaks invariants (`Program::validate`).
     #[error("program `{program}` is malformed:{}", list(.problems))]
-    Invalid { program: String, problems: Vec<ProgramError> },
+    Invalid {
+        /// The program's name.
+        program: String,
+        /// Every broken invariant.
+        problems: Vec<ProgramError>,
+    },
+    /// A carried buffer plan is unsafe (`check_slots`).
     #[error("the buffer plan of program `{program}` is wrong:{}", list(.problems))]
-    BufferPlan { program: String, problems: Vec<SlotProblem> },
+    BufferPlan {
+        /// The program's name.
+        program: String,
+        /// Every problem with the plan.
+        problems: Vec<SlotProblem>,
+    },
     /// The device lacks a feature or a limit some kernel needs (each problem names the launch).
     #[error("device {adapter} cannot run program `{program}`:{}", list(.problems))]
-    Device { adapter: String, program: String, problems: Vec<String> },
+    Device {
+        /// The adapter's name.
+        adapter: String,
+        /// The program's name.
+        program: String,
+        /// Every shortfall, by launch.
+        problems: Vec<String>,
+    },
+    /// The inputs and params do not bind the program's signature (every problem).
     #[error("{}", bind_message(.0))]
     Bind(Vec<BindError>),
     /// The params source (a weights file) does not match the program's params; `inputs` are the problems
     /// with the inputs found while working out the params' shapes.
     #[error("{}", params_message(.inputs, .error))]
-    Params { inputs: Vec<BindError>, error: WeightsError },
+    Params {
+        /// Problems with the inputs (none at load time, when there are no inputs yet).
+        inputs: Vec<BindError>,
+        /// What is wrong with the weights.
+        error: WeightsError,
+    },
+    /// A dimension evaluates to a negative or too large size.
     #[error("tensor `{tensor}`: dimension {axis} ({dim}) {problem}")]
-    Shape { tensor: String, axis: usize, dim: String, problem: String },
+    Shape {
+        /// The tensor.
+        tensor: String,
+        /// The axis.
+        axis: usize,
+        /// The dimension as written.
+        dim: String,
+        /// What is wrong with its value.
+        problem: String,
+    },
+    /// A tensor larger than one storage buffer may be.
     #[error(
         "tensor `{tensor}` ({shape}) needs {bytes} bytes on the device, more than the device's limit of {limit} \
          bytes per storage buffer"
     )]
-    TooLarge { tensor: String, shape: String, bytes: u128, limit: u64 },
+    TooLarge {
+        /// The tensor.
+        tensor: String,
+        /// Its type and shape.
+        shape: String,
+        /// The bytes it needs.
+        bytes: u128,
+        /// The device's limit.
+        limit: u64,
+    },
+    /// A launch's index arithmetic would leave its proven range.
     #[error("launch {launch} ({name}): {what} ({expr}) is {}, more than {max}", shown(.value))]
-    Bound { launch: usize, name: String, what: String, expr: String, value: Option<i64>, max: i64 },
+    Bound {
+        /// The launch's index.
+        launch: usize,
+        /// Its kernel's name.
+        name: String,
+        /// What the bound limits.
+        what: String,
+        /// The bounded expression.
+        expr: String,
+        /// Its value (`None`: beyond 64-bit integers).
+        value: Option<i64>,
+        /// The largest value allowed.
+        max: i64,
+    },
+    /// A uniform word outside what 32 bits hold.
     #[error(
         "launch {launch} ({name}): uniform word {word} of binding {binding} ({expr}) is {}, outside \
          -2^31..2^32",
         shown(.value)
     )]
-    Uniform { launch: usize, name: String, binding: usize, word: usize, expr: String, value: Option<i64> },
+    Uniform {
+        /// The launch's index.
+        launch: usize,
+        /// Its kernel's name.
+        name: String,
+        /// The uniform block's binding.
+        binding: usize,
+        /// The word in the block.
+        word: usize,
+        /// The word's expression.
+        expr: String,
+        /// Its value (`None`: beyond 64-bit integers).
+        value: Option<i64>,
+    },
+    /// A launch's invocation count is negative or overflows.
     #[error("launch {launch} ({name}): its invocation count ({expr}) is {}", shown(.value))]
-    Invocations { launch: usize, name: String, expr: String, value: Option<i64> },
+    Invocations {
+        /// The launch's index.
+        launch: usize,
+        /// Its kernel's name.
+        name: String,
+        /// The count's expression.
+        expr: String,
+        /// Its value (`None`: beyond 64-bit integers).
+        value: Option<i64>,
+    },
+    /// More workgroups than the device can dispatch, even folded.
     #[error(
         "launch {launch} ({name}): {invocations} invocations need {groups} workgroups of {workgroup_size}, more \
          than the device can dispatch ({limit} x {limit})"
     )]
-    Grid { launch: usize, name: String, invocations: i64, workgroup_size: u32, groups: u64, limit: u32 },
+    Grid {
+        /// The launch's index.
+        launch: usize,
+        /// Its kernel's name.
+        name: String,
+        /// Invocations it needs.
+        invocations: i64,
+        /// Its workgroup size.
+        workgroup_size: u32,
+        /// Workgroups that makes.
+        groups: u64,
+        /// The device's limit per grid dimension.
+        limit: u32,
+    },
     /// A param's bytes could not be read from its source.
     #[error("param `{key}` cannot be read: {source}")]
-    ParamData { key: String, source: ParamDataError },
+    ParamData {
+        /// The param's key.
+        key: String,
+        /// Why.
+        source: ParamDataError,
+    },
     /// An input given by name that the program does not have, one given twice, or one not given.
     #[error("model `{model}`:{}", list(.problems))]
-    InputNames { model: String, problems: Vec<String> },
+    InputNames {
+        /// The model's name.
+        model: String,
+        /// Every problem with the names.
+        problems: Vec<String>,
+    },
     /// A device tensor given as an input lives on another device.
     #[error("input `{input}`: {source}")]
-    Input { input: String, source: GpuError },
+    Input {
+        /// The input's name.
+        input: String,
+        /// The device mismatch.
+        source: GpuError,
+    },
+    /// A buffer could not be created or written.
     #[error("tensor `{tensor}`: {source}")]
-    Upload { tensor: String, source: GpuError },
+    Upload {
+        /// The tensor (or buffer) concerned.
+        tensor: String,
+        /// What the device said.
+        source: GpuError,
+    },
     /// A kernel failed to compile or the submission failed (`GpuError` names the kernel or the step count).
     #[error(transparent)]
     Gpu(#[from] GpuError),
     /// A kernel reported a run-time error through the status buffer.
     #[error("launch {launch} ({name}): an index was out of range (value {})", status_value(*.value, *.unsigned))]
-    Status { launch: usize, name: String, value: u32, unsigned: bool },
+    Status {
+        /// The launch's index.
+        launch: usize,
+        /// Its kernel's name.
+        name: String,
+        /// The offending value's bits.
+        value: u32,
+        /// Whether `value` is a `u32` (else an `i32`).
+        unsigned: bool,
+    },
+    /// The status buffer names a launch the program does not have.
     #[error("the status buffer holds {word} (detail {detail}), but the program has only {launches} launch(es)")]
-    BadStatus { word: u32, detail: u32, launches: usize },
+    BadStatus {
+        /// The status word.
+        word: u32,
+        /// The detail word.
+        detail: u32,
+        /// Launches in the program.
+        launches: usize,
+    },
+    /// An output could not be read back.
     #[error("output `{output}`: {source}")]
-    Download { output: String, source: GpuError },
+    Download {
+        /// The output's name.
+        output: String,
+        /// What the device said.
+        source: GpuError,
+    },
 }
 
 impl Gpu {

@@ -40,14 +40,17 @@ pub enum DimAtom {
 /// An integer polynomial over symbols: the sum of `coef * product(atoms)` over `terms`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub struct DimExpr {
+    /// `(coefficient, factors)` pairs; no terms is 0.
     pub terms: Vec<(i64, Vec<DimAtom>)>,
 }
 
 impl DimExpr {
+    /// The constant `value`.
     pub fn constant(value: i64) -> DimExpr {
         DimExpr { terms: if value == 0 { vec![] } else { vec![(value, vec![])] } }
     }
 
+    /// The bare symbol `index`.
     pub fn sym(index: u32) -> DimExpr {
         DimExpr { terms: vec![(1, vec![DimAtom::Sym(index)])] }
     }
@@ -175,9 +178,13 @@ pub enum TensorRole {
 /// One device tensor. The name is for messages: `input x`, `param encoder.w`, `%12 matmul`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorDecl {
+    /// The name, for messages.
     pub name: String,
+    /// Where its contents come from.
     pub role: TensorRole,
+    /// Its element type.
     pub dtype: DType,
+    /// Its symbolic shape.
     pub shape: Vec<DimExpr>,
 }
 
@@ -206,6 +213,7 @@ pub enum Arg {
 pub struct Bound {
     /// What the value is, for the error message: `flat index of %12 matmul`.
     pub what: String,
+    /// The value, in the program's symbols.
     pub value: DimExpr,
     /// The value must be at most this.
     pub max: i64,
@@ -220,6 +228,7 @@ pub struct Launch {
     pub wgsl: String,
     /// The same kernel as SPIR-V words.
     pub spirv: Vec<u32>,
+    /// What each binding is bound to, in binding order.
     pub args: Vec<Arg>,
     /// Invocations wanted; the grid is `ceil(invocations / workgroup_size)` workgroups, folded into
     /// `[x, y, 1]` with `x, y <=` the device's `max_compute_workgroups_per_dimension` (65535 on most) when it
@@ -229,15 +238,18 @@ pub struct Launch {
     pub invocations: DimExpr,
     /// Invocations per workgroup (x only).
     pub workgroup_size: u32,
+    /// Values the kernel's index arithmetic relies on, checked before dispatch.
     pub bounds: Vec<Bound>,
 }
 
 /// A compiled model: see the module comment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Program {
+    /// The model's name.
     pub name: String,
     /// Symbolic dimension names; `DimAtom::Sym(i)` is `symbols[i]`.
     pub symbols: Vec<String>,
+    /// Every device tensor; `TensorId(i)` is `tensors[i]`.
     pub tensors: Vec<TensorDecl>,
     /// `TensorRole::Input` tensors, in signature order.
     pub inputs: Vec<TensorId>,
@@ -245,10 +257,12 @@ pub struct Program {
     pub params: Vec<TensorId>,
     /// Output names and the tensors holding them (any role: an input can be an output).
     pub outputs: Vec<(String, TensorId)>,
+    /// The dispatches, in order.
     pub launches: Vec<Launch>,
 }
 
 impl Program {
+    /// The tensor `id` (which `validate` guarantees exists).
     pub fn tensor(&self, id: TensorId) -> &TensorDecl {
         &self.tensors[id.0 as usize]
     }

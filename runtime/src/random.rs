@@ -15,13 +15,34 @@ use std::collections::HashMap;
 pub enum FillError {
     /// A given input the model does not have.
     #[error("model `{model}` has no input `{name}` (its inputs: {inputs})")]
-    UnknownInput { model: String, name: String, inputs: String },
+    UnknownInput {
+        /// The model's name.
+        model: String,
+        /// The name given.
+        name: String,
+        /// The model's inputs, for the message.
+        inputs: String,
+    },
     /// A `--dim` the model does not have.
     #[error("model `{model}` has no dimension `{name}`")]
-    UnknownDimension { model: String, name: String },
+    UnknownDimension {
+        /// The model's name.
+        model: String,
+        /// The name given.
+        name: String,
+    },
     /// A seeded tensor's dimension evaluates to a negative size or overflows.
     #[error("{site} of `{model}` ({declared}): dimension {dim} is negative or overflows")]
-    BadDimension { model: String, site: Site, declared: String, dim: String },
+    BadDimension {
+        /// The model's name.
+        model: String,
+        /// The input or param.
+        site: Site,
+        /// Its declared type.
+        declared: String,
+        /// The dimension that fails.
+        dim: String,
+    },
 }
 
 /// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and good enough for test data.
@@ -29,10 +50,12 @@ pub enum FillError {
 pub struct SplitMix64(u64);
 
 impl SplitMix64 {
+    /// A generator starting from `seed`.
     pub fn new(seed: u64) -> Self {
         SplitMix64(seed)
     }
 
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;

@@ -38,13 +38,16 @@ pub const BACKEND_ENV: &str = "TDSL_BACKEND";
 /// Which wgpu backends `Gpu::new` may open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendChoice {
+    /// Vulkan only (lavapipe on a machine without a GPU).
     Vulkan,
+    /// OpenGL (ES) only.
     Gl,
     /// Any backend compiled in (Vulkan, then GL).
     Any,
 }
 
 impl BackendChoice {
+    /// The name `TDSL_BACKEND` and `--backend` take.
     pub fn name(self) -> &'static str {
         match self {
             BackendChoice::Vulkan => "vulkan",
@@ -52,6 +55,7 @@ impl BackendChoice {
             BackendChoice::Any => "any",
         }
     }
+    /// The choice called `name` (case and surrounding blanks ignored).
     pub fn from_name(name: &str) -> Option<BackendChoice> {
         [BackendChoice::Vulkan, BackendChoice::Gl, BackendChoice::Any]
             .into_iter()
@@ -85,61 +89,145 @@ pub struct GpuOptions {
 /// Everything that can go wrong on the GPU side, each with the context needed to act on it.
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
+    /// `TDSL_BACKEND` names no backend.
     #[error("{BACKEND_ENV}={value:?} is not a backend; use vulkan, gl or any")]
-    BadBackend { value: String },
+    BadBackend {
+        /// The variable's value.
+        value: String,
+    },
+    /// No adapter of the backends asked for.
     #[error(
         "no GPU adapter found for backend {}; on a machine without a GPU install Mesa's lavapipe \
          (Debian package mesa-vulkan-drivers) ({detail})",
         .backend.name()
     )]
-    NoAdapter { backend: BackendChoice, detail: String },
+    NoAdapter {
+        /// The backends asked for.
+        backend: BackendChoice,
+        /// What wgpu said.
+        detail: String,
+    },
+    /// The adapter lacks features or limits `GpuOptions` asked for.
     #[error("adapter {adapter} cannot provide what was requested: {problems}")]
-    Unsupported { adapter: String, problems: String },
+    Unsupported {
+        /// The adapter's name.
+        adapter: String,
+        /// Every missing feature and limit.
+        problems: String,
+    },
+    /// Opening the device failed.
     #[error("adapter {adapter} refused to open a device: {message}")]
-    RequestDevice { adapter: String, message: String },
+    RequestDevice {
+        /// The adapter's name.
+        adapter: String,
+        /// What wgpu said.
+        message: String,
+    },
+    /// A kernel's shader or pipeline failed validation.
     #[error("kernel {name} failed to compile: {message}")]
-    Kernel { name: String, message: String },
+    Kernel {
+        /// The kernel's name.
+        name: String,
+        /// What wgpu (naga) said.
+        message: String,
+    },
+    /// The pipeline cache file could not be read or written.
     #[error("pipeline cache `{}`: {message}", .path.display())]
-    PipelineCache { path: PathBuf, message: String },
+    PipelineCache {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error's text.
+        message: String,
+    },
+    /// A dispatch's grid over the device's limit.
     #[error(
         "dispatch {index} asks for {workgroups:?} workgroups but the device allows at most {limit} per \
          dimension; fold the grid"
     )]
-    TooManyWorkgroups { index: usize, workgroups: [u32; 3], limit: u32 },
+    TooManyWorkgroups {
+        /// The dispatch's index.
+        index: usize,
+        /// Its grid.
+        workgroups: [u32; 3],
+        /// The device's limit per dimension.
+        limit: u32,
+    },
+    /// A buffer larger than the device allows.
     #[error("a {what} of {bytes} bytes exceeds the device limit of {limit} bytes")]
-    TooLarge { what: &'static str, bytes: u64, limit: u64 },
+    TooLarge {
+        /// The kind of buffer.
+        what: &'static str,
+        /// Its size.
+        bytes: u64,
+        /// The device's limit.
+        limit: u64,
+    },
+    /// A buffer could not be created or filled.
     #[error("uploading {tensor} failed: {message}")]
-    Upload { tensor: String, message: String },
+    Upload {
+        /// The tensor or buffer.
+        tensor: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Binding or submitting dispatches failed.
     #[error("running {steps} dispatch(es) failed: {message}")]
-    Run { steps: usize, message: String },
+    Run {
+        /// Dispatches in the submission.
+        steps: usize,
+        /// What wgpu said.
+        message: String,
+    },
+    /// Reading a buffer back failed.
     #[error("downloading a {dtype}{shape:?} tensor failed: {message}")]
-    Download { dtype: &'static str, shape: Vec<usize>, message: String },
+    Download {
+        /// The tensor's dtype.
+        dtype: &'static str,
+        /// Its shape.
+        shape: Vec<usize>,
+        /// What went wrong.
+        message: String,
+    },
     /// A `DeviceTensor` was handed to a `Gpu` other than the one that holds it.
     #[error("a {tensor} device tensor belongs to another device ({owner}); this one is {here}")]
-    OtherDevice { tensor: String, owner: String, here: String },
+    OtherDevice {
+        /// The tensor's type.
+        tensor: String,
+        /// The device holding it.
+        owner: String,
+        /// The device it was given to.
+        here: String,
+    },
 }
 
 /// A compute kernel as the compiler emitted it ahead of time: WGSL with an entry point `main` whose
 /// storage buffers are `@group(0) @binding(0..n)`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct KernelSource {
+    /// The kernel's name, for messages.
     pub name: String,
+    /// Its WGSL source.
     pub wgsl: String,
 }
 
 /// One kernel launch: `buffers[i]` is bound at `@group(0) @binding(i)`.
 #[derive(Clone, Debug)]
 pub struct Dispatch {
+    /// The kernel's pipeline.
     pub pipeline: Arc<wgpu::ComputePipeline>,
+    /// The buffers, in binding order.
     pub buffers: Vec<wgpu::Buffer>,
+    /// The grid.
     pub workgroups: [u32; 3],
 }
 
 /// A `Dispatch` with its bind group made (`Gpu::bind`).
 #[derive(Clone, Debug)]
 pub struct BoundDispatch {
+    /// The kernel's pipeline.
     pub pipeline: Arc<wgpu::ComputePipeline>,
     pub(crate) bind_group: Option<wgpu::BindGroup>,
+    /// The grid.
     pub workgroups: [u32; 3],
 }
 
@@ -208,7 +296,10 @@ pub enum PipelineCacheState {
     /// The file did not exist yet: an empty cache, saved by `save_pipeline_cache`.
     Created,
     /// The file's data was handed to the driver (which ignores it when it is stale).
-    Loaded { bytes: usize },
+    Loaded {
+        /// The file's size.
+        bytes: usize,
+    },
 }
 
 impl Gpu {
