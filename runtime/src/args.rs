@@ -34,8 +34,7 @@ pub enum ArgError {
 
 /// `NAME=SIZE` of a `--dim` argument (size at least 1).
 pub fn parse_dim(text: &str) -> Result<(String, i64), ArgError> {
-    let (name, size) =
-        text.split_once('=').ok_or(ArgError::NoEquals { expected: "NAME=SIZE", example: "B=4" })?;
+    let (name, size) = text.split_once('=').ok_or(ArgError::NoEquals { expected: "NAME=SIZE", example: "B=4" })?;
     let size: i64 = size.trim().parse().map_err(|_| ArgError::NotAnInteger { text: size.to_string() })?;
     if size < 1 {
         return Err(ArgError::TooSmall { name: name.trim().to_string(), size });

@@ -13,12 +13,12 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
+use crate::args::{parse_dim, parse_input};
 use crate::bundle::{Bundle, BundledModel};
+use crate::exec::Input;
 use crate::gpu::{BackendChoice, Gpu, GpuOptions, PipelineCacheState};
 use crate::session::{Session, param_specs};
 use crate::weights::{Weights, check_params};
-use crate::args::{parse_dim, parse_input};
-use crate::exec::Input;
 use crate::{ParamSource, Tensor};
 
 /// Runs a tdsl bundle (built with `tdslc build`) on the GPU and prints a summary of each output. Inputs and

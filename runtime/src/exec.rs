@@ -19,8 +19,8 @@ mod plan;
 mod tests;
 
 pub use memory::{MemoryPlan, NOMINAL_SYMBOL, SlotProblem, check_slots, memory_from_slots, plan_memory, plan_slots};
-pub use model::{Input, LoadOptions, Model, Outputs, Prepared};
 use model::GpuHandle;
+pub use model::{Input, LoadOptions, Model, Outputs, Prepared};
 pub use params::{ParamDataError, ParamSource};
 pub use plan::{DeviceLimits, LaunchPlan, fold_grid, plan_launches, tensor_shapes};
 

@@ -28,9 +28,9 @@ use crate::Tensor;
 use crate::bind::Declared;
 use crate::bundle::BundledModel;
 use crate::exec::{ExecError, LoadOptions, Model, ParamSource, declared};
-use crate::random::FillError;
 use crate::gpu::Gpu;
 use crate::program::{Program, TensorRole};
+use crate::random::FillError;
 use crate::weights::{ParamSpec, Weights, WeightsError, check_params};
 
 /// A bundled model on a device, pipelines built (see the module comment).

@@ -14,8 +14,8 @@ use proptest::prelude::*;
 use tdsl_compiler::bundle::{BuildOptions, build};
 use tdsl_runtime::bundle::seal;
 use tdsl_runtime::{
-    Arg, Bound, Bundle, BundledModel, DType, DimExpr, Input, Launch, Program, Session, Tensor, TensorData,
-    TensorDecl, TensorId, TensorRole,
+    Arg, Bound, Bundle, BundledModel, DType, DimExpr, Input, Launch, Program, Session, Tensor, TensorData, TensorDecl,
+    TensorId, TensorRole,
 };
 
 use crate::cli::{mlp_graph, params_of, tdslc, write_safetensors};

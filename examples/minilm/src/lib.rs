@@ -10,9 +10,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use std::sync::{Arc, Mutex, MutexGuard};
 use tdsl_compiler::codegen;
 use tdsl_compiler::driver::{self, Root};
-use std::sync::{Arc, Mutex, MutexGuard};
 
 use tdsl_runtime::{ExecError, Gpu, GpuError, LoadOptions, Model, Program, Tensor, TensorData, Weights, WeightsError};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};

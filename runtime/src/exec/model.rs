@@ -101,7 +101,8 @@ impl Outputs {
             .iter()
             .zip(&self.tensors)
             .map(|(name, tensor)| {
-                let host = tensor.download(gpu).map_err(|source| ExecError::Download { output: name.clone(), source })?;
+                let host =
+                    tensor.download(gpu).map_err(|source| ExecError::Download { output: name.clone(), source })?;
                 Ok((name.clone(), host))
             })
             .collect()
@@ -214,8 +215,7 @@ impl<'a> Model<'a> {
         for &id in &program.params {
             let decl = program.tensor(id);
             let TensorRole::Param(key) = &decl.role else { continue };
-            let bytes =
-                params.device_bytes(key).map_err(|source| ExecError::ParamData { key: key.clone(), source })?;
+            let bytes = params.device_bytes(key).map_err(|source| ExecError::ParamData { key: key.clone(), source })?;
             let buffer = gpu
                 .upload_device_bytes(&bytes)
                 .map_err(|source| ExecError::Upload { tensor: decl.name.clone(), source })?;
@@ -406,7 +406,9 @@ impl<'a> Model<'a> {
                 (TensorRole::Input(_), _) => input_of[i].clone(),
                 (TensorRole::Param(_), _) => self.param_buffers[i].clone(),
                 (TensorRole::Computed, Some(slot)) => kept.slots[slot].clone(),
-                (TensorRole::Computed, None) => Some(grow(gpu, &mut kept.spare, 16).map_err(upload(&decl.name))?.clone()),
+                (TensorRole::Computed, None) => {
+                    Some(grow(gpu, &mut kept.spare, 16).map_err(upload(&decl.name))?.clone())
+                }
             };
             buffers.push(buffer.ok_or_else(|| internal(&format!("tensor `{}` has no buffer", decl.name)))?);
         }
@@ -457,7 +459,11 @@ impl<'a> Model<'a> {
         if !rebind.is_empty() {
             let dispatches: Vec<Dispatch> = rebind
                 .iter()
-                .map(|&i| Dispatch { pipeline: self.pipelines[i].clone(), buffers: launch_args[i].clone(), workgroups: [1, 1, 1] })
+                .map(|&i| Dispatch {
+                    pipeline: self.pipelines[i].clone(),
+                    buffers: launch_args[i].clone(),
+                    workgroups: [1, 1, 1],
+                })
                 .collect();
             for (&i, bound) in rebind.iter().zip(gpu.bind(&dispatches)?) {
                 kept.bound[i] = bound.bind_group.map(|group| (group, std::mem::take(&mut launch_args[i])));

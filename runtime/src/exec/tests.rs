@@ -687,7 +687,9 @@ fn a_model_on_an_applications_device_uploads_its_params_once() {
 fn buffers_grow_for_larger_shapes_and_are_reused_for_smaller_ones() {
     let gpu = own_device();
     let mut model = gpu.load(pairs_program(), &no_params()).unwrap();
-    let sum = |n: usize| Tensor::f32(&[n], (0..n).map(|i| i as f32 + (2 * i) as f32 * 0.5 + (2 * i + 1) as f32 * 0.5).collect());
+    let sum = |n: usize| {
+        Tensor::f32(&[n], (0..n).map(|i| i as f32 + (2 * i) as f32 * 0.5 + (2 * i + 1) as f32 * 0.5).collect())
+    };
     let run = |model: &mut Model, n: usize| {
         let outputs = model.run(&[ramp(n, 1.0), ramp(2 * n, 0.5)]).unwrap();
         assert_eq!(outputs[0], sum(n), "N = {n}");
@@ -756,7 +758,7 @@ fn an_output_on_the_device_feeds_another_model_and_the_next_call() {
     assert_eq!((sum.dtype(), sum.shape()), (DType::F32, &[8][..]));
     let fed = affine.call(&[Input::Device(sum)]).unwrap();
     let host_sum = pairs.run(&[a.clone(), b.clone()]).unwrap().remove(0);
-    let through_host = affine.run(&[host_sum.clone()]).unwrap();
+    let through_host = affine.run(std::slice::from_ref(&host_sum)).unwrap();
     assert_eq!(fed.download(gpu).unwrap().remove(0).1, through_host[0]);
     assert_eq!(gpu.execute(&affine_program(), &[host_sum], &params).unwrap(), through_host);
 

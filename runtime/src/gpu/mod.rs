@@ -17,8 +17,8 @@ mod device_tensor;
 mod measure;
 
 pub use buffer::device_bytes;
-pub use device_tensor::DeviceTensor;
 pub(crate) use buffer::to_device_bytes;
+pub use device_tensor::DeviceTensor;
 pub use measure::{DispatchTimes, Timing, median};
 #[cfg(test)]
 pub(crate) mod tests;
