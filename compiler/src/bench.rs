@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use tdsl_runtime::gpu::median;
-use tdsl_runtime::{Gpu, Prepared, Tensor, Timing};
+use tdsl_runtime::{Gpu, Input, Prepared, Tensor, Timing};
 
 use crate::codegen::Target;
 use crate::ir::{Graph, Op};
@@ -87,7 +87,8 @@ pub fn measure(
     let mut results = Vec::new();
     for fuse in [false, true] {
         let compiled = pipeline::compile_graph(graph, &Options { fuse, target, ..Options::default() })?;
-        let prepared = gpu.prepare(&compiled.program, &inputs, &params)?;
+        let mut model = gpu.load(&compiled.program, &params)?;
+        let prepared = model.prepare(&host_inputs(&inputs))?;
         prepared.run()?;
         let times = run_times(&prepared, repeat)?;
         let outputs = prepared.outputs()?;
@@ -204,7 +205,8 @@ pub fn profile(
     let (inputs, params) = seeded_data(graph, sizes, seed)?;
     let compiled = pipeline::compile_graph(graph, &Options { fuse, target, ..Options::default() })?;
     let report = crate::explain::explain(&compiled, sizes, fuse)?;
-    let prepared = gpu.prepare(&compiled.program, &inputs, &params)?;
+    let mut model = gpu.load(&compiled.program, &params)?;
+    let prepared = model.prepare(&host_inputs(&inputs))?;
     prepared.run()?;
     let (launches, times) = prepared.profile(repeat)?;
     let kernels = launches
@@ -275,7 +277,8 @@ pub fn dispatch_overhead(
     let sizes = vec![64; chain.symbols.len()];
     let (inputs, params) = seeded_data(chain, &sizes, 0)?;
     let compiled = pipeline::compile_graph(chain, &Options { fuse: false, target, ..Options::default() })?;
-    let prepared = gpu.prepare(&compiled.program, &inputs, &params)?;
+    let mut model = gpu.load(&compiled.program, &params)?;
+    let prepared = model.prepare(&host_inputs(&inputs))?;
     prepared.run()?;
     let run = median(run_times(&prepared, repeat)?);
     let raw = prepared.time_raw(repeat)?;
@@ -352,7 +355,8 @@ pub fn tune(gpu: &Gpu, target: Target, graph: &Graph, sizes: &[i64], repeat: usi
         if compiled.kernels.len() != baseline.kernels.len() {
             return Err(BenchError::TileChangesKernels { tile, model: graph.name.clone() });
         }
-        let prepared = gpu.prepare(&compiled.program, &inputs, &params)?;
+        let mut model = gpu.load(&compiled.program, &params)?;
+        let prepared = model.prepare(&host_inputs(&inputs))?;
         prepared.run()?;
         let (launches, measured) = prepared.profile(repeat)?;
         for (&launch, &time) in launches.iter().zip(&measured.times) {
@@ -373,4 +377,9 @@ pub fn tune(gpu: &Gpu, target: Target, graph: &Graph, sizes: &[i64], repeat: usi
             })
         })
         .collect())
+}
+
+/// `inputs` as host inputs of a call.
+fn host_inputs(inputs: &[Tensor]) -> Vec<Input<'_>> {
+    inputs.iter().map(Input::Host).collect()
 }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
-use tdsl_runtime::cli::{parse_dim, parse_input};
+use tdsl_runtime::args::{parse_dim, parse_input};
 use tdsl_runtime::{Gpu, GpuOptions, Tensor, Weights};
 
 /// tdsl's compiler: checks .tdsl programs and lowers them to a typed tensor IR.
@@ -736,7 +736,8 @@ fn run_model(
         given,
         &options.dims,
         options.seed,
-    )?;
+    )
+    .map_err(|e| e.to_string())?;
     for note in filled.notes(&graph.name, options.seed) {
         let _ = writeln!(err, "{note}");
     }

@@ -14,7 +14,9 @@ use std::fmt;
 /// Where a tensor given to a run comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Site {
+    /// An input, by name.
     Input(String),
+    /// A param, by its weight-file key.
     Param(String),
 }
 
@@ -30,8 +32,11 @@ impl fmt::Display for Site {
 /// Where a symbol got its value: a tensor and an axis.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Binding {
+    /// The symbol's value there.
     pub value: i64,
+    /// The tensor that gave it.
     pub site: Site,
+    /// The axis of that tensor.
     pub axis: usize,
 }
 
@@ -44,26 +49,72 @@ impl fmt::Display for Binding {
 /// One problem with the inputs or params given to a run.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BindError {
+    /// The wrong number of inputs.
     #[error("model `{model}` takes {expected} input(s) ({signature}), but {got} were given")]
-    InputCount { model: String, expected: usize, got: usize, signature: String },
+    InputCount {
+        /// The model's name.
+        model: String,
+        /// Inputs it takes.
+        expected: usize,
+        /// Inputs given.
+        got: usize,
+        /// Its inputs with their types, for the message.
+        signature: String,
+    },
     /// Wrong dtype, rank or dimension, or a tensor whose data does not fit its own shape.
     #[error("{site}: expected {expected}, got {got}: {problem}")]
-    Mismatch { site: Site, expected: String, got: String, problem: String },
+    Mismatch {
+        /// The tensor.
+        site: Site,
+        /// Its declared type.
+        expected: String,
+        /// The type given.
+        got: String,
+        /// What differs.
+        problem: String,
+    },
+    /// A declared param that the params source does not have.
     #[error("param `{key}` ({expected}) is missing")]
-    MissingParam { key: String, expected: String },
+    MissingParam {
+        /// The param's key.
+        key: String,
+        /// Its declared type.
+        expected: String,
+    },
+    /// Two tensors give a symbol different values.
     #[error("symbol `{symbol}` is {first} but {second}")]
-    SymbolConflict { symbol: String, first: Binding, second: Binding },
+    SymbolConflict {
+        /// The symbol's name.
+        symbol: String,
+        /// The binding that came first (and wins).
+        first: Binding,
+        /// The one that disagrees.
+        second: Binding,
+    },
+    /// A symbol bound to a value below 1.
     #[error("symbol `{symbol}` is {binding}, but every dimension must be at least 1")]
-    SymbolTooSmall { symbol: String, binding: Binding },
+    SymbolTooSmall {
+        /// The symbol's name.
+        symbol: String,
+        /// Where it got its value.
+        binding: Binding,
+    },
+    /// A symbol no tensor binds.
     #[error("symbol `{symbol}` is not bound: no input or param has it as a whole dimension")]
-    Unbound { symbol: String },
+    Unbound {
+        /// The symbol's name.
+        symbol: String,
+    },
 }
 
 /// A tensor a signature declares: where it comes from and its symbolic type.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Declared {
+    /// Input or param, with its name.
     pub site: Site,
+    /// Its element type.
     pub dtype: DType,
+    /// Its symbolic shape.
     pub shape: Vec<Dim>,
 }
 
@@ -73,16 +124,25 @@ pub enum Given<'a> {
     /// A host tensor; its data must fit its shape (checked here, since the fields are public).
     Tensor(&'a Tensor),
     /// Only a dtype and a shape, e.g. an entry of a weights file, whose format already ties data to shape.
-    Shape { dtype: DType, shape: &'a [usize] },
+    Shape {
+        /// The element type.
+        dtype: DType,
+        /// The shape.
+        shape: &'a [usize],
+    },
 }
 
 /// What binding needs to know about a model: its name and symbols (for messages; `SymId(i)` is
 /// `symbols[i]`), its inputs in signature order and its params (`Site::Param` each).
 #[derive(Clone, Copy, Debug)]
 pub struct Signature<'a> {
+    /// The model's name.
     pub model: &'a str,
+    /// Symbol names, indexed by `SymId`.
     pub symbols: &'a [String],
+    /// The inputs, in signature order.
     pub inputs: &'a [Declared],
+    /// The params.
     pub params: &'a [Declared],
 }
 
@@ -94,12 +154,22 @@ pub fn bind_symbols<'t>(
     inputs: &'t [Tensor],
     params: &dyn Fn(&str) -> Option<Given<'t>>,
 ) -> Result<Vec<i64>, Vec<BindError>> {
+    let inputs: Vec<Given<'t>> = inputs.iter().map(Given::Tensor).collect();
+    bind_given(signature, &inputs, params)
+}
+
+/// `bind_symbols` with each input given as a `Given` (a host tensor, or the dtype and shape of a tensor
+/// already on the device).
+pub fn bind_given<'t>(
+    signature: &Signature,
+    inputs: &[Given<'t>],
+    params: &dyn Fn(&str) -> Option<Given<'t>>,
+) -> Result<Vec<i64>, Vec<BindError>> {
     if inputs.len() != signature.inputs.len() {
         return Err(vec![input_count(signature, inputs.len())]);
     }
     let mut missing = Vec::new();
-    let mut entries: Vec<(&Declared, Given)> =
-        signature.inputs.iter().zip(inputs).map(|(d, t)| (d, Given::Tensor(t))).collect();
+    let mut entries: Vec<(&Declared, Given)> = signature.inputs.iter().zip(inputs).map(|(d, g)| (d, *g)).collect();
     for declared in signature.params {
         match params(declared.site.name()) {
             Some(given) => entries.push((declared, given)),

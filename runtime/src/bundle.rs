@@ -44,6 +44,7 @@ pub struct Bundle {
 /// One model of a bundle: the program (each launch carrying its device requirements) and its buffer plan.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BundledModel {
+    /// The compiled model.
     pub program: Program,
     /// The buffer plan (`exec::plan_slots`): the shared-buffer slot of each tensor.
     pub buffer_slots: Vec<Option<usize>>,
@@ -53,40 +54,88 @@ pub struct BundledModel {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{origin}: {problem}")]
 pub struct BundleError {
+    /// The file, or `(bytes)` for bytes in memory.
     pub origin: String,
+    /// What is wrong.
     pub problem: BundleProblem,
 }
 
 /// What is wrong with a bundle.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BundleProblem {
+    /// The file cannot be read (the I/O error's text).
     #[error("cannot read it: {0}")]
     Io(String),
+    /// The magic bytes are missing.
     #[error("not a tdsl bundle (it does not start with the bundle magic bytes 89 54 44 53 4c 42 0d 0a)")]
     NotABundle,
+    /// A format version this runtime does not read.
     #[error(
         "bundle format version {found} is not supported: this runtime reads version {supported}; rebuild the \
          bundle with a tdslc of the same release"
     )]
-    UnsupportedVersion { found: u32, supported: u32 },
+    UnsupportedVersion {
+        /// The bundle's version.
+        found: u32,
+        /// The version this runtime reads.
+        supported: u32,
+    },
+    /// Header flags this version does not define.
     #[error("header flags {flags:#x} are not supported (version {FORMAT_VERSION} defines none)")]
-    UnknownFlags { flags: u32 },
+    UnknownFlags {
+        /// The flags word.
+        flags: u32,
+    },
+    /// Fewer bytes than the header or a section needs.
     #[error("truncated: it is {actual} bytes, but {what} {expected} bytes")]
-    Truncated { actual: u64, expected: u64, what: &'static str },
+    Truncated {
+        /// Bytes present.
+        actual: u64,
+        /// Bytes needed.
+        expected: u64,
+        /// What needs them.
+        what: &'static str,
+    },
+    /// Bytes after the checksum.
     #[error("{extra} unexpected bytes after the checksum (the header says the bundle is {expected} bytes)")]
-    TrailingBytes { extra: u64, expected: u64 },
+    TrailingBytes {
+        /// How many.
+        extra: u64,
+        /// The bundle's length by its header.
+        expected: u64,
+    },
+    /// The CRC-32 does not match.
     #[error(
         "checksum mismatch: the file says {stored:#010x}, its contents give {computed:#010x}; the file is corrupted"
     )]
-    Checksum { stored: u32, computed: u32 },
+    Checksum {
+        /// The CRC-32 the bundle stores.
+        stored: u32,
+        /// The CRC-32 of its contents.
+        computed: u32,
+    },
+    /// The JSON manifest does not parse or describe a valid bundle (the parser's text).
     #[error("the manifest is malformed: {0}")]
     Manifest(String),
+    /// No model at all.
     #[error("the bundle holds no model")]
     NoModels,
+    /// A model's program breaks invariants (`Program::validate`).
     #[error("model `{model}` is malformed:{}", list(.problems))]
-    Program { model: String, problems: Vec<ProgramError> },
+    Program {
+        /// The model's name.
+        model: String,
+        /// Every broken invariant.
+        problems: Vec<ProgramError>,
+    },
+    /// A model's buffer plan is unsafe (`check_slots`).
     #[error("the buffer plan of model `{model}` is wrong:{}", list(.problems))]
-    BufferPlan { model: String, problems: Vec<SlotProblem> },
+    BufferPlan {
+        /// The model's name.
+        model: String,
+        /// Every problem with the plan.
+        problems: Vec<SlotProblem>,
+    },
 }
 
 impl BundledModel {

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
+use crate::args::{parse_dim, parse_input};
 use crate::bundle::{Bundle, BundledModel};
+use crate::exec::Input;
 use crate::gpu::{BackendChoice, Gpu, GpuOptions, PipelineCacheState};
 use crate::session::{Session, param_specs};
 use crate::weights::{Weights, check_params};
@@ -187,7 +189,8 @@ fn run_model(
         given.clone(),
         &args.dims,
         args.seed,
-    )?;
+    )
+    .map_err(|e| e.to_string())?;
     for note in filled.notes(name, args.seed) {
         let _ = writeln!(err, "{note}");
     }
@@ -202,9 +205,13 @@ fn run_model(
         bar.set_length(total);
         bar.set_position(done);
     };
-    let prepared = session.prepare(&filled.inputs, params, Some(&progress)).map_err(|e| e.to_string())?;
+    let mut loaded_model = session.load_with_progress(params, Some(&progress)).map_err(|e| e.to_string())?;
     bar.finish_and_clear();
-    let prepare = run_start.elapsed();
+    let load = run_start.elapsed();
+    let inputs: Vec<Input> = filled.inputs.iter().map(Input::Host).collect();
+    let prepare_start = Instant::now();
+    let prepared = loaded_model.prepare(&inputs).map_err(|e| e.to_string())?;
+    let prepare = prepare_start.elapsed();
     let dispatch_start = Instant::now();
     prepared.run().map_err(|e| e.to_string())?;
     let dispatch = dispatch_start.elapsed();
@@ -219,12 +226,13 @@ fn run_model(
         let second_run = again.elapsed();
         let _ = writeln!(
             err,
-            "timings: model `{name}`: pipelines {} ({} kernels); first run {} (prepare and upload {}, dispatch {}, \
-             read back {}); start-up (bundle load + pipelines + first run) {}; second run (dispatch) {}; device \
-             memory {} bytes",
+            "timings: model `{name}`: pipelines {} ({} kernels); first run {} (load and upload weights {}, \
+             prepare and upload inputs {}, dispatch {}, read back {}); start-up (bundle load + pipelines + first \
+             run) {}; second run (dispatch) {}; device memory {} bytes",
             ms(pipelines),
             program.launches.len(),
             ms(first_run),
+            ms(load),
             ms(prepare),
             ms(dispatch),
             ms(read),
@@ -270,20 +278,4 @@ fn cache_state(state: PipelineCacheState) -> String {
 
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1e3)
-}
-
-/// `NAME=SIZE` of a `--dim` argument (size at least 1); `tdslc` parses its `--dim` with it too.
-pub fn parse_dim(text: &str) -> Result<(String, i64), String> {
-    let (name, size) = text.split_once('=').ok_or("expected NAME=SIZE, e.g. B=4")?;
-    let size: i64 = size.trim().parse().map_err(|_| format!("`{size}` is not an integer"))?;
-    if size < 1 {
-        return Err(format!("dimension {name} must be at least 1, got {size}"));
-    }
-    Ok((name.trim().to_string(), size))
-}
-
-/// `NAME=PATH` of an `--input` argument; `tdslc` parses its `--input` with it too.
-pub fn parse_input(text: &str) -> Result<(String, PathBuf), String> {
-    let (name, path) = text.split_once('=').ok_or("expected NAME=PATH, e.g. input_ids=ids.npy")?;
-    Ok((name.trim().to_string(), PathBuf::from(path)))
 }

@@ -20,6 +20,7 @@ pub struct SymId(pub u32);
 /// An indivisible factor of a term.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Atom {
+    /// A symbol's value.
     Sym(SymId),
     /// `floor(numerator / divisor)` with `divisor >= 2`; the numerator has no constant term outside
     /// `0..divisor` and no term divisible by `divisor` (those are pulled out when it is built).
@@ -39,21 +40,27 @@ pub struct Dim {
 /// Why a dimension computation failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DimError {
+    /// A coefficient or constant left the 64-bit range.
     #[error("dimension arithmetic overflows 64-bit integers")]
     Overflow,
+    /// A division by the constant 0.
     #[error("division by zero")]
     DivisionByZero,
+    /// A division by a negative constant.
     #[error("division by a negative number")]
     NegativeDivisor,
+    /// A division by a symbolic dimension that is not exact.
     #[error("division by a symbolic dimension that does not divide the numerator exactly")]
     SymbolicDivisor,
 }
 
 impl Dim {
+    /// The constant `value`.
     pub fn constant(value: i64) -> Dim {
         Dim::from_terms(BTreeMap::from([(Vec::new(), value as i128)])).expect("a constant fits")
     }
 
+    /// The bare symbol `id`.
     pub fn sym(id: SymId) -> Dim {
         Dim { terms: vec![(vec![Atom::Sym(id)], 1)] }
     }
@@ -118,6 +125,7 @@ impl Dim {
         }
     }
 
+    /// `self + other`.
     pub fn add(&self, other: &Dim) -> Result<Dim, DimError> {
         let mut map = self.term_map();
         for (mono, coef) in &other.terms {
@@ -126,19 +134,23 @@ impl Dim {
         Dim::from_terms(map)
     }
 
+    /// `-self`.
     pub fn neg(&self) -> Result<Dim, DimError> {
         self.scale(-1)
     }
 
+    /// `self - other`.
     pub fn sub(&self, other: &Dim) -> Result<Dim, DimError> {
         self.add(&other.neg()?)
     }
 
+    /// `k * self`.
     pub fn scale(&self, k: i64) -> Result<Dim, DimError> {
         let map = self.terms.iter().map(|(m, c)| (m.clone(), *c as i128 * k as i128)).collect();
         Dim::from_terms(map)
     }
 
+    /// `self * other`.
     pub fn mul(&self, other: &Dim) -> Result<Dim, DimError> {
         let mut map: BTreeMap<Monomial, i128> = BTreeMap::new();
         for (ma, ca) in &self.terms {

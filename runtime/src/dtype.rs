@@ -4,16 +4,23 @@
 /// Element types.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DType {
+    /// 32-bit IEEE float.
     F32,
+    /// 16-bit IEEE float (held as an `f32` word on the device).
     F16,
+    /// 32-bit two's-complement integer.
     I32,
+    /// 32-bit unsigned integer.
     U32,
+    /// Boolean (a `u32` word holding 0 or 1 on the device).
     Bool,
 }
 
 impl DType {
+    /// Every dtype.
     pub const ALL: [DType; 5] = [DType::F32, DType::F16, DType::I32, DType::U32, DType::Bool];
 
+    /// The name as tdsl source writes it (`f32`, `bool`, ...).
     pub fn name(self) -> &'static str {
         match self {
             DType::F32 => "f32",
@@ -23,15 +30,19 @@ impl DType {
             DType::Bool => "bool",
         }
     }
+    /// The dtype called `name`, if any.
     pub fn from_name(name: &str) -> Option<DType> {
         DType::ALL.into_iter().find(|d| d.name() == name)
     }
+    /// `f32` or `f16`.
     pub fn is_float(self) -> bool {
         matches!(self, DType::F32 | DType::F16)
     }
+    /// `i32` or `u32`.
     pub fn is_int(self) -> bool {
         matches!(self, DType::I32 | DType::U32)
     }
+    /// Every dtype but `bool`.
     pub fn is_numeric(self) -> bool {
         self != DType::Bool
     }

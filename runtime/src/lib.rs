@@ -5,18 +5,25 @@
 //! compiler-free `Program`: signature, device tensors, kernel launches, symbolic dimensions, and
 //! `Program::validate`), `bind` (binding symbols from actual shapes, shared with the compiler's reference
 //! interpreter), `gpu` (the wgpu executor: opens a device, builds cached pipelines from ahead-of-time WGSL
-//! kernels, uploads and downloads tensors and runs dispatch lists as one submission) and `exec`
-//! (`Gpu::execute`: a whole `Program` run on the device, with params from a map or a weights file),
-//! `bundle` (the `.tdslb` ahead-of-time format: read, checked, written), `session` (`Session`, the small
-//! API that runs a bundled model: load, bind weights, run, get outputs) and `random` (seeded inputs and
-//! params, the same in `tdslc run` and `tdsl-run`). The `tdsl-run` binary (`src/bin/tdsl-run.rs`) runs a
-//! bundle from the command line.
+//! kernels, uploads and downloads tensors and runs dispatch lists as one submission; an application's own
+//! device works too, `Gpu::from_device`) and `exec` (`Gpu::load`: a `Model` resident on the device, params
+//! uploaded once, inputs and outputs by position or name, outputs kept on the device as `DeviceTensor`s;
+//! `Gpu::execute`: one run), `bundle` (the `.tdslb` ahead-of-time format: read, checked, written),
+//! `session` (`Session`, the small API for a bundled model: device check, bind weights, load, run) and
+//! `random` (seeded inputs and params, the same in `tdslc run` and `tdsl-run`). With the `cli` feature, the
+//! `tdsl-run` binary (`src/bin/tdsl-run.rs`, `cli`) runs a bundle from the command line; `args` holds the
+//! argument parsers it shares with `tdslc`.
 //!
 //! Never depends on `tdsl-compiler` (the compiler depends on this crate). Bad input of any kind (files,
-//! bytes, tensors) is an error naming the file and the problem, never a panic.
+//! bytes, tensors) is an error naming the file and the problem, never a panic; every public function that
+//! can fail returns a typed error. Every public item is documented (`deny(missing_docs)`).
 
+#![deny(missing_docs)]
+
+pub mod args;
 pub mod bind;
 pub mod bundle;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod dim;
 pub mod dtype;
@@ -33,10 +40,13 @@ pub use bind::{BindError, Binding, Declared, Given, Signature, Site, bind_messag
 pub use bundle::{Bundle, BundleError, BundleProblem, BundledModel};
 pub use dim::{Dim, DimError, SymId};
 pub use dtype::DType;
-pub use exec::{ExecError, MemoryPlan, ParamSource, PrepareOptions, Prepared, fold_grid, plan_memory};
+pub use exec::{
+    ExecError, Input, LoadOptions, MemoryPlan, Model, Outputs, ParamDataError, ParamSource, Prepared, fold_grid,
+    plan_memory,
+};
 pub use gpu::{
-    BackendChoice, BoundDispatch, Dispatch, DispatchTimes, Gpu, GpuError, GpuOptions, KernelSource, PipelineCacheState,
-    Timing,
+    BackendChoice, BoundDispatch, DeviceTensor, Dispatch, DispatchTimes, Gpu, GpuError, GpuOptions, GpuStats,
+    KernelSource, PipelineCacheState, Timing,
 };
 pub use npy::{NpyError, NpyProblem, read_npy, read_npy_bytes, to_npy_bytes, write_npy};
 pub use program::{

@@ -18,37 +18,77 @@ use std::path::{Path, PathBuf};
 #[derive(Debug, thiserror::Error)]
 #[error("{}: {problem}", origin(.path))]
 pub struct NpyError {
+    /// The file; `None` for bytes in memory.
     pub path: Option<PathBuf>,
+    /// What is wrong.
     pub problem: NpyProblem,
 }
 
 /// What was wrong with a `.npy` file or with a tensor to be written.
 #[derive(Debug, thiserror::Error)]
 pub enum NpyProblem {
+    /// The file cannot be read.
     #[error("cannot read the file: {0}")]
     Read(std::io::Error),
+    /// The file cannot be written.
     #[error("cannot write the file: {0}")]
     Write(std::io::Error),
+    /// No `.npy` magic string.
     #[error("not a .npy file (it does not start with the magic string \\x93NUMPY)")]
     BadMagic,
+    /// A format version other than 1.0, 2.0 or 3.0.
     #[error("unsupported .npy format version {major}.{minor} (supported: 1.0, 2.0, 3.0)")]
-    UnsupportedVersion { major: u8, minor: u8 },
+    UnsupportedVersion {
+        /// Major version.
+        major: u8,
+        /// Minor version.
+        minor: u8,
+    },
+    /// The file ends inside its header.
     #[error("the header is truncated: it needs {needed} bytes but the file has {got}")]
-    TruncatedHeader { needed: u64, got: usize },
+    TruncatedHeader {
+        /// Bytes the header needs.
+        needed: u64,
+        /// Bytes in the file.
+        got: usize,
+    },
+    /// The header dictionary does not parse.
     #[error("malformed header: {detail}; the header is {header}")]
-    MalformedHeader { detail: String, header: String },
+    MalformedHeader {
+        /// What is wrong with it.
+        detail: String,
+        /// The header's text.
+        header: String,
+    },
+    /// A dtype string tdsl has no dtype for.
     #[error("unsupported dtype {0} (supported: {SUPPORTED})")]
     UnsupportedDtype(String),
+    /// A big-endian dtype string.
     #[error("big-endian dtype {0} is not supported: save the array as little-endian (supported: {SUPPORTED})")]
     BigEndian(String),
+    /// A Fortran-order array.
     #[error("Fortran-order arrays are not supported: save the array in C order (np.ascontiguousarray)")]
     FortranOrder,
+    /// More elements than `MAX_ELEMENTS`.
     #[error("shape {shape} has more than {MAX_ELEMENTS} elements")]
-    TooManyElements { shape: String },
+    TooManyElements {
+        /// The shape, as written.
+        shape: String,
+    },
+    /// The data is not as long as the shape and dtype say.
     #[error("the data is {got} bytes but {ty} needs {expected}")]
-    DataLength { ty: String, expected: usize, got: usize },
+    DataLength {
+        /// The declared type.
+        ty: String,
+        /// Bytes it needs.
+        expected: usize,
+        /// Bytes present.
+        got: usize,
+    },
+    /// The data does not decode as its dtype.
     #[error("{0}")]
     Data(DecodeError),
+    /// The tensor to write does not fit its own shape.
     #[error("the tensor is malformed: {0}")]
     MalformedTensor(String),
 }

@@ -44,9 +44,13 @@ pub enum TensorRole {
 /// One device tensor. The name is for messages: `input x`, `param encoder.w`, `%12 matmul`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorDecl {
+    /// The name, for messages.
     pub name: String,
+    /// Where its contents come from.
     pub role: TensorRole,
+    /// Its element type.
     pub dtype: DType,
+    /// Its symbolic shape.
     pub shape: Vec<Dim>,
 }
 
@@ -90,15 +94,28 @@ pub enum BoundKind {
     /// The elements of the tensor the launch writes.
     OutputElements,
     /// The elements of a tensor the launch reads (IR node `node`).
-    Elements { node: u32 },
+    Elements {
+        /// The IR node.
+        node: u32,
+    },
     /// The elements a reduction visits.
     ReductionSize,
     /// The elements an index-notation reduction (scalar `scalar`) visits.
-    MapReductionSize { scalar: u32 },
+    MapReductionSize {
+        /// The scalar expression.
+        scalar: u32,
+    },
     /// The length `k` a contraction sums over.
     ContractionLength,
     /// Index `axis` of the index-notation load `scalar` in node `node`, computed in wrapping `u32`.
-    LoadIndex { axis: u32, scalar: u32, node: u32 },
+    LoadIndex {
+        /// The index axis.
+        axis: u32,
+        /// The load's scalar expression.
+        scalar: u32,
+        /// The IR node of the index-notation op.
+        node: u32,
+    },
 }
 
 impl std::fmt::Display for BoundKind {
@@ -124,6 +141,7 @@ pub struct Launch {
     pub wgsl: String,
     /// The same kernel as SPIR-V words.
     pub spirv: Vec<u32>,
+    /// What each binding is bound to, in binding order.
     pub args: Vec<Arg>,
     /// Invocations wanted; the grid is `ceil(invocations / workgroup_size)` workgroups, folded into
     /// `[x, y, 1]` with `x, y <=` the device's `max_compute_workgroups_per_dimension` (65535 on most) when it
@@ -133,7 +151,7 @@ pub struct Launch {
     pub invocations: Dim,
     /// Invocations per workgroup (x only).
     pub workgroup_size: u32,
-    /// Values that must stay within limits for the kernel's index arithmetic, checked before dispatch.
+    /// Values the kernel's index arithmetic relies on, checked before dispatch.
     pub bounds: Vec<Bound>,
     /// What the kernel needs from the device (computed by the compiler from the kernel's naga module).
     pub requires: Requirements,
@@ -142,9 +160,11 @@ pub struct Launch {
 /// A compiled model: see the module comment.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Program {
+    /// The model's name.
     pub name: String,
     /// Symbolic dimension names; `SymId(i)` is `symbols[i]`.
     pub symbols: Vec<String>,
+    /// Every device tensor; `TensorId(i)` is `tensors[i]`.
     pub tensors: Vec<TensorDecl>,
     /// `TensorRole::Input` tensors, in signature order.
     pub inputs: Vec<TensorId>,
@@ -152,10 +172,12 @@ pub struct Program {
     pub params: Vec<TensorId>,
     /// Output names and the tensors holding them (any role: an input can be an output).
     pub outputs: Vec<(String, TensorId)>,
+    /// The dispatches, in order.
     pub launches: Vec<Launch>,
 }
 
 impl Program {
+    /// The tensor `id` (which `validate` guarantees exists).
     pub fn tensor(&self, id: TensorId) -> &TensorDecl {
         &self.tensors[id.0 as usize]
     }

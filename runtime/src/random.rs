@@ -10,15 +10,52 @@ use crate::program::type_string;
 use crate::{DType, Tensor};
 use std::collections::HashMap;
 
+/// Why `fill_signature` could not fill a run's inputs and params.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum FillError {
+    /// A given input the model does not have.
+    #[error("model `{model}` has no input `{name}` (its inputs: {inputs})")]
+    UnknownInput {
+        /// The model's name.
+        model: String,
+        /// The name given.
+        name: String,
+        /// The model's inputs, for the message.
+        inputs: String,
+    },
+    /// A `--dim` the model does not have.
+    #[error("model `{model}` has no dimension `{name}`")]
+    UnknownDimension {
+        /// The model's name.
+        model: String,
+        /// The name given.
+        name: String,
+    },
+    /// A seeded tensor's dimension evaluates to a negative size or overflows.
+    #[error("{site} of `{model}` ({declared}): dimension {dim} is negative or overflows")]
+    BadDimension {
+        /// The model's name.
+        model: String,
+        /// The input or param.
+        site: Site,
+        /// Its declared type.
+        declared: String,
+        /// The dimension that fails.
+        dim: String,
+    },
+}
+
 /// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and good enough for test data.
 #[derive(Clone, Debug)]
 pub struct SplitMix64(u64);
 
 impl SplitMix64 {
+    /// A generator starting from `seed`.
     pub fn new(seed: u64) -> Self {
         SplitMix64(seed)
     }
 
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
@@ -105,15 +142,19 @@ pub fn fill_signature(
     mut given: HashMap<String, Tensor>,
     dims: &[(String, i64)],
     seed: u64,
-) -> Result<Filled, String> {
+) -> Result<Filled, FillError> {
     let input_names: Vec<&str> = inputs.iter().map(|d| d.site.name()).collect();
     let mut unknown: Vec<&String> = given.keys().filter(|n| !input_names.contains(&n.as_str())).collect();
     unknown.sort();
     if let Some(name) = unknown.first() {
-        return Err(format!("model `{model}` has no input `{name}` (its inputs: {})", input_names.join(", ")));
+        return Err(FillError::UnknownInput {
+            model: model.to_string(),
+            name: name.to_string(),
+            inputs: input_names.join(", "),
+        });
     }
     if let Some((name, _)) = dims.iter().find(|(n, _)| !symbols.contains(n)) {
-        return Err(format!("model `{model}` has no dimension `{name}`"));
+        return Err(FillError::UnknownDimension { model: model.to_string(), name: name.clone() });
     }
     let mut sizes: Vec<Option<i64>> =
         symbols.iter().map(|s| dims.iter().find(|(n, _)| n == s).map(|(_, v)| *v)).collect();
@@ -130,18 +171,16 @@ pub fn fill_signature(
     }
     let defaulted = symbols.iter().zip(&sizes).filter(|(_, v)| v.is_none()).map(|(s, _)| s.clone()).collect();
     let sizes: Vec<i64> = sizes.iter().map(|v| v.unwrap_or(2)).collect();
-    let shape_of = |declared: &Declared| -> Result<Vec<usize>, String> {
+    let shape_of = |declared: &Declared| -> Result<Vec<usize>, FillError> {
         declared
             .shape
             .iter()
             .map(|d| {
-                d.eval_at(&sizes).and_then(|v| usize::try_from(v).ok()).ok_or_else(|| {
-                    format!(
-                        "{} of `{model}` ({}): dimension {} is negative or overflows",
-                        declared.site,
-                        type_string(declared.dtype, &declared.shape, symbols),
-                        d.named(symbols)
-                    )
+                d.eval_at(&sizes).and_then(|v| usize::try_from(v).ok()).ok_or_else(|| FillError::BadDimension {
+                    model: model.to_string(),
+                    site: declared.site.clone(),
+                    declared: type_string(declared.dtype, &declared.shape, symbols),
+                    dim: d.named(symbols).to_string(),
                 })
             })
             .collect()

@@ -9,24 +9,28 @@
 //! let session = Session::new(&gpu, model)?;                     // device check + pipelines
 //! let weights = Weights::open("weights.safetensors".as_ref())?;
 //! session.check_weights(&weights)?;                             // bind weights: every problem at once
+//! let mut loaded = session.load(&weights)?;                     // weights uploaded once, kept on the device
 //! let inputs = session.seeded_inputs(&[("B", 2)], 0)?;          // or your own `Tensor`s, in signature order
-//! let outputs = session.run(&inputs, &weights)?;                // run, get outputs (in `outputs()` order)
+//! let outputs = loaded.run(&inputs)?;                           // uploads the inputs only (`outputs()` order)
+//! let again = loaded.run(&inputs)?;                             // no weights uploaded, buffers reused
 //! # Ok(()) }
 //! ```
 //!
 //! `Session::new` checks what every kernel needs (`Launch::requires`: features, limits) against the device
 //! before creating anything, listing every shortfall by launch, then builds every pipeline (SPIR-V passed
-//! through to the driver where the device allows it, so there is no shader front end at run time). Runs
-//! use the bundle's buffer plan.
+//! through to the driver where the device allows it, so there is no shader front end at run time).
+//! `Session::load` makes a resident `Model` with the bundle's buffer plan; `Session::run` is a one-shot
+//! load and run.
 
 use std::collections::HashMap;
 
 use crate::Tensor;
 use crate::bind::Declared;
 use crate::bundle::BundledModel;
-use crate::exec::{ExecError, ParamSource, PrepareOptions, Prepared, declared};
+use crate::exec::{ExecError, LoadOptions, Model, ParamSource, declared};
 use crate::gpu::Gpu;
 use crate::program::{Program, TensorRole};
+use crate::random::FillError;
 use crate::weights::{ParamSpec, Weights, WeightsError, check_params};
 
 /// A bundled model on a device, pipelines built (see the module comment).
@@ -63,6 +67,7 @@ impl<'a> Session<'a> {
         Ok(Session { gpu, model })
     }
 
+    /// The bundled program.
     pub fn program(&self) -> &'a Program {
         &self.model.program
     }
@@ -90,7 +95,7 @@ impl<'a> Session<'a> {
 
     /// Seeded random inputs (`tdsl_runtime::random`, as `tdslc run --seed` makes them), shaped by `dims`
     /// (symbol sizes by name; symbols not given are 2).
-    pub fn seeded_inputs(&self, dims: &[(&str, i64)], seed: u64) -> Result<Vec<Tensor>, String> {
+    pub fn seeded_inputs(&self, dims: &[(&str, i64)], seed: u64) -> Result<Vec<Tensor>, FillError> {
         let dims: Vec<(String, i64)> = dims.iter().map(|(n, v)| (n.to_string(), *v)).collect();
         let p = &self.model.program;
         let filled =
@@ -99,7 +104,7 @@ impl<'a> Session<'a> {
     }
 
     /// Seeded random params (as `tdslc run --seed` makes them, by key), shaped like `seeded_inputs`.
-    pub fn seeded_params(&self, dims: &[(&str, i64)], seed: u64) -> Result<HashMap<String, Tensor>, String> {
+    pub fn seeded_params(&self, dims: &[(&str, i64)], seed: u64) -> Result<HashMap<String, Tensor>, FillError> {
         let dims: Vec<(String, i64)> = dims.iter().map(|(n, v)| (n.to_string(), *v)).collect();
         let p = &self.model.program;
         let params = self.params();
@@ -115,24 +120,27 @@ impl<'a> Session<'a> {
         Ok(filled.params)
     }
 
-    /// Runs the model once on `inputs` (signature order) with params from `params` (a `Weights` file or a
-    /// map of tensors); returns the outputs in `outputs()` order.
-    pub fn run(&self, inputs: &[Tensor], params: &dyn ParamSource) -> Result<Vec<Tensor>, ExecError> {
-        let prepared = self.prepare(inputs, params, None)?;
-        prepared.run()?;
-        prepared.outputs()
+    /// Loads the model with params from `params` (a `Weights` file or a map of tensors): they are uploaded
+    /// once and stay on the device for every call of the returned `Model`, which runs with the bundle's
+    /// buffer plan.
+    pub fn load(&self, params: &dyn ParamSource) -> Result<Model<'a>, ExecError> {
+        self.load_with_progress(params, None)
     }
 
-    /// Everything before the dispatches (checks, buffers by the bundle's plan, uploads), for repeated runs;
-    /// `progress(uploaded, total)` follows the param uploads.
-    pub fn prepare(
+    /// `load`, calling `progress(uploaded, total)` after each param upload.
+    pub fn load_with_progress(
         &self,
-        inputs: &[Tensor],
         params: &dyn ParamSource,
         progress: Option<&dyn Fn(u64, u64)>,
-    ) -> Result<Prepared<'a>, ExecError> {
-        let options = PrepareOptions { slots: Some(&self.model.buffer_slots), progress };
-        self.gpu.prepare_with(&self.model.program, &options, inputs, params)
+    ) -> Result<Model<'a>, ExecError> {
+        let options = LoadOptions { slots: Some(&self.model.buffer_slots), progress };
+        self.gpu.load_with(&self.model.program, &options, params)
+    }
+
+    /// Loads the model and runs it once on `inputs` (signature order); returns the outputs in `outputs()`
+    /// order. To run more than once, keep the model `load` returns.
+    pub fn run(&self, inputs: &[Tensor], params: &dyn ParamSource) -> Result<Vec<Tensor>, ExecError> {
+        self.load(params)?.run(inputs)
     }
 }
 

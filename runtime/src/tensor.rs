@@ -16,18 +16,26 @@ pub const MAX_ELEMENTS: usize = 1 << 31;
 /// elements; `Tensor::new` checks this, and the interpreter re-checks tensors it is given.
 #[derive(Clone, PartialEq)]
 pub struct Tensor {
+    /// The element type.
     pub dtype: DType,
+    /// The shape, row-major.
     pub shape: Vec<usize>,
+    /// The elements.
     pub data: TensorData,
 }
 
 /// The elements of a `Tensor`, one variant per dtype.
 #[derive(Clone, PartialEq)]
 pub enum TensorData {
+    /// `f32` elements.
     F32(Vec<f32>),
+    /// `f16` elements.
     F16(Vec<f16>),
+    /// `i32` elements.
     I32(Vec<i32>),
+    /// `u32` elements.
     U32(Vec<u32>),
+    /// `bool` elements.
     Bool(Vec<bool>),
 }
 
@@ -35,18 +43,35 @@ pub enum TensorData {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("shape {shape:?} has {expected} elements but {got} values were given")]
 pub struct ShapeMismatch {
+    /// The shape asked for.
     pub shape: Vec<usize>,
+    /// Its element count.
     pub expected: usize,
+    /// Values given.
     pub got: usize,
 }
 
 /// Why `TensorData::from_le_bytes` refused its bytes.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
+    /// Not a whole number of elements.
     #[error("{len} bytes are not a whole number of {} elements of {size} bytes", .dtype.name())]
-    Length { dtype: DType, size: usize, len: usize },
+    Length {
+        /// The dtype.
+        dtype: DType,
+        /// Its bytes per element in files.
+        size: usize,
+        /// Bytes given.
+        len: usize,
+    },
+    /// A `bool` byte other than 0 or 1.
     #[error("bool element {index} is the byte {byte:#04x}, not 0 or 1")]
-    InvalidBool { index: usize, byte: u8 },
+    InvalidBool {
+        /// The element's index.
+        index: usize,
+        /// The byte.
+        byte: u8,
+    },
 }
 
 impl TensorData {
@@ -90,6 +115,7 @@ impl TensorData {
         out
     }
 
+    /// The dtype of the elements.
     pub fn dtype(&self) -> DType {
         match self {
             TensorData::F32(_) => DType::F32,
@@ -99,6 +125,7 @@ impl TensorData {
             TensorData::Bool(_) => DType::Bool,
         }
     }
+    /// The number of elements.
     pub fn len(&self) -> usize {
         match self {
             TensorData::F32(v) => v.len(),
@@ -108,6 +135,7 @@ impl TensorData {
             TensorData::Bool(v) => v.len(),
         }
     }
+    /// No elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -149,11 +177,14 @@ impl Tensor {
         }
     }
 
+    /// An `f32` tensor.
+    ///
     /// # Panics
     /// When `data.len()` is not the element count of `shape` (as for the other typed constructors).
     pub fn f32(shape: &[usize], data: Vec<f32>) -> Tensor {
         Tensor::build(shape, TensorData::F32(data))
     }
+    /// An `f16` tensor (panics like `f32`).
     pub fn f16(shape: &[usize], data: Vec<f16>) -> Tensor {
         Tensor::build(shape, TensorData::F16(data))
     }
@@ -161,12 +192,15 @@ impl Tensor {
     pub fn f16_from_f32(shape: &[usize], data: &[f32]) -> Tensor {
         Tensor::build(shape, TensorData::F16(data.iter().map(|&x| f16::from_f32(x)).collect()))
     }
+    /// An `i32` tensor (panics like `f32`).
     pub fn i32(shape: &[usize], data: Vec<i32>) -> Tensor {
         Tensor::build(shape, TensorData::I32(data))
     }
+    /// A `u32` tensor (panics like `f32`).
     pub fn u32(shape: &[usize], data: Vec<u32>) -> Tensor {
         Tensor::build(shape, TensorData::U32(data))
     }
+    /// A `bool` tensor (panics like `f32`).
     pub fn bool(shape: &[usize], data: Vec<bool>) -> Tensor {
         Tensor::build(shape, TensorData::Bool(data))
     }
@@ -183,12 +217,15 @@ impl Tensor {
         Tensor { dtype, shape: shape.to_vec(), data }
     }
 
+    /// The number of elements.
     pub fn len(&self) -> usize {
         self.data.len()
     }
+    /// No elements.
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
     }
+    /// The number of axes.
     pub fn rank(&self) -> usize {
         self.shape.len()
     }
@@ -196,24 +233,28 @@ impl Tensor {
     pub fn to_f64_vec(&self) -> Vec<f64> {
         self.data.to_f64_vec()
     }
+    /// The elements, when they are `f32`.
     pub fn as_f32(&self) -> Option<&[f32]> {
         match &self.data {
             TensorData::F32(v) => Some(v),
             _ => None,
         }
     }
+    /// The elements, when they are `i32`.
     pub fn as_i32(&self) -> Option<&[i32]> {
         match &self.data {
             TensorData::I32(v) => Some(v),
             _ => None,
         }
     }
+    /// The elements, when they are `u32`.
     pub fn as_u32(&self) -> Option<&[u32]> {
         match &self.data {
             TensorData::U32(v) => Some(v),
             _ => None,
         }
     }
+    /// The elements, when they are `bool`.
     pub fn as_bool(&self) -> Option<&[bool]> {
         match &self.data {
             TensorData::Bool(v) => Some(v),

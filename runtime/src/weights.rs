@@ -30,11 +30,13 @@ pub struct Weights {
 /// One tensor of a weights file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WeightEntry {
+    /// Its name (a param's key).
     pub name: String,
     /// The dtype, or `None` when the file's dtype is not one tdsl supports (see `file_dtype`).
     pub dtype: Option<DType>,
     /// The dtype as the file names it: `F32`, `BF16`, ...
     pub file_dtype: String,
+    /// Its shape.
     pub shape: Vec<usize>,
     /// Where the tensor's bytes lie in the file.
     pub range: Range<usize>,
@@ -44,44 +46,114 @@ pub struct WeightEntry {
 /// not known until binding (it matches any size).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParamSpec {
+    /// The param's key.
     pub name: String,
+    /// Its dtype.
     pub dtype: DType,
+    /// Its shape; `None` matches any size.
     pub shape: Vec<Option<usize>>,
 }
 
 /// Why weights could not be opened, loaded, or matched to a model's params.
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
+    /// The file cannot be read.
     #[error("cannot read `{}`: {source}", .path.display())]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not a valid safetensors file.
     #[error("`{}` is not a valid safetensors file: {detail}", .path.display())]
-    Corrupt { path: PathBuf, detail: String },
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        detail: String,
+    },
+    /// No tensor of that name.
     #[error("`{}` has no tensor `{name}`", .path.display())]
-    NoSuchTensor { path: PathBuf, name: String },
+    NoSuchTensor {
+        /// The file.
+        path: PathBuf,
+        /// The name asked for.
+        name: String,
+    },
+    /// A tensor of a dtype tdsl does not support.
     #[error(
         "`{}`: tensor `{name}` has dtype {file_dtype}, which tdsl does not support (supported: {SUPPORTED})",
         .path.display()
     )]
-    UnsupportedDtype { path: PathBuf, name: String, file_dtype: String },
+    UnsupportedDtype {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        name: String,
+        /// Its dtype as the file names it.
+        file_dtype: String,
+    },
+    /// A tensor's bytes do not decode.
     #[error("`{}`: tensor `{name}`: {problem}", .path.display())]
-    BadData { path: PathBuf, name: String, problem: String },
+    BadData {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// The file does not match the model's params (every problem).
     #[error("{}", mismatch_message(.path, .problems))]
-    Mismatch { path: PathBuf, problems: Vec<ParamProblem> },
+    Mismatch {
+        /// The file.
+        path: PathBuf,
+        /// Every disagreement.
+        problems: Vec<ParamProblem>,
+    },
 }
 
 /// One disagreement between a weights file and a model's params.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ParamProblem {
     /// A param with no entry in the file.
-    Missing { name: String, expected: String },
+    Missing {
+        /// The param's key.
+        name: String,
+        /// Its type.
+        expected: String,
+    },
     /// An entry of the file that is no param of the model.
-    Extra { name: String, actual: String },
+    Extra {
+        /// The entry's name.
+        name: String,
+        /// Its type.
+        actual: String,
+    },
     /// An entry whose dtype, shape, or both differ from the param's (`what` says which).
-    WrongType { name: String, what: &'static str, expected: String, actual: String },
+    WrongType {
+        /// The param's key.
+        name: String,
+        /// `dtype`, `shape` or both.
+        what: &'static str,
+        /// The param's type.
+        expected: String,
+        /// The entry's type.
+        actual: String,
+    },
     /// An entry bound to a param whose dtype tdsl does not support.
-    UnsupportedDtype { name: String, actual: String },
+    UnsupportedDtype {
+        /// The param's key.
+        name: String,
+        /// The entry's type.
+        actual: String,
+    },
     /// The same param listed twice in the specs.
-    DuplicateParam { name: String },
+    DuplicateParam {
+        /// The param's key.
+        name: String,
+    },
 }
 
 impl Weights {
@@ -113,6 +185,7 @@ impl Weights {
         Ok(self)
     }
 
+    /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -122,6 +195,7 @@ impl Weights {
         &self.entries
     }
 
+    /// The entry called `name`.
     pub fn entry(&self, name: &str) -> Option<&WeightEntry> {
         self.entries.binary_search_by(|e| e.name.as_str().cmp(name)).ok().map(|i| &self.entries[i])
     }

@@ -14,8 +14,8 @@ use proptest::prelude::*;
 use tdsl_compiler::bundle::{BuildOptions, build};
 use tdsl_runtime::bundle::seal;
 use tdsl_runtime::{
-    Arg, Bound, BoundKind, Bundle, BundledModel, DType, Dim, Feature, Launch, Limit, Program, Requirements, Session,
-    SymId, Tensor, TensorData, TensorDecl, TensorId, TensorRole,
+    Arg, Bound, BoundKind, Bundle, BundledModel, DType, Dim, Feature, Input, Launch, Limit, Program, Requirements,
+    Session, SymId, Tensor, TensorData, TensorDecl, TensorId, TensorRole,
 };
 
 use crate::cli::{mlp_graph, params_of, tdslc, write_safetensors};
@@ -234,7 +234,9 @@ fn session_api_runs_a_bundle_with_weights() {
         session.seeded_inputs(&[("S", 6)], 2).expect("inputs"),
         session.seeded_params(&[("S", 6)], 2).expect("params"),
     );
-    let prepared = session.prepare(&inputs, &params, None).expect("prepare");
+    let mut loaded = session.load(&params).expect("load");
+    let staged: Vec<Input> = inputs.iter().map(Input::Host).collect();
+    let prepared = loaded.prepare(&staged).expect("prepare");
     prepared.run().expect("run");
     assert!(prepared.memory.peak_bytes < prepared.memory.unshared_bytes, "buffers are shared");
     assert_eq!(prepared.outputs().expect("outputs"), gpu().execute(&model.program, &inputs, &params).expect("execute"));
@@ -488,21 +490,32 @@ proptest! {
 }
 
 /// `tdsl-runtime` must never depend on the compiler or its parser crates: `cargo tree` of the runtime
-/// (normal dependencies) lists none, and neither does its manifest.
+/// (normal dependencies) lists none, and neither does its manifest. The library alone pulls no command-line
+/// crates either: clap and indicatif come only with the `cli` feature (the `tdsl-run` binary).
 #[test]
 fn the_runtime_depends_on_no_compiler_crate() {
     let manifest = std::fs::read_to_string("../runtime/Cargo.toml").expect("runtime/Cargo.toml");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let output = std::process::Command::new(cargo)
-        .args(["tree", "--offline", "-p", "tdsl-runtime", "-e", "normal", "--prefix", "none", "--manifest-path"])
-        .arg("../Cargo.toml")
-        .output()
-        .expect("cargo tree runs");
-    let tree = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&output.stderr));
-    assert!(tree.lines().any(|l| l.starts_with("wgpu ")), "the tree lists the runtime's dependencies:\n{tree}");
+    let tree = |features: &[&str]| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+        let output = std::process::Command::new(cargo)
+            .args(["tree", "--offline", "-p", "tdsl-runtime", "-e", "normal", "--prefix", "none", "--manifest-path"])
+            .arg("../Cargo.toml")
+            .args(features)
+            .output()
+            .expect("cargo tree runs");
+        assert!(output.status.success(), "cargo tree failed: {}", String::from_utf8_lossy(&output.stderr));
+        let tree = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(tree.lines().any(|l| l.starts_with("wgpu ")), "the tree lists the runtime's dependencies:\n{tree}");
+        tree
+    };
+    let has = |tree: &str, name: &str| tree.lines().any(|l| l.starts_with(&format!("{name} ")));
+    let (library, with_cli) = (tree(&[]), tree(&["--features", "cli"]));
     for forbidden in ["tdsl-compiler", "chumsky", "logos"] {
-        assert!(!tree.lines().any(|l| l.starts_with(&format!("{forbidden} "))), "{forbidden} in:\n{tree}");
+        assert!(!has(&library, forbidden) && !has(&with_cli, forbidden), "{forbidden} in:\n{with_cli}");
         assert!(!manifest.contains(forbidden), "runtime/Cargo.toml names {forbidden}");
+    }
+    for command_line in ["clap", "indicatif"] {
+        assert!(!has(&library, command_line), "the library without `cli` pulls {command_line}:\n{library}");
+        assert!(has(&with_cli, command_line), "`cli` brings {command_line}:\n{with_cli}");
     }
 }

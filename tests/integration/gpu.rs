@@ -9,7 +9,8 @@
 //! `fixtures/ok` model with seeded inputs and params); `targeted` (one program per op family: layout,
 //! reductions, matmul, index notation, integer division, f16, bool, size-1 dims, scalars, pass-through and
 //! constant outputs); `errors` (run-time errors: gather indices and index-notation loads out of range);
-//! `random` (proptest: random well-typed programs); `contractions` (proptest and fixed extremes: matmul
+//! `random` (proptest: random well-typed programs); `resident` (a loaded model run on several sizes, its
+//! output fed on the device to another model); `contractions` (proptest and fixed extremes: matmul
 //! over tile-edge shapes, transposed/batched/broadcast/attention layouts and fused epilogues).
 //!
 //! Tolerances (`Tol`), with `EPS = 2^-23` (one f32 ulp at 1). A float element passes when
@@ -36,6 +37,7 @@ mod elementwise;
 mod errors;
 mod models;
 mod random;
+mod resident;
 mod targeted;
 
 use std::collections::HashMap;

@@ -10,10 +10,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use std::sync::{Arc, Mutex, MutexGuard};
 use tdsl_compiler::codegen;
 use tdsl_compiler::driver::Root;
 use tdsl_compiler::pipeline;
-use tdsl_runtime::{ExecError, Gpu, GpuError, Program, Tensor, TensorData, Weights, WeightsError};
+use tdsl_runtime::{ExecError, Gpu, GpuError, LoadOptions, Model, Program, Tensor, TensorData, Weights, WeightsError};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 /// The model in tdsl.
@@ -93,13 +94,13 @@ pub struct Batch {
     pub inputs: Vec<Tensor>,
 }
 
-/// The compiled model with its weights and tokenizer, ready to embed sentences.
+/// The compiled model with its tokenizer, loaded on the device with its weights (uploaded once, resident for
+/// every batch), ready to embed sentences.
 pub struct Encoder {
     tokenizer: Tokenizer,
-    weights: Weights,
-    program: Program,
+    model: Mutex<Model<'static>>,
     kernels: usize,
-    gpu: Gpu,
+    gpu: Arc<Gpu>,
 }
 
 impl Encoder {
@@ -117,7 +118,9 @@ impl Encoder {
         let weights = Weights::open(&dir.join("model.safetensors"))?.without(&UNUSED_WEIGHTS)?;
         let target = codegen::Target::for_gpu(&gpu);
         let (program, kernels) = compile(fuse, target)?;
-        Ok(Encoder { tokenizer, weights, program, kernels, gpu })
+        let gpu = Arc::new(gpu);
+        let model = gpu.load_shared(program, &LoadOptions::default(), &weights)?;
+        Ok(Encoder { tokenizer, model: Mutex::new(model), kernels, gpu })
     }
 
     /// Kernels per forward pass.
@@ -125,14 +128,10 @@ impl Encoder {
         self.kernels
     }
 
-    /// The compiled program.
-    pub fn program(&self) -> &Program {
-        &self.program
-    }
-
-    /// The weights, as the runtime reads them.
-    pub fn weights(&self) -> &Weights {
-        &self.weights
+    /// The model resident on the device (weights uploaded, buffers kept between batches); one batch at a
+    /// time.
+    pub fn model(&self) -> MutexGuard<'_, Model<'static>> {
+        self.model.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The device.
@@ -177,7 +176,7 @@ impl Encoder {
 
     /// Runs the model on a tokenised batch.
     pub fn run(&self, batch: &Batch) -> Result<Vec<Vec<f32>>, Error> {
-        let outputs = self.gpu.execute(&self.program, &batch.inputs, &self.weights)?;
+        let outputs = self.model().run(&batch.inputs)?;
         let embeddings = outputs.first().ok_or_else(|| Error::Output("the model returned nothing".to_string()))?;
         match (&embeddings.data, embeddings.shape.as_slice()) {
             (TensorData::F32(values), [_, d]) if *d == DIM => Ok(values.chunks(DIM).map(<[f32]>::to_vec).collect()),

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use tdsl_minilm::{Encoder, cosine, fetch, is_complete, model_dir};
-use tdsl_runtime::{BackendChoice, Gpu, GpuOptions};
+use tdsl_runtime::{BackendChoice, Gpu, GpuOptions, Input};
 
 /// Sentences used when none are given: two paraphrase pairs and an unrelated sentence.
 const DEFAULT_SENTENCES: [&str; 5] = [
@@ -45,6 +45,10 @@ struct Args {
     /// Timed runs per configuration for `--bench`.
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// Embed the sentences this many times, one batch each, and print each batch's latency on stderr
+    /// (the first includes what a model pays once).
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     /// Batches for `--bench` as BxS (default: 32x98 and 1x16).
     #[arg(long = "batch", value_parser = parse_batch)]
     batches: Vec<(usize, usize)>,
@@ -97,7 +101,26 @@ fn run(args: Args) -> Result<(), String> {
         args.sentences.iter().map(String::as_str).collect()
     };
     let start = Instant::now();
-    let embeddings = encoder.embed(&sentences).map_err(|e| e.to_string())?;
+    let mut embeddings = encoder.embed(&sentences).map_err(|e| e.to_string())?;
+    if args.repeat > 1 {
+        let mut times = vec![start.elapsed().as_secs_f64() * 1e3];
+        for _ in 1..args.repeat {
+            let batch = Instant::now();
+            embeddings = encoder.embed(&sentences).map_err(|e| e.to_string())?;
+            times.push(batch.elapsed().as_secs_f64() * 1e3);
+        }
+        let mut rest = times[1..].to_vec();
+        rest.sort_by(f64::total_cmp);
+        eprintln!(
+            "note: {} batches of {} sentence(s): first {:.1} ms, then median {:.1} ms (min {:.1}, max {:.1})",
+            args.repeat,
+            sentences.len(),
+            times[0],
+            rest[rest.len() / 2],
+            rest[0],
+            rest[rest.len() - 1]
+        );
+    }
     eprintln!(
         "note: {} sentence(s) on {}: compiled {} kernels and loaded the weights in {:.2} s, embedded in {:.2} s",
         sentences.len(),
@@ -111,10 +134,10 @@ fn run(args: Args) -> Result<(), String> {
     out.write_all(text.as_bytes()).map_err(|e| e.to_string())
 }
 
-/// `--bench`: per batch shape, the fused and the unfused program, each prepared once (pipelines, weights,
-/// inputs on the device), run once to warm up, then `runs` times; latency is the median run (dispatch to
-/// finished, no upload or download). `load` is compiling the model plus opening the tokenizer and weights;
-/// `prepare` is buffers, uploads, pipelines and the warm-up run.
+/// `--bench`: per batch shape, the fused and the unfused program, each loaded once (pipelines, weights on
+/// the device), its inputs staged (`Model::prepare`), run once to warm up, then `runs` times; latency is the
+/// median run (dispatch to finished, no upload or download). `load` is compiling the model, opening the
+/// tokenizer and weights and uploading them; `prepare` is input uploads, buffers and the warm-up run.
 fn bench(dir: &std::path::Path, gpu: Gpu, batches: &[(usize, usize)], runs: usize) -> Result<(), String> {
     let mut encoders = Vec::new();
     let mut gpu = Some(gpu);
@@ -137,10 +160,9 @@ fn bench(dir: &std::path::Path, gpu: Gpu, batches: &[(usize, usize)], runs: usiz
         let mut latencies = Vec::new();
         for (fuse, encoder, compile) in &encoders {
             let start = Instant::now();
-            let prepared = encoder
-                .gpu()
-                .prepare(encoder.program(), &batch.inputs, encoder.weights())
-                .map_err(|e| e.to_string())?;
+            let mut model = encoder.model();
+            let inputs: Vec<Input> = batch.inputs.iter().map(Input::Host).collect();
+            let prepared = model.prepare(&inputs).map_err(|e| e.to_string())?;
             prepared.run().map_err(|e| e.to_string())?;
             let prepare = start.elapsed().as_secs_f64();
             let mut times = Vec::with_capacity(runs);

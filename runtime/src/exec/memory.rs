@@ -121,26 +121,63 @@ pub fn plan_slots(program: &Program) -> Vec<Option<usize>> {
 /// One way a carried buffer plan is wrong (`check_slots`).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum SlotProblem {
+    /// Not one entry per tensor.
     #[error("it has {got} entries, but the program has {tensors} tensors")]
-    Length { got: usize, tensors: usize },
+    Length {
+        /// Entries in the plan.
+        got: usize,
+        /// Tensors in the program.
+        tensors: usize,
+    },
+    /// An input, param or unwritten tensor with a slot.
     #[error("tensor {id} (`{tensor}`) is {what} and must have no slot, but has slot {slot}")]
-    Unexpected { id: usize, tensor: String, what: &'static str, slot: usize },
+    Unexpected {
+        /// The tensor's index.
+        id: usize,
+        /// Its name.
+        tensor: String,
+        /// What it is.
+        what: &'static str,
+        /// The slot it was given.
+        slot: usize,
+    },
+    /// A written tensor without a slot.
     #[error("tensor {id} (`{tensor}`) is written by launch {launch} but has no slot")]
-    Missing { id: usize, tensor: String, launch: usize },
+    Missing {
+        /// The tensor's index.
+        id: usize,
+        /// Its name.
+        tensor: String,
+        /// The launch writing it.
+        launch: usize,
+    },
+    /// Slot numbers with a gap.
     #[error("slot {slot} holds no tensor (slots must be numbered 0, 1, ... without gaps)")]
-    Gap { slot: usize },
+    Gap {
+        /// The empty slot.
+        slot: usize,
+    },
+    /// Two tensors live in one slot at the same time.
     #[error(
         "slot {slot} holds tensor {first} (`{first_name}`, live from launch {first_start} to {first_end}) and \
          tensor {second} (`{second_name}`, written by launch {second_start}) at the same time"
     )]
     Overlap {
+        /// The slot.
         slot: usize,
+        /// The tensor written first (index).
         first: usize,
+        /// Its name.
         first_name: String,
+        /// The launch writing it.
         first_start: usize,
+        /// Its last read (a launch, or "the end" for an output).
         first_end: String,
+        /// The tensor written while the first is live (index).
         second: usize,
+        /// Its name.
         second_name: String,
+        /// The launch writing it.
         second_start: usize,
     },
 }

@@ -6,11 +6,28 @@
 
 use crate::bind::Given;
 use crate::gpu::to_device_bytes;
-use crate::tensor::TensorData;
+use crate::tensor::{DecodeError, TensorData};
 use crate::weights::{ParamSpec, Weights, WeightsError, check_params};
 use crate::{DType, Tensor};
 use std::borrow::Cow;
 use std::collections::HashMap;
+
+/// Why a param's bytes could not be read (`ParamSource::device_bytes`).
+#[derive(Debug, thiserror::Error)]
+pub enum ParamDataError {
+    /// The source has no entry for the key.
+    #[error("there is no such entry")]
+    Missing,
+    /// The weights file's entry has a dtype the runtime does not support.
+    #[error("there is no entry of a supported dtype")]
+    UnsupportedDtype,
+    /// The weights file could not give the entry's bytes.
+    #[error(transparent)]
+    Weights(#[from] WeightsError),
+    /// The entry's bytes do not decode as its dtype.
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+}
 
 /// A provider of param values by key (see the module comment).
 pub trait ParamSource {
@@ -25,7 +42,7 @@ pub trait ParamSource {
 
     /// The param's elements in the device layout (`gpu/buffer.rs`), padded to at least 4 bytes. Called only
     /// for params that bound, so the entry exists with the declared dtype and shape.
-    fn device_bytes(&self, key: &str) -> Result<Cow<'_, [u8]>, String>;
+    fn device_bytes(&self, key: &str) -> Result<Cow<'_, [u8]>, ParamDataError>;
 }
 
 impl ParamSource for HashMap<String, Tensor> {
@@ -37,8 +54,8 @@ impl ParamSource for HashMap<String, Tensor> {
         Ok(())
     }
 
-    fn device_bytes(&self, key: &str) -> Result<Cow<'_, [u8]>, String> {
-        let tensor = self.get(key).ok_or("there is no such entry")?;
+    fn device_bytes(&self, key: &str) -> Result<Cow<'_, [u8]>, ParamDataError> {
+        let tensor = self.get(key).ok_or(ParamDataError::Missing)?;
         Ok(Cow::Owned(to_device_bytes(&tensor.data)))
     }
 }
@@ -53,14 +70,14 @@ impl ParamSource for Weights {
         check_params(self, params)
     }
 
-    fn device_bytes(&self, key: &str) -> Result<Cow<'_, [u8]>, String> {
-        let dtype = self.entry(key).and_then(|e| e.dtype).ok_or("there is no entry of a supported dtype")?;
-        let bytes = self.bytes(key).map_err(|e| e.to_string())?;
+    fn device_bytes(&self, key: &str) -> Result<Cow<'_, [u8]>, ParamDataError> {
+        let dtype = self.entry(key).and_then(|e| e.dtype).ok_or(ParamDataError::UnsupportedDtype)?;
+        let bytes = self.bytes(key)?;
         match dtype {
             // Already one little-endian word per element.
             DType::F32 | DType::I32 | DType::U32 if bytes.len() >= 4 => Ok(Cow::Borrowed(bytes)),
             _ => {
-                let data = TensorData::from_le_bytes(dtype, bytes).map_err(|e| e.to_string())?;
+                let data = TensorData::from_le_bytes(dtype, bytes)?;
                 Ok(Cow::Owned(to_device_bytes(&data)))
             }
         }

@@ -13,10 +13,12 @@ use crate::program::{Arg, Program};
 pub struct DeviceLimits {
     /// The largest storage buffer a kernel can bind, in bytes.
     pub max_storage_bytes: u64,
+    /// The most workgroups per grid dimension.
     pub max_workgroups_per_dimension: u32,
 }
 
 impl DeviceLimits {
+    /// The limits that matter here, from a device's.
     pub fn of(limits: &wgpu::Limits) -> DeviceLimits {
         DeviceLimits {
             max_storage_bytes: limits.max_buffer_size.min(limits.max_storage_buffer_binding_size),

@@ -7,7 +7,7 @@
 use super::*;
 use crate::dim::{Dim, SymId};
 use crate::gpu::tests::gpu;
-use crate::program::{Bound, BoundKind, Launch, TensorDecl};
+use crate::program::{Arg, Bound, BoundKind, Launch, TensorDecl};
 use crate::weights::Weights;
 use safetensors::tensor::TensorView;
 use std::collections::HashMap;
@@ -620,5 +620,165 @@ fn params_come_from_a_safetensors_file_or_a_map() {
     assert_eq!(
         exec_err(&from_params, &x, &short),
         "symbol `N` is 4 (axis 0 of param `layer.w`) but 3 (axis 0 of param `layer.h`)"
+    );
+}
+
+/// A device opened with plain wgpu calls, as an application opens its own, wrapped with `Gpu::from_device`.
+/// Each test that counts bytes or buffers has its own, so other tests' work does not show in its `stats`.
+fn own_device() -> Gpu {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    desc.backends = wgpu::Backends::VULKAN;
+    let instance = wgpu::Instance::new(desc);
+    let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions::default()))
+        .expect("a Vulkan adapter (lavapipe in CI)");
+    let (device, queue) =
+        pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor::default())).expect("a device");
+    Gpu::from_device(adapter, device, queue)
+}
+
+/// `affine`'s params for `N = n` as a map, and its input.
+fn affine_data(n: usize) -> (HashMap<String, Tensor>, Tensor) {
+    let w = Tensor::f32(&[n], (0..n).map(|i| i as f32 * 0.5 - 3.0).collect());
+    let h = Tensor::f16_from_f32(&[n], &(0..n).map(|i| i as f32 * 0.25).collect::<Vec<_>>());
+    let mask = Tensor::bool(&[n], (0..n).map(|i| i % 3 != 0).collect());
+    let params = [("layer.w", w), ("layer.h", h), ("layer.mask", mask)].map(|(k, t)| (k.to_string(), t)).into();
+    (params, Tensor::f32(&[n], (0..n).map(|i| 1.0 + i as f32).collect()))
+}
+
+/// The device bytes `tensors` take (`GpuStats::uploaded_bytes` counts exactly these).
+fn device_size(tensors: &[&Tensor]) -> u64 {
+    tensors.iter().map(|t| crate::gpu::device_bytes(t.dtype, t.len())).sum()
+}
+
+#[test]
+fn a_model_on_an_applications_device_uploads_its_params_once() {
+    let gpu = own_device();
+    let (params, x) = affine_data(100);
+    let program = affine_program();
+    let expected = crate::gpu::tests::gpu().execute(&program, std::slice::from_ref(&x), &params).unwrap();
+    let before = gpu.stats();
+    let mut model = gpu.load(&program, &params).unwrap();
+    let loaded = gpu.stats();
+    let param_bytes = device_size(&params.values().collect::<Vec<_>>());
+    assert_eq!(loaded.uploaded_bytes - before.uploaded_bytes, param_bytes);
+    assert_eq!(model.param_bytes(), param_bytes);
+
+    // The first run writes its input (and the uniform block); every later one only its input.
+    assert_eq!(model.run(std::slice::from_ref(&x)).unwrap(), expected);
+    let first = gpu.stats();
+    assert_eq!(first.uploaded_bytes - loaded.uploaded_bytes, device_size(&[&x]));
+    assert_eq!(first.uniform_bytes - loaded.uniform_bytes, 16);
+    for _ in 0..3 {
+        assert_eq!(model.run(std::slice::from_ref(&x)).unwrap(), expected);
+    }
+    let later = gpu.stats();
+    assert_eq!(later.uploaded_bytes - first.uploaded_bytes, 3 * device_size(&[&x]), "no params re-uploaded");
+    assert_eq!(later.uniform_bytes, first.uniform_bytes, "the same sizes rewrite no uniform block");
+    assert_eq!(later.buffers_created, first.buffers_created, "the same sizes allocate nothing");
+
+    // `Gpu::execute` uploads everything each time, which is what the resident model saves.
+    gpu.execute(&program, std::slice::from_ref(&x), &params).unwrap();
+    assert_eq!(gpu.stats().uploaded_bytes - later.uploaded_bytes, param_bytes + device_size(&[&x]));
+}
+
+#[test]
+fn buffers_grow_for_larger_shapes_and_are_reused_for_smaller_ones() {
+    let gpu = own_device();
+    let mut model = gpu.load(pairs_program(), &no_params()).unwrap();
+    let sum = |n: usize| {
+        Tensor::f32(&[n], (0..n).map(|i| i as f32 + (2 * i) as f32 * 0.5 + (2 * i + 1) as f32 * 0.5).collect())
+    };
+    let run = |model: &mut Model, n: usize| {
+        let outputs = model.run(&[ramp(n, 1.0), ramp(2 * n, 0.5)]).unwrap();
+        assert_eq!(outputs[0], sum(n), "N = {n}");
+    };
+    run(&mut model, 1000);
+    let large = gpu.stats();
+    for n in [10, 999, 1, 1000] {
+        run(&mut model, n);
+    }
+    assert_eq!(gpu.stats().buffers_created, large.buffers_created, "smaller shapes allocate nothing");
+    run(&mut model, 1001);
+    let grown = gpu.stats();
+    assert!(grown.buffers_created > large.buffers_created, "a larger shape grows the buffers");
+    assert!(grown.bytes_allocated > large.bytes_allocated);
+    run(&mut model, 7);
+    assert_eq!(gpu.stats().buffers_created, grown.buffers_created);
+
+    // Outputs kept on the device: a dropped output's buffer is reused, a held one is never written again.
+    let a = ramp(500, 1.0);
+    let b = ramp(1000, 0.5);
+    drop(model.call(&[Input::Host(&a), Input::Host(&b)]).unwrap());
+    let called = gpu.stats();
+    drop(model.call(&[Input::Host(&ramp(20, 1.0)), Input::Host(&ramp(40, 0.5))]).unwrap());
+    assert_eq!(gpu.stats().buffers_created, called.buffers_created, "dropped outputs' buffers are reused");
+    let held = model.call(&[Input::Host(&a), Input::Host(&b)]).unwrap();
+    let again = model.call(&[Input::Host(&ramp(20, 1.0)), Input::Host(&ramp(40, 0.5))]).unwrap();
+    assert_eq!(held.get("sum").unwrap().download(&gpu).unwrap(), sum(500), "a held output is left alone");
+    assert_eq!(again.get("sum").unwrap().download(&gpu).unwrap(), sum(20));
+}
+
+#[test]
+fn inputs_and_outputs_by_name() {
+    let mut model = gpu().load(pairs_program(), &no_params()).unwrap();
+    let (a, b) = (ramp(6, 1.0), ramp(12, 0.25));
+    let positional = model.run(&[a.clone(), b.clone()]).unwrap();
+    let named = model.run_named(&[("b", &b), ("a", &a)]).unwrap();
+    let names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, ["sum", "a", "tripled"]);
+    assert_eq!(named.into_iter().map(|(_, t)| t).collect::<Vec<_>>(), positional);
+    let outputs = model.call_named(&[("a", Input::Host(&a)), ("b", Input::Host(&b))]).unwrap();
+    assert_eq!(outputs.names(), ["sum", "a", "tripled"]);
+    assert_eq!(outputs.get("tripled").unwrap().download(gpu()).unwrap(), positional[2]);
+    assert_eq!(outputs.get("a").unwrap().download(gpu()).unwrap(), a);
+    assert!(outputs.get("nothing").is_none());
+    let downloaded: Vec<Tensor> = outputs.download(gpu()).unwrap().into_iter().map(|(_, t)| t).collect();
+    assert_eq!(downloaded, positional);
+
+    let error = model.run_named(&[("a", &a), ("c", &b), ("a", &a)]).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "model `pairs`:\n  - there is no input `c`\n  - input `a` is given twice\n  - input `b` is not given"
+    );
+}
+
+#[test]
+fn an_output_on_the_device_feeds_another_model_and_the_next_call() {
+    let gpu = gpu();
+    let (params, _) = affine_data(8);
+    let mut pairs = gpu.load(pairs_program(), &no_params()).unwrap();
+    let mut affine = gpu.load(affine_program(), &params).unwrap();
+    let (a, b) = (ramp(8, 1.0), ramp(16, 0.5));
+
+    // pairs -> affine on the device, against the same two models through the host.
+    let on_device = pairs.call(&[Input::Host(&a), Input::Host(&b)]).unwrap();
+    let sum = on_device.get("sum").unwrap();
+    assert_eq!((sum.dtype(), sum.shape()), (DType::F32, &[8][..]));
+    let fed = affine.call(&[Input::Device(sum)]).unwrap();
+    let host_sum = pairs.run(&[a.clone(), b.clone()]).unwrap().remove(0);
+    let through_host = affine.run(std::slice::from_ref(&host_sum)).unwrap();
+    assert_eq!(fed.download(gpu).unwrap().remove(0).1, through_host[0]);
+    assert_eq!(gpu.execute(&affine_program(), &[host_sum], &params).unwrap(), through_host);
+
+    // A call's output as the same model's next input (state kept on the device), three times over.
+    let mut state = pairs.call(&[Input::Host(&a), Input::Host(&b)]).unwrap();
+    let mut host_state = pairs.run(&[a.clone(), b.clone()]).unwrap();
+    for _ in 0..3 {
+        let next = pairs.call(&[Input::Device(state.get("tripled").unwrap()), Input::Host(&b)]).unwrap();
+        host_state = pairs.run(&[host_state[2].clone(), b.clone()]).unwrap();
+        state = next;
+    }
+    let state: Vec<Tensor> = state.download(gpu).unwrap().into_iter().map(|(_, t)| t).collect();
+    assert_eq!(state, host_state);
+
+    // A device tensor of another device is an error naming the input.
+    let elsewhere = own_device().to_device(&a).unwrap();
+    let error = pairs.call(&[Input::Device(&elsewhere), Input::Host(&b)]).unwrap_err().to_string();
+    assert!(error.starts_with("input `a`: a f32[8] device tensor belongs to another device"), "{error}");
+    // A device tensor of the wrong shape is a binding error, as a host one is.
+    let short = gpu.to_device(&ramp(3, 1.0)).unwrap();
+    assert_eq!(
+        pairs.call(&[Input::Device(&short), Input::Host(&b)]).unwrap_err().to_string(),
+        "input `b`: expected f32[2*N], got f32[16]: axis 0 is 16, expected 2*N = 6 where N = 3 (axis 0 of input `a`)"
     );
 }

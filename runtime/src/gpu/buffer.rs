@@ -48,8 +48,24 @@ impl Gpu {
     /// to a multiple of 16 bytes (at least 16) as `device_bytes` says.
     pub(crate) fn upload_device_bytes(&self, bytes: &[u8]) -> Result<wgpu::Buffer, GpuError> {
         let buffer = self.storage_buffer((bytes.len() as u64).next_multiple_of(16).max(16))?;
-        self.queue.write_buffer(&buffer, 0, bytes);
+        self.write_storage(&buffer, bytes);
         Ok(buffer)
+    }
+
+    /// Writes `bytes` (device layout) at the start of `buffer` through the queue, counted in
+    /// `GpuStats::uploaded_bytes`; the write lands before the next submission.
+    pub(crate) fn write_storage(&self, buffer: &wgpu::Buffer, bytes: &[u8]) {
+        self.stats.uploaded_bytes.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.queue.write_buffer(buffer, 0, bytes);
+    }
+
+    /// Writes `bytes` (a multiple of 4) at the start of the uniform `buffer`, zero-padded to 16 bytes,
+    /// counted in `GpuStats::uniform_bytes`.
+    pub(crate) fn write_uniform(&self, buffer: &wgpu::Buffer, bytes: &[u8]) {
+        let mut padded = bytes.to_vec();
+        padded.resize(bytes.len().next_multiple_of(16).max(16), 0);
+        self.stats.uniform_bytes.fetch_add(padded.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        self.queue.write_buffer(buffer, 0, &padded);
     }
 
     /// A zero-filled storage buffer for a `dtype` tensor of `shape`, e.g. a kernel's output.
@@ -113,8 +129,6 @@ impl Gpu {
         if size > limit {
             return Err(GpuError::TooLarge { what: "uniform buffer", bytes: size, limit });
         }
-        let mut padded = bytes.to_vec();
-        padded.resize(size as usize, 0);
         let buffer = self
             .scoped(|| {
                 self.device.create_buffer(&wgpu::BufferDescriptor {
@@ -125,25 +139,31 @@ impl Gpu {
                 })
             })
             .map_err(|message| GpuError::Upload { tensor: format!("uniform of {size} bytes"), message })?;
-        self.queue.write_buffer(&buffer, 0, &padded);
+        self.count_buffer(size);
+        self.write_uniform(&buffer, bytes);
         Ok(buffer)
     }
 
-    fn storage_buffer(&self, size: u64) -> Result<wgpu::Buffer, GpuError> {
+    /// A new storage buffer of `size` bytes (contents unspecified until written), within the device's
+    /// storage-buffer limit.
+    pub(crate) fn storage_buffer(&self, size: u64) -> Result<wgpu::Buffer, GpuError> {
         let limits = self.device.limits();
         let limit = limits.max_buffer_size.min(limits.max_storage_buffer_binding_size);
         if size > limit {
             return Err(GpuError::TooLarge { what: "storage buffer", bytes: size, limit });
         }
-        self.scoped(|| {
-            self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: None,
-                size,
-                usage: STORAGE,
-                mapped_at_creation: false,
+        let buffer = self
+            .scoped(|| {
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: None,
+                    size,
+                    usage: STORAGE,
+                    mapped_at_creation: false,
+                })
             })
-        })
-        .map_err(|message| GpuError::Upload { tensor: format!("{size} bytes"), message })
+            .map_err(|message| GpuError::Upload { tensor: format!("{size} bytes"), message })?;
+        self.count_buffer(size);
+        Ok(buffer)
     }
 }
 

@@ -19,6 +19,7 @@ pub enum Timing {
 }
 
 impl Timing {
+    /// `timestamps` or `wall`, for reports.
     pub fn name(self) -> &'static str {
         match self {
             Timing::Timestamps => "timestamps",
@@ -30,7 +31,9 @@ impl Timing {
 /// The median time of each dispatch, in order.
 #[derive(Clone, Debug)]
 pub struct DispatchTimes {
+    /// One median per dispatch.
     pub times: Vec<Duration>,
+    /// How they were taken.
     pub timing: Timing,
 }
 

@@ -13,10 +13,12 @@
 //! blocking calls (pollster).
 
 mod buffer;
+mod device_tensor;
 mod measure;
 
 pub use buffer::device_bytes;
 pub(crate) use buffer::to_device_bytes;
+pub use device_tensor::DeviceTensor;
 pub use measure::{DispatchTimes, Timing, median};
 #[cfg(test)]
 pub(crate) mod tests;
@@ -25,6 +27,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::program::{Arg, Launch};
@@ -35,13 +38,16 @@ pub const BACKEND_ENV: &str = "TDSL_BACKEND";
 /// Which wgpu backends `Gpu::new` may open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendChoice {
+    /// Vulkan only (lavapipe on a machine without a GPU).
     Vulkan,
+    /// OpenGL (ES) only.
     Gl,
     /// Any backend compiled in (Vulkan, then GL).
     Any,
 }
 
 impl BackendChoice {
+    /// The name `TDSL_BACKEND` and `--backend` take.
     pub fn name(self) -> &'static str {
         match self {
             BackendChoice::Vulkan => "vulkan",
@@ -49,6 +55,7 @@ impl BackendChoice {
             BackendChoice::Any => "any",
         }
     }
+    /// The choice called `name` (case and surrounding blanks ignored).
     pub fn from_name(name: &str) -> Option<BackendChoice> {
         [BackendChoice::Vulkan, BackendChoice::Gl, BackendChoice::Any]
             .into_iter()
@@ -82,58 +89,145 @@ pub struct GpuOptions {
 /// Everything that can go wrong on the GPU side, each with the context needed to act on it.
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
+    /// `TDSL_BACKEND` names no backend.
     #[error("{BACKEND_ENV}={value:?} is not a backend; use vulkan, gl or any")]
-    BadBackend { value: String },
+    BadBackend {
+        /// The variable's value.
+        value: String,
+    },
+    /// No adapter of the backends asked for.
     #[error(
         "no GPU adapter found for backend {}; on a machine without a GPU install Mesa's lavapipe \
          (Debian package mesa-vulkan-drivers) ({detail})",
         .backend.name()
     )]
-    NoAdapter { backend: BackendChoice, detail: String },
+    NoAdapter {
+        /// The backends asked for.
+        backend: BackendChoice,
+        /// What wgpu said.
+        detail: String,
+    },
+    /// The adapter lacks features or limits `GpuOptions` asked for.
     #[error("adapter {adapter} cannot provide what was requested: {problems}")]
-    Unsupported { adapter: String, problems: String },
+    Unsupported {
+        /// The adapter's name.
+        adapter: String,
+        /// Every missing feature and limit.
+        problems: String,
+    },
+    /// Opening the device failed.
     #[error("adapter {adapter} refused to open a device: {message}")]
-    RequestDevice { adapter: String, message: String },
+    RequestDevice {
+        /// The adapter's name.
+        adapter: String,
+        /// What wgpu said.
+        message: String,
+    },
+    /// A kernel's shader or pipeline failed validation.
     #[error("kernel {name} failed to compile: {message}")]
-    Kernel { name: String, message: String },
+    Kernel {
+        /// The kernel's name.
+        name: String,
+        /// What wgpu (naga) said.
+        message: String,
+    },
+    /// The pipeline cache file could not be read or written.
     #[error("pipeline cache `{}`: {message}", .path.display())]
-    PipelineCache { path: PathBuf, message: String },
+    PipelineCache {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error's text.
+        message: String,
+    },
+    /// A dispatch's grid over the device's limit.
     #[error(
         "dispatch {index} asks for {workgroups:?} workgroups but the device allows at most {limit} per \
          dimension; fold the grid"
     )]
-    TooManyWorkgroups { index: usize, workgroups: [u32; 3], limit: u32 },
+    TooManyWorkgroups {
+        /// The dispatch's index.
+        index: usize,
+        /// Its grid.
+        workgroups: [u32; 3],
+        /// The device's limit per dimension.
+        limit: u32,
+    },
+    /// A buffer larger than the device allows.
     #[error("a {what} of {bytes} bytes exceeds the device limit of {limit} bytes")]
-    TooLarge { what: &'static str, bytes: u64, limit: u64 },
+    TooLarge {
+        /// The kind of buffer.
+        what: &'static str,
+        /// Its size.
+        bytes: u64,
+        /// The device's limit.
+        limit: u64,
+    },
+    /// A buffer could not be created or filled.
     #[error("uploading {tensor} failed: {message}")]
-    Upload { tensor: String, message: String },
+    Upload {
+        /// The tensor or buffer.
+        tensor: String,
+        /// What went wrong.
+        message: String,
+    },
+    /// Binding or submitting dispatches failed.
     #[error("running {steps} dispatch(es) failed: {message}")]
-    Run { steps: usize, message: String },
+    Run {
+        /// Dispatches in the submission.
+        steps: usize,
+        /// What wgpu said.
+        message: String,
+    },
+    /// Reading a buffer back failed.
     #[error("downloading a {dtype}{shape:?} tensor failed: {message}")]
-    Download { dtype: &'static str, shape: Vec<usize>, message: String },
+    Download {
+        /// The tensor's dtype.
+        dtype: &'static str,
+        /// Its shape.
+        shape: Vec<usize>,
+        /// What went wrong.
+        message: String,
+    },
+    /// A `DeviceTensor` was handed to a `Gpu` other than the one that holds it.
+    #[error("a {tensor} device tensor belongs to another device ({owner}); this one is {here}")]
+    OtherDevice {
+        /// The tensor's type.
+        tensor: String,
+        /// The device holding it.
+        owner: String,
+        /// The device it was given to.
+        here: String,
+    },
 }
 
 /// A compute kernel as the compiler emitted it ahead of time: WGSL with an entry point `main` whose
 /// storage buffers are `@group(0) @binding(0..n)`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct KernelSource {
+    /// The kernel's name, for messages.
     pub name: String,
+    /// Its WGSL source.
     pub wgsl: String,
 }
 
 /// One kernel launch: `buffers[i]` is bound at `@group(0) @binding(i)`.
 #[derive(Clone, Debug)]
 pub struct Dispatch {
+    /// The kernel's pipeline.
     pub pipeline: Arc<wgpu::ComputePipeline>,
+    /// The buffers, in binding order.
     pub buffers: Vec<wgpu::Buffer>,
+    /// The grid.
     pub workgroups: [u32; 3],
 }
 
 /// A `Dispatch` with its bind group made (`Gpu::bind`).
 #[derive(Clone, Debug)]
 pub struct BoundDispatch {
+    /// The kernel's pipeline.
     pub pipeline: Arc<wgpu::ComputePipeline>,
-    bind_group: Option<wgpu::BindGroup>,
+    pub(crate) bind_group: Option<wgpu::BindGroup>,
+    /// The grid.
     pub workgroups: [u32; 3],
 }
 
@@ -148,17 +242,49 @@ impl BoundDispatch {
     }
 }
 
-/// An open device with its queue and the pipelines built so far.
+/// An open device with its queue and the pipelines built so far: opened by `Gpu::new`, or wrapping an
+/// application's own device (`Gpu::from_device`).
 pub struct Gpu {
-    pub instance: wgpu::Instance,
+    /// The adapter the device was opened on.
     pub adapter: wgpu::Adapter,
+    /// The device every buffer and pipeline is created on.
     pub device: wgpu::Device,
+    /// The device's queue: uploads and submissions.
     pub queue: wgpu::Queue,
+    /// What the adapter says about itself (name, backend, driver).
     pub info: wgpu::AdapterInfo,
+    /// Tells this `Gpu` apart from others in the process (`DeviceTensor`s remember theirs).
+    id: u64,
+    stats: Counters,
     pipelines: Mutex<HashMap<u64, Arc<wgpu::ComputePipeline>>>,
     cache: Option<(wgpu::PipelineCache, PathBuf)>,
     cache_state: PipelineCacheState,
 }
+
+/// What a `Gpu` has done to device memory since it was opened (`Gpu::stats`): the bytes its queue wrote
+/// and the buffers it created. A resident `Model` shows here that a second run uploads only its inputs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GpuStats {
+    /// Tensor bytes written into storage buffers (inputs, params, `Gpu::upload`), in the device layout.
+    pub uploaded_bytes: u64,
+    /// Bytes written into uniform buffers (kernels' dimension blocks).
+    pub uniform_bytes: u64,
+    /// Storage and uniform buffers created (staging buffers of downloads are not counted).
+    pub buffers_created: u64,
+    /// The bytes of those buffers.
+    pub bytes_allocated: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    uploaded_bytes: AtomicU64,
+    uniform_bytes: AtomicU64,
+    buffers_created: AtomicU64,
+    bytes_allocated: AtomicU64,
+}
+
+/// Source of `Gpu::id`.
+static NEXT_GPU: AtomicU64 = AtomicU64::new(1);
 
 /// What became of `GpuOptions::pipeline_cache`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,7 +296,10 @@ pub enum PipelineCacheState {
     /// The file did not exist yet: an empty cache, saved by `save_pipeline_cache`.
     Created,
     /// The file's data was handed to the driver (which ignores it when it is stale).
-    Loaded { bytes: usize },
+    Loaded {
+        /// The file's size.
+        bytes: usize,
+    },
 }
 
 impl Gpu {
@@ -260,7 +389,54 @@ impl Gpu {
                 (Some((cache, path.clone())), state)
             }
         };
-        Ok(Gpu { instance, adapter, device, queue, info, pipelines: Mutex::new(HashMap::new()), cache, cache_state })
+        Ok(Gpu::assemble(adapter, device, queue, cache, cache_state))
+    }
+
+    /// Wraps a device an application opened itself (it keeps using `device` and `queue`; tdsl's buffers
+    /// and pipelines live beside its own). `adapter` is the one `device` came from; its features and limits
+    /// are what `Session::new` checks bundles against. Nothing about the device is changed: no error
+    /// handler is installed (wgpu calls that can fail run in error scopes anyway) and there is no pipeline
+    /// cache file. Kernels get SPIR-V passthrough only when the device was opened with
+    /// `Features::PASSTHROUGH_SHADERS`, else they are built from WGSL.
+    pub fn from_device(adapter: wgpu::Adapter, device: wgpu::Device, queue: wgpu::Queue) -> Gpu {
+        Gpu::assemble(adapter, device, queue, None, PipelineCacheState::Off)
+    }
+
+    fn assemble(
+        adapter: wgpu::Adapter,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        cache: Option<(wgpu::PipelineCache, PathBuf)>,
+        cache_state: PipelineCacheState,
+    ) -> Gpu {
+        Gpu {
+            info: adapter.get_info(),
+            adapter,
+            device,
+            queue,
+            id: NEXT_GPU.fetch_add(1, Ordering::Relaxed),
+            stats: Counters::default(),
+            pipelines: Mutex::new(HashMap::new()),
+            cache,
+            cache_state,
+        }
+    }
+
+    /// The bytes written and buffers created so far (see `GpuStats`).
+    pub fn stats(&self) -> GpuStats {
+        let read = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        GpuStats {
+            uploaded_bytes: read(&self.stats.uploaded_bytes),
+            uniform_bytes: read(&self.stats.uniform_bytes),
+            buffers_created: read(&self.stats.buffers_created),
+            bytes_allocated: read(&self.stats.bytes_allocated),
+        }
+    }
+
+    /// Counts a buffer of `size` bytes created.
+    fn count_buffer(&self, size: u64) {
+        self.stats.buffers_created.fetch_add(1, Ordering::Relaxed);
+        self.stats.bytes_allocated.fetch_add(size, Ordering::Relaxed);
     }
 
     /// What became of the pipeline cache file asked for in `GpuOptions`.
@@ -447,14 +623,31 @@ impl Gpu {
     /// Records `steps` in one command encoder (one compute pass) and submits once; returns after the
     /// submission.
     pub fn submit(&self, steps: &[BoundDispatch]) -> Result<(), GpuError> {
+        self.submit_with(steps, None, &[])
+    }
+
+    /// `submit`, with `clear` (a status buffer) zeroed before the pass and `copies` (source, destination,
+    /// bytes) recorded after it, in the same submission.
+    pub(crate) fn submit_with(
+        &self,
+        steps: &[BoundDispatch],
+        clear: Option<&wgpu::Buffer>,
+        copies: &[(&wgpu::Buffer, &wgpu::Buffer, u64)],
+    ) -> Result<(), GpuError> {
         self.scoped(|| {
             let mut encoder =
                 self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("tdsl run") });
+            if let Some(buffer) = clear {
+                encoder.clear_buffer(buffer, 0, None);
+            }
             {
                 let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
                 for step in steps {
                     step.record(&mut pass);
                 }
+            }
+            for &(source, destination, bytes) in copies {
+                encoder.copy_buffer_to_buffer(source, 0, destination, 0, bytes);
             }
             self.queue.submit([encoder.finish()]);
         })

@@ -10,30 +10,134 @@ use std::collections::HashSet;
 /// One broken invariant of a `Program`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ProgramError {
+    /// A tensor index out of range.
     #[error("{place} names tensor {id}, but the program has {count} tensor(s)")]
-    UnknownTensor { place: String, id: u32, count: usize },
+    UnknownTensor {
+        /// Where, in words (a tensor's axis, a launch's argument, ...).
+        place: String,
+        /// The tensor's index.
+        id: u32,
+        /// How many the program has.
+        count: usize,
+    },
+    /// A symbol index out of range.
     #[error("{place} uses symbol {index}, but the program has {count} symbol(s)")]
-    UnknownSymbol { place: String, index: u32, count: usize },
+    UnknownSymbol {
+        /// Where, in words (a tensor's axis, a launch's argument, ...).
+        place: String,
+        /// The symbol's index.
+        index: u32,
+        /// How many the program has.
+        count: usize,
+    },
+    /// Two items with one name.
     #[error("two {what} are named `{name}`")]
-    DuplicateName { what: &'static str, name: String },
+    DuplicateName {
+        /// What kind of item.
+        what: &'static str,
+        /// The name (of the launch's kernel, for launches).
+        name: String,
+    },
+    /// A tensor of the wrong role in a signature list.
     #[error("{place} is tensor {id} (`{tensor}`), which is {actual}, not {expected}")]
-    WrongRole { place: String, id: u32, tensor: String, expected: &'static str, actual: &'static str },
+    WrongRole {
+        /// Where, in words (a tensor's axis, a launch's argument, ...).
+        place: String,
+        /// The tensor's index.
+        id: u32,
+        /// The tensor's name.
+        tensor: String,
+        /// The role it must have.
+        expected: &'static str,
+        /// The role it has.
+        actual: &'static str,
+    },
+    /// An input or param missing from its list.
     #[error("tensor {id} (`{tensor}`) is {role} but `{list}` does not list it")]
-    Unlisted { id: u32, tensor: String, role: &'static str, list: &'static str },
+    Unlisted {
+        /// The tensor's index.
+        id: u32,
+        /// The tensor's name.
+        tensor: String,
+        /// Its role.
+        role: &'static str,
+        /// The list (`inputs` or `params`).
+        list: &'static str,
+    },
+    /// A tensor listed twice.
     #[error("`{list}` lists tensor {id} (`{tensor}`) twice")]
-    ListedTwice { id: u32, tensor: String, list: &'static str },
+    ListedTwice {
+        /// The tensor's index.
+        id: u32,
+        /// The tensor's name.
+        tensor: String,
+        /// The list (`inputs` or `params`).
+        list: &'static str,
+    },
+    /// A launch without a `Write` argument.
     #[error("launch {launch} ({name}) writes no tensor; a launch writes at least one")]
-    NoWrite { launch: usize, name: String },
+    NoWrite {
+        /// The launch's index.
+        launch: usize,
+        /// The name (of the launch's kernel, for launches).
+        name: String,
+    },
+    /// A launch writing an input or param.
     #[error("launch {launch} ({name}) writes tensor {id} (`{tensor}`), which is {role}, not computed")]
-    WritesNonComputed { launch: usize, name: String, id: u32, tensor: String, role: &'static str },
+    WritesNonComputed {
+        /// The launch's index.
+        launch: usize,
+        /// The name (of the launch's kernel, for launches).
+        name: String,
+        /// The tensor's index.
+        id: u32,
+        /// The tensor's name.
+        tensor: String,
+        /// Its role.
+        role: &'static str,
+    },
+    /// A launch binding the tensor it writes a second time.
     #[error("launch {launch} ({name}) binds tensor {id} (`{tensor}`) again besides writing it")]
-    BindsItsOutputTwice { launch: usize, name: String, id: u32, tensor: String },
+    BindsItsOutputTwice {
+        /// The launch's index.
+        launch: usize,
+        /// The name (of the launch's kernel, for launches).
+        name: String,
+        /// The tensor's index.
+        id: u32,
+        /// The tensor's name.
+        tensor: String,
+    },
+    /// A read of a computed tensor no earlier launch wrote.
     #[error("launch {launch} ({name}) reads tensor {id} (`{tensor}`) before any launch writes it")]
-    ReadBeforeWrite { launch: usize, name: String, id: u32, tensor: String },
+    ReadBeforeWrite {
+        /// The launch's index.
+        launch: usize,
+        /// The name (of the launch's kernel, for launches).
+        name: String,
+        /// The tensor's index.
+        id: u32,
+        /// The tensor's name.
+        tensor: String,
+    },
+    /// A computed output no launch writes.
     #[error("output `{output}` is tensor {id} (`{tensor}`), which no launch writes")]
-    OutputNotWritten { output: String, id: u32, tensor: String },
+    OutputNotWritten {
+        /// The output's name.
+        output: String,
+        /// The tensor's index.
+        id: u32,
+        /// The tensor's name.
+        tensor: String,
+    },
+    /// A launch with workgroup size 0.
     #[error("launch {launch} ({name}) has workgroup size 0")]
-    ZeroWorkgroupSize { launch: usize, name: String },
+    ZeroWorkgroupSize {
+        /// The launch's index.
+        launch: usize,
+        /// The name (of the launch's kernel, for launches).
+        name: String,
+    },
 }
 
 impl Program {

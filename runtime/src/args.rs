@@ -1,0 +1,50 @@
+//! Parsers for the command-line arguments `tdsl-run` and `tdslc` share (`--dim NAME=SIZE`,
+//! `--input NAME=PATH`). Outside the `cli` feature, so the compiler's command line uses them without the
+//! runtime's own (clap is the caller's business: each parser is a plain function with a typed error, which
+//! clap's `value_parser` takes as it is).
+
+use std::path::PathBuf;
+
+/// Why a command-line argument could not be parsed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ArgError {
+    /// No `=` in the argument.
+    #[error("expected {expected}, e.g. {example}")]
+    NoEquals {
+        /// The form expected.
+        expected: &'static str,
+        /// An example of it.
+        example: &'static str,
+    },
+    /// The size is not an integer.
+    #[error("`{text}` is not an integer")]
+    NotAnInteger {
+        /// The text after `=`.
+        text: String,
+    },
+    /// The size is below 1.
+    #[error("dimension {name} must be at least 1, got {size}")]
+    TooSmall {
+        /// The dimension's name.
+        name: String,
+        /// The size given.
+        size: i64,
+    },
+}
+
+/// `NAME=SIZE` of a `--dim` argument (size at least 1).
+pub fn parse_dim(text: &str) -> Result<(String, i64), ArgError> {
+    let (name, size) = text.split_once('=').ok_or(ArgError::NoEquals { expected: "NAME=SIZE", example: "B=4" })?;
+    let size: i64 = size.trim().parse().map_err(|_| ArgError::NotAnInteger { text: size.to_string() })?;
+    if size < 1 {
+        return Err(ArgError::TooSmall { name: name.trim().to_string(), size });
+    }
+    Ok((name.trim().to_string(), size))
+}
+
+/// `NAME=PATH` of an `--input` argument.
+pub fn parse_input(text: &str) -> Result<(String, PathBuf), ArgError> {
+    let (name, path) =
+        text.split_once('=').ok_or(ArgError::NoEquals { expected: "NAME=PATH", example: "input_ids=ids.npy" })?;
+    Ok((name.trim().to_string(), PathBuf::from(path)))
+}
