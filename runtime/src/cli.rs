@@ -16,8 +16,9 @@ use clap::Parser;
 use crate::args::{parse_dim, parse_input};
 use crate::bundle::{Bundle, BundledModel};
 use crate::exec::Input;
+use crate::exec::param_specs;
 use crate::gpu::{BackendChoice, Gpu, GpuOptions, PipelineCacheState};
-use crate::session::{Session, param_specs};
+use crate::session::Session;
 use crate::weights::{Weights, check_params};
 use crate::{ParamSource, Tensor};
 

@@ -21,7 +21,7 @@ mod tests;
 pub use memory::{MemoryPlan, NOMINAL_SYMBOL, SlotProblem, check_slots, memory_from_slots, plan_memory, plan_slots};
 use model::GpuHandle;
 pub use model::{Input, LoadOptions, Model, Outputs, Prepared};
-pub use params::{ParamDataError, ParamSource};
+pub use params::{ParamDataError, ParamSource, param_specs};
 pub use plan::{DeviceLimits, LaunchPlan, fold_grid, plan_launches, tensor_shapes};
 
 use std::borrow::Cow;

@@ -29,9 +29,9 @@ use crate::bind::Declared;
 use crate::bundle::BundledModel;
 use crate::exec::{ExecError, LoadOptions, Model, ParamSource, declared};
 use crate::gpu::Gpu;
-use crate::program::{Program, TensorRole};
+use crate::program::Program;
 use crate::random::FillError;
-use crate::weights::{ParamSpec, Weights, WeightsError, check_params};
+use crate::weights::{Weights, WeightsError, check_params};
 
 /// A bundled model on a device, pipelines built (see the module comment).
 pub struct Session<'a> {
@@ -90,7 +90,7 @@ impl<'a> Session<'a> {
     /// Checks a weights file against the params: every missing, extra, mis-shaped and mis-typed entry in
     /// one error. Symbolic dimensions match any size here; `run` checks them against the inputs.
     pub fn check_weights(&self, weights: &Weights) -> Result<(), WeightsError> {
-        check_params(weights, &param_specs(&self.model.program))
+        check_params(weights, &crate::exec::param_specs(&self.model.program))
     }
 
     /// Seeded random inputs (`tdsl_runtime::random`, as `tdslc run --seed` makes them), shaped by `dims`
@@ -142,20 +142,6 @@ impl<'a> Session<'a> {
     pub fn run(&self, inputs: &[Tensor], params: &dyn ParamSource) -> Result<Vec<Tensor>, ExecError> {
         self.load(params)?.run(inputs)
     }
-}
-
-/// The params of `program` as a weights file must hold them; a symbolic dimension matches any size.
-pub fn param_specs(program: &Program) -> Vec<ParamSpec> {
-    program
-        .params
-        .iter()
-        .filter_map(|&id| {
-            let decl = program.tensors.get(id.0 as usize)?;
-            let TensorRole::Param(key) = &decl.role else { return None };
-            let shape = decl.shape.iter().map(|d| d.as_const().and_then(|v| usize::try_from(v).ok())).collect();
-            Some(ParamSpec { name: key.clone(), dtype: decl.dtype, shape })
-        })
-        .collect()
 }
 
 /// Every requirement of every launch that `gpu` does not meet, naming the launch.

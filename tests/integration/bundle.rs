@@ -95,10 +95,10 @@ fn text(path: &Path) -> &str {
     path.to_str().expect("utf-8 temp path")
 }
 
-/// The error `from_bytes` gives for `bytes` (which must fail).
-fn load_error(bytes: &[u8]) -> String {
+/// The error `from_bytes` gives for `bytes` (which must fail; `what` names the case).
+fn load_error(what: &str, bytes: &[u8]) -> String {
     match Bundle::from_bytes(bytes) {
-        Ok(_) => panic!("a bad bundle loaded"),
+        Ok(_) => panic!("a bad bundle loaded: {what}"),
         Err(e) => e.to_string(),
     }
 }
@@ -249,7 +249,7 @@ fn bad_bundles_are_errors_naming_the_problem() {
     let mut flipped = good.clone();
     flipped[good.len() / 2] ^= 0x10;
     let mut version = good.clone();
-    version[8] = 2;
+    version[8] = tdsl_runtime::bundle::FORMAT_VERSION as u8 + 1;
     let mut flags = good.clone();
     flags[12] = 1;
     let mut trailing = good.clone();
@@ -324,7 +324,7 @@ fn bad_bundles_are_errors_naming_the_problem() {
     ];
     let mut report = String::new();
     for (what, bytes) in &cases {
-        report.push_str(&format!("{what}:\n  {}\n", load_error(bytes).replace('\n', "\n  ")));
+        report.push_str(&format!("{what}:\n  {}\n", load_error(what, bytes).replace('\n', "\n  ")));
     }
     insta::assert_snapshot!("bad_bundles", report);
 }

@@ -19,12 +19,12 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use super::param_specs;
 use super::{DeviceLimits, ExecError, MemoryPlan, ParamSource, check_slots, declared, memory_from_slots, plan_slots};
 use super::{plan_launches, tensor_shapes};
 use crate::bind::{BindError, Declared, Given, Signature, bind_given, bind_partial};
 use crate::gpu::{BoundDispatch, DeviceTensor, Dispatch, DispatchTimes, Gpu, GpuError, device_bytes, to_device_bytes};
 use crate::program::{Arg, Program, TensorRole, type_string};
-use crate::session::param_specs;
 use crate::{DType, Tensor};
 
 /// What `Gpu::load_with` may be given besides the program and its params.

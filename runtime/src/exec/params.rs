@@ -6,6 +6,7 @@
 
 use crate::bind::Given;
 use crate::gpu::to_device_bytes;
+use crate::program::{Program, TensorRole};
 use crate::tensor::{DecodeError, TensorData};
 use crate::weights::{ParamSpec, Weights, WeightsError, check_params};
 use crate::{DType, Tensor};
@@ -82,4 +83,18 @@ impl ParamSource for Weights {
             }
         }
     }
+}
+
+/// The params of `program` as a weights file must hold them; a symbolic dimension matches any size.
+pub fn param_specs(program: &Program) -> Vec<ParamSpec> {
+    program
+        .params
+        .iter()
+        .filter_map(|&id| {
+            let decl = program.tensors.get(id.0 as usize)?;
+            let TensorRole::Param(key) = &decl.role else { return None };
+            let shape = decl.shape.iter().map(|d| d.as_const().and_then(|v| usize::try_from(v).ok())).collect();
+            Some(ParamSpec { name: key.clone(), dtype: decl.dtype, shape })
+        })
+        .collect()
 }
