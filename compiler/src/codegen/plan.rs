@@ -74,9 +74,9 @@ pub fn lower(
     let mut kernels = Vec::new();
     for (group, schedule) in grouping.groups.iter().zip(grouping.schedules.iter_mut()) {
         let checked = |schedule: &Schedule| {
-            verify(graph, group, schedule, target).map_err(|message| CodegenError::Internal {
+            verify(graph, group, schedule, target).map_err(|error| CodegenError::Internal {
                 kernel: super::kernel::kernel_name(graph, group.root),
-                message,
+                message: error.to_string(),
             })
         };
         checked(schedule)?;

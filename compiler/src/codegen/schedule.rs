@@ -123,11 +123,25 @@ fn loop_free(graph: &Graph, group: &Group) -> bool {
     })
 }
 
+/// A schedule that does not fit its group or target: which schedule, the group's root node and the rule.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{schedule} schedule of %{root}: {rule}")]
+pub struct ScheduleError {
+    /// The schedule's name (`Schedule::name`).
+    pub schedule: &'static str,
+    /// The group's root node.
+    pub root: u32,
+    /// The broken rule.
+    pub rule: String,
+}
+
 /// Checks that `schedule` is consistent with `group` and `target`: what its emitter relies on holds (the
 /// nodes it names are in the group and of the right kind, workgroup sizes and memory fit, the target
 /// allows the features it uses). `Err` names the first broken rule.
-pub fn verify(graph: &Graph, group: &Group, schedule: &Schedule, target: &Target) -> Result<(), String> {
-    let fail = |what: &str| Err(format!("{} schedule of %{}: {what}", schedule.name(), group.root.index()));
+pub fn verify(graph: &Graph, group: &Group, schedule: &Schedule, target: &Target) -> Result<(), ScheduleError> {
+    let fail = |what: &str| {
+        Err(ScheduleError { schedule: schedule.name(), root: group.root.index() as u32, rule: what.to_string() })
+    };
     match schedule {
         Schedule::Plain => Ok(()),
         Schedule::Vector if !target.vector => fail("the target has no vector kernels"),
@@ -276,6 +290,6 @@ mod tests {
         let staged = SharedTile { k_step: 16, along_k: vec![(true, false)] };
         let shared = Schedule::SharedTiled(TilePlan { vector_k: false, ..plan }, staged);
         let err = verify(&b.g, &matmul, &shared, &cpu).expect_err("shared tiles on cpu");
-        assert!(err.contains("does not share tiles"), "{err}");
+        assert!(err.rule.contains("does not share tiles"), "{err}");
     }
 }
