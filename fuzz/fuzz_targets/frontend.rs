@@ -3,7 +3,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tdsl_compiler::driver::{check, Root};
+use tdsl_compiler::driver::Root;
+use tdsl_compiler::pipeline::check;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -1,6 +1,6 @@
 //! `Program`: a compiled model as the runtime runs it, with no compiler types in sight: its signature
 //! (inputs and params with symbolic shapes), every device tensor it needs, and the ordered kernel launches of
-//! one forward pass. The compiler builds one (`tdsl_compiler::codegen::compile`); later an ahead-of-time
+//! one forward pass. The compiler builds one (`tdsl_compiler::pipeline::compile_graph`); later an ahead-of-time
 //! bundle stores one. Its symbolic dimensions are `dim::Dim`, the type the compiler checks shapes with: evaluated
 //! once the symbols
 //! are bound from the actual input shapes (`bind.rs`), it sizes buffers, fills each launch's uniform block
