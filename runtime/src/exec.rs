@@ -254,6 +254,26 @@ impl Gpu {
         self.load(program, params)?.run(inputs)
     }
 
+    /// `Err(ExecError::Device)` listing every requirement of every launch (`Launch::requires`: features and
+    /// limits) that this device does not meet, each naming its launch; checked before any pipeline exists.
+    pub fn check_requirements(&self, program: &Program) -> Result<(), ExecError> {
+        let features = self.device.features();
+        let downlevel = self.adapter.get_downlevel_capabilities().flags;
+        let limits = self.device.limits();
+        let mut problems = Vec::new();
+        for (i, launch) in program.launches.iter().enumerate() {
+            for unmet in launch.requires.unmet(features, downlevel, &limits) {
+                problems.push(format!("launch {i} ({}) {unmet}", launch.name));
+            }
+        }
+        match problems.is_empty() {
+            true => Ok(()),
+            false => {
+                Err(ExecError::Device { adapter: self.info.name.clone(), program: program.name.clone(), problems })
+            }
+        }
+    }
+
     /// Loads `program` onto the device with its params from `params` (see `Model`): validates it, binds and
     /// uploads every param, builds every pipeline. Its computed tensors share buffers by a plan that holds for
     /// every size (`plan_slots`).

@@ -51,14 +51,7 @@ impl<'a> Session<'a> {
         model: &'a BundledModel,
         progress: &dyn Fn(usize, usize),
     ) -> Result<Session<'a>, ExecError> {
-        let problems = device_problems(gpu, model);
-        if !problems.is_empty() {
-            return Err(ExecError::Device {
-                adapter: gpu.info.name.clone(),
-                program: model.program.name.clone(),
-                problems,
-            });
-        }
+        gpu.check_requirements(&model.program)?;
         let total = model.program.launches.len();
         for (i, launch) in model.program.launches.iter().enumerate() {
             gpu.launch_pipeline(launch)?;
@@ -142,18 +135,4 @@ impl<'a> Session<'a> {
     pub fn run(&self, inputs: &[Tensor], params: &dyn ParamSource) -> Result<Vec<Tensor>, ExecError> {
         self.load(params)?.run(inputs)
     }
-}
-
-/// Every requirement of every launch that `gpu` does not meet, naming the launch.
-fn device_problems(gpu: &Gpu, model: &BundledModel) -> Vec<String> {
-    let features = gpu.device.features();
-    let downlevel = gpu.adapter.get_downlevel_capabilities().flags;
-    let limits = gpu.device.limits();
-    let mut problems = Vec::new();
-    for (i, launch) in model.program.launches.iter().enumerate() {
-        for unmet in launch.requires.unmet(features, downlevel, &limits) {
-            problems.push(format!("launch {i} ({}) {unmet}", launch.name));
-        }
-    }
-    problems
 }

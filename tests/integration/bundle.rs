@@ -364,6 +364,12 @@ fn a_bundle_the_device_cannot_run_is_an_error() {
         Ok(_) => panic!("the device cannot run it"),
         Err(e) => e.to_string(),
     };
+    // Loading the program without a bundle checks the same requirements first, with the same message.
+    let no_params = std::collections::HashMap::<String, Tensor>::new();
+    match gpu().load(&bundle.models[0].program, &no_params) {
+        Ok(_) => panic!("the device cannot run it"),
+        Err(e) => assert_eq!(e.to_string(), error),
+    }
     // The adapter name and the device's own limit vary between machines.
     let adapter = &gpu().info.name;
     let limits = gpu().device.limits();

@@ -198,6 +198,7 @@ impl<'a> Model<'a> {
         params: &dyn ParamSource,
     ) -> Result<Model<'a>, ExecError> {
         program.validate().map_err(|problems| ExecError::Invalid { program: program.name.clone(), problems })?;
+        gpu.check_requirements(&program)?;
         let slots = match options.slots {
             Some(slots) => {
                 check_slots(&program, slots)
