@@ -146,6 +146,8 @@ impl<'p> Elab<'p> {
     }
 
     /// False (reported once) when the graph has grown past `MAX_NODES`; loops and calls stop expanding.
+    /// Checked before each loop iteration and call, and after every statement, so straight-line code is
+    /// bounded too.
     pub(crate) fn within_size_limit(&mut self, span: Span) -> bool {
         if self.graph.nodes.len() <= MAX_NODES {
             return true;
@@ -154,7 +156,11 @@ impl<'p> Elab<'p> {
             self.reported_limit = true;
             self.error(
                 Diagnostic::new(Code::E0110, span, format!("the program expands to more than {MAX_NODES} operations"))
-                    .note("loops and function calls are unrolled and inlined; this one grows too large")
+                    .label("the model passes the limit here")
+                    .note(
+                        "every statement, unrolled loop iteration and inlined function call adds operations; \
+                         split the work into several models",
+                    )
                     .rule("R4.5"),
             );
         }
@@ -505,6 +511,9 @@ impl<'p> Elab<'p> {
                 break;
             }
             self.stmt(scope, stmt);
+            // Straight-line code grows the graph too (R4.5). Elaboration goes on, so the rest of the model
+            // is still checked (without follow-on errors such as an unassigned output).
+            self.within_size_limit(stmt.span());
         }
     }
 
