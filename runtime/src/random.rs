@@ -46,8 +46,7 @@ pub enum FillError {
     },
     /// A seeded tensor would have more than `MAX_ELEMENTS` elements (checked before anything is allocated).
     #[error(
-        "{site} of `{model}` ({declared}) would have shape {shape}: {elements} elements, more than the \
-         {max} a tensor may have",
+        "{site} of `{model}` ({declared}) would have {size}, more than the {max} a tensor may have",
         max = MAX_ELEMENTS
     )]
     TooLarge {
@@ -57,10 +56,8 @@ pub enum FillError {
         site: Site,
         /// Its declared type.
         declared: String,
-        /// Its shape at the run's sizes.
-        shape: String,
-        /// Its element count, or a note that counting overflows.
-        elements: String,
+        /// Its shape and element count at the run's sizes (`shape [2, 3]: 6 elements`).
+        size: String,
     },
 }
 
@@ -211,8 +208,10 @@ pub fn fill_signature(
                 model: model.to_string(),
                 site: declared.site.clone(),
                 declared: type_string(declared.dtype, &declared.shape, symbols),
-                shape: format!("{shape:?}"),
-                elements: count.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string()),
+                size: format!(
+                    "shape {shape:?}: {} elements",
+                    count.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string())
+                ),
             }),
         }
     };
