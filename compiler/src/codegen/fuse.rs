@@ -19,10 +19,10 @@
 //! - elementwise ops are inlined when all their consumers end up in one kernel (prologue fusion into
 //!   reductions and contractions included, unless amplified; a value read twice at one position in a kernel
 //!   is computed once there); when they are needed by several kernels `recompute` (the cost model) decides;
-//! - a kernel is bounded (`MAX_INLINE_DEPTH`, `MAX_INLINE_NODES`): a node that would make its kernel's chain
-//!   of inline nodes deeper, or its inline set larger, than the cap is stored instead, so a long straight
-//!   chain of statements becomes a sequence of kernels of bounded size (code generation recurses over a
-//!   group's inline nodes, and drivers compile one huge kernel slowly);
+//! - a kernel's inline chains are bounded (`MAX_INLINE_DEPTH`): a node that would make a chain of inline
+//!   nodes from its kernel's root longer than the cap is stored instead, so a long straight chain of
+//!   statements becomes a sequence of kernels of bounded depth (code generation recurses over a group's
+//!   inline nodes, and drivers compile one huge kernel slowly);
 //! - then *row fusion* (`merge_rows`): row statistics (softmax's max and sum, layer_norm's mean and
 //!   variance) and a contraction feeding them join the kernel that reads them back, which becomes a row
 //!   kernel (`rows.rs`: one workgroup per row, workgroup reductions);
@@ -76,8 +76,8 @@ pub enum Reason {
     ContractionConsumers { consumers: usize, op: &'static str },
     /// An elementwise value needed by several kernels where `recompute` prefers storing it.
     CostlierThanStoring { kernels: usize, op: &'static str },
-    /// Inlining would make a consumer's kernel exceed `MAX_INLINE_DEPTH` or `MAX_INLINE_NODES`.
-    KernelTooLarge,
+    /// Inlining would make a chain of inline nodes in a consumer's kernel longer than `MAX_INLINE_DEPTH`.
+    KernelTooDeep,
 }
 
 impl std::fmt::Display for Reason {
@@ -100,11 +100,9 @@ impl std::fmt::Display for Reason {
             Reason::CostlierThanStoring { kernels, op } => {
                 write!(f, "value is needed by {kernels} kernels and recomputing `{op}` costs more than storing it")
             }
-            Reason::KernelTooLarge => write!(
-                f,
-                "the consumer's kernel is at its size limit ({MAX_INLINE_DEPTH} inline ops deep or \
-                 {MAX_INLINE_NODES} inline ops)"
-            ),
+            Reason::KernelTooDeep => {
+                write!(f, "the consumer's kernel already computes a chain of {MAX_INLINE_DEPTH} ops (the limit)")
+            }
         }
     }
 }
@@ -190,9 +188,6 @@ pub fn cheap_to_recompute(graph: &Graph, id: NodeId) -> bool {
 /// emission recurses once per link (`kernel.rs`, `value`), so this bounds its stack use, and it splits a long
 /// chain of statements into kernels of a size drivers compile quickly.
 pub const MAX_INLINE_DEPTH: usize = 256;
-/// The most inline nodes one kernel computes when fusion groups it (before row and horizontal fusion,
-/// which merge whole groups under their own rules).
-pub const MAX_INLINE_NODES: usize = 4096;
 
 /// Groups every live computed node of `graph`. With `fuse` off, every computed node is its own group (only
 /// constants and dimension values are inlined): the unfused program, for comparison.
@@ -216,8 +211,6 @@ pub fn group(graph: &Graph, fuse: bool, target: &Target) -> Grouping {
     let mut roots: Vec<BTreeSet<NodeId>> = vec![BTreeSet::new(); n];
     // For inline nodes: the longest chain of inline nodes from a kernel's root down to and including it.
     let mut depth = vec![0usize; n];
-    // For stored nodes: how many nodes are inlined into their kernel so far.
-    let mut inlined = vec![0usize; n];
     let mut unfused = Vec::new();
     let nodes: Vec<_> = graph.nodes.iter().collect();
     for &(id, node) in nodes.iter().rev() {
@@ -252,20 +245,19 @@ pub fn group(graph: &Graph, fuse: bool, target: &Target) -> Grouping {
             .max()
             .unwrap_or(0);
         // A node on leaves only (a broadcast constant or input) adds one level at most and is shared by
-        // everything it feeds, so the caps leave it inline.
+        // everything it feeds, so the cap leaves it inline.
         let on_leaves = node.op.operands().iter().all(|&o| {
             matches!(graph.node(o).op, Op::Constant(_) | Op::DimValue(_) | Op::Input { .. } | Op::Param { .. })
         });
-        let too_large = !on_leaves
-            && (inline_depth > MAX_INLINE_DEPTH || kernels.iter().any(|k| inlined[k.index()] >= MAX_INLINE_NODES));
+        let too_deep = !on_leaves && inline_depth > MAX_INLINE_DEPTH;
         let decision: Result<(), Reason> = if is_output[id.index()] {
             Err(Reason::Output)
         } else if matches!(node.op, Op::Constant(_) | Op::DimValue(_)) {
             Ok(())
         } else if !fuse {
             Err(Reason::FusionOff)
-        } else if too_large {
-            Err(Reason::KernelTooLarge)
+        } else if too_deep {
+            Err(Reason::KernelTooDeep)
         } else if node.op.is_layout() {
             Ok(())
         } else if amplified && !cheap_to_recompute(graph, id) {
@@ -285,9 +277,6 @@ pub fn group(graph: &Graph, fuse: bool, target: &Target) -> Grouping {
         home[id.index()] = match decision {
             Ok(()) => {
                 depth[id.index()] = inline_depth;
-                for k in &kernels {
-                    inlined[k.index()] += 1;
-                }
                 roots[id.index()] = kernels;
                 Home::Inline { amplified, shared }
             }
