@@ -12,6 +12,7 @@ use tdsl_runtime::{fold_grid, plan_memory};
 
 use crate::codegen::Compiled;
 use crate::dim::{Dim, SymId};
+use crate::interp::MAX_ELEMENTS;
 use crate::ir::{Graph, NodeId, Op, ScalarExpr, ScalarId, VarId};
 
 /// One kernel of the report.
@@ -48,6 +49,13 @@ pub struct Report {
 pub enum ExplainError {
     #[error("the size of {tensor} overflows")]
     Overflow { tensor: String },
+    #[error("{tensor} would have {elements} elements at these sizes, more than the {MAX_ELEMENTS} a tensor may have")]
+    TooLarge { tensor: String, elements: u64 },
+    #[error(
+        "kernel `{kernel}` would need {invocations} invocations at these sizes, more than a grid of 65535 x 65535 \
+         workgroups of {workgroup_size} holds"
+    )]
+    GridTooLarge { kernel: String, invocations: String, workgroup_size: u32 },
 }
 
 /// Explains `compiled` with symbol `i` = `sizes[i]`.
@@ -61,9 +69,13 @@ pub fn explain(compiled: &Compiled, sizes: &[i64], fused: bool) -> Result<Report
             let count = t.shape.iter().try_fold(1u64, |n, d| {
                 d.eval_at(sizes).and_then(|v| u64::try_from(v).ok()).and_then(|v| n.checked_mul(v))
             });
-            count
-                .map(|c| (c * t.dtype.size() as u64).max(4))
-                .ok_or_else(|| ExplainError::Overflow { tensor: t.name.clone() })
+            match count {
+                Some(c) if c > MAX_ELEMENTS as u64 => {
+                    Err(ExplainError::TooLarge { tensor: t.name.clone(), elements: c })
+                }
+                Some(c) => Ok((c * t.dtype.size() as u64).max(4)),
+                None => Err(ExplainError::Overflow { tensor: t.name.clone() }),
+            }
         })
         .collect::<Result<_, _>>()?;
     let memory = plan_memory(program, &bytes);
@@ -79,8 +91,18 @@ pub fn explain(compiled: &Compiled, sizes: &[i64], fused: bool) -> Result<Report
             .filter(|&&id| !matches!(graph.node(id).op, Op::Constant(_) | Op::DimValue(_)))
             .map(|&id| graph.node(id).op.name().to_string())
             .collect();
-        let invocations = launch.invocations.eval_at(sizes).and_then(|v| u64::try_from(v).ok()).unwrap_or(0);
-        let grid = fold_grid(invocations.div_ceil(u64::from(launch.workgroup_size)), 65535).unwrap_or([0, 0, 0]);
+        let too_large = |invocations: String| ExplainError::GridTooLarge {
+            kernel: kernel.name.clone(),
+            invocations,
+            workgroup_size: launch.workgroup_size,
+        };
+        let invocations = launch
+            .invocations
+            .eval_at(sizes)
+            .and_then(|v| u64::try_from(v).ok())
+            .ok_or_else(|| too_large("more than 2^63".to_string()))?;
+        let grid = fold_grid(invocations.div_ceil(u64::from(launch.workgroup_size)), 65535)
+            .ok_or_else(|| too_large(invocations.to_string()))?;
         let mut bytes_read = 0;
         let mut bytes_written = 0;
         for arg in &launch.args {

@@ -7,6 +7,7 @@
 
 use crate::bind::{Declared, Site};
 use crate::program::type_string;
+use crate::tensor::MAX_ELEMENTS;
 use crate::{DType, Tensor};
 use std::collections::HashMap;
 
@@ -42,6 +43,21 @@ pub enum FillError {
         declared: String,
         /// The dimension that fails.
         dim: String,
+    },
+    /// A seeded tensor would have more than `MAX_ELEMENTS` elements (checked before anything is allocated).
+    #[error(
+        "{site} of `{model}` ({declared}) would have {size}, more than the {max} a tensor may have",
+        max = MAX_ELEMENTS
+    )]
+    TooLarge {
+        /// The model's name.
+        model: String,
+        /// The input or param.
+        site: Site,
+        /// Its declared type.
+        declared: String,
+        /// Its shape and element count at the run's sizes (`shape [2, 3]: 6 elements`).
+        size: String,
     },
 }
 
@@ -172,7 +188,7 @@ pub fn fill_signature(
     let defaulted = symbols.iter().zip(&sizes).filter(|(_, v)| v.is_none()).map(|(s, _)| s.clone()).collect();
     let sizes: Vec<i64> = sizes.iter().map(|v| v.unwrap_or(2)).collect();
     let shape_of = |declared: &Declared| -> Result<Vec<usize>, FillError> {
-        declared
+        let shape = declared
             .shape
             .iter()
             .map(|d| {
@@ -183,8 +199,27 @@ pub fn fill_signature(
                     dim: d.named(symbols).to_string(),
                 })
             })
-            .collect()
+            .collect::<Result<Vec<usize>, FillError>>()?;
+        // Every input and param is sized before the first is allocated, so a run too large fails at once.
+        let count = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+        match count {
+            Some(n) if n <= MAX_ELEMENTS => Ok(shape),
+            _ => Err(FillError::TooLarge {
+                model: model.to_string(),
+                site: declared.site.clone(),
+                declared: type_string(declared.dtype, &declared.shape, symbols),
+                size: format!(
+                    "shape {shape:?}: {} elements",
+                    count.map_or_else(|| "more than 2^64".to_string(), |n| n.to_string())
+                ),
+            }),
+        }
     };
+    // Sizes first: nothing is allocated unless every seeded tensor fits.
+    let seeded_params = params.unwrap_or_default();
+    for declared in inputs.iter().filter(|d| !given.contains_key(d.site.name())).chain(seeded_params) {
+        shape_of(declared)?;
+    }
     let mut filled = Filled { inputs: Vec::new(), params: HashMap::new(), random_inputs: Vec::new(), defaulted };
     for declared in inputs {
         let name = declared.site.name();
@@ -196,7 +231,7 @@ pub fn fill_signature(
             }
         }
     }
-    for declared in params.unwrap_or_default() {
+    for declared in seeded_params {
         if let Site::Param(key) = &declared.site {
             let tensor = seeded_tensor(key, declared.dtype, &shape_of(declared)?, seed);
             filled.params.insert(key.clone(), tensor);

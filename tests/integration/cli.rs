@@ -90,6 +90,32 @@ fn run_rejects_bad_dimension_arguments() {
     assert!(err.contains("must be at least 1"), "{err}");
 }
 
+/// Sizes too large for a tensor are an error naming the tensor and its size, checked before anything is
+/// allocated (the seeded-data generator used to abort allocating 313.6 GB), on the GPU and the reference
+/// path alike; `explain` reports them too instead of printing an empty grid.
+#[test]
+fn sizes_too_large_for_a_tensor_are_errors() {
+    let too_large = "input `x` of `mlp` (f32[B, 784]) would have shape [100000000, 784]: 78400000000 elements, \
+                     more than the 2147483648 a tensor may have";
+    for reference in [true, false] {
+        let mut args = vec!["run", "../examples/mlp.tdsl", "--dim", "B=100000000"];
+        if reference {
+            args.push("--reference");
+        }
+        let (code, out, err) = tdslc(&args);
+        assert_eq!((code, out.as_str()), (1, ""), "{err}");
+        assert!(err.contains(too_large), "{err}");
+    }
+    let (code, out, err) = tdslc(&["explain", "../examples/mlp.tdsl", "--dim", "B=99999999999"]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(
+        err.contains(
+            "input x would have 78399999999216 elements at these sizes, more than the 2147483648 a tensor may have"
+        ),
+        "{err}"
+    );
+}
+
 #[test]
 fn help_explains_the_commands() {
     let (code, out, _) = tdslc(&["--help"]);

@@ -2,7 +2,7 @@
 //! names, dtype variables and `...`), inlining of the body with the caller's shapes, param prefixes, and the
 //! stand-alone check of functions no model calls (R5).
 
-use super::{Elab, MAX_CALL_DEPTH, Scope, Value, bare_name};
+use super::{Elab, MAX_CALL_DEPTH, Scope, Value, bare_name, repeated_names};
 use crate::diag::{Code, Diagnostic};
 use crate::dim::Dim;
 use crate::driver::Program;
@@ -45,6 +45,8 @@ impl<'p> FnTable<'p> {
         for file in &program.files {
             for item in &file.ast.items {
                 let ast::Item::Fn(def) = item else { continue };
+                // Reported once per definition, whether or not anything calls it.
+                diags.extend(repeated_names(&def.args, "parameter", "R5.2").0);
                 let name = match &file.alias {
                     Some(alias) => format!("{alias}.{}", def.name.name),
                     None => def.name.name.clone(),
@@ -544,7 +546,9 @@ impl<'p> Elab<'p> {
                 ast::ArgType::Float(_) => Value::Float(1.0),
                 ast::ArgType::Bool(_) => Value::Bool(false),
             };
-            args.push(ArgValue { name: Some(decl.name.clone()), value, span: decl.span });
+            // Positional, so a parameter named like an earlier one (E0103, reported by `FnTable::build`)
+            // causes no follow-on errors.
+            args.push(ArgValue { name: None, value, span: decl.span });
         }
         let Some(entry) = self.fns.get(name) else { return };
         self.instantiate(entry, &Scope::default(), None, args, def.name.span);

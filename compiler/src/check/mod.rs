@@ -88,6 +88,9 @@ pub(crate) struct Elab<'p> {
     generic: bool,
     unrolled: usize,
     reported_limit: bool,
+    /// Names a model's body assigns (`=`, definitions, params), so an output named like an input is known
+    /// to be assigned only when the body really does (R4.2).
+    assigned: HashSet<String>,
 }
 
 /// Variables visible in one model or function body.
@@ -114,6 +117,7 @@ impl<'p> Elab<'p> {
             generic,
             unrolled: 0,
             reported_limit: false,
+            assigned: HashSet::new(),
         }
     }
 
@@ -142,6 +146,8 @@ impl<'p> Elab<'p> {
     }
 
     /// False (reported once) when the graph has grown past `MAX_NODES`; loops and calls stop expanding.
+    /// Checked before each loop iteration and call, and after every statement, so straight-line code is
+    /// bounded too.
     pub(crate) fn within_size_limit(&mut self, span: Span) -> bool {
         if self.graph.nodes.len() <= MAX_NODES {
             return true;
@@ -150,7 +156,11 @@ impl<'p> Elab<'p> {
             self.reported_limit = true;
             self.error(
                 Diagnostic::new(Code::E0110, span, format!("the program expands to more than {MAX_NODES} operations"))
-                    .note("loops and function calls are unrolled and inlined; this one grows too large")
+                    .label("the model passes the limit here")
+                    .note(
+                        "every statement, unrolled loop iteration and inlined function call adds operations; \
+                         split the work into several models",
+                    )
                     .rule("R4.5"),
             );
         }
@@ -189,6 +199,8 @@ impl<'p> Elab<'p> {
         // Inputs: bare dimension names bind new symbols on first use (R3.3).
         let mut pending: Vec<(&ast::Expr, usize, usize)> = Vec::new();
         let mut input_types = Vec::new();
+        // A repeated input keeps its type checked (it may bind dimensions) but gets no node (R4.2).
+        let repeated_inputs = self.report_repeated_names(&model.args, "input", "R4.2");
         for (arg_index, arg) in model.args.iter().enumerate() {
             let ast::ArgType::Tensor(ty) = &arg.ty else {
                 self.error(
@@ -258,6 +270,9 @@ impl<'p> Elab<'p> {
             }
         }
         for (arg, ty) in input_types {
+            if repeated_inputs.iter().any(|&i| std::ptr::eq(arg, &model.args[i])) {
+                continue;
+            }
             if invalid_inputs.iter().any(|&i| std::ptr::eq(arg, &model.args[i])) {
                 scope.vars.insert(arg.name.name.clone(), Value::Error);
                 continue;
@@ -267,7 +282,41 @@ impl<'p> Elab<'p> {
             scope.vars.insert(arg.name.name.clone(), Value::Tensor(node));
         }
         self.block(&mut scope, &model.body);
+        let mut output_names: HashMap<&str, Span> = HashMap::new();
         for output in &model.outputs {
+            if let Some(&first) = output_names.get(output.name.name.as_str()) {
+                self.error(
+                    Diagnostic::new(
+                        Code::E0103,
+                        output.name.span,
+                        format!("output `{}` is declared twice", output.name.name),
+                    )
+                    .with_label(first, "first declared here")
+                    .note("every output needs its own name")
+                    .rule("R4.2"),
+                );
+                continue;
+            }
+            output_names.insert(&output.name.name, output.name.span);
+            if !self.assigned.contains(&output.name.name)
+                && let Some(input) = model.args.iter().find(|a| a.name.name == output.name.name)
+            {
+                self.error(
+                    Diagnostic::new(
+                        Code::E0108,
+                        output.name.span,
+                        format!("output `{}` is never assigned", output.name.name),
+                    )
+                    .label("declared as an output here")
+                    .with_label(input.name.span, "this input of the same name is not the output's value")
+                    .note(format!(
+                        "assign it in the model body (`{} = ...`), or give the output another name",
+                        output.name.name
+                    ))
+                    .rule("R4.2"),
+                );
+                continue;
+            }
             let Some(dtype) = self.concrete_dtype(&scope, &output.ty.dtype) else { continue };
             let Some(shape) = self.shape_of(&mut scope, &output.ty) else { continue };
             let declared = TensorType { dtype, shape };
@@ -462,6 +511,9 @@ impl<'p> Elab<'p> {
                 break;
             }
             self.stmt(scope, stmt);
+            // Straight-line code grows the graph too (R4.5). Elaboration goes on, so the rest of the model
+            // is still checked (without follow-on errors such as an unassigned output).
+            self.within_size_limit(stmt.span());
         }
     }
 
@@ -469,10 +521,12 @@ impl<'p> Elab<'p> {
         match stmt {
             ast::Stmt::Param { path, ty, span } => self.param(scope, path, ty, *span),
             ast::Stmt::Assign { name, value, .. } => {
+                self.note_assignment(&name.name);
                 let value = self.expr(scope, value);
                 scope.vars.insert(name.name.clone(), value);
             }
             ast::Stmt::Define { name, indices, value, span } => {
+                self.note_assignment(&name.name);
                 let result = self.define(scope, name, indices, value, *span);
                 scope.vars.insert(name.name.clone(), result);
             }
@@ -493,8 +547,31 @@ impl<'p> Elab<'p> {
         }
     }
 
+    /// Records that a model's own body assigns `name` (assignments inside inlined functions are not the model's).
+    fn note_assignment(&mut self, name: &str) {
+        if self.frames.is_empty() {
+            self.assigned.insert(name.to_string());
+        }
+    }
+
+    /// Reports every argument whose name an earlier argument of the same list already has (E0103, on the
+    /// later one, labelled with the first); returns the indices of the repeated ones.
+    pub(crate) fn report_repeated_names(
+        &mut self,
+        args: &[ast::ArgDecl],
+        what: &str,
+        rule: &'static str,
+    ) -> Vec<usize> {
+        let (diags, repeated) = repeated_names(args, what, rule);
+        for diag in diags {
+            self.error(diag);
+        }
+        repeated
+    }
+
     fn param(&mut self, scope: &mut Scope, path: &ast::Path, ty: &ast::TypeExpr, span: Span) {
         let local = path.text();
+        self.note_assignment(&local);
         let key = if scope.prefix.is_empty() { local.clone() } else { format!("{}.{local}", scope.prefix) };
         let Some(dtype) = self.concrete_dtype(scope, &ty.dtype) else {
             scope.vars.insert(local, Value::Error);
@@ -753,6 +830,35 @@ impl<'p> Elab<'p> {
         out.push_str(rest);
         Some(out)
     }
+}
+
+/// The E0103 diagnostics for arguments named like an earlier one of `args`, and the indices of those
+/// arguments.
+pub(crate) fn repeated_names(args: &[ast::ArgDecl], what: &str, rule: &'static str) -> (Vec<Diagnostic>, Vec<usize>) {
+    let mut first: HashMap<&str, Span> = HashMap::new();
+    let mut diags = Vec::new();
+    let mut repeated = Vec::new();
+    for (index, arg) in args.iter().enumerate() {
+        match first.get(arg.name.name.as_str()) {
+            Some(&span) => {
+                diags.push(
+                    Diagnostic::new(
+                        Code::E0103,
+                        arg.name.span,
+                        format!("{what} `{}` is declared twice", arg.name.name),
+                    )
+                    .with_label(span, "first declared here")
+                    .note(format!("every {what} needs its own name"))
+                    .rule(rule),
+                );
+                repeated.push(index);
+            }
+            None => {
+                first.insert(&arg.name.name, arg.name.span);
+            }
+        }
+    }
+    (diags, repeated)
 }
 
 /// `name` when `expr` is a single identifier.

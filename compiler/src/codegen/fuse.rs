@@ -19,6 +19,10 @@
 //! - elementwise ops are inlined when all their consumers end up in one kernel (prologue fusion into
 //!   reductions and contractions included, unless amplified; a value read twice at one position in a kernel
 //!   is computed once there); when they are needed by several kernels `recompute` (the cost model) decides;
+//! - a kernel's inline chains are bounded (`MAX_INLINE_DEPTH`): a node that would make a chain of inline
+//!   nodes from its kernel's root longer than the cap is stored instead, so a long straight chain of
+//!   statements becomes a sequence of kernels of bounded depth (code generation recurses over a group's
+//!   inline nodes, and drivers compile one huge kernel slowly);
 //! - then *row fusion* (`merge_rows`): row statistics (softmax's max and sum, layer_norm's mean and
 //!   variance) and a contraction feeding them join the kernel that reads them back, which becomes a row
 //!   kernel (`rows.rs`: one workgroup per row, workgroup reductions);
@@ -72,6 +76,8 @@ pub enum Reason {
     ContractionConsumers { consumers: usize, op: &'static str },
     /// An elementwise value needed by several kernels where `recompute` prefers storing it.
     CostlierThanStoring { kernels: usize, op: &'static str },
+    /// Inlining would make a chain of inline nodes in a consumer's kernel longer than `MAX_INLINE_DEPTH`.
+    KernelTooDeep,
 }
 
 impl std::fmt::Display for Reason {
@@ -93,6 +99,9 @@ impl std::fmt::Display for Reason {
             }
             Reason::CostlierThanStoring { kernels, op } => {
                 write!(f, "value is needed by {kernels} kernels and recomputing `{op}` costs more than storing it")
+            }
+            Reason::KernelTooDeep => {
+                write!(f, "the consumer's kernel already computes a chain of {MAX_INLINE_DEPTH} ops (the limit)")
             }
         }
     }
@@ -163,9 +172,10 @@ pub fn cheap_to_recompute(graph: &Graph, id: NodeId) -> bool {
             Op::Broadcast(_) | Op::Reshape(_) | Op::Permute(..) | Op::Slice { .. } => {
                 op.operands().iter().all(|&o| cone(graph, o, ops, loads))
             }
+            // Stops as soon as the cone is too large, so a long chain is not walked (nor recursed) through.
             _ if op.is_elementwise() => {
                 *ops += 1;
-                op.operands().iter().all(|&o| cone(graph, o, ops, loads))
+                *ops <= MAX_OPS && op.operands().iter().all(|&o| cone(graph, o, ops, loads))
             }
             _ => false,
         }
@@ -173,6 +183,11 @@ pub fn cheap_to_recompute(graph: &Graph, id: NodeId) -> bool {
     let (mut ops, mut loads) = (0, BTreeSet::new());
     graph.node(id).op.is_elementwise() && cone(graph, id, &mut ops, &mut loads) && ops <= MAX_OPS && loads.len() <= 1
 }
+
+/// The longest chain of inline nodes below a kernel's root (the root's operand, its operand, ...). Kernel
+/// emission recurses once per link (`kernel.rs`, `value`), so this bounds its stack use, and it splits a long
+/// chain of statements into kernels of a size drivers compile quickly.
+pub const MAX_INLINE_DEPTH: usize = 256;
 
 /// Groups every live computed node of `graph`. With `fuse` off, every computed node is its own group (only
 /// constants and dimension values are inlined): the unfused program, for comparison.
@@ -194,6 +209,8 @@ pub fn group(graph: &Graph, fuse: bool, target: &Target) -> Grouping {
     let mut home = vec![Home::Dead; n];
     // For inline nodes: the roots of the kernels computing them.
     let mut roots: Vec<BTreeSet<NodeId>> = vec![BTreeSet::new(); n];
+    // For inline nodes: the longest chain of inline nodes from a kernel's root down to and including it.
+    let mut depth = vec![0usize; n];
     let mut unfused = Vec::new();
     let nodes: Vec<_> = graph.nodes.iter().collect();
     for &(id, node) in nodes.iter().rev() {
@@ -219,12 +236,28 @@ pub fn group(graph: &Graph, fuse: bool, target: &Target) -> Grouping {
             .collect();
         let shared = kernels.len() > 1;
         let op = node.op.name();
+        let inline_depth = 1 + live_consumers
+            .iter()
+            .map(|&c| match home[c.index()] {
+                Home::Inline { .. } => depth[c.index()],
+                _ => 0,
+            })
+            .max()
+            .unwrap_or(0);
+        // A node on leaves only (a broadcast constant or input) adds one level at most and is shared by
+        // everything it feeds, so the cap leaves it inline.
+        let on_leaves = node.op.operands().iter().all(|&o| {
+            matches!(graph.node(o).op, Op::Constant(_) | Op::DimValue(_) | Op::Input { .. } | Op::Param { .. })
+        });
+        let too_deep = !on_leaves && inline_depth > MAX_INLINE_DEPTH;
         let decision: Result<(), Reason> = if is_output[id.index()] {
             Err(Reason::Output)
         } else if matches!(node.op, Op::Constant(_) | Op::DimValue(_)) {
             Ok(())
         } else if !fuse {
             Err(Reason::FusionOff)
+        } else if too_deep {
+            Err(Reason::KernelTooDeep)
         } else if node.op.is_layout() {
             Ok(())
         } else if amplified && !cheap_to_recompute(graph, id) {
@@ -243,6 +276,7 @@ pub fn group(graph: &Graph, fuse: bool, target: &Target) -> Grouping {
         };
         home[id.index()] = match decision {
             Ok(()) => {
+                depth[id.index()] = inline_depth;
                 roots[id.index()] = kernels;
                 Home::Inline { amplified, shared }
             }
