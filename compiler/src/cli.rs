@@ -279,6 +279,8 @@ pub fn main(
             })
         }
         Command::Explain { file, json, schedule, dims } => checked_graphs(&file, color, err).and_then(|graphs| {
+            // `--json` prints one document for the whole file: `{"models": [report, ...]}`.
+            let mut reports = Vec::new();
             for graph in &graphs {
                 let sizes = symbol_sizes(graph, &dims).map_err(Some)?;
                 let compiled = pipeline::compile_graph(graph, &schedule.options())
@@ -286,10 +288,14 @@ pub fn main(
                 let report =
                     crate::explain::explain(&compiled, &sizes, !schedule.no_fuse).map_err(|e| Some(e.to_string()))?;
                 if json {
-                    let _ = writeln!(out, "{}", serde_json::to_string_pretty(&report.json()).unwrap_or_default());
+                    reports.push(report.json());
                 } else {
                     let _ = write!(out, "{}", report.text());
                 }
+            }
+            if json {
+                let document = serde_json::json!({ "models": reports });
+                let _ = writeln!(out, "{}", serde_json::to_string_pretty(&document).unwrap_or_default());
             }
             Ok(())
         }),

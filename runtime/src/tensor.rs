@@ -261,12 +261,18 @@ impl Tensor {
             _ => None,
         }
     }
-    /// The type and the first values, as `tdslc run` and `tdsl-run` print an output:
-    /// `f32[3, 10] = [0.100000, -0.200000, ...]` (at most 6 values, 6 decimals).
+    /// The type and the first values, as `tdslc run` and `tdsl-run` print an output (at most 6 values):
+    /// floats with 6 decimals (`f32[3, 10] = [0.100000, -0.200000, ...]`), integers as integers
+    /// (`i32[6] = [3, 0, 7, ...]`), bools as `true`/`false`.
     pub fn preview(&self) -> String {
-        let values = self.to_f64_vec();
-        let shown: Vec<String> = values.iter().take(6).map(|v| format!("{v:.6}")).collect();
-        let more = if values.len() > 6 { ", ..." } else { "" };
+        let len: usize = self.shape.iter().product();
+        let shown: Vec<String> = match &self.data {
+            TensorData::I32(v) => v.iter().take(6).map(i32::to_string).collect(),
+            TensorData::U32(v) => v.iter().take(6).map(u32::to_string).collect(),
+            TensorData::Bool(v) => v.iter().take(6).map(bool::to_string).collect(),
+            _ => self.to_f64_vec().iter().take(6).map(|v| format!("{v:.6}")).collect(),
+        };
+        let more = if len > 6 { ", ..." } else { "" };
         format!("{} = [{}{more}]", self.type_string(), shown.join(", "))
     }
 
@@ -336,6 +342,16 @@ mod tests {
         assert_eq!(format!("{:?}", Tensor::bool(&[2], vec![true, false])), "Tensor(bool[2] [true, false])");
         assert_eq!(Tensor::f16_from_f32(&[1], &[1.5]).to_f64_vec(), vec![1.5]);
         assert!(Tensor::new(&[2, 2], TensorData::I32(vec![1])).is_err());
+    }
+
+    /// Outputs print in their own dtype: integers as integers, bools as words, floats with 6 decimals.
+    #[test]
+    fn previews_print_each_dtype_as_itself() {
+        assert_eq!(Tensor::i32(&[6], vec![3, -1, 0, 7, 2, 9]).preview(), "i32[6] = [3, -1, 0, 7, 2, 9]");
+        let u = Tensor::new(&[7], TensorData::U32(vec![4_000_000_000, 1, 2, 3, 4, 5, 6])).expect("u32");
+        assert_eq!(u.preview(), "u32[7] = [4000000000, 1, 2, 3, 4, 5, ...]");
+        assert_eq!(Tensor::bool(&[2], vec![true, false]).preview(), "bool[2] = [true, false]");
+        assert_eq!(Tensor::f32(&[2], vec![0.1, -2.0]).preview(), "f32[2] = [0.100000, -2.000000]");
     }
 
     #[test]

@@ -90,6 +90,19 @@ fn run_rejects_bad_dimension_arguments() {
     assert!(err.contains("must be at least 1"), "{err}");
 }
 
+/// `explain --json` prints one JSON document for a file, however many models it has.
+#[test]
+fn explain_json_is_one_document_for_every_model() {
+    let (code, out, err) = tdslc(&["explain", "../examples/kernels.tdsl", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let document: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    let models = document["models"].as_array().expect("a models array");
+    let checked = check_path(Path::new("../examples/kernels.tdsl"));
+    assert_eq!(models.len(), checked.graphs.len(), "one report per model");
+    assert!(models.len() > 1, "the example has several models");
+    assert!(models.iter().all(|m| m["kernels"].is_array()), "{out}");
+}
+
 /// Sizes too large for a tensor are an error naming the tensor and its size, checked before anything is
 /// allocated (the seeded-data generator used to abort allocating 313.6 GB), on the GPU and the reference
 /// path alike; `explain` reports them too instead of printing an empty grid.
