@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
-use tdsl_runtime::args::{parse_dim, parse_input};
+use tdsl_runtime::args::{distinct_names, parse_dim, parse_input};
 use tdsl_runtime::{Gpu, GpuOptions, Tensor, Weights};
 
 /// tdsl's compiler: checks .tdsl programs and lowers them to a typed tensor IR.
@@ -206,6 +206,19 @@ pub fn main(
         Color::Always => true,
         Color::Never => false,
     };
+    let repeated = match &cli.command {
+        Command::Run { dims, inputs, .. } => {
+            distinct_names("--dim", dims).and_then(|()| distinct_names("--input", inputs))
+        }
+        Command::Explain { dims, .. } | Command::Bench { dims, .. } | Command::Tune { dims, .. } => {
+            distinct_names("--dim", dims)
+        }
+        _ => Ok(()),
+    };
+    if let Err(e) = repeated {
+        let _ = writeln!(err, "error: {e}");
+        return 2;
+    }
     let result = match cli.command {
         Command::Check { files, weights } => {
             let weights = match weights.as_deref().map(Weights::open).transpose() {

@@ -22,6 +22,14 @@ pub enum ArgError {
         /// The text after `=`.
         text: String,
     },
+    /// One name given twice to the same option.
+    #[error("{option} {name} is given twice; give each name once")]
+    Repeated {
+        /// The option, e.g. `--dim`.
+        option: &'static str,
+        /// The name repeated.
+        name: String,
+    },
     /// The size is below 1.
     #[error("dimension {name} must be at least 1, got {size}")]
     TooSmall {
@@ -40,6 +48,17 @@ pub fn parse_dim(text: &str) -> Result<(String, i64), ArgError> {
         return Err(ArgError::TooSmall { name: name.trim().to_string(), size });
     }
     Ok((name.trim().to_string(), size))
+}
+
+/// `Err` for the first name that `pairs` (the values of one repeatable `NAME=VALUE` option) gives twice:
+/// a repeated `--dim B=2 --dim B=3` or `--input x=a --input x=b` is a mistake, never resolved silently.
+pub fn distinct_names<T>(option: &'static str, pairs: &[(String, T)]) -> Result<(), ArgError> {
+    for (i, (name, _)) in pairs.iter().enumerate() {
+        if pairs[..i].iter().any(|(earlier, _)| earlier == name) {
+            return Err(ArgError::Repeated { option, name: name.clone() });
+        }
+    }
+    Ok(())
 }
 
 /// `NAME=PATH` of an `--input` argument.

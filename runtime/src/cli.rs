@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-use crate::args::{parse_dim, parse_input};
+use crate::args::{distinct_names, parse_dim, parse_input};
 use crate::bundle::{Bundle, BundledModel};
 use crate::exec::Input;
 use crate::exec::param_specs;
@@ -89,6 +89,8 @@ pub fn main(
 
 fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write, terminal: bool) -> Result<(), String> {
     let start = Instant::now();
+    distinct_names("--dim", &args.dims).map_err(|e| e.to_string())?;
+    distinct_names("--input", &args.inputs).map_err(|e| e.to_string())?;
     if args.manifest {
         let bytes = std::fs::read(&args.bundle)
             .map_err(|e| format!("bundle `{}`: cannot read it: {e}", args.bundle.display()))?;

@@ -348,6 +348,9 @@ fn tdsl_run_names_the_bundle_file_in_errors() {
     let (code, _, err) = tdsl_run(&[text(&good), "--dim", "Q=2"]);
     assert_eq!(code, 1);
     assert!(err.contains("model `mlp` has no dimension `Q`"), "{err}");
+    let (code, _, err) = tdsl_run(&[text(&good), "--dim", "B=2", "--dim", "B=3"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("--dim B is given twice; give each name once"), "{err}");
 }
 
 /// A kernel needing a feature or limit the device lacks is an error listing every shortfall by launch,

@@ -90,6 +90,20 @@ fn run_rejects_bad_dimension_arguments() {
     assert!(err.contains("must be at least 1"), "{err}");
 }
 
+/// A name given twice to `--dim` or `--input` is an error (it used to resolve silently, first or last wins).
+#[test]
+fn repeated_dims_and_inputs_are_errors() {
+    let (code, out, err) = tdslc(&["run", "../examples/mlp.tdsl", "--dim", "B=2", "--dim", "B=3"]);
+    assert_eq!((code, out.as_str()), (2, ""), "{err}");
+    assert!(err.contains("error: --dim B is given twice; give each name once"), "{err}");
+    let (code, _, err) = tdslc(&["run", "../examples/mlp.tdsl", "--input", "x=a.npy", "--input", "x=b.npy"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("error: --input x is given twice"), "{err}");
+    let (code, _, err) = tdslc(&["explain", "../examples/mlp.tdsl", "--dim", "B=2", "--dim", "B=2"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("--dim B is given twice"), "{err}");
+}
+
 /// `explain --json` prints one JSON document for a file, however many models it has.
 #[test]
 fn explain_json_is_one_document_for_every_model() {
