@@ -125,20 +125,18 @@ struct Checks<'a> {
 
 impl Checks<'_> {
     fn grouping(&self, graph: &Graph, grouping: &fuse::Grouping) -> Result<(), CompileError> {
-        match self.on {
-            true => codegen::verify_grouping(graph, grouping)
-                .map_err(|errors| CompileError::Grouping { model: self.model.to_string(), errors }),
-            false => Ok(()),
+        if !self.on {
+            return Ok(());
         }
+        codegen::verify_grouping(graph, grouping)
+            .map_err(|errors| CompileError::Grouping { model: self.model.to_string(), errors })
     }
 
     fn program(&self, program: &tdsl_runtime::Program) -> Result<(), CompileError> {
-        match self.on {
-            true => {
-                program.validate().map_err(|errors| CompileError::Program { model: self.model.to_string(), errors })
-            }
-            false => Ok(()),
+        if !self.on {
+            return Ok(());
         }
+        program.validate().map_err(|errors| CompileError::Program { model: self.model.to_string(), errors })
     }
 }
 

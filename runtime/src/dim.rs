@@ -226,30 +226,24 @@ impl Dim {
 
     /// The value with every symbol given by `env`; `None` on overflow or division by zero.
     pub fn eval(&self, env: &dyn Fn(SymId) -> i64) -> Option<i64> {
-        let mut total: i64 = 0;
-        for (mono, coef) in &self.terms {
-            let mut value = *coef;
-            for atom in mono {
-                let factor = match atom {
-                    Atom::Sym(id) => env(*id),
-                    Atom::FloorDiv(num, d) => num.eval(env)?.div_euclid(*d),
-                };
-                value = value.checked_mul(factor)?;
-            }
-            total = total.checked_add(value)?;
-        }
-        Some(total)
+        self.eval_with(&|id| Some(env(id)))
     }
 
     /// The value with symbol `i` = `values[i]`; `None` on overflow or a symbol past the end of `values`.
     pub fn eval_at(&self, values: &[i64]) -> Option<i64> {
+        self.eval_with(&|id| values.get(id.0 as usize).copied())
+    }
+
+    /// The one evaluator behind `eval` and `eval_at`: `None` when `env` has no value for a symbol, on
+    /// overflow, or (never, by construction) a division by less than 1.
+    fn eval_with(&self, env: &dyn Fn(SymId) -> Option<i64>) -> Option<i64> {
         let mut total: i64 = 0;
         for (mono, coef) in &self.terms {
             let mut value = *coef;
             for atom in mono {
                 let factor = match atom {
-                    Atom::Sym(id) => *values.get(id.0 as usize)?,
-                    Atom::FloorDiv(num, d) => num.eval_at(values)?.div_euclid(*d),
+                    Atom::Sym(id) => env(*id)?,
+                    Atom::FloorDiv(num, d) => num.eval_with(env)?.div_euclid(*d),
                 };
                 value = value.checked_mul(factor)?;
             }

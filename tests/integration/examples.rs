@@ -3,34 +3,16 @@
 
 use crate::util::{check_path, rendered};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use tdsl_compiler::dim::SymId;
 use tdsl_compiler::driver::STD_FILES;
 use tdsl_compiler::interp::{self, Tensor};
 use tdsl_compiler::ir::Graph;
 use tdsl_compiler::random::seeded_tensor;
 
-/// Every `.tdsl` file under `examples/`, recursively, sorted.
-fn example_files() -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).expect("examples directory") {
-            let path = entry.expect("entry").path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path.extension().is_some_and(|e| e == "tdsl") {
-                out.push(path);
-            }
-        }
-    }
-    let mut files = Vec::new();
-    walk(Path::new("../examples"), &mut files);
-    files.sort();
-    files
-}
-
 #[test]
 fn examples_check_clean() {
-    let files = example_files();
+    let files = crate::util::files(Path::new("../examples"), "tdsl", true);
     assert!(files.len() >= 4, "expected the MLP, CNN, encoder layer and MiniLM examples");
     for path in files {
         let checked = check_path(&path);
@@ -74,7 +56,7 @@ pub fn random_bindings(graph: &Graph, size: i64, seed: u64) -> (Vec<Tensor>, Has
 
 #[test]
 fn examples_run_on_the_interpreter() {
-    for path in example_files() {
+    for path in crate::util::files(Path::new("../examples"), "tdsl", true) {
         let checked = check_path(Path::new(&path));
         for graph in &checked.graphs {
             let (inputs, params) = random_bindings(graph, 3, 7);

@@ -5,40 +5,20 @@
 //! (`codegen::target::TARGETS`); and every distinct SPIR-V module passes Khronos `spirv-val --target-env
 //! vulkan1.1` (the tool must be installed: a missing `spirv-val` fails the test, it never skips the check).
 
-use crate::util::{check_path, rendered};
+use crate::util::{check_path, files, rendered};
 use std::path::{Path, PathBuf};
 use tdsl_compiler::codegen;
 
 const SPIRV_VAL: &str = "spirv-val";
 
-/// Every `.tdsl` file under `dir`, recursively (`recursive`) or not, sorted.
-fn tdsl_files(dir: &Path, recursive: bool) -> Vec<PathBuf> {
-    fn walk(dir: &Path, recursive: bool, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-            let path = entry.expect("dir entry").path();
-            if path.is_dir() {
-                if recursive {
-                    walk(&path, recursive, out);
-                }
-            } else if path.extension().is_some_and(|e| e == "tdsl") {
-                out.push(path);
-            }
-        }
-    }
-    let mut files = Vec::new();
-    walk(dir, recursive, &mut files);
-    files.sort();
-    files
-}
-
 /// The example files and the `ok` fixtures that declare models, relative to the `tests/` directory.
 fn files_with_models() -> Vec<PathBuf> {
-    let examples = tdsl_files(Path::new("../examples"), true);
+    let examples = files(Path::new("../examples"), "tdsl", true);
     assert!(
         examples.iter().any(|p| p.ends_with("minilm/minilm.tdsl")),
         "expected examples/minilm/minilm.tdsl among {examples:?}"
     );
-    let fixtures: Vec<PathBuf> = tdsl_files(Path::new("fixtures/ok"), false);
+    let fixtures: Vec<PathBuf> = files(Path::new("fixtures/ok"), "tdsl", false);
     assert!(!fixtures.is_empty());
     examples.into_iter().chain(fixtures).collect()
 }

@@ -9,27 +9,16 @@
 //! are structure, not layering, and are skipped.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 /// The source roots of the workspace's crates, relative to `tests/`.
 const CRATES: &[&str] = &["../compiler/src", "../runtime/src", "../examples/minilm/src"];
-
-fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.expect("dir entry").path();
-        if path.is_dir() {
-            rust_files(&path, out);
-        } else if path.extension().is_some_and(|e| e == "rs") {
-            out.push(path);
-        }
-    }
-}
 
 #[test]
 fn every_source_file_opens_with_a_module_comment() {
     let mut files = Vec::new();
     for root in CRATES.iter().chain(&["../examples/run-bundle/src", "../examples/embed-bundle/src", "integration"]) {
-        rust_files(Path::new(root), &mut files);
+        files.extend(crate::util::files(Path::new(root), "rs", true));
     }
     let missing: Vec<String> = files
         .iter()
@@ -142,8 +131,7 @@ fn sibling_modules_form_no_cycle() {
     let mut cycles = Vec::new();
     for root in CRATES {
         let root = Path::new(root);
-        let mut files = Vec::new();
-        rust_files(root, &mut files);
+        let files = crate::util::files(root, "rs", true);
         let modules: BTreeSet<Vec<String>> = files.iter().map(|f| module_of(root, f)).collect();
         // Edges between siblings, grouped by their common parent.
         let mut edges: BTreeMap<Vec<String>, BTreeSet<(String, String)>> = BTreeMap::new();

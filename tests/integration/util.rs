@@ -10,6 +10,27 @@ use tdsl_compiler::ir::Graph;
 use tdsl_compiler::pipeline::{self, Checked, CompileError, Options};
 use tdsl_compiler::render;
 
+/// Every file under `dir` whose name ends in `.{extension}`, sorted; with `recursive`, in subdirectories too.
+/// Paths are relative as `dir` is (the tests run in `tests/`, so snapshot names do not depend on the machine).
+pub fn files(dir: &Path, extension: &str, recursive: bool) -> Vec<std::path::PathBuf> {
+    fn walk(dir: &Path, extension: &str, recursive: bool, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.unwrap_or_else(|e| panic!("{}: {e}", dir.display())).path();
+            if path.is_dir() {
+                if recursive {
+                    walk(&path, extension, recursive, out);
+                }
+            } else if path.extension().is_some_and(|e| e == extension) {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, extension, recursive, &mut out);
+    out.sort();
+    out
+}
+
 /// Checks a file given relative to the `tests/` directory (so snapshot paths do not depend on the machine).
 pub fn check_path(path: &Path) -> Checked {
     pipeline::check(Root::Path(path))

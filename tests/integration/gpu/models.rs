@@ -31,7 +31,7 @@ const F16_ROUNDING: f64 = 4096.0;
 
 #[test]
 fn examples_match() {
-    all_match(tdsl_files(Path::new("../examples")), 4);
+    all_match(crate::util::files(Path::new("../examples"), "tdsl", true), 4);
 }
 
 #[test]
@@ -73,24 +73,6 @@ fn all_match(files: Vec<PathBuf>, at_least: usize) {
         failures.extend(model_file(&path));
     }
     assert!(failures.is_empty(), "GPU ({}) disagrees with the interpreter:\n{}", gpu().describe(), failures.join("\n"));
-}
-
-/// Every `.tdsl` file under `dir`, recursively, sorted.
-fn tdsl_files(dir: &Path) -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-            let path = entry.expect("directory entry").path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if path.extension().is_some_and(|e| e == "tdsl") {
-                out.push(path);
-            }
-        }
-    }
-    let mut files = Vec::new();
-    walk(dir, &mut files);
-    files.sort();
-    files
 }
 
 /// The fixed-shape schedule fixtures compiled for every built-in device profile (not only this device's),
