@@ -56,6 +56,9 @@ codes! {
     E0401 => "index may be out of bounds",
     E0402 => "index is not affine",
     E0403 => "index variable reused",
+    E0501 => "gradient of a non-scalar value",
+    E0502 => "gradient of a non-float value",
+    E0503 => "gradient with respect to a non-float value",
 }
 
 impl std::fmt::Display for Code {

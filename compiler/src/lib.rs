@@ -6,6 +6,7 @@
 //! `ir::verify` -> `interp::run`.
 
 pub mod arena;
+pub mod autodiff;
 pub mod bench;
 pub mod bundle;
 pub mod check;

@@ -524,15 +524,15 @@ impl Elab<'_> {
             None
         };
         match &expr.kind {
-            ast::ExprKind::Int(v) => Some(Affine { terms: vec![], offset: Dim::constant(*v) }),
+            ast::ExprKind::Int(v) => Some(Affine::new(vec![], Dim::constant(*v))),
             ast::ExprKind::Name(path) => {
                 if path.segments.len() == 1
                     && let Some(var) = mb.find_var(&path.segments[0].name)
                 {
-                    return Some(Affine { terms: vec![(var, Dim::constant(1))], offset: Dim::constant(0) });
+                    return Some(Affine::new(vec![(var, Dim::constant(1))], Dim::constant(0)));
                 }
                 match self.expr(scope, expr) {
-                    Value::Int(d) => Some(Affine { terms: vec![], offset: d }),
+                    Value::Int(d) => Some(Affine::new(vec![], d)),
                     Value::Error => None,
                     Value::Tensor(_) => not_affine(self, "a tensor value cannot be an index"),
                     other => not_affine(self, &format!("{} cannot be an index", other.kind())),
@@ -564,7 +564,7 @@ impl Elab<'_> {
                     return not_affine(self, "division of an index variable");
                 }
                 match a.offset.div(&b.offset) {
-                    Ok(d) => Some(Affine { terms: vec![], offset: d }),
+                    Ok(d) => Some(Affine::new(vec![], d)),
                     Err(err) => not_affine(self, &err.to_string()),
                 }
             }
@@ -951,10 +951,7 @@ impl Elab<'_> {
 
 fn scale_affine(a: &Affine, k: &Dim) -> Option<Affine> {
     let terms = a.terms.iter().map(|(v, c)| c.mul(k).ok().map(|c| (*v, c))).collect::<Option<Vec<_>>>()?;
-    Some(Affine {
-        terms: terms.into_iter().filter(|(_, c)| c.as_const() != Some(0)).collect(),
-        offset: a.offset.mul(k).ok()?,
-    })
+    Some(Affine::new(terms.into_iter().filter(|(_, c)| c.as_const() != Some(0)).collect(), a.offset.mul(k).ok()?))
 }
 
 fn add_affine(a: &Affine, b: &Affine) -> Option<Affine> {
@@ -967,7 +964,7 @@ fn add_affine(a: &Affine, b: &Affine) -> Option<Affine> {
     }
     terms.retain(|(_, c)| c.as_const() != Some(0));
     terms.sort_by_key(|(v, _)| *v);
-    Some(Affine { terms, offset: a.offset.add(&b.offset).ok()? })
+    Some(Affine::new(terms, a.offset.add(&b.offset).ok()?))
 }
 
 /// The smallest and largest value of `affine` over the extents, or `None` when a coefficient's sign is

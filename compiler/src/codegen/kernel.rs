@@ -881,7 +881,7 @@ impl Cx<'_> {
                 for (axis, affine) in indices.iter().enumerate() {
                     let proven = in_range(map, affine, &shape[axis]);
                     if !proven {
-                        self.affine_bounds(map, affine, node, s, axis);
+                        self.affine_bounds(map, affine, &shape[axis], node, s, axis);
                     }
                     let mut index: Option<Expr> =
                         (affine.offset.as_const() != Some(0)).then(|| self.dim(&affine.offset));
@@ -901,6 +901,26 @@ impl Cx<'_> {
                         });
                     }
                     let index = index.unwrap_or_else(|| self.b.u32(0));
+                    if affine.div != 1 {
+                        // The quotient, in range iff the sum is below `div * extent` (negative sums are huge
+                        // as u32) and `div` divides it.
+                        let scaled = shape[axis].scale(affine.div).map_err(|e| internal(&self.name, &e.to_string()))?;
+                        let limit = self.dim(&scaled);
+                        let below = self.b.binary(BinaryOperator::Less, index, limit);
+                        let div = self.b.u32(affine.div as u32);
+                        let rem = self.b.binary(BinaryOperator::Modulo, index, div);
+                        let zero = self.b.u32(0);
+                        let exact = self.b.binary(BinaryOperator::Equal, rem, zero);
+                        let inside = self.b.binary(BinaryOperator::LogicalAnd, below, exact);
+                        let quotient = self.b.binary(BinaryOperator::Divide, index, div);
+                        coords.push(self.b.select(inside, quotient, zero));
+                        all_inside = Some(match all_inside {
+                            None => inside,
+                            Some(all) => self.b.binary(BinaryOperator::LogicalAnd, all, inside),
+                        });
+                        checks.push((quotient, inside));
+                        continue;
+                    }
                     if proven {
                         coords.push(index);
                         continue;
@@ -963,13 +983,27 @@ impl Cx<'_> {
         Ok(value)
     }
 
-    /// Index `axis` of load `s` is `offset + sum(coef * var)` computed in wrapping `u32`: exact, and its
+    /// Index `axis` of load `s` is `offset + sum(coef * var)` (divided by `div`) computed in wrapping `u32`: exact, and its
     /// range test sound, while every term stays below `2^31 / (terms + 1)` in magnitude, so the runtime checks
     /// each term's extreme (`coef * (extent - 1)`) and the offset against that.
-    fn affine_bounds(&mut self, map: &MapOp, affine: &crate::ir::Affine, node: NodeId, s: ScalarId, axis: usize) {
+    fn affine_bounds(
+        &mut self,
+        map: &MapOp,
+        affine: &crate::ir::Affine,
+        extent: &Dim,
+        node: NodeId,
+        s: ScalarId,
+        axis: usize,
+    ) {
         let limit = (1i64 << 31) / (affine.terms.len() as i64 + 1);
         let what = BoundKind::LoadIndex { axis: axis as u32, scalar: s.index() as u32, node: node.index() as u32 };
         let mut extremes = vec![affine.offset.clone()];
+        // A divided index is compared against `div * extent`, which must stay in range too.
+        if affine.div != 1
+            && let Ok(scaled) = extent.scale(affine.div)
+        {
+            extremes.push(scaled);
+        }
         for (var, coef) in &affine.terms {
             let last = map.extents[var.0 as usize].sub(&Dim::constant(1));
             if let Ok(term) = last.and_then(|l| l.mul(coef)) {
@@ -1165,7 +1199,7 @@ impl Cx<'_> {
 /// (`Dim::is_nonneg` is sound): every coefficient and the offset are nonnegative, and the largest index,
 /// `offset + sum(coef * (var extent - 1))`, is at most `extent - 1`. Such a load needs no run-time check.
 fn in_range(map: &MapOp, affine: &crate::ir::Affine, extent: &Dim) -> bool {
-    if !affine.offset.is_nonneg() {
+    if affine.div != 1 || !affine.offset.is_nonneg() {
         return false;
     }
     let mut largest = affine.offset.clone();

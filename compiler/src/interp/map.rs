@@ -138,6 +138,8 @@ struct AxisPlan {
     offset: i64,
     lane_terms: Vec<(usize, i64)>,
     loop_terms: Vec<(usize, i64)>,
+    /// The exact divisor (`Affine::div`).
+    div: i64,
 }
 
 struct Plan {
@@ -196,7 +198,14 @@ impl Plan {
                         if reach >= INDEX_LIMIT {
                             return Err(format!("s{s}: index arithmetic of a load overflows 64-bit integers"));
                         }
-                        axes.push(AxisPlan { len: len as i64, stride: stride as i64, offset, lane_terms, loop_terms });
+                        axes.push(AxisPlan {
+                            len: len as i64,
+                            stride: stride as i64,
+                            offset,
+                            lane_terms,
+                            loop_terms,
+                            div: affine.div.max(1),
+                        });
                     }
                     Step::Load(LoadPlan { input: *input, axes, default: default.map(|d| Lit::from_scalar(d, dtype)) })
                 }
@@ -478,7 +487,9 @@ fn load(
         all_in &= lanes.lo[ax] + u >= 0 && lanes.hi[ax] + u < axis.len;
         uniform_flat = uniform_flat.wrapping_add(u.wrapping_mul(axis.stride));
     }
-    if all_in {
+    // A divided axis is read at its quotient, and only where the division is exact.
+    let divided = lp.axes.iter().any(|a| a.div != 1);
+    if all_in && !divided {
         fn gather<T: Copy>(d: &[T], flat: &[i64], add: i64, o: &mut [T]) {
             for (o, &f) in o.iter_mut().zip(flat) {
                 *o = d[f.wrapping_add(add) as usize];
@@ -496,12 +507,24 @@ fn load(
     }
     const OUTSIDE: usize = usize::MAX;
     for l in 0..n {
-        let inside = lp.axes.iter().enumerate().all(|(ax, axis)| {
-            let i = lanes.idx[ax][l] + lanes.uniform[ax];
-            i >= 0 && i < axis.len
-        });
+        let (inside, flat) = if divided {
+            let mut flat = 0i64;
+            let inside = lp.axes.iter().enumerate().all(|(ax, axis)| {
+                let num = lanes.idx[ax][l] + lanes.uniform[ax];
+                let ok = num >= 0 && num % axis.div == 0 && num / axis.div < axis.len;
+                flat += if ok { num / axis.div * axis.stride } else { 0 };
+                ok
+            });
+            (inside, flat)
+        } else {
+            let inside = lp.axes.iter().enumerate().all(|(ax, axis)| {
+                let i = lanes.idx[ax][l] + lanes.uniform[ax];
+                i >= 0 && i < axis.len
+            });
+            (inside, lanes.flat[l].wrapping_add(uniform_flat))
+        };
         lanes.pos[l] = if inside {
-            lanes.flat[l].wrapping_add(uniform_flat) as usize
+            flat as usize
         } else if lp.default.is_some() {
             OUTSIDE
         } else {

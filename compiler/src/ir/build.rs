@@ -81,10 +81,7 @@ impl Body {
     ) -> ScalarId {
         let indices = indices
             .iter()
-            .map(|(terms, offset)| Affine {
-                terms: terms.iter().map(|&(v, k)| (VarId(v), c(k))).collect(),
-                offset: c(*offset),
-            })
+            .map(|(terms, offset)| Affine::new(terms.iter().map(|&(v, k)| (VarId(v), c(k))).collect(), c(*offset)))
             .collect();
         self.add(ScalarExpr::Load { input, indices, default }, dtype)
     }

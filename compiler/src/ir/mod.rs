@@ -400,11 +400,23 @@ pub enum ScalarExpr {
     },
 }
 
-/// An affine index: `offset + sum(coef * var)`; coefficients and offset are dimensions.
+/// An affine index: `(offset + sum(coef * var)) / div`; coefficients and offset are dimensions.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Affine {
     pub terms: Vec<(VarId, Dim)>,
     pub offset: Dim,
+    /// An exact divisor, at least 1; 1 for every index a user writes. With `div > 1` the index is the
+    /// quotient where `div` divides the sum and out of range where it does not, so such a load always has a
+    /// default. Differentiation writes it: the adjoint of a strided read (`x[2 * i + r]`) reads its output
+    /// gradient at `(u - r) / 2`.
+    pub div: i64,
+}
+
+impl Affine {
+    /// `offset + sum(coef * var)`, undivided.
+    pub fn new(terms: Vec<(VarId, Dim)>, offset: Dim) -> Affine {
+        Affine { terms, offset, div: 1 }
+    }
 }
 
 /// A symbolic dimension of the program.

@@ -140,6 +140,9 @@ fn affine_text(graph: &Graph, affine: &Affine) -> String {
         }
         text.push_str(part);
     }
+    if affine.div != 1 {
+        text = format!("({text})/{}", affine.div);
+    }
     text
 }
 

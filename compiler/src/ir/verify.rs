@@ -593,6 +593,12 @@ fn scalar_rule(
             }
             for (axis, index) in indices.iter().enumerate() {
                 affine_rule(scx, index, n_vars, &mut f);
+                if index.div < 1 {
+                    scx.err(format!("axis {axis}: divisor {} is not positive", index.div));
+                }
+                if index.div != 1 && default.is_none() {
+                    scx.err(format!("axis {axis} is divided by {} but the load has no default", index.div));
+                }
                 if default.is_none() && axis < in_ty.rank() {
                     constant_bounds(scx, map, index, &in_ty.shape[axis], axis, *input);
                 }

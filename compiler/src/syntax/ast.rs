@@ -66,6 +66,9 @@ pub struct ModelDef {
     pub name: Ident,
     pub args: Vec<ArgDecl>,
     pub outputs: Vec<OutputDecl>,
+    /// `grad(loss)` entries of the output list: the gradient of `loss` with respect to every param, one
+    /// output per param after the named outputs.
+    pub grads: Vec<GradOutputs>,
     pub body: Block,
     pub span: Span,
 }
@@ -87,6 +90,14 @@ pub enum ArgType {
     Float(Span),
     /// `bool`: a compile-time boolean.
     Bool(Span),
+}
+
+/// `grad(loss)` in a model's output list (`keyword` is checked to be `grad`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GradOutputs {
+    pub keyword: Ident,
+    pub loss: Ident,
+    pub span: Span,
 }
 
 #[derive(Clone, Debug, PartialEq)]

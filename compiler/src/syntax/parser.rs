@@ -1054,13 +1054,17 @@ where
         .clone()
         .then_ignore(just(Token::Colon))
         .then(ty.clone())
-        .map_with(move |(name, ty), e| OutputDecl { name, ty, span: sp(e.span()) });
+        .map_with(move |(name, ty), e| Ok(OutputDecl { name, ty, span: sp(e.span()) }));
+    let grad_outputs = ident
+        .clone()
+        .then(ident.clone().delimited_by(just(Token::LParen), just(Token::RParen)))
+        .map_with(move |(keyword, loss), e| Err(GradOutputs { keyword, loss, span: sp(e.span()) }));
     let model = just(Token::KwModel)
         .ignore_then(ident.clone())
         .then(args)
         .then_ignore(just(Token::Arrow))
         .then(
-            output
+            choice((grad_outputs, output))
                 .separated_by(just(Token::Comma))
                 .at_least(1)
                 .allow_trailing()
@@ -1068,8 +1072,15 @@ where
                 .delimited_by(just(Token::LParen), just(Token::RParen)),
         )
         .then(block)
-        .map_with(move |(((name, args), outputs), body), e| {
-            Item::Model(ModelDef { name, args, outputs, body, span: sp(e.span()) })
+        .map_with(move |(((name, args), entries), body), e| {
+            let (mut outputs, mut grads) = (Vec::new(), Vec::new());
+            for entry in entries {
+                match entry {
+                    Ok(output) => outputs.push(output),
+                    Err(g) => grads.push(g),
+                }
+            }
+            Item::Model(ModelDef { name, args, outputs, grads, body, span: sp(e.span()) })
         });
     let too_deep = just(Token::TooDeep).map_with(move |_, e| Item::Error(sp(e.span())));
 

@@ -54,6 +54,11 @@ pub fn erase_spans(ast: &mut SourceFileAst) {
                     output.name.span = Span::default();
                     erase_type(&mut output.ty);
                 }
+                for g in &mut m.grads {
+                    g.span = Span::default();
+                    g.keyword.span = Span::default();
+                    g.loss.span = Span::default();
+                }
                 erase_block(&mut m.body);
             }
             Item::Error(span) => *span = Span::default(),
@@ -93,6 +98,12 @@ fn print_item(out: &mut String, item: &Item) {
                 }
                 let _ = write!(out, "{}: ", output.name.name);
                 write_type(out, &output.ty);
+            }
+            for (i, g) in m.grads.iter().enumerate() {
+                if i > 0 || !m.outputs.is_empty() {
+                    out.push_str(", ");
+                }
+                let _ = write!(out, "{}({})", g.keyword.name, g.loss.name);
             }
             out.push_str(") ");
             write_block(out, &m.body, 0);
@@ -647,6 +658,7 @@ mod tests {
 
     fn item() -> impl Strategy<Value = Item> {
         let output = (ident(), type_expr()).prop_map(|(name, ty)| OutputDecl { name, ty, span: Span::default() });
+        let grads = (ident(), ident()).prop_map(|(keyword, loss)| GradOutputs { keyword, loss, span: Span::default() });
         prop_oneof![
             (string(), proptest::option::of(ident())).prop_map(|(path, alias)| Item::Import(Import {
                 path,
@@ -660,11 +672,10 @@ mod tests {
                 body,
                 span: Span::default()
             })),
-            (ident(), args(), proptest::collection::vec(output, 1..3), block()).prop_map(
-                |(name, args, outputs, body)| {
-                    Item::Model(ModelDef { name, args, outputs, body, span: Span::default() })
-                }
-            ),
+            (ident(), args(), proptest::collection::vec(output, 1..3), proptest::collection::vec(grads, 0..2), block())
+                .prop_map(|(name, args, outputs, grads, body)| {
+                    Item::Model(ModelDef { name, args, outputs, grads, body, span: Span::default() })
+                }),
         ]
     }
 
