@@ -7,6 +7,7 @@ mod examples;
 mod fixtures;
 mod fusion;
 mod gpu;
+mod grad;
 mod interp;
 mod kernels;
 mod minilm;

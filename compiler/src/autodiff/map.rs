@@ -284,13 +284,15 @@ impl Adjoint<'_> {
         // variables of a recomputed product.
         let mut subs: Vec<Affine> = Vec::with_capacity(n_vars);
         let mut summed: Vec<(VarId, Dim)> = Vec::new();
+        // Variables a split-out reduction bound are not read here any more.
+        let live = |v: usize| v < out_rank || self.red_vars.iter().any(|r| r.0 as usize == v);
         for v in 0..n_vars {
-            if pivot[v].is_none() {
+            if pivot[v].is_none() && live(v) {
                 let new = VarId((rank_u + summed.len()) as u32);
                 summed.push((new, map.extents[v].clone()));
                 subs.push(plain(new.0));
             } else {
-                subs.push(plain(0)); // replaced below, once every non-pivot variable has its number
+                subs.push(plain(0)); // a pivot (replaced below) or a variable nothing reads
             }
         }
         for v in 0..n_vars {
@@ -322,8 +324,9 @@ impl Adjoint<'_> {
         let g_input = input(self.g);
         let y_input = input(self.id);
         let count_input = self.count.map(&mut input);
+        let pivots: Vec<bool> = pivot.iter().map(Option::is_some).collect();
         let mut cloner = Cloner::new(map, subs.clone(), (0..map.inputs.len()).collect(), HashMap::new());
-        cloner.guard_pivots = true;
+        cloner.pivots = pivots.clone();
 
         // The guard: each pivot is a whole number in range, and each axis without a pivot reads `u` exactly.
         let mut guard: Option<ScalarId> = None;
@@ -368,21 +371,26 @@ impl Adjoint<'_> {
         }
 
         // The gradient reaching the reduction's body at (v, r).
+        let mut inner_extents: Vec<Dim> = Vec::new();
         let dtype = map.exprs[self.inner].dtype;
         let g_indices: Vec<Affine> = (0..out_rank).map(|i| subs[i].clone()).collect();
-        let g_default = g_indices.iter().any(|a| !is_plain(a)).then_some(Scalar::Float(0.0));
-        let g_load = dst.add(ScalarExpr::Load { input: g_input, indices: g_indices.clone(), default: g_default }, dtype);
+        let g_default = pivots[..out_rank].iter().any(|&p| p).then_some(Scalar::Float(0.0));
+        let g_load =
+            dst.add(ScalarExpr::Load { input: g_input, indices: g_indices.clone(), default: g_default }, dtype);
         let coefficient = match self.root {
             None | Some(ReduceOp::Sum) => g_load,
             Some(ReduceOp::Mean) => {
-                let n = self.red_vars.iter().try_fold(Dim::constant(1), |n, v| n.mul(&map.extents[v.0 as usize])).ok()?;
+                let n =
+                    self.red_vars.iter().try_fold(Dim::constant(1), |n, v| n.mul(&map.extents[v.0 as usize])).ok()?;
                 let n = dst.add(ScalarExpr::Dim(n), dtype);
                 dst.binary(BinaryOp::Div, g_load, n)
             }
             Some(ReduceOp::Max | ReduceOp::Min) => {
                 let value = cloner.clone(&mut dst, self.inner);
-                let y = dst.add(ScalarExpr::Load { input: y_input, indices: g_indices.clone(), default: g_default }, dtype);
-                let count = dst.add(ScalarExpr::Load { input: count_input?, indices: g_indices, default: g_default }, dtype);
+                let y =
+                    dst.add(ScalarExpr::Load { input: y_input, indices: g_indices.clone(), default: g_default }, dtype);
+                let count =
+                    dst.add(ScalarExpr::Load { input: count_input?, indices: g_indices, default: g_default }, dtype);
                 let hit = dst.binary(BinaryOp::Eq, value, y);
                 let share = dst.binary(BinaryOp::Div, g_load, count);
                 let zero = dst.constant(0.0, share);
@@ -407,13 +415,13 @@ impl Adjoint<'_> {
                     });
                 }
                 let mut again = Cloner::new(map, fresh_subs, (0..map.inputs.len()).collect(), HashMap::new());
-                again.guard_pivots = true;
+                again.pivots = pivots.clone();
                 let value = again.clone(&mut dst, self.inner);
                 let one = dst.constant(1.0, value);
                 let factor = dst.select(same?, one, value);
                 let vars = fresh.iter().map(|(v, _)| *v).collect();
                 let others = dst.add(ScalarExpr::Reduce { op: ReduceOp::Prod, vars, body: factor }, dtype);
-                summed.extend(fresh);
+                inner_extents.extend(fresh.into_iter().map(|(_, e)| e));
                 dst.binary(BinaryOp::Mul, g_load, others)
             }
         };
@@ -483,12 +491,9 @@ impl Adjoint<'_> {
         };
         let mut extents = target_ty.shape.clone();
         extents.extend(summed.into_iter().map(|(_, e)| e));
+        extents.extend(inner_extents);
         Some(t.add(Op::Map(Box::new(MapOp { inputs, extents, exprs: dst.exprs, body })), target_ty))
     }
-}
-
-fn is_plain(a: &Affine) -> bool {
-    a.div == 1 && a.offset.as_const() == Some(0) && a.terms.len() == 1 && a.terms[0].1.as_const() == Some(1)
 }
 
 /// Builds scalar nodes of a new map body: the scalar side of `Algebra`.
@@ -571,14 +576,14 @@ struct Cloner<'m> {
     /// The new body's input number for each of the source map's inputs.
     inputs: Vec<usize>,
     memo: HashMap<ScalarId, ScalarId>,
-    /// Loads whose index leaves its variables' plain ranges (a pivot's) get a default, for the positions the
-    /// adjoint's guard discards.
-    guard_pivots: bool,
+    /// The source variables solved for (pivots): their values may leave their ranges where the adjoint's
+    /// guard discards the result, so a load that reads them gets a default.
+    pivots: Vec<bool>,
 }
 
 impl<'m> Cloner<'m> {
     fn new(src: &'m MapOp, subs: Vec<Affine>, inputs: Vec<usize>, memo: HashMap<ScalarId, ScalarId>) -> Self {
-        Cloner { src, subs, inputs, memo, guard_pivots: false }
+        Cloner { src, subs, inputs, memo, pivots: Vec::new() }
     }
 
     /// `index` with every variable substituted: `sum(c_x * (n_x / q_x)) + offset` over one common divisor.
@@ -619,11 +624,11 @@ impl<'m> Cloner<'m> {
                     for index in indices {
                         // Substitution keeps integer coefficients, so it cannot fail on a checked map.
                         let sub = self.substitute(index).unwrap_or_else(|| index.clone());
-                        leaves |= index.terms.iter().any(|(v, _)| !is_plain(&self.subs[v.0 as usize]));
+                        leaves |= index.terms.iter().any(|(v, _)| self.pivots.get(v.0 as usize) == Some(&true));
                         new.push(sub);
                     }
                     let default = default.or_else(|| {
-                        (self.guard_pivots && leaves).then_some(match node.dtype {
+                        leaves.then_some(match node.dtype {
                             DType::Bool => Scalar::Bool(false),
                             d if d.is_float() => Scalar::Float(0.0),
                             _ => Scalar::Int(0),

@@ -9,7 +9,7 @@ mod map;
 mod rules;
 
 use crate::dim::Dim;
-use crate::ir::{BinaryOp, DType, Graph, NodeId, Node, Op, Scalar, TensorType, UnaryOp};
+use crate::ir::{BinaryOp, DType, Graph, Node, NodeId, Op, Scalar, TensorType, UnaryOp};
 use crate::span::Span;
 use std::collections::HashMap;
 

@@ -294,7 +294,8 @@ pub(crate) fn unbroadcast(t: &mut Tensors, g: NodeId, to: &TensorType) -> NodeId
     let summed = if axes.is_empty() {
         g
     } else {
-        let kept: Vec<Dim> = shape.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, d)| d.clone()).collect();
+        let kept: Vec<Dim> =
+            shape.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, d)| d.clone()).collect();
         let ty = TensorType { dtype: to.dtype, shape: kept };
         t.add(Op::Reduce { op: ReduceOp::Sum, input: g, axes }, ty)
     };
@@ -408,10 +409,8 @@ fn unslice(t: &mut Tensors, input: NodeId, axis: usize, start: &Dim, step: i64, 
         })
         .collect();
     let zero = Some(Scalar::Float(0.0));
-    let body = exprs.append(
-        ScalarNode { expr: ScalarExpr::Load { input: 0, indices, default: zero }, dtype: ty.dtype },
-        span,
-    );
+    let body =
+        exprs.append(ScalarNode { expr: ScalarExpr::Load { input: 0, indices, default: zero }, dtype: ty.dtype }, span);
     t.add(Op::Map(Box::new(MapOp { inputs: vec![g], extents: ty.shape.clone(), exprs, body })), ty)
 }
 
@@ -425,17 +424,24 @@ fn scatter_add(t: &mut Tensors, table: NodeId, indices: NodeId, axis: usize, g: 
     let mut exprs = crate::arena::Arena::new();
     let mut add = |expr: ScalarExpr, dtype: DType| exprs.append(ScalarNode { expr, dtype }, span);
     let var = |v: u32| Affine::new(vec![(VarId(v), Dim::constant(1))], Dim::constant(0));
-    let idx = add(ScalarExpr::Load { input: 0, indices: (0..ri).map(|i| var(rt + i)).collect(), default: None }, idx_ty.dtype);
+    let idx = add(
+        ScalarExpr::Load { input: 0, indices: (0..ri).map(|i| var(rt + i)).collect(), default: None },
+        idx_ty.dtype,
+    );
     let row = add(ScalarExpr::Var(VarId(axis as u32)), idx_ty.dtype);
     let hit = add(ScalarExpr::Binary(BinaryOp::Eq, idx, row), DType::Bool);
-    let g_indices = (0..axis as u32).map(var).chain((0..ri).map(|i| var(rt + i))).chain((axis as u32 + 1..rt).map(var)).collect();
+    let g_indices =
+        (0..axis as u32).map(var).chain((0..ri).map(|i| var(rt + i))).chain((axis as u32 + 1..rt).map(var)).collect();
     let gl = add(ScalarExpr::Load { input: 1, indices: g_indices, default: None }, ty.dtype);
     let zero = add(ScalarExpr::Const(Scalar::Float(0.0)), ty.dtype);
     let picked = add(ScalarExpr::Select { cond: hit, on_true: gl, on_false: zero }, ty.dtype);
     let body = if ri == 0 {
         picked
     } else {
-        add(ScalarExpr::Reduce { op: ReduceOp::Sum, vars: (0..ri).map(|i| VarId(rt + i)).collect(), body: picked }, ty.dtype)
+        add(
+            ScalarExpr::Reduce { op: ReduceOp::Sum, vars: (0..ri).map(|i| VarId(rt + i)).collect(), body: picked },
+            ty.dtype,
+        )
     };
     let mut extents = ty.shape.clone();
     extents.extend(idx_ty.shape.iter().cloned());
