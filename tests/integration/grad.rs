@@ -158,3 +158,75 @@ fn unrelated_values_have_zero_gradients() {
     assert_eq!(f32s(&out[1]), &vec![0.0; 3]);
     assert_eq!(f32s(&out[2]), &vec![1.0]);
 }
+
+/// A tensor of a safetensors file (float32 or int32).
+fn st_tensor(view: &safetensors::tensor::TensorView<'_>) -> Tensor {
+    let shape = view.shape().to_vec();
+    let bytes = view.data();
+    match view.dtype() {
+        safetensors::Dtype::F32 => {
+            Tensor::f32(&shape, bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        }
+        safetensors::Dtype::I32 => {
+            Tensor::i32(&shape, bytes.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        }
+        other => panic!("unexpected dtype {other:?}"),
+    }
+}
+
+/// Every param's gradient of the models of `fixtures/torch` against `torch.autograd`
+/// (scripts/grad-reference.py wrote the inputs, params and expected gradients), on the interpreter and on
+/// the GPU. An element passes when `|got - want| <= 1e-5 * max(1, max |want|) + 1e-4 * |want|`: float32
+/// accumulated in another order, relative to the gradient's scale.
+#[test]
+fn torch_gradients_match() {
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    for path in files(std::path::Path::new("fixtures/torch"), "tdsl", false) {
+        let bytes = std::fs::read(path.with_extension("safetensors")).expect("the reference of every model");
+        let file = safetensors::SafeTensors::deserialize(&bytes).expect("a safetensors file");
+        let get =
+            |name: &str| st_tensor(&file.tensor(name).unwrap_or_else(|_| panic!("{}: no {name}", path.display())));
+        let checked_file = check_path(&path);
+        assert!(checked_file.diagnostics.is_empty(), "{}:\n{}", path.display(), rendered(&checked_file));
+        let graph = &checked_file.graphs[0];
+        let inputs: Vec<Tensor> = graph
+            .inputs
+            .iter()
+            .map(|&i| match &graph.node(i).op {
+                Op::Input { name } => get(&format!("input.{name}")),
+                _ => unreachable!("inputs are inputs"),
+            })
+            .collect();
+        let params: HashMap<String, Tensor> = graph
+            .params
+            .iter()
+            .map(|&p| match &graph.node(p).op {
+                Op::Param { key } => (key.clone(), get(&format!("param.{key}"))),
+                _ => unreachable!("params are params"),
+            })
+            .collect();
+        let interp = interp::run(graph, &inputs, &params).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let device = crate::gpu::run_gpu(graph, &inputs, &params).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for (side, outputs) in [("interpreter", &interp), ("GPU", &device)] {
+            for (output, got) in graph.outputs.iter().zip(outputs) {
+                let want = get(&format!("expected.{}", output.name));
+                let (got, want) = (f32s(got), f32s(&want));
+                assert_eq!(got.len(), want.len(), "{}: {}", path.display(), output.name);
+                let scale = want.iter().fold(1.0f32, |m, w| m.max(w.abs()));
+                let worst =
+                    got.iter().zip(want).map(|(g, w)| ((g - w).abs() - 1e-4 * w.abs()) / scale).fold(0.0f32, f32::max);
+                checked += 1;
+                if worst > 1e-5 {
+                    failures.push(format!(
+                        "{} ({side}): {}: off by {worst:e} of its scale {scale}",
+                        path.display(),
+                        output.name
+                    ));
+                }
+            }
+        }
+    }
+    assert!(checked >= 2 * (4 + 8 + 16 + 37), "compared {checked} outputs");
+    assert!(failures.is_empty(), "gradients differ from PyTorch's:\n{}", failures.join("\n"));
+}

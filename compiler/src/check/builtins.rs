@@ -890,21 +890,26 @@ impl Elab<'_> {
 
 /// A float function of a compile-time number, in f64 (weak scalars stay weak, R3.5).
 impl Elab<'_> {
-    /// The value `grad` differentiates: a float tensor of rank 0 (E0501, E0502, R6.6).
+    /// The value `grad` differentiates: a float tensor of rank 0 (E0501, E0502, R6.5).
     pub(crate) fn loss(&mut self, y: Value, span: Span) -> Option<NodeId> {
         let Value::Tensor(node) = y else {
             let msg = format!("`grad` of {}, which does not depend on any tensor", y.kind());
-            self.error(Diagnostic::new(Code::E0502, span, msg).note("differentiate a float tensor").rule("R6.6"));
+            self.error(
+                Diagnostic::new(Code::E0502, span, msg)
+                    .label("a compile-time constant has no gradient")
+                    .note("differentiate a float tensor computed from the value")
+                    .rule("R6.5"),
+            );
             return None;
         };
         let ty = self.ty(node).clone();
         if !ty.dtype.is_float() {
-            let msg = format!("`grad` of a {} value", ty.dtype.name());
+            let msg = format!("`grad` of a value of dtype {}", ty.dtype.name());
             self.error(
                 Diagnostic::new(Code::E0502, span, msg)
                     .label(format!("this is {}", self.show_type(&ty)))
                     .note("only float values have gradients")
-                    .rule("R6.6"),
+                    .rule("R6.5"),
             );
             return None;
         }
@@ -914,30 +919,34 @@ impl Elab<'_> {
                 Diagnostic::new(Code::E0501, span, msg)
                     .label("this is not a scalar")
                     .note("reduce it to a scalar loss first, e.g. `sum(y)` or `mean(y)`")
-                    .rule("R6.6"),
+                    .rule("R6.5"),
             );
             return None;
         }
         Some(node)
     }
 
-    /// The value `grad` differentiates with respect to: a float tensor (E0503, R6.6).
+    /// The value `grad` differentiates with respect to: a float tensor (E0503, R6.5).
     pub(crate) fn wrt(&mut self, x: Value, span: Span) -> Option<NodeId> {
         match x {
             Value::Tensor(node) if self.ty(node).dtype.is_float() => Some(node),
             Value::Tensor(node) => {
-                let msg = format!("`grad` with respect to a {} tensor", self.ty(node).dtype.name());
+                let msg = format!("`grad` with respect to a tensor of dtype {}", self.ty(node).dtype.name());
                 self.error(
                     Diagnostic::new(Code::E0503, span, msg)
+                        .label("not a float tensor")
                         .note("integer and bool values have no gradient")
-                        .rule("R6.6"),
+                        .rule("R6.5"),
                 );
                 None
             }
             other => {
                 let msg = format!("`grad` with respect to {}", other.kind());
                 self.error(
-                    Diagnostic::new(Code::E0503, span, msg).note("differentiate with respect to a tensor").rule("R6.6"),
+                    Diagnostic::new(Code::E0503, span, msg)
+                        .label("not a tensor")
+                        .note("differentiate with respect to a tensor")
+                        .rule("R6.5"),
                 );
                 None
             }
@@ -954,7 +963,7 @@ impl Elab<'_> {
                     crate::autodiff::GradError::NotFloat(_) => Code::E0502,
                     crate::autodiff::GradError::WrtNotFloat(_) => Code::E0503,
                 };
-                self.error(Diagnostic::new(code, span, e.to_string()).rule("R6.6"));
+                self.error(Diagnostic::new(code, span, e.to_string()).rule("R6.5"));
                 None
             }
         }

@@ -346,7 +346,7 @@ impl<'p> Elab<'p> {
     }
 
     /// `grad(loss)` in the output list: one output `grad.<key>` per float param, in param order (R4.2,
-    /// R6.6).
+    /// R6.5).
     fn param_grads(&mut self, scope: &Scope, grads: &ast::GradOutputs) {
         if grads.keyword.name != "grad" {
             let msg = format!("`{}(...)` in an output list", grads.keyword.name);
@@ -372,8 +372,9 @@ impl<'p> Elab<'p> {
         if params.is_empty() {
             self.error(
                 Diagnostic::new(Code::E0503, grads.span, "`grad(loss)` in a model without float params")
+                    .label("there is no param to differentiate with respect to")
                     .note("declare params, or ask for `grad(loss, x)` of a value")
-                    .rule("R6.6"),
+                    .rule("R6.5"),
             );
             return;
         }

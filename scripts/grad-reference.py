@@ -1,0 +1,178 @@
+#!/usr/bin/env python3
+"""Reference gradients from torch.autograd for the models of tests/fixtures/torch/*.tdsl.
+
+For each model (an MLP with cross-entropy; a CNN with convolutions with stride and padding, batch norm, max and
+average pooling; a BERT encoder layer with masked attention, layer norm and GELU; a reduced BERT of
+examples/minilm/minilm.tdsl's architecture with the dot product of its embeddings and a fixed probe as the
+loss), this builds the same network in PyTorch from a fixed seed, runs it in float32 on the CPU and writes
+tests/fixtures/torch/<model>.safetensors with:
+
+    input.<name>          every model input (float32 or int32)
+    param.<key>           every param, keyed as PyTorch's named_parameters() (and tdsl's param keys)
+    expected.loss         the loss
+    expected.grad.<key>   d loss / d param, from loss.backward()
+
+The integration test `torch_gradients_match` (tests/integration/grad.rs) runs the .tdsl model on the
+reference interpreter and on the GPU with these inputs and params and compares every `grad.<key>` output.
+
+Needs a Python with torch and safetensors (e.g. a venv outside the repository):
+
+    python3 -m venv /tmp/torch && /tmp/torch/bin/pip install torch safetensors numpy
+    /tmp/torch/bin/python scripts/grad-reference.py
+"""
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors.torch import save_file
+
+OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "torch"
+
+
+def perturb_norms(module):
+    """LayerNorm and BatchNorm start at weight 1, bias 0; move them so their gradients are exercised."""
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, (nn.LayerNorm, nn.BatchNorm2d)):
+                m.weight.add_(0.1 * torch.randn_like(m.weight))
+                m.bias.add_(0.1 * torch.randn_like(m.bias))
+
+
+def write(name, module, inputs, loss):
+    module.zero_grad()
+    loss.backward()
+    tensors = {}
+    for key, value in inputs.items():
+        tensors[f"input.{key}"] = value.detach().contiguous()
+    for key, p in module.named_parameters():
+        tensors[f"param.{key}"] = p.detach().contiguous()
+        tensors[f"expected.grad.{key}"] = p.grad.detach().contiguous()
+    tensors["expected.loss"] = loss.detach().reshape(())
+    save_file(tensors, str(OUT / f"{name}.safetensors"))
+    print(f"{name}: loss {loss.item():.6f}, {sum(1 for _ in module.parameters())} params")
+
+
+def mlp():
+    torch.manual_seed(1)
+    m = nn.ModuleDict({"fc1": nn.Linear(16, 32), "fc2": nn.Linear(32, 10)})
+    x = torch.randn(8, 16)
+    labels = torch.randint(0, 10, (8,), dtype=torch.int32)
+    loss = F.cross_entropy(m["fc2"](F.relu(m["fc1"](x))), labels.long())
+    write("mlp", m, {"x": x, "labels": labels}, loss)
+
+
+def cnn():
+    torch.manual_seed(2)
+    m = nn.ModuleDict({
+        "conv1": nn.Conv2d(1, 4, 3, padding=1),
+        "bn": nn.BatchNorm2d(4),
+        "conv2": nn.Conv2d(4, 6, 3, stride=2, padding=1),
+        "fc": nn.Linear(6, 10),
+    })
+    perturb_norms(m)
+    m.train()
+    images = torch.randn(4, 1, 8, 8)
+    labels = torch.randint(0, 10, (4,), dtype=torch.int32)
+    x = m["conv1"](images)
+    x = F.max_pool2d(F.relu(m["bn"](x)), 2, 2)
+    x = F.relu(m["conv2"](x))
+    x = F.avg_pool2d(x, 2, 2)
+    loss = F.cross_entropy(m["fc"](x.reshape(4, 6)), labels.long())
+    write("cnn", m, {"images": images, "labels": labels}, loss)
+
+
+def attention(q, k, v, bias, heads):
+    b, s, d = q.shape
+    dh = d // heads
+    qh = q.reshape(b, s, heads, dh).permute(0, 2, 1, 3)
+    kt = k.reshape(b, s, heads, dh).permute(0, 2, 3, 1)
+    vh = v.reshape(b, s, heads, dh).permute(0, 2, 1, 3)
+    scores = qh @ kt / math.sqrt(dh) + bias.reshape(b, 1, 1, s)
+    context = torch.softmax(scores, dim=-1) @ vh
+    return context.permute(0, 2, 1, 3).reshape(b, s, d)
+
+
+def mask_bias(mask):
+    return (1.0 - mask.float()) * -3.4028234663852886e38
+
+
+def encoder():
+    torch.manual_seed(3)
+    m = nn.ModuleDict({
+        "attention": nn.ModuleDict({
+            "query": nn.Linear(32, 32), "key": nn.Linear(32, 32), "value": nn.Linear(32, 32),
+            "output": nn.Linear(32, 32), "norm": nn.LayerNorm(32, eps=1e-12),
+        }),
+        "ffn": nn.ModuleDict({"up": nn.Linear(32, 64), "down": nn.Linear(64, 32), "norm": nn.LayerNorm(32, eps=1e-12)}),
+    })
+    perturb_norms(m)
+    x = torch.randn(2, 5, 32)
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], dtype=torch.int32)
+    probe = torch.randn(2, 5, 32)
+    a, f = m["attention"], m["ffn"]
+    ctx = attention(a["query"](x), a["key"](x), a["value"](x), mask_bias(mask), 4)
+    h = a["norm"](x + a["output"](ctx))
+    y = f["norm"](h + f["down"](F.gelu(f["up"](h))))
+    loss = (y * probe).sum()
+    write("encoder", m, {"x": x, "mask": mask, "probe": probe}, loss)
+
+
+class BertLayer(nn.Module):
+    def __init__(self, d, ffn):
+        super().__init__()
+        self.attention = nn.ModuleDict({
+            "self": nn.ModuleDict({"query": nn.Linear(d, d), "key": nn.Linear(d, d), "value": nn.Linear(d, d)}),
+            "output": nn.ModuleDict({"dense": nn.Linear(d, d), "LayerNorm": nn.LayerNorm(d, eps=1e-12)}),
+        })
+        self.intermediate = nn.ModuleDict({"dense": nn.Linear(d, ffn)})
+        self.output = nn.ModuleDict({"dense": nn.Linear(ffn, d), "LayerNorm": nn.LayerNorm(d, eps=1e-12)})
+
+    def forward(self, x, bias):
+        s = self.attention["self"]
+        ctx = attention(s["query"](x), s["key"](x), s["value"](x), bias, 4)
+        o = self.attention["output"]
+        x = o["LayerNorm"](x + o["dense"](ctx))
+        h = F.gelu(self.intermediate["dense"](x))
+        return self.output["LayerNorm"](x + self.output["dense"](h))
+
+
+def bert():
+    torch.manual_seed(4)
+    d = 32
+    m = nn.ModuleDict({
+        "embeddings": nn.ModuleDict({
+            "word_embeddings": nn.Embedding(50, d), "position_embeddings": nn.Embedding(16, d),
+            "token_type_embeddings": nn.Embedding(2, d), "LayerNorm": nn.LayerNorm(d, eps=1e-12),
+        }),
+        "encoder": nn.ModuleDict({"layer": nn.ModuleList([BertLayer(d, 64) for _ in range(2)])}),
+    })
+    perturb_norms(m)
+    b, s = 2, 6
+    ids = torch.randint(0, 50, (b, s), dtype=torch.int32)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]], dtype=torch.int32)
+    types = torch.randint(0, 2, (b, s), dtype=torch.int32)
+    probe = torch.randn(b, d)
+    e = m["embeddings"]
+    positions = torch.arange(s).expand(b, s)
+    x = e["word_embeddings"](ids.long()) + e["position_embeddings"](positions) + e["token_type_embeddings"](types.long())
+    x = e["LayerNorm"](x)
+    bias = mask_bias(mask)
+    for layer in m["encoder"]["layer"]:
+        x = layer(x, bias)
+    mf = mask.float().reshape(b, s, 1)
+    pooled = (x * mf).sum(1) / torch.clamp(mf.sum(1), min=1e-9)
+    emb = pooled / torch.clamp(pooled.norm(dim=-1, keepdim=True), min=1e-12)
+    loss = (emb * probe).sum()
+    write("bert", m, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "probe": probe}, loss)
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    OUT.mkdir(parents=True, exist_ok=True)
+    mlp()
+    cnn()
+    encoder()
+    bert()
