@@ -2,7 +2,9 @@
 //! grid, the bytes it reads and writes at given symbol sizes, and for every producer it reads from another
 //! kernel why that edge was not fused; plus the device memory the run takes after buffer sharing. Printed as
 //! text or as JSON (`{"model", "fused", "kernels": [{"name", "ops", "invocations", "grid", "bytes_read",
-//! "bytes_written", "unfused": [{"producer", "kernel", "reason"}]}], "peak_bytes", "unshared_bytes"}`).
+//! "bytes_written", "unfused": [{"producer", "kernel", "reason"}]}], "peak_bytes", "unshared_bytes",
+//! "stored": [{"tensor", "type", "bytes"}]}`); `stored` lists the intermediate tensors kept between
+//! kernels (the activations a backward pass reads among them) with their bytes.
 
 use std::collections::HashMap;
 
@@ -42,6 +44,10 @@ pub struct Report {
     pub kernels: Vec<KernelReport>,
     pub peak_bytes: u64,
     pub unshared_bytes: u64,
+    /// The intermediate tensors kernels store for later kernels (activations: what a backward pass reads of
+    /// the forward, among others), as (name, type, bytes), largest first; inputs, params and outputs are
+    /// left out.
+    pub stored: Vec<(String, String, u64)>,
 }
 
 /// Why a program cannot be explained at the given sizes.
@@ -136,6 +142,17 @@ pub fn explain(compiled: &Compiled, sizes: &[i64], fused: bool) -> Result<Report
             unfused,
         });
     }
+    let mut stored: Vec<(String, String, u64)> = program
+        .tensors
+        .iter()
+        .enumerate()
+        .filter(|(i, t)| {
+            matches!(t.role, tdsl_runtime::program::TensorRole::Computed)
+                && !program.outputs.iter().any(|(_, o)| o.0 as usize == *i)
+        })
+        .map(|(i, t)| (t.name.clone(), program.type_string(t), bytes[i]))
+        .collect();
+    stored.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
     Ok(Report {
         model: program.name.clone(),
         fused,
@@ -143,6 +160,7 @@ pub fn explain(compiled: &Compiled, sizes: &[i64], fused: bool) -> Result<Report
         kernels,
         peak_bytes: memory.peak_bytes,
         unshared_bytes: memory.unshared_bytes,
+        stored,
     })
 }
 
@@ -172,6 +190,11 @@ impl Report {
                 out.push_str(&format!("      not fused: {producer} (from {from}): {reason}\n"));
             }
         }
+        let total: u64 = self.stored.iter().map(|s| s.2).sum();
+        out.push_str(&format!("  stored between kernels: {} tensor(s), {}\n", self.stored.len(), human(total)));
+        for (name, ty, bytes) in &self.stored {
+            out.push_str(&format!("      {name}: {ty}, {}\n", human(*bytes)));
+        }
         out
     }
 
@@ -192,6 +215,7 @@ impl Report {
             })).collect::<Vec<_>>(),
             "peak_bytes": self.peak_bytes,
             "unshared_bytes": self.unshared_bytes,
+            "stored": self.stored.iter().map(|(n, t, b)| json!({"tensor": n, "type": t, "bytes": b})).collect::<Vec<_>>(),
         })
     }
 }

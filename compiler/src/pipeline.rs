@@ -91,7 +91,8 @@ pub struct Checked {
 pub fn check(root: Root<'_>) -> Checked {
     // load: the root file, the prelude and every import, each parsed once (`syntax::parse`)
     let (program, mut diagnostics) = driver::load(root);
-    // elaborate: names, dtypes, shapes and bounds checked, functions inlined, one `ir::Graph` per model
+    // elaborate: names, dtypes, shapes and bounds checked, functions inlined, gradients appended where a
+    // program asks for them (`autodiff::grad`), one `ir::Graph` per model
     let (graphs, more) = check::elaborate(&program);
     diagnostics.extend(more);
     diagnostics.sort_by_key(|d| (d.span.file, d.span.start, d.span.end));

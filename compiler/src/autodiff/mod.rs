@@ -58,13 +58,19 @@ pub fn grad(graph: &mut Graph, loss: NodeId, wrt: &[NodeId], span: Span) -> Resu
     let one = t.add(Op::Constant(Scalar::Float(1.0)), loss_ty);
     adjoint.insert(loss, one);
     let need = |o: NodeId| o.index() < n && depends[o.index()];
+    // A rule may route a contribution past a node nobody asked the gradient of (`rules::shared_weight`).
+    let skip = |o: NodeId| !wrt.contains(&o);
     for index in (0..n).rev() {
         let id = NodeId::new(index);
         if !depends[index] {
             continue;
         }
         let Some(&g) = adjoint.get(&id) else { continue };
-        for (operand, contribution) in rules::vjp(&mut t, id, g, &need) {
+        let contributions = match &t.graph.nodes[id].op {
+            Op::Map(_) => map::vjp(&mut t, id, g, &need),
+            _ => rules::vjp(&mut t, id, g, &need, &skip),
+        };
+        for (operand, contribution) in contributions {
             let total = match adjoint.get(&operand) {
                 Some(&sum) => {
                     let ty = t.graph.nodes[operand].ty.clone();

@@ -1,7 +1,7 @@
 //! The gradient rules: one per op, in one place (tinygrad's `gradient.py` in spirit). Elementwise rules are
 //! written once over `Algebra`, so the same rule differentiates a tensor op (`Tensors`) and a scalar node of
 //! an index-notation body (`map::Scalars`). Structural rules (reductions, matmul, layout ops, gather) are
-//! `vjp`'s arms below; index notation is `map::vjp`. Conventions follow PyTorch (spec/autodiff.md).
+//! `vjp`'s arms below; index notation is `map::vjp`, which uses the elementwise rules here. Conventions follow PyTorch (spec/autodiff.md).
 
 use super::Tensors;
 use crate::dim::Dim;
@@ -192,8 +192,16 @@ pub(crate) fn cast<A: Algebra>(al: &mut A, from: DType, to: DType, g: A::V) -> O
 }
 
 /// The contributions of node `id`, whose gradient is `g`, to the gradients of its operands (those `need`
-/// says lead to a differentiated value), in any order; an operand may appear more than once.
-pub(crate) fn vjp(t: &mut Tensors, id: NodeId, g: NodeId, need: &dyn Fn(NodeId) -> bool) -> Vec<(NodeId, NodeId)> {
+/// says lead to a differentiated value), in any order; an operand may appear more than once. Every op but
+/// index notation (`map::vjp`). A rule may give its contribution to an operand's operand instead, through
+/// nodes `skip` allows (those no one asked the gradient of), where that is the same sum computed better.
+pub(crate) fn vjp(
+    t: &mut Tensors,
+    id: NodeId,
+    g: NodeId,
+    need: &dyn Fn(NodeId) -> bool,
+    skip: &dyn Fn(NodeId) -> bool,
+) -> Vec<(NodeId, NodeId)> {
     let node = t.graph.nodes[id].clone();
     let mut out = Vec::new();
     let mut give = |operand: NodeId, grad: Option<NodeId>| {
@@ -230,15 +238,17 @@ pub(crate) fn vjp(t: &mut Tensors, id: NodeId, g: NodeId, need: &dyn Fn(NodeId) 
         }
         // [.., M, K] @ [.., K, N]: dA = g @ B^T, dB = A^T @ g
         Op::MatMul(a, b) => {
+            if let Some((w, grad)) = shared_weight(t, *a, *b, g, need, skip) {
+                give(w, Some(grad));
+            } else if need(*b) {
+                let at = t.transpose_last(*a);
+                let ty = t.graph.nodes[*b].ty.clone();
+                give(*b, Some(t.add(Op::MatMul(at, g), ty)));
+            }
             if need(*a) {
                 let bt = t.transpose_last(*b);
                 let ty = t.graph.nodes[*a].ty.clone();
                 give(*a, Some(t.add(Op::MatMul(g, bt), ty)));
-            }
-            if need(*b) {
-                let at = t.transpose_last(*a);
-                let ty = t.graph.nodes[*b].ty.clone();
-                give(*b, Some(t.add(Op::MatMul(at, g), ty)));
             }
         }
         Op::Permute(a, perm) => {
@@ -274,13 +284,58 @@ pub(crate) fn vjp(t: &mut Tensors, id: NodeId, g: NodeId, need: &dyn Fn(NodeId) 
                 give(*table, Some(scatter_add(t, *table, *indices, *axis, g)));
             }
         }
-        Op::Map(_) => {
-            for (operand, grad) in super::map::vjp(t, id, g, need) {
-                give(operand, Some(grad));
-            }
-        }
+        // Index notation has its own module (`map::vjp`), called by the sweep.
+        Op::Map(_) => {}
     }
     out
+}
+
+/// A matmul whose right operand is a weight (`Linear`'s `x @ transpose(w)`): the weight's gradient computed
+/// directly rather than as a matmul whose result is then transposed (or summed over a batch), so it is one
+/// matmul kernel. `a @ transpose(w)` gives `dw = g^T a`; a weight broadcast over batch dimensions (`w^T` as
+/// `[B, K, N]`) gives `dw^T = X^T G` with `X = a` as `[B M, K]` and `G = g` as `[B M, N]` (through a
+/// transpose, `dw = G^T X`). Returns the weight and its contribution.
+fn shared_weight(
+    t: &mut Tensors,
+    a: NodeId,
+    b: NodeId,
+    g: NodeId,
+    need: &dyn Fn(NodeId) -> bool,
+    skip: &dyn Fn(NodeId) -> bool,
+) -> Option<(NodeId, NodeId)> {
+    // `a @ transpose(w)`: `dw = (a^T g)^T = g^T a`, one matmul and no transpose of its result.
+    if let Op::Permute(w, perm) = &t.graph.nodes[b].op {
+        let (w, r) = (*w, perm.len());
+        let swaps_last =
+            r >= 2 && perm[..r - 2].iter().enumerate().all(|(i, &p)| i == p) && perm[r - 2..] == [r - 1, r - 2];
+        if !swaps_last || !skip(b) || !need(w) {
+            return None;
+        }
+        let gt = t.transpose_last(g);
+        let ty = t.ty(w);
+        return Some((w, t.add(Op::MatMul(gt, a), ty)));
+    }
+    let Op::Broadcast(c) = t.graph.nodes[b].op else { return None };
+    let (c_ty, a_ty, g_ty) = (t.ty(c), t.ty(a), t.ty(g));
+    let rank = a_ty.rank();
+    if c_ty.rank() != 2 || rank < 3 || !skip(b) || !need(c) || c_ty.shape[..] != t.ty(b).shape[rank - 2..] {
+        return None;
+    }
+    let rows = a_ty.shape[..rank - 1].iter().try_fold(Dim::constant(1), |n, d| n.mul(d)).ok()?;
+    let (k, n) = (a_ty.shape[rank - 1].clone(), g_ty.shape[rank - 1].clone());
+    let dtype = a_ty.dtype;
+    let x = t.add(Op::Reshape(a), TensorType { dtype, shape: vec![rows.clone(), k.clone()] });
+    let gm = t.add(Op::Reshape(g), TensorType { dtype, shape: vec![rows, n.clone()] });
+    if let Op::Permute(w, perm) = &t.graph.nodes[c].op
+        && perm == &[1, 0]
+        && skip(c)
+    {
+        let w = *w;
+        let gt = t.transpose_last(gm);
+        return Some((w, t.add(Op::MatMul(gt, x), TensorType { dtype, shape: vec![n, k] })));
+    }
+    let xt = t.transpose_last(x);
+    Some((c, t.add(Op::MatMul(xt, gm), TensorType { dtype, shape: vec![k, n] })))
 }
 
 /// The gradient of a broadcast's operand: `g` summed over the axes the broadcast added or stretched from 1,
