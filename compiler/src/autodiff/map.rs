@@ -286,10 +286,10 @@ impl Adjoint<'_> {
         let mut summed: Vec<(VarId, Dim)> = Vec::new();
         // Variables a split-out reduction bound are not read here any more.
         let live = |v: usize| v < out_rank || self.red_vars.iter().any(|r| r.0 as usize == v);
-        for v in 0..n_vars {
-            if pivot[v].is_none() && live(v) {
+        for (v, (p, extent)) in pivot.iter().zip(&map.extents).enumerate() {
+            if p.is_none() && live(v) {
                 let new = VarId((rank_u + summed.len()) as u32);
-                summed.push((new, map.extents[v].clone()));
+                summed.push((new, extent.clone()));
                 subs.push(plain(new.0));
             } else {
                 subs.push(plain(0)); // a pivot (replaced below) or a variable nothing reads
