@@ -37,6 +37,7 @@ mod elementwise;
 mod errors;
 mod models;
 mod random;
+mod random_grad;
 mod resident;
 mod targeted;
 

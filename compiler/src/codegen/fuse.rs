@@ -364,11 +364,16 @@ pub const MAX_STORAGE_BINDINGS: usize = 8;
 /// and the merged kernel binds at most `MAX_STORAGE_BINDINGS` storage buffers. One launch then computes
 /// both at each position.
 fn merge_horizontal(graph: &Graph, groups: &mut Vec<Group>, target: &Target) {
+    // A constant is computed inline where it is used, unless it is an output: then its group stores it and
+    // the others read it like any stored node.
+    let stored: BTreeSet<NodeId> = groups.iter().flat_map(|g| g.roots()).collect();
     let reads = |g: &Group| -> BTreeSet<NodeId> {
         let mut reads = BTreeSet::new();
         for id in g.roots().chain(g.inline.iter().copied()) {
             for o in graph.node(id).op.operands() {
-                if !g.contains(o) && !matches!(graph.node(o).op, Op::Constant(_) | Op::DimValue(_)) {
+                let inline_constant =
+                    matches!(graph.node(o).op, Op::Constant(_) | Op::DimValue(_)) && !stored.contains(&o);
+                if !g.contains(o) && !inline_constant {
                     reads.insert(o);
                 }
             }

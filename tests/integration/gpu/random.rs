@@ -65,9 +65,9 @@ fn generated_programs_check_clean() {
 // ---------------------------------------------------------------------------------------------------------
 // Running a case
 
-struct Case {
-    source: String,
-    inputs: Vec<Tensor>,
+pub(super) struct Case {
+    pub(super) source: String,
+    pub(super) inputs: Vec<Tensor>,
     tols: Vec<Tol>,
 }
 
@@ -238,7 +238,7 @@ fn rounding(dtype: DType, mag: f64) -> f64 {
     }
 }
 
-fn generate(data: &[u32]) -> Case {
+pub(super) fn generate(data: &[u32]) -> Case {
     let mut c = Choices { data, at: 0 };
     let seed = c.next() as u64;
     let s = c.pick(&[3, 1, 2, 5, 7]);
