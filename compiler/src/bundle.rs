@@ -53,11 +53,11 @@ pub struct BuildOptions<'a> {
 pub fn build(file: &Path, options: &BuildOptions) -> Result<(Bundle, Vec<PathBuf>), BuildError> {
     let checked = pipeline::check(Root::Path(file));
     let name = file.display().to_string();
-    if !checked.diagnostics.is_empty() {
+    if checked.errors() > 0 {
         return Err(BuildError::Diagnostics {
             file: name,
             rendered: render::render(&checked.diagnostics, &checked.program.sources, options.color),
-            count: checked.diagnostics.len(),
+            count: checked.errors(),
         });
     }
     if checked.graphs.is_empty() {

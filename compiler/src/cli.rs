@@ -244,10 +244,8 @@ pub fn main(
             let mut failed = false;
             for file in &files {
                 let checked = pipeline::check(Root::Path(file));
-                if !checked.diagnostics.is_empty() {
+                if !report(file, &checked, color, err) {
                     failed = true;
-                    let _ = write!(err, "{}", render::render(&checked.diagnostics, &checked.program.sources, color));
-                    let _ = writeln!(err, "{}: {} error(s)", file.display(), checked.diagnostics.len());
                     continue;
                 }
                 let Some(weights) = &weights else { continue };
@@ -562,12 +560,34 @@ fn spinner(terminal: bool, message: String) -> indicatif::ProgressBar {
     bar
 }
 
-/// The graphs of `file`'s models, or the rendered diagnostics on `err` (`Err(None)`).
+/// Renders `checked`'s diagnostics of `file` on `err` with a count (`FILE: 2 error(s)`, or
+/// `FILE: 1 warning(s)` when only warnings); false when any is an error.
+fn report(file: &std::path::Path, checked: &pipeline::Checked, color: bool, err: &mut dyn Write) -> bool {
+    if checked.diagnostics.is_empty() {
+        return true;
+    }
+    let _ = write!(err, "{}", render::render(&checked.diagnostics, &checked.program.sources, color));
+    let errors = checked.errors();
+    let warnings = checked.diagnostics.len() - errors;
+    match (errors, warnings) {
+        (0, _) => {
+            let _ = writeln!(err, "{}: {warnings} warning(s)", file.display());
+        }
+        (_, 0) => {
+            let _ = writeln!(err, "{}: {errors} error(s)", file.display());
+        }
+        _ => {
+            let _ = writeln!(err, "{}: {errors} error(s), {warnings} warning(s)", file.display());
+        }
+    }
+    errors == 0
+}
+
+/// The graphs of `file`'s models (its warnings rendered on `err`), or the rendered diagnostics on `err`
+/// (`Err(None)`) when any is an error.
 fn checked_graphs(file: &std::path::Path, color: bool, err: &mut dyn Write) -> Result<Vec<ir::Graph>, Option<String>> {
     let checked = pipeline::check(Root::Path(file));
-    if !checked.diagnostics.is_empty() {
-        let _ = write!(err, "{}", render::render(&checked.diagnostics, &checked.program.sources, color));
-        let _ = writeln!(err, "{}: {} error(s)", file.display(), checked.diagnostics.len());
+    if !report(file, &checked, color, err) {
         return Err(None);
     }
     if checked.graphs.is_empty() {

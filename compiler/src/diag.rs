@@ -1,5 +1,6 @@
 //! The one public diagnostic type: a stable code, a message, a primary span with labels, notes and the spec
 //! rule it enforces. Every front-end and checker problem becomes a `Diagnostic`; `render` prints them.
+//! Codes starting with `E` are errors; those starting with `W` are warnings, which never fail a check.
 
 use crate::span::Span;
 
@@ -59,6 +60,14 @@ codes! {
     E0401 => "index may be out of bounds",
     E0402 => "index is not affine",
     E0403 => "index variable reused",
+    W0001 => "operator after an `else` default",
+}
+
+impl Code {
+    /// Warnings (`W` codes) are reported like errors but do not fail a check or stop compilation.
+    pub fn is_warning(self) -> bool {
+        self.as_str().starts_with('W')
+    }
 }
 
 impl std::fmt::Display for Code {

@@ -71,6 +71,19 @@ fn root_files_that_cannot_be_read_have_their_own_codes() {
     );
 }
 
+/// Warnings (`W` codes) are printed but do not fail `check` or stop `run`.
+#[test]
+fn warnings_do_not_fail() {
+    let file = "fixtures/err/W0001_operator_after_else.tdsl";
+    let (code, out, err) = tdslc(&["check", file]);
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    assert!(err.contains("warning[W0001]") && err.contains(&format!("{file}: 1 warning(s)")), "{err}");
+    let (code, out, err) = tdslc(&["run", "--reference", file, "--dim", "N=3"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning[W0001]"), "{err}");
+    assert!(out.starts_with("y: f32[3] = ["), "{out}");
+}
+
 #[test]
 fn colour_is_on_only_when_asked_for() {
     let (_, _, err) = tdslc(&["check", "--color", "always", "fixtures/err/E0102_unknown_function.tdsl"]);
