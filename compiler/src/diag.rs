@@ -61,6 +61,7 @@ codes! {
     E0402 => "index is not affine",
     E0403 => "index variable reused",
     W0001 => "operator after an `else` default",
+    W0002 => "param shared by calls without a prefix",
 }
 
 impl Code {
