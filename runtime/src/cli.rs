@@ -120,7 +120,8 @@ fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write, terminal: bool) ->
     let given_names: Vec<&str> = args.inputs.iter().map(|(name, _)| name.as_str()).collect();
     for model in &models {
         let program = &model.program;
-        let inputs: Vec<&str> = program.inputs.iter().map(|&id| program.tensor(id).name.as_str()).collect();
+        let declared = crate::exec::declared(program, &program.inputs);
+        let inputs: Vec<&str> = declared.iter().map(|d| d.site.name()).collect();
         let fits = crate::random::check_names(&program.name, &program.symbols, &inputs, &given_names, &args.dims)
             .map_err(|e| e.to_string())
             .and_then(|()| match &weights {

@@ -209,6 +209,17 @@ fn tdsl_run_model_chooses_one_of_several() {
     let (code, _, err) = tdsl_run(&[text(&bundle), "--model", "shifted"]);
     assert_eq!(code, 1);
     assert!(err.contains("has no model `shifted` (its models: scale, shift)"), "{err}");
+    // A --dim that an input file contradicts is an error here too (as in `tdslc run`).
+    let x = temp.path().join("x.npy");
+    let tensor = tdsl_runtime::random::seeded_tensor("x", tdsl_runtime::DType::F32, &[3, 4], 0);
+    tdsl_runtime::write_npy(&x, &tensor).expect("write x.npy");
+    let input = format!("x={}", text(&x));
+    let (code, out, err) = tdsl_run(&[text(&bundle), "--model", "scale", "--dim", "B=2", "--input", &input]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(
+        err.contains("input `x` of `scale` (f32[B, 4]) contradicts --dim B=2: axis 0 of the file is 3, not B = 2"),
+        "{err}"
+    );
 }
 
 const TWO_MODELS: &str = "fixtures/cli/two_models.tdsl";
