@@ -513,6 +513,8 @@ fn build(
     err: &mut dyn Write,
 ) -> Result<(), Option<String>> {
     let start = std::time::Instant::now();
+    // Printed after the spinner is gone.
+    let warnings = std::cell::RefCell::new(String::new());
     let spinner = spinner(stderr_is_terminal, format!("checking {}", file.display()));
     let progress =
         |i: usize, n: usize, name: &str| spinner.set_message(format!("compiling model {name} ({}/{n})", i + 1));
@@ -526,9 +528,11 @@ fn build(
         tuning: Some(&tuning),
         color,
         progress: Some(&progress),
+        warnings: Some(&|text: &str| warnings.borrow_mut().push_str(text)),
     };
     let built = crate::bundle::build(file, &options);
     spinner.finish_and_clear();
+    let _ = write!(err, "{}", warnings.borrow());
     let (bundle, _) = built.map_err(|e| match e {
         crate::bundle::BuildError::Diagnostics { .. } => {
             let _ = writeln!(err, "{e}");

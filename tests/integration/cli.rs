@@ -82,6 +82,12 @@ fn warnings_do_not_fail() {
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("warning[W0001]"), "{err}");
     assert!(out.starts_with("y: f32[3] = ["), "{out}");
+    let temp = tempfile::tempdir().expect("temp dir");
+    let bundle = arg(temp.path(), "shared.tdslb");
+    let (code, _, err) = tdslc(&["build", "fixtures/err/W0002_shared_param.tdsl", "-o", &bundle]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err.matches("warning[W0002]").count(), 4, "{err}");
+    assert!(Path::new(&bundle).exists());
 }
 
 #[test]
