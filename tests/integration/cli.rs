@@ -213,6 +213,11 @@ fn model_chooses_one_of_several() {
     let (code, _, err) = tdslc(&["tune", TWO_MODELS, "--model", "shifted"]);
     assert_eq!(code, 1);
     assert!(err.contains("has no model `shifted` (its models: scale, shift)"), "{err}");
+    let (code, _, err) = tdslc(&["bench", TWO_MODELS, "../examples/mlp.tdsl", "--model", "shifted"]);
+    assert_eq!(code, 1);
+    let listed =
+        "fixtures/cli/two_models.tdsl, ../examples/mlp.tdsl has no model `shifted` (its models: scale, shift, mlp)";
+    assert!(err.contains(listed), "{err}");
 }
 
 /// `explain --json` prints one JSON document for a file, however many models it has.
