@@ -34,6 +34,10 @@ pub enum BuildError {
 /// Called before each model is compiled with (model index, model count, model name).
 pub type Progress<'a> = &'a dyn Fn(usize, usize, &str);
 
+/// Called once with the rendered warnings of a source that has warnings but no errors (W codes, which do
+/// not stop a build).
+pub type Warnings<'a> = &'a dyn Fn(&str);
+
 /// What `build` may do besides compiling.
 #[derive(Clone, Copy, Default)]
 pub struct BuildOptions<'a> {
@@ -47,18 +51,25 @@ pub struct BuildOptions<'a> {
     pub color: bool,
     /// Called before each model is compiled.
     pub progress: Option<Progress<'a>>,
+    /// Given the rendered warnings, if any.
+    pub warnings: Option<Warnings<'a>>,
 }
 
 /// The bundle of every model in `file`, and the source files it was built from (for rerun-if-changed).
 pub fn build(file: &Path, options: &BuildOptions) -> Result<(Bundle, Vec<PathBuf>), BuildError> {
     let checked = pipeline::check(Root::Path(file));
     let name = file.display().to_string();
-    if !checked.diagnostics.is_empty() {
+    if checked.errors() > 0 {
         return Err(BuildError::Diagnostics {
             file: name,
             rendered: render::render(&checked.diagnostics, &checked.program.sources, options.color),
-            count: checked.diagnostics.len(),
+            count: checked.errors(),
         });
+    }
+    if let Some(warnings) = options.warnings
+        && !checked.diagnostics.is_empty()
+    {
+        warnings(&render::render(&checked.diagnostics, &checked.program.sources, options.color));
     }
     if checked.graphs.is_empty() {
         return Err(BuildError::NoModel { file: name });
@@ -100,7 +111,9 @@ pub fn build_script(source: impl AsRef<Path>) -> Result<PathBuf, BuildError> {
     let out_dir = std::env::var_os("OUT_DIR").ok_or(BuildError::NotABuildScript("OUT_DIR"))?;
     let file = Path::new(&manifest_dir).join(source.as_ref());
     println!("cargo:rerun-if-changed={}", file.display());
-    let built = build(&file, &BuildOptions::default());
+    // Each line of a warning becomes a `cargo:warning`, which Cargo shows.
+    let warn = |text: &str| text.lines().for_each(|line| println!("cargo:warning={line}"));
+    let built = build(&file, &BuildOptions { warnings: Some(&warn), ..BuildOptions::default() });
     let (bundle, sources) = built?;
     for source in &sources {
         println!("cargo:rerun-if-changed={}", source.display());

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
-use tdsl_runtime::args::{distinct_names, parse_dim, parse_input};
+use tdsl_runtime::args::{choose_a_model, distinct_names, parse_dim, parse_input, unknown_model};
 use tdsl_runtime::{Gpu, GpuOptions, Tensor, Weights};
 
 /// tdsl's compiler: checks .tdsl programs and lowers them to a typed tensor IR.
@@ -58,10 +58,14 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         tuning: Option<PathBuf>,
     },
-    /// Run every model of FILE on the GPU (or the reference interpreter) and print a summary of each output.
-    /// Inputs and params not given get seeded random values (said on stderr).
+    /// Run every model of FILE (or the one `--model` names) on the GPU (or the reference interpreter) and
+    /// print a summary of each output. Inputs and params not given get seeded random values (said on stderr).
+    /// With several models and no `--model`, every `--dim`, `--input` and `--weights` must fit each model.
     Run {
         file: PathBuf,
+        /// Only the model called NAME (default: every model of FILE, when the options fit each).
+        #[arg(long, value_name = "NAME")]
+        model: Option<String>,
         /// Run on the CPU reference interpreter (the definition of every op's meaning) instead of the GPU.
         #[arg(long)]
         reference: bool,
@@ -98,6 +102,9 @@ enum Command {
     /// writes (at the sizes of --dim, else 2), why each unfused edge is not fused, and the device memory.
     Explain {
         file: PathBuf,
+        /// Only the model called NAME (default: every model of FILE, when the options fit each).
+        #[arg(long, value_name = "NAME")]
+        model: Option<String>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -113,6 +120,9 @@ enum Command {
     /// GFLOP/s), and the runtime's dispatch overhead against raw wgpu dispatches.
     Bench {
         files: Vec<PathBuf>,
+        /// Only the models called NAME (default: every model of the FILEs).
+        #[arg(long, value_name = "NAME")]
+        model: Option<String>,
         /// Print one JSON object instead of tables.
         #[arg(long)]
         json: bool,
@@ -138,6 +148,9 @@ enum Command {
     /// `run --tuning FILE` on this adapter and `build --tuning FILE`, which bakes it into a bundle.
     Tune {
         file: PathBuf,
+        /// Only the model called NAME (default: every model of FILE, when the options fit each).
+        #[arg(long, value_name = "NAME")]
+        model: Option<String>,
         /// Size of a symbolic dimension (repeatable); others are 4 (S: 32).
         #[arg(long = "dim", value_name = "NAME=SIZE", value_parser = parse_dim)]
         dims: Vec<(String, i64)>,
@@ -231,10 +244,8 @@ pub fn main(
             let mut failed = false;
             for file in &files {
                 let checked = pipeline::check(Root::Path(file));
-                if !checked.diagnostics.is_empty() {
+                if !report(file, &checked, color, err) {
                     failed = true;
-                    let _ = write!(err, "{}", render::render(&checked.diagnostics, &checked.program.sources, color));
-                    let _ = writeln!(err, "{}: {} error(s)", file.display(), checked.diagnostics.len());
                     continue;
                 }
                 let Some(weights) = &weights else { continue };
@@ -250,10 +261,24 @@ pub fn main(
         Command::Build { file, output, schedule, tuning } => {
             build(&file, &output, schedule, tuning.as_deref(), color, stderr_is_terminal, err)
         }
-        Command::Tune { file, dims, repeat, tuning, backend } => {
-            tune(&file, &dims, repeat, tuning.as_deref(), backend.as_deref(), color, out, err)
+        Command::Tune { file, model, dims, repeat, tuning, backend } => {
+            let options = TuneOptions { model: model.as_deref(), dims: &dims, repeat, tuning: tuning.as_deref() };
+            tune(&file, &options, backend.as_deref(), color, out, err)
         }
-        Command::Run { file, reference, inputs, weights, seed, dims, output, backend, no_fuse, target, tuning } => {
+        Command::Run {
+            file,
+            model,
+            reference,
+            inputs,
+            weights,
+            seed,
+            dims,
+            output,
+            backend,
+            no_fuse,
+            target,
+            tuning,
+        } => {
             let options = RunOptions {
                 reference,
                 inputs,
@@ -267,10 +292,13 @@ pub fn main(
                 tuning,
                 terminal: stderr_is_terminal,
             };
-            checked_graphs(&file, color, err).and_then(|graphs| {
-                let several = graphs.len() > 1;
-                graphs.iter().try_for_each(|graph| run_model(graph, &options, several, out, err).map_err(Some))
-            })
+            checked_graphs(&file, color, err)
+                .and_then(|graphs| selected(&file, graphs, model.as_deref()).map_err(Some))
+                .and_then(|graphs| {
+                    check_run_options(&file, &graphs, &options).map_err(Some)?;
+                    let several = graphs.len() > 1;
+                    graphs.iter().try_for_each(|graph| run_model(graph, &options, several, out, err).map_err(Some))
+                })
         }
         Command::Emit { what: Emit::Ir { file } } => checked_graphs(&file, color, err).map(|graphs| {
             for graph in &graphs {
@@ -291,29 +319,39 @@ pub fn main(
                 Ok(())
             })
         }
-        Command::Explain { file, json, schedule, dims } => checked_graphs(&file, color, err).and_then(|graphs| {
-            // `--json` prints one document for the whole file: `{"models": [report, ...]}`.
-            let mut reports = Vec::new();
-            for graph in &graphs {
-                let sizes = symbol_sizes(graph, &dims).map_err(Some)?;
-                let compiled = pipeline::compile_graph(graph, &schedule.options())
-                    .map_err(|e| Some(format!("model `{}`: {e}", graph.name)))?;
-                let report =
-                    crate::explain::explain(&compiled, &sizes, !schedule.no_fuse).map_err(|e| Some(e.to_string()))?;
-                if json {
-                    reports.push(report.json());
-                } else {
-                    let _ = write!(out, "{}", report.text());
+        Command::Explain { file, model, json, schedule, dims } => checked_graphs(&file, color, err)
+            .and_then(|graphs| selected(&file, graphs, model.as_deref()).map_err(Some))
+            .and_then(|graphs| {
+                // `--json` prints one document for the whole file: `{"models": [report, ...]}`.
+                let mut reports = Vec::new();
+                for graph in &graphs {
+                    let sizes = symbol_sizes(graph, &dims).map_err(|e| Some(with_model_hint(e, &file, &graphs)))?;
+                    let compiled = pipeline::compile_graph(graph, &schedule.options())
+                        .map_err(|e| Some(format!("model `{}`: {e}", graph.name)))?;
+                    let report = crate::explain::explain(&compiled, &sizes, !schedule.no_fuse)
+                        .map_err(|e| Some(e.to_string()))?;
+                    if json {
+                        reports.push(report.json());
+                    } else {
+                        let _ = write!(out, "{}", report.text());
+                    }
                 }
-            }
-            if json {
-                let document = serde_json::json!({ "models": reports });
-                let _ = writeln!(out, "{}", serde_json::to_string_pretty(&document).unwrap_or_default());
-            }
-            Ok(())
-        }),
-        Command::Bench { files, json, fused_only, target, repeat, dims, backend } => {
-            let options = BenchOptions { json, fused_only, target, repeat, dims: &dims, backend: backend.as_deref() };
+                if json {
+                    let document = serde_json::json!({ "models": reports });
+                    let _ = writeln!(out, "{}", serde_json::to_string_pretty(&document).unwrap_or_default());
+                }
+                Ok(())
+            }),
+        Command::Bench { files, model, json, fused_only, target, repeat, dims, backend } => {
+            let options = BenchOptions {
+                json,
+                fused_only,
+                target,
+                repeat,
+                dims: &dims,
+                backend: backend.as_deref(),
+                model: model.as_deref(),
+            };
             bench(&files, &options, color, out, err)
         }
         Command::Emit { what: Emit::Spirv { file, output, schedule } } => {
@@ -368,19 +406,27 @@ fn parse_target(name: &str) -> Result<codegen::Target, String> {
     codegen::Target::parse(name).map_err(|e| e.to_string())
 }
 
+/// What `tdslc tune` was asked for.
+struct TuneOptions<'a> {
+    /// `--model`: only this model.
+    model: Option<&'a str>,
+    dims: &'a [(String, i64)],
+    repeat: usize,
+    tuning: Option<&'a std::path::Path>,
+}
+
 /// `tdslc tune`: every model of `file` tuned on the current device (`bench::tune`); the fastest tiles are
 /// merged into the tuning file and printed.
-#[allow(clippy::too_many_arguments)]
 fn tune(
     file: &std::path::Path,
-    dims: &[(String, i64)],
-    repeat: usize,
-    tuning: Option<&std::path::Path>,
+    options: &TuneOptions,
     backend: Option<&str>,
     color: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<(), Option<String>> {
+    let graphs = selected(file, checked_graphs(file, color, err)?, options.model).map_err(Some)?;
+    let (dims, repeat, tuning) = (options.dims, options.repeat, options.tuning);
     let gpu = open_gpu(backend).map_err(Some)?;
     let target = codegen::Target::for_gpu(&gpu);
     let path = match tuning {
@@ -399,7 +445,7 @@ fn tune(
     table.target = target.name.to_string();
     let _ = writeln!(err, "note: tuning on {} (target {})", gpu.describe(), target.name);
     let _ = writeln!(out, "{:<20} {:<24} {:>12} {:>6} {:>12}", "model", "kernel", "default ms", "tile", "tuned ms");
-    for graph in checked_graphs(file, color, err)? {
+    for graph in graphs {
         let sizes = bench_sizes(&graph, dims);
         for t in crate::bench::tune(&gpu, target, &graph, &sizes, repeat).map_err(|e| Some(e.to_string()))? {
             let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
@@ -467,6 +513,8 @@ fn build(
     err: &mut dyn Write,
 ) -> Result<(), Option<String>> {
     let start = std::time::Instant::now();
+    // Printed after the spinner is gone.
+    let warnings = std::cell::RefCell::new(String::new());
     let spinner = spinner(stderr_is_terminal, format!("checking {}", file.display()));
     let progress =
         |i: usize, n: usize, name: &str| spinner.set_message(format!("compiling model {name} ({}/{n})", i + 1));
@@ -480,9 +528,11 @@ fn build(
         tuning: Some(&tuning),
         color,
         progress: Some(&progress),
+        warnings: Some(&|text: &str| warnings.borrow_mut().push_str(text)),
     };
     let built = crate::bundle::build(file, &options);
     spinner.finish_and_clear();
+    let _ = write!(err, "{}", warnings.borrow());
     let (bundle, _) = built.map_err(|e| match e {
         crate::bundle::BuildError::Diagnostics { .. } => {
             let _ = writeln!(err, "{e}");
@@ -514,18 +564,82 @@ fn spinner(terminal: bool, message: String) -> indicatif::ProgressBar {
     bar
 }
 
-/// The graphs of `file`'s models, or the rendered diagnostics on `err` (`Err(None)`).
+/// Renders `checked`'s diagnostics of `file` on `err` with a count (`FILE: 2 error(s)`, or
+/// `FILE: 1 warning(s)` when only warnings); false when any is an error.
+fn report(file: &std::path::Path, checked: &pipeline::Checked, color: bool, err: &mut dyn Write) -> bool {
+    if checked.diagnostics.is_empty() {
+        return true;
+    }
+    let _ = write!(err, "{}", render::render(&checked.diagnostics, &checked.program.sources, color));
+    let errors = checked.errors();
+    let warnings = checked.diagnostics.len() - errors;
+    match (errors, warnings) {
+        (0, _) => {
+            let _ = writeln!(err, "{}: {warnings} warning(s)", file.display());
+        }
+        (_, 0) => {
+            let _ = writeln!(err, "{}: {errors} error(s)", file.display());
+        }
+        _ => {
+            let _ = writeln!(err, "{}: {errors} error(s), {warnings} warning(s)", file.display());
+        }
+    }
+    errors == 0
+}
+
+/// The graphs of `file`'s models (its warnings rendered on `err`), or the rendered diagnostics on `err`
+/// (`Err(None)`) when any is an error.
 fn checked_graphs(file: &std::path::Path, color: bool, err: &mut dyn Write) -> Result<Vec<ir::Graph>, Option<String>> {
     let checked = pipeline::check(Root::Path(file));
-    if !checked.diagnostics.is_empty() {
-        let _ = write!(err, "{}", render::render(&checked.diagnostics, &checked.program.sources, color));
-        let _ = writeln!(err, "{}: {} error(s)", file.display(), checked.diagnostics.len());
+    if !report(file, &checked, color, err) {
         return Err(None);
     }
     if checked.graphs.is_empty() {
         return Err(Some(format!("{}: no model in this file (only models have IR and run)", file.display())));
     }
     Ok(checked.graphs)
+}
+
+/// The models `--model` selects from `graphs` (the models of `file`): the one named, or every model; an
+/// unknown name is an error listing the models.
+fn selected(file: &std::path::Path, graphs: Vec<ir::Graph>, model: Option<&str>) -> Result<Vec<ir::Graph>, String> {
+    let Some(name) = model else { return Ok(graphs) };
+    let names: Vec<&str> = graphs.iter().map(|g| g.name.as_str()).collect();
+    let error = unknown_model(&file.display().to_string(), name, &names);
+    graphs.into_iter().find(|g| g.name == name).map(|g| vec![g]).ok_or(error)
+}
+
+/// `message` (about options that do not fit one of `graphs`), followed by a note naming the models and
+/// `--model` when there are several.
+fn with_model_hint(message: String, file: &std::path::Path, graphs: &[ir::Graph]) -> String {
+    if graphs.len() < 2 {
+        return message;
+    }
+    let names: Vec<&str> = graphs.iter().map(|g| g.name.as_str()).collect();
+    format!("{message}\nnote: {}", choose_a_model(&file.display().to_string(), &names))
+}
+
+/// Checks the names `--input` and `--dim` give and the weights file against every model `tdslc run` is
+/// about to run, before it runs any: with several models and no `--model`, the options must fit each.
+fn check_run_options(file: &std::path::Path, graphs: &[ir::Graph], options: &RunOptions) -> Result<(), String> {
+    let weights = match &options.weights {
+        Some(path) => Some(Weights::open(path).map_err(|e| e.to_string())?),
+        None => None,
+    };
+    let given: Vec<&str> = options.inputs.iter().map(|(name, _)| name.as_str()).collect();
+    for graph in graphs {
+        let (symbols, inputs, _) = interp::signature(graph);
+        let inputs: Vec<&str> = inputs.iter().map(|d| d.site.name()).collect();
+        tdsl_runtime::random::check_names(&graph.name, &symbols, &inputs, &given, &options.dims)
+            .map_err(|e| e.to_string())
+            .and_then(|()| match &weights {
+                Some(weights) => tdsl_runtime::check_params(weights, &param_specs(graph))
+                    .map_err(|e| format!("model `{}`: {e}", graph.name)),
+                None => Ok(()),
+            })
+            .map_err(|message| with_model_hint(message, file, graphs))?;
+    }
+    Ok(())
 }
 
 /// Compiles every model of `file` and hands each kernel to `each`.
@@ -592,6 +706,8 @@ struct BenchOptions<'a> {
     repeat: usize,
     dims: &'a [(String, i64)],
     backend: Option<&'a str>,
+    /// `--model`: only the models of this name.
+    model: Option<&'a str>,
 }
 
 /// Launches in the dispatch-overhead reference (an unfused chain of this many elementwise ops).
@@ -618,10 +734,21 @@ fn bench(
         .collect();
     let defaults_used = files.is_empty();
     let files = if defaults_used { default_files.as_slice() } else { files };
+    let mut every_model = Vec::new();
     for file in files {
         for graph in checked_graphs(file, color, err)? {
-            programs.push((format!("{}", file.display()), graph));
+            every_model.push(graph.name.clone());
+            if options.model.is_none_or(|name| graph.name == name) {
+                programs.push((format!("{}", file.display()), graph));
+            }
         }
+    }
+    if let Some(name) = options.model
+        && programs.is_empty()
+    {
+        let names: Vec<&str> = every_model.iter().map(String::as_str).collect();
+        let files: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        return Err(Some(unknown_model(&files.join(", "), name, &names)));
     }
     let chain = |k: usize| -> Result<ir::Graph, Option<String>> {
         let source = crate::bench::chain_source(k);

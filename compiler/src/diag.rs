@@ -1,5 +1,6 @@
 //! The one public diagnostic type: a stable code, a message, a primary span with labels, notes and the spec
 //! rule it enforces. Every front-end and checker problem becomes a `Diagnostic`; `render` prints them.
+//! Codes starting with `E` are errors; those starting with `W` are warnings, which never fail a check.
 
 use crate::span::Span;
 
@@ -38,6 +39,9 @@ codes! {
     E0108 => "missing return or output",
     E0109 => "unknown dtype",
     E0110 => "program too large to unroll",
+    E0111 => "cannot read the file",
+    E0112 => "file is not UTF-8 text",
+    E0113 => "file is a directory",
     E0201 => "dtype mismatch",
     E0202 => "operation not defined for dtype",
     E0203 => "wrong kind of value",
@@ -59,6 +63,15 @@ codes! {
     E0501 => "gradient of a non-scalar value",
     E0502 => "gradient of a non-float value",
     E0503 => "gradient with respect to a non-float value",
+    W0001 => "operator after an `else` default",
+    W0002 => "param shared by calls without a prefix",
+}
+
+impl Code {
+    /// Warnings (`W` codes) are reported like errors but do not fail a check or stop compilation.
+    pub fn is_warning(self) -> bool {
+        self.as_str().starts_with('W')
+    }
 }
 
 impl std::fmt::Display for Code {

@@ -46,19 +46,15 @@ pub fn load(root: Root<'_>) -> (Program, Vec<Diagnostic>) {
     let root_key = match root {
         Root::Path(path) => {
             let key = ImportKey::File(canonical(path));
-            match std::fs::read_to_string(path) {
+            match read_source(path) {
                 Ok(text) => {
                     let file = SourceFile { name: path.display().to_string(), path: Some(path.to_path_buf()), text };
                     loader.add_file(key.clone(), file, None, true);
                 }
-                Err(err) => {
+                Err(problem) => {
                     let file = SourceFile { name: path.display().to_string(), path: None, text: String::new() };
                     let id = loader.program.sources.add(file);
-                    loader.diags.push(Diagnostic::new(
-                        Code::E0104,
-                        Span::new(id, 0..0),
-                        format!("cannot read `{}`: {err}", path.display()),
-                    ));
+                    loader.diags.push(problem.diagnostic(Span::new(id, 0..0), path, false));
                     return (loader.program, loader.diags);
                 }
             }
@@ -202,26 +198,89 @@ impl Loader {
                     let name = name.clone();
                     self.import_std(&name, alias, Some(import.path.span));
                 }
-                ImportKey::File(path) => match std::fs::read_to_string(path) {
-                    Ok(text) => {
-                        // Shown relative to the importing file's name, as the user wrote it.
-                        let mut shown = Path::new(&base_name).parent().unwrap_or(Path::new("")).join(target);
-                        if shown.extension().is_none() {
-                            shown.set_extension("tdsl");
-                        }
-                        let file = SourceFile { name: shown.display().to_string(), path: Some(path.clone()), text };
-                        let new_index = self.add_file(key.clone(), file, alias, false);
-                        self.follow_imports(new_index, next_stack);
+                ImportKey::File(path) => {
+                    // Shown relative to the importing file's name, as the user wrote it.
+                    let mut shown = Path::new(&base_name).parent().unwrap_or(Path::new("")).join(target);
+                    if shown.extension().is_none() {
+                        shown.set_extension("tdsl");
                     }
-                    Err(err) => self.diags.push(
-                        Diagnostic::new(
-                            Code::E0104,
-                            import.path.span,
-                            format!("cannot read imported file `{}`: {err}", path.display()),
-                        )
-                        .rule("R4.1"),
-                    ),
-                },
+                    match read_source(path) {
+                        Ok(text) => {
+                            let file = SourceFile { name: shown.display().to_string(), path: Some(path.clone()), text };
+                            let new_index = self.add_file(key.clone(), file, alias, false);
+                            self.follow_imports(new_index, next_stack);
+                        }
+                        Err(problem) => self.diags.push(problem.diagnostic(import.path.span, &shown, true)),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Why a source file (the root or an import) could not be loaded.
+#[derive(Debug)]
+enum ReadProblem {
+    /// Missing, or unreadable for another reason the system gives.
+    Unreadable(std::io::Error),
+    /// The path is a directory.
+    Directory,
+    /// Not UTF-8 text: an invalid UTF-8 sequence or a NUL byte (binary data) at this byte offset.
+    NotText { offset: usize, byte: u8 },
+}
+
+/// The text of the source file at `path`, which must be a UTF-8 text file without NUL bytes (R1.7).
+fn read_source(path: &Path) -> Result<String, ReadProblem> {
+    if path.is_dir() {
+        return Err(ReadProblem::Directory);
+    }
+    let bytes = std::fs::read(path).map_err(ReadProblem::Unreadable)?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let offset = e.utf8_error().valid_up_to();
+        ReadProblem::NotText { offset, byte: e.as_bytes()[offset] }
+    })?;
+    match text.bytes().position(|b| b == 0) {
+        Some(offset) => Err(ReadProblem::NotText { offset, byte: 0 }),
+        None => Ok(text),
+    }
+}
+
+impl ReadProblem {
+    /// The diagnostic at `span`: the root file's (E0111, E0112, E0113) or, when `imported`, the import
+    /// statement's (E0104, E0112, E0113); `path` as the user would write it.
+    fn diagnostic(&self, span: Span, path: &Path, imported: bool) -> Diagnostic {
+        let (what, rule) = if imported { ("imported file", "R4.1") } else { ("file", "R1.7") };
+        let shown = path.display();
+        match self {
+            ReadProblem::Unreadable(err) if imported => {
+                Diagnostic::new(Code::E0104, span, format!("cannot read imported file `{shown}`: {err}")).rule(rule)
+            }
+            ReadProblem::Unreadable(err) => {
+                let diag = Diagnostic::new(Code::E0111, span, format!("cannot read `{shown}`: {err}")).rule(rule);
+                if err.kind() == std::io::ErrorKind::NotFound {
+                    diag.note("the path is taken relative to the current directory")
+                } else {
+                    diag
+                }
+            }
+            ReadProblem::Directory => {
+                let diag =
+                    Diagnostic::new(Code::E0113, span, format!("{what} `{shown}` is a directory, not a source file"))
+                        .note("give the path of a .tdsl file")
+                        .rule("R1.7");
+                if imported { diag.label("imported here") } else { diag }
+            }
+            ReadProblem::NotText { offset, byte } => {
+                let found = if *byte == 0 {
+                    format!("a NUL byte at byte {offset}")
+                } else {
+                    format!("the byte 0x{byte:02x} at byte {offset}, which is not UTF-8")
+                };
+                let diag =
+                    Diagnostic::new(Code::E0112, span, format!("{what} `{shown}` is not a text file: it has {found}"))
+                        .note("tdsl source files are UTF-8 text; is this a binary file (a bundle, .npy or weights)?")
+                        .rule("R1.7");
+                if imported { diag.label("imported here") } else { diag }
             }
         }
     }

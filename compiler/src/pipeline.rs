@@ -80,11 +80,19 @@ pub enum CompileError {
 }
 
 /// The result of the front end: the sources (for rendering), one graph per model of the root file, and
-/// every diagnostic in source order. The graphs are only meaningful when `diagnostics` is empty.
+/// every diagnostic in source order. The graphs are only meaningful when no diagnostic is an error
+/// (`errors() == 0`); warnings leave them valid.
 pub struct Checked {
     pub program: Program,
     pub graphs: Vec<Graph>,
     pub diagnostics: Vec<Diagnostic>,
+}
+
+impl Checked {
+    /// How many diagnostics are errors (not warnings, `Code::is_warning`).
+    pub fn errors(&self) -> usize {
+        self.diagnostics.iter().filter(|d| !d.code.is_warning()).count()
+    }
 }
 
 /// The front end: never fails, never stops at the first error.

@@ -1,4 +1,4 @@
-//! Renders `Diagnostic`s as text with ariadne: a header `error[E0101]: message`, the source lines with the
+//! Renders `Diagnostic`s as text with ariadne: a header `error[E0101]: message` (`warning[W0001]` for warnings), the source lines with the
 //! primary and secondary labels, the notes, and the spec rule. Spans are byte offsets (ariadne is told so);
 //! spans past the end of a file or inside a character are clamped, and a span in a file the `SourceMap`
 //! does not know is rendered without source. Output is deterministic, and colour-free unless asked for.
@@ -22,7 +22,11 @@ pub fn render(diags: &[Diagnostic], sources: &SourceMap, color: bool) -> String 
 }
 
 fn render_one(diag: &Diagnostic, cache: &mut Sources<'_>, color: bool) -> String {
-    let kind = format!("error[{}]", diag.code);
+    let (kind, colour) = if diag.code.is_warning() {
+        (format!("warning[{}]", diag.code), Color::Yellow)
+    } else {
+        (format!("error[{}]", diag.code), Color::Red)
+    };
     let mut notes = diag.notes.clone();
     if let Some(rule) = diag.rule {
         notes.push(format!("rule {rule} (spec/language.md)"));
@@ -31,7 +35,7 @@ fn render_one(diag: &Diagnostic, cache: &mut Sources<'_>, color: bool) -> String
         return render_without_source(&kind, diag, &notes);
     };
     let config = Config::default().with_index_type(IndexType::Byte).with_color(color);
-    let mut report = Report::build(ReportKind::Custom(&kind, Color::Red), primary.clone())
+    let mut report = Report::build(ReportKind::Custom(&kind, colour), primary.clone())
         .with_config(config)
         .with_message(&diag.message);
     // ariadne starts a new source section whenever a label is on an earlier line than the one before it, so
@@ -39,7 +43,7 @@ fn render_one(diag: &Diagnostic, cache: &mut Sources<'_>, color: bool) -> String
     // The primary span always gets a label (ariadne draws no marker without one): the given label, or the
     // code's one-line summary.
     let primary_label = diag.primary_label.clone().unwrap_or_else(|| diag.code.summary().to_string());
-    let mut labels = vec![(primary, Some(primary_label), Color::Red)];
+    let mut labels = vec![(primary, Some(primary_label), colour)];
     for (span, message) in &diag.labels {
         if let Some(span) = cache.clamp(*span) {
             labels.push((span, Some(message.clone()), Color::Blue));

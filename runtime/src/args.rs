@@ -61,6 +61,18 @@ pub fn distinct_names<T>(option: &'static str, pairs: &[(String, T)]) -> Result<
     Ok(())
 }
 
+/// What an error about options that do not fit one of several models adds: `FILE has several models (a,
+/// b); choose one with --model NAME`. With several models and no `--model`, both tools run every model, so
+/// every `--dim`, `--input` and `--weights` must fit each of them.
+pub fn choose_a_model(file: &str, models: &[&str]) -> String {
+    format!("{file} has several models ({}); choose one with --model NAME", models.join(", "))
+}
+
+/// The error for a `--model` that `file` does not have: `FILE has no model `c` (its models: a, b)`.
+pub fn unknown_model(file: &str, name: &str, models: &[&str]) -> String {
+    format!("{file} has no model `{name}` (its models: {})", models.join(", "))
+}
+
 /// `NAME=PATH` of an `--input` argument.
 pub fn parse_input(text: &str) -> Result<(String, PathBuf), ArgError> {
     let (name, path) =

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-use crate::args::{distinct_names, parse_dim, parse_input};
+use crate::args::{choose_a_model, distinct_names, parse_dim, parse_input, unknown_model};
 use crate::bundle::{Bundle, BundledModel};
 use crate::exec::Input;
 use crate::exec::param_specs;
@@ -100,11 +100,10 @@ fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write, terminal: bool) ->
     }
     let bundle = Bundle::read(&args.bundle).map_err(|e| e.to_string())?;
     let loaded = start.elapsed();
+    let file = args.bundle.display().to_string();
+    let names: Vec<&str> = bundle.models.iter().map(|m| m.program.name.as_str()).collect();
     let models: Vec<&BundledModel> = match &args.model {
-        Some(name) => vec![bundle.model(Some(name)).ok_or_else(|| {
-            let names: Vec<&str> = bundle.models.iter().map(|m| m.program.name.as_str()).collect();
-            format!("the bundle has no model `{name}` (its models: {})", names.join(", "))
-        })?],
+        Some(name) => vec![bundle.model(Some(name)).ok_or_else(|| unknown_model(&file, name, &names))?],
         None => bundle.models.iter().collect(),
     };
     let mut given: HashMap<String, Tensor> = HashMap::new();
@@ -116,11 +115,27 @@ fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write, terminal: bool) ->
         Some(path) => Some(Weights::open(path).map_err(|e| e.to_string())?),
         None => None,
     };
-    // Weights are checked against every model's params before the device is opened.
-    if let Some(weights) = &weights {
-        for model in &models {
-            check_params(weights, &param_specs(&model.program))
-                .map_err(|e| format!("model `{}`: {e}", model.program.name))?;
+    // Input and dimension names and the weights are checked against every model to run before the device
+    // is opened; with several models they must fit each (or `--model` chooses one).
+    let given_names: Vec<&str> = args.inputs.iter().map(|(name, _)| name.as_str()).collect();
+    for model in &models {
+        let program = &model.program;
+        let declared = crate::exec::declared(program, &program.inputs);
+        let inputs: Vec<&str> = declared.iter().map(|d| d.site.name()).collect();
+        let fits = crate::random::check_names(&program.name, &program.symbols, &inputs, &given_names, &args.dims)
+            .map_err(|e| e.to_string())
+            .and_then(|()| match &weights {
+                Some(weights) => {
+                    check_params(weights, &param_specs(program)).map_err(|e| format!("model `{}`: {e}", program.name))
+                }
+                None => Ok(()),
+            });
+        if let Err(message) = fits {
+            return Err(if models.len() > 1 {
+                format!("{message}\nnote: {}", choose_a_model(&file, &names))
+            } else {
+                message
+            });
         }
     }
     let backend = match &args.backend {

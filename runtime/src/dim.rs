@@ -235,8 +235,9 @@ impl Dim {
     }
 
     /// The one evaluator behind `eval` and `eval_at`: `None` when `env` has no value for a symbol, on
-    /// overflow, or (never, by construction) a division by less than 1.
-    fn eval_with(&self, env: &dyn Fn(SymId) -> Option<i64>) -> Option<i64> {
+    /// overflow, or (never, by construction) a division by less than 1. Also evaluates with only some
+    /// symbols known (`None` unless every symbol the dimension uses is).
+    pub fn eval_with(&self, env: &dyn Fn(SymId) -> Option<i64>) -> Option<i64> {
         let mut total: i64 = 0;
         for (mono, coef) in &self.terms {
             let mut value = *coef;

@@ -32,6 +32,10 @@ pub enum FillError {
         /// The name given.
         name: String,
     },
+    /// A given input's shape contradicts the sizes given by `--dim` (checked where every symbol of the
+    /// declared dimension has a `--dim` value).
+    #[error(transparent)]
+    DimContradicted(Box<Contradiction>),
     /// A seeded tensor's dimension evaluates to a negative size or overflows.
     #[error("{site} of `{model}` ({declared}): dimension {dim} is negative or overflows")]
     BadDimension {
@@ -59,6 +63,31 @@ pub enum FillError {
         /// Its shape and element count at the run's sizes (`shape [2, 3]: 6 elements`).
         size: String,
     },
+}
+
+/// A given input whose shape contradicts `--dim` (`FillError::DimContradicted`).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "input `{input}` of `{model}` ({declared}) contradicts {given}: axis {axis} of the file is {actual}, not \
+     {dim} = {expected}"
+)]
+pub struct Contradiction {
+    /// The model's name.
+    pub model: String,
+    /// The input's name.
+    pub input: String,
+    /// Its declared type.
+    pub declared: String,
+    /// The `--dim` options the declared dimension uses (`--dim B=2`).
+    pub given: String,
+    /// The axis that disagrees.
+    pub axis: usize,
+    /// Its size in the given tensor.
+    pub actual: usize,
+    /// The declared dimension (`B`, `B + 1`).
+    pub dim: String,
+    /// Its value at the `--dim` sizes.
+    pub expected: i64,
 }
 
 /// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and good enough for test data.
@@ -145,11 +174,36 @@ impl Filled {
     }
 }
 
+/// `Err` naming the first of `given` (input names, sorted) and then of `dims` that the model `model`
+/// (symbols `symbols`, inputs `inputs`) does not have: the first check of `fill_signature`, on its own so
+/// that a tool running several models can check the options against each before it runs any.
+pub fn check_names(
+    model: &str,
+    symbols: &[String],
+    inputs: &[&str],
+    given: &[&str],
+    dims: &[(String, i64)],
+) -> Result<(), FillError> {
+    let mut unknown: Vec<&str> = given.iter().copied().filter(|n| !inputs.contains(n)).collect();
+    unknown.sort();
+    if let Some(name) = unknown.first() {
+        return Err(FillError::UnknownInput {
+            model: model.to_string(),
+            name: name.to_string(),
+            inputs: inputs.join(", "),
+        });
+    }
+    if let Some((name, _)) = dims.iter().find(|(n, _)| !symbols.contains(n)) {
+        return Err(FillError::UnknownDimension { model: model.to_string(), name: name.clone() });
+    }
+    Ok(())
+}
+
 /// The inputs of a run of the model `model` (symbols `symbols`, signature `inputs`, params `params`): each
 /// input in `given` (by name) as it is, the others seeded; and, when `params` is `Some`, every param seeded
 /// (`None`: the run has weights). Random shapes use the symbol sizes of `dims` (by name), else what a given
 /// input fixes where its declared dimension is a bare symbol, else 2. A name in `given` or `dims` that the
-/// model does not have is an error naming it.
+/// model does not have is an error naming it, and so is a given input whose shape contradicts `dims`.
 pub fn fill_signature(
     model: &str,
     symbols: &[String],
@@ -160,20 +214,46 @@ pub fn fill_signature(
     seed: u64,
 ) -> Result<Filled, FillError> {
     let input_names: Vec<&str> = inputs.iter().map(|d| d.site.name()).collect();
-    let mut unknown: Vec<&String> = given.keys().filter(|n| !input_names.contains(&n.as_str())).collect();
-    unknown.sort();
-    if let Some(name) = unknown.first() {
-        return Err(FillError::UnknownInput {
-            model: model.to_string(),
-            name: name.to_string(),
-            inputs: input_names.join(", "),
-        });
-    }
-    if let Some((name, _)) = dims.iter().find(|(n, _)| !symbols.contains(n)) {
-        return Err(FillError::UnknownDimension { model: model.to_string(), name: name.clone() });
-    }
+    let given_names: Vec<&str> = given.keys().map(String::as_str).collect();
+    check_names(model, symbols, &input_names, &given_names, dims)?;
     let mut sizes: Vec<Option<i64>> =
         symbols.iter().map(|s| dims.iter().find(|(n, _)| n == s).map(|(_, v)| *v)).collect();
+    // A given input must agree with every `--dim` its declared shape uses; a rank mismatch is binding's
+    // error (it names the expected rank), so only inputs of the declared rank are compared here.
+    let mut given_names: Vec<&String> = given.keys().collect();
+    given_names.sort();
+    for name in given_names {
+        let (Some(declared), Some(tensor)) = (inputs.iter().find(|d| d.site.name() == name), given.get(name)) else {
+            continue;
+        };
+        if declared.shape.len() != tensor.shape.len() {
+            continue;
+        }
+        for (axis, (dim, &actual)) in declared.shape.iter().zip(&tensor.shape).enumerate() {
+            let Some(expected) = dim.eval_with(&|id| sizes.get(id.0 as usize).copied().flatten()) else { continue };
+            if dim.as_const().is_some() || i64::try_from(actual).ok() == Some(expected) {
+                continue;
+            }
+            let given = dim
+                .symbols()
+                .iter()
+                .filter_map(|id| symbols.get(id.0 as usize))
+                .filter_map(|s| dims.iter().find(|(n, _)| n == s))
+                .map(|(n, v)| format!("--dim {n}={v}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            return Err(FillError::DimContradicted(Box::new(Contradiction {
+                model: model.to_string(),
+                input: name.clone(),
+                declared: type_string(declared.dtype, &declared.shape, symbols),
+                given,
+                axis,
+                actual,
+                dim: dim.named(symbols).to_string(),
+                expected,
+            })));
+        }
+    }
     for declared in inputs {
         let Some(tensor) = given.get(declared.site.name()) else { continue };
         for (dim, &actual) in declared.shape.iter().zip(&tensor.shape) {

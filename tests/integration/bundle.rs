@@ -190,6 +190,40 @@ fn tdsl_run_matches_tdslc_run_on_every_example() {
     }
 }
 
+/// A bundle of several models: options that do not fit every model are an error naming the models and
+/// `--model` (checked before any model runs), and `--model` runs the one named.
+#[test]
+fn tdsl_run_model_chooses_one_of_several() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let bundle = temp.path().join("two.tdslb");
+    let (code, _, err) = tdslc(&["build", TWO_MODELS, "-o", text(&bundle)]);
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = tdsl_run(&[text(&bundle), "--dim", "B=3"]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(err.contains("error: model `shift` has no dimension `B`"), "{err}");
+    let hint = format!("note: {} has several models (scale, shift); choose one with --model NAME", bundle.display());
+    assert!(err.contains(&hint), "{err}");
+    let (code, out, err) = tdsl_run(&[text(&bundle), "--model", "scale", "--dim", "B=3"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("y: f32[3, 4] = [") && !out.contains("u:"), "{out}");
+    let (code, _, err) = tdsl_run(&[text(&bundle), "--model", "shifted"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("has no model `shifted` (its models: scale, shift)"), "{err}");
+    // A --dim that an input file contradicts is an error here too (as in `tdslc run`).
+    let x = temp.path().join("x.npy");
+    let tensor = tdsl_runtime::random::seeded_tensor("x", tdsl_runtime::DType::F32, &[3, 4], 0);
+    tdsl_runtime::write_npy(&x, &tensor).expect("write x.npy");
+    let input = format!("x={}", text(&x));
+    let (code, out, err) = tdsl_run(&[text(&bundle), "--model", "scale", "--dim", "B=2", "--input", &input]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(
+        err.contains("input `x` of `scale` (f32[B, 4]) contradicts --dim B=2: axis 0 of the file is 3, not B = 2"),
+        "{err}"
+    );
+}
+
+const TWO_MODELS: &str = "fixtures/cli/two_models.tdsl";
+
 /// Asserts every file under `a` (recursively) has a byte-identical twin under `b`; returns the count.
 fn same_files(a: &Path, b: &Path) -> usize {
     let mut count = 0;
@@ -344,7 +378,7 @@ fn tdsl_run_names_the_bundle_file_in_errors() {
     std::fs::write(&good, mlp_bundle()).expect("write");
     let (code, _, err) = tdsl_run(&[text(&good), "--model", "nope"]);
     assert_eq!(code, 1);
-    assert!(err.contains("the bundle has no model `nope` (its models: mlp)"), "{err}");
+    assert!(err.contains(&format!("{} has no model `nope` (its models: mlp)", good.display())), "{err}");
     let (code, _, err) = tdsl_run(&[text(&good), "--dim", "Q=2"]);
     assert_eq!(code, 1);
     assert!(err.contains("model `mlp` has no dimension `Q`"), "{err}");

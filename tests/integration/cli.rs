@@ -41,11 +41,53 @@ fn check_reports_every_diagnostic_of_every_file_and_fails() {
     assert!(!err.contains('\u{1b}'), "no colour unless asked for");
 }
 
+/// A root file that is missing, binary or a directory has its own code, not E0104 "import not found".
 #[test]
-fn check_names_a_missing_file() {
+fn root_files_that_cannot_be_read_have_their_own_codes() {
     let (code, _, err) = tdslc(&["check", "no/such/file.tdsl"]);
     assert_eq!(code, 1);
-    assert!(err.contains("error[E0104]") && err.contains("cannot read `no/such/file.tdsl`"), "{err}");
+    assert!(err.contains("error[E0111]: cannot read `no/such/file.tdsl`"), "{err}");
+    assert!(!err.contains("E0104") && !err.contains("import"), "{err}");
+    let (code, _, err) = tdslc(&["run", "--reference", "fixtures/err/E0112_binary_file.tdsl"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(
+            "error[E0112]: file `fixtures/err/E0112_binary_file.tdsl` is not a text file: it has the byte 0x93 at \
+             byte 0, which is not UTF-8"
+        ),
+        "{err}"
+    );
+    let temp = tempfile::tempdir().expect("temp dir");
+    let nul = arg(temp.path(), "nul.tdsl");
+    std::fs::write(&nul, "model m(x: f32[N]) -> (y: f32[N]) {\0 y = x }").expect("write");
+    let (code, _, err) = tdslc(&["check", &nul]);
+    assert_eq!(code, 1);
+    assert!(err.contains("error[E0112]") && err.contains("it has a NUL byte at byte 35"), "{err}");
+    let (code, _, err) = tdslc(&["emit", "ir", "fixtures/err/imports/folder.tdsl"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("error[E0113]: file `fixtures/err/imports/folder.tdsl` is a directory, not a source file"),
+        "{err}"
+    );
+}
+
+/// Warnings (`W` codes) are printed but do not fail `check` or stop `run`.
+#[test]
+fn warnings_do_not_fail() {
+    let file = "fixtures/err/W0001_operator_after_else.tdsl";
+    let (code, out, err) = tdslc(&["check", file]);
+    assert_eq!((code, out.as_str()), (0, ""), "{err}");
+    assert!(err.contains("warning[W0001]") && err.contains(&format!("{file}: 1 warning(s)")), "{err}");
+    let (code, out, err) = tdslc(&["run", "--reference", file, "--dim", "N=3"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("warning[W0001]"), "{err}");
+    assert!(out.starts_with("y: f32[3] = ["), "{out}");
+    let temp = tempfile::tempdir().expect("temp dir");
+    let bundle = arg(temp.path(), "shared.tdslb");
+    let (code, _, err) = tdslc(&["build", "fixtures/err/W0002_shared_param.tdsl", "-o", &bundle]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(err.matches("warning[W0002]").count(), 4, "{err}");
+    assert!(Path::new(&bundle).exists());
 }
 
 #[test]
@@ -102,6 +144,80 @@ fn repeated_dims_and_inputs_are_errors() {
     let (code, _, err) = tdslc(&["explain", "../examples/mlp.tdsl", "--dim", "B=2", "--dim", "B=2"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("--dim B is given twice"), "{err}");
+}
+
+/// A `--dim` that a given input's shape contradicts is an error naming the dimension, the value given and
+/// the input (it used to be ignored: the file's size won), in `tdslc run` on both paths.
+#[test]
+fn a_dim_contradicted_by_an_input_is_an_error() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let x = arg(temp.path(), "x.npy");
+    write_npy(Path::new(&x), &seeded_tensor("x", DType::F32, &[3, 784], 0));
+    run_fails_everywhere(
+        MLP,
+        &["--dim", "B=2", "--input", &format!("x={x}")],
+        &["input `x` of `mlp` (f32[B, 784]) contradicts --dim B=2: axis 0 of the file is 3, not B = 2"],
+    );
+    // Agreeing values are fine.
+    tdslc_ok(&["run", "--reference", MLP, "--dim", "B=3", "--input", &format!("x={x}")]);
+}
+
+const TWO_MODELS: &str = "fixtures/cli/two_models.tdsl";
+
+/// `--model NAME` runs one model of a file with several; without it every model runs, so the options must
+/// fit each: one that does not is an error naming the models and `--model`, before any model runs.
+#[test]
+fn model_chooses_one_of_several() {
+    let hint = "note: fixtures/cli/two_models.tdsl has several models (scale, shift); choose one with --model NAME";
+    let (code, out, err) = tdslc(&["run", "--reference", TWO_MODELS, "--dim", "B=3"]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(err.contains("error: model `shift` has no dimension `B`") && err.contains(hint), "{err}");
+    let (code, out, err) = tdslc(&["run", "--reference", TWO_MODELS, "--model", "scale", "--dim", "B=3"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("y: f32[3, 4] = [") && !out.contains("u:"), "{out}");
+    let (code, out, err) = tdslc(&["run", "--reference", TWO_MODELS, "--model", "shift", "--dim", "N=5"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with("u: f32[5] = ["), "{out}");
+    // No options: both models run.
+    let (code, out, err) = tdslc(&["run", "--reference", TWO_MODELS]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("y: f32[2, 4]") && out.contains("u: f32[2]"), "{out}");
+    // Inputs and weights must fit every model too.
+    let temp = tempfile::tempdir().expect("temp dir");
+    let t = arg(temp.path(), "t.npy");
+    write_npy(Path::new(&t), &seeded_tensor("t", DType::F32, &[5], 0));
+    let (code, out, err) = tdslc(&["run", "--reference", TWO_MODELS, "--input", &format!("t={t}")]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(err.contains("model `scale` has no input `t` (its inputs: x)") && err.contains(hint), "{err}");
+    let weights = arg(temp.path(), "w.safetensors");
+    write_safetensors(Path::new(&weights), &[("offset".to_string(), seeded_tensor("o", DType::F32, &[5], 0))]);
+    let (code, out, err) = tdslc(&["run", "--reference", TWO_MODELS, "--weights", &weights]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(err.contains("model `scale`") && err.contains("proj.weight") && err.contains(hint), "{err}");
+    let args = ["run", TWO_MODELS, "--model", "shift", "--input", &format!("t={t}"), "--weights", &weights];
+    let (code, out, err) = tdslc(&args);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with("u: f32[5] = ["), "{out}");
+    // An unknown model, and the other subcommands.
+    let (code, _, err) = tdslc(&["run", TWO_MODELS, "--model", "shifted"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("fixtures/cli/two_models.tdsl has no model `shifted` (its models: scale, shift)"), "{err}");
+    let (code, _, err) = tdslc(&["explain", TWO_MODELS, "--dim", "N=5"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("model `scale` has no dimension `N`") && err.contains(hint), "{err}");
+    let (code, out, err) = tdslc(&["explain", TWO_MODELS, "--model", "shift", "--dim", "N=5", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let document: serde_json::Value = serde_json::from_str(&out).expect("one JSON document");
+    assert_eq!(document["models"].as_array().map(Vec::len), Some(1), "{out}");
+    let (code, _, err) = tdslc(&["tune", TWO_MODELS, "--model", "shifted"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("has no model `shifted` (its models: scale, shift)"), "{err}");
+    let (code, _, err) = tdslc(&["bench", TWO_MODELS, "../examples/mlp.tdsl", "--model", "shifted"]);
+    assert_eq!(code, 1);
+    let listed =
+        "fixtures/cli/two_models.tdsl, ../examples/mlp.tdsl has no model `shifted` (its models: scale, shift, mlp)";
+    assert!(err.contains(listed), "{err}");
 }
 
 /// `explain --json` prints one JSON document for a file, however many models it has.

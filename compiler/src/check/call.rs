@@ -7,9 +7,9 @@ use crate::diag::{Code, Diagnostic};
 use crate::dim::Dim;
 use crate::driver::Program;
 use crate::ir::{DType, Op, TensorType};
-use crate::span::Span;
+use crate::span::{FileId, Span};
 use crate::syntax::ast;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// The scope variable holding the dims bound to `...` (not a valid identifier, so users cannot see it).
 pub(crate) const ELLIPSIS: &str = "...";
@@ -26,6 +26,10 @@ pub(crate) struct ArgValue {
 pub(crate) struct Frame {
     pub name: String,
     pub call_span: Span,
+    /// Numbers the calls inlined in one model, so two runs of one call site (a loop) are told apart.
+    pub instance: usize,
+    /// The call gave a param prefix (`f["name"](...)`, R5.3).
+    pub prefixed: bool,
 }
 
 pub(crate) struct FnEntry<'p> {
@@ -37,6 +41,8 @@ pub(crate) struct FnEntry<'p> {
 /// Every function of every loaded file, by callable name.
 pub(crate) struct FnTable<'p> {
     fns: BTreeMap<String, FnEntry<'p>>,
+    /// The standard library's files (diagnostics point at the user's calls into them).
+    pub std_files: HashSet<FileId>,
 }
 
 impl<'p> FnTable<'p> {
@@ -70,7 +76,9 @@ impl<'p> FnTable<'p> {
                 fns.insert(name.clone(), FnEntry { def, name });
             }
         }
-        FnTable { fns }
+        let std_files =
+            program.sources.files().filter(|(_, file)| file.name.starts_with("<std>")).map(|(id, _)| id).collect();
+        FnTable { fns, std_files }
     }
 
     pub(crate) fn get(&self, name: &str) -> Option<&FnEntry<'p>> {
@@ -126,7 +134,10 @@ impl<'p> Elab<'p> {
             return Value::Error;
         }
         self.called.insert(entry.name.clone());
-        self.frames.push(Frame { name: entry.name.clone(), call_span: span });
+        self.instances += 1;
+        let frame =
+            Frame { name: entry.name.clone(), call_span: span, instance: self.instances, prefixed: prefix.is_some() };
+        self.frames.push(frame);
         let result = self.inline_body(def, caller, prefix, matched);
         self.frames.pop();
         result

@@ -359,8 +359,12 @@ impl Elab<'_> {
                 SVal::Error
             }
             ast::ExprKind::Binary(op, a, b) => {
-                let a = self.scalar(scope, mb, a);
-                let b = self.scalar(scope, mb, b);
+                let (left, right) = (a, b);
+                let a = self.scalar(scope, mb, left);
+                let b = self.scalar(scope, mb, right);
+                if matches!(b, SVal::Weak(_)) {
+                    self.warn_operator_after_else(*op, left, right);
+                }
                 self.scalar_binary(mb, super::tensor::ir_binop(*op), a, b, span)
             }
             ast::ExprKind::Call { callee, prefix: _, args } => self.scalar_call(scope, mb, callee, args, span),
@@ -488,14 +492,39 @@ impl Elab<'_> {
                 }
                 SVal::Weak(Weak::Bool(b)) if ty.dtype == DType::Bool => Some(Scalar::Bool(b)),
                 SVal::Error => return SVal::Error,
-                _ => {
+                // Any other weakly typed scalar (a dimension such as `L`, an `int` argument, an index
+                // variable or an expression of them, R3.5) takes the tensor's dtype and is selected where
+                // the access leaves the tensor.
+                SVal::Weak(weak) => {
+                    let Some(value) = self.emit_weak(mb, &weak, ty.dtype, d.span) else { return SVal::Error };
+                    let padded = Some(if ty.dtype == DType::Bool {
+                        Scalar::Bool(false)
+                    } else if ty.dtype.is_float() {
+                        Scalar::Float(0.0)
+                    } else {
+                        Scalar::Int(0)
+                    });
+                    if !ok {
+                        return SVal::Error;
+                    }
+                    let inside = in_bounds(mb, &affines, &ty.shape, span);
+                    let input = mb.input_slot(node);
+                    let indices = affines.into_iter().map(|(a, _)| a).collect();
+                    let load = mb.push(ScalarExpr::Load { input, indices, default: padded }, ty.dtype, span);
+                    let select = ScalarExpr::Select { cond: inside, on_true: load, on_false: value };
+                    return SVal::Strong(mb.push(select, ty.dtype, span));
+                }
+                SVal::Strong(_) => {
                     self.error(
                         Diagnostic::new(
                             Code::E0201,
                             d.span,
-                            format!("the `else` value must be a constant of the tensor's dtype {}", ty.dtype.name()),
+                            format!(
+                                "the `else` value must be a weakly typed scalar, which takes the tensor's dtype {}",
+                                ty.dtype.name()
+                            ),
                         )
-                        .note("e.g. `else 0.0` for floats, `else 0` for integers")
+                        .note("e.g. `else 0.0`, `else 0`, or a dimension such as `else L`; not a tensor's element")
                         .rule("R7.5"),
                     );
                     return SVal::Error;
@@ -741,6 +770,43 @@ impl Elab<'_> {
         SVal::Strong(result)
     }
 
+    /// W0001: `x[...] else d op w`, where `w` is a weakly typed scalar and nothing is parenthesised, reads
+    /// `(x[...] else d) op w` (`else` takes one operand, R7.5), but `d op w` would be a valid default too,
+    /// so the reader cannot tell which was meant. `left` is the operator's left operand, whose rightmost
+    /// part (along `+`, `*`, unary `-`, ...) is the access; `right` is `w`. A tensor read on the right
+    /// (`x[i - 1] else 0.0 * w[k]`) cannot be a default and is not ambiguous.
+    fn warn_operator_after_else(&mut self, op: ast::BinOp, left: &ast::Expr, right: &ast::Expr) {
+        let mut access = left;
+        let default = loop {
+            match &access.kind {
+                ast::ExprKind::Access { default: Some(default), .. } => break default,
+                ast::ExprKind::Binary(_, _, inner) | ast::ExprKind::Unary(_, inner) => access = inner,
+                _ => return,
+            }
+        };
+        // Parentheses widen an expression's span (there is no parenthesis node): the access and everything
+        // between it and the operator are unparenthesised exactly when they all end where the default does.
+        if left.span.end != default.span.end {
+            return;
+        }
+        let print = crate::syntax::print::print_expr;
+        let (op, default_text, right_text) = (op.symbol(), print(default), print(right));
+        self.error(
+            Diagnostic::new(
+                Code::W0001,
+                access.span,
+                format!("`else` takes only `{default_text}` as the default; `{op} {right_text}` applies to the result"),
+            )
+            .label(format!("this is `({})`", print(access)))
+            .note(format!(
+                "for the default `{default_text} {op} {right_text}`, write `else ({default_text} {op} {right_text})`; \
+                 to keep this meaning without the warning, write `({}) {op} {right_text}`",
+                print(access)
+            ))
+            .rule("R7.5"),
+        );
+    }
+
     /// A scalar value as a typed node of `dtype` (weak values take it; strong ones keep theirs).
     fn strong(&mut self, mb: &mut MapBuilder, v: SVal, dtype: DType, span: Span) -> Option<ScalarId> {
         match v {
@@ -984,4 +1050,34 @@ fn affine_range(affine: &Affine, extents: &[Dim]) -> Option<(Dim, Dim)> {
         }
     }
     Some((lo, hi))
+}
+
+/// A bool scalar node: true where every `affines[axis]` lies in `[0, shape[axis])` (for an `else` default
+/// that is not a constant: the load is padded with 0 and this selects the default outside, R7.5).
+fn in_bounds(mb: &mut MapBuilder, affines: &[(Affine, Span)], shape: &[Dim], span: Span) -> ScalarId {
+    let mut inside: Option<ScalarId> = None;
+    for ((affine, _), extent) in affines.iter().zip(shape) {
+        let mut index = mb.push(ScalarExpr::Dim(affine.offset.clone()), DType::I32, span);
+        for (var, coef) in &affine.terms {
+            let var = mb.push(ScalarExpr::Var(*var), DType::I32, span);
+            let term = match coef.as_const() {
+                Some(1) => var,
+                _ => {
+                    let coef = mb.push(ScalarExpr::Dim(coef.clone()), DType::I32, span);
+                    mb.push(ScalarExpr::Binary(BinaryOp::Mul, coef, var), DType::I32, span)
+                }
+            };
+            index = mb.push(ScalarExpr::Binary(BinaryOp::Add, index, term), DType::I32, span);
+        }
+        let zero = mb.push(ScalarExpr::Const(Scalar::Int(0)), DType::I32, span);
+        let extent = mb.push(ScalarExpr::Dim(extent.clone()), DType::I32, span);
+        let above = mb.push(ScalarExpr::Binary(BinaryOp::Le, zero, index), DType::Bool, span);
+        let below = mb.push(ScalarExpr::Binary(BinaryOp::Lt, index, extent), DType::Bool, span);
+        let axis = mb.push(ScalarExpr::Binary(BinaryOp::And, above, below), DType::Bool, span);
+        inside = Some(match inside {
+            None => axis,
+            Some(all) => mb.push(ScalarExpr::Binary(BinaryOp::And, all, axis), DType::Bool, span),
+        });
+    }
+    inside.unwrap_or_else(|| mb.push(ScalarExpr::Const(Scalar::Bool(true)), DType::Bool, span))
 }

@@ -84,6 +84,12 @@ pub(crate) struct Elab<'p> {
     frames: Vec<call::Frame>,
     /// Params by full key.
     params: HashMap<String, NodeId>,
+    /// Where each param key was first declared.
+    param_sites: HashMap<String, ParamSite>,
+    /// Calls inlined so far (numbers each `call::Frame`).
+    instances: usize,
+    /// Keys and call sites W0002 was reported for (a loop repeats a call, not the warning).
+    warned_shares: HashSet<(String, Span)>,
     /// In a generic check, shape and bounds errors depend on unknown values and are not reported (R5.5).
     generic: bool,
     unrolled: usize,
@@ -91,6 +97,44 @@ pub(crate) struct Elab<'p> {
     /// Names a model's body assigns (`=`, definitions, params), so an output named like an input is known
     /// to be assigned only when the body really does (R4.2).
     assigned: HashSet<String>,
+}
+
+/// Where a param key was declared, for E0103 and W0002 (`Elab::param_site`).
+#[derive(Clone, Debug)]
+pub(crate) struct ParamSite {
+    /// The user's call that declared it (or the `param` statement, outside any call).
+    span: Span,
+    /// The function that call calls.
+    call: Option<String>,
+    /// The calls on the way from the model (`call::Frame::instance`, and whether the call gave a prefix).
+    calls: Vec<(usize, bool)>,
+}
+
+impl ParamSite {
+    /// `this call of `Linear` VERB`, or `this param statement VERB`.
+    fn describe(&self, verb: &str) -> String {
+        match &self.call {
+            Some(name) => format!("this call of `{name}` {verb}"),
+            None => format!("this statement {verb}"),
+        }
+    }
+
+    /// Whether this declaration and `first`, of the same key, share it by accident (W0002): they come
+    /// through different calls (or runs of one call) and no call from where their paths part gave a prefix,
+    /// so nothing the user wrote makes the keys equal. Equal paths (a `param` written twice in one body) and
+    /// the same prefix given on both sides (`Linear["tied"](a, 8)`, `Linear["tied"](b, 8)`) share on purpose.
+    fn shares_by_accident(&self, first: &ParamSite) -> bool {
+        let parted = self.calls.iter().zip(&first.calls).take_while(|(a, b)| a.0 == b.0).count();
+        if parted == self.calls.len() && parted == first.calls.len() {
+            return false;
+        }
+        !self.calls[parted..].iter().chain(&first.calls[parted..]).any(|&(_, prefixed)| prefixed)
+    }
+
+    /// A prefixed call, for the notes: `Linear["name"](...)`.
+    fn example(&self) -> String {
+        format!("`{}[\"name\"](...)`", self.call.as_deref().unwrap_or("f"))
+    }
 }
 
 /// Variables visible in one model or function body.
@@ -114,6 +158,9 @@ impl<'p> Elab<'p> {
             called: HashSet::new(),
             frames: Vec::new(),
             params: HashMap::new(),
+            param_sites: HashMap::new(),
+            instances: 0,
+            warned_shares: HashSet::new(),
             generic,
             unrolled: 0,
             reported_limit: false,
@@ -626,30 +673,78 @@ impl<'p> Elab<'p> {
             return;
         };
         let declared = TensorType { dtype, shape };
+        let site = self.param_site(span);
         if let Some(&node) = self.params.get(&key) {
+            let first = self.param_sites.get(&key).cloned().unwrap_or_else(|| site.clone());
             if self.ty(node) != &declared {
-                let first = self.graph.nodes.span(node);
                 let message = format!(
                     "param `{key}` is declared again as {} but was first declared as {}",
                     self.show_type(&declared),
                     self.show_type(self.ty(node))
                 );
-                self.error(
-                    Diagnostic::new(Code::E0103, span, message)
-                        .with_label(first, "first declared here")
-                        .note("the same key may be declared twice only with the same type (the weight is shared)")
-                        .rule("R4.3"),
-                );
+                let mut diag = Diagnostic::new(Code::E0103, site.span, message)
+                    .label(site.describe("declares it again"))
+                    .with_label(first.span, first.describe("first declared it"))
+                    .note("the same key may be declared twice only with the same type (the weight is shared)");
+                if site.call.is_some() {
+                    diag = diag.with_label(span, "the param declaration");
+                    if site.shares_by_accident(&first) && self.warned_shares.insert((key.clone(), site.span)) {
+                        diag = diag.note(format!(
+                            "for separate weights, give each call its own prefix (R5.3): {}",
+                            site.example()
+                        ));
+                    }
+                }
+                self.error(diag.rule("R4.3"));
                 scope.vars.insert(local, Value::Error);
                 return;
+            }
+            if site.shares_by_accident(&first) && self.warned_shares.insert((key.clone(), site.span)) {
+                let mut diag = Diagnostic::new(
+                    Code::W0002,
+                    site.span,
+                    format!("param `{key}` is shared with an earlier declaration: neither has a param prefix"),
+                )
+                .label(site.describe("declares it again"));
+                if first.span != site.span {
+                    diag = diag.with_label(first.span, first.describe("first declared it"));
+                } else {
+                    diag = diag.note(format!(
+                        "the call runs more than once (in a loop), declaring the key each time; a prefix with the \
+                         loop variable gives each run its own weight: `{}[\"name{{i}}\"](...)`",
+                        site.call.as_deref().unwrap_or("f")
+                    ));
+                }
+                diag = diag
+                    .note(format!("params are keyed by the call's prefix (R4.3, R5.3), so both use one weight `{key}`"))
+                    .note(format!(
+                        "give each call its own prefix for separate weights, or the same prefix to share the weight \
+                         on purpose without this warning: {}",
+                        site.example()
+                    ));
+                self.error(diag.rule("R4.3"));
             }
             scope.vars.insert(local, Value::Tensor(node));
             return;
         }
         let node = self.add_node(Op::Param { key: key.clone() }, declared, path.span);
         self.graph.params.push(node);
-        self.params.insert(key, node);
+        self.params.insert(key.clone(), node);
+        self.param_sites.insert(key, site);
         scope.vars.insert(local, Value::Tensor(node));
+    }
+
+    /// Where a `param` statement at `span` is declared from the user's point of view: the innermost call
+    /// written outside the standard library (the user's `Linear(x, 8)`, not a line of std/nn.tdsl), or
+    /// the statement itself in a model's body.
+    fn param_site(&self, span: Span) -> ParamSite {
+        let frames = &self.frames[usize::from(self.generic).min(self.frames.len())..];
+        let user = frames.iter().rev().find(|f| !self.fns.std_files.contains(&f.call_span.file)).or(frames.last());
+        ParamSite {
+            span: user.map_or(span, |f| f.call_span),
+            call: user.map(|f| f.name.clone()),
+            calls: frames.iter().map(|f| (f.instance, f.prefixed)).collect(),
+        }
     }
 
     fn for_loop(&mut self, scope: &mut Scope, var: &ast::Ident, start: &ast::Expr, end: &ast::Expr, body: &ast::Block) {
