@@ -74,7 +74,7 @@ pub enum ExecError {
         /// What is wrong with the weights.
         error: WeightsError,
     },
-    /// A dimension evaluates to a negative or too large size.
+    /// A dimension evaluates to a size below 1 (R3.3) or too large.
     #[error("tensor `{tensor}`: dimension {axis} ({dim}) {problem}")]
     Shape {
         /// The tensor.

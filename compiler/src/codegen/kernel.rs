@@ -298,7 +298,7 @@ impl Cx<'_> {
         let unsupported = || unsupported(graph, id);
         let expr = match &node.op {
             Op::Input { .. } | Op::Param { .. } => unreachable!("loaded above"),
-            Op::Constant(value) => scalar::literal(&mut self.b, *value, dtype).ok_or_else(unsupported)?,
+            Op::Constant(value) => self.constant(*value, dtype).ok_or_else(unsupported)?,
             Op::DimValue(dim) => self.dim_as(dim, dtype).ok_or_else(unsupported)?,
             Op::Unary(op, a) => {
                 let x = self.value(*a, pos)?;
@@ -535,6 +535,25 @@ impl Cx<'_> {
             }
         };
         self.slot(index)
+    }
+
+    /// An IR constant of `dtype`. A float zero (either sign), infinity or NaN is read from a uniform slot
+    /// holding its bits instead of being a literal: a driver that sees the literal may fold `x * 0.0` to 0
+    /// and `x / 0.0` to 0 whatever `x` is (Vulkan promises IEEE results for infinities, NaN and signed
+    /// zeros only under float controls, which naga cannot ask for), so the kernel hides the value from it.
+    fn constant(&mut self, value: crate::ir::Scalar, dtype: DType) -> Option<Expr> {
+        let literal = scalar::literal_f32(value, dtype).filter(|v| *v == 0.0 || !v.is_finite());
+        let Some(special) = literal else { return scalar::literal(&mut self.b, value, dtype) };
+        let bits = Dim::constant(i64::from(special.to_bits()));
+        let index = match self.slots.iter().position(|s| *s == bits) {
+            Some(i) => i,
+            None => {
+                self.slots.push(bits);
+                self.slots.len() - 1
+            }
+        };
+        let word = self.slot(index);
+        Some(self.b.bitcast(word, ScalarKind::Float))
     }
 
     /// The value of uniform slot `index` (loaded once per block).
@@ -846,7 +865,7 @@ impl Cx<'_> {
         let unsupported = || unsupported(graph, node);
         let dtype = map.exprs[s].dtype;
         let expr = match &map.exprs[s].expr {
-            ScalarExpr::Const(value) => scalar::literal(&mut self.b, *value, dtype).ok_or_else(unsupported)?,
+            ScalarExpr::Const(value) => self.constant(*value, dtype).ok_or_else(unsupported)?,
             ScalarExpr::Dim(dim) => self.dim_as(dim, dtype).ok_or_else(unsupported)?,
             ScalarExpr::Var(v) => {
                 let raw = *self.vars.get(v).ok_or_else(|| internal(&self.name, "an index variable is unbound"))?;
@@ -920,7 +939,7 @@ impl Cx<'_> {
                 match (all_inside, default) {
                     (None, _) => value.expr,
                     (Some(inside), Some(default)) => {
-                        let fallback = scalar::literal(&mut self.b, *default, dtype).ok_or_else(unsupported)?;
+                        let fallback = self.constant(*default, dtype).ok_or_else(unsupported)?;
                         self.b.select(inside, value.expr, fallback)
                     }
                     (Some(inside), None) => {

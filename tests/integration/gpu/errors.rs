@@ -160,3 +160,28 @@ fn the_device_works_after_a_failed_run() {
     let good = gather_inputs(vec![1, 2, 3, 4], vec![4, 3, 2, 1]);
     compare("gpu_gather_again.tdsl", &graph, &good, &HashMap::new(), &tols_by_dtype(&graph, ARITH));
 }
+
+/// A derived dimension that evaluates to 0 (`N - 1` with `N = 1`) is an error on both sides (R3.3), naming
+/// the dimension, not an empty tensor on the GPU.
+#[test]
+fn a_derived_dimension_of_zero_is_an_error_on_both_sides() {
+    let graph = single_graph(
+        "gpu_zero_dim.tdsl",
+        "model m(x: f32[N]) -> (y: f32[N - 1], z: f32[N]) {
+            y[i: N - 1] = x[i + 1]
+            z = x * 2.0
+        }",
+    );
+    let inputs = [seeded_tensor("x", DType::F32, &[1], 7)];
+    let interp_error = interp::run(&graph, &inputs, &HashMap::new()).expect_err("N - 1 = 0 on the interpreter");
+    assert!(interp_error.to_string().contains("at least 1"), "{interp_error}");
+    let gpu_error = match run_gpu(&graph, &inputs, &HashMap::new()) {
+        Ok(outputs) => panic!("the GPU accepted a dimension of 0 and gave {outputs:?}"),
+        Err(err) => err.to_string(),
+    };
+    assert!(gpu_error.contains("N - 1") && gpu_error.contains("is 0"), "{gpu_error}");
+    assert!(gpu_error.contains("at least 1"), "{gpu_error}");
+    // With N = 2 both sides run and agree.
+    let inputs = vec![seeded_tensor("x", DType::F32, &[2], 7)];
+    compare("gpu_zero_dim.tdsl", &graph, &inputs, &HashMap::new(), &tols_by_dtype(&graph, ARITH));
+}
