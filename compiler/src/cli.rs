@@ -267,9 +267,10 @@ pub fn main(
                 tuning,
                 terminal: stderr_is_terminal,
             };
-            checked_graphs(&file, color, err).and_then(|graphs| {
-                let several = graphs.len() > 1;
-                graphs.iter().try_for_each(|graph| run_model(graph, &options, several, out, err).map_err(Some))
+            checked_file(&file, color, err).and_then(|checked| {
+                let several = checked.graphs.len() > 1;
+                let sources = &checked.program.sources;
+                checked.graphs.iter().try_for_each(|graph| run_model(graph, sources, &options, several, out, err).map_err(Some))
             })
         }
         Command::Emit { what: Emit::Ir { file } } => checked_graphs(&file, color, err).map(|graphs| {
@@ -516,6 +517,12 @@ fn spinner(terminal: bool, message: String) -> indicatif::ProgressBar {
 
 /// The graphs of `file`'s models, or the rendered diagnostics on `err` (`Err(None)`).
 fn checked_graphs(file: &std::path::Path, color: bool, err: &mut dyn Write) -> Result<Vec<ir::Graph>, Option<String>> {
+    checked_file(file, color, err).map(|checked| checked.graphs)
+}
+
+/// `file` checked, with its sources (for run-time errors that name a line); diagnostics are rendered to
+/// `err` and make it an error, as is a file without a model.
+fn checked_file(file: &std::path::Path, color: bool, err: &mut dyn Write) -> Result<pipeline::Checked, Option<String>> {
     let checked = pipeline::check(Root::Path(file));
     if !checked.diagnostics.is_empty() {
         let _ = write!(err, "{}", render::render(&checked.diagnostics, &checked.program.sources, color));
@@ -525,7 +532,7 @@ fn checked_graphs(file: &std::path::Path, color: bool, err: &mut dyn Write) -> R
     if checked.graphs.is_empty() {
         return Err(Some(format!("{}: no model in this file (only models have IR and run)", file.display())));
     }
-    Ok(checked.graphs)
+    Ok(checked)
 }
 
 /// Compiles every model of `file` and hands each kernel to `each`.
@@ -731,6 +738,7 @@ fn gpu_timing(gpu: &Gpu) -> &'static str {
 /// random values, on the GPU or the interpreter; prints each output and writes it as `.npy` when asked.
 fn run_model(
     graph: &ir::Graph,
+    sources: &crate::span::SourceMap,
     options: &RunOptions,
     several: bool,
     out: &mut dyn Write,
@@ -772,7 +780,14 @@ fn run_model(
             }
             None => random_params,
         };
-        let outputs = interp::run(graph, &inputs, &params).map_err(|e| e.to_string())?;
+        let outputs = interp::run(graph, &inputs, &params).map_err(|e| match &e {
+            // As on the GPU (`Check`): the failing node's op and where it was written.
+            interp::RunError::Node { node, .. } => match sources.line_column(graph.nodes.span(*node)) {
+                Some((file, line, column)) => format!("{e} (at {file}:{line}:{column})"),
+                None => e.to_string(),
+            },
+            _ => e.to_string(),
+        })?;
         let _ = writeln!(
             err,
             "note: reference interpreter ran `{}` in {:.1} ms",
@@ -791,7 +806,8 @@ fn run_model(
         )
         .map_err(|e| format!("model `{}`: {e}", graph.name));
         progress.finish_and_clear();
-        let compiled = compiled?;
+        let mut compiled = compiled?;
+        compiled.locate(sources);
         let _ = writeln!(err, "note: running on {}", gpu.describe());
         let params: &dyn tdsl_runtime::ParamSource = match &weights {
             Some(w) => w,
