@@ -270,7 +270,10 @@ pub fn main(
             checked_file(&file, color, err).and_then(|checked| {
                 let several = checked.graphs.len() > 1;
                 let sources = &checked.program.sources;
-                checked.graphs.iter().try_for_each(|graph| run_model(graph, sources, &options, several, out, err).map_err(Some))
+                checked
+                    .graphs
+                    .iter()
+                    .try_for_each(|graph| run_model(graph, sources, &options, several, out, err).map_err(Some))
             })
         }
         Command::Emit { what: Emit::Ir { file } } => checked_graphs(&file, color, err).map(|graphs| {

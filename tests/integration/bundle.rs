@@ -565,5 +565,8 @@ fn a_run_time_error_names_the_op_and_its_source_line_everywhere() {
     bundle_args.extend_from_slice(&run);
     let (code, _, bundle_err) = tdsl_run(&bundle_args);
     assert_eq!(code, 1, "{bundle_err}");
-    assert!(bundle_err.contains("value 7") && bundle_err.contains("(gather) at ") && bundle_err.contains(&at), "{bundle_err}");
+    assert!(
+        bundle_err.contains("value 7") && bundle_err.contains("(gather) at ") && bundle_err.contains(&at),
+        "{bundle_err}"
+    );
 }

@@ -35,6 +35,7 @@ mod contractions;
 mod device;
 mod elementwise;
 mod errors;
+mod gl;
 mod models;
 mod random;
 mod resident;

@@ -38,8 +38,10 @@ impl Compiled {
             if self.graph.nodes.get(id).is_none() {
                 continue;
             }
-            check.source = sources.line_column(self.graph.nodes.span(id)).map(|(file, line, column)| {
-                SourceLocation { file: file.to_string(), line, column }
+            check.source = sources.line_column(self.graph.nodes.span(id)).map(|(file, line, column)| SourceLocation {
+                file: file.to_string(),
+                line,
+                column,
             });
         }
     }

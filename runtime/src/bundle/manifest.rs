@@ -284,7 +284,10 @@ fn decode_model(model: Model, blobs: &[u8]) -> Result<BundledModel, BundleProble
     let symbols: Vec<String> = model.symbols.iter().map(|s| s.name.clone()).collect();
     for symbol in &model.symbols {
         if symbol.min != 1 {
-            return Err(here(format!("symbol `{}` has minimum {}; version {FORMAT_VERSION} bundles say 1", symbol.name, symbol.min)));
+            return Err(here(format!(
+                "symbol `{}` has minimum {}; version {FORMAT_VERSION} bundles say 1",
+                symbol.name, symbol.min
+            )));
         }
     }
     let dim = |d: &DimEntry, place: &str| decode_dim(d, &symbols).map_err(|e| here(format!("{place}: {e}")));

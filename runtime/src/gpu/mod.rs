@@ -463,7 +463,8 @@ impl Gpu {
     /// with `Features::PASSTHROUGH_SHADERS`. Other backends report that feature for their own shader
     /// languages (GL takes GLSL, Metal MSL, DX12 DXIL), never SPIR-V, so they build from WGSL.
     pub fn takes_spirv(&self) -> bool {
-        self.info.backend == wgpu::Backend::Vulkan && self.device.features().contains(wgpu::Features::PASSTHROUGH_SHADERS)
+        self.info.backend == wgpu::Backend::Vulkan
+            && self.device.features().contains(wgpu::Features::PASSTHROUGH_SHADERS)
     }
 
     /// The compute pipeline for `launch`, built once per distinct kernel: from its SPIR-V, passed through to

@@ -215,20 +215,7 @@ fn literal_zero_infinite_and_nan_operands_keep_ieee_results() {
             p = x - (1.0 / 0.0)
         }",
     );
-    let x = vec![
-        f32::INFINITY,
-        f32::NEG_INFINITY,
-        f32::NAN,
-        -0.0,
-        0.0,
-        1.0,
-        -2.5,
-        1e-40,
-        -1e-40,
-        3e38,
-        -3e38,
-        7.0,
-    ];
+    let x = vec![f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -0.0, 0.0, 1.0, -2.5, 1e-40, -1e-40, 3e38, -3e38, 7.0];
     let len = x.len();
     let h = Tensor::f16_from_f32(&[len], &x);
     let inputs = vec![Tensor::f32(&[len], x), h];
