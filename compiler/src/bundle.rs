@@ -85,8 +85,9 @@ pub fn build(file: &Path, options: &BuildOptions) -> Result<(Bundle, Vec<PathBuf
             tuning: options.tuning.cloned().unwrap_or_default(),
             ..pipeline::Options::default()
         };
-        let compiled = pipeline::compile_graph(graph, &compile)
+        let mut compiled = pipeline::compile_graph(graph, &compile)
             .map_err(|e| BuildError::Compile { model: graph.name.clone(), message: e.to_string() })?;
+        compiled.locate(&checked.program.sources);
         models.push(BundledModel::new(compiled.program));
     }
     let sources = checked.program.sources.files().filter_map(|(_, f)| f.path.clone()).collect();

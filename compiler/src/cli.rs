@@ -292,13 +292,13 @@ pub fn main(
                 tuning,
                 terminal: stderr_is_terminal,
             };
-            checked_graphs(&file, color, err)
-                .and_then(|graphs| selected(&file, graphs, model.as_deref()).map_err(Some))
-                .and_then(|graphs| {
-                    check_run_options(&file, &graphs, &options).map_err(Some)?;
-                    let several = graphs.len() > 1;
-                    graphs.iter().try_for_each(|graph| run_model(graph, &options, several, out, err).map_err(Some))
-                })
+            checked_file(&file, color, err).and_then(|checked| {
+                let sources = &checked.program.sources;
+                let graphs = selected(&file, checked.graphs.clone(), model.as_deref()).map_err(Some)?;
+                check_run_options(&file, &graphs, &options).map_err(Some)?;
+                let several = graphs.len() > 1;
+                graphs.iter().try_for_each(|graph| run_model(graph, sources, &options, several, out, err).map_err(Some))
+            })
         }
         Command::Emit { what: Emit::Ir { file } } => checked_graphs(&file, color, err).map(|graphs| {
             for graph in &graphs {
@@ -590,6 +590,12 @@ fn report(file: &std::path::Path, checked: &pipeline::Checked, color: bool, err:
 /// The graphs of `file`'s models (its warnings rendered on `err`), or the rendered diagnostics on `err`
 /// (`Err(None)`) when any is an error.
 fn checked_graphs(file: &std::path::Path, color: bool, err: &mut dyn Write) -> Result<Vec<ir::Graph>, Option<String>> {
+    checked_file(file, color, err).map(|checked| checked.graphs)
+}
+
+/// `file` checked, with its sources (for run-time errors that name a line); diagnostics are rendered to
+/// `err` and make it an error, as is a file without a model.
+fn checked_file(file: &std::path::Path, color: bool, err: &mut dyn Write) -> Result<pipeline::Checked, Option<String>> {
     let checked = pipeline::check(Root::Path(file));
     if !report(file, &checked, color, err) {
         return Err(None);
@@ -597,7 +603,7 @@ fn checked_graphs(file: &std::path::Path, color: bool, err: &mut dyn Write) -> R
     if checked.graphs.is_empty() {
         return Err(Some(format!("{}: no model in this file (only models have IR and run)", file.display())));
     }
-    Ok(checked.graphs)
+    Ok(checked)
 }
 
 /// The models `--model` selects from `graphs` (the models of `file`): the one named, or every model; an
@@ -858,6 +864,7 @@ fn gpu_timing(gpu: &Gpu) -> &'static str {
 /// random values, on the GPU or the interpreter; prints each output and writes it as `.npy` when asked.
 fn run_model(
     graph: &ir::Graph,
+    sources: &crate::span::SourceMap,
     options: &RunOptions,
     several: bool,
     out: &mut dyn Write,
@@ -899,7 +906,14 @@ fn run_model(
             }
             None => random_params,
         };
-        let outputs = interp::run(graph, &inputs, &params).map_err(|e| e.to_string())?;
+        let outputs = interp::run(graph, &inputs, &params).map_err(|e| match &e {
+            // As on the GPU (`Check`): the failing node's op and where it was written.
+            interp::RunError::Node { node, .. } => match sources.line_column(graph.nodes.span(*node)) {
+                Some((file, line, column)) => format!("{e} (at {file}:{line}:{column})"),
+                None => e.to_string(),
+            },
+            _ => e.to_string(),
+        })?;
         let _ = writeln!(
             err,
             "note: reference interpreter ran `{}` in {:.1} ms",
@@ -918,7 +932,8 @@ fn run_model(
         )
         .map_err(|e| format!("model `{}`: {e}", graph.name));
         progress.finish_and_clear();
-        let compiled = compiled?;
+        let mut compiled = compiled?;
+        compiled.locate(sources);
         let _ = writeln!(err, "note: running on {}", gpu.describe());
         let params: &dyn tdsl_runtime::ParamSource = match &weights {
             Some(w) => w,

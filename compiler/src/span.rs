@@ -59,4 +59,14 @@ impl SourceMap {
     pub fn files(&self) -> impl Iterator<Item = (FileId, &SourceFile)> {
         self.files.iter().enumerate().map(|(i, f)| (FileId(i as u32), f))
     }
+    /// Where `span` starts: its file's name, the line and the column (in characters), both from 1; `None`
+    /// when the span names no file of this map or lies past its end.
+    pub fn line_column(&self, span: Span) -> Option<(&str, u32, u32)> {
+        let file = self.files.get(span.file.0 as usize)?;
+        let before = file.text.get(..span.start as usize)?;
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let line = before.matches('\n').count() + 1;
+        let column = before[line_start..].chars().count() + 1;
+        Some((&file.name, u32::try_from(line).ok()?, u32::try_from(column).ok()?))
+    }
 }

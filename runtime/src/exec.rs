@@ -30,7 +30,7 @@ use std::sync::Arc;
 use crate::bind::{BindError, Declared, Given, Signature, Site, bind_message, bind_partial, bind_symbols, input_count};
 use crate::dim::Dim;
 use crate::gpu::{Gpu, GpuError};
-use crate::program::{Program, ProgramError, TensorId, TensorRole};
+use crate::program::{Check, Program, ProgramError, TensorId, TensorRole};
 use crate::weights::{ParamSpec, WeightsError};
 use crate::{DType, Tensor};
 /// Why a program could not be run.
@@ -74,7 +74,7 @@ pub enum ExecError {
         /// What is wrong with the weights.
         error: WeightsError,
     },
-    /// A dimension evaluates to a negative or too large size.
+    /// A dimension evaluates to a size below 1 (R3.3) or too large.
     #[error("tensor `{tensor}`: dimension {axis} ({dim}) {problem}")]
     Shape {
         /// The tensor.
@@ -204,7 +204,11 @@ pub enum ExecError {
     #[error(transparent)]
     Gpu(#[from] GpuError),
     /// A kernel reported a run-time error through the status buffer.
-    #[error("launch {launch} ({name}): an index was out of range (value {})", status_value(*.value, *.unsigned))]
+    #[error(
+        "launch {launch} ({name}): an index was out of range (value {}){}",
+        status_value(*.value, *.unsigned),
+        .check.as_ref().map(|c| format!(" in {c}")).unwrap_or_default()
+    )]
     Status {
         /// The launch's index.
         launch: usize,
@@ -214,6 +218,9 @@ pub enum ExecError {
         value: u32,
         /// Whether `value` is a `u32` (else an `i32`).
         unsigned: bool,
+        /// The check that failed: the op and where it is in the source (`None` when the launch lists no
+        /// such check).
+        check: Option<Check>,
     },
     /// The status buffer names a launch the program does not have.
     #[error("the status buffer holds {word} (detail {detail}), but the program has only {launches} launch(es)")]
@@ -309,9 +316,9 @@ impl Gpu {
 
     fn check_status(&self, program: &Program, status: &wgpu::Buffer) -> Result<(), ExecError> {
         let words = self
-            .download(status, DType::U32, &[3])
+            .download(status, DType::U32, &[4])
             .map_err(|source| ExecError::Download { output: "(the status buffer)".into(), source })?;
-        let &[word, detail, unsigned] = words.as_u32().unwrap_or(&[0, 0, 0]) else { return Ok(()) };
+        let &[word, detail, unsigned, check] = words.as_u32().unwrap_or(&[0, 0, 0, 0]) else { return Ok(()) };
         if word == 0 {
             return Ok(());
         }
@@ -321,6 +328,7 @@ impl Gpu {
                 name: launch.name.clone(),
                 value: detail,
                 unsigned: unsigned == 1,
+                check: launch.checks.get(check as usize).cloned(),
             }),
             None => Err(ExecError::BadStatus { word, detail, launches: program.launches.len() }),
         }

@@ -50,8 +50,8 @@ pub use gpu::{
 };
 pub use npy::{NpyError, NpyProblem, read_npy, read_npy_bytes, to_npy_bytes, write_npy};
 pub use program::{
-    Arg, Bound, BoundKind, Feature, Launch, Limit, Program, ProgramError, Requirements, TensorDecl, TensorId,
-    TensorRole, Unmet,
+    Arg, Bound, BoundKind, Check, Feature, Launch, Limit, Program, ProgramError, Requirements, SourceLocation,
+    TensorDecl, TensorId, TensorRole, Unmet,
 };
 pub use session::Session;
 pub use tensor::{DecodeError, MAX_ELEMENTS, ShapeMismatch, Tensor, TensorData};

@@ -66,10 +66,11 @@ pub enum Arg {
     Uniform(Vec<Dim>),
     /// The program's status buffer (`var<storage, read_write>` of `u32`, zeroed before the run): a kernel
     /// that meets a run-time error (a gather index out of range) stores the launch's index + 1 in word 0
-    /// and a detail (the offending value, as `u32` bits) in word 1, and 1 in word 2 when that value is a
-    /// `u32` (else it reads as an `i32`), only while word 0 is still 0 so the first failing launch is the one
-    /// reported. `Gpu::execute` reads it after the run: `launch 3 (gather_7):
-    /// an index was out of range (value -1, bits 0xffffffff)`.
+    /// and a detail (the offending value, as `u32` bits) in word 1, 1 in word 2 when that value is a
+    /// `u32` (else it reads as an `i32`) and in word 3 the index in `Launch::checks` of the check that
+    /// failed, only while word 0 is still 0 so the first failing launch is the one reported.
+    /// `Gpu::execute` reads it after the run: `launch 3 (gather_f32_n7): an index was out of range (value
+    /// -1) in %7 (gather) at model.tdsl:4:9`.
     Status,
 }
 
@@ -132,6 +133,39 @@ impl std::fmt::Display for BoundKind {
     }
 }
 
+/// A run-time check a launch makes (a gather index or an index-notation load in range), so that its
+/// failure names the op and, where the compiler knew the source, the line that wrote it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    /// The IR node of the op (`%7`), in the compiler's numbering.
+    pub node: u32,
+    /// The op's name (`gather`, `map`).
+    pub op: String,
+    /// Where the op was written, when known.
+    pub source: Option<SourceLocation>,
+}
+
+/// A place in a source file: 1-based line and column (in characters).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceLocation {
+    /// The file, as the compiler named it (a path or `std/nn.tdsl`).
+    pub file: String,
+    /// The line, from 1.
+    pub line: u32,
+    /// The column, from 1.
+    pub column: u32,
+}
+
+impl std::fmt::Display for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "%{} ({})", self.node, self.op)?;
+        if let Some(at) = &self.source {
+            write!(f, " at {}:{}:{}", at.file, at.line, at.column)?;
+        }
+        Ok(())
+    }
+}
+
 /// One compute dispatch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Launch {
@@ -155,6 +189,9 @@ pub struct Launch {
     pub bounds: Vec<Bound>,
     /// What the kernel needs from the device (computed by the compiler from the kernel's naga module).
     pub requires: Requirements,
+    /// The run-time checks the kernel makes, in the order it numbers them (status word 3, `Arg::Status`);
+    /// empty for a kernel that cannot fail.
+    pub checks: Vec<Check>,
 }
 
 /// A compiled model: see the module comment.

@@ -57,6 +57,7 @@ fn fixed_bundle() -> Bundle {
             workgroup_size: 64,
             bounds: vec![Bound { what: BoundKind::OutputElements, value: Dim::sym(SymId(0)), max: u32::MAX as i64 }],
             requires: Requirements::default(),
+            checks: Vec::new(),
         }
     };
     let program = Program {
@@ -561,4 +562,45 @@ fn the_runtime_depends_on_no_compiler_crate() {
         assert!(!has(&library, command_line), "the library without `cli` pulls {command_line}:\n{library}");
         assert!(has(&with_cli, command_line), "`cli` brings {command_line}:\n{with_cli}");
     }
+}
+
+/// A run-time error leads to the source on every path (issue 20): an out-of-range gather index fails
+/// `tdslc run` on the GPU and on the reference and `tdsl-run` on the file's bundle, and each names the op
+/// and the line and column that wrote it (the bundle carries the location in its launch's `checks`).
+#[test]
+fn a_run_time_error_names_the_op_and_its_source_line_everywhere() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let file = temp.path().join("lookup.tdsl");
+    std::fs::write(
+        &file,
+        "model lookup(t: f32[V, D], ids: i32[N]) -> (y: f32[N, D], z: f32[V, D]) {\n    z = t * 2.0\n    \
+         y = gather(exp(t), ids) + 1.0\n}\n",
+    )
+    .expect("write the model");
+    let ids = temp.path().join("ids.npy");
+    tdsl_runtime::write_npy(&ids, &Tensor::i32(&[3], vec![1, 7, 0])).expect("write ids");
+    let file_arg = file.to_str().expect("utf-8 path");
+    let ids_arg = format!("ids={}", ids.to_str().expect("utf-8 path"));
+    let run = ["--input", ids_arg.as_str(), "--dim", "V=4", "--dim", "D=3"];
+    let at = format!("{file_arg}:3:9");
+    let mut gpu_args = vec!["run", file_arg];
+    gpu_args.extend_from_slice(&run);
+    let (code, _, gpu_err) = tdslc(&gpu_args);
+    assert_eq!(code, 1, "{gpu_err}");
+    assert!(gpu_err.contains("value 7") && gpu_err.contains("(gather) at ") && gpu_err.contains(&at), "{gpu_err}");
+    gpu_args.insert(2, "--reference");
+    let (code, _, reference_err) = tdslc(&gpu_args);
+    assert_eq!(code, 1, "{reference_err}");
+    assert!(reference_err.contains("(gather)") && reference_err.contains(&at), "{reference_err}");
+    let bundle = temp.path().join("lookup.tdslb");
+    let (code, _, err) = tdslc(&["build", file_arg, "-o", bundle.to_str().expect("utf-8 path")]);
+    assert_eq!(code, 0, "{err}");
+    let mut bundle_args = vec![bundle.to_str().expect("utf-8 path")];
+    bundle_args.extend_from_slice(&run);
+    let (code, _, bundle_err) = tdsl_run(&bundle_args);
+    assert_eq!(code, 1, "{bundle_err}");
+    assert!(
+        bundle_err.contains("value 7") && bundle_err.contains("(gather) at ") && bundle_err.contains(&at),
+        "{bundle_err}"
+    );
 }

@@ -155,6 +155,8 @@ struct Cx<'g> {
     inline: &'g BTreeSet<NodeId>,
     /// Code stored in the status buffer on a run-time error (the launch index + 1).
     status_code: u32,
+    /// The nodes whose run-time checks the kernel makes, numbered as the status buffer names them.
+    checks: Vec<NodeId>,
     /// Tensors read, in binding order.
     reads: Vec<(NodeId, Handle<GlobalVariable>)>,
     uniform: Handle<GlobalVariable>,
@@ -225,6 +227,7 @@ pub fn group_kernel(graph: &Graph, group: &Group, schedule: &Schedule, launch: u
         siblings: group.siblings.clone(),
         inline,
         status_code: launch as u32 + 1,
+        checks: Vec::new(),
         reads: Vec::new(),
         uniform,
         status: None,
@@ -298,7 +301,7 @@ impl Cx<'_> {
         let unsupported = || unsupported(graph, id);
         let expr = match &node.op {
             Op::Input { .. } | Op::Param { .. } => unreachable!("loaded above"),
-            Op::Constant(value) => scalar::literal(&mut self.b, *value, dtype).ok_or_else(unsupported)?,
+            Op::Constant(value) => self.constant(*value, dtype).ok_or_else(unsupported)?,
             Op::DimValue(dim) => self.dim_as(dim, dtype).ok_or_else(unsupported)?,
             Op::Unary(op, a) => {
                 let x = self.value(*a, pos)?;
@@ -332,7 +335,7 @@ impl Cx<'_> {
                 return self.value(*input, &mut Pos::coords(&graph.node(*input).ty.shape, coords));
             }
             Op::Concat { inputs, axis } => return self.concat(inputs, *axis, pos),
-            Op::Gather { table, indices, axis } => return self.gather(*table, *indices, *axis, pos),
+            Op::Gather { table, indices, axis } => return self.gather(id, *table, *indices, *axis, pos),
             Op::Reduce { op, input, axes } => self.reduce(*op, *input, axes, dtype, pos)?,
             Op::MatMul(a, c) => self.matmul(*a, *c, dtype, pos)?,
             Op::Map(map) => {
@@ -537,6 +540,25 @@ impl Cx<'_> {
         self.slot(index)
     }
 
+    /// An IR constant of `dtype`. A float zero (either sign), infinity or NaN is read from a uniform slot
+    /// holding its bits instead of being a literal: a driver that sees the literal may fold `x * 0.0` to 0
+    /// and `x / 0.0` to 0 whatever `x` is (Vulkan promises IEEE results for infinities, NaN and signed
+    /// zeros only under float controls, which naga cannot ask for), so the kernel hides the value from it.
+    fn constant(&mut self, value: crate::ir::Scalar, dtype: DType) -> Option<Expr> {
+        let literal = scalar::literal_f32(value, dtype).filter(|v| *v == 0.0 || !v.is_finite());
+        let Some(special) = literal else { return scalar::literal(&mut self.b, value, dtype) };
+        let bits = Dim::constant(i64::from(special.to_bits()));
+        let index = match self.slots.iter().position(|s| *s == bits) {
+            Some(i) => i,
+            None => {
+                self.slots.push(bits);
+                self.slots.len() - 1
+            }
+        };
+        let word = self.slot(index);
+        Some(self.b.bitcast(word, ScalarKind::Float))
+    }
+
     /// The value of uniform slot `index` (loaded once per block).
     fn slot(&mut self, index: usize) -> Expr {
         if let Some(v) = self.cached(Key::Slot(index)) {
@@ -591,9 +613,17 @@ impl Cx<'_> {
     }
 
     /// On the GPU a run-time error cannot stop the kernel: when `failed` and no earlier launch failed
-    /// (status word 0 is still 0), store this launch's code and `detail` in the status buffer; the runtime
-    /// reports the first failing launch after the run.
-    fn fail_if(&mut self, failed: Expr, detail: Expr, unsigned: bool) {
+    /// (status word 0 is still 0), store this launch's code, `detail` and the number of `node`'s check
+    /// (`Kernel::checks`) in the status buffer; the runtime reports the first failing launch and the op
+    /// after the run.
+    fn fail_if(&mut self, node: NodeId, failed: Expr, detail: Expr, unsigned: bool) {
+        let check = match self.checks.iter().position(|&n| n == node) {
+            Some(i) => i,
+            None => {
+                self.checks.push(node);
+                self.checks.len() - 1
+            }
+        };
         let status = match self.status {
             Some(s) => s,
             None => {
@@ -618,6 +648,11 @@ impl Cx<'_> {
             let kind_ptr = self.b.expr(Expression::AccessIndex { base, index: 2 });
             let one = self.b.u32(1);
             self.b.store(kind_ptr, one);
+        }
+        if check > 0 {
+            let check_ptr = self.b.expr(Expression::AccessIndex { base, index: 3 });
+            let number = self.b.u32(check as u32);
+            self.b.store(check_ptr, number);
         }
         let accept = self.close_block();
         self.b.statement(Statement::If { condition: failed, accept, reject: naga::Block::new() });
@@ -811,7 +846,7 @@ impl Cx<'_> {
         Ok(Val { expr: result, dtype: last.dtype })
     }
 
-    fn gather(&mut self, table: NodeId, indices: NodeId, axis: usize, pos: &mut Pos) -> R<Val> {
+    fn gather(&mut self, id: NodeId, table: NodeId, indices: NodeId, axis: usize, pos: &mut Pos) -> R<Val> {
         let graph = self.graph;
         let coords = self.coords(pos);
         let index_shape = graph.node(indices).ty.shape.clone();
@@ -827,7 +862,7 @@ impl Cx<'_> {
         let extent = self.dim(&table_shape[axis]);
         let inside = self.b.binary(BinaryOperator::Less, raw, extent);
         let outside = self.b.expr(Expression::Unary { op: naga::UnaryOperator::LogicalNot, expr: inside });
-        self.fail_if(outside, raw, index.dtype == DType::U32);
+        self.fail_if(id, outside, raw, index.dtype == DType::U32);
         let zero = self.b.u32(0);
         let clamped = self.b.select(inside, raw, zero);
         let mut table_coords = coords[..axis].to_vec();
@@ -846,7 +881,7 @@ impl Cx<'_> {
         let unsupported = || unsupported(graph, node);
         let dtype = map.exprs[s].dtype;
         let expr = match &map.exprs[s].expr {
-            ScalarExpr::Const(value) => scalar::literal(&mut self.b, *value, dtype).ok_or_else(unsupported)?,
+            ScalarExpr::Const(value) => self.constant(*value, dtype).ok_or_else(unsupported)?,
             ScalarExpr::Dim(dim) => self.dim_as(dim, dtype).ok_or_else(unsupported)?,
             ScalarExpr::Var(v) => {
                 let raw = *self.vars.get(v).ok_or_else(|| internal(&self.name, "an index variable is unbound"))?;
@@ -940,7 +975,7 @@ impl Cx<'_> {
                 match (all_inside, default) {
                     (None, _) => value.expr,
                     (Some(inside), Some(default)) => {
-                        let fallback = scalar::literal(&mut self.b, *default, dtype).ok_or_else(unsupported)?;
+                        let fallback = self.constant(*default, dtype).ok_or_else(unsupported)?;
                         self.b.select(inside, value.expr, fallback)
                     }
                     (Some(inside), None) => {
@@ -951,7 +986,7 @@ impl Cx<'_> {
                         for &(index, axis_inside) in checks.iter().rev().skip(1) {
                             detail = self.b.select(axis_inside, detail, index);
                         }
-                        self.fail_if(outside, detail, false);
+                        self.fail_if(node, outside, detail, false);
                         value.expr
                     }
                 }
@@ -1191,7 +1226,7 @@ impl Cx<'_> {
                 args.push(arg);
             }
         }
-        Kernel::finish(self.name, module, args, invocations, workgroup, self.bounds)
+        Kernel::finish(self.name, module, args, invocations, workgroup, self.bounds, self.checks)
     }
 }
 

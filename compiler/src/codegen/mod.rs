@@ -93,6 +93,9 @@ pub struct Kernel {
     pub bounds: Vec<(BoundKind, Dim, i64)>,
     /// What the kernel needs from the device, read off the validated module (`requirements`).
     pub requires: Requirements,
+    /// The nodes whose run-time checks (gather indices, index-notation loads without `else`) the kernel
+    /// makes; a failure stores the check's position here in status word 3.
+    pub checks: Vec<NodeId>,
     wgsl: String,
     spirv: Vec<u32>,
 }
@@ -116,6 +119,7 @@ impl Kernel {
         invocations: Dim,
         workgroup_size: u32,
         bounds: Vec<(BoundKind, Dim, i64)>,
+        checks: Vec<NodeId>,
     ) -> Result<Kernel, CodegenError> {
         let internal = |message: String| CodegenError::Internal { kernel: name.clone(), message };
         naga::compact::compact(&mut module, naga::compact::KeepUnused::No);
@@ -149,7 +153,7 @@ impl Kernel {
         };
         let spirv = naga::back::spv::write_vec(&module, &info, &options, Some(&pipeline))
             .map_err(|err| internal(format!("SPIR-V backend: {}", error_chain(&err))))?;
-        Ok(Kernel { name, module, info, args, invocations, workgroup_size, bounds, requires, wgsl, spirv })
+        Ok(Kernel { name, module, info, args, invocations, workgroup_size, bounds, requires, checks, wgsl, spirv })
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use tdsl_runtime::program::{Arg, Bound, Launch, Program, TensorDecl, TensorId, TensorRole};
+use tdsl_runtime::program::{Arg, Bound, Check, Launch, Program, SourceLocation, TensorDecl, TensorId, TensorRole};
 
 use super::Target;
 use super::fuse;
@@ -14,6 +14,7 @@ use super::schedule::{Schedule, verify};
 use super::tuning::Tuning;
 use super::{CodegenError, Kernel, KernelArg};
 use crate::ir::{Graph, NodeId, Op};
+use crate::span::SourceMap;
 
 /// A compiled graph: the program the runtime runs and the validated kernels behind its launches
 /// (`kernels[i]` is `program.launches[i]`).
@@ -25,6 +26,25 @@ pub struct Compiled {
     pub graph: Graph,
     /// The fusion decision: `grouping.groups[i]` is `kernels[i]`.
     pub grouping: fuse::Grouping,
+}
+
+impl Compiled {
+    /// Fills in where the op behind each launch's run-time check was written (`Check::source`), from the
+    /// optimized graph's spans, so that a failure on the device leads to the source line as the
+    /// interpreter's node does. Checks whose span `sources` does not hold keep `None`.
+    pub fn locate(&mut self, sources: &SourceMap) {
+        for check in self.program.launches.iter_mut().flat_map(|l| l.checks.iter_mut()) {
+            let id = NodeId::new(check.node as usize);
+            if self.graph.nodes.get(id).is_none() {
+                continue;
+            }
+            check.source = sources.line_column(self.graph.nodes.span(id)).map(|(file, line, column)| SourceLocation {
+                file: file.to_string(),
+                line,
+                column,
+            });
+        }
+    }
 }
 
 /// Lowers a verified, optimized `graph` with its fusion decision: one kernel per group under its stored
@@ -122,6 +142,12 @@ pub fn lower(
                 .map(|(what, value, max)| Bound { what: *what, value: value.clone(), max: *max })
                 .collect(),
             requires: kernel.requires.clone(),
+            // Sources are filled in by `Compiled::locate`, which has the source map.
+            checks: kernel
+                .checks
+                .iter()
+                .map(|&id| Check { node: id.index() as u32, op: graph.node(id).op.name().to_string(), source: None })
+                .collect(),
         });
         kernels.push(kernel);
     }

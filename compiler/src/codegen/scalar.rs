@@ -1,6 +1,7 @@
 //! Scalar arithmetic with the IR's semantics, as naga expressions: every `UnaryOp`, `BinaryOp` and cast
 //! on values of every dtype. Values are held as WGSL types: `f32` for f32 and f16 (an f16 result is rounded
-//! with `quantizeToF16` after every op, as the interpreter rounds), `i32`, `u32`, and `bool`.
+//! to f16 after every op, as the interpreter rounds: `quantizeToF16`, with the subnormal range rounded
+//! explicitly since `quantizeToF16` may flush it), `i32`, `u32`, and `bool`.
 //!
 //! Choices: erf by Abramowitz-Stegun 7.1.26 (absolute error at most 1.5e-7 plus f32 rounding); sigmoid as
 //! `1 / (1 + exp(-x))`; rsqrt as `inverseSqrt`; float min/max are IEEE `minimum`/`maximum` (NaN wins,
@@ -16,7 +17,25 @@ type Expr = Handle<Expression>;
 
 /// `x` rounded to f16 precision when `dtype` is f16 (values are held as f32), otherwise unchanged.
 pub(super) fn round(b: &mut FnBuilder, x: Expr, dtype: DType) -> Expr {
-    if dtype == DType::F16 { b.math(MathFunction::QuantizeToF16, &[x]) } else { x }
+    if dtype == DType::F16 { round_to_f16(b, x) } else { x }
+}
+
+/// `x` rounded to the nearest f16 (ties to even), subnormals included, as the interpreter rounds (`half`).
+/// `quantizeToF16` rounds normal results so but may flush a result below the smallest normal f16 (2^-14)
+/// to zero (SPIR-V `OpQuantizeToF16` allows it and lavapipe does), so that range is rounded explicitly:
+/// f16 subnormals are the multiples of 2^-24, and `round(x * 2^24) * 2^-24` (`round` is ties-to-even;
+/// both scalings are exact) is the nearest one, with the sign of a zero kept.
+fn round_to_f16(b: &mut FnBuilder, x: Expr) -> Expr {
+    let quantized = b.math(MathFunction::QuantizeToF16, &[x]);
+    let scale = b.f32(16_777_216.0);
+    let scaled = b.binary(BinaryOperator::Multiply, x, scale);
+    let steps = b.math(MathFunction::Round, &[scaled]);
+    let step = b.f32(1.0 / 16_777_216.0);
+    let subnormal = b.binary(BinaryOperator::Multiply, steps, step);
+    let magnitude = b.math(MathFunction::Abs, &[x]);
+    let smallest_normal = b.f32(1.0 / 16_384.0);
+    let below_normal = b.binary(BinaryOperator::Less, magnitude, smallest_normal);
+    b.select(below_normal, subnormal, quantized)
 }
 
 fn is_zero_literal(b: &FnBuilder, e: Expr) -> bool {
@@ -50,14 +69,26 @@ pub(super) fn cast_op(b: &mut FnBuilder, x: Expr, from: DType, to: DType) -> Opt
     Some(round(b, value, to))
 }
 
+/// The held value (f32) of a float constant of `dtype` (f16 constants rounded on the host); `None` for
+/// other dtypes.
+pub(super) fn literal_f32(value: crate::ir::Scalar, dtype: DType) -> Option<f32> {
+    use crate::ir::Scalar as S;
+    match (dtype, value) {
+        (DType::F32, S::Float(v)) => Some(v as f32),
+        (DType::F16, S::Float(v)) => Some(half::f16::from_f64(v).to_f32()),
+        (DType::F32, S::Int(v)) => Some(v as f32),
+        (DType::F16, S::Int(v)) => Some(half::f16::from_f64(v as f64).to_f32()),
+        _ => None,
+    }
+}
+
 /// A literal of `dtype`'s value type from an IR scalar (f16 constants rounded on the host).
 pub(super) fn literal(b: &mut FnBuilder, value: crate::ir::Scalar, dtype: DType) -> Option<Expr> {
     use crate::ir::Scalar as S;
+    if let Some(v) = literal_f32(value, dtype) {
+        return Some(b.f32(v));
+    }
     Some(match (dtype, value) {
-        (DType::F32, S::Float(v)) => b.f32(v as f32),
-        (DType::F16, S::Float(v)) => b.f32(half::f16::from_f64(v).to_f32()),
-        (DType::F32, S::Int(v)) => b.f32(v as f32),
-        (DType::F16, S::Int(v)) => b.f32(half::f16::from_f64(v as f64).to_f32()),
         (DType::I32, S::Int(v)) => b.i32(v as i32),
         (DType::U32, S::Int(v)) => b.u32(v as u32),
         (DType::Bool, S::Bool(v)) => b.expr(Expression::Literal(naga::Literal::Bool(v))),

@@ -9,11 +9,12 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Bundle, BundleProblem, BundledModel};
+use super::{Bundle, BundleProblem, BundledModel, FORMAT_VERSION};
 use crate::DType;
 use crate::dim::{Atom, Dim, SymId};
 use crate::program::{
-    Arg, Bound, BoundKind, Feature, Launch, Limit, Program, Requirements, TensorDecl, TensorId, TensorRole,
+    Arg, Bound, BoundKind, Check, Feature, Launch, Limit, Program, Requirements, SourceLocation, TensorDecl, TensorId,
+    TensorRole,
 };
 
 /// The first word of every SPIR-V module.
@@ -110,6 +111,23 @@ struct LaunchEntry {
     workgroups: DimEntry,
     bounds: Vec<BoundEntry>,
     requires: RequirementsEntry,
+    checks: Vec<CheckEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckEntry {
+    node: u32,
+    op: String,
+    source: Option<SourceEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceEntry {
+    file: String,
+    line: u32,
+    column: u32,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -190,6 +208,19 @@ pub fn encode(bundle: &Bundle) -> (Vec<u8>, Vec<u8>) {
                             features: launch.requires.features.iter().map(|f| f.name().to_string()).collect(),
                             limits: launch.requires.limits.iter().map(|(l, &v)| (l.name().to_string(), v)).collect(),
                         },
+                        checks: launch
+                            .checks
+                            .iter()
+                            .map(|c| CheckEntry {
+                                node: c.node,
+                                op: c.op.clone(),
+                                source: c.source.as_ref().map(|at| SourceEntry {
+                                    file: at.file.clone(),
+                                    line: at.line,
+                                    column: at.column,
+                                }),
+                            })
+                            .collect(),
                     }
                 })
                 .collect();
@@ -253,7 +284,10 @@ fn decode_model(model: Model, blobs: &[u8]) -> Result<BundledModel, BundleProble
     let symbols: Vec<String> = model.symbols.iter().map(|s| s.name.clone()).collect();
     for symbol in &model.symbols {
         if symbol.min != 1 {
-            return Err(here(format!("symbol `{}` has minimum {}; version 2 bundles say 1", symbol.name, symbol.min)));
+            return Err(here(format!(
+                "symbol `{}` has minimum {}; version {FORMAT_VERSION} bundles say 1",
+                symbol.name, symbol.min
+            )));
         }
     }
     let dim = |d: &DimEntry, place: &str| decode_dim(d, &symbols).map_err(|e| here(format!("{place}: {e}")));
@@ -329,6 +363,19 @@ fn decode_model(model: Model, blobs: &[u8]) -> Result<BundledModel, BundleProble
             workgroup_size: l.workgroup_size,
             bounds,
             requires,
+            checks: l
+                .checks
+                .iter()
+                .map(|c| Check {
+                    node: c.node,
+                    op: c.op.clone(),
+                    source: c.source.as_ref().map(|at| SourceLocation {
+                        file: at.file.clone(),
+                        line: at.line,
+                        column: at.column,
+                    }),
+                })
+                .collect(),
         });
     }
     let program = Program {

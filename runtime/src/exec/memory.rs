@@ -311,6 +311,7 @@ mod tests {
             workgroup_size: 256,
             bounds: vec![],
             requires: Default::default(),
+            checks: vec![],
         }
     }
 

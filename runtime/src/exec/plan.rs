@@ -36,7 +36,8 @@ pub struct LaunchPlan {
     pub uniforms: Vec<Vec<u8>>,
 }
 
-/// Every tensor's shape with `symbols` bound; each must fit one storage buffer.
+/// Every tensor's shape with `symbols` bound; each dimension must be at least 1 (R3.3) and each tensor
+/// fit one storage buffer.
 pub fn tensor_shapes(program: &Program, symbols: &[i64], limits: &DeviceLimits) -> Result<Vec<Vec<usize>>, ExecError> {
     let mut shapes = Vec::with_capacity(program.tensors.len());
     for decl in &program.tensors {
@@ -49,8 +50,9 @@ pub fn tensor_shapes(program: &Program, symbols: &[i64], limits: &DeviceLimits) 
                 problem,
             };
             let value = dim.eval_at(symbols).ok_or_else(|| fail("overflows 64-bit integers".into()))?;
-            if value < 0 {
-                return Err(fail(format!("is {value}; a dimension cannot be negative")));
+            // R3.3, as the interpreter: a derived dimension (`N - 1` with `N = 1`) may reach 0 or less.
+            if value < 1 {
+                return Err(fail(format!("is {value}, but every dimension must be at least 1")));
             }
             shape.push(usize::try_from(value).map_err(|_| fail(format!("is {value}, too large for this machine")))?);
         }

@@ -51,6 +51,7 @@ fn launch(name: &str, wgsl: &str, args: Vec<Arg>, invocations: Dim, workgroup_si
         workgroup_size,
         bounds: vec![],
         requires: Default::default(),
+        checks: vec![],
     }
 }
 

@@ -4,7 +4,7 @@
 //! command submission. Every wgpu call that can fail validation runs inside an error scope, so a bad kernel,
 //! a wrong binding or an oversized buffer is a `GpuError`, never a panic from wgpu's uncaptured-error handler.
 //! Kernels come as SPIR-V or WGSL (`Gpu::launch_pipeline`): where the device takes SPIR-V as it is
-//! (`Features::PASSTHROUGH_SHADERS`, Vulkan), a launch's ahead-of-time SPIR-V goes straight to the driver
+//! (Vulkan with `Features::PASSTHROUGH_SHADERS`), a launch's ahead-of-time SPIR-V goes straight to the driver
 //! with a pipeline layout derived from the launch's arguments, so no shader front end runs at all; elsewhere
 //! (GL) wgpu translates the WGSL. Both `tdslc run` and bundles take the same path, so their results agree
 //! bit for bit. With `GpuOptions::pipeline_cache`, compiled pipelines are kept in wgpu's pipeline cache
@@ -459,9 +459,12 @@ impl Gpu {
         Ok(Some(data.len()))
     }
 
-    /// Whether `launch_pipeline` hands SPIR-V to the driver as it is (else it builds from WGSL).
+    /// Whether `launch_pipeline` hands SPIR-V to the driver as it is (else it builds from WGSL): on Vulkan
+    /// with `Features::PASSTHROUGH_SHADERS`. Other backends report that feature for their own shader
+    /// languages (GL takes GLSL, Metal MSL, DX12 DXIL), never SPIR-V, so they build from WGSL.
     pub fn takes_spirv(&self) -> bool {
-        self.device.features().contains(wgpu::Features::PASSTHROUGH_SHADERS)
+        self.info.backend == wgpu::Backend::Vulkan
+            && self.device.features().contains(wgpu::Features::PASSTHROUGH_SHADERS)
     }
 
     /// The compute pipeline for `launch`, built once per distinct kernel: from its SPIR-V, passed through to

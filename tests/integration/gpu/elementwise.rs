@@ -189,3 +189,35 @@ fn integer_special_values() {
     tols[6] = Tol::Bits;
     compare("gpu_special_i32.tdsl", &graph, &inputs, &HashMap::new(), &tols);
 }
+
+/// Literal zero, infinite and NaN operands keep their IEEE results (issue 20): a driver that sees a literal
+/// `0.0` may fold `x * 0.0` to 0 and `x / 0.0` to 0 whatever `x` is (lavapipe did: `[0, 0, 0, 0]` for
+/// `x / 0.0`), so such literals reach the kernel through its uniform block (spec/runtime.md G2.2).
+/// Every output is compared bit for bit (any NaN matches any NaN).
+#[test]
+fn literal_zero_infinite_and_nan_operands_keep_ieee_results() {
+    let graph = single_graph(
+        "gpu_literal_special.tdsl",
+        "model m(x: f32[L], h: f16[L])
+            -> (a: f32[L], b: f32[L], c: f32[L], d: f32[L], e: f32[L], f: f32[L], g: f32[L], k: f32[L],
+                n: f32[L], hz: f16[L], hd: f16[L], p: f32[L]) {
+            a = x / 0.0
+            b = x * 0.0
+            c = x * -0.0
+            d = x + 0.0
+            e = 0.0 - x
+            f = x * (1.0 / 0.0)
+            g = x / -0.0
+            k = 0.0 / x
+            n = x * (0.0 / 0.0) + 1.0
+            hz = h * 0.0
+            hd = h / 0.0
+            p = x - (1.0 / 0.0)
+        }",
+    );
+    let x = vec![f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -0.0, 0.0, 1.0, -2.5, 1e-40, -1e-40, 3e38, -3e38, 7.0];
+    let len = x.len();
+    let h = Tensor::f16_from_f32(&[len], &x);
+    let inputs = vec![Tensor::f32(&[len], x), h];
+    compare("gpu_literal_special.tdsl", &graph, &inputs, &HashMap::new(), &[Tol::Bits; 12]);
+}

@@ -39,6 +39,12 @@ fn both_fail(graph: &Graph, inputs: &[Tensor], output: &str, gpu_says: &[&str]) 
     let name = &program.launches[launch].name;
     let want = format!("launch {launch} ({name})");
     assert!(gpu_error.contains(&want), "the GPU's error `{gpu_error}` does not name `{want}`");
+    // The op that failed, as the interpreter names its node (`%7 (gather)`).
+    let checks: Vec<String> = program.launches[launch].checks.iter().map(|c| c.to_string()).collect();
+    assert!(
+        checks.iter().any(|c| gpu_error.contains(&format!("in {c}"))),
+        "the GPU's error `{gpu_error}` names none of its launch's checks {checks:?}"
+    );
     for s in gpu_says {
         assert!(gpu_error.contains(s), "the GPU's error `{gpu_error}` does not say `{s}`");
     }
@@ -159,4 +165,61 @@ fn the_device_works_after_a_failed_run() {
     assert!(run_gpu(&graph, &bad, &HashMap::new()).is_err());
     let good = gather_inputs(vec![1, 2, 3, 4], vec![4, 3, 2, 1]);
     compare("gpu_gather_again.tdsl", &graph, &good, &HashMap::new(), &tols_by_dtype(&graph, ARITH));
+}
+
+/// A derived dimension that evaluates to 0 (`N - 1` with `N = 1`) is an error on both sides (R3.3), naming
+/// the dimension, not an empty tensor on the GPU.
+#[test]
+fn a_derived_dimension_of_zero_is_an_error_on_both_sides() {
+    let graph = single_graph(
+        "gpu_zero_dim.tdsl",
+        "model m(x: f32[N]) -> (y: f32[N - 1], z: f32[N]) {
+            y[i: N - 1] = x[i + 1]
+            z = x * 2.0
+        }",
+    );
+    let inputs = [seeded_tensor("x", DType::F32, &[1], 7)];
+    let interp_error = interp::run(&graph, &inputs, &HashMap::new()).expect_err("N - 1 = 0 on the interpreter");
+    assert!(interp_error.to_string().contains("at least 1"), "{interp_error}");
+    let gpu_error = match run_gpu(&graph, &inputs, &HashMap::new()) {
+        Ok(outputs) => panic!("the GPU accepted a dimension of 0 and gave {outputs:?}"),
+        Err(err) => err.to_string(),
+    };
+    assert!(gpu_error.contains("N - 1") && gpu_error.contains("is 0"), "{gpu_error}");
+    assert!(gpu_error.contains("at least 1"), "{gpu_error}");
+    // With N = 2 both sides run and agree.
+    let inputs = vec![seeded_tensor("x", DType::F32, &[2], 7)];
+    compare("gpu_zero_dim.tdsl", &graph, &inputs, &HashMap::new(), &tols_by_dtype(&graph, ARITH));
+}
+
+/// Two checks in one kernel: the second gather's index fails, and the error names that gather (status word
+/// 3 numbers the kernel's checks), not the first.
+#[test]
+fn the_failing_check_of_a_kernel_with_several_is_the_one_named() {
+    let graph = single_graph(
+        "gpu_two_gathers.tdsl",
+        "model m(t: f32[V, D], a: i32[N], b: i32[N]) -> (y: f32[N, D]) {
+            y = gather(t, a) + gather(t * 2.0, b)
+        }",
+    );
+    let inputs =
+        vec![seeded_tensor("t", DType::F32, &[5, 3], 7), Tensor::i32(&[2], vec![1, 2]), Tensor::i32(&[2], vec![0, 9])];
+    let compiled = crate::util::compile(&graph).unwrap_or_else(|err| panic!("{err}"));
+    let launch = compiled.program.launches.iter().find(|l| l.checks.len() == 2).expect("one kernel, both gathers");
+    let second = launch.checks.iter().find(|c| {
+        let node = tdsl_compiler::ir::NodeId::new(c.node as usize);
+        matches!(compiled.graph.node(node).op, Op::Gather { indices, .. } if graph_input(&compiled.graph, indices) == "b")
+    });
+    let second = second.expect("a check for the gather of b").to_string();
+    let first = launch.checks.iter().map(|c| c.to_string()).find(|c| *c != second).expect("two distinct checks");
+    let (_, gpu_error) = both_fail(&graph, &inputs, "y", &["value 9", &format!("in {second}")]);
+    assert!(!gpu_error.contains(&format!("in {first}")), "{gpu_error}");
+}
+
+/// The input name of `node`, or "" when it is not an input.
+fn graph_input(graph: &Graph, node: tdsl_compiler::ir::NodeId) -> &str {
+    match &graph.node(node).op {
+        Op::Input { name } => name,
+        _ => "",
+    }
 }

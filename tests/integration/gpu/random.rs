@@ -5,7 +5,11 @@
 //! values: unary and binary arithmetic (with broadcasting and weak literals), comparisons, logic, `where`,
 //! casts between all dtypes, permute/transpose, reshape, slice, concat, gather (i32 and u32 indices),
 //! `broadcast_to`, padded index notation and windowed index-notation reductions, reductions (with and
-//! without `keepdims`) and matmul; then outputs, which may be inputs themselves.
+//! without `keepdims`) and matmul; literal special operands (`x / 0.0`, `x * 0.0`, `0.0 / x`, `x * inf`,
+//! `x + 0.0`, `x - inf` on exact values: infinities, NaN and signed zeros, compared bit for bit); derived
+//! dimensions (`y[i: S - k] = x[i + k]`, 0 or 1 for small `S`: a 0 must be refused by both sides, R3.3);
+//! then outputs, which may be inputs themselves. f16 inputs are sometimes all subnormals (`k * 2^-24`).
+//! (Issue 20: each of these diverged between the GPU and the interpreter.)
 //!
 //! Every value carries a bound on its magnitude and on the difference between the two sides (first-order
 //! error propagation from the op; roundings count one ulp of the magnitude bound, f16 results one f16 ulp):
@@ -13,7 +17,9 @@
 //! ops). Ops that would make the comparison meaningless are not generated: floats are compared or cast to
 //! ints and bools only when exact, `log`/`sqrt`/`rsqrt`/`pow`/division get arguments kept away from zero
 //! (`abs(x) + 0.5`), `exp` and `sin` only small arguments, and nothing may grow past 1e5 or lose more than
-//! 1e-3 (f16: 1e-2) of its magnitude to error. A literal zero divisor is not generated (see `targeted`).
+//! 1e-3 (f16: 1e-2) of its magnitude to error; f16 roundings count at least the subnormal step 2^-24, so a
+//! flushed subnormal is a mismatch. Literal zeros are weak operands like any other; a literal zero float
+//! divisor appears only in the special operands above.
 //! Each case also checks the optimizer (the verifier accepts every pass's output; the interpreter gives
 //! bit-identical results on the optimized graph) and runs both the fused and the unfused program on the GPU.
 //! The configuration is fixed (64 cases, a fixed seed, no failure persistence), so CI is deterministic.
@@ -50,16 +56,30 @@ proptest! {
     }
 }
 
-/// A few fixed recipes, so the generator's reach does not depend on the proptest seed alone.
+/// A few fixed recipes, so the generator's reach does not depend on the proptest seed alone; they include
+/// what diverged in issue 20: literal zero and infinite operands, f16 subnormal inputs, and derived
+/// dimensions (`S - 1`, `S - 2`) that are 0 for some `S` (both sides must refuse) and 1 for others.
 #[test]
 fn generated_programs_check_clean() {
+    let (mut special, mut subnormal, mut derived, mut refused) = (0, 0, 0, 0);
     for seed in 0..64u64 {
         let mut rng = SplitMix64::new(seed);
         let choices: Vec<u32> = (0..160).map(|_| rng.next_u64() as u32).collect();
         let case = generate(&choices);
         let checked = check_text("random.tdsl", &case.source);
         assert!(checked.diagnostics.is_empty(), "{}\n{}", case.source, rendered(&checked));
+        special += usize::from(case.source.contains(" 0.0") || case.source.contains("(1.0 / 0.0)"));
+        subnormal += usize::from(case.subnormal_inputs);
+        if case.source.contains(": S - ") {
+            derived += 1;
+            let graph = checked.graphs.into_iter().next().expect("one model");
+            refused += usize::from(interp::run(&graph, &case.inputs, &HashMap::new()).is_err());
+        }
     }
+    assert!(
+        special >= 8 && subnormal >= 4 && derived >= 4 && refused >= 1,
+        "{special} {subnormal} {derived} {refused}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -69,6 +89,8 @@ pub(super) struct Case {
     pub(super) source: String,
     pub(super) inputs: Vec<Tensor>,
     tols: Vec<Tol>,
+    /// Some input holds f16 subnormals (`Fill::Subnormal`).
+    subnormal_inputs: bool,
 }
 
 fn run_case(case: &Case) -> Result<(), TestCaseError> {
@@ -82,8 +104,12 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
     }
     let graph = checked.graphs.into_iter().next().expect("one model");
     let params = HashMap::new();
-    let expected = interp::run(&graph, &case.inputs, &params)
-        .map_err(|e| TestCaseError::fail(format!("interpreter: {e}\n{}", case.source)))?;
+    let expected = match interp::run(&graph, &case.inputs, &params) {
+        Ok(outputs) => outputs,
+        // A derived dimension that reaches 0 (`S - 1` with `S = 1`): both sides refuse it (R3.3).
+        Err(e) if e.to_string().contains("must be at least 1") => return both_refuse(&graph, case, &e.to_string()),
+        Err(e) => return Err(TestCaseError::fail(format!("interpreter: {e}\n{}", case.source))),
+    };
     // The optimizer: the verifier accepts every pass's output, and each keeps the interpreter's results
     // bit for bit (spec G7.1: the passes are exact).
     let stages = crate::util::optimize_stages(&graph)
@@ -121,6 +147,29 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
         failures.join("\n"),
         case.source
     )))
+}
+
+/// The interpreter refused a dimension below 1 (`interp_error`); the fused and the unfused GPU program
+/// must refuse it too, before running anything, with the same rule.
+fn both_refuse(graph: &tdsl_compiler::ir::Graph, case: &Case, interp_error: &str) -> Result<(), TestCaseError> {
+    for fuse in [true, false] {
+        match run_gpu_with(graph, &case.inputs, &HashMap::new(), fuse) {
+            Err(e) if e.to_string().contains("must be at least 1") => {}
+            Err(e) => {
+                return Err(TestCaseError::fail(format!(
+                    "the interpreter says `{interp_error}` but the GPU (fuse: {fuse}) says `{e}`\n{}",
+                    case.source
+                )));
+            }
+            Ok(outputs) => {
+                return Err(TestCaseError::fail(format!(
+                    "the interpreter says `{interp_error}` but the GPU (fuse: {fuse}) gave {outputs:?}\n{}",
+                    case.source
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -175,7 +224,9 @@ impl Dm {
             (c, 0) => c.to_string(),
             (0, 1) => "S".to_string(),
             (0, s) => format!("{s} * S"),
+            (c, 1) if c < 0 => format!("S - {}", -c),
             (c, 1) => format!("S + {c}"),
+            (c, s) if c < 0 => format!("{s} * S - {}", -c),
             (c, s) => format!("{s} * S + {c}"),
         }
     }
@@ -214,7 +265,12 @@ enum Fill {
     Seeded,
     /// Integers uniform in `lo..=hi`.
     Ints(i64, i64),
+    /// f16 subnormals: `k * 2^-24` for `k` uniform in `-1023..=1023` (and so zeros of either sign).
+    Subnormal,
 }
+
+/// The largest f16 subnormal, `1023 * 2^-24`.
+const F16_SUBNORMAL_MAX: f64 = 1023.0 / 16_777_216.0;
 
 struct Gen<'a> {
     c: Choices<'a>,
@@ -222,6 +278,9 @@ struct Gen<'a> {
     s: i64,
     inputs: Vec<(Var, Fill)>,
     vars: Vec<Var>,
+    /// Values holding infinities, NaN or zeros from literal special operands (`ieee`): exact, compared
+    /// bit for bit, and read by no other op (their magnitude has no bound).
+    specials: Vec<Var>,
     body: String,
     next: usize,
 }
@@ -229,11 +288,12 @@ struct Gen<'a> {
 const F16_MAX: f64 = 30000.0;
 const MAG_MAX: f64 = 1e5;
 
-/// One rounding of a value of magnitude up to `mag` to `dtype` (f16: one f16 ulp, at least 2^-14 for
-/// flushed subnormals; f32: one ulp, with EPS covering both the ulp and FMA contraction).
+/// One rounding of a value of magnitude up to `mag` to `dtype` (f16: one f16 ulp, at least the subnormal
+/// step 2^-24, since subnormals round as the interpreter rounds them instead of flushing; f32: one ulp,
+/// with EPS covering both the ulp and FMA contraction).
 fn rounding(dtype: DType, mag: f64) -> f64 {
     match dtype {
-        DType::F16 => (mag / 1024.0).max(1.0 / 16384.0),
+        DType::F16 => (mag / 1024.0).max(1.0 / 16_777_216.0),
         _ => EPS * mag,
     }
 }
@@ -242,7 +302,7 @@ pub(super) fn generate(data: &[u32]) -> Case {
     let mut c = Choices { data, at: 0 };
     let seed = c.next() as u64;
     let s = c.pick(&[3, 1, 2, 5, 7]);
-    let mut g = Gen { c, s, inputs: Vec::new(), vars: Vec::new(), body: String::new(), next: 0 };
+    let mut g = Gen { c, s, inputs: Vec::new(), vars: Vec::new(), specials: Vec::new(), body: String::new(), next: 0 };
     let first = g.random_shape(3);
     let first_dtype = g.c.pick(&[DType::F32, DType::F32, DType::I32, DType::F16, DType::F32, DType::Bool, DType::U32]);
     g.input(first_dtype, first.clone());
@@ -307,6 +367,7 @@ impl Gen<'_> {
         let fill = match dtype {
             DType::I32 => Fill::Ints(-20, 20),
             DType::U32 => Fill::Ints(0, 40),
+            DType::F16 if self.c.chance(35) => Fill::Subnormal,
             _ => Fill::Seeded,
         };
         self.input_with(name, dtype, shape, fill)
@@ -316,6 +377,7 @@ impl Gen<'_> {
         let mag = match fill {
             Fill::Seeded => 1.0,
             Fill::Ints(lo, hi) => lo.abs().max(hi.abs()) as f64,
+            Fill::Subnormal => F16_SUBNORMAL_MAX,
         };
         let var = Var { name, dtype, shape, mag, err: 0.0 };
         self.inputs.push((var.clone(), fill));
@@ -351,7 +413,7 @@ impl Gen<'_> {
     /// One statement; tries a few op kinds, then falls back to one that always applies.
     fn step(&mut self) {
         for _ in 0..6 {
-            let done = match self.c.below(15) {
+            let done = match self.c.below(19) {
                 0 | 1 => self.unary(),
                 2 | 3 => self.binary(),
                 4 => self.compare(),
@@ -364,7 +426,9 @@ impl Gen<'_> {
                 11 => self.gather(),
                 12 => self.broadcast_or_pad(),
                 13 => self.reduce(),
-                _ => self.matmul(),
+                14 => self.matmul(),
+                15 => self.ieee(),
+                _ => self.shift(),
             };
             if done {
                 return;
@@ -440,12 +504,13 @@ impl Gen<'_> {
         Some(candidates[i].clone())
     }
 
-    /// A weak literal of `dtype` (never zero: it may be a divisor) and its magnitude.
+    /// A weak literal of `dtype` and its magnitude. Zero is one: float divisors are kept away from zero
+    /// anyway (`abs(b) + 0.5`), and integer `/` and `%` by zero are defined (`x / 0 = x`, `x % 0 = 0`).
     fn literal(&mut self, dtype: DType) -> (String, f64) {
         let text = match dtype {
-            DType::F32 | DType::F16 => self.c.pick(&["0.5", "-1.25", "2.0", "3.0", "-0.75"]),
-            DType::I32 => self.c.pick(&["2", "-3", "7", "-1", "1000"]),
-            DType::U32 => self.c.pick(&["2", "3", "7", "4000000000", "1"]),
+            DType::F32 | DType::F16 => self.c.pick(&["0.5", "-1.25", "2.0", "3.0", "-0.75", "0.0"]),
+            DType::I32 => self.c.pick(&["2", "-3", "7", "-1", "1000", "0"]),
+            DType::U32 => self.c.pick(&["2", "3", "7", "4000000000", "1", "0"]),
             DType::Bool => self.c.pick(&["true", "false"]),
         };
         let mag = text.parse::<f64>().map_or(1.0, f64::abs);
@@ -705,6 +770,9 @@ impl Gen<'_> {
         let rank = x.shape.len();
         let axis = self.c.below(rank);
         let size = x.shape[axis].value(self.s);
+        if size < 1 {
+            return false;
+        }
         let index_rank = self.c.below(3);
         let index_shape: Vec<Dm> = (0..index_rank).map(|_| Dm::k(self.c.pick(&[3, 1, 2, 4]))).collect();
         let dtype = if self.c.chance(50) { DType::I32 } else { DType::U32 };
@@ -818,6 +886,53 @@ impl Gen<'_> {
         true
     }
 
+    /// A literal special operand (issue 20: drivers folded these): `x / 0.0`, `x * 0.0`, `0.0 / x`,
+    /// `x * inf`, `x + 0.0` or `x - inf` on a float known exactly or on an earlier special value, so the
+    /// result is exact: an infinity, NaN, a zero of either sign or `x` itself.
+    fn ieee(&mut self) -> bool {
+        let x = if !self.specials.is_empty() && self.c.chance(40) {
+            self.specials[self.c.below(self.specials.len())].clone()
+        } else {
+            match self.operand(&|v| v.is_float() && v.exact()) {
+                Some(x) => x,
+                None => return false,
+            }
+        };
+        let inf = "(1.0 / 0.0)";
+        let n = &x.name;
+        let expr = match self.c.below(6) {
+            0 => format!("{n} / 0.0"),
+            1 => format!("{n} * 0.0"),
+            2 => format!("0.0 / {n}"),
+            3 => format!("{n} * {inf}"),
+            4 => format!("{n} + 0.0"),
+            _ => format!("{n} - {inf}"),
+        };
+        let name = self.fresh("v");
+        let _ = writeln!(self.body, "    {name} = {expr}");
+        self.specials.push(Var { name, dtype: x.dtype, shape: x.shape, mag: f64::INFINITY, err: 0.0 });
+        true
+    }
+
+    /// A derived dimension: `y[.., ia: S - k, ..] = x[.., ia + k, ..]` drops the first `k` (1 or 2)
+    /// elements of an axis of size `S`, so the result's axis is 0 (an error on both sides, R3.3), 1, or
+    /// more, depending on `S`.
+    fn shift(&mut self) -> bool {
+        let Some(x) = self.operand(&|v| v.shape.contains(&Dm::S)) else { return false };
+        let axis = x.shape.iter().position(|&d| d == Dm::S).expect("an axis of size S");
+        let k = 1 + self.c.below(2) as i64;
+        let mut shape = x.shape.clone();
+        shape[axis] = Dm { c: -k, s: 1 };
+        let vars: Vec<String> = (0..shape.len()).map(|i| format!("i{i}")).collect();
+        let decls: Vec<String> = vars.iter().zip(&shape).map(|(v, d)| format!("{v}: {}", d.text())).collect();
+        let reads: Vec<String> =
+            vars.iter().enumerate().map(|(i, v)| if i == axis { format!("{v} + {k}") } else { v.clone() }).collect();
+        let name = self.fresh("v");
+        let _ = writeln!(self.body, "    {name}[{}] = {}[{}]", decls.join(", "), x.name, reads.join(", "));
+        self.vars.push(Var { name, dtype: x.dtype, shape, mag: x.mag, err: x.err });
+        true
+    }
+
     fn reduce(&mut self) -> bool {
         let Some(x) = self.operand(&|v| !v.shape.is_empty() && v.dtype != DType::Bool) else { return false };
         let rank = x.shape.len();
@@ -872,6 +987,11 @@ impl Gen<'_> {
 
     fn matmul(&mut self) -> bool {
         let Some(x) = self.operand(&|v| v.is_float() && !v.shape.is_empty()) else { return false };
+        // Its weights are inputs shaped like it, and an input's dimensions must bind (a derived one below
+        // 1 would be a binding error, not the dimension error `shift` makes).
+        if x.shape.iter().any(|d| d.value(self.s) < 1) {
+            return false;
+        }
         let rank = x.shape.len();
         let k = x.shape[rank - 1];
         let kv = k.value(self.s) as f64;
@@ -916,7 +1036,7 @@ impl Gen<'_> {
             self.body.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| !w.is_empty()).collect();
         let inputs: Vec<&str> = self.inputs.iter().map(|(v, _)| v.name.as_str()).collect();
         let mut outputs: Vec<Var> = Vec::new();
-        for v in self.vars.iter().rev() {
+        for v in self.specials.iter().rev().chain(self.vars.iter().rev()) {
             let defined = !inputs.contains(&v.name.as_str());
             // A statement's own name occurs once in the body (where it is defined) when nothing reads it.
             if defined && read.iter().filter(|w| **w == v.name).count() == 1 && outputs.len() < 4 {
@@ -942,6 +1062,13 @@ impl Gen<'_> {
                 let shape: Vec<usize> = v.shape.iter().map(|d| d.value(self.s) as usize).collect();
                 match *fill {
                     Fill::Seeded => seeded_tensor(&v.name, v.dtype, &shape, seed),
+                    Fill::Subnormal => {
+                        let mut rng = SplitMix64::new(seed ^ v.name.bytes().fold(11, |h, b| h * 31 + b as u64));
+                        let n: usize = shape.iter().product();
+                        let values: Vec<f32> =
+                            (0..n).map(|_| ((rng.next_u64() % 2047) as f32 - 1023.0) / 16_777_216.0).collect();
+                        Tensor::f16_from_f32(&shape, &values)
+                    }
                     Fill::Ints(lo, hi) => {
                         let mut rng = SplitMix64::new(seed ^ v.name.bytes().fold(7, |h, b| h * 31 + b as u64));
                         let n: usize = shape.iter().product();
@@ -956,9 +1083,18 @@ impl Gen<'_> {
             .collect();
         let tols = outputs
             .iter()
-            .map(|v| if v.err == 0.0 { Tol::Exact } else { Tol::Close { atol: 2.0 * v.err, rtol: 0.0 } })
+            .map(|v| {
+                if v.mag.is_infinite() {
+                    Tol::Bits
+                } else if v.err == 0.0 {
+                    Tol::Exact
+                } else {
+                    Tol::Close { atol: 2.0 * v.err, rtol: 0.0 }
+                }
+            })
             .collect();
-        Case { source, inputs, tols }
+        let subnormal_inputs = self.inputs.iter().any(|(_, fill)| matches!(fill, Fill::Subnormal));
+        Case { source, inputs, tols, subnormal_inputs }
     }
 }
 

@@ -747,3 +747,50 @@ fn f16_layout() {
     }";
     given("gpu_f16_layout.tdsl", text, vec![Tensor::f16(&[3, 5, 7], h), i32s(&[4], vec![4, 0, 2, 4])], Tol::Bits);
 }
+
+/// f16 subnormals (magnitudes below 2^-14, multiples of 2^-24) round as the interpreter rounds them
+/// (`half`: to nearest, ties to even) instead of flushing to zero (`quantizeToF16` may flush, spec G2.2):
+/// products and quotients landing in the subnormal range, f32 values cast to f16 across the whole range
+/// (ties included), and subnormal inputs passed through arithmetic. Compared bit for bit.
+#[test]
+fn f16_subnormals_round_as_the_interpreter_rounds() {
+    let graph = single_graph(
+        "gpu_f16_subnormal.tdsl",
+        "model m(h: f16[L], x: f32[L]) -> (a: f16[L], b: f16[L], c: f16[L], d: f16[L], e: f16[L], s: f16[L]) {
+            a = h * 0.001
+            b = h / 3000.0
+            c = f16(x)
+            d = h + h
+            e = -h * 0.5
+            s = f16(x * 0.25) - h
+        }",
+    );
+    let tiny = 2f32.powi(-24);
+    let mut x = vec![
+        tiny,
+        -tiny,
+        0.5 * tiny,
+        1.5 * tiny,
+        2.5 * tiny,
+        0.49 * tiny,
+        0.51 * tiny,
+        1023.0 * tiny,
+        1023.5 * tiny,
+        1024.0 * tiny,
+        -1000.3 * tiny,
+        2f32.powi(-15),
+        3.3e-6,
+        -4.7e-7,
+        1e-9,
+        6.0e-5,
+        0.0,
+        -0.0,
+        1.0,
+        0.02,
+    ];
+    x.extend((0..44).map(|i| (i as f32 - 21.7) * 1.37e-6));
+    let len = x.len();
+    let h: Vec<f32> = x.iter().map(|&v| (v * 9000.0).clamp(-60000.0, 60000.0)).collect();
+    let inputs = vec![Tensor::f16_from_f32(&[len], &h), Tensor::f32(&[len], x)];
+    compare("gpu_f16_subnormal.tdsl", &graph, &inputs, &HashMap::new(), &[Tol::Bits; 6]);
+}
