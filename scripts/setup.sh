@@ -63,6 +63,10 @@ if [[ ${#need[@]} -gt 0 ]]; then
     log "installing ${need[*]}"
     "${as_root[@]}" DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
     "${as_root[@]}" DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+    if [[ $tests == 1 ]] && ! command -v spirv-val >/dev/null 2>&1; then
+        log "error: spirv-tools is installed but spirv-val is not on PATH ($PATH)"
+        exit 1
+    fi
 fi
 
 # The fetch script prints the directory last and its progress to stderr; the one line it prints when the
