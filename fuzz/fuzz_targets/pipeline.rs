@@ -51,6 +51,27 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
+/// Functions of one tensor that keep its shape and dtype (`-` is negation).
+const UNARY: &[&str] = &[
+    "exp",
+    "log",
+    "sqrt",
+    "rsqrt",
+    "tanh",
+    "sin",
+    "cos",
+    "erf",
+    "sigmoid",
+    "relu",
+    "abs",
+    "floor",
+    "ceil",
+    "gelu",
+    "gelu_tanh",
+    "silu",
+    "-",
+];
+
 /// The bytes as choices, 0 when they run out.
 struct Bytes<'a>(&'a [u8]);
 
@@ -75,7 +96,8 @@ fn generate(data: &[u8]) -> String {
         "import \"std/nn\"\n\nmodel m(x0: {t}[B, {d}], x1: {t}[B, {d}], w: {t}[{d}, {d}], g: {t}[{d}])\n    \
          -> (y: {t}[B, {d}], z: {t}[B, {d}]) {{\n"
     );
-    let literals = ["0.0", "1.0", "-1.0", "(1.0 / 0.0)", "(-1.0 / 0.0)", "0.5", "3.0", "1e-7", "65504.0", "6e-8", "1e-40"];
+    let literals =
+        ["0.0", "1.0", "-1.0", "(1.0 / 0.0)", "(-1.0 / 0.0)", "0.5", "3.0", "1e-7", "65504.0", "6e-8", "1e-40"];
     let mut vars = vec!["x0".to_string(), "x1".to_string()];
     let count = 1 + b.next() % 24;
     for n in 0..count {
@@ -91,13 +113,7 @@ fn generate(data: &[u8]) -> String {
             1 => format!("{v} = {a} {} {lit}", b.pick(&["+", "-", "*", "/", "%"])),
             2 => format!("{v} = {lit} {} {a}", b.pick(&["+", "-", "*", "/"])),
             3 => format!("{v} = {}({a}, {c})", b.pick(&["max", "min"])),
-            4 => format!(
-                "{v} = {}({a})",
-                b.pick(&[
-                    "exp", "log", "sqrt", "rsqrt", "tanh", "sin", "cos", "erf", "sigmoid", "relu", "abs", "floor",
-                    "ceil", "gelu", "gelu_tanh", "silu", "-"
-                ])
-            ),
+            4 => format!("{v} = {}({a})", b.pick(UNARY)),
             5 => format!("{v} = {}({a})", b.pick(&["softmax", "log_softmax", "l2_normalize"])),
             6 => format!("{v} = layer_norm({a}, g, g)"),
             7 => format!("{v} = {a} @ w"),
@@ -110,7 +126,9 @@ fn generate(data: &[u8]) -> String {
             9 => format!("{v}[i, j] = sum[k]({a}[i, k] * w[k, j])"),
             10 => format!("{v}[i: B, j: {d}] = {a}[i, j + 1] else {lit}"),
             11 => format!("{v}[i: B, j: {d}] = {a}[i, {d} - 1 - j]"),
-            12 => format!("{v}[i: B, j: {d}] = {}[k: {d}]({a}[i, k] + {c}[i, j])", b.pick(&["max", "min", "sum", "mean"])),
+            12 => {
+                format!("{v}[i: B, j: {d}] = {}[k: {d}]({a}[i, k] + {c}[i, j])", b.pick(&["max", "min", "sum", "mean"]))
+            }
             13 => format!("{v} = where({a} {} {c}, {a}, {lit})", b.pick(&["<", ">", "==", "!=", "<="])),
             14 => format!("{v} = {t}({}({a}))", b.pick(&["i32", "u32", "f16", "f32", "bool"])),
             15 => format!("{v} = transpose(transpose(w) @ transpose({a}))"),

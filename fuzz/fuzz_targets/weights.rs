@@ -54,7 +54,11 @@ fn safetensors(bytes: &[u8]) {
             assert_eq!((&tensor.shape, tensor.dtype), (&entry.shape, dtype));
             assert_eq!(tensor.data.to_le_bytes(), stored);
         }
-        params.push(ParamSpec { name: entry.name.clone(), dtype, shape: entry.shape.iter().map(|&d| Some(d)).collect() });
+        params.push(ParamSpec {
+            name: entry.name.clone(),
+            dtype,
+            shape: entry.shape.iter().map(|&d| Some(d)).collect(),
+        });
     }
     if weights.entries().iter().all(|e| e.dtype.is_some()) {
         check_params(&weights, &params).expect("a file's own entries match it as params");

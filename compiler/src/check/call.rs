@@ -126,6 +126,7 @@ impl<'p> Elab<'p> {
             return Value::Error;
         }
         self.called.insert(entry.name.clone());
+        self.inlined += 1;
         self.frames.push(Frame { name: entry.name.clone(), call_span: span });
         let result = self.inline_body(def, caller, prefix, matched);
         self.frames.pop();

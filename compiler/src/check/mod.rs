@@ -87,6 +87,9 @@ pub(crate) struct Elab<'p> {
     /// In a generic check, shape and bounds errors depend on unknown values and are not reported (R5.5).
     generic: bool,
     unrolled: usize,
+    /// Function calls inlined so far: a call that adds no node (an identity function, or one whose body
+    /// failed to parse) still costs work, so calls are bounded too (R4.5).
+    inlined: usize,
     reported_limit: bool,
     /// Names a model's body assigns (`=`, definitions, params), so an output named like an input is known
     /// to be assigned only when the body really does (R4.2).
@@ -116,6 +119,7 @@ impl<'p> Elab<'p> {
             params: HashMap::new(),
             generic,
             unrolled: 0,
+            inlined: 0,
             reported_limit: false,
             assigned: HashSet::new(),
         }
@@ -147,9 +151,9 @@ impl<'p> Elab<'p> {
 
     /// False (reported once) when the graph has grown past `MAX_NODES`; loops and calls stop expanding.
     /// Checked before each loop iteration and call, and after every statement, so straight-line code is
-    /// bounded too.
+    /// bounded too; inlined calls count on their own, so calls that add no nodes cannot expand forever.
     pub(crate) fn within_size_limit(&mut self, span: Span) -> bool {
-        if self.graph.nodes.len() <= MAX_NODES {
+        if self.graph.nodes.len() <= MAX_NODES && self.inlined <= MAX_NODES {
             return true;
         }
         if !self.reported_limit {
