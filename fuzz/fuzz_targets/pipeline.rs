@@ -33,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
         eprintln!("{text}\n{} diagnostic(s)", checked.diagnostics.len());
         checked.diagnostics.iter().for_each(|d| eprintln!("  {}", d.message));
     }
-    if !checked.diagnostics.is_empty() {
+    if checked.errors() > 0 {
         return;
     }
     let options = Options { fuse: mode & 1 == 0, verify: true, ..Options::default() };
