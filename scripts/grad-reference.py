@@ -12,6 +12,9 @@ tests/fixtures/torch/<model>.safetensors with:
     expected.loss         the loss
     expected.grad.<key>   d loss / d param, from loss.backward()
 
+It also runs three torch.optim steps of SGD (momentum, dampening, Nesterov, weight decay), Adam and AdamW
+and gradient clipping on one param (tests/fixtures/torch/optim.tdsl, std/optim), with the same file layout.
+
 The integration test `torch_gradients_match` (tests/integration/grad.rs) runs the .tdsl model on the
 reference interpreter and on the GPU with these inputs and params and compares every `grad.<key>` output.
 
@@ -169,6 +172,40 @@ def bert():
     write("bert", m, {"input_ids": ids, "attention_mask": mask, "token_type_ids": types, "probe": probe}, loss)
 
 
+def optim():
+    """Three torch.optim steps of each optimizer on one param with given gradients (tests/fixtures/torch/optim.tdsl)."""
+    torch.manual_seed(5)
+    p0 = torch.randn(4, 3)
+    grads = [torch.randn(4, 3) for _ in range(3)]
+    lr = 0.1
+
+    def run(make):
+        p = torch.nn.Parameter(p0.clone())
+        opt = make([p])
+        for g in grads:
+            p.grad = g.clone()
+            opt.step()
+        return p.detach().clone(), opt.state[p]
+
+    sgd_p, sgd_state = run(lambda ps: torch.optim.SGD(ps, lr=lr, momentum=0.9, dampening=0.1, weight_decay=0.01))
+    nesterov_p, _ = run(lambda ps: torch.optim.SGD(ps, lr=lr, momentum=0.9, nesterov=True, weight_decay=0.01))
+    adam_p, adam_state = run(lambda ps: torch.optim.Adam(ps, lr=lr, weight_decay=0.01))
+    adamw_p, _ = run(lambda ps: torch.optim.AdamW(ps, lr=lr, betas=(0.8, 0.99), weight_decay=0.1))
+    clip = torch.nn.Parameter(torch.zeros(4, 3))
+    clip.grad = grads[0].clone()
+    torch.nn.utils.clip_grad_norm_([clip], max_norm=0.5)
+    tensors = {
+        "input.p": p0, "input.g1": grads[0], "input.g2": grads[1], "input.g3": grads[2],
+        "input.lr": torch.tensor(lr), "input.s1": torch.tensor(1.0), "input.s2": torch.tensor(2.0),
+        "input.s3": torch.tensor(3.0),
+        "expected.sgd_p": sgd_p, "expected.sgd_buf": sgd_state["momentum_buffer"], "expected.nesterov_p": nesterov_p,
+        "expected.adam_p": adam_p, "expected.adam_m": adam_state["exp_avg"], "expected.adam_v": adam_state["exp_avg_sq"],
+        "expected.adamw_p": adamw_p, "expected.clipped": clip.grad,
+    }
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(OUT / "optim.safetensors"))
+    print(f"optim: {len(tensors)} tensors")
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -176,3 +213,4 @@ if __name__ == "__main__":
     cnn()
     encoder()
     bert()
+    optim()

@@ -9,8 +9,11 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// The standard library, embedded: `import "std/NAME"` loads `std/NAME.tdsl` from here.
-pub const STD_FILES: &[(&str, &str)] =
-    &[("prelude", include_str!("../std/prelude.tdsl")), ("nn", include_str!("../std/nn.tdsl"))];
+pub const STD_FILES: &[(&str, &str)] = &[
+    ("prelude", include_str!("../std/prelude.tdsl")),
+    ("nn", include_str!("../std/nn.tdsl")),
+    ("optim", include_str!("../std/optim.tdsl")),
+];
 
 /// Every file of one program, parsed, in load order (the root file first, then the prelude, then imports).
 #[derive(Debug, Default)]
