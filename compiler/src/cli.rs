@@ -82,8 +82,10 @@ enum Command {
         /// given here nor fixed by an input file are 2.
         #[arg(long = "dim", value_name = "NAME=SIZE", value_parser = parse_dim)]
         dims: Vec<(String, i64)>,
-        /// Write each output as DIR/<output>.npy (DIR/<model>/<output>.npy when FILE has several models).
-        #[arg(long, value_name = "DIR")]
+        /// Write each output as DIR/<output>.npy (DIR/<model>/<output>.npy when FILE has several models), or,
+        /// given a path ending in .safetensors, every output into that one file keyed by output name
+        /// (NAME.<model>.safetensors when FILE has several models), written atomically.
+        #[arg(long, value_name = "DIR|FILE.safetensors")]
         output: Option<PathBuf>,
         /// GPU backend: vulkan (default), gl or any; overrides TDSL_BACKEND.
         #[arg(long)]
@@ -952,7 +954,28 @@ fn run_model(
         );
         outputs
     };
-    let dir = options.output.as_ref().map(|d| if several { d.join(&graph.name) } else { d.clone() });
+    // `--output FILE.safetensors`: every output in one file, keyed by output name (`grad.<param key>` for
+    // gradients, so PyTorch loads them by parameter name); written atomically.
+    let file = options.output.as_ref().filter(|p| p.extension().is_some_and(|e| e == "safetensors"));
+    if let Some(file) = file {
+        let file = if several {
+            file.with_file_name(format!(
+                "{}.{}.safetensors",
+                file.file_stem().unwrap_or_default().to_string_lossy(),
+                graph.name
+            ))
+        } else {
+            file.clone()
+        };
+        let named: Vec<(String, Tensor)> =
+            graph.outputs.iter().zip(&outputs).map(|(decl, t)| (decl.name.clone(), t.clone())).collect();
+        tdsl_runtime::save_safetensors(&file, &named).map_err(|e| e.to_string())?;
+    }
+    let dir = options
+        .output
+        .as_ref()
+        .filter(|_| file.is_none())
+        .map(|d| if several { d.join(&graph.name) } else { d.clone() });
     if let Some(dir) = &dir {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     }

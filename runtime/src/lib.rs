@@ -55,6 +55,8 @@ pub use program::{
 };
 pub use session::Session;
 pub use tensor::{DecodeError, MAX_ELEMENTS, ShapeMismatch, Tensor, TensorData};
-pub use weights::{ParamProblem, ParamSpec, WeightEntry, Weights, WeightsError, check_params};
+pub use weights::{
+    ParamProblem, ParamSpec, WeightEntry, Weights, WeightsError, check_params, save as save_safetensors,
+};
 /// The wgpu this runtime is built on (for `Gpu`'s public fields and `GpuOptions`).
 pub use wgpu;

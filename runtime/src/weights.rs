@@ -2,7 +2,8 @@
 //! (name, dtype, shape, byte range); `check_params` matches them against a model's `param`s by name and
 //! reports every problem at once (missing, extra, wrong dtype, wrong shape, unsupported dtype);
 //! `Weights::bytes` gives a tensor's bytes without copying and `Weights::tensor` copies one into a host
-//! `Tensor`.
+//! `Tensor`. `save` writes tensors as a safetensors file atomically (a checkpoint is either the old file or
+//! the whole new one, never a torn write).
 //!
 //! The safetensors crate parses and validates the header (offsets cover the data exactly, sizes match
 //! shapes); a file it rejects is a `WeightsError::Corrupt` naming the file and the problem in plain words.
@@ -104,6 +105,14 @@ pub enum WeightsError {
         /// What is wrong.
         problem: String,
     },
+    /// Two tensors to save under one name.
+    #[error("cannot write `{}`: the name `{name}` is given twice", .path.display())]
+    DuplicateName {
+        /// The file.
+        path: PathBuf,
+        /// The repeated name.
+        name: String,
+    },
     /// The file does not match the model's params (every problem).
     #[error("{}", mismatch_message(.path, .problems))]
     Mismatch {
@@ -112,6 +121,57 @@ pub enum WeightsError {
         /// Every disagreement.
         problems: Vec<ParamProblem>,
     },
+}
+
+/// Writes `tensors` (name, tensor) to the safetensors file `path`, readable by `Weights::open` and by
+/// PyTorch's `safetensors.torch.load_file` (names sorted, as the format stores them). The bytes go to a
+/// temporary file beside `path`, which is flushed to disk and then renamed over `path`: a reader sees the
+/// old file or the complete new one, and a failed write leaves `path` as it was.
+pub fn save(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), WeightsError> {
+    use std::io::Write as _;
+    let io = |source| WeightsError::Io { path: path.to_path_buf(), source };
+    let mut seen = HashSet::new();
+    for (name, _) in tensors {
+        if !seen.insert(name.as_str()) {
+            return Err(WeightsError::DuplicateName { path: path.to_path_buf(), name: name.clone() });
+        }
+    }
+    let bytes: Vec<(String, Vec<u8>, Dtype, Vec<usize>)> = tensors
+        .iter()
+        .map(|(name, t)| {
+            let dtype = match t.dtype {
+                DType::F32 => Dtype::F32,
+                DType::F16 => Dtype::F16,
+                DType::I32 => Dtype::I32,
+                DType::U32 => Dtype::U32,
+                DType::Bool => Dtype::BOOL,
+            };
+            (name.clone(), t.data.to_le_bytes(), dtype, t.shape.clone())
+        })
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(name, data, dtype, shape)| {
+            safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).map(|v| (name.clone(), v)).map_err(|e| {
+                WeightsError::BadData { path: path.to_path_buf(), name: name.clone(), problem: e.to_string() }
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let file_bytes = safetensors::serialize(views, None)
+        .map_err(|e| WeightsError::Corrupt { path: path.to_path_buf(), detail: e.to_string() })?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let written = (|| {
+        let mut file = File::create(&temp)?;
+        file.write_all(&file_bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(io(e));
+    }
+    Ok(())
 }
 
 /// One disagreement between a weights file and a model's params.

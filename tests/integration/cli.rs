@@ -636,3 +636,22 @@ fn tune_writes_a_tuning_file_that_build_and_compile_use() {
     assert_eq!(code, 1);
     assert!(err.contains("none.json does not exist"), "{err}");
 }
+
+/// `--output FILE.safetensors` writes every output into one safetensors file keyed by output name (the
+/// gradients by `grad.<param key>`), with the same values as the `.npy` files of `--output DIR`.
+#[test]
+fn run_writes_outputs_as_one_safetensors_file() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let file = dir.path().join("out.safetensors");
+    let npy = dir.path().join("npy");
+    let source = "fixtures/ok/gradients.tdsl";
+    tdslc_ok(&["run", "--reference", source, "--output", file.to_str().expect("utf-8")]);
+    tdslc_ok(&["run", "--reference", source, "--output", npy.to_str().expect("utf-8")]);
+    let weights = tdsl_runtime::Weights::open(&file).expect("a safetensors file");
+    let names: Vec<&str> = weights.entries().iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["dx", "grad.fc1.bias", "grad.fc1.weight", "grad.fc2.bias", "grad.fc2.weight", "loss"]);
+    for name in names {
+        let from_npy = tdsl_runtime::read_npy(&npy.join(format!("{name}.npy"))).expect("the .npy output");
+        assert_eq!(weights.tensor(name).expect("loads"), from_npy, "{name}");
+    }
+}

@@ -330,3 +330,42 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn saved_tensors_load_back_exactly() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("checkpoint.safetensors");
+    let tensors = vec![
+        ("layer.weight".to_string(), Tensor::f32(&[2, 3], vec![1.0, -2.5, 3.0, 0.0, f32::MIN_POSITIVE, -0.0])),
+        ("layer.scale".to_string(), Tensor::f16(&[2], vec![f16::from_f32(0.5), f16::from_f32(-1.0)])),
+        ("step".to_string(), Tensor::i32(&[], vec![7])),
+        ("ids".to_string(), Tensor::u32(&[3], vec![0, 1, u32::MAX])),
+        ("mask".to_string(), Tensor::bool(&[2], vec![true, false])),
+    ];
+    save(&path, &tensors).expect("saved");
+    let weights = Weights::open(&path).expect("opens");
+    assert_eq!(weights.entries().len(), tensors.len());
+    for (name, tensor) in &tensors {
+        assert_eq!(&weights.tensor(name).expect("loads"), tensor, "{name}");
+    }
+    // Saving again replaces the file whole, and leaves no temporary file behind.
+    save(&path, &tensors[..1]).expect("saved again");
+    assert_eq!(Weights::open(&path).expect("opens").entries().len(), 1);
+    let names: Vec<_> = std::fs::read_dir(dir.path()).expect("lists").map(|e| e.expect("entry").file_name()).collect();
+    assert_eq!(names, vec![std::ffi::OsString::from("checkpoint.safetensors")]);
+}
+
+#[test]
+fn a_failed_save_leaves_the_old_file() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("checkpoint.safetensors");
+    let old = vec![("w".to_string(), Tensor::f32(&[1], vec![1.0]))];
+    save(&path, &old).expect("saved");
+    let twice = vec![("w".to_string(), Tensor::f32(&[1], vec![2.0])), ("w".to_string(), Tensor::f32(&[1], vec![3.0]))];
+    let err = save(&path, &twice).expect_err("a name twice");
+    assert!(err.to_string().contains("the name `w` is given twice"), "{err}");
+    let missing_dir = dir.path().join("no/such/dir/checkpoint.safetensors");
+    let err = save(&missing_dir, &old).expect_err("no directory");
+    assert!(matches!(err, WeightsError::Io { .. }), "{err}");
+    assert_eq!(Weights::open(&path).expect("opens").tensor("w").expect("loads"), old[0].1);
+}
