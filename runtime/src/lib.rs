@@ -10,7 +10,8 @@
 //! uploaded once, inputs and outputs by position or name, outputs kept on the device as `DeviceTensor`s;
 //! `Gpu::execute`: one run), `bundle` (the `.tdslb` ahead-of-time format: read, checked, written),
 //! `session` (`Session`, the small API for a bundled model: device check, bind weights, load, run) and
-//! `random` (seeded inputs and params, the same in `tdslc run` and `tdsl-run`). With the `cli` feature, the
+//! `random` (seeded inputs and params, the same in `tdslc run` and `tdsl-run`), `data` (training data: named
+//! arrays, a seeded validation split, seeded shuffled batches). With the `cli` feature, the
 //! `tdsl-run` binary (`src/bin/tdsl-run.rs`, `cli`) runs a bundle from the command line; `args` holds the
 //! argument parsers it shares with `tdslc`.
 //!
@@ -25,6 +26,7 @@ pub mod bind;
 pub mod bundle;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod data;
 pub mod dim;
 pub mod dtype;
 pub mod exec;
@@ -38,6 +40,7 @@ pub mod weights;
 
 pub use bind::{BindError, Binding, Declared, Given, Signature, Site, bind_message, bind_symbols};
 pub use bundle::{Bundle, BundleError, BundleProblem, BundledModel};
+pub use data::{DataError, Dataset};
 pub use dim::{Dim, DimError, SymId};
 pub use dtype::DType;
 pub use exec::{
