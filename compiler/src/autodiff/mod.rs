@@ -15,10 +15,10 @@ use std::collections::HashMap;
 
 pub(crate) use rules::Algebra;
 
-/// Why a gradient cannot be taken; the checker reports each with a code of its own (E0320..E0322).
+/// Why a gradient cannot be taken; the checker reports each with a code of its own (E0501..E0503).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum GradError {
-    #[error("the differentiated value has {0} elements per program run; `grad` needs a scalar (rank 0)")]
+    #[error("the differentiated value has rank {0}; `grad` needs a scalar (rank 0)")]
     NotScalar(usize),
     #[error("the differentiated value has dtype {0}; `grad` needs a float")]
     NotFloat(&'static str),
@@ -162,5 +162,32 @@ impl Algebra for Tensors<'_> {
         let ty = self.ty(like);
         let c = self.add(Op::Constant(Scalar::Float(value)), TensorType { dtype: ty.dtype, shape: vec![] });
         self.broadcast_to(c, &ty.shape)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::ReduceOp;
+    use crate::ir::build::{Builder, c};
+
+    /// The checker reports these before calling `grad`; a caller building IR directly gets them as errors.
+    #[test]
+    fn grad_refuses_what_has_no_gradient() {
+        let mut b = Builder::new("g");
+        let x = b.input("x", DType::F32, &[c(3)]);
+        let ids = b.input("ids", DType::I32, &[c(3)]);
+        let y = b.unary(UnaryOp::Exp, x);
+        let s = b.node(Op::Reduce { op: ReduceOp::Sum, input: y, axes: vec![0] }, DType::F32, &[]);
+        let n = b.node(Op::Reduce { op: ReduceOp::Sum, input: ids, axes: vec![0] }, DType::I32, &[]);
+        let span = Span::default();
+        assert_eq!(grad(&mut b.g, y, &[x], span), Err(GradError::NotScalar(1)));
+        assert_eq!(grad(&mut b.g, n, &[x], span), Err(GradError::NotFloat("i32")));
+        assert_eq!(grad(&mut b.g, s, &[ids], span), Err(GradError::WrtNotFloat("i32")));
+        let before = b.g.nodes.len();
+        let g = grad(&mut b.g, s, &[x], span).expect("a float scalar");
+        assert!(b.g.nodes.len() > before, "the gradient is appended to the graph");
+        assert_eq!(b.g.nodes[g[0]].ty, b.g.nodes[x].ty);
+        crate::ir::verify(&b.g).expect("the graph with its gradient verifies");
     }
 }
