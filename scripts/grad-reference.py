@@ -194,7 +194,23 @@ def optim():
     clip = torch.nn.Parameter(torch.zeros(4, 3))
     clip.grad = grads[0].clone()
     torch.nn.utils.clip_grad_norm_([clip], max_norm=0.5)
+    def schedule(make, steps=12):
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+        sched = make(opt)
+        lrs = []
+        for _ in range(steps):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        return torch.tensor(lrs, dtype=torch.float32)
+
+    sched = torch.optim.lr_scheduler
+    lr_step = schedule(lambda o: sched.StepLR(o, step_size=3, gamma=0.5))
+    lr_cosine = schedule(lambda o: sched.CosineAnnealingLR(o, T_max=10, eta_min=0.001))
+    lr_warmup = schedule(lambda o: sched.LinearLR(o, start_factor=0.25, end_factor=1.0, total_iters=4))
     tensors = {
+        "input.t": torch.arange(12, dtype=torch.float32),
+        "expected.lr_step": lr_step, "expected.lr_cosine": lr_cosine, "expected.lr_warmup": lr_warmup,
         "input.p": p0, "input.g1": grads[0], "input.g2": grads[1], "input.g3": grads[2],
         "input.lr": torch.tensor(lr), "input.s1": torch.tensor(1.0), "input.s2": torch.tensor(2.0),
         "input.s3": torch.tensor(3.0),
