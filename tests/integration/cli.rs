@@ -318,23 +318,7 @@ pub fn params_of(graph: &Graph, seed: u64) -> Vec<(String, Tensor)> {
 
 /// Writes `entries` as a safetensors file.
 pub fn write_safetensors(path: &Path, entries: &[(String, Tensor)]) {
-    use safetensors::{Dtype, tensor::TensorView};
-    let bytes: Vec<(String, Vec<u8>)> = entries.iter().map(|(k, t)| (k.clone(), t.data.to_le_bytes())).collect();
-    let views: Vec<(String, TensorView<'_>)> = entries
-        .iter()
-        .zip(&bytes)
-        .map(|((name, t), (_, data))| {
-            let dtype = match t.dtype {
-                DType::F32 => Dtype::F32,
-                DType::F16 => Dtype::F16,
-                DType::I32 => Dtype::I32,
-                DType::U32 => Dtype::U32,
-                DType::Bool => Dtype::BOOL,
-            };
-            (name.clone(), TensorView::new(dtype, t.shape.clone(), data).expect("a consistent view"))
-        })
-        .collect();
-    std::fs::write(path, safetensors::serialize(views, None).expect("serialize")).expect("write safetensors");
+    tdsl_runtime::save_safetensors(path, entries).expect("write safetensors");
 }
 
 fn write_npy(path: &Path, tensor: &Tensor) {

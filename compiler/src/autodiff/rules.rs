@@ -360,14 +360,8 @@ pub(crate) fn unbroadcast(t: &mut Tensors, g: NodeId, to: &TensorType) -> NodeId
 /// `g` (shaped like the reduction's result) reshaped with the reduced axes kept as 1 and broadcast back to
 /// the input's shape.
 fn spread(t: &mut Tensors, g: NodeId, input: &TensorType, axes: &[usize]) -> NodeId {
-    let keep: Vec<Dim> = input
-        .shape
-        .iter()
-        .enumerate()
-        .map(|(i, d)| if axes.contains(&i) { Dim::constant(1) } else { d.clone() })
-        .collect();
     let dtype = t.dtype(g);
-    let kept = t.add(Op::Reshape(g), TensorType { dtype, shape: keep });
+    let kept = t.add(Op::Reshape(g), TensorType { dtype, shape: crate::ir::kept_shape(&input.shape, axes) });
     t.add(Op::Broadcast(kept), TensorType { dtype, shape: input.shape.clone() })
 }
 

@@ -523,13 +523,7 @@ impl Elab<'_> {
         if !keepdims {
             return Value::Tensor(node);
         }
-        let kept: Vec<Dim> = ty
-            .shape
-            .iter()
-            .enumerate()
-            .map(|(i, d)| if axes.contains(&i) { Dim::constant(1) } else { d.clone() })
-            .collect();
-        Value::Tensor(self.reshape_node(node, kept, span))
+        Value::Tensor(self.reshape_node(node, crate::ir::kept_shape(&ty.shape, &axes), span))
     }
 
     fn select(&mut self, c: Value, c_span: Span, x: Value, y: Value, span: Span) -> Value {
@@ -889,87 +883,6 @@ impl Elab<'_> {
 }
 
 /// A float function of a compile-time number, in f64 (weak scalars stay weak, R3.5).
-impl Elab<'_> {
-    /// The value `grad` differentiates: a float tensor of rank 0 (E0501, E0502, R6.5).
-    pub(crate) fn loss(&mut self, y: Value, span: Span) -> Option<NodeId> {
-        let Value::Tensor(node) = y else {
-            let msg = format!("`grad` of {}, which does not depend on any tensor", y.kind());
-            self.error(
-                Diagnostic::new(Code::E0502, span, msg)
-                    .label("a compile-time constant has no gradient")
-                    .note("differentiate a float tensor computed from the value")
-                    .rule("R6.5"),
-            );
-            return None;
-        };
-        let ty = self.ty(node).clone();
-        if !ty.dtype.is_float() {
-            let msg = format!("`grad` of a value of dtype {}", ty.dtype.name());
-            self.error(
-                Diagnostic::new(Code::E0502, span, msg)
-                    .label(format!("this is {}", self.show_type(&ty)))
-                    .note("only float values have gradients")
-                    .rule("R6.5"),
-            );
-            return None;
-        }
-        if ty.rank() != 0 {
-            let msg = format!("`grad` of a value of shape {}", self.show_shape(&ty.shape));
-            self.error(
-                Diagnostic::new(Code::E0501, span, msg)
-                    .label("this is not a scalar")
-                    .note("reduce it to a scalar loss first, e.g. `sum(y)` or `mean(y)`")
-                    .rule("R6.5"),
-            );
-            return None;
-        }
-        Some(node)
-    }
-
-    /// The value `grad` differentiates with respect to: a float tensor (E0503, R6.5).
-    pub(crate) fn wrt(&mut self, x: Value, span: Span) -> Option<NodeId> {
-        match x {
-            Value::Tensor(node) if self.ty(node).dtype.is_float() => Some(node),
-            Value::Tensor(node) => {
-                let msg = format!("`grad` with respect to a tensor of dtype {}", self.ty(node).dtype.name());
-                self.error(
-                    Diagnostic::new(Code::E0503, span, msg)
-                        .label("not a float tensor")
-                        .note("integer and bool values have no gradient")
-                        .rule("R6.5"),
-                );
-                None
-            }
-            other => {
-                let msg = format!("`grad` with respect to {}", other.kind());
-                self.error(
-                    Diagnostic::new(Code::E0503, span, msg)
-                        .label("not a tensor")
-                        .note("differentiate with respect to a tensor")
-                        .rule("R6.5"),
-                );
-                None
-            }
-        }
-    }
-
-    /// Appends the gradient of `loss` with respect to each of `wrt` (checked by `loss` and `wrt`).
-    pub(crate) fn differentiate(&mut self, loss: NodeId, wrt: &[NodeId], span: Span) -> Option<Vec<NodeId>> {
-        match crate::autodiff::grad(&mut self.graph, loss, wrt, span) {
-            Ok(grads) => Some(grads),
-            Err(e) => {
-                let code = match e {
-                    crate::autodiff::GradError::NotScalar(_) => Code::E0501,
-                    crate::autodiff::GradError::NotFloat(_) => Code::E0502,
-                    crate::autodiff::GradError::WrtNotFloat(_) => Code::E0503,
-                };
-                self.error(Diagnostic::new(code, span, e.to_string()).rule("R6.5"));
-                None
-            }
-        }
-    }
-}
-
 fn fold_unary(op: UnaryOp, x: f64) -> f64 {
     match op {
         UnaryOp::Neg => -x,

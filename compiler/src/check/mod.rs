@@ -4,10 +4,12 @@
 //!
 //! Files: `mod.rs` (entry, scopes, statements), `value.rs` (values and weak scalars), `tensor.rs` (whole-
 //! tensor operators and broadcasting), `builtins.rs` (built-in functions), `call.rs` (signatures and
-//! inlining), `map.rs` (index notation and bounds).
+//! inlining), `grad.rs` (`grad(y, x)` and `grad(loss)` outputs: their checks and the call into
+//! `autodiff`), `map.rs` (index notation and bounds).
 
 mod builtins;
 mod call;
+mod grad;
 mod map;
 mod tensor;
 mod value;
@@ -390,47 +392,6 @@ impl<'p> Elab<'p> {
         }
         for grads in &model.grads {
             self.param_grads(&scope, grads);
-        }
-    }
-
-    /// `grad(loss)` in the output list: one output `grad.<key>` per float param, in param order (R4.2,
-    /// R6.5).
-    fn param_grads(&mut self, scope: &Scope, grads: &ast::GradOutputs) {
-        if grads.keyword.name != "grad" {
-            let msg = format!("`{}(...)` in an output list", grads.keyword.name);
-            self.error(
-                Diagnostic::new(Code::E0102, grads.keyword.span, msg)
-                    .note("outputs are `name: type`, or `grad(loss)` for the gradient of every param")
-                    .rule("R4.2"),
-            );
-            return;
-        }
-        let loss = match scope.vars.get(&grads.loss.name).cloned() {
-            Some(Value::Error) => return,
-            Some(value) => value,
-            None => {
-                let msg = format!("unknown name `{}`", grads.loss.name);
-                self.error(Diagnostic::new(Code::E0101, grads.loss.span, msg).rule("R4.1"));
-                return;
-            }
-        };
-        let Some(loss) = self.loss(loss, grads.loss.span) else { return };
-        let params: Vec<NodeId> =
-            self.graph.params.iter().copied().filter(|&p| self.graph.nodes[p].ty.dtype.is_float()).collect();
-        if params.is_empty() {
-            self.error(
-                Diagnostic::new(Code::E0503, grads.span, "`grad(loss)` in a model without float params")
-                    .label("there is no param to differentiate with respect to")
-                    .note("declare params, or ask for `grad(loss, x)` of a value")
-                    .rule("R6.5"),
-            );
-            return;
-        }
-        let Some(result) = self.differentiate(loss, &params, grads.span) else { return };
-        for (param, g) in params.into_iter().zip(result) {
-            let Op::Param { key } = &self.graph.nodes[param].op else { continue };
-            let name = crate::autodiff::grad_output_name(key);
-            self.graph.outputs.push(ir::Output { name, node: g });
         }
     }
 

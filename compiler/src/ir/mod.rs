@@ -208,6 +208,11 @@ impl ReduceOp {
     }
 }
 
+/// The shape of a reduction's result with the reduced `axes` kept as 1 (`keepdims`), from its input's shape.
+pub fn kept_shape(shape: &[Dim], axes: &[usize]) -> Vec<Dim> {
+    shape.iter().enumerate().map(|(i, d)| if axes.contains(&i) { Dim::constant(1) } else { d.clone() }).collect()
+}
+
 pub type NodeId = Handle<Node>;
 
 /// One tensor operation and its result type.
