@@ -1,12 +1,15 @@
-//! Training data: named arrays that share their first (sample) axis, from `.npy` files or a safetensors
-//! file; a seeded split into training and validation sets; and batches in a seeded shuffled order (a
+//! Training data: named arrays that share their first (sample) axis, from a directory of `.npy` files, a
+//! NumPy `.npz` archive (`np.savez`, stored, or `np.savez_compressed`, deflated) or a safetensors file
+//! (`Dataset::open` picks by the path); a seeded split into training and validation sets; and batches in a seeded shuffled order (a
 //! Fisher–Yates shuffle driven by `SplitMix64`, so any language can reproduce the order), with or without
 //! the last, short batch (`drop_last`).
 
-use std::path::Path;
+use std::io::{Read, Seek};
+use std::path::{Path, PathBuf};
 
+use crate::npy::{NpyError, NpyProblem, read_npy, read_npy_bytes};
 use crate::random::SplitMix64;
-use crate::tensor::{Tensor, TensorData};
+use crate::tensor::{MAX_ELEMENTS, Tensor, TensorData};
 use crate::{Weights, WeightsError};
 
 /// Named arrays with as many samples each (their first dimension).
@@ -55,7 +58,78 @@ pub enum DataError {
     /// The safetensors file could not be read.
     #[error(transparent)]
     Weights(#[from] WeightsError),
+    /// A `.npy` file of a directory dataset could not be read (the error names the file).
+    #[error(transparent)]
+    Npy(#[from] NpyError),
+    /// A `.npz` archive that cannot be opened or is not a zip archive.
+    #[error("`{}`: {problem}", .path.display())]
+    Npz {
+        /// The archive.
+        path: PathBuf,
+        /// What is wrong.
+        problem: NpzProblem,
+    },
+    /// A member of a `.npz` archive that is not a readable `.npy` array.
+    #[error("`{}`, member `{member}`: {problem}", .path.display())]
+    NpzMember {
+        /// The archive.
+        path: PathBuf,
+        /// The member's name in the archive (with its `.npy` suffix), or `#i` when the name is unreadable.
+        member: String,
+        /// What is wrong.
+        problem: NpzProblem,
+    },
+    /// A dataset directory that cannot be listed.
+    #[error("`{}`: cannot list the directory: {source}", .dir.display())]
+    ReadDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A directory without `.npy` files.
+    #[error("`{}`: the directory has no .npy files", .dir.display())]
+    NoNpyFiles {
+        /// The directory.
+        dir: PathBuf,
+    },
+    /// A path `Dataset::open` does not know how to read.
+    #[error(
+        "`{}`: not a dataset: expected a .safetensors file, a .npz archive or a directory of .npy files",
+        .path.display()
+    )]
+    UnsupportedPath {
+        /// The path.
+        path: PathBuf,
+    },
 }
+
+/// What is wrong with a `.npz` archive or one of its members.
+#[derive(Debug, thiserror::Error)]
+pub enum NpzProblem {
+    /// The file cannot be read.
+    #[error("cannot read the file: {0}")]
+    Read(std::io::Error),
+    /// The zip container is damaged or not a zip archive (the zip reader's error).
+    #[error("not a readable .npz (zip) archive: {0}")]
+    Archive(std::io::Error),
+    /// The member cannot be decompressed (the zip reader's error).
+    #[error("cannot extract it: {0}")]
+    Extract(std::io::Error),
+    /// The member's name does not end in `.npy` (a directory, or a file `np.savez` does not write).
+    #[error("not a .npy array (a .npz archive holds only `<name>.npy` members)")]
+    NotNpy,
+    /// The member decompresses to more bytes than the largest array tdsl reads.
+    #[error("it is larger than {MAX_MEMBER_BYTES} bytes")]
+    TooLarge,
+    /// The member is not a valid `.npy` file.
+    #[error("{0}")]
+    Npy(NpyProblem),
+}
+
+/// The most bytes one `.npz` member may decompress to: `MAX_ELEMENTS` 4-byte elements and a 1 MiB header.
+/// A bound on what a damaged or hostile archive can make the reader allocate.
+const MAX_MEMBER_BYTES: u64 = MAX_ELEMENTS as u64 * 4 + (1 << 20);
 
 impl Dataset {
     /// The arrays, in the given order; all must have a first axis of one length.
@@ -91,6 +165,53 @@ impl Dataset {
             .map(|e| Ok((e.name.clone(), weights.tensor(&e.name)?)))
             .collect::<Result<Vec<_>, WeightsError>>()?;
         Dataset::new(arrays)
+    }
+
+    /// Every array of a NumPy `.npz` archive (`np.savez` or `np.savez_compressed`), named by its member
+    /// name without the `.npy` suffix, in archive order. Members must be `.npy` arrays of a tdsl dtype.
+    pub fn from_npz(path: &Path) -> Result<Dataset, DataError> {
+        let npz = |problem| DataError::Npz { path: path.to_path_buf(), problem };
+        let file = std::fs::File::open(path).map_err(|e| npz(NpzProblem::Read(e)))?;
+        let arrays = npz_arrays(path, std::io::BufReader::new(file))?;
+        Dataset::new(arrays)
+    }
+
+    /// Every `.npy` file directly in `dir` (other files and subdirectories are ignored), each an array named
+    /// by its file stem, sorted by name.
+    pub fn from_npy_dir(dir: &Path) -> Result<Dataset, DataError> {
+        let read_dir = |source| DataError::ReadDir { dir: dir.to_path_buf(), source };
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(read_dir)? {
+            let path = entry.map_err(read_dir)?.path();
+            let stem = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned);
+            let npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
+            if let (Some(stem), true, true) = (stem, npy, path.is_file()) {
+                files.push((stem, path));
+            }
+        }
+        if files.is_empty() {
+            return Err(DataError::NoNpyFiles { dir: dir.to_path_buf() });
+        }
+        files.sort();
+        let arrays =
+            files.into_iter().map(|(name, path)| Ok((name, read_npy(&path)?))).collect::<Result<_, NpyError>>()?;
+        Dataset::new(arrays)
+    }
+
+    /// The dataset at `path`, read by its kind: a directory of `.npy` files (`from_npy_dir`), a `.npz`
+    /// archive (`from_npz`) or a `.safetensors` file (`from_safetensors`), by extension (any letter case).
+    pub fn open(path: &Path) -> Result<Dataset, DataError> {
+        if path.is_dir() {
+            return Dataset::from_npy_dir(path);
+        }
+        let extension = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+        if extension.eq_ignore_ascii_case("npz") {
+            Dataset::from_npz(path)
+        } else if extension.eq_ignore_ascii_case("safetensors") {
+            Dataset::from_safetensors(path)
+        } else {
+            Err(DataError::UnsupportedPath { path: path.to_path_buf() })
+        }
     }
 
     /// The number of samples.
@@ -157,6 +278,40 @@ pub fn shuffled(n: usize, seed: u64) -> Vec<usize> {
         order.swap(i, j);
     }
     order
+}
+
+/// The arrays of the `.npz` archive read from `reader` (`path` names it in errors), in archive order.
+fn npz_arrays(path: &Path, reader: impl Read + Seek) -> Result<Vec<(String, Tensor)>, DataError> {
+    let mut archive = zip::ZipArchive::new(reader)
+        .map_err(|e| DataError::Npz { path: path.to_path_buf(), problem: NpzProblem::Archive(e.into()) })?;
+    let mut arrays = Vec::with_capacity(archive.len());
+    for i in 0..archive.len() {
+        let mut member = format!("#{i}");
+        let at =
+            |member: &str, problem| DataError::NpzMember { path: path.to_path_buf(), member: member.into(), problem };
+        let mut file = archive.by_index(i).map_err(|e| at(&member, NpzProblem::Extract(e.into())))?;
+        if let Ok(name) = file.name() {
+            member = name.into_owned();
+        }
+        let name = match member.strip_suffix(".npy") {
+            Some(name) if !file.is_dir() => name.to_owned(),
+            _ => return Err(at(&member, NpzProblem::NotNpy)),
+        };
+        if file.size() > MAX_MEMBER_BYTES {
+            return Err(at(&member, NpzProblem::TooLarge));
+        }
+        let mut bytes = Vec::new();
+        (&mut file)
+            .take(MAX_MEMBER_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| at(&member, NpzProblem::Extract(e)))?;
+        if bytes.len() as u64 > MAX_MEMBER_BYTES {
+            return Err(at(&member, NpzProblem::TooLarge));
+        }
+        let tensor = read_npy_bytes(&bytes).map_err(|e| at(&member, NpzProblem::Npy(e.problem)))?;
+        arrays.push((name, tensor));
+    }
+    Ok(arrays)
 }
 
 /// The rows `rows` of `t` along its first axis.
@@ -263,5 +418,140 @@ mod tests {
         assert_eq!(loaded.samples(), 6);
         assert_eq!(loaded.names().collect::<Vec<_>>(), ["x", "y"]);
         assert_eq!(loaded, d);
+    }
+
+    /// A `.npz` archive of `members` (name, bytes), each stored or deflated, as NumPy writes them.
+    fn npz(members: &[(&str, Vec<u8>)], method: zip::CompressionMethod) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let options = zip::write::SimpleFileOptions::default().compression_method(method);
+        for (name, bytes) in members {
+            zip.start_file(*name, options).expect("a member starts");
+            zip.write_all(bytes).expect("a member is written");
+        }
+        zip.finish().expect("the archive is finished").into_inner()
+    }
+
+    /// `data(n)`'s arrays as `.npz` members, `y` first (archive order, not name order, must be kept).
+    fn members(n: usize) -> Vec<(&'static str, Vec<u8>)> {
+        let d = data(n);
+        vec![("y.npy", crate::to_npy_bytes(&d.arrays()[1].1)), ("x.npy", crate::to_npy_bytes(&d.arrays()[0].1))]
+    }
+
+    #[test]
+    fn a_dataset_loads_from_npz_stored_and_deflated() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let d = data(5);
+        let expected = Dataset::new(vec![d.arrays()[1].clone(), d.arrays()[0].clone()]).expect("a dataset");
+        for (method, file) in
+            [(zip::CompressionMethod::Stored, "stored.npz"), (zip::CompressionMethod::Deflated, "deflated.NPZ")]
+        {
+            let path = dir.path().join(file);
+            let bytes = npz(&members(5), method);
+            std::fs::write(&path, &bytes).expect("written");
+            let loaded = Dataset::from_npz(&path).expect("loads");
+            assert_eq!(loaded.names().collect::<Vec<_>>(), ["y", "x"], "{file}: archive order, suffix dropped");
+            assert_eq!(loaded, expected, "{file}: shapes and values");
+            assert_eq!(Dataset::open(&path).expect("opens by extension"), expected, "{file}");
+        }
+    }
+
+    /// `runtime/src/testdata/tiny.npz` was written once by NumPy 2.4.6:
+    /// `np.savez_compressed(path, x=np.arange(6, dtype=np.float32).reshape(3, 2), y=np.array([7, 8, 9],
+    /// dtype=np.int32))`.
+    #[test]
+    fn an_npz_written_by_numpy_loads() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/testdata/tiny.npz");
+        let loaded = Dataset::open(&path).expect("NumPy's archive loads");
+        assert_eq!(loaded.names().collect::<Vec<_>>(), ["x", "y"]);
+        assert_eq!(loaded.samples(), 3);
+        assert_eq!(loaded.arrays()[0].1, Tensor::f32(&[3, 2], vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0]));
+        assert_eq!(loaded.arrays()[1].1, Tensor::i32(&[3], vec![7, 8, 9]));
+    }
+
+    #[test]
+    fn bad_npz_archives_name_the_file_and_member() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let write = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).expect("written");
+            path
+        };
+        let whole = npz(&members(4), zip::CompressionMethod::Deflated);
+        let truncated = write("truncated.npz", &whole[..whole.len() - 30]);
+        let err = Dataset::from_npz(&truncated).expect_err("no central directory");
+        assert!(matches!(&err, DataError::Npz { problem: NpzProblem::Archive(_), .. }), "{err:?}");
+        let prefix = format!("`{}`: not a readable .npz (zip) archive: ", truncated.display());
+        assert!(err.to_string().starts_with(&prefix), "{err}");
+
+        let text = write("text.npz", &npz(&[("notes.txt", b"hello".to_vec())], zip::CompressionMethod::Stored));
+        let err = Dataset::from_npz(&text).expect_err("not a .npy member");
+        let expected = "member `notes.txt`: not a .npy array (a .npz archive holds only `<name>.npy` members)";
+        assert_eq!(err.to_string(), format!("`{}`, {expected}", text.display()));
+
+        let junk = write("junk.npz", &npz(&[("x.npy", b"PK not numpy".to_vec())], zip::CompressionMethod::Deflated));
+        let err = Dataset::from_npz(&junk).expect_err("a member that is not .npy data");
+        let expected = "member `x.npy`: not a .npy file (it does not start with the magic string \\x93NUMPY)";
+        assert_eq!(err.to_string(), format!("`{}`, {expected}", junk.display()));
+
+        // The member's data damaged (the central directory intact): the deflate stream or its CRC fails.
+        let mut damaged = npz(&members(4), zip::CompressionMethod::Deflated);
+        let data_start = 30 + "y.npy".len();
+        for b in &mut damaged[data_start + 5..data_start + 25] {
+            *b ^= 0x5a;
+        }
+        let damaged = write("damaged.npz", &damaged);
+        let err = Dataset::from_npz(&damaged).expect_err("a damaged member");
+        assert!(matches!(&err, DataError::NpzMember { member, .. } if member == "y.npy"), "{err:?}");
+
+        let missing = dir.path().join("missing.npz");
+        let err = Dataset::open(&missing).expect_err("no file");
+        assert!(matches!(&err, DataError::Npz { problem: NpzProblem::Read(_), .. }), "{err:?}");
+        assert!(err.to_string().starts_with(&format!("`{}`: cannot read the file: ", missing.display())), "{err}");
+    }
+
+    #[test]
+    fn a_dataset_loads_from_a_directory_of_npy_files() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let d = data(4);
+        // Written in reverse name order; read back sorted by name, other files ignored.
+        crate::write_npy(&dir.path().join("y.npy"), &d.arrays()[1].1).expect("written");
+        crate::write_npy(&dir.path().join("x.npy"), &d.arrays()[0].1).expect("written");
+        std::fs::write(dir.path().join("README.txt"), "not data").expect("written");
+        std::fs::create_dir(dir.path().join("more.npy")).expect("a directory named like an array");
+        let loaded = Dataset::open(dir.path()).expect("loads");
+        assert_eq!(loaded, d);
+
+        let missing = dir.path().join("missing");
+        let err = Dataset::from_npy_dir(&missing).expect_err("no directory");
+        let prefix = format!("`{}`: cannot list the directory: ", missing.display());
+        assert!(err.to_string().starts_with(&prefix), "{err}");
+
+        let empty = tempfile::tempdir().expect("a temporary directory");
+        let err = Dataset::open(empty.path()).expect_err("no arrays");
+        assert_eq!(err.to_string(), format!("`{}`: the directory has no .npy files", empty.path().display()));
+
+        std::fs::write(dir.path().join("z.npy"), b"junk").expect("written");
+        let err = Dataset::open(dir.path()).expect_err("a bad .npy file");
+        let bad = dir.path().join("z.npy");
+        assert!(err.to_string().starts_with(&format!("`{}`: not a .npy file", bad.display())), "{err}");
+    }
+
+    #[test]
+    fn open_refuses_other_paths() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let csv = dir.path().join("data.csv");
+        std::fs::write(&csv, "1,2\n").expect("written");
+        let err = Dataset::open(&csv).expect_err("not a dataset format");
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "`{}`: not a dataset: expected a .safetensors file, a .npz archive or a directory of .npy files",
+                csv.display()
+            )
+        );
+        let path = dir.path().join("digits.safetensors");
+        crate::weights::save(&path, data(3).arrays()).expect("saved");
+        assert_eq!(Dataset::open(&path).expect("loads"), data(3));
     }
 }

@@ -11,7 +11,8 @@
 //! `Gpu::execute`: one run), `bundle` (the `.tdslb` ahead-of-time format: read, checked, written),
 //! `session` (`Session`, the small API for a bundled model: device check, bind weights, load, run) and
 //! `random` (seeded inputs and params, the same in `tdslc run` and `tdsl-run`), `data` (training data: named
-//! arrays, a seeded validation split, seeded shuffled batches). With the `cli` feature, the
+//! arrays from `.npy` files, `.npz` archives or safetensors, a seeded validation split, seeded shuffled
+//! batches). With the `cli` feature, the
 //! `tdsl-run` binary (`src/bin/tdsl-run.rs`, `cli`) runs a bundle from the command line; `args` holds the
 //! argument parsers it shares with `tdslc`.
 //!
@@ -40,7 +41,7 @@ pub mod weights;
 
 pub use bind::{BindError, Binding, Declared, Given, Signature, Site, bind_message, bind_symbols};
 pub use bundle::{Bundle, BundleError, BundleProblem, BundledModel};
-pub use data::{DataError, Dataset};
+pub use data::{DataError, Dataset, NpzProblem};
 pub use dim::{Dim, DimError, SymId};
 pub use dtype::DType;
 pub use exec::{
