@@ -12,9 +12,9 @@
 //! `session` (`Session`, the small API for a bundled model: device check, bind weights, load, run) and
 //! `random` (seeded inputs and params, the same in `tdslc run` and `tdsl-run`), `data` (training data: named
 //! arrays from `.npy` files, `.npz` archives or safetensors, a seeded validation split, seeded shuffled
-//! batches). With the `cli` feature, the
-//! `tdsl-run` binary (`src/bin/tdsl-run.rs`, `cli`) runs a bundle from the command line; `args` holds the
-//! argument parsers it shares with `tdslc`.
+//! batches), `plot` (training curves as a standalone SVG: loss and accuracy panels). With the `cli` feature,
+//! the `tdsl-run` binary (`src/bin/tdsl-run.rs`, `cli`) runs a bundle from the command line; `args` holds
+//! the argument parsers it shares with `tdslc`.
 //!
 //! Never depends on `tdsl-compiler` (the compiler depends on this crate). Bad input of any kind (files,
 //! bytes, tensors) is an error naming the file and the problem, never a panic; every public function that
@@ -33,6 +33,7 @@ pub mod dtype;
 pub mod exec;
 pub mod gpu;
 pub mod npy;
+pub mod plot;
 pub mod program;
 pub mod random;
 pub mod session;
@@ -53,6 +54,7 @@ pub use gpu::{
     KernelSource, PipelineCacheState, Timing,
 };
 pub use npy::{NpyError, NpyProblem, read_npy, read_npy_bytes, to_npy_bytes, write_npy};
+pub use plot::{Panel, PlotError, Series, svg as plot_svg, write_svg};
 pub use program::{
     Arg, Bound, BoundKind, Check, Feature, Launch, Limit, Program, ProgramError, Requirements, SourceLocation,
     TensorDecl, TensorId, TensorRole, Unmet,
