@@ -1,8 +1,11 @@
 //! The `tdslc` command line: `check` programs (and weights files against them), `build` bundles, `emit` their
 //! IR and kernels (WGSL, SPIR-V, SPIR-V assembly),
 //! `run` them on the GPU or on the reference interpreter with inputs from `.npy` files, weights from a
-//! safetensors file and seeded random values for the rest, writing outputs as `.npy`.
+//! safetensors file and seeded random values for the rest, writing outputs as `.npy`; `train` them
+//! (`cli/train.rs`).
 //! Lives in the library (the binary is a thin `main`) so tests drive it with in-memory output streams.
+
+mod train;
 
 use crate::driver::Root;
 use crate::pipeline;
@@ -116,6 +119,10 @@ enum Command {
         #[arg(long = "dim", value_name = "NAME=SIZE", value_parser = parse_dim)]
         dims: Vec<(String, i64)>,
     },
+    /// Train a model on a dataset: its training step (forward, loss, gradients, optimizer update) compiled into
+    /// one program whose params and optimizer state stay on the GPU; a validation pass after every epoch,
+    /// checkpoints that resume exactly, metrics as JSON lines and an SVG plot of the curves (spec/training.md).
+    Train(Box<train::TrainArgs>),
     /// Benchmark every model of the FILEs (default: the examples and elementwise chains of 2, 4 and 8 ops)
     /// on the current device: fused against unfused (speed-ups, kernel counts, device memory), then every
     /// kernel of the fused program on its own (time, share, GB/s against the device's copy bandwidth,
@@ -235,6 +242,7 @@ pub fn main(
         return 2;
     }
     let result = match cli.command {
+        Command::Train(args) => train::train(&args, color, stderr_is_terminal, out, err),
         Command::Check { files, weights } => {
             let weights = match weights.as_deref().map(Weights::open).transpose() {
                 Ok(w) => w,

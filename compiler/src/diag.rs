@@ -63,6 +63,8 @@ codes! {
     E0501 => "gradient of a non-scalar value",
     E0502 => "gradient of a non-float value",
     E0503 => "gradient with respect to a non-float value",
+    E0504 => "invalid param initialiser",
+    E0505 => "model cannot be trained",
     W0001 => "operator after an `else` default",
     W0002 => "param shared by calls without a prefix",
 }

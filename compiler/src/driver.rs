@@ -45,6 +45,12 @@ pub enum Root<'a> {
 
 /// Loads and parses the root file and everything it imports. Never fails: problems are diagnostics.
 pub fn load(root: Root<'_>) -> (Program, Vec<Diagnostic>) {
+    load_with(root, &[])
+}
+
+/// `load`, also importing the standard-library modules `std` (without an alias), as a training step
+/// imports `optim`.
+pub fn load_with(root: Root<'_>, std: &[&str]) -> (Program, Vec<Diagnostic>) {
     let mut loader = Loader::default();
     let root_key = match root {
         Root::Path(path) => {
@@ -86,6 +92,9 @@ pub fn load(root: Root<'_>) -> (Program, Vec<Diagnostic>) {
     };
     // The prelude is imported by every program (R4.1).
     loader.import_std("prelude", None, None);
+    for module in std {
+        loader.import_std(module, None, None);
+    }
     loader.follow_imports(0, vec![root_key]);
     (loader.program, loader.diags)
 }

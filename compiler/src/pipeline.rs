@@ -10,6 +10,7 @@
 //! `TDSL_DUMP_IR=1` prints the IR after each IR stage to standard error.
 
 use crate::check;
+pub use crate::check::train::{Optimizer, TrainSpec};
 use crate::codegen::tuning::Tuning;
 use crate::codegen::{self, CodegenError, Compiled, GroupingError, Target, fuse};
 use crate::diag::Diagnostic;
@@ -102,6 +103,18 @@ pub fn check(root: Root<'_>) -> Checked {
     // elaborate: names, dtypes, shapes and bounds checked, functions inlined, gradients appended where a
     // program asks for them (`autodiff::grad`), one `ir::Graph` per model
     let (graphs, more) = check::elaborate(&program);
+    diagnostics.extend(more);
+    diagnostics.sort_by_key(|d| (d.span.file, d.span.start, d.span.end));
+    diagnostics.dedup();
+    Checked { program, graphs, diagnostics }
+}
+
+/// The front end for a training step: `check` with `std/optim` loaded and the root model `spec.model`
+/// turned into its training step (`check::train`: forward, loss gradient, optimizer update, state carried
+/// by `ir::Update`s); the back end then compiles it like any graph.
+pub fn check_training(root: Root<'_>, spec: &TrainSpec) -> Checked {
+    let (program, mut diagnostics) = driver::load_with(root, &["optim"]);
+    let (graphs, more) = check::elaborate_with(&program, Some(spec));
     diagnostics.extend(more);
     diagnostics.sort_by_key(|d| (d.span.file, d.span.start, d.span.end));
     diagnostics.dedup();

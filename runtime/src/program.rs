@@ -211,6 +211,60 @@ pub struct Program {
     pub outputs: Vec<(String, TensorId)>,
     /// The dispatches, in order.
     pub launches: Vec<Launch>,
+    /// How params start when no weights are given (declared in the source: `param w: T[N, K] =
+    /// fan_in_uniform(K)`), by param tensor; a param may have none.
+    pub inits: Vec<(TensorId, Init)>,
+    /// State carried from one run to the next (a training step's params and optimizer state): after a run
+    /// that applies updates (`Model::step`), each `Update`'s output is the param's new value.
+    pub updates: Vec<Update>,
+}
+
+/// How a param is initialised when no weights are given: PyTorch's default initialisers (spec/training.md).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Init {
+    /// Every element `value` (`nn.init.zeros_`, `ones_`, `constant_`).
+    Constant(f64),
+    /// Uniform on `[low, high)` (`nn.init.uniform_`).
+    Uniform {
+        /// The lower end.
+        low: f64,
+        /// The upper end.
+        high: f64,
+    },
+    /// Uniform on `[-1/sqrt(fan_in), 1/sqrt(fan_in))`: `nn.Linear`'s and `nn.Conv2d`'s weight (Kaiming
+    /// uniform with `a = sqrt(5)`) and bias; the fan-in may be symbolic, evaluated with the param's symbols.
+    FanInUniform(Dim),
+    /// Normal with `mean` and `std` (`nn.init.normal_`, `nn.Embedding`'s weight).
+    Normal {
+        /// The mean.
+        mean: f64,
+        /// The standard deviation.
+        std: f64,
+    },
+}
+
+impl Eq for Init {}
+
+impl Init {
+    /// The initialiser as the source writes it, with symbol names from `symbols`.
+    pub fn describe(&self, symbols: &[String]) -> String {
+        match self {
+            Init::Constant(v) => format!("constant({v})"),
+            Init::Uniform { low, high } => format!("uniform({low}, {high})"),
+            Init::FanInUniform(fan_in) => format!("fan_in_uniform({})", fan_in.named(symbols)),
+            Init::Normal { mean, std } => format!("normal({mean}, {std})"),
+        }
+    }
+}
+
+/// One piece of state a run carries forward: the value of output `output` (an index into
+/// `Program::outputs`) becomes param `param`'s value for the next run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Update {
+    /// The output holding the new value.
+    pub output: usize,
+    /// The param it replaces (same dtype and shape).
+    pub param: TensorId,
 }
 
 impl Program {

@@ -66,6 +66,14 @@ pub enum WeightsError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The file cannot be written.
+    #[error("cannot write `{}`: {source}", .path.display())]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// Not a valid safetensors file.
     #[error("`{}` is not a valid safetensors file: {detail}", .path.display())]
     Corrupt {
@@ -129,7 +137,7 @@ pub enum WeightsError {
 /// old file or the complete new one, and a failed write leaves `path` as it was.
 pub fn save(path: &Path, tensors: &[(String, Tensor)]) -> Result<(), WeightsError> {
     use std::io::Write as _;
-    let io = |source| WeightsError::Io { path: path.to_path_buf(), source };
+    let io = |source| WeightsError::Write { path: path.to_path_buf(), source };
     let mut seen = HashSet::new();
     for (name, _) in tensors {
         if !seen.insert(name.as_str()) {

@@ -5,8 +5,9 @@
 //! are summed over. The input gradient of a convolution, a pooling window or a shifted read is therefore a
 //! convolution-like map again, not a scatter. A load no variable can pivot (`x[i, i]`) sums over everything
 //! under an equality guard. Reductions nested inside a body are first split out as maps of their own, so
-//! each body has at most one reduction, at its root; max and min reductions share the gradient evenly among
-//! ties, as `torch.amax` does.
+//! each body has at most one reduction, at its root; a max or min reduction sends the gradient to the first
+//! element (in the order of its reduction variables, the last fastest) equal to the result, as PyTorch's
+//! `max_pool2d` and `max(dim)` do.
 
 use super::Tensors;
 use super::rules::{self, Algebra};
@@ -200,12 +201,12 @@ fn simple(t: &mut Tensors, id: NodeId, map: &MapOp, g: NodeId, need: &dyn Fn(Nod
     if loads.is_empty() {
         return vec![];
     }
-    let count = matches!(root, Some(ReduceOp::Max | ReduceOp::Min)).then(|| tie_count(t, id, map, inner, &red_vars));
+    let first = matches!(root, Some(ReduceOp::Max | ReduceOp::Min)).then(|| first_hit(t, id, map, inner, &red_vars));
     let mut out = Vec::new();
     for load in loads {
         let ScalarExpr::Load { input, .. } = &map.exprs[load].expr else { continue };
         let target = map.inputs[*input];
-        let cx = Adjoint { id, map, root, inner, red_vars: &red_vars, g, count };
+        let cx = Adjoint { id, map, root, inner, red_vars: &red_vars, g, first };
         if let Some(grad) = cx.build(t, load, target) {
             out.push((target, grad));
         }
@@ -213,23 +214,41 @@ fn simple(t: &mut Tensors, id: NodeId, map: &MapOp, g: NodeId, need: &dyn Fn(Nod
     out
 }
 
-/// For a max or min reduction at the root: how many reduced elements equal the result, per output element.
-fn tie_count(t: &mut Tensors, id: NodeId, map: &MapOp, inner: ScalarId, red_vars: &[VarId]) -> NodeId {
+/// For a max or min reduction at the root: per output element, the position (`reduction_position`) of the
+/// first reduced element equal to the result, as an `i32` map.
+fn first_hit(t: &mut Tensors, id: NodeId, map: &MapOp, inner: ScalarId, red_vars: &[VarId]) -> NodeId {
     let ty = t.ty(id);
     let mut dst = Scalars::new(t.span);
-    let subs = (0..map.extents.len()).map(|v| plain(v as u32)).collect();
-    let mut cloner = Cloner::new(map, subs, (0..map.inputs.len()).collect(), HashMap::new());
+    let subs: Vec<Affine> = (0..map.extents.len()).map(|v| plain(v as u32)).collect();
+    let mut cloner = Cloner::new(map, subs.clone(), (0..map.inputs.len()).collect(), HashMap::new());
     let value = cloner.clone(&mut dst, inner);
     let indices = (0..ty.rank() as u32).map(plain).collect();
     let y = dst.add(ScalarExpr::Load { input: map.inputs.len(), indices, default: None }, ty.dtype);
     let hit = dst.binary(BinaryOp::Eq, value, y);
-    let one = dst.constant(1.0, y);
-    let zero = dst.constant(0.0, y);
-    let counted = dst.select(hit, one, zero);
-    let body = dst.add(ScalarExpr::Reduce { op: ReduceOp::Sum, vars: red_vars.to_vec(), body: counted }, ty.dtype);
+    let position = reduction_position(&mut dst, map, red_vars, &subs);
+    let past = red_vars.iter().try_fold(Dim::constant(1), |n, v| n.mul(&map.extents[v.0 as usize]));
+    let past = dst.add(ScalarExpr::Dim(past.unwrap_or_else(|_| Dim::constant(i32::MAX as i64))), DType::I32);
+    let candidate = dst.select(hit, position, past);
+    let body = dst.add(ScalarExpr::Reduce { op: ReduceOp::Min, vars: red_vars.to_vec(), body: candidate }, DType::I32);
     let mut inputs = map.inputs.clone();
     inputs.push(id);
-    t.add(Op::Map(Box::new(MapOp { inputs, extents: map.extents.clone(), exprs: dst.exprs, body })), ty)
+    let first = MapOp { inputs, extents: map.extents.clone(), exprs: dst.exprs, body };
+    t.add(Op::Map(Box::new(first)), TensorType { dtype: DType::I32, shape: ty.shape })
+}
+
+/// The row-major position of the reduction variables `red_vars` (the last fastest), each variable `v`
+/// standing for `subs[v]`: `r0 * (E1 * E2 ...) + r1 * (E2 ...) + ...`, an `i32`.
+fn reduction_position(dst: &mut Scalars, map: &MapOp, red_vars: &[VarId], subs: &[Affine]) -> ScalarId {
+    let mut position = dst.int(0);
+    let mut stride = Dim::constant(1);
+    for r in red_vars.iter().rev() {
+        let value = dst.affine_value(&subs[r.0 as usize]);
+        let k = dst.add(ScalarExpr::Dim(stride.clone()), DType::I32);
+        let term = dst.binary(BinaryOp::Mul, value, k);
+        position = dst.binary(BinaryOp::Add, position, term);
+        stride = stride.mul(&map.extents[r.0 as usize]).unwrap_or_else(|_| Dim::constant(i32::MAX as i64));
+    }
+    position
 }
 
 /// What building the adjoint of one load needs to know about its map.
@@ -240,7 +259,8 @@ struct Adjoint<'m> {
     inner: ScalarId,
     red_vars: &'m [VarId],
     g: NodeId,
-    count: Option<NodeId>,
+    /// For a max or min reduction: `first_hit`.
+    first: Option<NodeId>,
 }
 
 impl Adjoint<'_> {
@@ -323,7 +343,7 @@ impl Adjoint<'_> {
         };
         let g_input = input(self.g);
         let y_input = input(self.id);
-        let count_input = self.count.map(&mut input);
+        let first_input = self.first.map(&mut input);
         let pivots: Vec<bool> = pivot.iter().map(Option::is_some).collect();
         let mut cloner = Cloner::new(map, subs.clone(), (0..map.inputs.len()).collect(), HashMap::new());
         cloner.pivots = pivots.clone();
@@ -389,12 +409,17 @@ impl Adjoint<'_> {
                 let value = cloner.clone(&mut dst, self.inner);
                 let y =
                     dst.add(ScalarExpr::Load { input: y_input, indices: g_indices.clone(), default: g_default }, dtype);
-                let count =
-                    dst.add(ScalarExpr::Load { input: count_input?, indices: g_indices, default: g_default }, dtype);
+                let first_default = g_default.map(|_| Scalar::Int(-1));
+                let first = dst.add(
+                    ScalarExpr::Load { input: first_input?, indices: g_indices, default: first_default },
+                    DType::I32,
+                );
+                let position = reduction_position(&mut dst, map, self.red_vars, &subs);
                 let hit = dst.binary(BinaryOp::Eq, value, y);
-                let share = dst.binary(BinaryOp::Div, g_load, count);
-                let zero = dst.constant(0.0, share);
-                dst.select(hit, share, zero)
+                let chosen = dst.binary(BinaryOp::Eq, position, first);
+                let hit = dst.binary(BinaryOp::And, hit, chosen);
+                let zero = dst.constant(0.0, g_load);
+                dst.select(hit, g_load, zero)
             }
             Some(ReduceOp::Prod) => {
                 // The product of the other elements: the body again over fresh variables, with 1 in place

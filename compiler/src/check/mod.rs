@@ -10,8 +10,10 @@
 mod builtins;
 mod call;
 mod grad;
+mod init;
 mod map;
 mod tensor;
+pub mod train;
 mod value;
 
 use crate::diag::{Code, Diagnostic};
@@ -33,6 +35,11 @@ const MAX_CALL_DEPTH: usize = 64;
 
 /// Checks every model and function of `program`; returns the graphs of the root file's models.
 pub fn elaborate(program: &Program) -> (Vec<Graph>, Vec<Diagnostic>) {
+    elaborate_with(program, None)
+}
+
+/// `elaborate`, with the root model `train.model` turned into its training step (`train.rs`).
+pub fn elaborate_with(program: &Program, train: Option<&train::TrainSpec>) -> (Vec<Graph>, Vec<Diagnostic>) {
     let mut diags = Vec::new();
     let fns = call::FnTable::build(program, &mut diags);
     let mut graphs = Vec::new();
@@ -56,6 +63,9 @@ pub fn elaborate(program: &Program) -> (Vec<Graph>, Vec<Diagnostic>) {
             model_names.insert(model.name.name.clone(), model.name.span);
             let mut elab = Elab::new(&fns, false);
             elab.model(model);
+            if let Some(spec) = train.filter(|s| file.is_root && s.model == model.name.name) {
+                elab.training_step(spec, model.name.span);
+            }
             called.extend(elab.called.iter().cloned());
             diags.extend(elab.diags);
             if file.is_root {
@@ -572,7 +582,7 @@ impl<'p> Elab<'p> {
 
     fn stmt(&mut self, scope: &mut Scope, stmt: &ast::Stmt) {
         match stmt {
-            ast::Stmt::Param { path, ty, span } => self.param(scope, path, ty, *span),
+            ast::Stmt::Param { path, ty, init, span } => self.param(scope, path, ty, init.as_ref(), *span),
             ast::Stmt::Assign { name, value, .. } => {
                 self.note_assignment(&name.name);
                 let value = self.expr(scope, value);
@@ -622,7 +632,14 @@ impl<'p> Elab<'p> {
         repeated
     }
 
-    fn param(&mut self, scope: &mut Scope, path: &ast::Path, ty: &ast::TypeExpr, span: Span) {
+    fn param(
+        &mut self,
+        scope: &mut Scope,
+        path: &ast::Path,
+        ty: &ast::TypeExpr,
+        init: Option<&ast::Expr>,
+        span: Span,
+    ) {
         let local = path.text();
         self.note_assignment(&local);
         let key = if scope.prefix.is_empty() { local.clone() } else { format!("{}.{local}", scope.prefix) };
@@ -689,8 +706,12 @@ impl<'p> Elab<'p> {
             scope.vars.insert(local, Value::Tensor(node));
             return;
         }
+        let init = init.and_then(|init| self.param_init(scope, init, &declared));
         let node = self.add_node(Op::Param { key: key.clone() }, declared, path.span);
         self.graph.params.push(node);
+        if let Some(init) = init {
+            self.graph.inits.push((node, init));
+        }
         self.params.insert(key.clone(), node);
         self.param_sites.insert(key, site);
         scope.vars.insert(local, Value::Tensor(node));

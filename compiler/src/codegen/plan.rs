@@ -158,5 +158,17 @@ pub fn lower(
         })?;
         program.outputs.push((output.name.clone(), tensor));
     }
+    let param_tensor = |node: NodeId| {
+        tensor_of.get(&node).copied().ok_or_else(|| CodegenError::Internal {
+            kernel: graph.name.clone(),
+            message: format!("param %{} has no tensor", node.index()),
+        })
+    };
+    for (node, init) in &graph.inits {
+        program.inits.push((param_tensor(*node)?, init.clone()));
+    }
+    for update in &graph.updates {
+        program.updates.push(tdsl_runtime::Update { output: update.output, param: param_tensor(update.param)? });
+    }
     Ok((program, kernels))
 }

@@ -20,6 +20,7 @@ pub use verify::{VerifyError, verify};
 /// Element types: defined in the runtime (which reads and writes tensors of them and never depends on the
 /// compiler) and used by the IR as they are.
 pub use tdsl_runtime::DType;
+pub use tdsl_runtime::Init;
 
 /// Dtype and shape of a tensor value. Rank 0 is a scalar.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -448,6 +449,18 @@ pub struct Graph {
     /// `Op::Param` nodes in order of first declaration.
     pub params: Vec<NodeId>,
     pub outputs: Vec<Output>,
+    /// Initialisers declared for params (`param w: T[N, K] = fan_in_uniform(K)`), by param node.
+    pub inits: Vec<(NodeId, Init)>,
+    /// State carried from one run to the next (a training step, spec/training.md): after a run, output
+    /// `output`'s value becomes param `param`'s.
+    pub updates: Vec<Update>,
+}
+
+/// One carried value: `outputs[output]` is the next value of the param node `param`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Update {
+    pub output: usize,
+    pub param: NodeId,
 }
 
 impl Graph {

@@ -12,7 +12,7 @@ use super::{
     UnaryOp, VarId,
 };
 use crate::dim::Dim;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 
 /// One violated invariant: the node (`None` for a problem with the graph's signature lists), its op name and
@@ -173,6 +173,35 @@ impl<'g> Verifier<'g> {
             }
             if let Some(first) = output_names.insert(output.name.as_str(), i) {
                 err(format!("outputs[{first}] and outputs[{i}] are both named `{}`", output.name));
+            }
+        }
+        let is_param = |id: NodeId| id.index() < len && matches!(graph.nodes[id].op, Op::Param { .. });
+        let mut initialised = HashSet::new();
+        for (i, (param, _)) in graph.inits.iter().enumerate() {
+            if !is_param(*param) {
+                err(format!("inits[{i}] names %{}, which is not a param", param.index()));
+            } else if !initialised.insert(*param) {
+                err(format!("inits[{i}]: %{} has two initialisers", param.index()));
+            }
+        }
+        let mut updated = HashSet::new();
+        for (i, update) in graph.updates.iter().enumerate() {
+            let Some(output) = graph.outputs.get(update.output) else {
+                err(format!("updates[{i}] reads outputs[{}], past the last output", update.output));
+                continue;
+            };
+            if !is_param(update.param) {
+                err(format!("updates[{i}] writes %{}, which is not a param", update.param.index()));
+            } else if !updated.insert(update.param) {
+                err(format!("updates[{i}]: %{} is updated twice", update.param.index()));
+            } else if output.node.index() < len && graph.nodes[output.node].ty != graph.nodes[update.param].ty {
+                err(format!(
+                    "updates[{i}]: output `{}` is {}, but %{} is {}",
+                    output.name,
+                    graph.type_to_string(&graph.nodes[output.node].ty),
+                    update.param.index(),
+                    graph.type_to_string(&graph.nodes[update.param].ty)
+                ));
             }
         }
         self.errors.extend(errors);

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use crate::ir::{Graph, Node, NodeId, Op, Output};
+use crate::ir::{Graph, Node, NodeId, Op, Output, Update};
 use crate::span::Span;
 
 pub(super) struct Rewriter<'g> {
@@ -73,6 +73,9 @@ impl<'g> Rewriter<'g> {
     pub fn finish(mut self) -> Graph {
         self.new.outputs =
             self.old.outputs.iter().map(|o| Output { name: o.name.clone(), node: self.get(o.node) }).collect();
+        self.new.inits = self.old.inits.iter().map(|(p, init)| (self.get(*p), init.clone())).collect();
+        self.new.updates =
+            self.old.updates.iter().map(|u| Update { output: u.output, param: self.get(u.param) }).collect();
         self.new
     }
 }

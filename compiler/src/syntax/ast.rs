@@ -130,8 +130,8 @@ pub struct Block {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stmt {
-    /// `param word_embeddings.weight: f32[V, H]`
-    Param { path: Path, ty: TypeExpr, span: Span },
+    /// `param word_embeddings.weight: f32[V, H]`, with an optional initialiser: `= normal(0.0, 1.0)`.
+    Param { path: Path, ty: TypeExpr, init: Option<Expr>, span: Span },
     /// `h = expr`
     Assign { name: Ident, value: Expr, span: Span },
     /// `y[n, d] = expr`: index notation.

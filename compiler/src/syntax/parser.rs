@@ -974,7 +974,8 @@ where
             .ignore_then(path.clone())
             .then_ignore(just(Token::Colon))
             .then(ty.clone())
-            .map_with(move |(path, ty), e| Stmt::Param { path, ty, span: sp(e.span()) });
+            .then(value_after(Token::Assign).or_not())
+            .map_with(move |((path, ty), init), e| Stmt::Param { path, ty, init, span: sp(e.span()) });
         let assign_or_define = ident
             .clone()
             .then(choice((

@@ -167,9 +167,13 @@ fn push_indent(out: &mut String, indent: usize) {
 
 fn write_stmt(out: &mut String, stmt: &Stmt, indent: usize) {
     match stmt {
-        Stmt::Param { path, ty, .. } => {
+        Stmt::Param { path, ty, init, .. } => {
             let _ = write!(out, "param {}: ", path.text());
             write_type(out, ty);
+            if let Some(init) = init {
+                out.push_str(" = ");
+                write_expr(out, init, Prec::Or);
+            }
         }
         Stmt::Assign { name, value, .. } => {
             let _ = write!(out, "{} = ", name.name);
@@ -392,10 +396,13 @@ fn erase_block(block: &mut Block) {
     block.span = Span::default();
     for stmt in &mut block.stmts {
         match stmt {
-            Stmt::Param { path, ty, span } => {
+            Stmt::Param { path, ty, init, span } => {
                 *span = Span::default();
                 erase_path(path);
                 erase_type(ty);
+                if let Some(init) = init {
+                    erase_expr(init);
+                }
             }
             Stmt::Assign { name, value, span } => {
                 *span = Span::default();
@@ -626,7 +633,8 @@ mod tests {
 
     fn block() -> impl Strategy<Value = Block> {
         let simple = prop_oneof![
-            1 => (path(), type_expr()).prop_map(|(path, ty)| Stmt::Param { path, ty, span: Span::default() }),
+            1 => (path(), type_expr(), proptest::option::of(expr()))
+                .prop_map(|(path, ty, init)| Stmt::Param { path, ty, init, span: Span::default() }),
             3 => (ident(), expr()).prop_map(|(name, value)| Stmt::Assign { name, value, span: Span::default() }),
             1 => (ident(), index_decls(expr()), expr())
                 .prop_map(|(name, indices, value)| Stmt::Define { name, indices, value, span: Span::default() }),

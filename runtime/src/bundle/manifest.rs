@@ -13,8 +13,8 @@ use super::{Bundle, BundleProblem, BundledModel, FORMAT_VERSION};
 use crate::DType;
 use crate::dim::{Atom, Dim, SymId};
 use crate::program::{
-    Arg, Bound, BoundKind, Check, Feature, Launch, Limit, Program, Requirements, SourceLocation, TensorDecl, TensorId,
-    TensorRole,
+    Arg, Bound, BoundKind, Check, Feature, Init, Launch, Limit, Program, Requirements, SourceLocation, TensorDecl,
+    TensorId, TensorRole, Update,
 };
 
 /// The first word of every SPIR-V module.
@@ -51,6 +51,33 @@ struct Model {
     launches: Vec<LaunchEntry>,
     /// The shared-buffer slot of each tensor (`null` for inputs and params).
     buffer_slots: Vec<Option<usize>>,
+    /// Param initialisers.
+    inits: Vec<InitEntry>,
+    /// State carried from one run to the next.
+    updates: Vec<UpdateEntry>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InitEntry {
+    tensor: u32,
+    init: InitKind,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum InitKind {
+    Constant(f64),
+    Uniform { low: f64, high: f64 },
+    FanInUniform(DimEntry),
+    Normal { mean: f64, std: f64 },
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateEntry {
+    output: usize,
+    param: u32,
 }
 
 /// A symbolic dimension and its constraint: bound at run time from the input (or param) shapes, at least
@@ -246,6 +273,20 @@ pub fn encode(bundle: &Bundle) -> (Vec<u8>, Vec<u8>) {
                 outputs: p.outputs.iter().map(|(name, t)| Output { name: name.clone(), tensor: t.0 }).collect(),
                 launches,
                 buffer_slots: model.buffer_slots.clone(),
+                inits: p
+                    .inits
+                    .iter()
+                    .map(|(t, init)| InitEntry {
+                        tensor: t.0,
+                        init: match init {
+                            Init::Constant(v) => InitKind::Constant(*v),
+                            Init::Uniform { low, high } => InitKind::Uniform { low: *low, high: *high },
+                            Init::FanInUniform(fan_in) => InitKind::FanInUniform(dim(fan_in)),
+                            Init::Normal { mean, std } => InitKind::Normal { mean: *mean, std: *std },
+                        },
+                    })
+                    .collect(),
+                updates: p.updates.iter().map(|u| UpdateEntry { output: u.output, param: u.param.0 }).collect(),
             }
         })
         .collect();
@@ -378,6 +419,16 @@ fn decode_model(model: Model, blobs: &[u8]) -> Result<BundledModel, BundleProble
                 .collect(),
         });
     }
+    let mut inits = Vec::with_capacity(model.inits.len());
+    for (k, entry) in model.inits.iter().enumerate() {
+        let init = match &entry.init {
+            InitKind::Constant(v) => Init::Constant(*v),
+            InitKind::Uniform { low, high } => Init::Uniform { low: *low, high: *high },
+            InitKind::FanInUniform(fan_in) => Init::FanInUniform(dim(fan_in, &format!("initialiser {k}"))?),
+            InitKind::Normal { mean, std } => Init::Normal { mean: *mean, std: *std },
+        };
+        inits.push((TensorId(entry.tensor), init));
+    }
     let program = Program {
         name: model.name.clone(),
         symbols,
@@ -386,6 +437,8 @@ fn decode_model(model: Model, blobs: &[u8]) -> Result<BundledModel, BundleProble
         params: model.params.iter().map(|&t| TensorId(t)).collect(),
         outputs: model.outputs.iter().map(|o| (o.name.clone(), TensorId(o.tensor))).collect(),
         launches,
+        inits,
+        updates: model.updates.iter().map(|u| Update { output: u.output, param: TensorId(u.param) }).collect(),
     };
     Ok(BundledModel { program, buffer_slots: model.buffer_slots })
 }

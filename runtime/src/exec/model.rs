@@ -315,6 +315,73 @@ impl<'a> Model<'a> {
         Ok(Outputs { names, tensors })
     }
 
+    /// Runs once on `inputs` (signature order) and carries the program's state forward: each of
+    /// `Program::updates` copies its output into its param's buffer in the same submission, after every
+    /// launch, so the next call reads the new values (a training step: params and optimizer state never leave
+    /// the device). Returns the outputs named in `read`, in that order, downloaded after the updates; an
+    /// output that is itself an updated param reads its new value. When a kernel reports a run-time error the
+    /// updates have already been applied: the state is then undefined (reload it).
+    pub fn step(&mut self, inputs: &[Input], read: &[&str]) -> Result<Vec<Tensor>, ExecError> {
+        let mut wanted = Vec::with_capacity(read.len());
+        let mut problems = Vec::new();
+        for &name in read {
+            match self.program.outputs.iter().find(|(n, _)| n == name) {
+                Some((_, id)) => wanted.push((name, *id)),
+                None => problems.push(format!("there is no output `{name}`")),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(ExecError::InputNames { model: self.program.name.clone(), problems });
+        }
+        let (staged, _) = self.stage(inputs)?;
+        let gpu: &Gpu = &self.gpu;
+        let mut copies = Vec::with_capacity(self.program.updates.len());
+        for update in &self.program.updates {
+            let (_, source) = &self.program.outputs[update.output];
+            let (from, to) = (&staged.buffers[source.0 as usize], &staged.buffers[update.param.0 as usize]);
+            let decl = self.program.tensor(update.param);
+            let bytes = device_bytes(decl.dtype, staged.shapes[update.param.0 as usize].iter().product());
+            // An output that is the param itself (an update that changes nothing) needs no copy.
+            if from != to && bytes > 0 {
+                copies.push((from, to, bytes));
+            }
+        }
+        gpu.submit_with(&staged.steps, staged.status.as_ref(), &copies)?;
+        staged.finish(gpu, &self.program)?;
+        wanted
+            .into_iter()
+            .map(|(name, id)| {
+                let decl = self.program.tensor(id);
+                gpu.download(&staged.buffers[id.0 as usize], decl.dtype, &staged.shapes[id.0 as usize])
+                    .map_err(|source| ExecError::Download { output: name.to_string(), source })
+            })
+            .collect()
+    }
+
+    /// The params as they are now on the device (after any `step`s), by key, in `Program::params` order.
+    pub fn download_params(&self) -> Result<Vec<(String, Tensor)>, ExecError> {
+        self.program
+            .params
+            .iter()
+            .zip(&self.param_types)
+            .map(|(&id, (dtype, shape))| {
+                let decl = self.program.tensor(id);
+                let key = match &decl.role {
+                    TensorRole::Param(key) => key.clone(),
+                    _ => decl.name.clone(),
+                };
+                let buffer = self.param_buffers[id.0 as usize]
+                    .as_ref()
+                    .ok_or_else(|| internal(&format!("param `{key}` has no buffer")))?;
+                let tensor = self
+                    .gpu
+                    .download(buffer, *dtype, shape)
+                    .map_err(|source| ExecError::Download { output: key.clone(), source })?;
+                Ok((key, tensor))
+            })
+            .collect()
+    }
+
     /// `call` with inputs by name: every input exactly once, in any order.
     pub fn call_named(&mut self, inputs: &[(&str, Input)]) -> Result<Outputs, ExecError> {
         let ordered = self.by_name(inputs)?;
@@ -328,7 +395,13 @@ impl<'a> Model<'a> {
         Ok(Prepared { gpu: &self.gpu, program: &self.program, staged, memory })
     }
 
-    /// `inputs` by name put in signature order; unknown, repeated and missing names are one error.
+    /// `inputs` by name put in signature order (as `call`, `step` and `prepare` take them); unknown,
+    /// repeated and missing names are one error.
+    pub fn inputs_by_name<'t>(&self, inputs: &[(&str, Input<'t>)]) -> Result<Vec<Input<'t>>, ExecError> {
+        self.by_name(inputs)
+    }
+
+    /// See `inputs_by_name`.
     fn by_name<'t>(&self, inputs: &[(&str, Input<'t>)]) -> Result<Vec<Input<'t>>, ExecError> {
         let declared = self.inputs();
         let mut ordered: Vec<Option<Input>> = vec![None; declared.len()];

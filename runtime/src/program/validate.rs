@@ -130,6 +130,28 @@ pub enum ProgramError {
         /// The tensor's name.
         tensor: String,
     },
+    /// An initialiser that names no param, a second one for a param, or a bad one.
+    #[error("initialiser {index} (of tensor {id}): {problem}")]
+    BadInit {
+        /// Its index in `inits`.
+        index: usize,
+        /// The tensor it names.
+        id: u32,
+        /// What is wrong.
+        problem: String,
+    },
+    /// An update whose output or param is wrong, or that disagrees with its param.
+    #[error("update {index} (output {output} into tensor {param}): {problem}")]
+    BadUpdate {
+        /// Its index in `updates`.
+        index: usize,
+        /// The output it reads.
+        output: usize,
+        /// The param it writes.
+        param: u32,
+        /// What is wrong.
+        problem: String,
+    },
     /// A launch with workgroup size 0.
     #[error("launch {launch} ({name}) has workgroup size 0")]
     ZeroWorkgroupSize {
@@ -149,6 +171,8 @@ impl Program {
         v.signature_list("params", &self.params, Role::Param);
         let written = v.launches();
         v.outputs(&written);
+        v.inits();
+        v.updates();
         if v.problems.is_empty() { Ok(()) } else { Err(v.problems) }
     }
 }
@@ -314,6 +338,78 @@ impl<'a> Validator<'a> {
             written.extend(writes);
         }
         written
+    }
+
+    /// Each initialiser names a param, once, with finite numbers (a positive spread) and a valid fan-in.
+    fn inits(&mut self) {
+        let p = self.program;
+        let mut seen = HashSet::new();
+        for (index, (id, init)) in p.inits.iter().enumerate() {
+            let bad = |problem: String| ProgramError::BadInit { index, id: id.0, problem };
+            let problem = match p.tensors.get(id.0 as usize) {
+                None => Some(format!("there is no tensor {}", id.0)),
+                Some(decl) if !matches!(decl.role, TensorRole::Param(_)) => {
+                    Some(format!("tensor `{}` is not a param", decl.name))
+                }
+                Some(decl) if !seen.insert(*id) => Some(format!("param `{}` has two initialisers", decl.name)),
+                Some(decl) if !decl.dtype.is_float() => {
+                    Some(format!("param `{}` is {}, not a float tensor", decl.name, decl.dtype.name()))
+                }
+                Some(_) => match init {
+                    super::Init::Constant(v) if !v.is_finite() => Some(format!("constant {v} is not finite")),
+                    super::Init::Uniform { low, high } if !(low.is_finite() && high.is_finite() && low <= high) => {
+                        Some(format!("uniform({low}, {high}) is not a finite range"))
+                    }
+                    super::Init::Normal { mean, std } if !(mean.is_finite() && std.is_finite() && *std >= 0.0) => {
+                        Some(format!("normal({mean}, {std}) needs a finite mean and a finite std >= 0"))
+                    }
+                    super::Init::FanInUniform(fan_in) => {
+                        self.dim(fan_in, &format!("the fan-in of initialiser {index}"));
+                        None
+                    }
+                    _ => None,
+                },
+            };
+            if let Some(problem) = problem {
+                let e = bad(problem);
+                self.problems.push(e);
+            }
+        }
+    }
+
+    /// Each update reads an output of the param's dtype and shape into a param, each param at most once.
+    fn updates(&mut self) {
+        let p = self.program;
+        let mut seen = HashSet::new();
+        for (index, update) in p.updates.iter().enumerate() {
+            let bad = |problem: String| ProgramError::BadUpdate {
+                index,
+                output: update.output,
+                param: update.param.0,
+                problem,
+            };
+            let Some((name, source)) = p.outputs.get(update.output) else {
+                self.problems.push(bad(format!("the program has {} output(s)", p.outputs.len())));
+                continue;
+            };
+            let (Some(decl), Some(value)) = (p.tensors.get(update.param.0 as usize), p.tensors.get(source.0 as usize))
+            else {
+                self.problems.push(bad("it names a tensor the program does not have".into()));
+                continue;
+            };
+            if !matches!(decl.role, TensorRole::Param(_)) {
+                self.problems.push(bad(format!("tensor `{}` is not a param", decl.name)));
+            } else if !seen.insert(update.param) {
+                self.problems.push(bad(format!("param `{}` is updated twice", decl.name)));
+            } else if decl.dtype != value.dtype || decl.shape != value.shape {
+                self.problems.push(bad(format!(
+                    "output `{name}` is {}, param `{}` is {}",
+                    p.type_string(value),
+                    decl.name,
+                    p.type_string(decl)
+                )));
+            }
+        }
     }
 
     fn outputs(&mut self, written: &HashSet<TensorId>) {
