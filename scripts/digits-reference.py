@@ -37,7 +37,8 @@ then the mean negative log-likelihood.
 
 With --bench it trains nothing to disk and prints, for the cnn and the mlp with sgd at batch 64, one JSON line
 each: PyTorch CPU training steps per second (forward, backward, optimizer step on real batches) with
---threads threads, the median over --runs steps after --warmup steps.
+--threads threads, the median over --runs steps after --warmup steps (and the 1-minute load average: other
+work on the machine's cores slows torch's thread pool a lot, so bench on an idle machine).
 
 Needs a Python with torch, numpy and safetensors (e.g. a venv outside the repository; the fixtures were
 written with torch 2.15.0, numpy 2.4.6, safetensors 0.8.0) and the data from scripts/fetch-digits.sh:
@@ -54,6 +55,7 @@ tests/fixtures/train. Deterministic: the same torch build gives the same files.
 
 import argparse
 import json
+import struct
 import os
 import statistics
 import time
@@ -64,7 +66,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.numpy import load_file
-from safetensors.torch import save_file
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -172,6 +173,25 @@ def params(m, prefix):
     return {f"{prefix}.{k}": p.detach().clone().contiguous() for k, p in m.named_parameters()}
 
 
+def save(path, tensors, metadata):
+    """A safetensors file with its header in a fixed order (the metadata and the tensors sorted by name;
+    safetensors' own writer orders the metadata at random), so a rerun writes the same bytes."""
+    header = {"__metadata__": dict(sorted(metadata.items()))}
+    blobs, offset = [], 0
+    for name in sorted(tensors):
+        t = tensors[name].detach().contiguous()
+        assert t.dtype == torch.float32, (name, t.dtype)
+        blob = t.numpy().astype("<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + len(blob)]}
+        blobs.append(blob)
+        offset += len(blob)
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(struct.pack("<Q", len(text)) + text + b"".join(blobs))
+    tmp.replace(path)
+
+
 def load(path):
     d = load_file(str(path))
     images, labels = d["images"], d["labels"]
@@ -265,8 +285,10 @@ def bench(data, warmup, runs):
             "steps": runs,
             "warmup": warmup,
             "median_step_ms": round(median * 1e3, 4),
+            "min_step_ms": round(min(times) * 1e3, 4),
             "steps_per_s": round(1.0 / median, 1),
             "torch": torch.__version__,
+            "loadavg_1min": round(os.getloadavg()[0], 2),
         }))
 
 
@@ -291,22 +313,23 @@ def main():
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
-    torch.use_deterministic_algorithms(True)
     self_check()
     data = load(args.data)
     print(f"train {len(data[0][1])} samples, test {len(data[1][1])}; "
           f"first test rows {split(1797, SPLIT_FRACTION, SPLIT_SEED)[1][:10]}; "
           f"epoch 0's first batch starts {batch_rows(len(data[0][1]), BATCH, 0)[0][:10]}")
     if args.bench:
+        # torch's defaults, as a user would train; the fixtures are the same with or without the flag below.
         bench(data, args.warmup, args.runs)
         return
+    torch.use_deterministic_algorithms(True)
 
     args.out.mkdir(parents=True, exist_ok=True)
     for model in ("cnn", "mlp"):
         for opt_name in ("sgd", "adamw"):
             out, meta, steps = train(model, opt_name, data, args.epochs)
             path = args.out / f"digits_{model}_{opt_name}.safetensors"
-            save_file(out, str(path), metadata=meta)
+            save(path, out, meta)
             acc = " ".join(f"{a:.4f}" for a in out["test_accuracy"].tolist())
             print(f"{path.name}: {steps} steps, first loss {out['losses'][0]:.6f}, "
                   f"loss 50 {out['losses'][-1]:.6f}, final test loss {out['test_loss'][-1]:.6f}")
