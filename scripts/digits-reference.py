@@ -31,9 +31,12 @@ For each model in (cnn, mlp) and optimizer in (sgd, adamw) it writes DIR/digits_
 and the run's settings as safetensors metadata (strings): model, optimizer, epochs, batch, lr, momentum or
 weight_decay, split_fraction, split_seed, shuffle_seed, init_seed, threads, torch_version.
 
-Surprises for a port: MaxPool2d's gradient goes to the first maximum of its window in row-major order (after
-ReLU many windows are all zero, so ties are common); cross_entropy is log_softmax with the max subtracted,
-then the mean negative log-likelihood.
+Details a port must match: MaxPool2d's gradient goes to the first maximum of its window in row-major order,
+and only to it. Ties are common: conv1 gives exactly relu(bias) on the images' blank background, so about a
+quarter of the first pool's windows tie (some at a positive value, where sending the gradient to every
+maximum would count conv1.bias's share several times); the second pool's ties are all zeros, harmless as
+ReLU's gradient at 0 is 0 in PyTorch. cross_entropy is log_softmax (max subtracted) and the mean negative
+log-likelihood over the batch, labels as int64.
 
 With --bench it trains nothing to disk and prints, for the cnn and the mlp with sgd at batch 64, one JSON line
 each: PyTorch CPU training steps per second (forward, backward, optimizer step on real batches) with
@@ -50,14 +53,15 @@ written with torch 2.15.0, numpy 2.4.6, safetensors 0.8.0) and the data from scr
 
 --data defaults to fetch-digits.sh's cache,
 ${TDSL_DIGITS_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/tdsl/digits}/digits.safetensors; --out defaults to
-tests/fixtures/train. Deterministic: the same torch build gives the same files.
+tests/fixtures/train. Deterministic: the same torch build and --threads give the same bytes (another thread
+count moves the final params by up to about 1e-4, reductions summing in another order).
 """
 
 import argparse
 import json
-import struct
 import os
 import statistics
+import struct
 import time
 from pathlib import Path
 
