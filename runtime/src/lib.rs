@@ -57,12 +57,12 @@ pub use gpu::{
 pub use npy::{NpyError, NpyProblem, read_npy, read_npy_bytes, to_npy_bytes, write_npy};
 pub use plot::{Panel, PlotError, Series, svg as plot_svg, write_svg};
 pub use program::{
-    Arg, Bound, BoundKind, Check, Feature, Init, Launch, Limit, Program, ProgramError, Requirements,
-    SourceLocation, TensorDecl, TensorId, TensorRole, Unmet, Update,
+    Arg, Bound, BoundKind, Check, Feature, Init, Launch, Limit, Program, ProgramError, Requirements, SourceLocation,
+    TensorDecl, TensorId, TensorRole, Unmet, Update,
 };
 pub use session::Session;
-pub use train::{TrainError, Trainer, initial_params, load_checkpoint};
 pub use tensor::{DecodeError, MAX_ELEMENTS, ShapeMismatch, Tensor, TensorData};
+pub use train::{TrainError, Trainer, initial_params, load_checkpoint};
 pub use weights::{
     ParamProblem, ParamSpec, WeightEntry, Weights, WeightsError, check_params, save as save_safetensors,
 };

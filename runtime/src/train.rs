@@ -200,10 +200,8 @@ pub fn initial_params(
     seed: u64,
 ) -> Result<HashMap<String, Tensor>, TrainError> {
     let params = declared(program, &program.params);
-    let entries: Vec<_> = params
-        .iter()
-        .filter_map(|d| given.get(d.site.name()).map(|t| (d, Given::Tensor(t))))
-        .collect();
+    let entries: Vec<_> =
+        params.iter().filter_map(|d| given.get(d.site.name()).map(|t| (d, Given::Tensor(t)))).collect();
     let bound = bind_partial(&program.symbols, &entries);
     let mut problems: Vec<String> = bound.problems.iter().map(|p| p.to_string()).collect();
     let symbols = bound.values();
@@ -248,11 +246,7 @@ pub fn initial_params(
         };
         values.insert(key.to_string(), tensor);
     }
-    if problems.is_empty() {
-        Ok(values)
-    } else {
-        Err(TrainError::Init { program: program.name.clone(), problems })
-    }
+    if problems.is_empty() { Ok(values) } else { Err(TrainError::Init { program: program.name.clone(), problems }) }
 }
 
 /// Uniform on `[low, high)` from 53 random bits.

@@ -78,6 +78,8 @@ fn fixed_bundle() -> Bundle {
             launch("k1", vec![Arg::Read(TensorId(2)), Arg::Write(TensorId(3))]),
             launch("k2", vec![Arg::Read(TensorId(3)), Arg::Write(TensorId(4)), Arg::Status]),
         ],
+        inits: vec![(TensorId(1), tdsl_runtime::Init::Uniform { low: -0.5, high: 0.5 })],
+        updates: Vec::new(),
     };
     let model = BundledModel::new(program);
     assert_eq!(model.buffer_slots, [None, None, Some(0), Some(1), Some(0)], "z reuses h's buffer");

@@ -13,4 +13,5 @@ mod kernels;
 mod minilm;
 mod properties;
 mod tidy;
+mod train;
 mod util;

@@ -632,14 +632,7 @@ impl<'p> Elab<'p> {
         repeated
     }
 
-    fn param(
-        &mut self,
-        scope: &mut Scope,
-        path: &ast::Path,
-        ty: &ast::TypeExpr,
-        init: Option<&ast::Expr>,
-        span: Span,
-    ) {
+    fn param(&mut self, scope: &mut Scope, path: &ast::Path, ty: &ast::TypeExpr, init: Option<&ast::Expr>, span: Span) {
         let local = path.text();
         self.note_assignment(&local);
         let key = if scope.prefix.is_empty() { local.clone() } else { format!("{}.{local}", scope.prefix) };

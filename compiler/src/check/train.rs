@@ -118,7 +118,8 @@ impl Elab<'_> {
             let Op::Param { key } = &self.graph.nodes[param].op else { continue };
             let key = key.clone();
             let ty = self.graph.nodes[param].ty.clone();
-            let (p, g, lr, t) = (Value::Tensor(param), Value::Tensor(grad), Value::Tensor(lr), Value::Tensor(step_next));
+            let (p, g, lr, t) =
+                (Value::Tensor(param), Value::Tensor(grad), Value::Tensor(lr), Value::Tensor(step_next));
             let next = match spec.optimizer {
                 Optimizer::Sgd { momentum, dampening, nesterov, weight_decay } => {
                     let wd = ("weight_decay", Value::Float(weight_decay));
@@ -144,7 +145,8 @@ impl Elab<'_> {
                 }
                 Optimizer::Adam { beta1, beta2, eps, weight_decay, decoupled } => {
                     let l2 = if decoupled { 0.0 } else { weight_decay };
-                    let Some(g) = self.optim_call("adam_grad", &[p.clone(), g], &[("weight_decay", Value::Float(l2))], at)
+                    let Some(g) =
+                        self.optim_call("adam_grad", &[p.clone(), g], &[("weight_decay", Value::Float(l2))], at)
                     else {
                         return;
                     };

@@ -209,8 +209,13 @@ impl TrainArgs {
 }
 
 /// Runs `tdslc train`.
-pub(super) fn train(args: &TrainArgs, color: bool, terminal: bool, out: &mut dyn Write, err: &mut dyn Write)
-    -> Result<(), Option<String>> {
+pub(super) fn train(
+    args: &TrainArgs,
+    color: bool,
+    terminal: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<(), Option<String>> {
     args.check().map_err(Some)?;
     // The forward pass (for validation) and the model's name.
     let checked = super::checked_file(&args.file, color, err)?;
@@ -251,8 +256,8 @@ pub(super) fn train(args: &TrainArgs, color: bool, terminal: bool, out: &mut dyn
     let target = crate::codegen::Target::for_gpu(&gpu);
     let options = pipeline::Options { target, ..pipeline::Options::default() };
     let compile = |graph: &crate::ir::Graph, what: &str| {
-        let mut compiled =
-            pipeline::compile_graph(graph, &options).map_err(|e| Some(format!("model `{}` ({what}): {e}", graph.name)))?;
+        let mut compiled = pipeline::compile_graph(graph, &options)
+            .map_err(|e| Some(format!("model `{}` ({what}): {e}", graph.name)))?;
         compiled.locate(&checked_step.program.sources);
         Ok::<_, Option<String>>(compiled.program)
     };
@@ -297,8 +302,7 @@ pub(super) fn train(args: &TrainArgs, color: bool, terminal: bool, out: &mut dyn
     let mut trainer = Trainer::new(&gpu, &step_program, None, &start).map_err(|e| Some(e.to_string()))?;
 
     let samples = training.samples();
-    let per_epoch =
-        (if args.drop_last { samples / args.batch_size } else { samples.div_ceil(args.batch_size) }) as u64;
+    let per_epoch = (if args.drop_last { samples / args.batch_size } else { samples.div_ceil(args.batch_size) }) as u64;
     if per_epoch == 0 {
         return Err(Some(format!(
             "the training set has {} samples: no batch of {} with --drop-last",
@@ -329,8 +333,9 @@ pub(super) fn train(args: &TrainArgs, color: bool, terminal: bool, out: &mut dyn
     while trainer.steps() < total {
         let epoch = trainer.steps() / per_epoch;
         let skip = (trainer.steps() % per_epoch) as usize;
-        let batches =
-            training.batches(args.batch_size, Some(args.seed + epoch), args.drop_last).map_err(|e| Some(e.to_string()))?;
+        let batches = training
+            .batches(args.batch_size, Some(args.seed + epoch), args.drop_last)
+            .map_err(|e| Some(e.to_string()))?;
         for batch in batches.iter().skip(skip) {
             if trainer.steps() >= total {
                 break;
@@ -380,8 +385,7 @@ pub(super) fn train(args: &TrainArgs, color: bool, terminal: bool, out: &mut dyn
         if !finished_epoch {
             continue;
         }
-        let params: HashMap<String, Tensor> =
-            trainer.params().map_err(|e| Some(e.to_string()))?.into_iter().collect();
+        let params: HashMap<String, Tensor> = trainer.params().map_err(|e| Some(e.to_string()))?.into_iter().collect();
         let (val_loss, val_acc) = if validation.samples() > 0 {
             evaluate(&gpu, &forward_program, &params, &validation, args, &needed, accuracy.as_deref())?
         } else {
@@ -392,12 +396,8 @@ pub(super) fn train(args: &TrainArgs, color: bool, terminal: bool, out: &mut dyn
         if let Some(acc) = val_acc {
             curves.val_accuracy.push((trainer.steps() as f64, acc));
         }
-        let mut line = format!(
-            "{{\"epoch\":{},\"step\":{},\"val_loss\":{}",
-            epoch_done,
-            trainer.steps(),
-            json_number(val_loss)
-        );
+        let mut line =
+            format!("{{\"epoch\":{},\"step\":{},\"val_loss\":{}", epoch_done, trainer.steps(), json_number(val_loss));
         if let Some(acc) = val_acc {
             line += &format!(",\"val_accuracy\":{}", json_number(acc));
         }
@@ -432,7 +432,12 @@ pub(super) fn train(args: &TrainArgs, color: bool, terminal: bool, out: &mut dyn
         done as f64 / seconds.max(1e-9)
     );
     if let Some(path) = &args.save {
-        let _ = writeln!(out, "checkpoint: {} (optimizer state: {})", path.display(), train::optimizer_path(path).display());
+        let _ = writeln!(
+            out,
+            "checkpoint: {} (optimizer state: {})",
+            path.display(),
+            train::optimizer_path(path).display()
+        );
     }
     Ok(())
 }
@@ -535,10 +540,8 @@ fn progress_bar(terminal: bool, total: u64, done: u64) -> indicatif::ProgressBar
         return indicatif::ProgressBar::hidden();
     }
     let bar = indicatif::ProgressBar::new(total).with_position(done);
-    let style = indicatif::ProgressStyle::with_template(
-        "{bar:30} {pos}/{len} steps · {msg} · {per_sec} · ETA {eta}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    let style = indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps · {msg} · {per_sec} · ETA {eta}")
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
     bar.set_style(style);
     bar
 }

@@ -129,6 +129,7 @@ fn pairs_program() -> Program {
                 64,
             ),
         ],
+        ..Program::default()
     }
 }
 
@@ -458,6 +459,7 @@ fn validate_lists_every_broken_invariant() {
         params: vec![],
         outputs: vec![("y".into(), TensorId(4)), ("z".into(), TensorId(12))],
         launches: vec![k0, k1, k2],
+        ..Program::default()
     };
     let expected = [
         "two symbols are named `N`",
@@ -535,6 +537,7 @@ fn affine_program() -> Program {
             n(),
             64,
         )],
+        ..Program::default()
     }
 }
 
