@@ -1,8 +1,9 @@
 //! Training data: named arrays that share their first (sample) axis, from a directory of `.npy` files, a
 //! NumPy `.npz` archive (`np.savez`, stored, or `np.savez_compressed`, deflated) or a safetensors file
-//! (`Dataset::open` picks by the path); a seeded split into training and validation sets; and batches in a seeded shuffled order (a
-//! Fisher–Yates shuffle driven by `SplitMix64`, so any language can reproduce the order), with or without
-//! the last, short batch (`drop_last`).
+//! (`Dataset::open` picks by the path); a seeded split into training and validation sets; and batches in a
+//! seeded shuffled order (a Fisher–Yates shuffle driven by `SplitMix64`, so any language can reproduce the
+//! order), with or without the last, short batch (`drop_last`). A `.npz` member may decompress to at most
+//! `MAX_ELEMENTS` 4-byte elements plus a 1 MiB header, which bounds what a damaged archive can allocate.
 
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
@@ -183,7 +184,7 @@ impl Dataset {
         let mut files = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(read_dir)? {
             let path = entry.map_err(read_dir)?.path();
-            let stem = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned);
+            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
             let npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
             if let (Some(stem), true, true) = (stem, npy, path.is_file()) {
                 files.push((stem, path));

@@ -5,8 +5,8 @@
 //!
 //! Limits: non-finite points (a NaN or infinite loss) are skipped, so a line joins its neighbours; a series
 //! with no finite point is only listed in the legend. The y axis starts where the data does (not at 0), and
-//! both axes are linear (no log scale). Text is escaped for XML; the document uses no fonts beyond the
-//! generic `sans-serif`.
+//! both axes are linear (no log scale); every finite point is written (no thinning: about 16 bytes a point).
+//! Text is escaped for XML; the document uses no fonts beyond the generic `sans-serif`.
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -65,7 +65,12 @@ pub fn svg(title: &str, panels: &[Panel]) -> String {
     let _ = writeln!(out, r#"<?xml version="1.0" encoding="UTF-8"?>"#);
     let _ = writeln!(
         out,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#
+        concat!(
+            r#"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" "#,
+            r#"viewBox="0 0 {width} {height}" font-family="sans-serif" font-size="12">"#
+        ),
+        width = width,
+        height = height,
     );
     let _ = writeln!(out, r#"<rect width="{width}" height="{height}" fill="white"/>"#);
     let _ = writeln!(
@@ -171,7 +176,14 @@ fn draw_panel(out: &mut String, panel: &Panel) {
     }
     let _ = writeln!(
         out,
-        r#"<rect x="{PLOT_LEFT}" y="{PLOT_TOP}" width="{PLOT_WIDTH}" height="{PLOT_HEIGHT}" fill="none" stroke="black"/>"#
+        concat!(
+            r#"<rect x="{PLOT_LEFT}" y="{PLOT_TOP}" width="{PLOT_WIDTH}" height="{PLOT_HEIGHT}" "#,
+            r#"fill="none" stroke="black"/>"#
+        ),
+        PLOT_LEFT = PLOT_LEFT,
+        PLOT_TOP = PLOT_TOP,
+        PLOT_WIDTH = PLOT_WIDTH,
+        PLOT_HEIGHT = PLOT_HEIGHT,
     );
     let _ = writeln!(
         out,
