@@ -555,4 +555,26 @@ mod tests {
         crate::weights::save(&path, data(3).arrays()).expect("saved");
         assert_eq!(Dataset::open(&path).expect("loads"), data(3));
     }
+
+    proptest::proptest! {
+        /// Any damage to an archive (a cut, changed bytes) gives arrays or an error, never a panic.
+        #[test]
+        fn damaged_npz_archives_never_panic(
+            deflated in proptest::prelude::any::<bool>(),
+            cut in proptest::prelude::any::<proptest::sample::Index>(),
+            flips in proptest::collection::vec(
+                (proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>()),
+                0..4,
+            ),
+        ) {
+            let method = if deflated { zip::CompressionMethod::Deflated } else { zip::CompressionMethod::Stored };
+            let mut bytes = npz(&members(3), method);
+            for (at, value) in flips {
+                let i = at.index(bytes.len());
+                bytes[i] = value;
+            }
+            bytes.truncate(cut.index(bytes.len() + 1));
+            let _ = npz_arrays(Path::new("damaged.npz"), std::io::Cursor::new(bytes));
+        }
+    }
 }
