@@ -1,8 +1,9 @@
 //! Training data: named arrays that share their first (sample) axis, from a directory of `.npy` files, a
 //! NumPy `.npz` archive (`np.savez`, stored, or `np.savez_compressed`, deflated) or a safetensors file
-//! (`Dataset::open` picks by the path); a seeded split into training and validation sets; and batches in a seeded shuffled order (a
-//! Fisher–Yates shuffle driven by `SplitMix64`, so any language can reproduce the order), with or without
-//! the last, short batch (`drop_last`).
+//! (`Dataset::open` picks by the path); a seeded split into training and validation sets; and batches in a
+//! seeded shuffled order (a Fisher–Yates shuffle driven by `SplitMix64`, so any language can reproduce the
+//! order), with or without the last, short batch (`drop_last`). A `.npz` member may decompress to at most
+//! `MAX_ELEMENTS` 4-byte elements plus a 1 MiB header, which bounds what a damaged archive can allocate.
 
 use std::io::{Read, Seek};
 use std::path::{Path, PathBuf};
@@ -183,7 +184,7 @@ impl Dataset {
         let mut files = Vec::new();
         for entry in std::fs::read_dir(dir).map_err(read_dir)? {
             let path = entry.map_err(read_dir)?.path();
-            let stem = path.file_stem().and_then(|s| s.to_str()).map(str::to_owned);
+            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned());
             let npy = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy"));
             if let (Some(stem), true, true) = (stem, npy, path.is_file()) {
                 files.push((stem, path));
@@ -553,5 +554,27 @@ mod tests {
         let path = dir.path().join("digits.safetensors");
         crate::weights::save(&path, data(3).arrays()).expect("saved");
         assert_eq!(Dataset::open(&path).expect("loads"), data(3));
+    }
+
+    proptest::proptest! {
+        /// Any damage to an archive (a cut, changed bytes) gives arrays or an error, never a panic.
+        #[test]
+        fn damaged_npz_archives_never_panic(
+            deflated in proptest::prelude::any::<bool>(),
+            cut in proptest::prelude::any::<proptest::sample::Index>(),
+            flips in proptest::collection::vec(
+                (proptest::prelude::any::<proptest::sample::Index>(), proptest::prelude::any::<u8>()),
+                0..4,
+            ),
+        ) {
+            let method = if deflated { zip::CompressionMethod::Deflated } else { zip::CompressionMethod::Stored };
+            let mut bytes = npz(&members(3), method);
+            for (at, value) in flips {
+                let i = at.index(bytes.len());
+                bytes[i] = value;
+            }
+            bytes.truncate(cut.index(bytes.len() + 1));
+            let _ = npz_arrays(Path::new("damaged.npz"), std::io::Cursor::new(bytes));
+        }
     }
 }
