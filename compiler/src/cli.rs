@@ -60,6 +60,12 @@ enum Command {
         /// Tile shapes measured by `tdslc tune` (its tuning file for the adapter the bundle is for).
         #[arg(long, value_name = "FILE")]
         tuning: Option<PathBuf>,
+        /// Also the training step of model NAME, as the model `NAME.train` (the runtime's `Trainer` runs it),
+        /// with the loss and optimizer options below.
+        #[arg(long, value_name = "NAME")]
+        train: Option<String>,
+        #[command(flatten)]
+        step: train::StepArgs,
     },
     /// Run every model of FILE (or the one `--model` names) on the GPU (or the reference interpreter) and
     /// print a summary of each output. Inputs and params not given get seeded random values (said on stderr).
@@ -268,8 +274,14 @@ pub fn main(
             }
             if failed { Err(None) } else { Ok(()) }
         }
-        Command::Build { file, output, schedule, tuning } => {
-            build(&file, &output, schedule, tuning.as_deref(), color, stderr_is_terminal, err)
+        Command::Build { file, output, schedule, tuning, train, step } => {
+            let problems = step.problems();
+            if !problems.is_empty() {
+                let _ = writeln!(err, "error: {}", problems.join("\nerror: "));
+                return 2;
+            }
+            let spec = train.map(|model| step.spec(&model));
+            build(&file, &output, schedule, tuning.as_deref(), spec.as_ref(), color, stderr_is_terminal, err)
         }
         Command::Tune { file, model, dims, repeat, tuning, backend } => {
             let options = TuneOptions { model: model.as_deref(), dims: &dims, repeat, tuning: tuning.as_deref() };
@@ -518,6 +530,7 @@ fn build(
     output: &std::path::Path,
     schedule: Schedule,
     tuning: Option<&std::path::Path>,
+    train: Option<&pipeline::TrainSpec>,
     color: bool,
     stderr_is_terminal: bool,
     err: &mut dyn Write,
@@ -539,6 +552,7 @@ fn build(
         color,
         progress: Some(&progress),
         warnings: Some(&|text: &str| warnings.borrow_mut().push_str(text)),
+        train,
     };
     let built = crate::bundle::build(file, &options);
     spinner.finish_and_clear();

@@ -50,7 +50,11 @@ fn err_fixtures_match_diagnostic_snapshots() {
 
 /// Codes no fixture file can report, each with the test that does: a fixture is a file that exists, so it
 /// cannot be a missing root file.
-const WITHOUT_FIXTURE: &[(Code, &str)] = &[(Code::E0111, "cli::root_files_that_cannot_be_read_have_their_own_codes")];
+const WITHOUT_FIXTURE: &[(Code, &str)] = &[
+    (Code::E0111, "cli::root_files_that_cannot_be_read_have_their_own_codes"),
+    // Only a training step (`tdslc train`, `pipeline::check_training`) can report it.
+    (Code::E0505, "train::a_model_without_a_scalar_loss_cannot_be_trained"),
+];
 
 #[test]
 fn every_code_has_a_fixture_that_reports_it() {

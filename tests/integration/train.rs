@@ -18,6 +18,7 @@ use tdsl_runtime::train::{self, Trainer};
 use tdsl_runtime::{Program, Tensor, Weights};
 
 use crate::gpu::gpu;
+
 use crate::util;
 
 /// The digits dataset `scripts/fetch-digits.sh` caches.
@@ -167,4 +168,174 @@ fn digits_training_matches_pytorch_step_by_step() {
         ));
     }
     eprintln!("{}", report.join("\n"));
+}
+
+/// The digits dataset's path, for `tdslc train --data`.
+fn digits_path() -> String {
+    let dir = std::env::var_os("TDSL_DIGITS_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        let cache = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache"));
+        cache.join("tdsl/digits")
+    });
+    dir.join("digits.safetensors").display().to_string()
+}
+
+/// Every tensor of a checkpoint (params and optimizer state).
+fn checkpoint(path: &Path) -> HashMap<String, Tensor> {
+    train::load_checkpoint(path).expect("the checkpoint reads")
+}
+
+/// Train 20 steps = train 10, save, resume, train 10: identical params and optimizer state, bit for bit.
+#[test]
+fn resuming_a_checkpoint_continues_exactly() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let data = digits_path();
+    let at = |name: &str| dir.path().join(name).display().to_string();
+    let base = [
+        "train",
+        "../examples/digits/mlp.tdsl",
+        "--data",
+        &data,
+        "--optimizer",
+        "adamw",
+        "--lr",
+        "0.003",
+        "--batch-size",
+        "64",
+        "--epochs",
+        "2",
+        "--lr-schedule",
+        "cosine",
+        "--warmup-steps",
+        "5",
+    ];
+    let run = |extra: &[&str]| {
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        let (code, out, err) = crate::cli::tdslc(&args);
+        assert_eq!(code, 0, "tdslc {}:\n{out}{err}", args.join(" "));
+    };
+    // 30 steps crosses the end of the first epoch (23 batches), so the resumed run restarts mid-epoch.
+    let (straight, first, second) = (at("straight.safetensors"), at("first.safetensors"), at("second.safetensors"));
+    run(&["--max-steps", "30", "--save", &straight]);
+    run(&["--max-steps", "12", "--save", &first]);
+    run(&["--max-steps", "30", "--resume", &first, "--save", &second]);
+    let (a, b) = (checkpoint(Path::new(&straight)), checkpoint(Path::new(&second)));
+    assert_eq!(a.len(), b.len());
+    assert_eq!(a[train::STEP_KEY].as_f32(), Some(&[30.0f32][..]), "the step count is saved");
+    for (key, tensor) in &a {
+        assert_eq!(Some(tensor), b.get(key), "`{key}` differs after resuming");
+    }
+    // The params file alone is what `tdslc run --weights` and PyTorch's load_state_dict read.
+    let params = Weights::open(Path::new(&straight)).expect("opens");
+    let keys: Vec<&str> = params.entries().iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(keys, ["fc1.bias", "fc1.weight", "fc2.bias", "fc2.weight"]);
+    let (code, out, err) = crate::cli::tdslc(&["run", "../examples/digits/mlp.tdsl", "--weights", &straight]);
+    assert_eq!(code, 0, "{out}{err}");
+}
+
+/// `tdslc build --train` bundles the training step; the runtime alone (no compiler types) trains with it and
+/// takes the same first steps as PyTorch.
+#[test]
+fn a_training_bundle_trains_with_the_runtime_alone() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let bundle = dir.path().join("mlp.tdslb").display().to_string();
+    let (code, out, err) = crate::cli::tdslc(&[
+        "build",
+        "../examples/digits/mlp.tdsl",
+        "-o",
+        &bundle,
+        "--train",
+        "mlp",
+        "--optimizer",
+        "sgd",
+        "--momentum",
+        "0.9",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let bundle = tdsl_runtime::Bundle::read(Path::new(&bundle)).expect("the bundle reads");
+    let names: Vec<&str> = bundle.models.iter().map(|m| m.program.name.as_str()).collect();
+    assert_eq!(names, ["mlp", "mlp.train"]);
+    let model = bundle.model(Some("mlp.train")).expect("the training step");
+    assert!(!model.program.updates.is_empty() && !model.program.inits.is_empty());
+    let want = reference("mlp", "sgd");
+    let start = train::initial_params(&model.program, &want.init, 0).expect("initial params");
+    let mut trainer = Trainer::new(gpu(), &model.program, Some(&model.buffer_slots), &start).expect("loads");
+    let (training, _) = digits().split(0.2, 0).expect("the split");
+    for (k, batch) in training.batches(64, Some(0), false).expect("batches").iter().take(8).enumerate() {
+        let loss = trainer.step(&named(batch), 0.05, &["loss"]).expect("a step")[0].to_f64_vec()[0];
+        let torch = f64::from(want.losses[k]);
+        assert!((loss - torch).abs() <= 1e-5 * torch.abs(), "step {}: loss {loss}, PyTorch {torch}", k + 1);
+    }
+}
+
+/// Without weights, params start from their declared initialisers (std/nn: PyTorch's defaults) drawn from
+/// the seed, optimizer state at zero; a param with no initialiser and no weights is an error naming it.
+#[test]
+fn initialisers_draw_pytorch_default_distributions() {
+    let (step, _) = programs("cnn", ADAMW);
+    let a = train::initial_params(&step, &HashMap::new(), 7).expect("initial params");
+    let b = train::initial_params(&step, &HashMap::new(), 7).expect("initial params");
+    let c = train::initial_params(&step, &HashMap::new(), 8).expect("initial params");
+    assert_eq!(a, b, "the same seed gives the same params");
+    assert_ne!(a["conv1.weight"], c["conv1.weight"], "another seed gives other params");
+    // Linear and Conv2d: uniform on +-1/sqrt(fan_in), so the standard deviation is bound / sqrt(3).
+    for (key, fan_in) in [("conv1.weight", 9.0), ("conv2.weight", 72.0), ("fc.weight", 64.0), ("fc.bias", 64.0)] {
+        let v = a[key].to_f64_vec();
+        let bound = 1.0 / f64::sqrt(fan_in);
+        assert!(v.iter().all(|x| x.abs() <= bound), "{key} leaves +-{bound}");
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let std = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
+        if v.len() >= 500 {
+            let want = bound / f64::sqrt(3.0);
+            assert!((std - want).abs() <= 0.1 * want, "{key}: std {std}, want {want}");
+            assert!(mean.abs() <= 0.1 * bound, "{key}: mean {mean}");
+        }
+    }
+    assert!(a["optim.step"].to_f64_vec() == [0.0]);
+    assert!(a["optim.exp_avg.fc.weight"].to_f64_vec().iter().all(|&x| x == 0.0));
+    // Embedding: N(0, 1); LayerNorm: ones and zeros; a bare param: an error naming it.
+    let text = "import \"std/nn\"\n\
+                model m(ids: i32[B], x: f32[B, 16]) -> (loss: f32[]) {\n\
+                    param scale: f32[16]\n\
+                    e = Embedding[\"emb\"](ids, 1000, 16)\n\
+                    loss = mean(LayerNorm[\"norm\"](e + x * scale))\n\
+                }\n";
+    let checked = pipeline::check_training(Root::Text { name: "m.tdsl", text }, &TrainSpec {
+        model: "m".into(),
+        loss: "loss".into(),
+        optimizer: SGD,
+        clip_norm: None,
+    });
+    assert_eq!(checked.errors(), 0, "{}", util::rendered(&checked));
+    let step = util::compile(&checked.graphs[0]).expect("compiles").program;
+    let err = train::initial_params(&step, &HashMap::new(), 0).expect_err("`scale` has no initialiser");
+    assert!(err.to_string().contains("param `scale` has no initialiser: give its weights"), "{err}");
+    let given = HashMap::from([("scale".to_string(), Tensor::f32(&[16], vec![1.0; 16]))]);
+    let p = train::initial_params(&step, &given, 0).expect("initial params");
+    let e = p["emb.weight"].to_f64_vec();
+    let mean = e.iter().sum::<f64>() / e.len() as f64;
+    let std = (e.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / e.len() as f64).sqrt();
+    assert!(mean.abs() < 0.03 && (std - 1.0).abs() < 0.03, "embedding: mean {mean}, std {std}");
+    assert!(p["norm.weight"].to_f64_vec().iter().all(|&x| x == 1.0));
+    assert!(p["norm.bias"].to_f64_vec().iter().all(|&x| x == 0.0));
+}
+
+/// E0505: the loss must be a scalar float output of the model.
+#[test]
+fn a_model_without_a_scalar_loss_cannot_be_trained() {
+    let data = digits_path();
+    let (code, _, err) =
+        crate::cli::tdslc(&["train", "../examples/digits/mlp.tdsl", "--data", &data, "--loss", "los"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("error[E0505]: model `mlp` has no output `los`") && err.contains("loss, accuracy"), "{err}");
+    let text = "model m(x: f32[B, 4]) -> (y: f32[B]) {\n    param w: f32[4] = zeros()\n    y = sum(x * w, axis: 1)\n}\n";
+    let checked = pipeline::check_training(Root::Text { name: "m.tdsl", text }, &TrainSpec {
+        model: "m".into(),
+        loss: "y".into(),
+        optimizer: SGD,
+        clip_norm: None,
+    });
+    let codes: Vec<&str> = checked.diagnostics.iter().map(|d| d.code.as_str()).collect();
+    assert_eq!(codes, ["E0501"], "{}", util::rendered(&checked));
 }

@@ -94,7 +94,11 @@ impl Elab<'_> {
         for name in [LR_INPUT] {
             if self.graph.inputs.iter().any(|&i| matches!(&self.graph.nodes[i].op, Op::Input { name: n } if n == name))
             {
-                self.error(Diagnostic::new(Code::E0505, at, format!("the model already has an input `{name}`")));
+                self.error(
+                    Diagnostic::new(Code::E0505, at, format!("the model already has an input `{name}`"))
+                        .note("a training step takes its learning rate as this input")
+                        .rule("R6.6"),
+                );
                 return;
             }
         }

@@ -28,9 +28,6 @@ pub(super) struct TrainArgs {
     /// of its name, its first axis the samples.
     #[arg(long, value_name = "PATH")]
     data: PathBuf,
-    /// The model's scalar loss output.
-    #[arg(long, value_name = "OUTPUT", default_value = "loss")]
-    loss: String,
     /// An output to report as accuracy (default: `accuracy`, when the model has it).
     #[arg(long, value_name = "OUTPUT")]
     accuracy: Option<String>,
@@ -62,36 +59,11 @@ pub(super) struct TrainArgs {
     /// NAME.optim.safetensors).
     #[arg(long, value_name = "FILE.safetensors")]
     save: Option<PathBuf>,
-    /// The optimizer, as torch.optim defines it.
-    #[arg(long, value_enum, default_value_t = OptimizerName::Adamw)]
-    optimizer: OptimizerName,
+    #[command(flatten)]
+    step: StepArgs,
     /// Learning rate.
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
-    /// SGD momentum.
-    #[arg(long, default_value_t = 0.0)]
-    momentum: f64,
-    /// SGD dampening.
-    #[arg(long, default_value_t = 0.0)]
-    dampening: f64,
-    /// SGD with Nesterov momentum.
-    #[arg(long)]
-    nesterov: bool,
-    /// Weight decay (default: 0, or 0.01 for AdamW, as torch.optim).
-    #[arg(long)]
-    weight_decay: Option<f64>,
-    /// Adam's beta1.
-    #[arg(long, default_value_t = 0.9)]
-    beta1: f64,
-    /// Adam's beta2.
-    #[arg(long, default_value_t = 0.999)]
-    beta2: f64,
-    /// Adam's eps.
-    #[arg(long, default_value_t = 1e-8)]
-    eps: f64,
-    /// Clip gradients to this global norm (torch.nn.utils.clip_grad_norm_).
-    #[arg(long, value_name = "MAX_NORM")]
-    clip_norm: Option<f64>,
     /// Learning-rate schedule over epochs: constant, step (StepLR) or cosine (CosineAnnealingLR, T_max =
     /// --epochs).
     #[arg(long, value_enum, default_value_t = ScheduleName::Constant)]
@@ -119,6 +91,41 @@ pub(super) struct TrainArgs {
     backend: Option<String>,
 }
 
+/// What the compiled training step is: the loss and the optimizer (`tdslc train`, `tdslc build --train`).
+#[derive(Args)]
+pub(super) struct StepArgs {
+    /// The model's scalar loss output.
+    #[arg(long, value_name = "OUTPUT", default_value = "loss")]
+    loss: String,
+    /// The optimizer, as torch.optim defines it.
+    #[arg(long, value_enum, default_value_t = OptimizerName::Adamw)]
+    optimizer: OptimizerName,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.0)]
+    momentum: f64,
+    /// SGD dampening.
+    #[arg(long, default_value_t = 0.0)]
+    dampening: f64,
+    /// SGD with Nesterov momentum.
+    #[arg(long)]
+    nesterov: bool,
+    /// Weight decay (default: 0, or 0.01 for AdamW, as torch.optim).
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Adam's beta1.
+    #[arg(long, default_value_t = 0.9)]
+    beta1: f64,
+    /// Adam's beta2.
+    #[arg(long, default_value_t = 0.999)]
+    beta2: f64,
+    /// Adam's eps.
+    #[arg(long, default_value_t = 1e-8)]
+    eps: f64,
+    /// Clip gradients to this global norm (torch.nn.utils.clip_grad_norm_).
+    #[arg(long, value_name = "MAX_NORM")]
+    clip_norm: Option<f64>,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum OptimizerName {
     Sgd,
@@ -133,7 +140,12 @@ enum ScheduleName {
     Cosine,
 }
 
-impl TrainArgs {
+impl StepArgs {
+    /// The training step of `model`.
+    pub(super) fn spec(&self, model: &str) -> TrainSpec {
+        TrainSpec { model: model.to_string(), loss: self.loss.clone(), optimizer: self.optimizer(), clip_norm: self.clip_norm }
+    }
+
     fn optimizer(&self) -> Optimizer {
         match self.optimizer {
             OptimizerName::Sgd => Optimizer::Sgd {
@@ -155,6 +167,37 @@ impl TrainArgs {
         }
     }
 
+    /// Problems with the numbers given.
+    pub(super) fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (name, value, ok) in [
+            ("--momentum", self.momentum, self.momentum.is_finite() && self.momentum >= 0.0),
+            ("--dampening", self.dampening, self.dampening.is_finite()),
+            ("--beta1", self.beta1, (0.0..1.0).contains(&self.beta1)),
+            ("--beta2", self.beta2, (0.0..1.0).contains(&self.beta2)),
+            ("--eps", self.eps, self.eps.is_finite() && self.eps >= 0.0),
+        ] {
+            if !ok {
+                problems.push(format!("{name} {value} is out of range"));
+            }
+        }
+        if let Some(wd) = self.weight_decay.filter(|wd| !(wd.is_finite() && *wd >= 0.0)) {
+            problems.push(format!("--weight-decay {wd} must be finite and at least 0"));
+        }
+        if let Some(c) = self.clip_norm.filter(|c| !(c.is_finite() && *c > 0.0)) {
+            problems.push(format!("--clip-norm {c} must be finite and above 0"));
+        }
+        if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
+            problems.push("--nesterov needs --momentum above 0 and no --dampening (as torch.optim.SGD)".into());
+        }
+        if !matches!(self.optimizer, OptimizerName::Sgd) && (self.momentum != 0.0 || self.nesterov) {
+            problems.push("--momentum and --nesterov are SGD's; Adam has --beta1".into());
+        }
+        problems
+    }
+}
+
+impl TrainArgs {
     fn schedule(&self) -> LrSchedule {
         let per_epoch = match self.lr_schedule {
             ScheduleName::Constant => train::EpochSchedule::Constant,
@@ -178,29 +221,13 @@ impl TrainArgs {
         }
         for (name, value, ok) in [
             ("--lr", self.lr, self.lr.is_finite() && self.lr >= 0.0),
-            ("--momentum", self.momentum, self.momentum.is_finite() && self.momentum >= 0.0),
-            ("--dampening", self.dampening, self.dampening.is_finite()),
-            ("--beta1", self.beta1, (0.0..1.0).contains(&self.beta1)),
-            ("--beta2", self.beta2, (0.0..1.0).contains(&self.beta2)),
-            ("--eps", self.eps, self.eps.is_finite() && self.eps >= 0.0),
             ("--lr-gamma", self.lr_gamma, self.lr_gamma.is_finite()),
         ] {
             if !ok {
                 problems.push(format!("{name} {value} is out of range"));
             }
         }
-        if let Some(wd) = self.weight_decay.filter(|wd| !(wd.is_finite() && *wd >= 0.0)) {
-            problems.push(format!("--weight-decay {wd} must be finite and at least 0"));
-        }
-        if let Some(c) = self.clip_norm.filter(|c| !(c.is_finite() && *c > 0.0)) {
-            problems.push(format!("--clip-norm {c} must be finite and above 0"));
-        }
-        if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
-            problems.push("--nesterov needs --momentum above 0 and no --dampening (as torch.optim.SGD)".into());
-        }
-        if !matches!(self.optimizer, OptimizerName::Sgd) && (self.momentum != 0.0 || self.nesterov) {
-            problems.push("--momentum and --nesterov are SGD's; Adam has --beta1".into());
-        }
+        problems.extend(self.step.problems());
         if matches!(self.lr_schedule, ScheduleName::Step) && self.lr_step_size == 0 {
             problems.push("--lr-step-size must be at least 1".into());
         }
@@ -235,12 +262,7 @@ pub(super) fn train(
         Some(name) => Some(name.clone()),
         None => forward.outputs.iter().any(|o| o.name == "accuracy").then(|| "accuracy".to_string()),
     };
-    let spec = TrainSpec {
-        model: forward.name.clone(),
-        loss: args.loss.clone(),
-        optimizer: args.optimizer(),
-        clip_norm: args.clip_norm,
-    };
+    let spec = args.step.spec(&forward.name);
     let checked_step = pipeline::check_training(Root::Path(&args.file), &spec);
     if !super::report(&args.file, &checked_step, color, err) {
         return Err(None);
@@ -323,7 +345,7 @@ pub(super) fn train(
     let bar = progress_bar(terminal, total, trainer.steps());
     let mut curves = Curves::default();
     let schedule = args.schedule();
-    let mut read: Vec<&str> = vec![&args.loss];
+    let mut read: Vec<&str> = vec![&args.step.loss];
     if let Some(a) = &accuracy {
         read.push(a);
     }
@@ -454,7 +476,7 @@ fn evaluate(
 ) -> Result<(f64, Option<f64>), Option<String>> {
     let mut model = gpu.load(forward, params).map_err(|e| Some(format!("validation: {e}")))?;
     let names = model.output_names().iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    let loss_at = names.iter().position(|n| n == &args.loss);
+    let loss_at = names.iter().position(|n| n == &args.step.loss);
     let acc_at = accuracy.and_then(|a| names.iter().position(|n| n == a));
     let (mut loss, mut acc, mut seen) = (0.0, 0.0, 0usize);
     for batch in data.batches(args.batch_size, None, false).map_err(|e| Some(e.to_string()))? {

@@ -33,6 +33,10 @@ pub fn print(graph: &Graph) -> String {
         let _ = write!(out, "  %{} = ", id.index());
         op_text(graph, &node.op, &mut out);
         let _ = write!(out, " : {}", graph.type_to_string(&node.ty));
+        if let Some((_, init)) = graph.inits.iter().find(|(p, _)| *p == id) {
+            let symbols: Vec<String> = graph.symbols.iter().map(|s| s.name.clone()).collect();
+            let _ = write!(out, " = {}", init.describe(&symbols));
+        }
         if let Op::Map(map) = &node.op {
             out.push_str(" {\n");
             map_body(graph, map, &mut out);
@@ -42,6 +46,10 @@ pub fn print(graph: &Graph) -> String {
     }
     let returns: Vec<String> = graph.outputs.iter().map(|o| format!("{} = %{}", o.name, o.node.index())).collect();
     let _ = writeln!(out, "  return {}", returns.join(", "));
+    for update in &graph.updates {
+        let name = graph.outputs.get(update.output).map_or("?", |o| o.name.as_str());
+        let _ = writeln!(out, "  carry {name} -> %{}", update.param.index());
+    }
     out
 }
 
