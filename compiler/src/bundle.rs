@@ -94,8 +94,9 @@ pub fn build(file: &Path, options: &BuildOptions) -> Result<(Bundle, Vec<PathBuf
                 count: step.errors(),
             });
         }
-        let mut graph = step.graphs.into_iter().find(|g| g.name == spec.model).ok_or_else(|| {
-            BuildError::Compile { model: spec.model.clone(), message: "no training step was built".into() }
+        let mut graph = step.graphs.into_iter().find(|g| g.name == spec.model).ok_or_else(|| BuildError::Compile {
+            model: spec.model.clone(),
+            message: "no training step was built".into(),
         })?;
         graph.name = format!("{}.train", spec.model);
         graphs.push(graph);

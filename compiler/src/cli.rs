@@ -281,7 +281,8 @@ pub fn main(
                 return 2;
             }
             let spec = train.map(|model| step.spec(&model));
-            build(&file, &output, schedule, tuning.as_deref(), spec.as_ref(), color, stderr_is_terminal, err)
+            let what = BuildWhat { file: &file, output: &output, tuning: tuning.as_deref(), train: spec.as_ref() };
+            build(&what, schedule, color, stderr_is_terminal, err)
         }
         Command::Tune { file, model, dims, repeat, tuning, backend } => {
             let options = TuneOptions { model: model.as_deref(), dims: &dims, repeat, tuning: tuning.as_deref() };
@@ -525,16 +526,23 @@ fn read_tuning(path: &std::path::Path) -> Result<codegen::tuning::Tuning, String
 }
 
 /// `tdslc build`: every model of `file` into the bundle `output`, with a spinner on a terminal.
+/// What `tdslc build` builds.
+struct BuildWhat<'a> {
+    file: &'a std::path::Path,
+    output: &'a std::path::Path,
+    tuning: Option<&'a std::path::Path>,
+    /// `--train`: also this training step.
+    train: Option<&'a pipeline::TrainSpec>,
+}
+
 fn build(
-    file: &std::path::Path,
-    output: &std::path::Path,
+    what: &BuildWhat,
     schedule: Schedule,
-    tuning: Option<&std::path::Path>,
-    train: Option<&pipeline::TrainSpec>,
     color: bool,
     stderr_is_terminal: bool,
     err: &mut dyn Write,
 ) -> Result<(), Option<String>> {
+    let BuildWhat { file, output, tuning, train } = *what;
     let start = std::time::Instant::now();
     // Printed after the spinner is gone.
     let warnings = std::cell::RefCell::new(String::new());

@@ -301,12 +301,10 @@ fn initialisers_draw_pytorch_default_distributions() {
                     e = Embedding[\"emb\"](ids, 1000, 16)\n\
                     loss = mean(LayerNorm[\"norm\"](e + x * scale))\n\
                 }\n";
-    let checked = pipeline::check_training(Root::Text { name: "m.tdsl", text }, &TrainSpec {
-        model: "m".into(),
-        loss: "loss".into(),
-        optimizer: SGD,
-        clip_norm: None,
-    });
+    let checked = pipeline::check_training(
+        Root::Text { name: "m.tdsl", text },
+        &TrainSpec { model: "m".into(), loss: "loss".into(), optimizer: SGD, clip_norm: None },
+    );
     assert_eq!(checked.errors(), 0, "{}", util::rendered(&checked));
     let step = util::compile(&checked.graphs[0]).expect("compiles").program;
     let err = train::initial_params(&step, &HashMap::new(), 0).expect_err("`scale` has no initialiser");
@@ -325,17 +323,15 @@ fn initialisers_draw_pytorch_default_distributions() {
 #[test]
 fn a_model_without_a_scalar_loss_cannot_be_trained() {
     let data = digits_path();
-    let (code, _, err) =
-        crate::cli::tdslc(&["train", "../examples/digits/mlp.tdsl", "--data", &data, "--loss", "los"]);
+    let (code, _, err) = crate::cli::tdslc(&["train", "../examples/digits/mlp.tdsl", "--data", &data, "--loss", "los"]);
     assert_eq!(code, 1);
     assert!(err.contains("error[E0505]: model `mlp` has no output `los`") && err.contains("loss, accuracy"), "{err}");
-    let text = "model m(x: f32[B, 4]) -> (y: f32[B]) {\n    param w: f32[4] = zeros()\n    y = sum(x * w, axis: 1)\n}\n";
-    let checked = pipeline::check_training(Root::Text { name: "m.tdsl", text }, &TrainSpec {
-        model: "m".into(),
-        loss: "y".into(),
-        optimizer: SGD,
-        clip_norm: None,
-    });
+    let text =
+        "model m(x: f32[B, 4]) -> (y: f32[B]) {\n    param w: f32[4] = zeros()\n    y = sum(x * w, axis: 1)\n}\n";
+    let checked = pipeline::check_training(
+        Root::Text { name: "m.tdsl", text },
+        &TrainSpec { model: "m".into(), loss: "y".into(), optimizer: SGD, clip_norm: None },
+    );
     let codes: Vec<&str> = checked.diagnostics.iter().map(|d| d.code.as_str()).collect();
     assert_eq!(codes, ["E0501"], "{}", util::rendered(&checked));
 }

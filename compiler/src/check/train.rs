@@ -160,9 +160,9 @@ impl Elab<'_> {
                     let b1 = ("beta1", Value::Float(beta1));
                     let b2 = ("beta2", Value::Float(beta2));
                     let args = [Value::Tensor(m), Value::Tensor(g)];
-                    let Some(m_next) = self.optim_call("adam_m", &args, &[b1.clone()], at) else { return };
+                    let Some(m_next) = self.optim_call("adam_m", &args, std::slice::from_ref(&b1), at) else { return };
                     let args = [Value::Tensor(v), Value::Tensor(g)];
-                    let Some(v_next) = self.optim_call("adam_v", &args, &[b2.clone()], at) else { return };
+                    let Some(v_next) = self.optim_call("adam_v", &args, std::slice::from_ref(&b2), at) else { return };
                     self.carry(&key_m, m, m_next);
                     self.carry(&key_v, v, v_next);
                     let decay = if decoupled { weight_decay } else { 0.0 };

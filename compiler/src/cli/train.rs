@@ -143,7 +143,12 @@ enum ScheduleName {
 impl StepArgs {
     /// The training step of `model`.
     pub(super) fn spec(&self, model: &str) -> TrainSpec {
-        TrainSpec { model: model.to_string(), loss: self.loss.clone(), optimizer: self.optimizer(), clip_norm: self.clip_norm }
+        TrainSpec {
+            model: model.to_string(),
+            loss: self.loss.clone(),
+            optimizer: self.optimizer(),
+            clip_norm: self.clip_norm,
+        }
     }
 
     fn optimizer(&self) -> Optimizer {
