@@ -279,9 +279,10 @@ pub struct LrSchedule {
     pub base: f64,
     /// How the rate changes from epoch to epoch.
     pub per_epoch: EpochSchedule,
-    /// Steps of linear warm-up (LinearLR with `start_factor` 1/3 and `total_iters` this, stepped per step);
-    /// 0 for none.
+    /// Steps of linear warm-up (LinearLR with `total_iters` this, stepped per step); 0 for none.
     pub warmup_steps: u64,
+    /// The warm-up's first factor (LinearLR's `start_factor`; PyTorch's default is 1/3).
+    pub warmup_start: f64,
 }
 
 /// A learning-rate schedule over epochs, with torch.optim.lr_scheduler's closed forms.
@@ -319,10 +320,107 @@ impl LrSchedule {
             }
         };
         if step < self.warmup_steps {
-            let start = 1.0 / 3.0;
+            let start = self.warmup_start;
             rate * (start + (1.0 - start) * step as f64 / self.warmup_steps as f64)
         } else {
             rate
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DType;
+    use crate::dim::{Dim, SymId};
+    use crate::program::{ProgramError, TensorDecl, TensorId, Update};
+
+    fn decl(name: &str, role: TensorRole, shape: Vec<Dim>) -> TensorDecl {
+        TensorDecl { name: name.into(), role, dtype: DType::F32, shape }
+    }
+
+    /// A program with a param `w: f32[N]` (N bound by the param) and an output `y: f32[4]` that is an input.
+    fn program() -> Program {
+        Program {
+            name: "p".into(),
+            symbols: vec!["N".into()],
+            tensors: vec![
+                decl("param w", TensorRole::Param("w".into()), vec![Dim::sym(SymId(0))]),
+                decl("input y", TensorRole::Input("y".into()), vec![Dim::constant(4)]),
+            ],
+            inputs: vec![TensorId(1)],
+            params: vec![TensorId(0)],
+            outputs: vec![("y".into(), TensorId(1))],
+            ..Program::default()
+        }
+    }
+
+    #[test]
+    fn validation_names_bad_updates_and_initialisers() {
+        let mut p = program();
+        p.updates = vec![
+            Update { output: 3, param: TensorId(0) },
+            Update { output: 0, param: TensorId(1) },
+            Update { output: 0, param: TensorId(0) },
+        ];
+        p.inits = vec![
+            (TensorId(1), Init::Constant(0.0)),
+            (TensorId(0), Init::Uniform { low: 1.0, high: 0.0 }),
+            (TensorId(0), Init::Constant(1.0)),
+        ];
+        let problems: Vec<String> = p.validate().expect_err("bad").iter().map(ProgramError::to_string).collect();
+        assert_eq!(problems, [
+            "initialiser 0 (of tensor 1): tensor `input y` is not a param",
+            "initialiser 1 (of tensor 0): uniform(1, 0) is not a finite range",
+            "initialiser 2 (of tensor 0): param `param w` has two initialisers",
+            "update 0 (output 3 into tensor 0): the program has 1 output(s)",
+            "update 1 (output 0 into tensor 1): tensor `input y` is not a param",
+            "update 2 (output 0 into tensor 0): output `y` is f32[4], param `param w` is f32[N]",
+        ]);
+    }
+
+    #[test]
+    fn initial_values_come_from_weights_then_initialisers_and_problems_are_listed() {
+        let mut p = program();
+        let given = HashMap::from([("w".to_string(), Tensor::f32(&[3], vec![1.0, 2.0, 3.0]))]);
+        assert_eq!(initial_params(&p, &given, 0).expect("given")["w"], given["w"]);
+        let err = initial_params(&p, &HashMap::new(), 0).expect_err("no initialiser");
+        assert_eq!(err.to_string(), "cannot initialise program `p`:\n  - param `w` has no initialiser: give its weights");
+        p.inits = vec![(TensorId(0), Init::Constant(0.5))];
+        let err = initial_params(&p, &HashMap::new(), 0).expect_err("unknown size");
+        assert!(err.to_string().contains("the shape of param `w` depends on sizes no given weight determines"), "{err}");
+    }
+
+    #[test]
+    fn a_program_without_updates_is_not_a_training_step() {
+        let err = check_training_step(&program()).expect_err("not a step");
+        assert_eq!(
+            err.to_string(),
+            "program `p` is not a training step: it carries no state from one step to the next (no updates)"
+        );
+    }
+
+    #[test]
+    fn checkpoint_names_and_state_keys() {
+        assert_eq!(optimizer_path(Path::new("run/cnn.safetensors")), Path::new("run/cnn.optim.safetensors"));
+        assert_eq!(optimizer_path(Path::new("ckpt")), Path::new("ckpt.optim.safetensors"));
+        assert_eq!(state_key("exp_avg", "fc.weight"), "optim.exp_avg.fc.weight");
+        assert!(is_state(STEP_KEY) && !is_state("fc.weight"));
+        assert_eq!(next_output("fc.weight"), "next.fc.weight");
+    }
+
+    #[test]
+    fn uniform_and_normal_samples_have_their_moments() {
+        let mut rng = SplitMix64::new(1);
+        let n = 20_000;
+        let u: Vec<f64> = (0..n).map(|_| f64::from(uniform(&mut rng, -2.0, 2.0))).collect();
+        assert!(u.iter().all(|x| (-2.0..2.0).contains(x)));
+        let mean = u.iter().sum::<f64>() / n as f64;
+        let var = u.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
+        assert!(mean.abs() < 0.05 && (var - 16.0 / 12.0).abs() < 0.05, "uniform: {mean} {var}");
+        let z: Vec<f64> = (0..n).map(|_| standard_normal(&mut rng)).collect();
+        let mean = z.iter().sum::<f64>() / n as f64;
+        let var = z.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
+        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.03, "normal: {mean} {var}");
     }
 }

@@ -335,3 +335,25 @@ fn a_model_without_a_scalar_loss_cannot_be_trained() {
     let codes: Vec<&str> = checked.diagnostics.iter().map(|d| d.code.as_str()).collect();
     assert_eq!(codes, ["E0501"], "{}", util::rendered(&checked));
 }
+
+/// The runtime's learning-rate schedules against torch.optim.lr_scheduler (the values std/optim's schedule
+/// functions are checked against: `fixtures/torch/optim.safetensors`, scripts/grad-reference.py).
+#[test]
+fn learning_rate_schedules_match_torch() {
+    use tdsl_runtime::train::{EpochSchedule, LrSchedule};
+    let all = Weights::open(Path::new("fixtures/torch/optim.safetensors")).and_then(|w| w.tensors()).expect("reads");
+    let base = LrSchedule { base: 0.1, per_epoch: EpochSchedule::Constant, warmup_steps: 0, warmup_start: 1.0 / 3.0 };
+    let cases = [
+        ("lr_step", LrSchedule { per_epoch: EpochSchedule::Step { step_size: 3, gamma: 0.5 }, ..base }, true),
+        ("lr_cosine", LrSchedule { per_epoch: EpochSchedule::Cosine { t_max: 10, eta_min: 0.001 }, ..base }, true),
+        ("lr_warmup", LrSchedule { warmup_steps: 4, warmup_start: 0.25, ..base }, false),
+    ];
+    for (name, schedule, per_epoch) in cases {
+        let want = all[&format!("expected.{name}")].to_f64_vec();
+        for (t, want) in want.iter().enumerate() {
+            let t = t as u64;
+            let got = if per_epoch { schedule.at(0, t) } else { schedule.at(t, 0) };
+            assert!((got - want).abs() <= 1e-7, "{name} at {t}: {got}, torch {want}");
+        }
+    }
+}

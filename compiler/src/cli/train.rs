@@ -209,7 +209,7 @@ impl TrainArgs {
             ScheduleName::Step => train::EpochSchedule::Step { step_size: self.lr_step_size, gamma: self.lr_gamma },
             ScheduleName::Cosine => train::EpochSchedule::Cosine { t_max: self.epochs, eta_min: 0.0 },
         };
-        LrSchedule { base: self.lr, per_epoch, warmup_steps: self.warmup_steps }
+        LrSchedule { base: self.lr, per_epoch, warmup_steps: self.warmup_steps, warmup_start: 1.0 / 3.0 }
     }
 
     /// Problems with the numbers given, all at once.
