@@ -35,7 +35,7 @@ DIR/charlm_adamw.safetensors:
     step20.<key>     the params after 20 steps
     val_loss         f32[EPOCHS]: mean cross-entropy over the validation windows after each epoch
 
-and the run's settings as metadata (strings). The same check with tdsl (README, "Train a model"):
+and the run's settings as metadata (strings). tests/integration/charlm.rs checks tdsl against it; by hand:
 
     python - <<'PY'   # the init.* tensors without their prefix
     from safetensors.numpy import load_file, save_file
