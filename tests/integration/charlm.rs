@@ -122,7 +122,7 @@ fn charlm_training_matches_pytorch_step_by_step() {
         let rel = (got - f64::from(want)).abs() / f64::from(want);
         assert!(rel <= 1e-4, "validation loss after epoch {}: {got}, PyTorch's {want}", epoch + 1);
     }
-    assert!(val[val.len() - 1] < 0.5 * want_losses[0] as f64, "the validation loss falls: {val:?}");
+    assert!(val[val.len() - 1] < 0.5 * f64::from(want_losses[0]), "the validation loss falls: {val:?}");
     eprintln!(
         "charlm: losses within {worst:.1e} relative, step 20 params {step20:.1e} ({KEY_BIAS} {key_bias:.1e}); \
          validation loss by epoch {:?}",
