@@ -2,6 +2,7 @@
 //! the front end and the reference interpreter. Run from the `tests/` package directory (cargo does that).
 
 mod bundle;
+mod charlm;
 mod cli;
 mod examples;
 mod fixtures;
