@@ -293,11 +293,11 @@ pub(super) fn train(
     let forward_program = compile(&forward, "forward pass")?;
     let _ = writeln!(
         err,
-        "note: compiled `{}`: training step {} kernels, forward {} kernels, in {:.1} s; running on {}",
+        "note: compiled `{}`: training step {} kernels, forward {} kernels, in {:.0} ms; running on {}",
         forward.name,
         step_program.launches.len(),
         forward_program.launches.len(),
-        started.elapsed().as_secs_f64(),
+        started.elapsed().as_secs_f64() * 1e3,
         gpu.describe()
     );
 
@@ -355,6 +355,7 @@ pub(super) fn train(
         read.push(a);
     }
     let timer = Instant::now();
+    let mut stepping = std::time::Duration::ZERO;
     let first_step = trainer.steps();
     let mut last = (f64::NAN, None);
     while trainer.steps() < total {
@@ -376,9 +377,11 @@ pub(super) fn train(
                 .map(|(name, t)| (name.as_str(), t))
                 .collect();
             let logged = (step + 1) % args.log_every == 0 || step + 1 == total || (step + 1) % per_epoch == 0;
+            let before = Instant::now();
             let values = trainer
                 .step(&named, lr as f32, if logged { &read } else { &[] })
                 .map_err(|e| Some(format!("step {}: {e}", step + 1)))?;
+            stepping += before.elapsed();
             if logged {
                 let loss = scalar(&values[0]);
                 let acc = values.get(1).map(scalar);
@@ -387,7 +390,7 @@ pub(super) fn train(
                 if let Some(acc) = acc {
                     curves.train_accuracy.push(((step + 1) as f64, acc));
                 }
-                let rate = (trainer.steps() - first_step) as f64 / timer.elapsed().as_secs_f64().max(1e-9);
+                let rate = (trainer.steps() - first_step) as f64 / stepping.as_secs_f64().max(1e-9);
                 let mut line = format!(
                     "{{\"step\":{},\"epoch\":{},\"lr\":{},\"loss\":{},\"steps_per_s\":{:.3}",
                     step + 1,
@@ -454,9 +457,20 @@ pub(super) fn train(
     let done = trainer.steps() - first_step;
     let _ = writeln!(
         out,
-        "trained `{}` for {done} steps in {seconds:.1} s ({:.1} steps/s)",
+        "trained `{}` for {done} steps in {seconds:.1} s: {:.1} steps/s over {:.1} s of steps (the rest \
+         validation, checkpoints and plots)",
         forward.name,
-        done as f64 / seconds.max(1e-9)
+        done as f64 / stepping.as_secs_f64().max(1e-9),
+        stepping.as_secs_f64()
+    );
+    let (params, state, working) = trainer.device_bytes();
+    let kib = |b: u64| b as f64 / 1024.0;
+    let _ = writeln!(
+        out,
+        "device memory: params {:.1} KiB, optimizer state {:.1} KiB, batch, activations and gradients {:.1} KiB",
+        kib(params),
+        kib(state),
+        kib(working)
     );
     if let Some(path) = &args.save {
         let _ = writeln!(

@@ -254,6 +254,28 @@ impl<'a> Model<'a> {
         self.param_buffers.iter().flatten().map(|b| b.size()).sum()
     }
 
+    /// Device bytes of each param's buffer, by key, in `Program::params` order.
+    pub fn param_buffer_bytes(&self) -> Vec<(&str, u64)> {
+        self.program
+            .params
+            .iter()
+            .filter_map(|&id| {
+                let TensorRole::Param(key) = &self.program.tensor(id).role else { return None };
+                Some((key.as_str(), self.param_buffers[id.0 as usize].as_ref().map_or(0, |b| b.size())))
+            })
+            .collect()
+    }
+
+    /// Device bytes of every other buffer the model keeps now: its inputs, the shared slots of computed
+    /// tensors (activations), outputs handed out, uniform blocks and the status word.
+    pub fn working_bytes(&self) -> u64 {
+        let k = &self.kept;
+        let buffers = k.inputs.iter().chain(&k.slots).chain([&k.status, &k.spare]).flatten().map(|b| b.size());
+        let outputs = k.outputs.iter().flatten().map(|b| b.size());
+        let uniforms = k.uniforms.iter().flatten().map(|(b, _)| b.size());
+        buffers.chain(outputs).chain(uniforms).sum()
+    }
+
     /// Runs once on host `inputs` (signature order); returns the outputs in `output_names` order, on the
     /// host. Only the inputs are uploaded.
     pub fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, ExecError> {
