@@ -217,7 +217,24 @@ fn resuming_a_checkpoint_continues_exactly() {
     };
     // 30 steps crosses the end of the first epoch (23 batches), so the resumed run restarts mid-epoch.
     let (straight, first, second) = (at("straight.safetensors"), at("first.safetensors"), at("second.safetensors"));
-    run(&["--max-steps", "30", "--save", &straight]);
+    let (metrics, plot) = (at("metrics.jsonl"), at("training.svg"));
+    run(&["--max-steps", "30", "--save", &straight, "--metrics", &metrics, "--plot", &plot]);
+    // Metrics: steps 10, 20, the end of epoch 1 (23) and 30, each with its loss, and one line per epoch.
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&metrics)
+        .expect("the metrics file")
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    let steps: Vec<u64> =
+        lines.iter().filter(|l| l.get("loss").is_some()).map(|l| l["step"].as_u64().expect("step")).collect();
+    assert_eq!(steps, [10, 20, 23, 30]);
+    assert!(lines.iter().filter(|l| l.get("loss").is_some()).all(|l| l["loss"].as_f64().is_some_and(f64::is_finite)));
+    let epochs: Vec<u64> =
+        lines.iter().filter(|l| l.get("val_loss").is_some()).map(|l| l["epoch"].as_u64().expect("epoch")).collect();
+    assert_eq!(epochs, [1, 2], "one line per finished epoch and one at the end");
+    let svg = std::fs::read_to_string(&plot).expect("the plot");
+    assert!(svg.starts_with("<svg") || svg.starts_with("<?xml"), "{}", &svg[..svg.len().min(80)]);
+    assert_eq!(svg.matches("<polyline").count(), 4, "loss and accuracy, training and validation");
     run(&["--max-steps", "12", "--save", &first]);
     run(&["--max-steps", "30", "--resume", &first, "--save", &second]);
     let (a, b) = (checkpoint(Path::new(&straight)), checkpoint(Path::new(&second)));
@@ -356,4 +373,117 @@ fn learning_rate_schedules_match_torch() {
             assert!((got - want).abs() <= 1e-7, "{name} at {t}: {got}, torch {want}");
         }
     }
+}
+
+/// Every optimizer and option of the training step against torch.optim's update formulas, on a model whose
+/// gradient is known exactly (`loss = sum(w * x) + 0.5 * sum(w * w)`: the gradient is `x + w`), for four
+/// steps on the GPU; with clipping, the update of plain SGD has the global norm `lr * max_norm`.
+#[test]
+fn every_optimizer_option_follows_torch_formulas() {
+    let text = "model lin(x: f32[4]) -> (loss: f32[]) {\n\
+                    param w: f32[4] = constant(0.5)\n\
+                    param v: f32[2, 2] = constant(-0.25)\n\
+                    loss = sum(w * x) + 0.5 * sum(w * w) + sum(v * v)\n\
+                }\n";
+    let x = [1.0f64, -2.0, 0.5, 3.0];
+    // torch.optim, in f64: the state and the params after each step.
+    #[derive(Clone, Copy)]
+    enum Kind {
+        Sgd { momentum: f64, dampening: f64, nesterov: bool, wd: f64 },
+        Adam { wd: f64, decoupled: bool },
+    }
+    let torch = |kind: Kind, lr: f64, steps: usize| -> Vec<f64> {
+        let mut p = vec![0.5; 4];
+        p.extend([-0.25; 4]);
+        let grad = |p: &[f64]| -> Vec<f64> { (0..8).map(|i| if i < 4 { x[i] + p[i] } else { 2.0 * p[i] }).collect() };
+        let (mut buf, mut m, mut v) = (vec![0.0; 8], vec![0.0; 8], vec![0.0; 8]);
+        for t in 1..=steps {
+            let g = grad(&p);
+            for i in 0..8 {
+                match kind {
+                    Kind::Sgd { momentum, dampening, nesterov, wd } => {
+                        let d = g[i] + wd * p[i];
+                        let d = if momentum == 0.0 {
+                            d
+                        } else {
+                            buf[i] = if t == 1 { d } else { momentum * buf[i] + (1.0 - dampening) * d };
+                            if nesterov { d + momentum * buf[i] } else { buf[i] }
+                        };
+                        p[i] -= lr * d;
+                    }
+                    Kind::Adam { wd, decoupled } => {
+                        let (b1, b2, eps) = (0.9f64, 0.999f64, 1e-8);
+                        let gi = if decoupled { g[i] } else { g[i] + wd * p[i] };
+                        if decoupled {
+                            p[i] *= 1.0 - lr * wd;
+                        }
+                        m[i] = b1 * m[i] + (1.0 - b1) * gi;
+                        v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+                        let (bc1, bc2) = (1.0 - b1.powi(t as i32), 1.0 - b2.powi(t as i32));
+                        p[i] -= lr / bc1 * m[i] / (v[i].sqrt() / bc2.sqrt() + eps);
+                    }
+                }
+            }
+        }
+        p
+    };
+    let cases = [
+        (
+            Optimizer::Sgd { momentum: 0.0, dampening: 0.0, nesterov: false, weight_decay: 0.1 },
+            Kind::Sgd { momentum: 0.0, dampening: 0.0, nesterov: false, wd: 0.1 },
+        ),
+        (
+            Optimizer::Sgd { momentum: 0.8, dampening: 0.3, nesterov: false, weight_decay: 0.0 },
+            Kind::Sgd { momentum: 0.8, dampening: 0.3, nesterov: false, wd: 0.0 },
+        ),
+        (
+            Optimizer::Sgd { momentum: 0.9, dampening: 0.0, nesterov: true, weight_decay: 0.05 },
+            Kind::Sgd { momentum: 0.9, dampening: 0.0, nesterov: true, wd: 0.05 },
+        ),
+        (
+            Optimizer::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1, decoupled: false },
+            Kind::Adam { wd: 0.1, decoupled: false },
+        ),
+        (
+            Optimizer::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1, decoupled: true },
+            Kind::Adam { wd: 0.1, decoupled: true },
+        ),
+    ];
+    let input = Tensor::f32(&[4], x.iter().map(|&v| v as f32).collect());
+    for (optimizer, kind) in cases {
+        let spec = TrainSpec { model: "lin".into(), loss: "loss".into(), optimizer, clip_norm: None };
+        let checked = pipeline::check_training(Root::Text { name: "lin.tdsl", text }, &spec);
+        assert_eq!(checked.errors(), 0, "{}", util::rendered(&checked));
+        let step = util::compile(&checked.graphs[0]).expect("compiles").program;
+        let start = train::initial_params(&step, &HashMap::new(), 0).expect("initial params");
+        let mut trainer = Trainer::new(gpu(), &step, None, &start).expect("loads");
+        for _ in 0..4 {
+            trainer.step(&[("x", &input)], 0.01, &[]).expect("a step");
+        }
+        let params: HashMap<String, Tensor> = trainer.params().expect("params").into_iter().collect();
+        let got: Vec<f64> = params["w"].to_f64_vec().into_iter().chain(params["v"].to_f64_vec()).collect();
+        let want = torch(kind, 0.01, 4);
+        util::assert_close(&got, &want, 1e-6, 1e-5);
+    }
+    // Clipping: plain SGD with lr 1 moves the params by exactly the clipped gradient.
+    let spec = TrainSpec {
+        model: "lin".into(),
+        loss: "loss".into(),
+        optimizer: Optimizer::Sgd { momentum: 0.0, dampening: 0.0, nesterov: false, weight_decay: 0.0 },
+        clip_norm: Some(0.01),
+    };
+    let checked = pipeline::check_training(Root::Text { name: "lin.tdsl", text }, &spec);
+    let step = util::compile(&checked.graphs[0]).expect("compiles").program;
+    let start = train::initial_params(&step, &HashMap::new(), 0).expect("initial params");
+    let mut trainer = Trainer::new(gpu(), &step, None, &start).expect("loads");
+    trainer.step(&[("x", &input)], 1.0, &[]).expect("a step");
+    let after: HashMap<String, Tensor> = trainer.params().expect("params").into_iter().collect();
+    let moved: f64 = ["w", "v"]
+        .iter()
+        .flat_map(|k| after[*k].to_f64_vec().into_iter().zip(start[*k].to_f64_vec()).map(|(a, b)| (a - b).powi(2)))
+        .sum::<f64>()
+        .sqrt();
+    let norm: f64 = [1.5f64, -1.5, 1.0, 3.5].iter().map(|g| g * g).sum::<f64>() + 4.0 * 0.25;
+    let want = 0.01 * norm.sqrt() / (norm.sqrt() + 1e-6);
+    assert!((moved - want).abs() <= 1e-6, "clipped update of norm {moved}, want {want}");
 }
