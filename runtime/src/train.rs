@@ -156,6 +156,25 @@ impl<'a> Trainer<'a> {
         (params, state, self.model.working_bytes())
     }
 
+    /// Times each kernel of one step on `batch` on its own (`Prepared::profile`, median of `repeat`), without
+    /// applying the step: each launch's name and time, in launch order, and how they were timed.
+    pub fn profile(
+        &mut self,
+        batch: &[(&str, &Tensor)],
+        lr: f32,
+        repeat: usize,
+    ) -> Result<(Vec<(String, std::time::Duration)>, crate::gpu::Timing), TrainError> {
+        let lr = Tensor::f32(&[], vec![lr]);
+        let mut named: Vec<(&str, Input)> = batch.iter().map(|&(name, t)| (name, Input::Host(t))).collect();
+        named.push((LR_INPUT, Input::Host(&lr)));
+        let ordered = self.model.inputs_by_name(&named)?;
+        let names: Vec<String> = self.model.program().launches.iter().map(|l| l.name.clone()).collect();
+        let prepared = self.model.prepare(&ordered)?;
+        let (launches, times) = prepared.profile(repeat)?;
+        let timed = launches.into_iter().zip(times.times).map(|(k, t)| (names[k].clone(), t)).collect();
+        Ok((timed, times.timing))
+    }
+
     /// Every param and optimizer state tensor as it is now, by key (model params first, in program order).
     pub fn state(&self) -> Result<Vec<(String, Tensor)>, TrainError> {
         if self.poisoned {

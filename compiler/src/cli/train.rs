@@ -86,6 +86,9 @@ pub(super) struct TrainArgs {
     /// Write the loss and accuracy curves as an SVG plot here (rewritten after every epoch).
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
+    /// After training, time each kernel of one step on its own and print the slowest.
+    #[arg(long)]
+    profile: bool,
     /// GPU backend: vulkan (default), gl or any; overrides TDSL_BACKEND.
     #[arg(long)]
     backend: Option<String>,
@@ -463,6 +466,31 @@ pub(super) fn train(
         done as f64 / stepping.as_secs_f64().max(1e-9),
         stepping.as_secs_f64()
     );
+    if args.profile {
+        let batch = training.batches(args.batch_size, None, args.drop_last).map_err(|e| Some(e.to_string()))?;
+        let first = batch.first().ok_or_else(|| Some("no batch to profile".to_string()))?;
+        let named: Vec<(&str, &Tensor)> = first
+            .arrays()
+            .iter()
+            .filter(|(name, _)| needed.contains(name))
+            .map(|(name, t)| (name.as_str(), t))
+            .collect();
+        let lr = schedule.at(trainer.steps(), trainer.steps() / per_epoch) as f32;
+        let (mut times, timing) = trainer.profile(&named, lr, 5).map_err(|e| Some(e.to_string()))?;
+        let total: f64 = times.iter().map(|(_, t)| t.as_secs_f64()).sum();
+        let _ = writeln!(
+            out,
+            "profile of one step ({} kernels, {:.2} ms in all, {}):",
+            times.len(),
+            total * 1e3,
+            timing.name()
+        );
+        times.sort_by(|a, b| b.1.cmp(&a.1));
+        for (name, t) in times.iter().take(12) {
+            let ms = t.as_secs_f64() * 1e3;
+            let _ = writeln!(out, "  {ms:9.3} ms  {:5.1}%  {name}", 100.0 * t.as_secs_f64() / total.max(1e-12));
+        }
+    }
     let (params, state, working) = trainer.device_bytes();
     let kib = |b: u64| b as f64 / 1024.0;
     let _ = writeln!(
