@@ -124,6 +124,11 @@ enum Command {
         /// Size of a symbolic dimension, e.g. `--dim S=128` (repeatable); others are 2.
         #[arg(long = "dim", value_name = "NAME=SIZE", value_parser = parse_dim)]
         dims: Vec<(String, i64)>,
+        /// Explain the training step of model NAME instead (with the loss and optimizer options below).
+        #[arg(long, value_name = "NAME")]
+        train: Option<String>,
+        #[command(flatten)]
+        step: train::StepArgs,
     },
     /// Train a model on a dataset: its training step (forward, loss, gradients, optimizer update) compiled into
     /// one program whose params and optimizer state stay on the GPU; a validation pass after every epoch,
@@ -342,9 +347,19 @@ pub fn main(
                 Ok(())
             })
         }
-        Command::Explain { file, model, json, schedule, dims } => checked_graphs(&file, color, err)
-            .and_then(|graphs| selected(&file, graphs, model.as_deref()).map_err(Some))
-            .and_then(|graphs| {
+        Command::Explain { file, model, json, schedule, dims, train, step } => {
+            let graphs = match &train {
+                None => checked_graphs(&file, color, err),
+                Some(name) => {
+                    let checked = pipeline::check_training(Root::Path(&file), &step.spec(name));
+                    if report(&file, &checked, color, err) {
+                        Ok(checked.graphs.into_iter().filter(|g| &g.name == name).collect())
+                    } else {
+                        Err(None)
+                    }
+                }
+            };
+            graphs.and_then(|graphs| selected(&file, graphs, model.as_deref()).map_err(Some)).and_then(|graphs| {
                 // `--json` prints one document for the whole file: `{"models": [report, ...]}`.
                 let mut reports = Vec::new();
                 for graph in &graphs {
@@ -364,7 +379,8 @@ pub fn main(
                     let _ = writeln!(out, "{}", serde_json::to_string_pretty(&document).unwrap_or_default());
                 }
                 Ok(())
-            }),
+            })
+        }
         Command::Bench { files, model, json, fused_only, target, repeat, dims, backend } => {
             let options = BenchOptions {
                 json,
