@@ -465,9 +465,49 @@ fn unslice(t: &mut Tensors, input: NodeId, axis: usize, start: &Dim, step: i64, 
 
 /// The adjoint of a gather, a deterministic scatter-add written as a map over the table:
 /// `dtable[p.., r, s..] = sum over i.. of (indices[i..] == r ? g[p.., i.., s..] : 0)`.
+/// The gradient of an embedding lookup (a `[V, D]` table gathered along axis 0 by indices of any rank) as
+/// one matmul, `onehot^T @ g` with `onehot^T[v, n] = (ids[n] == v)` over the `N` flattened indices: the
+/// same sums as the scatter-add map, run by the contraction kernels. `None` for other gathers.
+fn embedding_grad(
+    t: &mut Tensors,
+    ty: &TensorType,
+    indices: NodeId,
+    idx_ty: &TensorType,
+    axis: usize,
+    g: NodeId,
+) -> Option<NodeId> {
+    if axis != 0 || ty.rank() != 2 || idx_ty.rank() == 0 {
+        return None;
+    }
+    let (v, d) = (ty.shape[0].clone(), ty.shape[1].clone());
+    let n = idx_ty.shape.iter().try_fold(Dim::constant(1), |n, x| n.mul(x)).ok()?;
+    let flat = if idx_ty.rank() == 1 {
+        indices
+    } else {
+        t.add(Op::Reshape(indices), TensorType { dtype: idx_ty.dtype, shape: vec![n.clone()] })
+    };
+    let g2 = t.add(Op::Reshape(g), TensorType { dtype: ty.dtype, shape: vec![n.clone(), d] });
+    let span = t.span;
+    let mut exprs = crate::arena::Arena::new();
+    let mut add = |expr: ScalarExpr, dtype: DType| exprs.append(ScalarNode { expr, dtype }, span);
+    let var = |v: u32| Affine::new(vec![(VarId(v), Dim::constant(1))], Dim::constant(0));
+    let id = add(ScalarExpr::Load { input: 0, indices: vec![var(1)], default: None }, idx_ty.dtype);
+    let row = add(ScalarExpr::Var(VarId(0)), idx_ty.dtype);
+    let hit = add(ScalarExpr::Binary(BinaryOp::Eq, id, row), DType::Bool);
+    let one = add(ScalarExpr::Const(Scalar::Float(1.0)), ty.dtype);
+    let zero = add(ScalarExpr::Const(Scalar::Float(0.0)), ty.dtype);
+    let body = add(ScalarExpr::Select { cond: hit, on_true: one, on_false: zero }, ty.dtype);
+    let onehot_t = MapOp { inputs: vec![flat], extents: vec![v.clone(), n.clone()], exprs, body };
+    let onehot_t = t.add(Op::Map(Box::new(onehot_t)), TensorType { dtype: ty.dtype, shape: vec![v, n] });
+    Some(t.add(Op::MatMul(onehot_t, g2), ty.clone()))
+}
+
 fn scatter_add(t: &mut Tensors, table: NodeId, indices: NodeId, axis: usize, g: NodeId) -> NodeId {
     let ty = t.graph.nodes[table].ty.clone();
     let idx_ty = t.graph.nodes[indices].ty.clone();
+    if let Some(dw) = embedding_grad(t, &ty, indices, &idx_ty, axis, g) {
+        return dw;
+    }
     let (rt, ri) = (ty.rank() as u32, idx_ty.rank() as u32);
     let span = t.span;
     let mut exprs = crate::arena::Arena::new();
