@@ -485,7 +485,7 @@ pub(super) fn train(
             total * 1e3,
             timing.name()
         );
-        times.sort_by(|a, b| b.1.cmp(&a.1));
+        times.sort_by_key(|t| std::cmp::Reverse(t.1));
         for (name, t) in times.iter().take(12) {
             let ms = t.as_secs_f64() * 1e3;
             let _ = writeln!(out, "  {ms:9.3} ms  {:5.1}%  {name}", 100.0 * t.as_secs_f64() / total.max(1e-12));
