@@ -64,7 +64,7 @@ pub use session::Session;
 pub use tensor::{DecodeError, MAX_ELEMENTS, ShapeMismatch, Tensor, TensorData};
 pub use train::{TrainError, Trainer, initial_params, load_checkpoint};
 pub use weights::{
-    ParamProblem, ParamSpec, WeightEntry, Weights, WeightsError, check_params, save as save_safetensors,
+    ParamProblem, ParamSpec, Stored, WeightEntry, Weights, WeightsError, check_params, save as save_safetensors,
 };
 /// The wgpu this runtime is built on (for `Gpu`'s public fields and `GpuOptions`).
 pub use wgpu;

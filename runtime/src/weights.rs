@@ -7,8 +7,10 @@
 //!
 //! The safetensors crate parses and validates the header (offsets cover the data exactly, sizes match
 //! shapes); a file it rejects is a `WeightsError::Corrupt` naming the file and the problem in plain words.
-//! tdsl supports the safetensors dtypes F32, F16, I32, U32 and BOOL; other entries (BF16, F64, I64, ...) are
-//! listed with their dtype and refused when loaded or bound to a param. Limit: the file must not be
+//! tdsl supports the safetensors dtypes F32, F16, I32, U32 and BOOL, and BF16, which loads as f32 (every
+//! bfloat16 is exactly an f32: its 16 bits are the f32's upper half), so the BF16 checkpoints most models are
+//! published in bind to `f32` params; other entries (F64, I64, ...) are listed with their dtype and refused
+//! when loaded or bound to a param. Limit: the file must not be
 //! modified by another process while a `Weights` maps it (the usual memory-mapping caveat).
 
 use crate::DType;
@@ -37,10 +39,31 @@ pub struct WeightEntry {
     pub dtype: Option<DType>,
     /// The dtype as the file names it: `F32`, `BF16`, ...
     pub file_dtype: String,
+    /// How the file stores the elements of `dtype`.
+    pub stored: Stored,
     /// Its shape.
     pub shape: Vec<usize>,
     /// Where the tensor's bytes lie in the file.
     pub range: Range<usize>,
+}
+
+/// How a weights file stores a tensor's elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// As the entry's dtype itself.
+    Native,
+    /// As bfloat16, widened exactly to the entry's dtype, f32, when loaded.
+    Bf16,
+}
+
+impl Stored {
+    /// Bytes per element in the file, for an entry of `dtype`.
+    fn file_size(self, dtype: DType) -> usize {
+        match self {
+            Stored::Native => dtype.file_size(),
+            Stored::Bf16 => 2,
+        }
+    }
 }
 
 /// A model parameter the weights must provide: its full key, dtype and shape, where `None` is a dimension
@@ -278,10 +301,10 @@ impl Weights {
     pub fn tensor(&self, name: &str) -> Result<Tensor, WeightsError> {
         let (entry, dtype) = self.supported(name)?;
         let bad = |problem: String| WeightsError::BadData { path: self.path.clone(), name: name.to_string(), problem };
-        if entry.range.len() / dtype.file_size() > MAX_ELEMENTS {
+        if entry.range.len() / entry.stored.file_size(dtype) > MAX_ELEMENTS {
             return Err(bad(format!("it has more than {MAX_ELEMENTS} elements")));
         }
-        let data = TensorData::from_le_bytes(dtype, &self.map[entry.range.clone()]).map_err(|e| bad(e.to_string()))?;
+        let data = entry.decode(&self.map[entry.range.clone()]).map_err(bad)?;
         Tensor::new(&entry.shape, data).map_err(|e| bad(e.to_string()))
     }
 
@@ -314,13 +337,31 @@ impl fmt::Debug for Weights {
 }
 
 impl WeightEntry {
-    /// `f32[384, 384]`, or `BF16[384, 384]` for an unsupported dtype.
+    /// `f32[384, 384]`, `f32[384, 384] (stored as BF16)`, or `F64[384, 384]` for an unsupported dtype.
     pub fn type_string(&self) -> String {
         let dtype = match self.dtype {
             Some(dtype) => dtype.name(),
             None => &self.file_dtype,
         };
-        format!("{dtype}[{}]", join(self.shape.iter().map(|d| d.to_string())))
+        let stored = if self.stored == Stored::Bf16 { " (stored as BF16)" } else { "" };
+        format!("{dtype}[{}]{stored}", join(self.shape.iter().map(|d| d.to_string())))
+    }
+
+    /// The elements of this entry from its bytes in the file, as `dtype` (BF16 widened to f32).
+    pub fn decode(&self, bytes: &[u8]) -> Result<TensorData, String> {
+        let dtype = self.dtype.ok_or_else(|| format!("dtype {} is not supported", self.file_dtype))?;
+        match self.stored {
+            Stored::Native => TensorData::from_le_bytes(dtype, bytes).map_err(|e| e.to_string()),
+            Stored::Bf16 if bytes.len() % 2 != 0 => {
+                Err(format!("{} bytes is not a whole number of BF16s", bytes.len()))
+            }
+            Stored::Bf16 => Ok(TensorData::F32(
+                bytes
+                    .chunks_exact(2)
+                    .map(|b| f32::from_bits(u32::from(u16::from_le_bytes([b[0], b[1]])) << 16))
+                    .collect(),
+            )),
+        }
     }
 }
 
@@ -391,7 +432,7 @@ impl fmt::Display for ParamProblem {
     }
 }
 
-const SUPPORTED: &str = "F32, F16, I32, U32, BOOL";
+const SUPPORTED: &str = "F32, F16, BF16 (as f32), I32, U32, BOOL";
 
 fn mismatch_message(path: &Path, problems: &[ParamProblem]) -> String {
     let count = match problems.len() {
@@ -411,7 +452,7 @@ fn join(items: impl Iterator<Item = String>) -> String {
 
 fn dtype_of(dtype: Dtype) -> Option<DType> {
     match dtype {
-        Dtype::F32 => Some(DType::F32),
+        Dtype::F32 | Dtype::BF16 => Some(DType::F32),
         Dtype::F16 => Some(DType::F16),
         Dtype::I32 => Some(DType::I32),
         Dtype::U32 => Some(DType::U32),
@@ -433,6 +474,7 @@ fn index(bytes: &[u8]) -> Result<Vec<WeightEntry>, String> {
                 name,
                 dtype: dtype_of(info.dtype),
                 file_dtype: info.dtype.to_string(),
+                stored: if info.dtype == Dtype::BF16 { Stored::Bf16 } else { Stored::Native },
                 shape: info.shape.clone(),
                 range: data_start + start..data_start + end,
             }

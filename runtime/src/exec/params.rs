@@ -8,7 +8,7 @@ use crate::bind::Given;
 use crate::gpu::to_device_bytes;
 use crate::program::{Program, TensorRole};
 use crate::tensor::{DecodeError, TensorData};
-use crate::weights::{ParamSpec, Weights, WeightsError, check_params};
+use crate::weights::{ParamSpec, Stored, Weights, WeightsError, check_params};
 use crate::{DType, Tensor};
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -28,6 +28,9 @@ pub enum ParamDataError {
     /// The entry's bytes do not decode as its dtype.
     #[error(transparent)]
     Decode(#[from] DecodeError),
+    /// The entry's stored elements (BF16) do not decode.
+    #[error("{0}")]
+    Stored(String),
 }
 
 /// A provider of param values by key (see the module comment).
@@ -72,8 +75,13 @@ impl ParamSource for Weights {
     }
 
     fn device_bytes(&self, key: &str) -> Result<Cow<'_, [u8]>, ParamDataError> {
-        let dtype = self.entry(key).and_then(|e| e.dtype).ok_or(ParamDataError::UnsupportedDtype)?;
+        let entry = self.entry(key).ok_or(ParamDataError::UnsupportedDtype)?;
+        let dtype = entry.dtype.ok_or(ParamDataError::UnsupportedDtype)?;
         let bytes = self.bytes(key)?;
+        if entry.stored == Stored::Bf16 {
+            let data = entry.decode(bytes).map_err(ParamDataError::Stored)?;
+            return Ok(Cow::Owned(to_device_bytes(&data)));
+        }
         match dtype {
             // Already one little-endian word per element.
             DType::F32 | DType::I32 | DType::U32 if bytes.len() >= 4 => Ok(Cow::Borrowed(bytes)),

@@ -42,7 +42,7 @@ fn model_file() -> (PathBuf, tempfile::TempDir) {
         ("ids", Dtype::I32, &[2], [-1i32, 7].iter().flat_map(|x| x.to_le_bytes()).collect()),
         ("counts", Dtype::U32, &[], 9u32.to_le_bytes().to_vec()),
         ("mask", Dtype::BOOL, &[2, 2], vec![1, 0, 0, 1]),
-        ("norm.scale", Dtype::BF16, &[2], vec![0, 0x3f, 0, 0x40]),
+        ("norm.scale", Dtype::F64, &[2], [1.0f64, 2.0].iter().flat_map(|x| x.to_le_bytes()).collect()),
     ]);
     file("model.safetensors", &bytes)
 }
@@ -51,7 +51,7 @@ fn spec(name: &str, dtype: DType, shape: &[Option<usize>]) -> ParamSpec {
     ParamSpec { name: name.to_string(), dtype, shape: shape.to_vec() }
 }
 
-/// The specs `model_file` satisfies, all but its BF16 entry.
+/// The specs `model_file` satisfies, all but its F64 entry.
 fn model_specs() -> Vec<ParamSpec> {
     vec![
         spec("layer.w", DType::F32, &[Some(2), Some(3)]),
@@ -76,7 +76,7 @@ fn opens_lists_and_loads_every_supported_dtype() {
     let names: Vec<&str> = w.entries().iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["counts", "ids", "layer.b", "layer.w", "mask", "norm.scale"]);
     let types: Vec<String> = w.entries().iter().map(|e| e.type_string()).collect();
-    assert_eq!(types, ["u32[]", "i32[2]", "f16[3]", "f32[2, 3]", "bool[2, 2]", "BF16[2]"]);
+    assert_eq!(types, ["u32[]", "i32[2]", "f16[3]", "f32[2, 3]", "bool[2, 2]", "F64[2]"]);
 
     assert_eq!(w.tensor("layer.w").unwrap(), Tensor::f32(&[2, 3], vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
     assert_eq!(w.tensor("layer.b").unwrap(), Tensor::f16_from_f32(&[3], &[0.5, -1.0, 2.0]));
@@ -84,17 +84,17 @@ fn opens_lists_and_loads_every_supported_dtype() {
     assert_eq!(w.tensor("counts").unwrap(), Tensor::u32(&[], vec![9]));
     assert_eq!(w.tensor("mask").unwrap(), Tensor::bool(&[2, 2], vec![true, false, false, true]));
     assert_eq!(w.bytes("ids").unwrap(), &[0xff, 0xff, 0xff, 0xff, 7, 0, 0, 0]);
-    assert_eq!(w.bytes("norm.scale").unwrap(), &[0, 0x3f, 0, 0x40]);
+    assert_eq!(w.bytes("norm.scale").unwrap(), &[0, 0, 0, 0, 0, 0, 0xf0, 0x3f, 0, 0, 0, 0, 0, 0, 0, 0x40]);
     let entry = w.entry("ids").unwrap();
     assert_eq!(entry.range.len(), 8);
     assert_eq!(std::fs::read(&path).unwrap()[entry.range.clone()], *w.bytes("ids").unwrap());
 
-    assert!(check_params(&w, &model_specs()).is_err(), "the BF16 entry is extra");
+    assert!(check_params(&w, &model_specs()).is_err(), "the F64 entry is extra");
     let e = w.tensors().unwrap_err().to_string();
     assert_eq!(
         e,
         format!(
-            "`{}`: tensor `norm.scale` has dtype BF16, which tdsl does not support (supported: F32, F16, I32, U32, \
+            "`{}`: tensor `norm.scale` has dtype F64, which tdsl does not support (supported: F32, F16, BF16 (as f32), I32, U32, \
              BOOL)",
             path.display()
         )
@@ -122,7 +122,7 @@ fn missing_entry() {
         mismatch(&w, &specs),
         format!(
             "`{}` does not match the model's params (2 problems):\n  missing: `head.w` (the model expects \
-             f32[384, ?])\n  extra: `norm.scale` (BF16[2]) is not a param of the model",
+             f32[384, ?])\n  extra: `norm.scale` (F64[2]) is not a param of the model",
             path.display()
         )
     );
@@ -137,7 +137,7 @@ fn extra_entries() {
         mismatch(&w, &specs),
         format!(
             "`{}` does not match the model's params (2 problems):\n  extra: `ids` (i32[2]) is not a param of the \
-             model\n  extra: `norm.scale` (BF16[2]) is not a param of the model",
+             model\n  extra: `norm.scale` (F64[2]) is not a param of the model",
             path.display()
         )
     );
@@ -201,7 +201,7 @@ fn all_problems_together() {
              \x20 wrong shape: `layer.w` is f32[2, 3], the model expects f32[3, 2]\n\
              \x20 wrong dtype and shape: `layer.b` is f16[3], the model expects f32[4]\n\
              \x20 wrong dtype: `ids` is i32[2], the model expects u32[2]\n\
-             \x20 unsupported dtype: `norm.scale` is BF16[2] (supported: F32, F16, I32, U32, BOOL)\n\
+             \x20 unsupported dtype: `norm.scale` is F64[2] (supported: F32, F16, BF16 (as f32), I32, U32, BOOL)\n\
              \x20 missing: `head.w` (the model expects f16[])\n\
              \x20 the param `head.w` is listed twice\n\
              \x20 extra: `counts` (u32[]) is not a param of the model",
@@ -368,4 +368,22 @@ fn a_failed_save_leaves_the_old_file() {
     let err = save(&missing_dir, &old).expect_err("no directory");
     assert!(matches!(err, WeightsError::Write { .. }) && err.to_string().starts_with("cannot write"), "{err}");
     assert_eq!(Weights::open(&path).expect("opens").tensor("w").expect("loads"), old[0].1);
+}
+
+/// BF16 entries (most published checkpoints) load as f32, exactly: each bfloat16 is the upper half of an f32.
+#[test]
+fn bf16_entries_widen_exactly_to_f32() {
+    let values = [1.0f32, -2.5, 0.10009765625, f32::INFINITY, -0.0, 9.18355e-41, 3.3895314e38];
+    let bits: Vec<u8> = values.iter().flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes()).collect();
+    let (path, _dir) = file("bf16.safetensors", &safetensors_bytes(&[("w", Dtype::BF16, &[7], bits)]));
+    let w = Weights::open(&path).expect("opens");
+    assert_eq!(w.entry("w").expect("w").type_string(), "f32[7] (stored as BF16)");
+    let t = w.tensor("w").expect("loads");
+    let got: Vec<u32> = t.as_f32().expect("f32").iter().map(|v| v.to_bits()).collect();
+    let want: Vec<u32> = values.iter().map(|v| v.to_bits()).collect();
+    assert_eq!(got, want);
+    let spec = |dtype| ParamSpec { name: "w".into(), dtype, shape: vec![Some(7)] };
+    check_params(&w, &[spec(DType::F32)]).expect("binds to an f32 param");
+    let err = check_params(&w, &[spec(DType::F16)]).expect_err("not to an f16 param");
+    assert!(err.to_string().contains("f32[7] (stored as BF16)"), "{err}");
 }
