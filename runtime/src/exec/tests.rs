@@ -205,8 +205,12 @@ fn binding_errors_are_reported_with_their_whole_message() {
 #[test]
 fn bounds_uniform_ranges_and_invocation_counts_are_checked_before_running() {
     let mut program = pairs_program();
-    program.launches[1].bounds =
-        vec![Bound { what: BoundKind::Elements { node: 3 }, value: plus(times(2, n()), Dim::constant(-1)), max: 9 }];
+    program.launches[1].bounds = vec![Bound {
+        what: BoundKind::Elements { node: 3 },
+        value: plus(times(2, n()), Dim::constant(-1)),
+        max: 9,
+        op: None,
+    }];
     let inputs = [ramp(8, 1.0), ramp(16, 1.0)];
     assert_eq!(
         exec_err(&program, &inputs, &no_params()),
@@ -311,7 +315,8 @@ fn grids_beyond_one_dimension_are_folded() {
     assert_eq!(fold_grid(65536, 65535), Some([32768, 2, 1]));
     assert_eq!(fold_grid(65535 * 65535, 65535), Some([65535, 65535, 1]));
     assert_eq!(fold_grid(65535 * 65535 + 1, 65535), None);
-    let tight = DeviceLimits { max_storage_bytes: 1 << 30, max_workgroups_per_dimension: 10 };
+    let tight =
+        DeviceLimits { max_storage_bytes: 1 << 30, max_workgroups_per_dimension: 10, max_loop_iterations: i64::MAX };
     let e = plan_launches(&iota_program(100 * 256 + 1, Dim::constant(100 * 256 + 1)), &[], &tight).unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -338,7 +343,8 @@ fn tensors_larger_than_a_storage_buffer_are_errors_naming_them() {
             len * 4
         )
     );
-    let small = DeviceLimits { max_storage_bytes: 1000, max_workgroups_per_dimension: 65535 };
+    let small =
+        DeviceLimits { max_storage_bytes: 1000, max_workgroups_per_dimension: 65535, max_loop_iterations: i64::MAX };
     let program = pairs_program();
     assert_eq!(tensor_shapes(&program, &[100], &small).unwrap()[1], vec![200]);
     assert_eq!(
@@ -441,7 +447,7 @@ fn validate_lists_every_broken_invariant() {
     let sym = |s| Dim::sym(SymId(s));
     let mut k0 =
         launch("k", "", vec![Arg::Read(TensorId(4)), Arg::Write(TensorId(3)), Arg::Write(TensorId(0))], n(), 0);
-    k0.bounds = vec![Bound { what: BoundKind::OutputElements, value: sym(7), max: 1 }];
+    k0.bounds = vec![Bound { what: BoundKind::OutputElements, value: sym(7), max: 1, op: None }];
     let k1 =
         launch("k", "", vec![Arg::Read(TensorId(3)), Arg::Write(TensorId(3)), Arg::Uniform(vec![sym(2)])], n(), 64);
     let k2 = launch("k2", "", vec![Arg::Read(TensorId(3))], n(), 64);

@@ -392,9 +392,12 @@ impl Cx<'_> {
         let held = self.b.ty(TypeInner::Scalar(storage_scalar(dtype)));
         // for (mask = 1; mask < min(subgroup_size, workgroup); mask *= 2) { acc = acc op shuffle(acc, mask) }
         let one = self.b.u32(1);
+        let workgroup_size = workgroup;
         let workgroup = self.b.u32(workgroup);
         let width = self.b.math(naga::MathFunction::Min, &[size, workgroup]);
-        self.loop_to("mask", one, width, (BinaryOperator::Multiply, 2), &mut |cx, mask| {
+        // log2 of the width, at most log2 of the workgroup size.
+        let levels = Dim::constant(i64::from(workgroup_size.trailing_zeros()));
+        self.loop_to("mask", one, width, &levels, (BinaryOperator::Multiply, 2), &mut |cx, mask| {
             let mine = cx.b.load(acc);
             let other = cx.b.shuffle_xor(mine, mask, held);
             let combined = scalar::reduce_step(&mut cx.b, op, mine, other, dtype).ok_or_else(fail)?;
@@ -414,7 +417,9 @@ impl Cx<'_> {
         self.barrier();
         let row = self.fold_start(node, op, dtype)?;
         let zero = self.b.u32(0);
-        self.loop_to("s", zero, subgroups, (BinaryOperator::Add, 1), &mut |cx, s| {
+        // At most one subgroup per invocation.
+        let most = Dim::constant(i64::from(workgroup_size));
+        self.loop_to("s", zero, subgroups, &most, (BinaryOperator::Add, 1), &mut |cx, s| {
             let scratch_ptr = cx.b.expr(Expression::GlobalVariable(scratch));
             let slot = cx.b.expr(Expression::Access { base: scratch_ptr, index: s });
             let x = cx.b.load(slot);
