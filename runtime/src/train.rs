@@ -369,17 +369,14 @@ mod tests {
             (TensorId(0), Init::Constant(1.0)),
         ];
         let problems: Vec<String> = p.validate().expect_err("bad").iter().map(ProgramError::to_string).collect();
-        assert_eq!(
-            problems,
-            [
-                "initialiser 0 (of tensor 1): tensor `input y` is not a param",
-                "initialiser 1 (of tensor 0): uniform(1, 0) is not a finite range",
-                "initialiser 2 (of tensor 0): param `param w` has two initialisers",
-                "update 0 (output 3 into tensor 0): the program has 1 output(s)",
-                "update 1 (output 0 into tensor 1): tensor `input y` is not a param",
-                "update 2 (output 0 into tensor 0): output `y` is f32[4], param `param w` is f32[N]",
-            ]
-        );
+        assert_eq!(problems, [
+            "initialiser 0 (of tensor 1): tensor `input y` is not a param",
+            "initialiser 1 (of tensor 0): uniform(1, 0) is not a finite range",
+            "initialiser 2 (of tensor 0): param `param w` has two initialisers",
+            "update 0 (output 3 into tensor 0): the program has 1 output(s)",
+            "update 1 (output 0 into tensor 1): tensor `input y` is not a param",
+            "update 2 (output 0 into tensor 0): output `y` is f32[4], param `param w` is f32[N]",
+        ]);
     }
 
     #[test]
@@ -388,16 +385,10 @@ mod tests {
         let given = HashMap::from([("w".to_string(), Tensor::f32(&[3], vec![1.0, 2.0, 3.0]))]);
         assert_eq!(initial_params(&p, &given, 0).expect("given")["w"], given["w"]);
         let err = initial_params(&p, &HashMap::new(), 0).expect_err("no initialiser");
-        assert_eq!(
-            err.to_string(),
-            "cannot initialise program `p`:\n  - param `w` has no initialiser: give its weights"
-        );
+        assert_eq!(err.to_string(), "cannot initialise program `p`:\n  - param `w` has no initialiser: give its weights");
         p.inits = vec![(TensorId(0), Init::Constant(0.5))];
         let err = initial_params(&p, &HashMap::new(), 0).expect_err("unknown size");
-        assert!(
-            err.to_string().contains("the shape of param `w` depends on sizes no given weight determines"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("the shape of param `w` depends on sizes no given weight determines"), "{err}");
     }
 
     #[test]
