@@ -7,7 +7,7 @@
 use super::*;
 use crate::dim::{Dim, SymId};
 use crate::gpu::tests::gpu;
-use crate::program::{Arg, Bound, BoundKind, Launch, TensorDecl};
+use crate::program::{Arg, Bound, BoundKind, Launch, SourceLocation, TensorDecl};
 use crate::weights::Weights;
 use safetensors::tensor::TensorView;
 use std::collections::HashMap;
@@ -217,6 +217,23 @@ fn bounds_uniform_ranges_and_invocation_counts_are_checked_before_running() {
         "launch 1 (mul_3): elements of %3 (2*N - 1) is 15, more than 9"
     );
     assert!(gpu().execute(&program, &[ramp(5, 1.0), ramp(10, 1.0)], &no_params()).is_ok());
+    // The loop bound's limit is the device's, whatever the compiler's `max`; its op is named.
+    let mut looping = pairs_program();
+    let op = Check {
+        node: 3,
+        op: "sum".into(),
+        source: Some(SourceLocation { file: "m.tdsl".into(), line: 2, column: 9 }),
+    };
+    looping.launches[1].bounds =
+        vec![Bound { what: BoundKind::LoopIterations { node: 3 }, value: times(3, n()), max: i64::MAX, op: Some(op) }];
+    let limits = |max_loop_iterations| DeviceLimits { max_loop_iterations, ..DeviceLimits::of(&gpu().device.limits()) };
+    assert!(plan_launches(&looping, &[8], &limits(24)).is_ok());
+    assert_eq!(
+        plan_launches(&looping, &[9], &limits(24)).unwrap_err().to_string(),
+        "launch 1 (mul_3): one invocation would run 3*N = 27 loop iterations, most of them in %3 (sum) at m.tdsl:2:9, \
+         more than this device runs per invocation (24; llvmpipe ends every loop of an invocation beyond that without \
+         an error; TDSL_MAX_LOOP_ITERATIONS overrides the limit)"
+    );
     program.launches[1].bounds[0].value = times(i64::MAX, n());
     assert_eq!(
         exec_err(&program, &[ramp(5, 1.0), ramp(10, 1.0)], &no_params()),
