@@ -193,7 +193,8 @@ pub fn plan(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, target: &Tar
             let input = graph.node(r).op.operands()[0];
             n.saturating_add(loops.of(input).saturating_add(1))
         });
-        !reduce_root && nominal(&cols).saturating_mul(passes) <= LOOP_BUDGET
+        // A group with contractions to cache is no serial row kernel at all (below), however long.
+        !reduce_root && (!cached.is_empty() || nominal(&cols).saturating_mul(passes) <= LOOP_BUDGET)
     });
     if let Some(rows_per_workgroup) = serial_rows {
         // One invocation per row has no workgroup memory to cache a contraction in.
