@@ -304,6 +304,42 @@ mod tests {
     }
 
     #[test]
+    fn long_reductions_are_split_across_a_workgroup() {
+        let mut b = Builder::new("long");
+        let n = b.sym("N");
+        let x = b.input("x", DType::F32, &[c(1024), c(256)]);
+        let s = b.input("s", DType::F32, &[n.clone(), c(8)]);
+        let long = b.input("l", DType::F32, &[c(4), c(100_000)]);
+        let total = b.node(Op::Reduce { op: ReduceOp::Sum, input: x, axes: vec![0, 1] }, DType::F32, &[]);
+        let rows = b.node(Op::Reduce { op: ReduceOp::Max, input: s, axes: vec![1] }, DType::F32, &[n.clone()]);
+        let softmax_like = {
+            let m = b.node(Op::Reduce { op: ReduceOp::Max, input: long, axes: vec![1] }, DType::F32, &[c(4)]);
+            let column = b.node(Op::Reshape(m), DType::F32, &[c(4), c(1)]);
+            let back = b.node(Op::Broadcast(column), DType::F32, &[c(4), c(100_000)]);
+            let z = b.binary(BinaryOp::Sub, long, back);
+            (z, vec![m, column, back])
+        };
+        b.output("total", total);
+        b.output("rows", rows);
+        b.output("z", softmax_like.0);
+        for target in TARGETS {
+            // A whole tensor's sum: one workgroup, each invocation looping 1024 times, not one invocation
+            // looping 262144 times.
+            let g = group(total, &[]);
+            let Schedule::Rows(plan) = Schedule::choose(&b.g, &g, &target) else { panic!("{}: rows", target.name) };
+            assert!(plan.reduce_root && !plan.serial && plan.workgroup == 256, "{}: {plan:?}", target.name);
+            assert_eq!(verify(&b.g, &g, &Schedule::Rows(plan), &target), Ok(()), "{}", target.name);
+            // Short rows stay one invocation per output.
+            assert_eq!(Schedule::choose(&b.g, &group(rows, &[]), &target), Schedule::Plain, "{}", target.name);
+            // Rows too long for one invocation run by workgroups, also where rows are serial.
+            let g = group(softmax_like.0, &softmax_like.1);
+            let Schedule::Rows(plan) = Schedule::choose(&b.g, &g, &target) else { panic!("{}: rows", target.name) };
+            assert!(!plan.serial && !plan.reduce_root, "{}: {plan:?}", target.name);
+            assert_eq!(verify(&b.g, &g, &Schedule::Rows(plan), &target), Ok(()), "{}", target.name);
+        }
+    }
+
+    #[test]
     fn inconsistent_schedules_are_rejected() {
         let mut b = Builder::new("schedules");
         let x = b.input("x", DType::F32, &[c(8), c(8)]);

@@ -219,11 +219,8 @@ fn bounds_uniform_ranges_and_invocation_counts_are_checked_before_running() {
     assert!(gpu().execute(&program, &[ramp(5, 1.0), ramp(10, 1.0)], &no_params()).is_ok());
     // The loop bound's limit is the device's, whatever the compiler's `max`; its op is named.
     let mut looping = pairs_program();
-    let op = Check {
-        node: 3,
-        op: "sum".into(),
-        source: Some(SourceLocation { file: "m.tdsl".into(), line: 2, column: 9 }),
-    };
+    let op =
+        Check { node: 3, op: "sum".into(), source: Some(SourceLocation { file: "m.tdsl".into(), line: 2, column: 9 }) };
     looping.launches[1].bounds =
         vec![Bound { what: BoundKind::LoopIterations { node: 3 }, value: times(3, n()), max: i64::MAX, op: Some(op) }];
     let limits = |max_loop_iterations| DeviceLimits { max_loop_iterations, ..DeviceLimits::of(&gpu().device.limits()) };

@@ -247,7 +247,8 @@ fn a_launch_looping_past_the_device_limit_is_refused() {
         Err(err) => err.to_string(),
     };
     let launch = &compiled.program.launches[0];
-    for says in [&format!("launch 0 ({})", launch.name), "loop iterations", "(matmul) at gpu_loops.tdsl:2:13", "(100;"] {
+    for says in [&format!("launch 0 ({})", launch.name), "loop iterations", "(matmul) at gpu_loops.tdsl:2:13", "(100;"]
+    {
         assert!(error.contains(says), "the error `{error}` does not say `{says}`");
     }
     // The same program within the limit runs, and agrees with the interpreter.
