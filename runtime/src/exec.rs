@@ -136,7 +136,7 @@ pub enum ExecError {
         /// Its value (`None`: beyond 64-bit integers).
         value: Option<i64>,
         /// The op whose loops run most, and where it was written.
-        op: Option<Check>,
+        op: Option<Box<Check>>,
         /// The device's limit (`Gpu::max_loop_iterations`).
         limit: i64,
     },

@@ -30,6 +30,14 @@
 //! run one invocation per row instead, several rows per workgroup: the reductions become loops over the
 //! row, and there is no workgroup memory, so no contraction is cached (fusion leaves such a contraction in a
 //! tiled kernel of its own).
+//!
+//! A stored reduction (the root itself reduces its input's trailing axes, e.g. `sum(x)`) may run as a row
+//! kernel too: its rows are its output elements, each reduced by a workgroup and stored once by the row's
+//! first invocation. `Schedule::choose` prefers that to one invocation per output only for long reductions
+//! (`loops.rs`), and a reducing root never runs serial rows nor caches a contraction.
+//!
+//! Serial rows whose single invocation would loop longer than llvmpipe allows (`loops::LOOP_BUDGET`, at
+//! nominal or known sizes) run one workgroup per row instead, on every target.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -37,14 +45,6 @@ use super::Target;
 use super::loops::{ElementLoops, LOOP_BUDGET, nominal};
 use crate::dim::Dim;
 use crate::ir::{Graph, NodeId, Op};
-
-/// A stored reduction (the root itself reduces its input's trailing axes, e.g. `sum(x)`) may run as a row
-/// kernel too: its rows are its output elements, each reduced by a workgroup and stored once by the row's
-/// first invocation. `Schedule::choose` prefers that to one invocation per output only for long reductions
-/// (`loops.rs`), and a reducing root never runs serial rows.
-///
-/// Serial rows whose single invocation would loop longer than llvmpipe allows (`loops::LOOP_BUDGET`, at
-/// nominal or known sizes) run one workgroup per row instead, on every target.
 
 /// Largest bytes of workgroup memory a row kernel uses (WebGPU's guaranteed
 /// `maxComputeWorkgroupStorageSize`); the reduction scratch takes `4 * workgroup size` of it.

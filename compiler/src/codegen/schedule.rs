@@ -311,7 +311,8 @@ mod tests {
         let s = b.input("s", DType::F32, &[n.clone(), c(8)]);
         let long = b.input("l", DType::F32, &[c(4), c(100_000)]);
         let total = b.node(Op::Reduce { op: ReduceOp::Sum, input: x, axes: vec![0, 1] }, DType::F32, &[]);
-        let rows = b.node(Op::Reduce { op: ReduceOp::Max, input: s, axes: vec![1] }, DType::F32, &[n.clone()]);
+        let rows =
+            b.node(Op::Reduce { op: ReduceOp::Max, input: s, axes: vec![1] }, DType::F32, std::slice::from_ref(&n));
         let softmax_like = {
             let m = b.node(Op::Reduce { op: ReduceOp::Max, input: long, axes: vec![1] }, DType::F32, &[c(4)]);
             let column = b.node(Op::Reshape(m), DType::F32, &[c(4), c(1)]);

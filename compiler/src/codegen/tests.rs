@@ -211,7 +211,11 @@ fn kernels_state_their_loop_iterations() {
     let x = b.input("x", DType::F32, &[n.clone(), c(8)]);
     let w = b.input("w", DType::F32, &[c(8), c(5)]);
     let y = b.node(Op::MatMul(x, w), DType::F32, &[n.clone(), c(5)]);
-    let s = b.node(Op::Reduce { op: crate::ir::ReduceOp::Sum, input: y, axes: vec![1] }, DType::F32, &[n.clone()]);
+    let s = b.node(
+        Op::Reduce { op: crate::ir::ReduceOp::Sum, input: y, axes: vec![1] },
+        DType::F32,
+        std::slice::from_ref(&n),
+    );
     let e = b.unary(UnaryOp::Exp, x);
     b.output("s", s);
     b.output("e", e);

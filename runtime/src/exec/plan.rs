@@ -94,7 +94,7 @@ pub fn plan_launches(program: &Program, symbols: &[i64], limits: &DeviceLimits) 
                     name: name(),
                     expr: text(&bound.value),
                     value,
-                    op: bound.op.clone(),
+                    op: bound.op.clone().map(Box::new),
                     limit: limits.max_loop_iterations,
                 });
             }
