@@ -284,6 +284,12 @@ impl Gpu {
         self.load(program, params)?.run(inputs)
     }
 
+    /// The limits every run is planned against (`plan.rs`): the device's and its loop limit
+    /// (`Gpu::max_loop_iterations`).
+    pub fn limits(&self) -> DeviceLimits {
+        DeviceLimits { max_loop_iterations: self.max_loop_iterations(), ..DeviceLimits::of(&self.device.limits()) }
+    }
+
     /// `Err(ExecError::Device)` listing every requirement of every launch (`Launch::requires`: features and
     /// limits) that this device does not meet, each naming its launch; checked before any pipeline exists.
     pub fn check_requirements(&self, program: &Program) -> Result<(), ExecError> {

@@ -225,6 +225,7 @@ fn bounds_uniform_ranges_and_invocation_counts_are_checked_before_running() {
         vec![Bound { what: BoundKind::LoopIterations { node: 3 }, value: times(3, n()), max: i64::MAX, op: Some(op) }];
     let limits = |max_loop_iterations| DeviceLimits { max_loop_iterations, ..DeviceLimits::of(&gpu().device.limits()) };
     assert!(plan_launches(&looping, &[8], &limits(24)).is_ok());
+    assert_eq!(gpu().limits().max_loop_iterations, gpu().max_loop_iterations());
     assert_eq!(
         plan_launches(&looping, &[9], &limits(24)).unwrap_err().to_string(),
         "launch 1 (mul_3): one invocation would run 3*N = 27 loop iterations, most of them in %3 (sum) at m.tdsl:2:9, \

@@ -616,14 +616,6 @@ impl Gpu {
         self.max_loop_iterations
     }
 
-    /// The limits every run is planned against (`exec/plan.rs`): the device's and the loop limit.
-    pub fn limits(&self) -> crate::exec::DeviceLimits {
-        crate::exec::DeviceLimits {
-            max_loop_iterations: self.max_loop_iterations,
-            ..crate::exec::DeviceLimits::of(&self.device.limits())
-        }
-    }
-
     /// One line about the adapter: `llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu, driver llvmpipe: Mesa 22.3.6)`.
     pub fn describe(&self) -> String {
         let i = &self.info;
