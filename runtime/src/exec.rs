@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 use crate::bind::{BindError, Declared, Given, Signature, Site, bind_message, bind_partial, bind_symbols, input_count};
 use crate::dim::Dim;
-use crate::gpu::{Gpu, GpuError};
+use crate::gpu::{Gpu, GpuError, LOOP_LIMIT_ENV};
 use crate::program::{Check, Program, ProgramError, TensorId, TensorRole};
 use crate::weights::{ParamSpec, WeightsError};
 use crate::{DType, Tensor};
@@ -116,6 +116,29 @@ pub enum ExecError {
         value: Option<i64>,
         /// The largest value allowed.
         max: i64,
+    },
+    /// One invocation of a launch would run more loop iterations than the device allows (llvmpipe ends
+    /// every loop of an invocation after 65535 in all, without an error, so the results would be wrong).
+    #[error(
+        "launch {launch} ({name}): one invocation would run {expr} = {} loop iterations{}, more than this device \
+         runs per invocation ({limit}; llvmpipe ends every loop of an invocation beyond that without an error; \
+         {LOOP_LIMIT_ENV} overrides the limit)",
+        shown(.value),
+        .op.as_ref().map(|c| format!(", most of them in {c}")).unwrap_or_default()
+    )]
+    LoopIterations {
+        /// The launch's index.
+        launch: usize,
+        /// Its kernel's name.
+        name: String,
+        /// The iteration count's expression.
+        expr: String,
+        /// Its value (`None`: beyond 64-bit integers).
+        value: Option<i64>,
+        /// The op whose loops run most, and where it was written.
+        op: Option<Box<Check>>,
+        /// The device's limit (`Gpu::max_loop_iterations`).
+        limit: i64,
     },
     /// A uniform word outside what 32 bits hold.
     #[error(
@@ -255,10 +278,16 @@ impl Gpu {
     ) -> Result<Vec<Tensor>, ExecError> {
         program.validate().map_err(|problems| ExecError::Invalid { program: program.name.clone(), problems })?;
         let symbols = bind(program, inputs, params)?;
-        let limits = DeviceLimits::of(&self.device.limits());
+        let limits = self.limits();
         tensor_shapes(program, &symbols, &limits)?;
         plan_launches(program, &symbols, &limits)?;
         self.load(program, params)?.run(inputs)
+    }
+
+    /// The limits every run is planned against (`plan.rs`): the device's and its loop limit
+    /// (`Gpu::max_loop_iterations`).
+    pub fn limits(&self) -> DeviceLimits {
+        DeviceLimits { max_loop_iterations: self.max_loop_iterations(), ..DeviceLimits::of(&self.device.limits()) }
     }
 
     /// `Err(ExecError::Device)` listing every requirement of every launch (`Launch::requires`: features and

@@ -82,8 +82,12 @@ pub struct Bound {
     pub what: BoundKind,
     /// The value, in the program's symbols.
     pub value: Dim,
-    /// The value must be at most this.
+    /// The value must be at most this (and, for `LoopIterations`, at most the device's limit too,
+    /// `DeviceLimits::max_loop_iterations`).
     pub max: i64,
+    /// The op the bound is about, with where it was written, for messages (`LoopIterations` names the op
+    /// whose loops run most); `None` where the bound concerns the launch as a whole.
+    pub op: Option<Check>,
 }
 
 /// What a launch bound limits. Node and scalar numbers are the compiler's (`%12`, `s3`), for messages.
@@ -108,6 +112,15 @@ pub enum BoundKind {
     },
     /// The length `k` a contraction sums over.
     ContractionLength,
+    /// The loop iterations one invocation runs: the sum over the kernel's loops of the product of the
+    /// trip counts of the loops around and including each (an upper bound where a trip count depends on
+    /// the invocation). Its real limit is the device's (`DeviceLimits::max_loop_iterations`): llvmpipe
+    /// ends every loop of an invocation, silently, once the invocation has run 65535 iterations in all.
+    /// `node` is the IR node whose loops run most.
+    LoopIterations {
+        /// The IR node.
+        node: u32,
+    },
     /// Index `axis` of the index-notation load `scalar` in node `node`, computed in wrapping `u32`.
     LoadIndex {
         /// The index axis.
@@ -129,6 +142,7 @@ impl std::fmt::Display for BoundKind {
             BoundKind::MapReductionSize { scalar } => write!(f, "size of reduction s{scalar}"),
             BoundKind::ContractionLength => write!(f, "contraction length"),
             BoundKind::LoadIndex { axis, scalar, node } => write!(f, "index {axis} of load s{scalar} in %{node}"),
+            BoundKind::LoopIterations { node } => write!(f, "loop iterations per invocation (most in %{node})"),
         }
     }
 }

@@ -55,7 +55,12 @@ fn fixed_bundle() -> Bundle {
             args,
             invocations: Dim::sym(SymId(0)),
             workgroup_size: 64,
-            bounds: vec![Bound { what: BoundKind::OutputElements, value: Dim::sym(SymId(0)), max: u32::MAX as i64 }],
+            bounds: vec![Bound {
+                what: BoundKind::OutputElements,
+                value: Dim::sym(SymId(0)),
+                max: u32::MAX as i64,
+                op: None,
+            }],
             requires: Requirements::default(),
             checks: Vec::new(),
         }

@@ -169,6 +169,13 @@ struct Cx<'g> {
     /// Evaluations of index-notation maps so far (each gets its own scalar cache entries).
     map_instances: u32,
     bounds: Vec<(BoundKind, Dim, i64)>,
+    /// Loop accounting (`loop_to`): the trip-count products of the loops being emitted, innermost last.
+    loop_scale: Vec<Dim>,
+    /// The loop iterations one invocation runs so far, and per node (the node being computed when the
+    /// loop was emitted, else the root), for the `LoopIterations` bound.
+    loop_iterations: Vec<(NodeId, Dim)>,
+    /// The node `compute` is lowering, which loops emitted now are counted against.
+    current: Option<NodeId>,
     u32_ty: Handle<naga::Type>,
     vec3u: Handle<naga::Type>,
     /// The entry point's arguments, as the schedule declared them.
@@ -236,6 +243,9 @@ pub fn group_kernel(graph: &Graph, group: &Group, schedule: &Schedule, launch: u
         vars: HashMap::new(),
         map_instances: 0,
         bounds: vec![(BoundKind::InvocationCount, invocations, MAX_INVOCATIONS)],
+        loop_scale: Vec::new(),
+        loop_iterations: Vec::new(),
+        current: None,
         u32_ty,
         vec3u,
         arguments: Vec::new(),
@@ -290,7 +300,15 @@ impl Cx<'_> {
         Ok(value)
     }
 
+    /// `node`'s element at `pos`, lowered here (loops emitted meanwhile count against `id`).
     fn compute(&mut self, id: NodeId, pos: &mut Pos) -> R<Val> {
+        let outer = self.current.replace(id);
+        let value = self.lower_node(id, pos);
+        self.current = outer;
+        value
+    }
+
+    fn lower_node(&mut self, id: NodeId, pos: &mut Pos) -> R<Val> {
         let graph = self.graph;
         let node = graph.node(id);
         let dtype = node.ty.dtype;
@@ -673,14 +691,48 @@ impl Cx<'_> {
         step: u32,
         body: &mut dyn FnMut(&mut Self, Expr) -> R<()>,
     ) -> R<()> {
+        // At most `ceil(count / step)` trips, whatever `start` (below `step` where it is not 0).
+        let trips = match step {
+            1 => Ok(count.clone()),
+            _ => count.add(&Dim::constant(i64::from(step) - 1)).and_then(|n| n.div(&Dim::constant(i64::from(step)))),
+        };
+        let trips = trips.map_err(|e| internal(&self.name, &e.to_string()))?;
         let count = self.dim(count);
         let start = start.unwrap_or_else(|| self.b.u32(0));
-        self.loop_to(name, start, count, (BinaryOperator::Add, step), body)
+        self.loop_to(name, start, count, &trips, (BinaryOperator::Add, step), body)
     }
 
     /// `for (var i = start; i < count; i = i op by) { body(i) }` (`update` = `(op, by)`), up to a count
-    /// already computed (the same in every iteration).
+    /// already computed (the same in every iteration), running at most `trips` times: counted, times the
+    /// trips of the loops around it, in the invocation's loop iterations (`BoundKind::LoopIterations`).
     fn loop_to(
+        &mut self,
+        name: &str,
+        start: Expr,
+        count: Expr,
+        trips: &Dim,
+        (op, by): (BinaryOperator, u32),
+        body: &mut dyn FnMut(&mut Self, Expr) -> R<()>,
+    ) -> R<()> {
+        let scale = match self.loop_scale.last() {
+            Some(outer) => outer.mul(trips),
+            None => Ok(trips.clone()),
+        };
+        let scale = scale.map_err(|_| internal(&self.name, "the loop iteration count overflows"))?;
+        let node = self.current.unwrap_or(self.root);
+        match self.loop_iterations.iter_mut().find(|(n, _)| *n == node) {
+            Some((_, total)) => {
+                *total = total.add(&scale).map_err(|_| internal(&self.name, "the loop iteration count overflows"))?
+            }
+            None => self.loop_iterations.push((node, scale.clone())),
+        }
+        self.loop_scale.push(scale);
+        let emitted = self.loop_body(name, start, count, (op, by), body);
+        self.loop_scale.pop();
+        emitted
+    }
+
+    fn loop_body(
         &mut self,
         name: &str,
         start: Expr,
@@ -1168,9 +1220,28 @@ impl Cx<'_> {
         Val { expr, dtype }
     }
 
+    /// The `LoopIterations` bound: every loop's iterations per invocation added up, naming the node whose
+    /// loops run most at `NOMINAL_SYMBOL` sizes. A kernel without loops has none.
+    fn loop_bound(&mut self) -> R<()> {
+        let Some(&(first, _)) = self.loop_iterations.first() else { return Ok(()) };
+        let nominal = |d: &Dim| d.eval(&|_| tdsl_runtime::exec::NOMINAL_SYMBOL).unwrap_or(i64::MAX);
+        let mut total = Dim::constant(0);
+        let mut most = (first, i64::MIN);
+        for (node, iterations) in &self.loop_iterations {
+            total = total.add(iterations).map_err(|_| internal(&self.name, "the loop iteration count overflows"))?;
+            if nominal(iterations) > most.1 {
+                most = (*node, nominal(iterations));
+            }
+        }
+        let what = BoundKind::LoopIterations { node: most.0.index() as u32 };
+        self.bounds.push((what, total, i64::MAX));
+        Ok(())
+    }
+
     /// Sets bindings and the uniform block's type, adds the entry point (with the declared arguments and
     /// `workgroup` invocations per workgroup), and validates.
     fn finish(mut self, workgroup: u32) -> R<Kernel> {
+        self.loop_bound()?;
         let members: Vec<StructMember> = self
             .slots
             .iter()

@@ -21,6 +21,7 @@ mod builder;
 pub mod fuse;
 pub mod group;
 mod kernel;
+pub mod loops;
 mod plan;
 pub mod rows;
 mod scalar;

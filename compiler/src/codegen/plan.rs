@@ -5,7 +5,9 @@
 
 use std::collections::HashMap;
 
-use tdsl_runtime::program::{Arg, Bound, Check, Launch, Program, SourceLocation, TensorDecl, TensorId, TensorRole};
+use tdsl_runtime::program::{
+    Arg, Bound, BoundKind, Check, Launch, Program, SourceLocation, TensorDecl, TensorId, TensorRole,
+};
 
 use super::Target;
 use super::fuse;
@@ -29,11 +31,16 @@ pub struct Compiled {
 }
 
 impl Compiled {
-    /// Fills in where the op behind each launch's run-time check was written (`Check::source`), from the
-    /// optimized graph's spans, so that a failure on the device leads to the source line as the
-    /// interpreter's node does. Checks whose span `sources` does not hold keep `None`.
+    /// Fills in where the op behind each launch's run-time check (and each bound naming an op) was
+    /// written (`Check::source`), from the optimized graph's spans, so that a failure on the device leads
+    /// to the source line as the interpreter's node does. Checks whose span `sources` does not hold keep
+    /// `None`.
     pub fn locate(&mut self, sources: &SourceMap) {
-        for check in self.program.launches.iter_mut().flat_map(|l| l.checks.iter_mut()) {
+        let checks = self.program.launches.iter_mut().flat_map(|l| {
+            let bound_ops = l.bounds.iter_mut().filter_map(|b| b.op.as_mut());
+            l.checks.iter_mut().chain(bound_ops)
+        });
+        for check in checks {
             let id = NodeId::new(check.node as usize);
             if self.graph.nodes.get(id).is_none() {
                 continue;
@@ -139,7 +146,18 @@ pub fn lower(
             bounds: kernel
                 .bounds
                 .iter()
-                .map(|(what, value, max)| Bound { what: *what, value: value.clone(), max: *max })
+                .map(|(what, value, max)| {
+                    // The loop bound names its op, so that a device refusing it leads to the source line.
+                    let op = match what {
+                        BoundKind::LoopIterations { node } => Some(Check {
+                            node: *node,
+                            op: graph.node(NodeId::new(*node as usize)).op.name().to_string(),
+                            source: None,
+                        }),
+                        _ => None,
+                    };
+                    Bound { what: *what, value: value.clone(), max: *max, op }
+                })
                 .collect(),
             requires: kernel.requires.clone(),
             // Sources are filled in by `Compiled::locate`, which has the source map.

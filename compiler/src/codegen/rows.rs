@@ -30,10 +30,19 @@
 //! run one invocation per row instead, several rows per workgroup: the reductions become loops over the
 //! row, and there is no workgroup memory, so no contraction is cached (fusion leaves such a contraction in a
 //! tiled kernel of its own).
+//!
+//! A stored reduction (the root itself reduces its input's trailing axes, e.g. `sum(x)`) may run as a row
+//! kernel too: its rows are its output elements, each reduced by a workgroup and stored once by the row's
+//! first invocation. `Schedule::choose` prefers that to one invocation per output only for long reductions
+//! (`loops.rs`), and a reducing root never runs serial rows nor caches a contraction.
+//!
+//! Serial rows whose single invocation would loop longer than llvmpipe allows (`loops::LOOP_BUDGET`, at
+//! nominal or known sizes) run one workgroup per row instead, on every target.
 
 use std::collections::{BTreeSet, HashMap};
 
 use super::Target;
+use super::loops::{ElementLoops, LOOP_BUDGET, nominal};
 use crate::dim::Dim;
 use crate::ir::{Graph, NodeId, Op};
 
@@ -76,6 +85,9 @@ pub struct RowPlan {
     /// One workgroup per row, reducing within subgroups by shuffles and across them through workgroup
     /// memory (`Target::subgroups`); else workgroup tree reductions.
     pub subgroups: bool,
+    /// The root is itself a row reduction (of its input's trailing axes, over `cols` elements): each row
+    /// stores one value, the reduction's. Never serial.
+    pub reduce_root: bool,
     /// Nodes placed per row or per element, in dependency order.
     pub places: Vec<(NodeId, Place)>,
     /// Row reductions (`Row` nodes computed by the whole workgroup).
@@ -87,15 +99,16 @@ pub struct RowPlan {
 /// The row plan of the group `root` + `inline`, or `None` when it is not a row kernel (see the module
 /// comment for the conditions).
 pub fn plan(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, target: &Target) -> Option<RowPlan> {
-    let full = &graph.node(root).ty.shape;
+    let reduce_root = reduces_trailing_axes(graph, root);
+    let full = &full_shape(graph, root);
     let rank = full.len();
-    if !graph.node(root).op.is_elementwise() || rank == 0 {
+    if !(graph.node(root).op.is_elementwise() || reduce_root) || rank == 0 {
         return None;
     }
     // Row reductions: inline reduces of an F-shaped value over trailing axes, all over the same axes.
     let mut trailing = None;
     let mut reductions = BTreeSet::new();
-    for &id in inline {
+    for &id in inline.iter().chain(reduce_root.then_some(&root)) {
         if let Op::Reduce { input, axes, .. } = &graph.node(id).op
             && graph.node(*input).ty.shape == *full
         {
@@ -111,8 +124,13 @@ pub fn plan(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, target: &Tar
     let rows = product(&row_shape)?;
     let cols = product(&full[rank - t..])?;
     let in_group = |id: NodeId| id == root || inline.contains(&id);
-    let cached: Vec<NodeId> =
-        inline.iter().copied().filter(|&id| graph.node(id).op.is_contraction() && !reductions.contains(&id)).collect();
+    // A reducing root reads each column once (in its reduction), so it caches nothing: its contractions
+    // are computed where they are read, like any inline node.
+    let cached: Vec<NodeId> = inline
+        .iter()
+        .copied()
+        .filter(|&id| !reduce_root && graph.node(id).op.is_contraction() && !reductions.contains(&id))
+        .collect();
 
     // Nodes depending on a row reduction or a cached contraction (ids are in dependency order).
     let mut dependent = BTreeSet::new();
@@ -130,7 +148,8 @@ pub fn plan(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, target: &Tar
     }
 
     // Places, consumers first.
-    let mut place: HashMap<NodeId, Place> = HashMap::from([(root, Place::Elem)]);
+    let root_place = if reduce_root { Place::Row } else { Place::Elem };
+    let mut place: HashMap<NodeId, Place> = HashMap::from([(root, root_place)]);
     for &id in members.iter().rev() {
         if !dependent.contains(&id) {
             continue;
@@ -166,7 +185,18 @@ pub fn plan(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, target: &Tar
     {
         return None;
     }
-    if let Some(rows_per_workgroup) = target.serial_rows {
+    let serial_rows = target.serial_rows.filter(|_| {
+        // One invocation per row loops over the row once per reduction and once to store it.
+        let member = |id: NodeId| in_group(id);
+        let mut loops = ElementLoops::new(graph, &member, &reductions);
+        let passes = reductions.iter().fold(loops.of(root).saturating_add(1), |n, &r| {
+            let input = graph.node(r).op.operands()[0];
+            n.saturating_add(loops.of(input).saturating_add(1))
+        });
+        // A group with contractions to cache is no serial row kernel at all (below), however long.
+        !reduce_root && (!cached.is_empty() || nominal(&cols).saturating_mul(passes) <= LOOP_BUDGET)
+    });
+    if let Some(rows_per_workgroup) = serial_rows {
         // One invocation per row has no workgroup memory to cache a contraction in.
         if !cached.is_empty() {
             return None;
@@ -182,6 +212,7 @@ pub fn plan(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, target: &Tar
             serial: true,
             vector,
             subgroups: false,
+            reduce_root,
             places,
             reductions,
             cached,
@@ -189,6 +220,8 @@ pub fn plan(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, target: &Tar
     }
     let workgroup = match cols.as_const() {
         Some(n) => (n.max(1) as u64).next_power_of_two().clamp(32, 256) as u32,
+        // A stored reduction is a row kernel only where its rows are long.
+        None if reduce_root => 256,
         None => DEFAULT_ROW_WORKGROUP,
     };
     if !cached.is_empty() {
@@ -219,10 +252,30 @@ pub fn plan(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, target: &Tar
         serial: false,
         vector: false,
         subgroups: target.subgroups && rows_per_workgroup == 1,
+        reduce_root,
         places,
         reductions,
         cached,
     })
+}
+
+/// Whether `id` is a reduction over trailing axes of its input (a row kernel's root may be one).
+pub fn reduces_trailing_axes(graph: &Graph, id: NodeId) -> bool {
+    match &graph.node(id).op {
+        Op::Reduce { input, axes, .. } => {
+            let rank = graph.node(*input).ty.rank();
+            !axes.is_empty() && axes.iter().enumerate().all(|(i, &a)| a == rank - axes.len() + i)
+        }
+        _ => false,
+    }
+}
+
+/// The shape `F` a row kernel of root `id` walks: the root's, or a reducing root's input's.
+pub fn full_shape(graph: &Graph, id: NodeId) -> Vec<Dim> {
+    match &graph.node(id).op {
+        Op::Reduce { input, .. } if reduces_trailing_axes(graph, id) => graph.node(*input).ty.shape.clone(),
+        _ => graph.node(id).ty.shape.clone(),
+    }
 }
 
 fn product(dims: &[Dim]) -> Option<Dim> {

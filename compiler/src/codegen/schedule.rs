@@ -22,7 +22,11 @@
 //!
 //! Everything else (fusion, the program, bounds, tuning, explain) sees only the `Schedule` value.
 
+use std::collections::BTreeSet;
+
+use super::WORKGROUP_SIZE;
 use super::group::Group;
+use super::loops::{ElementLoops, LOOP_BUDGET, nominal};
 use super::rows::{self, Place, RowPlan};
 use super::target::Target;
 use super::tiles::{self, K_STEPS, SHARED_BYTES, SharedTile, TilePlan, TileShape};
@@ -49,12 +53,13 @@ pub enum Schedule {
 }
 
 impl Schedule {
-    /// The schedule of `group` on `target`, first that applies: a row kernel (groups without siblings), a
-    /// tiled contraction (staged in workgroup memory where the target shares tiles and they fit), a vector
-    /// kernel, else a plain one.
+    /// The schedule of `group` on `target`, first that applies: a row kernel (groups without siblings; for
+    /// a stored reduction only where it is long, `long_reduction`), a tiled contraction (staged in workgroup
+    /// memory where the target shares tiles and they fit), a vector kernel, else a plain one.
     pub fn choose(graph: &Graph, group: &Group, target: &Target) -> Schedule {
         if group.siblings.is_empty()
             && let Some(plan) = rows::plan(graph, group.root, &group.inline, target)
+            && (!plan.reduce_root || long_reduction(graph, group, &plan))
         {
             return Schedule::Rows(plan);
         }
@@ -101,6 +106,23 @@ impl Schedule {
             Schedule::SharedTiled(..) => "shared-tiled",
         }
     }
+}
+
+/// Loop iterations per output (nominal or known) from which a stored reduction with too few outputs to
+/// fill one workgroup of a plain kernel is reduced by a workgroup per output instead.
+pub const LONG_REDUCTION: i64 = 1024;
+
+/// Whether the stored reduction of `group` (a reducing root, `plan`) is better run by a workgroup per
+/// output than by one invocation per output: when one invocation would loop more than `LOOP_BUDGET`
+/// (llvmpipe would silently stop it), or when its outputs are too few to fill a workgroup and each loops
+/// long (a whole tensor's `sum(x)`, a batch's accuracy, would otherwise run on one invocation, and
+/// overrun llvmpipe's limit at sizes a little above the nominal ones). At nominal sizes where they are
+/// symbolic.
+fn long_reduction(graph: &Graph, group: &Group, plan: &RowPlan) -> bool {
+    let member = |id| group.contains(id);
+    let none = BTreeSet::new();
+    let plain = ElementLoops::new(graph, &member, &none).of(group.root);
+    plain > LOOP_BUDGET || (nominal(&plan.rows) < i64::from(WORKGROUP_SIZE) && plain >= LONG_REDUCTION)
 }
 
 /// The tiled-contraction schedule of `group` with `tile`, staged through workgroup memory when `shared`
@@ -162,15 +184,24 @@ fn ensure(condition: bool, what: &str) -> Result<(), String> {
 fn verify_rows(graph: &Graph, group: &Group, plan: &RowPlan, target: &Target) -> Result<(), String> {
     let root = graph.node(group.root);
     ensure(group.siblings.is_empty(), "a row kernel has no siblings")?;
-    ensure(root.op.is_elementwise(), "the root is not elementwise")?;
-    let count = root.ty.shape.iter().try_fold(Dim::constant(1), |n, d| n.mul(d).ok());
-    ensure(plan.rows.mul(&plan.cols).ok() == count, "rows x cols is not the root's element count")?;
+    let full = rows::full_shape(graph, group.root);
+    let count = |shape: &[Dim]| shape.iter().try_fold(Dim::constant(1), |n, d| n.mul(d).ok());
     ensure(plan.places.iter().all(|&(id, _)| group.contains(id)), "a placed node is not in the group")?;
-    ensure(plan.places.contains(&(group.root, Place::Elem)), "the root is not placed per element")?;
+    if plan.reduce_root {
+        ensure(rows::reduces_trailing_axes(graph, group.root), "the root is not a reduction of trailing axes")?;
+        ensure(Some(plan.rows.clone()) == count(&root.ty.shape), "rows is not the root's element count")?;
+        ensure(plan.reductions.contains(&group.root), "the reducing root is not a row reduction")?;
+        ensure(plan.places.contains(&(group.root, Place::Row)), "the reducing root is not placed per row")?;
+        ensure(!plan.serial, "a reducing root runs no serial rows")?;
+    } else {
+        ensure(root.op.is_elementwise(), "the root is not elementwise")?;
+        ensure(plan.places.contains(&(group.root, Place::Elem)), "the root is not placed per element")?;
+    }
+    ensure(plan.rows.mul(&plan.cols).ok() == count(&full), "rows x cols is not the row shape's element count")?;
     for &r in &plan.reductions {
-        let reduces_row =
-            matches!(&graph.node(r).op, Op::Reduce { input, .. } if graph.node(*input).ty.shape == root.ty.shape);
-        ensure(group.inline.contains(&r) && reduces_row, "a row reduction is not an inline reduce of a row")?;
+        let reduces_row = matches!(&graph.node(r).op, Op::Reduce { input, .. } if graph.node(*input).ty.shape == full);
+        let member = group.inline.contains(&r) || (plan.reduce_root && r == group.root);
+        ensure(member && reduces_row, "a row reduction is not an inline reduce of a row")?;
         ensure(plan.places.contains(&(r, Place::Row)), "a row reduction is not placed per row")?;
     }
     for &c in &plan.cached {
@@ -185,11 +216,13 @@ fn verify_rows(graph: &Graph, group: &Group, plan: &RowPlan, target: &Target) ->
         plan.rows_per_workgroup >= 1 && plan.workgroup.is_multiple_of(plan.rows_per_workgroup),
         "rows per workgroup do not divide the workgroup",
     )?;
+    // Targets with serial rows run long rows (and reducing roots) by workgroups too (`rows.rs`).
     match target.serial_rows {
-        Some(n) => {
-            ensure(plan.serial && plan.workgroup == n && plan.rows_per_workgroup == n, "the target runs serial rows")?;
+        Some(n) if plan.serial => {
+            ensure(plan.workgroup == n && plan.rows_per_workgroup == n, "the target runs serial rows of its size")?;
             ensure(plan.cached.is_empty(), "a serial row kernel caches no contraction")?;
         }
+        Some(_) => {}
         None => ensure(!plan.serial, "the target has no serial rows")?,
     }
     ensure(!plan.subgroups || (target.subgroups && plan.rows_per_workgroup == 1), "subgroups the target lacks")?;
@@ -268,6 +301,43 @@ mod tests {
         let gpu = TARGETS[0];
         assert!(matches!(Schedule::choose(&b.g, &group(y, &[]), &gpu), Schedule::SharedTiled(..)));
         assert!(matches!(Schedule::choose(&b.g, &group(z, &[y, sum, column, back]), &gpu), Schedule::Rows(_)));
+    }
+
+    #[test]
+    fn long_reductions_are_split_across_a_workgroup() {
+        let mut b = Builder::new("long");
+        let n = b.sym("N");
+        let x = b.input("x", DType::F32, &[c(1024), c(256)]);
+        let s = b.input("s", DType::F32, &[n.clone(), c(8)]);
+        let long = b.input("l", DType::F32, &[c(4), c(100_000)]);
+        let total = b.node(Op::Reduce { op: ReduceOp::Sum, input: x, axes: vec![0, 1] }, DType::F32, &[]);
+        let rows =
+            b.node(Op::Reduce { op: ReduceOp::Max, input: s, axes: vec![1] }, DType::F32, std::slice::from_ref(&n));
+        let softmax_like = {
+            let m = b.node(Op::Reduce { op: ReduceOp::Max, input: long, axes: vec![1] }, DType::F32, &[c(4)]);
+            let column = b.node(Op::Reshape(m), DType::F32, &[c(4), c(1)]);
+            let back = b.node(Op::Broadcast(column), DType::F32, &[c(4), c(100_000)]);
+            let z = b.binary(BinaryOp::Sub, long, back);
+            (z, vec![m, column, back])
+        };
+        b.output("total", total);
+        b.output("rows", rows);
+        b.output("z", softmax_like.0);
+        for target in TARGETS {
+            // A whole tensor's sum: one workgroup, each invocation looping 1024 times, not one invocation
+            // looping 262144 times.
+            let g = group(total, &[]);
+            let Schedule::Rows(plan) = Schedule::choose(&b.g, &g, &target) else { panic!("{}: rows", target.name) };
+            assert!(plan.reduce_root && !plan.serial && plan.workgroup == 256, "{}: {plan:?}", target.name);
+            assert_eq!(verify(&b.g, &g, &Schedule::Rows(plan), &target), Ok(()), "{}", target.name);
+            // Short rows stay one invocation per output.
+            assert_eq!(Schedule::choose(&b.g, &group(rows, &[]), &target), Schedule::Plain, "{}", target.name);
+            // Rows too long for one invocation run by workgroups, also where rows are serial.
+            let g = group(softmax_like.0, &softmax_like.1);
+            let Schedule::Rows(plan) = Schedule::choose(&b.g, &g, &target) else { panic!("{}: rows", target.name) };
+            assert!(!plan.serial && !plan.reduce_root, "{}: {plan:?}", target.name);
+            assert_eq!(verify(&b.g, &g, &Schedule::Rows(plan), &target), Ok(()), "{}", target.name);
+        }
     }
 
     #[test]

@@ -196,3 +196,45 @@ fn reductions_matmul_f16_and_integer_division_build() {
         check(&kernel_of(&b, node));
     }
 }
+
+/// Every kernel that loops states the loop iterations one invocation runs (`BoundKind::LoopIterations`):
+/// nested loops multiply, sequential ones add, a workgroup's strided loop counts its share of the row, and
+/// the op named is the one whose loops run most. A loop-free kernel states none.
+#[test]
+fn kernels_state_their_loop_iterations() {
+    let loops = |kernel: &Kernel| -> Vec<(BoundKind, Dim)> {
+        let found = kernel.bounds.iter().filter(|(what, ..)| matches!(what, BoundKind::LoopIterations { .. }));
+        found.map(|(what, value, _)| (*what, value.clone())).collect()
+    };
+    let mut b = Builder::new("loops");
+    let n = b.sym("N");
+    let x = b.input("x", DType::F32, &[n.clone(), c(8)]);
+    let w = b.input("w", DType::F32, &[c(8), c(5)]);
+    let y = b.node(Op::MatMul(x, w), DType::F32, &[n.clone(), c(5)]);
+    let s = b.node(
+        Op::Reduce { op: crate::ir::ReduceOp::Sum, input: y, axes: vec![1] },
+        DType::F32,
+        std::slice::from_ref(&n),
+    );
+    let e = b.unary(UnaryOp::Exp, x);
+    b.output("s", s);
+    b.output("e", e);
+    crate::ir::verify(&b.g).unwrap_or_else(|errs| panic!("{errs:?}"));
+    // One invocation per output: 5 reduction trips, each computing the matmul's 8.
+    let group = group::Group { root: s, inline: [y].into(), siblings: Vec::new() };
+    let kernel = group_kernel(&b.g, &group, &Schedule::Plain, 0).unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(loops(&kernel), [(BoundKind::LoopIterations { node: y.index() as u32 }, Dim::constant(5 + 5 * 8))]);
+    assert!(loops(&kernel_of(&b, e)).is_empty(), "an elementwise kernel does not loop");
+    // A whole-tensor sum on a workgroup of 256: ceil(64N / 256) trips each, plus the subgroup steps.
+    let mut b = Builder::new("sum");
+    let n = b.sym("N");
+    let x = b.input("x", DType::F32, &[n, c(64)]);
+    let total = b.node(Op::Reduce { op: crate::ir::ReduceOp::Sum, input: x, axes: vec![0, 1] }, DType::F32, &[]);
+    b.output("total", total);
+    let kernel = kernel_of(&b, total);
+    let [(what, value)] = &loops(&kernel)[..] else { panic!("one loop bound: {:?}", kernel.bounds) };
+    assert_eq!(*what, BoundKind::LoopIterations { node: total.index() as u32 });
+    let symbols = |n: i64| [n];
+    // 64 * 1024 elements over 256 invocations: 256 trips, then 8 shuffle steps and at most 256 subgroups.
+    assert_eq!(value.eval_at(&symbols(1024)), Some(256 + 8 + 256));
+}

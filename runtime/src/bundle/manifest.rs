@@ -179,6 +179,9 @@ struct BoundEntry {
     what: BoundKind,
     value: DimEntry,
     max: i64,
+    /// The op the bound is about (`Bound::op`); absent when none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    op: Option<CheckEntry>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -229,25 +232,18 @@ pub fn encode(bundle: &Bundle) -> (Vec<u8>, Vec<u8>) {
                         bounds: launch
                             .bounds
                             .iter()
-                            .map(|b| BoundEntry { what: b.what, value: dim(&b.value), max: b.max })
+                            .map(|b| BoundEntry {
+                                what: b.what,
+                                value: dim(&b.value),
+                                max: b.max,
+                                op: b.op.as_ref().map(check_entry),
+                            })
                             .collect(),
                         requires: RequirementsEntry {
                             features: launch.requires.features.iter().map(|f| f.name().to_string()).collect(),
                             limits: launch.requires.limits.iter().map(|(l, &v)| (l.name().to_string(), v)).collect(),
                         },
-                        checks: launch
-                            .checks
-                            .iter()
-                            .map(|c| CheckEntry {
-                                node: c.node,
-                                op: c.op.clone(),
-                                source: c.source.as_ref().map(|at| SourceEntry {
-                                    file: at.file.clone(),
-                                    line: at.line,
-                                    column: at.column,
-                                }),
-                            })
-                            .collect(),
+                        checks: launch.checks.iter().map(check_entry).collect(),
                     }
                 })
                 .collect();
@@ -294,6 +290,22 @@ pub fn encode(bundle: &Bundle) -> (Vec<u8>, Vec<u8>) {
     // Serializing plain structs, strings and integers cannot fail.
     let json = serde_json::to_vec(&manifest).unwrap_or_default();
     (json, blobs)
+}
+
+fn check_entry(c: &Check) -> CheckEntry {
+    CheckEntry {
+        node: c.node,
+        op: c.op.clone(),
+        source: c.source.as_ref().map(|at| SourceEntry { file: at.file.clone(), line: at.line, column: at.column }),
+    }
+}
+
+fn check(c: &CheckEntry) -> Check {
+    Check {
+        node: c.node,
+        op: c.op.clone(),
+        source: c.source.as_ref().map(|at| SourceLocation { file: at.file.clone(), line: at.line, column: at.column }),
+    }
 }
 
 fn encode_dim(dim: &Dim, symbols: &[String]) -> DimEntry {
@@ -392,7 +404,10 @@ fn decode_model(model: Model, blobs: &[u8]) -> Result<BundledModel, BundleProble
         let bounds = l
             .bounds
             .iter()
-            .map(|b| Ok(Bound { what: b.what, value: dim(&b.value, &place(&b.what.to_string()))?, max: b.max }))
+            .map(|b| {
+                let value = dim(&b.value, &place(&b.what.to_string()))?;
+                Ok(Bound { what: b.what, value, max: b.max, op: b.op.as_ref().map(check) })
+            })
             .collect::<Result<_, BundleProblem>>()?;
         let requires = decode_requirements(&l.requires).map_err(|e| here(place(&e)))?;
         launches.push(Launch {
@@ -404,19 +419,7 @@ fn decode_model(model: Model, blobs: &[u8]) -> Result<BundledModel, BundleProble
             workgroup_size: l.workgroup_size,
             bounds,
             requires,
-            checks: l
-                .checks
-                .iter()
-                .map(|c| Check {
-                    node: c.node,
-                    op: c.op.clone(),
-                    source: c.source.as_ref().map(|at| SourceLocation {
-                        file: at.file.clone(),
-                        line: at.line,
-                        column: at.column,
-                    }),
-                })
-                .collect(),
+            checks: l.checks.iter().map(check).collect(),
         });
     }
     let mut inits = Vec::with_capacity(model.inits.len());

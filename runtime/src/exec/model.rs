@@ -20,7 +20,7 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::param_specs;
-use super::{DeviceLimits, ExecError, MemoryPlan, ParamSource, check_slots, declared, memory_from_slots, plan_slots};
+use super::{ExecError, MemoryPlan, ParamSource, check_slots, declared, memory_from_slots, plan_slots};
 use super::{plan_launches, tensor_shapes};
 use crate::bind::{BindError, Declared, Given, Signature, bind_given, bind_partial};
 use crate::gpu::{BoundDispatch, DeviceTensor, Dispatch, DispatchTimes, Gpu, GpuError, device_bytes, to_device_bytes};
@@ -461,7 +461,7 @@ impl<'a> Model<'a> {
             }
         }
         let symbols = self.bind(inputs)?;
-        let limits = DeviceLimits::of(&gpu.device.limits());
+        let limits = gpu.limits();
         let shapes = tensor_shapes(program, &symbols, &limits)?;
         let plans = plan_launches(program, &symbols, &limits)?;
         let bytes: Vec<u64> = program

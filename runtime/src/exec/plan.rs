@@ -1,12 +1,13 @@
 //! What a run needs once the symbols are bound, computed before any buffer exists: every tensor's concrete
 //! shape and device size (checked against the storage-buffer limit), and per launch its checked bounds,
 //! its uniform blocks as bytes and its workgroup grid (folded into two dimensions when one is not enough;
-//! `None` for a launch with no invocations). Pure functions of the program, the symbols and the device
+//! `None` for a launch with no invocations; a launch whose invocations would loop more than the device
+//! allows is refused, as llvmpipe would silently cut its loops short). Pure functions of the program, the symbols and the device
 //! limits, so they are tested without a device.
 
 use super::ExecError;
 use crate::dim::Dim;
-use crate::program::{Arg, Program};
+use crate::program::{Arg, BoundKind, Program};
 
 /// The device limits a plan is checked against.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -15,14 +16,19 @@ pub struct DeviceLimits {
     pub max_storage_bytes: u64,
     /// The most workgroups per grid dimension.
     pub max_workgroups_per_dimension: u32,
+    /// The most loop iterations one invocation may run (`BoundKind::LoopIterations`); `i64::MAX` where
+    /// the device has no such limit. Not a wgpu limit: the driver's (`Gpu::max_loop_iterations`).
+    pub max_loop_iterations: i64,
 }
 
 impl DeviceLimits {
-    /// The limits that matter here, from a device's.
+    /// The limits that matter here, from a device's wgpu limits, with no loop limit (`Gpu::limits` adds
+    /// the driver's).
     pub fn of(limits: &wgpu::Limits) -> DeviceLimits {
         DeviceLimits {
             max_storage_bytes: limits.max_buffer_size.min(limits.max_storage_buffer_binding_size),
             max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+            max_loop_iterations: i64::MAX,
         }
     }
 }
@@ -80,6 +86,18 @@ pub fn plan_launches(program: &Program, symbols: &[i64], limits: &DeviceLimits) 
         let name = || launch.name.clone();
         for bound in &launch.bounds {
             let value = bound.value.eval_at(symbols);
+            if let BoundKind::LoopIterations { .. } = bound.what
+                && value.is_none_or(|v| v > limits.max_loop_iterations)
+            {
+                return Err(ExecError::LoopIterations {
+                    launch: index,
+                    name: name(),
+                    expr: text(&bound.value),
+                    value,
+                    op: bound.op.clone().map(Box::new),
+                    limit: limits.max_loop_iterations,
+                });
+            }
             if value.is_none_or(|v| v > bound.max) {
                 return Err(ExecError::Bound {
                     launch: index,

@@ -7,7 +7,7 @@
 use super::*;
 use crate::dim::{Dim, SymId};
 use crate::gpu::tests::gpu;
-use crate::program::{Arg, Bound, BoundKind, Launch, TensorDecl};
+use crate::program::{Arg, Bound, BoundKind, Launch, SourceLocation, TensorDecl};
 use crate::weights::Weights;
 use safetensors::tensor::TensorView;
 use std::collections::HashMap;
@@ -205,14 +205,33 @@ fn binding_errors_are_reported_with_their_whole_message() {
 #[test]
 fn bounds_uniform_ranges_and_invocation_counts_are_checked_before_running() {
     let mut program = pairs_program();
-    program.launches[1].bounds =
-        vec![Bound { what: BoundKind::Elements { node: 3 }, value: plus(times(2, n()), Dim::constant(-1)), max: 9 }];
+    program.launches[1].bounds = vec![Bound {
+        what: BoundKind::Elements { node: 3 },
+        value: plus(times(2, n()), Dim::constant(-1)),
+        max: 9,
+        op: None,
+    }];
     let inputs = [ramp(8, 1.0), ramp(16, 1.0)];
     assert_eq!(
         exec_err(&program, &inputs, &no_params()),
         "launch 1 (mul_3): elements of %3 (2*N - 1) is 15, more than 9"
     );
     assert!(gpu().execute(&program, &[ramp(5, 1.0), ramp(10, 1.0)], &no_params()).is_ok());
+    // The loop bound's limit is the device's, whatever the compiler's `max`; its op is named.
+    let mut looping = pairs_program();
+    let op =
+        Check { node: 3, op: "sum".into(), source: Some(SourceLocation { file: "m.tdsl".into(), line: 2, column: 9 }) };
+    looping.launches[1].bounds =
+        vec![Bound { what: BoundKind::LoopIterations { node: 3 }, value: times(3, n()), max: i64::MAX, op: Some(op) }];
+    let limits = |max_loop_iterations| DeviceLimits { max_loop_iterations, ..DeviceLimits::of(&gpu().device.limits()) };
+    assert!(plan_launches(&looping, &[8], &limits(24)).is_ok());
+    assert_eq!(gpu().limits().max_loop_iterations, gpu().max_loop_iterations());
+    assert_eq!(
+        plan_launches(&looping, &[9], &limits(24)).unwrap_err().to_string(),
+        "launch 1 (mul_3): one invocation would run 3*N = 27 loop iterations, most of them in %3 (sum) at m.tdsl:2:9, \
+         more than this device runs per invocation (24; llvmpipe ends every loop of an invocation beyond that without \
+         an error; TDSL_MAX_LOOP_ITERATIONS overrides the limit)"
+    );
     program.launches[1].bounds[0].value = times(i64::MAX, n());
     assert_eq!(
         exec_err(&program, &[ramp(5, 1.0), ramp(10, 1.0)], &no_params()),
@@ -311,7 +330,8 @@ fn grids_beyond_one_dimension_are_folded() {
     assert_eq!(fold_grid(65536, 65535), Some([32768, 2, 1]));
     assert_eq!(fold_grid(65535 * 65535, 65535), Some([65535, 65535, 1]));
     assert_eq!(fold_grid(65535 * 65535 + 1, 65535), None);
-    let tight = DeviceLimits { max_storage_bytes: 1 << 30, max_workgroups_per_dimension: 10 };
+    let tight =
+        DeviceLimits { max_storage_bytes: 1 << 30, max_workgroups_per_dimension: 10, max_loop_iterations: i64::MAX };
     let e = plan_launches(&iota_program(100 * 256 + 1, Dim::constant(100 * 256 + 1)), &[], &tight).unwrap_err();
     assert_eq!(
         e.to_string(),
@@ -338,7 +358,8 @@ fn tensors_larger_than_a_storage_buffer_are_errors_naming_them() {
             len * 4
         )
     );
-    let small = DeviceLimits { max_storage_bytes: 1000, max_workgroups_per_dimension: 65535 };
+    let small =
+        DeviceLimits { max_storage_bytes: 1000, max_workgroups_per_dimension: 65535, max_loop_iterations: i64::MAX };
     let program = pairs_program();
     assert_eq!(tensor_shapes(&program, &[100], &small).unwrap()[1], vec![200]);
     assert_eq!(
@@ -441,7 +462,7 @@ fn validate_lists_every_broken_invariant() {
     let sym = |s| Dim::sym(SymId(s));
     let mut k0 =
         launch("k", "", vec![Arg::Read(TensorId(4)), Arg::Write(TensorId(3)), Arg::Write(TensorId(0))], n(), 0);
-    k0.bounds = vec![Bound { what: BoundKind::OutputElements, value: sym(7), max: 1 }];
+    k0.bounds = vec![Bound { what: BoundKind::OutputElements, value: sym(7), max: 1, op: None }];
     let k1 =
         launch("k", "", vec![Arg::Read(TensorId(3)), Arg::Write(TensorId(3)), Arg::Uniform(vec![sym(2)])], n(), 64);
     let k2 = launch("k2", "", vec![Arg::Read(TensorId(3))], n(), 64);

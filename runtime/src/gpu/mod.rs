@@ -35,6 +35,48 @@ use crate::program::{Arg, Launch};
 /// The environment variable that picks the backend when `GpuOptions::backend` is `None`.
 pub const BACKEND_ENV: &str = "TDSL_BACKEND";
 
+/// The environment variable that sets the most loop iterations one invocation may run
+/// (`Gpu::max_loop_iterations`): a number, or `unlimited`. Unset: the adapter's (`loop_limit`).
+pub const LOOP_LIMIT_ENV: &str = "TDSL_MAX_LOOP_ITERATIONS";
+
+/// The loop iterations after which llvmpipe (Mesa's software rasterizer, behind lavapipe's Vulkan and its
+/// GL) ends every loop of a shader invocation, silently: gallivm's loop limiter
+/// (`LP_MAX_TGSI_LOOP_ITERATIONS`) counts every loop back-edge of the invocation, nested loops included.
+pub const LLVMPIPE_LOOP_ITERATIONS: i64 = 65535;
+
+/// The most loop iterations per invocation tdsl lets a launch run on llvmpipe: its limit less a margin
+/// (iterations of loops the compiler did not write, e.g. a driver's own lowering).
+pub const LLVMPIPE_LOOP_LIMIT: i64 = LLVMPIPE_LOOP_ITERATIONS - 1535;
+
+/// The most loop iterations one invocation may run on the adapter `info` describes: `LLVMPIPE_LOOP_LIMIT`
+/// on llvmpipe and lavapipe (a CPU adapter or driver named so), else no limit (`i64::MAX`).
+pub fn loop_limit(info: &wgpu::AdapterInfo) -> i64 {
+    let named = |s: &str| {
+        let s = s.to_ascii_lowercase();
+        s.contains("llvmpipe") || s.contains("lavapipe")
+    };
+    if named(&info.name)
+        || named(&info.driver)
+        || (info.device_type == wgpu::DeviceType::Cpu && named(&info.driver_info))
+    {
+        LLVMPIPE_LOOP_LIMIT
+    } else {
+        i64::MAX
+    }
+}
+
+/// `LOOP_LIMIT_ENV`'s value: `None` when unset, `Err` with the value when it is neither a positive number
+/// nor `unlimited`.
+fn loop_limit_from_env() -> Result<Option<i64>, String> {
+    match std::env::var(LOOP_LIMIT_ENV) {
+        Err(_) => Ok(None),
+        Ok(value) => match value.trim() {
+            "unlimited" => Ok(Some(i64::MAX)),
+            number => number.parse::<i64>().ok().filter(|&n| n > 0).map(Some).ok_or(value),
+        },
+    }
+}
+
 /// Which wgpu backends `Gpu::new` may open.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BackendChoice {
@@ -84,11 +126,20 @@ pub struct GpuOptions {
     /// `Gpu::save_pipeline_cache`. Only backends with `Features::PIPELINE_CACHE` (Vulkan) use it; elsewhere
     /// it is ignored and `Gpu::pipeline_cache_state` says so.
     pub pipeline_cache: Option<PathBuf>,
+    /// The most loop iterations one invocation may run (`Gpu::max_loop_iterations`); `None`: from
+    /// `TDSL_MAX_LOOP_ITERATIONS`, else the adapter's (`loop_limit`).
+    pub max_loop_iterations: Option<i64>,
 }
 
 /// Everything that can go wrong on the GPU side, each with the context needed to act on it.
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
+    /// `TDSL_MAX_LOOP_ITERATIONS` is neither a positive number nor `unlimited`.
+    #[error("{LOOP_LIMIT_ENV}={value:?} is not a loop limit; use a positive number or unlimited")]
+    BadLoopLimit {
+        /// The variable's value.
+        value: String,
+    },
     /// `TDSL_BACKEND` names no backend.
     #[error("{BACKEND_ENV}={value:?} is not a backend; use vulkan, gl or any")]
     BadBackend {
@@ -259,6 +310,7 @@ pub struct Gpu {
     pipelines: Mutex<HashMap<u64, Arc<wgpu::ComputePipeline>>>,
     cache: Option<(wgpu::PipelineCache, PathBuf)>,
     cache_state: PipelineCacheState,
+    max_loop_iterations: i64,
 }
 
 /// What a `Gpu` has done to device memory since it was opened (`Gpu::stats`): the bytes its queue wrote
@@ -322,6 +374,12 @@ impl Gpu {
         }))
         .map_err(|e| GpuError::NoAdapter { backend, detail: e.to_string() })?;
         let info = adapter.get_info();
+        let max_loop_iterations = match options.max_loop_iterations {
+            Some(limit) => limit,
+            None => {
+                loop_limit_from_env().map_err(|value| GpuError::BadLoopLimit { value })?.unwrap_or(loop_limit(&info))
+            }
+        };
         let adapter_limits = adapter.limits();
         let limits = options.limits.clone().unwrap_or_else(|| {
             let mut l = wgpu::Limits::downlevel_defaults();
@@ -389,7 +447,9 @@ impl Gpu {
                 (Some((cache, path.clone())), state)
             }
         };
-        Ok(Gpu::assemble(adapter, device, queue, cache, cache_state))
+        let mut gpu = Gpu::assemble(adapter, device, queue, cache, cache_state);
+        gpu.max_loop_iterations = max_loop_iterations;
+        Ok(gpu)
     }
 
     /// Wraps a device an application opened itself (it keeps using `device` and `queue`; tdsl's buffers
@@ -397,7 +457,8 @@ impl Gpu {
     /// are what `Session::new` checks bundles against. Nothing about the device is changed: no error
     /// handler is installed (wgpu calls that can fail run in error scopes anyway) and there is no pipeline
     /// cache file. Kernels get SPIR-V passthrough only when the device was opened with
-    /// `Features::PASSTHROUGH_SHADERS`, else they are built from WGSL.
+    /// `Features::PASSTHROUGH_SHADERS`, else they are built from WGSL. The loop limit is
+    /// `TDSL_MAX_LOOP_ITERATIONS`'s where it is valid, else the adapter's (`loop_limit`).
     pub fn from_device(adapter: wgpu::Adapter, device: wgpu::Device, queue: wgpu::Queue) -> Gpu {
         Gpu::assemble(adapter, device, queue, None, PipelineCacheState::Off)
     }
@@ -409,8 +470,11 @@ impl Gpu {
         cache: Option<(wgpu::PipelineCache, PathBuf)>,
         cache_state: PipelineCacheState,
     ) -> Gpu {
+        let info = adapter.get_info();
+        let max_loop_iterations = loop_limit_from_env().ok().flatten().unwrap_or(loop_limit(&info));
         Gpu {
-            info: adapter.get_info(),
+            info,
+            max_loop_iterations,
             adapter,
             device,
             queue,
@@ -543,6 +607,13 @@ impl Gpu {
         let pipeline = Arc::new(pipeline);
         cache.insert(key, pipeline.clone());
         Ok(pipeline)
+    }
+
+    /// The most loop iterations one invocation may run on this device (`i64::MAX`: no limit): from
+    /// `GpuOptions::max_loop_iterations`, `TDSL_MAX_LOOP_ITERATIONS` or the adapter (`loop_limit`).
+    /// Launches whose `LoopIterations` bound exceeds it are refused before dispatch.
+    pub fn max_loop_iterations(&self) -> i64 {
+        self.max_loop_iterations
     }
 
     /// One line about the adapter: `llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu, driver llvmpipe: Mesa 22.3.6)`.

@@ -43,6 +43,13 @@ fn opens_a_device_and_describes_it() {
     assert!(!line.is_empty() && !line.contains('\n'), "{line}");
     assert_eq!(BackendChoice::from_name(" Vulkan"), Some(BackendChoice::Vulkan));
     assert_eq!(BackendChoice::from_name("gl"), Some(BackendChoice::Gl));
+    // llvmpipe (lavapipe) stops long loops silently, so its loop limit is set; other devices have none
+    // (unless TDSL_MAX_LOOP_ITERATIONS says otherwise).
+    if std::env::var(LOOP_LIMIT_ENV).is_err() {
+        let llvmpipe = gpu().info.name.contains("llvmpipe");
+        let limit = if llvmpipe { LLVMPIPE_LOOP_LIMIT } else { i64::MAX };
+        assert_eq!(gpu().max_loop_iterations(), limit, "{line}");
+    }
     assert_eq!(BackendChoice::from_name("metal"), None);
     let e = GpuError::NoAdapter { backend: BackendChoice::Vulkan, detail: "none".into() };
     assert!(e.to_string().starts_with(

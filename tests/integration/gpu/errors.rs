@@ -1,7 +1,8 @@
 //! Run-time errors: a gather index out of range (negative or too large, i32 and u32, along several axes) and
 //! an index-notation load without a default that leaves its input. The interpreter and `Gpu::execute`
 //! must both fail: the GPU's error names the failing launch (`launch N (gather_...)`) and, for a gather,
-//! the index value. The device keeps working after a failed run.
+//! the index value. The device keeps working after a failed run. A launch that would loop longer per
+//! invocation than the device allows is refused before dispatch.
 //!
 //! The checker proves every load without `else` in bounds (R7.5), so the failing loads are made by taking
 //! the `else` away from a checked graph whose load is padded; the verifier cannot refute symbolic bounds,
@@ -222,4 +223,36 @@ fn graph_input(graph: &Graph, node: tdsl_compiler::ir::NodeId) -> &str {
         Op::Input { name } => name,
         _ => "",
     }
+}
+
+/// A launch whose invocations would loop more than the device runs per invocation (llvmpipe stops every loop
+/// of an invocation after 65535 iterations, silently) is refused before dispatch, naming the launch, its
+/// kernel, the op and its line, and the device's limit. A small limit (`GpuOptions::max_loop_iterations`,
+/// as `TDSL_MAX_LOOP_ITERATIONS` sets it) makes a short contraction too long, on any device.
+#[test]
+fn a_launch_looping_past_the_device_limit_is_refused() {
+    let text = "model m(a: f32[M, K], b: f32[K, N]) -> (y: f32[M, N]) {
+        y = a @ b
+    }";
+    let checked = crate::util::check_text("gpu_loops.tdsl", text);
+    let graph = checked.graphs.first().expect("one model");
+    let mut compiled = crate::util::compile(graph).unwrap_or_else(|err| panic!("{err}"));
+    compiled.locate(&checked.program.sources);
+    let options = tdsl_runtime::GpuOptions { max_loop_iterations: Some(100), ..Default::default() };
+    let small = tdsl_runtime::Gpu::new(&options).unwrap_or_else(|err| panic!("a device: {err}"));
+    assert_eq!(small.max_loop_iterations(), 100);
+    let inputs = [seeded_tensor("a", DType::F32, &[2, 500], 7), seeded_tensor("b", DType::F32, &[500, 3], 7)];
+    let error = match small.execute(&compiled.program, &inputs, &HashMap::new()) {
+        Ok(outputs) => panic!("a launch looping 500 times ran under a limit of 100: {outputs:?}"),
+        Err(err) => err.to_string(),
+    };
+    let launch = &compiled.program.launches[0];
+    for says in [&format!("launch 0 ({})", launch.name), "loop iterations", "(matmul) at gpu_loops.tdsl:2:13", "(100;"]
+    {
+        assert!(error.contains(says), "the error `{error}` does not say `{says}`");
+    }
+    // The same program within the limit runs, and agrees with the interpreter.
+    let inputs = [seeded_tensor("a", DType::F32, &[2, 40], 7), seeded_tensor("b", DType::F32, &[40, 3], 7)];
+    small.execute(&compiled.program, &inputs, &HashMap::new()).unwrap_or_else(|err| panic!("{err}"));
+    compare("gpu_loops.tdsl", graph, &inputs, &HashMap::new(), &tols_by_dtype(graph, ARITH.times(4.0)));
 }

@@ -3,7 +3,8 @@
 //! u32 indices along several axes), reductions (every reducer over one, several and all axes, for f32, i32
 //! and u32), matmul (batched, rank-1 operands, size-1 and odd dimensions), index notation (padding with
 //! `else`, strides, reversal, conv2d and pooling from std/nn), integer division and remainder (by zero,
-//! `i32::MIN / -1`), row kernels (softmax, layer_norm, row statistics; long, short and many rows), f16 arithmetic and casts, bools, size-1 dimensions and broadcasting, rank-0 values,
+//! `i32::MIN / -1`), row kernels (softmax, layer_norm, row statistics; long, short and many rows), long
+//! reductions (a whole tensor's sum, a fused accuracy: within llvmpipe's loop limit on every profile), f16 arithmetic and casts, bools, size-1 dimensions and broadcasting, rank-0 values,
 //! and outputs that are an input or a constant.
 //!
 //! Layout results must be bit-identical (`Tol::Bits`); other tolerances are the module's (see `gpu.rs`).
@@ -400,6 +401,84 @@ fn matmul_with_size_one_and_odd_dimensions() {
             chain,
         ];
         seeded(&name, MATMUL, &sizes, &tols);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Long reductions: llvmpipe ends every loop of an invocation after 65535 iterations in all, silently, so a
+// reduction one invocation would loop over that long runs as a row kernel (a workgroup per output).
+
+/// The loop iterations one invocation of each launch of `graph` runs at `sizes`, for every profile, are
+/// within llvmpipe's limit (so the schedules avoid it on every device, not only where it is checked).
+fn assert_within_llvmpipe(graph: &tdsl_compiler::ir::Graph, sizes: &[(&str, i64)]) {
+    let symbols = super::symbol_values(graph, sizes, 3);
+    for target in tdsl_compiler::codegen::target::TARGETS {
+        let compiled = crate::util::compile_with(graph, &crate::util::options(true, target))
+            .unwrap_or_else(|err| panic!("{}: {err}", graph.name));
+        for launch in &compiled.program.launches {
+            for bound in &launch.bounds {
+                let tdsl_runtime::BoundKind::LoopIterations { .. } = bound.what else { continue };
+                let iterations = bound.value.eval_at(&symbols).expect("the loop count evaluates");
+                assert!(
+                    iterations <= tdsl_runtime::gpu::LLVMPIPE_LOOP_LIMIT,
+                    "{} ({} profile): launch {} loops {iterations} times per invocation",
+                    graph.name,
+                    target.name,
+                    launch.name
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn whole_tensor_sums_split_across_a_workgroup() {
+    let text = "model m(x: f32[N, K], c: f32[1024, 256]) -> (total: f32[], mean: f32[], rows: f32[N]) {
+        total = sum(x)
+        mean = mean(c * 2.0)
+        rows = sum(x, axis: 1)
+    }";
+    let graph = crate::util::single_graph("gpu_long_sum.tdsl", text);
+    let sizes = [("N", 1024), ("K", 256)];
+    assert_within_llvmpipe(&graph, &sizes);
+    let ones = Tensor::f32(&[1024, 256], vec![1.0; 1024 * 256]);
+    let inputs = vec![ones.clone(), seeded_input("c", DType::F32, &[1024, 256])];
+    let expected = crate::util::run(&graph, inputs.clone(), &[]);
+    assert_eq!(expected[0].to_f64_vec(), [262144.0], "the interpreter's sum of ones");
+    let actual = super::run_gpu(&graph, &inputs, &HashMap::new()).unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(actual[0].to_f64_vec(), [262144.0], "every one of the 262144 ones is counted");
+    super::compare("gpu_long_sum.tdsl", &graph, &inputs, &HashMap::new(), &[Tol::Exact, Tol::reduction(1024), ARITH]);
+}
+
+/// An accuracy: per row, whether the target's logit is the largest, averaged over the rows; fused into
+/// one kernel whose root reduces the rows and whose rows each reduce their columns twice.
+#[test]
+fn fused_accuracy_counts_every_row() {
+    let (n, k) = (1024usize, 256usize);
+    let logits = seeded_input("logits", DType::F32, &[n, k]);
+    let values: Vec<f64> = logits.to_f64_vec();
+    let mut onehot = vec![0.0f32; n * k];
+    for row in 0..n {
+        let cells = &values[row * k..(row + 1) * k];
+        let best = (0..k).fold(0, |b, j| if cells[j] > cells[b] { j } else { b });
+        // Every other row right, the others (mostly) wrong.
+        onehot[row * k + if row % 2 == 0 { best } else { (row * 7) % k }] = 1.0;
+    }
+    let inputs = vec![Tensor::f32(&[n, k], onehot), logits];
+    for (name, shape) in [("gpu_accuracy.tdsl", "N, K"), ("gpu_accuracy_fixed.tdsl", "1024, 256")] {
+        let text = format!(
+            "model m(onehot: f32[{shape}], logits: f32[{shape}]) -> (accuracy: f32[]) {{
+                accuracy = mean(f32(sum(onehot * logits, axis: 1) >= max(logits, axis: 1)))
+            }}"
+        );
+        let graph = crate::util::single_graph(name, &text);
+        let compiled = crate::util::compile(&graph).unwrap_or_else(|err| panic!("{err}"));
+        assert_eq!(compiled.program.launches.len(), 1, "{name}: one fused kernel");
+        assert_within_llvmpipe(&graph, &[("N", 1024), ("K", 256)]);
+        let expected = crate::util::run(&graph, inputs.clone(), &[]);
+        let accuracy = expected[0].to_f64_vec()[0];
+        assert!((0.5..0.52).contains(&accuracy), "{name}: the interpreter's accuracy is {accuracy}");
+        super::compare(name, &graph, &inputs, &HashMap::new(), &[Tol::Exact]);
     }
 }
 

@@ -17,7 +17,7 @@ use super::{
     Cx, Emitter, Expr, Given, Grid, MAX_ELEMENTS, Pos, R, Val, Workgroups, held_name, internal, storage_scalar, tile,
     to_storage, unsupported,
 };
-use crate::codegen::rows::{Place, RowPlan};
+use crate::codegen::rows::{self, Place, RowPlan};
 use crate::codegen::scalar;
 use crate::dim::Dim;
 use crate::ir::{DType, Graph, NodeId, Op, ReduceOp};
@@ -120,7 +120,7 @@ impl Cx<'_> {
         let cols = self.dim(&plan.cols);
         let base = self.b.binary(BinaryOperator::Multiply, row, cols);
         self.b.name(base, "row_base");
-        let full = graph.node(self.root).ty.shape.clone();
+        let full = rows::full_shape(graph, self.root);
 
         // Each invocation reads back only the columns it wrote (the same stride in every pass), so the
         // caches need no barrier.
@@ -148,7 +148,7 @@ impl Cx<'_> {
 
         self.row_values(&mut kernel, row, lanes, &full)?;
 
-        self.store_row(plan, output, base, lanes, &full)
+        self.store_row(plan, output, row, lanes, &full)
     }
 
     /// Every `Row` node of a workgroup row kernel, once for `row` (reductions by the row's invocations,
@@ -176,17 +176,29 @@ impl Cx<'_> {
         Ok(())
     }
 
-    /// The output pass of a workgroup row kernel: the root at each column of the row starting at `base`,
-    /// taken by the row's `lanes`.
+    /// The output pass of a workgroup row kernel: the root at each column of the row, taken by the row's
+    /// `lanes`; a reducing root's one value (given by `row_values`) stored at `row` by the row's first lane.
     fn store_row(
         &mut self,
         plan: &RowPlan,
         output: Handle<GlobalVariable>,
-        base: Expr,
+        row: Expr,
         lanes: RowLanes,
         full: &[Dim],
     ) -> R<()> {
         let root = self.root;
+        let base = lanes.base;
+        if plan.reduce_root {
+            let zero = self.b.u32(0);
+            let first = self.b.binary(BinaryOperator::Equal, lanes.lane, zero);
+            self.open_block();
+            let shape = self.graph.node(root).ty.shape.clone();
+            let value = self.value(root, &mut Pos::flat(&shape, row))?;
+            self.store_output(output, row, value);
+            let accept = self.close_block();
+            self.b.statement(Statement::If { condition: first, accept, reject: naga::Block::new() });
+            return Ok(());
+        }
         self.strided_loop(lanes, &plan.cols, &mut |cx, j| {
             let flat = cx.b.binary(BinaryOperator::Add, base, j);
             let value = cx.value(root, &mut Pos::flat(full, flat))?;
@@ -224,10 +236,10 @@ impl Cx<'_> {
         let base = self.b.binary(BinaryOperator::Multiply, row, cols);
         self.b.name(base, "row_base");
         let lanes = RowLanes { lid, lane, slot: Some(slot), count, base };
-        let full = graph.node(self.root).ty.shape.clone();
+        let full = rows::full_shape(graph, self.root);
         self.row_values(kernel, row, lanes, &full)?;
         self.open_block();
-        self.store_row(plan, output, base, lanes, &full)?;
+        self.store_row(plan, output, row, lanes, &full)?;
         let accept = self.close_block();
         self.b.statement(Statement::If { condition: inside, accept, reject: naga::Block::new() });
         Ok(())
@@ -237,7 +249,7 @@ impl Cx<'_> {
     /// reductions as loops over the row, then the root's elements, all by this invocation alone.
     fn serial_row(&mut self, plan: &RowPlan, output: Handle<GlobalVariable>, row: Expr, base: Expr) -> R<()> {
         let graph = self.graph;
-        let full = graph.node(self.root).ty.shape.clone();
+        let full = rows::full_shape(graph, self.root);
         for &(id, place) in &plan.places {
             if place != Place::Row {
                 continue;
@@ -392,9 +404,12 @@ impl Cx<'_> {
         let held = self.b.ty(TypeInner::Scalar(storage_scalar(dtype)));
         // for (mask = 1; mask < min(subgroup_size, workgroup); mask *= 2) { acc = acc op shuffle(acc, mask) }
         let one = self.b.u32(1);
+        let workgroup_size = workgroup;
         let workgroup = self.b.u32(workgroup);
         let width = self.b.math(naga::MathFunction::Min, &[size, workgroup]);
-        self.loop_to("mask", one, width, (BinaryOperator::Multiply, 2), &mut |cx, mask| {
+        // log2 of the width, at most log2 of the workgroup size.
+        let levels = Dim::constant(i64::from(workgroup_size.trailing_zeros()));
+        self.loop_to("mask", one, width, &levels, (BinaryOperator::Multiply, 2), &mut |cx, mask| {
             let mine = cx.b.load(acc);
             let other = cx.b.shuffle_xor(mine, mask, held);
             let combined = scalar::reduce_step(&mut cx.b, op, mine, other, dtype).ok_or_else(fail)?;
@@ -414,7 +429,9 @@ impl Cx<'_> {
         self.barrier();
         let row = self.fold_start(node, op, dtype)?;
         let zero = self.b.u32(0);
-        self.loop_to("s", zero, subgroups, (BinaryOperator::Add, 1), &mut |cx, s| {
+        // At most one subgroup per invocation.
+        let most = Dim::constant(i64::from(workgroup_size));
+        self.loop_to("s", zero, subgroups, &most, (BinaryOperator::Add, 1), &mut |cx, s| {
             let scratch_ptr = cx.b.expr(Expression::GlobalVariable(scratch));
             let slot = cx.b.expr(Expression::Access { base: scratch_ptr, index: s });
             let x = cx.b.load(slot);
