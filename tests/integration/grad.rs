@@ -160,7 +160,7 @@ fn unrelated_values_have_zero_gradients() {
 }
 
 /// A tensor of a safetensors file (float32 or int32).
-fn st_tensor(view: &safetensors::tensor::TensorView<'_>) -> Tensor {
+pub fn st_tensor(view: &safetensors::tensor::TensorView<'_>) -> Tensor {
     let shape = view.shape().to_vec();
     let bytes = view.data();
     match view.dtype() {

@@ -11,6 +11,7 @@ mod gpu;
 mod grad;
 mod interp;
 mod kernels;
+mod layers;
 mod minilm;
 mod properties;
 mod tidy;
