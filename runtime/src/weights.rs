@@ -352,7 +352,7 @@ impl WeightEntry {
         let dtype = self.dtype.ok_or_else(|| format!("dtype {} is not supported", self.file_dtype))?;
         match self.stored {
             Stored::Native => TensorData::from_le_bytes(dtype, bytes).map_err(|e| e.to_string()),
-            Stored::Bf16 if bytes.len() % 2 != 0 => {
+            Stored::Bf16 if !bytes.len().is_multiple_of(2) => {
                 Err(format!("{} bytes is not a whole number of BF16s", bytes.len()))
             }
             Stored::Bf16 => Ok(TensorData::F32(
