@@ -497,7 +497,8 @@ fn bf16_weights_load_into_f32_params() {
     let mut keys: Vec<&String> = init.keys().collect();
     keys.sort();
     // Each value rounded to the bfloat16 it is stored as (truncated: the f32 file holds the same numbers).
-    let halves: Vec<(String, Vec<usize>, Vec<u8>, Vec<f32>)> = keys
+    type Halves = (String, Vec<usize>, Vec<u8>, Vec<f32>);
+    let halves: Vec<Halves> = keys
         .iter()
         .map(|k| {
             let t = &init[*k];
