@@ -373,7 +373,7 @@ fn a_failed_save_leaves_the_old_file() {
 /// BF16 entries (most published checkpoints) load as f32, exactly: each bfloat16 is the upper half of an f32.
 #[test]
 fn bf16_entries_widen_exactly_to_f32() {
-    let values = [1.0f32, -2.5, 0.10009765625, f32::INFINITY, -0.0, 9.18355e-41, 3.3895314e38];
+    let values = [1.0f32, -2.5, f32::from_bits(0x3dcd_0000), f32::INFINITY, -0.0, 9.18355e-41, 3.3895314e38];
     let bits: Vec<u8> = values.iter().flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes()).collect();
     let (path, _dir) = file("bf16.safetensors", &safetensors_bytes(&[("w", Dtype::BF16, &[7], bits)]));
     let w = Weights::open(&path).expect("opens");
