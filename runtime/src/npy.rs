@@ -1,6 +1,8 @@
 //! NumPy `.npy` files, the interchange format for inputs and outputs: `read_npy`/`read_npy_bytes` and
 //! `write_npy`/`to_npy_bytes` for the five tdsl dtypes (`<f4` f32, `<f2` f16, `<i4` i32, `<u4` u32, `|b1`
-//! bool) in C order.
+//! bool) in C order. Reading also converts NumPy's default dtypes: `<i8` (int64) to i32, where every value
+//! must fit (the first that does not is an error naming its index and value), and `<f8` (float64) to f32,
+//! rounded to nearest (a finite value beyond f32's range is an error; NaN and infinities stay).
 //!
 //! Reading accepts format versions 1.0, 2.0 and 3.0 and parses the header's Python dict literal with a small
 //! bounded parser (no evaluation). Anything else (other dtypes, big-endian data, Fortran order, a data
@@ -59,6 +61,18 @@ pub enum NpyProblem {
         detail: String,
         /// The header's text.
         header: String,
+    },
+    /// An int64 or float64 element that the tdsl dtype it converts to cannot hold.
+    #[error("element {index} ({value}) does not fit in {dtype}, which {from} data converts to")]
+    OutOfRange {
+        /// Its flat (C-order) index.
+        index: usize,
+        /// Its value, as written.
+        value: String,
+        /// The tdsl dtype.
+        dtype: &'static str,
+        /// The file's dtype (`int64`, `float64`).
+        from: &'static str,
     },
     /// A dtype string tdsl has no dtype for.
     #[error("unsupported dtype {0} (supported: {SUPPORTED})")]
@@ -148,7 +162,8 @@ pub fn to_npy_bytes(t: &Tensor) -> Vec<u8> {
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
 const ALIGN: usize = 64;
-const SUPPORTED: &str = "'<f4' (f32), '<f2' (f16), '<i4' (i32), '<u4' (u32), '|b1' (bool)";
+const SUPPORTED: &str =
+    "'<f4' (f32), '<f2' (f16), '<i4' (i32), '<u4' (u32), '|b1' (bool), '<i8' (to i32), '<f8' (to f32)";
 /// Deepest nesting of tuples, lists and dicts the header parser follows.
 const MAX_DEPTH: usize = 16;
 
@@ -169,21 +184,73 @@ fn descr(dtype: DType) -> &'static str {
     }
 }
 
-/// The dtype of a header's `descr`, which may also be a list (a structured dtype) or some other value.
-fn dtype_of_descr(descr: &Value) -> Result<DType, NpyProblem> {
+/// How a file's elements become a tdsl dtype's.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Stored {
+    /// As the dtype itself.
+    Native,
+    /// int64, converted to i32.
+    I64,
+    /// float64, rounded to f32.
+    F64,
+}
+
+/// The dtype of a header's `descr` (which may also be a list, a structured dtype, or some other value) and
+/// how the file stores it.
+fn dtype_of_descr(descr: &Value) -> Result<(DType, Stored), NpyProblem> {
     let quoted = || descr.to_string();
     let Value::Str(descr) = descr else {
         return Err(NpyProblem::UnsupportedDtype(quoted()));
     };
+    let native = |dtype| Ok((dtype, Stored::Native));
     match descr.as_str() {
-        "<f4" => Ok(DType::F32),
-        "<f2" => Ok(DType::F16),
-        "<i4" => Ok(DType::I32),
-        "<u4" => Ok(DType::U32),
+        "<f4" => native(DType::F32),
+        "<f2" => native(DType::F16),
+        "<i4" => native(DType::I32),
+        "<u4" => native(DType::U32),
+        "<i8" => Ok((DType::I32, Stored::I64)),
+        "<f8" => Ok((DType::F32, Stored::F64)),
         // One byte per element: the byte-order character means nothing.
-        "|b1" | "<b1" | ">b1" | "=b1" => Ok(DType::Bool),
-        ">f4" | ">f2" | ">i4" | ">u4" => Err(NpyProblem::BigEndian(quoted())),
+        "|b1" | "<b1" | ">b1" | "=b1" => native(DType::Bool),
+        ">f4" | ">f2" | ">i4" | ">u4" | ">i8" | ">f8" => Err(NpyProblem::BigEndian(quoted())),
         _ => Err(NpyProblem::UnsupportedDtype(quoted())),
+    }
+}
+
+/// int64 or float64 data converted, every value checked.
+fn convert(stored: Stored, data: &[u8]) -> Result<TensorData, NpyProblem> {
+    let words = data.chunks_exact(8).map(|b| [b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+    match stored {
+        Stored::I64 => words
+            .enumerate()
+            .map(|(index, w)| {
+                let v = i64::from_le_bytes(w);
+                i32::try_from(v).map_err(|_| NpyProblem::OutOfRange {
+                    index,
+                    value: v.to_string(),
+                    dtype: "i32",
+                    from: "int64",
+                })
+            })
+            .collect::<Result<_, _>>()
+            .map(TensorData::I32),
+        _ => words
+            .enumerate()
+            .map(|(index, w)| {
+                let v = f64::from_le_bytes(w);
+                let f = v as f32;
+                if v.is_finite() && f.is_infinite() {
+                    return Err(NpyProblem::OutOfRange {
+                        index,
+                        value: format!("{v:e}"),
+                        dtype: "f32",
+                        from: "float64",
+                    });
+                }
+                Ok(f)
+            })
+            .collect::<Result<_, _>>()
+            .map(TensorData::F32),
     }
 }
 
@@ -237,12 +304,13 @@ fn parse(bytes: &[u8]) -> Result<Tensor, NpyProblem> {
         NpyProblem::MalformedHeader { detail, header: show_header(&text) }
     })?;
 
-    let dtype = dtype_of_descr(&header.descr)?;
+    let (dtype, stored) = dtype_of_descr(&header.descr)?;
+    let element_size = if stored == Stored::Native { dtype.file_size() } else { 8 };
     if header.fortran_order {
         return Err(NpyProblem::FortranOrder);
     }
     let expected = match element_count(&header.shape) {
-        Some(n) if n <= MAX_ELEMENTS => n.checked_mul(dtype.file_size()),
+        Some(n) if n <= MAX_ELEMENTS => n.checked_mul(element_size),
         _ => None,
     };
     let Some(expected) = expected else {
@@ -252,7 +320,10 @@ fn parse(bytes: &[u8]) -> Result<Tensor, NpyProblem> {
     if data.len() != expected {
         return Err(NpyProblem::DataLength { ty: type_string(dtype, &header.shape), expected, got: data.len() });
     }
-    let data = TensorData::from_le_bytes(dtype, data).map_err(NpyProblem::Data)?;
+    let data = match stored {
+        Stored::Native => TensorData::from_le_bytes(dtype, data).map_err(NpyProblem::Data)?,
+        wide => convert(wide, data)?,
+    };
     Ok(Tensor { dtype, shape: header.shape, data })
 }
 

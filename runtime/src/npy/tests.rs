@@ -195,17 +195,25 @@ fn each_problem_has_a_clear_message() {
         (b"\x93NUMPY\x02\x00\x10\x00".to_vec(), "the header is truncated: it needs 12 bytes but the file has 10"),
         (ok[..100].to_vec(), "the header is truncated: it needs 128 bytes but the file has 100"),
         (
-            npy(1, &dict("<f8", "(2,)"), &[0; 16]),
-            "unsupported dtype '<f8' (supported: '<f4' (f32), '<f2' (f16), '<i4' (i32), '<u4' (u32), '|b1' (bool))",
+            npy(
+                1,
+                &dict("<i8", "(3,)"),
+                &[[7i64.to_le_bytes(), (1i64 << 40).to_le_bytes(), 0i64.to_le_bytes()].concat()].concat(),
+            ),
+            "element 1 (1099511627776) does not fit in i32, which int64 data converts to",
+        ),
+        (
+            npy(1, &dict("<f8", "(2,)"), &[1.5f64.to_le_bytes(), 1e300f64.to_le_bytes()].concat()),
+            "element 1 (1e300) does not fit in f32, which float64 data converts to",
         ),
         (
             npy(1, &dict("|u1", "(2,)"), &[0; 2]),
-            "unsupported dtype '|u1' (supported: '<f4' (f32), '<f2' (f16), '<i4' (i32), '<u4' (u32), '|b1' (bool))",
+            "unsupported dtype '|u1' (supported: '<f4' (f32), '<f2' (f16), '<i4' (i32), '<u4' (u32), '|b1' (bool), '<i8' (to i32), '<f8' (to f32))",
         ),
         (
             npy(1, &dict(">f4", "(2,)"), &[0; 8]),
             "big-endian dtype '>f4' is not supported: save the array as little-endian (supported: '<f4' (f32), \
-             '<f2' (f16), '<i4' (i32), '<u4' (u32), '|b1' (bool))",
+             '<f2' (f16), '<i4' (i32), '<u4' (u32), '|b1' (bool), '<i8' (to i32), '<f8' (to f32))",
         ),
         (
             npy(1, "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }", &[0; 16]),
@@ -214,7 +222,7 @@ fn each_problem_has_a_clear_message() {
         (
             npy(1, "{'descr': [('a', '<f4'), ('b', '<i4')], 'fortran_order': False, 'shape': (1,)}", &[0; 8]),
             "unsupported dtype [('a', '<f4'), ('b', '<i4')] (supported: '<f4' (f32), '<f2' (f16), '<i4' (i32), \
-             '<u4' (u32), '|b1' (bool))",
+             '<u4' (u32), '|b1' (bool), '<i8' (to i32), '<f8' (to f32))",
         ),
         (npy(1, &dict("<f4", "(2, 3)"), &[0; 20]), "the data is 20 bytes but f32[2, 3] needs 24"),
         (npy(1, &dict("<f4", "(2,)"), &[0; 12]), "the data is 12 bytes but f32[2] needs 8"),
@@ -341,4 +349,15 @@ proptest! {
         let _ = read_npy_bytes(&npy(1, &header, &[0; 12]));
         let _ = read_npy_bytes(&npy(3, &header, &[]));
     }
+}
+
+/// NumPy's default dtypes convert: int64 to i32 and float64 to f32 (rounded; NaN and infinities kept).
+#[test]
+fn int64_and_float64_convert() {
+    let ints: Vec<u8> = [-3i64, 2147483647, -2147483648].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let t = read_npy_bytes(&npy(1, &dict("<i8", "(3,)"), &ints)).expect("reads");
+    assert_eq!(t, Tensor::i32(&[3], vec![-3, i32::MAX, i32::MIN]));
+    let floats: Vec<u8> = [0.1f64, f64::NEG_INFINITY, 1e-50].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let t = read_npy_bytes(&npy(1, &dict("<f8", "(3,)"), &floats)).expect("reads");
+    assert_eq!(t, Tensor::f32(&[3], vec![0.1f32, f32::NEG_INFINITY, 0.0]));
 }
