@@ -16,7 +16,7 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::path::PathBuf;
 use tdsl_runtime::args::{choose_a_model, distinct_names, parse_dim, parse_input, unknown_model};
-use tdsl_runtime::{Gpu, GpuOptions, Tensor, Weights};
+use tdsl_runtime::{Gpu, GpuOptions, Tensor};
 
 /// tdsl's compiler: checks .tdsl programs and lowers them to a typed tensor IR.
 #[derive(Parser)]
@@ -47,6 +47,10 @@ enum Command {
         /// mis-typed entry is listed in one error.
         #[arg(long)]
         weights: Option<PathBuf>,
+        /// Leave out the weights entries whose names match PATTERN (`*` and `?` wildcards; repeatable), e.g.
+        /// `'*.num_batches_tracked'`; a pattern that matches no entry is an error.
+        #[arg(long = "ignore-weights", value_name = "PATTERN")]
+        ignore_weights: Vec<String>,
     },
     /// Compile every model of FILE ahead of time into one bundle (spec/bundle.md), which `tdsl-run` and the
     /// runtime's `Session` run without the compiler.
@@ -84,6 +88,10 @@ enum Command {
         /// Weights: a safetensors file whose entries are the model's params by key (all must match).
         #[arg(long)]
         weights: Option<PathBuf>,
+        /// Leave out the weights entries whose names match PATTERN (`*` and `?` wildcards; repeatable), e.g.
+        /// `'*.num_batches_tracked'`; a pattern that matches no entry is an error.
+        #[arg(long = "ignore-weights", value_name = "PATTERN")]
+        ignore_weights: Vec<String>,
         /// Seed for the random inputs and params.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -254,8 +262,9 @@ pub fn main(
     }
     let result = match cli.command {
         Command::Train(args) => train::train(&args, color, stderr_is_terminal, out, err),
-        Command::Check { files, weights } => {
-            let weights = match weights.as_deref().map(Weights::open).transpose() {
+        Command::Check { files, weights, ignore_weights } => {
+            let open = |path: &std::path::Path| tdsl_runtime::args::open_weights(path, &ignore_weights);
+            let weights = match weights.as_deref().map(open).transpose() {
                 Ok(w) => w,
                 Err(e) => {
                     let _ = writeln!(err, "error: {e}");
@@ -299,6 +308,7 @@ pub fn main(
             reference,
             inputs,
             weights,
+            ignore_weights,
             seed,
             dims,
             output,
@@ -311,6 +321,7 @@ pub fn main(
                 reference,
                 inputs,
                 weights,
+                ignore_weights,
                 seed,
                 dims,
                 output,
@@ -677,7 +688,7 @@ fn with_model_hint(message: String, file: &std::path::Path, graphs: &[ir::Graph]
 /// about to run, before it runs any: with several models and no `--model`, the options must fit each.
 fn check_run_options(file: &std::path::Path, graphs: &[ir::Graph], options: &RunOptions) -> Result<(), String> {
     let weights = match &options.weights {
-        Some(path) => Some(Weights::open(path).map_err(|e| e.to_string())?),
+        Some(path) => Some(tdsl_runtime::args::open_weights(path, &options.ignore_weights)?),
         None => None,
     };
     let given: Vec<&str> = options.inputs.iter().map(|(name, _)| name.as_str()).collect();
@@ -719,6 +730,7 @@ struct RunOptions {
     reference: bool,
     inputs: Vec<(String, PathBuf)>,
     weights: Option<PathBuf>,
+    ignore_weights: Vec<String>,
     seed: u64,
     dims: Vec<(String, i64)>,
     output: Option<PathBuf>,
@@ -925,7 +937,7 @@ fn run_model(
     }
     let (symbols, declared_inputs, declared_params) = interp::signature(graph);
     let weights = match &options.weights {
-        Some(path) => Some(Weights::open(path).map_err(|e| e.to_string())?),
+        Some(path) => Some(tdsl_runtime::args::open_weights(path, &options.ignore_weights)?),
         None => None,
     };
     let random_params = weights.is_none().then_some(declared_params.as_slice());

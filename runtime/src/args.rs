@@ -79,3 +79,8 @@ pub fn parse_input(text: &str) -> Result<(String, PathBuf), ArgError> {
         text.split_once('=').ok_or(ArgError::NoEquals { expected: "NAME=PATH", example: "input_ids=ids.npy" })?;
     Ok((name.trim().to_string(), PathBuf::from(path)))
 }
+
+/// The weights file `path` without the entries `--ignore-weights` patterns match (`Weights::ignoring`).
+pub fn open_weights(path: &std::path::Path, ignore: &[String]) -> Result<crate::Weights, String> {
+    crate::Weights::open(path).and_then(|w| w.ignoring(ignore)).map_err(|e| e.to_string())
+}

@@ -38,6 +38,10 @@ struct Args {
     /// Weights: a safetensors file whose entries are the model's params by key (all must match).
     #[arg(long)]
     weights: Option<PathBuf>,
+    /// Leave out the weights entries whose names match PATTERN (`*` and `?` wildcards; repeatable), e.g.
+    /// `'*.num_batches_tracked'`; a pattern that matches no entry is an error.
+    #[arg(long = "ignore-weights", value_name = "PATTERN")]
+    ignore_weights: Vec<String>,
     /// Seed for the random inputs and params.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -112,7 +116,7 @@ fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write, terminal: bool) ->
         given.insert(name.clone(), tensor);
     }
     let weights = match &args.weights {
-        Some(path) => Some(Weights::open(path).map_err(|e| e.to_string())?),
+        Some(path) => Some(crate::args::open_weights(path, &args.ignore_weights)?),
         None => None,
     };
     // Input and dimension names and the weights are checked against every model to run before the device

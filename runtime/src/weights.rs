@@ -105,6 +105,14 @@ pub enum WeightsError {
         /// What the parser said.
         detail: String,
     },
+    /// An ignore pattern that matches no entry (a misspelt pattern would otherwise ignore nothing silently).
+    #[error("`{}` has no entry matching the ignore pattern `{pattern}`", .path.display())]
+    IgnoredNothing {
+        /// The file.
+        path: PathBuf,
+        /// The pattern.
+        pattern: String,
+    },
     /// No tensor of that name.
     #[error("`{}` has no tensor `{name}`", .path.display())]
     NoSuchTensor {
@@ -271,6 +279,20 @@ impl Weights {
             self.entries.retain(|e| e.name != *name);
             if self.entries.len() == before {
                 return Err(WeightsError::NoSuchTensor { path: self.path.clone(), name: name.to_string() });
+            }
+        }
+        Ok(self)
+    }
+
+    /// The same file without the entries whose names match any of `patterns` (`*` matches any run of
+    /// characters, `?` one character; everything else itself): checkpoint entries a model does not use, such
+    /// as torchvision's `*.num_batches_tracked`. A pattern that matches no entry is an error.
+    pub fn ignoring(mut self, patterns: &[String]) -> Result<Weights, WeightsError> {
+        for pattern in patterns {
+            let before = self.entries.len();
+            self.entries.retain(|e| !glob(pattern.as_bytes(), e.name.as_bytes()));
+            if self.entries.len() == before {
+                return Err(WeightsError::IgnoredNothing { path: self.path.clone(), pattern: pattern.clone() });
             }
         }
         Ok(self)
@@ -448,6 +470,34 @@ fn mismatch_message(path: &Path, problems: &[ParamProblem]) -> String {
 
 fn join(items: impl Iterator<Item = String>) -> String {
     items.collect::<Vec<_>>().join(", ")
+}
+
+/// Whether `name` matches the glob `pattern` (`*`: any run, `?`: one byte), by backtracking over the last
+/// `*` only, so the work is at most |pattern| * |name|.
+fn glob(pattern: &[u8], name: &[u8]) -> bool {
+    let (mut p, mut n) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while n < name.len() {
+        match pattern.get(p) {
+            Some(b'*') => {
+                star = Some((p, n));
+                p += 1;
+            }
+            Some(&c) if c == b'?' || c == name[n] => {
+                p += 1;
+                n += 1;
+            }
+            _ => match star {
+                Some((sp, sn)) => {
+                    p = sp + 1;
+                    n = sn + 1;
+                    star = Some((sp, sn + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..].iter().all(|&c| c == b'*')
 }
 
 fn dtype_of(dtype: Dtype) -> Option<DType> {

@@ -639,3 +639,31 @@ fn run_writes_outputs_as_one_safetensors_file() {
         assert_eq!(weights.tensor(name).expect("loads"), from_npy, "{name}");
     }
 }
+
+/// `--ignore-weights PATTERN` leaves out checkpoint entries a model does not use (torchvision's
+/// `num_batches_tracked`), on `tdslc check` and `tdslc run`; a pattern that matches nothing is an error.
+#[test]
+fn ignored_weights_entries_are_neither_matched_nor_extra() {
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let path = dir.path().join("w.safetensors");
+    let mut tensors: Vec<(String, Tensor)> =
+        [("fc1.weight", &[64usize, 64][..]), ("fc1.bias", &[64]), ("fc2.weight", &[10, 64]), ("fc2.bias", &[10])]
+            .iter()
+            .map(|(k, shape)| (k.to_string(), Tensor::f32(shape, vec![0.01; shape.iter().product()])))
+            .collect();
+    tensors.push(("bn.num_batches_tracked".into(), Tensor::i32(&[], vec![7])));
+    tdsl_runtime::save_safetensors(&path, &tensors).expect("saves");
+    let w = path.display().to_string();
+    let (code, _, err) = tdslc(&["check", "../examples/digits/mlp.tdsl", "--weights", &w]);
+    assert_eq!(code, 1);
+    assert!(err.contains("extra: `bn.num_batches_tracked`"), "{err}");
+    let ignore = ["--ignore-weights", "*.num_batches_tracked"];
+    let (code, out, err) = tdslc(&[&["check", "../examples/digits/mlp.tdsl", "--weights", &w][..], &ignore].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    let run = ["run", "../examples/digits/mlp.tdsl", "--weights", &w, "--reference"];
+    let (code, out, err) = tdslc(&[&run[..], &ignore].concat());
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, _, err) = tdslc(&[&run[..], &["--ignore-weights", "running_*"]].concat());
+    assert_eq!(code, 1);
+    assert!(err.contains("has no entry matching the ignore pattern `running_*`"), "{err}");
+}

@@ -387,3 +387,25 @@ fn bf16_entries_widen_exactly_to_f32() {
     let err = check_params(&w, &[spec(DType::F16)]).expect_err("not to an f16 param");
     assert!(err.to_string().contains("f32[7] (stored as BF16)"), "{err}");
 }
+
+#[test]
+fn ignore_patterns_drop_matching_entries_and_must_match_something() {
+    for (pattern, name, hit) in [
+        ("*.num_batches_tracked", "bn1.num_batches_tracked", true),
+        ("*.num_batches_tracked", "bn1.running_mean", false),
+        ("layer?.w", "layer1.w", true),
+        ("layer?.w", "layer10.w", false),
+        ("*", "", true),
+        ("a*b*c", "axxbyyc", true),
+        ("a*b*c", "axxbyy", false),
+        ("", "x", false),
+    ] {
+        assert_eq!(glob(pattern.as_bytes(), name.as_bytes()), hit, "{pattern} on {name}");
+    }
+    let (path, _dir) = model_file();
+    let w = Weights::open(&path).expect("opens").ignoring(&["norm.*".to_string(), "*s".to_string()]).expect("ok");
+    let names: Vec<&str> = w.entries().iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(names, ["layer.b", "layer.w", "mask"]);
+    let err = Weights::open(&path).expect("opens").ignoring(&["nothing.*".to_string()]).expect_err("no match");
+    assert!(err.to_string().ends_with("has no entry matching the ignore pattern `nothing.*`"), "{err}");
+}
