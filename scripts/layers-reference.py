@@ -15,7 +15,7 @@ model on the reference interpreter and on the GPU with these inputs and params a
 
 Needs a Python with torch, numpy and safetensors:
 
-    /work/torch-venv/bin/python scripts/layers-reference.py
+    <venv with torch>/bin/python scripts/layers-reference.py
 """
 
 import math
@@ -144,6 +144,22 @@ def activations():
     })
 
 
+def elementwise():
+    torch.manual_seed(19)
+    x = torch.randn(4, 25) * 3.0
+    x[0, :8] = torch.tensor([float("nan"), 0.0, -0.0, 1.0, -1.0, 2.5, -2.5, 40.0])
+    pos = x.abs() + 0.1
+    pos[0, 0] = float("nan")
+    pos[0, 1] = float("inf")
+    write("elementwise", {"x": x, "pos": pos}, {
+        "clamp": torch.clamp(x, -1.5, 2.0),
+        "sign": torch.sign(x),
+        "tan": torch.tan(x.clamp(-1.2, 1.2)),
+        "exp2": torch.exp2(x.clamp(-20.0, 20.0)),
+        "log2": torch.log2(pos),
+    })
+
+
 class LlamaMLP(nn.Module):
     """HF transformers' LlamaMLP (hidden_act "silu", mlp_bias False)."""
 
@@ -234,5 +250,5 @@ if __name__ == "__main__":
     OUT.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     for make in [rms_norm, linear_no_bias, batch_norm2d, group_norm, conv2d, conv_transpose2d, pool_and_upsample,
-                 activations, llama_mlp, attention, gqa, rope]:
+                 activations, elementwise, llama_mlp, attention, gqa, rope]:
         make()
