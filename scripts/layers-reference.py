@@ -151,12 +151,16 @@ def elementwise():
     pos = x.abs() + 0.1
     pos[0, 0] = float("nan")
     pos[0, 1] = float("inf")
-    write("elementwise", {"x": x, "pos": pos}, {
+    small = torch.randn(4, 25) * torch.logspace(-8, 1, 25)
+    small[0, :8] = torch.tensor([float("nan"), 0.0, -0.0, float("inf"), float("-inf"), -1.0, 100.0, -150.0])
+    write("elementwise", {"x": x, "pos": pos, "small": small}, {
         "clamp": torch.clamp(x, -1.5, 2.0),
         "sign": torch.sign(x),
         "tan": torch.tan(x.clamp(-1.2, 1.2)),
         "exp2": torch.exp2(x.clamp(-20.0, 20.0)),
         "log2": torch.log2(pos),
+        "log1p": torch.log1p(small),
+        "expm1": torch.expm1(small),
     })
 
 
