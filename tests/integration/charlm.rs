@@ -11,46 +11,20 @@
 use std::collections::HashMap;
 use std::path::Path;
 
-use tdsl_compiler::driver::Root;
-use tdsl_compiler::pipeline::{self, Optimizer, TrainSpec};
+use tdsl_compiler::pipeline::Optimizer;
 use tdsl_runtime::data::Dataset;
 use tdsl_runtime::train::{self, Trainer};
 use tdsl_runtime::{Program, Tensor, Weights};
 
 use crate::gpu::gpu;
-use crate::util;
+use crate::train::{compiled, mean_output, named};
 
 const KEY_BIAS: &str = "layer.attn.key.bias";
 const ADAMW: Optimizer = Optimizer::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, decoupled: true };
 
-/// The batch inputs of a dataset batch.
-fn named(batch: &Dataset) -> Vec<(&str, &Tensor)> {
-    batch.arrays().iter().map(|(n, t)| (n.as_str(), t)).collect()
-}
-
 /// The training step and the forward pass of examples/charlm/charlm.tdsl, compiled.
 fn programs() -> (Program, Program) {
-    let path = Path::new("../examples/charlm/charlm.tdsl");
-    let spec = TrainSpec { model: "charlm".into(), loss: "loss".into(), optimizer: ADAMW, clip_norm: None };
-    let checked = pipeline::check_training(Root::Path(path), &spec);
-    assert_eq!(checked.errors(), 0, "{}", util::rendered(&checked));
-    let step = util::compile(&checked.graphs[0]).expect("the training step compiles").program;
-    let forward = util::check_path(path);
-    let forward = util::compile(&forward.graphs[0]).expect("the forward pass compiles").program;
-    (step, forward)
-}
-
-/// The mean loss of `forward` over `data` in batches of 32, as `tdslc train` computes the validation loss.
-fn mean_loss(forward: &Program, params: &HashMap<String, Tensor>, data: &Dataset) -> f64 {
-    let mut model = gpu().load(forward, params).expect("the forward pass loads");
-    let (mut total, mut seen) = (0.0, 0);
-    for batch in data.batches(32, None, false).expect("batches") {
-        let outputs = model.run_named(&named(&batch)).expect("runs");
-        let loss = outputs.iter().find(|(n, _)| n == "loss").expect("a loss output").1.to_f64_vec()[0];
-        total += loss * batch.samples() as f64;
-        seen += batch.samples();
-    }
-    total / seen as f64
+    compiled(Path::new("../examples/charlm/charlm.tdsl"), "charlm", ADAMW)
 }
 
 /// The largest relative L2 distance from `want` of one param of `got` whose key passes `which`.
@@ -106,7 +80,7 @@ fn charlm_training_matches_pytorch_step_by_step() {
             }
         }
         let params: HashMap<String, Tensor> = trainer.params().expect("params").into_iter().collect();
-        val.push(mean_loss(&forward, &params, &validation));
+        val.push(mean_output(&forward, &params, &validation, 32, "loss"));
     }
     assert_eq!(trainer.steps(), 90, "5 epochs of 18 batches");
     assert_eq!(losses.len(), 20);

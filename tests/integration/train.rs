@@ -23,16 +23,7 @@ use crate::util;
 
 /// The digits dataset `scripts/fetch-digits.sh` caches.
 fn digits() -> Dataset {
-    let dir = match std::env::var_os("TDSL_DIGITS_DIR") {
-        Some(dir) => PathBuf::from(dir),
-        None => {
-            let cache = std::env::var_os("XDG_CACHE_HOME")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache"));
-            cache.join("tdsl/digits")
-        }
-    };
-    let path = dir.join("digits.safetensors");
+    let path = PathBuf::from(digits_path());
     assert!(path.exists(), "the digits dataset is not at `{}`: run `scripts/fetch-digits.sh`", path.display());
     Dataset::from_safetensors(&path).expect("the digits dataset reads")
 }
@@ -64,12 +55,16 @@ fn reference(model: &str, optimizer: &str) -> Reference {
 
 /// The training step and the forward pass of `examples/digits/<model>.tdsl`, compiled.
 fn programs(model: &str, optimizer: Optimizer) -> (Program, Program) {
-    let path = PathBuf::from(format!("../examples/digits/{model}.tdsl"));
+    compiled(Path::new(&format!("../examples/digits/{model}.tdsl")), model, optimizer)
+}
+
+/// The training step (loss `loss`) and the forward pass of `model` in `path`, compiled.
+pub fn compiled(path: &Path, model: &str, optimizer: Optimizer) -> (Program, Program) {
     let spec = TrainSpec { model: model.to_string(), loss: "loss".into(), optimizer, clip_norm: None };
-    let checked = pipeline::check_training(Root::Path(&path), &spec);
+    let checked = pipeline::check_training(Root::Path(path), &spec);
     assert_eq!(checked.errors(), 0, "{}", util::rendered(&checked));
     let step = util::compile(&checked.graphs[0]).expect("the training step compiles").program;
-    let forward = util::check_path(&path);
+    let forward = util::check_path(path);
     let forward = util::compile(&forward.graphs[0]).expect("the forward pass compiles").program;
     (step, forward)
 }
@@ -78,21 +73,28 @@ const SGD: Optimizer = Optimizer::Sgd { momentum: 0.9, dampening: 0.0, nesterov:
 const ADAMW: Optimizer = Optimizer::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, decoupled: true };
 
 /// The batch inputs of a dataset batch.
-fn named(batch: &Dataset) -> Vec<(&str, &Tensor)> {
+pub fn named(batch: &Dataset) -> Vec<(&str, &Tensor)> {
     batch.arrays().iter().map(|(n, t)| (n.as_str(), t)).collect()
 }
 
-/// Fraction of `data` the forward pass with `params` classifies right.
-fn accuracy(forward: &Program, params: &HashMap<String, Tensor>, data: &Dataset) -> f64 {
+/// The mean over the samples of `data` of the scalar output `output` of the forward pass with `params`, in
+/// batches of `batch` (as `tdslc train` validates).
+pub fn mean_output(
+    forward: &Program,
+    params: &HashMap<String, Tensor>,
+    data: &Dataset,
+    batch: usize,
+    output: &str,
+) -> f64 {
     let mut model = gpu().load(forward, params).expect("the forward pass loads");
-    let (mut right, mut seen) = (0.0, 0);
-    for batch in data.batches(64, None, false).expect("batches") {
+    let (mut total, mut seen) = (0.0, 0);
+    for batch in data.batches(batch, None, false).expect("batches") {
         let outputs = model.run_named(&named(&batch)).expect("runs");
-        let acc = outputs.iter().find(|(n, _)| n == "accuracy").expect("an accuracy output").1.to_f64_vec()[0];
-        right += acc * batch.samples() as f64;
+        let value = outputs.iter().find(|(n, _)| n == output).expect("the output").1.to_f64_vec()[0];
+        total += value * batch.samples() as f64;
         seen += batch.samples();
     }
-    right / seen as f64
+    total / seen as f64
 }
 
 /// Largest |a - b| over every param, and the largest relative L2 distance of one param.
@@ -157,7 +159,7 @@ fn digits_training_matches_pytorch_step_by_step() {
         let params: HashMap<String, Tensor> = trainer.params().expect("params").into_iter().collect();
         let (abs, rel) = distance(&params, &want.last);
         assert!(rel <= final_tolerance, "{model} {name}: final params differ by {rel:e} relative L2 ({abs:e})");
-        let got = accuracy(&forward, &params, &test);
+        let got = mean_output(&forward, &params, &test, 64, "accuracy");
         let torch = f64::from(*want.test_accuracy.last().expect("accuracies"));
         assert!((got - torch).abs() <= 0.005, "{model} {name}: test accuracy {got:.4}, PyTorch's {torch:.4}");
         report.push(format!(
@@ -170,7 +172,7 @@ fn digits_training_matches_pytorch_step_by_step() {
     eprintln!("{}", report.join("\n"));
 }
 
-/// The digits dataset's path, for `tdslc train --data`.
+/// The digits dataset's path (`scripts/fetch-digits.sh`'s cache), for `tdslc train --data`.
 fn digits_path() -> String {
     let dir = std::env::var_os("TDSL_DIGITS_DIR").map(PathBuf::from).unwrap_or_else(|| {
         let cache = std::env::var_os("XDG_CACHE_HOME")

@@ -373,12 +373,7 @@ pub(super) fn train(
             }
             let step = trainer.steps();
             let lr = schedule.at(step, epoch);
-            let named: Vec<(&str, &Tensor)> = batch
-                .arrays()
-                .iter()
-                .filter(|(name, _)| needed.contains(name))
-                .map(|(name, t)| (name.as_str(), t))
-                .collect();
+            let named = model_inputs(batch, &needed);
             let logged = (step + 1) % args.log_every == 0 || step + 1 == total || (step + 1) % per_epoch == 0;
             let before = Instant::now();
             let values = trainer
@@ -469,12 +464,7 @@ pub(super) fn train(
     if args.profile {
         let batch = training.batches(args.batch_size, None, args.drop_last).map_err(|e| Some(e.to_string()))?;
         let first = batch.first().ok_or_else(|| Some("no batch to profile".to_string()))?;
-        let named: Vec<(&str, &Tensor)> = first
-            .arrays()
-            .iter()
-            .filter(|(name, _)| needed.contains(name))
-            .map(|(name, t)| (name.as_str(), t))
-            .collect();
+        let named = model_inputs(first, &needed);
         let lr = schedule.at(trainer.steps(), trainer.steps() / per_epoch) as f32;
         let (mut times, timing) = trainer.profile(&named, lr, 5).map_err(|e| Some(e.to_string()))?;
         let total: f64 = times.iter().map(|(_, t)| t.as_secs_f64()).sum();
@@ -527,12 +517,7 @@ fn evaluate(
     let acc_at = accuracy.and_then(|a| names.iter().position(|n| n == a));
     let (mut loss, mut acc, mut seen) = (0.0, 0.0, 0usize);
     for batch in data.batches(args.batch_size, None, false).map_err(|e| Some(e.to_string()))? {
-        let named: Vec<(&str, &Tensor)> = batch
-            .arrays()
-            .iter()
-            .filter(|(name, _)| needed.contains(name))
-            .map(|(name, t)| (name.as_str(), t))
-            .collect();
+        let named = model_inputs(&batch, needed);
         let outputs = model.run_named(&named).map_err(|e| Some(format!("validation: {e}")))?;
         let n = batch.samples();
         if let Some(k) = loss_at {
@@ -579,6 +564,11 @@ impl Curves {
         }
         tdsl_runtime::plot::svg(&format!("training {model}"), &panels)
     }
+}
+
+/// The arrays of a batch that are inputs of the model (`needed`), by name.
+fn model_inputs<'d>(batch: &'d Dataset, needed: &[String]) -> Vec<(&'d str, &'d Tensor)> {
+    batch.arrays().iter().filter(|(name, _)| needed.contains(name)).map(|(name, t)| (name.as_str(), t)).collect()
 }
 
 fn input_name(graph: &crate::ir::Graph, id: crate::ir::NodeId) -> Option<String> {
