@@ -250,7 +250,8 @@ impl Axis {
             (low, high) = (0.0, 1.0);
         } else if low == high {
             let pad = if low == 0.0 { 1.0 } else { low.abs() * 0.1 };
-            (low, high) = (low - pad, high + pad);
+            // Kept within f64's range: a value near ±f64::MAX padded by 10% would overflow.
+            (low, high) = ((low - pad).max(-f64::MAX), (high + pad).min(f64::MAX));
         }
         let step = nice_step((high - low) / 4.0);
         let (first, last) = ((low / step).floor(), (high / step).ceil());
@@ -260,8 +261,9 @@ impl Axis {
             return Axis { low, high, step: 0.0, ticks: vec![low, high] };
         }
         let ticks: Vec<f64> = (0..=(last - first) as usize).map(|k| (first + k as f64) * step).collect();
-        let distinct = ticks.windows(2).all(|w| w[0] < w[1]);
-        if !distinct {
+        // Ticks rounded outwards can leave f64's range (a value near -1.8e308 rounds to -2e308 = -inf).
+        let usable = ticks.windows(2).all(|w| w[0] < w[1]) && ticks.iter().all(|t| t.is_finite());
+        if !usable {
             return Axis { low, high, step: 0.0, ticks: vec![low, high] };
         }
         Axis { low: ticks[0], high: ticks[ticks.len() - 1], step, ticks }
@@ -497,6 +499,13 @@ mod tests {
         let axis = Axis::new([-f64::MAX, f64::MAX].into_iter());
         assert_eq!(axis.ticks, [-f64::MAX, f64::MAX]);
         assert_eq!((axis.fraction(-f64::MAX), axis.fraction(0.0), axis.fraction(f64::MAX)), (0.0, 0.5, 1.0));
+        // One value near -f64::MAX: ticks rounded outwards would overflow, so the padded ends are the ticks.
+        let axis = Axis::new([-1.7572477567877766e308].into_iter());
+        assert!(
+            axis.ticks.iter().all(|t| t.is_finite()) && axis.low < -1.75e308 && axis.high > -1.76e308,
+            "{:?}",
+            axis.ticks
+        );
     }
 
     #[test]
