@@ -250,9 +250,43 @@ def rope():
     })
 
 
+def more_elementwise():
+    torch.manual_seed(23)
+    x = torch.randn(4, 25) * 3.0
+    x[0, :12] = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, float("nan"), float("inf"), float("-inf"), 0.0,
+                              -0.0, 0.49999997])
+    e = torch.rand(4, 25) * 3.0 - 1.0
+    ids = torch.tensor([[0, 3, 5, 1], [2, 2, 4, 0]], dtype=torch.int32)
+    write("more_elementwise", {"x": x, "e": e, "ids": ids}, {
+        "round": torch.round(x),
+        "atan": torch.atan(x),
+        "isnan": torch.isnan(x).float(),
+        "isinf": torch.isinf(x).float(),
+        "isfinite": torch.isfinite(x).float(),
+        "pow": torch.pow(x.abs(), e),
+        "pow_scalar": torch.pow(x.abs(), 0.75),
+        "one_hot": F.one_hot(ids.long(), 6).float(),
+        "masked": torch.where(x > 0.0, x, float("-inf")),
+        "nan_to_zero": torch.where(torch.isnan(x), 0.0, x),
+    })
+
+
+def adaptive_pool():
+    torch.manual_seed(24)
+    x = torch.randn(2, 3, 7, 5)
+    x[0, 0, 0, 0] = float("inf")  # one window's average is inf; every window without it stays finite
+    write("adaptive_pool", {"x": x}, {
+        "to_3x2": F.adaptive_avg_pool2d(x, (3, 2)),
+        "to_1x1": nn.AdaptiveAvgPool2d((1, 1))(x),
+        "to_4x4": F.adaptive_avg_pool2d(x, (4, 4)),
+        "same": F.adaptive_avg_pool2d(x, (7, 5)),
+        "dropout": nn.Dropout(0.3).eval()(x).clone(),
+    })
+
+
 if __name__ == "__main__":
     OUT.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     for make in [rms_norm, linear_no_bias, batch_norm2d, group_norm, conv2d, conv_transpose2d, pool_and_upsample,
-                 activations, elementwise, llama_mlp, attention, gqa, rope]:
+                 activations, elementwise, llama_mlp, attention, gqa, rope, more_elementwise, adaptive_pool]:
         make()

@@ -961,8 +961,9 @@ fn run_model(
         let params = match &weights {
             Some(w) => {
                 // As on the GPU: every missing, extra and mis-typed entry in one error, before loading any.
-                tdsl_runtime::check_params(w, &param_specs(graph)).map_err(|e| e.to_string())?;
-                w.tensors().map_err(|e| e.to_string())?
+                let specs = param_specs(graph);
+                tdsl_runtime::check_params(w, &specs).map_err(|e| e.to_string())?;
+                w.tensors_for(&specs).map_err(|e| e.to_string())?
             }
             None => random_params,
         };

@@ -392,7 +392,10 @@ fn bind(program: &Program, inputs: &[Tensor], params: &dyn ParamSource) -> Resul
     if let Err(error) = params.check(&specs) {
         return Err(ExecError::Params { inputs: from_inputs.problems, error });
     }
-    bind_symbols(&signature, inputs, &|key| params.given(key)).map_err(ExecError::Bind)
+    let declared_dtype: std::collections::HashMap<&str, DType> =
+        declared_params.iter().map(|d| (d.site.name(), d.dtype)).collect();
+    bind_symbols(&signature, inputs, &|key| params.given(key, declared_dtype.get(key).copied()?))
+        .map_err(ExecError::Bind)
 }
 
 /// The size of `dim` when every symbol it uses is known.

@@ -9,8 +9,10 @@
 //! shapes); a file it rejects is a `WeightsError::Corrupt` naming the file and the problem in plain words.
 //! tdsl supports the safetensors dtypes F32, F16, I32, U32 and BOOL, and BF16, which loads as f32 (every
 //! bfloat16 is exactly an f32: its 16 bits are the f32's upper half), so the BF16 checkpoints most models are
-//! published in bind to `f32` params; other entries (F64, I64, ...) are listed with their dtype and refused
-//! when loaded or bound to a param. Limit: the file must not be
+//! published in bind to `f32` params. Half-precision entries also load into params of another float dtype
+//! (`WeightEntry::loads_as`): F16 into `f32` (exact) and BF16 into `f16` (rounded to nearest even; a value
+//! beyond f16's range is an error naming it). Other entries (F64, I64, ...) are listed with their dtype and
+//! refused when loaded or bound to a param. Limit: the file must not be
 //! modified by another process while a `Weights` maps it (the usual memory-mapping caveat).
 
 use crate::DType;
@@ -321,18 +323,32 @@ impl Weights {
 
     /// The tensor copied into a host `Tensor`.
     pub fn tensor(&self, name: &str) -> Result<Tensor, WeightsError> {
-        let (entry, dtype) = self.supported(name)?;
+        let (_, dtype) = self.supported(name)?;
+        self.tensor_as(name, dtype)
+    }
+
+    /// The tensor copied into a host `Tensor` of `dtype`, which the entry must load as
+    /// (`WeightEntry::loads_as`; an entry that does not is `BadData`).
+    pub fn tensor_as(&self, name: &str, dtype: DType) -> Result<Tensor, WeightsError> {
+        let (entry, natural) = self.supported(name)?;
         let bad = |problem: String| WeightsError::BadData { path: self.path.clone(), name: name.to_string(), problem };
-        if entry.range.len() / entry.stored.file_size(dtype) > MAX_ELEMENTS {
+        if entry.range.len() / entry.stored.file_size(natural) > MAX_ELEMENTS {
             return Err(bad(format!("it has more than {MAX_ELEMENTS} elements")));
         }
-        let data = entry.decode(&self.map[entry.range.clone()]).map_err(bad)?;
+        let data = entry.decode_as(&self.map[entry.range.clone()], dtype).map_err(bad)?;
         Tensor::new(&entry.shape, data).map_err(|e| bad(e.to_string()))
     }
 
     /// Every tensor copied into host tensors, by name (for the reference interpreter's params).
     pub fn tensors(&self) -> Result<HashMap<String, Tensor>, WeightsError> {
         self.entries.iter().map(|e| Ok((e.name.clone(), self.tensor(&e.name)?))).collect()
+    }
+
+    /// The entries `params` name, each as the param's dtype (F16 entries for `f32` params widened, as the
+    /// GPU loads them), by name: the reference interpreter's params. Check the file with `check_params`
+    /// first.
+    pub fn tensors_for(&self, params: &[ParamSpec]) -> Result<HashMap<String, Tensor>, WeightsError> {
+        params.iter().map(|p| Ok((p.name.clone(), self.tensor_as(&p.name, p.dtype)?))).collect()
     }
 
     fn find(&self, name: &str) -> Result<&WeightEntry, WeightsError> {
@@ -367,6 +383,44 @@ impl WeightEntry {
         };
         let stored = if self.stored == Stored::Bf16 { " (stored as BF16)" } else { "" };
         format!("{dtype}[{}]{stored}", join(self.shape.iter().map(|d| d.to_string())))
+    }
+
+    /// Whether this entry loads into a param of `dtype`: its own dtype, or a float dtype its half-precision
+    /// elements convert to (F16 and BF16 into `f32`, exactly; BF16 into `f16`, rounded).
+    pub fn loads_as(&self, dtype: DType) -> bool {
+        match self.dtype {
+            Some(own) if own == dtype => true,
+            _ => matches!((self.file_dtype.as_str(), dtype), ("F16" | "BF16", DType::F32) | ("BF16", DType::F16)),
+        }
+    }
+
+    /// The elements of this entry from its bytes in the file as `dtype`, which it must load as (`loads_as`):
+    /// F16 and BF16 widened to f32 exactly; BF16 narrowed to f16 by rounding to nearest even, where a finite
+    /// value beyond f16's range is an error naming its position and value.
+    pub fn decode_as(&self, bytes: &[u8], dtype: DType) -> Result<TensorData, String> {
+        if !self.loads_as(dtype) {
+            return Err(format!("a {} entry does not load as {}", self.file_dtype, dtype.name()));
+        }
+        let data = self.decode(bytes)?;
+        Ok(match (data, dtype) {
+            (TensorData::F16(v), DType::F32) => TensorData::F32(v.iter().map(|h| h.to_f32()).collect()),
+            (TensorData::F32(v), DType::F16) => {
+                let mut out = Vec::with_capacity(v.len());
+                for (i, &x) in v.iter().enumerate() {
+                    let h = half::f16::from_f32(x);
+                    if h.is_infinite() && x.is_finite() {
+                        return Err(format!(
+                            "element {i} ({x}) is beyond the range of f16 (largest finite 65504), so the \
+                             {} entry does not fit the f16 param",
+                            self.file_dtype
+                        ));
+                    }
+                    out.push(h);
+                }
+                TensorData::F16(out)
+            }
+            (data, _) => data,
+        })
     }
 
     /// The elements of this entry from its bytes in the file, as `dtype` (BF16 widened to f32).
@@ -413,11 +467,11 @@ pub fn check_params(weights: &Weights, params: &[ParamSpec]) -> Result<(), Weigh
             problems.push(ParamProblem::Missing { name: p.name.clone(), expected: p.type_string() });
             continue;
         };
-        let Some(dtype) = entry.dtype else {
+        if entry.dtype.is_none() {
             problems.push(ParamProblem::UnsupportedDtype { name: p.name.clone(), actual: entry.type_string() });
             continue;
-        };
-        let what = match (dtype == p.dtype, p.shape_matches(&entry.shape)) {
+        }
+        let what = match (entry.loads_as(p.dtype), p.shape_matches(&entry.shape)) {
             (true, true) => continue,
             (false, true) => "dtype",
             (true, false) => "shape",
@@ -454,7 +508,7 @@ impl fmt::Display for ParamProblem {
     }
 }
 
-const SUPPORTED: &str = "F32, F16, BF16 (as f32), I32, U32, BOOL";
+const SUPPORTED: &str = "F32, F16 (also into f32 params), BF16 (as f32, or into f16 params), I32, U32, BOOL";
 
 fn mismatch_message(path: &Path, problems: &[ParamProblem]) -> String {
     let count = match problems.len() {

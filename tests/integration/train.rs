@@ -490,50 +490,61 @@ fn every_optimizer_option_follows_torch_formulas() {
     assert!((moved - want).abs() <= 1e-6, "clipped update of norm {moved}, want {want}");
 }
 
-/// A BF16 checkpoint (how most models are published) runs like the f32 file of the same values, on the GPU
-/// and on the reference interpreter.
+/// A BF16 or F16 checkpoint (how most models are published) runs like the f32 file of the same values, on the
+/// GPU and on the reference interpreter: both widen exactly into the model's f32 params.
 #[test]
-fn bf16_weights_load_into_f32_params() {
+fn half_precision_weights_load_into_f32_params() {
     use safetensors::{Dtype, tensor::TensorView};
     let init = reference("mlp", "sgd").init;
     let mut keys: Vec<&String> = init.keys().collect();
     keys.sort();
-    // Each value rounded to the bfloat16 it is stored as (truncated: the f32 file holds the same numbers).
-    type Halves = (String, Vec<usize>, Vec<u8>, Vec<f32>);
-    let halves: Vec<Halves> = keys
-        .iter()
-        .map(|k| {
-            let t = &init[*k];
-            let v = t.as_f32().expect("f32");
-            let bits: Vec<u16> = v.iter().map(|x| (x.to_bits() >> 16) as u16).collect();
-            let bytes = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
-            let widened = bits.iter().map(|&b| f32::from_bits(u32::from(b) << 16)).collect();
-            (k.to_string(), t.shape.clone(), bytes, widened)
-        })
-        .collect();
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let views: Vec<(String, TensorView<'_>)> = halves
-        .iter()
-        .map(|(k, shape, bytes, _)| (k.clone(), TensorView::new(Dtype::BF16, shape.clone(), bytes).expect("view")))
-        .collect();
-    let bf16 = dir.path().join("bf16.safetensors");
-    std::fs::write(&bf16, safetensors::serialize(views, None).expect("serializes")).expect("writes");
-    let f32_file = dir.path().join("f32.safetensors");
-    let tensors: Vec<(String, Tensor)> =
-        halves.iter().map(|(k, shape, _, v)| (k.clone(), Tensor::f32(shape, v.clone()))).collect();
-    tdsl_runtime::save_safetensors(&f32_file, &tensors).expect("saves");
-    for reference in [false, true] {
-        let outputs = |weights: &Path| {
-            let out = dir.path().join(format!("{}-{reference}.safetensors", weights.file_stem().unwrap().display()));
-            let (w, o) = (weights.display().to_string(), out.display().to_string());
-            let mut args = vec!["run", "../examples/digits/mlp.tdsl", "--weights", &w, "--dim", "N=8", "--output", &o];
-            if reference {
-                args.push("--reference");
+    for dtype in [Dtype::BF16, Dtype::F16] {
+        // Each value rounded to the half it is stored as (BF16 truncated); the f32 file holds the same numbers.
+        let half = |x: f32| -> (u16, f32) {
+            if dtype == Dtype::BF16 {
+                let bits = (x.to_bits() >> 16) as u16;
+                (bits, f32::from_bits(u32::from(bits) << 16))
+            } else {
+                let h = half::f16::from_f32(x);
+                (h.to_bits(), h.to_f32())
             }
-            let (code, stdout, stderr) = crate::cli::tdslc(&args);
-            assert_eq!(code, 0, "{stdout}{stderr}");
-            Weights::open(&out).and_then(|w| w.tensors()).expect("outputs")
         };
-        assert_eq!(outputs(&bf16), outputs(&f32_file), "BF16 and f32 weights (reference: {reference})");
+        type Halves = (String, Vec<usize>, Vec<u8>, Vec<f32>);
+        let halves: Vec<Halves> = keys
+            .iter()
+            .map(|k| {
+                let t = &init[*k];
+                let (bits, widened): (Vec<u16>, Vec<f32>) = t.as_f32().expect("f32").iter().map(|&x| half(x)).unzip();
+                let bytes = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
+                (k.to_string(), t.shape.clone(), bytes, widened)
+            })
+            .collect();
+        let views: Vec<(String, TensorView<'_>)> = halves
+            .iter()
+            .map(|(k, shape, bytes, _)| (k.clone(), TensorView::new(dtype, shape.clone(), bytes).expect("view")))
+            .collect();
+        let halved = dir.path().join(format!("{dtype}.safetensors"));
+        std::fs::write(&halved, safetensors::serialize(views, None).expect("serializes")).expect("writes");
+        let f32_file = dir.path().join(format!("{dtype}-as-f32.safetensors"));
+        let tensors: Vec<(String, Tensor)> =
+            halves.iter().map(|(k, shape, _, v)| (k.clone(), Tensor::f32(shape, v.clone()))).collect();
+        tdsl_runtime::save_safetensors(&f32_file, &tensors).expect("saves");
+        for reference in [false, true] {
+            let outputs = |weights: &Path| {
+                let name = weights.file_stem().unwrap().display().to_string();
+                let out = dir.path().join(format!("{name}-{reference}.out.safetensors"));
+                let (w, o) = (weights.display().to_string(), out.display().to_string());
+                let mut args =
+                    vec!["run", "../examples/digits/mlp.tdsl", "--weights", &w, "--dim", "N=8", "--output", &o];
+                if reference {
+                    args.push("--reference");
+                }
+                let (code, stdout, stderr) = crate::cli::tdslc(&args);
+                assert_eq!(code, 0, "{stdout}{stderr}");
+                Weights::open(&out).and_then(|w| w.tensors()).expect("outputs")
+            };
+            assert_eq!(outputs(&halved), outputs(&f32_file), "{dtype} and f32 weights (reference: {reference})");
+        }
     }
 }

@@ -41,7 +41,7 @@ fn masked<A: Algebra>(al: &mut A, cond: A::V, g: A::V) -> A::V {
 }
 
 /// The gradient of `y = op(x)` given `g = dL/dy`; `None` where the op has none (integer and bool ops,
-/// `floor`, `ceil`: their gradient is zero).
+/// `floor`, `ceil`, `round`: their gradient is zero).
 pub(crate) fn unary<A: Algebra>(al: &mut A, op: UnaryOp, x: A::V, y: A::V, g: A::V) -> Option<A::V> {
     if !al.dtype(x).is_float() {
         return None;
@@ -108,7 +108,15 @@ pub(crate) fn unary<A: Algebra>(al: &mut A, op: UnaryOp, x: A::V, y: A::V, g: A:
             let gs = mul(al, g, s);
             al.unary(UnaryOp::Neg, gs)
         }
-        UnaryOp::Floor | UnaryOp::Ceil | UnaryOp::Not => return None,
+        // grad / (1 + x^2)
+        UnaryOp::Atan => {
+            let one = al.constant(1.0, x);
+            let square = mul(al, x, x);
+            let denominator = al.binary(BinaryOp::Add, one, square);
+            al.binary(BinaryOp::Div, g, denominator)
+        }
+        // Piecewise constant: zero almost everywhere, as PyTorch gives.
+        UnaryOp::Floor | UnaryOp::Ceil | UnaryOp::Round | UnaryOp::Not => return None,
     })
 }
 

@@ -25,11 +25,14 @@ pub(crate) const NAMES: &[&str] = &[
     "cos",
     "floor",
     "ceil",
+    "round",
+    "atan",
     "max",
     "min",
     "sum",
     "mean",
     "prod",
+    "pow",
     "where",
     "select",
     "f32",
@@ -114,6 +117,13 @@ impl Elab<'_> {
                     return self.binary_ir(op, x, y, span);
                 }
                 self.reduce(reduce_op(name).expect("reducer"), &b, span)
+            }
+            "pow" => {
+                let Some(b) = self.bind_builtin(name, &[("x", true), ("exponent", true)], args, span) else {
+                    return Value::Error;
+                };
+                let ((x, _), (y, _)) = (b.get(0).expect("required"), b.get(1).expect("required"));
+                self.binary(crate::syntax::ast::BinOp::Pow, x, y, span)
             }
             "sum" | "mean" | "prod" => {
                 let sig = [("x", true), ("axis", false), ("keepdims", false)];
@@ -899,6 +909,8 @@ fn fold_unary(op: UnaryOp, x: f64) -> f64 {
         UnaryOp::Cos => x.cos(),
         UnaryOp::Floor => x.floor(),
         UnaryOp::Ceil => x.ceil(),
+        UnaryOp::Round => x.round_ties_even(),
+        UnaryOp::Atan => x.atan(),
         UnaryOp::Not => x,
     }
 }

@@ -844,6 +844,12 @@ impl<'p> Elab<'p> {
         if let Some(value) = scope.vars.get(&name) {
             return value.clone();
         }
+        // The float literals without digits (R3.6): a variable of the same name shadows them.
+        match name.as_str() {
+            "inf" => return Value::Float(f64::INFINITY),
+            "nan" => return Value::Float(f64::NAN),
+            _ => {}
+        }
         let mut diag = Diagnostic::new(Code::E0101, path.span, format!("unknown name `{name}`")).rule("R4.4");
         if self.fns.get(&name).is_some() || builtins::is_builtin(&name) {
             diag = diag.note(format!("`{name}` is a function; call it with `{name}(...)`"));

@@ -163,6 +163,13 @@ pub(super) fn unary(b: &mut FnBuilder, op: UnaryOp, x: Expr, dtype: DType) -> Op
         (DType::F32, UnaryOp::Cos) => b.math(M::Cos, &[x]),
         (DType::F32, UnaryOp::Floor) => b.math(M::Floor, &[x]),
         (DType::F32, UnaryOp::Ceil) => b.math(M::Ceil, &[x]),
+        (DType::F32, UnaryOp::Round) => b.math(M::Round, &[x]),
+        (DType::F32, UnaryOp::Atan) => {
+            // NaN stays NaN (drivers need not propagate it through `atan`).
+            let nan = is_nan(b, x);
+            let atan = b.math(M::Atan, &[x]);
+            b.select(nan, x, atan)
+        }
         (DType::F32, UnaryOp::Sigmoid) => {
             let negated = b.expr(Expression::Unary { op: UnaryOperator::Negate, expr: x });
             let exp = b.math(M::Exp, &[negated]);
@@ -228,7 +235,7 @@ fn binary(b: &mut FnBuilder, op: BinaryOp, x: Expr, y: Expr, dtype: DType) -> Op
         BinaryOp::Ne if dtype != DType::F16 => B::NotEqual,
         BinaryOp::And if dtype == DType::Bool => B::LogicalAnd,
         BinaryOp::Or if dtype == DType::Bool => B::LogicalOr,
-        BinaryOp::Pow if dtype == DType::F32 => return Some(b.math(MathFunction::Pow, &[x, y])),
+        BinaryOp::Pow if dtype == DType::F32 => return Some(pow(b, x, y)),
         BinaryOp::Min if dtype == DType::F32 => return Some(float_min_max(b, x, y, true)),
         BinaryOp::Max if dtype == DType::F32 => return Some(float_min_max(b, x, y, false)),
         BinaryOp::Min if numeric => return Some(b.math(MathFunction::Min, &[x, y])),
@@ -236,6 +243,69 @@ fn binary(b: &mut FnBuilder, op: BinaryOp, x: Expr, y: Expr, dtype: DType) -> Op
         _ => return None,
     };
     Some(b.binary(operator, x, y))
+}
+
+/// C99's `powf` (the interpreter's `libm::powf`): `exp2(y log2 |x|)`, with the cases WGSL's `pow` leaves
+/// undefined spelt out: a zero, infinite or negative base, an infinite exponent, NaN, `pow(x, 0) = 1` and
+/// `pow(1, y) = 1` (NaN included), a negative base to an odd integer power negative.
+fn pow(b: &mut FnBuilder, x: Expr, y: Expr) -> Expr {
+    use BinaryOperator as B;
+    let (zero, one, two, half, inf) = (b.f32(0.0), b.f32(1.0), b.f32(2.0), b.f32(0.5), b.f32(f32::INFINITY));
+    let a = b.math(MathFunction::Abs, &[x]);
+    let log = b.math(MathFunction::Log2, &[a]);
+    let scaled = b.binary(B::Multiply, y, log);
+    let m = b.math(MathFunction::Exp2, &[scaled]);
+    // |x| = 0 or an infinite exponent or base: 0 or inf, by whether |x| > 1 agrees with y > 0.
+    let y_positive = b.binary(B::Greater, y, zero);
+    let big = b.binary(B::Greater, a, one);
+    let grows = b.binary(B::Equal, big, y_positive);
+    let limit = b.select(grows, inf, zero);
+    let a_zero = b.binary(B::Equal, a, zero);
+    let at_zero = b.select(y_positive, zero, inf);
+    let y_abs = b.math(MathFunction::Abs, &[y]);
+    let y_inf = b.binary(B::Equal, y_abs, inf);
+    let a_inf = b.binary(B::Equal, a, inf);
+    let infinite = b.binary(B::LogicalOr, y_inf, a_inf);
+    let m = b.select(infinite, limit, m);
+    let magnitude = b.select(a_zero, at_zero, m);
+    // The sign: a negative base (or -0) to an odd integer power.
+    let y_floor = b.math(MathFunction::Floor, &[y]);
+    let y_int = b.binary(B::Equal, y_floor, y);
+    let y_half = b.binary(B::Multiply, y, half);
+    let half_floor = b.math(MathFunction::Floor, &[y_half]);
+    let twice = b.binary(B::Multiply, half_floor, two);
+    let parity = b.binary(B::Subtract, y, twice);
+    let odd = b.binary(B::Equal, parity, one);
+    let x_bits = b.bitcast(x, ScalarKind::Uint);
+    let sign_mask = b.u32(0x8000_0000);
+    let x_sign = b.binary(B::And, x_bits, sign_mask);
+    let zero_bits = b.u32(0);
+    let x_negative = b.binary(B::NotEqual, x_sign, zero_bits);
+    let flip = b.binary(B::LogicalAnd, x_negative, odd);
+    let negated = b.expr(Expression::Unary { op: UnaryOperator::Negate, expr: magnitude });
+    let signed = b.select(flip, negated, magnitude);
+    // A finite negative base to a non-integer power is NaN.
+    let x_below = b.binary(B::Less, x, zero);
+    let finite = b.binary(B::Less, a, inf);
+    let not_int = b.expr(Expression::Unary { op: UnaryOperator::LogicalNot, expr: y_int });
+    let below_finite = b.binary(B::LogicalAnd, x_below, finite);
+    let undefined = b.binary(B::LogicalAnd, below_finite, not_int);
+    let nan = b.f32(f32::NAN);
+    let defined = b.select(undefined, nan, signed);
+    // NaN in, NaN out, except pow(x, 0) = pow(1, y) = pow(-1, +-inf) = 1.
+    let x_nan = is_nan(b, x);
+    let y_nan = is_nan(b, y);
+    let any_nan = b.binary(B::LogicalOr, x_nan, y_nan);
+    let propagated = b.binary(B::Add, x, y);
+    let value = b.select(any_nan, propagated, defined);
+    let y_zero = b.binary(B::Equal, y_abs, zero);
+    let x_one = b.binary(B::Equal, x, one);
+    let minus_one = b.f32(-1.0);
+    let x_minus_one = b.binary(B::Equal, x, minus_one);
+    let unit_inf = b.binary(B::LogicalAnd, x_minus_one, y_inf);
+    let ones = b.binary(B::LogicalOr, y_zero, x_one);
+    let is_one = b.binary(B::LogicalOr, ones, unit_inf);
+    b.select(is_one, one, value)
 }
 
 /// Conversions with the IR's semantics: float to int truncates toward zero and saturates, NaN gives 0; int to

@@ -135,6 +135,8 @@ pub(crate) fn unary(op: UnaryOp, dtype: DType, a: &Vals, out: &mut Vals, n: usiz
                 UnaryOp::Relu => zip1(a, o, relu),
                 UnaryOp::Floor => zip1(a, o, f32::floor),
                 UnaryOp::Ceil => zip1(a, o, f32::ceil),
+                UnaryOp::Round => zip1(a, o, f32::round_ties_even),
+                UnaryOp::Atan => zip1(a, o, libm::atanf),
                 UnaryOp::Sqrt => zip1(a, o, f32::sqrt),
                 UnaryOp::Rsqrt => zip1(a, o, rsqrt),
                 UnaryOp::Exp => zip1(a, o, libm::expf),

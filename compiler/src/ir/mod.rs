@@ -88,10 +88,14 @@ pub enum UnaryOp {
     Cos,
     Floor,
     Ceil,
+    /// To the nearest integer, halfway cases to the even one (torch.round).
+    Round,
+    /// The arctangent, in radians.
+    Atan,
 }
 
 impl UnaryOp {
-    pub const ALL: [UnaryOp; 15] = [
+    pub const ALL: [UnaryOp; 17] = [
         UnaryOp::Neg,
         UnaryOp::Not,
         UnaryOp::Exp,
@@ -107,6 +111,8 @@ impl UnaryOp {
         UnaryOp::Cos,
         UnaryOp::Floor,
         UnaryOp::Ceil,
+        UnaryOp::Round,
+        UnaryOp::Atan,
     ];
     pub fn name(self) -> &'static str {
         match self {
@@ -125,6 +131,8 @@ impl UnaryOp {
             UnaryOp::Cos => "cos",
             UnaryOp::Floor => "floor",
             UnaryOp::Ceil => "ceil",
+            UnaryOp::Round => "round",
+            UnaryOp::Atan => "atan",
         }
     }
     /// Ops defined only on floating-point dtypes.

@@ -216,7 +216,9 @@ impl<'a> Model<'a> {
         for &id in &program.params {
             let decl = program.tensor(id);
             let TensorRole::Param(key) = &decl.role else { continue };
-            let bytes = params.device_bytes(key).map_err(|source| ExecError::ParamData { key: key.clone(), source })?;
+            let bytes = params
+                .device_bytes(key, decl.dtype)
+                .map_err(|source| ExecError::ParamData { key: key.clone(), source })?;
             let buffer = gpu
                 .upload_device_bytes(&bytes)
                 .map_err(|source| ExecError::Upload { tensor: decl.name.clone(), source })?;
@@ -660,7 +662,7 @@ fn bind_params(program: &Program, params: &dyn ParamSource) -> Result<Vec<(DType
     let mut problems = Vec::new();
     let mut entries = Vec::new();
     for declared in &declared_params {
-        match params.given(declared.site.name()) {
+        match params.given(declared.site.name(), declared.dtype) {
             Some(given) => entries.push((declared, given)),
             None => problems.push(BindError::MissingParam {
                 key: declared.site.name().to_string(),

@@ -28,29 +28,29 @@ pub enum ParamDataError {
     /// The entry's bytes do not decode as its dtype.
     #[error(transparent)]
     Decode(#[from] DecodeError),
-    /// The entry's stored elements (BF16) do not decode.
+    /// The entry's stored elements (BF16, or half precision converted to the param's dtype) do not decode.
     #[error("{0}")]
     Stored(String),
 }
 
 /// A provider of param values by key (see the module comment).
 pub trait ParamSource {
-    /// The param `key` as binding sees it (a host tensor, or a dtype and shape); `None` when the source has
-    /// no usable entry for it.
-    fn given(&self, key: &str) -> Option<Given<'_>>;
+    /// The param `key`, declared of dtype `declared`, as binding sees it (a host tensor, or a dtype and
+    /// shape: `declared` where the entry converts to it); `None` when the source has no usable entry for it.
+    fn given(&self, key: &str, declared: DType) -> Option<Given<'_>>;
 
     /// Checks the source against all of a program's params at once, before binding. `params` carry the
     /// shapes the inputs determine (`None` for dimensions only the params themselves bind). A source that
     /// leaves this to binding returns `Ok`.
     fn check(&self, params: &[ParamSpec]) -> Result<(), WeightsError>;
 
-    /// The param's elements in the device layout (`gpu/buffer.rs`), padded to at least 4 bytes. Called only
-    /// for params that bound, so the entry exists with the declared dtype and shape.
-    fn device_bytes(&self, key: &str) -> Result<Cow<'_, [u8]>, ParamDataError>;
+    /// The param's elements as `dtype` in the device layout (`gpu/buffer.rs`), padded to at least 4 bytes.
+    /// Called only for params that bound, so the entry exists, loads as `dtype` and has the declared shape.
+    fn device_bytes(&self, key: &str, dtype: DType) -> Result<Cow<'_, [u8]>, ParamDataError>;
 }
 
 impl ParamSource for HashMap<String, Tensor> {
-    fn given(&self, key: &str) -> Option<Given<'_>> {
+    fn given(&self, key: &str, _declared: DType) -> Option<Given<'_>> {
         self.get(key).map(Given::Tensor)
     }
 
@@ -58,28 +58,29 @@ impl ParamSource for HashMap<String, Tensor> {
         Ok(())
     }
 
-    fn device_bytes(&self, key: &str) -> Result<Cow<'_, [u8]>, ParamDataError> {
+    fn device_bytes(&self, key: &str, _dtype: DType) -> Result<Cow<'_, [u8]>, ParamDataError> {
         let tensor = self.get(key).ok_or(ParamDataError::Missing)?;
         Ok(Cow::Owned(to_device_bytes(&tensor.data)))
     }
 }
 
 impl ParamSource for Weights {
-    fn given(&self, key: &str) -> Option<Given<'_>> {
+    fn given(&self, key: &str, declared: DType) -> Option<Given<'_>> {
         let entry = self.entry(key)?;
-        Some(Given::Shape { dtype: entry.dtype?, shape: &entry.shape })
+        let dtype = if entry.loads_as(declared) { declared } else { entry.dtype? };
+        Some(Given::Shape { dtype, shape: &entry.shape })
     }
 
     fn check(&self, params: &[ParamSpec]) -> Result<(), WeightsError> {
         check_params(self, params)
     }
 
-    fn device_bytes(&self, key: &str) -> Result<Cow<'_, [u8]>, ParamDataError> {
+    fn device_bytes(&self, key: &str, dtype: DType) -> Result<Cow<'_, [u8]>, ParamDataError> {
         let entry = self.entry(key).ok_or(ParamDataError::UnsupportedDtype)?;
-        let dtype = entry.dtype.ok_or(ParamDataError::UnsupportedDtype)?;
+        let natural = entry.dtype.ok_or(ParamDataError::UnsupportedDtype)?;
         let bytes = self.bytes(key)?;
-        if entry.stored == Stored::Bf16 {
-            let data = entry.decode(bytes).map_err(ParamDataError::Stored)?;
+        if entry.stored == Stored::Bf16 || natural != dtype {
+            let data = entry.decode_as(bytes, dtype).map_err(ParamDataError::Stored)?;
             return Ok(Cow::Owned(to_device_bytes(&data)));
         }
         match dtype {

@@ -94,8 +94,8 @@ fn opens_lists_and_loads_every_supported_dtype() {
     assert_eq!(
         e,
         format!(
-            "`{}`: tensor `norm.scale` has dtype F64, which tdsl does not support (supported: F32, F16, BF16 (as f32), I32, U32, \
-             BOOL)",
+            "`{}`: tensor `norm.scale` has dtype F64, which tdsl does not support (supported: F32, F16 (also into f32 params), BF16 (as f32, or \
+             into f16 params), I32, U32, BOOL)",
             path.display()
         )
     );
@@ -172,10 +172,10 @@ fn wrong_dtype() {
     let (path, _dir) = file("b.safetensors", &bytes);
     let w = Weights::open(&path).unwrap();
     assert_eq!(
-        mismatch(&w, &[spec("b", DType::F32, &[Some(4)])]),
+        mismatch(&w, &[spec("b", DType::I32, &[Some(4)])]),
         format!(
             "`{}` does not match the model's params (1 problem):\n  wrong dtype: `b` is f16[4], the model expects \
-             f32[4]",
+             i32[4]",
             path.display()
         )
     );
@@ -187,7 +187,7 @@ fn all_problems_together() {
     let w = Weights::open(&path).unwrap();
     let specs = vec![
         spec("layer.w", DType::F32, &[Some(3), Some(2)]),
-        spec("layer.b", DType::F32, &[Some(4)]),
+        spec("layer.b", DType::I32, &[Some(4)]),
         spec("ids", DType::U32, &[Some(2)]),
         spec("norm.scale", DType::F32, &[Some(2)]),
         spec("head.w", DType::F16, &[]),
@@ -199,9 +199,9 @@ fn all_problems_together() {
         format!(
             "`{}` does not match the model's params (7 problems):\n\
              \x20 wrong shape: `layer.w` is f32[2, 3], the model expects f32[3, 2]\n\
-             \x20 wrong dtype and shape: `layer.b` is f16[3], the model expects f32[4]\n\
+             \x20 wrong dtype and shape: `layer.b` is f16[3], the model expects i32[4]\n\
              \x20 wrong dtype: `ids` is i32[2], the model expects u32[2]\n\
-             \x20 unsupported dtype: `norm.scale` is F64[2] (supported: F32, F16, BF16 (as f32), I32, U32, BOOL)\n\
+             \x20 unsupported dtype: `norm.scale` is F64[2] (supported: F32, F16 (also into f32 params), BF16 (as f32, or into f16 params), I32, U32, BOOL)\n\
              \x20 missing: `head.w` (the model expects f16[])\n\
              \x20 the param `head.w` is listed twice\n\
              \x20 extra: `counts` (u32[]) is not a param of the model",
@@ -384,8 +384,42 @@ fn bf16_entries_widen_exactly_to_f32() {
     assert_eq!(got, want);
     let spec = |dtype| ParamSpec { name: "w".into(), dtype, shape: vec![Some(7)] };
     check_params(&w, &[spec(DType::F32)]).expect("binds to an f32 param");
-    let err = check_params(&w, &[spec(DType::F16)]).expect_err("not to an f16 param");
+    let err = check_params(&w, &[spec(DType::I32)]).expect_err("not to an i32 param");
     assert!(err.to_string().contains("f32[7] (stored as BF16)"), "{err}");
+    // Into an f16 param: rounded to nearest even; 3.39e38 is beyond f16's range, so the file does not fit.
+    check_params(&w, &[spec(DType::F16)]).expect("BF16 binds to an f16 param");
+    let err = w.tensor_as("w", DType::F16).expect_err("3.39e38 is no f16");
+    assert!(err.to_string().contains("element 6 (339, ") || err.to_string().contains("element 6 (3"), "{err}");
+    assert!(err.to_string().contains("beyond the range of f16"), "{err}");
+}
+
+/// F16 entries load into f32 params exactly (and stay f16 for f16 params); BF16 into f16 params rounds.
+#[test]
+fn half_precision_entries_load_into_other_float_params() {
+    use half::f16;
+    let halves = [1.0f32, -2.5, 65504.0, f32::INFINITY, -0.0, 5.9604645e-8, 0.1];
+    let bits: Vec<u8> = halves.iter().flat_map(|v| f16::from_f32(*v).to_le_bytes()).collect();
+    let bf = [1.0f32, f32::from_bits(0x3dcd_0000), -3.0, 65280.0];
+    let bf_bits: Vec<u8> = bf.iter().flat_map(|v| ((v.to_bits() >> 16) as u16).to_le_bytes()).collect();
+    let (path, _dir) = file(
+        "half.safetensors",
+        &safetensors_bytes(&[("h", Dtype::F16, &[7], bits), ("b", Dtype::BF16, &[4], bf_bits)]),
+    );
+    let w = Weights::open(&path).expect("opens");
+    let spec = |name: &str, dtype, n| ParamSpec { name: name.into(), dtype, shape: vec![Some(n)] };
+    check_params(&w, &[spec("h", DType::F32, 7), spec("b", DType::F16, 4)]).expect("both convert");
+    check_params(&w, &[spec("h", DType::F16, 7), spec("b", DType::F32, 4)]).expect("both as they are");
+    let err = check_params(&w, &[spec("h", DType::I32, 7), spec("b", DType::U32, 4)]).expect_err("no int");
+    assert!(err.to_string().contains("`h` is f16[7]"), "{err}");
+    let widened = w.tensor_as("h", DType::F32).expect("widens");
+    let got: Vec<u32> = widened.as_f32().expect("f32").iter().map(|v| v.to_bits()).collect();
+    let want: Vec<u32> = halves.iter().map(|v| f16::from_f32(*v).to_f32().to_bits()).collect();
+    assert_eq!(got, want);
+    let narrowed = w.tensor_as("b", DType::F16).expect("narrows");
+    let want: Vec<f16> = bf.iter().map(|v| f16::from_f32(*v)).collect();
+    assert_eq!(narrowed.data, crate::TensorData::F16(want));
+    let tensors = w.tensors_for(&[spec("h", DType::F32, 7)]).expect("loads");
+    assert_eq!(tensors["h"].dtype, DType::F32);
 }
 
 #[test]

@@ -225,11 +225,22 @@ fn map_cost(map: &MapOp, costs: &[f64], count: &dyn Fn(&[Dim]) -> f64) -> (f64, 
 
 fn unary_cost(op: UnaryOp) -> f64 {
     match op {
-        UnaryOp::Neg | UnaryOp::Not | UnaryOp::Abs | UnaryOp::Relu | UnaryOp::Floor | UnaryOp::Ceil => 0.0,
+        UnaryOp::Neg
+        | UnaryOp::Not
+        | UnaryOp::Abs
+        | UnaryOp::Relu
+        | UnaryOp::Floor
+        | UnaryOp::Ceil
+        | UnaryOp::Round => 0.0,
         UnaryOp::Sqrt | UnaryOp::Rsqrt => 4.0,
-        UnaryOp::Exp | UnaryOp::Log | UnaryOp::Tanh | UnaryOp::Erf | UnaryOp::Sigmoid | UnaryOp::Sin | UnaryOp::Cos => {
-            16.0
-        }
+        UnaryOp::Exp
+        | UnaryOp::Log
+        | UnaryOp::Tanh
+        | UnaryOp::Erf
+        | UnaryOp::Sigmoid
+        | UnaryOp::Sin
+        | UnaryOp::Cos
+        | UnaryOp::Atan => 16.0,
     }
 }
 
