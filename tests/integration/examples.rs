@@ -48,7 +48,7 @@ pub fn random_bindings(graph: &Graph, size: i64, seed: u64) -> (Vec<Tensor>, Has
         .iter()
         .map(|&id| {
             let tdsl_compiler::ir::Op::Param { key } = &graph.node(id).op else { panic!("param node") };
-            (key.clone(), seeded_tensor(key, graph.node(id).ty.dtype, &shape_of(id), seed))
+            (key.clone(), crate::util::seeded_param(key, graph.node(id).ty.dtype, &shape_of(id), seed))
         })
         .collect();
     (inputs, params)

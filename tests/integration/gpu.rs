@@ -184,7 +184,7 @@ pub fn node_shape(graph: &Graph, node: tdsl_compiler::ir::NodeId, symbols: &[i64
 }
 
 /// Seeded inputs (signature order) and params (by key) for `graph` under `symbols` (`seeded_tensor`: floats
-/// in [-1, 1), integers 0 or 1, fair bools).
+/// in [-1, 1), integers 0 or 1, fair bools; batch norms' running variances positive, `util::seeded_param`).
 pub fn seeded_bindings(graph: &Graph, symbols: &[i64], seed: u64) -> (Vec<Tensor>, HashMap<String, Tensor>) {
     let inputs = graph
         .inputs
@@ -199,7 +199,10 @@ pub fn seeded_bindings(graph: &Graph, symbols: &[i64], seed: u64) -> (Vec<Tensor
         .iter()
         .map(|&id| {
             let Op::Param { key } = &graph.node(id).op else { panic!("param node is not a param") };
-            (key.clone(), seeded_tensor(key, graph.node(id).ty.dtype, &node_shape(graph, id, symbols), seed))
+            (
+                key.clone(),
+                crate::util::seeded_param(key, graph.node(id).ty.dtype, &node_shape(graph, id, symbols), seed),
+            )
         })
         .collect();
     (inputs, params)

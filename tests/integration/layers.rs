@@ -22,7 +22,7 @@ use crate::util::{check_path, files, options, rendered};
 const ATOL: f32 = 1e-5;
 const RTOL: f32 = 1e-5;
 
-fn f32s(t: &Tensor) -> &[f32] {
+pub fn f32s(t: &Tensor) -> &[f32] {
     match &t.data {
         TensorData::F32(v) => v,
         other => panic!("not f32: {other:?}"),
@@ -45,7 +45,7 @@ fn worst(got: &[f32], want: &[f32]) -> (f32, bool) {
     (largest, ok)
 }
 
-fn inputs_and_params(graph: &Graph, get: &dyn Fn(&str) -> Tensor) -> (Vec<Tensor>, HashMap<String, Tensor>) {
+pub fn inputs_and_params(graph: &Graph, get: &dyn Fn(&str) -> Tensor) -> (Vec<Tensor>, HashMap<String, Tensor>) {
     let inputs = graph
         .inputs
         .iter()

@@ -13,6 +13,7 @@ mod interp;
 mod kernels;
 mod layers;
 mod minilm;
+mod models;
 mod properties;
 mod tidy;
 mod train;

@@ -31,6 +31,19 @@ pub fn files(dir: &Path, extension: &str, recursive: bool) -> Vec<std::path::Pat
     out
 }
 
+/// The seeded value of param `key` (`seeded_tensor`: floats uniform in [-1, 1)), except that a batch norm's
+/// `running_var` is `|u| + 0.5`: a variance is never negative, and a negative one makes `rsqrt` NaN, which
+/// would leave nothing to compare (examples/resnet18.tdsl).
+pub fn seeded_param(key: &str, dtype: tdsl_compiler::ir::DType, shape: &[usize], seed: u64) -> Tensor {
+    let mut t = tdsl_compiler::random::seeded_tensor(key, dtype, shape, seed);
+    if key.ends_with("running_var")
+        && let tdsl_runtime::TensorData::F32(values) = &mut t.data
+    {
+        values.iter_mut().for_each(|v| *v = v.abs() + 0.5);
+    }
+    t
+}
+
 /// Checks a file given relative to the `tests/` directory (so snapshot paths do not depend on the machine).
 pub fn check_path(path: &Path) -> Checked {
     pipeline::check(Root::Path(path))

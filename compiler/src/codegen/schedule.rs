@@ -117,13 +117,30 @@ pub const LONG_REDUCTION: i64 = 1024;
 /// (llvmpipe would silently stop it), or when its outputs are too few to fill a workgroup and each loops
 /// long (a whole tensor's `sum(x)`, a batch's accuracy, would otherwise run on one invocation, and
 /// overrun llvmpipe's limit at sizes a little above the nominal ones). At nominal sizes where they are
-/// symbolic.
+/// symbolic, and again with the reduced extent at `GROWTH` times the nominal symbols: a reduction over a
+/// symbolic extent of elements that are loops themselves (ResNet's global average pooling of a convolution
+/// computed inline: 49 positions of 4608 products at 224x224, 4 at the nominal 64x64) outgrows the budget
+/// at sizes models are run at.
 fn long_reduction(graph: &Graph, group: &Group, plan: &RowPlan) -> bool {
     let member = |id| group.contains(id);
     let none = BTreeSet::new();
     let plain = ElementLoops::new(graph, &member, &none).of(group.root);
-    plain > LOOP_BUDGET || (nominal(&plan.rows) < i64::from(WORKGROUP_SIZE) && plain >= LONG_REDUCTION)
+    let grown = match &graph.node(group.root).op {
+        Op::Reduce { input, axes, .. } => {
+            let shape = &graph.node(*input).ty.shape;
+            let count = |symbol: i64| {
+                axes.iter().fold(1i64, |n, &a| n.saturating_mul(shape[a].eval(&|_| symbol).unwrap_or(i64::MAX).max(1)))
+            };
+            let nominal_symbol = tdsl_runtime::exec::NOMINAL_SYMBOL;
+            plain.saturating_mul(count(GROWTH * nominal_symbol)) / count(nominal_symbol)
+        }
+        _ => plain,
+    };
+    grown > LOOP_BUDGET || (nominal(&plan.rows) < i64::from(WORKGROUP_SIZE) && plain >= LONG_REDUCTION)
 }
+
+/// How far past the nominal symbol sizes `long_reduction` looks: 256 positions, tokens or pixels a side.
+const GROWTH: i64 = 4;
 
 /// The tiled-contraction schedule of `group` with `tile`, staged through workgroup memory when `shared`
 /// and the plan allows it.
@@ -301,6 +318,22 @@ mod tests {
         let gpu = TARGETS[0];
         assert!(matches!(Schedule::choose(&b.g, &group(y, &[]), &gpu), Schedule::SharedTiled(..)));
         assert!(matches!(Schedule::choose(&b.g, &group(z, &[y, sum, column, back]), &gpu), Schedule::Rows(_)));
+    }
+
+    #[test]
+    fn reductions_over_symbolic_extents_are_split_before_they_outgrow_the_budget() {
+        // Each output sums N elements that loop 500 times each: 32000 iterations at the nominal N = 64,
+        // past llvmpipe's limit from N = 128 on (ResNet's average pooling of a convolution at 224x224).
+        let mut b = Builder::new("grow");
+        let n = b.sym("N");
+        let x = b.input("x", DType::F32, &[c(1024), n.clone(), c(500)]);
+        let inner = b.node(Op::Reduce { op: ReduceOp::Sum, input: x, axes: vec![2] }, DType::F32, &[c(1024), n]);
+        let outer = b.node(Op::Reduce { op: ReduceOp::Sum, input: inner, axes: vec![1] }, DType::F32, &[c(1024)]);
+        b.output("y", outer);
+        for target in TARGETS {
+            let chosen = Schedule::choose(&b.g, &group(outer, &[inner]), &target);
+            assert!(matches!(chosen, Schedule::Rows(_)), "{}: {chosen:?}", target.name);
+        }
     }
 
     #[test]

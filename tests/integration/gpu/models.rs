@@ -21,6 +21,7 @@ use crate::util::{check_path, rendered};
 use tdsl_compiler::dim::{Dim, SymId};
 use tdsl_compiler::interp;
 use tdsl_compiler::ir::{BinaryOp, DType, Graph, MapOp, Op, ReduceOp, ScalarExpr, ScalarId, UnaryOp};
+use tdsl_runtime::ExecError;
 
 /// Sizes of the symbols the models use; any other symbol is 3.
 const SIZES: &[(&str, i64)] =
@@ -124,8 +125,18 @@ fn model_file_with(path: &Path, options: Option<tdsl_compiler::pipeline::Options
             None => profiles().into_iter().map(|target| crate::util::options(true, target)).collect(),
         };
         for options in runs {
-            let actual = run_gpu_for(graph, &inputs, &params, &options)
-                .unwrap_or_else(|e| panic!("{name}: GPU ({} profile): {e}", options.target.name));
+            let actual = match run_gpu_for(graph, &inputs, &params, &options) {
+                Ok(actual) => actual,
+                // GPT-2 small's token embedding (50257 x 768 floats, 154 MB) is larger than lavapipe's 128 MiB
+                // storage buffers: the runtime refuses such a model before it runs (spec/runtime.md G5.2), and the
+                // interpreter has still run it above.
+                Err(ExecError::TooLarge { tensor, bytes, limit, .. }) if tensor.starts_with("param ") => {
+                    assert!(bytes > limit as u128, "{name}: {tensor} refused at {bytes} bytes, within {limit}");
+                    println!("{name}: not on this GPU: {tensor} needs {bytes} bytes, more than its {limit}");
+                    continue;
+                }
+                Err(e) => panic!("{name}: GPU ({} profile): {e}", options.target.name),
+            };
             let what = format!("{name} ({} profile)", options.target.name);
             failures.extend(mismatches(&what, graph, &inputs, &expected, &actual, &tols));
         }
