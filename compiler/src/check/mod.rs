@@ -641,8 +641,16 @@ impl<'p> Elab<'p> {
     /// `(a, b) = value` (R5.6): a call of a function with several results, or a tuple `(x, y)`, gives one
     /// value per name; any other value is one value.
     fn destructure(&mut self, scope: &mut Scope, names: &[ast::Ident], value: &ast::Expr, span: Span) {
-        for name in names {
+        for (i, name) in names.iter().enumerate() {
             self.note_assignment(&name.name);
+            if let Some(first) = names[..i].iter().find(|n| n.name == name.name) {
+                self.error(
+                    Diagnostic::new(Code::E0103, name.span, format!("`{}` is named twice on the left", name.name))
+                        .with_label(first.span, "first named here")
+                        .note("each value needs its own name; the later one would overwrite the earlier")
+                        .rule("R5.6"),
+                );
+            }
         }
         let callee = match &value.kind {
             ast::ExprKind::Call { callee, prefix, args } if !scope.dtypes.contains_key(&callee.text()) => {
