@@ -994,7 +994,7 @@ where
         }
         // `param path: type` or `param "key{l}" as path: type`.
         let param = just(Token::KwParam)
-            .ignore_then(string.clone().then_ignore(just(Token::KwAs)).or_not())
+            .ignore_then(string.then_ignore(just(Token::KwAs)).or_not())
             .then(path.clone())
             .then_ignore(just(Token::Colon))
             .then(ty.clone())
