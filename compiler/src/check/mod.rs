@@ -606,8 +606,21 @@ impl<'p> Elab<'p> {
                     );
                     return;
                 }
+                let fns = self.fns;
                 let values = match &value.kind {
                     ast::ExprKind::Tuple(items) => items.iter().map(|item| self.expr(scope, item)).collect(),
+                    // `return f(...)` of a function with several results returns them all (R5.6).
+                    ast::ExprKind::Call { callee, prefix, args }
+                        if !scope.dtypes.contains_key(&callee.text())
+                            && fns.get(&callee.text()).is_some_and(|entry| entry.def.results.len() > 1) =>
+                    {
+                        match fns.get(&callee.text()) {
+                            Some(entry) => self
+                                .call_all(scope, entry, prefix.as_ref(), args, value.span)
+                                .unwrap_or_else(|| vec![Value::Error; entry.def.results.len()]),
+                            None => vec![Value::Error],
+                        }
+                    }
                     _ => vec![self.expr(scope, value)],
                 };
                 scope.returned = Some(values);
@@ -690,16 +703,7 @@ impl<'p> Elab<'p> {
             self.error(diag);
             None
         } else if let Some((entry, prefix, args)) = callee {
-            let values: Vec<call::ArgValue> = args
-                .iter()
-                .map(|arg| call::ArgValue {
-                    name: arg.name.clone(),
-                    value: self.expr(scope, &arg.value),
-                    span: arg.value.span,
-                })
-                .collect();
-            let prefix = prefix.as_ref().and_then(|p| self.interpolate(scope, p, "param prefix"));
-            self.instantiate_all(entry, scope, prefix, values, value.span)
+            self.call_all(scope, entry, prefix.as_ref(), args, value.span)
         } else if let ast::ExprKind::Tuple(items) = &value.kind {
             Some(items.iter().map(|item| self.expr(scope, item)).collect())
         } else {
@@ -709,6 +713,27 @@ impl<'p> Elab<'p> {
         for (name, value) in names.iter().zip(values) {
             scope.vars.insert(name.name.clone(), value);
         }
+    }
+
+    /// A call of the user function `entry` that gives all its results (R5.6).
+    fn call_all(
+        &mut self,
+        scope: &mut Scope,
+        entry: &call::FnEntry<'p>,
+        prefix: Option<&ast::StrLit>,
+        args: &[ast::CallArg],
+        span: Span,
+    ) -> Option<Vec<Value>> {
+        let values: Vec<call::ArgValue> = args
+            .iter()
+            .map(|arg| call::ArgValue {
+                name: arg.name.clone(),
+                value: self.expr(scope, &arg.value),
+                span: arg.value.span,
+            })
+            .collect();
+        let prefix = prefix.and_then(|p| self.interpolate(scope, p, "param prefix"));
+        self.instantiate_all(entry, scope, prefix, values, span)
     }
 
     fn param(
