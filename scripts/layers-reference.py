@@ -284,9 +284,33 @@ def adaptive_pool():
     })
 
 
+def lstm():
+    """nn.LSTM (two layers, from zeros and from a given state; one layer batch_first) and nn.LSTMCell."""
+    torch.manual_seed(23)
+    m = nn.ModuleDict({
+        "lstm": nn.LSTM(3, 4, num_layers=2),
+        "bf": nn.LSTM(3, 4, batch_first=True),
+        "cell": nn.LSTMCell(3, 4),
+    })
+    x, xb = torch.randn(5, 2, 3), torch.randn(2, 5, 3)
+    h0, c0 = torch.randn(2, 2, 4), torch.randn(2, 2, 4)
+    xc, hx, cx = torch.randn(2, 3), torch.randn(2, 4), torch.randn(2, 4)
+    with torch.no_grad():
+        output, (h_n, c_n) = m["lstm"](x)
+        output_state, (h_n_state, c_n_state) = m["lstm"](x, (h0, c0))
+        output_bf, (h_n_bf, c_n_bf) = m["bf"](xb)
+        h_cell, c_cell = m["cell"](xc, (hx, cx))
+    write("lstm", {"x": x, "xb": xb, "h0": h0, "c0": c0, "xc": xc, "hx": hx, "cx": cx}, {
+        "output": output, "h_n": h_n, "c_n": c_n,
+        "output_state": output_state, "h_n_state": h_n_state, "c_n_state": c_n_state,
+        "output_bf": output_bf, "h_n_bf": h_n_bf, "c_n_bf": c_n_bf,
+        "h_cell": h_cell, "c_cell": c_cell,
+    }, m)
+
+
 if __name__ == "__main__":
     OUT.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     for make in [rms_norm, linear_no_bias, batch_norm2d, group_norm, conv2d, conv_transpose2d, pool_and_upsample,
-                 activations, elementwise, llama_mlp, attention, gqa, rope, more_elementwise, adaptive_pool]:
+                 activations, elementwise, llama_mlp, attention, gqa, rope, more_elementwise, adaptive_pool, lstm]:
         make()

@@ -109,3 +109,16 @@ fn layers_match_pytorch() {
     assert!(compared >= 2 * 35, "compared {compared} outputs");
     assert!(failures.is_empty(), "outputs differ from PyTorch's:\n{}", failures.join("\n"));
 }
+
+/// std/nn's LSTM unrolls its time steps when the model is checked: over a sequence whose length is symbolic,
+/// that is one E0203 at the loop (with the user's call labelled), not a panic or a cascade of shape errors.
+#[test]
+fn lstm_over_a_symbolic_sequence_is_one_error() {
+    let text =
+        "import \"std/nn\"\nmodel m(x: f32[T, 2, 3]) -> (y: f32[T, 2, 4]) {\n    (y, h, c) = LSTM[\"lstm\"](x, 4)\n}\n";
+    let checked = crate::util::check_text("lstm.tdsl", text);
+    let codes: Vec<_> = checked.diagnostics.iter().map(|d| d.code.as_str()).collect();
+    assert_eq!(codes, ["E0203"], "{}", rendered(&checked));
+    let shown = rendered(&checked);
+    assert!(shown.contains("in this call of `LSTM`") && shown.contains("symbolic dimension T"), "{shown}");
+}

@@ -99,7 +99,8 @@ struct Bindings {
 }
 
 impl<'p> Elab<'p> {
-    /// Inlines `entry` with `args` from the caller (R5.1-R5.4).
+    /// Inlines `entry`, a function with one result, with `args` from the caller (R5.1-R5.4); a function
+    /// with several results is E0114 here (R5.6).
     pub(crate) fn instantiate(
         &mut self,
         entry: &FnEntry<'p>,
@@ -108,6 +109,41 @@ impl<'p> Elab<'p> {
         args: Vec<ArgValue>,
         span: Span,
     ) -> Value {
+        let count = entry.def.results.len();
+        if count != 1 {
+            self.error(
+                Diagnostic::new(
+                    Code::E0114,
+                    span,
+                    format!("`{}` returns {count} values, but one value is expected here", entry.name),
+                )
+                .label(format!("this call gives {count} values"))
+                .with_label(entry.def.name.span, format!("`{}` is declared with {count} results", entry.name))
+                .note(format!(
+                    "take the results apart with a destructuring statement: `({}) = {}(...)`",
+                    result_names(entry.def).join(", "),
+                    entry.name
+                ))
+                .rule("R5.6"),
+            );
+            return Value::Error;
+        }
+        match self.instantiate_all(entry, caller, prefix, args, span) {
+            Some(mut results) => results.pop().unwrap_or(Value::Error),
+            None => Value::Error,
+        }
+    }
+
+    /// Inlines `entry` with `args` from the caller (R5.1-R5.4, R5.6): one value per declared result, or
+    /// `None` when the call failed (reported).
+    pub(crate) fn instantiate_all(
+        &mut self,
+        entry: &FnEntry<'p>,
+        caller: &Scope,
+        prefix: Option<String>,
+        args: Vec<ArgValue>,
+        span: Span,
+    ) -> Option<Vec<Value>> {
         let def = entry.def;
         if self.frames.iter().any(|f| f.name == entry.name) {
             self.error(
@@ -115,23 +151,23 @@ impl<'p> Elab<'p> {
                     .note("functions are inlined, so recursion cannot be expanded")
                     .rule("R5.1"),
             );
-            return Value::Error;
+            return None;
         }
         if self.frames.len() >= MAX_CALL_DEPTH {
             self.error(
                 Diagnostic::new(Code::E0107, span, format!("calls nest deeper than {MAX_CALL_DEPTH} levels"))
                     .rule("R5.1"),
             );
-            return Value::Error;
+            return None;
         }
         if args.iter().any(|a| matches!(a.value, Value::Error)) || !self.within_size_limit(span) {
-            return Value::Error;
+            return None;
         }
-        let Some(matched) = self.match_args(entry, args, span) else { return Value::Error };
+        let matched = self.match_args(entry, args, span)?;
         // A stand-alone check covers one body: callees are checked on their own, so calls inside it stop
         // after the arguments are matched (R5.5).
         if self.generic && !self.frames.is_empty() {
-            return Value::Error;
+            return None;
         }
         self.called.insert(entry.name.clone());
         self.instances += 1;
@@ -232,7 +268,7 @@ impl<'p> Elab<'p> {
         caller: &Scope,
         prefix: Option<String>,
         args: Vec<(Value, Span)>,
-    ) -> Value {
+    ) -> Option<Vec<Value>> {
         let mut scope = Scope {
             prefix: match prefix {
                 Some(p) if caller.prefix.is_empty() => p,
@@ -255,7 +291,7 @@ impl<'p> Elab<'p> {
                 }
                 (ast::ArgType::Float(_), Value::Error)
                 | (ast::ArgType::Int(_), Value::Error)
-                | (ast::ArgType::Bool(_), Value::Error) => return Value::Error,
+                | (ast::ArgType::Bool(_), Value::Error) => return None,
                 (kind, other) => {
                     let wanted = match kind {
                         ast::ArgType::Int(_) => "an integer",
@@ -271,7 +307,7 @@ impl<'p> Elab<'p> {
                         .with_label(decl.span, "parameter declared here")
                         .rule("R5.2"),
                     );
-                    return Value::Error;
+                    return None;
                 }
             }
         }
@@ -319,40 +355,58 @@ impl<'p> Elab<'p> {
             }
         }
         if !ok {
-            return Value::Error;
+            return None;
         }
         self.block(&mut scope, &def.body);
-        let Some(result) = scope.returned.take() else {
+        let Some(results) = scope.returned.take() else {
             self.error(
                 Diagnostic::new(Code::E0108, def.name.span, format!("function `{}` has no `return`", def.name.name))
                     .label("this function never returns a value")
                     .note("a function body ends with `return value`")
                     .rule("R5.1"),
             );
-            return Value::Error;
+            return None;
         };
-        if matches!(result, Value::Error) {
-            return Value::Error;
+        let (return_span, value_spans) = return_spans(def);
+        if results.len() != def.results.len() {
+            let declared = def.results.len();
+            let wanted = if declared == 1 { "one result".to_string() } else { format!("{declared} results") };
+            let given = if results.len() == 1 { "one value".to_string() } else { format!("{} values", results.len()) };
+            let hint = if declared == 1 {
+                "return one tensor, or declare several results: `-> (T[N], T[M])`".to_string()
+            } else {
+                format!("return them all in parentheses: `return ({})`", result_names(def).join(", "))
+            };
+            self.error(
+                Diagnostic::new(
+                    Code::E0116,
+                    return_span,
+                    format!("`return` gives {given}, but `{}` declares {wanted}", def.name.name),
+                )
+                .with_label(def.results.first().map_or(def.name.span, |r| r.span), "results declared here")
+                .note(hint)
+                .rule("R5.6"),
+            );
+            return None;
         }
-        // The result type, with every name bound by the signature (R5.4; `shape_of` reports E0310).
-        let Some(dtype) = self.concrete_dtype(&scope, &def.ret.dtype) else { return Value::Error };
-        let Some(shape) = self.shape_of(&mut scope, &def.ret) else { return Value::Error };
-        let declared = TensorType { dtype, shape };
-        let what = format!("the result of `{}`", def.name.name);
-        let return_span = def
-            .body
-            .stmts
-            .iter()
-            .rev()
-            .find_map(|s| match s {
-                ast::Stmt::Return { value, .. } => Some(value.span),
-                _ => None,
-            })
-            .unwrap_or(def.body.span);
-        match self.expect_type(result, &declared, return_span, &what) {
-            Some(node) => Value::Tensor(node),
-            None => Value::Error,
+        if results.iter().any(|v| matches!(v, Value::Error)) {
+            return None;
         }
+        // Each result's type, with every name bound by the signature (R5.4; `shape_of` reports E0310).
+        let mut out = Vec::with_capacity(results.len());
+        for (index, (decl, result)) in def.results.iter().zip(results).enumerate() {
+            let dtype = self.concrete_dtype(&scope, &decl.ty.dtype)?;
+            let shape = self.shape_of(&mut scope, &decl.ty)?;
+            let declared = TensorType { dtype, shape };
+            let what = match (&decl.name, def.results.len()) {
+                (_, 1) => format!("the result of `{}`", def.name.name),
+                (Some(name), _) => format!("result `{}` of `{}`", name.name, def.name.name),
+                (None, _) => format!("result {} of `{}`", index + 1, def.name.name),
+            };
+            let span = value_spans.get(index).copied().unwrap_or(return_span);
+            out.push(Value::Tensor(self.expect_type(result, &declared, span, &what)?));
+        }
+        Some(out)
     }
 
     /// Pass 1 for one tensor argument: binds its dtype variable, `...` and bare dimension names.
@@ -562,7 +616,30 @@ impl<'p> Elab<'p> {
             args.push(ArgValue { name: None, value, span: decl.span });
         }
         let Some(entry) = self.fns.get(name) else { return };
-        self.instantiate(entry, &Scope::default(), None, args, def.name.span);
+        self.instantiate_all(entry, &Scope::default(), None, args, def.name.span);
+    }
+}
+
+/// The names of a function's results for suggestions: each result's name, or `r1`, `r2`, ...
+pub(crate) fn result_names(def: &ast::FnDef) -> Vec<String> {
+    def.results
+        .iter()
+        .enumerate()
+        .map(|(i, r)| r.name.as_ref().map_or_else(|| format!("r{}", i + 1), |n| n.name.clone()))
+        .collect()
+}
+
+/// The span of the value of a function's last `return`, and of each value it returns (the items of
+/// `return (a, b)`, or the one value).
+fn return_spans(def: &ast::FnDef) -> (Span, Vec<Span>) {
+    let value = def.body.stmts.iter().rev().find_map(|s| match s {
+        ast::Stmt::Return { value, .. } => Some(value),
+        _ => None,
+    });
+    match value {
+        Some(ast::Expr { kind: ast::ExprKind::Tuple(items), span }) => (*span, items.iter().map(|e| e.span).collect()),
+        Some(value) => (value.span, vec![value.span]),
+        None => (def.body.span, vec![def.body.span]),
     }
 }
 

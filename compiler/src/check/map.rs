@@ -415,6 +415,14 @@ impl Elab<'_> {
                 self.error(Diagnostic::new(Code::E0203, span, "a list cannot be used in index notation").rule("R7.1"));
                 SVal::Error
             }
+            ast::ExprKind::Tuple(items) => {
+                self.error(
+                    Diagnostic::new(Code::E0114, span, format!("a tuple of {} values is not one value", items.len()))
+                        .label("several values where one element is expected")
+                        .rule("R5.6"),
+                );
+                SVal::Error
+            }
             ast::ExprKind::Error => SVal::Error,
         }
     }

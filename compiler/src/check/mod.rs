@@ -158,8 +158,8 @@ pub(crate) struct Scope {
     dtypes: HashMap<String, DType>,
     /// The param prefix (`encoder.layer.0.attention`), empty at top level.
     prefix: String,
-    /// The value of `return`, once seen.
-    returned: Option<Value>,
+    /// The values of `return` (one, or one per item of `return (a, b)`), once seen.
+    returned: Option<Vec<Value>>,
 }
 
 impl<'p> Elab<'p> {
@@ -582,7 +582,10 @@ impl<'p> Elab<'p> {
 
     fn stmt(&mut self, scope: &mut Scope, stmt: &ast::Stmt) {
         match stmt {
-            ast::Stmt::Param { path, ty, init, span } => self.param(scope, path, ty, init.as_ref(), *span),
+            ast::Stmt::Param { key, path, ty, init, span } => {
+                self.param(scope, key.as_ref(), path, ty, init.as_ref(), *span)
+            }
+            ast::Stmt::Destructure { names, value, span } => self.destructure(scope, names, value, *span),
             ast::Stmt::Assign { name, value, .. } => {
                 self.note_assignment(&name.name);
                 let value = self.expr(scope, value);
@@ -603,8 +606,24 @@ impl<'p> Elab<'p> {
                     );
                     return;
                 }
-                let value = self.expr(scope, value);
-                scope.returned = Some(value);
+                let fns = self.fns;
+                let values = match &value.kind {
+                    ast::ExprKind::Tuple(items) => items.iter().map(|item| self.expr(scope, item)).collect(),
+                    // `return f(...)` of a function with several results returns them all (R5.6).
+                    ast::ExprKind::Call { callee, prefix, args }
+                        if !scope.dtypes.contains_key(&callee.text())
+                            && fns.get(&callee.text()).is_some_and(|entry| entry.def.results.len() > 1) =>
+                    {
+                        match fns.get(&callee.text()) {
+                            Some(entry) => self
+                                .call_all(scope, entry, prefix.as_ref(), args, value.span)
+                                .unwrap_or_else(|| vec![Value::Error; entry.def.results.len()]),
+                            None => vec![Value::Error],
+                        }
+                    }
+                    _ => vec![self.expr(scope, value)],
+                };
+                scope.returned = Some(values);
             }
             ast::Stmt::Error(_) => {}
         }
@@ -632,10 +651,114 @@ impl<'p> Elab<'p> {
         repeated
     }
 
-    fn param(&mut self, scope: &mut Scope, path: &ast::Path, ty: &ast::TypeExpr, init: Option<&ast::Expr>, span: Span) {
+    /// `(a, b) = value` (R5.6): a call of a function with several results, or a tuple `(x, y)`, gives one
+    /// value per name; any other value is one value.
+    fn destructure(&mut self, scope: &mut Scope, names: &[ast::Ident], value: &ast::Expr, span: Span) {
+        for (i, name) in names.iter().enumerate() {
+            self.note_assignment(&name.name);
+            if let Some(first) = names[..i].iter().find(|n| n.name == name.name) {
+                self.error(
+                    Diagnostic::new(Code::E0103, name.span, format!("`{}` is named twice on the left", name.name))
+                        .with_label(first.span, "first named here")
+                        .note("each value needs its own name; the later one would overwrite the earlier")
+                        .rule("R5.6"),
+                );
+            }
+        }
+        let callee = match &value.kind {
+            ast::ExprKind::Call { callee, prefix, args } if !scope.dtypes.contains_key(&callee.text()) => {
+                self.fns.get(&callee.text()).map(|entry| (entry, prefix, args))
+            }
+            _ => None,
+        };
+        let (count, what) = match (&value.kind, &callee) {
+            (_, Some((entry, ..))) => (entry.def.results.len(), format!("`{}` returns", entry.name)),
+            (ast::ExprKind::Tuple(items), None) => (items.len(), "the tuple on the right has".to_string()),
+            _ => (1, "the right side is".to_string()),
+        };
+        // A single value is elaborated first: an unknown function or a bad operand is reported as such.
+        let single = match (&value.kind, &callee) {
+            (ast::ExprKind::Tuple(_), _) | (_, Some(_)) => None,
+            _ => Some(self.expr(scope, value)),
+        };
+        let values = if matches!(single, Some(Value::Error)) {
+            None
+        } else if count != names.len() {
+            let plural = |n: usize, what: &str| if n == 1 { format!("one {what}") } else { format!("{n} {what}s") };
+            let mut diag = Diagnostic::new(
+                Code::E0115,
+                span,
+                format!("{} on the left, but {what} {}", plural(names.len(), "name"), plural(count, "value")),
+            )
+            .with_label(value.span, format!("this gives {}", plural(count, "value")))
+            .rule("R5.6");
+            if let Some((entry, ..)) = &callee {
+                diag = diag
+                    .with_label(entry.def.name.span, format!("`{}` is declared here", entry.name))
+                    .note(format!("write one name per result: `({}) = ...`", call::result_names(entry.def).join(", ")));
+            } else if count == 1 {
+                diag = diag
+                    .note("only a call of a function with several results, or a tuple `(x, y)`, gives several values");
+            }
+            self.error(diag);
+            None
+        } else if let Some((entry, prefix, args)) = callee {
+            self.call_all(scope, entry, prefix.as_ref(), args, value.span)
+        } else if let ast::ExprKind::Tuple(items) = &value.kind {
+            Some(items.iter().map(|item| self.expr(scope, item)).collect())
+        } else {
+            single.map(|v| vec![v])
+        };
+        let values = values.unwrap_or_else(|| vec![Value::Error; names.len()]);
+        for (name, value) in names.iter().zip(values) {
+            scope.vars.insert(name.name.clone(), value);
+        }
+    }
+
+    /// A call of the user function `entry` that gives all its results (R5.6).
+    fn call_all(
+        &mut self,
+        scope: &mut Scope,
+        entry: &call::FnEntry<'p>,
+        prefix: Option<&ast::StrLit>,
+        args: &[ast::CallArg],
+        span: Span,
+    ) -> Option<Vec<Value>> {
+        let values: Vec<call::ArgValue> = args
+            .iter()
+            .map(|arg| call::ArgValue {
+                name: arg.name.clone(),
+                value: self.expr(scope, &arg.value),
+                span: arg.value.span,
+            })
+            .collect();
+        let prefix = prefix.and_then(|p| self.interpolate(scope, p, "param prefix"));
+        self.instantiate_all(entry, scope, prefix, values, span)
+    }
+
+    fn param(
+        &mut self,
+        scope: &mut Scope,
+        written_key: Option<&ast::StrLit>,
+        path: &ast::Path,
+        ty: &ast::TypeExpr,
+        init: Option<&ast::Expr>,
+        span: Span,
+    ) {
         let local = path.text();
         self.note_assignment(&local);
-        let key = if scope.prefix.is_empty() { local.clone() } else { format!("{}.{local}", scope.prefix) };
+        // `param "weight_ih_l{l}" as w: ...` is keyed by the string, `{l}` replaced (R4.3).
+        let name = match written_key {
+            Some(lit) => match self.interpolate(scope, lit, "param key") {
+                Some(name) => name,
+                None => {
+                    scope.vars.insert(local, Value::Error);
+                    return;
+                }
+            },
+            None => local.clone(),
+        };
+        let key = if scope.prefix.is_empty() { name } else { format!("{}.{name}", scope.prefix) };
         let Some(dtype) = self.concrete_dtype(scope, &ty.dtype) else {
             scope.vars.insert(local, Value::Error);
             return;
@@ -731,6 +854,10 @@ impl<'p> Elab<'p> {
                     self.error(
                         Diagnostic::new(Code::E0203, e.span, "loop bounds must be known integers")
                             .label(format!("this is the symbolic dimension {}", self.show_dim(&d)))
+                            .note(
+                                "loops unroll when the model is checked, so a dimension that bounds one must be \
+                                 known then: write it as a literal in the model's input type",
+                            )
                             .rule("R4.5"),
                     );
                     None
@@ -749,7 +876,11 @@ impl<'p> Elab<'p> {
                 None
             }
         });
-        let [Some(lo), Some(hi)] = bounds else { return };
+        let [Some(lo), Some(hi)] = bounds else {
+            // What the body would have assigned is unknown: later uses are not reported again.
+            poison_assigned(scope, body);
+            return;
+        };
         let header = var.span.to(end.span);
         let saved = scope.vars.get(&var.name).cloned();
         for i in lo..hi {
@@ -835,6 +966,15 @@ impl<'p> Elab<'p> {
                 Value::Error
             }
             ast::ExprKind::List(items) => Value::List(items.iter().map(|e| self.expr(scope, e)).collect()),
+            ast::ExprKind::Tuple(items) => {
+                self.error(
+                    Diagnostic::new(Code::E0114, expr.span, format!("a tuple of {} values is not one value", items.len()))
+                        .label("several values where one is expected")
+                        .note("tuples are written after `return` in a function with several results, or on the right of `(a, b) = ...`")
+                        .rule("R5.6"),
+                );
+                Value::Error
+            }
             ast::ExprKind::Error => Value::Error,
         }
     }
@@ -892,7 +1032,7 @@ impl<'p> Elab<'p> {
             return Value::Error;
         }
         if let Some(entry) = self.fns.get(&name) {
-            let prefix = prefix.and_then(|p| self.interpolate(scope, p));
+            let prefix = prefix.and_then(|p| self.interpolate(scope, p, "param prefix"));
             return self.instantiate(entry, scope, prefix, values, span);
         }
         if builtins::is_builtin(&name) {
@@ -917,14 +1057,14 @@ impl<'p> Elab<'p> {
         Value::Error
     }
 
-    /// Replaces `{name}` in a param prefix by integer variables' values (R5.3).
-    fn interpolate(&mut self, scope: &Scope, lit: &ast::StrLit) -> Option<String> {
+    /// Replaces `{name}` in a param prefix or key (`what`) by integer variables' values (R4.3, R5.3).
+    fn interpolate(&mut self, scope: &Scope, lit: &ast::StrLit, what: &str) -> Option<String> {
         let mut out = String::new();
         let mut rest = lit.value.as_str();
         while let Some(open) = rest.find('{') {
             out.push_str(&rest[..open]);
             let Some(close) = rest[open..].find('}') else {
-                self.error(Diagnostic::new(Code::E0002, lit.span, "unclosed `{` in param prefix").rule("R1.5"));
+                self.error(Diagnostic::new(Code::E0002, lit.span, format!("unclosed `{{` in {what}")).rule("R1.5"));
                 return None;
             };
             let name = &rest[open + 1..open + close];
@@ -939,9 +1079,9 @@ impl<'p> Elab<'p> {
                         Diagnostic::new(
                             Code::E0101,
                             lit.span,
-                            format!("`{{{name}}}` in a param prefix must name a known integer variable"),
+                            format!("`{{{name}}}` in a {what} must name a known integer variable"),
                         )
-                        .rule("R5.3"),
+                        .rule(if what == "param key" { "R4.3" } else { "R5.3" }),
                     );
                     return None;
                 }
@@ -980,6 +1120,27 @@ pub(crate) fn repeated_names(args: &[ast::ArgDecl], what: &str, rule: &'static s
         }
     }
     (diags, repeated)
+}
+
+/// Sets every name that `block` assigns (at any depth) to `Value::Error`, for a loop that was not unrolled.
+fn poison_assigned(scope: &mut Scope, block: &ast::Block) {
+    for stmt in &block.stmts {
+        match stmt {
+            ast::Stmt::Param { path, .. } => {
+                scope.vars.insert(path.text(), Value::Error);
+            }
+            ast::Stmt::Assign { name, .. } | ast::Stmt::Define { name, .. } => {
+                scope.vars.insert(name.name.clone(), Value::Error);
+            }
+            ast::Stmt::Destructure { names, .. } => {
+                for name in names {
+                    scope.vars.insert(name.name.clone(), Value::Error);
+                }
+            }
+            ast::Stmt::For { body, .. } => poison_assigned(scope, body),
+            ast::Stmt::Return { .. } | ast::Stmt::Error(_) => {}
+        }
+    }
 }
 
 /// `name` when `expr` is a single identifier.

@@ -56,8 +56,18 @@ pub struct Import {
 pub struct FnDef {
     pub name: Ident,
     pub args: Vec<ArgDecl>,
-    pub ret: TypeExpr,
+    /// The result types: one for `-> T[N]`, one or more for `-> (T[N], T[M])` or `-> (h: T[N], c: T[M])`
+    /// (a function with several results is called as `(h, c) = f(...)`, R5.6).
+    pub results: Vec<ResultDecl>,
     pub body: Block,
+    pub span: Span,
+}
+
+/// One result of a function: its type, and an optional name (for documentation and diagnostics).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResultDecl {
+    pub name: Option<Ident>,
+    pub ty: TypeExpr,
     pub span: Span,
 }
 
@@ -131,9 +141,13 @@ pub struct Block {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Stmt {
     /// `param word_embeddings.weight: f32[V, H]`, with an optional initialiser: `= normal(0.0, 1.0)`.
-    Param { path: Path, ty: TypeExpr, init: Option<Expr>, span: Span },
+    /// `param "weight_ih_l{l}" as w_ih: T[4 * H, I]` gives the key as a string (with `{name}` replaced by
+    /// integer variables, R4.3) and names the variable `path`.
+    Param { key: Option<StrLit>, path: Path, ty: TypeExpr, init: Option<Expr>, span: Span },
     /// `h = expr`
     Assign { name: Ident, value: Expr, span: Span },
+    /// `(h, c) = expr`: the results of a call of a function with several results, one name each (R5.6).
+    Destructure { names: Vec<Ident>, value: Expr, span: Span },
     /// `y[n, d] = expr`: index notation.
     Define { name: Ident, indices: Vec<IndexDecl>, value: Expr, span: Span },
     /// `for i in 0..6 { ... }`
@@ -149,6 +163,7 @@ impl Stmt {
         match self {
             Stmt::Param { span, .. }
             | Stmt::Assign { span, .. }
+            | Stmt::Destructure { span, .. }
             | Stmt::Define { span, .. }
             | Stmt::For { span, .. }
             | Stmt::Return { span, .. }
@@ -200,6 +215,9 @@ pub enum ExprKind {
     },
     /// `[a, b, c]`.
     List(Vec<Expr>),
+    /// `(a, b)`: two or more values, as written after `return` in a function with several results or on
+    /// the right of `(x, y) = ...` (R5.6); anywhere else it is an error (E0114).
+    Tuple(Vec<Expr>),
     /// An expression the parser could not read; its errors were reported.
     Error,
 }

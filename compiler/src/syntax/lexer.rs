@@ -133,6 +133,10 @@ pub enum Token {
     /// Produced by the parser's pre-pass, never by `lex`: an identifier that starts a statement (one followed
     /// by `=`, or by `[...]` and `=`). It is read wherever an identifier is, except as an operand.
     StmtName(String),
+    /// Produced by the parser's pre-pass, never by `lex`: a zero-width marker before the `(` of a
+    /// destructuring statement `(a, b) = ...` (a parenthesised group followed by `=`), so that the `(` is
+    /// never read as a call's arguments or an operand.
+    Destructure,
 }
 
 /// A problem found while lexing, turned into a `Diagnostic` by `lex`.
@@ -155,6 +159,7 @@ impl Token {
             Token::Error => "invalid character".to_string(),
             Token::BadNumber => "number literal".to_string(),
             Token::TooDeep => "deeply nested code".to_string(),
+            Token::Destructure => "`(`".to_string(),
             other => format!("`{}`", other.symbol()),
         }
     }
@@ -213,7 +218,8 @@ impl Token {
             | Token::Error
             | Token::BadNumber
             | Token::TooDeep
-            | Token::StmtName(_) => "",
+            | Token::StmtName(_)
+            | Token::Destructure => "",
         }
     }
 }

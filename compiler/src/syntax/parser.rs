@@ -296,7 +296,7 @@ fn excise_too_deep(
 }
 
 /// Turns each identifier that starts a statement (`name = ...` or `name[...] = ...`; spec section 2) into a
-/// `Token::StmtName`. The grammar never reads one as an operand, so an unfinished expression stops at the
+/// `Token::StmtName`, and puts a `Token::Destructure` before each `(` of `(a, b) = ...`. The grammar never reads one as an operand, so an unfinished expression stops at the
 /// next statement instead of swallowing it. Works on a balanced stream.
 fn mark_statement_names(mut tokens: Vec<(Token, SimpleSpan)>) -> Vec<(Token, SimpleSpan)> {
     let mut closing = vec![usize::MAX; tokens.len()];
@@ -310,6 +310,7 @@ fn mark_statement_names(mut tokens: Vec<(Token, SimpleSpan)>) -> Vec<(Token, Sim
             closing[opener] = i;
         }
     }
+    let mut destructures = Vec::new();
     for i in 0..tokens.len() {
         let after = match tokens.get(i + 1) {
             Some((Token::LBracket, _)) => closing[i + 1].saturating_add(1),
@@ -318,6 +319,15 @@ fn mark_statement_names(mut tokens: Vec<(Token, SimpleSpan)>) -> Vec<(Token, Sim
         if let (Some((Token::Assign, _)), (Token::Ident(name), span)) = (tokens.get(after), &tokens[i]) {
             tokens[i] = (Token::StmtName(name.clone()), *span);
         }
+        if tokens[i].0 == Token::LParen && matches!(tokens.get(closing[i].saturating_add(1)), Some((Token::Assign, _)))
+        {
+            destructures.push(i);
+        }
+    }
+    // `(a, b) = ...`: a marker before the `(` starts the statement (inserted last, so indices stay valid).
+    for &i in destructures.iter().rev() {
+        let at = tokens[i].1.start;
+        tokens.insert(i, (Token::Destructure, SimpleSpan::from(at..at)));
     }
     tokens
 }
@@ -613,7 +623,9 @@ fn stmt_start<'src, I>() -> impl Parser<'src, I, (), Extra<'src>> + Clone
 where
     I: ValueInput<'src, Token = Token, Span = SimpleSpan>,
 {
-    select! { Token::StmtName(_) | Token::KwParam | Token::KwFor | Token::KwReturn | Token::Semi => () }
+    select! {
+        Token::StmtName(_) | Token::Destructure | Token::KwParam | Token::KwFor | Token::KwReturn | Token::Semi => ()
+    }
 }
 
 /// Looks at (without consuming) what can follow an expression that was cut short: the start of the next
@@ -625,6 +637,7 @@ where
 {
     select! {
         token @ (Token::StmtName(_)
+        | Token::Destructure
         | Token::KwParam
         | Token::KwFor
         | Token::KwReturn
@@ -668,6 +681,7 @@ fn missing_operand<'src>(text: &str, at: SimpleSpan, next: (Token, Option<Token>
     let starts = match next {
         (Token::StmtName(name), Some(Token::LBracket)) => format!("`{name}[...] = ...`"),
         (Token::StmtName(name), _) => format!("`{name} = ...`"),
+        (Token::Destructure, _) => "`(...) = ...`".to_string(),
         (Token::KwParam | Token::KwFor | Token::KwReturn, _) => format!("`{}`", next.0.symbol()),
         _ => return custom_error(at, &message, "expected an expression after this", &[]),
     };
@@ -748,11 +762,19 @@ where
             }
             .labelled("literal");
             // There is no parenthesis node: the inner expression's span grows to cover the parentheses.
-            let paren = group(Token::LParen, Token::RParen, expr.clone()).map_with(move |inner, e| match inner {
-                Some(mut inner) => {
+            // `(a, b)` is a tuple (R5.6); `(a)` is `a`.
+            let paren = group(
+                Token::LParen,
+                Token::RParen,
+                expr.clone().separated_by(just(Token::Comma)).at_least(1).allow_trailing().collect::<Vec<Ex>>(),
+            )
+            .map_with(move |items, e| match items {
+                Some(items) if items.len() == 1 => {
+                    let mut inner = items.into_iter().next().unwrap_or_else(|| Ex::error(sp(e.span())));
                     inner.expr.span = sp(e.span());
                     inner
                 }
+                Some(items) => node(sp(e.span()), items, ExprKind::Tuple),
                 None => Ex::error(sp(e.span())),
             });
             let list = group(
@@ -970,12 +992,25 @@ where
             Assign(Expr),
             Define(Option<Vec<IndexDecl>>, Expr),
         }
+        // `param path: type` or `param "key{l}" as path: type`.
         let param = just(Token::KwParam)
-            .ignore_then(path.clone())
+            .ignore_then(string.then_ignore(just(Token::KwAs)).or_not())
+            .then(path.clone())
             .then_ignore(just(Token::Colon))
             .then(ty.clone())
             .then(value_after(Token::Assign).or_not())
-            .map_with(move |((path, ty), init), e| Stmt::Param { path, ty, init, span: sp(e.span()) });
+            .map_with(move |(((key, path), ty), init), e| Stmt::Param { key, path, ty, init, span: sp(e.span()) });
+        let destructure = just(Token::Destructure)
+            .ignore_then(group(
+                Token::LParen,
+                Token::RParen,
+                ident.clone().separated_by(just(Token::Comma)).at_least(1).allow_trailing().collect::<Vec<_>>(),
+            ))
+            .then(value_after(Token::Assign))
+            .map_with(move |(names, value), e| match names {
+                Some(names) => Stmt::Destructure { names, value, span: sp(e.span()) },
+                None => Stmt::Error(sp(e.span())),
+            });
         let assign_or_define = ident
             .clone()
             .then(choice((
@@ -999,7 +1034,8 @@ where
             .then(block)
             .map_with(move |(((var, start), end), body), e| Stmt::For { var, start, end, body, span: sp(e.span()) });
         let ret = value_after(Token::KwReturn).map_with(move |value, e| Stmt::Return { value, span: sp(e.span()) });
-        let stmt = choice((param, assign_or_define, for_loop, ret)).map(Some).or(just(Token::Semi).to(None));
+        let stmt =
+            choice((param, destructure, assign_or_define, for_loop, ret)).map(Some).or(just(Token::Semi).to(None));
 
         // Skips a bad statement: at least one token (or bracketed group), then up to the next statement start
         // or the end of the block.
@@ -1044,13 +1080,31 @@ where
         .ignore_then(string)
         .then(just(Token::KwAs).ignore_then(ident.clone()).or_not())
         .map_with(move |(path, alias), e| Item::Import(Import { path, alias, span: sp(e.span()) }));
+    // `-> T[N]`, or several results in parentheses, each `name: type` or a bare type (R5.6).
+    let result = ident
+        .clone()
+        .then_ignore(just(Token::Colon))
+        .or_not()
+        .then(ty.clone())
+        .map_with(move |(name, ty), e| ResultDecl { name, ty, span: sp(e.span()) });
+    let results = choice((
+        ty.clone().map_with(move |ty, e| vec![ResultDecl { name: None, ty, span: sp(e.span()) }]),
+        result
+            .separated_by(just(Token::Comma))
+            .at_least(1)
+            .allow_trailing()
+            .collect::<Vec<_>>()
+            .delimited_by(just(Token::LParen), just(Token::RParen)),
+    ));
     let function = just(Token::KwFn)
         .ignore_then(ident.clone())
         .then(args.clone())
         .then_ignore(just(Token::Arrow))
-        .then(ty.clone())
+        .then(results)
         .then(block.clone())
-        .map_with(move |(((name, args), ret), body), e| Item::Fn(FnDef { name, args, ret, body, span: sp(e.span()) }));
+        .map_with(move |(((name, args), results), body), e| {
+            Item::Fn(FnDef { name, args, results, body, span: sp(e.span()) })
+        });
     let output = ident
         .clone()
         .then_ignore(just(Token::Colon))
@@ -1200,6 +1254,7 @@ model m(x: f32[B, 784]) -> (logits: f32[B, 10]) {
                 format!("({} [{}] {})", op.name(), ix.join(" "), show(body))
             }
             ExprKind::List(items) => format!("[{}]", list(items)),
+            ExprKind::Tuple(items) => format!("(tuple {})", list(items)),
             ExprKind::Error => "<error>".to_string(),
         }
     }
@@ -1260,7 +1315,7 @@ model m(x: f32[B, 784]) -> (logits: f32[B, 10]) {
         let Item::Fn(layer_norm) = &ast.items[1] else { panic!() };
         assert!(matches!(layer_norm.args[3].ty, ArgType::Float(_)));
         assert_eq!(layer_norm.args[3].default.as_ref().map(show), Some("1e-5".to_string()));
-        assert!(matches!(layer_norm.ret.dims[0], DimExpr::Ellipsis(_)));
+        assert!(matches!(layer_norm.results[0].ty.dims[0], DimExpr::Ellipsis(_)));
     }
 
     #[test]
@@ -1328,12 +1383,41 @@ model m(x: f32[B, 784]) -> (logits: f32[B, 10]) {
     }
 
     #[test]
+    fn several_results_tuples_destructuring_and_param_keys() {
+        let text = "fn cell(x: T[B, I], l: int) -> (h: T[B, H], T[B, H]) {\n param \"w_l{l}\" as w: T[H, I]\n \
+                    y = f(x)\n (a, b) = g[\"p{l}\"](y, 2)\n (c, d,) = (b, a)\n return (a, (b))\n}";
+        let ast = parse_ok(text);
+        let Item::Fn(f) = &ast.items[0] else { panic!() };
+        assert_eq!(f.results.len(), 2);
+        assert_eq!(f.results[0].name.as_ref().map(|n| n.name.as_str()), Some("h"));
+        assert!(f.results[1].name.is_none());
+        let Stmt::Param { key: Some(key), path, .. } = &f.body.stmts[0] else { panic!("{:?}", f.body.stmts[0]) };
+        assert_eq!((key.value.as_str(), path.text().as_str()), ("w_l{l}", "w"));
+        // `f(x)` stops before the next line's `(`: it is not read as a call `f(x)(a, b)`.
+        let Stmt::Assign { value, .. } = &f.body.stmts[1] else { panic!() };
+        assert_eq!(show(value), "(call f x)");
+        let Stmt::Destructure { names, value, .. } = &f.body.stmts[2] else { panic!("{:?}", f.body.stmts[2]) };
+        assert_eq!(names.len(), 2);
+        assert_eq!(show(value), "(call g[\"p{l}\"] y 2)");
+        let Stmt::Destructure { names, value, .. } = &f.body.stmts[3] else { panic!() };
+        assert_eq!((names.len(), show(value)), (2, "(tuple b a)".to_string()));
+        let Stmt::Return { value, .. } = &f.body.stmts[4] else { panic!() };
+        assert_eq!(show(value), "(tuple a b)");
+        // A one-result signature in parentheses is the same as without them.
+        let one = parse_ok("fn f(x: T[N]) -> (T[N]) { return x }");
+        let Item::Fn(f) = &one.items[0] else { panic!() };
+        assert_eq!(f.results.len(), 1);
+        assert_eq!(codes("fn f() -> (a: T[]) { (x, 1) = g() }"), [Code::E0002]);
+        assert_eq!(codes("fn f() -> () { return 1 }"), [Code::E0002]);
+    }
+
+    #[test]
     fn bool_is_also_a_dtype_name() {
         let ast = parse_ok("fn f(m: bool[N], b: bool, x: f32[N]) -> bool[N] { return bool(x) && m }");
         let Item::Fn(f) = &ast.items[0] else { panic!() };
         assert!(matches!(&f.args[0].ty, ArgType::Tensor(t) if t.dtype.name == "bool"));
         assert!(matches!(f.args[1].ty, ArgType::Bool(_)));
-        assert_eq!(f.ret.dtype.name, "bool");
+        assert_eq!(f.results[0].ty.dtype.name, "bool");
         let Stmt::Return { value, .. } = &f.body.stmts[0] else { panic!() };
         assert_eq!(show(value), "(&& (call bool x) m)");
     }
@@ -1382,7 +1466,7 @@ model ok(x: f32[B]) -> (y: f32[B]) { y = x < 1 < 2 }
     #[test]
     fn error_messages_name_what_was_expected() {
         let (_, diags) = parse(FileId(0), "model m() -> (y: f32[]) { y = (a + b; }");
-        assert_eq!(diags[0].message, "expected operator, `(`, `)`, `.` or `[`, found `;`");
+        assert_eq!(diags[0].message, "expected operator, `(`, `)`, `,`, `.` or `[`, found `;`");
         assert_eq!(diags[0].span.range(), 36..37);
         let (_, diags) = parse(FileId(0), "fn f() -> f32[] { return }");
         assert_eq!(diags[0].message, "expected an expression after `return`, found `}`");

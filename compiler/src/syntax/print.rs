@@ -42,7 +42,13 @@ pub fn erase_spans(ast: &mut SourceFileAst) {
                 f.span = Span::default();
                 f.name.span = Span::default();
                 f.args.iter_mut().for_each(erase_arg);
-                erase_type(&mut f.ret);
+                for result in &mut f.results {
+                    result.span = Span::default();
+                    if let Some(name) = &mut result.name {
+                        name.span = Span::default();
+                    }
+                    erase_type(&mut result.ty);
+                }
                 erase_block(&mut f.body);
             }
             Item::Model(m) => {
@@ -83,7 +89,7 @@ fn print_item(out: &mut String, item: &Item) {
             let _ = write!(out, "fn {}(", f.name.name);
             write_args(out, &f.args);
             out.push_str(") -> ");
-            write_type(out, &f.ret);
+            write_results(out, &f.results);
             out.push(' ');
             write_block(out, &f.body, 0);
             out.push('\n');
@@ -111,6 +117,25 @@ fn print_item(out: &mut String, item: &Item) {
         }
         Item::Error(_) => out.push_str("<error>\n"),
     }
+}
+
+/// `T[N]` for one unnamed result, `(h: T[N], T[M])` otherwise.
+fn write_results(out: &mut String, results: &[ResultDecl]) {
+    if let [ResultDecl { name: None, ty, .. }] = results {
+        write_type(out, ty);
+        return;
+    }
+    out.push('(');
+    for (i, result) in results.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        if let Some(name) = &result.name {
+            let _ = write!(out, "{}: ", name.name);
+        }
+        write_type(out, &result.ty);
+    }
+    out.push(')');
 }
 
 fn write_args(out: &mut String, args: &[ArgDecl]) {
@@ -167,8 +192,13 @@ fn push_indent(out: &mut String, indent: usize) {
 
 fn write_stmt(out: &mut String, stmt: &Stmt, indent: usize) {
     match stmt {
-        Stmt::Param { path, ty, init, .. } => {
-            let _ = write!(out, "param {}: ", path.text());
+        Stmt::Param { key, path, ty, init, .. } => {
+            out.push_str("param ");
+            if let Some(key) = key {
+                write_string(out, &key.value);
+                out.push_str(" as ");
+            }
+            let _ = write!(out, "{}: ", path.text());
             write_type(out, ty);
             if let Some(init) = init {
                 out.push_str(" = ");
@@ -177,6 +207,11 @@ fn write_stmt(out: &mut String, stmt: &Stmt, indent: usize) {
         }
         Stmt::Assign { name, value, .. } => {
             let _ = write!(out, "{} = ", name.name);
+            write_expr(out, value, Prec::Or);
+        }
+        Stmt::Destructure { names, value, .. } => {
+            let names: Vec<&str> = names.iter().map(|n| n.name.as_str()).collect();
+            let _ = write!(out, "({}) = ", names.join(", "));
             write_expr(out, value, Prec::Or);
         }
         Stmt::Define { name, indices, value, .. } => {
@@ -326,6 +361,16 @@ fn write_expr(out: &mut String, expr: &Expr, min: Prec) {
             out.push(')');
         }
         ExprKind::List(items) => write_list(out, items),
+        ExprKind::Tuple(items) => {
+            out.push('(');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                write_expr(out, item, Prec::Or);
+            }
+            out.push(')');
+        }
         ExprKind::Error => out.push_str("<error>"),
     }
 }
@@ -396,8 +441,11 @@ fn erase_block(block: &mut Block) {
     block.span = Span::default();
     for stmt in &mut block.stmts {
         match stmt {
-            Stmt::Param { path, ty, init, span } => {
+            Stmt::Param { key, path, ty, init, span } => {
                 *span = Span::default();
+                if let Some(key) = key {
+                    key.span = Span::default();
+                }
                 erase_path(path);
                 erase_type(ty);
                 if let Some(init) = init {
@@ -407,6 +455,11 @@ fn erase_block(block: &mut Block) {
             Stmt::Assign { name, value, span } => {
                 *span = Span::default();
                 name.span = Span::default();
+                erase_expr(value);
+            }
+            Stmt::Destructure { names, value, span } => {
+                *span = Span::default();
+                names.iter_mut().for_each(|n| n.span = Span::default());
                 erase_expr(value);
             }
             Stmt::Define { name, indices, value, span } => {
@@ -478,7 +531,7 @@ fn erase_expr(expr: &mut Expr) {
             indices.iter_mut().for_each(erase_index_decl);
             erase_expr(body);
         }
-        ExprKind::List(items) => items.iter_mut().for_each(erase_expr),
+        ExprKind::List(items) | ExprKind::Tuple(items) => items.iter_mut().for_each(erase_expr),
     }
 }
 
@@ -617,7 +670,8 @@ mod tests {
                 ),
                 1 => (reducer, index_decls(e.clone()), e.clone())
                     .prop_map(|(op, indices, body)| leaf(ExprKind::Reduce { op, indices, body: Box::new(body) })),
-                1 => proptest::collection::vec(e, 0..3).prop_map(|items| leaf(ExprKind::List(items))),
+                1 => proptest::collection::vec(e.clone(), 0..3).prop_map(|items| leaf(ExprKind::List(items))),
+                1 => proptest::collection::vec(e, 2..4).prop_map(|items| leaf(ExprKind::Tuple(items))),
             ]
         })
     }
@@ -633,8 +687,10 @@ mod tests {
 
     fn block() -> impl Strategy<Value = Block> {
         let simple = prop_oneof![
-            1 => (path(), type_expr(), proptest::option::of(expr()))
-                .prop_map(|(path, ty, init)| Stmt::Param { path, ty, init, span: Span::default() }),
+            1 => (proptest::option::of(string()), path(), type_expr(), proptest::option::of(expr()))
+                .prop_map(|(key, path, ty, init)| Stmt::Param { key, path, ty, init, span: Span::default() }),
+            1 => (proptest::collection::vec(ident(), 1..4), expr())
+                .prop_map(|(names, value)| Stmt::Destructure { names, value, span: Span::default() }),
             3 => (ident(), expr()).prop_map(|(name, value)| Stmt::Assign { name, value, span: Span::default() }),
             1 => (ident(), index_decls(expr()), expr())
                 .prop_map(|(name, indices, value)| Stmt::Define { name, indices, value, span: Span::default() }),
@@ -667,19 +723,20 @@ mod tests {
     fn item() -> impl Strategy<Value = Item> {
         let output = (ident(), type_expr()).prop_map(|(name, ty)| OutputDecl { name, ty, span: Span::default() });
         let grads = (ident(), ident()).prop_map(|(keyword, loss)| GradOutputs { keyword, loss, span: Span::default() });
+        let result = (proptest::option::of(ident()), type_expr()).prop_map(|(name, ty)| ResultDecl {
+            name,
+            ty,
+            span: Span::default(),
+        });
         prop_oneof![
             (string(), proptest::option::of(ident())).prop_map(|(path, alias)| Item::Import(Import {
                 path,
                 alias,
                 span: Span::default()
             })),
-            (ident(), args(), type_expr(), block()).prop_map(|(name, args, ret, body)| Item::Fn(FnDef {
-                name,
-                args,
-                ret,
-                body,
-                span: Span::default()
-            })),
+            (ident(), args(), proptest::collection::vec(result, 1..3), block()).prop_map(
+                |(name, args, results, body)| Item::Fn(FnDef { name, args, results, body, span: Span::default() })
+            ),
             (ident(), args(), proptest::collection::vec(output, 1..3), proptest::collection::vec(grads, 0..2), block())
                 .prop_map(|(name, args, outputs, grads, body)| {
                     Item::Model(ModelDef { name, args, outputs, grads, body, span: Span::default() })
@@ -694,8 +751,9 @@ mod tests {
         fn expressions_round_trip(value in expr()) {
             let name = Ident { name: "y".to_string(), span: Span::default() };
             let body = Block { stmts: vec![Stmt::Assign { name, value, span: Span::default() }], span: Span::default() };
-            let ret = TypeExpr { dtype: Ident { name: "f32".to_string(), span: Span::default() }, dims: vec![], span: Span::default() };
-            let f = FnDef { name: Ident { name: "f".to_string(), span: Span::default() }, args: vec![], ret, body, span: Span::default() };
+            let ty = TypeExpr { dtype: Ident { name: "f32".to_string(), span: Span::default() }, dims: vec![], span: Span::default() };
+            let results = vec![ResultDecl { name: None, ty, span: Span::default() }];
+            let f = FnDef { name: Ident { name: "f".to_string(), span: Span::default() }, args: vec![], results, body, span: Span::default() };
             round_trip(&SourceFileAst { items: vec![Item::Fn(f)] })?;
         }
 
