@@ -353,6 +353,32 @@ fn type_rule(cx: &mut NodeCx, node: &Node) {
                 a_ty.shape.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, d)| d.clone()).collect();
             cx.expect_shape("the result", &ty.shape, &kept);
         }
+        Op::ArgReduce { op, input, axis } => {
+            let a_ty = cx.ty(*input).clone();
+            if !a_ty.dtype.is_numeric() {
+                cx.err(format!("`{}` needs a numeric operand, got bool", op.name()));
+            }
+            cx.expect_dtype("the result", ty.dtype, DType::I32);
+            if *axis >= a_ty.rank() {
+                cx.err(format!("axis {axis} is out of range for rank {}", a_ty.rank()));
+                return;
+            }
+            let mut kept = a_ty.shape.clone();
+            kept.remove(*axis);
+            cx.expect_shape("the result", &ty.shape, &kept);
+        }
+        Op::Scan { op, input, axis, .. } => {
+            let a_ty = cx.ty(*input).clone();
+            if !a_ty.dtype.is_numeric() {
+                cx.err(format!("`{}` needs a numeric operand, got bool", op.name()));
+            }
+            cx.expect_dtype("the result", ty.dtype, a_ty.dtype);
+            if *axis >= a_ty.rank() {
+                cx.err(format!("axis {axis} is out of range for rank {}", a_ty.rank()));
+                return;
+            }
+            cx.expect_shape("the result", &ty.shape, &a_ty.shape);
+        }
         Op::MatMul(a, b) => {
             let (a_ty, b_ty) = (cx.ty(*a).clone(), cx.ty(*b).clone());
             if a_ty.dtype != b_ty.dtype || !a_ty.dtype.is_float() {
