@@ -862,22 +862,23 @@ impl Cx<'_> {
             cx.arg_fold_in(node, op, in_dtype, (best, at), (x, k), true)
         })?;
         let at = self.b.load(at);
-        Ok(self.b.expr(Expression::As { expr: at, kind: naga::ScalarKind::Sint, convert: Some(4) }))
+        Ok(self.arg_result(at))
     }
 
-    /// The value and position accumulators of an index reduction over `dtype` values (the value starts
-    /// as the element at position 0 replaces it: `arg_fold_in` with `first`).
+    /// The value and position accumulators of an index reduction over `dtype` values, empty: the position
+    /// is `EMPTY_POSITION` until the first element or partial result is folded in (`arg_fold_in`).
     fn arg_start(&mut self, node: NodeId, dtype: DType) -> R<(Expr, Expr)> {
         let graph = self.graph;
         let init = scalar::reduce_init(&mut self.b, ReduceOp::Sum, dtype).ok_or_else(|| unsupported(graph, node))?;
         let best = self.accumulator(dtype, init);
-        let zero = self.b.u32(0);
-        let at = self.accumulator(DType::U32, zero);
+        let empty = self.b.u32(EMPTY_POSITION);
+        let at = self.accumulator(DType::U32, empty);
         Ok((best, at))
     }
 
-    /// `(best, at) = (x, k)` where the candidate wins: in sequence (`in_order`, positions rising: the
-    /// first element, then any that beats the value) or combining partial results (`scalar::arg_takes`).
+    /// `(best, at) = (x, k)` where the candidate wins: folding elements in rising positions (`in_order`:
+    /// an empty accumulator takes it, else it must beat the value, `scalar::arg_beats`) or combining
+    /// partial results in any order (`arg_merge`).
     fn arg_fold_in(
         &mut self,
         node: NodeId,
@@ -888,22 +889,48 @@ impl Cx<'_> {
         in_order: bool,
     ) -> R<()> {
         let graph = self.graph;
-        let fail = || unsupported(graph, node);
         let current = self.b.load(best);
         let current_at = self.b.load(at);
-        let take = if in_order {
-            let zero = self.b.u32(0);
-            let first = self.b.binary(BinaryOperator::Equal, k, zero);
-            let beats = scalar::arg_beats(&mut self.b, op, current, x, dtype).ok_or_else(fail)?;
-            self.b.binary(BinaryOperator::LogicalOr, first, beats)
+        let (value, position) = if in_order {
+            let empty = self.b.u32(EMPTY_POSITION);
+            let first = self.b.binary(BinaryOperator::Equal, current_at, empty);
+            let beats =
+                scalar::arg_beats(&mut self.b, op, current, x, dtype).ok_or_else(|| unsupported(graph, node))?;
+            let take = self.b.binary(BinaryOperator::LogicalOr, first, beats);
+            (self.b.select(take, x, current), self.b.select(take, k, current_at))
         } else {
-            scalar::arg_takes(&mut self.b, op, (current, current_at), (x, k), dtype).ok_or_else(fail)?
+            self.arg_merge(node, op, dtype, (current, current_at), (x, k))?
         };
-        let value = self.b.select(take, x, current);
-        let position = self.b.select(take, k, current_at);
         self.b.store(best, value);
         self.b.store(at, position);
         Ok(())
+    }
+
+    /// Two partial results of an index reduction combined: the candidate `(x, k)` wins where it is not
+    /// empty and the other is, or it beats the value or ties with it at an earlier position
+    /// (`scalar::arg_takes`); so any order of combining gives the first extreme, as the interpreter.
+    fn arg_merge(
+        &mut self,
+        node: NodeId,
+        op: ArgOp,
+        dtype: DType,
+        (best, at): (Expr, Expr),
+        (x, k): (Expr, Expr),
+    ) -> R<(Expr, Expr)> {
+        let graph = self.graph;
+        let empty = self.b.u32(EMPTY_POSITION);
+        let mine_empty = self.b.binary(BinaryOperator::Equal, at, empty);
+        let other_full = self.b.binary(BinaryOperator::NotEqual, k, empty);
+        let takes =
+            scalar::arg_takes(&mut self.b, op, (best, at), (x, k), dtype).ok_or_else(|| unsupported(graph, node))?;
+        let wins = self.b.binary(BinaryOperator::LogicalOr, mine_empty, takes);
+        let take = self.b.binary(BinaryOperator::LogicalAnd, other_full, wins);
+        Ok((self.b.select(take, x, best), self.b.select(take, k, at)))
+    }
+
+    /// An index reduction's `i32` result from its position accumulator.
+    fn arg_result(&mut self, at: Expr) -> Expr {
+        self.b.expr(Expression::As { expr: at, kind: naga::ScalarKind::Sint, convert: Some(4) })
     }
 
     /// The inclusive scan at `pos`: from the identity, the elements along `axis` from position 0 up to
@@ -1479,6 +1506,10 @@ fn storage(b: &mut FnBuilder, name: &str, dtype: DType, access: StorageAccess, v
 }
 
 /// The scalar type holding `dtype` in memory (f16 as f32, bool as u32).
+/// The position accumulator of an index reduction before any element: no position is this large, as
+/// tensors have fewer than 2^32 - 1 elements along an axis (`MAX_ELEMENTS`).
+const EMPTY_POSITION: u32 = u32::MAX;
+
 fn storage_scalar(dtype: DType) -> Scalar {
     match dtype {
         DType::F32 | DType::F16 => Scalar::F32,
