@@ -8,9 +8,9 @@
 //!   inlined (a literal or a uniform load);
 //! - *amplification*: a consumer that reads each element of an operand many times per stored element
 //!   (a broadcast that widens, a matmul operand, a scan's operand, an index-notation load, a gather's
-//!   table, a concat's parts, all recomputing clamped reads) makes inlining a computation there a recompute; only index-only ops
-//!   (layout ops) are inlined through amplification, and a node inlined into an amplified consumer is
-//!   amplified too;
+//!   table, a concat's parts, all recomputing clamped reads) makes inlining a computation there a
+//!   recompute; only index-only ops (layout ops) are inlined through amplification, and a node inlined
+//!   into an amplified consumer is amplified too;
 //! - contractions and reductions (`matmul`, `reduce`, index notation) are inlined only into a single
 //!   elementwise or layout consumer that is neither amplified nor shared (computed in several kernels): that
 //!   is epilogue fusion (`relu(x @ w + b)` is one kernel, also through the reshapes of a batched `Linear`);
