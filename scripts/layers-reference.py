@@ -164,6 +164,38 @@ def elementwise():
     })
 
 
+def index_reductions():
+    torch.manual_seed(23)
+    nan, inf = float("nan"), float("inf")
+    x = torch.randn(5, 8)
+    x[0] = torch.tensor([1.0, 3.0, 2.0, 3.0, -1.0, 3.0, -1.0, 0.5])  # ties: the first maximum, first minimum
+    x[1] = torch.tensor([0.5, nan, 2.0, nan, -4.0, 1.0, -4.0, 0.0])  # NaN: the first NaN for both
+    x[2] = torch.tensor([-inf, -inf, -inf, -inf, -inf, -inf, -inf, -inf])  # all equal: position 0
+    x[3] = torch.tensor([-0.0, 0.0, -inf, inf, 0.0, -0.0, inf, -inf])  # signed zeros tie, infinities
+    x[4, 2] = x[4, 6] = 7.0  # a tie in column 2 vs 6 against the column maxima below
+    x[:, 5] = torch.tensor([2.0, 2.0, 2.0, 2.0, 2.0])  # a whole column of ties (axis 0)
+    xi = torch.randint(-3, 4, (5, 8), dtype=torch.int32)  # small ints: many ties
+    long = torch.randn(2, 1500)
+    long[0, 700] = long[0, 1400] = 9.0
+    long[1, 1499] = nan
+    i32 = lambda t: t.to(torch.int32)  # noqa: E731 (tdsl indices are i32, torch's int64)
+    write("index_reductions", {"x": x, "xi": xi, "long": long}, {
+        "argmax_row": i32(torch.argmax(x, dim=-1)),
+        "argmin_row": i32(torch.argmin(x, dim=1)),
+        "argmax_col": i32(torch.argmax(x, dim=0)),
+        "argmin_col": i32(torch.argmin(x, dim=0, keepdim=True)),
+        "argmax_all": i32(torch.argmax(x)),
+        "argmin_all": i32(torch.argmin(x)),
+        "argmax_int": i32(torch.argmax(xi, dim=1)),
+        "argmin_int": i32(torch.argmin(xi, dim=0)),
+        "argmax_long": i32(torch.argmax(long * 2.0, dim=1)),
+        "cumsum_row": torch.cumsum(x, dim=1),
+        "cumsum_col": torch.cumsum(x, dim=0),
+        "cumsum_int": torch.cumsum(xi, dim=-1, dtype=torch.int32),
+        "cumsum_long": torch.cumsum(long, dim=1),
+    })
+
+
 class LlamaMLP(nn.Module):
     """HF transformers' LlamaMLP (hidden_act "silu", mlp_bias False)."""
 
@@ -312,5 +344,6 @@ if __name__ == "__main__":
     OUT.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
     for make in [rms_norm, linear_no_bias, batch_norm2d, group_norm, conv2d, conv_transpose2d, pool_and_upsample,
-                 activations, elementwise, llama_mlp, attention, gqa, rope, more_elementwise, adaptive_pool, lstm]:
+                 activations, elementwise, index_reductions, llama_mlp, attention, gqa, rope, more_elementwise,
+                 adaptive_pool, lstm]:
         make()

@@ -1,12 +1,14 @@
 //! The layers of std/nn against PyTorch: every model of `fixtures/layers/` (one per layer family: RMSNorm,
 //! Linear without bias, BatchNorm2d in eval mode, GroupNorm, dilated, grouped and depthwise convolutions,
 //! transposed convolution, padded max pooling and upsampling, the clamp-style activations, Llama's SwiGLU MLP,
-//! scaled dot-product attention with causal and float masks, grouped-query attention, rotary embeddings) runs
+//! scaled dot-product attention with causal and float masks, grouped-query attention, rotary embeddings,
+//! argmax/argmin/cumsum) runs
 //! on the reference interpreter and on the GPU (every schedule profile the device gets) with the inputs and
 //! params scripts/layers-reference.py drew, and every output is compared with the `expected.<output>` that
 //! PyTorch computed.
 //!
-//! An element passes when `|got - want| <= 1e-5 + 1e-5 * |want|`: float32 accumulated in another order (sums
+//! Integer outputs (argmax and argmin positions, integer running sums) must be equal. A float element passes
+//! when `|got - want| <= 1e-5 + 1e-5 * |want|`: float32 accumulated in another order (sums
 //! of at most a few hundred terms of magnitude about 1) is off by a few ulps, about 1e-6; a wrong index,
 //! padding value or scale is off by far more.
 
@@ -26,6 +28,19 @@ pub fn f32s(t: &Tensor) -> &[f32] {
     match &t.data {
         TensorData::F32(v) => v,
         other => panic!("not f32: {other:?}"),
+    }
+}
+
+/// The largest error of `got` against `want` and whether it passes: f32 outputs within the tolerance
+/// (`worst`), integer outputs (indices, integer sums) exactly, the error being the largest difference.
+fn compare(got: &Tensor, want: &Tensor) -> Result<(f32, bool), String> {
+    match (&got.data, &want.data) {
+        (TensorData::F32(g), TensorData::F32(w)) => Ok(worst(g, w)),
+        (TensorData::I32(g), TensorData::I32(w)) => {
+            let largest = g.iter().zip(w).map(|(g, w)| (i64::from(*g) - i64::from(*w)).abs()).max().unwrap_or(0);
+            Ok((largest as f32, largest == 0))
+        }
+        (g, w) => Err(format!("dtypes differ: got {g:?}, want {w:?}")),
     }
 }
 
@@ -93,7 +108,7 @@ fn layers_match_pytorch() {
             for (output, got) in graph.outputs.iter().zip(outputs) {
                 let want = get(&format!("expected.{}", output.name));
                 assert_eq!(got.shape, want.shape, "{}: {}", path.display(), output.name);
-                let (largest, ok) = worst(f32s(got), f32s(&want));
+                let (largest, ok) = compare(got, &want).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 println!("{} ({side}): {}: largest error {largest:e}", path.display(), output.name);
                 compared += 1;
                 if !ok {
@@ -106,7 +121,7 @@ fn layers_match_pytorch() {
             }
         }
     }
-    assert!(compared >= 2 * 35, "compared {compared} outputs");
+    assert!(compared >= 2 * 48, "compared {compared} outputs");
     assert!(failures.is_empty(), "outputs differ from PyTorch's:\n{}", failures.join("\n"));
 }
 

@@ -6,7 +6,8 @@
 use super::Tensors;
 use crate::dim::Dim;
 use crate::ir::{
-    Affine, BinaryOp, DType, MapOp, NodeId, Op, ReduceOp, Scalar, ScalarExpr, ScalarNode, TensorType, UnaryOp, VarId,
+    Affine, BinaryOp, DType, MapOp, NodeId, Op, ReduceOp, Scalar, ScalarExpr, ScalarNode, ScanOp, TensorType, UnaryOp,
+    VarId,
 };
 
 /// The arithmetic a rule is written in: tensor nodes of equal shape, or scalar nodes of a map body.
@@ -242,6 +243,16 @@ pub(crate) fn vjp(
         Op::Reduce { op, input, axes } => {
             if need(*input) {
                 give(*input, reduce(t, *op, *input, axes, id, g))
+            }
+        }
+        // An index is an integer: no gradient flows through argmax/argmin (torch: not differentiable; the
+        // operand gets nothing from it, as from an integer cast).
+        Op::ArgReduce { .. } => {}
+        // y_i = sum_{j <= i} x_j: dx_j = sum_{i >= j} g_i, the same scan run the other way.
+        Op::Scan { op: ScanOp::Sum, input, axis, reverse } => {
+            if need(*input) && t.dtype(*input).is_float() {
+                let ty = t.ty(*input);
+                give(*input, Some(t.add(Op::Scan { op: ScanOp::Sum, input: g, axis: *axis, reverse: !reverse }, ty)));
             }
         }
         // [.., M, K] @ [.., K, N]: dA = g @ B^T, dB = A^T @ g

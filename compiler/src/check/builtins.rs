@@ -7,7 +7,7 @@ use super::call::ArgValue;
 use super::{Elab, Value};
 use crate::diag::{Code, Diagnostic};
 use crate::dim::Dim;
-use crate::ir::{BinaryOp, DType, NodeId, Op, ReduceOp, TensorType, UnaryOp};
+use crate::ir::{ArgOp, BinaryOp, DType, NodeId, Op, ReduceOp, ScanOp, TensorType, UnaryOp};
 use crate::span::Span;
 
 /// Every built-in function name.
@@ -33,6 +33,9 @@ pub(crate) const NAMES: &[&str] = &[
     "mean",
     "prod",
     "pow",
+    "argmax",
+    "argmin",
+    "cumsum",
     "where",
     "select",
     "f32",
@@ -130,6 +133,18 @@ impl Elab<'_> {
                 let Some(b) = self.bind_builtin(name, &sig, args, span) else { return Value::Error };
                 let b = Bound { slots: vec![b.get(0), None, b.get(1), b.get(2)] };
                 self.reduce(reduce_op(name).expect("reducer"), &b, span)
+            }
+            "argmax" | "argmin" => {
+                let sig = [("x", true), ("axis", false), ("keepdims", false)];
+                let Some(b) = self.bind_builtin(name, &sig, args, span) else { return Value::Error };
+                let op = if name == "argmax" { ArgOp::Max } else { ArgOp::Min };
+                self.arg_reduce(op, &b, span)
+            }
+            "cumsum" => {
+                let Some(b) = self.bind_builtin(name, &[("x", true), ("axis", true)], args, span) else {
+                    return Value::Error;
+                };
+                self.scan(ScanOp::Sum, &b, span)
             }
             "where" | "select" => {
                 let sig = [("cond", true), ("a", true), ("b", true)];
@@ -534,6 +549,67 @@ impl Elab<'_> {
             return Value::Tensor(node);
         }
         Value::Tensor(self.reshape_node(node, crate::ir::kept_shape(&ty.shape, &axes), span))
+    }
+
+    /// A numeric tensor argument of `name` (E0202 for bool).
+    fn numeric_arg(&mut self, arg: Option<(Value, Span)>, name: &str, span: Span) -> Option<(NodeId, usize)> {
+        let (x, rank) = self.tensor_arg(arg, name)?;
+        let dtype = self.ty(x).dtype;
+        if !dtype.is_numeric() {
+            self.error(
+                Diagnostic::new(Code::E0202, span, format!("`{name}` is not defined for {}", dtype.name()))
+                    .note(format!("`{name}` needs a numeric dtype"))
+                    .rule("R6.4"),
+            );
+            return None;
+        }
+        Some((x, rank))
+    }
+
+    /// `argmax`/`argmin`: slots are (x, axis, keepdims). Without `axis`, the position in the flattened
+    /// tensor (rank 0), as `torch.argmax(x)`.
+    fn arg_reduce(&mut self, op: ArgOp, b: &Bound, span: Span) -> Value {
+        let Some((x, rank)) = self.numeric_arg(b.get(0), op.name(), span) else { return Value::Error };
+        let ty = self.ty(x).clone();
+        let keepdims = match b.get(2) {
+            None => false,
+            Some(arg) => match self.bool_arg(arg, "keepdims") {
+                Some(k) => k,
+                None => return Value::Error,
+            },
+        };
+        let (input, axis, kept) = match b.get(1) {
+            Some(arg) => {
+                let Some(axis) = self.axis_arg(arg, rank) else { return Value::Error };
+                (x, axis, crate::ir::kept_shape(&ty.shape, &[axis]))
+            }
+            None => {
+                let Ok(count) = ty.shape.iter().try_fold(Dim::constant(1), |n, d| n.mul(d)) else {
+                    self.error(
+                        Diagnostic::new(Code::E0202, span, format!("`{}` of a tensor too large to index", op.name()))
+                            .note("its element count overflows 64-bit integers")
+                            .rule("R6.3"),
+                    );
+                    return Value::Error;
+                };
+                (self.reshape_node(x, vec![count], span), 0, vec![Dim::constant(1); rank])
+            }
+        };
+        let mut shape = self.ty(input).shape.clone();
+        shape.remove(axis);
+        let node = self.add_node(Op::ArgReduce { op, input, axis }, TensorType { dtype: DType::I32, shape }, span);
+        if !keepdims {
+            return Value::Tensor(node);
+        }
+        Value::Tensor(self.reshape_node(node, kept, span))
+    }
+
+    /// `cumsum`: slots are (x, axis); the result has `x`'s type.
+    fn scan(&mut self, op: ScanOp, b: &Bound, span: Span) -> Value {
+        let Some((x, rank)) = self.numeric_arg(b.get(0), op.name(), span) else { return Value::Error };
+        let Some(axis) = self.axis_arg(b.get(1).expect("required"), rank) else { return Value::Error };
+        let ty = self.ty(x).clone();
+        Value::Tensor(self.add_node(Op::Scan { op, input: x, axis, reverse: false }, ty, span))
     }
 
     fn select(&mut self, c: Value, c_span: Span, x: Value, y: Value, span: Span) -> Value {

@@ -7,10 +7,10 @@
 //! - inputs and params are tensors; outputs are always stored; constants and dimension values are always
 //!   inlined (a literal or a uniform load);
 //! - *amplification*: a consumer that reads each element of an operand many times per stored element
-//!   (a broadcast that widens, a matmul operand, an index-notation load, a gather's table, a concat's parts,
-//!   all recomputing clamped reads) makes inlining a computation there a recompute; only index-only ops
-//!   (layout ops) are inlined through amplification, and a node inlined into an amplified consumer is
-//!   amplified too;
+//!   (a broadcast that widens, a matmul operand, a scan's operand, an index-notation load, a gather's
+//!   table, a concat's parts, all recomputing clamped reads) makes inlining a computation there a
+//!   recompute; only index-only ops (layout ops) are inlined through amplification, and a node inlined
+//!   into an amplified consumer is amplified too;
 //! - contractions and reductions (`matmul`, `reduce`, index notation) are inlined only into a single
 //!   elementwise or layout consumer that is neither amplified nor shared (computed in several kernels): that
 //!   is epilogue fusion (`relu(x @ w + b)` is one kernel, also through the reshapes of a batched `Linear`);
@@ -130,7 +130,8 @@ fn amplifies(graph: &Graph, consumer: NodeId, operand: NodeId) -> bool {
             let (from, to) = (&graph.node(operand).ty.shape, &c.ty.shape);
             from.len() != to.len() || from.iter().zip(to).any(|(a, b)| a != b)
         }
-        Op::MatMul(..) | Op::Map(_) | Op::Concat { .. } => true,
+        // A scan's output element reads every element up to it: each operand element about `n / 2` times.
+        Op::MatMul(..) | Op::Map(_) | Op::Concat { .. } | Op::Scan { .. } => true,
         Op::Gather { table, .. } => *table == operand,
         _ => false,
     }

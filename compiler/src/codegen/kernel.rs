@@ -36,7 +36,7 @@ use super::scalar;
 use super::schedule::Schedule;
 use super::{BIND_GROUP, CodegenError, Kernel, KernelArg, WORKGROUP_SIZE};
 use crate::dim::Dim;
-use crate::ir::{DType, Graph, MapOp, NodeId, Op, ReduceOp, ScalarExpr, ScalarId, VarId};
+use crate::ir::{ArgOp, DType, Graph, MapOp, NodeId, Op, ReduceOp, ScalarExpr, ScalarId, ScanOp, VarId};
 
 mod plain;
 mod rows;
@@ -355,6 +355,8 @@ impl Cx<'_> {
             Op::Concat { inputs, axis } => return self.concat(inputs, *axis, pos),
             Op::Gather { table, indices, axis } => return self.gather(id, *table, *indices, *axis, pos),
             Op::Reduce { op, input, axes } => self.reduce(*op, *input, axes, dtype, pos)?,
+            Op::ArgReduce { op, input, axis } => self.arg_reduce(*op, *input, *axis, pos)?,
+            Op::Scan { op, input, axis, reverse } => self.scan(*op, *input, (*axis, *reverse), dtype, pos)?,
             Op::MatMul(a, c) => self.matmul(*a, *c, dtype, pos)?,
             Op::Map(map) => {
                 // A map computed inline inside another map's body has variables of its own.
@@ -840,6 +842,142 @@ impl Cx<'_> {
             }
             Ok(cx.value(input, &mut Pos::coords(&in_shape, coords))?.expr)
         })
+    }
+
+    /// The `i32` position of the first extreme along `axis`: one pass from position 0 with a value and a
+    /// position accumulator, the value replaced where the element beats it (`scalar::arg_beats`).
+    fn arg_reduce(&mut self, op: ArgOp, input: NodeId, axis: usize, pos: &mut Pos) -> R<Expr> {
+        let graph = self.graph;
+        let node = self.current.unwrap_or(self.root);
+        let out_coords = self.coords(pos);
+        let in_shape = graph.node(input).ty.shape.clone();
+        let in_dtype = graph.node(input).ty.dtype;
+        let count = in_shape[axis].clone();
+        self.bounds.push((BoundKind::ReductionSize, count.clone(), MAX_ELEMENTS));
+        let (best, at) = self.arg_start(node, in_dtype)?;
+        self.counted_loop("r", &count, &mut |cx, k| {
+            let mut coords = out_coords.clone();
+            coords.insert(axis, k);
+            let x = cx.value(input, &mut Pos::coords(&in_shape, coords))?.expr;
+            cx.arg_fold_in(node, op, in_dtype, (best, at), (x, k), true)
+        })?;
+        let at = self.b.load(at);
+        Ok(self.arg_result(at))
+    }
+
+    /// The value and position accumulators of an index reduction over `dtype` values, empty: the position
+    /// is `EMPTY_POSITION` until the first element or partial result is folded in (`arg_fold_in`).
+    fn arg_start(&mut self, node: NodeId, dtype: DType) -> R<(Expr, Expr)> {
+        let graph = self.graph;
+        let init = scalar::reduce_init(&mut self.b, ReduceOp::Sum, dtype).ok_or_else(|| unsupported(graph, node))?;
+        let best = self.accumulator(dtype, init);
+        let empty = self.b.u32(EMPTY_POSITION);
+        let at = self.accumulator(DType::U32, empty);
+        Ok((best, at))
+    }
+
+    /// `(best, at) = (x, k)` where the candidate wins: folding elements in rising positions (`in_order`:
+    /// an empty accumulator takes it, else it must beat the value, `scalar::arg_beats`) or combining
+    /// partial results in any order (`arg_merge`).
+    fn arg_fold_in(
+        &mut self,
+        node: NodeId,
+        op: ArgOp,
+        dtype: DType,
+        (best, at): (Expr, Expr),
+        (x, k): (Expr, Expr),
+        in_order: bool,
+    ) -> R<()> {
+        let graph = self.graph;
+        let current = self.b.load(best);
+        let current_at = self.b.load(at);
+        let (value, position) = if in_order {
+            let empty = self.b.u32(EMPTY_POSITION);
+            let first = self.b.binary(BinaryOperator::Equal, current_at, empty);
+            let beats =
+                scalar::arg_beats(&mut self.b, op, current, x, dtype).ok_or_else(|| unsupported(graph, node))?;
+            let take = self.b.binary(BinaryOperator::LogicalOr, first, beats);
+            (self.b.select(take, x, current), self.b.select(take, k, current_at))
+        } else {
+            self.arg_merge(node, op, dtype, (current, current_at), (x, k))?
+        };
+        self.b.store(best, value);
+        self.b.store(at, position);
+        Ok(())
+    }
+
+    /// Two partial results of an index reduction combined: the candidate `(x, k)` wins where it is not
+    /// empty and the other is, or it beats the value or ties with it at an earlier position
+    /// (`scalar::arg_takes`); so any order of combining gives the first extreme, as the interpreter.
+    fn arg_merge(
+        &mut self,
+        node: NodeId,
+        op: ArgOp,
+        dtype: DType,
+        (best, at): (Expr, Expr),
+        (x, k): (Expr, Expr),
+    ) -> R<(Expr, Expr)> {
+        let graph = self.graph;
+        let empty = self.b.u32(EMPTY_POSITION);
+        let mine_empty = self.b.binary(BinaryOperator::Equal, at, empty);
+        let other_full = self.b.binary(BinaryOperator::NotEqual, k, empty);
+        let takes =
+            scalar::arg_takes(&mut self.b, op, (best, at), (x, k), dtype).ok_or_else(|| unsupported(graph, node))?;
+        let wins = self.b.binary(BinaryOperator::LogicalOr, mine_empty, takes);
+        let take = self.b.binary(BinaryOperator::LogicalAnd, other_full, wins);
+        Ok((self.b.select(take, x, best), self.b.select(take, k, at)))
+    }
+
+    /// An index reduction's `i32` result from its position accumulator.
+    fn arg_result(&mut self, at: Expr) -> Expr {
+        self.b.expr(Expression::As { expr: at, kind: naga::ScalarKind::Sint, convert: Some(4) })
+    }
+
+    /// The inclusive scan at `pos`: from the identity, the elements along `axis` from position 0 up to
+    /// this one in order (from the last position down to it when `reverse`), as the interpreter adds them,
+    /// so each output is bit-identical to it; an f16 result is rounded once.
+    fn scan(
+        &mut self,
+        op: ScanOp,
+        input: NodeId,
+        (axis, reverse): (usize, bool),
+        dtype: DType,
+        pos: &mut Pos,
+    ) -> R<Expr> {
+        let graph = self.graph;
+        let node = self.current.unwrap_or(self.root);
+        let coords = self.coords(pos);
+        let shape = graph.node(input).ty.shape.clone();
+        let count = shape[axis].clone();
+        let reduce = match op {
+            ScanOp::Sum => ReduceOp::Sum,
+        };
+        self.bounds.push((BoundKind::ReductionSize, count.clone(), MAX_ELEMENTS));
+        let acc = self.fold_start(node, reduce, dtype)?;
+        let here = coords[axis];
+        let one = self.b.u32(1);
+        let size = self.dim(&count);
+        // Positions 0..=here, or (reverse) the last position down to `here`: `size - 1 - t` for t in
+        // 0..size - here.
+        let trips = if reverse {
+            self.b.binary(BinaryOperator::Subtract, size, here)
+        } else {
+            self.b.binary(BinaryOperator::Add, here, one)
+        };
+        let zero = self.b.u32(0);
+        self.loop_to("c", zero, trips, &count, (BinaryOperator::Add, 1), &mut |cx, t| {
+            let mut at = coords.clone();
+            at[axis] = if reverse {
+                let last = cx.b.binary(BinaryOperator::Subtract, size, one);
+                cx.b.binary(BinaryOperator::Subtract, last, t)
+            } else {
+                t
+            };
+            let x = cx.value(input, &mut Pos::coords(&shape, at))?;
+            cx.fold_in(node, reduce, dtype, acc, x.expr)
+        })?;
+        let total = self.b.load(acc);
+        self.fold_result(node, reduce, dtype, total, &count)
     }
 
     fn matmul(&mut self, a: NodeId, c: NodeId, dtype: DType, pos: &mut Pos) -> R<Expr> {
@@ -1368,6 +1506,10 @@ fn storage(b: &mut FnBuilder, name: &str, dtype: DType, access: StorageAccess, v
 }
 
 /// The scalar type holding `dtype` in memory (f16 as f32, bool as u32).
+/// The position accumulator of an index reduction before any element: no position is this large, as
+/// tensors have fewer than 2^32 - 1 elements along an axis (`MAX_ELEMENTS`).
+const EMPTY_POSITION: u32 = u32::MAX;
+
 fn storage_scalar(dtype: DType) -> Scalar {
     match dtype {
         DType::F32 | DType::F16 => Scalar::F32,

@@ -60,6 +60,10 @@ impl<'g> ElementLoops<'g> {
                 let reduced: Vec<Dim> = axes.iter().map(|&a| shape[a].clone()).collect();
                 nominal_count(&reduced).saturating_mul(self.of(*input).saturating_add(1))
             }
+            Op::ArgReduce { input, axis, .. } | Op::Scan { input, axis, .. } => {
+                let count = nominal(&graph.node(*input).ty.shape[*axis]);
+                count.saturating_mul(self.of(*input).saturating_add(1))
+            }
             Op::MatMul(a, c) => {
                 let k = graph.node(*a).ty.shape.last().map_or(1, nominal);
                 k.saturating_mul(self.of(*a).saturating_add(self.of(*c)).saturating_add(1))

@@ -7,7 +7,7 @@
 //! A row kernel for a root of shape `F = K ++ C` (`C` the trailing `t` axes) runs one workgroup per row (a
 //! position in `K`); its invocations stride over the row's `cols = |C|` elements. Every node of the group
 //! that depends on a *row reduction* (an inline reduce over exactly the trailing `t` axes of an `F`-shaped
-//! value) or on a *cached contraction* is typed:
+//! value, or an argmax/argmin over its last axis, `t = 1`) or on a *cached contraction* is typed:
 //! - `Elem`: evaluated only at the root's own flat position (`row * cols + j`): elementwise ops and reshapes
 //!   between it and the root, the operands of row reductions, cached contractions;
 //! - `Row`: evaluated only at the row's position (flat index `row`): row reductions, elementwise ops and
@@ -109,8 +109,8 @@ pub fn plan(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, target: &Tar
     let mut trailing = None;
     let mut reductions = BTreeSet::new();
     for &id in inline.iter().chain(reduce_root.then_some(&root)) {
-        if let Op::Reduce { input, axes, .. } = &graph.node(id).op
-            && graph.node(*input).ty.shape == *full
+        if let Some((input, axes)) = row_reduction(graph, id)
+            && graph.node(input).ty.shape == *full
         {
             let t = axes.len();
             if t == 0 || axes.iter().enumerate().any(|(i, &a)| a != rank - t + i) || *trailing.get_or_insert(t) != t {
@@ -165,7 +165,7 @@ pub fn plan(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, target: &Tar
                 _ if cached.contains(&id) => return None,
                 (op, _) if op.is_elementwise() && *shape == node.ty.shape => here,
                 (Op::Reshape(_), _) => here,
-                (Op::Reduce { .. }, Place::Row) if reductions.contains(&id) => Place::Elem,
+                (Op::Reduce { .. } | Op::ArgReduce { .. }, Place::Row) if reductions.contains(&id) => Place::Elem,
                 (Op::Broadcast(_), Place::Elem)
                     if shape.len() == rank
                         && shape[..rank - t] == full[..rank - t]
@@ -259,21 +259,32 @@ pub fn plan(graph: &Graph, root: NodeId, inline: &BTreeSet<NodeId>, target: &Tar
     })
 }
 
-/// Whether `id` is a reduction over trailing axes of its input (a row kernel's root may be one).
-pub fn reduces_trailing_axes(graph: &Graph, id: NodeId) -> bool {
+/// The input and reduced axes of a reduction (`reduce`, or an index reduction over its one axis) that a
+/// row kernel can compute per row; `None` for other ops.
+pub fn row_reduction(graph: &Graph, id: NodeId) -> Option<(NodeId, Vec<usize>)> {
     match &graph.node(id).op {
-        Op::Reduce { input, axes, .. } => {
-            let rank = graph.node(*input).ty.rank();
+        Op::Reduce { input, axes, .. } => Some((*input, axes.clone())),
+        Op::ArgReduce { input, axis, .. } => Some((*input, vec![*axis])),
+        _ => None,
+    }
+}
+
+/// Whether `id` is a reduction over trailing axes of its input (a row kernel's root may be one): a
+/// `reduce`, or an `argmax`/`argmin` of the last axis.
+pub fn reduces_trailing_axes(graph: &Graph, id: NodeId) -> bool {
+    match row_reduction(graph, id) {
+        Some((input, axes)) => {
+            let rank = graph.node(input).ty.rank();
             !axes.is_empty() && axes.iter().enumerate().all(|(i, &a)| a == rank - axes.len() + i)
         }
-        _ => false,
+        None => false,
     }
 }
 
 /// The shape `F` a row kernel of root `id` walks: the root's, or a reducing root's input's.
 pub fn full_shape(graph: &Graph, id: NodeId) -> Vec<Dim> {
-    match &graph.node(id).op {
-        Op::Reduce { input, .. } if reduces_trailing_axes(graph, id) => graph.node(*input).ty.shape.clone(),
+    match row_reduction(graph, id) {
+        Some((input, _)) if reduces_trailing_axes(graph, id) => graph.node(input).ty.shape.clone(),
         _ => graph.node(id).ty.shape.clone(),
     }
 }

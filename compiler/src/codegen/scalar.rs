@@ -356,6 +356,50 @@ fn saturate_to_int(b: &mut FnBuilder, x: Expr, low: f32, high: f32, kind: Scalar
     b.select(nan, zero, saturated)
 }
 
+/// Whether `x` replaces `best` as the running extreme of an index reduction over values of `dtype` (the
+/// interpreter's `arg_beats_f32`): for floats, `best` is not NaN and `x` is NaN or strictly beyond it;
+/// for integers, strictly beyond it. Ties keep the earlier position.
+pub(super) fn arg_beats(b: &mut FnBuilder, op: crate::ir::ArgOp, best: Expr, x: Expr, dtype: DType) -> Option<Expr> {
+    let beyond = match op {
+        crate::ir::ArgOp::Max => BinaryOp::Gt,
+        crate::ir::ArgOp::Min => BinaryOp::Lt,
+    };
+    let strictly = binary(b, beyond, x, best, arith(dtype))?;
+    if !dtype.is_float() {
+        return Some(strictly);
+    }
+    let x_nan = is_nan(b, x);
+    let best_nan = is_nan(b, best);
+    let best_number = b.expr(Expression::Unary { op: UnaryOperator::LogicalNot, expr: best_nan });
+    let wins = b.binary(BinaryOperator::LogicalOr, x_nan, strictly);
+    Some(b.binary(BinaryOperator::LogicalAnd, best_number, wins))
+}
+
+/// Whether the candidate `(x, at)` replaces `(best, best_at)` when partial results of an index reduction
+/// are combined in any order: it beats the value (`arg_beats`), or ties with it (equal, or both NaN) at an
+/// earlier position. So the combined result is the interpreter's first extreme, whatever the order.
+pub(super) fn arg_takes(
+    b: &mut FnBuilder,
+    op: crate::ir::ArgOp,
+    (best, best_at): (Expr, Expr),
+    (x, at): (Expr, Expr),
+    dtype: DType,
+) -> Option<Expr> {
+    let beats = arg_beats(b, op, best, x, dtype)?;
+    let equal = b.binary(BinaryOperator::Equal, x, best);
+    let tie = if dtype.is_float() {
+        let x_nan = is_nan(b, x);
+        let best_nan = is_nan(b, best);
+        let both_nan = b.binary(BinaryOperator::LogicalAnd, x_nan, best_nan);
+        b.binary(BinaryOperator::LogicalOr, equal, both_nan)
+    } else {
+        equal
+    };
+    let earlier = b.binary(BinaryOperator::Less, at, best_at);
+    let tie_earlier = b.binary(BinaryOperator::LogicalAnd, tie, earlier);
+    Some(b.binary(BinaryOperator::LogicalOr, beats, tie_earlier))
+}
+
 /// `x` is NaN, tested on its bits: float comparisons may be ordered (naga) or folded away by drivers.
 fn is_nan(b: &mut FnBuilder, x: Expr) -> Expr {
     let bits = b.bitcast(x, ScalarKind::Uint);

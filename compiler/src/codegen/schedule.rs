@@ -156,7 +156,7 @@ fn contraction(graph: &Graph, group: &Group, tile: TileShape, shared: bool) -> O
 /// four neighbouring elements per invocation.
 fn loop_free(graph: &Graph, group: &Group) -> bool {
     group.roots().chain(group.inline.iter().copied()).all(|id| match &graph.node(id).op {
-        Op::Reduce { .. } | Op::MatMul(..) => false,
+        Op::Reduce { .. } | Op::ArgReduce { .. } | Op::Scan { .. } | Op::MatMul(..) => false,
         Op::Map(map) => !map.exprs.iter().any(|(_, s)| matches!(s.expr, ScalarExpr::Reduce { .. })),
         _ => true,
     })
@@ -216,7 +216,7 @@ fn verify_rows(graph: &Graph, group: &Group, plan: &RowPlan, target: &Target) ->
     }
     ensure(plan.rows.mul(&plan.cols).ok() == count(&full), "rows x cols is not the row shape's element count")?;
     for &r in &plan.reductions {
-        let reduces_row = matches!(&graph.node(r).op, Op::Reduce { input, .. } if graph.node(*input).ty.shape == full);
+        let reduces_row = rows::row_reduction(graph, r).is_some_and(|(input, _)| graph.node(input).ty.shape == full);
         let member = group.inline.contains(&r) || (plan.reduce_root && r == group.root);
         ensure(member && reduces_row, "a row reduction is not an inline reduce of a row")?;
         ensure(plan.places.contains(&(r, Place::Row)), "a row reduction is not placed per row")?;

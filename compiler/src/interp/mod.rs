@@ -212,6 +212,14 @@ fn eval_node(cx: &NodeCx, id: NodeId, shape: &[usize]) -> Result<Vals, String> {
             let a = cx.get(*input)?;
             reduce::reduce(*op, dtype, &a.data, &a.shape, axes).map_err(internal)?
         }
+        Op::ArgReduce { op, input, axis } => {
+            let a = cx.get(*input)?;
+            reduce::arg_reduce(*op, &a.data, &a.shape, *axis).map_err(internal)?
+        }
+        Op::Scan { op, input, axis, reverse } => {
+            let a = cx.get(*input)?;
+            reduce::scan(*op, dtype, &a.data, &a.shape, *axis, *reverse).map_err(internal)?
+        }
         Op::MatMul(a, b) => {
             let (a, b) = (cx.get(*a)?, cx.get(*b)?);
             reduce::matmul(dtype, &a.data, &a.shape, &b.data, &b.shape).map_err(internal)?

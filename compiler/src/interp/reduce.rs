@@ -2,10 +2,13 @@
 //! definition: every output accumulates its inputs in row-major index order, starting from the identity
 //! (0 for sums), in `f32` for `f32` and `f16` (rounded to `f16` once, at the end), wrapping for integers.
 //! `MatMul` adds `a[m, k] * b[k, n]` for `k = 0, 1, ...` in that order, with no fused multiply-add.
+//! Index reductions (`argmax`, `argmin`) keep the first position of the extreme, a NaN being the extreme
+//! (PyTorch's rule); scans (`cumsum`, `cumprod`) accumulate along their axis from position 0 in order, in
+//! `f32` for floats (an `f16` output rounds each prefix once, the running value stays `f32`).
 
 use super::kernels::{KindMismatch, combine_f32, combine_int, reduce_finish, reduce_init};
 use super::values::{Lit, Vals, finish};
-use crate::ir::{DType, ReduceOp};
+use crate::ir::{ArgOp, DType, ReduceOp, ScanOp};
 
 /// Reduces `data` (shape `shape`) over `axes` (sorted, unique, in range).
 pub(crate) fn reduce(
@@ -109,4 +112,102 @@ pub(crate) fn matmul(
     }
     finish(dtype, &mut out);
     Ok(Vals::F(out))
+}
+
+/// `shape` split around `axis`: (elements before it, its size, elements after it).
+fn around(shape: &[usize], axis: usize) -> (usize, usize, usize) {
+    (shape[..axis].iter().product(), shape[axis], shape[axis + 1..].iter().product())
+}
+
+/// Whether `x` replaces `best` as the extreme of `op`: a NaN beats every number and nothing beats a NaN
+/// (so the first NaN stays), otherwise a strictly larger (smaller) value wins (so the first of equal
+/// values stays; `-0` and `+0` are equal).
+pub(crate) fn arg_beats_f32(op: ArgOp, best: f32, x: f32) -> bool {
+    !best.is_nan()
+        && (x.is_nan()
+            || match op {
+                ArgOp::Max => x > best,
+                ArgOp::Min => x < best,
+            })
+}
+
+fn arg_beats_int<T: PartialOrd>(op: ArgOp, best: T, x: T) -> bool {
+    match op {
+        ArgOp::Max => x > best,
+        ArgOp::Min => x < best,
+    }
+}
+
+/// The `i32` position along `axis` of each lane's extreme (`arg_beats_*`), scanning from position 0.
+pub(crate) fn arg_reduce(op: ArgOp, data: &Vals, shape: &[usize], axis: usize) -> Result<Vals, KindMismatch> {
+    fn run<T: Copy>(src: &[T], (outer, n, inner): (usize, usize, usize), beats: impl Fn(T, T) -> bool) -> Vec<i32> {
+        let mut out = vec![0i32; outer * inner];
+        for o in 0..outer {
+            for i in 0..inner {
+                let lane = |k: usize| src[(o * n + k) * inner + i];
+                let (mut best, mut at) = (lane(0), 0);
+                for k in 1..n {
+                    if beats(best, lane(k)) {
+                        (best, at) = (lane(k), k);
+                    }
+                }
+                out[o * inner + i] = at as i32;
+            }
+        }
+        out
+    }
+    let dims = around(shape, axis);
+    Ok(Vals::I(match data {
+        Vals::F(v) => run(v, dims, |b, x| arg_beats_f32(op, b, x)),
+        Vals::I(v) => run(v, dims, |b, x| arg_beats_int(op, b, x)),
+        Vals::U(v) => run(v, dims, |b, x| arg_beats_int(op, b, x)),
+        Vals::B(_) => return Err(KindMismatch),
+    }))
+}
+
+/// The inclusive scan along `axis`: each lane accumulates from the identity (0 for sums, so a running sum
+/// of `-0.0` is `+0.0` as in PyTorch) and position 0 on, in order (from the last position when
+/// `reverse`), floats in `f32`, integers wrapping; an `f16` result rounds every output once.
+pub(crate) fn scan(
+    op: ScanOp,
+    dtype: DType,
+    data: &Vals,
+    shape: &[usize],
+    axis: usize,
+    reverse: bool,
+) -> Result<Vals, KindMismatch> {
+    fn run<T: Copy>(
+        src: &[T],
+        (outer, n, inner): (usize, usize, usize),
+        reverse: bool,
+        init: T,
+        f: fn(T, T) -> T,
+    ) -> Vec<T> {
+        let mut out = src.to_vec();
+        for o in 0..outer {
+            for i in 0..inner {
+                let mut acc = init;
+                for k in 0..n {
+                    let at = (o * n + if reverse { n - 1 - k } else { k }) * inner + i;
+                    acc = f(acc, src[at]);
+                    out[at] = acc;
+                }
+            }
+        }
+        out
+    }
+    let reduce = match op {
+        ScanOp::Sum => ReduceOp::Sum,
+    };
+    let dims = around(shape, axis);
+    Ok(match (data, reduce_init(reduce, dtype)) {
+        (Vals::F(v), Lit::F(init)) => {
+            let mut out = run(v, dims, reverse, init, combine_f32(reduce));
+            finish(dtype, &mut out);
+            Vals::F(out)
+        }
+        (Vals::I(v), Lit::I(init)) => Vals::I(run(v, dims, reverse, init, combine_int::<i32>(reduce))),
+        (Vals::U(v), Lit::U(init)) => Vals::U(run(v, dims, reverse, init, combine_int::<u32>(reduce))),
+        _ => return Err(KindMismatch),
+    })
 }

@@ -5,7 +5,7 @@
 use super::*;
 use crate::dim::{Dim, SymId};
 use crate::ir::build::{Body, Builder, c};
-use crate::ir::{BinaryOp, DType, Op, ReduceOp, Scalar, ScalarExpr, UnaryOp, VarId};
+use crate::ir::{ArgOp, BinaryOp, DType, Op, ReduceOp, Scalar, ScalarExpr, ScanOp, UnaryOp, VarId};
 use half::f16;
 
 fn no_params() -> HashMap<String, Tensor> {
@@ -429,6 +429,64 @@ fn reductions() {
     let mx = f32s(&out[2]);
     assert!(mx[2].is_nan());
     assert_eq!(mx[1], 3.0);
+}
+
+#[test]
+fn argmax_and_argmin_take_the_first_extreme_and_nan() {
+    let mut b = Builder::new("t");
+    let x = b.input("x", DType::F32, &[c(4), c(4)]);
+    let k = b.input("k", DType::U32, &[c(2), c(3)]);
+    let rows_max = b.node(Op::ArgReduce { op: ArgOp::Max, input: x, axis: 1 }, DType::I32, &[c(4)]);
+    let rows_min = b.node(Op::ArgReduce { op: ArgOp::Min, input: x, axis: 1 }, DType::I32, &[c(4)]);
+    let cols_max = b.node(Op::ArgReduce { op: ArgOp::Max, input: x, axis: 0 }, DType::I32, &[c(4)]);
+    let ints = b.node(Op::ArgReduce { op: ArgOp::Min, input: k, axis: 1 }, DType::I32, &[c(2)]);
+    for (name, id) in [("rows_max", rows_max), ("rows_min", rows_min), ("cols_max", cols_max), ("ints", ints)] {
+        b.output(name, id);
+    }
+    let (nan, inf) = (f32::NAN, f32::INFINITY);
+    #[rustfmt::skip]
+    let data = vec![
+        1.0, 3.0, -2.0, 3.0,   // ties: the first 3 and the only -2
+        0.0, nan, 5.0, nan,    // the first NaN is both the largest and the smallest
+        -inf, -inf, -inf, -inf, // all equal: position 0
+        -0.0, 0.0, inf, -0.0,  // signed zeros are equal: the first is the minimum
+    ];
+    let out = run_ok(&b, &[Tensor::f32(&[4, 4], data), Tensor::u32(&[2, 3], vec![4, 1, 1, 0, 7, 0])]);
+    assert_eq!(i32s(&out[0]), vec![1, 1, 0, 2]);
+    assert_eq!(i32s(&out[1]), vec![2, 1, 0, 0]);
+    assert_eq!(i32s(&out[2]), vec![0, 1, 3, 1]);
+    assert_eq!(i32s(&out[3]), vec![1, 0]);
+}
+
+#[test]
+fn cumsum_adds_in_order_from_zero_both_ways() {
+    let mut b = Builder::new("t");
+    let x = b.input("x", DType::F32, &[c(2), c(3)]);
+    let h = b.input("h", DType::F16, &[c(3)]);
+    let k = b.input("k", DType::I32, &[c(3)]);
+    let scan = |b: &mut Builder, input, axis, reverse, dtype, shape: &[Dim]| {
+        b.node(Op::Scan { op: ScanOp::Sum, input, axis, reverse }, dtype, shape)
+    };
+    let rows = scan(&mut b, x, 1, false, DType::F32, &[c(2), c(3)]);
+    let cols = scan(&mut b, x, 0, false, DType::F32, &[c(2), c(3)]);
+    let back = scan(&mut b, x, 1, true, DType::F32, &[c(2), c(3)]);
+    let half = scan(&mut b, h, 0, false, DType::F16, &[c(3)]);
+    let ints = scan(&mut b, k, 0, false, DType::I32, &[c(3)]);
+    for (name, id) in [("rows", rows), ("cols", cols), ("back", back), ("half", half), ("ints", ints)] {
+        b.output(name, id);
+    }
+    let x = Tensor::f32(&[2, 3], vec![-0.0, -0.0, 1.0, 1e8, 1.0, -1e8]);
+    let h = Tensor::f16_from_f32(&[3], &[2048.0, 1.0, 1.0]);
+    let out = run_ok(&b, &[x, h, Tensor::i32(&[3], vec![i32::MAX, 1, 2])]);
+    let rows = f32s(&out[0]);
+    // From 0: a running sum of -0.0 is +0.0 (as torch.cumsum); in f32, 1e8 + 1 is 1e8.
+    assert!(rows[0] == 0.0 && rows[0].is_sign_positive());
+    assert_eq!(rows[1..], [0.0, 1.0, 1e8, 1e8, 0.0]);
+    assert_eq!(f32s(&out[1]), vec![0.0, 0.0, 1.0, 1e8, 1.0, -1e8 + 1.0]);
+    assert_eq!(f32s(&out[2])[3..], [0.0, -1e8, -1e8]);
+    // The running value stays f32 (2050 is an f16); each output rounds once.
+    assert_eq!(f16s(&out[3]), vec![2048.0, 2048.0, 2050.0]);
+    assert_eq!(i32s(&out[4]), vec![i32::MAX, i32::MIN, i32::MIN + 2]);
 }
 
 #[test]

@@ -217,6 +217,40 @@ impl ReduceOp {
     }
 }
 
+/// The index reductions (`Op::ArgReduce`): which extreme's first position along one axis they find.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ArgOp {
+    /// The first position of the largest element; a NaN counts as larger than everything (torch.argmax).
+    Max,
+    /// The first position of the smallest element; a NaN counts as smaller than everything (torch.argmin).
+    Min,
+}
+
+impl ArgOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            ArgOp::Max => "argmax",
+            ArgOp::Min => "argmin",
+        }
+    }
+}
+
+/// The inclusive scans (`Op::Scan`) along one axis. (A running product would be a second variant; its
+/// gradient needs torch's special case for zeros, so it is not here yet.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ScanOp {
+    /// Running sum (torch.cumsum).
+    Sum,
+}
+
+impl ScanOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            ScanOp::Sum => "cumsum",
+        }
+    }
+}
+
 /// The shape of a reduction's result with the reduced `axes` kept as 1 (`keepdims`), from its input's shape.
 pub fn kept_shape(shape: &[Dim], axes: &[usize]) -> Vec<Dim> {
     shape.iter().enumerate().map(|(i, d)| if axes.contains(&i) { Dim::constant(1) } else { d.clone() }).collect()
@@ -256,6 +290,14 @@ pub enum Op {
     Broadcast(NodeId),
     /// Reduces over `axes` (sorted, unique), which are removed from the shape.
     Reduce { op: ReduceOp, input: NodeId, axes: Vec<usize> },
+    /// The `i32` position along `axis` (removed from the shape) of the first largest (smallest) element of
+    /// each lane of a numeric `input`; a NaN counts as the extreme (the first NaN wins), as in PyTorch.
+    ArgReduce { op: ArgOp, input: NodeId, axis: usize },
+    /// Inclusive scan along `axis` of a numeric `input`, same type: `out[.., i, ..] = x[.., 0, ..] op .. op
+    /// x[.., i, ..]`, accumulated in order from position 0 (floats in f32). `reverse` scans from the last
+    /// position instead (`out[.., i, ..]` combines positions `i..`): the gradient of a scan, which only
+    /// differentiation writes.
+    Scan { op: ScanOp, input: NodeId, axis: usize, reverse: bool },
     /// `[..., M, K] @ [..., K, N] -> [..., M, N]` with identical batch dimensions; floats only.
     MatMul(NodeId, NodeId),
     /// Result axis `i` is operand axis `perm[i]`.
@@ -279,7 +321,10 @@ impl Op {
         match self {
             Op::Input { .. } | Op::Param { .. } | Op::Constant(_) | Op::DimValue(_) => vec![],
             Op::Unary(_, a) | Op::Cast(a) | Op::Broadcast(a) | Op::Permute(a, _) | Op::Reshape(a) => vec![*a],
-            Op::Reduce { input, .. } | Op::Slice { input, .. } => vec![*input],
+            Op::Reduce { input, .. }
+            | Op::ArgReduce { input, .. }
+            | Op::Scan { input, .. }
+            | Op::Slice { input, .. } => vec![*input],
             Op::Binary(_, a, b) | Op::MatMul(a, b) => vec![*a, *b],
             Op::Select { cond, on_true, on_false } => vec![*cond, *on_true, *on_false],
             Op::Concat { inputs, .. } => inputs.clone(),
@@ -302,6 +347,10 @@ impl Op {
             Op::Cast(a) => Op::Cast(m(a)),
             Op::Broadcast(a) => Op::Broadcast(m(a)),
             Op::Reduce { op, input, axes } => Op::Reduce { op: *op, input: m(input), axes: axes.clone() },
+            Op::ArgReduce { op, input, axis } => Op::ArgReduce { op: *op, input: m(input), axis: *axis },
+            Op::Scan { op, input, axis, reverse } => {
+                Op::Scan { op: *op, input: m(input), axis: *axis, reverse: *reverse }
+            }
             Op::MatMul(a, b) => Op::MatMul(m(a), m(b)),
             Op::Permute(a, perm) => Op::Permute(m(a), perm.clone()),
             Op::Reshape(a) => Op::Reshape(m(a)),
@@ -323,9 +372,10 @@ impl Op {
         matches!(self, Op::Unary(..) | Op::Binary(..) | Op::Select { .. } | Op::Cast(_))
     }
 
-    /// Ops whose every element is a loop over operand elements: reductions, matmul, index notation.
+    /// Ops whose every element is a loop over operand elements: reductions, index reductions, scans,
+    /// matmul, index notation.
     pub fn is_contraction(&self) -> bool {
-        matches!(self, Op::MatMul(..) | Op::Reduce { .. } | Op::Map(_))
+        matches!(self, Op::MatMul(..) | Op::Reduce { .. } | Op::ArgReduce { .. } | Op::Scan { .. } | Op::Map(_))
     }
 
     /// Ops that only compute an index into an operand (no arithmetic on values).
@@ -346,6 +396,8 @@ impl Op {
             Op::Cast(_) => "cast",
             Op::Broadcast(_) => "broadcast",
             Op::Reduce { op, .. } => op.name(),
+            Op::ArgReduce { op, .. } => op.name(),
+            Op::Scan { op, .. } => op.name(),
             Op::MatMul(..) => "matmul",
             Op::Permute(..) => "permute",
             Op::Reshape(_) => "reshape",
@@ -513,6 +565,8 @@ mod tests {
             Op::Cast(x),
             Op::Broadcast(i),
             Op::Reduce { op: ReduceOp::Sum, input: x, axes: vec![1] },
+            Op::ArgReduce { op: ArgOp::Max, input: x, axis: 1 },
+            Op::Scan { op: ScanOp::Sum, input: x, axis: 0, reverse: false },
             Op::MatMul(x, y),
             Op::Permute(x, vec![1, 0]),
             Op::Reshape(x),

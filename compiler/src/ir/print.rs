@@ -67,6 +67,11 @@ fn op_text(graph: &Graph, op: &Op, out: &mut String) {
         Op::Cast(a) => format!("cast %{}", a.index()),
         Op::Broadcast(a) => format!("broadcast %{}", a.index()),
         Op::Reduce { op, input, axes } => format!("{} %{} axes {axes:?}", op.name(), input.index()),
+        Op::ArgReduce { op, input, axis } => format!("{} %{} axis {axis}", op.name(), input.index()),
+        Op::Scan { op, input, axis, reverse } => {
+            let reverse = if *reverse { " reverse" } else { "" };
+            format!("{} %{} axis {axis}{reverse}", op.name(), input.index())
+        }
         Op::MatMul(a, b) => format!("matmul %{}, %{}", a.index(), b.index()),
         Op::Permute(a, perm) => format!("permute %{} {perm:?}", a.index()),
         Op::Reshape(a) => format!("reshape %{}", a.index()),

@@ -353,6 +353,32 @@ fn type_rule(cx: &mut NodeCx, node: &Node) {
                 a_ty.shape.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, d)| d.clone()).collect();
             cx.expect_shape("the result", &ty.shape, &kept);
         }
+        Op::ArgReduce { op, input, axis } => {
+            let a_ty = cx.ty(*input).clone();
+            if !a_ty.dtype.is_numeric() {
+                cx.err(format!("`{}` needs a numeric operand, got bool", op.name()));
+            }
+            cx.expect_dtype("the result", ty.dtype, DType::I32);
+            if *axis >= a_ty.rank() {
+                cx.err(format!("axis {axis} is out of range for rank {}", a_ty.rank()));
+                return;
+            }
+            let mut kept = a_ty.shape.clone();
+            kept.remove(*axis);
+            cx.expect_shape("the result", &ty.shape, &kept);
+        }
+        Op::Scan { op, input, axis, .. } => {
+            let a_ty = cx.ty(*input).clone();
+            if !a_ty.dtype.is_numeric() {
+                cx.err(format!("`{}` needs a numeric operand, got bool", op.name()));
+            }
+            cx.expect_dtype("the result", ty.dtype, a_ty.dtype);
+            if *axis >= a_ty.rank() {
+                cx.err(format!("axis {axis} is out of range for rank {}", a_ty.rank()));
+                return;
+            }
+            cx.expect_shape("the result", &ty.shape, &a_ty.shape);
+        }
         Op::MatMul(a, b) => {
             let (a_ty, b_ty) = (cx.ty(*a).clone(), cx.ty(*b).clone());
             if a_ty.dtype != b_ty.dtype || !a_ty.dtype.is_float() {
@@ -752,6 +778,7 @@ fn constant_bounds(scx: &mut ScalarCx, map: &MapOp, index: &Affine, dim: &Dim, a
 mod tests {
     use super::*;
     use crate::ir::build::{Body, Builder, c};
+    use crate::ir::{ArgOp, ScanOp};
     use crate::span::Span;
 
     fn errors(b: &Builder) -> Vec<String> {
@@ -812,6 +839,9 @@ mod tests {
         b.node(Op::Concat { inputs: vec![x, x], axis: 0 }, DType::F32, &[c(5), c(3)]);
         b.node(Op::Gather { table: x, indices: x, axis: 0 }, DType::F32, &[c(2), c(3), c(3)]);
         b.node(Op::Constant(Scalar::Float(1.5)), DType::I32, &[]);
+        b.node(Op::ArgReduce { op: ArgOp::Max, input: x, axis: 1 }, DType::F32, &[c(2)]);
+        b.node(Op::ArgReduce { op: ArgOp::Min, input: x, axis: 2 }, DType::I32, &[c(2)]);
+        b.node(Op::Scan { op: ScanOp::Sum, input: x, axis: 0, reverse: false }, DType::F32, &[c(3), c(2)]);
         assert_eq!(
             errors(&b),
             [
@@ -830,6 +860,9 @@ mod tests {
                 "%15 (concat): the operands' dimensions 0 add up to 4, the result's is 5",
                 "%16 (gather): indices must be i32 or u32, got f32",
                 "%17 (constant): constant Float(1.5) cannot have dtype i32",
+                "%18 (argmax): the result has dtype f32, expected i32",
+                "%19 (argmin): axis 2 is out of range for rank 2",
+                "%20 (cumsum): the result has shape [3, 2], expected [2, 3]",
             ]
         );
     }

@@ -176,6 +176,15 @@ fn path_costs(graph: &Graph, symbols: &[i64]) -> (Vec<f64>, Vec<bool>) {
                 let reduced: Vec<Dim> = axes.iter().map(|&a| shape[a].clone()).collect();
                 reduce_cost(*op, count(&reduced))
             }
+            Op::ArgReduce { .. } => {
+                // A position picked by comparing inexact values may differ where they nearly tie.
+                taint |= inexact_float_operand;
+                0.0
+            }
+            Op::Scan { input, axis, .. } => {
+                let shape = &graph.node(*input).ty.shape;
+                reduce_cost(ReduceOp::Sum, count(&shape[*axis..=*axis]))
+            }
             Op::MatMul(a, _) => {
                 let shape = &graph.node(*a).ty.shape;
                 reduce_cost(ReduceOp::Sum, count(&shape[shape.len() - 1..]))

@@ -5,7 +5,7 @@
 //! values: unary and binary arithmetic (with broadcasting and weak literals), comparisons, logic, `where`,
 //! casts between all dtypes, permute/transpose, reshape, slice, concat, gather (i32 and u32 indices),
 //! `broadcast_to`, padded index notation and windowed index-notation reductions, reductions (with and
-//! without `keepdims`) and matmul; literal special operands (`x / 0.0`, `x * 0.0`, `0.0 / x`, `x * inf`,
+//! without `keepdims`), `cumsum`, `argmax`/`argmin` of exact values (ties decided alike) and matmul; literal special operands (`x / 0.0`, `x * 0.0`, `0.0 / x`, `x * inf`,
 //! `x + 0.0`, `x - inf` on exact values: infinities, NaN and signed zeros, compared bit for bit); derived
 //! dimensions (`y[i: S - k] = x[i + k]`, 0 or 1 for small `S`: a 0 must be refused by both sides, R3.3);
 //! then outputs, which may be inputs themselves. f16 inputs are sometimes all subnormals (`k * 2^-24`).
@@ -58,10 +58,11 @@ proptest! {
 
 /// A few fixed recipes, so the generator's reach does not depend on the proptest seed alone; they include
 /// what diverged in issue 20: literal zero and infinite operands, f16 subnormal inputs, and derived
-/// dimensions (`S - 1`, `S - 2`) that are 0 for some `S` (both sides must refuse) and 1 for others.
+/// dimensions (`S - 1`, `S - 2`) that are 0 for some `S` (both sides must refuse) and 1 for others; and
+/// `cumsum`, `argmax`/`argmin` (issue 16).
 #[test]
 fn generated_programs_check_clean() {
-    let (mut special, mut subnormal, mut derived, mut refused) = (0, 0, 0, 0);
+    let (mut special, mut subnormal, mut derived, mut refused, mut scans, mut args) = (0, 0, 0, 0, 0, 0);
     for seed in 0..64u64 {
         let mut rng = SplitMix64::new(seed);
         let choices: Vec<u32> = (0..160).map(|_| rng.next_u64() as u32).collect();
@@ -70,6 +71,8 @@ fn generated_programs_check_clean() {
         assert!(checked.diagnostics.is_empty(), "{}\n{}", case.source, rendered(&checked));
         special += usize::from(case.source.contains(" 0.0") || case.source.contains("(1.0 / 0.0)"));
         subnormal += usize::from(case.subnormal_inputs);
+        scans += usize::from(case.source.contains("cumsum("));
+        args += usize::from(case.source.contains("argmax(") || case.source.contains("argmin("));
         if case.source.contains(": S - ") {
             derived += 1;
             let graph = checked.graphs.into_iter().next().expect("one model");
@@ -77,8 +80,8 @@ fn generated_programs_check_clean() {
         }
     }
     assert!(
-        special >= 8 && subnormal >= 4 && derived >= 4 && refused >= 1,
-        "{special} {subnormal} {derived} {refused}"
+        special >= 8 && subnormal >= 4 && derived >= 4 && refused >= 1 && scans >= 4 && args >= 4,
+        "{special} {subnormal} {derived} {refused} {scans} {args}"
     );
 }
 
@@ -413,7 +416,7 @@ impl Gen<'_> {
     /// One statement; tries a few op kinds, then falls back to one that always applies.
     fn step(&mut self) {
         for _ in 0..6 {
-            let done = match self.c.below(19) {
+            let done = match self.c.below(20) {
                 0 | 1 => self.unary(),
                 2 | 3 => self.binary(),
                 4 => self.compare(),
@@ -428,6 +431,7 @@ impl Gen<'_> {
                 13 => self.reduce(),
                 14 => self.matmul(),
                 15 => self.ieee(),
+                16 => self.scan_or_arg(),
                 _ => self.shift(),
             };
             if done {
@@ -983,6 +987,37 @@ impl Gen<'_> {
         };
         let keep_text = if keepdims { ", keepdims: true" } else { "" };
         self.define(format!("{op}({}{axis_text}{keep_text})", x.name), dt, shape, mag, err)
+    }
+
+    /// `cumsum` along one axis (bounds as a sum of the axis's length), or `argmax`/`argmin` along one axis or
+    /// the whole tensor of an exact operand (a position picked among inexact values could differ where
+    /// they nearly tie; exact values tie alike on both sides, and the first position must win on both).
+    fn scan_or_arg(&mut self) -> bool {
+        let Some(x) = self.operand(&|v| !v.shape.is_empty() && v.dtype != DType::Bool) else { return false };
+        let rank = x.shape.len();
+        let axis = self.c.below(rank);
+        let n = x.shape[axis].value(self.s) as f64;
+        let (ma, ea, dt) = (x.mag, x.err, x.dtype);
+        if !x.exact() || self.c.chance(50) {
+            let round = if dt == DType::F16 { rounding(DType::F16, n * ma) } else { 0.0 };
+            let (mag, err) =
+                if x.is_float() { (n * ma, n * ea + n * EPS * n * ma + round) } else { (4_294_967_296.0, 0.0) };
+            return self.define(format!("cumsum({}, axis: {axis})", x.name), dt, x.shape.clone(), mag, err);
+        }
+        let op = self.c.pick(&["argmax", "argmin"]);
+        if self.c.chance(25) {
+            let count: f64 = x.shape.iter().map(|d| d.value(self.s) as f64).product();
+            return self.define(format!("{op}({})", x.name), DType::I32, vec![], count, 0.0);
+        }
+        let keepdims = self.c.chance(30);
+        let mut shape = x.shape.clone();
+        if keepdims {
+            shape[axis] = Dm::k(1);
+        } else {
+            shape.remove(axis);
+        }
+        let keep_text = if keepdims { ", keepdims: true" } else { "" };
+        self.define(format!("{op}({}, axis: {axis}{keep_text})", x.name), DType::I32, shape, n, 0.0)
     }
 
     fn matmul(&mut self) -> bool {

@@ -376,6 +376,84 @@ fn row_max_and_min_keep_nan_and_signed_zero_rules() {
     );
 }
 
+/// argmax and argmin give the interpreter's first extreme (PyTorch's) however a row is split across
+/// invocations, subgroups and workgroup trees: rows of few distinct values (ties everywhere, the first
+/// maximum late in the row), rows with NaN at two places (the first wins), all -inf, signed zeros. Stored
+/// long rows (1500 and a symbolic 2000: one workgroup per row), an argmax inline in a row kernel read back
+/// by every element (keepdims), short rows sharing a workgroup, axis 0 and the whole tensor (one
+/// invocation per output), integers and f16.
+#[test]
+fn argmax_and_argmin_keep_the_first_extreme_on_every_schedule() {
+    let row = |len: usize, r: usize| -> Vec<f32> {
+        (0..len)
+            .map(|j| match r {
+                0 => ((j * 37 + 11) % 5) as f32,
+                1 if j == len / 3 || j == len - 2 => f32::NAN,
+                2 => f32::NEG_INFINITY,
+                3 => {
+                    if j % 2 == 0 {
+                        0.0
+                    } else {
+                        -0.0
+                    }
+                }
+                4 if j == len - 1 || j == len / 2 => 9.0,
+                _ => ((j * 13 + r * 7) % 11) as f32 - 5.0,
+            })
+            .collect()
+    };
+    let rows = |n: usize, len: usize| Tensor::f32(&[n, len], (0..n).flat_map(|r| row(len, r % 6)).collect());
+    let ints =
+        |n: usize, len: usize| Tensor::i32(&[n, len], (0..n * len).map(|i| ((i * 7919) % 5) as i32 - 2).collect());
+    let halves = |n: usize, len: usize| {
+        Tensor::f16_from_f32(&[n, len], &(0..n).flat_map(|r| row(len, r % 6)).collect::<Vec<_>>())
+    };
+    given(
+        "gpu_argmax.tdsl",
+        "model m(x: f32[6, 1500], y: f32[6, C], s: f32[7, 5], k: i32[5, 700], h: f16[6, 40])
+            -> (a: i32[6], b: i32[6], c: i32[6], d: i32[6], e: f32[6, C], f: f32[7, 5], g: i32[1500],
+                all: i32[], ka: i32[5], kb: i32[700], ha: i32[6], hb: i32[40]) {
+            a = argmax(x, axis: 1)
+            b = argmin(x * 2.0, axis: -1)
+            c = argmax(y, axis: 1)
+            d = argmin(y, axis: 1)
+            e = y - f32(argmax(y, axis: 1, keepdims: true))
+            f = s + f32(argmin(s, axis: 1, keepdims: true))
+            g = argmax(x, axis: 0)
+            all = argmin(x)
+            ka = argmax(k, axis: 1)
+            kb = argmin(k, axis: 0)
+            ha = argmax(h, axis: 1)
+            hb = argmin(h, axis: 0)
+        }",
+        vec![rows(6, 1500), rows(6, 2000), rows(7, 5), ints(5, 700), halves(6, 40)],
+        Tol::Exact,
+    );
+}
+
+/// cumsum along every axis of f32, f16, i32 and u32 tensors, symbolic and constant, with a producer fused
+/// in: each output adds its prefix in the interpreter's order, so f32 results are bit-identical.
+#[test]
+fn cumsum_adds_in_the_interpreters_order() {
+    seeded_by_dtype(
+        "gpu_cumsum.tdsl",
+        "model m(x: f32[A, B, C], h: f16[A, B], k: i32[A, B], u: u32[B, C])
+            -> (c0: f32[A, B, C], c1: f32[A, B, C], c2: f32[A, B, C], ch: f16[A, B], ck: i32[A, B], cu: u32[B, C],
+                fused: f32[A, B, C]) {
+            c0 = cumsum(x, axis: 0)
+            c1 = cumsum(x, axis: 1)
+            c2 = cumsum(x, axis: -1)
+            ch = cumsum(h, axis: 1)
+            ck = cumsum(k, axis: 0)
+            cu = cumsum(u, axis: 1)
+            fused = relu(cumsum(x * 2.0 - 1.0, axis: 2))
+        }",
+        &[("A", 3), ("B", 37), ("C", 300)],
+        Tol::Bits,
+        &[],
+    );
+}
+
 #[test]
 fn matmul_with_size_one_and_odd_dimensions() {
     let shapes: [[i64; 5]; 5] = [[1, 1, 1, 1, 1], [3, 5, 7, 2, 3], [5, 1, 3, 1, 2], [1, 9, 1, 3, 1], [17, 33, 9, 2, 1]];

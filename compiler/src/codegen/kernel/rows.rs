@@ -20,7 +20,7 @@ use super::{
 use crate::codegen::rows::{self, Place, RowPlan};
 use crate::codegen::scalar;
 use crate::dim::Dim;
-use crate::ir::{DType, Graph, NodeId, Op, ReduceOp};
+use crate::ir::{ArgOp, DType, Graph, NodeId, Op, ReduceOp};
 
 /// The row schedule's emitter.
 pub(super) struct Rows<'p>(pub &'p RowPlan);
@@ -73,6 +73,8 @@ impl SubgroupArgs {
 struct RowKernel<'p> {
     plan: &'p RowPlan,
     scratch: HashMap<Scalar, Handle<GlobalVariable>>,
+    /// The positions of index reductions' partial results, beside their values in `scratch`.
+    positions: Option<Handle<GlobalVariable>>,
     subgroups: Option<SubgroupArgs>,
 }
 
@@ -99,7 +101,7 @@ impl Cx<'_> {
         self.bounds.push((BoundKind::OutputElements, count.clone(), MAX_ELEMENTS));
         // Serial rows: `row = gid.x + gid.y * (num_workgroups.x * rows per workgroup)`, one invocation each;
         // otherwise `row = wid.x + wid.y * num_workgroups.x` and `lid` strides over the columns.
-        let mut kernel = RowKernel { plan, scratch: HashMap::new(), subgroups: None };
+        let mut kernel = RowKernel { plan, scratch: HashMap::new(), positions: None, subgroups: None };
         let (row, lid) = if plan.serial {
             let grid = Grid::declare(self);
             (self.global_index(grid, plan.workgroup), None)
@@ -165,6 +167,10 @@ impl Cx<'_> {
                 Op::Reduce { op, input, .. } if plan.reductions.contains(&id) => {
                     let expr = self.workgroup_reduce(kernel, id, (*op, *input, node.ty.dtype), full, lanes)?;
                     Val { expr, dtype: node.ty.dtype }
+                }
+                Op::ArgReduce { op, input, .. } if plan.reductions.contains(&id) => {
+                    let expr = self.workgroup_arg_reduce(kernel, id, (*op, *input), full, lanes)?;
+                    Val { expr, dtype: DType::I32 }
                 }
                 _ => {
                     let shape = node.ty.shape.clone();
@@ -265,6 +271,17 @@ impl Cx<'_> {
                     })?;
                     let sum = self.b.load(acc);
                     Val { expr: self.fold_result(id, op, dtype, sum, &plan.cols)?, dtype }
+                }
+                Op::ArgReduce { op, input, .. } if plan.reductions.contains(&id) => {
+                    let (op, input, dtype) = (*op, *input, graph.node(*input).ty.dtype);
+                    let (best, at) = self.arg_start(id, dtype)?;
+                    self.each_column(plan, base, &mut |cx, flat| {
+                        let x = cx.value(input, &mut Pos::flat(&full, flat))?;
+                        let k = cx.b.binary(BinaryOperator::Subtract, flat, base);
+                        cx.arg_fold_in(id, op, dtype, (best, at), (x.expr, k), true)
+                    })?;
+                    let at = self.b.load(at);
+                    Val { expr: self.arg_result(at), dtype: DType::I32 }
                 }
                 _ => {
                     let shape = node.ty.shape.clone();
@@ -379,6 +396,137 @@ impl Cx<'_> {
         // The next reduction reuses the scratch: everyone reads the total first.
         self.barrier();
         self.fold_result(node, op, dtype, total, &plan.cols)
+    }
+
+    /// Index reduction `node` (`op` over the last axis of `input`, shape `full`) of this workgroup's row, as
+    /// `workgroup_reduce` with a (value, position) pair per partial result: each invocation folds its
+    /// columns in rising order, then the pairs are combined by a tree over workgroup memory (or subgroup
+    /// shuffles) with `arg_merge`, which keeps the first extreme whatever the order. Every invocation
+    /// gets the `i32` position.
+    fn workgroup_arg_reduce(
+        &mut self,
+        kernel: &mut RowKernel,
+        node: NodeId,
+        (op, input): (ArgOp, NodeId),
+        full: &[Dim],
+        lanes: RowLanes,
+    ) -> R<Expr> {
+        let plan = kernel.plan;
+        let dtype = self.graph.node(input).ty.dtype;
+        let (best, at) = self.arg_start(node, dtype)?;
+        let RowLanes { lid, lane, slot, count, base } = lanes;
+        self.strided_loop(lanes, &plan.cols, &mut |cx, j| {
+            let flat = cx.b.binary(BinaryOperator::Add, base, j);
+            let x = cx.value(input, &mut Pos::flat(full, flat))?;
+            cx.arg_fold_in(node, op, dtype, (best, at), (x.expr, j), true)
+        })?;
+        let held = storage_scalar(dtype);
+        let values = match kernel.scratch.get(&held) {
+            Some(&s) => s,
+            None => {
+                let s = self.workgroup_array(&format!("scratch_{}", held_name(held)), held, plan.workgroup);
+                kernel.scratch.insert(held, s);
+                s
+            }
+        };
+        let positions = match kernel.positions {
+            Some(p) => p,
+            None => {
+                let p = self.workgroup_array("scratch_positions", Scalar::U32, plan.workgroup);
+                kernel.positions = Some(p);
+                p
+            }
+        };
+        if let Some(args) = kernel.subgroups {
+            let held_ty = self.b.ty(TypeInner::Scalar(held));
+            let [size, sub_lane, subgroup, subgroups] =
+                [args.size, args.lane, args.subgroup, args.subgroups].map(|a| self.arg(a));
+            let one = self.b.u32(1);
+            let workgroup = self.b.u32(plan.workgroup);
+            let width = self.b.math(naga::MathFunction::Min, &[size, workgroup]);
+            let levels = Dim::constant(i64::from(plan.workgroup.trailing_zeros()));
+            let u32_ty = self.u32_ty;
+            self.loop_to("mask", one, width, &levels, (BinaryOperator::Multiply, 2), &mut |cx, mask| {
+                let (mine, mine_at) = (cx.b.load(best), cx.b.load(at));
+                let other = cx.b.shuffle_xor(mine, mask, held_ty);
+                let other_at = cx.b.shuffle_xor(mine_at, mask, u32_ty);
+                let (value, position) = cx.arg_merge(node, op, dtype, (mine, mine_at), (other, other_at))?;
+                cx.b.store(best, value);
+                cx.b.store(at, position);
+                Ok(())
+            })?;
+            let zero = self.b.u32(0);
+            let first_lane = self.b.binary(BinaryOperator::Equal, sub_lane, zero);
+            self.open_block();
+            for (array, acc) in [(values, best), (positions, at)] {
+                let pointer = self.b.expr(Expression::GlobalVariable(array));
+                let slot = self.b.expr(Expression::Access { base: pointer, index: subgroup });
+                let partial = self.b.load(acc);
+                self.b.store(slot, partial);
+            }
+            let accept = self.close_block();
+            self.b.statement(Statement::If { condition: first_lane, accept, reject: naga::Block::new() });
+            self.barrier();
+            let (row, row_at) = self.arg_start(node, dtype)?;
+            let zero = self.b.u32(0);
+            let most = Dim::constant(i64::from(plan.workgroup));
+            self.loop_to("s", zero, subgroups, &most, (BinaryOperator::Add, 1), &mut |cx, s| {
+                let mut read = |array| {
+                    let pointer = cx.b.expr(Expression::GlobalVariable(array));
+                    let slot = cx.b.expr(Expression::Access { base: pointer, index: s });
+                    cx.b.load(slot)
+                };
+                let (x, k) = (read(values), read(positions));
+                cx.arg_fold_in(node, op, dtype, (row, row_at), (x, k), false)
+            })?;
+            let total = self.b.load(row_at);
+            // The next reduction reuses the scratch: everyone reads the totals first.
+            self.barrier();
+            return Ok(self.arg_result(total));
+        }
+        let value_ptr = self.b.expr(Expression::GlobalVariable(values));
+        let position_ptr = self.b.expr(Expression::GlobalVariable(positions));
+        for (pointer, acc) in [(value_ptr, best), (position_ptr, at)] {
+            let mine = self.b.expr(Expression::Access { base: pointer, index: lid });
+            let partial = self.b.load(acc);
+            self.b.store(mine, partial);
+        }
+        self.barrier();
+        let mut stride = count / 2;
+        while stride > 0 {
+            let s = self.b.u32(stride);
+            let active = self.b.binary(BinaryOperator::Less, lane, s);
+            self.open_block();
+            let other_index = self.b.binary(BinaryOperator::Add, lid, s);
+            let pair = |cx: &mut Self, index| {
+                let v = cx.b.expr(Expression::Access { base: value_ptr, index });
+                let p = cx.b.expr(Expression::Access { base: position_ptr, index });
+                (v, p)
+            };
+            let (mine, mine_at) = pair(self, lid);
+            let (other, other_at) = pair(self, other_index);
+            let a = (self.b.load(mine), self.b.load(mine_at));
+            let c = (self.b.load(other), self.b.load(other_at));
+            let (value, position) = self.arg_merge(node, op, dtype, a, c)?;
+            self.b.store(mine, value);
+            self.b.store(mine_at, position);
+            let accept = self.close_block();
+            self.b.statement(Statement::If { condition: active, accept, reject: naga::Block::new() });
+            self.barrier();
+            stride /= 2;
+        }
+        let first = match slot {
+            Some(slot) => {
+                let count = self.b.u32(count);
+                let start = self.b.binary(BinaryOperator::Multiply, slot, count);
+                self.b.expr(Expression::Access { base: position_ptr, index: start })
+            }
+            None => self.b.expr(Expression::AccessIndex { base: position_ptr, index: 0 }),
+        };
+        let total = self.b.load(first);
+        // The next reduction reuses the scratch: everyone reads the total first.
+        self.barrier();
+        Ok(self.arg_result(total))
     }
 
     /// The row's total of the partial results in `acc` (one per invocation) on targets with subgroups:
