@@ -1,6 +1,6 @@
 //! The gradient rules: one per op, in one place (tinygrad's `gradient.py` in spirit). Elementwise rules are
 //! written once over `Algebra`, so the same rule differentiates a tensor op (`Tensors`) and a scalar node of
-//! an index-notation body (`map::Scalars`). Structural rules (reductions, matmul, layout ops, gather) are
+//! an index-notation body (`map::Scalars`). Structural rules (reductions, matmul, layout ops, gather, take-along-axis, scatter-add) are
 //! `vjp`'s arms below; index notation is `map::vjp`, which uses the elementwise rules here. Conventions follow PyTorch (spec/autodiff.md).
 
 use super::Tensors;
@@ -284,6 +284,28 @@ pub(crate) fn vjp(
                 give(*table, Some(scatter_add(t, *table, *indices, *axis, g)));
             }
         }
+        // torch.gather's backward: the gradient scattered back to the positions read, added where one was
+        // read more than once.
+        Op::TakeAlongAxis { input, indices, axis } => {
+            if need(*input) && t.dtype(*input).is_float() {
+                let ty = t.ty(*input);
+                let zero = t.add(Op::Constant(Scalar::Float(0.0)), TensorType { dtype: ty.dtype, shape: vec![] });
+                let zeros = t.broadcast_to(zero, &ty.shape);
+                give(*input, Some(t.add(Op::ScatterAdd { base: zeros, indices: *indices, src: g, axis: *axis }, ty)));
+            }
+        }
+        // torch.scatter_add's backward: `base` -> g, `src` -> g read where each source element went.
+        Op::ScatterAdd { base, indices, src, axis } => {
+            if t.dtype(id).is_float() {
+                give(*base, Some(g));
+                if need(*src) {
+                    let ty = t.ty(*src);
+                    give(*src, Some(t.add(Op::TakeAlongAxis { input: g, indices: *indices, axis: *axis }, ty)));
+                }
+            }
+        }
+        // Integer positions: no gradient (a sort's values are `take_along_axis` of its argsort).
+        Op::Argsort { .. } => {}
         // Index notation has its own module (`map::vjp`), called by the sweep.
         Op::Map(_) => {}
     }

@@ -494,8 +494,55 @@ fn type_rule(cx: &mut NodeCx, node: &Node) {
             expected.extend(t_ty.shape[*axis + 1..].iter().cloned());
             cx.expect_shape("the result", &ty.shape, &expected);
         }
+        Op::TakeAlongAxis { input, indices, axis } => {
+            let (x_ty, i_ty) = (cx.ty(*input).clone(), cx.ty(*indices).clone());
+            cx.expect_dtype("the result", ty.dtype, x_ty.dtype);
+            cx.expect_dtype("the indices", i_ty.dtype, DType::I32);
+            if !along_axis_shapes(cx, &x_ty, &i_ty, *axis) {
+                return;
+            }
+            cx.expect_shape("the result", &ty.shape, &i_ty.shape);
+        }
+        Op::ScatterAdd { base, indices, src, axis } => {
+            let (b_ty, i_ty, s_ty) = (cx.ty(*base).clone(), cx.ty(*indices).clone(), cx.ty(*src).clone());
+            cx.expect_dtype("the result", ty.dtype, b_ty.dtype);
+            cx.expect_dtype("the source", s_ty.dtype, b_ty.dtype);
+            cx.expect_dtype("the indices", i_ty.dtype, DType::I32);
+            if !ty.dtype.is_float() && !ty.dtype.is_int() {
+                cx.err(format!("scatter-add of {}", ty.dtype.name()));
+            }
+            if !along_axis_shapes(cx, &b_ty, &i_ty, *axis) {
+                return;
+            }
+            cx.expect_shape("the source", &s_ty.shape, &i_ty.shape);
+            cx.expect_shape("the result", &ty.shape, &b_ty.shape);
+        }
+        Op::Argsort { input, axis, .. } => {
+            let x_ty = cx.ty(*input).clone();
+            cx.expect_dtype("the result", ty.dtype, DType::I32);
+            if x_ty.dtype == DType::Bool {
+                cx.err("argsort of bool");
+            }
+            if *axis >= x_ty.rank() {
+                cx.err(format!("axis {axis} is out of range for {}", cx.show_ty(&x_ty)));
+                return;
+            }
+            cx.expect_shape("the result", &ty.shape, &x_ty.shape);
+        }
         Op::Map(map) => map_rule(cx, map, ty),
     }
+}
+
+/// `indices` has `data`'s rank and dimensions except along `axis` (which is in range): the operand rule of
+/// `TakeAlongAxis` and `ScatterAdd`.
+fn along_axis_shapes(cx: &mut NodeCx, data: &TensorType, indices: &TensorType, axis: usize) -> bool {
+    if axis >= data.rank() || indices.rank() != data.rank() {
+        cx.err(format!("axis {axis} and the indices {} do not fit {}", cx.show_ty(indices), cx.show_ty(data)));
+        return false;
+    }
+    let mut expected = data.shape.clone();
+    expected[axis] = indices.shape[axis].clone();
+    cx.expect_shape("the indices", &indices.shape, &expected)
 }
 
 fn map_rule(cx: &mut NodeCx, map: &MapOp, ty: &TensorType) {
