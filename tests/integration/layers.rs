@@ -1,12 +1,12 @@
 //! The layers of std/nn against PyTorch: every model of `fixtures/layers/` (one per layer family: RMSNorm,
 //! Linear without bias, BatchNorm2d in eval mode, GroupNorm, dilated, grouped and depthwise convolutions,
 //! transposed convolution, padded max pooling and upsampling, the clamp-style activations, Llama's SwiGLU MLP,
-//! scaled dot-product attention with causal and float masks, grouped-query attention, rotary embeddings) runs
+//! scaled dot-product attention with causal and float masks, grouped-query attention, rotary embeddings; torch.gather, scatter_add, sort, argsort and topk) runs
 //! on the reference interpreter and on the GPU (every schedule profile the device gets) with the inputs and
 //! params scripts/layers-reference.py drew, and every output is compared with the `expected.<output>` that
 //! PyTorch computed.
 //!
-//! An element passes when `|got - want| <= 1e-5 + 1e-5 * |want|`: float32 accumulated in another order (sums
+//! An integer output must be equal. A float element passes when `|got - want| <= 1e-5 + 1e-5 * |want|`: float32 accumulated in another order (sums
 //! of at most a few hundred terms of magnitude about 1) is off by a few ulps, about 1e-6; a wrong index,
 //! padding value or scale is off by far more.
 
@@ -93,6 +93,16 @@ fn layers_match_pytorch() {
             for (output, got) in graph.outputs.iter().zip(outputs) {
                 let want = get(&format!("expected.{}", output.name));
                 assert_eq!(got.shape, want.shape, "{}: {}", path.display(), output.name);
+                // Integer outputs (sorted positions, indices) are exact.
+                if let (TensorData::I32(g), TensorData::I32(w)) = (&got.data, &want.data) {
+                    let wrong = g.iter().zip(w).filter(|(a, b)| a != b).count();
+                    println!("{} ({side}): {}: {wrong} elements differ", path.display(), output.name);
+                    compared += 1;
+                    if wrong > 0 {
+                        failures.push(format!("{} ({side}): {}: {wrong} elements differ", path.display(), output.name));
+                    }
+                    continue;
+                }
                 let (largest, ok) = worst(f32s(got), f32s(&want));
                 println!("{} ({side}): {}: largest error {largest:e}", path.display(), output.name);
                 compared += 1;
