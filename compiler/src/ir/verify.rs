@@ -497,7 +497,7 @@ fn type_rule(cx: &mut NodeCx, node: &Node) {
         Op::TakeAlongAxis { input, indices, axis } => {
             let (x_ty, i_ty) = (cx.ty(*input).clone(), cx.ty(*indices).clone());
             cx.expect_dtype("the result", ty.dtype, x_ty.dtype);
-            cx.expect_dtype("the indices", i_ty.dtype, DType::I32);
+            cx.expect_dtype("the index tensor", i_ty.dtype, DType::I32);
             if !along_axis_shapes(cx, &x_ty, &i_ty, *axis) {
                 return;
             }
@@ -507,7 +507,7 @@ fn type_rule(cx: &mut NodeCx, node: &Node) {
             let (b_ty, i_ty, s_ty) = (cx.ty(*base).clone(), cx.ty(*indices).clone(), cx.ty(*src).clone());
             cx.expect_dtype("the result", ty.dtype, b_ty.dtype);
             cx.expect_dtype("the source", s_ty.dtype, b_ty.dtype);
-            cx.expect_dtype("the indices", i_ty.dtype, DType::I32);
+            cx.expect_dtype("the index tensor", i_ty.dtype, DType::I32);
             if !ty.dtype.is_float() && !ty.dtype.is_int() {
                 cx.err(format!("scatter-add of {}", ty.dtype.name()));
             }
@@ -542,7 +542,7 @@ fn along_axis_shapes(cx: &mut NodeCx, data: &TensorType, indices: &TensorType, a
     }
     let mut expected = data.shape.clone();
     expected[axis] = indices.shape[axis].clone();
-    cx.expect_shape("the indices", &indices.shape, &expected)
+    cx.expect_shape("the index tensor", &indices.shape, &expected)
 }
 
 fn map_rule(cx: &mut NodeCx, map: &MapOp, ty: &TensorType) {
@@ -877,6 +877,36 @@ mod tests {
                 "%15 (concat): the operands' dimensions 0 add up to 4, the result's is 5",
                 "%16 (gather): indices must be i32 or u32, got f32",
                 "%17 (constant): constant Float(1.5) cannot have dtype i32",
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_wrong_along_axis_ops() {
+        let mut b = Builder::new("m");
+        let x = b.input("x", DType::F32, &[c(2), c(3)]);
+        let i = b.input("i", DType::I32, &[c(2), c(4)]);
+        let u = b.input("u", DType::U32, &[c(2), c(4)]);
+        let flag = b.input("flag", DType::Bool, &[c(2), c(3)]);
+        b.node(Op::TakeAlongAxis { input: x, indices: i, axis: 0 }, DType::F32, &[c(2), c(4)]);
+        b.node(Op::TakeAlongAxis { input: x, indices: u, axis: 1 }, DType::F32, &[c(2), c(4)]);
+        b.node(Op::TakeAlongAxis { input: x, indices: i, axis: 1 }, DType::F32, &[c(2), c(3)]);
+        b.node(Op::ScatterAdd { base: x, indices: i, src: x, axis: 1 }, DType::F32, &[c(2), c(3)]);
+        b.node(Op::ScatterAdd { base: flag, indices: i, src: flag, axis: 2 }, DType::Bool, &[c(2), c(3)]);
+        b.node(Op::Argsort { input: x, axis: 1, descending: false }, DType::F32, &[c(2), c(3)]);
+        b.node(Op::Argsort { input: flag, axis: 2, descending: true }, DType::I32, &[c(2), c(3)]);
+        assert_eq!(
+            errors(&b),
+            [
+                "%4 (take_along_axis): the index tensor has shape [2, 4], expected [2, 3]",
+                "%5 (take_along_axis): the index tensor has dtype u32, expected i32",
+                "%6 (take_along_axis): the result has shape [2, 3], expected [2, 4]",
+                "%7 (scatter_add): the source has shape [2, 3], expected [2, 4]",
+                "%8 (scatter_add): scatter-add of bool",
+                "%8 (scatter_add): axis 2 and the indices i32[2, 4] do not fit bool[2, 3]",
+                "%9 (argsort): the result has dtype f32, expected i32",
+                "%10 (argsort): argsort of bool",
+                "%10 (argsort): axis 2 is out of range for bool[2, 3]",
             ]
         );
     }
