@@ -172,7 +172,7 @@ fn contraction(graph: &Graph, group: &Group, tile: TileShape, shared: bool) -> O
 /// four neighbouring elements per invocation.
 fn loop_free(graph: &Graph, group: &Group) -> bool {
     group.roots().chain(group.inline.iter().copied()).all(|id| match &graph.node(id).op {
-        Op::Reduce { .. } | Op::MatMul(..) => false,
+        Op::Reduce { .. } | Op::MatMul(..) | Op::ScatterAdd { .. } => false,
         Op::Map(map) => !map.exprs.iter().any(|(_, s)| matches!(s.expr, ScalarExpr::Reduce { .. })),
         _ => true,
     })

@@ -167,3 +167,37 @@ fn a_fiber_longer_than_a_sort_kernel_holds_is_refused() {
     assert!(error.contains("length of the fibers"), "{error}");
     assert!(error.contains(&SORT_CAPACITY.to_string()), "{error}");
 }
+
+/// Each output element of a scatter-add loops over its source fiber, so a long fiber is bounded by the
+/// device's loop limit like a reduction: past it the launch is refused before dispatch, naming the op,
+/// never cut short (llvmpipe would silently stop the loop and give a wrong sum).
+#[test]
+fn a_scatter_add_looping_past_the_device_limit_is_refused() {
+    let graph = single_graph(
+        "gpu_scatter_loops.tdsl",
+        "model m(x: f32[A, B], i: i32[A, J], s: f32[A, J]) -> (y: f32[A, B]) {
+            y = scatter_add(x, i, s, axis: 1)
+        }",
+    );
+    let compiled = crate::util::compile(&graph).unwrap_or_else(|err| panic!("{err}"));
+    let options = tdsl_runtime::GpuOptions { max_loop_iterations: Some(100), ..Default::default() };
+    let small = tdsl_runtime::Gpu::new(&options).unwrap_or_else(|err| panic!("a device: {err}"));
+    let inputs = |j: usize| {
+        vec![
+            seeded_tensor("x", DType::F32, &[2, 5], 7),
+            Tensor::i32(&[2, j], spread(2 * j, 5)),
+            seeded_tensor("s", DType::F32, &[2, j], 7),
+        ]
+    };
+    let error = match small.execute(&compiled.program, &inputs(500), &HashMap::new()) {
+        Ok(outputs) => panic!("a scatter-add looping 500 times ran under a limit of 100: {outputs:?}"),
+        Err(err) => err.to_string(),
+    };
+    for says in ["loop iterations", "(scatter_add)", "(100;"] {
+        assert!(error.contains(says), "the error `{error}` does not say `{says}`");
+    }
+    let within = inputs(40);
+    let got = small.execute(&compiled.program, &within, &HashMap::new()).unwrap_or_else(|err| panic!("{err}"));
+    let want = interp::run(&graph, &within, &HashMap::new()).unwrap_or_else(|err| panic!("{err}"));
+    assert_eq!(got[0].data, want[0].data, "the same sums in the same order");
+}
