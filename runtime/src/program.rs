@@ -121,6 +121,11 @@ pub enum BoundKind {
         /// The IR node.
         node: u32,
     },
+    /// The length of the fibers an argsort (IR node `node`) orders, each in one workgroup's memory.
+    SortLength {
+        /// The IR node.
+        node: u32,
+    },
     /// Index `axis` of the index-notation load `scalar` in node `node`, computed in wrapping `u32`.
     LoadIndex {
         /// The index axis.
@@ -142,6 +147,7 @@ impl std::fmt::Display for BoundKind {
             BoundKind::MapReductionSize { scalar } => write!(f, "size of reduction s{scalar}"),
             BoundKind::ContractionLength => write!(f, "contraction length"),
             BoundKind::LoadIndex { axis, scalar, node } => write!(f, "index {axis} of load s{scalar} in %{node}"),
+            BoundKind::SortLength { node } => write!(f, "length of the fibers %{node} sorts"),
             BoundKind::LoopIterations { node } => write!(f, "loop iterations per invocation (most in %{node})"),
         }
     }

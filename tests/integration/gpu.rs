@@ -4,7 +4,8 @@
 //! No adapter is a failure, not a skip: these tests exist to exercise the device. The device is opened once
 //! and shared by every test.
 //!
-//! Submodules: `device` (one device shared by several threads); `elementwise` (unary/binary/select/cast
+//! Submodules: `along` (take_along_axis, scatter_add, sort, argsort and topk with ties and NaN, their
+//! run-time errors and the sort kernel's fiber limit); `device` (one device shared by several threads); `elementwise` (unary/binary/select/cast
 //! edge values: NaN, infinities, signed zeros, integer wrapping); `models` (every example and every
 //! `fixtures/ok` model with seeded inputs and params); `targeted` (one program per op family: layout,
 //! reductions, matmul, index notation, integer division, f16, bool, size-1 dims, scalars, pass-through and
@@ -31,6 +32,7 @@
 //!   derived op by op (first-order error propagation); an output is compared within twice its bound, or
 //!   exactly when no rounding reaches it (see `random.rs`).
 
+mod along;
 mod contractions;
 mod device;
 mod elementwise;

@@ -2,7 +2,7 @@
 //! Linear without bias, BatchNorm2d in eval mode, GroupNorm, dilated, grouped and depthwise convolutions,
 //! transposed convolution, padded max pooling and upsampling, the clamp-style activations, Llama's SwiGLU MLP,
 //! scaled dot-product attention with causal and float masks, grouped-query attention, rotary embeddings,
-//! argmax/argmin/cumsum) runs
+//! argmax/argmin/cumsum, torch.gather, scatter_add, sort, argsort and topk) runs
 //! on the reference interpreter and on the GPU (every schedule profile the device gets) with the inputs and
 //! params scripts/layers-reference.py drew, and every output is compared with the `expected.<output>` that
 //! PyTorch computed.

@@ -1,6 +1,6 @@
 //! The gradient rules: one per op, in one place (tinygrad's `gradient.py` in spirit). Elementwise rules are
 //! written once over `Algebra`, so the same rule differentiates a tensor op (`Tensors`) and a scalar node of
-//! an index-notation body (`map::Scalars`). Structural rules (reductions, matmul, layout ops, gather) are
+//! an index-notation body (`map::Scalars`). Structural rules (reductions, matmul, layout ops, gather, take-along-axis, scatter-add) are
 //! `vjp`'s arms below; index notation is `map::vjp`, which uses the elementwise rules here. Conventions follow PyTorch (spec/autodiff.md).
 
 use super::Tensors;
@@ -303,6 +303,28 @@ pub(crate) fn vjp(
                 give(*table, Some(scatter_add(t, *table, *indices, *axis, g)));
             }
         }
+        // torch.gather's backward: the gradient scattered back to the positions read, added where one was
+        // read more than once.
+        Op::TakeAlongAxis { input, indices, axis } => {
+            if need(*input) && t.dtype(*input).is_float() {
+                let ty = t.ty(*input);
+                let zero = t.add(Op::Constant(Scalar::Float(0.0)), TensorType { dtype: ty.dtype, shape: vec![] });
+                let zeros = t.broadcast_to(zero, &ty.shape);
+                give(*input, Some(t.add(Op::ScatterAdd { base: zeros, indices: *indices, src: g, axis: *axis }, ty)));
+            }
+        }
+        // torch.scatter_add's backward: `base` -> g, `src` -> g read where each source element went.
+        Op::ScatterAdd { base, indices, src, axis } => {
+            if t.dtype(id).is_float() {
+                give(*base, Some(g));
+                if need(*src) {
+                    let ty = t.ty(*src);
+                    give(*src, Some(t.add(Op::TakeAlongAxis { input: g, indices: *indices, axis: *axis }, ty)));
+                }
+            }
+        }
+        // Integer positions: no gradient (a sort's values are `take_along_axis` of its argsort).
+        Op::Argsort { .. } => {}
         // Index notation has its own module (`map::vjp`), called by the sweep.
         Op::Map(_) => {}
     }
@@ -482,11 +504,11 @@ fn unslice(t: &mut Tensors, input: NodeId, axis: usize, start: &Dim, step: i64, 
     t.add(Op::Map(Box::new(MapOp { inputs: vec![g], extents: ty.shape.clone(), exprs, body })), ty)
 }
 
-/// The adjoint of a gather, a deterministic scatter-add written as a map over the table:
+/// The adjoint of a gather, a deterministic scatter-add over the table:
 /// `dtable[p.., r, s..] = sum over i.. of (indices[i..] == r ? g[p.., i.., s..] : 0)`.
 /// The gradient of an embedding lookup (a `[V, D]` table gathered along axis 0 by indices of any rank) as
 /// one matmul, `onehot^T @ g` with `onehot^T[v, n] = (ids[n] == v)` over the `N` flattened indices: the
-/// same sums as the scatter-add map, run by the contraction kernels. `None` for other gathers.
+/// same sums as the scatter-add op, run by the contraction kernels. `None` for other gathers.
 fn embedding_grad(
     t: &mut Tensors,
     ty: &TensorType,
@@ -521,37 +543,36 @@ fn embedding_grad(
     Some(t.add(Op::MatMul(onehot_t, g2), ty.clone()))
 }
 
+/// The adjoint of a gather: the embedding matmul where it applies, else the scatter-add op.
 fn scatter_add(t: &mut Tensors, table: NodeId, indices: NodeId, axis: usize, g: NodeId) -> NodeId {
     let ty = t.graph.nodes[table].ty.clone();
     let idx_ty = t.graph.nodes[indices].ty.clone();
     if let Some(dw) = embedding_grad(t, &ty, indices, &idx_ty, axis, g) {
         return dw;
     }
-    let (rt, ri) = (ty.rank() as u32, idx_ty.rank() as u32);
-    let span = t.span;
-    let mut exprs = crate::arena::Arena::new();
-    let mut add = |expr: ScalarExpr, dtype: DType| exprs.append(ScalarNode { expr, dtype }, span);
-    let var = |v: u32| Affine::new(vec![(VarId(v), Dim::constant(1))], Dim::constant(0));
-    let idx = add(
-        ScalarExpr::Load { input: 0, indices: (0..ri).map(|i| var(rt + i)).collect(), default: None },
-        idx_ty.dtype,
-    );
-    let row = add(ScalarExpr::Var(VarId(axis as u32)), idx_ty.dtype);
-    let hit = add(ScalarExpr::Binary(BinaryOp::Eq, idx, row), DType::Bool);
-    let g_indices =
-        (0..axis as u32).map(var).chain((0..ri).map(|i| var(rt + i))).chain((axis as u32 + 1..rt).map(var)).collect();
-    let gl = add(ScalarExpr::Load { input: 1, indices: g_indices, default: None }, ty.dtype);
-    let zero = add(ScalarExpr::Const(Scalar::Float(0.0)), ty.dtype);
-    let picked = add(ScalarExpr::Select { cond: hit, on_true: gl, on_false: zero }, ty.dtype);
-    let body = if ri == 0 {
-        picked
+    // As `[P, R, S]` (the table around `axis`) and `[P, N, S]` (`g`, the `N` indices flattened), the adjoint
+    // is the scatter-add op along axis 1 with the indices repeated over `P` and `S`: each `dtable` element
+    // adds its contributions in increasing `N`, as the interpreter and the GPU both do.
+    let count = |dims: &[Dim]| dims.iter().try_fold(Dim::constant(1), |n, d| n.mul(d)).unwrap_or(Dim::constant(1));
+    let (p, s) = (count(&ty.shape[..axis]), count(&ty.shape[axis + 1..]));
+    let n = count(&idx_ty.shape);
+    let dtype = ty.dtype;
+    let ids = if idx_ty.dtype == DType::I32 {
+        indices
     } else {
-        add(
-            ScalarExpr::Reduce { op: ReduceOp::Sum, vars: (0..ri).map(|i| VarId(rt + i)).collect(), body: picked },
-            ty.dtype,
-        )
+        t.add(Op::Cast(indices), TensorType { dtype: DType::I32, shape: idx_ty.shape.clone() })
     };
-    let mut extents = ty.shape.clone();
-    extents.extend(idx_ty.shape.iter().cloned());
-    t.add(Op::Map(Box::new(MapOp { inputs: vec![indices, g], extents, exprs, body })), ty)
+    let ids = t.add(
+        Op::Reshape(ids),
+        TensorType { dtype: DType::I32, shape: vec![Dim::constant(1), n.clone(), Dim::constant(1)] },
+    );
+    let src_shape = vec![p.clone(), n, s.clone()];
+    let ids = t.broadcast_to(ids, &src_shape);
+    let src = t.add(Op::Reshape(g), TensorType { dtype, shape: src_shape });
+    let zero = t.add(Op::Constant(Scalar::Float(0.0)), TensorType { dtype, shape: vec![] });
+    let out_shape = vec![p, ty.shape[axis].clone(), s];
+    let zeros = t.broadcast_to(zero, &out_shape);
+    let sums =
+        t.add(Op::ScatterAdd { base: zeros, indices: ids, src, axis: 1 }, TensorType { dtype, shape: out_shape });
+    t.add(Op::Reshape(sums), ty)
 }

@@ -1,5 +1,6 @@
 //! Built-in functions on whole tensors: elementwise math, reductions, `where`, casts and the layout ops
-//! (transpose, permute, reshape, squeeze/unsqueeze, slice, concat, gather, broadcast_to). Each entry's
+//! (transpose, permute, reshape, squeeze/unsqueeze, slice, concat, gather, broadcast_to) and the along-axis
+//! ops (take_along_axis, scatter_add, sort, argsort, topk, topk_indices). Each entry's
 //! shape rule is a row of spec/ops.md. Layers such as softmax and layer_norm are not here: they are written
 //! in .tdsl in the standard library.
 
@@ -51,6 +52,12 @@ pub(crate) const NAMES: &[&str] = &[
     "slice",
     "concat",
     "gather",
+    "take_along_axis",
+    "scatter_add",
+    "sort",
+    "argsort",
+    "topk",
+    "topk_indices",
     "broadcast_to",
     "grad",
 ];
@@ -260,6 +267,48 @@ impl Elab<'_> {
                 let sig = [("table", true), ("indices", true), ("axis", false)];
                 let Some(b) = self.bind_builtin(name, &sig, args, span) else { return Value::Error };
                 self.gather(&b, span)
+            }
+            "take_along_axis" => {
+                let sig = [("x", true), ("indices", true), ("axis", true)];
+                let Some(b) = self.bind_builtin(name, &sig, args, span) else { return Value::Error };
+                self.take_along_axis(&b, span)
+            }
+            "scatter_add" => {
+                let sig = [("base", true), ("indices", true), ("src", true), ("axis", true)];
+                let Some(b) = self.bind_builtin(name, &sig, args, span) else { return Value::Error };
+                self.scatter_add(&b, span)
+            }
+            "sort" | "argsort" => {
+                let sig = [("x", true), ("axis", false), ("descending", false)];
+                let Some(b) = self.bind_builtin(name, &sig, args, span) else { return Value::Error };
+                let descending = match b.get(2) {
+                    None => false,
+                    Some(arg) => match self.bool_arg(arg, "descending") {
+                        Some(d) => d,
+                        None => return Value::Error,
+                    },
+                };
+                let Some((x, order, axis)) = self.argsort(name, b.get(0), b.get(1), descending, span) else {
+                    return Value::Error;
+                };
+                if name == "argsort" {
+                    return Value::Tensor(order);
+                }
+                Value::Tensor(self.take_along_at(x, order, axis, span))
+            }
+            "topk" | "topk_indices" => {
+                let sig = [("x", true), ("k", true), ("axis", false)];
+                let Some(b) = self.bind_builtin(name, &sig, args, span) else { return Value::Error };
+                let Some((x, order, axis)) = self.argsort(name, b.get(0), b.get(2), true, span) else {
+                    return Value::Error;
+                };
+                let (k_value, k_span) = b.get(1).expect("required");
+                let Some(k) = self.int_arg((k_value, k_span), "k") else { return Value::Error };
+                let Some(indices) = self.first_k(order, axis, k, k_span, span) else { return Value::Error };
+                if name == "topk_indices" {
+                    return Value::Tensor(indices);
+                }
+                Value::Tensor(self.take_along_at(x, indices, axis, span))
             }
             "grad" => {
                 let Some(b) = self.bind_builtin(name, &[("y", true), ("x", true)], args, span) else {
@@ -882,6 +931,175 @@ impl Elab<'_> {
         shape.extend(it.shape.iter().cloned());
         shape.extend(tt.shape[axis + 1..].iter().cloned());
         Value::Tensor(self.add_node(Op::Gather { table, indices, axis }, TensorType { dtype: tt.dtype, shape }, span))
+    }
+
+    /// `take_along_axis(x, indices, axis)`, torch.gather: `indices` is `i32` with `x`'s rank and dimensions
+    /// except along `axis`.
+    fn take_along_axis(&mut self, b: &Bound, span: Span) -> Value {
+        let Some((x, rank)) = self.tensor_arg(b.get(0), "take_along_axis") else { return Value::Error };
+        let Some((indices, _)) = self.tensor_arg(b.get(1), "take_along_axis") else { return Value::Error };
+        let Some(axis) = self.axis_arg(b.get(2).expect("required"), rank) else { return Value::Error };
+        let index_span = b.get(1).expect("required").1;
+        if !self.along_axis_indices("take_along_axis", x, indices, index_span, axis) {
+            return Value::Error;
+        }
+        Value::Tensor(self.take_along_at(x, indices, axis, span))
+    }
+
+    /// `scatter_add(base, indices, src, axis)`, torch.scatter_add: `indices` (`i32`) and `src` have one
+    /// shape, equal to `base`'s except along `axis`; `src` has `base`'s dtype, a number or a bool not.
+    fn scatter_add(&mut self, b: &Bound, span: Span) -> Value {
+        let Some((base, rank)) = self.tensor_arg(b.get(0), "scatter_add") else { return Value::Error };
+        let Some((indices, _)) = self.tensor_arg(b.get(1), "scatter_add") else { return Value::Error };
+        let Some((src, _)) = self.tensor_arg(b.get(2), "scatter_add") else { return Value::Error };
+        let Some(axis) = self.axis_arg(b.get(3).expect("required"), rank) else { return Value::Error };
+        let (index_span, src_span) = (b.get(1).expect("required").1, b.get(2).expect("required").1);
+        if !self.along_axis_indices("scatter_add", base, indices, index_span, axis) {
+            return Value::Error;
+        }
+        let (bt, it, st) = (self.ty(base).clone(), self.ty(indices).clone(), self.ty(src).clone());
+        if bt.dtype == DType::Bool {
+            self.error(Diagnostic::new(Code::E0202, span, "`scatter_add` adds numbers, not bool").rule("R6.3"));
+            return Value::Error;
+        }
+        if st.dtype != bt.dtype {
+            self.error(
+                Diagnostic::new(
+                    Code::E0201,
+                    src_span,
+                    format!("`scatter_add` of {} into {}", st.dtype.name(), bt.dtype.name()),
+                )
+                .note("the source needs the base's dtype")
+                .rule("R6.3"),
+            );
+            return Value::Error;
+        }
+        if st.shape != it.shape {
+            self.error(
+                Diagnostic::new(
+                    Code::E0304,
+                    src_span,
+                    format!("`scatter_add` source {} with indices {}", self.show_type(&st), self.show_type(&it)),
+                )
+                .note("the source and the indices need the same shape")
+                .rule("R6.3"),
+            );
+            return Value::Error;
+        }
+        Value::Tensor(self.add_node(Op::ScatterAdd { base, indices, src, axis }, bt, span))
+    }
+
+    /// Checks the indices of an along-axis op on `data`: `i32`, `data`'s rank, `data`'s dimensions except
+    /// along `axis` (E0201, E0303, E0304).
+    fn along_axis_indices(&mut self, name: &str, data: NodeId, indices: NodeId, span: Span, axis: usize) -> bool {
+        let (dt, it) = (self.ty(data).clone(), self.ty(indices).clone());
+        if it.dtype != DType::I32 {
+            self.error(
+                Diagnostic::new(Code::E0201, span, format!("`{name}` indices must be i32, found {}", it.dtype.name()))
+                    .note("convert with `i32(indices)`")
+                    .rule("R6.3"),
+            );
+            return false;
+        }
+        if it.rank() != dt.rank() {
+            self.error(
+                Diagnostic::new(
+                    Code::E0303,
+                    span,
+                    format!("`{name}` indices of rank {} for a tensor of rank {}", it.rank(), dt.rank()),
+                )
+                .note("the indices need the tensor's rank")
+                .rule("R6.3"),
+            );
+            return false;
+        }
+        let mut expected = dt.shape.clone();
+        expected[axis] = it.shape[axis].clone();
+        if it.shape != expected {
+            self.error(
+                Diagnostic::new(
+                    Code::E0304,
+                    span,
+                    format!("`{name}` indices {} along axis {axis} of {}", self.show_type(&it), self.show_type(&dt)),
+                )
+                .note(format!("the indices need the tensor's dimensions on every axis but {axis}"))
+                .rule("R6.3"),
+            );
+            return false;
+        }
+        true
+    }
+
+    /// The positions sorting `x` along `axis` (default the last), for `sort`, `argsort` and `topk`: `x`, the
+    /// `Argsort` node and the axis.
+    fn argsort(
+        &mut self,
+        name: &str,
+        x: Option<(Value, Span)>,
+        axis: Option<(Value, Span)>,
+        descending: bool,
+        span: Span,
+    ) -> Option<(NodeId, NodeId, usize)> {
+        let x_span = x.as_ref().map(|(_, s)| *s)?;
+        let (x, rank) = self.tensor_arg(x, name)?;
+        if rank == 0 {
+            self.error(Diagnostic::new(Code::E0303, x_span, format!("`{name}` needs rank 1 or more")).rule("R6.3"));
+            return None;
+        }
+        let axis = match axis {
+            None => rank - 1,
+            Some(arg) => self.axis_arg(arg, rank)?,
+        };
+        let ty = self.ty(x).clone();
+        if ty.dtype == DType::Bool {
+            self.error(
+                Diagnostic::new(Code::E0202, x_span, format!("`{name}` orders numbers, not bool"))
+                    .note("convert with e.g. `i32(x)`")
+                    .rule("R6.3"),
+            );
+            return None;
+        }
+        let order = self.add_node(
+            Op::Argsort { input: x, axis, descending },
+            TensorType { dtype: DType::I32, shape: ty.shape },
+            span,
+        );
+        Some((x, order, axis))
+    }
+
+    /// The first `k` positions of an argsort (`topk`), `1 <= k <= size` (E0312).
+    fn first_k(&mut self, order: NodeId, axis: usize, k: i64, k_span: Span, span: Span) -> Option<NodeId> {
+        let ty = self.ty(order).clone();
+        let size = ty.shape[axis].clone();
+        let within = size.sub(&Dim::constant(k)).is_ok_and(|d| d.is_nonneg());
+        if k < 1 || !within {
+            self.error(
+                Diagnostic::new(
+                    Code::E0312,
+                    k_span,
+                    format!("`topk` of {k} elements along axis {axis} of size {}", self.show_dim(&size)),
+                )
+                .note("k needs 1 <= k <= the axis' size")
+                .rule("R6.3"),
+            );
+            return None;
+        }
+        let mut shape = ty.shape.clone();
+        shape[axis] = Dim::constant(k);
+        if shape == ty.shape {
+            return Some(order);
+        }
+        Some(self.add_node(
+            Op::Slice { input: order, axis, start: Dim::constant(0), step: 1 },
+            TensorType { dtype: DType::I32, shape },
+            span,
+        ))
+    }
+
+    /// A `TakeAlongAxis` node: `x` read at `indices` along `axis`.
+    fn take_along_at(&mut self, x: NodeId, indices: NodeId, axis: usize, span: Span) -> NodeId {
+        let ty = TensorType { dtype: self.ty(x).dtype, shape: self.ty(indices).shape.clone() };
+        self.add_node(Op::TakeAlongAxis { input: x, indices, axis }, ty, span)
     }
 
     fn concat(&mut self, args: Vec<ArgValue>, span: Span) -> Value {

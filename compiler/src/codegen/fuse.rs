@@ -76,6 +76,8 @@ pub enum Reason {
     ContractionConsumers { consumers: usize, op: &'static str },
     /// An elementwise value needed by several kernels where `recompute` prefers storing it.
     CostlierThanStoring { kernels: usize, op: &'static str },
+    /// An argsort orders whole fibers in a sort kernel of its own (`Schedule::Sort`).
+    Sort,
     /// Inlining would make a chain of inline nodes in a consumer's kernel longer than `MAX_INLINE_DEPTH`.
     KernelTooDeep,
 }
@@ -100,6 +102,7 @@ impl std::fmt::Display for Reason {
             Reason::CostlierThanStoring { kernels, op } => {
                 write!(f, "value is needed by {kernels} kernels and recomputing `{op}` costs more than storing it")
             }
+            Reason::Sort => write!(f, "an argsort is computed by a sort kernel of its own"),
             Reason::KernelTooDeep => {
                 write!(f, "the consumer's kernel already computes a chain of {MAX_INLINE_DEPTH} ops (the limit)")
             }
@@ -133,6 +136,8 @@ fn amplifies(graph: &Graph, consumer: NodeId, operand: NodeId) -> bool {
         // A scan's output element reads every element up to it: each operand element about `n / 2` times.
         Op::MatMul(..) | Op::Map(_) | Op::Concat { .. } | Op::Scan { .. } => true,
         Op::Gather { table, .. } => *table == operand,
+        Op::TakeAlongAxis { input, .. } => *input == operand,
+        Op::ScatterAdd { base, .. } => *base != operand,
         _ => false,
     }
 }
@@ -257,6 +262,8 @@ pub fn group(graph: &Graph, fuse: bool, target: &Target) -> Grouping {
             Ok(())
         } else if !fuse {
             Err(Reason::FusionOff)
+        } else if matches!(node.op, Op::Argsort { .. }) {
+            Err(Reason::Sort)
         } else if too_deep {
             Err(Reason::KernelTooDeep)
         } else if node.op.is_layout() {
@@ -382,15 +389,20 @@ fn merge_horizontal(graph: &Graph, groups: &mut Vec<Group>, target: &Target) {
         reads
     };
     let status = |g: &Group| {
-        g.roots().chain(g.inline.iter().copied()).any(|id| matches!(graph.node(id).op, Op::Gather { .. } | Op::Map(_)))
+        g.roots().chain(g.inline.iter().copied()).any(|id| {
+            matches!(
+                graph.node(id).op,
+                Op::Gather { .. } | Op::TakeAlongAxis { .. } | Op::ScatterAdd { .. } | Op::Map(_)
+            )
+        })
     };
     let mut i = 0;
     while i < groups.len() {
-        // Row kernels never merge; register-tiled contractions merge only with each other (sharing the
+        // Row and sort kernels never merge; register-tiled contractions merge only with each other (sharing the
         // contraction loop), plain kernels with plain kernels.
         let schedule = |g: &Group| Schedule::choose(graph, g, target);
         let tiled = |g: &Group| schedule(g).tile_plan().is_some();
-        let rows = |g: &Group| matches!(schedule(g), Schedule::Rows(_));
+        let rows = |g: &Group| matches!(schedule(g), Schedule::Rows(_) | Schedule::Sort(_));
         if rows(&groups[i]) {
             i += 1;
             continue;

@@ -4,7 +4,8 @@
 //! group holds. `group_kernel` builds the frame every schedule shares (bindings, uniform block, entry
 //! point) and hands the body to the schedule's emitter, one file each: `kernel/plain.rs` (one element per
 //! invocation), `kernel/vector.rs` (four), `kernel/rows.rs` (row kernels, `rows.rs`), `kernel/tile.rs`
-//! (register-tiled contractions, `tiles.rs`) and `kernel/shared.rs` (tiles staged in workgroup memory).
+//! (register-tiled contractions, `tiles.rs`), `kernel/shared.rs` (tiles staged in workgroup memory) and
+//! `kernel/sort.rs` (a bitonic sort per fiber in workgroup memory).
 //! An emitter declares its entry-point arguments by name (`Cx::builtin`, `Grid`, `Workgroups`), keeps its
 //! own state, and supplies values to the shared lowering through `Cx::given` (a row's statistic, a cached
 //! column, a block's sum) and `Cx::lanes` (vector loads).
@@ -41,6 +42,7 @@ use crate::ir::{ArgOp, DType, Graph, MapOp, NodeId, Op, ReduceOp, ScalarExpr, Sc
 mod plain;
 mod rows;
 mod shared;
+mod sort;
 mod tile;
 mod vector;
 
@@ -276,6 +278,7 @@ fn emitter(schedule: &Schedule) -> Box<dyn Emitter + '_> {
         Schedule::Rows(plan) => Box::new(rows::Rows(plan)),
         Schedule::Tiled(plan) => Box::new(tile::Tiled(plan)),
         Schedule::SharedTiled(plan, staged) => Box::new(shared::Shared(plan, staged)),
+        Schedule::Sort(plan) => Box::new(sort::Sort(plan)),
     }
 }
 
@@ -354,6 +357,12 @@ impl Cx<'_> {
             }
             Op::Concat { inputs, axis } => return self.concat(inputs, *axis, pos),
             Op::Gather { table, indices, axis } => return self.gather(id, *table, *indices, *axis, pos),
+            Op::TakeAlongAxis { input, indices, axis } => {
+                return self.take_along_axis(id, *input, *indices, *axis, pos);
+            }
+            Op::ScatterAdd { base, indices, src, axis } => self.scatter_add(id, *base, *indices, *src, *axis, pos)?,
+            // A whole fiber at once: only the sort schedule computes it (`kernel/sort.rs`), always stored.
+            Op::Argsort { .. } => return Err(unsupported()),
             Op::Reduce { op, input, axes } => self.reduce(*op, *input, axes, dtype, pos)?,
             Op::ArgReduce { op, input, axis } => self.arg_reduce(*op, *input, *axis, pos)?,
             Op::Scan { op, input, axis, reverse } => self.scan(*op, *input, (*axis, *reverse), dtype, pos)?,
@@ -1043,22 +1052,78 @@ impl Cx<'_> {
         let table_shape = graph.node(table).ty.shape.clone();
         let ri = index_shape.len();
         let index = self.value(indices, &mut Pos::coords(&index_shape, coords[axis..axis + ri].to_vec()))?;
-        let raw = match index.dtype {
-            DType::I32 => self.b.bitcast(index.expr, ScalarKind::Uint),
-            DType::U32 => index.expr,
-            _ => return Err(unsupported(graph, self.root)),
-        };
-        // A negative i32 index is a huge u32, so one unsigned comparison checks both ends.
-        let extent = self.dim(&table_shape[axis]);
-        let inside = self.b.binary(BinaryOperator::Less, raw, extent);
-        let outside = self.b.expr(Expression::Unary { op: naga::UnaryOperator::LogicalNot, expr: inside });
-        self.fail_if(id, outside, raw, index.dtype == DType::U32);
+        let (raw, inside) = self.checked_index(id, index, &table_shape[axis])?;
         let zero = self.b.u32(0);
         let clamped = self.b.select(inside, raw, zero);
         let mut table_coords = coords[..axis].to_vec();
         table_coords.push(clamped);
         table_coords.extend_from_slice(&coords[axis + ri..]);
         self.value(table, &mut Pos::coords(&table_shape, table_coords))
+    }
+
+    /// The `i32` index `index` as `u32` and whether it is below `extent` (a negative index is a huge `u32`,
+    /// so one unsigned comparison checks both ends); outside, the kernel reports a run-time error for `id`.
+    fn checked_index(&mut self, id: NodeId, index: Val, extent: &Dim) -> R<(Expr, Expr)> {
+        let raw = match index.dtype {
+            DType::I32 => self.b.bitcast(index.expr, ScalarKind::Uint),
+            DType::U32 => index.expr,
+            _ => return Err(unsupported(self.graph, id)),
+        };
+        let extent = self.dim(extent);
+        let inside = self.b.binary(BinaryOperator::Less, raw, extent);
+        let outside = self.b.expr(Expression::Unary { op: naga::UnaryOperator::LogicalNot, expr: inside });
+        self.fail_if(id, outside, raw, index.dtype == DType::U32);
+        Ok((raw, inside))
+    }
+
+    /// torch.gather: the input at `pos` with the index read at `pos` along `axis` (the indices have the
+    /// output's shape); an index out of range reads position 0 and reports the error.
+    fn take_along_axis(&mut self, id: NodeId, input: NodeId, indices: NodeId, axis: usize, pos: &mut Pos) -> R<Val> {
+        let graph = self.graph;
+        let input_shape = graph.node(input).ty.shape.clone();
+        let index = self.value(indices, pos)?;
+        let mut coords = self.coords(pos);
+        let (raw, inside) = self.checked_index(id, index, &input_shape[axis])?;
+        let zero = self.b.u32(0);
+        coords[axis] = self.b.select(inside, raw, zero);
+        self.value(input, &mut Pos::coords(&input_shape, coords))
+    }
+
+    /// torch.scatter_add, deterministically: the base at `pos` plus, for `j` increasing along `axis`, every
+    /// `src[.., j, ..]` whose index is `pos`'s coordinate there (the interpreter's order; floats add in
+    /// `f32`, an `f16` result rounded once). Each invocation checks the indices it reads.
+    fn scatter_add(
+        &mut self,
+        id: NodeId,
+        base: NodeId,
+        indices: NodeId,
+        src: NodeId,
+        axis: usize,
+        pos: &mut Pos,
+    ) -> R<Expr> {
+        let graph = self.graph;
+        let dtype = graph.node(id).ty.dtype;
+        let extent = graph.node(base).ty.shape[axis].clone();
+        let src_shape = graph.node(src).ty.shape.clone();
+        let coords = self.coords(pos);
+        let start = self.value(base, pos)?;
+        let acc = self.accumulator(dtype, start.expr);
+        let target = coords[axis];
+        self.counted_loop("j", &src_shape[axis], &mut |cx, j| {
+            let mut at = coords.clone();
+            at[axis] = j;
+            let index = cx.value(indices, &mut Pos::coords(&src_shape, at.clone()))?;
+            let (raw, _) = cx.checked_index(id, index, &extent)?;
+            let hit = cx.b.binary(BinaryOperator::Equal, raw, target);
+            let x = cx.value(src, &mut Pos::coords(&src_shape, at))?;
+            let current = cx.b.load(acc);
+            let sum = cx.b.binary(BinaryOperator::Add, current, x.expr);
+            let next = cx.b.select(hit, sum, current);
+            cx.b.store(acc, next);
+            Ok(())
+        })?;
+        let total = self.b.load(acc);
+        Ok(scalar::round(&mut self.b, total, dtype))
     }
 
     /// Scalar node `s` of the index-notation `map` of graph node `node`, with the output and open reduction

@@ -42,8 +42,8 @@ impl<'g> ElementLoops<'g> {
     }
 
     /// The nominal loop iterations of one element of `id`: a reduction loops over its reduced elements, a
-    /// matmul over `k`, an index-notation reduction over its variables, each trip also computing its
-    /// operands' elements; other ops add their operands' loops.
+    /// matmul over `k`, an index-notation reduction over its variables, a scatter-add over its source fiber,
+    /// each trip also computing its operands' elements; other ops add their operands' loops.
     pub fn of(&mut self, id: NodeId) -> i64 {
         if self.given.contains(&id) || !(self.members)(id) {
             return 0;
@@ -67,6 +67,11 @@ impl<'g> ElementLoops<'g> {
             Op::MatMul(a, c) => {
                 let k = graph.node(*a).ty.shape.last().map_or(1, nominal);
                 k.saturating_mul(self.of(*a).saturating_add(self.of(*c)).saturating_add(1))
+            }
+            Op::ScatterAdd { base, indices, src, axis } => {
+                let j = nominal(&graph.node(*src).ty.shape[*axis]);
+                let per_trip = self.of(*indices).saturating_add(self.of(*src)).saturating_add(1);
+                self.of(*base).saturating_add(j.saturating_mul(per_trip))
             }
             Op::Map(map) => {
                 let inputs = map.inputs.iter().fold(0i64, |n, &i| n.saturating_add(self.of(i)));

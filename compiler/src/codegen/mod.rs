@@ -43,6 +43,7 @@ use crate::ir::NodeId;
 
 pub use kernel::group_kernel;
 pub use plan::{Compiled, lower};
+pub use schedule::SORT_CAPACITY;
 pub use schedule::Schedule;
 pub use target::Target;
 pub use verify::{GroupingError, verify_grouping};

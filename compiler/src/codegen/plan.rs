@@ -147,9 +147,9 @@ pub fn lower(
                 .bounds
                 .iter()
                 .map(|(what, value, max)| {
-                    // The loop bound names its op, so that a device refusing it leads to the source line.
+                    // The loop and sort bounds name their op, so that a refusal leads to the source line.
                     let op = match what {
-                        BoundKind::LoopIterations { node } => Some(Check {
+                        BoundKind::LoopIterations { node } | BoundKind::SortLength { node } => Some(Check {
                             node: *node,
                             op: graph.node(NodeId::new(*node as usize)).op.name().to_string(),
                             source: None,

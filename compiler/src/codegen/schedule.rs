@@ -50,13 +50,45 @@ pub enum Schedule {
     /// A contraction whose operand tiles are staged in workgroup memory by the whole workgroup
     /// (`kernel/shared.rs`); the plan's `vector_k` is off.
     SharedTiled(TilePlan, SharedTile),
+    /// An `Argsort` root: one workgroup per fiber sorts it in workgroup memory with a bitonic network
+    /// (`kernel/sort.rs`); fibers up to `SORT_CAPACITY` elements.
+    Sort(SortPlan),
 }
+
+/// How an argsort's fibers are laid out: `fibers` of `length` elements each (along the sorted axis).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SortPlan {
+    pub fibers: Dim,
+    pub length: Dim,
+}
+
+impl SortPlan {
+    /// The plan of an argsort root; `None` for another op or when the fiber count overflows.
+    pub fn of(graph: &Graph, root: crate::ir::NodeId) -> Option<SortPlan> {
+        let node = graph.node(root);
+        let Op::Argsort { axis, .. } = node.op else { return None };
+        let mut others = node.ty.shape.clone();
+        let length = others.remove(axis);
+        let fibers = others.iter().try_fold(Dim::constant(1), |n, d| n.mul(d).ok())?;
+        Some(SortPlan { fibers, length })
+    }
+}
+
+/// The longest fiber a sort kernel orders: a power of two (the bitonic network's padded length) whose `u32`
+/// key and `u32` position per element fit `SHARED_BYTES` of workgroup memory less what a device keeps for
+/// itself (lavapipe offers 16352 bytes, not 16384), so half of it. Longer fibers fail the launch bound
+/// `SortLength`.
+pub const SORT_CAPACITY: u32 = SHARED_BYTES / 16;
+const _: () = assert!(SORT_CAPACITY.is_power_of_two() && SORT_CAPACITY.is_multiple_of(crate::codegen::WORKGROUP_SIZE));
 
 impl Schedule {
     /// The schedule of `group` on `target`, first that applies: a row kernel (groups without siblings; for
     /// a stored reduction only where it is long, `long_reduction`), a tiled contraction (staged in workgroup
     /// memory where the target shares tiles and they fit), a vector kernel, else a plain one.
     pub fn choose(graph: &Graph, group: &Group, target: &Target) -> Schedule {
+        if let Some(plan) = SortPlan::of(graph, group.root) {
+            return Schedule::Sort(plan);
+        }
         if group.siblings.is_empty()
             && let Some(plan) = rows::plan(graph, group.root, &group.inline, target)
             && (!plan.reduce_root || long_reduction(graph, group, &plan))
@@ -73,7 +105,7 @@ impl Schedule {
     /// tiled contraction (a 1x1 tile) or `self` is a row kernel, which no tile changes.
     pub fn with_tile(&self, graph: &Graph, group: &Group, target: &Target, tile: TileShape) -> Option<Schedule> {
         match self {
-            Schedule::Rows(_) => None,
+            Schedule::Rows(_) | Schedule::Sort(_) => None,
             _ => contraction(graph, group, tile, target.shared),
         }
     }
@@ -89,7 +121,7 @@ impl Schedule {
     /// Whether the kernel's storage arrays hold 4-element vectors.
     pub fn vector_storage(&self) -> bool {
         match self {
-            Schedule::Plain | Schedule::SharedTiled(..) => false,
+            Schedule::Plain | Schedule::SharedTiled(..) | Schedule::Sort(_) => false,
             Schedule::Vector => true,
             Schedule::Rows(plan) => plan.vector,
             Schedule::Tiled(plan) => plan.vector_k,
@@ -104,6 +136,7 @@ impl Schedule {
             Schedule::Rows(_) => "rows",
             Schedule::Tiled(_) => "tiled",
             Schedule::SharedTiled(..) => "shared-tiled",
+            Schedule::Sort(_) => "sort",
         }
     }
 }
@@ -156,7 +189,7 @@ fn contraction(graph: &Graph, group: &Group, tile: TileShape, shared: bool) -> O
 /// four neighbouring elements per invocation.
 fn loop_free(graph: &Graph, group: &Group) -> bool {
     group.roots().chain(group.inline.iter().copied()).all(|id| match &graph.node(id).op {
-        Op::Reduce { .. } | Op::ArgReduce { .. } | Op::Scan { .. } | Op::MatMul(..) => false,
+        Op::Reduce { .. } | Op::ArgReduce { .. } | Op::Scan { .. } | Op::MatMul(..) | Op::ScatterAdd { .. } => false,
         Op::Map(map) => !map.exprs.iter().any(|(_, s)| matches!(s.expr, ScalarExpr::Reduce { .. })),
         _ => true,
     })
@@ -191,6 +224,11 @@ pub fn verify(graph: &Graph, group: &Group, schedule: &Schedule, target: &Target
         Schedule::SharedTiled(plan, shared) => {
             verify_tiles(graph, group, plan).and_then(|()| verify_shared(plan, shared, target)).or_else(|e| fail(&e))
         }
+        Schedule::Sort(_) if !group.siblings.is_empty() => fail("a sort kernel has no siblings"),
+        Schedule::Sort(plan) if SortPlan::of(graph, group.root).as_ref() != Some(plan) => {
+            fail("the plan is not the argsort root's fibers")
+        }
+        Schedule::Sort(_) => Ok(()),
     }
 }
 

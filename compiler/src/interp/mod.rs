@@ -8,9 +8,10 @@
 //! tensors, out-of-range gathers and loads, and dimension overflow are all `RunError`s.
 //!
 //! Files: `values.rs` (internal buffers), `kernels.rs` (elementwise arithmetic), `layout.rs` (data
-//! movement), `reduce.rs` (reductions, matmul), `map.rs` (index notation), `bind.rs` (symbol binding). The
+//! movement), `along.rs` (take-along-axis, scatter-add, argsort), `reduce.rs` (reductions, matmul), `map.rs` (index notation), `bind.rs` (symbol binding). The
 //! public `Tensor` is the runtime's (`tdsl_runtime::tensor`), re-exported here.
 
+mod along;
 mod bind;
 mod kernels;
 mod layout;
@@ -243,20 +244,23 @@ fn eval_node(cx: &NodeCx, id: NodeId, shape: &[usize]) -> Result<Vals, String> {
         }
         Op::Gather { table, indices, axis } => {
             let (t, idx) = (cx.get(*table)?, cx.get(*indices)?);
-            layout::gather(&t.data, &t.shape, &idx.data, *axis).map_err(|bad| {
-                let mut position = vec![0; idx.shape.len()];
-                let mut rest = bad.position;
-                for (p, &d) in position.iter_mut().zip(&idx.shape).rev() {
-                    *p = rest % d;
-                    rest /= d;
-                }
-                format!(
-                    "index {} at {position:?} of the indices %{} is out of range for axis {axis} of the table (size {})",
-                    bad.value,
-                    indices.index(),
-                    t.shape[*axis]
-                )
-            })?
+            layout::gather(&t.data, &t.shape, &idx.data, *axis)
+                .map_err(|bad| bad_index(&bad, &idx.shape, *indices, *axis, "table", t.shape[*axis]))?
+        }
+        Op::TakeAlongAxis { input, indices, axis } => {
+            let (x, idx) = (cx.get(*input)?, cx.get(*indices)?);
+            along::take_along_axis(&x.data, &x.shape, &idx.data, &idx.shape, *axis)
+                .map_err(|bad| bad_index(&bad, &idx.shape, *indices, *axis, "input", x.shape[*axis]))?
+        }
+        Op::ScatterAdd { base, indices, src, axis } => {
+            let (b, idx, s) = (cx.get(*base)?, cx.get(*indices)?, cx.get(*src)?);
+            along::scatter_add(dtype, &b.data, &b.shape, &idx.data, &s.data, &s.shape, *axis)
+                .map_err(|bad| bad_index(&bad, &idx.shape, *indices, *axis, "base", b.shape[*axis]))?
+                .ok_or_else(|| internal(KindMismatch))?
+        }
+        Op::Argsort { input, axis, descending } => {
+            let x = cx.get(*input)?;
+            along::argsort(&x.data, &x.shape, *axis, *descending).ok_or_else(|| internal(KindMismatch))?
         }
         Op::Map(map) => {
             let mut inputs = Vec::with_capacity(map.inputs.len());
@@ -266,4 +270,20 @@ fn eval_node(cx: &NodeCx, id: NodeId, shape: &[usize]) -> Result<Vals, String> {
             map::run_map(map, dtype, shape, &inputs, cx.syms)?
         }
     })
+}
+
+/// The message of an index out of range: its value, its position in the indices tensor `indices` (of
+/// `shape`) and the `what` axis it missed.
+fn bad_index(bad: &layout::BadIndex, shape: &[usize], indices: NodeId, axis: usize, what: &str, size: usize) -> String {
+    let mut position = vec![0; shape.len()];
+    let mut rest = bad.position;
+    for (p, &d) in position.iter_mut().zip(shape).rev() {
+        *p = rest % d;
+        rest /= d;
+    }
+    format!(
+        "index {} at {position:?} of the indices %{} is out of range for axis {axis} of the {what} (size {size})",
+        bad.value,
+        indices.index(),
+    )
 }

@@ -402,6 +402,89 @@ fn gather_rows_and_errors() {
 }
 
 #[test]
+fn take_along_axis_reads_each_fiber_at_its_indices() {
+    let mut b = Builder::new("t");
+    let x = b.input("x", DType::F32, &[c(2), c(3)]);
+    let i = b.input("i", DType::I32, &[c(2), c(2)]);
+    let j = b.input("j", DType::I32, &[c(1), c(3)]);
+    let t1 = b.node(Op::TakeAlongAxis { input: x, indices: i, axis: 1 }, DType::F32, &[c(2), c(2)]);
+    let t0 = b.node(Op::TakeAlongAxis { input: x, indices: j, axis: 0 }, DType::F32, &[c(1), c(3)]);
+    b.output("t1", t1);
+    b.output("t0", t0);
+    let x = Tensor::f32(&[2, 3], vec![0.0, 1.0, 2.0, 10.0, 11.0, 12.0]);
+    let out = run_ok(&b, &[x.clone(), Tensor::i32(&[2, 2], vec![2, 2, 0, 1]), Tensor::i32(&[1, 3], vec![1, 0, 1])]);
+    assert_eq!(f32s(&out[0]), vec![2.0, 2.0, 10.0, 11.0]);
+    assert_eq!(f32s(&out[1]), vec![10.0, 1.0, 12.0]);
+    let msg = run_err(&b, &[x, Tensor::i32(&[2, 2], vec![0, 0, 3, 0]), Tensor::i32(&[1, 3], vec![0, 0, 0])]);
+    assert_eq!(
+        msg,
+        "%3 (take_along_axis): index 3 at [1, 0] of the indices %1 is out of range for axis 1 of the input (size 3)"
+    );
+}
+
+#[test]
+fn scatter_add_adds_in_source_order_from_the_base() {
+    let mut b = Builder::new("t");
+    let base = b.input("base", DType::F32, &[c(2), c(3)]);
+    let i = b.input("i", DType::I32, &[c(2), c(4)]);
+    let src = b.input("src", DType::F32, &[c(2), c(4)]);
+    let a = b.node(Op::ScatterAdd { base, indices: i, src, axis: 1 }, DType::F32, &[c(2), c(3)]);
+    b.output("a", a);
+    let base = Tensor::f32(&[2, 3], vec![0.0, 100.0, -0.0, 1.0, 2.0, 3.0]);
+    let src = Tensor::f32(&[2, 4], vec![1e8, 1.0, -1e8, 5.0, 1.0, 2.0, 4.0, 8.0]);
+    // Row 0: element 0 gets 0 + 1e8 + 1 - 1e8 in that order (1 is lost to rounding), element 2 keeps -0.0.
+    let out = run_ok(&b, &[base.clone(), Tensor::i32(&[2, 4], vec![0, 0, 0, 1, 2, 2, 0, 2]), src.clone()]);
+    let got = f32s(&out[0]);
+    assert_eq!(got, vec![0.0, 105.0, -0.0, 5.0, 2.0, 14.0]);
+    assert!(got[2].is_sign_negative());
+    let msg = run_err(&b, &[base, Tensor::i32(&[2, 4], vec![0, -2, 0, 0, 0, 0, 0, 0]), src]);
+    assert!(msg.contains("%3 (scatter_add): index -2 at [0, 1]"), "{msg}");
+
+    let mut b = Builder::new("t");
+    let base = b.input("base", DType::I32, &[c(3)]);
+    let i = b.input("i", DType::I32, &[c(2)]);
+    let src = b.input("src", DType::I32, &[c(2)]);
+    let a = b.node(Op::ScatterAdd { base, indices: i, src, axis: 0 }, DType::I32, &[c(3)]);
+    b.output("a", a);
+    let out = run_ok(
+        &b,
+        &[Tensor::i32(&[3], vec![i32::MAX, 0, 7]), Tensor::i32(&[2], vec![0, 0]), Tensor::i32(&[2], vec![1, 2])],
+    );
+    assert_eq!(i32s(&out[0]), vec![i32::MIN + 2, 0, 7]);
+}
+
+#[test]
+fn argsort_is_stable_with_nan_largest_and_zeros_equal() {
+    let mut b = Builder::new("t");
+    let x = b.input("x", DType::F32, &[c(8)]);
+    let up = b.node(Op::Argsort { input: x, axis: 0, descending: false }, DType::I32, &[c(8)]);
+    let down = b.node(Op::Argsort { input: x, axis: 0, descending: true }, DType::I32, &[c(8)]);
+    b.output("up", up);
+    b.output("down", down);
+    let nan = f32::NAN;
+    let x = Tensor::f32(&[8], vec![1.0, nan, -0.0, f32::NEG_INFINITY, 0.0, -nan, 1.0, f32::INFINITY]);
+    let out = run_ok(&b, &[x]);
+    // Ascending: -inf, the zeros in order, the ones in order, inf, the NaNs in order.
+    assert_eq!(i32s(&out[0]), vec![3, 2, 4, 0, 6, 7, 1, 5]);
+    // Descending: the NaNs in order, inf, the ones, the zeros, -inf (equal values keep their order).
+    assert_eq!(i32s(&out[1]), vec![1, 5, 7, 0, 6, 2, 4, 3]);
+
+    let mut b = Builder::new("t");
+    let k = b.input("k", DType::I32, &[c(2), c(3)]);
+    let col = b.node(Op::Argsort { input: k, axis: 0, descending: false }, DType::I32, &[c(2), c(3)]);
+    let u = b.input("u", DType::U32, &[c(3)]);
+    let ud = b.node(Op::Argsort { input: u, axis: 0, descending: true }, DType::I32, &[c(3)]);
+    b.output("col", col);
+    b.output("ud", ud);
+    let out = run_ok(
+        &b,
+        &[Tensor::i32(&[2, 3], vec![5, i32::MIN, 0, -5, i32::MAX, 0]), Tensor::u32(&[3], vec![1, u32::MAX, 1])],
+    );
+    assert_eq!(i32s(&out[0]), vec![1, 0, 0, 0, 1, 1]);
+    assert_eq!(i32s(&out[1]), vec![1, 0, 2]);
+}
+
+#[test]
 fn reductions() {
     let mut b = Builder::new("t");
     let x = b.input("x", DType::F32, &[c(2), c(3), c(2)]);

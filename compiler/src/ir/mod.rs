@@ -311,6 +311,19 @@ pub enum Op {
     /// `out[p.., i.., s..] = table[p.., indices[i..], s..]` where `p` are the axes before `axis`; indices
     /// are `i32`/`u32`; an index out of range is a run-time error.
     Gather { table: NodeId, indices: NodeId, axis: usize },
+    /// `torch.gather`: `out[.., j, ..] = input[.., indices[.., j, ..], ..]` with `j` at `axis`; `indices`
+    /// (`i32`) has the input's rank and dimensions except along `axis`, and the result has its shape. An
+    /// index outside `0..input.shape[axis]` is a run-time error.
+    TakeAlongAxis { input: NodeId, indices: NodeId, axis: usize },
+    /// `torch.scatter_add`: `base` plus, for every `j` along `axis` in increasing order, `src[.., j, ..]`
+    /// added at `out[.., indices[.., j, ..], ..]`. `indices` (`i32`) and `src` have one shape, equal to
+    /// `base`'s except along `axis`; the result has `base`'s type. Each output element starts from `base`
+    /// and adds its contributions in increasing `j` (deterministic, on the GPU too). An index outside
+    /// `0..base.shape[axis]` is a run-time error.
+    ScatterAdd { base: NodeId, indices: NodeId, src: NodeId, axis: usize },
+    /// `torch.argsort(stable=True)` along `axis`: the `i32` positions that sort each fiber, equal values in
+    /// their original order; NaN is the largest value (last ascending, first descending) and `-0.0 == 0.0`.
+    Argsort { input: NodeId, axis: usize, descending: bool },
     /// Index notation: `out[v0, .., v(r-1)] = body`.
     Map(Box<MapOp>),
 }
@@ -329,6 +342,9 @@ impl Op {
             Op::Select { cond, on_true, on_false } => vec![*cond, *on_true, *on_false],
             Op::Concat { inputs, .. } => inputs.clone(),
             Op::Gather { table, indices, .. } => vec![*table, *indices],
+            Op::TakeAlongAxis { input, indices, .. } => vec![*input, *indices],
+            Op::ScatterAdd { base, indices, src, .. } => vec![*base, *indices, *src],
+            Op::Argsort { input, .. } => vec![*input],
             Op::Map(map) => map.inputs.clone(),
         }
     }
@@ -359,6 +375,15 @@ impl Op {
             }
             Op::Concat { inputs, axis } => Op::Concat { inputs: inputs.iter().map(m).collect(), axis: *axis },
             Op::Gather { table, indices, axis } => Op::Gather { table: m(table), indices: m(indices), axis: *axis },
+            Op::TakeAlongAxis { input, indices, axis } => {
+                Op::TakeAlongAxis { input: m(input), indices: m(indices), axis: *axis }
+            }
+            Op::ScatterAdd { base, indices, src, axis } => {
+                Op::ScatterAdd { base: m(base), indices: m(indices), src: m(src), axis: *axis }
+            }
+            Op::Argsort { input, axis, descending } => {
+                Op::Argsort { input: m(input), axis: *axis, descending: *descending }
+            }
             Op::Map(map) => {
                 let mut map = map.clone();
                 map.inputs = map.inputs.iter().map(m).collect();
@@ -373,14 +398,30 @@ impl Op {
     }
 
     /// Ops whose every element is a loop over operand elements: reductions, index reductions, scans,
-    /// matmul, index notation.
+    /// matmul, index notation, scatter-add.
     pub fn is_contraction(&self) -> bool {
-        matches!(self, Op::MatMul(..) | Op::Reduce { .. } | Op::ArgReduce { .. } | Op::Scan { .. } | Op::Map(_))
+        matches!(
+            self,
+            Op::MatMul(..)
+                | Op::Reduce { .. }
+                | Op::ArgReduce { .. }
+                | Op::Scan { .. }
+                | Op::Map(_)
+                | Op::ScatterAdd { .. }
+        )
     }
 
     /// Ops that only compute an index into an operand (no arithmetic on values).
     pub fn is_layout(&self) -> bool {
-        matches!(self, Op::Broadcast(_) | Op::Permute(..) | Op::Reshape(_) | Op::Slice { .. } | Op::Gather { .. })
+        matches!(
+            self,
+            Op::Broadcast(_)
+                | Op::Permute(..)
+                | Op::Reshape(_)
+                | Op::Slice { .. }
+                | Op::Gather { .. }
+                | Op::TakeAlongAxis { .. }
+        )
     }
 
     /// A short name for dumps and diagnostics.
@@ -404,6 +445,9 @@ impl Op {
             Op::Slice { .. } => "slice",
             Op::Concat { .. } => "concat",
             Op::Gather { .. } => "gather",
+            Op::TakeAlongAxis { .. } => "take_along_axis",
+            Op::ScatterAdd { .. } => "scatter_add",
+            Op::Argsort { .. } => "argsort",
             Op::Map(_) => "map",
         }
     }
@@ -573,6 +617,9 @@ mod tests {
             Op::Slice { input: x, axis: 0, start: c(1), step: 1 },
             Op::Concat { inputs: vec![x, y, x], axis: 0 },
             Op::Gather { table: x, indices: i, axis: 0 },
+            Op::TakeAlongAxis { input: x, indices: i, axis: 1 },
+            Op::ScatterAdd { base: x, indices: i, src: y, axis: 0 },
+            Op::Argsort { input: x, axis: 1, descending: true },
         ];
         let others = [y, x, flag, i];
         for op in ops {

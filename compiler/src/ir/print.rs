@@ -80,6 +80,15 @@ fn op_text(graph: &Graph, op: &Op, out: &mut String) {
         }
         Op::Concat { inputs, axis } => format!("concat {} axis {axis}", refs(inputs)),
         Op::Gather { table, indices, axis } => format!("gather %{}, %{} axis {axis}", table.index(), indices.index()),
+        Op::TakeAlongAxis { input, indices, axis } => {
+            format!("take_along_axis %{}, %{} axis {axis}", input.index(), indices.index())
+        }
+        Op::ScatterAdd { base, indices, src, axis } => {
+            format!("scatter_add {} axis {axis}", refs(&[*base, *indices, *src]))
+        }
+        Op::Argsort { input, axis, descending } => {
+            format!("argsort %{} axis {axis}{}", input.index(), if *descending { " descending" } else { "" })
+        }
         Op::Map(map) => {
             let extents: Vec<String> =
                 map.extents.iter().enumerate().map(|(i, e)| format!("v{i} < {}", dim(e))).collect();

@@ -520,8 +520,55 @@ fn type_rule(cx: &mut NodeCx, node: &Node) {
             expected.extend(t_ty.shape[*axis + 1..].iter().cloned());
             cx.expect_shape("the result", &ty.shape, &expected);
         }
+        Op::TakeAlongAxis { input, indices, axis } => {
+            let (x_ty, i_ty) = (cx.ty(*input).clone(), cx.ty(*indices).clone());
+            cx.expect_dtype("the result", ty.dtype, x_ty.dtype);
+            cx.expect_dtype("the index tensor", i_ty.dtype, DType::I32);
+            if !along_axis_shapes(cx, &x_ty, &i_ty, *axis) {
+                return;
+            }
+            cx.expect_shape("the result", &ty.shape, &i_ty.shape);
+        }
+        Op::ScatterAdd { base, indices, src, axis } => {
+            let (b_ty, i_ty, s_ty) = (cx.ty(*base).clone(), cx.ty(*indices).clone(), cx.ty(*src).clone());
+            cx.expect_dtype("the result", ty.dtype, b_ty.dtype);
+            cx.expect_dtype("the source", s_ty.dtype, b_ty.dtype);
+            cx.expect_dtype("the index tensor", i_ty.dtype, DType::I32);
+            if !ty.dtype.is_float() && !ty.dtype.is_int() {
+                cx.err(format!("scatter-add of {}", ty.dtype.name()));
+            }
+            if !along_axis_shapes(cx, &b_ty, &i_ty, *axis) {
+                return;
+            }
+            cx.expect_shape("the source", &s_ty.shape, &i_ty.shape);
+            cx.expect_shape("the result", &ty.shape, &b_ty.shape);
+        }
+        Op::Argsort { input, axis, .. } => {
+            let x_ty = cx.ty(*input).clone();
+            cx.expect_dtype("the result", ty.dtype, DType::I32);
+            if x_ty.dtype == DType::Bool {
+                cx.err("argsort of bool");
+            }
+            if *axis >= x_ty.rank() {
+                cx.err(format!("axis {axis} is out of range for {}", cx.show_ty(&x_ty)));
+                return;
+            }
+            cx.expect_shape("the result", &ty.shape, &x_ty.shape);
+        }
         Op::Map(map) => map_rule(cx, map, ty),
     }
+}
+
+/// `indices` has `data`'s rank and dimensions except along `axis` (which is in range): the operand rule of
+/// `TakeAlongAxis` and `ScatterAdd`.
+fn along_axis_shapes(cx: &mut NodeCx, data: &TensorType, indices: &TensorType, axis: usize) -> bool {
+    if axis >= data.rank() || indices.rank() != data.rank() {
+        cx.err(format!("axis {axis} and the indices {} do not fit {}", cx.show_ty(indices), cx.show_ty(data)));
+        return false;
+    }
+    let mut expected = data.shape.clone();
+    expected[axis] = indices.shape[axis].clone();
+    cx.expect_shape("the index tensor", &indices.shape, &expected)
 }
 
 fn map_rule(cx: &mut NodeCx, map: &MapOp, ty: &TensorType) {
@@ -863,6 +910,36 @@ mod tests {
                 "%18 (argmax): the result has dtype f32, expected i32",
                 "%19 (argmin): axis 2 is out of range for rank 2",
                 "%20 (cumsum): the result has shape [3, 2], expected [2, 3]",
+            ]
+        );
+    }
+
+    #[test]
+    fn rejects_wrong_along_axis_ops() {
+        let mut b = Builder::new("m");
+        let x = b.input("x", DType::F32, &[c(2), c(3)]);
+        let i = b.input("i", DType::I32, &[c(2), c(4)]);
+        let u = b.input("u", DType::U32, &[c(2), c(4)]);
+        let flag = b.input("flag", DType::Bool, &[c(2), c(3)]);
+        b.node(Op::TakeAlongAxis { input: x, indices: i, axis: 0 }, DType::F32, &[c(2), c(4)]);
+        b.node(Op::TakeAlongAxis { input: x, indices: u, axis: 1 }, DType::F32, &[c(2), c(4)]);
+        b.node(Op::TakeAlongAxis { input: x, indices: i, axis: 1 }, DType::F32, &[c(2), c(3)]);
+        b.node(Op::ScatterAdd { base: x, indices: i, src: x, axis: 1 }, DType::F32, &[c(2), c(3)]);
+        b.node(Op::ScatterAdd { base: flag, indices: i, src: flag, axis: 2 }, DType::Bool, &[c(2), c(3)]);
+        b.node(Op::Argsort { input: x, axis: 1, descending: false }, DType::F32, &[c(2), c(3)]);
+        b.node(Op::Argsort { input: flag, axis: 2, descending: true }, DType::I32, &[c(2), c(3)]);
+        assert_eq!(
+            errors(&b),
+            [
+                "%4 (take_along_axis): the index tensor has shape [2, 4], expected [2, 3]",
+                "%5 (take_along_axis): the index tensor has dtype u32, expected i32",
+                "%6 (take_along_axis): the result has shape [2, 3], expected [2, 4]",
+                "%7 (scatter_add): the source has shape [2, 3], expected [2, 4]",
+                "%8 (scatter_add): scatter-add of bool",
+                "%8 (scatter_add): axis 2 and the indices i32[2, 4] do not fit bool[2, 3]",
+                "%9 (argsort): the result has dtype f32, expected i32",
+                "%10 (argsort): argsort of bool",
+                "%10 (argsort): axis 2 is out of range for bool[2, 3]",
             ]
         );
     }

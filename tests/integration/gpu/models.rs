@@ -161,7 +161,16 @@ fn path_costs(graph: &Graph, symbols: &[i64]) -> (Vec<f64>, Vec<bool>) {
         let own = match &node.op {
             Op::Input { .. } | Op::Param { .. } | Op::Constant(_) | Op::DimValue(_) => 0.0,
             Op::Broadcast(_) | Op::Permute(..) | Op::Reshape(_) | Op::Slice { .. } | Op::Concat { .. } => 0.0,
-            Op::Gather { .. } | Op::Select { .. } => 0.0,
+            Op::Gather { .. } | Op::Select { .. } | Op::TakeAlongAxis { .. } => 0.0,
+            // The order depends on comparisons of its input.
+            Op::Argsort { .. } => {
+                taint |= inexact_float_operand;
+                0.0
+            }
+            Op::ScatterAdd { src, axis, .. } => {
+                let shape = &graph.node(*src).ty.shape;
+                reduce_cost(ReduceOp::Sum, count(&shape[*axis..*axis + 1]))
+            }
             Op::Unary(op, _) => unary_cost(*op),
             Op::Binary(op, _, _) => {
                 taint |= op.is_comparison() && inexact_float_operand;
