@@ -250,6 +250,26 @@ fn binary(b: &mut FnBuilder, op: BinaryOp, x: Expr, y: Expr, dtype: DType) -> Op
 /// `pow(1, y) = 1` (NaN included), a negative base to an odd integer power negative.
 fn pow(b: &mut FnBuilder, x: Expr, y: Expr) -> Expr {
     use BinaryOperator as B;
+    // A constant positive finite base other than 1 (RoPE's `base ^ e`) has none of those cases but an
+    // infinite exponent: `exp2(y log2(x))` with `log2(x)` computed here in f64.
+    if let Expression::Literal(naga::Literal::F32(base)) = b.fun.expressions[x]
+        && base > 0.0
+        && base.is_finite()
+        && base != 1.0
+    {
+        let log = b.f32((f64::from(base)).log2() as f32);
+        let scaled = b.binary(B::Multiply, y, log);
+        let value = b.math(MathFunction::Exp2, &[scaled]);
+        let (zero, inf) = (b.f32(0.0), b.f32(f32::INFINITY));
+        let y_abs = b.math(MathFunction::Abs, &[y]);
+        let y_inf = b.binary(B::Equal, y_abs, inf);
+        // x > 1: y = +inf gives inf and -inf gives 0; x < 1 the other way round.
+        let growing_sign = b.f32(if base > 1.0 { 1.0 } else { -1.0 });
+        let y_sign = b.math(MathFunction::Sign, &[y]);
+        let grows = b.binary(B::Equal, growing_sign, y_sign);
+        let limit = b.select(grows, inf, zero);
+        return b.select(y_inf, limit, value);
+    }
     let (zero, one, two, half, inf) = (b.f32(0.0), b.f32(1.0), b.f32(2.0), b.f32(0.5), b.f32(f32::INFINITY));
     let a = b.math(MathFunction::Abs, &[x]);
     let log = b.math(MathFunction::Log2, &[a]);
