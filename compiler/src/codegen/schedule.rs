@@ -53,6 +53,28 @@ pub enum Schedule {
     /// An `Argsort` root: one workgroup per fiber sorts it in workgroup memory with a bitonic network
     /// (`kernel/sort.rs`); fibers up to `SORT_CAPACITY` elements.
     Sort(SortPlan),
+    /// An `Op::Scan` root (`cumsum`): one workgroup per fiber scans it in chunks, O(n) work per fiber
+    /// (`kernel/scan.rs`); fibers as long as the per-invocation loop limit allows (`LoopIterations`).
+    Scan(ScanPlan),
+}
+
+/// How a scan's fibers are laid out: `fibers` of `length` elements each (along the scanned axis).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanPlan {
+    pub fibers: Dim,
+    pub length: Dim,
+}
+
+impl ScanPlan {
+    /// The plan of a scan root; `None` for another op or when the fiber count overflows.
+    pub fn of(graph: &Graph, root: crate::ir::NodeId) -> Option<ScanPlan> {
+        let node = graph.node(root);
+        let Op::Scan { axis, .. } = node.op else { return None };
+        let mut others = node.ty.shape.clone();
+        let length = others.remove(axis);
+        let fibers = others.iter().try_fold(Dim::constant(1), |n, d| n.mul(d).ok())?;
+        Some(ScanPlan { fibers, length })
+    }
 }
 
 /// How an argsort's fibers are laid out: `fibers` of `length` elements each (along the sorted axis).
@@ -89,6 +111,9 @@ impl Schedule {
         if let Some(plan) = SortPlan::of(graph, group.root) {
             return Schedule::Sort(plan);
         }
+        if let Some(plan) = ScanPlan::of(graph, group.root) {
+            return Schedule::Scan(plan);
+        }
         if group.siblings.is_empty()
             && let Some(plan) = rows::plan(graph, group.root, &group.inline, target)
             && (!plan.reduce_root || long_reduction(graph, group, &plan))
@@ -105,7 +130,7 @@ impl Schedule {
     /// tiled contraction (a 1x1 tile) or `self` is a row kernel, which no tile changes.
     pub fn with_tile(&self, graph: &Graph, group: &Group, target: &Target, tile: TileShape) -> Option<Schedule> {
         match self {
-            Schedule::Rows(_) | Schedule::Sort(_) => None,
+            Schedule::Rows(_) | Schedule::Sort(_) | Schedule::Scan(_) => None,
             _ => contraction(graph, group, tile, target.shared),
         }
     }
@@ -121,7 +146,7 @@ impl Schedule {
     /// Whether the kernel's storage arrays hold 4-element vectors.
     pub fn vector_storage(&self) -> bool {
         match self {
-            Schedule::Plain | Schedule::SharedTiled(..) | Schedule::Sort(_) => false,
+            Schedule::Plain | Schedule::SharedTiled(..) | Schedule::Sort(_) | Schedule::Scan(_) => false,
             Schedule::Vector => true,
             Schedule::Rows(plan) => plan.vector,
             Schedule::Tiled(plan) => plan.vector_k,
@@ -137,6 +162,7 @@ impl Schedule {
             Schedule::Tiled(_) => "tiled",
             Schedule::SharedTiled(..) => "shared-tiled",
             Schedule::Sort(_) => "sort",
+            Schedule::Scan(_) => "scan",
         }
     }
 }
@@ -229,6 +255,11 @@ pub fn verify(graph: &Graph, group: &Group, schedule: &Schedule, target: &Target
             fail("the plan is not the argsort root's fibers")
         }
         Schedule::Sort(_) => Ok(()),
+        Schedule::Scan(_) if !group.siblings.is_empty() => fail("a scan kernel has no siblings"),
+        Schedule::Scan(plan) if ScanPlan::of(graph, group.root).as_ref() != Some(plan) => {
+            fail("the plan is not the scan root's fibers")
+        }
+        Schedule::Scan(_) => Ok(()),
     }
 }
 
