@@ -7,8 +7,9 @@
 //!
 //! Each schedule is an analysis deciding whether and how a group runs that way (`rows.rs`, `tiles.rs`;
 //! plain and vector kernels need none) and an emitter of its own in `kernel/` (`plain.rs`, `vector.rs`,
-//! `rows.rs`, `tile.rs`, `shared.rs`) that declares its entry-point arguments by name and keeps its own
-//! state; the per-element lowering (`value(node, pos)` in `kernel.rs`) is shared by all of them.
+//! `rows.rs`, `tile.rs`, `shared.rs`, `sort.rs`, `scan.rs`) that declares its entry-point arguments by
+//! name and keeps its own state; the per-element lowering (`value(node, pos)` in `kernel.rs`) is shared by
+//! all of them.
 //!
 //! Adding a schedule (e.g. cooperative-matrix contractions or fused attention):
 //! 1. its plan: a type and the analysis deciding whether and how a group runs this way (`fn plan(graph,
