@@ -54,16 +54,19 @@ pub enum Schedule {
     /// An `Argsort` root: one workgroup per fiber sorts it in workgroup memory with a bitonic network
     /// (`kernel/sort.rs`); fibers up to `SORT_CAPACITY` elements.
     Sort(SortPlan),
-    /// An `Op::Scan` root (`cumsum`): one workgroup per fiber scans it in chunks, O(n) work per fiber
-    /// (`kernel/scan.rs`); fibers as long as the per-invocation loop limit allows (`LoopIterations`).
+    /// An `Op::Scan` root (`cumsum`): one workgroup of `lanes` invocations per fiber scans it in chunks,
+    /// O(n) work per fiber (`kernel/scan.rs`); fibers as long as the per-invocation loop limit allows
+    /// (`LoopIterations`).
     Scan(ScanPlan),
 }
 
-/// How a scan's fibers are laid out: `fibers` of `length` elements each (along the scanned axis).
+/// How a scan's fibers are laid out: `fibers` of `length` elements each (along the scanned axis), each
+/// scanned by a workgroup of `lanes` invocations (`ScanPlan::lanes_for`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ScanPlan {
     pub fibers: Dim,
     pub length: Dim,
+    pub lanes: u32,
 }
 
 impl ScanPlan {
@@ -74,9 +77,31 @@ impl ScanPlan {
         let mut others = node.ty.shape.clone();
         let length = others.remove(axis);
         let fibers = others.iter().try_fold(Dim::constant(1), |n, d| n.mul(d).ok())?;
-        Some(ScanPlan { fibers, length })
+        let lanes = ScanPlan::lanes_for(&length);
+        Some(ScanPlan { fibers, length, lanes })
+    }
+
+    /// The invocations scanning one fiber of `length`: for a known length, a power of two giving chunks of
+    /// about `SCAN_CHUNK` elements (1 to `WORKGROUP_SIZE`), so that many short fibers do not each occupy
+    /// a whole idle workgroup; for a symbolic one, `SYMBOLIC_SCAN_LANES`, which on llvmpipe (65535 loop
+    /// iterations per invocation, `2 (ceil(n / lanes) + SCAN_CHUNK) + lanes` of them) still scans about 2
+    /// million.
+    pub fn lanes_for(length: &Dim) -> u32 {
+        match length.as_const() {
+            Some(n) => {
+                let wanted = (n.max(1) as u64).div_ceil(u64::from(SCAN_CHUNK)).next_power_of_two();
+                wanted.min(u64::from(WORKGROUP_SIZE)) as u32
+            }
+            None => SYMBOLIC_SCAN_LANES,
+        }
     }
 }
+
+/// The chunk length a scan aims at per invocation (the lanes of a known length; the lanes a scan kernel
+/// uses of its `lanes`, `kernel/scan.rs`).
+pub const SCAN_CHUNK: u32 = 16;
+/// The invocations per fiber of a scan whose length is symbolic.
+pub const SYMBOLIC_SCAN_LANES: u32 = 64;
 
 /// How an argsort's fibers are laid out: `fibers` of `length` elements each (along the sorted axis).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -259,6 +284,9 @@ pub fn verify(graph: &Graph, group: &Group, schedule: &Schedule, target: &Target
         Schedule::Scan(_) if !group.siblings.is_empty() => fail("a scan kernel has no siblings"),
         Schedule::Scan(plan) if ScanPlan::of(graph, group.root).as_ref() != Some(plan) => {
             fail("the plan is not the scan root's fibers")
+        }
+        Schedule::Scan(plan) if !plan.lanes.is_power_of_two() || plan.lanes > WORKGROUP_SIZE => {
+            fail("the lanes are not a power of two up to the workgroup size")
         }
         Schedule::Scan(_) => Ok(()),
     }

@@ -457,10 +457,10 @@ fn cumsum_matches_the_interpreter() {
 }
 
 /// A fiber of 200000 elements, far past what one invocation may loop over on llvmpipe (65535 iterations):
-/// the scan kernel's invocations loop `2 ceil(N / 256) + 256` times each. The f32 sums are within the
-/// chunked order's rounding bound of the exact (f64) prefix sums, `(2 ceil(N / 256) + 256) EPS` times the
-/// prefix's sum of magnitudes, and the i32 sums (wrapping) equal the interpreter's exactly. Under a
-/// small loop limit the same launch is refused before dispatch, naming the op.
+/// the scan kernel's `W` lanes (`SYMBOLIC_SCAN_LANES` for a symbolic length) loop `2 (ceil(N / W) + 16) +
+/// W` times each. The f32 sums are within the chunked order's rounding bound of the exact (f64) prefix
+/// sums, that many times EPS times the prefix's sum of magnitudes, and the i32 sums (wrapping) equal the
+/// interpreter's exactly. Under a small loop limit the same launch is refused before dispatch, naming the op.
 #[test]
 fn a_long_cumsum_scans_in_chunks() {
     let graph = single_graph(
@@ -476,7 +476,8 @@ fn a_long_cumsum_scans_in_chunks() {
     let want = tdsl_compiler::interp::run(&graph, &inputs, &HashMap::new()).unwrap_or_else(|err| panic!("{err}"));
     let got = super::run_gpu(&graph, &inputs, &HashMap::new()).unwrap_or_else(|err| panic!("{err}"));
     assert_eq!(got[1].data, want[1].data, "i32 prefix sums wrap alike");
-    let depth = (2 * n.div_ceil(256) + 256) as f64;
+    let lanes = tdsl_compiler::codegen::schedule::SYMBOLIC_SCAN_LANES as usize;
+    let depth = (2 * (n.div_ceil(lanes) + 16) + lanes) as f64;
     let (mut exact, mut magnitude, mut worst_gpu, mut worst_interp) = (0.0f64, 0.0f64, 0.0f64, 0.0f64);
     for ((x, g), w) in inputs[0].to_f64_vec().iter().zip(got[0].to_f64_vec()).zip(want[0].to_f64_vec()) {
         exact += 2.0 * x;
