@@ -233,11 +233,8 @@ pub fn flops(graph: &Graph, id: NodeId, sizes: &[i64]) -> u64 {
     match &node.op {
         Op::Unary(..) | Op::Binary(..) | Op::Select { .. } | Op::Cast(_) => elements,
         Op::Reduce { input, .. } | Op::ArgReduce { input, .. } => count(&graph.node(*input).ty.shape),
-        // Each output adds its prefix (the kernel's order, one pass per output).
-        Op::Scan { input, axis, .. } => {
-            let n = size(&graph.node(*input).ty.shape[*axis]);
-            elements.saturating_mul(n.saturating_add(1) / 2)
-        }
+        // The scan kernel adds each element twice (its chunk's total, then its running value).
+        Op::Scan { .. } => elements.saturating_mul(2),
         Op::MatMul(a, _) => {
             let k = graph.node(*a).ty.shape.last().map_or(1, size);
             elements.saturating_mul(k).saturating_mul(2)

@@ -78,6 +78,8 @@ pub enum Reason {
     CostlierThanStoring { kernels: usize, op: &'static str },
     /// An argsort orders whole fibers in a sort kernel of its own (`Schedule::Sort`).
     Sort,
+    /// A scan computes whole fibers in a scan kernel of its own (`Schedule::Scan`).
+    Scan,
     /// Inlining would make a chain of inline nodes in a consumer's kernel longer than `MAX_INLINE_DEPTH`.
     KernelTooDeep,
 }
@@ -103,6 +105,7 @@ impl std::fmt::Display for Reason {
                 write!(f, "value is needed by {kernels} kernels and recomputing `{op}` costs more than storing it")
             }
             Reason::Sort => write!(f, "an argsort is computed by a sort kernel of its own"),
+            Reason::Scan => write!(f, "a cumsum is computed by a scan kernel of its own"),
             Reason::KernelTooDeep => {
                 write!(f, "the consumer's kernel already computes a chain of {MAX_INLINE_DEPTH} ops (the limit)")
             }
@@ -133,8 +136,9 @@ fn amplifies(graph: &Graph, consumer: NodeId, operand: NodeId) -> bool {
             let (from, to) = (&graph.node(operand).ty.shape, &c.ty.shape);
             from.len() != to.len() || from.iter().zip(to).any(|(a, b)| a != b)
         }
-        // A scan's output element reads every element up to it: each operand element about `n / 2` times.
-        Op::MatMul(..) | Op::Map(_) | Op::Concat { .. } | Op::Scan { .. } => true,
+        // A scan kernel (`kernel/scan.rs`) reads each operand element twice: once for its chunk's total,
+        // once for the running values.
+        Op::MatMul(..) | Op::Map(_) | Op::Concat { .. } => true,
         Op::Gather { table, .. } => *table == operand,
         Op::TakeAlongAxis { input, .. } => *input == operand,
         Op::ScatterAdd { base, .. } => *base != operand,
@@ -264,6 +268,8 @@ pub fn group(graph: &Graph, fuse: bool, target: &Target) -> Grouping {
             Err(Reason::FusionOff)
         } else if matches!(node.op, Op::Argsort { .. }) {
             Err(Reason::Sort)
+        } else if matches!(node.op, Op::Scan { .. }) {
+            Err(Reason::Scan)
         } else if too_deep {
             Err(Reason::KernelTooDeep)
         } else if node.op.is_layout() {
@@ -398,11 +404,11 @@ fn merge_horizontal(graph: &Graph, groups: &mut Vec<Group>, target: &Target) {
     };
     let mut i = 0;
     while i < groups.len() {
-        // Row and sort kernels never merge; register-tiled contractions merge only with each other (sharing the
+        // Row, sort and scan kernels never merge; register-tiled contractions merge only with each other (sharing the
         // contraction loop), plain kernels with plain kernels.
         let schedule = |g: &Group| Schedule::choose(graph, g, target);
         let tiled = |g: &Group| schedule(g).tile_plan().is_some();
-        let rows = |g: &Group| matches!(schedule(g), Schedule::Rows(_) | Schedule::Sort(_));
+        let rows = |g: &Group| matches!(schedule(g), Schedule::Rows(_) | Schedule::Sort(_) | Schedule::Scan(_));
         if rows(&groups[i]) {
             i += 1;
             continue;

@@ -37,10 +37,11 @@ use super::scalar;
 use super::schedule::Schedule;
 use super::{BIND_GROUP, CodegenError, Kernel, KernelArg, WORKGROUP_SIZE};
 use crate::dim::Dim;
-use crate::ir::{ArgOp, DType, Graph, MapOp, NodeId, Op, ReduceOp, ScalarExpr, ScalarId, ScanOp, VarId};
+use crate::ir::{ArgOp, DType, Graph, MapOp, NodeId, Op, ReduceOp, ScalarExpr, ScalarId, VarId};
 
 mod plain;
 mod rows;
+mod scan;
 mod shared;
 mod sort;
 mod tile;
@@ -279,6 +280,7 @@ fn emitter(schedule: &Schedule) -> Box<dyn Emitter + '_> {
         Schedule::Tiled(plan) => Box::new(tile::Tiled(plan)),
         Schedule::SharedTiled(plan, staged) => Box::new(shared::Shared(plan, staged)),
         Schedule::Sort(plan) => Box::new(sort::Sort(plan)),
+        Schedule::Scan(plan) => Box::new(scan::Scan(plan)),
     }
 }
 
@@ -363,9 +365,10 @@ impl Cx<'_> {
             Op::ScatterAdd { base, indices, src, axis } => self.scatter_add(id, *base, *indices, *src, *axis, pos)?,
             // A whole fiber at once: only the sort schedule computes it (`kernel/sort.rs`), always stored.
             Op::Argsort { .. } => return Err(unsupported()),
+            // A whole fiber at once: only the scan schedule computes it (`kernel/scan.rs`), always stored.
+            Op::Scan { .. } => return Err(unsupported()),
             Op::Reduce { op, input, axes } => self.reduce(*op, *input, axes, dtype, pos)?,
             Op::ArgReduce { op, input, axis } => self.arg_reduce(*op, *input, *axis, pos)?,
-            Op::Scan { op, input, axis, reverse } => self.scan(*op, *input, (*axis, *reverse), dtype, pos)?,
             Op::MatMul(a, c) => self.matmul(*a, *c, dtype, pos)?,
             Op::Map(map) => {
                 // A map computed inline inside another map's body has variables of its own.
@@ -940,53 +943,6 @@ impl Cx<'_> {
     /// An index reduction's `i32` result from its position accumulator.
     fn arg_result(&mut self, at: Expr) -> Expr {
         self.b.expr(Expression::As { expr: at, kind: naga::ScalarKind::Sint, convert: Some(4) })
-    }
-
-    /// The inclusive scan at `pos`: from the identity, the elements along `axis` from position 0 up to
-    /// this one in order (from the last position down to it when `reverse`), as the interpreter adds them,
-    /// so each output is bit-identical to it; an f16 result is rounded once.
-    fn scan(
-        &mut self,
-        op: ScanOp,
-        input: NodeId,
-        (axis, reverse): (usize, bool),
-        dtype: DType,
-        pos: &mut Pos,
-    ) -> R<Expr> {
-        let graph = self.graph;
-        let node = self.current.unwrap_or(self.root);
-        let coords = self.coords(pos);
-        let shape = graph.node(input).ty.shape.clone();
-        let count = shape[axis].clone();
-        let reduce = match op {
-            ScanOp::Sum => ReduceOp::Sum,
-        };
-        self.bounds.push((BoundKind::ReductionSize, count.clone(), MAX_ELEMENTS));
-        let acc = self.fold_start(node, reduce, dtype)?;
-        let here = coords[axis];
-        let one = self.b.u32(1);
-        let size = self.dim(&count);
-        // Positions 0..=here, or (reverse) the last position down to `here`: `size - 1 - t` for t in
-        // 0..size - here.
-        let trips = if reverse {
-            self.b.binary(BinaryOperator::Subtract, size, here)
-        } else {
-            self.b.binary(BinaryOperator::Add, here, one)
-        };
-        let zero = self.b.u32(0);
-        self.loop_to("c", zero, trips, &count, (BinaryOperator::Add, 1), &mut |cx, t| {
-            let mut at = coords.clone();
-            at[axis] = if reverse {
-                let last = cx.b.binary(BinaryOperator::Subtract, size, one);
-                cx.b.binary(BinaryOperator::Subtract, last, t)
-            } else {
-                t
-            };
-            let x = cx.value(input, &mut Pos::coords(&shape, at))?;
-            cx.fold_in(node, reduce, dtype, acc, x.expr)
-        })?;
-        let total = self.b.load(acc);
-        self.fold_result(node, reduce, dtype, total, &count)
     }
 
     fn matmul(&mut self, a: NodeId, c: NodeId, dtype: DType, pos: &mut Pos) -> R<Expr> {

@@ -7,8 +7,9 @@
 //!
 //! Each schedule is an analysis deciding whether and how a group runs that way (`rows.rs`, `tiles.rs`;
 //! plain and vector kernels need none) and an emitter of its own in `kernel/` (`plain.rs`, `vector.rs`,
-//! `rows.rs`, `tile.rs`, `shared.rs`) that declares its entry-point arguments by name and keeps its own
-//! state; the per-element lowering (`value(node, pos)` in `kernel.rs`) is shared by all of them.
+//! `rows.rs`, `tile.rs`, `shared.rs`, `sort.rs`, `scan.rs`) that declares its entry-point arguments by
+//! name and keeps its own state; the per-element lowering (`value(node, pos)` in `kernel.rs`) is shared by
+//! all of them.
 //!
 //! Adding a schedule (e.g. cooperative-matrix contractions or fused attention):
 //! 1. its plan: a type and the analysis deciding whether and how a group runs this way (`fn plan(graph,
@@ -53,7 +54,54 @@ pub enum Schedule {
     /// An `Argsort` root: one workgroup per fiber sorts it in workgroup memory with a bitonic network
     /// (`kernel/sort.rs`); fibers up to `SORT_CAPACITY` elements.
     Sort(SortPlan),
+    /// An `Op::Scan` root (`cumsum`): one workgroup of `lanes` invocations per fiber scans it in chunks,
+    /// O(n) work per fiber (`kernel/scan.rs`); fibers as long as the per-invocation loop limit allows
+    /// (`LoopIterations`).
+    Scan(ScanPlan),
 }
+
+/// How a scan's fibers are laid out: `fibers` of `length` elements each (along the scanned axis), each
+/// scanned by a workgroup of `lanes` invocations (`ScanPlan::lanes_for`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScanPlan {
+    pub fibers: Dim,
+    pub length: Dim,
+    pub lanes: u32,
+}
+
+impl ScanPlan {
+    /// The plan of a scan root; `None` for another op or when the fiber count overflows.
+    pub fn of(graph: &Graph, root: crate::ir::NodeId) -> Option<ScanPlan> {
+        let node = graph.node(root);
+        let Op::Scan { axis, .. } = node.op else { return None };
+        let mut others = node.ty.shape.clone();
+        let length = others.remove(axis);
+        let fibers = others.iter().try_fold(Dim::constant(1), |n, d| n.mul(d).ok())?;
+        let lanes = ScanPlan::lanes_for(&length);
+        Some(ScanPlan { fibers, length, lanes })
+    }
+
+    /// The invocations scanning one fiber of `length`: for a known length, a power of two giving chunks of
+    /// about `SCAN_CHUNK` elements (1 to `WORKGROUP_SIZE`), so that many short fibers do not each occupy
+    /// a whole idle workgroup; for a symbolic one, `SYMBOLIC_SCAN_LANES`, which on llvmpipe (65535 loop
+    /// iterations per invocation, `2 (ceil(n / lanes) + SCAN_CHUNK) + lanes` of them) still scans about 2
+    /// million.
+    pub fn lanes_for(length: &Dim) -> u32 {
+        match length.as_const() {
+            Some(n) => {
+                let wanted = (n.max(1) as u64).div_ceil(u64::from(SCAN_CHUNK)).next_power_of_two();
+                wanted.min(u64::from(WORKGROUP_SIZE)) as u32
+            }
+            None => SYMBOLIC_SCAN_LANES,
+        }
+    }
+}
+
+/// The chunk length a scan aims at per invocation (the lanes of a known length; the lanes a scan kernel
+/// uses of its `lanes`, `kernel/scan.rs`).
+pub const SCAN_CHUNK: u32 = 16;
+/// The invocations per fiber of a scan whose length is symbolic.
+pub const SYMBOLIC_SCAN_LANES: u32 = 64;
 
 /// How an argsort's fibers are laid out: `fibers` of `length` elements each (along the sorted axis).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -89,6 +137,9 @@ impl Schedule {
         if let Some(plan) = SortPlan::of(graph, group.root) {
             return Schedule::Sort(plan);
         }
+        if let Some(plan) = ScanPlan::of(graph, group.root) {
+            return Schedule::Scan(plan);
+        }
         if group.siblings.is_empty()
             && let Some(plan) = rows::plan(graph, group.root, &group.inline, target)
             && (!plan.reduce_root || long_reduction(graph, group, &plan))
@@ -105,7 +156,7 @@ impl Schedule {
     /// tiled contraction (a 1x1 tile) or `self` is a row kernel, which no tile changes.
     pub fn with_tile(&self, graph: &Graph, group: &Group, target: &Target, tile: TileShape) -> Option<Schedule> {
         match self {
-            Schedule::Rows(_) | Schedule::Sort(_) => None,
+            Schedule::Rows(_) | Schedule::Sort(_) | Schedule::Scan(_) => None,
             _ => contraction(graph, group, tile, target.shared),
         }
     }
@@ -121,7 +172,7 @@ impl Schedule {
     /// Whether the kernel's storage arrays hold 4-element vectors.
     pub fn vector_storage(&self) -> bool {
         match self {
-            Schedule::Plain | Schedule::SharedTiled(..) | Schedule::Sort(_) => false,
+            Schedule::Plain | Schedule::SharedTiled(..) | Schedule::Sort(_) | Schedule::Scan(_) => false,
             Schedule::Vector => true,
             Schedule::Rows(plan) => plan.vector,
             Schedule::Tiled(plan) => plan.vector_k,
@@ -137,6 +188,7 @@ impl Schedule {
             Schedule::Tiled(_) => "tiled",
             Schedule::SharedTiled(..) => "shared-tiled",
             Schedule::Sort(_) => "sort",
+            Schedule::Scan(_) => "scan",
         }
     }
 }
@@ -229,6 +281,14 @@ pub fn verify(graph: &Graph, group: &Group, schedule: &Schedule, target: &Target
             fail("the plan is not the argsort root's fibers")
         }
         Schedule::Sort(_) => Ok(()),
+        Schedule::Scan(_) if !group.siblings.is_empty() => fail("a scan kernel has no siblings"),
+        Schedule::Scan(plan) if ScanPlan::of(graph, group.root).as_ref() != Some(plan) => {
+            fail("the plan is not the scan root's fibers")
+        }
+        Schedule::Scan(plan) if !plan.lanes.is_power_of_two() || plan.lanes > WORKGROUP_SIZE => {
+            fail("the lanes are not a power of two up to the workgroup size")
+        }
+        Schedule::Scan(_) => Ok(()),
     }
 }
 
