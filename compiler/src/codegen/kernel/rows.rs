@@ -93,6 +93,38 @@ struct RowLanes {
 }
 
 impl Cx<'_> {
+    /// The steps of a workgroup tree over a row's `count` lanes: for strides `count / 2`, `count / 4`, ..., 1,
+    /// each lane below the stride combines its scratch slot (`lid`) with the slot `lid + stride`
+    /// (`combine(cx, lid, other)`, inside the lane's `if`), with a barrier after each step.
+    fn tree_steps(&mut self, lanes: RowLanes, combine: &mut dyn FnMut(&mut Self, Expr, Expr) -> R<()>) -> R<()> {
+        let RowLanes { lid, lane, count, .. } = lanes;
+        let mut stride = count / 2;
+        while stride > 0 {
+            let s = self.b.u32(stride);
+            let active = self.b.binary(BinaryOperator::Less, lane, s);
+            self.open_block();
+            let other_index = self.b.binary(BinaryOperator::Add, lid, s);
+            combine(self, lid, other_index)?;
+            let accept = self.close_block();
+            self.b.statement(Statement::If { condition: active, accept, reject: naga::Block::new() });
+            self.barrier();
+            stride /= 2;
+        }
+        Ok(())
+    }
+
+    /// The scratch slot holding the row's result after `tree_steps`: its first lane's (`slot * count`).
+    fn row_first(&mut self, scratch: Expr, lanes: RowLanes) -> Expr {
+        match lanes.slot {
+            Some(slot) => {
+                let count = self.b.u32(lanes.count);
+                let start = self.b.binary(BinaryOperator::Multiply, slot, count);
+                self.b.expr(Expression::Access { base: scratch, index: start })
+            }
+            None => self.b.expr(Expression::AccessIndex { base: scratch, index: 0 }),
+        }
+    }
+
     /// The body of a row kernel (see `rows.rs`) storing the root into `output`: this workgroup's row is
     /// `wid.x + wid.y * num_workgroups.x`; cached contractions, then the row's values, then the root's
     /// elements, each pass striding over the row's columns from the local invocation index.
@@ -343,7 +375,7 @@ impl Cx<'_> {
         let plan = kernel.plan;
         let fail = || unsupported(graph, node);
         let acc = self.fold_start(node, op, dtype)?;
-        let RowLanes { lid, lane, slot, count, base } = lanes;
+        let RowLanes { lid, base, .. } = lanes;
         self.strided_loop(lanes, &plan.cols, &mut |cx, j| {
             let flat = cx.b.binary(BinaryOperator::Add, base, j);
             let x = cx.value(input, &mut Pos::flat(full, flat))?;
@@ -367,31 +399,16 @@ impl Cx<'_> {
         let partial = self.b.load(acc);
         self.b.store(mine, partial);
         self.barrier();
-        let mut stride = count / 2;
-        while stride > 0 {
-            let s = self.b.u32(stride);
-            let active = self.b.binary(BinaryOperator::Less, lane, s);
-            self.open_block();
-            let other_index = self.b.binary(BinaryOperator::Add, lid, s);
-            let mine = self.b.expr(Expression::Access { base: scratch_ptr, index: lid });
-            let other = self.b.expr(Expression::Access { base: scratch_ptr, index: other_index });
-            let a = self.b.load(mine);
-            let c = self.b.load(other);
-            let combined = scalar::reduce_step(&mut self.b, op, a, c, dtype).ok_or_else(fail)?;
-            self.b.store(mine, combined);
-            let accept = self.close_block();
-            self.b.statement(Statement::If { condition: active, accept, reject: naga::Block::new() });
-            self.barrier();
-            stride /= 2;
-        }
-        let first = match slot {
-            Some(slot) => {
-                let count = self.b.u32(count);
-                let start = self.b.binary(BinaryOperator::Multiply, slot, count);
-                self.b.expr(Expression::Access { base: scratch_ptr, index: start })
-            }
-            None => self.b.expr(Expression::AccessIndex { base: scratch_ptr, index: 0 }),
-        };
+        self.tree_steps(lanes, &mut |cx, lid, other_index| {
+            let mine = cx.b.expr(Expression::Access { base: scratch_ptr, index: lid });
+            let other = cx.b.expr(Expression::Access { base: scratch_ptr, index: other_index });
+            let a = cx.b.load(mine);
+            let c = cx.b.load(other);
+            let combined = scalar::reduce_step(&mut cx.b, op, a, c, dtype).ok_or_else(fail)?;
+            cx.b.store(mine, combined);
+            Ok(())
+        })?;
+        let first = self.row_first(scratch_ptr, lanes);
         let total = self.b.load(first);
         // The next reduction reuses the scratch: everyone reads the total first.
         self.barrier();
@@ -414,7 +431,7 @@ impl Cx<'_> {
         let plan = kernel.plan;
         let dtype = self.graph.node(input).ty.dtype;
         let (best, at) = self.arg_start(node, dtype)?;
-        let RowLanes { lid, lane, slot, count, base } = lanes;
+        let RowLanes { lid, base, .. } = lanes;
         self.strided_loop(lanes, &plan.cols, &mut |cx, j| {
             let flat = cx.b.binary(BinaryOperator::Add, base, j);
             let x = cx.value(input, &mut Pos::flat(full, flat))?;
@@ -492,37 +509,22 @@ impl Cx<'_> {
             self.b.store(mine, partial);
         }
         self.barrier();
-        let mut stride = count / 2;
-        while stride > 0 {
-            let s = self.b.u32(stride);
-            let active = self.b.binary(BinaryOperator::Less, lane, s);
-            self.open_block();
-            let other_index = self.b.binary(BinaryOperator::Add, lid, s);
+        self.tree_steps(lanes, &mut |cx, lid, other_index| {
             let pair = |cx: &mut Self, index| {
                 let v = cx.b.expr(Expression::Access { base: value_ptr, index });
                 let p = cx.b.expr(Expression::Access { base: position_ptr, index });
                 (v, p)
             };
-            let (mine, mine_at) = pair(self, lid);
-            let (other, other_at) = pair(self, other_index);
-            let a = (self.b.load(mine), self.b.load(mine_at));
-            let c = (self.b.load(other), self.b.load(other_at));
-            let (value, position) = self.arg_merge(node, op, dtype, a, c)?;
-            self.b.store(mine, value);
-            self.b.store(mine_at, position);
-            let accept = self.close_block();
-            self.b.statement(Statement::If { condition: active, accept, reject: naga::Block::new() });
-            self.barrier();
-            stride /= 2;
-        }
-        let first = match slot {
-            Some(slot) => {
-                let count = self.b.u32(count);
-                let start = self.b.binary(BinaryOperator::Multiply, slot, count);
-                self.b.expr(Expression::Access { base: position_ptr, index: start })
-            }
-            None => self.b.expr(Expression::AccessIndex { base: position_ptr, index: 0 }),
-        };
+            let (mine, mine_at) = pair(cx, lid);
+            let (other, other_at) = pair(cx, other_index);
+            let a = (cx.b.load(mine), cx.b.load(mine_at));
+            let c = (cx.b.load(other), cx.b.load(other_at));
+            let (value, position) = cx.arg_merge(node, op, dtype, a, c)?;
+            cx.b.store(mine, value);
+            cx.b.store(mine_at, position);
+            Ok(())
+        })?;
+        let first = self.row_first(position_ptr, lanes);
         let total = self.b.load(first);
         // The next reduction reuses the scratch: everyone reads the total first.
         self.barrier();
