@@ -1575,3 +1575,17 @@ pub(super) fn unsupported(graph: &Graph, node: NodeId) -> CodegenError {
         op: format!("{}({}) -> {}", n.op.name(), operands.join(", "), graph.type_to_string(&n.ty)),
     }
 }
+
+/// Element `index` of the workgroup (or storage) array `array`.
+fn load_element(cx: &mut Cx, array: naga::Handle<naga::GlobalVariable>, index: Expr) -> Expr {
+    let base = cx.b.expr(Expression::GlobalVariable(array));
+    let pointer = cx.b.expr(Expression::Access { base, index });
+    cx.b.load(pointer)
+}
+
+/// Stores `value` into element `index` of the array `array`.
+fn store_element(cx: &mut Cx, array: naga::Handle<naga::GlobalVariable>, index: Expr, value: Expr) {
+    let base = cx.b.expr(Expression::GlobalVariable(array));
+    let pointer = cx.b.expr(Expression::Access { base, index });
+    cx.b.store(pointer, value);
+}

@@ -17,13 +17,16 @@
 //! control flow: no invocation returns early (a lane past the last fiber scans 0 elements). Entry arguments:
 //! `Workgroups`.
 
-use naga::{BinaryOperator, Expression, GlobalVariable, Handle, Scalar};
+use naga::{BinaryOperator, GlobalVariable, Handle, Scalar};
 use tdsl_runtime::program::BoundKind;
 
 use crate::codegen::WORKGROUP_SIZE;
 use crate::codegen::schedule::SCAN_CHUNK;
 
-use super::{Cx, Emitter, Expr, MAX_ELEMENTS, Pos, R, Val, Workgroups, internal, unsupported};
+use super::{
+    Cx, Emitter, Expr, MAX_ELEMENTS, Pos, R, Val, Workgroups, internal, load_element as load, store_element as store,
+    unsupported,
+};
 use crate::codegen::schedule::ScanPlan;
 use crate::dim::Dim;
 use crate::ir::{DType, Graph, NodeId, Op, ReduceOp, ScanOp};
@@ -170,16 +173,4 @@ impl Cx<'_> {
             Ok(())
         })
     }
-}
-
-fn load(cx: &mut Cx, array: Handle<GlobalVariable>, index: Expr) -> Expr {
-    let base = cx.b.expr(Expression::GlobalVariable(array));
-    let pointer = cx.b.expr(Expression::Access { base, index });
-    cx.b.load(pointer)
-}
-
-fn store(cx: &mut Cx, array: Handle<GlobalVariable>, index: Expr, value: Expr) {
-    let base = cx.b.expr(Expression::GlobalVariable(array));
-    let pointer = cx.b.expr(Expression::Access { base, index });
-    cx.b.store(pointer, value);
 }

@@ -13,7 +13,10 @@
 use naga::{BinaryOperator, Expression, GlobalVariable, Handle, MathFunction, Scalar, ScalarKind};
 use tdsl_runtime::program::BoundKind;
 
-use super::{Cx, Emitter, Expr, MAX_ELEMENTS, Pos, R, Val, Workgroups, internal, unsupported};
+use super::{
+    Cx, Emitter, Expr, MAX_ELEMENTS, Pos, R, Val, Workgroups, internal, load_element as load, store_element as store,
+    unsupported,
+};
 use crate::codegen::WORKGROUP_SIZE;
 use crate::codegen::schedule::{SORT_CAPACITY, SortPlan};
 use crate::dim::Dim;
@@ -208,16 +211,4 @@ fn compare_exchange(
     store(cx, keys, l, new_key_l);
     store(cx, places, i, new_place_i);
     store(cx, places, l, new_place_l);
-}
-
-fn load(cx: &mut Cx, array: Handle<GlobalVariable>, index: Expr) -> Expr {
-    let base = cx.b.expr(Expression::GlobalVariable(array));
-    let pointer = cx.b.expr(Expression::Access { base, index });
-    cx.b.load(pointer)
-}
-
-fn store(cx: &mut Cx, array: Handle<GlobalVariable>, index: Expr, value: Expr) {
-    let base = cx.b.expr(Expression::GlobalVariable(array));
-    let pointer = cx.b.expr(Expression::Access { base, index });
-    cx.b.store(pointer, value);
 }
