@@ -715,6 +715,17 @@ impl<'p> Elab<'p> {
         }
     }
 
+    /// A call's arguments, each elaborated in the caller's scope.
+    fn arg_values(&mut self, scope: &mut Scope, args: &[ast::CallArg]) -> Vec<call::ArgValue> {
+        args.iter()
+            .map(|arg| call::ArgValue {
+                name: arg.name.clone(),
+                value: self.expr(scope, &arg.value),
+                span: arg.value.span,
+            })
+            .collect()
+    }
+
     /// A call of the user function `entry` that gives all its results (R5.6).
     fn call_all(
         &mut self,
@@ -724,14 +735,7 @@ impl<'p> Elab<'p> {
         args: &[ast::CallArg],
         span: Span,
     ) -> Option<Vec<Value>> {
-        let values: Vec<call::ArgValue> = args
-            .iter()
-            .map(|arg| call::ArgValue {
-                name: arg.name.clone(),
-                value: self.expr(scope, &arg.value),
-                span: arg.value.span,
-            })
-            .collect();
+        let values = self.arg_values(scope, args);
         let prefix = prefix.and_then(|p| self.interpolate(scope, p, "param prefix"));
         self.instantiate_all(entry, scope, prefix, values, span)
     }
@@ -1010,14 +1014,7 @@ impl<'p> Elab<'p> {
         span: Span,
     ) -> Value {
         let name = callee.text();
-        let values: Vec<call::ArgValue> = args
-            .iter()
-            .map(|arg| call::ArgValue {
-                name: arg.name.clone(),
-                value: self.expr(scope, &arg.value),
-                span: arg.value.span,
-            })
-            .collect();
+        let values = self.arg_values(scope, args);
         if let Some(&dtype) = scope.dtypes.get(&name) {
             // A dtype variable used as a conversion: `T(mask)`.
             if let [arg] = values.as_slice()
