@@ -26,7 +26,7 @@ use crate::program::{Program, ProgramError};
 /// rewrites line ends or strips the high bit is caught at once).
 pub const MAGIC: [u8; 8] = *b"\x89TDSLB\r\n";
 /// The format version this runtime reads and writes.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 /// Bytes before the manifest.
 pub const HEADER_LEN: usize = 32;
 /// Bytes of the checksum at the end.

@@ -397,6 +397,71 @@ impl fmt::Display for DimDisplay<'_> {
     }
 }
 
+/// A `Dim` in a bundle's ops (`program::GroupOps`): its terms as `[coefficient, [factors]]`, each factor a
+/// symbol by index or a floor division. Decoding rebuilds the value through `Dim`'s own arithmetic, so it is
+/// canonical whatever was written; `Program::validate` checks the symbol indices.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum FactorForm {
+    Sym(u32),
+    FloorDiv { of: Vec<(i64, Vec<FactorForm>)>, by: i64 },
+}
+
+/// Floor divisions nested deeper than this are refused when decoding (no program writes more than a few).
+const MAX_SERDE_DEPTH: usize = 32;
+
+fn to_form(dim: &Dim) -> Vec<(i64, Vec<FactorForm>)> {
+    dim.terms()
+        .map(|(atoms, coef)| {
+            let factors = atoms
+                .iter()
+                .map(|atom| match atom {
+                    Atom::Sym(s) => FactorForm::Sym(s.0),
+                    Atom::FloorDiv(of, by) => FactorForm::FloorDiv { of: to_form(of), by: *by },
+                })
+                .collect();
+            (coef, factors)
+        })
+        .collect()
+}
+
+fn from_form(form: &[(i64, Vec<FactorForm>)], depth: usize) -> Result<Dim, String> {
+    if depth > MAX_SERDE_DEPTH {
+        return Err(format!("floor divisions nest deeper than {MAX_SERDE_DEPTH}"));
+    }
+    let mut total = Dim::constant(0);
+    for (coef, factors) in form {
+        let mut term = Dim::constant(*coef);
+        for factor in factors {
+            let value = match factor {
+                FactorForm::Sym(id) => Dim::sym(SymId(*id)),
+                FactorForm::FloorDiv { of, by } => {
+                    if *by < 1 {
+                        return Err(format!("a floor division by {by}; a divisor must be at least 1"));
+                    }
+                    from_form(of, depth + 1)?.div(&Dim::constant(*by)).map_err(|e| e.to_string())?
+                }
+            };
+            term = term.mul(&value).map_err(|e| e.to_string())?;
+        }
+        total = total.add(&term).map_err(|e| e.to_string())?;
+    }
+    Ok(total)
+}
+
+impl serde::Serialize for Dim {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        serde::Serialize::serialize(&to_form(self), s)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Dim {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Dim, D::Error> {
+        let form: Vec<(i64, Vec<FactorForm>)> = serde::Deserialize::deserialize(d)?;
+        from_form(&form, 0).map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,6 +547,13 @@ mod tests {
             let by_id = |id: SymId| names[id.0 as usize].clone();
             assert_eq!(dim.named(&names).to_string(), dim.display(&by_id).to_string(), "{dim:?}");
             assert_eq!(dim.eval_at(&values), dim.eval(&|id: SymId| values[id.0 as usize]), "{dim:?}");
+            let json = serde_json::to_string(dim).unwrap();
+            assert_eq!(&serde_json::from_str::<Dim>(&json).unwrap(), dim, "{json}");
         }
+        let deep = (0..40).fold(String::from("[[1,[{\"sym\":0}]]]"), |of, _| {
+            format!("[[1,[{{\"floor_div\":{{\"of\":{of},\"by\":2}}}}]]]")
+        });
+        assert!(serde_json::from_str::<Dim>(&deep).is_err());
+        assert!(serde_json::from_str::<Dim>("[[1,[{\"floor_div\":{\"of\":[[1,[]]],\"by\":0}}]]]").is_err());
     }
 }

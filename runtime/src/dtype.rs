@@ -2,7 +2,8 @@
 //! the runtime, so both sides agree on names and sizes without the runtime depending on the compiler.
 
 /// Element types.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum DType {
     /// 32-bit IEEE float.
     F32,

@@ -20,6 +20,7 @@ mod tests;
 
 pub use memory::{MemoryPlan, NOMINAL_SYMBOL, SlotProblem, check_slots, memory_from_slots, plan_memory, plan_slots};
 use model::GpuHandle;
+pub(crate) use model::bind_params;
 pub use model::{Input, LoadOptions, Model, Outputs, Prepared};
 pub use params::{ParamDataError, ParamSource, param_specs};
 pub use plan::{DeviceLimits, LaunchPlan, fold_grid, plan_launches, tensor_shapes};
@@ -226,6 +227,9 @@ pub enum ExecError {
     /// A kernel failed to compile or the submission failed (`GpuError` names the kernel or the step count).
     #[error(transparent)]
     Gpu(#[from] GpuError),
+    /// The CPU executor could not run a launch (an index out of range, a damaged bundle's ops).
+    #[error(transparent)]
+    Cpu(#[from] crate::cpu::CpuFailure),
     /// A kernel reported a run-time error through the status buffer.
     #[error(
         "launch {launch} ({name}): an index was out of range (value {}){}",
@@ -366,7 +370,7 @@ impl Gpu {
 
 /// Binds the program's symbols. A source that checks itself (a weights file) is checked first, against the
 /// param shapes the inputs alone determine, so all of its problems come in one error.
-fn bind(program: &Program, inputs: &[Tensor], params: &dyn ParamSource) -> Result<Vec<i64>, ExecError> {
+pub(crate) fn bind(program: &Program, inputs: &[Tensor], params: &dyn ParamSource) -> Result<Vec<i64>, ExecError> {
     let (declared_inputs, declared_params) = (declared(program, &program.inputs), declared(program, &program.params));
     let signature = Signature {
         model: &program.name,

@@ -27,12 +27,15 @@ pub mod bind;
 pub mod bundle;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod cpu;
 pub mod data;
 pub mod dim;
 pub mod dtype;
+pub mod eval;
 pub mod exec;
 pub mod gpu;
 pub mod npy;
+pub mod ops;
 pub mod plot;
 pub mod program;
 pub mod random;
@@ -43,6 +46,7 @@ pub mod weights;
 
 pub use bind::{BindError, Binding, Declared, Given, Signature, Site, bind_message, bind_symbols};
 pub use bundle::{Bundle, BundleError, BundleProblem, BundledModel};
+pub use cpu::{Cpu, CpuFailure, CpuModel};
 pub use data::{DataError, Dataset, NpzProblem};
 pub use dim::{Dim, DimError, SymId};
 pub use dtype::DType;

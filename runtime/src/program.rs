@@ -18,16 +18,18 @@
 //! (converted exactly on upload, rounded to nearest on download), so kernels need no `SHADER_F16`; `bool`
 //! is a `u32` word holding 0 or 1.
 
+mod ops;
 mod requirements;
 mod validate;
 
 use crate::DType;
 use crate::dim::Dim;
+pub use ops::{GroupOps, MapOps, OpNode, OpRef, ScalarNode, ScalarOp, ScalarRef, Store, TensorOp};
 pub use requirements::{Feature, Limit, Requirements, Unmet};
 pub use validate::ProgramError;
 
 /// Index of a tensor in `Program::tensors`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct TensorId(pub u32);
 
 /// Where a device tensor's contents come from.
@@ -212,6 +214,8 @@ pub struct Launch {
     /// The run-time checks the kernel makes, in the order it numbers them (status word 3, `Arg::Status`);
     /// empty for a kernel that cannot fail.
     pub checks: Vec<Check>,
+    /// What the launch computes, as typed ops: what the CPU executor runs instead of the kernel.
+    pub ops: GroupOps,
 }
 
 /// A compiled model: see the module comment.

@@ -63,6 +63,7 @@ fn fixed_bundle() -> Bundle {
             }],
             requires: Requirements::default(),
             checks: Vec::new(),
+            ops: Default::default(),
         }
     };
     let program = Program {

@@ -52,9 +52,9 @@ use tdsl_compiler::codegen;
 use tdsl_compiler::dim::SymId;
 use tdsl_compiler::interp::{self, Tensor};
 use tdsl_compiler::ir::{DType, Graph, Op};
-use tdsl_runtime::ExecError;
 use tdsl_runtime::gpu::{Gpu, GpuOptions};
 use tdsl_runtime::random::seeded_tensor;
+use tdsl_runtime::{Cpu, ExecError};
 
 /// One f32 ulp at 1.
 pub const EPS: f64 = f32::EPSILON as f64;
@@ -165,6 +165,20 @@ pub fn run_gpu_for(
     gpu().execute(&compiled.program, inputs, params)
 }
 
+/// The CPU executor, shared by every test.
+pub fn cpu() -> &'static Cpu {
+    static CPU: OnceLock<Cpu> = OnceLock::new();
+    CPU.get_or_init(|| Cpu::new(None).expect("the CPU executor starts"))
+}
+
+/// Compiles `graph` (fused, for the device's profile) and runs it on the CPU executor (`Cpu::execute`).
+pub fn run_cpu(graph: &Graph, inputs: &[Tensor], params: &HashMap<String, Tensor>) -> Result<Vec<Tensor>, ExecError> {
+    let options = crate::util::options(true, codegen::Target::for_gpu(gpu()));
+    let compiled = crate::util::compile_with(graph, &options)
+        .unwrap_or_else(|err| panic!("{} does not compile: {err}", graph.name));
+    cpu().execute(&compiled.program, inputs, params)
+}
+
 /// Symbol values of `graph`: each symbol's size from `sizes` by name, else `default`.
 pub fn symbol_values(graph: &Graph, sizes: &[(&str, i64)], default: i64) -> Vec<i64> {
     graph.symbols.iter().map(|s| sizes.iter().find(|(name, _)| *name == s.name).map_or(default, |&(_, v)| v)).collect()
@@ -255,7 +269,14 @@ pub fn compare(name: &str, graph: &Graph, inputs: &[Tensor], params: &HashMap<St
         let what = format!("{name} ({} profile)", target.name);
         failures.extend(mismatches(&what, graph, inputs, &expected, &actual, tols));
     }
-    assert!(failures.is_empty(), "GPU ({}) disagrees with the interpreter:\n{}", gpu().describe(), failures.join("\n"));
+    let actual = run_cpu(graph, inputs, params).unwrap_or_else(|err| panic!("{name}: CPU executor: {err}"));
+    failures.extend(mismatches(&format!("{name} (CPU executor)"), graph, inputs, &expected, &actual, tols));
+    assert!(
+        failures.is_empty(),
+        "GPU ({}) or the CPU executor disagrees with the interpreter:\n{}",
+        gpu().describe(),
+        failures.join("\n")
+    );
 }
 
 /// The device's own profile, then the `gpu` profile (with subgroups only where the device has them) when

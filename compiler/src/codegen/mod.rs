@@ -22,6 +22,7 @@ pub mod fuse;
 pub mod group;
 mod kernel;
 pub mod loops;
+mod ops;
 mod plan;
 pub mod rows;
 mod scalar;

@@ -136,6 +136,10 @@ pub fn lower(
                 kernel: kernel.name.clone(),
                 message: "the kernel reads a node that has no tensor".to_string(),
             })?;
+        let ops = super::ops::group_ops(graph, group, &tensor_of).map_err(|node| CodegenError::Internal {
+            kernel: kernel.name.clone(),
+            message: format!("the group reads %{}, which has no tensor", node.index()),
+        })?;
         program.launches.push(Launch {
             name: kernel.name.clone(),
             wgsl: kernel.wgsl().to_string(),
@@ -166,6 +170,7 @@ pub fn lower(
                 .iter()
                 .map(|&id| Check { node: id.index() as u32, op: graph.node(id).op.name().to_string(), source: None })
                 .collect(),
+            ops,
         });
         kernels.push(kernel);
     }

@@ -11,13 +11,7 @@
 //! movement), `along.rs` (take-along-axis, scatter-add, argsort), `reduce.rs` (reductions, matmul), `map.rs` (index notation), `bind.rs` (symbol binding). The
 //! public `Tensor` is the runtime's (`tdsl_runtime::tensor`), re-exported here.
 
-mod along;
 mod bind;
-mod kernels;
-mod layout;
-mod map;
-mod reduce;
-mod values;
 
 #[cfg(test)]
 pub(crate) mod tests;
@@ -31,6 +25,8 @@ use crate::ir::verify::VerifyError;
 use crate::ir::{Graph, NodeId, Op, verify};
 use kernels::KindMismatch;
 use std::collections::HashMap;
+use tdsl_runtime::eval::{along, kernels, layout, map, reduce, values};
+use tdsl_runtime::program::OpRef;
 use values::{Lit, Val, Vals};
 
 /// Why a graph could not be run.
@@ -267,7 +263,7 @@ fn eval_node(cx: &NodeCx, id: NodeId, shape: &[usize]) -> Result<Vals, String> {
             for &i in &map.inputs {
                 inputs.push(cx.get(i)?);
             }
-            map::run_map(map, dtype, shape, &inputs, cx.syms)?
+            map::run_map(&map.to_ops(|_| OpRef(0)), dtype, shape, &inputs, cx.syms)?
         }
     })
 }

@@ -14,6 +14,7 @@ pub mod verify;
 
 use crate::arena::{Arena, Handle};
 use crate::dim::{Dim, SymId};
+use tdsl_runtime::program::{MapOps, OpRef, ScalarNode as OpScalarNode, ScalarOp, ScalarRef};
 
 pub use verify::{VerifyError, verify};
 
@@ -21,6 +22,10 @@ pub use verify::{VerifyError, verify};
 /// compiler) and used by the IR as they are.
 pub use tdsl_runtime::DType;
 pub use tdsl_runtime::Init;
+/// The op vocabulary (scalars, elementwise, reduction and scan operators, index variables and affine
+/// indices): defined in the runtime, whose `Program` carries each launch's ops (`GroupOps`) to the CPU
+/// executor, and used by the IR as it is.
+pub use tdsl_runtime::ops::{Affine, ArgOp, BinaryOp, ReduceOp, Scalar, ScanOp, UnaryOp, VarId};
 
 /// Dtype and shape of a tensor value. Rank 0 is a scalar.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -32,222 +37,6 @@ pub struct TensorType {
 impl TensorType {
     pub fn rank(&self) -> usize {
         self.shape.len()
-    }
-}
-
-/// A compile-time scalar; its dtype comes from the node or scalar expression holding it. Equality and
-/// hashing are structural: floats compare by their bits, so `0.0 != -0.0` and a NaN equals the same NaN
-/// (two constants are interchangeable exactly when they are bit-identical, which is what CSE needs).
-#[derive(Clone, Copy, Debug)]
-pub enum Scalar {
-    Float(f64),
-    Int(i64),
-    Bool(bool),
-}
-
-impl PartialEq for Scalar {
-    fn eq(&self, other: &Scalar) -> bool {
-        match (self, other) {
-            (Scalar::Float(a), Scalar::Float(b)) => a.to_bits() == b.to_bits(),
-            (Scalar::Int(a), Scalar::Int(b)) => a == b,
-            (Scalar::Bool(a), Scalar::Bool(b)) => a == b,
-            _ => false,
-        }
-    }
-}
-
-impl Eq for Scalar {}
-
-impl std::hash::Hash for Scalar {
-    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        std::mem::discriminant(self).hash(state);
-        match self {
-            Scalar::Float(v) => v.to_bits().hash(state),
-            Scalar::Int(v) => v.hash(state),
-            Scalar::Bool(v) => v.hash(state),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum UnaryOp {
-    /// Numeric negation (wrapping for integers).
-    Neg,
-    /// Logical not (bool only).
-    Not,
-    Exp,
-    Log,
-    Sqrt,
-    Rsqrt,
-    Tanh,
-    Erf,
-    Sigmoid,
-    Relu,
-    Abs,
-    Sin,
-    Cos,
-    Floor,
-    Ceil,
-    /// To the nearest integer, halfway cases to the even one (torch.round).
-    Round,
-    /// The arctangent, in radians.
-    Atan,
-}
-
-impl UnaryOp {
-    pub const ALL: [UnaryOp; 17] = [
-        UnaryOp::Neg,
-        UnaryOp::Not,
-        UnaryOp::Exp,
-        UnaryOp::Log,
-        UnaryOp::Sqrt,
-        UnaryOp::Rsqrt,
-        UnaryOp::Tanh,
-        UnaryOp::Erf,
-        UnaryOp::Sigmoid,
-        UnaryOp::Relu,
-        UnaryOp::Abs,
-        UnaryOp::Sin,
-        UnaryOp::Cos,
-        UnaryOp::Floor,
-        UnaryOp::Ceil,
-        UnaryOp::Round,
-        UnaryOp::Atan,
-    ];
-    pub fn name(self) -> &'static str {
-        match self {
-            UnaryOp::Neg => "neg",
-            UnaryOp::Not => "not",
-            UnaryOp::Exp => "exp",
-            UnaryOp::Log => "log",
-            UnaryOp::Sqrt => "sqrt",
-            UnaryOp::Rsqrt => "rsqrt",
-            UnaryOp::Tanh => "tanh",
-            UnaryOp::Erf => "erf",
-            UnaryOp::Sigmoid => "sigmoid",
-            UnaryOp::Relu => "relu",
-            UnaryOp::Abs => "abs",
-            UnaryOp::Sin => "sin",
-            UnaryOp::Cos => "cos",
-            UnaryOp::Floor => "floor",
-            UnaryOp::Ceil => "ceil",
-            UnaryOp::Round => "round",
-            UnaryOp::Atan => "atan",
-        }
-    }
-    /// Ops defined only on floating-point dtypes.
-    pub fn float_only(self) -> bool {
-        !matches!(self, UnaryOp::Neg | UnaryOp::Not | UnaryOp::Relu | UnaryOp::Abs)
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum BinaryOp {
-    Add,
-    Sub,
-    Mul,
-    /// Float division; for integers, truncating division with `x / 0 = x` (as WGSL defines it).
-    Div,
-    /// Float: `x - y * trunc(x / y)`; integers: truncating remainder with `x % 0 = 0`.
-    Rem,
-    /// Floats only.
-    Pow,
-    Min,
-    Max,
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    Eq,
-    Ne,
-    And,
-    Or,
-}
-
-impl BinaryOp {
-    pub fn name(self) -> &'static str {
-        match self {
-            BinaryOp::Add => "add",
-            BinaryOp::Sub => "sub",
-            BinaryOp::Mul => "mul",
-            BinaryOp::Div => "div",
-            BinaryOp::Rem => "rem",
-            BinaryOp::Pow => "pow",
-            BinaryOp::Min => "min",
-            BinaryOp::Max => "max",
-            BinaryOp::Lt => "lt",
-            BinaryOp::Le => "le",
-            BinaryOp::Gt => "gt",
-            BinaryOp::Ge => "ge",
-            BinaryOp::Eq => "eq",
-            BinaryOp::Ne => "ne",
-            BinaryOp::And => "and",
-            BinaryOp::Or => "or",
-        }
-    }
-    /// Comparisons produce `bool`; `Lt`/`Le`/`Gt`/`Ge` take numeric operands, `Eq`/`Ne` any dtype.
-    pub fn is_comparison(self) -> bool {
-        matches!(self, BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge | BinaryOp::Eq | BinaryOp::Ne)
-    }
-    /// `And`/`Or` take and give `bool`.
-    pub fn is_logical(self) -> bool {
-        matches!(self, BinaryOp::And | BinaryOp::Or)
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ReduceOp {
-    Sum,
-    Max,
-    Min,
-    /// Floats only: sum divided by the number of reduced elements.
-    Mean,
-    Prod,
-}
-
-impl ReduceOp {
-    pub fn name(self) -> &'static str {
-        match self {
-            ReduceOp::Sum => "sum",
-            ReduceOp::Max => "max",
-            ReduceOp::Min => "min",
-            ReduceOp::Mean => "mean",
-            ReduceOp::Prod => "prod",
-        }
-    }
-}
-
-/// The index reductions (`Op::ArgReduce`): which extreme's first position along one axis they find.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ArgOp {
-    /// The first position of the largest element; a NaN counts as larger than everything (torch.argmax).
-    Max,
-    /// The first position of the smallest element; a NaN counts as smaller than everything (torch.argmin).
-    Min,
-}
-
-impl ArgOp {
-    pub fn name(self) -> &'static str {
-        match self {
-            ArgOp::Max => "argmax",
-            ArgOp::Min => "argmin",
-        }
-    }
-}
-
-/// The inclusive scans (`Op::Scan`) along one axis. (A running product would be a second variant; its
-/// gradient needs torch's special case for zeros, so it is not here yet.)
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ScanOp {
-    /// Running sum (torch.cumsum).
-    Sum,
-}
-
-impl ScanOp {
-    pub fn name(self) -> &'static str {
-        match self {
-            ScanOp::Sum => "cumsum",
-        }
     }
 }
 
@@ -453,11 +242,6 @@ impl Op {
     }
 }
 
-/// Identifies an index variable of a `MapOp`: variables `0..rank` are the output's, the rest belong to
-/// reductions inside the body.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct VarId(pub u32);
-
 pub type ScalarId = Handle<ScalarNode>;
 
 /// An index-notation definition: every output element is `body` evaluated at its index.
@@ -510,22 +294,42 @@ pub enum ScalarExpr {
     },
 }
 
-/// An affine index: `(offset + sum(coef * var)) / div`; coefficients and offset are dimensions.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Affine {
-    pub terms: Vec<(VarId, Dim)>,
-    pub offset: Dim,
-    /// An exact divisor, at least 1; 1 for every index a user writes. With `div > 1` the index is the
-    /// quotient where `div` divides the sum and out of range where it does not, so such a load always has a
-    /// default. Differentiation writes it: the adjoint of a strided read (`x[2 * i + r]`) reads its output
-    /// gradient at `(u - r) / 2`.
-    pub div: i64,
-}
-
-impl Affine {
-    /// `offset + sum(coef * var)`, undivided.
-    pub fn new(terms: Vec<(VarId, Dim)>, offset: Dim) -> Affine {
-        Affine { terms, offset, div: 1 }
+impl MapOp {
+    /// The runtime's form of this map (`tdsl_runtime::program::MapOps`), each input as `r(input)`: what a
+    /// launch's ops carry and what the shared evaluator (`tdsl_runtime::eval::map`) runs.
+    pub fn to_ops(&self, r: impl Fn(NodeId) -> OpRef) -> MapOps {
+        let map = self;
+        let s = |id: ScalarId| ScalarRef(id.index() as u32);
+        let exprs = map
+            .exprs
+            .iter()
+            .map(|(_, node)| OpScalarNode {
+                dtype: node.dtype,
+                expr: match &node.expr {
+                    ScalarExpr::Load { input, indices, default } => {
+                        ScalarOp::Load { input: *input, indices: indices.clone(), default: *default }
+                    }
+                    ScalarExpr::Var(v) => ScalarOp::Var(*v),
+                    ScalarExpr::Dim(d) => ScalarOp::Dim(d.clone()),
+                    ScalarExpr::Const(c) => ScalarOp::Const(*c),
+                    ScalarExpr::Unary(u, a) => ScalarOp::Unary(*u, s(*a)),
+                    ScalarExpr::Binary(b, x, y) => ScalarOp::Binary(*b, s(*x), s(*y)),
+                    ScalarExpr::Select { cond, on_true, on_false } => {
+                        ScalarOp::Select { cond: s(*cond), on_true: s(*on_true), on_false: s(*on_false) }
+                    }
+                    ScalarExpr::Cast(a) => ScalarOp::Cast(s(*a)),
+                    ScalarExpr::Reduce { op, vars, body } => {
+                        ScalarOp::Reduce { op: *op, vars: vars.clone(), body: s(*body) }
+                    }
+                },
+            })
+            .collect();
+        MapOps {
+            inputs: map.inputs.iter().map(|&i| r(i)).collect(),
+            extents: map.extents.clone(),
+            exprs,
+            body: s(map.body),
+        }
     }
 }
 

@@ -13,8 +13,8 @@ use super::{Bundle, BundleProblem, BundledModel, FORMAT_VERSION};
 use crate::DType;
 use crate::dim::{Atom, Dim, SymId};
 use crate::program::{
-    Arg, Bound, BoundKind, Check, Feature, Init, Launch, Limit, Program, Requirements, SourceLocation, TensorDecl,
-    TensorId, TensorRole, Update,
+    Arg, Bound, BoundKind, Check, Feature, GroupOps, Init, Launch, Limit, Program, Requirements, SourceLocation,
+    TensorDecl, TensorId, TensorRole, Update,
 };
 
 /// The first word of every SPIR-V module.
@@ -139,6 +139,8 @@ struct LaunchEntry {
     bounds: Vec<BoundEntry>,
     requires: RequirementsEntry,
     checks: Vec<CheckEntry>,
+    /// What the launch computes, for the CPU executor (dimensions name symbols by index here).
+    ops: GroupOps,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -244,6 +246,7 @@ pub fn encode(bundle: &Bundle) -> (Vec<u8>, Vec<u8>) {
                             limits: launch.requires.limits.iter().map(|(l, &v)| (l.name().to_string(), v)).collect(),
                         },
                         checks: launch.checks.iter().map(check_entry).collect(),
+                        ops: launch.ops.clone(),
                     }
                 })
                 .collect();
@@ -420,6 +423,7 @@ fn decode_model(model: Model, blobs: &[u8]) -> Result<BundledModel, BundleProble
             bounds,
             requires,
             checks: l.checks.iter().map(check).collect(),
+            ops: l.ops.clone(),
         });
     }
     let mut inits = Vec::with_capacity(model.inits.len());

@@ -312,6 +312,7 @@ mod tests {
             bounds: vec![],
             requires: Default::default(),
             checks: vec![],
+            ops: Default::default(),
         }
     }
 

@@ -654,7 +654,7 @@ fn internal(message: &str) -> ExecError {
 /// Binds the params alone, at load: each must be in `params` (a weights file is first checked as a whole,
 /// its symbolic dimensions matching any size) and they must agree with one another. Returns each param's
 /// dtype and shape, in `program.params` order; the inputs bind the rest at each call.
-fn bind_params(program: &Program, params: &dyn ParamSource) -> Result<Vec<(DType, Vec<usize>)>, ExecError> {
+pub(crate) fn bind_params(program: &Program, params: &dyn ParamSource) -> Result<Vec<(DType, Vec<usize>)>, ExecError> {
     if let Err(error) = params.check(&param_specs(program)) {
         return Err(ExecError::Params { inputs: Vec::new(), error });
     }

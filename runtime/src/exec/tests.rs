@@ -52,6 +52,7 @@ fn launch(name: &str, wgsl: &str, args: Vec<Arg>, invocations: Dim, workgroup_si
         bounds: vec![],
         requires: Default::default(),
         checks: vec![],
+        ops: Default::default(),
     }
 }
 

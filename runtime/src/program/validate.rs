@@ -152,6 +152,16 @@ pub enum ProgramError {
         /// What is wrong.
         problem: String,
     },
+    /// A launch whose ops (`GroupOps`) break an invariant of `program/ops.rs`.
+    #[error("launch {launch} ({name}): its ops {problem}")]
+    BadOps {
+        /// The launch's index.
+        launch: usize,
+        /// The launch's name.
+        name: String,
+        /// What is wrong.
+        problem: String,
+    },
     /// A launch with workgroup size 0.
     #[error("launch {launch} ({name}) has workgroup size 0")]
     ZeroWorkgroupSize {
@@ -335,9 +345,128 @@ impl<'a> Validator<'a> {
                     });
                 }
             }
+            self.ops(index, launch, &writes, &written);
             written.extend(writes);
         }
         written
+    }
+
+    /// A launch's ops (none is allowed: a hand-written kernel that only the GPU runs, which the CPU executor
+    /// refuses by name): operands before users, tensor leaves inputs, params or tensors earlier launches
+    /// write (a map may list an operand its body never loads, which the kernel does not bind), stores exactly
+    /// its writes, each with the tensor's type, and every dimension's symbols declared.
+    fn ops(&mut self, index: usize, launch: &super::Launch, writes: &[TensorId], written: &HashSet<TensorId>) {
+        use super::{ScalarOp, TensorOp};
+        let ops = &launch.ops;
+        if ops.nodes.is_empty() && ops.stores.is_empty() {
+            return;
+        }
+        let here = format!("launch {index} ({})", launch.name);
+        let bad = |problem: String| ProgramError::BadOps { launch: index, name: launch.name.clone(), problem };
+        let mut problems = Vec::new();
+        let mut dims: Vec<(&Dim, String)> = Vec::new();
+        let typed = |decl: &TensorDecl, node: &super::OpNode| decl.dtype == node.dtype && decl.shape == node.shape;
+        for (k, node) in ops.nodes.iter().enumerate() {
+            let place = format!("node {k} ({})", node.op.name());
+            for operand in node.op.operands() {
+                if operand.index() >= k {
+                    problems.push(bad(format!("{place} reads node {}, which does not come before it", operand.0)));
+                }
+            }
+            for dim in &node.shape {
+                dims.push((dim, format!("the shape of {place} in {here}")));
+            }
+            match &node.op {
+                TensorOp::Tensor(id) => match self.program.tensors.get(id.0 as usize) {
+                    None => problems.push(bad(format!("{place} reads tensor {}, which does not exist", id.0))),
+                    Some(decl) => {
+                        if decl.role == TensorRole::Computed && !written.contains(id) {
+                            problems.push(bad(format!("{place} reads `{}` before any launch writes it", decl.name)));
+                        } else if !typed(decl, node) {
+                            problems.push(bad(format!("{place} reads `{}` with another dtype or shape", decl.name)));
+                        }
+                    }
+                },
+                TensorOp::DimValue(dim) | TensorOp::Slice { start: dim, .. } => {
+                    dims.push((dim, format!("{place} in {here}")))
+                }
+                TensorOp::Map(map) => {
+                    for dim in &map.extents {
+                        dims.push((dim, format!("an extent of {place} in {here}")));
+                    }
+                    let vars = map.extents.len();
+                    if map.body.index() >= map.exprs.len() {
+                        problems.push(bad(format!("{place} has no scalar node {}", map.body.0)));
+                    }
+                    for (j, scalar) in map.exprs.iter().enumerate() {
+                        for operand in scalar.expr.operands() {
+                            if operand.index() >= j {
+                                problems.push(bad(format!(
+                                    "scalar {j} of {place} reads scalar {}, not before it",
+                                    operand.0
+                                )));
+                            }
+                        }
+                        let mut var_ids = Vec::new();
+                        match &scalar.expr {
+                            ScalarOp::Load { input, indices, .. } => {
+                                if *input >= map.inputs.len() {
+                                    problems.push(bad(format!(
+                                        "scalar {j} of {place} loads input {input}, which it lacks"
+                                    )));
+                                }
+                                for affine in indices {
+                                    var_ids.extend(affine.terms.iter().map(|(v, _)| *v));
+                                    if affine.div < 1 {
+                                        problems.push(bad(format!(
+                                            "scalar {j} of {place} divides an index by {}",
+                                            affine.div
+                                        )));
+                                    }
+                                    dims.push((&affine.offset, format!("scalar {j} of {place} in {here}")));
+                                    for (_, coef) in &affine.terms {
+                                        dims.push((coef, format!("scalar {j} of {place} in {here}")));
+                                    }
+                                }
+                            }
+                            ScalarOp::Var(v) => var_ids.push(*v),
+                            ScalarOp::Reduce { vars: reduced, .. } => var_ids.extend(reduced.iter().copied()),
+                            ScalarOp::Dim(dim) => dims.push((dim, format!("scalar {j} of {place} in {here}"))),
+                            _ => {}
+                        }
+                        if let Some(v) = var_ids.iter().find(|v| v.0 as usize >= vars) {
+                            problems.push(bad(format!("scalar {j} of {place} uses index variable {}, of {vars}", v.0)));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut stored = HashSet::new();
+        for store in &ops.stores {
+            let Some(node) = ops.nodes.get(store.node.index()) else {
+                problems.push(bad(format!(
+                    "store into tensor {} is from node {}, which does not exist",
+                    store.tensor.0, store.node.0
+                )));
+                continue;
+            };
+            if !writes.contains(&store.tensor) || !stored.insert(store.tensor) {
+                problems
+                    .push(bad(format!("store into tensor {} is not one of the launch's writes, once", store.tensor.0)));
+            } else if let Some(decl) = self.program.tensors.get(store.tensor.0 as usize)
+                && !typed(decl, node)
+            {
+                problems.push(bad(format!("store into `{}` is from a node of another dtype or shape", decl.name)));
+            }
+        }
+        if let Some(missing) = writes.iter().find(|t| !stored.contains(t)) {
+            problems.push(bad(format!("do not store tensor {}, which the launch writes", missing.0)));
+        }
+        self.problems.extend(problems);
+        for (dim, place) in dims {
+            self.dim(dim, &place);
+        }
     }
 
     /// Each initialiser names a param, once, with finite numbers (a positive spread) and a valid fan-in.

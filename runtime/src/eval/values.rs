@@ -3,13 +3,14 @@
 //! in `f32` and rounds back with `round_f16`), so the kernels know only four element types; conversion to
 //! and from `Tensor` happens at the interpreter's edge.
 
-use super::{Tensor, TensorData};
-use crate::ir::{DType, Scalar};
+use crate::DType;
+use crate::ops::Scalar;
+use crate::tensor::{Tensor, TensorData};
 use half::f16;
 
 /// A flat buffer of elements. `F` holds both `f32` and `f16` data (the node's dtype says which).
 #[derive(Clone, Debug, PartialEq)]
-pub(crate) enum Vals {
+pub enum Vals {
     F(Vec<f32>),
     I(Vec<i32>),
     U(Vec<u32>),
@@ -18,7 +19,7 @@ pub(crate) enum Vals {
 
 /// One element in `Vals`' storage kinds.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) enum Lit {
+pub enum Lit {
     F(f32),
     I(i32),
     U(u32),
@@ -27,7 +28,7 @@ pub(crate) enum Lit {
 
 /// A tensor value inside the interpreter.
 #[derive(Clone, Debug)]
-pub(crate) struct Val {
+pub struct Val {
     pub shape: Vec<usize>,
     pub data: Vals,
 }
@@ -36,10 +37,10 @@ pub(crate) struct Val {
 macro_rules! map_vals {
     ($vals:expr, $v:ident => $body:expr) => {
         match $vals {
-            $crate::interp::values::Vals::F($v) => $crate::interp::values::Vals::F($body),
-            $crate::interp::values::Vals::I($v) => $crate::interp::values::Vals::I($body),
-            $crate::interp::values::Vals::U($v) => $crate::interp::values::Vals::U($body),
-            $crate::interp::values::Vals::B($v) => $crate::interp::values::Vals::B($body),
+            $crate::eval::values::Vals::F($v) => $crate::eval::values::Vals::F($body),
+            $crate::eval::values::Vals::I($v) => $crate::eval::values::Vals::I($body),
+            $crate::eval::values::Vals::U($v) => $crate::eval::values::Vals::U($body),
+            $crate::eval::values::Vals::B($v) => $crate::eval::values::Vals::B($body),
         }
     };
 }
@@ -47,12 +48,12 @@ pub(crate) use map_vals;
 
 /// `x` rounded to the nearest `f16` (ties to even), as an `f32`.
 #[inline]
-pub(crate) fn round_f16(x: f32) -> f32 {
+pub fn round_f16(x: f32) -> f32 {
     f16::from_f32(x).to_f32()
 }
 
 /// Rounds every element to `f16` when `dtype` is `f16`; the step after every op that produces `f16`.
-pub(crate) fn finish(dtype: DType, out: &mut [f32]) {
+pub fn finish(dtype: DType, out: &mut [f32]) {
     if dtype == DType::F16 {
         for x in out {
             *x = round_f16(*x);

@@ -8,16 +8,11 @@
 
 use super::kernels::{KindMismatch, combine_f32, combine_int, reduce_finish, reduce_init};
 use super::values::{Lit, Vals, finish};
-use crate::ir::{ArgOp, DType, ReduceOp, ScanOp};
+use crate::DType;
+use crate::ops::{ArgOp, ReduceOp, ScanOp};
 
 /// Reduces `data` (shape `shape`) over `axes` (sorted, unique, in range).
-pub(crate) fn reduce(
-    op: ReduceOp,
-    dtype: DType,
-    data: &Vals,
-    shape: &[usize],
-    axes: &[usize],
-) -> Result<Vals, KindMismatch> {
+pub fn reduce(op: ReduceOp, dtype: DType, data: &Vals, shape: &[usize], axes: &[usize]) -> Result<Vals, KindMismatch> {
     let out_len: usize = shape.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, d)| d).product();
     let count: usize = axes.iter().map(|&a| shape[a]).product();
     // Output stride of every input axis; 0 for the reduced ones.
@@ -85,13 +80,7 @@ fn fold<T: Copy>(
 }
 
 /// `[batch.., M, K] @ [batch.., K, N]` (shapes already checked), floats only.
-pub(crate) fn matmul(
-    dtype: DType,
-    a: &Vals,
-    a_shape: &[usize],
-    b: &Vals,
-    b_shape: &[usize],
-) -> Result<Vals, KindMismatch> {
+pub fn matmul(dtype: DType, a: &Vals, a_shape: &[usize], b: &Vals, b_shape: &[usize]) -> Result<Vals, KindMismatch> {
     let (Vals::F(a), Vals::F(b)) = (a, b) else { return Err(KindMismatch) };
     let r = a_shape.len();
     let (m, k, n) = (a_shape[r - 2], a_shape[r - 1], b_shape[r - 1]);
@@ -122,7 +111,7 @@ fn around(shape: &[usize], axis: usize) -> (usize, usize, usize) {
 /// Whether `x` replaces `best` as the extreme of `op`: a NaN beats every number and nothing beats a NaN
 /// (so the first NaN stays), otherwise a strictly larger (smaller) value wins (so the first of equal
 /// values stays; `-0` and `+0` are equal).
-pub(crate) fn arg_beats_f32(op: ArgOp, best: f32, x: f32) -> bool {
+pub fn arg_beats_f32(op: ArgOp, best: f32, x: f32) -> bool {
     !best.is_nan()
         && (x.is_nan()
             || match op {
@@ -139,7 +128,7 @@ fn arg_beats_int<T: PartialOrd>(op: ArgOp, best: T, x: T) -> bool {
 }
 
 /// The `i32` position along `axis` of each lane's extreme (`arg_beats_*`), scanning from position 0.
-pub(crate) fn arg_reduce(op: ArgOp, data: &Vals, shape: &[usize], axis: usize) -> Result<Vals, KindMismatch> {
+pub fn arg_reduce(op: ArgOp, data: &Vals, shape: &[usize], axis: usize) -> Result<Vals, KindMismatch> {
     fn run<T: Copy>(src: &[T], (outer, n, inner): (usize, usize, usize), beats: impl Fn(T, T) -> bool) -> Vec<i32> {
         let mut out = vec![0i32; outer * inner];
         for o in 0..outer {
@@ -168,7 +157,7 @@ pub(crate) fn arg_reduce(op: ArgOp, data: &Vals, shape: &[usize], axis: usize) -
 /// The inclusive scan along `axis`: each lane accumulates from the identity (0 for sums, so a running sum
 /// of `-0.0` is `+0.0` as in PyTorch) and position 0 on, in order (from the last position when
 /// `reverse`), floats in `f32`, integers wrapping; an `f16` result rounds every output once.
-pub(crate) fn scan(
+pub fn scan(
     op: ScanOp,
     dtype: DType,
     data: &Vals,

@@ -6,7 +6,7 @@
 
 use super::layout::BadIndex;
 use super::values::{Vals, finish};
-use crate::ir::DType;
+use crate::DType;
 
 /// `(outer, inner)`: the element counts before and after `axis`.
 fn split(shape: &[usize], axis: usize) -> (usize, usize) {
@@ -27,7 +27,7 @@ fn checked(indices: &Vals, len: usize) -> Result<Vec<usize>, BadIndex> {
 }
 
 /// `out[o, j, i] = data[o, indices[o, j, i], i]`; the result has the indices' shape.
-pub(crate) fn take_along_axis(
+pub fn take_along_axis(
     data: &Vals,
     shape: &[usize],
     indices: &Vals,
@@ -56,7 +56,7 @@ pub(crate) fn take_along_axis(
 /// `base` plus each `src[o, j, i]` added at `[o, indices[o, j, i], i]`, `j` increasing: every output
 /// element starts from `base` and adds its contributions in that order, floats in `f32` with an `f16`
 /// result rounded once at the end, integers wrapping. `None` for a dtype without addition (bool).
-pub(crate) fn scatter_add(
+pub fn scatter_add(
     dtype: DType,
     base: &Vals,
     shape: &[usize],
@@ -106,7 +106,7 @@ pub(crate) fn scatter_add(
 /// The `u32` whose unsigned order is the sort order of float `x`: `-0.0` as `0.0`, every NaN as one NaN
 /// above `+inf`, negative values' bits inverted and non-negative ones' sign bit set (the GPU kernel
 /// computes the same key).
-pub(crate) fn float_key(x: f32) -> u32 {
+pub fn float_key(x: f32) -> u32 {
     let x = if x == 0.0 { 0.0 } else { x };
     let bits = if x.is_nan() { 0x7FC0_0000 } else { x.to_bits() };
     if bits & 0x8000_0000 != 0 { !bits } else { bits | 0x8000_0000 }
@@ -114,7 +114,7 @@ pub(crate) fn float_key(x: f32) -> u32 {
 
 /// The positions sorting each fiber along `axis` by value (`descending`: largest first), equal keys in
 /// their original order; `None` for bool.
-pub(crate) fn argsort(data: &Vals, shape: &[usize], axis: usize, descending: bool) -> Option<Vals> {
+pub fn argsort(data: &Vals, shape: &[usize], axis: usize, descending: bool) -> Option<Vals> {
     let keys: Vec<u32> = match data {
         Vals::F(v) => v.iter().map(|&x| float_key(x)).collect(),
         Vals::I(v) => v.iter().map(|&x| (x as u32) ^ 0x8000_0000).collect(),

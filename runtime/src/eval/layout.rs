@@ -6,7 +6,7 @@
 use super::values::{Vals, map_vals};
 
 /// Row-major strides of `shape`.
-pub(crate) fn strides(shape: &[usize]) -> Vec<usize> {
+pub fn strides(shape: &[usize]) -> Vec<usize> {
     let mut out = vec![0; shape.len()];
     let mut s = 1;
     for (o, &d) in out.iter_mut().zip(shape).rev() {
@@ -17,7 +17,7 @@ pub(crate) fn strides(shape: &[usize]) -> Vec<usize> {
 }
 
 /// The row-major tensor of `shape` whose element at index `i` is `src[offset + sum(i[k] * strides[k])]`.
-pub(crate) fn strided_copy<T: Copy>(src: &[T], offset: usize, shape: &[usize], strides: &[usize]) -> Vec<T> {
+pub fn strided_copy<T: Copy>(src: &[T], offset: usize, shape: &[usize], strides: &[usize]) -> Vec<T> {
     let total: usize = shape.iter().product();
     let mut out = Vec::with_capacity(total);
     let Some((&inner, outer_shape)) = shape.split_last() else {
@@ -55,7 +55,7 @@ pub(crate) fn strided_copy<T: Copy>(src: &[T], offset: usize, shape: &[usize], s
 }
 
 /// NumPy broadcast of `data` (shape `from`) to `to`: right-aligned, size-1 axes repeat.
-pub(crate) fn broadcast(data: &Vals, from: &[usize], to: &[usize]) -> Vals {
+pub fn broadcast(data: &Vals, from: &[usize], to: &[usize]) -> Vals {
     let src_strides = strides(from);
     let lead = to.len() - from.len();
     let mut st = vec![0; to.len()];
@@ -66,7 +66,7 @@ pub(crate) fn broadcast(data: &Vals, from: &[usize], to: &[usize]) -> Vals {
 }
 
 /// Result axis `i` is operand axis `perm[i]`.
-pub(crate) fn permute(data: &Vals, from: &[usize], perm: &[usize]) -> Vals {
+pub fn permute(data: &Vals, from: &[usize], perm: &[usize]) -> Vals {
     let src_strides = strides(from);
     let shape: Vec<usize> = perm.iter().map(|&p| from[p]).collect();
     let st: Vec<usize> = perm.iter().map(|&p| src_strides[p]).collect();
@@ -75,14 +75,7 @@ pub(crate) fn permute(data: &Vals, from: &[usize], perm: &[usize]) -> Vals {
 
 /// Elements `start, start + step, ...` along `axis`, `count` of them; `Err` describes a range that leaves
 /// the operand.
-pub(crate) fn slice(
-    data: &Vals,
-    from: &[usize],
-    axis: usize,
-    start: i64,
-    step: i64,
-    count: usize,
-) -> Result<Vals, String> {
+pub fn slice(data: &Vals, from: &[usize], axis: usize, start: i64, step: i64, count: usize) -> Result<Vals, String> {
     let len = from[axis] as i128;
     let last = start as i128 + step as i128 * (count as i128 - 1);
     if start < 0 || last >= len || step < 1 {
@@ -100,7 +93,7 @@ pub(crate) fn slice(
 }
 
 /// Joins `parts` (data and shape) along `axis`; they agree on every other axis.
-pub(crate) fn concat(parts: &[(&Vals, &[usize])], axis: usize) -> Option<Vals> {
+pub fn concat(parts: &[(&Vals, &[usize])], axis: usize) -> Option<Vals> {
     let (first, first_shape) = parts.first()?;
     let outer: usize = first_shape[..axis].iter().product();
     let inner: usize = first_shape[axis + 1..].iter().product();
@@ -133,13 +126,13 @@ pub(crate) fn concat(parts: &[(&Vals, &[usize])], axis: usize) -> Option<Vals> {
 }
 
 /// Where a gather index is bad: its flat position in the indices tensor and its value.
-pub(crate) struct BadIndex {
+pub struct BadIndex {
     pub position: usize,
     pub value: i64,
 }
 
 /// `out[p.., i.., s..] = table[p.., indices[i..], s..]`, `p` the axes before `axis`.
-pub(crate) fn gather(table: &Vals, table_shape: &[usize], indices: &Vals, axis: usize) -> Result<Vals, BadIndex> {
+pub fn gather(table: &Vals, table_shape: &[usize], indices: &Vals, axis: usize) -> Result<Vals, BadIndex> {
     let idx: Vec<i64> = match indices {
         Vals::I(v) => v.iter().map(|&x| x as i64).collect(),
         Vals::U(v) => v.iter().map(|&x| x as i64).collect(),

@@ -7,17 +7,18 @@
 //! A storage-kind mismatch (impossible after `verify`) is reported as `KindMismatch`, never a panic.
 
 use super::values::{Lit, Vals, finish};
-use crate::ir::{BinaryOp, DType, ReduceOp, UnaryOp};
+use crate::DType;
+use crate::ops::{BinaryOp, ReduceOp, UnaryOp};
 
 /// The operands' storage kinds do not fit the op (the verifier rules this out).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct KindMismatch;
+pub struct KindMismatch;
 
 type KResult = Result<(), KindMismatch>;
 
 /// IEEE 754-2019 `maximum`: NaN if either is NaN, and `+0 > -0`.
 #[inline]
-pub(crate) fn fmax(a: f32, b: f32) -> f32 {
+pub fn fmax(a: f32, b: f32) -> f32 {
     if a.is_nan() || b.is_nan() {
         f32::NAN
     } else if a > b {
@@ -33,7 +34,7 @@ pub(crate) fn fmax(a: f32, b: f32) -> f32 {
 
 /// IEEE 754-2019 `minimum`: NaN if either is NaN, and `-0 < +0`.
 #[inline]
-pub(crate) fn fmin(a: f32, b: f32) -> f32 {
+pub fn fmin(a: f32, b: f32) -> f32 {
     if a.is_nan() || b.is_nan() {
         f32::NAN
     } else if a < b {
@@ -48,7 +49,7 @@ pub(crate) fn fmin(a: f32, b: f32) -> f32 {
 }
 
 /// Integer arithmetic as the IR defines it for `i32` and `u32`.
-pub(crate) trait Int: Copy + Ord {
+pub trait Int: Copy + Ord {
     const ZERO: Self;
     fn wadd(self, o: Self) -> Self;
     fn wsub(self, o: Self) -> Self;
@@ -125,7 +126,7 @@ fn sigmoid(x: f32) -> f32 {
 }
 
 /// `out = op(a)`; `dtype` is the operand's (and result's) dtype.
-pub(crate) fn unary(op: UnaryOp, dtype: DType, a: &Vals, out: &mut Vals, n: usize) -> KResult {
+pub fn unary(op: UnaryOp, dtype: DType, a: &Vals, out: &mut Vals, n: usize) -> KResult {
     match (a, out) {
         (Vals::F(a), Vals::F(o)) => {
             let (a, o) = (&a[..n], &mut o[..n]);
@@ -172,7 +173,7 @@ fn int_unary<T: Int>(op: UnaryOp, a: &[T], o: &mut [T]) -> KResult {
 }
 
 /// `out = a op b`; `dtype` is the result's dtype (`bool` for comparisons).
-pub(crate) fn binary(op: BinaryOp, dtype: DType, a: &Vals, b: &Vals, out: &mut Vals, n: usize) -> KResult {
+pub fn binary(op: BinaryOp, dtype: DType, a: &Vals, b: &Vals, out: &mut Vals, n: usize) -> KResult {
     if op.is_comparison() {
         let Vals::B(o) = out else { return Err(KindMismatch) };
         let o = &mut o[..n];
@@ -244,7 +245,7 @@ fn int_binary<T: Int>(op: BinaryOp, a: &[T], b: &[T], o: &mut [T]) -> KResult {
 }
 
 /// `out = cond ? on_true : on_false`.
-pub(crate) fn select(cond: &Vals, on_true: &Vals, on_false: &Vals, out: &mut Vals, n: usize) -> KResult {
+pub fn select(cond: &Vals, on_true: &Vals, on_false: &Vals, out: &mut Vals, n: usize) -> KResult {
     let Vals::B(c) = cond else { return Err(KindMismatch) };
     fn pick<T: Copy>(c: &[bool], t: &[T], f: &[T], o: &mut [T]) {
         for (((o, &c), &t), &f) in o.iter_mut().zip(c).zip(t).zip(f) {
@@ -265,7 +266,7 @@ pub(crate) fn select(cond: &Vals, on_true: &Vals, on_false: &Vals, out: &mut Val
 /// `out = a as to`: floats to integers truncate toward zero and saturate (NaN -> 0), integers convert to
 /// each other by wrapping (two's complement), to `bool` is `x != 0`, from `bool` is 0 or 1, and results of
 /// dtype `f16` are rounded to nearest.
-pub(crate) fn cast(a: &Vals, to: DType, out: &mut Vals, n: usize) -> KResult {
+pub fn cast(a: &Vals, to: DType, out: &mut Vals, n: usize) -> KResult {
     match (a, out) {
         (Vals::F(a), Vals::F(o)) => {
             o[..n].copy_from_slice(&a[..n]);
@@ -297,7 +298,7 @@ pub(crate) fn cast(a: &Vals, to: DType, out: &mut Vals, n: usize) -> KResult {
 }
 
 /// The starting accumulator of a reduction: the identity of its combining step.
-pub(crate) fn reduce_init(op: ReduceOp, dtype: DType) -> Lit {
+pub fn reduce_init(op: ReduceOp, dtype: DType) -> Lit {
     match (op, dtype) {
         (ReduceOp::Sum | ReduceOp::Mean, DType::I32) => Lit::I(0),
         (ReduceOp::Sum | ReduceOp::Mean, DType::U32) => Lit::U(0),
@@ -318,7 +319,7 @@ pub(crate) fn reduce_init(op: ReduceOp, dtype: DType) -> Lit {
 /// The combining step of a reduction for one element: `acc = acc op x` (floats in `f32`, never rounded to
 /// `f16` until `reduce_finish`).
 #[inline(always)]
-pub(crate) fn combine_f32(op: ReduceOp) -> fn(f32, f32) -> f32 {
+pub fn combine_f32(op: ReduceOp) -> fn(f32, f32) -> f32 {
     match op {
         ReduceOp::Sum | ReduceOp::Mean => |a, x| a + x,
         ReduceOp::Prod => |a, x| a * x,
@@ -327,7 +328,7 @@ pub(crate) fn combine_f32(op: ReduceOp) -> fn(f32, f32) -> f32 {
     }
 }
 
-pub(crate) fn combine_int<T: Int>(op: ReduceOp) -> fn(T, T) -> T {
+pub fn combine_int<T: Int>(op: ReduceOp) -> fn(T, T) -> T {
     match op {
         ReduceOp::Sum | ReduceOp::Mean => T::wadd,
         ReduceOp::Prod => T::wmul,
@@ -337,7 +338,7 @@ pub(crate) fn combine_int<T: Int>(op: ReduceOp) -> fn(T, T) -> T {
 }
 
 /// `acc[i] = acc[i] op x[i]` for the first `n` elements.
-pub(crate) fn accumulate(op: ReduceOp, acc: &mut Vals, x: &Vals, n: usize) -> KResult {
+pub fn accumulate(op: ReduceOp, acc: &mut Vals, x: &Vals, n: usize) -> KResult {
     match (acc, x) {
         (Vals::F(acc), Vals::F(x)) => {
             let (acc, x) = (&mut acc[..n], &x[..n]);
@@ -363,7 +364,7 @@ pub(crate) fn accumulate(op: ReduceOp, acc: &mut Vals, x: &Vals, n: usize) -> KR
 
 /// Ends a reduction of `count` elements per output: `mean` divides the `f32` sum by `count` (as an `f32`),
 /// then `f16` results are rounded.
-pub(crate) fn reduce_finish(op: ReduceOp, dtype: DType, acc: &mut Vals, n: usize, count: usize) {
+pub fn reduce_finish(op: ReduceOp, dtype: DType, acc: &mut Vals, n: usize, count: usize) {
     if let Vals::F(acc) = acc {
         let acc = &mut acc[..n];
         if op == ReduceOp::Mean {

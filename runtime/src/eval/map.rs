@@ -14,8 +14,10 @@
 
 use super::kernels::{self, KindMismatch, accumulate, reduce_finish, reduce_init};
 use super::values::{Lit, Val, Vals, finish};
+use crate::DType;
 use crate::dim::Dim;
-use crate::ir::{DType, MapOp, ReduceOp, ScalarExpr};
+use crate::ops::ReduceOp;
+use crate::program::{MapOps, ScalarOp};
 use std::collections::BTreeSet;
 
 /// Output elements evaluated together.
@@ -25,13 +27,7 @@ const CHUNK: usize = 1024;
 const INDEX_LIMIT: i128 = 1 << 62;
 
 /// Evaluates `map` into a buffer of `out_shape`'s element count; `Err` is a message about the map node.
-pub(crate) fn run_map(
-    map: &MapOp,
-    dtype: DType,
-    out_shape: &[usize],
-    inputs: &[&Val],
-    syms: &[i64],
-) -> Result<Vals, String> {
+pub fn run_map(map: &MapOps, dtype: DType, out_shape: &[usize], inputs: &[&Val], syms: &[i64]) -> Result<Vals, String> {
     let plan = Plan::build(map, out_shape, inputs, syms)?;
     let total: usize = out_shape.iter().product();
     let lanes = CHUNK.min(total).max(1);
@@ -112,8 +108,8 @@ enum Step {
     /// A reduction variable: the same in every lane.
     LoopVar(usize),
     Fill(Lit),
-    Unary(crate::ir::UnaryOp, usize),
-    Binary(crate::ir::BinaryOp, usize, usize),
+    Unary(crate::ops::UnaryOp, usize),
+    Binary(crate::ops::BinaryOp, usize, usize),
     Select(usize, usize, usize),
     Cast(usize),
     Reduce {
@@ -158,7 +154,7 @@ fn eval_dim(dim: &Dim, syms: &[i64]) -> Result<i64, String> {
 }
 
 impl Plan {
-    fn build(map: &MapOp, out_shape: &[usize], inputs: &[&Val], syms: &[i64]) -> Result<Plan, String> {
+    fn build(map: &MapOps, out_shape: &[usize], inputs: &[&Val], syms: &[i64]) -> Result<Plan, String> {
         let rank = out_shape.len();
         let mut extents = Vec::with_capacity(map.extents.len());
         for (v, e) in map.extents.iter().enumerate() {
@@ -172,12 +168,11 @@ impl Plan {
         let mut dtypes = Vec::with_capacity(len);
         let mut steps = Vec::with_capacity(len);
         let mut free: Vec<Vec<usize>> = Vec::with_capacity(len);
-        for (sid, snode) in map.exprs.iter() {
+        for (s, snode) in map.exprs.iter().enumerate() {
             let dtype = snode.dtype;
-            let s = sid.index();
             let mut f: BTreeSet<usize> = BTreeSet::new();
             let step = match &snode.expr {
-                ScalarExpr::Load { input, indices, default } => {
+                ScalarOp::Load { input, indices, default } => {
                     let val =
                         inputs.get(*input).ok_or_else(|| format!("s{s} loads input {input}, which does not exist"))?;
                     let strides = super::layout::strides(&val.shape);
@@ -209,7 +204,7 @@ impl Plan {
                     }
                     Step::Load(LoadPlan { input: *input, axes, default: default.map(|d| Lit::from_scalar(d, dtype)) })
                 }
-                ScalarExpr::Var(var) => {
+                ScalarOp::Var(var) => {
                     let v = var.0 as usize;
                     let extent = *extents.get(v).ok_or_else(|| format!("s{s} reads v{v}, which has no extent"))?;
                     if Lit::from_int(extent as i64 - 1, dtype).is_none() {
@@ -222,32 +217,32 @@ impl Plan {
                     f.insert(v);
                     if v < rank { Step::LaneVar(v) } else { Step::LoopVar(v) }
                 }
-                ScalarExpr::Dim(dim) => {
+                ScalarOp::Dim(dim) => {
                     let value = eval_dim(dim, syms)?;
                     let lit = Lit::from_int(value, dtype)
                         .ok_or_else(|| format!("s{s}: dimension value {value} does not fit {}", dtype.name()))?;
                     Step::Fill(lit)
                 }
-                ScalarExpr::Const(c) => Step::Fill(Lit::from_scalar(*c, dtype)),
-                ScalarExpr::Unary(op, a) => {
+                ScalarOp::Const(c) => Step::Fill(Lit::from_scalar(*c, dtype)),
+                ScalarOp::Unary(op, a) => {
                     f.extend(free[a.index()].iter().copied());
                     Step::Unary(*op, a.index())
                 }
-                ScalarExpr::Binary(op, a, b) => {
+                ScalarOp::Binary(op, a, b) => {
                     f.extend(free[a.index()].iter().chain(&free[b.index()]).copied());
                     Step::Binary(*op, a.index(), b.index())
                 }
-                ScalarExpr::Select { cond, on_true, on_false } => {
+                ScalarOp::Select { cond, on_true, on_false } => {
                     for o in [cond, on_true, on_false] {
                         f.extend(free[o.index()].iter().copied());
                     }
                     Step::Select(cond.index(), on_true.index(), on_false.index())
                 }
-                ScalarExpr::Cast(a) => {
+                ScalarOp::Cast(a) => {
                     f.extend(free[a.index()].iter().copied());
                     Step::Cast(a.index())
                 }
-                ScalarExpr::Reduce { op, vars, body } => {
+                ScalarOp::Reduce { op, vars, body } => {
                     let vars: Vec<usize> = vars.iter().map(|v| v.0 as usize).collect();
                     let mut count: usize = 1;
                     for &v in &vars {

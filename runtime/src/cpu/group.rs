@@ -1,0 +1,362 @@
+//! One launch on the CPU: its `GroupOps` planned once (`GroupPlan::new`) and run (`GroupPlan::run`) node by
+//! node on host buffers, each intermediate freed after its last reader inside the group. Every op has a
+//! kernel: the fast ones of this executor where it has them (`Kernel`), else the shared definitions in
+//! `eval/` (the same code the reference interpreter runs). Shapes are evaluated from the symbols and every
+//! op's operand shapes checked against its rule before its kernel runs, so a damaged bundle is an error
+//! naming the launch and the op, never a panic.
+
+use std::sync::Arc;
+
+use crate::DType;
+use crate::eval::kernels::{self, KindMismatch};
+use crate::eval::values::{Lit, Val, Vals};
+use crate::eval::{along, layout, map, reduce};
+use crate::program::{Check, Launch, OpNode, Program, TensorId, TensorOp};
+
+/// A tensor value on the host: row-major elements and their shape, shared without copying (params stay
+/// resident; a reshape is the same buffer).
+#[derive(Clone, Debug)]
+pub struct Value(pub Arc<Val>);
+
+impl Value {
+    /// A value of `data` with `shape`.
+    pub fn new(data: Vals, shape: Vec<usize>) -> Value {
+        Value(Arc::new(Val { shape, data }))
+    }
+
+    /// The value as a `Tensor` of `dtype`.
+    pub fn to_tensor(&self, dtype: DType) -> crate::Tensor {
+        self.0.data.clone().into_tensor(dtype, self.0.shape.clone())
+    }
+}
+
+/// A launch the CPU executor could not run: the launch, the op (and where it was written, when known) and
+/// what went wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("launch {launch} ({name}){}: {problem}", .op.as_ref().map(|c| format!(" in {c}")).unwrap_or_default())]
+pub struct CpuFailure {
+    /// The launch's index.
+    pub launch: usize,
+    /// Its name.
+    pub name: String,
+    /// The op, when the failure is an op's.
+    pub op: Option<Check>,
+    /// What went wrong.
+    pub problem: String,
+}
+
+impl CpuFailure {
+    pub(crate) fn internal(launch: usize, name: &str, problem: String) -> CpuFailure {
+        CpuFailure { launch, name: name.to_string(), op: None, problem }
+    }
+}
+
+/// A launch planned for the CPU.
+#[derive(Debug)]
+pub struct GroupPlan {
+    index: usize,
+    name: String,
+    ops: crate::program::GroupOps,
+    /// The launch's run-time checks, to name the op and its source line in a failure.
+    checks: Vec<Check>,
+    /// For each node, the last node of the group that reads it (its own index when none does).
+    last_use: Vec<usize>,
+}
+
+impl GroupPlan {
+    /// Plans `launch` (number `index`); a launch without ops (a hand-written GPU kernel) is refused by name.
+    pub fn new(index: usize, launch: &Launch) -> Result<GroupPlan, CpuFailure> {
+        if launch.ops.nodes.is_empty() {
+            return Err(CpuFailure::internal(
+                index,
+                &launch.name,
+                "the launch carries no ops (a kernel only the GPU can run); the CPU executor needs the ops the \
+                 compiler writes beside each kernel"
+                    .to_string(),
+            ));
+        }
+        let mut last_use: Vec<usize> = (0..launch.ops.nodes.len()).collect();
+        for (k, node) in launch.ops.nodes.iter().enumerate() {
+            for operand in node.op.operands() {
+                if let Some(last) = last_use.get_mut(operand.index()) {
+                    *last = k;
+                }
+            }
+        }
+        Ok(GroupPlan {
+            index,
+            name: launch.name.clone(),
+            ops: launch.ops.clone(),
+            checks: launch.checks.clone(),
+            last_use,
+        })
+    }
+
+    /// Runs the launch: `tensors` holds every tensor available before it (by `TensorId`), `shapes` every
+    /// tensor's evaluated shape, `symbols` the bound symbol values. Returns the stored tensors' values.
+    pub fn run(
+        &self,
+        program: &Program,
+        tensors: &[Option<Value>],
+        shapes: &[Vec<usize>],
+        symbols: &[i64],
+    ) -> Result<Vec<(TensorId, Value)>, CpuFailure> {
+        let mut values: Vec<Option<Value>> = vec![None; self.ops.nodes.len()];
+        let stored: Vec<usize> = self.ops.stores.iter().map(|s| s.node.index()).collect();
+        for (k, node) in self.ops.nodes.iter().enumerate() {
+            let fail = |problem: String| self.failure(node, problem);
+            let shape = eval_shape(node, symbols).map_err(&fail)?;
+            let value = match node.op {
+                TensorOp::Tensor(t) => {
+                    let value = tensors
+                        .get(t.0 as usize)
+                        .and_then(Option::as_ref)
+                        .ok_or_else(|| fail(format!("tensor `{}` is not available", program.tensor(t).name)))?;
+                    if shapes.get(t.0 as usize) != Some(&shape) || value.0.shape != shape {
+                        return Err(fail(format!(
+                            "tensor `{}` does not have the shape {shape:?}",
+                            program.tensor(t).name
+                        )));
+                    }
+                    value.clone()
+                }
+                _ => {
+                    let operands = node
+                        .op
+                        .operands()
+                        .iter()
+                        .map(|r| values.get(r.index()).and_then(Option::as_ref).cloned())
+                        .collect::<Option<Vec<Value>>>()
+                        .ok_or_else(|| fail("an operand is not available".to_string()))?;
+                    let data = eval_op(node, &shape, &operands, symbols).map_err(&fail)?;
+                    Value::new(data, shape)
+                }
+            };
+            values[k] = Some(value);
+            // Free operands whose last reader this is (stored nodes are kept).
+            for operand in node.op.operands() {
+                let i = operand.index();
+                if self.last_use.get(i) == Some(&k) && !stored.contains(&i) {
+                    values[i] = None;
+                }
+            }
+        }
+        self.ops
+            .stores
+            .iter()
+            .map(|store| {
+                let value = values.get(store.node.index()).and_then(Option::as_ref).cloned().ok_or_else(|| {
+                    CpuFailure::internal(self.index, &self.name, format!("node {} was not computed", store.node.0))
+                })?;
+                Ok((store.tensor, value))
+            })
+            .collect()
+    }
+
+    fn failure(&self, node: &OpNode, problem: String) -> CpuFailure {
+        let op = self.checks.iter().find(|c| c.node == node.ir).cloned().unwrap_or(Check {
+            node: node.ir,
+            op: node.op.name().to_string(),
+            source: None,
+        });
+        CpuFailure { launch: self.index, name: self.name.clone(), op: Some(op), problem }
+    }
+}
+
+/// A node's evaluated shape.
+fn eval_shape(node: &OpNode, symbols: &[i64]) -> Result<Vec<usize>, String> {
+    node.shape
+        .iter()
+        .enumerate()
+        .map(|(axis, dim)| {
+            dim.eval_at(symbols)
+                .and_then(|v| usize::try_from(v).ok())
+                .filter(|&v| v >= 1)
+                .ok_or_else(|| format!("dimension {axis} of its shape is not a size of at least 1"))
+        })
+        .collect()
+}
+
+fn mismatch(_: KindMismatch) -> String {
+    "its operands have the wrong element types".to_string()
+}
+
+/// `shape`'s element count.
+fn count(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+/// Checks `ok`, else the op's shape rule is broken (a damaged bundle).
+fn rule(ok: bool, what: &str) -> Result<(), String> {
+    if ok { Ok(()) } else { Err(format!("its operand shapes break its rule ({what})")) }
+}
+
+/// The value of one op of `node` with result shape `shape` from its operands' values.
+fn eval_op(node: &OpNode, shape: &[usize], operands: &[Value], symbols: &[i64]) -> Result<Vals, String> {
+    let dtype = node.dtype;
+    let n = count(shape);
+    let v = |i: usize| &operands[i].0;
+    let eval_dim = |dim: &crate::dim::Dim| {
+        dim.eval_at(symbols).ok_or_else(|| "dimension arithmetic overflows 64-bit integers".to_string())
+    };
+    let same_shape = |ok: &mut bool| {
+        for o in operands {
+            *ok &= o.0.shape == shape;
+        }
+    };
+    Ok(match &node.op {
+        TensorOp::Tensor(_) => return Err("a tensor leaf is not an op".to_string()),
+        TensorOp::Constant(s) => Vals::splat(Lit::from_scalar(*s, dtype), 1),
+        TensorOp::DimValue(dim) => {
+            let value = eval_dim(dim)?;
+            let lit = Lit::from_int(value, dtype)
+                .ok_or_else(|| format!("dimension {value} does not fit {}", dtype.name()))?;
+            Vals::splat(lit, 1)
+        }
+        TensorOp::Unary(..) | TensorOp::Binary(..) | TensorOp::Select { .. } | TensorOp::Cast(_) => {
+            let mut ok = true;
+            same_shape(&mut ok);
+            rule(ok, "elementwise operands have the result's shape")?;
+            let mut out = Vals::zeros(dtype, n);
+            match &node.op {
+                TensorOp::Unary(op, _) => kernels::unary(*op, dtype, &v(0).data, &mut out, n),
+                TensorOp::Binary(op, _, _) => kernels::binary(*op, dtype, &v(0).data, &v(1).data, &mut out, n),
+                TensorOp::Select { .. } => kernels::select(&v(0).data, &v(1).data, &v(2).data, &mut out, n),
+                _ => kernels::cast(&v(0).data, dtype, &mut out, n),
+            }
+            .map_err(mismatch)?;
+            out
+        }
+        TensorOp::Broadcast(_) => {
+            let from = &v(0).shape;
+            rule(
+                from.len() <= shape.len() && from.iter().rev().zip(shape.iter().rev()).all(|(&f, &t)| f == t || f == 1),
+                "each operand dimension is the result's or 1",
+            )?;
+            layout::broadcast(&v(0).data, from, shape)
+        }
+        TensorOp::Reduce { op, axes, .. } => {
+            let from = &v(0).shape;
+            let kept: Vec<usize> = (0..from.len()).filter(|a| !axes.contains(a)).map(|a| from[a]).collect();
+            rule(
+                axes.iter().all(|&a| a < from.len()) && axes.windows(2).all(|w| w[0] < w[1]) && kept == shape,
+                "reduced axes removed",
+            )?;
+            reduce::reduce(*op, dtype, &v(0).data, from, axes).map_err(mismatch)?
+        }
+        TensorOp::ArgReduce { op, axis, .. } => {
+            let from = &v(0).shape;
+            rule(*axis < from.len() && removed(from, *axis) == shape, "the axis removed")?;
+            reduce::arg_reduce(*op, &v(0).data, from, *axis).map_err(mismatch)?
+        }
+        TensorOp::Scan { op, axis, reverse, .. } => {
+            rule(*axis < shape.len() && v(0).shape == shape, "same shape")?;
+            reduce::scan(*op, dtype, &v(0).data, shape, *axis, *reverse).map_err(mismatch)?
+        }
+        TensorOp::MatMul(..) => {
+            let (a, b) = (&v(0).shape, &v(1).shape);
+            let r = shape.len();
+            rule(
+                r >= 2
+                    && a.len() == r
+                    && b.len() == r
+                    && a[..r - 2] == shape[..r - 2]
+                    && b[..r - 2] == shape[..r - 2]
+                    && a[r - 2] == shape[r - 2]
+                    && b[r - 1] == shape[r - 1]
+                    && a[r - 1] == b[r - 2],
+                "[..., M, K] @ [..., K, N]",
+            )?;
+            reduce::matmul(dtype, &v(0).data, a, &v(1).data, b).map_err(mismatch)?
+        }
+        TensorOp::Permute(_, perm) => {
+            let from = &v(0).shape;
+            let mut seen = vec![false; from.len()];
+            let valid = perm.len() == from.len()
+                && perm.iter().all(|&p| p < from.len() && !std::mem::replace(&mut seen[p], true))
+                && perm.iter().map(|&p| from[p]).eq(shape.iter().copied());
+            rule(valid, "a permutation of the operand's axes")?;
+            layout::permute(&v(0).data, from, perm)
+        }
+        TensorOp::Reshape(_) => {
+            rule(count(&v(0).shape) == n, "same element count")?;
+            v(0).data.clone()
+        }
+        TensorOp::Slice { axis, start, step, .. } => {
+            let from = &v(0).shape;
+            rule(*axis < from.len() && *step >= 1 && from.len() == shape.len(), "along one axis")?;
+            layout::slice(&v(0).data, from, *axis, eval_dim(start)?, *step, shape[*axis])?
+        }
+        TensorOp::Concat { axis, .. } => {
+            let total: usize = operands.iter().map(|o| o.0.shape.get(*axis).copied().unwrap_or(0)).sum();
+            let valid = *axis < shape.len()
+                && total == shape[*axis]
+                && operands.iter().all(|o| {
+                    o.0.shape.len() == shape.len()
+                        && o.0.shape.iter().zip(shape).enumerate().all(|(a, (x, y))| a == *axis || x == y)
+                });
+            rule(valid, "equal dimensions off the axis")?;
+            let parts: Vec<(&Vals, &[usize])> = operands.iter().map(|o| (&o.0.data, &o.0.shape[..])).collect();
+            layout::concat(&parts, *axis).ok_or_else(|| mismatch(KindMismatch))?
+        }
+        TensorOp::Gather { axis, .. } => {
+            let (t, idx) = (v(0), v(1));
+            let mut want = t.shape.get(..*axis).map(<[usize]>::to_vec).unwrap_or_default();
+            want.extend(&idx.shape);
+            want.extend(t.shape.get(*axis + 1..).unwrap_or_default());
+            rule(*axis < t.shape.len() && want == shape, "table and indices")?;
+            layout::gather(&t.data, &t.shape, &idx.data, *axis)
+                .map_err(|bad| bad_index(&bad, &idx.shape, *axis, "table", t.shape[*axis]))?
+        }
+        TensorOp::TakeAlongAxis { axis, .. } => {
+            let (x, idx) = (v(0), v(1));
+            let valid = *axis < x.shape.len()
+                && idx.shape == shape
+                && x.shape.len() == shape.len()
+                && x.shape.iter().zip(shape).enumerate().all(|(a, (p, q))| a == *axis || p == q);
+            rule(valid, "indices of the result's shape")?;
+            along::take_along_axis(&x.data, &x.shape, &idx.data, &idx.shape, *axis)
+                .map_err(|bad| bad_index(&bad, &idx.shape, *axis, "input", x.shape[*axis]))?
+        }
+        TensorOp::ScatterAdd { axis, .. } => {
+            let (b, idx, s) = (v(0), v(1), v(2));
+            let valid = *axis < shape.len()
+                && b.shape == shape
+                && idx.shape == s.shape
+                && s.shape.len() == shape.len()
+                && s.shape.iter().zip(shape).enumerate().all(|(a, (p, q))| a == *axis || p == q);
+            rule(valid, "base, indices and source")?;
+            along::scatter_add(dtype, &b.data, &b.shape, &idx.data, &s.data, &s.shape, *axis)
+                .map_err(|bad| bad_index(&bad, &idx.shape, *axis, "base", b.shape[*axis]))?
+                .ok_or_else(|| mismatch(KindMismatch))?
+        }
+        TensorOp::Argsort { axis, descending, .. } => {
+            rule(*axis < shape.len() && v(0).shape == shape, "same shape")?;
+            along::argsort(&v(0).data, shape, *axis, *descending).ok_or_else(|| mismatch(KindMismatch))?
+        }
+        TensorOp::Map(map) => {
+            rule(map.extents.len() >= shape.len(), "an extent per output axis")?;
+            let inputs: Vec<&Val> = operands.iter().map(|o| &*o.0).collect();
+            map::run_map(map, dtype, shape, &inputs, symbols)?
+        }
+    })
+}
+
+/// `shape` without `axis`.
+fn removed(shape: &[usize], axis: usize) -> Vec<usize> {
+    shape.iter().enumerate().filter(|&(a, _)| a != axis).map(|(_, &d)| d).collect()
+}
+
+/// The message of an index out of range (as the interpreter words it).
+fn bad_index(bad: &layout::BadIndex, shape: &[usize], axis: usize, what: &str, size: usize) -> String {
+    let mut position = vec![0; shape.len()];
+    let mut rest = bad.position;
+    for (p, &d) in position.iter_mut().zip(shape).rev() {
+        *p = rest % d;
+        rest /= d;
+    }
+    format!(
+        "index {} at {position:?} of the indices is out of range for axis {axis} of the {what} (size {size})",
+        bad.value
+    )
+}

@@ -1,0 +1,349 @@
+//! The CPU executor: runs a `Program` (compiled or read from a bundle) natively on the host's cores, with no
+//! GPU and no Vulkan driver. It runs each launch's typed ops (`Launch::ops`, the fused group the GPU kernel
+//! computes, `program/ops.rs`), never the kernels' WGSL: one description, two executors.
+//!
+//! `Cpu::load` makes a resident `CpuModel`: the program validated, every launch checked to carry ops and
+//! planned once (`group.rs`: which nodes run as one pass of fused elementwise loops, which matmul takes which
+//! epilogue), the params bound and decoded once into host buffers. Each run binds the symbols from the
+//! inputs (the same binding, and so the same errors, as the GPU and the interpreter: `bind.rs`), evaluates the
+//! shapes, then runs the launches in order on a rayon pool, freeing each computed tensor after its last
+//! reader. A run-time error (an index out of range) names the launch and the op, like the GPU's status
+//! buffer. `Cpu::execute` is the one-shot form. `CpuModel::step` applies a program's `Update`s (a training
+//! step), so params and optimizer state stay in the model between steps.
+//!
+//! Numbers: the per-element arithmetic is `eval::kernels`, the definition the interpreter runs, so
+//! elementwise results equal the interpreter's bit for bit; reductions and matmuls add in another order
+//! (blocked, multi-threaded) and agree within the tolerances spec/ops.md states for the GPU.
+
+mod group;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+pub use group::CpuFailure;
+use group::GroupPlan;
+pub use group::Value;
+
+use crate::bind::Declared;
+use crate::bind::Given;
+use crate::eval::values::Vals;
+use crate::exec::{DeviceLimits, ExecError, ParamDataError, ParamSource, bind, bind_params, declared, tensor_shapes};
+use crate::program::{Program, TensorId, TensorRole};
+use crate::weights::{ParamSpec, WeightsError};
+use crate::{DType, Tensor};
+
+/// The host's cores as an executor: a rayon pool of `threads` workers.
+pub struct Cpu {
+    pool: rayon::ThreadPool,
+    threads: usize,
+}
+
+impl std::fmt::Debug for Cpu {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Cpu {{ threads: {} }}", self.threads)
+    }
+}
+
+/// Why the CPU executor could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum CpuError {
+    /// The worker threads could not be started.
+    #[error("cannot start {threads} CPU worker thread(s): {message}")]
+    Threads {
+        /// How many were asked for.
+        threads: usize,
+        /// What the system said.
+        message: String,
+    },
+}
+
+/// The environment variable that sets the CPU executor's thread count (default: every core).
+pub const THREADS_ENV: &str = "TDSL_CPU_THREADS";
+
+impl Cpu {
+    /// An executor on `threads` worker threads; `None` takes `TDSL_CPU_THREADS` when set, else one per core.
+    pub fn new(threads: Option<usize>) -> Result<Cpu, CpuError> {
+        let threads = threads
+            .or_else(|| std::env::var(THREADS_ENV).ok()?.trim().parse().ok())
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+            .max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("tdsl-cpu-{i}"))
+            .build()
+            .map_err(|e| CpuError::Threads { threads, message: e.to_string() })?;
+        Ok(Cpu { pool, threads })
+    }
+
+    /// Worker threads.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// A description for messages: `CPU (2 threads)`.
+    pub fn describe(&self) -> String {
+        format!("CPU ({} thread{})", self.threads, if self.threads == 1 { "" } else { "s" })
+    }
+
+    /// Runs `program` once on `inputs` (signature order) with params from `params`; the outputs in
+    /// `program.outputs` order. Everything is checked (binding with inputs and params together, shapes)
+    /// before any param is decoded.
+    pub fn execute(
+        &self,
+        program: &Program,
+        inputs: &[Tensor],
+        params: &dyn ParamSource,
+    ) -> Result<Vec<Tensor>, ExecError> {
+        program.validate().map_err(|problems| ExecError::Invalid { program: program.name.clone(), problems })?;
+        let symbols = bind(program, inputs, params)?;
+        tensor_shapes(program, &symbols, &host_limits())?;
+        self.load(program, params)?.run(inputs)
+    }
+
+    /// Loads `program` with its params from `params` (see `CpuModel`).
+    pub fn load<'a>(
+        &'a self,
+        program: impl Into<Cow<'a, Program>>,
+        params: &dyn ParamSource,
+    ) -> Result<CpuModel<'a>, ExecError> {
+        CpuModel::load(self, program.into(), params)
+    }
+}
+
+/// What the CPU executor plans against: no storage-buffer or loop limit (memory is the limit; `Tensor` caps
+/// element counts at `MAX_ELEMENTS`).
+fn host_limits() -> DeviceLimits {
+    DeviceLimits { max_storage_bytes: u64::MAX, max_workgroups_per_dimension: u32::MAX, max_loop_iterations: i64::MAX }
+}
+
+/// A program resident on the CPU executor: see the module comment.
+pub struct CpuModel<'a> {
+    cpu: &'a Cpu,
+    program: Cow<'a, Program>,
+    plans: Vec<GroupPlan>,
+    /// Each param's value, by tensor index (`None` for other tensors).
+    params: Vec<Option<Value>>,
+    /// For each launch, the computed tensors whose last reader it is (freed after it runs).
+    frees: Vec<Vec<TensorId>>,
+}
+
+impl<'a> CpuModel<'a> {
+    fn load(cpu: &'a Cpu, program: Cow<'a, Program>, source: &dyn ParamSource) -> Result<CpuModel<'a>, ExecError> {
+        program.validate().map_err(|problems| ExecError::Invalid { program: program.name.clone(), problems })?;
+        let plans = program
+            .launches
+            .iter()
+            .enumerate()
+            .map(|(index, launch)| GroupPlan::new(index, launch))
+            .collect::<Result<Vec<_>, CpuFailure>>()
+            .map_err(ExecError::Cpu)?;
+        // The params bound alone (the inputs bind the rest at each run), then decoded once.
+        let types = bind_params(&program, source)?;
+        let mut params = vec![None; program.tensors.len()];
+        for (&id, (dtype, shape)) in program.params.iter().zip(types) {
+            let TensorRole::Param(key) = &program.tensor(id).role else { continue };
+            let bytes =
+                source.device_bytes(key, dtype).map_err(|source| ExecError::ParamData { key: key.clone(), source })?;
+            let data = from_device_words(dtype, &bytes, shape.iter().product())
+                .map_err(|source| ExecError::ParamData { key: key.clone(), source })?;
+            params[id.0 as usize] = Some(Value::new(data, shape));
+        }
+        let frees = last_reads(&program);
+        Ok(CpuModel { cpu, program, plans, params, frees })
+    }
+
+    /// The program.
+    pub fn program(&self) -> &Program {
+        &self.program
+    }
+
+    /// The executor.
+    pub fn cpu(&self) -> &Cpu {
+        self.cpu
+    }
+
+    /// The model's inputs as binding declares them.
+    pub fn inputs(&self) -> Vec<Declared> {
+        declared(&self.program, &self.program.inputs)
+    }
+
+    /// Output names, in order.
+    pub fn output_names(&self) -> Vec<&str> {
+        self.program.outputs.iter().map(|(name, _)| name.as_str()).collect()
+    }
+
+    /// Runs once on `inputs` (signature order); the outputs in `program.outputs` order.
+    pub fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>, ExecError> {
+        let outputs = self.run_values(inputs)?;
+        Ok(outputs.into_iter().map(|(_, t)| t).collect())
+    }
+
+    /// `run` with inputs by name: every input exactly once, in any order.
+    pub fn run_named(&mut self, inputs: &[(&str, &Tensor)]) -> Result<Vec<(String, Tensor)>, ExecError> {
+        let ordered = self.by_name(inputs)?;
+        self.run_values(&ordered)
+    }
+
+    /// A training step: runs on `inputs` (by name), makes each `Update`'s output its param's value for the
+    /// next run, and returns the outputs named in `read` (in that order).
+    pub fn step(&mut self, inputs: &[(&str, &Tensor)], read: &[&str]) -> Result<Vec<Tensor>, ExecError> {
+        let ordered = self.by_name(inputs)?;
+        let outputs = self.run_values(&ordered)?;
+        let mut by_name: HashMap<String, Tensor> = HashMap::new();
+        for (k, (name, tensor)) in outputs.into_iter().enumerate() {
+            if let Some(update) = self.program.updates.iter().find(|u| u.output == k) {
+                let value = Value::new(Vals::from_tensor(&tensor), tensor.shape.clone());
+                self.params[update.param.0 as usize] = Some(value);
+            }
+            by_name.insert(name, tensor);
+        }
+        read.iter()
+            .map(|name| {
+                by_name.get(*name).cloned().ok_or_else(|| ExecError::InputNames {
+                    model: self.program.name.clone(),
+                    problems: vec![format!("there is no output `{name}` to read")],
+                })
+            })
+            .collect()
+    }
+
+    /// Every param's current value, by key (after `step`s, the trained values and optimizer state).
+    pub fn params(&self) -> Vec<(String, Tensor)> {
+        self.program
+            .params
+            .iter()
+            .filter_map(|&id| {
+                let TensorRole::Param(key) = &self.program.tensor(id).role else { return None };
+                let value = self.params[id.0 as usize].as_ref()?;
+                Some((key.clone(), value.to_tensor(self.program.tensor(id).dtype)))
+            })
+            .collect()
+    }
+
+    fn by_name<'t>(&self, inputs: &[(&str, &'t Tensor)]) -> Result<Vec<Tensor>, ExecError> {
+        let names: Vec<&str> = self
+            .program
+            .inputs
+            .iter()
+            .filter_map(|&id| match &self.program.tensor(id).role {
+                TensorRole::Input(name) => Some(name.as_str()),
+                _ => None,
+            })
+            .collect();
+        let mut problems = Vec::new();
+        for (name, _) in inputs {
+            if !names.contains(name) {
+                problems.push(format!("it has no input `{name}`"));
+            } else if inputs.iter().filter(|(n, _)| n == name).count() > 1 {
+                problems.push(format!("input `{name}` is given twice"));
+            }
+        }
+        let mut ordered = Vec::with_capacity(names.len());
+        for name in &names {
+            match inputs.iter().find(|(n, _)| n == name) {
+                Some((_, t)) => ordered.push((*t).clone()),
+                None => problems.push(format!("input `{name}` is not given")),
+            }
+        }
+        problems.dedup();
+        if problems.is_empty() {
+            Ok(ordered)
+        } else {
+            Err(ExecError::InputNames { model: self.program.name.clone(), problems })
+        }
+    }
+
+    fn run_values(&mut self, inputs: &[Tensor]) -> Result<Vec<(String, Tensor)>, ExecError> {
+        let program = &*self.program;
+        let symbols = bind(program, inputs, &Held { program, params: &self.params })?;
+        let shapes = tensor_shapes(program, &symbols, &host_limits())?;
+        let mut values: Vec<Option<Value>> = self.params.clone();
+        for (&id, tensor) in program.inputs.iter().zip(inputs) {
+            values[id.0 as usize] = Some(Value::new(Vals::from_tensor(tensor), tensor.shape.clone()));
+        }
+        let outputs: std::collections::HashSet<TensorId> = program.outputs.iter().map(|(_, t)| *t).collect();
+        for (index, plan) in self.plans.iter().enumerate() {
+            let results =
+                self.cpu.pool.install(|| plan.run(program, &values, &shapes, &symbols)).map_err(ExecError::Cpu)?;
+            for (tensor, value) in results {
+                values[tensor.0 as usize] = Some(value);
+            }
+            for tensor in &self.frees[index] {
+                if !outputs.contains(tensor) {
+                    values[tensor.0 as usize] = None;
+                }
+            }
+        }
+        program
+            .outputs
+            .iter()
+            .map(|(name, id)| {
+                let value = values[id.0 as usize].as_ref().ok_or_else(|| {
+                    ExecError::Cpu(CpuFailure::internal(0, "", format!("output `{name}` was not computed")))
+                })?;
+                Ok((name.clone(), value.to_tensor(program.tensor(*id).dtype)))
+            })
+            .collect()
+    }
+}
+
+/// For each launch, the computed tensors it is the last to read.
+fn last_reads(program: &Program) -> Vec<Vec<TensorId>> {
+    let mut last: HashMap<TensorId, usize> = HashMap::new();
+    for (index, launch) in program.launches.iter().enumerate() {
+        for node in &launch.ops.nodes {
+            if let crate::program::TensorOp::Tensor(t) = node.op
+                && program.tensor(t).role == TensorRole::Computed
+            {
+                last.insert(t, index);
+            }
+        }
+    }
+    let mut frees = vec![Vec::new(); program.launches.len()];
+    for (tensor, index) in last {
+        frees[index].push(tensor);
+    }
+    frees
+}
+
+/// The params a model holds, as binding sees them: each one's dtype and shape.
+struct Held<'p> {
+    program: &'p Program,
+    params: &'p [Option<Value>],
+}
+
+impl ParamSource for Held<'_> {
+    fn given(&self, key: &str, _declared: DType) -> Option<Given<'_>> {
+        let id = self
+            .program
+            .params
+            .iter()
+            .find(|&&id| self.program.tensor(id).role == TensorRole::Param(key.to_string()))?;
+        let value = self.params.get(id.0 as usize)?.as_ref()?;
+        Some(Given::Shape { dtype: self.program.tensor(*id).dtype, shape: &value.0.shape })
+    }
+
+    fn check(&self, _params: &[ParamSpec]) -> Result<(), WeightsError> {
+        Ok(())
+    }
+
+    fn device_bytes(&self, _key: &str, _dtype: DType) -> Result<Cow<'_, [u8]>, ParamDataError> {
+        Err(ParamDataError::Missing)
+    }
+}
+
+/// `count` elements of `dtype` from the device layout (`gpu/buffer.rs`: one little-endian 4-byte word per
+/// element; `f16` as `f32` words, `bool` as 0/1 words), as host values.
+fn from_device_words(dtype: DType, bytes: &[u8], count: usize) -> Result<Vals, ParamDataError> {
+    let words = bytes
+        .get(..count * 4)
+        .ok_or_else(|| ParamDataError::Stored(format!("{} bytes hold fewer than {count} elements", bytes.len())))?;
+    let word = |c: &[u8]| u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+    let words = words.chunks_exact(4).map(word);
+    Ok(match dtype {
+        DType::F32 | DType::F16 => Vals::F(words.map(f32::from_bits).collect()),
+        DType::I32 => Vals::I(words.map(|w| w as i32).collect()),
+        DType::U32 => Vals::U(words.collect()),
+        DType::Bool => Vals::B(words.map(|w| w != 0).collect()),
+    })
+}
