@@ -34,6 +34,21 @@ use crate::gpu::{Gpu, GpuError, LOOP_LIMIT_ENV};
 use crate::program::{Check, Program, ProgramError, TensorId, TensorRole};
 use crate::weights::{ParamSpec, WeightsError};
 use crate::{DType, Tensor};
+/// A launch the CPU executor could not run: the launch, the op (and where it was written, when known) and
+/// what went wrong.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("launch {launch} ({name}){}: {problem}", .op.as_ref().map(|c| format!(" in {c}")).unwrap_or_default())]
+pub struct CpuFailure {
+    /// The launch's index.
+    pub launch: usize,
+    /// Its name.
+    pub name: String,
+    /// The op, when the failure is an op's.
+    pub op: Option<Check>,
+    /// What went wrong.
+    pub problem: String,
+}
+
 /// Why a program could not be run.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -229,7 +244,7 @@ pub enum ExecError {
     Gpu(#[from] GpuError),
     /// The CPU executor could not run a launch (an index out of range, a damaged bundle's ops).
     #[error(transparent)]
-    Cpu(#[from] crate::cpu::CpuFailure),
+    Cpu(#[from] CpuFailure),
     /// A kernel reported a run-time error through the status buffer.
     #[error(
         "launch {launch} ({name}): an index was out of range (value {}){}",

@@ -46,13 +46,13 @@ pub mod weights;
 
 pub use bind::{BindError, Binding, Declared, Given, Signature, Site, bind_message, bind_symbols};
 pub use bundle::{Bundle, BundleError, BundleProblem, BundledModel};
-pub use cpu::{Cpu, CpuFailure, CpuModel};
+pub use cpu::{Cpu, CpuModel};
 pub use data::{DataError, Dataset, NpzProblem};
 pub use dim::{Dim, DimError, SymId};
 pub use dtype::DType;
 pub use exec::{
-    ExecError, Input, LoadOptions, MemoryPlan, Model, Outputs, ParamDataError, ParamSource, Prepared, fold_grid,
-    plan_memory,
+    CpuFailure, ExecError, Input, LoadOptions, MemoryPlan, Model, Outputs, ParamDataError, ParamSource, Prepared,
+    fold_grid, plan_memory,
 };
 pub use gpu::{
     BackendChoice, BoundDispatch, DeviceTensor, Dispatch, DispatchTimes, Gpu, GpuError, GpuOptions, GpuStats,

@@ -365,9 +365,21 @@ fn bad_bundles_are_errors_naming_the_problem() {
             edit_manifest(&good, |m| m["models"][0]["launches"][1]["workgroups"] = serde_json::json!([[7, []]])),
         ),
     ];
+    // A compiled bundle's launches carry their ops (`GroupOps`), checked like the rest.
+    let mlp = mlp_bundle();
+    let ops = |edit: fn(&mut serde_json::Value)| {
+        edit_manifest(&mlp, move |m| edit(&mut m["models"][0]["launches"][0]["ops"]))
+    };
+    let cases = cases.into_iter().chain([
+        ("ops reading a later node", ops(|o| o["nodes"][0]["op"] = serde_json::json!({"unary": ["neg", 7]}))),
+        ("ops storing into a tensor the launch does not write", ops(|o| o["stores"][0]["tensor"] = 0.into())),
+        ("ops storing nothing", ops(|o| o["stores"] = serde_json::json!([]))),
+        ("ops with an unknown symbol", ops(|o| o["nodes"][0]["shape"][0] = serde_json::json!([[1, [{"sym": 9}]]]))),
+        ("ops with an unknown op", ops(|o| o["nodes"][0]["op"] = serde_json::json!({"teleport": 0}))),
+    ]);
     let mut report = String::new();
-    for (what, bytes) in &cases {
-        report.push_str(&format!("{what}:\n  {}\n", load_error(what, bytes).replace('\n', "\n  ")));
+    for (what, bytes) in cases {
+        report.push_str(&format!("{what}:\n  {}\n", load_error(what, &bytes).replace('\n', "\n  ")));
     }
     insta::assert_snapshot!("bad_bundles", report);
 }

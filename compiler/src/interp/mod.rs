@@ -7,9 +7,10 @@
 //! and frees each intermediate after its last use. It never panics on bad input: malformed graphs, wrong
 //! tensors, out-of-range gathers and loads, and dimension overflow are all `RunError`s.
 //!
-//! Files: `values.rs` (internal buffers), `kernels.rs` (elementwise arithmetic), `layout.rs` (data
-//! movement), `along.rs` (take-along-axis, scatter-add, argsort), `reduce.rs` (reductions, matmul), `map.rs` (index notation), `bind.rs` (symbol binding). The
-//! public `Tensor` is the runtime's (`tdsl_runtime::tensor`), re-exported here.
+//! Each op's kernel is the runtime's `tdsl_runtime::eval` (host buffers, elementwise arithmetic, data
+//! movement, take-along-axis, scatter-add, argsort, reductions, matmul, index notation), shared with the CPU
+//! executor, which runs it where it has no faster kernel; this module walks the graph and `bind.rs` binds
+//! the symbols. The public `Tensor` is the runtime's (`tdsl_runtime::tensor`), re-exported here.
 
 mod bind;
 

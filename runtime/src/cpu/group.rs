@@ -11,6 +11,7 @@ use crate::DType;
 use crate::eval::kernels::{self, KindMismatch};
 use crate::eval::values::{Lit, Val, Vals};
 use crate::eval::{along, layout, map, reduce};
+use crate::exec::CpuFailure;
 use crate::program::{Check, Launch, OpNode, Program, TensorId, TensorOp};
 
 /// A tensor value on the host: row-major elements and their shape, shared without copying (params stay
@@ -28,21 +29,6 @@ impl Value {
     pub fn to_tensor(&self, dtype: DType) -> crate::Tensor {
         self.0.data.clone().into_tensor(dtype, self.0.shape.clone())
     }
-}
-
-/// A launch the CPU executor could not run: the launch, the op (and where it was written, when known) and
-/// what went wrong.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("launch {launch} ({name}){}: {problem}", .op.as_ref().map(|c| format!(" in {c}")).unwrap_or_default())]
-pub struct CpuFailure {
-    /// The launch's index.
-    pub launch: usize,
-    /// Its name.
-    pub name: String,
-    /// The op, when the failure is an op's.
-    pub op: Option<Check>,
-    /// What went wrong.
-    pub problem: String,
 }
 
 impl CpuFailure {

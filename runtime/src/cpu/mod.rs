@@ -20,14 +20,15 @@ mod group;
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-pub use group::CpuFailure;
 use group::GroupPlan;
 pub use group::Value;
 
 use crate::bind::Declared;
 use crate::bind::Given;
 use crate::eval::values::Vals;
-use crate::exec::{DeviceLimits, ExecError, ParamDataError, ParamSource, bind, bind_params, declared, tensor_shapes};
+use crate::exec::{
+    CpuFailure, DeviceLimits, ExecError, ParamDataError, ParamSource, bind, bind_params, declared, tensor_shapes,
+};
 use crate::program::{Program, TensorId, TensorRole};
 use crate::weights::{ParamSpec, WeightsError};
 use crate::{DType, Tensor};

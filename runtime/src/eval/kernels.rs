@@ -50,11 +50,17 @@ pub fn fmin(a: f32, b: f32) -> f32 {
 
 /// Integer arithmetic as the IR defines it for `i32` and `u32`.
 pub trait Int: Copy + Ord {
+    /// Zero.
     const ZERO: Self;
+    /// Wrapping `+`.
     fn wadd(self, o: Self) -> Self;
+    /// Wrapping `-`.
     fn wsub(self, o: Self) -> Self;
+    /// Wrapping `*`.
     fn wmul(self, o: Self) -> Self;
+    /// Wrapping negation.
     fn wneg(self) -> Self;
+    /// Wrapping absolute value.
     fn wabs(self) -> Self;
     /// Truncating; `x / 0 = x`; `MIN / -1 = MIN`.
     fn div0(self, o: Self) -> Self;
@@ -328,6 +334,7 @@ pub fn combine_f32(op: ReduceOp) -> fn(f32, f32) -> f32 {
     }
 }
 
+/// The combining step of `op` on integers (wrapping sum and product).
 pub fn combine_int<T: Int>(op: ReduceOp) -> fn(T, T) -> T {
     match op {
         ReduceOp::Sum | ReduceOp::Mean => T::wadd,

@@ -127,7 +127,9 @@ pub fn concat(parts: &[(&Vals, &[usize])], axis: usize) -> Option<Vals> {
 
 /// Where a gather index is bad: its flat position in the indices tensor and its value.
 pub struct BadIndex {
+    /// The flat position of the index in the indices tensor.
     pub position: usize,
+    /// Its value.
     pub value: i64,
 }
 

@@ -6,8 +6,6 @@
 //! is the simple definition of semantics); the CPU executor (`cpu/`) runs them where it has no faster
 //! kernel of its own and checks its own kernels against them.
 
-#![allow(missing_docs)]
-
 pub mod along;
 pub mod kernels;
 pub mod layout;

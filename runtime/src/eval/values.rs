@@ -11,25 +11,35 @@ use half::f16;
 /// A flat buffer of elements. `F` holds both `f32` and `f16` data (the node's dtype says which).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Vals {
+    /// `f32` and `f16` elements.
     F(Vec<f32>),
+    /// `i32` elements.
     I(Vec<i32>),
+    /// `u32` elements.
     U(Vec<u32>),
+    /// `bool` elements.
     B(Vec<bool>),
 }
 
 /// One element in `Vals`' storage kinds.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Lit {
+    /// An `f32` or `f16` element.
     F(f32),
+    /// An `i32` element.
     I(i32),
+    /// A `u32` element.
     U(u32),
+    /// A `bool` element.
     B(bool),
 }
 
 /// A tensor value inside the interpreter.
 #[derive(Clone, Debug)]
 pub struct Val {
+    /// The row-major shape.
     pub shape: Vec<usize>,
+    /// The elements.
     pub data: Vals,
 }
 
@@ -90,6 +100,7 @@ impl Vals {
             _ => {}
         }
     }
+    /// A tensor's elements in the storage kind of its dtype.
     pub fn from_tensor(t: &Tensor) -> Vals {
         match &t.data {
             TensorData::F32(v) => Vals::F(v.clone()),

@@ -153,7 +153,7 @@ pub enum ProgramError {
         problem: String,
     },
     /// A launch whose ops (`GroupOps`) break an invariant of `program/ops.rs`.
-    #[error("launch {launch} ({name}): its ops {problem}")]
+    #[error("launch {launch} ({name}), in its ops: {problem}")]
     BadOps {
         /// The launch's index.
         launch: usize,
@@ -446,22 +446,24 @@ impl<'a> Validator<'a> {
         for store in &ops.stores {
             let Some(node) = ops.nodes.get(store.node.index()) else {
                 problems.push(bad(format!(
-                    "store into tensor {} is from node {}, which does not exist",
+                    "the store into tensor {} is from node {}, which does not exist",
                     store.tensor.0, store.node.0
                 )));
                 continue;
             };
             if !writes.contains(&store.tensor) || !stored.insert(store.tensor) {
-                problems
-                    .push(bad(format!("store into tensor {} is not one of the launch's writes, once", store.tensor.0)));
+                problems.push(bad(format!(
+                    "the store into tensor {} is not one of the launch's writes, once",
+                    store.tensor.0
+                )));
             } else if let Some(decl) = self.program.tensors.get(store.tensor.0 as usize)
                 && !typed(decl, node)
             {
-                problems.push(bad(format!("store into `{}` is from a node of another dtype or shape", decl.name)));
+                problems.push(bad(format!("the store into `{}` is from a node of another dtype or shape", decl.name)));
             }
         }
         if let Some(missing) = writes.iter().find(|t| !stored.contains(t)) {
-            problems.push(bad(format!("do not store tensor {}, which the launch writes", missing.0)));
+            problems.push(bad(format!("tensor {}, which the launch writes, is not stored", missing.0)));
         }
         self.problems.extend(problems);
         for (dim, place) in dims {
