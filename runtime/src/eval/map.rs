@@ -28,11 +28,41 @@ const INDEX_LIMIT: i128 = 1 << 62;
 
 /// Evaluates `map` into a buffer of `out_shape`'s element count; `Err` is a message about the map node.
 pub fn run_map(map: &MapOps, dtype: DType, out_shape: &[usize], inputs: &[&Val], syms: &[i64]) -> Result<Vals, String> {
+    use rayon::prelude::*;
     let plan = Plan::build(map, out_shape, inputs, syms)?;
     let total: usize = out_shape.iter().product();
+    // Chunks are independent: large maps are split into ranges of whole chunks evaluated on the current
+    // rayon pool (the CPU executor's, or the global one), then joined in order; the first failing range's
+    // error is the one reported, as in order.
+    let chunks = total.div_ceil(CHUNK).max(1);
+    let parts = (rayon::current_num_threads() * 4).min(chunks).max(1);
+    if parts == 1 {
+        return run_range(&plan, dtype, out_shape, inputs, 0, total);
+    }
+    let per = chunks.div_ceil(parts) * CHUNK;
+    let ranges: Vec<(usize, usize)> = (0..total).step_by(per).map(|s| (s, (s + per).min(total))).collect();
+    let pieces: Vec<Result<Vals, String>> =
+        ranges.par_iter().map(|&(start, end)| run_range(&plan, dtype, out_shape, inputs, start, end)).collect();
+    let mut result = Vals::zeros(dtype, total);
+    for ((start, end), piece) in ranges.into_iter().zip(pieces) {
+        copy_into(&mut result, start, &piece?, end - start).map_err(mismatch)?;
+    }
+    Ok(result)
+}
+
+/// Output elements `start..end` of the map (in row-major order).
+fn run_range(
+    plan: &Plan,
+    dtype: DType,
+    out_shape: &[usize],
+    inputs: &[&Val],
+    start: usize,
+    end: usize,
+) -> Result<Vals, String> {
+    let total = end - start;
     let lanes = CHUNK.min(total).max(1);
     let mut exec = Exec {
-        plan: &plan,
+        plan,
         inputs,
         n: 0,
         bufs: plan.dtypes.iter().map(|&d| Vals::zeros(d, lanes)).collect(),
@@ -55,10 +85,17 @@ pub fn run_map(map: &MapOps, dtype: DType, out_shape: &[usize], inputs: &[&Val],
             .collect(),
     };
     let mut result = Vals::zeros(dtype, total);
+    // The row-major index of element `start`.
     let mut index = vec![0usize; plan.rank];
-    let mut start = 0;
-    while start < total {
-        let n = lanes.min(total - start);
+    let mut rest = start;
+    for d in (0..plan.rank).rev() {
+        let size = out_shape.get(d).copied().unwrap_or(1).max(1);
+        index[d] = rest % size;
+        rest /= size;
+    }
+    let mut done = 0;
+    while done < total {
+        let n = lanes.min(total - done);
         exec.n = n;
         for l in 0..n {
             for (d, &i) in index.iter().enumerate() {
@@ -68,8 +105,8 @@ pub fn run_map(map: &MapOps, dtype: DType, out_shape: &[usize], inputs: &[&Val],
         }
         exec.prepare_loads();
         exec.run_block(0)?;
-        copy_into(&mut result, start, &exec.bufs[plan.body], n).map_err(mismatch)?;
-        start += n;
+        copy_into(&mut result, done, &exec.bufs[plan.body], n).map_err(mismatch)?;
+        done += n;
     }
     Ok(result)
 }
