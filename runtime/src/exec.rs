@@ -244,7 +244,7 @@ pub enum ExecError {
     Gpu(#[from] GpuError),
     /// The CPU executor could not run a launch (an index out of range, a damaged bundle's ops).
     #[error(transparent)]
-    Cpu(#[from] CpuFailure),
+    Cpu(Box<CpuFailure>),
     /// A kernel reported a run-time error through the status buffer.
     #[error(
         "launch {launch} ({name}): an index was out of range (value {}){}",
@@ -282,6 +282,12 @@ pub enum ExecError {
         /// What the device said.
         source: GpuError,
     },
+}
+
+impl From<CpuFailure> for ExecError {
+    fn from(failure: CpuFailure) -> ExecError {
+        ExecError::Cpu(Box::new(failure))
+    }
 }
 
 impl Gpu {

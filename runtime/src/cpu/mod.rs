@@ -137,7 +137,7 @@ impl<'a> CpuModel<'a> {
             .enumerate()
             .map(|(index, launch)| GroupPlan::new(index, launch))
             .collect::<Result<Vec<_>, CpuFailure>>()
-            .map_err(ExecError::Cpu)?;
+            .map_err(ExecError::from)?;
         // The params bound alone (the inputs bind the rest at each run), then decoded once.
         let types = bind_params(&program, source)?;
         let mut params = vec![None; program.tensors.len()];
@@ -221,7 +221,7 @@ impl<'a> CpuModel<'a> {
             .collect()
     }
 
-    fn by_name<'t>(&self, inputs: &[(&str, &'t Tensor)]) -> Result<Vec<Tensor>, ExecError> {
+    fn by_name(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>, ExecError> {
         let names: Vec<&str> = self
             .program
             .inputs
@@ -265,7 +265,7 @@ impl<'a> CpuModel<'a> {
         let outputs: std::collections::HashSet<TensorId> = program.outputs.iter().map(|(_, t)| *t).collect();
         for (index, plan) in self.plans.iter().enumerate() {
             let results =
-                self.cpu.pool.install(|| plan.run(program, &values, &shapes, &symbols)).map_err(ExecError::Cpu)?;
+                self.cpu.pool.install(|| plan.run(program, &values, &shapes, &symbols)).map_err(ExecError::from)?;
             for (tensor, value) in results {
                 values[tensor.0 as usize] = Some(value);
             }
@@ -280,7 +280,7 @@ impl<'a> CpuModel<'a> {
             .iter()
             .map(|(name, id)| {
                 let value = values[id.0 as usize].as_ref().ok_or_else(|| {
-                    ExecError::Cpu(CpuFailure::internal(0, "", format!("output `{name}` was not computed")))
+                    ExecError::from(CpuFailure::internal(0, "", format!("output `{name}` was not computed")))
                 })?;
                 Ok((name.clone(), value.to_tensor(program.tensor(*id).dtype)))
             })
