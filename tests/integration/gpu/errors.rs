@@ -19,8 +19,8 @@ use tdsl_compiler::random::seeded_tensor;
 use tdsl_runtime::Arg;
 
 /// Every side fails on `inputs`; the GPU's and the CPU executor's messages name the launch that writes output
-/// `output` and one of its checks, and contain every string of `gpu_says` (on the CPU, which words a gather's
-/// value as the interpreter does, `value N` reads `index N`). Returns the interpreter's and the GPU's messages
+/// `output` and one of its checks, and contain every string of `gpu_says` (on the CPU, which words its errors
+/// as the interpreter does, `value N` reads `index N` and `out of range` reads `outside its shape`). Returns the interpreter's and the GPU's messages
 /// (all three are printed, for `--nocapture`).
 fn both_fail(graph: &Graph, inputs: &[Tensor], output: &str, gpu_says: &[&str]) -> (String, String) {
     let interp_error = match interp::run(graph, inputs, &HashMap::new()) {
@@ -62,7 +62,7 @@ fn both_fail(graph: &Graph, inputs: &[Tensor], output: &str, gpu_says: &[&str]) 
         "the CPU executor's error `{cpu_error}` names none of its launch's checks {checks:?}"
     );
     for s in gpu_says {
-        let s = s.replace("value ", "index ");
+        let s = s.replace("value ", "index ").replace("out of range", "outside its shape");
         assert!(cpu_error.contains(&s), "the CPU executor's error `{cpu_error}` does not say `{s}`");
     }
     eprintln!("interpreter: {interp_error}\nGPU: {gpu_error}\nCPU: {cpu_error}");
