@@ -12,7 +12,7 @@ use std::path::Path;
 
 use tdsl_minilm::{Encoder, cosine, is_complete, model_dir};
 use tdsl_runtime::gpu::device_bytes;
-use tdsl_runtime::{DType, ExecutorRef, Loaded};
+use tdsl_runtime::{DType, ExecutorRef, Gpu, GpuOptions, Loaded};
 
 struct Reference {
     text: String,
@@ -39,8 +39,11 @@ fn reference() -> Vec<Reference> {
         .collect()
 }
 
-fn encoder() -> Encoder<'static> {
-    encoder_on(crate::gpu::gpu())
+/// A device of the encoder's own, so that its `GpuStats` count only its uploads.
+fn own_gpu() -> Gpu {
+    Gpu::new(&GpuOptions::default()).unwrap_or_else(|e| {
+        panic!("the MiniLM test needs a Vulkan adapter (install Mesa's lavapipe, mesa-vulkan-drivers): {e}")
+    })
 }
 
 fn encoder_on<'a>(executor: impl Into<ExecutorRef<'a>>) -> Encoder<'a> {
@@ -73,7 +76,8 @@ fn assert_close(label: &str, got: &[f32], want: &[f32]) -> (f64, f64) {
 fn minilm_matches_sentence_transformers() {
     let reference = reference();
     assert!(reference.len() >= 8, "the fixture has at least 8 sentences");
-    let encoder = encoder();
+    let gpu = own_gpu();
+    let encoder = encoder_on(&gpu);
     let texts: Vec<&str> = reference.iter().map(|r| r.text.as_str()).collect();
 
     let batch = encoder.tokenize(&texts).expect("tokenizes");
@@ -127,7 +131,8 @@ fn minilm_on_the_cpu_executor_matches_sentence_transformers() {
 
 #[test]
 fn paraphrases_score_higher_than_unrelated_sentences() {
-    let encoder = encoder();
+    let gpu = own_gpu();
+    let encoder = encoder_on(&gpu);
     let e = encoder
         .embed(&["A man is playing a guitar.", "Someone plays the guitar.", "The bank raised its interest rates."])
         .expect("embeds");
