@@ -222,19 +222,19 @@ impl<'a> ExecutorRef<'a> {
         params: &dyn ParamSource,
     ) -> Result<Loaded<'a>, ExecError> {
         Ok(match self {
-            ExecutorRef::Gpu(gpu) => Loaded::Gpu(gpu.load_with(program, options, params)?),
-            ExecutorRef::Cpu(cpu) => Loaded::Cpu(cpu.load(program, params)?),
+            ExecutorRef::Gpu(gpu) => Loaded::Gpu(Box::new(gpu.load_with(program, options, params)?)),
+            ExecutorRef::Cpu(cpu) => Loaded::Cpu(Box::new(cpu.load(program, params)?)),
         })
     }
 }
 
-/// A program loaded on either executor, params resident (`Model` on the GPU, `CpuModel` on the CPU): the
-/// calls both have. Match on it for what only one has (`Model::prepare`, device tensors).
+/// A program loaded on either executor, params resident (`Model` on the GPU, `CpuModel` on the CPU; each
+/// boxed, as both are large): the calls both have. Match on it for what only one has (`Model::prepare`, device tensors).
 pub enum Loaded<'a> {
     /// On the GPU.
-    Gpu(Model<'a>),
+    Gpu(Box<Model<'a>>),
     /// On the CPU.
-    Cpu(CpuModel<'a>),
+    Cpu(Box<CpuModel<'a>>),
 }
 
 impl<'a> Loaded<'a> {

@@ -227,9 +227,10 @@ pub enum ExecError {
     /// A kernel failed to compile or the submission failed (`GpuError` names the kernel or the step count).
     #[error(transparent)]
     Gpu(#[from] GpuError),
-    /// The CPU executor could not run a launch (an index out of range, a damaged bundle's ops).
+    /// The CPU executor could not run a launch (an index out of range, a damaged bundle's ops); boxed, so
+    /// that every `Result<_, ExecError>` stays small.
     #[error(transparent)]
-    Cpu(#[from] crate::cpu::CpuFailure),
+    Cpu(Box<crate::cpu::CpuFailure>),
     /// A kernel reported a run-time error through the status buffer.
     #[error(
         "launch {launch} ({name}): an index was out of range (value {}){}",
@@ -426,6 +427,12 @@ fn shown(value: &Option<i64>) -> String {
 
 /// A status detail word: a `u32` when the kernel said so (status word 2 is 1), otherwise an `i32` (with its
 /// bits when negative).
+impl From<crate::cpu::CpuFailure> for ExecError {
+    fn from(failure: crate::cpu::CpuFailure) -> ExecError {
+        ExecError::Cpu(Box::new(failure))
+    }
+}
+
 fn status_value(value: u32, unsigned: bool) -> String {
     if !unsigned && value > i32::MAX as u32 { format!("{}, bits {value:#x}", value as i32) } else { value.to_string() }
 }

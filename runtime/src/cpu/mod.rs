@@ -125,7 +125,7 @@ fn plan(program: &Program) -> Result<Vec<GroupPlan>, ExecError> {
         .enumerate()
         .map(|(index, launch)| GroupPlan::new(index, launch))
         .collect::<Result<Vec<_>, CpuFailure>>()
-        .map_err(ExecError::Cpu)
+        .map_err(ExecError::from)
 }
 
 /// What the CPU executor plans against: no storage-buffer or loop limit (memory is the limit; `Tensor` caps
@@ -231,7 +231,7 @@ impl<'a> CpuModel<'a> {
             .collect()
     }
 
-    fn by_name<'t>(&self, inputs: &[(&str, &'t Tensor)]) -> Result<Vec<Tensor>, ExecError> {
+    fn by_name(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>, ExecError> {
         let names: Vec<&str> = self
             .program
             .inputs
@@ -275,7 +275,7 @@ impl<'a> CpuModel<'a> {
         let outputs: std::collections::HashSet<TensorId> = program.outputs.iter().map(|(_, t)| *t).collect();
         for (index, plan) in self.plans.iter().enumerate() {
             let results =
-                self.cpu.pool.install(|| plan.run(program, &values, &shapes, &symbols)).map_err(ExecError::Cpu)?;
+                self.cpu.pool.install(|| plan.run(program, &values, &shapes, &symbols)).map_err(ExecError::from)?;
             for (tensor, value) in results {
                 values[tensor.0 as usize] = Some(value);
             }
@@ -290,7 +290,7 @@ impl<'a> CpuModel<'a> {
             .iter()
             .map(|(name, id)| {
                 let value = values[id.0 as usize].as_ref().ok_or_else(|| {
-                    ExecError::Cpu(CpuFailure::internal(0, "", format!("output `{name}` was not computed")))
+                    ExecError::from(CpuFailure::internal(0, "", format!("output `{name}` was not computed")))
                 })?;
                 Ok((name.clone(), value.to_tensor(program.tensor(*id).dtype)))
             })
