@@ -8,6 +8,8 @@
 //! let model = bundle.model(None).ok_or("several models")?;     // the only model
 //! let gpu = Gpu::new(&GpuOptions::default())?;
 //! let session = Session::new(&gpu, model)?;                     // device check + pipelines
+//! // or on the CPU executor: `let cpu = Cpu::new(None)?; Session::new(&cpu, model)?`, or on what
+//! // `Executor::open(DeviceChoice::Auto, &GpuOptions::default(), None)?` chose
 //! let weights = Weights::open("weights.safetensors".as_ref())?;
 //! session.check_weights(&weights)?;                             // bind weights: every problem at once
 //! let mut loaded = session.load(&weights)?;                     // weights uploaded once, kept on the device
