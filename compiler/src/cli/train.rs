@@ -490,13 +490,23 @@ pub(super) fn train(
     }
     let (params, state, working) = trainer.device_bytes();
     let kib = |b: u64| b as f64 / 1024.0;
-    let _ = writeln!(
-        out,
-        "device memory: params {:.1} KiB, optimizer state {:.1} KiB, batch, activations and gradients {:.1} KiB",
-        kib(params),
-        kib(state),
-        kib(working)
-    );
+    if executor.gpu().is_some() {
+        let _ = writeln!(
+            out,
+            "device memory: params {:.1} KiB, optimizer state {:.1} KiB, batch, activations and gradients {:.1} KiB",
+            kib(params),
+            kib(state),
+            kib(working)
+        );
+    } else {
+        // The CPU executor allocates the batch, activations and gradients per step and frees them after it.
+        let _ = writeln!(
+            out,
+            "memory held between steps (CPU executor): params {:.1} KiB, optimizer state {:.1} KiB",
+            kib(params),
+            kib(state)
+        );
+    }
     if let Some(path) = &args.save {
         let _ = writeln!(
             out,
