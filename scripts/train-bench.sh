@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Training speed, tdsl against PyTorch in the same run on the same machine: the digits CNN (SGD with momentum,
 # batch 64) and the character-level transformer of examples/charlm (AdamW, batch 32). tdsl runs `tdslc train`
-# on the current device (lavapipe on a machine without a GPU) and reports steps/s over the time spent in steps
+# on the executor DEVICE names (`--device`, default auto: the CPU executor on a machine without a GPU, with
+# TDSL_CPU_THREADS threads, default 2 here to match PyTorch; DEVICE=gpu for lavapipe) and reports steps/s over the time spent in steps
 # (validation excluded) and the device memory it holds; PyTorch runs on the CPU with 2 threads
 # (scripts/digits-reference.py --bench, scripts/charlm-reference.py --bench: median step of 200 and 100
 # steps after a warm-up). Prints each number and the ratio PyTorch / tdsl.
@@ -9,11 +10,13 @@
 #     PYTHON=/path/to/venv/bin/python scripts/train-bench.sh
 #
 # Needs: a Python with torch, numpy and safetensors (PYTHON, default python3); the digits (fetched here).
-# Run it on an otherwise idle machine: both sides use every core.
+# Run it on an otherwise idle machine: PyTorch uses 2 threads, the CPU executor TDSL_CPU_THREADS (2 unless set).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 STEPS=${STEPS:-200}
+DEVICE=${DEVICE:-auto}
+export TDSL_CPU_THREADS=${TDSL_CPU_THREADS:-2}
 
 data=$(bash scripts/fetch-digits.sh | tail -n1)
 cargo build --release --bin tdslc >&2
@@ -22,7 +25,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 tdsl_rate() { # steps/s from `tdslc train`'s summary; the memory line is printed as it is
-    "$tdslc" train "$@" 2>/dev/null | tee "$work/out" | grep -E '^(trained|device memory)' >&2
+    "$tdslc" train --device "$DEVICE" "$@" 2>/dev/null | tee "$work/out" | grep -E '^(trained|device memory|memory held)' >&2
     sed -n 's/.*: \([0-9.]*\) steps\/s over.*/\1/p' "$work/out"
 }
 torch_rate() { # steps/s of the JSON line whose model is $1

@@ -71,7 +71,8 @@ enum Command {
         #[command(flatten)]
         step: train::StepArgs,
     },
-    /// Run every model of FILE (or the one `--model` names) on the GPU (or the reference interpreter) and
+    /// Run every model of FILE (or the one `--model` names) on the GPU or the CPU executor (`--device`), or on
+    /// the reference interpreter (`--reference`), and
     /// print a summary of each output. Inputs and params not given get seeded random values (said on stderr).
     /// With several models and no `--model`, every `--dim`, `--input` and `--weights` must fit each model.
     Run {
@@ -79,9 +80,14 @@ enum Command {
         /// Only the model called NAME (default: every model of FILE, when the options fit each).
         #[arg(long, value_name = "NAME")]
         model: Option<String>,
-        /// Run on the CPU reference interpreter (the definition of every op's meaning) instead of the GPU.
-        #[arg(long)]
+        /// Run on the CPU reference interpreter (the definition of every op's meaning) instead of compiling.
+        #[arg(long, conflicts_with = "device")]
         reference: bool,
+        /// Where the compiled model runs: auto (a real GPU when there is one, else the CPU executor), gpu (any
+        /// wgpu adapter, lavapipe included) or cpu (the CPU executor; threads: TDSL_CPU_THREADS, default every
+        /// core).
+        #[arg(long, value_name = "auto|gpu|cpu", value_parser = tdsl_runtime::args::parse_device)]
+        device: Option<tdsl_runtime::DeviceChoice>,
         /// An input from a .npy file (repeatable).
         #[arg(long = "input", value_name = "NAME=PATH", value_parser = parse_input)]
         inputs: Vec<(String, PathBuf)>,
@@ -306,6 +312,7 @@ pub fn main(
             file,
             model,
             reference,
+            device,
             inputs,
             weights,
             ignore_weights,
@@ -319,6 +326,7 @@ pub fn main(
         } => {
             let options = RunOptions {
                 reference,
+                device: device.unwrap_or_default(),
                 inputs,
                 weights,
                 ignore_weights,
@@ -536,12 +544,12 @@ fn bench_sizes(graph: &ir::Graph, dims: &[(String, i64)]) -> Vec<i64> {
 /// or profile is an error.
 fn given_tuning(
     path: Option<&std::path::Path>,
-    gpu: &Gpu,
+    device: &str,
     target: codegen::Target,
 ) -> Result<codegen::tuning::Tuning, String> {
     let Some(path) = path else { return Ok(Default::default()) };
     let tuning = read_tuning(path)?;
-    tuning.check_for(path, &gpu.describe(), target.name).map_err(|e| e.to_string())?;
+    tuning.check_for(path, device, target.name).map_err(|e| e.to_string())?;
     Ok(tuning)
 }
 
@@ -728,6 +736,8 @@ fn emit_kernels(
 /// What `tdslc run` was asked to do, shared by every model of the file.
 struct RunOptions {
     reference: bool,
+    /// Where the compiled model runs (unless `reference`).
+    device: tdsl_runtime::DeviceChoice,
     inputs: Vec<(String, PathBuf)>,
     weights: Option<PathBuf>,
     ignore_weights: Vec<String>,
@@ -752,8 +762,8 @@ fn symbol_sizes(graph: &ir::Graph, dims: &[(String, i64)]) -> Result<Vec<i64>, S
     Ok(graph.symbols.iter().map(|s| dims.iter().find(|(n, _)| *n == s.name).map_or(2, |(_, v)| *v)).collect())
 }
 
-/// Opens the GPU `backend` names (or the default).
-fn open_gpu(backend: Option<&str>) -> Result<Gpu, String> {
+/// The GPU options for `--backend` (or the default).
+fn gpu_options(backend: Option<&str>) -> Result<GpuOptions, String> {
     let backend = match backend {
         Some(name) => Some(
             tdsl_runtime::BackendChoice::from_name(name)
@@ -761,7 +771,23 @@ fn open_gpu(backend: Option<&str>) -> Result<Gpu, String> {
         ),
         None => None,
     };
-    Gpu::new(&GpuOptions { backend, ..GpuOptions::default() }).map_err(|e| e.to_string())
+    Ok(GpuOptions { backend, ..GpuOptions::default() })
+}
+
+/// Opens the GPU `backend` names (or the default).
+fn open_gpu(backend: Option<&str>) -> Result<Gpu, String> {
+    Gpu::new(&gpu_options(backend)?).map_err(|e| e.to_string())
+}
+
+/// Opens the executor `device` asks for (`--backend` for the GPU); the note saying which runs goes to `err`.
+fn open_executor(
+    device: tdsl_runtime::DeviceChoice,
+    backend: Option<&str>,
+    err: &mut dyn Write,
+) -> Result<tdsl_runtime::Executor, String> {
+    let opened = tdsl_runtime::Executor::open(device, &gpu_options(backend)?, None).map_err(|e| e.to_string())?;
+    let _ = writeln!(err, "note: {}", opened.note);
+    Ok(opened.executor)
 }
 
 /// What `tdslc bench` was asked for.
@@ -983,10 +1009,10 @@ fn run_model(
         );
         outputs
     } else {
-        let gpu = open_gpu(options.backend.as_deref())?;
+        let executor = open_executor(options.device, options.backend.as_deref(), err)?;
         let progress = spinner(options.terminal, format!("compiling model {}", graph.name));
-        let target = options.target.unwrap_or_else(|| codegen::Target::for_gpu(&gpu));
-        let tuning = given_tuning(options.tuning.as_deref(), &gpu, target)?;
+        let target = options.target.unwrap_or_else(|| codegen::Target::for_executor(&executor));
+        let tuning = given_tuning(options.tuning.as_deref(), &executor.describe(), target)?;
         let compiled = pipeline::compile_graph(
             graph,
             &pipeline::Options { fuse: options.fuse, target, tuning, ..pipeline::Options::default() },
@@ -995,13 +1021,12 @@ fn run_model(
         progress.finish_and_clear();
         let mut compiled = compiled?;
         compiled.locate(sources);
-        let _ = writeln!(err, "note: running on {}", gpu.describe());
         let params: &dyn tdsl_runtime::ParamSource = match &weights {
             Some(w) => w,
             None => &random_params,
         };
         let progress = spinner(options.terminal, format!("loading weights and running model {}", graph.name));
-        let outputs = gpu.execute(&compiled.program, &inputs, params).map_err(|e| e.to_string());
+        let outputs = executor.execute(&compiled.program, &inputs, params).map_err(|e| e.to_string());
         progress.finish_and_clear();
         let outputs = outputs?;
         let _ = writeln!(

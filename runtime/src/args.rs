@@ -1,5 +1,5 @@
 //! Parsers for the command-line arguments `tdsl-run` and `tdslc` share (`--dim NAME=SIZE`,
-//! `--input NAME=PATH`). Outside the `cli` feature, so the compiler's command line uses them without the
+//! `--input NAME=PATH`, `--device auto|gpu|cpu`). Outside the `cli` feature, so the compiler's command line uses them without the
 //! runtime's own (clap is the caller's business: each parser is a plain function with a typed error, which
 //! clap's `value_parser` takes as it is).
 
@@ -30,6 +30,12 @@ pub enum ArgError {
         /// The name repeated.
         name: String,
     },
+    /// `--device` names no device.
+    #[error("`{text}` is not a device; use auto, gpu or cpu")]
+    NotADevice {
+        /// The text given.
+        text: String,
+    },
     /// The size is below 1.
     #[error("dimension {name} must be at least 1, got {size}")]
     TooSmall {
@@ -38,6 +44,11 @@ pub enum ArgError {
         /// The size given.
         size: i64,
     },
+}
+
+/// `--device auto|gpu|cpu` (`DeviceChoice::from_name`).
+pub fn parse_device(text: &str) -> Result<crate::device::DeviceChoice, ArgError> {
+    crate::device::DeviceChoice::from_name(text).ok_or_else(|| ArgError::NotADevice { text: text.to_string() })
 }
 
 /// `NAME=SIZE` of a `--dim` argument (size at least 1).

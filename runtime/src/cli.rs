@@ -3,7 +3,8 @@
 //! does for the source file (the same `random::fill_signature`, the same printed outputs), so
 //! `tdslc run FILE --seed N` and `tdsl-run FILE.tdslb --seed N` print the same lines. `--timings` reports
 //! the start-up cost: bundle load, pipeline creation and the first run. Lives in the library (the binary is
-//! a thin `main`) so tests drive it with in-memory output streams.
+//! a thin `main`) so tests drive it with in-memory output streams. `--device auto|gpu|cpu` picks the executor
+//! (`device.rs`; auto: a real GPU, else the CPU executor) and says on stderr which one runs.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -13,16 +14,17 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 
-use crate::args::{choose_a_model, distinct_names, parse_dim, parse_input, unknown_model};
+use crate::args::{choose_a_model, distinct_names, parse_device, parse_dim, parse_input, unknown_model};
 use crate::bundle::{Bundle, BundledModel};
+use crate::device::{DeviceChoice, Executor, ExecutorRef, Loaded};
 use crate::exec::Input;
 use crate::exec::param_specs;
-use crate::gpu::{BackendChoice, Gpu, GpuOptions, PipelineCacheState};
+use crate::gpu::{BackendChoice, GpuOptions, PipelineCacheState};
 use crate::session::Session;
 use crate::weights::{Weights, check_params};
 use crate::{ParamSource, Tensor};
 
-/// Runs a tdsl bundle (built with `tdslc build`) on the GPU and prints a summary of each output. Inputs and
+/// Runs a tdsl bundle (built with `tdslc build`) on the GPU or the CPU executor and prints a summary of each output. Inputs and
 /// params not given get seeded random values (said on stderr), the same values `tdslc run --seed` uses.
 #[derive(Parser)]
 #[command(name = "tdsl-run", version, about, long_about = None)]
@@ -52,6 +54,10 @@ struct Args {
     /// Write each output as DIR/<output>.npy (DIR/<model>/<output>.npy when the bundle has several models).
     #[arg(long, value_name = "DIR")]
     output: Option<PathBuf>,
+    /// Where to run: auto (a real GPU when there is one, else the CPU executor), gpu (any wgpu adapter,
+    /// lavapipe included) or cpu (the CPU executor; threads: TDSL_CPU_THREADS, default every core).
+    #[arg(long, value_name = "auto|gpu|cpu", default_value = "auto", value_parser = parse_device)]
+    device: DeviceChoice,
     /// GPU backend: vulkan (default), gl or any; overrides TDSL_BACKEND.
     #[arg(long)]
     backend: Option<String>,
@@ -151,26 +157,34 @@ fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write, terminal: bool) ->
     };
     let device_start = Instant::now();
     let options = GpuOptions { backend, pipeline_cache: args.pipeline_cache.clone(), ..GpuOptions::default() };
-    let gpu = Gpu::new(&options).map_err(|e| e.to_string())?;
+    let opened = Executor::open(args.device, &options, None).map_err(|e| e.to_string())?;
     let device = device_start.elapsed();
-    let _ = writeln!(err, "note: running on {}", gpu.describe());
+    let _ = writeln!(err, "note: {}", opened.note);
+    let executor = &opened.executor;
     if args.timings {
+        let kernels = match executor {
+            Executor::Gpu(gpu) => format!(
+                "kernels as {}; pipeline cache: {}",
+                if gpu.takes_spirv() { "SPIR-V (passthrough)" } else { "WGSL" },
+                cache_state(gpu.pipeline_cache_state())
+            ),
+            Executor::Cpu(_) => "launches as typed ops (CPU executor)".to_string(),
+        };
         let _ = writeln!(
             err,
-            "timings: bundle load {} ({} bytes, {} model(s)); device open {}; kernels as {}; pipeline cache: {}",
+            "timings: bundle load {} ({} bytes, {} model(s)); device open {}; {kernels}",
             ms(loaded),
             std::fs::metadata(&args.bundle).map_or(0, |m| m.len()),
             bundle.models.len(),
             ms(device),
-            if gpu.takes_spirv() { "SPIR-V (passthrough)" } else { "WGSL" },
-            cache_state(gpu.pipeline_cache_state()),
         );
     }
     let several = models.len() > 1;
     for model in models {
-        run_model(&gpu, model, args, &given, weights.as_ref(), several, loaded, terminal, out, err)?;
+        run_model(executor.into(), model, args, &given, weights.as_ref(), several, loaded, terminal, out, err)?;
     }
-    if let Some(bytes) = gpu.save_pipeline_cache().map_err(|e| e.to_string())?
+    if let Some(gpu) = executor.gpu()
+        && let Some(bytes) = gpu.save_pipeline_cache().map_err(|e| e.to_string())?
         && args.timings
     {
         let path = args.pipeline_cache.as_deref().unwrap_or(Path::new(""));
@@ -181,7 +195,7 @@ fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write, terminal: bool) ->
 
 #[allow(clippy::too_many_arguments)]
 fn run_model(
-    gpu: &Gpu,
+    executor: ExecutorRef,
     model: &BundledModel,
     args: &Args,
     given: &HashMap<String, Tensor>,
@@ -197,7 +211,7 @@ fn run_model(
     let pipelines_start = Instant::now();
     let bar = progress_bar(terminal, program.launches.len() as u64, "building pipelines");
     let session =
-        Session::with_progress(gpu, model, &|done, _| bar.set_position(done as u64)).map_err(|e| e.to_string())?;
+        Session::with_progress(executor, model, &|done, _| bar.set_position(done as u64)).map_err(|e| e.to_string())?;
     bar.finish_and_clear();
     let pipelines = pipelines_start.elapsed();
 
@@ -227,42 +241,71 @@ fn run_model(
         bar.set_length(total);
         bar.set_position(done);
     };
-    let mut loaded_model = session.load_with_progress(params, Some(&progress)).map_err(|e| e.to_string())?;
+    let loaded_model = session.load_with_progress(params, Some(&progress)).map_err(|e| e.to_string())?;
     bar.finish_and_clear();
     let load = run_start.elapsed();
-    let inputs: Vec<Input> = filled.inputs.iter().map(Input::Host).collect();
-    let prepare_start = Instant::now();
-    let prepared = loaded_model.prepare(&inputs).map_err(|e| e.to_string())?;
-    let prepare = prepare_start.elapsed();
-    let dispatch_start = Instant::now();
-    prepared.run().map_err(|e| e.to_string())?;
-    let dispatch = dispatch_start.elapsed();
-    let read_start = Instant::now();
-    let outputs = prepared.outputs().map_err(|e| e.to_string())?;
-    let read = read_start.elapsed();
-    if args.timings {
-        let first_run = run_start.elapsed();
-        // A second run shows what the first one paid for once (drivers that compile on first dispatch).
-        let again = Instant::now();
-        prepared.run().map_err(|e| e.to_string())?;
-        let second_run = again.elapsed();
-        let _ = writeln!(
-            err,
-            "timings: model `{name}`: pipelines {} ({} kernels); first run {} (load and upload weights {}, \
-             prepare and upload inputs {}, dispatch {}, read back {}); start-up (bundle load + pipelines + first \
-             run) {}; second run (dispatch) {}; device memory {} bytes",
-            ms(pipelines),
-            program.launches.len(),
-            ms(first_run),
-            ms(load),
-            ms(prepare),
-            ms(dispatch),
-            ms(read),
-            ms(loaded + pipelines + first_run),
-            ms(second_run),
-            prepared.memory.peak_bytes,
-        );
-    }
+    let outputs = match loaded_model {
+        Loaded::Gpu(mut loaded_model) => {
+            let inputs: Vec<Input> = filled.inputs.iter().map(Input::Host).collect();
+            let prepare_start = Instant::now();
+            let prepared = loaded_model.prepare(&inputs).map_err(|e| e.to_string())?;
+            let prepare = prepare_start.elapsed();
+            let dispatch_start = Instant::now();
+            prepared.run().map_err(|e| e.to_string())?;
+            let dispatch = dispatch_start.elapsed();
+            let read_start = Instant::now();
+            let outputs = prepared.outputs().map_err(|e| e.to_string())?;
+            let read = read_start.elapsed();
+            if args.timings {
+                let first_run = run_start.elapsed();
+                // A second run shows what the first one paid for once (drivers that compile on first dispatch).
+                let again = Instant::now();
+                prepared.run().map_err(|e| e.to_string())?;
+                let second_run = again.elapsed();
+                let _ = writeln!(
+                    err,
+                    "timings: model `{name}`: pipelines {} ({} kernels); first run {} (load and upload weights {}, \
+                     prepare and upload inputs {}, dispatch {}, read back {}); start-up (bundle load + pipelines + \
+                     first run) {}; second run (dispatch) {}; device memory {} bytes",
+                    ms(pipelines),
+                    program.launches.len(),
+                    ms(first_run),
+                    ms(load),
+                    ms(prepare),
+                    ms(dispatch),
+                    ms(read),
+                    ms(loaded + pipelines + first_run),
+                    ms(second_run),
+                    prepared.memory.peak_bytes,
+                );
+            }
+            outputs
+        }
+        Loaded::Cpu(mut loaded_model) => {
+            let compute_start = Instant::now();
+            let outputs = loaded_model.run(&filled.inputs).map_err(|e| e.to_string())?;
+            let compute = compute_start.elapsed();
+            if args.timings {
+                let first_run = run_start.elapsed();
+                let again = Instant::now();
+                loaded_model.run(&filled.inputs).map_err(|e| e.to_string())?;
+                let second_run = again.elapsed();
+                let _ = writeln!(
+                    err,
+                    "timings: model `{name}`: launches planned {} ({} launches); first run {} (load and decode \
+                     weights {}, compute {}); start-up (bundle load + planning + first run) {}; second run {}",
+                    ms(pipelines),
+                    program.launches.len(),
+                    ms(first_run),
+                    ms(load),
+                    ms(compute),
+                    ms(loaded + pipelines + first_run),
+                    ms(second_run),
+                );
+            }
+            outputs
+        }
+    };
     let dir = args.output.as_ref().map(|d| if several { d.join(name) } else { d.clone() });
     if let Some(dir) = &dir {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;

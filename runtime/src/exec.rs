@@ -242,7 +242,8 @@ pub enum ExecError {
     /// A kernel failed to compile or the submission failed (`GpuError` names the kernel or the step count).
     #[error(transparent)]
     Gpu(#[from] GpuError),
-    /// The CPU executor could not run a launch (an index out of range, a damaged bundle's ops).
+    /// The CPU executor could not run a launch (an index out of range, a damaged bundle's ops); boxed, so
+    /// that every `Result<_, ExecError>` stays small.
     #[error(transparent)]
     Cpu(Box<CpuFailure>),
     /// A kernel reported a run-time error through the status buffer.

@@ -9,7 +9,10 @@
 //! device works too, `Gpu::from_device`) and `exec` (`Gpu::load`: a `Model` resident on the device, params
 //! uploaded once, inputs and outputs by position or name, outputs kept on the device as `DeviceTensor`s;
 //! `Gpu::execute`: one run), `bundle` (the `.tdslb` ahead-of-time format: read, checked, written),
-//! `session` (`Session`, the small API for a bundled model: device check, bind weights, load, run) and
+//! `device` (`DeviceChoice`, `--device auto|gpu|cpu`, and `Executor`, the GPU or the CPU executor it opens;
+//! `Loaded`, a program resident on either), `cpu` (the native CPU executor: runs each launch's typed ops,
+//! `program/ops.rs`, with the shared `eval` kernels), `session` (`Session`, the small API for a bundled model
+//! on either executor: device check, bind weights, load, run) and
 //! `random` (seeded inputs and params, the same in `tdslc run` and `tdsl-run`), `data` (training data: named
 //! arrays from `.npy` files, `.npz` archives or safetensors, a seeded validation split, seeded shuffled
 //! batches), `plot` (training curves as a standalone SVG: loss and accuracy panels). With the `cli` feature,
@@ -29,6 +32,7 @@ pub mod bundle;
 pub mod cli;
 pub mod cpu;
 pub mod data;
+pub mod device;
 pub mod dim;
 pub mod dtype;
 pub mod eval;
@@ -48,6 +52,7 @@ pub use bind::{BindError, Binding, Declared, Given, Signature, Site, bind_messag
 pub use bundle::{Bundle, BundleError, BundleProblem, BundledModel};
 pub use cpu::{Cpu, CpuModel};
 pub use data::{DataError, Dataset, NpzProblem};
+pub use device::{DeviceChoice, DeviceError, Executor, ExecutorRef, Loaded, Opened};
 pub use dim::{Dim, DimError, SymId};
 pub use dtype::DType;
 pub use exec::{

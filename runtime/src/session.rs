@@ -1,4 +1,5 @@
-//! `Session`: a bundled model made ready to run on one device, the runtime's small public API for bundles.
+//! `Session`: a bundled model made ready to run on one executor (the GPU or the CPU executor: `device.rs`),
+//! the runtime's small public API for bundles.
 //!
 //! ```no_run
 //! use tdsl_runtime::{Bundle, Gpu, GpuOptions, Session, Weights};
@@ -7,6 +8,8 @@
 //! let model = bundle.model(None).ok_or("several models")?;     // the only model
 //! let gpu = Gpu::new(&GpuOptions::default())?;
 //! let session = Session::new(&gpu, model)?;                     // device check + pipelines
+//! // or on the CPU executor: `let cpu = Cpu::new(None)?; Session::new(&cpu, model)?`, or on what
+//! // `Executor::open(DeviceChoice::Auto, &GpuOptions::default(), None)?` chose
 //! let weights = Weights::open("weights.safetensors".as_ref())?;
 //! session.check_weights(&weights)?;                             // bind weights: every problem at once
 //! let mut loaded = session.load(&weights)?;                     // weights uploaded once, kept on the device
@@ -16,48 +19,68 @@
 //! # Ok(()) }
 //! ```
 //!
-//! `Session::new` checks what every kernel needs (`Launch::requires`: features, limits) against the device
+//! On the CPU executor (`Session::new(&cpu, model)`, or an `&Executor` from `Executor::open`), the same calls
+//! run each launch's typed ops instead of its kernel; there are no pipelines, and `Session::new` checks that
+//! every launch carries its ops (a bundle whose launch lost them is an error naming the launch).
+//!
+//! On the GPU, `Session::new` checks what every kernel needs (`Launch::requires`: features, limits) against the device
 //! before creating anything, listing every shortfall by launch, then builds every pipeline (SPIR-V passed
 //! through to the driver where the device allows it, so there is no shader front end at run time).
-//! `Session::load` makes a resident `Model` with the bundle's buffer plan; `Session::run` is a one-shot
-//! load and run.
+//! `Session::load` makes a resident model (`Loaded`: a `Model` with the bundle's buffer plan on the GPU, a
+//! `CpuModel` on the CPU); `Session::run` is a one-shot load and run.
 
 use std::collections::HashMap;
 
 use crate::Tensor;
 use crate::bind::Declared;
 use crate::bundle::BundledModel;
-use crate::exec::{ExecError, LoadOptions, Model, ParamSource, declared};
-use crate::gpu::Gpu;
+use crate::device::{ExecutorRef, Loaded};
+use crate::exec::{ExecError, LoadOptions, ParamSource, declared};
 use crate::program::Program;
 use crate::random::FillError;
 use crate::weights::{Weights, WeightsError, check_params};
 
-/// A bundled model on a device, pipelines built (see the module comment).
+/// A bundled model on an executor, pipelines built (see the module comment).
 pub struct Session<'a> {
-    gpu: &'a Gpu,
+    executor: ExecutorRef<'a>,
     model: &'a BundledModel,
 }
 
 impl<'a> Session<'a> {
-    /// Checks that `gpu` can run every kernel of `model`, then builds every pipeline.
-    pub fn new(gpu: &'a Gpu, model: &'a BundledModel) -> Result<Session<'a>, ExecError> {
-        Session::with_progress(gpu, model, &|_, _| {})
+    /// On the GPU: checks that it can run every kernel of `model`, then builds every pipeline. On the CPU:
+    /// checks the program and that every launch carries its ops.
+    pub fn new(executor: impl Into<ExecutorRef<'a>>, model: &'a BundledModel) -> Result<Session<'a>, ExecError> {
+        Session::with_progress(executor, model, &|_, _| {})
     }
 
-    /// `new`, calling `progress(built, total)` after each pipeline.
+    /// `new`, calling `progress(built, total)` after each pipeline (on the CPU, after each launch checked).
     pub fn with_progress(
-        gpu: &'a Gpu,
+        executor: impl Into<ExecutorRef<'a>>,
         model: &'a BundledModel,
         progress: &dyn Fn(usize, usize),
     ) -> Result<Session<'a>, ExecError> {
-        gpu.check_requirements(&model.program)?;
-        let total = model.program.launches.len();
-        for (i, launch) in model.program.launches.iter().enumerate() {
-            gpu.launch_pipeline(launch)?;
-            progress(i + 1, total);
+        let executor = executor.into();
+        let program = &model.program;
+        let total = program.launches.len();
+        match executor {
+            ExecutorRef::Gpu(gpu) => {
+                gpu.check_requirements(program)?;
+                for (i, launch) in program.launches.iter().enumerate() {
+                    gpu.launch_pipeline(launch)?;
+                    progress(i + 1, total);
+                }
+            }
+            ExecutorRef::Cpu(cpu) => {
+                cpu.check(program)?;
+                progress(total, total);
+            }
         }
-        Ok(Session { gpu, model })
+        Ok(Session { executor, model })
+    }
+
+    /// The executor it runs on.
+    pub fn executor(&self) -> ExecutorRef<'a> {
+        self.executor
     }
 
     /// The bundled program.
@@ -114,20 +137,20 @@ impl<'a> Session<'a> {
     }
 
     /// Loads the model with params from `params` (a `Weights` file or a map of tensors): they are uploaded
-    /// once and stay on the device for every call of the returned `Model`, which runs with the bundle's
-    /// buffer plan.
-    pub fn load(&self, params: &dyn ParamSource) -> Result<Model<'a>, ExecError> {
+    /// (decoded, on the CPU) once and stay resident for every call of the returned model, which on the GPU
+    /// runs with the bundle's buffer plan.
+    pub fn load(&self, params: &dyn ParamSource) -> Result<Loaded<'a>, ExecError> {
         self.load_with_progress(params, None)
     }
 
-    /// `load`, calling `progress(uploaded, total)` after each param upload.
+    /// `load`, calling `progress(uploaded, total)` after each param upload (GPU only).
     pub fn load_with_progress(
         &self,
         params: &dyn ParamSource,
         progress: Option<&dyn Fn(u64, u64)>,
-    ) -> Result<Model<'a>, ExecError> {
+    ) -> Result<Loaded<'a>, ExecError> {
         let options = LoadOptions { slots: Some(&self.model.buffer_slots), progress };
-        self.gpu.load_with(&self.model.program, &options, params)
+        self.executor.load(&self.model.program, &options, params)
     }
 
     /// Loads the model and runs it once on `inputs` (signature order); returns the outputs in `outputs()`

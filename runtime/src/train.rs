@@ -1,7 +1,7 @@
 //! Training with the runtime alone: `Trainer` runs a compiled training step (a `Program` whose `updates`
-//! carry its params and optimizer state from one step to the next, spec/training.md) on the device, one
-//! submission per step, uploading only the batch and the learning rate and reading back only the outputs
-//! asked for. `initial_params` makes the starting values (given weights, else each param's declared
+//! carry its params and optimizer state from one step to the next, spec/training.md) on either executor
+//! (`device.rs`): on the GPU one submission per step, uploading only the batch and the learning rate and
+//! reading back only the outputs asked for; on the CPU executor the params and state stay in the `CpuModel`. `initial_params` makes the starting values (given weights, else each param's declared
 //! initialiser from a seed; optimizer state starts at zero); `save` writes a checkpoint; `load_checkpoint`
 //! reads one back to resume.
 //!
@@ -18,8 +18,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::bind::{Given, bind_partial};
-use crate::exec::{ExecError, Input, LoadOptions, Model, declared};
-use crate::gpu::Gpu;
+use crate::device::{ExecutorRef, Loaded};
+use crate::exec::{ExecError, Input, LoadOptions, declared};
 use crate::program::{Init, Program, TensorRole};
 use crate::random::SplitMix64;
 use crate::tensor::Tensor;
@@ -73,6 +73,9 @@ pub enum TrainError {
         /// Every problem.
         problems: Vec<String>,
     },
+    /// Per-kernel profiles time GPU kernels; the CPU executor has none.
+    #[error("profiling a step times GPU kernels; the CPU executor has none (use --device gpu)")]
+    ProfileNeedsGpu,
     /// A step failed earlier, so the state on the device is undefined.
     #[error("a step failed earlier, so the params on the device are undefined; resume from a checkpoint")]
     Poisoned,
@@ -84,18 +87,19 @@ pub enum TrainError {
     Weights(#[from] WeightsError),
 }
 
-/// A training step loaded on a device with its state (see the module comment).
+/// A training step loaded on an executor with its state (see the module comment).
 pub struct Trainer<'a> {
-    model: Model<'a>,
+    model: Loaded<'a>,
     steps: u64,
     poisoned: bool,
 }
 
 impl<'a> Trainer<'a> {
-    /// Loads the training step `program` with every param's starting value in `params` (model params and
-    /// optimizer state: see `initial_params`); `slots` is a bundle's carried buffer plan, if any.
+    /// Loads the training step `program` on `executor` (a `&Gpu`, `&Cpu` or `&Executor`) with every param's
+    /// starting value in `params` (model params and optimizer state: see `initial_params`); `slots` is a
+    /// bundle's carried buffer plan, if any (GPU only).
     pub fn new(
-        gpu: &'a Gpu,
+        executor: impl Into<ExecutorRef<'a>>,
         program: &'a Program,
         slots: Option<&'a [Option<usize>]>,
         params: &HashMap<String, Tensor>,
@@ -105,7 +109,7 @@ impl<'a> Trainer<'a> {
             Some(v) if v >= 0.0 && v.fract() == 0.0 => v as u64,
             _ => 0,
         };
-        let model = gpu.load_with(program, &LoadOptions { slots, progress: None }, params)?;
+        let model = executor.into().load(program, &LoadOptions { slots, progress: None }, params)?;
         Ok(Trainer { model, steps, poisoned: false })
     }
 
@@ -115,7 +119,7 @@ impl<'a> Trainer<'a> {
     }
 
     /// The loaded step.
-    pub fn model(&self) -> &Model<'a> {
+    pub fn model(&self) -> &Loaded<'a> {
         &self.model
     }
 
@@ -126,14 +130,15 @@ impl<'a> Trainer<'a> {
             return Err(TrainError::Poisoned);
         }
         let lr = Tensor::f32(&[], vec![lr]);
-        let mut named: Vec<(&str, Input)> = batch.iter().map(|&(name, t)| (name, Input::Host(t))).collect();
-        named.push((LR_INPUT, Input::Host(&lr)));
-        let ordered = self.model.inputs_by_name(&named)?;
-        match self.model.step(&ordered, read) {
+        let mut named: Vec<(&str, &Tensor)> = batch.to_vec();
+        named.push((LR_INPUT, &lr));
+        match self.model.step(&named, read) {
             Ok(outputs) => {
                 self.steps += 1;
                 Ok(outputs)
             }
+            // On the GPU a kernel's run-time error comes after the updates were applied; the CPU executor
+            // stops before any update, so its state stays that of the last good step.
             Err(e @ ExecError::Status { .. }) => {
                 self.poisoned = true;
                 Err(e.into())
@@ -142,34 +147,44 @@ impl<'a> Trainer<'a> {
         }
     }
 
-    /// Device bytes held now: `(params, optimizer state, everything else)`, the last being the batch, the
-    /// activations and gradients (shared slots), the outputs and the uniform blocks.
+    /// Bytes held now: `(params, optimizer state, everything else)`, the last being (on the GPU) the batch,
+    /// the activations and gradients (shared slots), the outputs and the uniform blocks; on the CPU executor,
+    /// which allocates those per step, 0.
     pub fn device_bytes(&self) -> (u64, u64, u64) {
         let (mut params, mut state) = (0, 0);
-        for (key, bytes) in self.model.param_buffer_bytes() {
-            if is_state(key) {
+        let sizes: Vec<(String, u64)> = match &self.model {
+            Loaded::Gpu(m) => m.param_buffer_bytes().into_iter().map(|(k, b)| (k.to_string(), b)).collect(),
+            Loaded::Cpu(m) => m.params().into_iter().map(|(k, t)| (k, 4 * t.len() as u64)).collect(),
+        };
+        for (key, bytes) in sizes {
+            if is_state(&key) {
                 state += bytes;
             } else {
                 params += bytes;
             }
         }
-        (params, state, self.model.working_bytes())
+        let working = match &self.model {
+            Loaded::Gpu(m) => m.working_bytes(),
+            Loaded::Cpu(_) => 0,
+        };
+        (params, state, working)
     }
 
     /// Times each kernel of one step on `batch` on its own (`Prepared::profile`, median of `repeat`), without
-    /// applying the step: each launch's name and time, in launch order, and how they were timed.
+    /// applying the step: each launch's name and time, in launch order, and how they were timed. GPU only.
     pub fn profile(
         &mut self,
         batch: &[(&str, &Tensor)],
         lr: f32,
         repeat: usize,
     ) -> Result<(Vec<(String, std::time::Duration)>, crate::gpu::Timing), TrainError> {
+        let Loaded::Gpu(model) = &mut self.model else { return Err(TrainError::ProfileNeedsGpu) };
         let lr = Tensor::f32(&[], vec![lr]);
         let mut named: Vec<(&str, Input)> = batch.iter().map(|&(name, t)| (name, Input::Host(t))).collect();
         named.push((LR_INPUT, Input::Host(&lr)));
-        let ordered = self.model.inputs_by_name(&named)?;
-        let names: Vec<String> = self.model.program().launches.iter().map(|l| l.name.clone()).collect();
-        let prepared = self.model.prepare(&ordered)?;
+        let ordered = model.inputs_by_name(&named)?;
+        let names: Vec<String> = model.program().launches.iter().map(|l| l.name.clone()).collect();
+        let prepared = model.prepare(&ordered)?;
         let (launches, times) = prepared.profile(repeat)?;
         let timed = launches.into_iter().zip(times.times).map(|(k, t)| (names[k].clone(), t)).collect();
         Ok((timed, times.timing))
@@ -180,7 +195,7 @@ impl<'a> Trainer<'a> {
         if self.poisoned {
             return Err(TrainError::Poisoned);
         }
-        Ok(self.model.download_params()?)
+        Ok(self.model.params()?)
     }
 
     /// The model's params as they are now (no optimizer state), by key.

@@ -14,8 +14,8 @@ use proptest::prelude::*;
 use tdsl_compiler::bundle::{BuildOptions, build};
 use tdsl_runtime::bundle::seal;
 use tdsl_runtime::{
-    Arg, Bound, BoundKind, Bundle, BundledModel, DType, Dim, Feature, Input, Launch, Limit, Program, Requirements,
-    Session, SymId, Tensor, TensorData, TensorDecl, TensorId, TensorRole,
+    Arg, Bound, BoundKind, Bundle, BundledModel, DType, Dim, ExecutorRef, Feature, Input, Launch, Limit, Loaded,
+    Program, Requirements, Session, SymId, Tensor, TensorData, TensorDecl, TensorId, TensorRole,
 };
 
 use crate::cli::{mlp_graph, params_of, tdslc, write_safetensors};
@@ -176,23 +176,28 @@ fn tdsl_run_matches_tdslc_run_on_every_example() {
     let mut runs: Vec<(&str, &[&str])> = EXAMPLES.to_vec();
     runs.push((text(&two), &["--dim", "N=9"]));
     // Both sides schedule for the same device profile (each profile once), so results agree bit for bit.
+    // Each on the GPU and on the CPU executor (both tools on the same one).
     let cases = runs.iter().flat_map(|run| ["gpu", "cpu"].map(move |target| (run, target)));
-    for (i, ((file, dims), target)) in cases.enumerate() {
+    let cases = cases.flat_map(|case| ["gpu", "cpu"].map(move |device| (case, device)));
+    for (i, (((file, dims), target), device)) in cases.enumerate() {
         let bundle = temp.path().join(format!("{i}.tdslb"));
         let (code, _, err) = tdslc(&["build", file, "-o", text(&bundle), "--target", target]);
         assert_eq!(code, 0, "{file}: {err}");
         let (from_source, from_bundle) =
             (temp.path().join(format!("{i}-source")), temp.path().join(format!("{i}-bundle")));
-        let mut source_args = vec!["run", file, "--seed", "11", "--output", text(&from_source), "--target", target];
+        let mut source_args =
+            vec!["run", file, "--seed", "11", "--output", text(&from_source), "--target", target, "--device", device];
         source_args.extend_from_slice(dims);
         let (code, source_out, err) = tdslc(&source_args);
         assert_eq!(code, 0, "{file}: {err}");
-        let mut bundle_args = vec![text(&bundle), "--seed", "11", "--output", text(&from_bundle)];
+        let mut bundle_args = vec![text(&bundle), "--seed", "11", "--output", text(&from_bundle), "--device", device];
         bundle_args.extend_from_slice(dims);
         let (code, bundle_out, err) = tdsl_run(&bundle_args);
         assert_eq!(code, 0, "{file}: {err}");
         assert!(err.contains("are seeded random values (seed 11)"), "{err}");
-        assert_eq!(bundle_out, source_out, "{file}: tdsl-run and tdslc run print different outputs");
+        let note = if device == "cpu" { "note: running on the CPU executor" } else { "note: running on " };
+        assert!(err.contains(note), "{file}: {err}");
+        assert_eq!(bundle_out, source_out, "{file} on {device}: tdsl-run and tdslc run print different outputs");
         assert!(!source_out.is_empty());
         let compared = same_files(&from_source, &from_bundle);
         assert!(compared >= 1, "{file}: no outputs written");
@@ -277,12 +282,79 @@ fn session_api_runs_a_bundle_with_weights() {
         session.seeded_inputs(&[("S", 6)], 2).expect("inputs"),
         session.seeded_params(&[("S", 6)], 2).expect("params"),
     );
-    let mut loaded = session.load(&params).expect("load");
+    let Loaded::Gpu(mut loaded) = session.load(&params).expect("load") else { panic!("a GPU session") };
     let staged: Vec<Input> = inputs.iter().map(Input::Host).collect();
     let prepared = loaded.prepare(&staged).expect("prepare");
     prepared.run().expect("run");
     assert!(prepared.memory.peak_bytes < prepared.memory.unshared_bytes, "buffers are shared");
     assert_eq!(prepared.outputs().expect("outputs"), gpu().execute(&model.program, &inputs, &params).expect("execute"));
+}
+
+/// The same API on the CPU executor: a `Session` on `&Cpu` runs the mlp bundle with its weights file and
+/// agrees with the reference interpreter (1e-5), and the encoder layer's bundle with the GPU's outputs
+/// (a model's tolerance: 1e-4 of the output's scale).
+#[test]
+fn session_api_runs_a_bundle_on_the_cpu_executor() {
+    let temp = tempfile::tempdir().expect("temp dir");
+    let weights_path = temp.path().join("mlp.safetensors");
+    let params = params_of(&mlp_graph(), 3);
+    write_safetensors(&weights_path, &params);
+    let bundle = Bundle::from_bytes(&mlp_bundle()).expect("the mlp bundle");
+    let model = bundle.model(None).expect("one model");
+    let session = Session::new(crate::gpu::cpu(), model).expect("a CPU session");
+    assert!(matches!(session.executor(), ExecutorRef::Cpu(_)));
+    let weights = tdsl_runtime::Weights::open(&weights_path).expect("weights");
+    session.check_weights(&weights).expect("the weights match");
+    let inputs = session.seeded_inputs(&[("B", 4)], 9).expect("inputs");
+    let mut loaded = session.load(&weights).expect("load");
+    assert!(matches!(loaded, Loaded::Cpu(_)));
+    let outputs = loaded.run(&inputs).expect("run");
+    let by_key: std::collections::HashMap<String, Tensor> = params.into_iter().collect();
+    let reference = tdsl_compiler::interp::run(&mlp_graph(), &inputs, &by_key).expect("the interpreter runs");
+    crate::util::assert_close(&outputs[0].to_f64_vec(), &reference[0].to_f64_vec(), 1e-5, 0.0);
+    assert_eq!(loaded.run(&inputs).expect("runs again"), outputs, "a second run gives the same outputs");
+
+    let bundle = Bundle::from_bytes(&bundle_bytes("../examples/encoder_layer.tdsl")).expect("encoder layer");
+    let model = bundle.model(None).expect("one model");
+    let session = Session::new(crate::gpu::cpu(), model).expect("a CPU session");
+    let (inputs, params) = (
+        session.seeded_inputs(&[("S", 6)], 2).expect("inputs"),
+        session.seeded_params(&[("S", 6)], 2).expect("params"),
+    );
+    let on_cpu = session.run(&inputs, &params).expect("runs on the CPU");
+    let on_gpu = Session::new(gpu(), model).expect("session").run(&inputs, &params).expect("runs on the GPU");
+    assert_eq!(on_cpu.len(), on_gpu.len());
+    for (c, g) in on_cpu.iter().zip(&on_gpu) {
+        let (c, g) = (c.to_f64_vec(), g.to_f64_vec());
+        let scale = g.iter().fold(1.0f64, |m, v| m.max(v.abs()));
+        crate::util::assert_close(&c, &g, 1e-4 * scale, 0.0);
+    }
+}
+
+/// A bundle whose launch lost its ops (valid: a kernel only the GPU runs) still runs on the GPU; on the CPU
+/// executor `Session::new` refuses it, naming the launch, and `tdsl-run --device cpu` says so too.
+#[test]
+fn a_launch_without_ops_is_a_clear_error_on_the_cpu() {
+    let mut bundle = Bundle::from_bytes(&mlp_bundle()).expect("the mlp bundle");
+    let launch = bundle.models[0].program.launches.len() - 1;
+    bundle.models[0].program.launches[launch].ops = Default::default();
+    let name = bundle.models[0].program.launches[launch].name.clone();
+    let bytes = bundle.to_bytes();
+    let bundle = Bundle::from_bytes(&bytes).expect("a launch without ops is a valid bundle");
+    let model = &bundle.models[0];
+    Session::new(gpu(), model).expect("the GPU runs its kernels");
+    let error = match Session::new(crate::gpu::cpu(), model) {
+        Ok(_) => panic!("the CPU executor accepted a launch without ops"),
+        Err(e) => e.to_string(),
+    };
+    let want = format!("launch {launch} ({name})");
+    assert!(error.contains(&want) && error.contains("carries no ops"), "{error}");
+    let temp = tempfile::tempdir().expect("temp dir");
+    let path = temp.path().join("no-ops.tdslb");
+    std::fs::write(&path, &bytes).expect("write");
+    let (code, _, err) = tdsl_run(&[text(&path), "--device", "cpu"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains(&want) && err.contains("carries no ops"), "{err}");
 }
 
 #[test]
@@ -515,7 +587,7 @@ fn timings_and_the_pipeline_cache_are_reported() {
     let bundle = temp.path().join("mlp.tdslb");
     std::fs::write(&bundle, mlp_bundle()).expect("write");
     let cache = temp.path().join("cache/pipelines.bin");
-    let (code, _, first) = tdsl_run(&[text(&bundle), "--timings", "--pipeline-cache", text(&cache)]);
+    let (code, _, first) = tdsl_run(&[text(&bundle), "--timings", "--pipeline-cache", text(&cache), "--device", "gpu"]);
     assert_eq!(code, 0, "{first}");
     for part in ["timings: bundle load ", "pipelines ", "first run ", "start-up (bundle load + pipelines + first run) "]
     {
@@ -524,9 +596,23 @@ fn timings_and_the_pipeline_cache_are_reported() {
     if gpu().device.features().contains(tdsl_runtime::wgpu::Features::PIPELINE_CACHE) {
         assert!(first.contains("pipeline cache: new"), "{first}");
         assert!(cache.exists(), "the cache file is written");
-        let (code, _, second) = tdsl_run(&[text(&bundle), "--timings", "--pipeline-cache", text(&cache)]);
+        let (code, _, second) =
+            tdsl_run(&[text(&bundle), "--timings", "--pipeline-cache", text(&cache), "--device", "gpu"]);
         assert_eq!(code, 0, "{second}");
         assert!(second.contains("pipeline cache: loaded "), "{second}");
+    }
+    // The CPU executor reports its own start-up: no pipelines, the launches planned from their ops.
+    let (code, _, cpu) = tdsl_run(&[text(&bundle), "--timings", "--device", "cpu"]);
+    assert_eq!(code, 0, "{cpu}");
+    for part in [
+        "note: running on the CPU executor (",
+        "timings: bundle load ",
+        "launches as typed ops (CPU executor)",
+        "launches planned ",
+        "first run ",
+        "second run ",
+    ] {
+        assert!(cpu.contains(part), "{part}: {cpu}");
     }
 }
 
@@ -585,7 +671,8 @@ fn the_runtime_depends_on_no_compiler_crate() {
 }
 
 /// A run-time error leads to the source on every path (issue 20): an out-of-range gather index fails
-/// `tdslc run` on the GPU and on the reference and `tdsl-run` on the file's bundle, and each names the op
+/// `tdslc run` on the GPU, on the CPU executor and on the reference and `tdsl-run` on the file's bundle (GPU
+/// and CPU), and each names the op
 /// and the line and column that wrote it (the bundle carries the location in its launch's `checks`).
 #[test]
 fn a_run_time_error_names_the_op_and_its_source_line_everywhere() {
@@ -603,24 +690,30 @@ fn a_run_time_error_names_the_op_and_its_source_line_everywhere() {
     let ids_arg = format!("ids={}", ids.to_str().expect("utf-8 path"));
     let run = ["--input", ids_arg.as_str(), "--dim", "V=4", "--dim", "D=3"];
     let at = format!("{file_arg}:3:9");
-    let mut gpu_args = vec!["run", file_arg];
-    gpu_args.extend_from_slice(&run);
-    let (code, _, gpu_err) = tdslc(&gpu_args);
-    assert_eq!(code, 1, "{gpu_err}");
-    assert!(gpu_err.contains("value 7") && gpu_err.contains("(gather) at ") && gpu_err.contains(&at), "{gpu_err}");
-    gpu_args.insert(2, "--reference");
-    let (code, _, reference_err) = tdslc(&gpu_args);
+    // The GPU says the index's value, the CPU executor says it as the interpreter does.
+    for (device, value) in [("gpu", "value 7"), ("cpu", "index 7")] {
+        let mut args = vec!["run", file_arg, "--device", device];
+        args.extend_from_slice(&run);
+        let (code, _, err) = tdslc(&args);
+        assert_eq!(code, 1, "{err}");
+        assert!(err.contains(value) && err.contains("(gather) at ") && err.contains(&at), "{device}: {err}");
+    }
+    let mut reference_args = vec!["run", "--reference", file_arg];
+    reference_args.extend_from_slice(&run);
+    let (code, _, reference_err) = tdslc(&reference_args);
     assert_eq!(code, 1, "{reference_err}");
     assert!(reference_err.contains("(gather)") && reference_err.contains(&at), "{reference_err}");
     let bundle = temp.path().join("lookup.tdslb");
     let (code, _, err) = tdslc(&["build", file_arg, "-o", bundle.to_str().expect("utf-8 path")]);
     assert_eq!(code, 0, "{err}");
-    let mut bundle_args = vec![bundle.to_str().expect("utf-8 path")];
-    bundle_args.extend_from_slice(&run);
-    let (code, _, bundle_err) = tdsl_run(&bundle_args);
-    assert_eq!(code, 1, "{bundle_err}");
-    assert!(
-        bundle_err.contains("value 7") && bundle_err.contains("(gather) at ") && bundle_err.contains(&at),
-        "{bundle_err}"
-    );
+    for (device, value) in [("gpu", "value 7"), ("cpu", "index 7")] {
+        let mut bundle_args = vec![bundle.to_str().expect("utf-8 path"), "--device", device];
+        bundle_args.extend_from_slice(&run);
+        let (code, _, bundle_err) = tdsl_run(&bundle_args);
+        assert_eq!(code, 1, "{bundle_err}");
+        assert!(
+            bundle_err.contains(value) && bundle_err.contains("(gather) at ") && bundle_err.contains(&at),
+            "{device}: {bundle_err}"
+        );
+    }
 }

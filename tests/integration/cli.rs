@@ -1,7 +1,7 @@
 //! The `tdslc` command line, driven in-process through `tdsl_compiler::cli::main` with captured output:
 //! exit codes, where output goes, and the messages a user sees. `emit` prints or writes every kernel;
-//! `run` on the GPU (the default backend: lavapipe in CI; no adapter fails the test) agrees with
-//! `run --reference`, with inputs and weights from `.npy` and safetensors files written into a temp dir,
+//! `run` on the GPU (`--device gpu`, the default backend: lavapipe in CI; no adapter fails the test) and on
+//! the CPU executor (`--device cpu`) agrees with `run --reference`, with inputs and weights from `.npy` and safetensors files written into a temp dir,
 //! and every bad file or argument is exit code 1 with a message naming it.
 
 use crate::util::{assert_close, check_path};
@@ -336,21 +336,28 @@ fn read_probs(dir: &Path, rows: usize) -> Vec<f64> {
     values
 }
 
-/// Runs mlp on the GPU and on the reference interpreter with `args`, writing to `dir/gpu` and `dir/ref`;
-/// asserts both wrote the same probabilities (within 1e-5) and returns them.
+/// Runs mlp on the GPU, on the CPU executor and on the reference interpreter with `args`, writing to
+/// `dir/gpu`, `dir/cpu` and `dir/ref`; asserts all wrote the same probabilities (within 1e-5) and returns them.
 fn run_both(dir: &Path, args: &[&str], rows: usize) -> Vec<f64> {
-    let (gpu, reference) = (dir.join("gpu"), dir.join("ref"));
-    let mut gpu_args = vec!["run", MLP, "--output", gpu.to_str().expect("utf-8")];
-    gpu_args.extend_from_slice(args);
-    let err = tdslc_ok(&gpu_args);
-    assert!(err.contains("note: running on "), "{err}");
+    let mut written = Vec::new();
+    for (device, note) in [("gpu", "note: running on "), ("cpu", "note: running on the CPU executor (")] {
+        let out = dir.join(device);
+        let mut device_args = vec!["run", MLP, "--device", device, "--output", out.to_str().expect("utf-8")];
+        device_args.extend_from_slice(args);
+        let err = tdslc_ok(&device_args);
+        assert!(err.contains(note), "{err}");
+        written.push(read_probs(&out, rows));
+    }
+    let reference = dir.join("ref");
     let mut ref_args = vec!["run", "--reference", MLP, "--output", reference.to_str().expect("utf-8")];
     ref_args.extend_from_slice(args);
     let err = tdslc_ok(&ref_args);
     assert!(err.contains("note: reference interpreter ran `mlp`"), "{err}");
-    let (on_gpu, on_cpu) = (read_probs(&gpu, rows), read_probs(&reference, rows));
-    assert_close(&on_gpu, &on_cpu, 1e-5, 0.0);
-    on_gpu
+    let on_reference = read_probs(&reference, rows);
+    for on_device in &written {
+        assert_close(on_device, &on_reference, 1e-5, 0.0);
+    }
+    written.swap_remove(0)
 }
 
 #[test]
@@ -407,6 +414,37 @@ fn run_on_the_gpu_agrees_with_the_reference() {
     assert!(out.starts_with("probs: f32[3, 10] = ["), "{out}");
     assert!(err.contains("note: compiled and ran `mlp` ("), "{err}");
     run_both(temp.path(), &["--dim", "B=3", "--seed", "5"], 3);
+}
+
+/// `--device`: auto says which executor it took and why (on a machine whose only adapter is lavapipe, the
+/// CPU executor); cpu prints exactly what the reference prints; a bad name and `--reference` with
+/// `--device` are errors.
+#[test]
+fn run_device_choice_is_said_and_checked() {
+    let (code, out, err) = tdslc(&["run", MLP, "--dim", "B=2"]);
+    assert_eq!(code, 0, "{err}");
+    let gpu = crate::gpu::gpu();
+    if gpu.info.device_type == tdsl_runtime::wgpu::DeviceType::Cpu {
+        assert!(
+            err.contains("note: running on the CPU executor (")
+                && err.contains("no GPU found (lavapipe is an emulation; --device gpu uses it)"),
+            "{err}"
+        );
+    } else {
+        assert!(err.contains("(a GPU: "), "{err}");
+    }
+    let (code, cpu_out, err) = tdslc(&["run", MLP, "--dim", "B=2", "--device", "cpu"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("note: running on the CPU executor (") && !err.contains("no GPU found"), "{err}");
+    let (_, reference_out, _) = tdslc(&["run", MLP, "--dim", "B=2", "--reference"]);
+    assert_eq!(cpu_out, reference_out, "the printed previews agree");
+    assert_eq!(out, reference_out);
+    let (code, _, err) = tdslc(&["run", MLP, "--device", "tpu"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("`tpu` is not a device; use auto, gpu or cpu"), "{err}");
+    let (code, _, err) = tdslc(&["run", MLP, "--device", "cpu", "--reference"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot be used with"), "{err}");
 }
 
 #[test]
@@ -585,7 +623,7 @@ fn tune_writes_a_tuning_file_that_build_and_compile_use() {
         &text(&temp.path().join("p.tdslb")),
     ]);
     assert_eq!(code, 0, "{err}");
-    let (code, out, err) = tdslc(&["run", &text(&file), "--dim", "M=5", "--tuning", &text(&tuning)]);
+    let (code, out, err) = tdslc(&["run", &text(&file), "--dim", "M=5", "--tuning", &text(&tuning), "--device", "gpu"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("y: f32[5, 48]"), "{out}");
 

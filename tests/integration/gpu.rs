@@ -173,8 +173,17 @@ pub fn cpu() -> &'static Cpu {
 
 /// Compiles `graph` (fused, for the device's profile) and runs it on the CPU executor (`Cpu::execute`).
 pub fn run_cpu(graph: &Graph, inputs: &[Tensor], params: &HashMap<String, Tensor>) -> Result<Vec<Tensor>, ExecError> {
-    let options = crate::util::options(true, codegen::Target::for_gpu(gpu()));
-    let compiled = crate::util::compile_with(graph, &options)
+    run_cpu_for(graph, inputs, params, &crate::util::options(true, codegen::Target::for_gpu(gpu())))
+}
+
+/// `run_cpu` compiled with `options` (another profile's fusion decisions, or unfused).
+pub fn run_cpu_for(
+    graph: &Graph,
+    inputs: &[Tensor],
+    params: &HashMap<String, Tensor>,
+    options: &tdsl_compiler::pipeline::Options,
+) -> Result<Vec<Tensor>, ExecError> {
+    let compiled = crate::util::compile_with(graph, options)
         .unwrap_or_else(|err| panic!("{} does not compile: {err}", graph.name));
     cpu().execute(&compiled.program, inputs, params)
 }

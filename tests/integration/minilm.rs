@@ -1,6 +1,6 @@
 //! all-MiniLM-L6-v2 end to end against PyTorch: `tests/fixtures/minilm/reference.json` holds the token ids
 //! and embeddings sentence-transformers produced (script: `scripts/minilm-reference.py`) for varied sentences;
-//! the model written in tdsl, with the real weights, must reproduce them on the GPU, for the whole batch at
+//! the model written in tdsl, with the real weights, must reproduce them on the GPU and on the CPU executor, for the whole batch at
 //! once and for each sentence alone (so padding cannot change an embedding). Tolerances (the issue's): max
 //! absolute difference <= 1e-4 and cosine similarity >= 0.9999 per sentence; token ids exactly. The model
 //! stays loaded between batches: after the first, a batch uploads only its inputs.
@@ -12,7 +12,7 @@ use std::path::Path;
 
 use tdsl_minilm::{Encoder, cosine, is_complete, model_dir};
 use tdsl_runtime::gpu::device_bytes;
-use tdsl_runtime::{DType, Gpu, GpuOptions};
+use tdsl_runtime::{DType, ExecutorRef, Gpu, GpuOptions, Loaded};
 
 struct Reference {
     text: String,
@@ -39,17 +39,28 @@ fn reference() -> Vec<Reference> {
         .collect()
 }
 
-fn encoder() -> Encoder {
+/// A device of the encoder's own, so that its `GpuStats` count only its uploads.
+fn own_gpu() -> Gpu {
+    Gpu::new(&GpuOptions::default()).unwrap_or_else(|e| {
+        panic!("the MiniLM test needs a Vulkan adapter (install Mesa's lavapipe, mesa-vulkan-drivers): {e}")
+    })
+}
+
+fn encoder_on<'a>(executor: impl Into<ExecutorRef<'a>>) -> Encoder<'a> {
     let dir = model_dir();
     assert!(
         is_complete(&dir),
         "the MiniLM weights are not in `{}`: run `scripts/fetch-minilm.sh` (or set TDSL_MINILM_DIR)",
         dir.display()
     );
-    let gpu = Gpu::new(&GpuOptions::default()).unwrap_or_else(|e| {
-        panic!("the MiniLM test needs a Vulkan adapter (install Mesa's lavapipe, mesa-vulkan-drivers): {e}")
-    });
-    Encoder::load(Path::new(&dir), gpu, true).expect("the model loads and compiles")
+    Encoder::load(Path::new(&dir), executor, true).expect("the model loads and compiles")
+}
+
+fn gpu_stats(encoder: &Encoder) -> tdsl_runtime::GpuStats {
+    match encoder.executor() {
+        ExecutorRef::Gpu(gpu) => gpu.stats(),
+        ExecutorRef::Cpu(_) => panic!("the encoder runs on the GPU"),
+    }
 }
 
 /// Max absolute difference and cosine similarity of `got` against `want`, asserted within tolerance.
@@ -65,7 +76,8 @@ fn assert_close(label: &str, got: &[f32], want: &[f32]) -> (f64, f64) {
 fn minilm_matches_sentence_transformers() {
     let reference = reference();
     assert!(reference.len() >= 8, "the fixture has at least 8 sentences");
-    let encoder = encoder();
+    let gpu = own_gpu();
+    let encoder = encoder_on(&gpu);
     let texts: Vec<&str> = reference.iter().map(|r| r.text.as_str()).collect();
 
     let batch = encoder.tokenize(&texts).expect("tokenizes");
@@ -80,7 +92,7 @@ fn minilm_matches_sentence_transformers() {
     }
     // The weights stay on the device: each later batch uploads only its three `i32[1, S]` inputs, and
     // since every one is smaller than the whole batch, it allocates no buffer.
-    let after_batch = encoder.gpu().stats();
+    let after_batch = gpu_stats(&encoder);
     let mut input_bytes = 0;
     for r in &reference {
         let alone = encoder.embed(&[r.text.as_str()]).expect("runs one sentence");
@@ -88,16 +100,39 @@ fn minilm_matches_sentence_transformers() {
         worst = (worst.0.max(d), worst.1.min(c));
         input_bytes += 3 * device_bytes(DType::I32, r.ids.len());
     }
-    let after_singles = encoder.gpu().stats();
-    assert!(encoder.model().param_bytes() > 80 << 20, "the weights are resident");
+    let after_singles = gpu_stats(&encoder);
+    let resident = match &*encoder.model() {
+        Loaded::Gpu(model) => model.param_bytes(),
+        Loaded::Cpu(_) => 0,
+    };
+    assert!(resident > 80 << 20, "the weights are resident");
     assert_eq!(after_singles.uploaded_bytes - after_batch.uploaded_bytes, input_bytes, "only inputs uploaded");
     assert_eq!(after_singles.buffers_created, after_batch.buffers_created, "smaller batches allocate nothing");
     eprintln!("minilm: worst max abs difference {:e}, worst cosine {}", worst.0, worst.1);
 }
 
+/// The same reference on the CPU executor, with the same tolerances: the batch, then each sentence alone.
+#[test]
+fn minilm_on_the_cpu_executor_matches_sentence_transformers() {
+    let reference = reference();
+    let cpu = tdsl_runtime::Cpu::new(None).expect("the CPU executor starts");
+    let encoder = encoder_on(&cpu);
+    let texts: Vec<&str> = reference.iter().map(|r| r.text.as_str()).collect();
+    let together = encoder.run(&encoder.tokenize(&texts).expect("tokenizes")).expect("runs the batch");
+    assert_eq!(together.len(), reference.len());
+    for (r, got) in reference.iter().zip(&together) {
+        assert_close(&format!("{:?} in the batch on the CPU", r.text), got, &r.embedding);
+    }
+    for r in &reference {
+        let alone = encoder.embed(&[r.text.as_str()]).expect("runs one sentence");
+        assert_close(&format!("{:?} alone on the CPU", r.text), &alone[0], &r.embedding);
+    }
+}
+
 #[test]
 fn paraphrases_score_higher_than_unrelated_sentences() {
-    let encoder = encoder();
+    let gpu = own_gpu();
+    let encoder = encoder_on(&gpu);
     let e = encoder
         .embed(&["A man is playing a guitar.", "Someone plays the guitar.", "The bank raised its interest rates."])
         .expect("embeds");

@@ -3,7 +3,8 @@
 //! (`tests/fixtures/train/*.safetensors`, written by `scripts/digits-reference.py`). Checked: the loss of each
 //! of the first 50 steps, the params after 50 steps, and after the full run (20 epochs, 460 steps) the test
 //! accuracy and the params. Also: resuming from a checkpoint continues exactly, a training bundle trains with
-//! the runtime alone, and initialisers draw PyTorch's distributions.
+//! the runtime alone, and initialisers draw PyTorch's distributions. The step-by-step check and the training
+//! bundle run on the GPU and on the CPU executor (the same tolerances), `tdslc train --device cpu` too.
 //!
 //! The data come from `scripts/fetch-digits.sh` (scripts/test runs it; the cache lies outside the clone).
 //! Without them the test fails and says how to get them; it never skips.
@@ -15,7 +16,7 @@ use tdsl_compiler::driver::Root;
 use tdsl_compiler::pipeline::{self, Optimizer, TrainSpec};
 use tdsl_runtime::data::Dataset;
 use tdsl_runtime::train::{self, Trainer};
-use tdsl_runtime::{Program, Tensor, Weights};
+use tdsl_runtime::{ExecutorRef, Program, Tensor, Weights};
 
 use crate::gpu::gpu;
 
@@ -86,7 +87,19 @@ pub fn mean_output(
     batch: usize,
     output: &str,
 ) -> f64 {
-    let mut model = gpu().load(forward, params).expect("the forward pass loads");
+    mean_output_on(gpu(), forward, params, data, batch, output)
+}
+
+/// `mean_output` on `executor`.
+pub fn mean_output_on<'a>(
+    executor: impl Into<ExecutorRef<'a>>,
+    forward: &'a Program,
+    params: &HashMap<String, Tensor>,
+    data: &Dataset,
+    batch: usize,
+    output: &str,
+) -> f64 {
+    let mut model = executor.into().load(forward, &Default::default(), params).expect("the forward pass loads");
     let (mut total, mut seen) = (0.0, 0);
     for batch in data.batches(batch, None, false).expect("batches") {
         let outputs = model.run_named(&named(&batch)).expect("runs");
@@ -119,6 +132,16 @@ fn distance(a: &HashMap<String, Tensor>, b: &HashMap<String, Tensor>) -> (f64, f
 /// losses and accuracy still agree); final test accuracy within 0.5 percentage points.
 #[test]
 fn digits_training_matches_pytorch_step_by_step() {
+    digits_training_matches_pytorch_on(gpu().into());
+}
+
+/// The same check, with the same tolerances, on the CPU executor.
+#[test]
+fn digits_training_on_the_cpu_executor_matches_pytorch_step_by_step() {
+    digits_training_matches_pytorch_on(crate::gpu::cpu().into());
+}
+
+fn digits_training_matches_pytorch_on<'a>(executor: ExecutorRef<'a>) {
     let (training, test) = digits().split(0.2, 0).expect("the split");
     assert_eq!((training.samples(), test.samples()), (1438, 359), "PyTorch's split sizes");
     let mut report = Vec::new();
@@ -131,7 +154,7 @@ fn digits_training_matches_pytorch_step_by_step() {
         let want = reference(model, name);
         let (step, forward) = programs(model, optimizer);
         let start = train::initial_params(&step, &want.init, 0).expect("initial params");
-        let mut trainer = Trainer::new(gpu(), &step, None, &start).expect("the trainer loads");
+        let mut trainer = Trainer::new(executor, &step, None, &start).expect("the trainer loads");
         let mut losses = Vec::new();
         for epoch in 0..20 {
             for batch in training.batches(64, Some(epoch), false).expect("batches") {
@@ -159,7 +182,7 @@ fn digits_training_matches_pytorch_step_by_step() {
         let params: HashMap<String, Tensor> = trainer.params().expect("params").into_iter().collect();
         let (abs, rel) = distance(&params, &want.last);
         assert!(rel <= final_tolerance, "{model} {name}: final params differ by {rel:e} relative L2 ({abs:e})");
-        let got = mean_output(&forward, &params, &test, 64, "accuracy");
+        let got = mean_output_on(executor, &forward, &params, &test, 64, "accuracy");
         let torch = f64::from(*want.test_accuracy.last().expect("accuracies"));
         assert!((got - torch).abs() <= 0.005, "{model} {name}: test accuracy {got:.4}, PyTorch's {torch:.4}");
         report.push(format!(
@@ -169,7 +192,7 @@ fn digits_training_matches_pytorch_step_by_step() {
             torch * 100.0
         ));
     }
-    eprintln!("{}", report.join("\n"));
+    eprintln!("{}:\n{}", executor.describe(), report.join("\n"));
 }
 
 /// The digits dataset's path (`scripts/fetch-digits.sh`'s cache), for `tdslc train --data`.
@@ -191,6 +214,13 @@ fn checkpoint(path: &Path) -> HashMap<String, Tensor> {
 /// Train 20 steps = train 10, save, resume, train 10: identical params and optimizer state, bit for bit.
 #[test]
 fn resuming_a_checkpoint_continues_exactly() {
+    for device in ["gpu", "cpu"] {
+        resuming_continues_exactly_on(device);
+    }
+}
+
+/// `resuming_a_checkpoint_continues_exactly` with `tdslc train --device DEVICE`.
+fn resuming_continues_exactly_on(device: &str) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let data = digits_path();
     let at = |name: &str| dir.path().join(name).display().to_string();
@@ -211,11 +241,15 @@ fn resuming_a_checkpoint_continues_exactly() {
         "cosine",
         "--warmup-steps",
         "5",
+        "--device",
+        device,
     ];
     let run = |extra: &[&str]| {
         let args: Vec<&str> = base.iter().chain(extra).copied().collect();
         let (code, out, err) = crate::cli::tdslc(&args);
         assert_eq!(code, 0, "tdslc {}:\n{out}{err}", args.join(" "));
+        let note = if device == "cpu" { "note: running on the CPU executor (" } else { "note: running on " };
+        assert!(err.contains(note), "{err}");
     };
     // 30 steps crosses the end of the first epoch (23 batches), so the resumed run restarts mid-epoch.
     let (straight, first, second) = (at("straight.safetensors"), at("first.safetensors"), at("second.safetensors"));
@@ -243,7 +277,7 @@ fn resuming_a_checkpoint_continues_exactly() {
     assert_eq!(a.len(), b.len());
     assert_eq!(a[train::STEP_KEY].as_f32(), Some(&[30.0f32][..]), "the step count is saved");
     for (key, tensor) in &a {
-        assert_eq!(Some(tensor), b.get(key), "`{key}` differs after resuming");
+        assert_eq!(Some(tensor), b.get(key), "{device}: `{key}` differs after resuming");
     }
     // The params file alone is what `tdslc run --weights` and PyTorch's load_state_dict read.
     let params = Weights::open(Path::new(&straight)).expect("opens");
@@ -279,12 +313,16 @@ fn a_training_bundle_trains_with_the_runtime_alone() {
     assert!(!model.program.updates.is_empty() && !model.program.inits.is_empty());
     let want = reference("mlp", "sgd");
     let start = train::initial_params(&model.program, &want.init, 0).expect("initial params");
-    let mut trainer = Trainer::new(gpu(), &model.program, Some(&model.buffer_slots), &start).expect("loads");
     let (training, _) = digits().split(0.2, 0).expect("the split");
-    for (k, batch) in training.batches(64, Some(0), false).expect("batches").iter().take(8).enumerate() {
-        let loss = trainer.step(&named(batch), 0.05, &["loss"]).expect("a step")[0].to_f64_vec()[0];
-        let torch = f64::from(want.losses[k]);
-        assert!((loss - torch).abs() <= 1e-5 * torch.abs(), "step {}: loss {loss}, PyTorch {torch}", k + 1);
+    let executors: [ExecutorRef; 2] = [gpu().into(), crate::gpu::cpu().into()];
+    for executor in executors {
+        let mut trainer = Trainer::new(executor, &model.program, Some(&model.buffer_slots), &start).expect("loads");
+        for (k, batch) in training.batches(64, Some(0), false).expect("batches").iter().take(8).enumerate() {
+            let loss = trainer.step(&named(batch), 0.05, &["loss"]).expect("a step")[0].to_f64_vec()[0];
+            let torch = f64::from(want.losses[k]);
+            let at = executor.describe();
+            assert!((loss - torch).abs() <= 1e-5 * torch.abs(), "{at}: step {}: loss {loss}, PyTorch {torch}", k + 1);
+        }
     }
 }
 

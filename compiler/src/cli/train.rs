@@ -9,9 +9,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::{Args, ValueEnum};
+use tdsl_runtime::Tensor;
 use tdsl_runtime::data::Dataset;
 use tdsl_runtime::train::{self, LrSchedule, Trainer};
-use tdsl_runtime::{Gpu, Tensor};
 
 use crate::driver::Root;
 use crate::pipeline::{self, Optimizer, TrainSpec};
@@ -86,9 +86,13 @@ pub(super) struct TrainArgs {
     /// Write the loss and accuracy curves as an SVG plot here (rewritten after every epoch).
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
-    /// After training, time each kernel of one step on its own and print the slowest.
+    /// After training, time each kernel of one step on its own and print the slowest (GPU only).
     #[arg(long)]
     profile: bool,
+    /// Where to train: auto (a real GPU when there is one, else the CPU executor), gpu (any wgpu adapter,
+    /// lavapipe included) or cpu (the CPU executor; threads: TDSL_CPU_THREADS, default every core).
+    #[arg(long, value_name = "auto|gpu|cpu", default_value = "auto", value_parser = tdsl_runtime::args::parse_device)]
+    device: tdsl_runtime::DeviceChoice,
     /// GPU backend: vulkan (default), gl or any; overrides TDSL_BACKEND.
     #[arg(long)]
     backend: Option<String>,
@@ -282,8 +286,11 @@ pub(super) fn train(
         .cloned()
         .ok_or_else(|| Some(format!("model `{}` has no training step", forward.name)))?;
 
-    let gpu = super::open_gpu(args.backend.as_deref()).map_err(Some)?;
-    let target = crate::codegen::Target::for_gpu(&gpu);
+    let executor = super::open_executor(args.device, args.backend.as_deref(), err).map_err(Some)?;
+    if args.profile && executor.gpu().is_none() {
+        return Err(Some(tdsl_runtime::TrainError::ProfileNeedsGpu.to_string()));
+    }
+    let target = crate::codegen::Target::for_executor(&executor);
     let options = pipeline::Options { target, ..pipeline::Options::default() };
     let compile = |graph: &crate::ir::Graph, what: &str| {
         let mut compiled = pipeline::compile_graph(graph, &options)
@@ -301,7 +308,7 @@ pub(super) fn train(
         step_program.launches.len(),
         forward_program.launches.len(),
         started.elapsed().as_secs_f64() * 1e3,
-        gpu.describe()
+        executor.describe()
     );
 
     // Data: the model's data inputs by name.
@@ -329,7 +336,7 @@ pub(super) fn train(
         given.extend(train::load_checkpoint(path).map_err(|e| Some(e.to_string()))?);
     }
     let start = train::initial_params(&step_program, &given, args.seed).map_err(|e| Some(e.to_string()))?;
-    let mut trainer = Trainer::new(&gpu, &step_program, None, &start).map_err(|e| Some(e.to_string()))?;
+    let mut trainer = Trainer::new(&executor, &step_program, None, &start).map_err(|e| Some(e.to_string()))?;
 
     let samples = training.samples();
     let per_epoch = (if args.drop_last { samples / args.batch_size } else { samples.div_ceil(args.batch_size) }) as u64;
@@ -415,7 +422,7 @@ pub(super) fn train(
         }
         let params: HashMap<String, Tensor> = trainer.params().map_err(|e| Some(e.to_string()))?.into_iter().collect();
         let (val_loss, val_acc) = if validation.samples() > 0 {
-            evaluate(&gpu, &forward_program, &params, &validation, args, &needed, accuracy.as_deref())?
+            evaluate(&executor, &forward_program, &params, &validation, args, &needed, accuracy.as_deref())?
         } else {
             (f64::NAN, None)
         };
@@ -483,13 +490,23 @@ pub(super) fn train(
     }
     let (params, state, working) = trainer.device_bytes();
     let kib = |b: u64| b as f64 / 1024.0;
-    let _ = writeln!(
-        out,
-        "device memory: params {:.1} KiB, optimizer state {:.1} KiB, batch, activations and gradients {:.1} KiB",
-        kib(params),
-        kib(state),
-        kib(working)
-    );
+    if executor.gpu().is_some() {
+        let _ = writeln!(
+            out,
+            "device memory: params {:.1} KiB, optimizer state {:.1} KiB, batch, activations and gradients {:.1} KiB",
+            kib(params),
+            kib(state),
+            kib(working)
+        );
+    } else {
+        // The CPU executor allocates the batch, activations and gradients per step and frees them after it.
+        let _ = writeln!(
+            out,
+            "memory held between steps (CPU executor): params {:.1} KiB, optimizer state {:.1} KiB",
+            kib(params),
+            kib(state)
+        );
+    }
     if let Some(path) = &args.save {
         let _ = writeln!(
             out,
@@ -503,7 +520,7 @@ pub(super) fn train(
 
 /// The mean loss (and accuracy) of `forward` over `data`, in batches, weighting each batch by its size.
 fn evaluate(
-    gpu: &Gpu,
+    executor: &tdsl_runtime::Executor,
     forward: &tdsl_runtime::Program,
     params: &HashMap<String, Tensor>,
     data: &Dataset,
@@ -511,8 +528,10 @@ fn evaluate(
     needed: &[String],
     accuracy: Option<&str>,
 ) -> Result<(f64, Option<f64>), Option<String>> {
-    let mut model = gpu.load(forward, params).map_err(|e| Some(format!("validation: {e}")))?;
-    let names = model.output_names().iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut model = executor
+        .load(forward, &tdsl_runtime::LoadOptions::default(), params)
+        .map_err(|e| Some(format!("validation: {e}")))?;
+    let names = model.program().outputs.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
     let loss_at = names.iter().position(|n| n == &args.step.loss);
     let acc_at = accuracy.and_then(|a| names.iter().position(|n| n == a));
     let (mut loss, mut acc, mut seen) = (0.0, 0.0, 0usize);

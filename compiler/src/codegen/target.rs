@@ -109,6 +109,17 @@ impl Target {
     }
 }
 
+impl Target {
+    /// The profile for an executor: `for_gpu` on the GPU; on the CPU executor, which runs each launch's ops
+    /// rather than its kernel, the `cpu` profile (its fusion decisions suit a CPU; its tiles are unused).
+    pub fn for_executor<'a>(executor: impl Into<tdsl_runtime::ExecutorRef<'a>>) -> Target {
+        match executor.into() {
+            tdsl_runtime::ExecutorRef::Gpu(gpu) => Target::for_gpu(gpu),
+            tdsl_runtime::ExecutorRef::Cpu(_) => Target::for_device(tdsl_runtime::wgpu::DeviceType::Cpu),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

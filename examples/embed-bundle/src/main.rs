@@ -1,8 +1,9 @@
 //! A program with its model inside: the build script compiled `examples/mlp.tdsl` into a bundle, embedded
 //! here with `include_bytes!`, so the binary needs no model file and links only the runtime. Runs the model
-//! on seeded inputs and params (batch 2) and prints the probabilities.
+//! on seeded inputs and params (batch 2) on a real GPU when there is one, else on the CPU executor (stderr
+//! says which), and prints the probabilities.
 
-use tdsl_runtime::{Bundle, Gpu, GpuOptions, Session, Tensor};
+use tdsl_runtime::{Bundle, DeviceChoice, Executor, GpuOptions, Session, Tensor};
 
 /// The bundle the build script wrote.
 static MODEL: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mlp.tdslb"));
@@ -21,8 +22,9 @@ fn main() {
 fn classify(batch: i64) -> Result<Tensor, Box<dyn std::error::Error>> {
     let bundle = Bundle::from_bytes(MODEL)?;
     let model = bundle.model(Some("mlp")).ok_or("the bundle has no model `mlp`")?;
-    let gpu = Gpu::new(&GpuOptions::default())?;
-    let session = Session::new(&gpu, model)?;
+    let opened = Executor::open(DeviceChoice::Auto, &GpuOptions::default(), None)?;
+    eprintln!("note: {}", opened.note);
+    let session = Session::new(&opened.executor, model)?;
     let dims = [("B", batch)];
     let params = session.seeded_params(&dims, 0)?;
     let inputs = session.seeded_inputs(&dims, 0)?;

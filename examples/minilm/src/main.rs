@@ -1,6 +1,8 @@
 //! `minilm`: sentence embeddings with all-MiniLM-L6-v2 written in tdsl. Sets the machine up on first use
-//! (`scripts/setup.sh`: the model's files and, when missing, a Vulkan driver), compiles `minilm.tdsl`, runs the batch on the GPU and prints the cosine
-//! similarity matrix of the sentences, or with `--json` their embeddings.
+//! (`scripts/setup.sh`: the model's files and, for `--device gpu`, a Vulkan driver when missing), compiles
+//! `minilm.tdsl`, runs the batch on the executor `--device` picks (auto: a real GPU when there is one, else the
+//! CPU executor, which needs no Vulkan) and prints the cosine similarity matrix of the sentences, or with
+//! `--json` their embeddings. `--bench` times the GPU path and the CPU executor side by side.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -8,8 +10,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::Parser;
-use tdsl_minilm::{Encoder, cosine, fetch, is_complete, model_dir};
-use tdsl_runtime::{BackendChoice, Gpu, GpuError, GpuOptions, Input};
+use tdsl_minilm::{Encoder, Setup, cosine, fetch, is_complete, model_dir};
+use tdsl_runtime::{BackendChoice, Cpu, DeviceChoice, DeviceError, Executor, Gpu, GpuError, GpuOptions, Input, Loaded};
 
 /// Sentences used when none are given: two paraphrase pairs and an unrelated sentence.
 const DEFAULT_SENTENCES: [&str; 5] = [
@@ -21,7 +23,10 @@ const DEFAULT_SENTENCES: [&str; 5] = [
 ];
 
 #[derive(Parser)]
-#[command(name = "minilm", about = "Sentence embeddings with all-MiniLM-L6-v2, compiled by tdsl and run on the GPU")]
+#[command(
+    name = "minilm",
+    about = "Sentence embeddings with all-MiniLM-L6-v2, compiled by tdsl and run on the GPU or the CPU executor"
+)]
 struct Args {
     /// Sentences to embed (default: a few examples).
     sentences: Vec<String>,
@@ -31,15 +36,20 @@ struct Args {
     /// Where the model's files are (default: $TDSL_MINILM_DIR or ~/.cache/tdsl/minilm, fetched if missing).
     #[arg(long)]
     model_dir: Option<PathBuf>,
+    /// Where to run: auto (a real GPU when there is one, else the CPU executor), gpu (any wgpu adapter,
+    /// lavapipe included) or cpu (the CPU executor; threads: TDSL_CPU_THREADS, default every core). With
+    /// `--bench`, auto times both the GPU path (when an adapter opens) and the CPU executor.
+    #[arg(long, value_name = "auto|gpu|cpu", default_value = "auto", value_parser = tdsl_runtime::args::parse_device)]
+    device: DeviceChoice,
     /// GPU backend: vulkan (default), gl or any.
     #[arg(long)]
     backend: Option<String>,
     /// Run the unfused program (one kernel per operation), for comparison.
     #[arg(long)]
     no_fuse: bool,
-    /// Benchmark instead: batch 32 x 98 tokens and 1 x 16, fused and unfused (the same ids as
-    /// scripts/minilm-torch-bench.py); prints compile time, kernels, peak device memory and the median
-    /// latency of `--runs` runs after a warm-up run.
+    /// Benchmark instead: batch 32 x 98 tokens and 1 x 16 (the same ids as scripts/minilm-torch-bench.py),
+    /// on the GPU fused and unfused and on the CPU executor; prints compile time, kernels, peak device memory
+    /// and the median latency of `--runs` runs after a warm-up run, and the CPU's time next to the GPU's.
     #[arg(long)]
     bench: bool,
     /// Timed runs per configuration for `--bench`.
@@ -75,15 +85,6 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> Result<(), String> {
-    let mut fetched = false;
-    let dir = match &args.model_dir {
-        Some(dir) => dir.clone(),
-        None if is_complete(&model_dir()) => model_dir(),
-        None => {
-            fetched = true;
-            fetch().map_err(|e| e.to_string())?
-        }
-    };
     let backend = match args.backend.as_deref() {
         Some(name) => Some(
             BackendChoice::from_name(name)
@@ -92,21 +93,36 @@ fn run(args: Args) -> Result<(), String> {
         None => None,
     };
     let options = GpuOptions { backend, ..GpuOptions::default() };
-    let gpu = match Gpu::new(&options) {
-        // No adapter on a machine not yet set up: install the driver (`scripts/setup.sh`) and try once more.
-        Err(GpuError::NoAdapter { .. }) if args.model_dir.is_none() && !fetched => {
-            fetch().map_err(|e| e.to_string())?;
-            Gpu::new(&options)
+    // Only `--device gpu` needs a Vulkan driver set up; auto runs the CPU executor where there is no GPU.
+    let setup = if args.device == DeviceChoice::Gpu { Setup::Gpu } else { Setup::Cpu };
+    let mut fetched = false;
+    let dir = match &args.model_dir {
+        Some(dir) => dir.clone(),
+        None if is_complete(&model_dir()) => model_dir(),
+        None => {
+            fetched = true;
+            fetch(setup).map_err(|e| e.to_string())?
         }
-        gpu => gpu,
-    }
-    .map_err(|e| e.to_string())?;
+    };
     if args.bench {
         let batches = if args.batches.is_empty() { vec![(32, 98), (1, 16)] } else { args.batches.clone() };
-        return bench(&dir, gpu, &batches, args.runs.max(1));
+        return bench(&dir, args.device, &options, &batches, args.runs.max(1));
     }
+    let opened = match Executor::open(args.device, &options, None) {
+        // `--device gpu` and no adapter on a machine not yet set up: install the driver (`scripts/setup.sh`)
+        // and try once more.
+        Err(DeviceError::Gpu(GpuError::NoAdapter { .. }))
+            if args.device == DeviceChoice::Gpu && args.model_dir.is_none() && !fetched =>
+        {
+            fetch(Setup::Gpu).map_err(|e| e.to_string())?;
+            Executor::open(args.device, &options, None)
+        }
+        opened => opened,
+    }
+    .map_err(|e| e.to_string())?;
+    eprintln!("note: {}", opened.note);
     let start = Instant::now();
-    let encoder = Encoder::load(&dir, gpu, !args.no_fuse).map_err(|e| e.to_string())?;
+    let encoder = Encoder::load(&dir, &opened.executor, !args.no_fuse).map_err(|e| e.to_string())?;
     let loaded = start.elapsed();
     let sentences: Vec<&str> = if args.sentences.is_empty() {
         DEFAULT_SENTENCES.to_vec()
@@ -137,7 +153,7 @@ fn run(args: Args) -> Result<(), String> {
     eprintln!(
         "note: {} sentence(s) on {}: compiled {} kernels and loaded the weights in {:.2} s, embedded in {:.2} s",
         sentences.len(),
-        encoder.gpu().describe(),
+        encoder.executor().describe(),
         encoder.kernels(),
         loaded.as_secs_f64(),
         start.elapsed().as_secs_f64()
@@ -147,58 +163,114 @@ fn run(args: Args) -> Result<(), String> {
     out.write_all(text.as_bytes()).map_err(|e| e.to_string())
 }
 
-/// `--bench`: per batch shape, the fused and the unfused program, each loaded once (pipelines, weights on
-/// the device), its inputs staged (`Model::prepare`), run once to warm up, then `runs` times; latency is the
-/// median run (dispatch to finished, no upload or download). `load` is compiling the model, opening the
-/// tokenizer and weights and uploading them; `prepare` is input uploads, buffers and the warm-up run.
-fn bench(dir: &std::path::Path, gpu: Gpu, batches: &[(usize, usize)], runs: usize) -> Result<(), String> {
+/// `--bench`: per batch shape, on the GPU the fused and the unfused program, each loaded once (pipelines,
+/// weights on the device), its inputs staged (`Model::prepare`), run once to warm up, then `runs` times;
+/// latency is the median run (dispatch to finished, no upload or download). On the CPU executor the fused
+/// program (compiled for the `cpu` profile), loaded once, run once to warm up, then `runs` times; latency is
+/// the median `run` (inputs in, outputs out). `load` is compiling the model, opening the tokenizer and weights
+/// and uploading (decoding) them; `prepare` is input uploads, buffers and the warm-up run. `device` says which
+/// executors run: auto both (the GPU when an adapter opens, lavapipe included), gpu or cpu only one.
+fn bench(
+    dir: &std::path::Path,
+    device: DeviceChoice,
+    options: &GpuOptions,
+    batches: &[(usize, usize)],
+    runs: usize,
+) -> Result<(), String> {
+    let gpu = match device {
+        DeviceChoice::Cpu => None,
+        DeviceChoice::Gpu => Some(Gpu::new(options).map_err(|e| e.to_string())?),
+        DeviceChoice::Auto => match Gpu::new(options) {
+            Ok(gpu) => Some(gpu),
+            Err(e) => {
+                eprintln!("note: no GPU path to time ({e}); timing the CPU executor alone");
+                None
+            }
+        },
+    };
+    let cpu = match device {
+        DeviceChoice::Gpu => None,
+        _ => Some(Cpu::new(None).map_err(|e| e.to_string())?),
+    };
     let mut encoders = Vec::new();
-    let mut gpu = Some(gpu);
-    for fuse in [true, false] {
-        let start = Instant::now();
-        let device = match gpu.take() {
-            Some(g) => g,
-            None => Gpu::new(&GpuOptions::default()).map_err(|e| e.to_string())?,
-        };
-        let encoder = Encoder::load(dir, device, fuse).map_err(|e| e.to_string())?;
-        encoders.push((fuse, encoder, start.elapsed().as_secs_f64()));
+    if let Some(gpu) = &gpu {
+        for fuse in [true, false] {
+            let start = Instant::now();
+            let encoder = Encoder::load(dir, gpu, fuse).map_err(|e| e.to_string())?;
+            encoders.push((if fuse { "fused" } else { "unfused" }, encoder, start.elapsed().as_secs_f64()));
+        }
+        println!("GPU: {}", gpu.describe());
     }
-    println!("minilm on {}, median of {runs} run(s) after a warm-up", encoders[0].1.gpu().describe());
+    if let Some(cpu) = &cpu {
+        let start = Instant::now();
+        let encoder = Encoder::load(dir, cpu, true).map_err(|e| e.to_string())?;
+        encoders.push(("cpu", encoder, start.elapsed().as_secs_f64()));
+        println!("CPU executor: {}", cpu.describe());
+    }
+    println!("minilm, median of {runs} run(s) after a warm-up");
     println!(
         "{:<8} {:<8} {:>8} {:>12} {:>12} {:>12} {:>12}",
         "batch", "program", "kernels", "load s", "prepare s", "peak MiB", "latency ms"
     );
     for &(b, s) in batches {
         let batch = tdsl_minilm::bench_batch(b, s);
-        let mut latencies = Vec::new();
-        for (fuse, encoder, compile) in &encoders {
+        let mut latencies: Vec<(&str, f64)> = Vec::new();
+        for (label, encoder, compile) in &encoders {
             let start = Instant::now();
             let mut model = encoder.model();
-            let inputs: Vec<Input> = batch.inputs.iter().map(Input::Host).collect();
-            let prepared = model.prepare(&inputs).map_err(|e| e.to_string())?;
-            prepared.run().map_err(|e| e.to_string())?;
-            let prepare = start.elapsed().as_secs_f64();
             let mut times = Vec::with_capacity(runs);
-            for _ in 0..runs {
-                let start = Instant::now();
-                prepared.run().map_err(|e| e.to_string())?;
-                times.push(start.elapsed().as_secs_f64() * 1e3);
-            }
+            let (launches, peak) = match &mut *model {
+                Loaded::Gpu(model) => {
+                    let inputs: Vec<Input> = batch.inputs.iter().map(Input::Host).collect();
+                    let prepared = model.prepare(&inputs).map_err(|e| e.to_string())?;
+                    prepared.run().map_err(|e| e.to_string())?;
+                    let prepare = start.elapsed().as_secs_f64();
+                    for _ in 0..runs {
+                        let start = Instant::now();
+                        prepared.run().map_err(|e| e.to_string())?;
+                        times.push(start.elapsed().as_secs_f64() * 1e3);
+                    }
+                    (prepared.dispatches(), Some((prepare, prepared.memory.peak_bytes)))
+                }
+                Loaded::Cpu(model) => {
+                    model.run(&batch.inputs).map_err(|e| e.to_string())?;
+                    for _ in 0..runs {
+                        let start = Instant::now();
+                        model.run(&batch.inputs).map_err(|e| e.to_string())?;
+                        times.push(start.elapsed().as_secs_f64() * 1e3);
+                    }
+                    (model.program().launches.len(), None)
+                }
+            };
             times.sort_by(f64::total_cmp);
             let median = times[times.len() / 2];
-            latencies.push(median);
+            latencies.push((label, median));
+            let (prepare, peak) = match peak {
+                Some((prepare, bytes)) => (format!("{prepare:.2}"), format!("{:.1}", bytes as f64 / (1024.0 * 1024.0))),
+                None => ("-".to_string(), "-".to_string()),
+            };
             println!(
-                "{:<8} {:<8} {:>8} {:>12.2} {:>12.2} {:>12.1} {:>12.1}",
+                "{:<8} {:<8} {:>8} {:>12.2} {:>12} {:>12} {:>12.1}",
                 format!("{b}x{s}"),
-                if *fuse { "fused" } else { "unfused" },
-                prepared.dispatches(),
+                label,
+                launches,
                 compile,
                 prepare,
-                prepared.memory.peak_bytes as f64 / (1024.0 * 1024.0),
+                peak,
                 median
             );
         }
-        println!("{:<8} speed-up of fusion: {:.2}x", format!("{b}x{s}"), latencies[1] / latencies[0]);
+        let time = |label: &str| latencies.iter().find(|(l, _)| *l == label).map(|(_, t)| *t);
+        if let (Some(fused), Some(unfused)) = (time("fused"), time("unfused")) {
+            println!("{:<8} speed-up of fusion on the GPU: {:.2}x", format!("{b}x{s}"), unfused / fused);
+        }
+        if let (Some(gpu), Some(cpu)) = (time("fused"), time("cpu")) {
+            println!(
+                "{:<8} CPU executor {cpu:.1} ms, GPU (fused) {gpu:.1} ms: the CPU takes {:.2}x the GPU's time",
+                format!("{b}x{s}"),
+                cpu / gpu
+            );
+        }
     }
     Ok(())
 }

@@ -101,6 +101,12 @@ impl Cpu {
         self.load(program, params)?.run(inputs)
     }
 
+    /// Checks that this executor can run `program` before any param is read: the program is valid and every
+    /// launch carries ops it can plan (a launch without ops is an error naming it).
+    pub fn check(&self, program: &Program) -> Result<(), ExecError> {
+        plan(program).map(|_| ())
+    }
+
     /// Loads `program` with its params from `params` (see `CpuModel`).
     pub fn load<'a>(
         &'a self,
@@ -109,6 +115,18 @@ impl Cpu {
     ) -> Result<CpuModel<'a>, ExecError> {
         CpuModel::load(self, program.into(), params)
     }
+}
+
+/// `program` validated and each launch planned (the errors `Cpu::check` and `CpuModel::load` report).
+fn plan(program: &Program) -> Result<Vec<GroupPlan>, ExecError> {
+    program.validate().map_err(|problems| ExecError::Invalid { program: program.name.clone(), problems })?;
+    program
+        .launches
+        .iter()
+        .enumerate()
+        .map(|(index, launch)| GroupPlan::new(index, launch))
+        .collect::<Result<Vec<_>, CpuFailure>>()
+        .map_err(ExecError::from)
 }
 
 /// What the CPU executor plans against: no storage-buffer or loop limit (memory is the limit; `Tensor` caps
@@ -130,14 +148,7 @@ pub struct CpuModel<'a> {
 
 impl<'a> CpuModel<'a> {
     fn load(cpu: &'a Cpu, program: Cow<'a, Program>, source: &dyn ParamSource) -> Result<CpuModel<'a>, ExecError> {
-        program.validate().map_err(|problems| ExecError::Invalid { program: program.name.clone(), problems })?;
-        let plans = program
-            .launches
-            .iter()
-            .enumerate()
-            .map(|(index, launch)| GroupPlan::new(index, launch))
-            .collect::<Result<Vec<_>, CpuFailure>>()
-            .map_err(ExecError::from)?;
+        let plans = plan(&program)?;
         // The params bound alone (the inputs bind the rest at each run), then decoded once.
         let types = bind_params(&program, source)?;
         let mut params = vec![None; program.tensors.len()];

@@ -103,7 +103,7 @@ impl BackendChoice {
             .into_iter()
             .find(|b| b.name() == name.trim().to_ascii_lowercase())
     }
-    fn backends(self) -> wgpu::Backends {
+    pub(crate) fn backends(self) -> wgpu::Backends {
         match self {
             BackendChoice::Vulkan => wgpu::Backends::VULKAN,
             BackendChoice::Gl => wgpu::Backends::GL,
@@ -129,6 +129,17 @@ pub struct GpuOptions {
     /// The most loop iterations one invocation may run (`Gpu::max_loop_iterations`); `None`: from
     /// `TDSL_MAX_LOOP_ITERATIONS`, else the adapter's (`loop_limit`).
     pub max_loop_iterations: Option<i64>,
+}
+
+/// The backends `options` allow: `options.backend`, else `TDSL_BACKEND`, else Vulkan.
+pub(crate) fn backend_choice(options: &GpuOptions) -> Result<BackendChoice, GpuError> {
+    match options.backend {
+        Some(b) => Ok(b),
+        None => match std::env::var(BACKEND_ENV) {
+            Ok(value) => BackendChoice::from_name(&value).ok_or(GpuError::BadBackend { value }),
+            Err(_) => Ok(BackendChoice::Vulkan),
+        },
+    }
 }
 
 /// Everything that can go wrong on the GPU side, each with the context needed to act on it.
@@ -357,13 +368,7 @@ pub enum PipelineCacheState {
 impl Gpu {
     /// Opens the adapter and device `options` ask for (see `GpuOptions`).
     pub fn new(options: &GpuOptions) -> Result<Gpu, GpuError> {
-        let backend = match options.backend {
-            Some(b) => b,
-            None => match std::env::var(BACKEND_ENV) {
-                Ok(value) => BackendChoice::from_name(&value).ok_or(GpuError::BadBackend { value })?,
-                Err(_) => BackendChoice::Vulkan,
-            },
-        };
+        let backend = backend_choice(options)?;
         let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
         desc.backends = backend.backends();
         desc.flags = wgpu::InstanceFlags::from_build_config().with_env();

@@ -1,7 +1,8 @@
 //! Run-time errors: a gather index out of range (negative or too large, i32 and u32, along several axes) and
-//! an index-notation load without a default that leaves its input. The interpreter and `Gpu::execute`
-//! must both fail: the GPU's error names the failing launch (`launch N (gather_...)`) and, for a gather,
-//! the index value. The device keeps working after a failed run. A launch that would loop longer per
+//! an index-notation load without a default that leaves its input. The interpreter, `Gpu::execute` and the
+//! CPU executor (`Cpu::execute`) must all fail: the GPU's and the CPU's errors name the failing launch
+//! (`launch N (gather_...)`) and the op (`in %7 (gather)`; `tdslc run` adds its source line, tested in
+//! `cli.rs`) and, for a gather, the index value. The device keeps working after a failed run. A launch that would loop longer per
 //! invocation than the device allows is refused before dispatch.
 //!
 //! The checker proves every load without `else` in bounds (R7.5), so the failing loads are made by taking
@@ -10,15 +11,17 @@
 
 use std::collections::HashMap;
 
-use super::{ARITH, compare, run_gpu, tols_by_dtype};
+use super::{ARITH, compare, run_cpu, run_gpu, tols_by_dtype};
 use crate::util::single_graph;
 use tdsl_compiler::interp::{self, Tensor};
 use tdsl_compiler::ir::{DType, Graph, Op, ScalarExpr};
 use tdsl_compiler::random::seeded_tensor;
 use tdsl_runtime::Arg;
 
-/// Both sides fail on `inputs`; the GPU's message names the launch that writes output `output` and
-/// contains every string of `gpu_says`. Returns both messages (also printed, for `--nocapture`).
+/// Every side fails on `inputs`; the GPU's and the CPU executor's messages name the launch that writes output
+/// `output` and one of its checks, and contain every string of `gpu_says` (on the CPU, which words its errors
+/// as the interpreter does, `value N` reads `index N` and `out of range` reads `outside its shape`). Returns the interpreter's and the GPU's messages
+/// (all three are printed, for `--nocapture`).
 fn both_fail(graph: &Graph, inputs: &[Tensor], output: &str, gpu_says: &[&str]) -> (String, String) {
     let interp_error = match interp::run(graph, inputs, &HashMap::new()) {
         Ok(_) => panic!("{}: the interpreter accepted an out-of-range index", graph.name),
@@ -49,7 +52,20 @@ fn both_fail(graph: &Graph, inputs: &[Tensor], output: &str, gpu_says: &[&str]) 
     for s in gpu_says {
         assert!(gpu_error.contains(s), "the GPU's error `{gpu_error}` does not say `{s}`");
     }
-    eprintln!("interpreter: {interp_error}\nGPU: {gpu_error}");
+    let cpu_error = match run_cpu(graph, inputs, &HashMap::new()) {
+        Ok(outputs) => panic!("{}: the CPU executor accepted an out-of-range index and gave {outputs:?}", graph.name),
+        Err(err) => err.to_string(),
+    };
+    assert!(cpu_error.contains(&want), "the CPU executor's error `{cpu_error}` does not name `{want}`");
+    assert!(
+        checks.iter().any(|c| cpu_error.contains(&format!("in {c}"))),
+        "the CPU executor's error `{cpu_error}` names none of its launch's checks {checks:?}"
+    );
+    for s in gpu_says {
+        let s = s.replace("value ", "index ").replace("out of range", "outside its shape");
+        assert!(cpu_error.contains(&s), "the CPU executor's error `{cpu_error}` does not say `{s}`");
+    }
+    eprintln!("interpreter: {interp_error}\nGPU: {gpu_error}\nCPU: {cpu_error}");
     (interp_error, gpu_error)
 }
 
@@ -215,6 +231,8 @@ fn the_failing_check_of_a_kernel_with_several_is_the_one_named() {
     let first = launch.checks.iter().map(|c| c.to_string()).find(|c| *c != second).expect("two distinct checks");
     let (_, gpu_error) = both_fail(&graph, &inputs, "y", &["value 9", &format!("in {second}")]);
     assert!(!gpu_error.contains(&format!("in {first}")), "{gpu_error}");
+    let cpu_error = run_cpu(&graph, &inputs, &HashMap::new()).expect_err("the CPU executor fails").to_string();
+    assert!(!cpu_error.contains(&format!("in {first}")), "{cpu_error}");
 }
 
 /// The input name of `node`, or "" when it is not an input.

@@ -1,6 +1,7 @@
-//! Whole models on both sides: every example under `examples/` (recursively, MiniLM included) and every
+//! Whole models on every side: every example under `examples/` (recursively, MiniLM included) and every
 //! `fixtures/ok` model, with seeded inputs and params (`seeded_tensor`) and small, odd symbol values
-//! (`B = 2`, `S = 7`, ...).
+//! (`B = 2`, `S = 7`, ...), on the GPU and on the CPU executor (each compiled program, for every profile
+//! run), each against the interpreter with the same tolerances.
 //!
 //! Tolerance (`graph_tols`): ints and bools exact; a float output within `Tol::Scaled(4 * cost * EPS)`,
 //! i.e. `4 * cost` f32 ulps of the output's largest magnitude, where `cost` is the most expensive path
@@ -16,7 +17,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{EPS, Tol, gpu, mismatches, profiles, run_gpu_for, seeded_bindings, symbol_values};
+use super::{EPS, Tol, gpu, mismatches, profiles, run_cpu_for, run_gpu_for, seeded_bindings, symbol_values};
 use crate::util::{check_path, rendered};
 use tdsl_compiler::dim::{Dim, SymId};
 use tdsl_compiler::interp;
@@ -83,7 +84,12 @@ fn all_match(files: Vec<PathBuf>, at_least: usize) {
     for path in files {
         failures.extend(model_file(&path));
     }
-    assert!(failures.is_empty(), "GPU ({}) disagrees with the interpreter:\n{}", gpu().describe(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "GPU ({}) or the CPU executor disagrees with the interpreter:\n{}",
+        gpu().describe(),
+        failures.join("\n")
+    );
 }
 
 /// The fixed-shape schedule fixtures compiled for every built-in device profile (not only this device's),
@@ -97,7 +103,12 @@ fn schedule_fixtures_match_on_every_profile() {
         let options = crate::util::options(true, target);
         failures.extend(model_file_with(Path::new("fixtures/schedules/schedules.tdsl"), Some(options)));
     }
-    assert!(failures.is_empty(), "GPU ({}) disagrees with the interpreter:\n{}", gpu().describe(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "GPU ({}) or the CPU executor disagrees with the interpreter:\n{}",
+        gpu().describe(),
+        failures.join("\n")
+    );
 }
 
 /// Runs every model of `path` on both sides and returns the mismatches.
@@ -125,6 +136,12 @@ fn model_file_with(path: &Path, options: Option<tdsl_compiler::pipeline::Options
             None => profiles().into_iter().map(|target| crate::util::options(true, target)).collect(),
         };
         for options in runs {
+            // The CPU executor has no storage-buffer limit: it runs every model, GPT-2 included.
+            let what = format!("{name} ({} profile) on the CPU executor", options.target.name);
+            match run_cpu_for(graph, &inputs, &params, &options) {
+                Ok(actual) => failures.extend(mismatches(&what, graph, &inputs, &expected, &actual, &tols)),
+                Err(e) => failures.push(format!("{what}: {e}")),
+            }
             let actual = match run_gpu_for(graph, &inputs, &params, &options) {
                 Ok(actual) => actual,
                 // GPT-2 small's token embedding (50257 x 768 floats, 154 MB) is larger than lavapipe's 128 MiB

@@ -21,7 +21,8 @@
 //! flushed subnormal is a mismatch. Literal zeros are weak operands like any other; a literal zero float
 //! divisor appears only in the special operands above.
 //! Each case also checks the optimizer (the verifier accepts every pass's output; the interpreter gives
-//! bit-identical results on the optimized graph) and runs both the fused and the unfused program on the GPU.
+//! bit-identical results on the optimized graph) and runs both the fused and the unfused program on the GPU,
+//! and the fused program on the CPU executor (the same bounds).
 //! The configuration is fixed (64 cases, a fixed seed, no failure persistence), so CI is deterministic.
 
 use std::collections::HashMap;
@@ -30,7 +31,7 @@ use std::fmt::Write as _;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError};
 
-use super::{EPS, Tol, gpu, mismatches, run_gpu_with};
+use super::{EPS, Tol, gpu, mismatches, run_cpu, run_gpu_with};
 use crate::util::{check_text, rendered};
 use tdsl_compiler::interp::{self, Tensor};
 use tdsl_compiler::ir::DType;
@@ -137,6 +138,12 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
             failures.push(format!("{} program: {f}", if fuse { "fused" } else { "unfused" }));
         }
     }
+    // The CPU executor runs the fused program's ops, within the same bounds.
+    let actual = run_cpu(&graph, &case.inputs, &params)
+        .map_err(|e| TestCaseError::fail(format!("CPU executor: {e}\n{}", case.source)))?;
+    for f in mismatches("random.tdsl", &graph, &case.inputs, &expected, &actual, &case.tols) {
+        failures.push(format!("CPU executor: {f}"));
+    }
     if failures.is_empty() {
         return Ok(());
     }
@@ -145,7 +152,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
         let _ = writeln!(inputs, "  {t:?}");
     }
     Err(TestCaseError::fail(format!(
-        "GPU ({}) disagrees with the interpreter:\n{}\nprogram:\n{}\ninputs:\n{inputs}",
+        "GPU ({}) or the CPU executor disagrees with the interpreter:\n{}\nprogram:\n{}\ninputs:\n{inputs}",
         gpu().describe(),
         failures.join("\n"),
         case.source
@@ -172,7 +179,17 @@ fn both_refuse(graph: &tdsl_compiler::ir::Graph, case: &Case, interp_error: &str
             }
         }
     }
-    Ok(())
+    match run_cpu(graph, &case.inputs, &HashMap::new()) {
+        Err(e) if e.to_string().contains("must be at least 1") => Ok(()),
+        Err(e) => Err(TestCaseError::fail(format!(
+            "the interpreter says `{interp_error}` but the CPU executor says `{e}`\n{}",
+            case.source
+        ))),
+        Ok(outputs) => Err(TestCaseError::fail(format!(
+            "the interpreter says `{interp_error}` but the CPU executor gave {outputs:?}\n{}",
+            case.source
+        ))),
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 //! proptest: the random programs of `random.rs`, differentiated. Each generated program gets a loss, the
 //! sum of its float outputs (each cast to f32), and the gradient of that loss with respect to every float
 //! input (`autodiff::grad`, as `grad(loss, x)` would append it); the backward graph must pass the verifier
-//! after every optimizer pass with the interpreter's results bit for bit, and the GPU (fused) must agree
-//! with the interpreter on every gradient within `Tol::Scaled`: `1e-3` of the gradient's largest magnitude
+//! after every optimizer pass with the interpreter's results bit for bit, and the GPU (fused) and the CPU
+//! executor must agree with the interpreter on every gradient within `Tol::Scaled`: `1e-3` of the gradient's largest magnitude
 //! (at least 1), or `2e-2` when the program computes in f16 (whose every op rounds to an f16 ulp, `2^-10`).
 //! Whether the rules are right is `grad.rs`'s question (finite differences, PyTorch); this one is whether
 //! backward programs of every shape the generator reaches compile and run as the interpreter says.
@@ -15,7 +15,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError};
 
 use super::random::generate;
-use super::{Tol, mismatches, run_gpu_with};
+use super::{Tol, mismatches, run_cpu, run_gpu_with};
 use crate::util::{check_text, optimize_stages, same_bits};
 use tdsl_compiler::interp;
 use tdsl_compiler::ir::{BinaryOp, DType, Graph, Node, NodeId, Op, Output, ReduceOp, TensorType};
@@ -116,7 +116,12 @@ fn run_case(choices: &[u32]) -> Result<(), TestCaseError> {
     let tols: Vec<Tol> = graph.outputs.iter().map(|_| tol).collect();
     let actual = run_gpu_with(&graph, &case.inputs, &params, true)
         .map_err(|e| TestCaseError::fail(format!("GPU: {e}\n{}", case.source)))?;
-    let failures = mismatches("random.tdsl", &graph, &case.inputs, &expected, &actual, &tols);
+    let mut failures = mismatches("random.tdsl", &graph, &case.inputs, &expected, &actual, &tols);
+    let actual = run_cpu(&graph, &case.inputs, &params)
+        .map_err(|e| TestCaseError::fail(format!("CPU executor: {e}\n{}", case.source)))?;
+    for f in mismatches("random.tdsl", &graph, &case.inputs, &expected, &actual, &tols) {
+        failures.push(format!("CPU executor: {f}"));
+    }
     if failures.is_empty() {
         Ok(())
     } else {
