@@ -323,7 +323,11 @@ fn eval_op(node: &OpNode, shape: &[usize], operands: &[Value], symbols: &[i64]) 
         TensorOp::Map(map) => {
             rule(map.extents.len() >= shape.len(), "an extent per output axis")?;
             let inputs: Vec<&Val> = operands.iter().map(|o| &*o.0).collect();
-            map::run_map(map, dtype, shape, &inputs, symbols)?
+            let planned = super::contract::MapContraction::plan(map, shape.len(), dtype);
+            match planned {
+                Some(contraction) => contraction.run(map, shape, &inputs, symbols)?,
+                None => map::run_map(map, dtype, shape, &inputs, symbols)?,
+            }
         }
     })
 }

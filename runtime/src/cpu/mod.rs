@@ -15,6 +15,7 @@
 //! elementwise results equal the interpreter's bit for bit; reductions and matmuls add in another order
 //! (blocked, multi-threaded) and agree within the tolerances spec/ops.md states for the GPU.
 
+mod contract;
 mod group;
 
 use std::borrow::Cow;

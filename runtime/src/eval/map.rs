@@ -35,7 +35,7 @@ pub fn run_map(map: &MapOps, dtype: DType, out_shape: &[usize], inputs: &[&Val],
     // rayon pool (the CPU executor's, or the global one), then joined in order; the first failing range's
     // error is the one reported, as in order.
     let chunks = total.div_ceil(CHUNK).max(1);
-    let parts = (rayon::current_num_threads() * 4).min(chunks).max(1);
+    let parts = rayon::current_num_threads().min(chunks).max(1);
     if parts == 1 {
         return run_range(&plan, dtype, out_shape, inputs, 0, total);
     }

@@ -1,0 +1,338 @@
+//! Index notation that is a contraction, run as a matrix product: a map whose body is `sum over R of
+//! x * y`, where `x` reads only output variables `A` (and `R`) and `y` only the other output variables `B`
+//! (and `R`) — a convolution, its input and weight gradients, a batched product written by hand — is
+//! computed as `X[A, R]` and `Y[B, R]` (each evaluated by the shared index-notation evaluator, `eval::map`,
+//! padding defaults and guards included), one `gemm` `X * Y^T` of `|A| x |B|` over `|R|`, and a permutation
+//! of the result's axes into the output's order. Recognised once per launch (`MapContraction::plan`); maps
+//! of any other form run on `eval::map` as they are. f32 only. The sum's order differs from the
+//! interpreter's sequential one, within the reduction tolerance spec/ops.md states.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::DType;
+use crate::eval::layout;
+use crate::eval::map::run_map;
+use crate::eval::values::{Val, Vals};
+use crate::ops::{Affine, BinaryOp, ReduceOp, Scalar, VarId};
+use crate::program::{MapOps, ScalarNode, ScalarOp, ScalarRef};
+
+/// A contraction map, planned: the two factor maps and how their product becomes the output.
+#[derive(Debug)]
+pub struct MapContraction {
+    /// `X[A.., R..]`: the first factor over its output variables `a` then the reduction variables.
+    x: MapOps,
+    /// `Y[B.., R..]`.
+    y: MapOps,
+    /// Output variables of `x` and of `y`, increasing.
+    a: Vec<u32>,
+    b: Vec<u32>,
+    /// The reduction variables.
+    r: Vec<u32>,
+    /// Whether a guard was split between the factors: then `0 * inf` could stand where the map has `0`, so
+    /// factors holding a non-finite value run the map as it is.
+    guarded: bool,
+}
+
+impl MapContraction {
+    /// The contraction `map` (of `rank` output axes and dtype `dtype`) is, if it is one. The product may sit
+    /// under a guard, `sum[R] select(g, x * y, 0)` (what differentiation writes for a convolution's input
+    /// gradient): each conjunct of `g` goes to the factor whose variables it reads.
+    pub fn plan(map: &MapOps, rank: usize, dtype: DType) -> Option<MapContraction> {
+        if dtype != DType::F32 {
+            return None;
+        }
+        let node = |r: ScalarRef| map.exprs.get(r.index());
+        let ScalarOp::Reduce { op: ReduceOp::Sum, vars, body } = &node(map.body)?.expr else { return None };
+        let (product, guard) = match &node(*body)?.expr {
+            ScalarOp::Select { cond, on_true, on_false } if matches!(node(*on_false)?.expr, ScalarOp::Const(Scalar::Float(z)) if z.to_bits() == 0) => {
+                (*on_true, Some(*cond))
+            }
+            _ => (*body, None),
+        };
+        let ScalarOp::Binary(BinaryOp::Mul, x, y) = &node(product)?.expr else { return None };
+        let (fx, fy) = (free_vars(map, *x)?, free_vars(map, *y)?);
+        let outputs: BTreeSet<u32> = (0..rank as u32).collect();
+        let a: Vec<u32> = fx.intersection(&outputs).copied().collect();
+        let b: Vec<u32> = fy.intersection(&outputs).copied().collect();
+        let r: Vec<u32> = vars.iter().map(|v| v.0).collect();
+        let covered: BTreeSet<u32> = a.iter().chain(&b).copied().collect();
+        let reduced: BTreeSet<u32> = r.iter().copied().collect();
+        let disjoint = a.iter().all(|v| !b.contains(v)) && covered == outputs && reduced.len() == r.len();
+        let bound = fx.union(&fy).all(|v| outputs.contains(v) || reduced.contains(v));
+        if !disjoint || !bound || node(*x)?.dtype != DType::F32 || node(*y)?.dtype != DType::F32 {
+            return None;
+        }
+        // Each conjunct of the guard joins the factor whose output variables it reads.
+        let (mut gx, mut gy) = (Vec::new(), Vec::new());
+        for conjunct in guard.map(|g| conjuncts(map, g)).unwrap_or_default() {
+            let vars = free_vars(map, conjunct)?;
+            if !vars.iter().all(|v| reduced.contains(v) || outputs.contains(v)) {
+                return None;
+            }
+            let outer: Vec<u32> = vars.intersection(&outputs).copied().collect();
+            if outer.iter().all(|v| a.contains(v)) {
+                gx.push(conjunct);
+            } else if outer.iter().all(|v| b.contains(v)) {
+                gy.push(conjunct);
+            } else {
+                return None;
+            }
+        }
+        let x_map = factor(map, *x, &gx, &a, &r)?;
+        let y_map = factor(map, *y, &gy, &b, &r)?;
+        Some(MapContraction { x: x_map, y: y_map, a, b, r, guarded: guard.is_some() })
+    }
+
+    /// The map's value of `out_shape`, from its inputs and the bound symbols.
+    pub fn run(&self, map: &MapOps, out_shape: &[usize], inputs: &[&Val], syms: &[i64]) -> Result<Vals, String> {
+        let extent = |v: u32| -> Result<usize, String> {
+            let dim = map.extents.get(v as usize).ok_or("an index variable has no extent")?;
+            dim.eval_at(syms).and_then(|e| usize::try_from(e).ok()).ok_or_else(|| "an extent is not a size".to_string())
+        };
+        let sizes = |vars: &[u32]| vars.iter().map(|&v| extent(v)).collect::<Result<Vec<usize>, String>>();
+        let (sa, sb, sr) = (sizes(&self.a)?, sizes(&self.b)?, sizes(&self.r)?);
+        let (m, n, k) = (sa.iter().product::<usize>(), sb.iter().product::<usize>(), sr.iter().product::<usize>());
+        if m * n != out_shape.iter().product::<usize>() {
+            return Err("the contraction's extents disagree with the output's shape".to_string());
+        }
+        let shape_x: Vec<usize> = sa.iter().chain(&sr).copied().collect();
+        let shape_y: Vec<usize> = sb.iter().chain(&sr).copied().collect();
+        let Vals::F(xs) = run_map(&self.x, DType::F32, &shape_x, inputs, syms)? else {
+            return Err("a factor is not f32".to_string());
+        };
+        let Vals::F(ys) = run_map(&self.y, DType::F32, &shape_y, inputs, syms)? else {
+            return Err("a factor is not f32".to_string());
+        };
+        if self.guarded && !(xs.iter().all(|v| v.is_finite()) && ys.iter().all(|v| v.is_finite())) {
+            return run_map(map, DType::F32, out_shape, inputs, syms);
+        }
+        let mut c = vec![0.0f32; m * n];
+        if k == 0 {
+            // An empty sum (impossible: extents are at least 1) is 0.
+        } else if m > 0 && n > 0 {
+            let threads = rayon::current_num_threads();
+            let parallelism = if threads > 1 && m * n * k >= 1 << 16 {
+                gemm::Parallelism::Rayon(threads)
+            } else {
+                gemm::Parallelism::None
+            };
+            // SAFETY: `xs` holds m * k and `ys` n * k elements, row-major (`run_map` gives exactly the shape's
+            // count), and `c` m * n: every element gemm reads or writes is in bounds.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    c.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    xs.as_ptr(),
+                    1,
+                    k as isize,
+                    ys.as_ptr(),
+                    k as isize,
+                    1,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                );
+            }
+        }
+        // `c` is [A.., B..]; the output's axis `i` is variable `i`.
+        let from: Vec<usize> = sa.iter().chain(&sb).copied().collect();
+        let order: Vec<u32> = self.a.iter().chain(&self.b).copied().collect();
+        let perm: Vec<usize> = (0..order.len() as u32)
+            .map(|v| order.iter().position(|&o| o == v).ok_or("an output variable is missing"))
+            .collect::<Result<_, _>>()?;
+        Ok(layout::permute(&Vals::F(c), &from, &perm))
+    }
+}
+
+/// The variables `r`'s subtree reads, or `None` when it holds a reduction of its own (not planned here).
+fn free_vars(map: &MapOps, r: ScalarRef) -> Option<BTreeSet<u32>> {
+    let mut vars = BTreeSet::new();
+    for i in subtree(map, r)? {
+        match &map.exprs[i].expr {
+            ScalarOp::Reduce { .. } => return None,
+            ScalarOp::Var(v) => {
+                vars.insert(v.0);
+            }
+            ScalarOp::Load { indices, .. } => {
+                vars.extend(indices.iter().flat_map(|a| a.terms.iter().map(|(v, _)| v.0)))
+            }
+            _ => {}
+        }
+    }
+    Some(vars)
+}
+
+/// The conjuncts of the `bool` expression `g` (split at `and`).
+fn conjuncts(map: &MapOps, g: ScalarRef) -> Vec<ScalarRef> {
+    match map.exprs.get(g.index()).map(|n| &n.expr) {
+        Some(ScalarOp::Binary(BinaryOp::And, a, b)) => {
+            let mut out = conjuncts(map, *a);
+            out.extend(conjuncts(map, *b));
+            out
+        }
+        _ => vec![g],
+    }
+}
+
+/// The scalar nodes `r` depends on (itself included), increasing; `None` for a reference out of range.
+fn subtree(map: &MapOps, r: ScalarRef) -> Option<Vec<usize>> {
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![r.index()];
+    while let Some(i) = stack.pop() {
+        if seen.insert(i) {
+            stack.extend(map.exprs.get(i)?.expr.operands().iter().map(|o| o.index()));
+        }
+    }
+    Some(seen.into_iter().collect())
+}
+
+/// The map `out[outer.., r..] = guards ? root : 0`: the nodes of `root` and `guards` copied in order with
+/// variables renumbered (`outer` first, then `r`), reading the same inputs.
+fn factor(map: &MapOps, root: ScalarRef, guards: &[ScalarRef], outer: &[u32], r: &[u32]) -> Option<MapOps> {
+    let renumber: BTreeMap<u32, u32> = outer.iter().chain(r).enumerate().map(|(new, &old)| (old, new as u32)).collect();
+    let var = |v: VarId| renumber.get(&v.0).map(|&n| VarId(n));
+    let mut nodes: BTreeSet<usize> = subtree(map, root)?.into_iter().collect();
+    for &g in guards {
+        nodes.extend(subtree(map, g)?);
+    }
+    let nodes: Vec<usize> = nodes.into_iter().collect();
+    let position: BTreeMap<usize, u32> = nodes.iter().enumerate().map(|(new, &old)| (old, new as u32)).collect();
+    let s = |o: ScalarRef| position.get(&o.index()).map(|&p| ScalarRef(p));
+    let mut exprs = Vec::with_capacity(nodes.len());
+    for &i in &nodes {
+        let node = &map.exprs[i];
+        let expr = match &node.expr {
+            ScalarOp::Load { input, indices, default } => ScalarOp::Load {
+                input: *input,
+                indices: indices
+                    .iter()
+                    .map(|a| {
+                        let terms = a.terms.iter().map(|(v, c)| Some((var(*v)?, c.clone()))).collect::<Option<_>>()?;
+                        Some(Affine { terms, offset: a.offset.clone(), div: a.div })
+                    })
+                    .collect::<Option<_>>()?,
+                default: *default,
+            },
+            ScalarOp::Var(v) => ScalarOp::Var(var(*v)?),
+            ScalarOp::Dim(d) => ScalarOp::Dim(d.clone()),
+            ScalarOp::Const(c) => ScalarOp::Const(*c),
+            ScalarOp::Unary(op, a) => ScalarOp::Unary(*op, s(*a)?),
+            ScalarOp::Binary(op, a, b) => ScalarOp::Binary(*op, s(*a)?, s(*b)?),
+            ScalarOp::Select { cond, on_true, on_false } => {
+                ScalarOp::Select { cond: s(*cond)?, on_true: s(*on_true)?, on_false: s(*on_false)? }
+            }
+            ScalarOp::Cast(a) => ScalarOp::Cast(s(*a)?),
+            ScalarOp::Reduce { .. } => return None,
+        };
+        exprs.push(ScalarNode { expr, dtype: node.dtype });
+    }
+    let mut body = s(root)?;
+    if let Some((&first, rest)) = guards.split_first() {
+        let mut push = |expr, dtype| {
+            exprs.push(ScalarNode { expr, dtype });
+            ScalarRef(exprs.len() as u32 - 1)
+        };
+        let mut cond = s(first)?;
+        for &g in rest {
+            cond = push(ScalarOp::Binary(BinaryOp::And, cond, s(g)?), DType::Bool);
+        }
+        let zero = push(ScalarOp::Const(Scalar::Float(0.0)), DType::F32);
+        body = push(ScalarOp::Select { cond, on_true: body, on_false: zero }, DType::F32);
+    }
+    let extents = outer.iter().chain(r).map(|&v| map.extents.get(v as usize).cloned()).collect::<Option<_>>()?;
+    Some(MapOps { inputs: map.inputs.clone(), extents, exprs, body })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dim::Dim;
+    use crate::program::OpRef;
+
+    fn load(input: usize, terms: &[(u32, i64)], offset: i64) -> ScalarOp {
+        let terms = terms.iter().map(|&(v, c)| (VarId(v), Dim::constant(c))).collect();
+        ScalarOp::Load {
+            input,
+            indices: vec![Affine::new(terms, Dim::constant(offset))],
+            default: Some(crate::ops::Scalar::Float(0.0)),
+        }
+    }
+
+    /// A 1-D convolution with padding, `out[c, i] = sum_{d, k} x[d, i + k - 1] * w[c, d, k]`, written as two
+    /// flat loads, against the shared evaluator.
+    #[test]
+    fn a_padded_convolution_equals_the_evaluator() {
+        let f = |expr| ScalarNode { expr, dtype: DType::F32 };
+        let (c, i, d, k) = (3usize, 7usize, 2usize, 3usize);
+        // x: [d, i] flat: d * 7 + (i + k - 1); w: [c, d, k] flat: c * 6 + d * 3 + k. Loads are 1-D here.
+        let map = MapOps {
+            inputs: vec![OpRef(0), OpRef(1)],
+            extents: [c, i, d, k].iter().map(|&e| Dim::constant(e as i64)).collect(),
+            exprs: vec![
+                f(load(0, &[(2, 7), (1, 1), (3, 1)], -1)),
+                f(load(1, &[(0, 6), (2, 3), (3, 1)], 0)),
+                f(ScalarOp::Binary(BinaryOp::Mul, ScalarRef(0), ScalarRef(1))),
+                f(ScalarOp::Reduce { op: ReduceOp::Sum, vars: vec![VarId(2), VarId(3)], body: ScalarRef(2) }),
+            ],
+            body: ScalarRef(3),
+        };
+        let x = Val { shape: vec![d * i], data: Vals::F((0..d * i).map(|v| (v as f32 * 0.37).sin()).collect()) };
+        let w =
+            Val { shape: vec![c * d * k], data: Vals::F((0..c * d * k).map(|v| (v as f32 * 0.91).cos()).collect()) };
+        let planned = MapContraction::plan(&map, 2, DType::F32).expect("a contraction");
+        assert_eq!((planned.a.clone(), planned.b.clone(), planned.r.clone()), (vec![1], vec![0], vec![2, 3]));
+        let got = planned.run(&map, &[c, i], &[&x, &w], &[]).unwrap();
+        let want = run_map(&map, DType::F32, &[c, i], &[&x, &w], &[]).unwrap();
+        let (Vals::F(got), Vals::F(want)) = (got, want) else { panic!("f32") };
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-6 * (1.0 + w.abs()), "{got:?} vs {want:?}");
+        }
+        // Under a guard split between the factors (i >= 1 on x's side, c < 2 on y's, d < 1 a reduction's),
+        // and again with an infinity in a factor where the guard is false (then the map runs as it is).
+        let mut guarded = map.clone();
+        let int = |expr| ScalarNode { expr, dtype: DType::I32 };
+        let b = |expr| ScalarNode { expr, dtype: DType::Bool };
+        guarded.exprs.truncate(3);
+        guarded.exprs.extend([
+            int(ScalarOp::Var(VarId(1))),
+            int(ScalarOp::Const(Scalar::Int(1))),
+            b(ScalarOp::Binary(BinaryOp::Ge, ScalarRef(3), ScalarRef(4))),
+            int(ScalarOp::Var(VarId(0))),
+            int(ScalarOp::Const(Scalar::Int(2))),
+            b(ScalarOp::Binary(BinaryOp::Lt, ScalarRef(6), ScalarRef(7))),
+            int(ScalarOp::Var(VarId(2))),
+            b(ScalarOp::Binary(BinaryOp::Lt, ScalarRef(9), ScalarRef(4))),
+            b(ScalarOp::Binary(BinaryOp::And, ScalarRef(5), ScalarRef(8))),
+            b(ScalarOp::Binary(BinaryOp::And, ScalarRef(11), ScalarRef(10))),
+            f(ScalarOp::Const(Scalar::Float(0.0))),
+            f(ScalarOp::Select { cond: ScalarRef(12), on_true: ScalarRef(2), on_false: ScalarRef(13) }),
+            f(ScalarOp::Reduce { op: ReduceOp::Sum, vars: vec![VarId(2), VarId(3)], body: ScalarRef(14) }),
+        ]);
+        guarded.body = ScalarRef(15);
+        let planned = MapContraction::plan(&guarded, 2, DType::F32).expect("a guarded contraction");
+        let mut w_inf = w.clone();
+        if let Vals::F(v) = &mut w_inf.data {
+            v[2 * 6] = f32::INFINITY; // c = 2, where the guard is false
+        }
+        for w in [&w, &w_inf] {
+            let got = planned.run(&guarded, &[c, i], &[&x, w], &[]).unwrap();
+            let want = run_map(&guarded, DType::F32, &[c, i], &[&x, w], &[]).unwrap();
+            let (Vals::F(got), Vals::F(want)) = (got, want) else { panic!("f32") };
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= 1e-6 * (1.0 + w.abs()), "{got:?} vs {want:?}");
+            }
+        }
+        // Not a contraction: both factors read output variable 0.
+        let mut shared = map.clone();
+        shared.exprs[0] = f(load(0, &[(0, 1), (2, 1)], 0));
+        assert!(MapContraction::plan(&shared, 2, DType::F32).is_none());
+    }
+}
