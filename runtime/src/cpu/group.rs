@@ -7,6 +7,8 @@
 
 use std::sync::Arc;
 
+use super::fused::Run;
+use super::matmul;
 use crate::DType;
 use crate::eval::kernels::{self, KindMismatch};
 use crate::eval::values::{Lit, Val, Vals};
@@ -59,8 +61,10 @@ pub struct GroupPlan {
     ops: crate::program::GroupOps,
     /// The launch's run-time checks, to name the op and its source line in a failure.
     checks: Vec<Check>,
-    /// For each node, the last node of the group that reads it (its own index when none does).
+    /// For each node, the last node of the group whose evaluation reads it (its own index when none does).
     last_use: Vec<usize>,
+    /// Whether each node is computed inside its one reader's evaluation (see `new`).
+    inline: Vec<bool>,
 }
 
 impl GroupPlan {
@@ -75,12 +79,39 @@ impl GroupPlan {
                     .to_string(),
             ));
         }
-        let mut last_use: Vec<usize> = (0..launch.ops.nodes.len()).collect();
-        for (k, node) in launch.ops.nodes.iter().enumerate() {
+        let nodes = &launch.ops.nodes;
+        let stored: Vec<usize> = launch.ops.stores.iter().map(|s| s.node.index()).collect();
+        // Each node's readers (one entry per operand reference).
+        let mut users: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+        for (k, node) in nodes.iter().enumerate() {
             for operand in node.op.operands() {
-                if let Some(last) = last_use.get_mut(operand.index()) {
-                    *last = k;
+                if let Some(u) = users.get_mut(operand.index()) {
+                    u.push(k);
                 }
+            }
+        }
+        // Inline: an elementwise or layout node read exactly once and not stored is computed inside its
+        // reader's fused chunks (or read through strides) instead of as a tensor of its own.
+        let inline: Vec<bool> = nodes
+            .iter()
+            .enumerate()
+            .map(|(k, node)| {
+                let kind = node.op.is_elementwise()
+                    || matches!(node.op, TensorOp::Reshape(_) | TensorOp::Broadcast(_) | TensorOp::Permute(..));
+                kind && users[k].len() == 1 && users[k][0] > k && !stored.contains(&k)
+            })
+            .collect();
+        // Where each node is evaluated: its own turn, or (inline) its reader's.
+        let mut eval_at: Vec<usize> = (0..nodes.len()).collect();
+        for k in (0..nodes.len()).rev() {
+            if inline[k] {
+                eval_at[k] = eval_at[users[k][0]];
+            }
+        }
+        let mut last_use: Vec<usize> = (0..nodes.len()).collect();
+        for (k, readers) in users.iter().enumerate() {
+            for &u in readers {
+                last_use[k] = last_use[k].max(eval_at[u]);
             }
         }
         Ok(GroupPlan {
@@ -89,7 +120,13 @@ impl GroupPlan {
             ops: launch.ops.clone(),
             checks: launch.checks.clone(),
             last_use,
+            inline,
         })
+    }
+
+    /// The launch's ops.
+    pub fn ops(&self) -> &crate::program::GroupOps {
+        &self.ops
     }
 
     /// Runs the launch: `tensors` holds every tensor available before it (by `TensorId`), `shapes` every
@@ -101,42 +138,74 @@ impl GroupPlan {
         shapes: &[Vec<usize>],
         symbols: &[i64],
     ) -> Result<Vec<(TensorId, Value)>, CpuFailure> {
-        let mut values: Vec<Option<Value>> = vec![None; self.ops.nodes.len()];
+        let nodes = &self.ops.nodes;
+        let mut values: Vec<Option<Value>> = vec![None; nodes.len()];
         let stored: Vec<usize> = self.ops.stores.iter().map(|s| s.node.index()).collect();
-        for (k, node) in self.ops.nodes.iter().enumerate() {
+        let node_shapes = nodes
+            .iter()
+            .map(|node| eval_shape(node, symbols).map_err(|problem| self.failure(node, problem)))
+            .collect::<Result<Vec<_>, _>>()?;
+        // The rules of the ops fused chunks evaluate, checked before any runs.
+        for node in nodes {
+            let operand_shapes: Vec<&[usize]> =
+                node.op.operands().iter().map(|r| node_shapes.get(r.index()).map_or(&[][..], |s| &s[..])).collect();
+            let shape = eval_shape(node, symbols).map_err(|problem| self.failure(node, problem))?;
+            layout_rule(&node.op, &shape, &operand_shapes).map_err(|problem| self.failure(node, problem))?;
+        }
+        for (k, node) in nodes.iter().enumerate() {
+            if self.inline[k] {
+                continue;
+            }
             let fail = |problem: String| self.failure(node, problem);
-            let shape = eval_shape(node, symbols).map_err(&fail)?;
-            let value = match node.op {
+            let shape = &node_shapes[k];
+            let run = Run { plan: self, values: &values, shapes: &node_shapes };
+            let value = match &node.op {
                 TensorOp::Tensor(t) => {
                     let value = tensors
                         .get(t.0 as usize)
                         .and_then(Option::as_ref)
-                        .ok_or_else(|| fail(format!("tensor `{}` is not available", program.tensor(t).name)))?;
-                    if shapes.get(t.0 as usize) != Some(&shape) || value.0.shape != shape {
+                        .ok_or_else(|| fail(format!("tensor `{}` is not available", program.tensor(*t).name)))?;
+                    if shapes.get(t.0 as usize) != Some(shape) || &value.0.shape != shape {
                         return Err(fail(format!(
                             "tensor `{}` does not have the shape {shape:?}",
-                            program.tensor(t).name
+                            program.tensor(*t).name
                         )));
                     }
                     value.clone()
+                }
+                op if op.is_elementwise()
+                    || matches!(op, TensorOp::Reshape(_) | TensorOp::Broadcast(_) | TensorOp::Permute(..)) =>
+                {
+                    run.materialize(k).map_err(&fail)?
+                }
+                TensorOp::MatMul(a, b) => {
+                    let (sa, sb) = (&node_shapes[a.index()], &node_shapes[b.index()]);
+                    matmul_rule(shape, sa, sb).map_err(&fail)?;
+                    let (va, vb) = (run.view(a.index()).map_err(&fail)?, run.view(b.index()).map_err(&fail)?);
+                    Value::new(matmul::matmul(node.dtype, &va, &vb).map_err(&fail)?, shape.clone())
+                }
+                TensorOp::Reduce { op, input, axes }
+                    if reduce_rule(shape, &node_shapes[input.index()], axes).is_ok()
+                        && run.rows_fit(k, input.index(), axes) =>
+                {
+                    run.reduce_rows(k, *op, input.index(), axes).map_err(&fail)?
                 }
                 _ => {
                     let operands = node
                         .op
                         .operands()
                         .iter()
-                        .map(|r| values.get(r.index()).and_then(Option::as_ref).cloned())
-                        .collect::<Option<Vec<Value>>>()
-                        .ok_or_else(|| fail("an operand is not available".to_string()))?;
-                    let data = eval_op(node, &shape, &operands, symbols).map_err(&fail)?;
-                    Value::new(data, shape)
+                        .map(|r| run.get(r.index()))
+                        .collect::<Result<Vec<Value>, String>>()
+                        .map_err(&fail)?;
+                    let data = eval_op(node, shape, &operands, symbols).map_err(&fail)?;
+                    Value::new(data, shape.clone())
                 }
             };
             values[k] = Some(value);
-            // Free operands whose last reader this is (stored nodes are kept).
-            for operand in node.op.operands() {
-                let i = operand.index();
-                if self.last_use.get(i) == Some(&k) && !stored.contains(&i) {
+            // Free the nodes whose last reader this is (stored nodes are kept).
+            for i in 0..k {
+                if self.last_use[i] == k && !stored.contains(&i) {
                     values[i] = None;
                 }
             }
@@ -237,11 +306,7 @@ fn eval_op(node: &OpNode, shape: &[usize], operands: &[Value], symbols: &[i64]) 
         }
         TensorOp::Reduce { op, axes, .. } => {
             let from = &v(0).shape;
-            let kept: Vec<usize> = (0..from.len()).filter(|a| !axes.contains(a)).map(|a| from[a]).collect();
-            rule(
-                axes.iter().all(|&a| a < from.len()) && axes.windows(2).all(|w| w[0] < w[1]) && kept == shape,
-                "reduced axes removed",
-            )?;
+            reduce_rule(shape, from, axes)?;
             reduce::reduce(*op, dtype, &v(0).data, from, axes).map_err(mismatch)?
         }
         TensorOp::ArgReduce { op, axis, .. } => {
@@ -255,18 +320,7 @@ fn eval_op(node: &OpNode, shape: &[usize], operands: &[Value], symbols: &[i64]) 
         }
         TensorOp::MatMul(..) => {
             let (a, b) = (&v(0).shape, &v(1).shape);
-            let r = shape.len();
-            rule(
-                r >= 2
-                    && a.len() == r
-                    && b.len() == r
-                    && a[..r - 2] == shape[..r - 2]
-                    && b[..r - 2] == shape[..r - 2]
-                    && a[r - 2] == shape[r - 2]
-                    && b[r - 1] == shape[r - 1]
-                    && a[r - 1] == b[r - 2],
-                "[..., M, K] @ [..., K, N]",
-            )?;
+            matmul_rule(shape, a, b)?;
             reduce::matmul(dtype, &v(0).data, a, &v(1).data, b).map_err(mismatch)?
         }
         TensorOp::Permute(_, perm) => {
@@ -340,6 +394,58 @@ fn eval_op(node: &OpNode, shape: &[usize], operands: &[Value], symbols: &[i64]) 
             map::run_map(map, dtype, shape, &inputs, symbols)?
         }
     })
+}
+
+/// `MatMul`'s shape rule: `[..., M, K] @ [..., K, N]` gives `[..., M, N]`.
+fn matmul_rule(shape: &[usize], a: &[usize], b: &[usize]) -> Result<(), String> {
+    let r = shape.len();
+    rule(
+        r >= 2
+            && a.len() == r
+            && b.len() == r
+            && a[..r - 2] == shape[..r - 2]
+            && b[..r - 2] == shape[..r - 2]
+            && a[r - 2] == shape[r - 2]
+            && b[r - 1] == shape[r - 1]
+            && a[r - 1] == b[r - 2],
+        "[..., M, K] @ [..., K, N]",
+    )
+}
+
+/// `Reduce`'s shape rule: the reduced axes (sorted, unique, in range) removed.
+fn reduce_rule(shape: &[usize], from: &[usize], axes: &[usize]) -> Result<(), String> {
+    let kept: Vec<usize> = (0..from.len()).filter(|a| !axes.contains(a)).map(|a| from[a]).collect();
+    rule(
+        axes.iter().all(|&a| a < from.len()) && axes.windows(2).all(|w| w[0] < w[1]) && kept == shape,
+        "reduced axes removed",
+    )
+}
+
+/// The shape rules of the ops fused chunks and views evaluate (elementwise, `Broadcast`, `Permute`,
+/// `Reshape`), from the operands' evaluated shapes; other ops pass (their kernels check their own).
+fn layout_rule(op: &TensorOp, shape: &[usize], operands: &[&[usize]]) -> Result<(), String> {
+    match op {
+        op if op.is_elementwise() => {
+            rule(operands.iter().all(|o| *o == shape), "elementwise operands have the result's shape")
+        }
+        TensorOp::Broadcast(_) => {
+            let from = operands.first().copied().unwrap_or_default();
+            rule(
+                from.len() <= shape.len() && from.iter().rev().zip(shape.iter().rev()).all(|(&f, &t)| f == t || f == 1),
+                "each operand dimension is the result's or 1",
+            )
+        }
+        TensorOp::Permute(_, perm) => {
+            let from = operands.first().copied().unwrap_or_default();
+            let mut seen = vec![false; from.len()];
+            let valid = perm.len() == from.len()
+                && perm.iter().all(|&p| p < from.len() && !std::mem::replace(&mut seen[p], true))
+                && perm.iter().map(|&p| from[p]).eq(shape.iter().copied());
+            rule(valid, "a permutation of the operand's axes")
+        }
+        TensorOp::Reshape(_) => rule(operands.first().map(|o| count(o)) == Some(count(shape)), "same element count"),
+        _ => Ok(()),
+    }
 }
 
 /// `shape` without `axis`.

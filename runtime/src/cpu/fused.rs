@@ -1,0 +1,182 @@
+//! Fused chunks: a tree of a launch's elementwise ops (with the `Reshape`s, `Broadcast`s and `Permute`s
+//! they read through) evaluated a chunk of output elements at a time, in parallel over chunks, with no
+//! whole-tensor intermediate: each inline node (`GroupPlan`'s plan: an elementwise or layout node read by
+//! exactly one op) is computed for the chunk's positions only, and the tree's leaves (computed tensors,
+//! read through strided views) gather just the chunk's elements. The per-element arithmetic is
+//! `eval::kernels` called on chunk-sized buffers, so results equal the interpreter's bit for bit.
+//!
+//! Reductions over trailing axes (`sum`/`mean`/`max`... of softmax and layer-norm rows) evaluate their
+//! operand tree the same way, a block of whole rows per chunk, and fold each row in index order: the
+//! interpreter's order, so they too match it bit for bit.
+
+use rayon::prelude::*;
+
+use super::group::{GroupPlan, Value};
+use super::view::View;
+use crate::DType;
+use crate::eval::kernels::{self, combine_f32, reduce_finish, reduce_init};
+use crate::eval::values::{Lit, Vals};
+use crate::ops::ReduceOp;
+use crate::program::TensorOp;
+
+/// Output elements per chunk: a few chunks' buffers fit in L2.
+const CHUNK: usize = 8192;
+
+/// One node's evaluation inside a launch: the plan, the values computed so far and every node's shape.
+pub struct Run<'a> {
+    /// The launch's plan.
+    pub plan: &'a GroupPlan,
+    /// Computed (non-inline) nodes' values, by node.
+    pub values: &'a [Option<Value>],
+    /// Every node's evaluated shape.
+    pub shapes: &'a [Vec<usize>],
+}
+
+/// The leaves of a fused tree: nodes read through a view, by node index.
+type Leaves = Vec<(usize, View)>;
+
+impl Run<'_> {
+    /// Node `k`'s value: computed, or (an inline node) evaluated now in fused chunks.
+    pub fn get(&self, k: usize) -> Result<Value, String> {
+        match self.values.get(k) {
+            Some(Some(value)) => Ok(value.clone()),
+            _ => self.materialize(k),
+        }
+    }
+
+    /// Node `k` as a strided view: a computed value as it is, a layout op of one read through its strides
+    /// (a `Reshape` that strides cannot express through a copy), anything else evaluated.
+    pub fn view(&self, k: usize) -> Result<View, String> {
+        if let Some(Some(value)) = self.values.get(k) {
+            return Ok(View::whole(value.clone()));
+        }
+        let node = &self.plan.ops().nodes[k];
+        let shape = &self.shapes[k];
+        match &node.op {
+            TensorOp::Permute(a, perm) => Ok(self.view(a.index())?.permute(perm)),
+            TensorOp::Broadcast(a) => Ok(self.view(a.index())?.broadcast(shape)),
+            TensorOp::Reshape(a) => {
+                let from = self.view(a.index())?;
+                match from.reshape(shape) {
+                    Some(view) => Ok(view),
+                    None => Ok(View::whole(Value::new(from.contiguous().0.data.clone(), shape.clone()))),
+                }
+            }
+            _ => Ok(View::whole(self.materialize(k)?)),
+        }
+    }
+
+    /// Evaluates node `k` (an elementwise or layout op) as one fused tree, in parallel chunks.
+    pub fn materialize(&self, k: usize) -> Result<Value, String> {
+        let node = &self.plan.ops().nodes[k];
+        let shape = self.shapes[k].clone();
+        let n: usize = shape.iter().product();
+        let mut leaves = Leaves::new();
+        self.prepare(k, &mut leaves)?;
+        let mut out = Vals::zeros(node.dtype, n);
+        macro_rules! par {
+            ($v:expr, $kind:ident) => {
+                $v.par_chunks_mut(CHUNK).enumerate().try_for_each(|(index, dst)| {
+                    let lo = index * CHUNK;
+                    match self.chunk(k, lo, lo + dst.len(), &leaves)? {
+                        Vals::$kind(part) if part.len() == dst.len() => {
+                            dst.copy_from_slice(&part);
+                            Ok(())
+                        }
+                        _ => Err("its operands have the wrong element types".to_string()),
+                    }
+                })
+            };
+        }
+        match &mut out {
+            Vals::F(v) => par!(v, F),
+            Vals::I(v) => par!(v, I),
+            Vals::U(v) => par!(v, U),
+            Vals::B(v) => par!(v, B),
+        }?;
+        Ok(Value::new(out, shape))
+    }
+
+    /// Collects the leaves of the tree rooted at `k` (their views made once, outside the chunks).
+    fn prepare(&self, k: usize, leaves: &mut Leaves) -> Result<(), String> {
+        let computed = matches!(self.values.get(k), Some(Some(_)));
+        let node = &self.plan.ops().nodes[k];
+        if !computed && (node.op.is_elementwise() || matches!(node.op, TensorOp::Reshape(_))) {
+            for operand in node.op.operands() {
+                self.prepare(operand.index(), leaves)?;
+            }
+            return Ok(());
+        }
+        if !leaves.iter().any(|(i, _)| *i == k) {
+            leaves.push((k, self.view(k)?));
+        }
+        Ok(())
+    }
+
+    /// Elements `lo..hi` (row-major) of node `k`, a node of the tree `leaves` was prepared for.
+    fn chunk(&self, k: usize, lo: usize, hi: usize, leaves: &Leaves) -> Result<Vals, String> {
+        if let Some((_, view)) = leaves.iter().find(|(i, _)| *i == k) {
+            return Ok(view.gather(lo, hi));
+        }
+        let node = &self.plan.ops().nodes[k];
+        let n = hi - lo;
+        let operand = |r: &crate::program::OpRef| self.chunk(r.index(), lo, hi, leaves);
+        let mismatch = |_| "its operands have the wrong element types".to_string();
+        let mut out = Vals::zeros(node.dtype, n);
+        match &node.op {
+            TensorOp::Reshape(a) => return operand(a),
+            TensorOp::Unary(op, a) => kernels::unary(*op, node.dtype, &operand(a)?, &mut out, n),
+            TensorOp::Binary(op, a, b) => kernels::binary(*op, node.dtype, &operand(a)?, &operand(b)?, &mut out, n),
+            TensorOp::Select { cond, on_true, on_false } => {
+                kernels::select(&operand(cond)?, &operand(on_true)?, &operand(on_false)?, &mut out, n)
+            }
+            TensorOp::Cast(a) => kernels::cast(&operand(a)?, node.dtype, &mut out, n),
+            _ => return Err(format!("node {k} is not part of a fused tree")),
+        }
+        .map_err(mismatch)?;
+        Ok(out)
+    }
+
+    /// Whether `reduce_rows` runs `Reduce` node `k` (of `input` over `axes`): trailing axes of floats.
+    pub fn rows_fit(&self, k: usize, input: usize, axes: &[usize]) -> bool {
+        let r = self.shapes[input].len();
+        let node = &self.plan.ops().nodes[k];
+        !axes.is_empty()
+            && axes.iter().enumerate().all(|(i, &a)| a + axes.len() == r + i)
+            && matches!(node.dtype, DType::F32 | DType::F16)
+    }
+
+    /// `Reduce` node `k` (`rows_fit`): parallel over blocks of rows, each block's operand evaluated as one
+    /// fused chunk and each row folded in index order.
+    pub fn reduce_rows(&self, k: usize, op: ReduceOp, input: usize, axes: &[usize]) -> Result<Value, String> {
+        let from = &self.shapes[input];
+        self.fold_rows(k, op, input, from[from.len() - axes.len()..].iter().product())
+    }
+
+    fn fold_rows(&self, k: usize, op: ReduceOp, input: usize, row: usize) -> Result<Value, String> {
+        let node = &self.plan.ops().nodes[k];
+        let shape = self.shapes[k].clone();
+        let rows: usize = shape.iter().product();
+        let mut leaves = Leaves::new();
+        self.prepare(input, &mut leaves)?;
+        let Lit::F(init) = reduce_init(op, node.dtype) else {
+            return Err("its operands have the wrong element types".to_string());
+        };
+        let f = combine_f32(op);
+        let block = (CHUNK / row).max(1);
+        let mut out = vec![0.0f32; rows];
+        out.par_chunks_mut(block).enumerate().try_for_each(|(index, dst)| {
+            let first = index * block;
+            let Vals::F(data) = self.chunk(input, first * row, (first + dst.len()) * row, &leaves)? else {
+                return Err("its operands have the wrong element types".to_string());
+            };
+            for (o, values) in dst.iter_mut().zip(data.chunks_exact(row)) {
+                *o = values.iter().fold(init, |a, &x| f(a, x));
+            }
+            Ok(())
+        })?;
+        let mut out = Vals::F(out);
+        reduce_finish(op, node.dtype, &mut out, rows, row);
+        Ok(Value::new(out, shape))
+    }
+}
