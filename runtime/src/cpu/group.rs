@@ -466,3 +466,129 @@ fn bad_index(bad: &layout::BadIndex, shape: &[usize], axis: usize, what: &str, s
         bad.value
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dim::Dim;
+    use crate::ops::{BinaryOp, ReduceOp, UnaryOp};
+    use crate::program::{GroupOps, OpRef, Store};
+    use proptest::prelude::*;
+
+    fn node(op: TensorOp, shape: &[usize]) -> OpNode {
+        OpNode { op, dtype: DType::F32, shape: shape.iter().map(|&d| Dim::constant(d as i64)).collect(), ir: 0 }
+    }
+
+    fn data(n: usize, seed: u32) -> Vals {
+        Vals::F(
+            (0..n).map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed) as f32 / u32::MAX as f32 - 0.5).collect(),
+        )
+    }
+
+    /// A softmax-like group with a layout tail and a matmul: `x * broadcast(w)`, exp, the row max, minus
+    /// it, then permuted, reshaped and multiplied by `m`; the difference and the product are stored.
+    fn group(a: usize, b: usize, c: usize, d: usize) -> GroupOps {
+        let r = |i: u32| OpRef(i);
+        let nodes = vec![
+            node(TensorOp::Tensor(TensorId(0)), &[a, b, c]),
+            node(TensorOp::Tensor(TensorId(1)), &[c]),
+            node(TensorOp::Broadcast(r(1)), &[a, b, c]),
+            node(TensorOp::Binary(BinaryOp::Mul, r(0), r(2)), &[a, b, c]),
+            node(TensorOp::Unary(UnaryOp::Exp, r(3)), &[a, b, c]),
+            node(TensorOp::Reduce { op: ReduceOp::Max, input: r(4), axes: vec![2] }, &[a, b]),
+            node(TensorOp::Reshape(r(5)), &[a, b, 1]),
+            node(TensorOp::Broadcast(r(6)), &[a, b, c]),
+            node(TensorOp::Binary(BinaryOp::Sub, r(4), r(7)), &[a, b, c]),
+            node(TensorOp::Permute(r(8), vec![2, 0, 1]), &[c, a, b]),
+            node(TensorOp::Reshape(r(9)), &[c, a * b]),
+            node(TensorOp::Tensor(TensorId(2)), &[a * b, d]),
+            node(TensorOp::MatMul(r(10), r(11)), &[c, d]),
+            node(TensorOp::Reduce { op: ReduceOp::Mean, input: r(12), axes: vec![1] }, &[c]),
+        ];
+        let stores = vec![
+            Store { node: r(13), tensor: TensorId(3) },
+            Store { node: r(8), tensor: TensorId(4) },
+            Store { node: r(12), tensor: TensorId(5) },
+        ];
+        GroupOps { nodes, stores }
+    }
+
+    proptest! {
+        /// The planned run (fused chunks, row reductions, gemm on strided views) equals the node-by-node
+        /// evaluation with `eval::` (`eval_op` on every node): elementwise results and row reductions bit for
+        /// bit, the matmul and what follows it within the matmul tolerance.
+        #[test]
+        fn planned_run_matches_node_by_node_eval(a in 1usize..5, b in 1usize..7, c in 1usize..2100, d in 1usize..9) {
+            let ops = group(a, b, c, d);
+            let launch = Launch {
+                name: "test".to_string(),
+                wgsl: String::new(),
+                spirv: Vec::new(),
+                args: Vec::new(),
+                invocations: Dim::constant(1),
+                workgroup_size: 1,
+                bounds: Vec::new(),
+                requires: Default::default(),
+                checks: Vec::new(),
+                ops: ops.clone(),
+            };
+            let shapes = vec![vec![a, b, c], vec![c], vec![a * b, d]];
+            let leaves = [data(a * b * c, 1), data(c, 2), data(a * b * d, 3)];
+            let tensors: Vec<Option<Value>> =
+                leaves.iter().zip(&shapes).map(|(v, s)| Some(Value::new(v.clone(), s.clone()))).collect();
+            let plan = GroupPlan::new(0, &launch).unwrap();
+            let got = plan.run(&Program::default(), &tensors, &shapes, &[]).unwrap();
+            // The reference: every node in order with `eval_op`.
+            let mut want: Vec<Value> = Vec::new();
+            for n in &ops.nodes {
+                let shape = eval_shape(n, &[]).unwrap();
+                let value = match n.op {
+                    TensorOp::Tensor(t) => tensors[t.0 as usize].clone().unwrap(),
+                    _ => {
+                        let operands: Vec<Value> = n.op.operands().iter().map(|r| want[r.index()].clone()).collect();
+                        Value::new(eval_op(n, &shape, &operands, &[]).unwrap(), shape)
+                    }
+                };
+                want.push(value);
+            }
+            let floats = |v: &Value| match &v.0.data { Vals::F(x) => x.clone(), _ => unreachable!() };
+            prop_assert_eq!(floats(&got[1].1), floats(&want[8]));
+            let k = (a * b) as f32;
+            for (store, index) in [(0, 13), (2, 12)] {
+                prop_assert_eq!(&got[store].1.0.shape, &want[index].0.shape);
+                for (g, w) in floats(&got[store].1).iter().zip(floats(&want[index])) {
+                    // |entries| <= 1 and |m| <= 0.5, so the sum of absolute products is at most k / 2.
+                    prop_assert!((g - w).abs() <= 16.0 * f32::EPSILON * k * (k / 2.0 + 1.0), "{g} vs {w}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_broken_shape_rule_is_an_error_naming_the_op() {
+        let mut ops = group(2, 3, 4, 5);
+        // The broadcast's operand no longer fits its result.
+        ops.nodes[1] = node(TensorOp::Tensor(TensorId(1)), &[3]);
+        let launch = Launch {
+            name: "broken".to_string(),
+            wgsl: String::new(),
+            spirv: Vec::new(),
+            args: Vec::new(),
+            invocations: Dim::constant(1),
+            workgroup_size: 1,
+            bounds: Vec::new(),
+            requires: Default::default(),
+            checks: Vec::new(),
+            ops,
+        };
+        let shapes = vec![vec![2, 3, 4], vec![3], vec![6, 5]];
+        let tensors = vec![
+            Some(Value::new(data(24, 1), vec![2, 3, 4])),
+            Some(Value::new(data(3, 2), vec![3])),
+            Some(Value::new(data(30, 3), vec![6, 5])),
+        ];
+        let error = GroupPlan::new(0, &launch).unwrap().run(&Program::default(), &tensors, &shapes, &[]).unwrap_err();
+        assert_eq!(error.op.map(|c| c.op), Some("broadcast".to_string()));
+        assert!(error.problem.contains("each operand dimension is the result's or 1"), "{}", error.problem);
+    }
+}
