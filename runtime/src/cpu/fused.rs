@@ -32,6 +32,30 @@ pub struct Run<'a> {
     pub shapes: &'a [Vec<usize>],
 }
 
+/// A chunk of a node's elements: borrowed from a row-major float buffer, or computed.
+enum Part<'l> {
+    Slice(&'l [f32]),
+    Owned(Vals),
+}
+
+impl Part<'_> {
+    /// The elements when they are floats.
+    fn floats(&self) -> Option<&[f32]> {
+        match self {
+            Part::Slice(s) => Some(s),
+            Part::Owned(Vals::F(v)) => Some(v),
+            Part::Owned(_) => None,
+        }
+    }
+
+    fn into_vals(self) -> Vals {
+        match self {
+            Part::Slice(s) => Vals::F(s.to_vec()),
+            Part::Owned(v) => v,
+        }
+    }
+}
+
 /// The leaves of a fused tree: nodes read through a view, by node index.
 type Leaves = Vec<(usize, View)>;
 
@@ -59,7 +83,7 @@ impl Run<'_> {
                 let from = self.view(a.index())?;
                 match from.reshape(shape) {
                     Some(view) => Ok(view),
-                    None => Ok(View::whole(Value::new(from.contiguous().0.data.clone(), shape.clone()))),
+                    None => Ok(View::whole(Value::new(from.gather(0, shape.iter().product()), shape.clone()))),
                 }
             }
             _ => Ok(View::whole(self.materialize(k)?)),
@@ -89,7 +113,10 @@ impl Run<'_> {
             };
         }
         match &mut out {
-            Vals::F(v) => par!(v, F),
+            Vals::F(v) => v.par_chunks_mut(CHUNK).enumerate().try_for_each(|(index, dst)| {
+                let lo = index * CHUNK;
+                self.fill(k, lo, dst, &leaves)
+            }),
             Vals::I(v) => par!(v, I),
             Vals::U(v) => par!(v, U),
             Vals::B(v) => par!(v, B),
@@ -113,18 +140,75 @@ impl Run<'_> {
         Ok(())
     }
 
-    /// Elements `lo..hi` (row-major) of node `k`, a node of the tree `leaves` was prepared for.
-    fn chunk(&self, k: usize, lo: usize, hi: usize, leaves: &Leaves) -> Result<Vals, String> {
+    /// Elements `lo..lo + dst.len()` of float node `k` (a node of the tree `leaves` was prepared for),
+    /// written into `dst`: the root's kernel writes there directly.
+    fn fill(&self, k: usize, lo: usize, dst: &mut [f32], leaves: &Leaves) -> Result<(), String> {
+        let hi = lo + dst.len();
+        let node = &self.plan.ops().nodes[k];
+        let is_leaf = leaves.iter().any(|(i, _)| *i == k);
+        let mismatch = |_| "its operands have the wrong element types".to_string();
+        match &node.op {
+            TensorOp::Unary(op, a) if !is_leaf => {
+                if let Some(x) = self.part(a.index(), lo, hi, leaves)?.floats() {
+                    return kernels::unary_f32(*op, node.dtype, x, dst).map_err(mismatch);
+                }
+            }
+            TensorOp::Binary(op, a, b) if !is_leaf && !op.is_comparison() => {
+                let (x, y) = (self.part(a.index(), lo, hi, leaves)?, self.part(b.index(), lo, hi, leaves)?);
+                if let (Some(x), Some(y)) = (x.floats(), y.floats()) {
+                    return kernels::binary_f32(*op, node.dtype, x, y, dst).map_err(mismatch);
+                }
+            }
+            _ => {}
+        }
+        match self.part(k, lo, hi, leaves)?.floats() {
+            Some(x) if x.len() == dst.len() => {
+                dst.copy_from_slice(x);
+                Ok(())
+            }
+            _ => Err("its operands have the wrong element types".to_string()),
+        }
+    }
+
+    /// Elements `lo..hi` (row-major) of node `k`, a node of the tree `leaves` was prepared for: a row-major
+    /// float leaf borrowed in place, anything else computed.
+    fn part<'l>(&self, k: usize, lo: usize, hi: usize, leaves: &'l Leaves) -> Result<Part<'l>, String> {
         if let Some((_, view)) = leaves.iter().find(|(i, _)| *i == k) {
-            return Ok(view.gather(lo, hi));
+            if let Vals::F(data) = &view.value.0.data
+                && view.is_contiguous()
+            {
+                return Ok(Part::Slice(&data[view.offset + lo..view.offset + hi]));
+            }
+            return Ok(Part::Owned(view.gather(lo, hi)));
         }
         let node = &self.plan.ops().nodes[k];
         let n = hi - lo;
-        let operand = |r: &crate::program::OpRef| self.chunk(r.index(), lo, hi, leaves);
+        let operand = |r: &crate::program::OpRef| self.part(r.index(), lo, hi, leaves);
         let mismatch = |_| "its operands have the wrong element types".to_string();
-        let mut out = Vals::zeros(node.dtype, n);
+        let floats = matches!(node.dtype, DType::F32 | DType::F16);
         match &node.op {
             TensorOp::Reshape(a) => return operand(a),
+            TensorOp::Unary(op, a) if floats => {
+                let x = operand(a)?;
+                if let Some(x) = x.floats() {
+                    let mut out = vec![0.0; n];
+                    kernels::unary_f32(*op, node.dtype, x, &mut out).map_err(mismatch)?;
+                    return Ok(Part::Owned(Vals::F(out)));
+                }
+            }
+            TensorOp::Binary(op, a, b) if floats && !op.is_comparison() => {
+                let (x, y) = (operand(a)?, operand(b)?);
+                if let (Some(x), Some(y)) = (x.floats(), y.floats()) {
+                    let mut out = vec![0.0; n];
+                    kernels::binary_f32(*op, node.dtype, x, y, &mut out).map_err(mismatch)?;
+                    return Ok(Part::Owned(Vals::F(out)));
+                }
+            }
+            _ => {}
+        }
+        let operand = |r: &crate::program::OpRef| operand(r).map(Part::into_vals);
+        let mut out = Vals::zeros(node.dtype, n);
+        match &node.op {
             TensorOp::Unary(op, a) => kernels::unary(*op, node.dtype, &operand(a)?, &mut out, n),
             TensorOp::Binary(op, a, b) => kernels::binary(*op, node.dtype, &operand(a)?, &operand(b)?, &mut out, n),
             TensorOp::Select { cond, on_true, on_false } => {
@@ -134,7 +218,12 @@ impl Run<'_> {
             _ => return Err(format!("node {k} is not part of a fused tree")),
         }
         .map_err(mismatch)?;
-        Ok(out)
+        Ok(Part::Owned(out))
+    }
+
+    /// Elements `lo..hi` of node `k` as an owned buffer.
+    fn chunk(&self, k: usize, lo: usize, hi: usize, leaves: &Leaves) -> Result<Vals, String> {
+        Ok(self.part(k, lo, hi, leaves)?.into_vals())
     }
 
     /// Whether `reduce_rows` runs `Reduce` node `k` (of `input` over `axes`): trailing axes of floats.
@@ -167,7 +256,8 @@ impl Run<'_> {
         let mut out = vec![0.0f32; rows];
         out.par_chunks_mut(block).enumerate().try_for_each(|(index, dst)| {
             let first = index * block;
-            let Vals::F(data) = self.chunk(input, first * row, (first + dst.len()) * row, &leaves)? else {
+            let part = self.part(input, first * row, (first + dst.len()) * row, &leaves)?;
+            let Some(data) = part.floats() else {
                 return Err("its operands have the wrong element types".to_string());
             };
             for (o, values) in dst.iter_mut().zip(data.chunks_exact(row)) {
