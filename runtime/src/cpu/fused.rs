@@ -11,6 +11,7 @@
 
 use rayon::prelude::*;
 
+use super::buffers::Buffers;
 use super::group::{GroupPlan, Value};
 use super::view::View;
 use crate::DType;
@@ -30,6 +31,8 @@ pub struct Run<'a> {
     pub values: &'a [Option<Value>],
     /// Every node's evaluated shape.
     pub shapes: &'a [Vec<usize>],
+    /// Where large float results take their buffers.
+    pub buffers: &'a Buffers,
 }
 
 /// A chunk of a node's elements: borrowed from a row-major float buffer, or computed.
@@ -97,7 +100,10 @@ impl Run<'_> {
         let n: usize = shape.iter().product();
         let mut leaves = Leaves::new();
         self.prepare(k, &mut leaves)?;
-        let mut out = Vals::zeros(node.dtype, n);
+        let mut out = match node.dtype {
+            DType::F32 | DType::F16 => Vals::F(self.buffers.take(n)),
+            _ => Vals::zeros(node.dtype, n),
+        };
         macro_rules! par {
             ($v:expr, $kind:ident) => {
                 $v.par_chunks_mut(CHUNK).enumerate().try_for_each(|(index, dst)| {

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use super::buffers::Buffers;
 use super::fused::Run;
 use super::matmul;
 use crate::DType;
@@ -137,6 +138,7 @@ impl GroupPlan {
         tensors: &[Option<Value>],
         shapes: &[Vec<usize>],
         symbols: &[i64],
+        buffers: &Buffers,
     ) -> Result<Vec<(TensorId, Value)>, CpuFailure> {
         let nodes = &self.ops.nodes;
         let mut values: Vec<Option<Value>> = vec![None; nodes.len()];
@@ -158,7 +160,7 @@ impl GroupPlan {
             }
             let fail = |problem: String| self.failure(node, problem);
             let shape = &node_shapes[k];
-            let run = Run { plan: self, values: &values, shapes: &node_shapes };
+            let run = Run { plan: self, values: &values, shapes: &node_shapes, buffers };
             let value = match &node.op {
                 TensorOp::Tensor(t) => {
                     let value = tensors
@@ -182,7 +184,8 @@ impl GroupPlan {
                     let (sa, sb) = (&node_shapes[a.index()], &node_shapes[b.index()]);
                     matmul_rule(shape, sa, sb).map_err(&fail)?;
                     let (va, vb) = (run.view(a.index()).map_err(&fail)?, run.view(b.index()).map_err(&fail)?);
-                    Value::new(matmul::matmul(node.dtype, &va, &vb).map_err(&fail)?, shape.clone())
+                    let out = buffers.take(count(shape));
+                    Value::new(matmul::matmul(node.dtype, &va, &vb, out).map_err(&fail)?, shape.clone())
                 }
                 TensorOp::Reduce { op, input, axes }
                     if reduce_rule(shape, &node_shapes[input.index()], axes).is_ok()
@@ -205,8 +208,11 @@ impl GroupPlan {
             values[k] = Some(value);
             // Free the nodes whose last reader this is (stored nodes are kept).
             for i in 0..k {
-                if self.last_use[i] == k && !stored.contains(&i) {
-                    values[i] = None;
+                if self.last_use[i] == k
+                    && !stored.contains(&i)
+                    && let Some(value) = values[i].take()
+                {
+                    buffers.recycle(value);
                 }
             }
         }
@@ -537,7 +543,7 @@ mod tests {
             let tensors: Vec<Option<Value>> =
                 leaves.iter().zip(&shapes).map(|(v, s)| Some(Value::new(v.clone(), s.clone()))).collect();
             let plan = GroupPlan::new(0, &launch).unwrap();
-            let got = plan.run(&Program::default(), &tensors, &shapes, &[]).unwrap();
+            let got = plan.run(&Program::default(), &tensors, &shapes, &[], &Buffers::default()).unwrap();
             // The reference: every node in order with `eval_op`.
             let mut want: Vec<Value> = Vec::new();
             for n in &ops.nodes {
@@ -587,7 +593,10 @@ mod tests {
             Some(Value::new(data(3, 2), vec![3])),
             Some(Value::new(data(30, 3), vec![6, 5])),
         ];
-        let error = GroupPlan::new(0, &launch).unwrap().run(&Program::default(), &tensors, &shapes, &[]).unwrap_err();
+        let error = GroupPlan::new(0, &launch)
+            .unwrap()
+            .run(&Program::default(), &tensors, &shapes, &[], &Buffers::default())
+            .unwrap_err();
         assert_eq!(error.op.map(|c| c.op), Some("broadcast".to_string()));
         assert!(error.problem.contains("each operand dimension is the result's or 1"), "{}", error.problem);
     }

@@ -14,8 +14,8 @@ use crate::DType;
 use crate::eval::values::{Vals, finish};
 
 /// The product of two checked views (`a`: `[batch.., m, k]`, `b`: `[batch.., k, n]`, equal batch axes), as
-/// a row-major `[batch.., m, n]` buffer of `dtype`.
-pub fn matmul(dtype: DType, a: &View, b: &View) -> Result<Vals, String> {
+/// a row-major `[batch.., m, n]` buffer of `dtype`, written into `out` (any contents, that length).
+pub fn matmul(dtype: DType, a: &View, b: &View, mut out: Vec<f32>) -> Result<Vals, String> {
     let r = a.shape.len();
     let (m, k, n) = (a.shape[r - 2], a.shape[r - 1], b.shape[r - 1]);
     let batch = &a.shape[..r - 2];
@@ -32,7 +32,9 @@ pub fn matmul(dtype: DType, a: &View, b: &View) -> Result<Vals, String> {
     let (Vals::F(a_data), Vals::F(b_data)) = (&a.value.0.data, &b.value.0.data) else {
         return Err("its operands have the wrong element types".to_string());
     };
-    let mut out = vec![0.0f32; batches * m * n];
+    if out.len() != batches * m * n {
+        return Err("the result buffer does not fit the product".to_string());
+    }
     // The offsets of batch `index` in each operand.
     let offsets = |mut index: usize| {
         let (mut oa, mut ob) = (a.offset, b.offset);
@@ -139,7 +141,7 @@ mod tests {
             } else {
                 view.reshape(&b_shape).unwrap()
             };
-            let got = matmul(dtype, &View::whole(a.clone()), &view).unwrap();
+            let got = matmul(dtype, &View::whole(a.clone()), &view, vec![f32::NAN; batches * m * n]).unwrap();
             let (Vals::F(want), Vals::F(got)) = (want, got) else { unreachable!() };
             let tol = 16.0 * f32::EPSILON * k as f32 * 0.25 * k as f32 + if f16 { 2e-3 } else { 0.0 };
             for (w, g) in want.iter().zip(&got) {

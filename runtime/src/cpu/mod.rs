@@ -15,6 +15,7 @@
 //! elementwise results equal the interpreter's bit for bit; reductions and matmuls add in another order
 //! (blocked, multi-threaded) and agree within the tolerances spec/ops.md states for the GPU.
 
+mod buffers;
 mod fused;
 mod group;
 mod matmul;
@@ -128,6 +129,8 @@ pub struct CpuModel<'a> {
     params: Vec<Option<Value>>,
     /// For each launch, the computed tensors whose last reader it is (freed after it runs).
     frees: Vec<Vec<TensorId>>,
+    /// Buffers of freed tensors, reused by later results.
+    buffers: buffers::Buffers,
 }
 
 impl<'a> CpuModel<'a> {
@@ -152,7 +155,7 @@ impl<'a> CpuModel<'a> {
             params[id.0 as usize] = Some(Value::new(data, shape));
         }
         let frees = last_reads(&program);
-        Ok(CpuModel { cpu, program, plans, params, frees })
+        Ok(CpuModel { cpu, program, plans, params, frees, buffers: buffers::Buffers::default() })
     }
 
     /// The program.
@@ -268,8 +271,11 @@ impl<'a> CpuModel<'a> {
         let profile = std::env::var_os("TDSL_CPU_PROFILE").is_some();
         for (index, plan) in self.plans.iter().enumerate() {
             let t0 = std::time::Instant::now();
-            let results =
-                self.cpu.pool.install(|| plan.run(program, &values, &shapes, &symbols)).map_err(ExecError::Cpu)?;
+            let results = self
+                .cpu
+                .pool
+                .install(|| plan.run(program, &values, &shapes, &symbols, &self.buffers))
+                .map_err(ExecError::Cpu)?;
             if profile {
                 eprintln!("PROFILE {index} {} {:.3}", program.launches[index].name, t0.elapsed().as_secs_f64() * 1e3);
             }
@@ -277,8 +283,10 @@ impl<'a> CpuModel<'a> {
                 values[tensor.0 as usize] = Some(value);
             }
             for tensor in &self.frees[index] {
-                if !outputs.contains(tensor) {
-                    values[tensor.0 as usize] = None;
+                if !outputs.contains(tensor)
+                    && let Some(value) = values[tensor.0 as usize].take()
+                {
+                    self.buffers.recycle(value);
                 }
             }
         }
