@@ -42,8 +42,8 @@ pub struct CpuFailure {
     pub launch: usize,
     /// Its name.
     pub name: String,
-    /// The op, when the failure is an op's.
-    pub op: Option<Check>,
+    /// The op, when the failure is an op's (boxed: errors stay small).
+    pub op: Option<Box<Check>>,
     /// What went wrong.
     pub problem: String,
 }
@@ -207,10 +207,10 @@ impl GroupPlan {
             };
             values[k] = Some(value);
             // Free the nodes whose last reader this is (stored nodes are kept).
-            for i in 0..k {
+            for (i, slot) in values.iter_mut().enumerate().take(k) {
                 if self.last_use[i] == k
                     && !stored.contains(&i)
-                    && let Some(value) = values[i].take()
+                    && let Some(value) = slot.take()
                 {
                     buffers.recycle(value);
                 }
@@ -234,7 +234,7 @@ impl GroupPlan {
             op: node.op.name().to_string(),
             source: None,
         });
-        CpuFailure { launch: self.index, name: self.name.clone(), op: Some(op), problem }
+        CpuFailure { launch: self.index, name: self.name.clone(), op: Some(Box::new(op)), problem }
     }
 }
 

@@ -226,7 +226,7 @@ impl<'a> CpuModel<'a> {
             .collect()
     }
 
-    fn by_name<'t>(&self, inputs: &[(&str, &'t Tensor)]) -> Result<Vec<Tensor>, ExecError> {
+    fn by_name(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>, ExecError> {
         let names: Vec<&str> = self
             .program
             .inputs
