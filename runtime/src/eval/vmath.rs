@@ -6,6 +6,9 @@
 //! tests compare the bits with libm's for every one of the 2^32 inputs. Measured on this project's 2-core
 //! machine over 4.8M values in [-3, 3]: erf 29 ms against libm's 55, exp 7 ms against 18 (with AVX2).
 
+// The constants as libm's source writes them (the hex comment is each one's f32 bits).
+#![allow(clippy::excessive_precision)]
+
 const HALF: [f32; 2] = [0.5, -0.5];
 const LN2_HI: f32 = 6.9314575195e-01; /* 0x3f317200 */
 const LN2_LO: f32 = 1.4286067653e-06; /* 0x35bfbe8e */
