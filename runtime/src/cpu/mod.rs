@@ -268,17 +268,12 @@ impl<'a> CpuModel<'a> {
             values[id.0 as usize] = Some(Value::new(Vals::from_tensor(tensor), tensor.shape.clone()));
         }
         let outputs: std::collections::HashSet<TensorId> = program.outputs.iter().map(|(_, t)| *t).collect();
-        let profile = std::env::var_os("TDSL_CPU_PROFILE").is_some();
         for (index, plan) in self.plans.iter().enumerate() {
-            let t0 = std::time::Instant::now();
             let results = self
                 .cpu
                 .pool
                 .install(|| plan.run(program, &values, &shapes, &symbols, &self.buffers))
                 .map_err(ExecError::Cpu)?;
-            if profile {
-                eprintln!("PROFILE {index} {} {:.3}", program.launches[index].name, t0.elapsed().as_secs_f64() * 1e3);
-            }
             for (tensor, value) in results {
                 values[tensor.0 as usize] = Some(value);
             }
