@@ -5,7 +5,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use super::group::Value;
+use super::value::Value;
 use crate::eval::values::Vals;
 
 /// Buffers smaller than this are left to the allocator.

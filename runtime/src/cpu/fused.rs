@@ -12,21 +12,21 @@
 use rayon::prelude::*;
 
 use super::buffers::Buffers;
-use super::group::{GroupPlan, Value};
+use super::value::Value;
 use super::view::View;
 use crate::DType;
 use crate::eval::kernels::{self, combine_f32, reduce_finish, reduce_init};
 use crate::eval::values::{Lit, Vals};
 use crate::ops::ReduceOp;
-use crate::program::TensorOp;
+use crate::program::{GroupOps, TensorOp};
 
 /// Output elements per chunk: a few chunks' buffers fit in L2.
 const CHUNK: usize = 8192;
 
-/// One node's evaluation inside a launch: the plan, the values computed so far and every node's shape.
+/// One node's evaluation inside a launch: its ops, the values computed so far and every node's shape.
 pub struct Run<'a> {
-    /// The launch's plan.
-    pub plan: &'a GroupPlan,
+    /// The launch's ops.
+    pub ops: &'a GroupOps,
     /// Computed (non-inline) nodes' values, by node.
     pub values: &'a [Option<Value>],
     /// Every node's evaluated shape.
@@ -77,7 +77,7 @@ impl Run<'_> {
         if let Some(Some(value)) = self.values.get(k) {
             return Ok(View::whole(value.clone()));
         }
-        let node = &self.plan.ops().nodes[k];
+        let node = &self.ops.nodes[k];
         let shape = &self.shapes[k];
         match &node.op {
             TensorOp::Permute(a, perm) => Ok(self.view(a.index())?.permute(perm)),
@@ -95,7 +95,7 @@ impl Run<'_> {
 
     /// Evaluates node `k` (an elementwise or layout op) as one fused tree, in parallel chunks.
     pub fn materialize(&self, k: usize) -> Result<Value, String> {
-        let node = &self.plan.ops().nodes[k];
+        let node = &self.ops.nodes[k];
         let shape = self.shapes[k].clone();
         let n: usize = shape.iter().product();
         let mut leaves = Leaves::new();
@@ -133,7 +133,7 @@ impl Run<'_> {
     /// Collects the leaves of the tree rooted at `k` (their views made once, outside the chunks).
     fn prepare(&self, k: usize, leaves: &mut Leaves) -> Result<(), String> {
         let computed = matches!(self.values.get(k), Some(Some(_)));
-        let node = &self.plan.ops().nodes[k];
+        let node = &self.ops.nodes[k];
         if !computed && (node.op.is_elementwise() || matches!(node.op, TensorOp::Reshape(_))) {
             for operand in node.op.operands() {
                 self.prepare(operand.index(), leaves)?;
@@ -150,7 +150,7 @@ impl Run<'_> {
     /// written into `dst`: the root's kernel writes there directly.
     fn fill(&self, k: usize, lo: usize, dst: &mut [f32], leaves: &Leaves) -> Result<(), String> {
         let hi = lo + dst.len();
-        let node = &self.plan.ops().nodes[k];
+        let node = &self.ops.nodes[k];
         let is_leaf = leaves.iter().any(|(i, _)| *i == k);
         let mismatch = |_| "its operands have the wrong element types".to_string();
         match &node.op {
@@ -187,7 +187,7 @@ impl Run<'_> {
             }
             return Ok(Part::Owned(view.gather(lo, hi)));
         }
-        let node = &self.plan.ops().nodes[k];
+        let node = &self.ops.nodes[k];
         let n = hi - lo;
         let operand = |r: &crate::program::OpRef| self.part(r.index(), lo, hi, leaves);
         let mismatch = |_| "its operands have the wrong element types".to_string();
@@ -235,7 +235,7 @@ impl Run<'_> {
     /// Whether `reduce_rows` runs `Reduce` node `k` (of `input` over `axes`): trailing axes of floats.
     pub fn rows_fit(&self, k: usize, input: usize, axes: &[usize]) -> bool {
         let r = self.shapes[input].len();
-        let node = &self.plan.ops().nodes[k];
+        let node = &self.ops.nodes[k];
         !axes.is_empty()
             && axes.iter().enumerate().all(|(i, &a)| a + axes.len() == r + i)
             && matches!(node.dtype, DType::F32 | DType::F16)
@@ -249,7 +249,7 @@ impl Run<'_> {
     }
 
     fn fold_rows(&self, k: usize, op: ReduceOp, input: usize, row: usize) -> Result<Value, String> {
-        let node = &self.plan.ops().nodes[k];
+        let node = &self.ops.nodes[k];
         let shape = self.shapes[k].clone();
         let rows: usize = shape.iter().product();
         let mut leaves = Leaves::new();

@@ -5,33 +5,14 @@
 //! op's operand shapes checked against its rule before its kernel runs, so a damaged bundle is an error
 //! naming the launch and the op, never a panic.
 
-use std::sync::Arc;
-
 use super::buffers::Buffers;
 use super::fused::Run;
 use super::matmul;
-use crate::DType;
+use super::value::Value;
 use crate::eval::kernels::{self, KindMismatch};
 use crate::eval::values::{Lit, Val, Vals};
 use crate::eval::{along, layout, map, reduce};
 use crate::program::{Check, Launch, OpNode, Program, TensorId, TensorOp};
-
-/// A tensor value on the host: row-major elements and their shape, shared without copying (params stay
-/// resident; a reshape is the same buffer).
-#[derive(Clone, Debug)]
-pub struct Value(pub Arc<Val>);
-
-impl Value {
-    /// A value of `data` with `shape`.
-    pub fn new(data: Vals, shape: Vec<usize>) -> Value {
-        Value(Arc::new(Val { shape, data }))
-    }
-
-    /// The value as a `Tensor` of `dtype`.
-    pub fn to_tensor(&self, dtype: DType) -> crate::Tensor {
-        self.0.data.clone().into_tensor(dtype, self.0.shape.clone())
-    }
-}
 
 /// A launch the CPU executor could not run: the launch, the op (and where it was written, when known) and
 /// what went wrong.
@@ -125,11 +106,6 @@ impl GroupPlan {
         })
     }
 
-    /// The launch's ops.
-    pub fn ops(&self) -> &crate::program::GroupOps {
-        &self.ops
-    }
-
     /// Runs the launch: `tensors` holds every tensor available before it (by `TensorId`), `shapes` every
     /// tensor's evaluated shape, `symbols` the bound symbol values. Returns the stored tensors' values.
     pub fn run(
@@ -160,7 +136,7 @@ impl GroupPlan {
             }
             let fail = |problem: String| self.failure(node, problem);
             let shape = &node_shapes[k];
-            let run = Run { plan: self, values: &values, shapes: &node_shapes, buffers };
+            let run = Run { ops: &self.ops, values: &values, shapes: &node_shapes, buffers };
             let value = match &node.op {
                 TensorOp::Tensor(t) => {
                     let value = tensors
@@ -476,6 +452,7 @@ fn bad_index(bad: &layout::BadIndex, shape: &[usize], axis: usize, what: &str, s
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::DType;
     use crate::dim::Dim;
     use crate::ops::{BinaryOp, ReduceOp, UnaryOp};
     use crate::program::{GroupOps, OpRef, Store};

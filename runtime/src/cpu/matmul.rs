@@ -89,7 +89,7 @@ pub fn matmul(dtype: DType, a: &View, b: &View, mut out: Vec<f32>) -> Result<Val
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::group::Value;
+    use crate::cpu::value::Value;
     use crate::eval::{layout, reduce};
     use proptest::prelude::*;
 

@@ -19,6 +19,7 @@ mod buffers;
 mod fused;
 mod group;
 mod matmul;
+mod value;
 mod view;
 
 use std::borrow::Cow;
@@ -26,7 +27,7 @@ use std::collections::HashMap;
 
 pub use group::CpuFailure;
 use group::GroupPlan;
-pub use group::Value;
+pub use value::Value;
 
 use crate::bind::Declared;
 use crate::bind::Given;

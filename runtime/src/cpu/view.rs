@@ -4,7 +4,7 @@
 //! (`fused.rs`), which gather just the elements of one chunk. Every view is made from checked shapes by
 //! methods that keep it inside its buffer, so reading it never indexes out of bounds (`check` tests it again before `unsafe` code reads one).
 
-use super::group::Value;
+use super::value::Value;
 use crate::eval::layout::strides;
 use crate::eval::values::Vals;
 
