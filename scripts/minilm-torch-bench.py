@@ -18,6 +18,9 @@ The token ids of a case, for a Rust port to build the same batch (b = 0..B-1, s 
 (ids 1997..29996 are ordinary word pieces of the 30522-entry vocabulary). The script prints the sum of the
 ids of each case as a check.
 
+Without the sentence-transformers package, the same pipeline is built from transformers' BertModel (mean
+pooling over the attention mask, L2 normalisation).
+
 Each case runs --warmup times untimed, then --runs timed; the median, fastest and slowest pass are printed
 in milliseconds, with torch's intra-op thread count (--threads sets it; default: torch's own choice).
 
@@ -56,6 +59,29 @@ def bench_ids(batch, seq):
     return rows
 
 
+def load_model(model_dir):
+    """sentence-transformers' pipeline when the package is installed, else the same computation from
+    transformers' BertModel: mean pooling over the attention mask, then L2 normalisation."""
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        import torch
+        from transformers import BertModel
+
+        bert = BertModel.from_pretrained(str(model_dir), add_pooling_layer=False).eval()
+
+        def forward(features):
+            hidden = bert(**features).last_hidden_state
+            mask = features["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return {"sentence_embedding": torch.nn.functional.normalize(pooled, p=2, dim=1)}
+
+        return forward
+    model = SentenceTransformer(str(model_dir), device="cpu")
+    model.eval()
+    return model
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model-dir", type=Path, default=default_model_dir())
@@ -68,12 +94,10 @@ def main():
         sys.exit(f"{args.model_dir}/model.safetensors not found: run scripts/fetch-minilm.sh first")
 
     import torch
-    from sentence_transformers import SentenceTransformer
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    model = SentenceTransformer(str(args.model_dir), device="cpu")
-    model.eval()
+    model = load_model(args.model_dir)
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"cpu count {os.cpu_count()}, warmup {args.warmup}, runs {args.runs}")

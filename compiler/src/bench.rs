@@ -3,7 +3,10 @@
 //! counts, the median wall time of one forward pass with the fastest and slowest pass (submit to completion,
 //! after a warm-up run; pipelines and uploads are outside the timing), the speed-up of the medians, and the
 //! device memory with buffer sharing. Also checks
-//! that the two agree (within 1e-3 relative), so a fast wrong answer is reported, not celebrated.
+//! that the two agree (within 1e-3 relative), so a fast wrong answer is reported, not celebrated. The
+//! profile of the fused program also runs it on the CPU executor (checked against the GPU's outputs the same
+//! way) and prints its time and GFLOP/s beside a plain `gemm` of the program's largest matmul, timed in the
+//! same run on as many threads: the ceiling the executor's matmuls aim at.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -29,6 +32,8 @@ pub enum BenchError {
     Size { node: String },
     #[error("{name}: fused and unfused results differ (largest relative difference {worst:e})")]
     Mismatch { name: String, worst: f64 },
+    #[error("the CPU executor cannot start: {0}")]
+    Cpu(String),
     #[error("tile {}x{} changes the kernels of {model}", .tile.0, .tile.1)]
     TileChangesKernels { tile: (u32, u32), model: String },
 }
@@ -181,6 +186,38 @@ pub struct Profile {
     pub run: Duration,
     /// Median wall time of the same dispatches recorded with plain wgpu calls.
     pub raw: Duration,
+    /// The same program on the CPU executor.
+    pub cpu: CpuTime,
+}
+
+/// One program on the CPU executor (`tdsl_runtime::Cpu`, `TDSL_CPU_THREADS` threads, else every core),
+/// next to a plain `gemm` of its largest contraction measured in the same run on as many threads.
+#[derive(Clone, Debug)]
+pub struct CpuTime {
+    /// Worker threads.
+    pub threads: usize,
+    /// Median wall time of one forward pass (inputs in, outputs out).
+    pub run: Duration,
+    /// Fastest and slowest pass.
+    pub range: (Duration, Duration),
+    /// Arithmetic operations of the program (the kernels' `flops`).
+    pub flops: u64,
+    /// The largest contraction (M, N, K and its batch count), with the median time of its matmul(s) as plain
+    /// `gemm` calls; `None` without a matmul.
+    pub gemm: Option<([usize; 4], Duration)>,
+}
+
+impl CpuTime {
+    /// The program's GFLOP/s on the CPU executor.
+    pub fn gflops(&self) -> f64 {
+        self.flops as f64 / self.run.as_secs_f64().max(1e-12) / 1e9
+    }
+
+    /// The plain gemm's GFLOP/s.
+    pub fn gemm_gflops(&self) -> Option<f64> {
+        let ([m, n, k, b], time) = self.gemm?;
+        Some(2.0 * (m * n * k * b) as f64 / time.as_secs_f64().max(1e-12) / 1e9)
+    }
 }
 
 impl Profile {
@@ -219,7 +256,128 @@ pub fn profile(
         .collect();
     let runs = run_times(&prepared, repeat)?;
     let raw = prepared.time_raw(repeat)?;
-    Ok(Profile { name: name.to_string(), timing: times.timing, kernels, run: median(runs), raw })
+    let flops = report.kernels.iter().map(|k| k.flops).sum();
+    let cpu = cpu_time(name, &compiled.program, &inputs, &params, &prepared.outputs()?, flops, graph, sizes, repeat)?;
+    Ok(Profile { name: name.to_string(), timing: times.timing, kernels, run: median(runs), raw, cpu })
+}
+
+/// Times `program` on the CPU executor (one warm-up run, then `repeat`), checks its outputs against the
+/// GPU's (`gpu_outputs`, within 1e-3 relative), and times a plain `gemm` of the graph's largest matmul.
+#[allow(clippy::too_many_arguments)]
+fn cpu_time(
+    name: &str,
+    program: &tdsl_runtime::Program,
+    inputs: &[Tensor],
+    params: &HashMap<String, Tensor>,
+    gpu_outputs: &[Tensor],
+    flops: u64,
+    graph: &Graph,
+    sizes: &[i64],
+    repeat: usize,
+) -> Result<CpuTime, BenchError> {
+    let cpu = tdsl_runtime::Cpu::new(None).map_err(|e| BenchError::Cpu(e.to_string()))?;
+    let mut model = cpu.load(program, params)?;
+    let outputs = model.run(inputs)?;
+    for (a, b) in outputs.iter().zip(gpu_outputs) {
+        let (a, b) = (a.to_f64_vec(), b.to_f64_vec());
+        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs() / (1.0 + y.abs())).fold(0.0, f64::max);
+        if worst > 1e-3 || a.len() != b.len() {
+            return Err(BenchError::Mismatch { name: format!("{name} (CPU against GPU)"), worst });
+        }
+    }
+    let mut times = Vec::with_capacity(repeat.max(1));
+    for _ in 0..repeat.max(1) {
+        let start = Instant::now();
+        model.run(inputs)?;
+        times.push(start.elapsed());
+    }
+    times.sort();
+    let gemm = largest_matmul(graph, sizes).map(|size| (size, plain_gemm(cpu.threads(), size, repeat)));
+    Ok(CpuTime {
+        threads: cpu.threads(),
+        run: times[times.len() / 2],
+        range: (times[0], times[times.len() - 1]),
+        flops,
+        gemm,
+    })
+}
+
+/// The `[M, N, K, batch]` of the matmul of `graph` with the most arithmetic at `sizes`.
+fn largest_matmul(graph: &Graph, sizes: &[i64]) -> Option<[usize; 4]> {
+    let size = |d: &crate::dim::Dim| {
+        d.eval(&|s: crate::dim::SymId| sizes.get(s.0 as usize).copied().unwrap_or(0)).map_or(0, |v| v.max(0) as usize)
+    };
+    graph
+        .nodes
+        .iter()
+        .filter_map(|(_, node)| {
+            let Op::MatMul(a, _) = &node.op else { return None };
+            let shape = &node.ty.shape;
+            let r = shape.len();
+            let k = graph.node(*a).ty.shape.last().map_or(1, size);
+            let batch = shape[..r.checked_sub(2)?].iter().map(size).product();
+            Some([size(&shape[r - 2]), size(&shape[r - 1]), k, batch])
+        })
+        .max_by_key(|[m, n, k, b]| m * n * k * b)
+}
+
+/// Median time of `repeat` (at least one, after a warm-up) `[M, K] @ [K, N]` products through `gemm` on a
+/// pool of `threads`, `batch` of them per product (in parallel over the batch when there are enough, else
+/// each split over the pool), like the CPU executor runs a matmul of row-major operands.
+fn plain_gemm(threads: usize, [m, n, k, batch]: [usize; 4], repeat: usize) -> Duration {
+    use rayon::prelude::*;
+    let a = vec![0.5f32; batch * m * k];
+    let b = vec![0.25f32; batch * k * n];
+    let mut c = vec![0.0f32; batch * m * n];
+    let Ok(pool) = rayon::ThreadPoolBuilder::new().num_threads(threads).build() else { return Duration::MAX };
+    let one = |i: usize, dst: &mut [f32], parallelism: gemm::Parallelism| {
+        let (a, b) = (&a[i * m * k..(i + 1) * m * k], &b[i * k * n..(i + 1) * k * n]);
+        // SAFETY: `a` is m x k, `b` k x n and `dst` m x n, all row-major and exactly that long.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                dst.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                a.as_ptr(),
+                1,
+                k as isize,
+                b.as_ptr(),
+                1,
+                n as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+    };
+    let mut run = || {
+        if batch > 1 && batch >= threads {
+            c.par_chunks_mut(m * n).enumerate().for_each(|(i, dst)| one(i, dst, gemm::Parallelism::None));
+        } else {
+            for (i, dst) in c.chunks_mut(m * n).enumerate() {
+                one(i, dst, gemm::Parallelism::Rayon(0));
+            }
+        }
+    };
+    pool.install(|| {
+        run();
+        let mut times: Vec<Duration> = (0..repeat.max(1))
+            .map(|_| {
+                let start = Instant::now();
+                run();
+                start.elapsed()
+            })
+            .collect();
+        times.sort();
+        times[times.len() / 2]
+    })
 }
 
 /// Wall times of `repeat` (at least one) forward passes of `prepared` (submit to completion), sorted.
@@ -262,6 +420,22 @@ pub fn profile_table(profile: &Profile, copy_gbps: f64) -> String {
             k.gflops()
         ));
     }
+    let cpu = &profile.cpu;
+    out.push_str(&format!(
+        "  CPU executor ({} thread(s)): {:.3} ms [{:.3}, {:.3}], {:.2} GFLOP/s",
+        cpu.threads,
+        cpu.run.as_secs_f64() * 1e3,
+        cpu.range.0.as_secs_f64() * 1e3,
+        cpu.range.1.as_secs_f64() * 1e3,
+        cpu.gflops()
+    ));
+    if let (Some(([m, n, k, b], time)), Some(gflops)) = (cpu.gemm, cpu.gemm_gflops()) {
+        out.push_str(&format!(
+            "; plain gemm of its largest matmul ({b} x {m}x{k} @ {k}x{n}): {:.3} ms, {gflops:.2} GFLOP/s",
+            time.as_secs_f64() * 1e3
+        ));
+    }
+    out.push('\n');
     out
 }
 

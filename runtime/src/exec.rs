@@ -43,8 +43,8 @@ pub struct CpuFailure {
     pub launch: usize,
     /// Its name.
     pub name: String,
-    /// The op, when the failure is an op's.
-    pub op: Option<Check>,
+    /// The op, when the failure is an op's (boxed: errors stay small).
+    pub op: Option<Box<Check>>,
     /// What went wrong.
     pub problem: String,
 }

