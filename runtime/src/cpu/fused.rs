@@ -15,7 +15,7 @@ use super::buffers::Buffers;
 use super::value::Value;
 use super::view::View;
 use crate::DType;
-use crate::eval::kernels::{self, combine_f32, reduce_finish, reduce_init};
+use crate::eval::kernels::{self, reduce_finish, reduce_init};
 use crate::eval::values::{Lit, Vals};
 use crate::ops::ReduceOp;
 use crate::program::{GroupOps, TensorOp};
@@ -257,7 +257,6 @@ impl Run<'_> {
         let Lit::F(init) = reduce_init(op, node.dtype) else {
             return Err("its operands have the wrong element types".to_string());
         };
-        let f = combine_f32(op);
         let block = (CHUNK / row).max(1);
         let mut out = vec![0.0f32; rows];
         out.par_chunks_mut(block).enumerate().try_for_each(|(index, dst)| {
@@ -266,8 +265,13 @@ impl Run<'_> {
             let Some(data) = part.floats() else {
                 return Err("its operands have the wrong element types".to_string());
             };
-            for (o, values) in dst.iter_mut().zip(data.chunks_exact(row)) {
-                *o = values.iter().fold(init, |a, &x| f(a, x));
+            // One loop per op, so the combining step is inlined (the interpreter's order: from the first).
+            let rows = dst.iter_mut().zip(data.chunks_exact(row));
+            match op {
+                ReduceOp::Sum | ReduceOp::Mean => rows.for_each(|(o, v)| *o = v.iter().fold(init, |a, &x| a + x)),
+                ReduceOp::Prod => rows.for_each(|(o, v)| *o = v.iter().fold(init, |a, &x| a * x)),
+                ReduceOp::Max => rows.for_each(|(o, v)| *o = v.iter().fold(init, |a, &x| kernels::fmax(a, x))),
+                ReduceOp::Min => rows.for_each(|(o, v)| *o = v.iter().fold(init, |a, &x| kernels::fmin(a, x))),
             }
             Ok(())
         })?;
