@@ -20,8 +20,8 @@ mod tests;
 
 pub use memory::{MemoryPlan, NOMINAL_SYMBOL, SlotProblem, check_slots, memory_from_slots, plan_memory, plan_slots};
 use model::GpuHandle;
-pub(crate) use model::bind_params;
 pub use model::{Input, LoadOptions, Model, Outputs, Prepared};
+pub(crate) use model::{bind_params, order_inputs};
 pub use params::{ParamDataError, ParamSource, param_specs};
 pub use plan::{DeviceLimits, LaunchPlan, fold_grid, plan_launches, tensor_shapes};
 

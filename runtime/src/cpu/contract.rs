@@ -9,6 +9,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::matmul::matmul;
+use super::value::Value;
+use super::view::View;
 use crate::DType;
 use crate::eval::layout;
 use crate::eval::map::run_map;
@@ -106,42 +109,12 @@ impl MapContraction {
         if self.guarded && !(xs.iter().all(|v| v.is_finite()) && ys.iter().all(|v| v.is_finite())) {
             return run_map(map, DType::F32, out_shape, inputs, syms);
         }
-        let mut c = vec![0.0f32; m * n];
-        if k == 0 {
-            // An empty sum (impossible: extents are at least 1) is 0.
-        } else if m > 0 && n > 0 {
-            let threads = rayon::current_num_threads();
-            let parallelism = if threads > 1 && m * n * k >= 1 << 16 {
-                gemm::Parallelism::Rayon(threads)
-            } else {
-                gemm::Parallelism::None
-            };
-            // SAFETY: `xs` holds m * k and `ys` n * k elements, row-major (`run_map` gives exactly the shape's
-            // count), and `c` m * n: every element gemm reads or writes is in bounds.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    c.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    xs.as_ptr(),
-                    1,
-                    k as isize,
-                    ys.as_ptr(),
-                    k as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    parallelism,
-                );
-            }
-        }
+        // X [m, k] times Y^T, read in place as Y [n, k] with its axes swapped: the executor's matmul.
+        let x = View::whole(Value::new(Vals::F(xs), vec![m, k]));
+        let y = View::whole(Value::new(Vals::F(ys), vec![n, k])).permute(&[1, 0]);
+        let Vals::F(c) = matmul(DType::F32, &x, &y, vec![0.0; m * n])? else {
+            return Err("the product is not f32".to_string());
+        };
         // `c` is [A.., B..]; the output's axis `i` is variable `i`.
         let from: Vec<usize> = sa.iter().chain(&sb).copied().collect();
         let order: Vec<u32> = self.a.iter().chain(&self.b).copied().collect();

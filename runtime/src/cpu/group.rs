@@ -493,18 +493,7 @@ mod tests {
         #[test]
         fn planned_run_matches_node_by_node_eval(a in 1usize..5, b in 1usize..7, c in 1usize..2100, d in 1usize..9) {
             let ops = group(a, b, c, d);
-            let launch = Launch {
-                name: "test".to_string(),
-                wgsl: String::new(),
-                spirv: Vec::new(),
-                args: Vec::new(),
-                invocations: Dim::constant(1),
-                workgroup_size: 1,
-                bounds: Vec::new(),
-                requires: Default::default(),
-                checks: Vec::new(),
-                ops: ops.clone(),
-            };
+            let launch = launch("test", ops.clone());
             let shapes = vec![vec![a, b, c], vec![c], vec![a * b, d]];
             let leaves = [data(a * b * c, 1), data(c, 2), data(a * b * d, 3)];
             let tensors: Vec<Option<Value>> =
@@ -537,13 +526,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_broken_shape_rule_is_an_error_naming_the_op() {
-        let mut ops = group(2, 3, 4, 5);
-        // The broadcast's operand no longer fits its result.
-        ops.nodes[1] = node(TensorOp::Tensor(TensorId(1)), &[3]);
-        let launch = Launch {
-            name: "broken".to_string(),
+    /// A launch carrying `ops` (its kernel is never built: only the CPU executor runs it).
+    fn launch(name: &str, ops: GroupOps) -> Launch {
+        Launch {
+            name: name.to_string(),
             wgsl: String::new(),
             spirv: Vec::new(),
             args: Vec::new(),
@@ -553,7 +539,15 @@ mod tests {
             requires: Default::default(),
             checks: Vec::new(),
             ops,
-        };
+        }
+    }
+
+    #[test]
+    fn a_broken_shape_rule_is_an_error_naming_the_op() {
+        let mut ops = group(2, 3, 4, 5);
+        // The broadcast's operand no longer fits its result.
+        ops.nodes[1] = node(TensorOp::Tensor(TensorId(1)), &[3]);
+        let launch = launch("broken", ops);
         let shapes = vec![vec![2, 3, 4], vec![3], vec![6, 5]];
         let tensors = vec![
             Some(Value::new(data(24, 1), vec![2, 3, 4])),

@@ -33,7 +33,8 @@ use crate::bind::Declared;
 use crate::bind::Given;
 use crate::eval::values::Vals;
 use crate::exec::{
-    CpuFailure, DeviceLimits, ExecError, ParamDataError, ParamSource, bind, bind_params, declared, tensor_shapes,
+    CpuFailure, DeviceLimits, ExecError, ParamDataError, ParamSource, bind, bind_params, declared, order_inputs,
+    tensor_shapes,
 };
 use crate::program::{Program, TensorId, TensorRole};
 use crate::weights::{ParamSpec, WeightsError};
@@ -241,36 +242,7 @@ impl<'a> CpuModel<'a> {
     }
 
     fn by_name(&self, inputs: &[(&str, &Tensor)]) -> Result<Vec<Tensor>, ExecError> {
-        let names: Vec<&str> = self
-            .program
-            .inputs
-            .iter()
-            .filter_map(|&id| match &self.program.tensor(id).role {
-                TensorRole::Input(name) => Some(name.as_str()),
-                _ => None,
-            })
-            .collect();
-        let mut problems = Vec::new();
-        for (name, _) in inputs {
-            if !names.contains(name) {
-                problems.push(format!("it has no input `{name}`"));
-            } else if inputs.iter().filter(|(n, _)| n == name).count() > 1 {
-                problems.push(format!("input `{name}` is given twice"));
-            }
-        }
-        let mut ordered = Vec::with_capacity(names.len());
-        for name in &names {
-            match inputs.iter().find(|(n, _)| n == name) {
-                Some((_, t)) => ordered.push((*t).clone()),
-                None => problems.push(format!("input `{name}` is not given")),
-            }
-        }
-        problems.dedup();
-        if problems.is_empty() {
-            Ok(ordered)
-        } else {
-            Err(ExecError::InputNames { model: self.program.name.clone(), problems })
-        }
+        Ok(order_inputs(&self.program, inputs)?.into_iter().cloned().collect())
     }
 
     fn run_values(&mut self, inputs: &[Tensor]) -> Result<Vec<(String, Tensor)>, ExecError> {

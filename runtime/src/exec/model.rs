@@ -427,25 +427,7 @@ impl<'a> Model<'a> {
 
     /// See `inputs_by_name`.
     fn by_name<'t>(&self, inputs: &[(&str, Input<'t>)]) -> Result<Vec<Input<'t>>, ExecError> {
-        let declared = self.inputs();
-        let mut ordered: Vec<Option<Input>> = vec![None; declared.len()];
-        let mut problems = Vec::new();
-        for &(name, input) in inputs {
-            match declared.iter().position(|d| d.site.name() == name) {
-                None => problems.push(format!("there is no input `{name}`")),
-                Some(k) if ordered[k].is_some() => problems.push(format!("input `{name}` is given twice")),
-                Some(k) => ordered[k] = Some(input),
-            }
-        }
-        for (d, given) in declared.iter().zip(&ordered) {
-            if given.is_none() {
-                problems.push(format!("input `{}` is not given", d.site.name()));
-            }
-        }
-        if !problems.is_empty() {
-            return Err(ExecError::InputNames { model: self.program.name.clone(), problems });
-        }
-        Ok(ordered.into_iter().flatten().collect())
+        order_inputs(&self.program, inputs)
     }
 
     /// Everything before the dispatches (see `prepare`).
@@ -649,6 +631,30 @@ fn grow<'s>(gpu: &Gpu, slot: &'s mut Option<wgpu::Buffer>, size: u64) -> Result<
 
 fn internal(message: &str) -> ExecError {
     ExecError::Gpu(GpuError::Run { steps: 0, message: format!("internal error: {message}") })
+}
+
+/// `inputs` given by name, in `program`'s signature order: every input exactly once, in any order; every
+/// unknown, repeated and missing name in one error. Both executors take named inputs through it.
+pub(crate) fn order_inputs<T: Copy>(program: &Program, inputs: &[(&str, T)]) -> Result<Vec<T>, ExecError> {
+    let declared = declared(program, &program.inputs);
+    let mut ordered: Vec<Option<T>> = vec![None; declared.len()];
+    let mut problems = Vec::new();
+    for &(name, input) in inputs {
+        match declared.iter().position(|d| d.site.name() == name) {
+            None => problems.push(format!("there is no input `{name}`")),
+            Some(k) if ordered[k].is_some() => problems.push(format!("input `{name}` is given twice")),
+            Some(k) => ordered[k] = Some(input),
+        }
+    }
+    for (d, given) in declared.iter().zip(&ordered) {
+        if given.is_none() {
+            problems.push(format!("input `{}` is not given", d.site.name()));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ExecError::InputNames { model: program.name.clone(), problems });
+    }
+    Ok(ordered.into_iter().flatten().collect())
 }
 
 /// Binds the params alone, at load: each must be in `params` (a weights file is first checked as a whole,
