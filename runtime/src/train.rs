@@ -73,9 +73,6 @@ pub enum TrainError {
         /// Every problem.
         problems: Vec<String>,
     },
-    /// Per-kernel profiles time GPU kernels; the CPU executor has none.
-    #[error("profiling a step times GPU kernels; the CPU executor has none (use --device gpu)")]
-    ProfileNeedsGpu,
     /// A step failed earlier, so the state on the device is undefined.
     #[error("a step failed earlier, so the params on the device are undefined; resume from a checkpoint")]
     Poisoned,
@@ -170,24 +167,35 @@ impl<'a> Trainer<'a> {
         (params, state, working)
     }
 
-    /// Times each kernel of one step on `batch` on its own (`Prepared::profile`, median of `repeat`), without
-    /// applying the step: each launch's name and time, in launch order, and how they were timed. GPU only.
+    /// Times each launch of one step on `batch` on its own (median of `repeat`), without applying the step:
+    /// each launch's name and time, in launch order, and how they were timed (the GPU's
+    /// `Prepared::profile`; on the CPU executor, wall time per launch).
     pub fn profile(
         &mut self,
         batch: &[(&str, &Tensor)],
         lr: f32,
         repeat: usize,
     ) -> Result<(Vec<(String, std::time::Duration)>, crate::gpu::Timing), TrainError> {
-        let Loaded::Gpu(model) = &mut self.model else { return Err(TrainError::ProfileNeedsGpu) };
         let lr = Tensor::f32(&[], vec![lr]);
-        let mut named: Vec<(&str, Input)> = batch.iter().map(|&(name, t)| (name, Input::Host(t))).collect();
-        named.push((LR_INPUT, Input::Host(&lr)));
-        let ordered = model.inputs_by_name(&named)?;
-        let names: Vec<String> = model.program().launches.iter().map(|l| l.name.clone()).collect();
-        let prepared = model.prepare(&ordered)?;
-        let (launches, times) = prepared.profile(repeat)?;
-        let timed = launches.into_iter().zip(times.times).map(|(k, t)| (names[k].clone(), t)).collect();
-        Ok((timed, times.timing))
+        let (launches, times, timing) = match &mut self.model {
+            Loaded::Gpu(model) => {
+                let mut named: Vec<(&str, Input)> = batch.iter().map(|&(name, t)| (name, Input::Host(t))).collect();
+                named.push((LR_INPUT, Input::Host(&lr)));
+                let ordered = model.inputs_by_name(&named)?;
+                let prepared = model.prepare(&ordered)?;
+                let (launches, times) = prepared.profile(repeat)?;
+                (launches, times.times, times.timing)
+            }
+            Loaded::Cpu(model) => {
+                let mut named = batch.to_vec();
+                named.push((LR_INPUT, &lr));
+                let times = model.profile(&named, repeat)?;
+                ((0..times.len()).collect(), times, crate::gpu::Timing::Wall)
+            }
+        };
+        let names: Vec<String> = self.model.program().launches.iter().map(|l| l.name.clone()).collect();
+        let timed = launches.into_iter().zip(times).map(|(k, t)| (names[k].clone(), t)).collect();
+        Ok((timed, timing))
     }
 
     /// Every param and optimizer state tensor as it is now, by key (model params first, in program order).

@@ -287,6 +287,49 @@ fn resuming_continues_exactly_on(device: &str) {
     assert_eq!(code, 0, "{out}{err}");
 }
 
+/// `tdslc train --profile` times each launch of one step on either executor: the header counts the launches
+/// and gives their total, and every listed launch has a time and a share of it.
+#[test]
+fn a_training_step_is_profiled_on_both_executors() {
+    let data = digits_path();
+    for device in ["gpu", "cpu"] {
+        let args = [
+            "train",
+            "../examples/digits/mlp.tdsl",
+            "--data",
+            &data,
+            "--max-steps",
+            "2",
+            "--profile",
+            "--device",
+            device,
+        ];
+        let (code, out, err) = crate::cli::tdslc(&args);
+        assert_eq!(code, 0, "{device}:\n{out}{err}");
+        let header = out.lines().find(|l| l.starts_with("profile of one step (")).unwrap_or_else(|| panic!("{out}"));
+        let launches: usize = header["profile of one step (".len()..]
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{header}"));
+        assert!(launches > 3, "{header}");
+        let rows: Vec<&str> = out
+            .lines()
+            .skip_while(|l| !l.starts_with("profile of one step ("))
+            .skip(1)
+            .take_while(|l| l.contains(" ms "))
+            .collect();
+        assert_eq!(rows.len(), launches.min(12), "{out}");
+        for row in rows {
+            let ms: f64 = row.split_whitespace().next().and_then(|t| t.parse().ok()).unwrap_or_else(|| panic!("{row}"));
+            assert!(ms >= 0.0 && row.contains('%'), "{row}");
+        }
+        if device == "cpu" {
+            assert!(header.contains("wall"), "{header}");
+        }
+    }
+}
+
 /// `tdslc build --train` bundles the training step; the runtime alone (no compiler types) trains with it and
 /// takes the same first steps as PyTorch.
 #[test]

@@ -86,7 +86,8 @@ pub(super) struct TrainArgs {
     /// Write the loss and accuracy curves as an SVG plot here (rewritten after every epoch).
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<PathBuf>,
-    /// After training, time each kernel of one step on its own and print the slowest (GPU only).
+    /// After training, time each kernel (launch) of one step on its own and print the slowest (on the CPU
+    /// executor: wall time per launch).
     #[arg(long)]
     profile: bool,
     /// Where to train: auto (a real GPU when there is one, else the CPU executor), gpu (any wgpu adapter,
@@ -287,9 +288,6 @@ pub(super) fn train(
         .ok_or_else(|| Some(format!("model `{}` has no training step", forward.name)))?;
 
     let executor = super::open_executor(args.device, args.backend.as_deref(), err).map_err(Some)?;
-    if args.profile && executor.gpu().is_none() {
-        return Err(Some(tdsl_runtime::TrainError::ProfileNeedsGpu.to_string()));
-    }
     let target = crate::codegen::Target::for_executor(&executor);
     let options = pipeline::Options { target, ..pipeline::Options::default() };
     let compile = |graph: &crate::ir::Graph, what: &str| {

@@ -250,7 +250,7 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
 /// threads, else every core) with the weights in `dir`, for each `(batch, tokens)` of `cases` on
 /// `bench_batch`: one untimed run, then `runs` timed. Returns a report, one line per case with the median,
 /// fastest and slowest run in milliseconds.
-pub fn cpu_bench(dir: &Path, cases: &[(usize, usize)], runs: usize) -> Result<String, Error> {
+pub fn cpu_bench(dir: &Path, cases: &[(usize, usize)], runs: usize, profile: bool) -> Result<String, Error> {
     let cpu = tdsl_runtime::Cpu::new(None).map_err(|e| Error::Output(e.to_string()))?;
     let weights = Weights::open(&dir.join("model.safetensors"))?.without(&UNUSED_WEIGHTS)?;
     let (program, _) = compile(true, codegen::Target::default())?;
@@ -272,6 +272,20 @@ pub fn cpu_bench(dir: &Path, cases: &[(usize, usize)], runs: usize) -> Result<St
             times[0],
             times[times.len() - 1]
         ));
+        if profile {
+            let names: Vec<String> = model.inputs().into_iter().map(|d| d.site.name().to_string()).collect();
+            let named: Vec<(&str, &tdsl_runtime::Tensor)> =
+                names.iter().map(String::as_str).zip(&batch.inputs).collect();
+            let times = model.profile(&named, runs)?;
+            let total: f64 = times.iter().map(|t| t.as_secs_f64()).sum();
+            let mut launches: Vec<(f64, &str)> =
+                times.iter().zip(&model.program().launches).map(|(t, l)| (t.as_secs_f64(), l.name.as_str())).collect();
+            launches.sort_by(|a, b| b.0.total_cmp(&a.0));
+            report.push_str(&format!("\n  per launch (median of {runs}), {:.2} ms in all; the slowest:", total * 1e3));
+            for (t, name) in launches.iter().take(24) {
+                report.push_str(&format!("\n  {:9.3} ms {:5.1}%  {name}", t * 1e3, 100.0 * t / total.max(1e-12)));
+            }
+        }
     }
     Ok(report)
 }

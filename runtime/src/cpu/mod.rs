@@ -245,7 +245,36 @@ impl<'a> CpuModel<'a> {
         Ok(order_inputs(&self.program, inputs)?.into_iter().cloned().collect())
     }
 
+    /// Times each launch of a run on `inputs` (by name) on its own: `repeat` runs (at least one), each
+    /// launch's median wall time, in launch order. The params are not changed (a training step's updates
+    /// are not applied).
+    pub fn profile(
+        &mut self,
+        inputs: &[(&str, &Tensor)],
+        repeat: usize,
+    ) -> Result<Vec<std::time::Duration>, ExecError> {
+        let ordered = self.by_name(inputs)?;
+        let mut samples: Vec<Vec<std::time::Duration>> = vec![Vec::new(); self.plans.len()];
+        for _ in 0..repeat.max(1) {
+            let mut times = Vec::with_capacity(self.plans.len());
+            self.run_timed(&ordered, Some(&mut times))?;
+            for (sample, time) in samples.iter_mut().zip(times) {
+                sample.push(time);
+            }
+        }
+        Ok(samples.into_iter().map(crate::gpu::median).collect())
+    }
+
     fn run_values(&mut self, inputs: &[Tensor]) -> Result<Vec<(String, Tensor)>, ExecError> {
+        self.run_timed(inputs, None)
+    }
+
+    /// `run_values`, pushing each launch's wall time onto `times` when given.
+    fn run_timed(
+        &mut self,
+        inputs: &[Tensor],
+        mut times: Option<&mut Vec<std::time::Duration>>,
+    ) -> Result<Vec<(String, Tensor)>, ExecError> {
         let program = &*self.program;
         let symbols = bind(program, inputs, &Held { program, params: &self.params })?;
         let shapes = tensor_shapes(program, &symbols, &host_limits())?;
@@ -255,11 +284,15 @@ impl<'a> CpuModel<'a> {
         }
         let outputs: std::collections::HashSet<TensorId> = program.outputs.iter().map(|(_, t)| *t).collect();
         for (index, plan) in self.plans.iter().enumerate() {
+            let start = std::time::Instant::now();
             let results = self
                 .cpu
                 .pool
                 .install(|| plan.run(program, &values, &shapes, &symbols, &self.buffers))
                 .map_err(ExecError::from)?;
+            if let Some(times) = times.as_deref_mut() {
+                times.push(start.elapsed());
+            }
             for (tensor, value) in results {
                 values[tensor.0 as usize] = Some(value);
             }

@@ -17,7 +17,7 @@ pub struct KindMismatch;
 type KResult = Result<(), KindMismatch>;
 
 /// IEEE 754-2019 `maximum`: NaN if either is NaN, and `+0 > -0`.
-#[inline]
+#[inline(always)]
 pub fn fmax(a: f32, b: f32) -> f32 {
     if a.is_nan() || b.is_nan() {
         f32::NAN
@@ -33,7 +33,7 @@ pub fn fmax(a: f32, b: f32) -> f32 {
 }
 
 /// IEEE 754-2019 `minimum`: NaN if either is NaN, and `-0 < +0`.
-#[inline]
+#[inline(always)]
 pub fn fmin(a: f32, b: f32) -> f32 {
     if a.is_nan() || b.is_nan() {
         f32::NAN
@@ -214,6 +214,76 @@ pub fn binary(op: BinaryOp, dtype: DType, a: &Vals, b: &Vals, out: &mut Vals, n:
 /// `o = a op b` on floats (not a comparison; `dtype` `f32` or `f16`): the float case of `binary`, on slices
 /// of equal length.
 pub fn binary_f32(op: BinaryOp, dtype: DType, a: &[f32], b: &[f32], o: &mut [f32]) -> KResult {
+    #[cfg(target_arch = "x86_64")]
+    let done = if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        unsafe { binary_f32_avx2(op, a, b, o) }
+    } else {
+        binary_f32_loop(op, a, b, o)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = binary_f32_loop(op, a, b, o);
+    done?;
+    finish(dtype, o);
+    Ok(())
+}
+
+/// `o = a op s`, or `o = s op a` when `scalar_left`: `binary_f32` with one operand the scalar `s` repeated
+/// (the same bits), without materializing the repeats.
+pub fn binary_f32_splat(op: BinaryOp, dtype: DType, a: &[f32], s: f32, scalar_left: bool, o: &mut [f32]) -> KResult {
+    #[cfg(target_arch = "x86_64")]
+    let done = if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        unsafe { binary_f32_splat_avx2(op, a, s, scalar_left, o) }
+    } else {
+        binary_f32_splat_loop(op, a, s, scalar_left, o)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = binary_f32_splat_loop(op, a, s, scalar_left, o);
+    done?;
+    finish(dtype, o);
+    Ok(())
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn binary_f32_splat_avx2(op: BinaryOp, a: &[f32], s: f32, scalar_left: bool, o: &mut [f32]) -> KResult {
+    binary_f32_splat_loop(op, a, s, scalar_left, o)
+}
+
+#[inline(always)]
+fn binary_f32_splat_loop(op: BinaryOp, a: &[f32], s: f32, scalar_left: bool, o: &mut [f32]) -> KResult {
+    macro_rules! each {
+        ($f:expr) => {{
+            let f = $f;
+            if scalar_left { zip1(a, o, |x| f(s, x)) } else { zip1(a, o, |x| f(x, s)) }
+        }};
+    }
+    match op {
+        BinaryOp::Add => each!(|x: f32, y: f32| x + y),
+        BinaryOp::Sub => each!(|x: f32, y: f32| x - y),
+        BinaryOp::Mul => each!(|x: f32, y: f32| x * y),
+        BinaryOp::Div => each!(|x: f32, y: f32| x / y),
+        BinaryOp::Min => each!(fmin),
+        BinaryOp::Max => each!(fmax),
+        _ => {
+            let repeated = vec![s; a.len()];
+            let (x, y) = if scalar_left { (&repeated[..], a) } else { (a, &repeated[..]) };
+            return binary_f32_loop(op, x, y, o);
+        }
+    }
+    Ok(())
+}
+
+/// `binary_f32`'s loops compiled for AVX2: the same IEEE operations on wider vectors, so the same bits.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn binary_f32_avx2(op: BinaryOp, a: &[f32], b: &[f32], o: &mut [f32]) -> KResult {
+    binary_f32_loop(op, a, b, o)
+}
+
+#[inline(always)]
+fn binary_f32_loop(op: BinaryOp, a: &[f32], b: &[f32], o: &mut [f32]) -> KResult {
     match op {
         BinaryOp::Add => zip2(a, b, o, |x, y| x + y),
         BinaryOp::Sub => zip2(a, b, o, |x, y| x - y),
@@ -225,7 +295,6 @@ pub fn binary_f32(op: BinaryOp, dtype: DType, a: &[f32], b: &[f32], o: &mut [f32
         BinaryOp::Max => zip2(a, b, o, fmax),
         _ => return Err(KindMismatch),
     }
-    finish(dtype, o);
     Ok(())
 }
 
@@ -385,5 +454,45 @@ pub fn reduce_finish(op: ReduceOp, dtype: DType, acc: &mut Vals, n: usize, count
             acc.iter_mut().for_each(|a| *a /= c);
         }
         finish(dtype, acc);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A scalar operand unexpanded gives the bits of the same operand repeated, on either side, for every
+    /// float op (NaN, infinities and signed zeros among the values).
+    #[test]
+    fn splat_operands_match_repeated_ones() {
+        let values = [0.0f32, -0.0, 1.5, -2.25, 3e38, -1e-40, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, 7.0];
+        let ops = [
+            BinaryOp::Add,
+            BinaryOp::Sub,
+            BinaryOp::Mul,
+            BinaryOp::Div,
+            BinaryOp::Rem,
+            BinaryOp::Pow,
+            BinaryOp::Min,
+            BinaryOp::Max,
+        ];
+        for op in ops {
+            for dtype in [DType::F32, DType::F16] {
+                for &s in &values {
+                    let repeated = vec![s; values.len()];
+                    for left in [false, true] {
+                        let (x, y) = if left { (&repeated[..], &values[..]) } else { (&values[..], &repeated[..]) };
+                        let mut want = vec![0.0; values.len()];
+                        binary_f32(op, dtype, x, y, &mut want).unwrap();
+                        let mut got = vec![0.0; values.len()];
+                        binary_f32_splat(op, dtype, &values, s, left, &mut got).unwrap();
+                        let bits = |v: &[f32]| {
+                            v.iter().map(|x| if x.is_nan() { u32::MAX } else { x.to_bits() }).collect::<Vec<_>>()
+                        };
+                        assert_eq!(bits(&got), bits(&want), "{op:?} {dtype:?} s = {s} left = {left}");
+                    }
+                }
+            }
+        }
     }
 }

@@ -5,6 +5,9 @@
 //! the branch-free range (NaN, infinities, `|x| >= 87.3` for `exp`) are recomputed by libm itself. The
 //! tests compare the bits with libm's for every one of the 2^32 inputs. Measured on this project's 2-core
 //! machine over 4.8M values in [-3, 3]: erf 29 ms against libm's 55, exp 7 ms against 18 (with AVX2).
+//! `erf_fast` is the CPU executor's erf: within one ulp of the exact function rather than libm's bits, with
+//! fused multiply-adds, several times cheaper than `erf` (MiniLM's GELU runs it on 29M values per forward
+//! pass).
 
 // The constants as libm's source writes them (the hex comment is each one's f32 bits).
 #![allow(clippy::excessive_precision)]
@@ -190,6 +193,61 @@ pub fn erf(a: &[f32], o: &mut [f32]) {
     }
 }
 
+/// `erf(x)` within one ulp, not libm's bits: Norbert Juffa's two-range minimax fit (fused multiply-adds; one
+/// `exp` above `|x| = 0.9277`), both ranges computed and one kept, so it vectorizes. Measured against the
+/// exact (f64) erf on every 97th f32: at most 0.98 ulp, 5.9e-8 absolute. `|x| >= 4` gives exactly `±1`
+/// (erf rounds to it there), NaN gives NaN.
+#[inline(always)]
+fn erf_fast_core(a: f32) -> f32 {
+    let t = a.abs();
+    let s = a * a;
+    // |x| > 0.927734375: 1 - exp(-t * p(t)).
+    let r = (-1.728_534_7e-5f32).mul_add(t, 3.831_971_3e-4);
+    let u = (-3.883_964_4e-3f32).mul_add(t, 2.425_462_2e-2);
+    let r = r.mul_add(s, u);
+    let r = r.mul_add(t, -1.067_778_8e-1);
+    let r = r.mul_add(t, -6.348_466_9e-1);
+    let r = r.mul_add(t, -1.287_175_1e-1);
+    let r = r.mul_add(t, -t);
+    let large = (1.0 - exp_core(r)).copysign(a);
+    // |x| <= 0.927734375: x + x * q(x^2).
+    let q = (-5.967_617e-4f32).mul_add(s, 4.991_194_2e-3);
+    let q = q.mul_add(s, -2.676_813_5e-2);
+    let q = q.mul_add(s, 1.128_199_3e-1);
+    let q = q.mul_add(s, -3.761_253_4e-1);
+    let q = q.mul_add(s, 1.283_791_7e-1);
+    let small = q.mul_add(a, a);
+    if t >= 4.0 {
+        1.0f32.copysign(a)
+    } else if t > 0.927_734_4 {
+        large
+    } else {
+        small
+    }
+}
+
+/// `o[i] = erf(a[i])` within one ulp (`erf_fast_core`): the CPU executor's `erf`, about four times faster
+/// than `erf`'s libm bits.
+pub fn erf_fast(a: &[f32], o: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA, checked just above.
+        unsafe { erf_fast_avx2(a, o) };
+        return;
+    }
+    for (o, &x) in o.iter_mut().zip(a) {
+        *o = erf_fast_core(x);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn erf_fast_avx2(a: &[f32], o: &mut [f32]) {
+    for (o, &x) in o.iter_mut().zip(a) {
+        *o = erf_fast_core(x);
+    }
+}
+
 /// The branch-free loops, compiled twice on x86-64: for the baseline (SSE2) and for AVX2, picked at run
 /// time. Wider vectors change no bit: the operations are the same IEEE ones (Rust never fuses a multiply
 /// and an add on its own).
@@ -251,6 +309,42 @@ mod tests {
     #[test]
     fn erf_matches_libm_on_a_sample_of_every_range() {
         assert_eq!(compare(erf, libm::erff, 997), None);
+    }
+
+    /// `erf_fast` is within one ulp of the exact erf (f64) on a sample of every range, and exact at the
+    /// edges.
+    #[test]
+    fn fast_erf_is_within_an_ulp() {
+        let worst = (0..(1u64 << 32) / 997 / 4096 + 1)
+            .into_par_iter()
+            .map(|block| {
+                let xs: Vec<f32> = (0..4096u64)
+                    .map(|i| (block * 4096 + i) * 997)
+                    .filter(|&b| b < 1 << 32)
+                    .map(|b| f32::from_bits(b as u32))
+                    .filter(|x| x.is_finite())
+                    .collect();
+                let mut out = vec![0.0; xs.len()];
+                erf_fast(&xs, &mut out);
+                xs.iter()
+                    .zip(&out)
+                    .map(|(&x, &y)| {
+                        let want = libm::erf(f64::from(x));
+                        let w = want as f32;
+                        let ulp = f64::from(f32::from_bits(w.abs().to_bits() + 1)) - f64::from(w.abs());
+                        (f64::from(y) - want).abs() / ulp.max(f64::from(f32::from_bits(1)))
+                    })
+                    .fold(0.0f64, f64::max)
+            })
+            .reduce(|| 0.0, f64::max);
+        assert!(worst <= 1.0, "{worst} ulp");
+        let mut out = [0.0f32; 5];
+        erf_fast(&[f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, f32::NAN], &mut out);
+        assert_eq!(
+            out[..4].iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+            [1.0f32, -1.0, 0.0, -0.0].map(f32::to_bits)
+        );
+        assert!(out[4].is_nan());
     }
 
     /// Every one of the 2^32 inputs (a minute or two): `cargo test --release -p tdsl-runtime vmath -- --ignored`.
