@@ -282,7 +282,7 @@ pub fn cpu_bench(dir: &Path, cases: &[(usize, usize)], runs: usize, profile: boo
                 times.iter().zip(&model.program().launches).map(|(t, l)| (t.as_secs_f64(), l.name.as_str())).collect();
             launches.sort_by(|a, b| b.0.total_cmp(&a.0));
             report.push_str(&format!("\n  per launch (median of {runs}), {:.2} ms in all; the slowest:", total * 1e3));
-            for (t, name) in launches.iter().take(24) {
+            for (t, name) in launches.iter().take(60) {
                 report.push_str(&format!("\n  {:9.3} ms {:5.1}%  {name}", t * 1e3, 100.0 * t / total.max(1e-12)));
             }
         }

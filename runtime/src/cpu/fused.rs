@@ -4,7 +4,8 @@
 //! exactly one op) is computed for the chunk's positions only, and the tree's leaves (computed tensors,
 //! read through strided views) gather just the chunk's elements. The per-element arithmetic is
 //! `eval::kernels` called on chunk-sized buffers, so results equal the interpreter's bit for bit, except
-//! `erf`: `vmath::erf_fast`, within one ulp of the exact erf (as the GPU's, a tolerance apart).
+//! `erf` and `exp`: `vmath::erf_fast` and `exp_fast`, within one ulp of the exact functions (as the GPU's,
+//! a tolerance apart).
 //!
 //! Reductions over trailing axes (`sum`/`mean`/`max`... of softmax and layer-norm rows) evaluate their
 //! operand tree the same way, a block of whole rows per chunk, and fold each row in index order: the
@@ -22,7 +23,7 @@ use crate::ops::{BinaryOp, ReduceOp, UnaryOp};
 use crate::program::{GroupOps, TensorOp};
 
 /// Output elements per chunk: a few chunks' buffers fit in L2.
-const CHUNK: usize = 8192;
+const CHUNK: usize = 32768;
 
 /// One node's evaluation inside a launch: its ops, the values computed so far and every node's shape.
 pub struct Run<'a> {
@@ -85,15 +86,17 @@ fn binary_parts(
     })
 }
 
-/// `kernels::unary_f32`, except `erf`: `vmath::erf_fast` (within one ulp of the exact erf; the interpreter
-/// has libm's bits), four times faster.
+/// `kernels::unary_f32`, except `erf` and `exp`: `vmath::erf_fast` and `vmath::exp_fast`, within one ulp of
+/// the exact functions (the interpreter has libm's bits) and several times faster.
 fn unary_f32(op: UnaryOp, dtype: DType, x: &[f32], dst: &mut [f32]) -> Result<(), kernels::KindMismatch> {
-    if op == UnaryOp::Erf {
-        crate::eval::vmath::erf_fast(x, dst);
-        crate::eval::values::finish(dtype, dst);
-        return Ok(());
-    }
-    kernels::unary_f32(op, dtype, x, dst)
+    let fast = match op {
+        UnaryOp::Erf => crate::eval::vmath::erf_fast,
+        UnaryOp::Exp => crate::eval::vmath::exp_fast,
+        _ => return kernels::unary_f32(op, dtype, x, dst),
+    };
+    fast(x, dst);
+    crate::eval::values::finish(dtype, dst);
+    Ok(())
 }
 
 /// The leaves of a fused tree: nodes read through a view, by node index.
@@ -327,18 +330,65 @@ impl Run<'_> {
             let Some(data) = part.floats() else {
                 return Err("its operands have the wrong element types".to_string());
             };
-            // One loop per op, so the combining step is inlined (the interpreter's order: from the first).
-            let rows = dst.iter_mut().zip(data.chunks_exact(row));
-            match op {
-                ReduceOp::Sum | ReduceOp::Mean => rows.for_each(|(o, v)| *o = v.iter().fold(init, |a, &x| a + x)),
-                ReduceOp::Prod => rows.for_each(|(o, v)| *o = v.iter().fold(init, |a, &x| a * x)),
-                ReduceOp::Max => rows.for_each(|(o, v)| *o = v.iter().fold(init, |a, &x| kernels::fmax(a, x))),
-                ReduceOp::Min => rows.for_each(|(o, v)| *o = v.iter().fold(init, |a, &x| kernels::fmin(a, x))),
-            }
+            fold_rows(op, init, data, row, dst);
             Ok(())
         })?;
         let mut out = Vals::F(out);
         reduce_finish(op, node.dtype, &mut out, rows, row);
         Ok(Value::new(out, shape))
+    }
+}
+
+/// Lanes of a row folded independently (then combined pairwise): no chain of dependent adds, so rows fold at
+/// the vector units' throughput rather than one add's latency per element.
+const LANES: usize = 8;
+
+/// `dst[r]` = row `r` of `data` (rows of `row` elements) folded by `op` from `init`: each of `LANES` lanes
+/// takes every `LANES`-th element, the lanes are combined pairwise, then the tail. `max` and `min` (IEEE
+/// `maximum`/`minimum`, associative) give the interpreter's bits; sums and products add in this order
+/// instead of from the first, within the reductions' tolerance.
+fn fold_rows(op: ReduceOp, init: f32, data: &[f32], row: usize, dst: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        unsafe { fold_rows_avx2(op, init, data, row, dst) };
+        return;
+    }
+    fold_rows_loop(op, init, data, row, dst);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn fold_rows_avx2(op: ReduceOp, init: f32, data: &[f32], row: usize, dst: &mut [f32]) {
+    fold_rows_loop(op, init, data, row, dst);
+}
+
+#[inline(always)]
+fn fold_rows_loop(op: ReduceOp, init: f32, data: &[f32], row: usize, dst: &mut [f32]) {
+    // One loop per op, so the combining step is inlined.
+    match op {
+        ReduceOp::Sum | ReduceOp::Mean => fold_lanes(init, data, row, dst, |a, x| a + x),
+        ReduceOp::Prod => fold_lanes(init, data, row, dst, |a, x| a * x),
+        ReduceOp::Max => fold_lanes(init, data, row, dst, kernels::fmax),
+        ReduceOp::Min => fold_lanes(init, data, row, dst, kernels::fmin),
+    }
+}
+
+#[inline(always)]
+fn fold_lanes(init: f32, data: &[f32], row: usize, dst: &mut [f32], f: impl Fn(f32, f32) -> f32 + Copy) {
+    for (o, v) in dst.iter_mut().zip(data.chunks_exact(row)) {
+        let mut acc = [init; LANES];
+        let mut blocks = v.chunks_exact(LANES);
+        for block in &mut blocks {
+            for (a, &x) in acc.iter_mut().zip(block) {
+                *a = f(*a, x);
+            }
+        }
+        let [a0, a1, a2, a3, a4, a5, a6, a7] = acc;
+        let mut total = f(f(f(a0, a4), f(a1, a5)), f(f(a2, a6), f(a3, a7)));
+        for &x in blocks.remainder() {
+            total = f(total, x);
+        }
+        *o = total;
     }
 }
