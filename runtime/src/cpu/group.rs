@@ -488,8 +488,8 @@ mod tests {
 
     proptest! {
         /// The planned run (fused chunks, row reductions, gemm on strided views) equals the node-by-node
-        /// evaluation with `eval::` (`eval_op` on every node): elementwise results and row reductions bit for
-        /// bit, the matmul and what follows it within the matmul tolerance.
+        /// evaluation with `eval::` (`eval_op` on every node): the exp and what follows within a few ulps (the
+        /// executor's `exp_fast`), the matmul and what follows it within the matmul tolerance.
         #[test]
         fn planned_run_matches_node_by_node_eval(a in 1usize..5, b in 1usize..7, c in 1usize..2100, d in 1usize..9) {
             let ops = group(a, b, c, d);
@@ -514,7 +514,12 @@ mod tests {
                 want.push(value);
             }
             let floats = |v: &Value| match &v.0.data { Vals::F(x) => x.clone(), _ => unreachable!() };
-            prop_assert_eq!(floats(&got[1].1), floats(&want[8]));
+            // exp within one ulp of the exact function (`exp_fast`; eval has libm's bits) of values in
+            // [0.77, 1.3], then the row max subtracted: a few ulps of 1.3 apart.
+            prop_assert_eq!(&got[1].1.0.shape, &want[8].0.shape);
+            for (g, w) in floats(&got[1].1).iter().zip(floats(&want[8])) {
+                prop_assert!((g - w).abs() <= 4.0 * 1.3 * f32::EPSILON, "{g} vs {w}");
+            }
             let k = (a * b) as f32;
             for (store, index) in [(0, 13), (2, 12)] {
                 prop_assert_eq!(&got[store].1.0.shape, &want[index].0.shape);
