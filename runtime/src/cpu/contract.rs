@@ -112,7 +112,7 @@ impl MapContraction {
         // X [m, k] times Y^T, read in place as Y [n, k] with its axes swapped: the executor's matmul.
         let x = View::whole(Value::new(Vals::F(xs), vec![m, k]));
         let y = View::whole(Value::new(Vals::F(ys), vec![n, k])).permute(&[1, 0]);
-        let Vals::F(c) = matmul(DType::F32, &x, &y, vec![0.0; m * n])? else {
+        let Vals::F(c) = matmul(DType::F32, &x, &y, vec![0.0; m * n], false)? else {
             return Err("the product is not f32".to_string());
         };
         // `c` is [A.., B..]; the output's axis `i` is variable `i`.

@@ -9,10 +9,13 @@ use super::buffers::Buffers;
 use super::fused::Run;
 use super::matmul;
 use super::value::Value;
+use super::view::View;
+use crate::DType;
 use crate::eval::kernels::{self, KindMismatch};
 use crate::eval::values::{Lit, Val, Vals};
 use crate::eval::{along, layout, map, reduce};
 use crate::exec::CpuFailure;
+use crate::ops::BinaryOp;
 use crate::program::{Check, Launch, OpNode, Program, TensorId, TensorOp};
 
 impl CpuFailure {
@@ -33,6 +36,10 @@ pub struct GroupPlan {
     last_use: Vec<usize>,
     /// Whether each node is computed inside its one reader's evaluation (see `new`).
     inline: Vec<bool>,
+    /// For a `MatMul` whose one reader (through reshapes) adds a broadcast to it (a bias): that `Add` and the
+    /// broadcast. The product is accumulated onto the bias's rows and is the `Add`'s value; the matmul's own
+    /// value is never read.
+    bias: Vec<Option<(usize, usize)>>,
 }
 
 impl GroupPlan {
@@ -82,6 +89,32 @@ impl GroupPlan {
                 last_use[k] = last_use[k].max(eval_at[u]);
             }
         }
+        let bias = nodes
+            .iter()
+            .enumerate()
+            .map(|(k, node)| {
+                // The one reader, through reshapes read once.
+                let mut read = k;
+                let u = loop {
+                    let [u] = users[read][..] else { return None };
+                    match nodes[u].op {
+                        TensorOp::Reshape(_) if !stored.contains(&u) => read = u,
+                        _ => break u,
+                    }
+                };
+                let TensorOp::Binary(BinaryOp::Add, x, y) = nodes[u].op else { return None };
+                let other = if x.index() == read { y.index() } else { x.index() };
+                let f32s = node.dtype == DType::F32 && nodes[u].dtype == DType::F32;
+                (matches!(node.op, TensorOp::MatMul(..))
+                    && f32s
+                    && u > k
+                    && x != y
+                    && !stored.contains(&k)
+                    && matches!(nodes[other].op, TensorOp::Broadcast(_))
+                    && layout_of_tensors(nodes, other))
+                .then_some((u, other))
+            })
+            .collect();
         Ok(GroupPlan {
             index,
             name: launch.name.clone(),
@@ -89,6 +122,7 @@ impl GroupPlan {
             checks: launch.checks.clone(),
             last_use,
             inline,
+            bias,
         })
     }
 
@@ -116,27 +150,31 @@ impl GroupPlan {
             let shape = eval_shape(node, symbols).map_err(|problem| self.failure(node, problem))?;
             layout_rule(&node.op, &shape, &operand_shapes).map_err(|problem| self.failure(node, problem))?;
         }
+        // The tensors read, first (a bias is read before the matmul it is added to).
         for (k, node) in nodes.iter().enumerate() {
-            if self.inline[k] {
+            let TensorOp::Tensor(t) = &node.op else { continue };
+            let fail = |problem: String| self.failure(node, problem);
+            let value = tensors
+                .get(t.0 as usize)
+                .and_then(Option::as_ref)
+                .ok_or_else(|| fail(format!("tensor `{}` is not available", program.tensor(*t).name)))?;
+            let shape = &node_shapes[k];
+            if shapes.get(t.0 as usize) != Some(shape) || &value.0.shape != shape {
+                return Err(fail(format!("tensor `{}` does not have the shape {shape:?}", program.tensor(*t).name)));
+            }
+            values[k] = Some(value.clone());
+        }
+        for (k, node) in nodes.iter().enumerate() {
+            // An inline node, a tensor, or a bias `Add` its matmul computed.
+            if self.inline[k] || values[k].is_some() {
                 continue;
             }
             let fail = |problem: String| self.failure(node, problem);
             let shape = &node_shapes[k];
             let run = Run { ops: &self.ops, values: &values, shapes: &node_shapes, buffers };
+            let mut alias = None;
             let value = match &node.op {
-                TensorOp::Tensor(t) => {
-                    let value = tensors
-                        .get(t.0 as usize)
-                        .and_then(Option::as_ref)
-                        .ok_or_else(|| fail(format!("tensor `{}` is not available", program.tensor(*t).name)))?;
-                    if shapes.get(t.0 as usize) != Some(shape) || &value.0.shape != shape {
-                        return Err(fail(format!(
-                            "tensor `{}` does not have the shape {shape:?}",
-                            program.tensor(*t).name
-                        )));
-                    }
-                    value.clone()
-                }
+                TensorOp::Tensor(_) => return Err(fail("internal error: a tensor leaf read late".to_string())),
                 op if op.is_elementwise()
                     || matches!(op, TensorOp::Reshape(_) | TensorOp::Broadcast(_) | TensorOp::Permute(..)) =>
                 {
@@ -146,8 +184,20 @@ impl GroupPlan {
                     let (sa, sb) = (&node_shapes[a.index()], &node_shapes[b.index()]);
                     matmul_rule(shape, sa, sb).map_err(&fail)?;
                     let (va, vb) = (run.view(a.index()).map_err(&fail)?, run.view(b.index()).map_err(&fail)?);
-                    let out = buffers.take(count(shape));
-                    Value::new(matmul::matmul(node.dtype, &va, &vb, out).map_err(&fail)?, shape.clone())
+                    let mut out = buffers.take(count(shape));
+                    // A bias row under every output row: written first, the product accumulated onto it.
+                    let bias = match self.bias[k] {
+                        Some((add, other))
+                            if node_shapes[add].last() == shape.last() && count(&node_shapes[add]) == count(shape) =>
+                        {
+                            let view = run.view(other).map_err(&fail)?;
+                            bias_rows(&view, &mut out).then_some(add)
+                        }
+                        _ => None,
+                    };
+                    let product = matmul::matmul(node.dtype, &va, &vb, out, bias.is_some()).map_err(&fail)?;
+                    alias = bias;
+                    Value::new(product, bias.map_or_else(|| shape.clone(), |add| node_shapes[add].clone()))
                 }
                 TensorOp::Reduce { op, input, axes }
                     if reduce_rule(shape, &node_shapes[input.index()], axes).is_ok()
@@ -167,7 +217,10 @@ impl GroupPlan {
                     Value::new(data, shape.clone())
                 }
             };
-            values[k] = Some(value);
+            match alias {
+                Some(add) => values[add] = Some(value),
+                None => values[k] = Some(value),
+            }
             // Free the nodes whose last reader this is (stored nodes are kept).
             for (i, slot) in values.iter_mut().enumerate().take(k) {
                 if self.last_use[i] == k
@@ -198,6 +251,36 @@ impl GroupPlan {
         });
         CpuFailure { launch: self.index, name: self.name.clone(), op: Some(Box::new(op)), problem }
     }
+}
+
+/// Whether node `k` is tensors read through layout ops only (`Broadcast`, `Reshape`, `Permute`): a view
+/// available before any node of the launch runs.
+fn layout_of_tensors(nodes: &[OpNode], k: usize) -> bool {
+    match &nodes[k].op {
+        TensorOp::Tensor(_) => true,
+        TensorOp::Broadcast(a) | TensorOp::Reshape(a) | TensorOp::Permute(a, _) => {
+            a.index() < k && layout_of_tensors(nodes, a.index())
+        }
+        _ => false,
+    }
+}
+
+/// Writes the rows of `view` into `out` (a buffer of its size) when it repeats one contiguous float row (a
+/// broadcast bias); false, writing nothing, otherwise.
+fn bias_rows(view: &View, out: &mut [f32]) -> bool {
+    let Some((&n, outer)) = view.shape.split_last() else { return false };
+    let rows = view.strides.len() == view.shape.len()
+        && view.strides[outer.len()] == 1
+        && view.strides[..outer.len()].iter().zip(outer).all(|(&s, &d)| s == 0 || d == 1);
+    let Vals::F(data) = &view.value.0.data else { return false };
+    let Some(row) = data.get(view.offset..view.offset + n) else { return false };
+    if !rows || n == 0 || !out.len().is_multiple_of(n) || view.check().is_err() {
+        return false;
+    }
+    for chunk in out.chunks_exact_mut(n) {
+        chunk.copy_from_slice(row);
+    }
+    true
 }
 
 /// A node's evaluated shape.
@@ -544,6 +627,60 @@ mod tests {
             requires: Default::default(),
             checks: Vec::new(),
             ops,
+        }
+    }
+
+    /// A linear layer's launch: `x [m, k] @ permute(w [n, k])`, reshaped to `[2, m / 2, n]`, plus a broadcast
+    /// bias, then doubled (the sum read twice). The bias is accumulated under the product (`bias` plan) when
+    /// it repeats one row, and added after it otherwise (a `[2, m / 2, 1]` column); both equal the
+    /// node-by-node evaluation within the matmul tolerance.
+    #[test]
+    fn a_bias_under_a_matmul_equals_the_addition_after_it() {
+        let r = |i: u32| OpRef(i);
+        for (m, k, n) in [(2, 3, 4), (6, 40, 9), (64, 17, 33)] {
+            for row_bias in [true, false] {
+                let bias_shape = if row_bias { vec![n] } else { vec![2, m / 2, 1] };
+                let nodes = vec![
+                    node(TensorOp::Tensor(TensorId(0)), &[m, k]),
+                    node(TensorOp::Tensor(TensorId(1)), &[n, k]),
+                    node(TensorOp::Permute(r(1), vec![1, 0]), &[k, n]),
+                    node(TensorOp::MatMul(r(0), r(2)), &[m, n]),
+                    node(TensorOp::Reshape(r(3)), &[2, m / 2, n]),
+                    node(TensorOp::Tensor(TensorId(2)), &bias_shape),
+                    node(TensorOp::Broadcast(r(5)), &[2, m / 2, n]),
+                    node(TensorOp::Binary(BinaryOp::Add, r(4), r(6)), &[2, m / 2, n]),
+                    node(TensorOp::Binary(BinaryOp::Add, r(7), r(7)), &[2, m / 2, n]),
+                ];
+                let ops = GroupOps { nodes, stores: vec![Store { node: r(8), tensor: TensorId(3) }] };
+                let plan = GroupPlan::new(0, &launch("linear", ops.clone())).unwrap();
+                assert_eq!(plan.bias[3], Some((7, 6)), "the plan finds the bias through the reshape");
+                let bias_count: usize = bias_shape.iter().product();
+                let shapes = vec![vec![m, k], vec![n, k], bias_shape.clone()];
+                let leaves = [data(m * k, 1), data(n * k, 2), data(bias_count, 3)];
+                let tensors: Vec<Option<Value>> =
+                    leaves.iter().zip(&shapes).map(|(v, s)| Some(Value::new(v.clone(), s.clone()))).collect();
+                let got = plan.run(&Program::default(), &tensors, &shapes, &[], &Buffers::default()).unwrap();
+                let mut want: Vec<Value> = Vec::new();
+                for node in &ops.nodes {
+                    let shape = eval_shape(node, &[]).unwrap();
+                    let value = match node.op {
+                        TensorOp::Tensor(t) => tensors[t.0 as usize].clone().unwrap(),
+                        _ => {
+                            let operands: Vec<Value> =
+                                node.op.operands().iter().map(|r| want[r.index()].clone()).collect();
+                            Value::new(eval_op(node, &shape, &operands, &[]).unwrap(), shape)
+                        }
+                    };
+                    want.push(value);
+                }
+                let (Vals::F(got), Vals::F(want)) = (&got[0].1.0.data, &want[8].0.data) else { unreachable!() };
+                assert_eq!(got.len(), 2 * (m / 2) * n);
+                for (g, w) in got.iter().zip(want) {
+                    // |entries| <= 0.5: the sum of absolute products and the bias is at most k / 4 + 1.
+                    let tol = 2.0 * 16.0 * f32::EPSILON * (k as f32 + 1.0) * (k as f32 / 4.0 + 1.0);
+                    assert!((g - w).abs() <= tol, "{m}x{k}x{n} row bias {row_bias}: {g} vs {w}");
+                }
+            }
         }
     }
 

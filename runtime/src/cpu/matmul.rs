@@ -14,8 +14,10 @@ use crate::DType;
 use crate::eval::values::{Vals, finish};
 
 /// The product of two checked views (`a`: `[batch.., m, k]`, `b`: `[batch.., k, n]`, equal batch axes), as
-/// a row-major `[batch.., m, n]` buffer of `dtype`, written into `out` (any contents, that length).
-pub fn matmul(dtype: DType, a: &View, b: &View, mut out: Vec<f32>) -> Result<Vals, String> {
+/// a row-major `[batch.., m, n]` buffer of `dtype`, written into `out` (any contents, that length); with
+/// `accumulate`, added to `out`'s contents instead (a bias the caller wrote there; within the matmul's
+/// tolerance of the product, then the addition).
+pub fn matmul(dtype: DType, a: &View, b: &View, mut out: Vec<f32>, accumulate: bool) -> Result<Vals, String> {
     let r = a.shape.len();
     let (m, k, n) = (a.shape[r - 2], a.shape[r - 1], b.shape[r - 1]);
     let batch = &a.shape[..r - 2];
@@ -59,14 +61,14 @@ pub fn matmul(dtype: DType, a: &View, b: &View, mut out: Vec<f32>) -> Result<Val
                 dst.as_mut_ptr(),
                 1,
                 n as isize,
-                false,
+                accumulate,
                 a_data.as_ptr().add(oa),
                 a.strides[r - 1] as isize,
                 a.strides[r - 2] as isize,
                 b_data.as_ptr().add(ob),
                 b.strides[r - 1] as isize,
                 b.strides[r - 2] as isize,
-                0.0,
+                if accumulate { 1.0 } else { 0.0 },
                 1.0,
                 false,
                 false,
@@ -141,7 +143,7 @@ mod tests {
             } else {
                 view.reshape(&b_shape).unwrap()
             };
-            let got = matmul(dtype, &View::whole(a.clone()), &view, vec![f32::NAN; batches * m * n]).unwrap();
+            let got = matmul(dtype, &View::whole(a.clone()), &view, vec![f32::NAN; batches * m * n], false).unwrap();
             let (Vals::F(want), Vals::F(got)) = (want, got) else { unreachable!() };
             let tol = 16.0 * f32::EPSILON * k as f32 * 0.25 * k as f32 + if f16 { 2e-3 } else { 0.0 };
             for (w, g) in want.iter().zip(&got) {
