@@ -1,5 +1,5 @@
 //! Float buffers recycled between a model's runs: a tensor freed after its last reader gives its buffer
-//! back, and the next large result of about its size takes it instead of fresh memory, so a steady stream
+//! back, and the next large result of its length takes it instead of fresh memory, so a steady stream
 //! of forward passes stops paying for page faults and zero-filling. A buffer taken is fully overwritten by
 //! its kernel (fused chunks, gemm, row reductions), so its old contents never show.
 
@@ -18,22 +18,15 @@ const MAX_KEPT: usize = 64;
 pub struct Buffers(Mutex<Vec<Vec<f32>>>);
 
 impl Buffers {
-    /// A buffer of `n` floats whose contents the caller overwrites: a kept one with room for `n` (the
-    /// smallest such), else a new one.
+    /// A buffer of `n` floats whose contents the caller overwrites: a kept one of exactly that length, else
+    /// a new one. Only exact lengths are reused: a steady stream of runs asks for the same lengths in the
+    /// same order, and taking a longer buffer for a shorter request would shrink it for good (the pool would
+    /// drift towards short buffers and long requests towards fresh memory).
     pub fn take(&self, n: usize) -> Vec<f32> {
         if n >= MIN_LEN {
             let mut kept = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            let best = kept
-                .iter()
-                .enumerate()
-                .filter(|(_, b)| b.capacity() >= n && b.capacity() <= 2 * n)
-                .min_by_key(|(_, b)| b.capacity())
-                .map(|(i, _)| i);
-            if let Some(i) = best {
-                let mut buffer = kept.swap_remove(i);
-                buffer.resize(n, 0.0);
-                buffer.truncate(n);
-                return buffer;
+            if let Some(i) = kept.iter().position(|b| b.len() == n) {
+                return kept.swap_remove(i);
             }
         }
         vec![0.0; n]
@@ -58,7 +51,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_freed_buffer_is_taken_again_only_when_it_fits() {
+    fn a_freed_buffer_is_taken_again_only_at_its_length() {
         let buffers = Buffers::default();
         let value = Value::new(Vals::F(vec![1.0; MIN_LEN * 2]), vec![MIN_LEN * 2]);
         let held = value.clone();
@@ -66,10 +59,10 @@ mod tests {
         // Still held elsewhere: not kept.
         assert_eq!(buffers.take(MIN_LEN * 2).iter().sum::<f32>(), 0.0);
         buffers.recycle(held);
-        // Too large for a small request, the right size for a close one.
-        assert_eq!(buffers.take(MIN_LEN / 2).len(), MIN_LEN / 2);
-        let again = buffers.take(MIN_LEN * 2 - 5);
-        assert_eq!(again.len(), MIN_LEN * 2 - 5);
+        // Another length gets fresh memory; the same length the kept buffer.
+        assert_eq!(buffers.take(MIN_LEN * 2 - 5), vec![0.0; MIN_LEN * 2 - 5]);
+        let again = buffers.take(MIN_LEN * 2);
+        assert_eq!(again.len(), MIN_LEN * 2);
         assert_eq!(again[0], 1.0, "the kept buffer was reused");
     }
 }

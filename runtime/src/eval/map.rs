@@ -50,8 +50,40 @@ pub fn run_map(map: &MapOps, dtype: DType, out_shape: &[usize], inputs: &[&Val],
     Ok(result)
 }
 
-/// Output elements `start..end` of the map (in row-major order).
+/// Output elements `start..end` of the map (in row-major order): `run_range_in` compiled for AVX2 where the
+/// CPU has it (the per-lane index arithmetic is 64-bit integer work the baseline's SSE2 emulates), the same
+/// results either way.
 fn run_range(
+    plan: &Plan,
+    dtype: DType,
+    out_shape: &[usize],
+    inputs: &[&Val],
+    start: usize,
+    end: usize,
+) -> Result<Vals, String> {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        return unsafe { run_range_avx2(plan, dtype, out_shape, inputs, start, end) };
+    }
+    run_range_in(plan, dtype, out_shape, inputs, start, end)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn run_range_avx2(
+    plan: &Plan,
+    dtype: DType,
+    out_shape: &[usize],
+    inputs: &[&Val],
+    start: usize,
+    end: usize,
+) -> Result<Vals, String> {
+    run_range_in(plan, dtype, out_shape, inputs, start, end)
+}
+
+#[inline(always)]
+fn run_range_in(
     plan: &Plan,
     dtype: DType,
     out_shape: &[usize],
@@ -85,23 +117,26 @@ fn run_range(
             .collect(),
     };
     let mut result = Vals::zeros(dtype, total);
-    // The row-major index of element `start`.
-    let mut index = vec![0usize; plan.rank];
-    let mut rest = start;
-    for d in (0..plan.rank).rev() {
-        let size = out_shape.get(d).copied().unwrap_or(1).max(1);
-        index[d] = rest % size;
-        rest /= size;
-    }
     let mut done = 0;
     while done < total {
         let n = lanes.min(total - done);
         exec.n = n;
-        for l in 0..n {
-            for (d, &i) in index.iter().enumerate() {
-                exec.lane_vars[d][l] = i as i64;
+        // Each output variable over the chunk's lanes (elements start + done ..): runs of equal values, one
+        // axis at a time.
+        for d in 0..plan.rank {
+            let size = out_shape.get(d).copied().unwrap_or(1).max(1);
+            let inner: usize = out_shape.get(d + 1..).unwrap_or_default().iter().map(|&x| x.max(1)).product();
+            let pos = start + done;
+            let (mut value, mut left) = ((pos / inner) % size, inner - pos % inner);
+            let vars = &mut exec.lane_vars[d][..n];
+            let mut l = 0;
+            while l < n {
+                let run = left.min(n - l);
+                vars[l..l + run].fill(value as i64);
+                l += run;
+                value = if value + 1 == size { 0 } else { value + 1 };
+                left = inner;
             }
-            advance(&mut index, out_shape);
         }
         exec.prepare_loads();
         exec.run_block(0)?;
@@ -113,17 +148,6 @@ fn run_range(
 
 fn mismatch(_: KindMismatch) -> String {
     "internal error: a scalar node's operands have the wrong storage kind".to_string()
-}
-
-/// Row-major increment of `index` within `shape` (wraps to all zeros after the last element).
-fn advance(index: &mut [usize], shape: &[usize]) {
-    for d in (0..index.len()).rev() {
-        index[d] += 1;
-        if index[d] < shape[d] {
-            return;
-        }
-        index[d] = 0;
-    }
 }
 
 fn copy_into(dst: &mut Vals, start: usize, src: &Vals, n: usize) -> Result<(), KindMismatch> {
@@ -205,9 +229,21 @@ impl Plan {
         let mut dtypes = Vec::with_capacity(len);
         let mut steps = Vec::with_capacity(len);
         let mut free: Vec<Vec<usize>> = Vec::with_capacity(len);
+        // Index arithmetic the variables' ranges decide, folded first: a decided statement is a constant,
+        // and operands are read through their aliases.
+        let folded = super::fold::fold(map, &extents, syms);
+        let at = |r: &crate::program::ScalarRef| folded.alias.get(r.index()).copied().unwrap_or(r.index());
         for (s, snode) in map.exprs.iter().enumerate() {
             let dtype = snode.dtype;
             let mut f: BTreeSet<usize> = BTreeSet::new();
+            if let Some(lit) = folded.known[s]
+                && !matches!(snode.expr, ScalarOp::Load { .. } | ScalarOp::Reduce { .. })
+            {
+                dtypes.push(dtype);
+                steps.push(Step::Fill(lit));
+                free.push(Vec::new());
+                continue;
+            }
             let step = match &snode.expr {
                 ScalarOp::Load { input, indices, default } => {
                     let val =
@@ -230,13 +266,26 @@ impl Plan {
                         if reach >= INDEX_LIMIT {
                             return Err(format!("s{s}: index arithmetic of a load overflows 64-bit integers"));
                         }
+                        let mut div = affine.div.max(1);
+                        let mut offset = offset;
+                        // `(2 * v) / 2` is `v`: a divisor of every coefficient and of the offset divides exactly.
+                        if div > 1
+                            && offset % div == 0
+                            && lane_terms.iter().chain(&loop_terms).all(|&(_, c)| c % div == 0)
+                        {
+                            offset /= div;
+                            for (_, c) in lane_terms.iter_mut().chain(loop_terms.iter_mut()) {
+                                *c /= div;
+                            }
+                            div = 1;
+                        }
                         axes.push(AxisPlan {
                             len: len as i64,
                             stride: stride as i64,
                             offset,
                             lane_terms,
                             loop_terms,
-                            div: affine.div.max(1),
+                            div,
                         });
                     }
                     Step::Load(LoadPlan { input: *input, axes, default: default.map(|d| Lit::from_scalar(d, dtype)) })
@@ -262,22 +311,22 @@ impl Plan {
                 }
                 ScalarOp::Const(c) => Step::Fill(Lit::from_scalar(*c, dtype)),
                 ScalarOp::Unary(op, a) => {
-                    f.extend(free[a.index()].iter().copied());
-                    Step::Unary(*op, a.index())
+                    f.extend(free[at(a)].iter().copied());
+                    Step::Unary(*op, at(a))
                 }
                 ScalarOp::Binary(op, a, b) => {
-                    f.extend(free[a.index()].iter().chain(&free[b.index()]).copied());
-                    Step::Binary(*op, a.index(), b.index())
+                    f.extend(free[at(a)].iter().chain(&free[at(b)]).copied());
+                    Step::Binary(*op, at(a), at(b))
                 }
                 ScalarOp::Select { cond, on_true, on_false } => {
                     for o in [cond, on_true, on_false] {
-                        f.extend(free[o.index()].iter().copied());
+                        f.extend(free[at(o)].iter().copied());
                     }
-                    Step::Select(cond.index(), on_true.index(), on_false.index())
+                    Step::Select(at(cond), at(on_true), at(on_false))
                 }
                 ScalarOp::Cast(a) => {
-                    f.extend(free[a.index()].iter().copied());
-                    Step::Cast(a.index())
+                    f.extend(free[at(a)].iter().copied());
+                    Step::Cast(at(a))
                 }
                 ScalarOp::Reduce { op, vars, body } => {
                     let vars: Vec<usize> = vars.iter().map(|v| v.0 as usize).collect();
@@ -287,15 +336,15 @@ impl Plan {
                             *extents.get(v).ok_or_else(|| format!("s{s} reduces over v{v}, which has no extent"))?;
                         count = count.checked_mul(extent).ok_or_else(|| format!("s{s}: reduction size overflows"))?;
                     }
-                    f.extend(free[body.index()].iter().copied().filter(|v| !vars.contains(v)));
-                    Step::Reduce { op: *op, vars, body: body.index(), block: 0, count }
+                    f.extend(free[at(body)].iter().copied().filter(|v| !vars.contains(v)));
+                    Step::Reduce { op: *op, vars, body: at(body), block: 0, count }
                 }
             };
             dtypes.push(dtype);
             steps.push(step);
             free.push(f.into_iter().collect());
         }
-        let body = map.body.index();
+        let body = at(&map.body);
         let blocks = place(&mut steps, &free, body);
         Ok(Plan { rank, extents, dtypes, steps, blocks, body })
     }
@@ -388,6 +437,7 @@ struct Exec<'p> {
 }
 
 impl Exec<'_> {
+    #[inline(always)]
     fn prepare_loads(&mut self) {
         let n = self.n;
         for (step, lanes) in self.plan.steps.iter().zip(&mut self.loads) {
@@ -410,7 +460,24 @@ impl Exec<'_> {
         }
     }
 
+    /// Runs block `block`'s steps: `run_block_in`, compiled for AVX2 where the CPU has it.
     fn run_block(&mut self, block: usize) -> Result<(), String> {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { self.run_block_avx2(block) };
+        }
+        self.run_block_in(block)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    fn run_block_avx2(&mut self, block: usize) -> Result<(), String> {
+        self.run_block_in(block)
+    }
+
+    #[inline(always)]
+    fn run_block_in(&mut self, block: usize) -> Result<(), String> {
         let plan = self.plan;
         for &s in &plan.blocks[block] {
             self.step(s)?;
@@ -418,6 +485,7 @@ impl Exec<'_> {
         Ok(())
     }
 
+    #[inline(always)]
     fn step(&mut self, s: usize) -> Result<(), String> {
         let plan = self.plan;
         let n = self.n;
@@ -543,8 +611,14 @@ fn load(
             let mut flat = 0i64;
             let inside = lp.axes.iter().enumerate().all(|(ax, axis)| {
                 let num = lanes.idx[ax][l] + lanes.uniform[ax];
-                let ok = num >= 0 && num % axis.div == 0 && num / axis.div < axis.len;
-                flat += if ok { num / axis.div * axis.stride } else { 0 };
+                // A power-of-two divisor (strided pools and convolutions) by mask and shift.
+                let (exact, quotient) = if axis.div & (axis.div - 1) == 0 {
+                    (num & (axis.div - 1) == 0, num >> axis.div.trailing_zeros())
+                } else {
+                    (num % axis.div == 0, num / axis.div)
+                };
+                let ok = num >= 0 && exact && quotient < axis.len;
+                flat += if ok { quotient * axis.stride } else { 0 };
                 ok
             });
             (inside, flat)

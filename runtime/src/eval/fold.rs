@@ -1,0 +1,280 @@
+//! Folding of a map body's index arithmetic before it is planned (`map.rs`): what the index variables'
+//! ranges decide. Gradients of index notation carry guards that test every index of an inverted load
+//! (`0 + v0 >= 0 && 0 + v0 < N && ...`) and offsets like `0 + v5 * 1`; each is a vector op per lane per
+//! reduction step when evaluated as written. Here every `i32` statement gets the interval of its values
+//! (a variable `v < extent` is in `[0, extent - 1]`), and a statement whose value the intervals decide
+//! becomes that constant; `x + 0`, `x * 1`, `x % c` with `0 <= x < c`, `true && x` and a select on a decided
+//! condition become their operand. The results are exact: integer intervals are kept only while they fit
+//! `i32` (so no wrapping is ever assumed away), and nothing whose evaluation could fail (a load without a
+//! default, as the interpreter checks it) is ever dropped.
+
+use super::values::Lit;
+use crate::DType;
+use crate::dim::Dim;
+use crate::ops::BinaryOp;
+use crate::program::{MapOps, ScalarOp, ScalarRef};
+
+/// What folding found for each statement of a map body.
+#[derive(Debug)]
+pub struct Folded {
+    /// The statement's value when the ranges decide it.
+    pub known: Vec<Option<Lit>>,
+    /// The statement whose value this one always equals (itself when none).
+    pub alias: Vec<usize>,
+}
+
+/// Folds `map`'s statements with its variables' extents (`extents[v]`, at least 1) and the bound symbols.
+pub fn fold(map: &MapOps, extents: &[usize], syms: &[i64]) -> Folded {
+    let n = map.exprs.len();
+    let mut known: Vec<Option<Lit>> = vec![None; n];
+    let mut alias: Vec<usize> = (0..n).collect();
+    let mut range: Vec<Option<(i64, i64)>> = vec![None; n];
+    let mut fallible = vec![false; n];
+    let int = |v: i64| -> Option<(i64, i64)> { i32::try_from(v).ok().map(|_| (v, v)) };
+    let fits = |(lo, hi): (i64, i64)| i32::try_from(lo).is_ok() && i32::try_from(hi).is_ok();
+    for (s, node) in map.exprs.iter().enumerate() {
+        let a = |r: &ScalarRef| alias.get(r.index()).copied().unwrap_or(s);
+        let i32s = node.dtype == DType::I32;
+        match &node.expr {
+            ScalarOp::Load { default, .. } => fallible[s] = default.is_none(),
+            ScalarOp::Var(v) if i32s => {
+                range[s] = extents
+                    .get(v.0 as usize)
+                    .and_then(|&e| i64::try_from(e).ok())
+                    .map(|e| (0, e - 1))
+                    .filter(|&r| fits(r));
+            }
+            ScalarOp::Dim(dim) if i32s => {
+                if let Some(v) = eval(dim, syms) {
+                    range[s] = int(v);
+                }
+            }
+            ScalarOp::Const(c) => {
+                let lit = Lit::from_scalar(*c, node.dtype);
+                if let Lit::I(v) = lit {
+                    range[s] = Some((i64::from(v), i64::from(v)));
+                }
+                if matches!(lit, Lit::B(_)) {
+                    known[s] = Some(lit);
+                }
+            }
+            ScalarOp::Unary(_, x) | ScalarOp::Cast(x) => fallible[s] = fallible[a(x)],
+            ScalarOp::Reduce { body, .. } => fallible[s] = fallible[a(body)],
+            ScalarOp::Select { cond, on_true, on_false } => {
+                let (c, t, f) = (a(cond), a(on_true), a(on_false));
+                fallible[s] = fallible[c] || fallible[t] || fallible[f];
+                let pick = match known[c] {
+                    Some(Lit::B(true)) if !fallible[f] => Some(t),
+                    Some(Lit::B(false)) if !fallible[t] => Some(f),
+                    _ if t == f && !fallible[c] => Some(t),
+                    _ => None,
+                };
+                if let Some(p) = pick {
+                    alias[s] = p;
+                    (known[s], range[s], fallible[s]) = (known[p], range[p], fallible[p]);
+                }
+            }
+            ScalarOp::Binary(op, x, y) => {
+                let (x, y) = (a(x), a(y));
+                fallible[s] = fallible[x] || fallible[y];
+                let same = |o: usize| o < n && map.exprs[o].dtype == node.dtype;
+                match binary(*op, node.dtype, (x, y), &known, &range, &fallible) {
+                    Some(Fold::Alias(o)) if same(o) => {
+                        alias[s] = o;
+                        (known[s], range[s], fallible[s]) = (known[o], range[o], fallible[o]);
+                    }
+                    Some(Fold::Known(lit)) if !fallible[x] && !fallible[y] => {
+                        known[s] = Some(lit);
+                        if let Lit::I(v) = lit {
+                            range[s] = Some((i64::from(v), i64::from(v)));
+                        }
+                    }
+                    Some(Fold::Range(r)) if i32s && fits(r) => {
+                        range[s] = Some(r);
+                        if r.0 == r.1 && !fallible[x] && !fallible[y] {
+                            known[s] = Some(Lit::I(r.0 as i32));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+    }
+    Folded { known, alias }
+}
+
+/// What a binary statement folds to.
+enum Fold {
+    Alias(usize),
+    Known(Lit),
+    Range((i64, i64)),
+}
+
+/// Folds `x op y` from its operands' known values and ranges.
+fn binary(
+    op: BinaryOp,
+    dtype: DType,
+    (x, y): (usize, usize),
+    known: &[Option<Lit>],
+    range: &[Option<(i64, i64)>],
+    fallible: &[bool],
+) -> Option<Fold> {
+    let is_int = |o: usize, v: i32| {
+        matches!(known[o], Some(Lit::I(k)) if k == v) || range[o] == Some((i64::from(v), i64::from(v)))
+    };
+    let b = |o: usize| match known[o] {
+        Some(Lit::B(v)) => Some(v),
+        _ => None,
+    };
+    match op {
+        BinaryOp::And | BinaryOp::Or if dtype == DType::Bool => {
+            let absorbing = op == BinaryOp::Or;
+            match (b(x), b(y)) {
+                (Some(v), _) if v != absorbing => Some(Fold::Alias(y)),
+                (_, Some(v)) if v != absorbing => Some(Fold::Alias(x)),
+                (Some(_), _) if !fallible[y] => Some(Fold::Known(Lit::B(absorbing))),
+                (_, Some(_)) if !fallible[x] => Some(Fold::Known(Lit::B(absorbing))),
+                _ => None,
+            }
+        }
+        _ if dtype == DType::I32 && matches!(op, BinaryOp::Add) && is_int(y, 0) => Some(Fold::Alias(x)),
+        _ if dtype == DType::I32 && matches!(op, BinaryOp::Add) && is_int(x, 0) => Some(Fold::Alias(y)),
+        _ if dtype == DType::I32 && matches!(op, BinaryOp::Sub) && is_int(y, 0) => Some(Fold::Alias(x)),
+        _ if dtype == DType::I32 && matches!(op, BinaryOp::Mul) && is_int(y, 1) => Some(Fold::Alias(x)),
+        _ if dtype == DType::I32 && matches!(op, BinaryOp::Mul) && is_int(x, 1) => Some(Fold::Alias(y)),
+        _ => {
+            let ((xl, xh), (yl, yh)) = (range[x]?, range[y]?);
+            let decided = |v: Option<bool>| v.map(|v| Fold::Known(Lit::B(v)));
+            match op {
+                BinaryOp::Add => Some(Fold::Range((xl + yl, xh + yh))),
+                BinaryOp::Sub => Some(Fold::Range((xl - yh, xh - yl))),
+                BinaryOp::Mul => {
+                    let p = [xl * yl, xl * yh, xh * yl, xh * yh];
+                    Some(Fold::Range((*p.iter().min()?, *p.iter().max()?)))
+                }
+                BinaryOp::Min => Some(Fold::Range((xl.min(yl), xh.min(yh)))),
+                BinaryOp::Max => Some(Fold::Range((xl.max(yl), xh.max(yh)))),
+                // Truncating division and remainder by a positive constant of a non-negative value.
+                BinaryOp::Div if yl == yh && yl > 0 && xl >= 0 => Some(Fold::Range((xl / yl, xh / yl))),
+                BinaryOp::Rem if yl == yh && yl > 0 && xl >= 0 => {
+                    if xh < yl {
+                        Some(Fold::Alias(x))
+                    } else {
+                        Some(Fold::Range((0, xh.min(yl - 1))))
+                    }
+                }
+                BinaryOp::Lt => decided(if xh < yl { Some(true) } else { (xl >= yh).then_some(false) }),
+                BinaryOp::Le => decided(if xh <= yl { Some(true) } else { (xl > yh).then_some(false) }),
+                BinaryOp::Gt => decided(if xl > yh { Some(true) } else { (xh <= yl).then_some(false) }),
+                BinaryOp::Ge => decided(if xl >= yh { Some(true) } else { (xh < yl).then_some(false) }),
+                BinaryOp::Eq | BinaryOp::Ne => {
+                    let eq = if xh < yl || yh < xl {
+                        Some(false)
+                    } else {
+                        (xl == xh && yl == yh && xl == yl).then_some(true)
+                    };
+                    decided(eq.map(|e| e == (op == BinaryOp::Eq)))
+                }
+                _ => None,
+            }
+        }
+    }
+}
+
+/// `dim` at the bound symbols.
+fn eval(dim: &Dim, syms: &[i64]) -> Option<i64> {
+    dim.eval_at(syms)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{Affine, Scalar, VarId};
+    use crate::program::ScalarNode;
+
+    /// A body built statement by statement.
+    struct Body(Vec<ScalarNode>);
+
+    impl Body {
+        fn push(&mut self, expr: ScalarOp, dtype: DType) -> ScalarRef {
+            self.0.push(ScalarNode { expr, dtype });
+            ScalarRef(self.0.len() as u32 - 1)
+        }
+        fn int(&mut self, v: i64) -> ScalarRef {
+            self.push(ScalarOp::Dim(Dim::constant(v)), DType::I32)
+        }
+        fn var(&mut self, v: u32) -> ScalarRef {
+            self.push(ScalarOp::Var(VarId(v)), DType::I32)
+        }
+        fn bin(&mut self, op: BinaryOp, a: ScalarRef, b: ScalarRef) -> ScalarRef {
+            let dtype = if op.is_comparison() || matches!(op, BinaryOp::And | BinaryOp::Or) {
+                DType::Bool
+            } else {
+                self.0[a.0 as usize].dtype
+            };
+            self.push(ScalarOp::Binary(op, a, b), dtype)
+        }
+        fn load(&mut self, default: Option<f64>) -> ScalarRef {
+            let index = Affine { terms: vec![(VarId(0), Dim::constant(1))], offset: Dim::constant(0), div: 1 };
+            self.push(
+                ScalarOp::Load { input: 0, indices: vec![index], default: default.map(Scalar::Float) },
+                DType::F32,
+            )
+        }
+        fn map(self, body: ScalarRef) -> MapOps {
+            MapOps { inputs: vec![], extents: vec![], exprs: self.0, body }
+        }
+    }
+
+    /// A gradient's guard on `v0 < 8` and `v1 < 3`: `0 + v0 in [0, 8)` is decided true, `v0 - v1 >= 0` is
+    /// not; `0 + v0` and `x * 1` read their operand; the select on the decided part reads its branch.
+    #[test]
+    fn ranges_decide_the_guards_they_can_and_no_others() {
+        let mut b = Body(Vec::new());
+        let (zero, one, eight) = (b.int(0), b.int(1), b.int(8));
+        let v0 = b.var(0);
+        let v1 = b.var(1);
+        let i = b.bin(BinaryOp::Add, zero, v0);
+        let lo = b.bin(BinaryOp::Ge, i, zero);
+        let hi = b.bin(BinaryOp::Lt, i, eight);
+        let both = b.bin(BinaryOp::And, lo, hi);
+        let scaled = b.bin(BinaryOp::Mul, v1, one);
+        let d = b.bin(BinaryOp::Sub, i, scaled);
+        let open = b.bin(BinaryOp::Ge, d, zero);
+        let guard = b.bin(BinaryOp::And, both, open);
+        let x = b.load(Some(0.0));
+        let y = b.load(None);
+        // x loads with a default (cannot fail), y without (can).
+        let keep = b.push(ScalarOp::Select { cond: both, on_true: x, on_false: y }, DType::F32);
+        let pick = b.push(ScalarOp::Select { cond: both, on_true: y, on_false: x }, DType::F32);
+        let rem = b.bin(BinaryOp::Rem, v1, eight);
+        let map = b.map(guard);
+        let folded = fold(&map, &[8, 3], &[]);
+        let at = |r: ScalarRef| r.0 as usize;
+        assert_eq!(folded.alias[at(i)], at(v0));
+        for decided in [lo, hi, both] {
+            assert_eq!(folded.known[folded.alias[at(decided)]], Some(Lit::B(true)), "s{}", decided.0);
+        }
+        assert_eq!(folded.alias[at(scaled)], at(v1));
+        assert_eq!(folded.known[at(open)], None, "v0 - v1 may be negative");
+        assert_eq!(folded.alias[at(guard)], at(open));
+        assert_eq!(folded.alias[at(pick)], at(y), "the untaken branch cannot fail: dropped");
+        assert_eq!(folded.alias[at(keep)], at(keep), "the untaken branch is a load that can fail: kept");
+        assert_eq!(folded.alias[at(rem)], at(v1), "v1 < 3 < 8");
+    }
+
+    /// Intervals never assume away a wrap: `v0 * 2^30` for `v0 < 4` leaves `i32` and decides nothing.
+    #[test]
+    fn wrapping_arithmetic_decides_nothing() {
+        let mut b = Body(Vec::new());
+        let big = b.int(1 << 30);
+        let zero = b.int(0);
+        let v0 = b.var(0);
+        let p = b.bin(BinaryOp::Mul, v0, big);
+        let ge = b.bin(BinaryOp::Ge, p, zero);
+        let map = b.map(ge);
+        let folded = fold(&map, &[4], &[]);
+        assert_eq!(folded.known[ge.0 as usize], None);
+    }
+}
