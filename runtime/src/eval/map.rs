@@ -111,6 +111,7 @@ fn run_range_in(
                     hi: vec![0; lp.axes.len()],
                     uniform: vec![0; lp.axes.len()],
                     pos: vec![0; lanes],
+                    acc: vec![0; lanes],
                 },
                 _ => LoadLanes::default(),
             })
@@ -421,6 +422,7 @@ struct LoadLanes {
     flat: Vec<i64>,
     uniform: Vec<i64>,
     pos: Vec<usize>,
+    acc: Vec<i64>,
 }
 
 struct Exec<'p> {
@@ -570,6 +572,7 @@ impl Exec<'_> {
 
 /// Reads one load for all lanes: a straight gather when every lane is in range, else per-lane checks with
 /// the default (or an error naming the first bad lane's index).
+#[inline(always)]
 fn load(
     s: usize,
     lp: &LoadPlan,
@@ -606,31 +609,37 @@ fn load(
         return Ok(());
     }
     const OUTSIDE: usize = usize::MAX;
-    for l in 0..n {
-        let (inside, flat) = if divided {
-            let mut flat = 0i64;
-            let inside = lp.axes.iter().enumerate().all(|(ax, axis)| {
-                let num = lanes.idx[ax][l] + lanes.uniform[ax];
-                // A power-of-two divisor (strided pools and convolutions) by mask and shift.
-                let (exact, quotient) = if axis.div & (axis.div - 1) == 0 {
-                    (num & (axis.div - 1) == 0, num >> axis.div.trailing_zeros())
-                } else {
-                    (num % axis.div == 0, num / axis.div)
-                };
-                let ok = num >= 0 && exact && quotient < axis.len;
-                flat += if ok { quotient * axis.stride } else { 0 };
-                ok
-            });
-            (inside, flat)
+    // Axis by axis over the lanes (loops that vectorize): each lane's flat position, or -1 once an axis is
+    // out of range (or, divided, not exactly divisible).
+    let acc = &mut lanes.acc[..n];
+    acc.fill(0);
+    for (ax, axis) in lp.axes.iter().enumerate() {
+        let (u, idx, len, stride) = (lanes.uniform[ax], &lanes.idx[ax][..n], axis.len, axis.stride);
+        let div = axis.div;
+        if div == 1 {
+            for (a, &i) in acc.iter_mut().zip(idx) {
+                let i = i + u;
+                *a = if *a >= 0 && i >= 0 && i < len { *a + i * stride } else { -1 };
+            }
+        } else if div & (div - 1) == 0 {
+            // A power-of-two divisor (strided pools and convolutions) by mask and shift.
+            let (mask, shift) = (div - 1, div.trailing_zeros());
+            for (a, &i) in acc.iter_mut().zip(idx) {
+                let num = i + u;
+                let q = num >> shift;
+                *a = if *a >= 0 && num >= 0 && num & mask == 0 && q < len { *a + q * stride } else { -1 };
+            }
         } else {
-            let inside = lp.axes.iter().enumerate().all(|(ax, axis)| {
-                let i = lanes.idx[ax][l] + lanes.uniform[ax];
-                i >= 0 && i < axis.len
-            });
-            (inside, lanes.flat[l].wrapping_add(uniform_flat))
-        };
-        lanes.pos[l] = if inside {
-            flat as usize
+            for (a, &i) in acc.iter_mut().zip(idx) {
+                let num = i + u;
+                let ok = *a >= 0 && num >= 0 && num % div == 0 && num / div < len;
+                *a = if ok { *a + num / div * stride } else { -1 };
+            }
+        }
+    }
+    for (l, (p, &a)) in lanes.pos[..n].iter_mut().zip(acc.iter()).enumerate() {
+        *p = if a >= 0 {
+            a as usize
         } else if lp.default.is_some() {
             OUTSIDE
         } else {
