@@ -264,16 +264,6 @@ pub fn cpu_bench(dir: &Path, cases: &[(usize, usize)], runs: usize, profile: boo
             let start = std::time::Instant::now();
             model.run(&batch.inputs)?;
             times.push(start.elapsed().as_secs_f64() * 1e3);
-            if std::env::var_os("TDSL_EACH").is_some() {
-                let rss: usize = std::fs::read_to_string("/proc/self/statm")
-                    .unwrap()
-                    .split_whitespace()
-                    .nth(1)
-                    .unwrap()
-                    .parse()
-                    .unwrap();
-                eprint!("{:.0}/{}M ", times[times.len() - 1], rss * 4 / 1024);
-            }
         }
         times.sort_by(f64::total_cmp);
         report.push_str(&format!(

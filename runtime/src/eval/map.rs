@@ -130,6 +130,14 @@ fn run_range_in(
             let pos = start + done;
             let (mut value, mut left) = ((pos / inner) % size, inner - pos % inner);
             let vars = &mut exec.lane_vars[d][..n];
+            if inner == 1 {
+                // The last axis: counts up and wraps.
+                for x in vars.iter_mut() {
+                    *x = value as i64;
+                    value = if value + 1 == size { 0 } else { value + 1 };
+                }
+                continue;
+            }
             let mut l = 0;
             while l < n {
                 let run = left.min(n - l);
