@@ -4,14 +4,17 @@
 //! reduction step when evaluated as written. Here every `i32` statement gets the interval of its values
 //! (a variable `v < extent` is in `[0, extent - 1]`), and a statement whose value the intervals decide
 //! becomes that constant; `x + 0`, `x * 1`, `x % c` with `0 <= x < c`, `true && x` and a select on a decided
-//! condition become their operand. The results are exact: integer intervals are kept only while they fit
+//! condition become their operand, and `g ? x : 0` becomes `x` when `x` loads with default 0 and `g` only
+//! repeats the load's own bounds (a convolution gradient's factor). The results are exact: integer intervals are kept only while they fit
 //! `i32` (so no wrapping is ever assumed away), and nothing whose evaluation could fail (a load without a
 //! default, as the interpreter checks it) is ever dropped.
 
 use super::values::Lit;
 use crate::DType;
 use crate::dim::Dim;
-use crate::ops::BinaryOp;
+use std::collections::BTreeMap;
+
+use crate::ops::{BinaryOp, Scalar};
 use crate::program::{MapOps, ScalarOp, ScalarRef};
 
 /// What folding found for each statement of a map body.
@@ -23,13 +26,19 @@ pub struct Folded {
     pub alias: Vec<usize>,
 }
 
-/// Folds `map`'s statements with its variables' extents (`extents[v]`, at least 1) and the bound symbols.
-pub fn fold(map: &MapOps, extents: &[usize], syms: &[i64]) -> Folded {
+/// A linear form of the index variables: coefficient by variable (none zero), and a constant.
+type Form = (BTreeMap<u32, i64>, i64);
+
+/// Folds `map`'s statements with its variables' extents (`extents[v]`, at least 1), the bound symbols and
+/// the shapes of the tensors it loads from.
+pub fn fold(map: &MapOps, extents: &[usize], syms: &[i64], shapes: &[&[usize]]) -> Folded {
     let n = map.exprs.len();
     let mut known: Vec<Option<Lit>> = vec![None; n];
     let mut alias: Vec<usize> = (0..n).collect();
     let mut range: Vec<Option<(i64, i64)>> = vec![None; n];
     let mut fallible = vec![false; n];
+    // Each i32 statement as a linear form of the variables, where it is one.
+    let mut form: Vec<Option<Form>> = vec![None; n];
     let int = |v: i64| -> Option<(i64, i64)> { i32::try_from(v).ok().map(|_| (v, v)) };
     let fits = |(lo, hi): (i64, i64)| i32::try_from(lo).is_ok() && i32::try_from(hi).is_ok();
     for (s, node) in map.exprs.iter().enumerate() {
@@ -63,10 +72,33 @@ pub fn fold(map: &MapOps, extents: &[usize], syms: &[i64]) -> Folded {
             ScalarOp::Select { cond, on_true, on_false } => {
                 let (c, t, f) = (a(cond), a(on_true), a(on_false));
                 fallible[s] = fallible[c] || fallible[t] || fallible[f];
+                // `g ? x : 0` where `x` loads with default 0 and `g` only repeats the load's own bounds: `x`.
+                let zero = |r: usize| match &map.exprs[r].expr {
+                    ScalarOp::Const(Scalar::Float(z)) => z.to_bits() == 0,
+                    ScalarOp::Load { default: Some(Scalar::Float(z)), .. } => z.to_bits() == 0,
+                    _ => false,
+                };
+                let guarded_load = || {
+                    node.dtype == DType::F32
+                        && matches!(map.exprs[t].expr, ScalarOp::Load { .. })
+                        && zero(t)
+                        && matches!(map.exprs[f].expr, ScalarOp::Const(_))
+                        && zero(f)
+                        && !fallible[c]
+                        && implied_by_load(
+                            map,
+                            c,
+                            t,
+                            syms,
+                            shapes,
+                            Facts { known: &known, alias: &alias, range: &range, form: &form },
+                        )
+                };
                 let pick = match known[c] {
                     Some(Lit::B(true)) if !fallible[f] => Some(t),
                     Some(Lit::B(false)) if !fallible[t] => Some(f),
                     _ if t == f && !fallible[c] => Some(t),
+                    _ if guarded_load() => Some(t),
                     _ => None,
                 };
                 if let Some(p) = pick {
@@ -100,8 +132,114 @@ pub fn fold(map: &MapOps, extents: &[usize], syms: &[i64]) -> Folded {
             }
             _ => {}
         }
+        if i32s {
+            form[s] = if alias[s] != s {
+                form[alias[s]].clone()
+            } else if let Some(v) = range[s].filter(|r| r.0 == r.1).map(|r| r.0) {
+                Some((BTreeMap::new(), v))
+            } else {
+                linear(&node.expr, &alias, &form)
+            };
+        }
     }
     Folded { known, alias }
+}
+
+/// `expr` as a linear form from its operands' forms: a variable, a sum or difference, a product by a
+/// constant.
+fn linear(expr: &ScalarOp, alias: &[usize], form: &[Option<Form>]) -> Option<Form> {
+    let f = |r: &ScalarRef| form.get(*alias.get(r.index())?).cloned().flatten();
+    let combine = |(mut a, c): Form, (b, d): Form, sign: i64| -> Option<Form> {
+        for (v, k) in b {
+            let e = a.entry(v).or_insert(0);
+            *e = e.checked_add(sign.checked_mul(k)?)?;
+            if *e == 0 {
+                a.remove(&v);
+            }
+        }
+        Some((a, c.checked_add(sign.checked_mul(d)?)?))
+    };
+    match expr {
+        ScalarOp::Var(v) => Some((BTreeMap::from([(v.0, 1)]), 0)),
+        ScalarOp::Binary(BinaryOp::Add, x, y) => combine(f(x)?, f(y)?, 1),
+        ScalarOp::Binary(BinaryOp::Sub, x, y) => combine(f(x)?, f(y)?, -1),
+        ScalarOp::Binary(BinaryOp::Mul, x, y) => {
+            let (a, b) = (f(x)?, f(y)?);
+            let ((vars, c), k) = if b.0.is_empty() {
+                (a, b.1)
+            } else if a.0.is_empty() {
+                (b, a.1)
+            } else {
+                return None;
+            };
+            let vars =
+                vars.into_iter().map(|(v, m)| Some((v, m.checked_mul(k)?))).collect::<Option<BTreeMap<_, _>>>()?;
+            Some((vars.into_iter().filter(|&(_, m)| m != 0).collect(), c.checked_mul(k)?))
+        }
+        _ => None,
+    }
+}
+
+/// What folding knows of the statements so far (`fold`'s tables).
+struct Facts<'a> {
+    known: &'a [Option<Lit>],
+    alias: &'a [usize],
+    range: &'a [Option<(i64, i64)>],
+    form: &'a [Option<Form>],
+}
+
+/// Whether `cond` (a conjunction) holds wherever load `load` is inside its input: each conjunct is decided
+/// true, or bounds one of the load's undivided indices as the load itself does (`i >= 0`, `i < len`).
+fn implied_by_load(map: &MapOps, cond: usize, load: usize, syms: &[i64], shapes: &[&[usize]], facts: Facts) -> bool {
+    let Facts { known, alias, range, form } = facts;
+    let ScalarOp::Load { input, indices, .. } = &map.exprs[load].expr else { return false };
+    let Some(shape) = shapes.get(*input) else { return false };
+    // The load's undivided indices as forms, with their axis lengths.
+    let axes: Vec<(Form, i64)> = indices
+        .iter()
+        .zip(shape.iter())
+        .filter(|(a, _)| a.div == 1)
+        .filter_map(|(a, &len)| {
+            let mut vars = BTreeMap::new();
+            for (v, c) in &a.terms {
+                let c = eval(c, syms)?;
+                if c != 0 {
+                    *vars.entry(v.0).or_insert(0) += c;
+                }
+            }
+            vars.retain(|_, c| *c != 0);
+            Some(((vars, eval(&a.offset, syms)?), i64::try_from(len).ok()?))
+        })
+        .collect();
+    let single = |r: usize| range.get(r).copied().flatten().filter(|r| r.0 == r.1).map(|r| r.0);
+    let mut work = vec![cond];
+    while let Some(c) = work.pop() {
+        let c = alias[c];
+        if known[c] == Some(Lit::B(true)) {
+            continue;
+        }
+        let ScalarOp::Binary(op, x, y) = &map.exprs[c].expr else { return false };
+        let (x, y) = (alias[x.index()], alias[y.index()]);
+        let bounds = |bound: Option<i64>, lower: bool| {
+            range[x].is_some()
+                && form[x]
+                    .as_ref()
+                    .is_some_and(|f| axes.iter().any(|(a, len)| a == f && bound == Some(if lower { 0 } else { *len })))
+        };
+        let ok = match op {
+            BinaryOp::And => {
+                work.extend([x, y]);
+                true
+            }
+            BinaryOp::Ge => bounds(single(y), true),
+            BinaryOp::Lt => bounds(single(y), false),
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
 }
 
 /// What a binary statement folds to.
@@ -250,7 +388,7 @@ mod tests {
         let pick = b.push(ScalarOp::Select { cond: both, on_true: y, on_false: x }, DType::F32);
         let rem = b.bin(BinaryOp::Rem, v1, eight);
         let map = b.map(guard);
-        let folded = fold(&map, &[8, 3], &[]);
+        let folded = fold(&map, &[8, 3], &[], &[&[8]]);
         let at = |r: ScalarRef| r.0 as usize;
         assert_eq!(folded.alias[at(i)], at(v0));
         for decided in [lo, hi, both] {
@@ -264,6 +402,37 @@ mod tests {
         assert_eq!(folded.alias[at(rem)], at(v1), "v1 < 3 < 8");
     }
 
+    /// `g ? x[v0 + v1 - 1] : 0` with `x` loading 0 out of range and `g` exactly its bounds (what a
+    /// convolution's input-gradient factor carries) is the load; a guard tighter than the bounds, or another
+    /// value off the guard, is not.
+    #[test]
+    fn a_guard_repeating_a_loads_bounds_is_the_load() {
+        for (upper, off_value, folds) in [(8, 0.0, true), (7, 0.0, false), (8, 1.0, false)] {
+            let mut b = Body(Vec::new());
+            let (zero, one, up) = (b.int(0), b.int(1), b.int(upper));
+            let v0 = b.var(0);
+            let v1 = b.var(1);
+            let sum = b.bin(BinaryOp::Add, v0, v1);
+            let i = b.bin(BinaryOp::Sub, sum, one);
+            let lo = b.bin(BinaryOp::Ge, i, zero);
+            let hi = b.bin(BinaryOp::Lt, i, up);
+            let g = b.bin(BinaryOp::And, lo, hi);
+            let index = Affine {
+                terms: vec![(VarId(0), Dim::constant(1)), (VarId(1), Dim::constant(1))],
+                offset: Dim::constant(-1),
+                div: 1,
+            };
+            let x = b
+                .push(ScalarOp::Load { input: 0, indices: vec![index], default: Some(Scalar::Float(0.0)) }, DType::F32);
+            let off = b.push(ScalarOp::Const(Scalar::Float(off_value)), DType::F32);
+            let sel = b.push(ScalarOp::Select { cond: g, on_true: x, on_false: off }, DType::F32);
+            let map = b.map(sel);
+            let folded = fold(&map, &[8, 3], &[], &[&[8]]);
+            let want = if folds { x.0 as usize } else { sel.0 as usize };
+            assert_eq!(folded.alias[sel.0 as usize], want, "upper {upper}, off the guard {off_value}");
+        }
+    }
+
     /// Intervals never assume away a wrap: `v0 * 2^30` for `v0 < 4` leaves `i32` and decides nothing.
     #[test]
     fn wrapping_arithmetic_decides_nothing() {
@@ -274,7 +443,7 @@ mod tests {
         let p = b.bin(BinaryOp::Mul, v0, big);
         let ge = b.bin(BinaryOp::Ge, p, zero);
         let map = b.map(ge);
-        let folded = fold(&map, &[4], &[]);
+        let folded = fold(&map, &[4], &[], &[]);
         assert_eq!(folded.known[ge.0 as usize], None);
     }
 }

@@ -240,7 +240,8 @@ impl Plan {
         let mut free: Vec<Vec<usize>> = Vec::with_capacity(len);
         // Index arithmetic the variables' ranges decide, folded first: a decided statement is a constant,
         // and operands are read through their aliases.
-        let folded = super::fold::fold(map, &extents, syms);
+        let shapes: Vec<&[usize]> = inputs.iter().map(|v| &v.shape[..]).collect();
+        let folded = super::fold::fold(map, &extents, syms, &shapes);
         let at = |r: &crate::program::ScalarRef| folded.alias.get(r.index()).copied().unwrap_or(r.index());
         for (s, snode) in map.exprs.iter().enumerate() {
             let dtype = snode.dtype;
