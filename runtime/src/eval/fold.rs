@@ -5,7 +5,8 @@
 //! (a variable `v < extent` is in `[0, extent - 1]`), and a statement whose value the intervals decide
 //! becomes that constant; `x + 0`, `x * 1`, `x % c` with `0 <= x < c`, `true && x` and a select on a decided
 //! condition become their operand, and `g ? x : 0` becomes `x` when `x` loads with default 0 and `g` only
-//! repeats the load's own bounds (a convolution gradient's factor). The results are exact: integer intervals are kept only while they fit
+//! repeats the load's own bounds (a convolution gradient's factor; for a divided index, `num >= 0` and
+//! `num % div == 0`: a strided pool's adjoint), also through `c ? x : 0` selects of the load. The results are exact: integer intervals are kept only while they fit
 //! `i32` (so no wrapping is ever assumed away), and nothing whose evaluation could fail (a load without a
 //! default, as the interpreter checks it) is ever dropped.
 
@@ -78,21 +79,29 @@ pub fn fold(map: &MapOps, extents: &[usize], syms: &[i64], shapes: &[&[usize]]) 
                     ScalarOp::Load { default: Some(Scalar::Float(z)), .. } => z.to_bits() == 0,
                     _ => false,
                 };
+                // The load `x` reads, when `x` is that load or `c ? x' : 0` of it (zero wherever the load is
+                // outside).
+                let zero_load = |mut x: usize| loop {
+                    match &map.exprs[x].expr {
+                        ScalarOp::Load { .. } if zero(x) => return Some(x),
+                        ScalarOp::Select { on_true, on_false, .. }
+                            if matches!(map.exprs[alias[on_false.index()]].expr, ScalarOp::Const(_))
+                                && zero(alias[on_false.index()]) =>
+                        {
+                            x = alias[on_true.index()];
+                        }
+                        _ => return None,
+                    }
+                };
                 let guarded_load = || {
                     node.dtype == DType::F32
-                        && matches!(map.exprs[t].expr, ScalarOp::Load { .. })
-                        && zero(t)
                         && matches!(map.exprs[f].expr, ScalarOp::Const(_))
                         && zero(f)
                         && !fallible[c]
-                        && implied_by_load(
-                            map,
-                            c,
-                            t,
-                            syms,
-                            shapes,
-                            Facts { known: &known, alias: &alias, range: &range, form: &form },
-                        )
+                        && zero_load(t).is_some_and(|load| {
+                            let facts = Facts { known: &known, alias: &alias, range: &range, form: &form };
+                            implied_by_load(map, c, load, syms, shapes, facts)
+                        })
                 };
                 let pick = match known[c] {
                     Some(Lit::B(true)) if !fallible[f] => Some(t),
@@ -194,11 +203,11 @@ fn implied_by_load(map: &MapOps, cond: usize, load: usize, syms: &[i64], shapes:
     let Facts { known, alias, range, form } = facts;
     let ScalarOp::Load { input, indices, .. } = &map.exprs[load].expr else { return false };
     let Some(shape) = shapes.get(*input) else { return false };
-    // The load's undivided indices as forms, with their axis lengths.
-    let axes: Vec<(Form, i64)> = indices
+    // The load's indices as forms of their numerators, with each axis' end (length x divisor) and divisor:
+    // the load is inside where every numerator is at least 0, a multiple of its divisor and below its end.
+    let axes: Vec<(Form, i64, i64)> = indices
         .iter()
         .zip(shape.iter())
-        .filter(|(a, _)| a.div == 1)
         .filter_map(|(a, &len)| {
             let mut vars = BTreeMap::new();
             for (v, c) in &a.terms {
@@ -208,7 +217,8 @@ fn implied_by_load(map: &MapOps, cond: usize, load: usize, syms: &[i64], shapes:
                 }
             }
             vars.retain(|_, c| *c != 0);
-            Some(((vars, eval(&a.offset, syms)?), i64::try_from(len).ok()?))
+            let div = a.div.max(1);
+            Some(((vars, eval(&a.offset, syms)?), i64::try_from(len).ok()?.checked_mul(div)?, div))
         })
         .collect();
     let single = |r: usize| range.get(r).copied().flatten().filter(|r| r.0 == r.1).map(|r| r.0);
@@ -220,19 +230,26 @@ fn implied_by_load(map: &MapOps, cond: usize, load: usize, syms: &[i64], shapes:
         }
         let ScalarOp::Binary(op, x, y) = &map.exprs[c].expr else { return false };
         let (x, y) = (alias[x.index()], alias[y.index()]);
-        let bounds = |bound: Option<i64>, lower: bool| {
+        // Whether statement `x` is the numerator of an axis that `test` (of its end and divisor) accepts.
+        let numerator = |x: usize, test: &dyn Fn(i64, i64) -> bool| {
             range[x].is_some()
-                && form[x]
-                    .as_ref()
-                    .is_some_and(|f| axes.iter().any(|(a, len)| a == f && bound == Some(if lower { 0 } else { *len })))
+                && form[x].as_ref().is_some_and(|f| axes.iter().any(|(a, end, div)| a == f && test(*end, *div)))
         };
         let ok = match op {
             BinaryOp::And => {
                 work.extend([x, y]);
                 true
             }
-            BinaryOp::Ge => bounds(single(y), true),
-            BinaryOp::Lt => bounds(single(y), false),
+            BinaryOp::Ge => single(y) == Some(0) && numerator(x, &|_, _| true),
+            BinaryOp::Lt => single(y).is_some_and(|b| numerator(x, &|end, _| b == end)),
+            // `num % div == 0`.
+            BinaryOp::Eq if single(y) == Some(0) => match &map.exprs[x].expr {
+                ScalarOp::Binary(BinaryOp::Rem, num, d) => {
+                    let (num, d) = (alias[num.index()], alias[d.index()]);
+                    single(d).is_some_and(|d| numerator(num, &|_, div| div == d))
+                }
+                _ => false,
+            },
             _ => false,
         };
         if !ok {
@@ -430,6 +447,40 @@ mod tests {
             let folded = fold(&map, &[8, 3], &[], &[&[8]]);
             let want = if folds { x.0 as usize } else { sel.0 as usize };
             assert_eq!(folded.alias[sel.0 as usize], want, "upper {upper}, off the guard {off_value}");
+        }
+    }
+
+    /// A strided read's adjoint: `g ? (c ? x[(v0 - v1) / 2] : 0) : 0` where `g` is `v0 - v1 >= 0` and
+    /// `(v0 - v1) % 2 == 0`, exactly where the divided load is inside, is the inner select; with the
+    /// divisor 3 in the guard it is not.
+    #[test]
+    fn a_guard_repeating_a_divided_loads_bounds_folds() {
+        for (modulus, folds) in [(2, true), (3, false)] {
+            let mut b = Body(Vec::new());
+            let (zero, m) = (b.int(0), b.int(modulus));
+            let v0 = b.var(0);
+            let v1 = b.var(1);
+            let num = b.bin(BinaryOp::Sub, v0, v1);
+            let lo = b.bin(BinaryOp::Ge, num, zero);
+            let rem = b.bin(BinaryOp::Rem, num, m);
+            let exact = b.bin(BinaryOp::Eq, rem, zero);
+            let g = b.bin(BinaryOp::And, lo, exact);
+            let index = Affine {
+                terms: vec![(VarId(0), Dim::constant(1)), (VarId(1), Dim::constant(-1))],
+                offset: Dim::constant(0),
+                div: 2,
+            };
+            let x = b
+                .push(ScalarOp::Load { input: 0, indices: vec![index], default: Some(Scalar::Float(0.0)) }, DType::F32);
+            let other = b.var(1);
+            let c = b.bin(BinaryOp::Eq, other, zero);
+            let off = b.push(ScalarOp::Const(Scalar::Float(0.0)), DType::F32);
+            let inner = b.push(ScalarOp::Select { cond: c, on_true: x, on_false: off }, DType::F32);
+            let outer = b.push(ScalarOp::Select { cond: g, on_true: inner, on_false: off }, DType::F32);
+            let map = b.map(outer);
+            let folded = fold(&map, &[8, 2], &[], &[&[4]]);
+            let want = if folds { inner.0 as usize } else { outer.0 as usize };
+            assert_eq!(folded.alias[outer.0 as usize], want, "modulus {modulus}");
         }
     }
 
