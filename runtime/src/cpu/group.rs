@@ -144,11 +144,10 @@ impl GroupPlan {
             .map(|node| eval_shape(node, symbols).map_err(|problem| self.failure(node, problem)))
             .collect::<Result<Vec<_>, _>>()?;
         // The rules of the ops fused chunks evaluate, checked before any runs.
-        for node in nodes {
+        for (node, shape) in nodes.iter().zip(&node_shapes) {
             let operand_shapes: Vec<&[usize]> =
                 node.op.operands().iter().map(|r| node_shapes.get(r.index()).map_or(&[][..], |s| &s[..])).collect();
-            let shape = eval_shape(node, symbols).map_err(|problem| self.failure(node, problem))?;
-            layout_rule(&node.op, &shape, &operand_shapes).map_err(|problem| self.failure(node, problem))?;
+            layout_rule(&node.op, shape, &operand_shapes).map_err(|problem| self.failure(node, problem))?;
         }
         // The tensors read, first (a bias is read before the matmul it is added to).
         for (k, node) in nodes.iter().enumerate() {
@@ -541,6 +540,24 @@ mod tests {
         )
     }
 
+    /// Every node of `ops` evaluated in order with `eval_op` (the reference the planned run is checked
+    /// against), tensors taken from `tensors` by id.
+    fn node_by_node(ops: &GroupOps, tensors: &[Option<Value>]) -> Vec<Value> {
+        let mut values: Vec<Value> = Vec::new();
+        for node in &ops.nodes {
+            let shape = eval_shape(node, &[]).unwrap();
+            let value = match node.op {
+                TensorOp::Tensor(t) => tensors[t.0 as usize].clone().unwrap(),
+                _ => {
+                    let operands: Vec<Value> = node.op.operands().iter().map(|r| values[r.index()].clone()).collect();
+                    Value::new(eval_op(node, &shape, &operands, &[]).unwrap(), shape)
+                }
+            };
+            values.push(value);
+        }
+        values
+    }
+
     /// A softmax-like group with a layout tail and a matmul: `x * broadcast(w)`, exp, the row max, minus
     /// it, then permuted, reshaped and multiplied by `m`; the difference and the product are stored.
     fn group(a: usize, b: usize, c: usize, d: usize) -> GroupOps {
@@ -584,18 +601,7 @@ mod tests {
             let plan = GroupPlan::new(0, &launch).unwrap();
             let got = plan.run(&Program::default(), &tensors, &shapes, &[], &Buffers::default()).unwrap();
             // The reference: every node in order with `eval_op`.
-            let mut want: Vec<Value> = Vec::new();
-            for n in &ops.nodes {
-                let shape = eval_shape(n, &[]).unwrap();
-                let value = match n.op {
-                    TensorOp::Tensor(t) => tensors[t.0 as usize].clone().unwrap(),
-                    _ => {
-                        let operands: Vec<Value> = n.op.operands().iter().map(|r| want[r.index()].clone()).collect();
-                        Value::new(eval_op(n, &shape, &operands, &[]).unwrap(), shape)
-                    }
-                };
-                want.push(value);
-            }
+            let want = node_by_node(&ops, &tensors);
             let floats = |v: &Value| match &v.0.data { Vals::F(x) => x.clone(), _ => unreachable!() };
             // exp within one ulp of the exact function (`exp_fast`; eval has libm's bits) of values in
             // [0.77, 1.3], then the row max subtracted: a few ulps of 1.3 apart.
@@ -660,19 +666,7 @@ mod tests {
                 let tensors: Vec<Option<Value>> =
                     leaves.iter().zip(&shapes).map(|(v, s)| Some(Value::new(v.clone(), s.clone()))).collect();
                 let got = plan.run(&Program::default(), &tensors, &shapes, &[], &Buffers::default()).unwrap();
-                let mut want: Vec<Value> = Vec::new();
-                for node in &ops.nodes {
-                    let shape = eval_shape(node, &[]).unwrap();
-                    let value = match node.op {
-                        TensorOp::Tensor(t) => tensors[t.0 as usize].clone().unwrap(),
-                        _ => {
-                            let operands: Vec<Value> =
-                                node.op.operands().iter().map(|r| want[r.index()].clone()).collect();
-                            Value::new(eval_op(node, &shape, &operands, &[]).unwrap(), shape)
-                        }
-                    };
-                    want.push(value);
-                }
+                let want = node_by_node(&ops, &tensors);
                 let (Vals::F(got), Vals::F(want)) = (&got[0].1.0.data, &want[8].0.data) else { unreachable!() };
                 assert_eq!(got.len(), 2 * (m / 2) * n);
                 for (g, w) in got.iter().zip(want) {

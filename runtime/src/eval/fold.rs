@@ -12,7 +12,6 @@
 
 use super::values::Lit;
 use crate::DType;
-use crate::dim::Dim;
 use std::collections::BTreeMap;
 
 use crate::ops::{BinaryOp, Scalar};
@@ -55,7 +54,7 @@ pub fn fold(map: &MapOps, extents: &[usize], syms: &[i64], shapes: &[&[usize]]) 
                     .filter(|&r| fits(r));
             }
             ScalarOp::Dim(dim) if i32s => {
-                if let Some(v) = eval(dim, syms) {
+                if let Some(v) = dim.eval_at(syms) {
                     range[s] = int(v);
                 }
             }
@@ -211,14 +210,14 @@ fn implied_by_load(map: &MapOps, cond: usize, load: usize, syms: &[i64], shapes:
         .filter_map(|(a, &len)| {
             let mut vars = BTreeMap::new();
             for (v, c) in &a.terms {
-                let c = eval(c, syms)?;
+                let c = c.eval_at(syms)?;
                 if c != 0 {
                     *vars.entry(v.0).or_insert(0) += c;
                 }
             }
             vars.retain(|_, c| *c != 0);
             let div = a.div.max(1);
-            Some(((vars, eval(&a.offset, syms)?), i64::try_from(len).ok()?.checked_mul(div)?, div))
+            Some(((vars, a.offset.eval_at(syms)?), i64::try_from(len).ok()?.checked_mul(div)?, div))
         })
         .collect();
     let single = |r: usize| range.get(r).copied().flatten().filter(|r| r.0 == r.1).map(|r| r.0);
@@ -337,14 +336,10 @@ fn binary(
     }
 }
 
-/// `dim` at the bound symbols.
-fn eval(dim: &Dim, syms: &[i64]) -> Option<i64> {
-    dim.eval_at(syms)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dim::Dim;
     use crate::ops::{Affine, Scalar, VarId};
     use crate::program::ScalarNode;
 

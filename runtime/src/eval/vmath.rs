@@ -110,15 +110,7 @@ fn exp_in_range(x: f32) -> bool {
 
 /// `o[i] = libm::expf(a[i])`, bit for bit.
 pub fn exp(a: &[f32], o: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, checked just above.
-        unsafe { exp_avx2(a, o) };
-    } else {
-        exp_loop(a, o);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    exp_loop(a, o);
+    each(Isa::Avx2, a, o, exp_core);
     for (o, &x) in o.iter_mut().zip(a) {
         if !exp_in_range(x) {
             *o = libm::expf(x);
@@ -177,15 +169,7 @@ fn erf_core(x: f32) -> f32 {
 
 /// `o[i] = libm::erff(a[i])`, bit for bit.
 pub fn erf(a: &[f32], o: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, checked just above.
-        unsafe { erf_avx2(a, o) };
-    } else {
-        erf_loop(a, o);
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    erf_loop(a, o);
+    each(Isa::Avx2, a, o, erf_core);
     for (o, &x) in o.iter_mut().zip(a) {
         if x.to_bits() & 0x7fff_ffff >= 0x7f80_0000 {
             *o = libm::erff(x);
@@ -225,23 +209,7 @@ fn exp_fast_core(x: f32) -> f32 {
 
 /// `o[i] = exp(a[i])` within one ulp (`exp_fast_core`): the CPU executor's `exp`.
 pub fn exp_fast(a: &[f32], o: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA, checked just above.
-        unsafe { exp_fast_avx2(a, o) };
-        return;
-    }
-    for (o, &x) in o.iter_mut().zip(a) {
-        *o = exp_fast_core(x);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn exp_fast_avx2(a: &[f32], o: &mut [f32]) {
-    for (o, &x) in o.iter_mut().zip(a) {
-        *o = exp_fast_core(x);
-    }
+    each(Isa::Avx2Fma, a, o, exp_fast_core);
 }
 
 /// `erf(x)` within one ulp, not libm's bits: Norbert Juffa's two-range minimax fit (fused multiply-adds; one
@@ -280,52 +248,53 @@ fn erf_fast_core(a: f32) -> f32 {
 /// `o[i] = erf(a[i])` within one ulp (`erf_fast_core`): the CPU executor's `erf`, about four times faster
 /// than `erf`'s libm bits.
 pub fn erf_fast(a: &[f32], o: &mut [f32]) {
+    each(Isa::Avx2Fma, a, o, erf_fast_core);
+}
+
+/// The instructions a loop of `each` may use beyond the baseline, when the CPU has them.
+#[derive(Clone, Copy)]
+enum Isa {
+    /// AVX2: wider vectors change no bit, the operations being the same IEEE ones (Rust never fuses a
+    /// multiply and an add on its own): libm's bits stay.
+    Avx2,
+    /// AVX2 and FMA: `mul_add` becomes one instruction (elsewhere it is a call).
+    Avx2Fma,
+}
+
+/// `o[i] = f(a[i])`: the branch-free loop compiled for the baseline and for `isa`, picked at run time (`f`, an
+/// `#[inline(always)]` function, is compiled into each).
+#[inline(always)]
+fn each(isa: Isa, a: &[f32], o: &mut [f32], f: impl Fn(f32) -> f32 + Copy) {
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA, checked just above.
-        unsafe { erf_fast_avx2(a, o) };
-        return;
+    {
+        use std::arch::is_x86_feature_detected as has;
+        match isa {
+            // SAFETY: the CPU has the features, checked in the same arm.
+            Isa::Avx2 if has!("avx2") => return unsafe { each_avx2(a, o, f) },
+            Isa::Avx2Fma if has!("avx2") && has!("fma") => return unsafe { each_avx2_fma(a, o, f) },
+            _ => {}
+        }
     }
+    each_in(a, o, f);
+}
+
+#[inline(always)]
+fn each_in(a: &[f32], o: &mut [f32], f: impl Fn(f32) -> f32) {
     for (o, &x) in o.iter_mut().zip(a) {
-        *o = erf_fast_core(x);
+        *o = f(x);
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn each_avx2(a: &[f32], o: &mut [f32], f: impl Fn(f32) -> f32) {
+    each_in(a, o, f);
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn erf_fast_avx2(a: &[f32], o: &mut [f32]) {
-    for (o, &x) in o.iter_mut().zip(a) {
-        *o = erf_fast_core(x);
-    }
-}
-
-/// The branch-free loops, compiled twice on x86-64: for the baseline (SSE2) and for AVX2, picked at run
-/// time. Wider vectors change no bit: the operations are the same IEEE ones (Rust never fuses a multiply
-/// and an add on its own).
-#[inline(always)]
-fn exp_loop(a: &[f32], o: &mut [f32]) {
-    for (o, &x) in o.iter_mut().zip(a) {
-        *o = exp_core(x);
-    }
-}
-
-#[inline(always)]
-fn erf_loop(a: &[f32], o: &mut [f32]) {
-    for (o, &x) in o.iter_mut().zip(a) {
-        *o = erf_core(x);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn exp_avx2(a: &[f32], o: &mut [f32]) {
-    exp_loop(a, o);
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn erf_avx2(a: &[f32], o: &mut [f32]) {
-    erf_loop(a, o);
+fn each_avx2_fma(a: &[f32], o: &mut [f32], f: impl Fn(f32) -> f32) {
+    each_in(a, o, f);
 }
 
 #[cfg(test)]
