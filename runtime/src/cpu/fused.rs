@@ -39,7 +39,7 @@ pub struct Run<'a> {
 
 /// A chunk of a node's elements: borrowed from a row-major float buffer, computed, or one float repeated
 /// (a broadcast scalar, kept unexpanded).
-enum Part<'l> {
+pub(super) enum Part<'l> {
     Slice(&'l [f32]),
     Owned(Vals),
     Splat(f32),
@@ -66,7 +66,7 @@ impl Part<'_> {
 }
 
 /// `dst = x op y` for float parts, a repeated scalar unexpanded; `None` when a part is not floats.
-fn binary_parts(
+pub(super) fn binary_parts(
     op: BinaryOp,
     dtype: DType,
     x: &Part,
@@ -88,7 +88,7 @@ fn binary_parts(
 
 /// `kernels::unary_f32`, except `erf` and `exp`: `vmath::erf_fast` and `vmath::exp_fast`, within one ulp of
 /// the exact functions (the interpreter has libm's bits) and several times faster.
-fn unary_f32(op: UnaryOp, dtype: DType, x: &[f32], dst: &mut [f32]) -> Result<(), kernels::KindMismatch> {
+pub(super) fn unary_f32(op: UnaryOp, dtype: DType, x: &[f32], dst: &mut [f32]) -> Result<(), kernels::KindMismatch> {
     let fast = match op {
         UnaryOp::Erf => crate::eval::vmath::erf_fast,
         UnaryOp::Exp => crate::eval::vmath::exp_fast,
@@ -347,7 +347,7 @@ const LANES: usize = 8;
 /// takes every `LANES`-th element, the lanes are combined pairwise, then the tail. `max` and `min` (IEEE
 /// `maximum`/`minimum`, associative) give the interpreter's bits; sums and products add in this order
 /// instead of from the first, within the reductions' tolerance.
-fn fold_rows(op: ReduceOp, init: f32, data: &[f32], row: usize, dst: &mut [f32]) {
+pub(super) fn fold_rows(op: ReduceOp, init: f32, data: &[f32], row: usize, dst: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above.

@@ -8,6 +8,7 @@
 use super::buffers::Buffers;
 use super::fused::Run;
 use super::matmul;
+use super::rows::RowPass;
 use super::value::Value;
 use super::view::View;
 use crate::DType;
@@ -65,24 +66,32 @@ impl GroupPlan {
                 }
             }
         }
-        // Inline: an elementwise or layout node read exactly once and not stored is computed inside its
-        // reader's fused chunks (or read through strides) instead of as a tensor of its own.
-        let inline: Vec<bool> = nodes
-            .iter()
-            .enumerate()
-            .map(|(k, node)| {
-                let kind = node.op.is_elementwise()
-                    || matches!(node.op, TensorOp::Reshape(_) | TensorOp::Broadcast(_) | TensorOp::Permute(..));
-                kind && users[k].len() == 1 && users[k][0] > k && !stored.contains(&k)
-            })
-            .collect();
-        // Where each node is evaluated: its own turn, or (inline) its reader's.
+        // Inline: an elementwise or layout node, not stored, whose readers all belong to one elementwise tree
+        // (elementwise and `Reshape` nodes evaluated in their root's turn, each once per block): computed
+        // inside that tree (or read through strides) instead of as a tensor of its own. `eval_at` is the
+        // tree's root, the node itself for a root.
+        let layout =
+            |op: &TensorOp| matches!(op, TensorOp::Reshape(_) | TensorOp::Broadcast(_) | TensorOp::Permute(..));
         let mut eval_at: Vec<usize> = (0..nodes.len()).collect();
         for k in (0..nodes.len()).rev() {
-            if inline[k] {
-                eval_at[k] = eval_at[users[k][0]];
+            let node = &nodes[k];
+            if !(node.op.is_elementwise() || layout(&node.op)) || stored.contains(&k) || users[k].is_empty() {
+                continue;
+            }
+            let root = eval_at[users[k][0]];
+            let tree_root = nodes[root].op.is_elementwise() || layout(&nodes[root].op);
+            let one_tree = tree_root
+                && users[k].iter().all(|&u| {
+                    u > k
+                        && eval_at[u] == root
+                        && (nodes[u].op.is_elementwise() || matches!(nodes[u].op, TensorOp::Reshape(_)))
+                });
+            // A node read once joins its reader's turn whatever that is (a layout op read through strides).
+            if one_tree || (users[k].len() == 1 && users[k][0] > k) {
+                eval_at[k] = root;
             }
         }
+        let inline: Vec<bool> = (0..nodes.len()).map(|k| eval_at[k] != k).collect();
         let mut last_use: Vec<usize> = (0..nodes.len()).collect();
         for (k, readers) in users.iter().enumerate() {
             for &u in readers {
@@ -105,8 +114,10 @@ impl GroupPlan {
                 let TensorOp::Binary(BinaryOp::Add, x, y) = nodes[u].op else { return None };
                 let other = if x.index() == read { y.index() } else { x.index() };
                 let f32s = node.dtype == DType::F32 && nodes[u].dtype == DType::F32;
+                // Not when the `Add` is inside a tree: the tree adds the bias in cache.
                 (matches!(node.op, TensorOp::MatMul(..))
                     && f32s
+                    && eval_at[u] == u
                     && u > k
                     && x != y
                     && !stored.contains(&k)
@@ -163,7 +174,31 @@ impl GroupPlan {
             }
             values[k] = Some(value.clone());
         }
-        for (k, node) in nodes.iter().enumerate() {
+        // A row pass, when the launch has one, computes its nodes in one go: the nodes it reads run before
+        // it, those that read it after it (`PASS` marks its turn), and intermediates are freed at the end.
+        const PASS: usize = usize::MAX;
+        let bias_adds: Vec<usize> = self.bias.iter().flatten().map(|&(add, _)| add).collect();
+        let pass = RowPass::plan(&self.ops, &node_shapes, &stored, &bias_adds);
+        let order: Vec<usize> = match &pass {
+            Some(p) => {
+                let mut order: Vec<usize> = (0..nodes.len()).filter(|&k| !p.in_pass[k] && !p.after[k]).collect();
+                order.push(PASS);
+                order.extend((0..nodes.len()).filter(|&k| p.after[k]));
+                order
+            }
+            None => (0..nodes.len()).collect(),
+        };
+        for k in order {
+            if k == PASS {
+                let Some(p) = &pass else { continue };
+                let run = Run { ops: &self.ops, values: &values, shapes: &node_shapes, buffers };
+                let kept = p.run(&run).map_err(|problem| CpuFailure::internal(self.index, &self.name, problem))?;
+                for (k, value) in kept {
+                    values[k] = Some(value);
+                }
+                continue;
+            }
+            let node = &nodes[k];
             // An inline node, a tensor, or a bias `Add` its matmul computed.
             if self.inline[k] || values[k].is_some() {
                 continue;
@@ -177,7 +212,13 @@ impl GroupPlan {
                 op if op.is_elementwise()
                     || matches!(op, TensorOp::Reshape(_) | TensorOp::Broadcast(_) | TensorOp::Permute(..)) =>
                 {
-                    run.materialize(k).map_err(&fail)?
+                    // The node's tree, one block of elements at a time.
+                    let tree = RowPass::tree(&run, k)
+                        .ok_or_else(|| fail("internal error: a node out of range".to_string()))?;
+                    let mut kept = tree.run(&run).map_err(&fail)?;
+                    kept.pop()
+                        .map(|(_, value)| value)
+                        .ok_or_else(|| fail("internal error: a tree kept nothing".to_string()))?
                 }
                 TensorOp::MatMul(a, b) => {
                     let (sa, sb) = (&node_shapes[a.index()], &node_shapes[b.index()]);
@@ -221,6 +262,9 @@ impl GroupPlan {
                 None => values[k] = Some(value),
             }
             // Free the nodes whose last reader this is (stored nodes are kept).
+            if pass.is_some() {
+                continue;
+            }
             for (i, slot) in values.iter_mut().enumerate().take(k) {
                 if self.last_use[i] == k
                     && !stored.contains(&i)
@@ -230,7 +274,8 @@ impl GroupPlan {
                 }
             }
         }
-        self.ops
+        let results = self
+            .ops
             .stores
             .iter()
             .map(|store| {
@@ -239,7 +284,15 @@ impl GroupPlan {
                 })?;
                 Ok((store.tensor, value))
             })
-            .collect()
+            .collect();
+        for (i, slot) in values.iter_mut().enumerate() {
+            if !stored.contains(&i)
+                && let Some(value) = slot.take()
+            {
+                buffers.recycle(value);
+            }
+        }
+        results
     }
 
     fn failure(&self, node: &OpNode, problem: String) -> CpuFailure {
@@ -264,6 +317,9 @@ fn layout_of_tensors(nodes: &[OpNode], k: usize) -> bool {
     }
 }
 
+/// Elements per parallel block of `bias_rows`.
+const BIAS_BLOCK: usize = 1 << 16;
+
 /// Writes the rows of `view` into `out` (a buffer of its size) when it repeats one contiguous float row (a
 /// broadcast bias); false, writing nothing, otherwise.
 fn bias_rows(view: &View, out: &mut [f32]) -> bool {
@@ -276,9 +332,13 @@ fn bias_rows(view: &View, out: &mut [f32]) -> bool {
     if !rows || n == 0 || !out.len().is_multiple_of(n) || view.check().is_err() {
         return false;
     }
-    for chunk in out.chunks_exact_mut(n) {
-        chunk.copy_from_slice(row);
-    }
+    // In parallel blocks of whole rows: the output is large and not yet in any cache.
+    use rayon::prelude::*;
+    out.par_chunks_mut(n * (BIAS_BLOCK / n).max(1)).for_each(|block| {
+        for chunk in block.chunks_exact_mut(n) {
+            chunk.copy_from_slice(row);
+        }
+    });
     true
 }
 
@@ -620,6 +680,68 @@ mod tests {
         }
     }
 
+    /// A layer-norm-like row pass: `h = x + broadcast(b)`, its row mean (stored: a per-row result), the
+    /// centred rows, their variance, `rsqrt(var + eps)` applied along each row, then `select(y > 0, y, 0)`
+    /// (a comparison and a select in the pass) stored.
+    fn norm_group(a: usize, c: usize) -> GroupOps {
+        let r = |i: u32| OpRef(i);
+        let mean = |input| node(TensorOp::Reduce { op: ReduceOp::Mean, input: r(input), axes: vec![1] }, &[a]);
+        let mut nodes = vec![
+            node(TensorOp::Tensor(TensorId(0)), &[a, c]),
+            node(TensorOp::Tensor(TensorId(1)), &[c]),
+            node(TensorOp::Broadcast(r(1)), &[a, c]),
+            node(TensorOp::Binary(BinaryOp::Add, r(0), r(2)), &[a, c]),
+            mean(3),
+            node(TensorOp::Reshape(r(4)), &[a, 1]),
+            node(TensorOp::Broadcast(r(5)), &[a, c]),
+            node(TensorOp::Binary(BinaryOp::Sub, r(3), r(6)), &[a, c]),
+            node(TensorOp::Binary(BinaryOp::Mul, r(7), r(7)), &[a, c]),
+            mean(8),
+            node(TensorOp::Constant(crate::ops::Scalar::Float(1e-5)), &[]),
+            node(TensorOp::Broadcast(r(10)), &[a]),
+            node(TensorOp::Binary(BinaryOp::Add, r(9), r(11)), &[a]),
+            node(TensorOp::Unary(UnaryOp::Rsqrt, r(12)), &[a]),
+            node(TensorOp::Reshape(r(13)), &[a, 1]),
+            node(TensorOp::Broadcast(r(14)), &[a, c]),
+            node(TensorOp::Binary(BinaryOp::Mul, r(7), r(15)), &[a, c]),
+            node(TensorOp::Broadcast(r(10)), &[a, c]),
+            node(TensorOp::Binary(BinaryOp::Gt, r(16), r(17)), &[a, c]),
+        ];
+        nodes[18].dtype = DType::Bool;
+        nodes.push(node(TensorOp::Select { cond: r(18), on_true: r(16), on_false: r(17) }, &[a, c]));
+        let stores = vec![Store { node: r(19), tensor: TensorId(2) }, Store { node: r(4), tensor: TensorId(3) }];
+        GroupOps { nodes, stores }
+    }
+
+    proptest! {
+        /// A row pass (blocks of whole rows, per-row values applied along rows) equals the node-by-node
+        /// evaluation within the reductions' tolerance, for rows shorter and longer than a block.
+        #[test]
+        fn a_row_pass_matches_node_by_node_eval(a in 1usize..40, c in 2usize..5000) {
+            let ops = norm_group(a, c);
+            let shapes = vec![vec![a, c], vec![c]];
+            let leaves = [data(a * c, 5), data(c, 6)];
+            let tensors: Vec<Option<Value>> =
+                leaves.iter().zip(&shapes).map(|(v, s)| Some(Value::new(v.clone(), s.clone()))).collect();
+            let plan = GroupPlan::new(0, &launch("norm", ops.clone())).unwrap();
+            let node_shapes: Vec<Vec<usize>> = ops.nodes.iter().map(|n| eval_shape(n, &[]).unwrap()).collect();
+            let pass = RowPass::plan(&ops, &node_shapes, &[19, 4], &[]).expect("a row pass");
+            prop_assert!(pass.in_pass[19] && pass.in_pass[4] && !pass.in_pass[0]);
+            let got = plan.run(&Program::default(), &tensors, &shapes, &[], &Buffers::default()).unwrap();
+            let want = node_by_node(&ops, &tensors);
+            let floats = |v: &Value| match &v.0.data { Vals::F(x) => x.clone(), _ => unreachable!() };
+            // Entries of x + b in [-1, 1]: the means within c ulps of 1; the normalised rows, scaled by up to
+            // 1 / sqrt(eps), a relative error of a few times c ulps.
+            for (store, index, tol) in [(1, 4, 4.0), (0, 19, 16.0)] {
+                prop_assert_eq!(&got[store].1.0.shape, &want[index].0.shape);
+                for (g, w) in floats(&got[store].1).iter().zip(floats(&want[index])) {
+                    let bound = tol * c as f32 * f32::EPSILON * (1.0 + w.abs());
+                    prop_assert!((g - w).abs() <= bound, "{g} vs {w}");
+                }
+            }
+        }
+    }
+
     /// A launch carrying `ops` (its kernel is never built: only the CPU executor runs it).
     fn launch(name: &str, ops: GroupOps) -> Launch {
         Launch {
@@ -643,7 +765,7 @@ mod tests {
     #[test]
     fn a_bias_under_a_matmul_equals_the_addition_after_it() {
         let r = |i: u32| OpRef(i);
-        for (m, k, n) in [(2, 3, 4), (6, 40, 9), (64, 17, 33)] {
+        for (case, (m, k, n)) in [(2, 3, 4), (6, 40, 9), (64, 17, 33)].into_iter().enumerate() {
             for row_bias in [true, false] {
                 let bias_shape = if row_bias { vec![n] } else { vec![2, m / 2, 1] };
                 let nodes = vec![
@@ -657,9 +779,17 @@ mod tests {
                     node(TensorOp::Binary(BinaryOp::Add, r(4), r(6)), &[2, m / 2, n]),
                     node(TensorOp::Binary(BinaryOp::Add, r(7), r(7)), &[2, m / 2, n]),
                 ];
-                let ops = GroupOps { nodes, stores: vec![Store { node: r(8), tensor: TensorId(3) }] };
+                // The sum stored as well (a root: the bias goes under the matmul), or only read by the tree
+                // of node 8 (which adds the bias in cache instead).
+                let stored_sum = (case + usize::from(row_bias)).is_multiple_of(2);
+                let mut stores = vec![Store { node: r(8), tensor: TensorId(3) }];
+                if stored_sum {
+                    stores.push(Store { node: r(7), tensor: TensorId(4) });
+                }
+                let ops = GroupOps { nodes, stores };
                 let plan = GroupPlan::new(0, &launch("linear", ops.clone())).unwrap();
-                assert_eq!(plan.bias[3], Some((7, 6)), "the plan finds the bias through the reshape");
+                let want_bias = stored_sum.then_some((7, 6));
+                assert_eq!(plan.bias[3], want_bias, "the plan finds the bias through the reshape, unless in a tree");
                 let bias_count: usize = bias_shape.iter().product();
                 let shapes = vec![vec![m, k], vec![n, k], bias_shape.clone()];
                 let leaves = [data(m * k, 1), data(n * k, 2), data(bias_count, 3)];

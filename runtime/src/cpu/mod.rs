@@ -20,6 +20,7 @@ mod contract;
 mod fused;
 mod group;
 mod matmul;
+mod rows;
 mod value;
 mod view;
 

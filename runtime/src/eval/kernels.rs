@@ -245,6 +245,48 @@ pub fn binary_f32_splat(op: BinaryOp, dtype: DType, a: &[f32], s: f32, scalar_le
     Ok(())
 }
 
+/// `binary_f32_splat` row by row: row `r` of `a` (rows of `row` elements) with the scalar `s[r]`, the same
+/// bits as each row's value repeated along it.
+pub fn binary_f32_rows(
+    op: BinaryOp,
+    dtype: DType,
+    a: &[f32],
+    s: &[f32],
+    row: usize,
+    scalar_left: bool,
+    o: &mut [f32],
+) -> KResult {
+    if row == 0 || a.len() != o.len() || a.len() != s.len() * row {
+        return Err(KindMismatch);
+    }
+    #[cfg(target_arch = "x86_64")]
+    let done = if std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2, checked just above.
+        unsafe { binary_f32_rows_avx2(op, a, s, row, scalar_left, o) }
+    } else {
+        binary_f32_rows_loop(op, a, s, row, scalar_left, o)
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = binary_f32_rows_loop(op, a, s, row, scalar_left, o);
+    done?;
+    finish(dtype, o);
+    Ok(())
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn binary_f32_rows_avx2(op: BinaryOp, a: &[f32], s: &[f32], row: usize, scalar_left: bool, o: &mut [f32]) -> KResult {
+    binary_f32_rows_loop(op, a, s, row, scalar_left, o)
+}
+
+#[inline(always)]
+fn binary_f32_rows_loop(op: BinaryOp, a: &[f32], s: &[f32], row: usize, scalar_left: bool, o: &mut [f32]) -> KResult {
+    for ((a, o), &s) in a.chunks_exact(row).zip(o.chunks_exact_mut(row)).zip(s) {
+        binary_f32_splat_loop(op, a, s, scalar_left, o)?;
+    }
+    Ok(())
+}
+
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn binary_f32_splat_avx2(op: BinaryOp, a: &[f32], s: f32, scalar_left: bool, o: &mut [f32]) -> KResult {

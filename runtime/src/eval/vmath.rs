@@ -193,10 +193,12 @@ fn exp_fast_core(x: f32) -> f32 {
     for c in [1.0f32 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
         p = p.mul_add(r, c);
     }
-    // n in [-150, 128] here: two factors of at most 2^64 and at least 2^-75, each a normal f32.
-    let k = n.clamp(-150.0, 128.0) as i32;
-    let (k1, k2) = (k >> 1, k - (k >> 1));
-    let pow = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
+    // n in [-150, 128] here: two factors of at most 2^64 and at least 2^-75, each a normal f32. The integer
+    // is read from the bits of `n + 1.5 * 2^23` (exact, one unit per ulp) rather than by `as i32`, whose
+    // saturation and NaN rules do not vectorize; a NaN `x` gives some power, and NaN times it is NaN.
+    let k = ((n.clamp(-150.0, 128.0) + 12_582_912.0).to_bits() as i32).wrapping_sub(0x4B40_0000);
+    let (k1, k2) = (k >> 1, k.wrapping_sub(k >> 1));
+    let pow = |k: i32| f32::from_bits((k.wrapping_add(127) as u32) << 23);
     let y = p * pow(k1) * pow(k2);
     if x > 88.722_84 {
         f32::INFINITY

@@ -1,0 +1,551 @@
+//! Row passes: the part of a launch built around reductions over the trailing axes of one row space
+//! (softmax, layer norm, cross-entropy rows) runs as one pass over blocks of whole rows instead of node by
+//! node. In a block every node of the pass is computed once, into block-sized buffers that stay in cache:
+//! the reductions' operands, the per-row results (`max`, `sum`, `mean`), the nodes that use them (a per-row
+//! value broadcast along its rows is applied row by row, never expanded) and the results the launch keeps,
+//! written into their place. The launch's other nodes (a matmul, index notation, a reduction of another
+//! shape) run node by node: before the pass when it reads them (through views), after it when they read it.
+//! The pass uses the fused chunks' kernels and row folds, so its results are the same bits.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::fused::{self, Part, Run};
+use super::value::Value;
+use super::view::View;
+use crate::DType;
+use crate::eval::kernels::{self, reduce_finish, reduce_init};
+use crate::eval::values::{Lit, Vals};
+use crate::ops::ReduceOp;
+use crate::program::{GroupOps, TensorOp};
+
+/// Elements per block, in whole rows (at least one): a block's buffers stay in the core's caches.
+const BLOCK: usize = 4096;
+
+thread_local! {
+    /// Float buffers of blocks finished on this thread, for the next block's nodes: a block's buffers are
+    /// fully overwritten, so reusing them saves the allocator and the zero-filling.
+    static SCRATCH: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Buffers shorter than this are left to the allocator; at most `SCRATCH_KEPT` are kept per thread.
+const SCRATCH_MIN: usize = 1024;
+const SCRATCH_KEPT: usize = 32;
+
+/// A float buffer of `n` elements whose contents the caller overwrites.
+fn scratch(n: usize) -> Vec<f32> {
+    let mut v = if n >= SCRATCH_MIN { SCRATCH.with(|s| s.borrow_mut().pop()).unwrap_or_default() } else { Vec::new() };
+    v.resize(n, 0.0);
+    v
+}
+
+/// Gives a finished block's float buffers back for the next block on this thread.
+fn recycle(vals: Vec<Option<Blk>>) {
+    SCRATCH.with(|s| {
+        let mut kept = s.borrow_mut();
+        for blk in vals.into_iter().flatten() {
+            if let Blk::Owned(Vals::F(v)) = blk
+                && v.len() >= SCRATCH_MIN
+                && kept.len() < SCRATCH_KEPT
+            {
+                kept.push(v);
+            }
+        }
+    });
+}
+
+/// What the pass does for one of its nodes in each block.
+#[derive(Clone, Copy, Debug)]
+enum Step {
+    /// Read through a view made before the pass: a node computed before it, or a layout op of such nodes.
+    Leaf,
+    /// Node `a`'s elements (a `Reshape`, or a `Broadcast` that only adds size-1 axes).
+    Same(usize),
+    /// Per-row node `a`, repeated along each row (a `Broadcast` into the rows).
+    Expand(usize),
+    /// An elementwise op on its operands' block values.
+    Elementwise,
+    /// Each row of node `a` folded.
+    Reduce(ReduceOp, usize),
+}
+
+/// A launch's row pass, planned from its ops and evaluated shapes (`RowPass::plan`).
+#[derive(Debug)]
+pub struct RowPass {
+    /// Elements per row.
+    row: usize,
+    /// Rows in all.
+    rows: usize,
+    /// The pass's nodes in order: the node, whether it holds whole rows (else one value per row), its step.
+    steps: Vec<(usize, bool, Step)>,
+    /// Whether each node of the launch is computed by the pass.
+    pub in_pass: Vec<bool>,
+    /// Whether each node outside the pass reads it (directly or not): those run after it.
+    pub after: Vec<bool>,
+    /// The pass's nodes whose whole values the launch keeps: stored, or read after the pass.
+    outputs: Vec<usize>,
+}
+
+/// One block's value of a node.
+enum Blk<'l> {
+    /// Floats borrowed from a row-major leaf.
+    Slice(&'l [f32]),
+    /// One float everywhere.
+    Splat(f32),
+    Owned(Vals),
+    /// Per-row node `a`'s values repeated along each row.
+    Expand(usize),
+    /// Node `a`'s value.
+    Same(usize),
+}
+
+/// A block's part of one kept result.
+enum Out<'o> {
+    F(&'o mut [f32]),
+    I(&'o mut [i32]),
+    U(&'o mut [u32]),
+    B(&'o mut [bool]),
+}
+
+impl RowPass {
+    /// The row pass of a launch, if it has one worth running: `stored` are the nodes the launch stores,
+    /// `outside` nodes the pass must not compute (a matmul's bias `Add`, computed by the matmul).
+    pub fn plan(ops: &GroupOps, shapes: &[Vec<usize>], stored: &[usize], outside: &[usize]) -> Option<RowPass> {
+        let nodes = &ops.nodes;
+        let n = nodes.len();
+        let count = |k: usize| shapes.get(k).map(|s| s.iter().product::<usize>());
+        let trailing = |k: usize| match &nodes[k].op {
+            TensorOp::Reduce { input, axes, .. } => {
+                let r = shapes.get(input.index()).map_or(0, Vec::len);
+                !axes.is_empty()
+                    && axes.iter().enumerate().all(|(i, &a)| a + axes.len() == r + i)
+                    && matches!(nodes[k].dtype, DType::F32 | DType::F16)
+            }
+            _ => false,
+        };
+        // The row space: that of the first float reduction over trailing axes.
+        let first = (0..n).find(|&k| trailing(k))?;
+        let TensorOp::Reduce { input, .. } = &nodes[first].op else { return None };
+        let (total, rows) = (count(input.index())?, count(first)?);
+        if rows == 0 || total <= rows || !total.is_multiple_of(rows) {
+            return None;
+        }
+        let row = total / rows;
+        // Nodes the pass can compute: elementwise and layout ops of the row space's two sizes, and its
+        // reductions. A broadcast of a node it computes must be an identity or a per-row value along rows.
+        let mut eligible = vec![false; n];
+        for k in 0..n {
+            let c = count(k)?;
+            let op = &nodes[k].op;
+            let sized = c == total || c == rows;
+            eligible[k] = sized
+                && !outside.contains(&k)
+                && match op {
+                    TensorOp::Reduce { input, .. } => trailing(k) && count(input.index()) == Some(total) && c == rows,
+                    TensorOp::Broadcast(a) => {
+                        !eligible[a.index()]
+                            || count(a.index()) == Some(c)
+                            || (c == total && along_rows(&shapes[a.index()], &shapes[k], row))
+                    }
+                    op => op.is_elementwise() || matches!(op, TensorOp::Reshape(_)),
+                };
+        }
+        // The pass: eligible nodes on a path of eligible nodes into a reduction or out of one.
+        let is_reduce = |k: usize| matches!(nodes[k].op, TensorOp::Reduce { .. });
+        let mut feeds = vec![false; n];
+        for k in (0..n).rev() {
+            if eligible[k] && (is_reduce(k) || feeds[k]) {
+                feeds[k] = true;
+                for o in nodes[k].op.operands() {
+                    if eligible[o.index()] {
+                        feeds[o.index()] = true;
+                    }
+                }
+            }
+        }
+        let mut in_pass = feeds;
+        for k in 0..n {
+            if eligible[k] && nodes[k].op.operands().iter().any(|o| in_pass[o.index()]) {
+                in_pass[k] = true;
+            }
+        }
+        let mut after = vec![false; n];
+        for k in 0..n {
+            after[k] = !in_pass[k] && nodes[k].op.operands().iter().any(|o| in_pass[o.index()] || after[o.index()]);
+        }
+        let steps = steps(nodes, shapes, &in_pass, &after, total)?;
+        if steps.iter().filter(|(_, _, s)| !matches!(s, Step::Leaf)).count() < 2 {
+            return None;
+        }
+        let outputs = (0..n)
+            .filter(|&k| {
+                in_pass[k]
+                    && (stored.contains(&k)
+                        || (0..n).any(|u| !in_pass[u] && nodes[u].op.operands().iter().any(|o| o.index() == k)))
+            })
+            .collect();
+        Some(RowPass { row, rows, steps, in_pass, after, outputs })
+    }
+
+    /// The elementwise tree rooted at `root` as `Run::materialize` sees it (`root` and the elementwise and
+    /// `Reshape` nodes under it not computed yet; everything else read through views) as a pass of rows of
+    /// one element: blocks of elements, each node of the tree computed once per block into a reused buffer.
+    pub fn tree(run: &Run, root: usize) -> Option<RowPass> {
+        let nodes = &run.ops.nodes;
+        let n = nodes.len();
+        let computed = |k: usize| matches!(run.values.get(k), Some(Some(_)));
+        let mut in_pass = vec![false; n];
+        let mut stack = vec![root];
+        while let Some(k) = stack.pop() {
+            let op = &nodes.get(k)?.op;
+            if in_pass[k] || computed(k) {
+                continue;
+            }
+            if op.is_elementwise() || matches!(op, TensorOp::Reshape(_)) {
+                in_pass[k] = true;
+                stack.extend(op.operands().iter().map(|o| o.index()));
+            } else if k == root && matches!(op, TensorOp::Broadcast(_) | TensorOp::Permute(..)) {
+                in_pass[k] = true;
+            }
+        }
+        let total: usize = run.shapes.get(root)?.iter().product();
+        let after = vec![false; n];
+        let steps = steps(nodes, run.shapes, &in_pass, &after, total)?;
+        Some(RowPass { row: 1, rows: total, steps, in_pass, after, outputs: vec![root] })
+    }
+
+    /// Runs the pass: every node it reads from outside is computed in `run`'s values (or an inline node
+    /// computed on the way). Returns the kept results, by node.
+    pub fn run(&self, run: &Run) -> Result<Vec<(usize, Value)>, String> {
+        let nodes = &run.ops.nodes;
+        let (row, rows) = (self.row, self.rows);
+        // Views of what the pass reads from outside, made once.
+        let mut leaves: Vec<(usize, View)> = Vec::new();
+        for &(k, _, step) in &self.steps {
+            let read: Vec<usize> = match step {
+                Step::Leaf => vec![k],
+                Step::Elementwise | Step::Reduce(..) => {
+                    nodes[k].op.operands().iter().map(|o| o.index()).filter(|&o| !self.in_pass[o]).collect()
+                }
+                _ => Vec::new(),
+            };
+            for o in read {
+                if !leaves.iter().any(|(l, _)| *l == o) {
+                    let view = run.view(o)?;
+                    view.check()?;
+                    leaves.push((o, view));
+                }
+            }
+        }
+        let full = |k: usize| run.shapes[k].iter().product::<usize>() == rows * row;
+        let per_block = (BLOCK / row).max(1);
+        let blocks = rows.div_ceil(per_block);
+        // The kept results, and each block's part of them.
+        let mut kept: Vec<Vals> = self
+            .outputs
+            .iter()
+            .map(|&k| {
+                let len = if full(k) { rows * row } else { rows };
+                match nodes[k].dtype {
+                    DType::F32 | DType::F16 => Vals::F(run.buffers.take(len)),
+                    dtype => Vals::zeros(dtype, len),
+                }
+            })
+            .collect();
+        let mut parts: Vec<Vec<Out>> = (0..blocks).map(|_| Vec::with_capacity(kept.len())).collect();
+        for (&k, vals) in self.outputs.iter().zip(&mut kept) {
+            let size = per_block * if full(k) { row } else { 1 };
+            macro_rules! split {
+                ($v:expr, $kind:ident) => {
+                    for (b, chunk) in $v.chunks_mut(size).enumerate() {
+                        parts[b].push(Out::$kind(chunk));
+                    }
+                };
+            }
+            match vals {
+                Vals::F(v) => split!(v, F),
+                Vals::I(v) => split!(v, I),
+                Vals::U(v) => split!(v, U),
+                Vals::B(v) => split!(v, B),
+            }
+        }
+        parts.into_par_iter().enumerate().try_for_each(|(b, outs)| {
+            let first = b * per_block;
+            self.block(run, &leaves, first, (first + per_block).min(rows), outs)
+        })?;
+        Ok(self.outputs.iter().zip(kept).map(|(&k, vals)| (k, Value::new(vals, run.shapes[k].clone()))).collect())
+    }
+
+    /// Rows `r0..r1`: every step in order, the kept results written to `outs`.
+    fn block(&self, run: &Run, leaves: &[(usize, View)], r0: usize, r1: usize, outs: Vec<Out>) -> Result<(), String> {
+        let nodes = &run.ops.nodes;
+        let row = self.row;
+        let nr = r1 - r0;
+        let mut vals: Vec<Option<Blk>> = (0..nodes.len()).map(|_| None).collect();
+        for (k, view) in leaves {
+            let (lo, hi) =
+                if view.shape.iter().product::<usize>() == self.rows { (r0, r1) } else { (r0 * row, r1 * row) };
+            vals[*k] = Some(leaf_part(view, lo, hi));
+        }
+        let mismatch = |_| "its operands have the wrong element types".to_string();
+        for &(k, full, step) in &self.steps {
+            let n = if full { nr * row } else { nr };
+            let node = &nodes[k];
+            let value = match step {
+                Step::Leaf => continue,
+                Step::Same(a) => Blk::Same(a),
+                Step::Expand(a) => Blk::Expand(a),
+                Step::Reduce(op, a) => {
+                    let Lit::F(init) = reduce_init(op, node.dtype) else { return Err(mismatch(())) };
+                    let data = dense_floats(&vals, a, nr * row, row)?;
+                    let mut out = vec![0.0f32; nr];
+                    fused::fold_rows(op, init, &data, row, &mut out);
+                    let mut out = Vals::F(out);
+                    reduce_finish(op, node.dtype, &mut out, nr, row);
+                    Blk::Owned(out)
+                }
+                Step::Elementwise => elementwise(&node.op, node.dtype, &vals, n, row)?,
+            };
+            vals[k] = Some(value);
+        }
+        for (&k, mut out) in self.outputs.iter().zip(outs) {
+            let full = run.shapes[k].iter().product::<usize>() != self.rows;
+            let n = if full { nr * row } else { nr };
+            // Floats straight from where they are; anything else through a buffer.
+            if let Out::F(o) = &mut out {
+                match at(&vals, k)? {
+                    Blk::Slice(s) => {
+                        o.copy_from_slice(s);
+                        continue;
+                    }
+                    Blk::Owned(Vals::F(v)) => {
+                        o.copy_from_slice(v);
+                        continue;
+                    }
+                    Blk::Splat(x) => {
+                        o.fill(*x);
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+            let data = dense(&vals, k, n, row)?;
+            match (out, &data) {
+                (Out::F(o), Vals::F(d)) => o.copy_from_slice(&d[..n]),
+                (Out::I(o), Vals::I(d)) => o.copy_from_slice(&d[..n]),
+                (Out::U(o), Vals::U(d)) => o.copy_from_slice(&d[..n]),
+                (Out::B(o), Vals::B(d)) => o.copy_from_slice(&d[..n]),
+                _ => return Err(mismatch(())),
+            }
+        }
+        recycle(vals);
+        Ok(())
+    }
+}
+
+/// The steps of a pass computing the nodes of `in_pass` (those of `total` elements hold whole rows), or
+/// `None` when a node the pass reads through a view runs after it.
+fn steps(
+    nodes: &[crate::program::OpNode],
+    shapes: &[Vec<usize>],
+    in_pass: &[bool],
+    after: &[bool],
+    total: usize,
+) -> Option<Vec<(usize, bool, Step)>> {
+    let count = |k: usize| shapes.get(k).map(|s| s.iter().product::<usize>());
+    let mut steps = Vec::new();
+    for k in (0..nodes.len()).filter(|&k| in_pass[k]) {
+        let operands = nodes[k].op.operands();
+        let inner: Vec<usize> = operands.iter().map(|o| o.index()).filter(|&o| in_pass[o]).collect();
+        let step = match &nodes[k].op {
+            TensorOp::Reshape(_) | TensorOp::Broadcast(_) | TensorOp::Permute(..) if inner.is_empty() => Step::Leaf,
+            TensorOp::Reshape(a) => Step::Same(a.index()),
+            TensorOp::Broadcast(a) if count(a.index()) == count(k) => Step::Same(a.index()),
+            TensorOp::Broadcast(a) => Step::Expand(a.index()),
+            TensorOp::Reduce { op, input, .. } => Step::Reduce(*op, input.index()),
+            _ => Step::Elementwise,
+        };
+        // A node read through a view is computed before the pass: never after it.
+        let read: Vec<usize> = match step {
+            Step::Leaf => operands.iter().map(|o| o.index()).collect(),
+            Step::Elementwise | Step::Reduce(..) => {
+                operands.iter().map(|o| o.index()).filter(|&o| !in_pass[o]).collect()
+            }
+            _ => Vec::new(),
+        };
+        if read.iter().any(|&o| after[o]) {
+            return None;
+        }
+        steps.push((k, count(k) == Some(total), step));
+    }
+    Some(steps)
+}
+
+/// Whether broadcasting `from` to `to` repeats one value per row of `row` elements: `from`'s axes (aligned
+/// from the right) are `to`'s up to trailing axes of `row` elements in all, where `from` has size 1.
+fn along_rows(from: &[usize], to: &[usize], row: usize) -> bool {
+    if from.len() > to.len() {
+        return false;
+    }
+    let padded: Vec<usize> = std::iter::repeat_n(1, to.len() - from.len()).chain(from.iter().copied()).collect();
+    let mut inner = 1;
+    for t in (0..=to.len()).rev() {
+        if inner == row {
+            return padded[t..].iter().all(|&d| d == 1) && padded[..t] == to[..t];
+        }
+        if t == 0 || inner > row {
+            return false;
+        }
+        inner *= to[t - 1];
+    }
+    false
+}
+
+/// Elements `lo..hi` of a leaf's view: borrowed when row-major floats, one float when it repeats one.
+fn leaf_part(view: &View, lo: usize, hi: usize) -> Blk<'_> {
+    if let Vals::F(data) = &view.value.0.data {
+        if view.is_contiguous() {
+            return Blk::Slice(&data[view.offset + lo..view.offset + hi]);
+        }
+        if view.strides.iter().zip(&view.shape).all(|(&s, &d)| s == 0 || d == 1) {
+            return Blk::Splat(data[view.offset]);
+        }
+    }
+    Blk::Owned(view.gather(lo, hi))
+}
+
+/// Node `k`'s block value, following `Same`.
+fn at<'v, 'l>(vals: &'v [Option<Blk<'l>>], mut k: usize) -> Result<&'v Blk<'l>, String> {
+    loop {
+        match vals.get(k).and_then(Option::as_ref) {
+            Some(Blk::Same(a)) => k = *a,
+            Some(blk) => return Ok(blk),
+            None => return Err(format!("internal error: node {k} of a row pass is read before it is computed")),
+        }
+    }
+}
+
+/// Node `k`'s block value as a float part when it is one without expanding (`None` for `Expand`).
+fn part<'v>(vals: &'v [Option<Blk>], k: usize) -> Result<Option<Part<'v>>, String> {
+    Ok(match at(vals, k)? {
+        Blk::Slice(s) => Some(Part::Slice(s)),
+        Blk::Splat(x) => Some(Part::Splat(*x)),
+        Blk::Owned(Vals::F(v)) => Some(Part::Slice(v)),
+        _ => None,
+    })
+}
+
+/// Node `k`'s `n` block elements as a buffer (`row` elements per row where it repeats a per-row value).
+fn dense(vals: &[Option<Blk>], k: usize, n: usize, row: usize) -> Result<Vals, String> {
+    Ok(match at(vals, k)? {
+        Blk::Slice(s) => Vals::F(s.to_vec()),
+        Blk::Splat(x) => Vals::F(vec![*x; n]),
+        Blk::Owned(v) => v.clone(),
+        Blk::Expand(a) => match dense(vals, *a, n / row, row)? {
+            Vals::F(v) => Vals::F(v.iter().flat_map(|&x| std::iter::repeat_n(x, row)).collect()),
+            Vals::I(v) => Vals::I(v.iter().flat_map(|&x| std::iter::repeat_n(x, row)).collect()),
+            Vals::U(v) => Vals::U(v.iter().flat_map(|&x| std::iter::repeat_n(x, row)).collect()),
+            Vals::B(v) => Vals::B(v.iter().flat_map(|&x| std::iter::repeat_n(x, row)).collect()),
+        },
+        Blk::Same(_) => unreachable!("`at` follows `Same`"),
+    })
+}
+
+/// Node `k`'s `n` block elements as floats, borrowed where they are stored.
+fn dense_floats<'v>(
+    vals: &'v [Option<Blk>],
+    k: usize,
+    n: usize,
+    row: usize,
+) -> Result<std::borrow::Cow<'v, [f32]>, String> {
+    if let Some(Part::Slice(s)) = part(vals, k)? {
+        return Ok(std::borrow::Cow::Borrowed(s));
+    }
+    match dense(vals, k, n, row)? {
+        Vals::F(v) => Ok(std::borrow::Cow::Owned(v)),
+        _ => Err("its operands have the wrong element types".to_string()),
+    }
+}
+
+/// An elementwise op's `n` block elements: float ops on float parts without copies (a per-row operand
+/// applied row by row), anything else on buffers with the shared kernels.
+fn elementwise<'l>(
+    op: &TensorOp,
+    dtype: DType,
+    vals: &[Option<Blk<'l>>],
+    n: usize,
+    row: usize,
+) -> Result<Blk<'l>, String> {
+    let mismatch = |_| "its operands have the wrong element types".to_string();
+    let floats = matches!(dtype, DType::F32 | DType::F16);
+    match op {
+        TensorOp::Unary(op, a) if floats => {
+            if let Some(Part::Splat(x)) = part(vals, a.index())? {
+                let mut one = [0.0f32];
+                fused::unary_f32(*op, dtype, &[x], &mut one).map_err(mismatch)?;
+                return Ok(Blk::Splat(one[0]));
+            }
+            let x = dense_floats(vals, a.index(), n, row)?;
+            let mut out = scratch(n);
+            fused::unary_f32(*op, dtype, &x, &mut out).map_err(mismatch)?;
+            return Ok(Blk::Owned(Vals::F(out)));
+        }
+        TensorOp::Binary(op, a, b) if floats && !op.is_comparison() => {
+            let (a, b) = (a.index(), b.index());
+            let mut out = scratch(n);
+            // A per-row operand on one side: each row's value as a scalar operand.
+            for (rows_side, other, left) in [(a, b, true), (b, a, false)] {
+                if let Blk::Expand(p) = at(vals, rows_side)?
+                    && !matches!(at(vals, other)?, Blk::Expand(_))
+                {
+                    let per_row = dense_floats(vals, *p, n / row, row)?;
+                    let x = dense_floats(vals, other, n, row)?;
+                    kernels::binary_f32_rows(*op, dtype, &x, &per_row, row, left, &mut out).map_err(mismatch)?;
+                    return Ok(Blk::Owned(Vals::F(out)));
+                }
+            }
+            if let (Some(x), Some(y)) = (part(vals, a)?, part(vals, b)?) {
+                if let (Part::Splat(s), Part::Splat(t)) = (&x, &y) {
+                    let mut one = [0.0f32];
+                    kernels::binary_f32(*op, dtype, &[*s], &[*t], &mut one).map_err(mismatch)?;
+                    return Ok(Blk::Splat(one[0]));
+                }
+                if let Some(done) = fused::binary_parts(*op, dtype, &x, &y, &mut out) {
+                    done.map_err(mismatch)?;
+                    return Ok(Blk::Owned(Vals::F(out)));
+                }
+            }
+        }
+        _ => {}
+    }
+    let operand = |r: &crate::program::OpRef| dense(vals, r.index(), n, row);
+    let mut out = Vals::zeros(dtype, n);
+    match op {
+        TensorOp::Unary(op, a) => kernels::unary(*op, dtype, &operand(a)?, &mut out, n),
+        TensorOp::Binary(op, a, b) => kernels::binary(*op, dtype, &operand(a)?, &operand(b)?, &mut out, n),
+        TensorOp::Select { cond, on_true, on_false } => {
+            kernels::select(&operand(cond)?, &operand(on_true)?, &operand(on_false)?, &mut out, n)
+        }
+        TensorOp::Cast(a) => kernels::cast(&operand(a)?, dtype, &mut out, n),
+        _ => return Err("internal error: a row pass step is not elementwise".to_string()),
+    }
+    .map_err(mismatch)?;
+    Ok(Blk::Owned(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::along_rows;
+
+    #[test]
+    fn a_broadcast_along_rows_is_recognised() {
+        assert!(along_rows(&[4, 3, 1], &[4, 3, 5], 5));
+        assert!(!along_rows(&[4, 3], &[4, 3, 5], 5));
+        assert!(along_rows(&[4, 1, 1], &[4, 3, 5], 15));
+        assert!(!along_rows(&[4, 1, 1], &[4, 3, 5], 5));
+        assert!(!along_rows(&[1, 3, 1], &[4, 3, 5], 5));
+        assert!(!along_rows(&[3, 1], &[4, 3, 5], 5));
+        assert!(!along_rows(&[1], &[4, 3, 5], 15));
+    }
+}
