@@ -279,6 +279,7 @@ impl RowPass {
 
     /// Rows `r0..r1`: every step in order, the kept results written to `outs`.
     fn block(&self, run: &Run, leaves: &[(usize, View)], r0: usize, r1: usize, outs: Vec<Out>) -> Result<(), String> {
+        let mut outs: Vec<Option<Out>> = outs.into_iter().map(Some).collect();
         let nodes = &run.ops.nodes;
         let row = self.row;
         let nr = r1 - r0;
@@ -305,11 +306,27 @@ impl RowPass {
                     reduce_finish(op, node.dtype, &mut out, nr, row);
                     Blk::Owned(out)
                 }
-                Step::Elementwise => elementwise(&node.op, node.dtype, &vals, n, row)?,
+                Step::Elementwise => {
+                    // A kept float result is computed straight into its place.
+                    let kept = self.outputs.iter().position(|&o| o == k);
+                    if let Some(i) = kept
+                        && matches!(node.dtype, DType::F32 | DType::F16)
+                        && let Some(Out::F(dst)) = outs[i].take()
+                    {
+                        if float_into(&node.op, node.dtype, &vals, n, row, dst)? {
+                            vals[k] = Some(Blk::Slice(dst));
+                            continue;
+                        }
+                        outs[i] = Some(Out::F(dst));
+                    }
+                    elementwise(&node.op, node.dtype, &vals, n, row)?
+                }
             };
             vals[k] = Some(value);
         }
-        for (&k, mut out) in self.outputs.iter().zip(outs) {
+        for (&k, out) in self.outputs.iter().zip(outs) {
+            // Already written in place.
+            let Some(mut out) = out else { continue };
             let full = run.shapes[k].iter().product::<usize>() != self.rows;
             let n = if full { nr * row } else { nr };
             // Floats straight from where they are; anything else through a buffer.
@@ -478,46 +495,29 @@ fn elementwise<'l>(
     row: usize,
 ) -> Result<Blk<'l>, String> {
     let mismatch = |_| "its operands have the wrong element types".to_string();
-    let floats = matches!(dtype, DType::F32 | DType::F16);
-    match op {
-        TensorOp::Unary(op, a) if floats => {
-            if let Some(Part::Splat(x)) = part(vals, a.index())? {
-                let mut one = [0.0f32];
-                fused::unary_f32(*op, dtype, &[x], &mut one).map_err(mismatch)?;
-                return Ok(Blk::Splat(one[0]));
-            }
-            let x = dense_floats(vals, a.index(), n, row)?;
-            let mut out = scratch(n);
-            fused::unary_f32(*op, dtype, &x, &mut out).map_err(mismatch)?;
-            return Ok(Blk::Owned(Vals::F(out)));
-        }
-        TensorOp::Binary(op, a, b) if floats && !op.is_comparison() => {
-            let (a, b) = (a.index(), b.index());
-            let mut out = scratch(n);
-            // A per-row operand on one side: each row's value as a scalar operand.
-            for (rows_side, other, left) in [(a, b, true), (b, a, false)] {
-                if let Blk::Expand(p) = at(vals, rows_side)?
-                    && !matches!(at(vals, other)?, Blk::Expand(_))
-                {
-                    let per_row = dense_floats(vals, *p, n / row, row)?;
-                    let x = dense_floats(vals, other, n, row)?;
-                    kernels::binary_f32_rows(*op, dtype, &x, &per_row, row, left, &mut out).map_err(mismatch)?;
-                    return Ok(Blk::Owned(Vals::F(out)));
-                }
-            }
-            if let (Some(x), Some(y)) = (part(vals, a)?, part(vals, b)?) {
-                if let (Part::Splat(s), Part::Splat(t)) = (&x, &y) {
+    if matches!(dtype, DType::F32 | DType::F16) {
+        // One float everywhere stays one float.
+        match op {
+            TensorOp::Unary(op, a) => {
+                if let Some(Part::Splat(x)) = part(vals, a.index())? {
                     let mut one = [0.0f32];
-                    kernels::binary_f32(*op, dtype, &[*s], &[*t], &mut one).map_err(mismatch)?;
+                    fused::unary_f32(*op, dtype, &[x], &mut one).map_err(mismatch)?;
                     return Ok(Blk::Splat(one[0]));
                 }
-                if let Some(done) = fused::binary_parts(*op, dtype, &x, &y, &mut out) {
-                    done.map_err(mismatch)?;
-                    return Ok(Blk::Owned(Vals::F(out)));
+            }
+            TensorOp::Binary(op, a, b) if !op.is_comparison() => {
+                if let (Some(Part::Splat(s)), Some(Part::Splat(t))) = (part(vals, a.index())?, part(vals, b.index())?) {
+                    let mut one = [0.0f32];
+                    kernels::binary_f32(*op, dtype, &[s], &[t], &mut one).map_err(mismatch)?;
+                    return Ok(Blk::Splat(one[0]));
                 }
             }
+            _ => {}
         }
-        _ => {}
+        let mut out = scratch(n);
+        if float_into(op, dtype, vals, n, row, &mut out)? {
+            return Ok(Blk::Owned(Vals::F(out)));
+        }
     }
     let operand = |r: &crate::program::OpRef| dense(vals, r.index(), n, row);
     let mut out = Vals::zeros(dtype, n);
@@ -532,6 +532,48 @@ fn elementwise<'l>(
     }
     .map_err(mismatch)?;
     Ok(Blk::Owned(out))
+}
+
+/// A float unary or arithmetic op's `n` block elements written into `out` (a per-row operand applied row by
+/// row, float parts read in place); `false`, writing nothing, for any other op.
+fn float_into(
+    op: &TensorOp,
+    dtype: DType,
+    vals: &[Option<Blk>],
+    n: usize,
+    row: usize,
+    out: &mut [f32],
+) -> Result<bool, String> {
+    let mismatch = |_| "its operands have the wrong element types".to_string();
+    match op {
+        TensorOp::Unary(op, a) => {
+            let x = dense_floats(vals, a.index(), n, row)?;
+            fused::unary_f32(*op, dtype, &x, out).map_err(mismatch)?;
+            Ok(true)
+        }
+        TensorOp::Binary(op, a, b) if !op.is_comparison() => {
+            let (a, b) = (a.index(), b.index());
+            // A per-row operand on one side: each row's value as a scalar operand.
+            for (rows_side, other, left) in [(a, b, true), (b, a, false)] {
+                if let Blk::Expand(p) = at(vals, rows_side)?
+                    && !matches!(at(vals, other)?, Blk::Expand(_))
+                {
+                    let per_row = dense_floats(vals, *p, n / row, row)?;
+                    let x = dense_floats(vals, other, n, row)?;
+                    kernels::binary_f32_rows(*op, dtype, &x, &per_row, row, left, out).map_err(mismatch)?;
+                    return Ok(true);
+                }
+            }
+            if let (Some(x), Some(y)) = (part(vals, a)?, part(vals, b)?)
+                && let Some(done) = fused::binary_parts(*op, dtype, &x, &y, out)
+            {
+                done.map_err(mismatch)?;
+                return Ok(true);
+            }
+            Ok(false)
+        }
+        _ => Ok(false),
+    }
 }
 
 #[cfg(test)]

@@ -16,36 +16,23 @@ pub struct KindMismatch;
 
 type KResult = Result<(), KindMismatch>;
 
-/// IEEE 754-2019 `maximum`: NaN if either is NaN, and `+0 > -0`.
+/// IEEE 754-2019 `maximum`: NaN if either is NaN, and `+0 > -0`. Written as selects, no branch, so folds and
+/// elementwise loops over it vectorize: equal operands are `+0` and `-0` or the same bits, and the AND of
+/// their bits is then the larger.
 #[inline(always)]
 pub fn fmax(a: f32, b: f32) -> f32 {
-    if a.is_nan() || b.is_nan() {
-        f32::NAN
-    } else if a > b {
-        a
-    } else if b > a {
-        b
-    } else if a.is_sign_positive() {
-        a
-    } else {
-        b
-    }
+    let larger = if a > b { a } else { b };
+    let larger = if a == b { f32::from_bits(a.to_bits() & b.to_bits()) } else { larger };
+    if a.is_nan() | b.is_nan() { f32::NAN } else { larger }
 }
 
-/// IEEE 754-2019 `minimum`: NaN if either is NaN, and `-0 < +0`.
+/// IEEE 754-2019 `minimum`: NaN if either is NaN, and `-0 < +0`. Selects, as `fmax`: the OR of equal
+/// operands' bits is the smaller.
 #[inline(always)]
 pub fn fmin(a: f32, b: f32) -> f32 {
-    if a.is_nan() || b.is_nan() {
-        f32::NAN
-    } else if a < b {
-        a
-    } else if b < a {
-        b
-    } else if a.is_sign_negative() {
-        a
-    } else {
-        b
-    }
+    let smaller = if a < b { a } else { b };
+    let smaller = if a == b { f32::from_bits(a.to_bits() | b.to_bits()) } else { smaller };
+    if a.is_nan() | b.is_nan() { f32::NAN } else { smaller }
 }
 
 /// Integer arithmetic as the IR defines it for `i32` and `u32`.
@@ -502,6 +489,34 @@ pub fn reduce_finish(op: ReduceOp, dtype: DType, acc: &mut Vals, n: usize, count
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `fmax` and `fmin` are IEEE 754-2019 `maximum` and `minimum`, bit for bit: NaN from either NaN, `+0`
+    /// above `-0`, otherwise the larger or smaller (the definition written with branches).
+    #[test]
+    fn fmax_and_fmin_are_ieee_maximum_and_minimum() {
+        let values = [0.0f32, -0.0, 1.0, -1.0, 2.5e-45, -3e38, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -f32::NAN];
+        for a in values {
+            for b in values {
+                let nan = a.is_nan() || b.is_nan();
+                let max = if nan {
+                    f32::NAN
+                } else if a > b || (a == b && a.is_sign_positive()) {
+                    a
+                } else {
+                    b
+                };
+                let min = if nan {
+                    f32::NAN
+                } else if a < b || (a == b && a.is_sign_negative()) {
+                    a
+                } else {
+                    b
+                };
+                assert_eq!(fmax(a, b).to_bits(), max.to_bits(), "max({a}, {b})");
+                assert_eq!(fmin(a, b).to_bits(), min.to_bits(), "min({a}, {b})");
+            }
+        }
+    }
 
     /// A scalar operand unexpanded gives the bits of the same operand repeated, on either side, for every
     /// float op (NaN, infinities and signed zeros among the values).
