@@ -9,6 +9,10 @@
 //! per chunk) and a uniform part (reduction variables); when the whole chunk is in range for the current
 //! reduction values, a load is one gather from precomputed offsets.
 //!
+//! A map whose value (folded) is one load, as a contraction's im2col factors are, skips the lanes: its
+//! elements are read along runs of its longest variable, indices kept up to date by an odometer
+//! (`gather_map`).
+//!
 //! Semantics: every scalar node is evaluated for every element (both branches of a `Select` included), so a
 //! `Load` without default that leaves its input is an error even where it would not be selected.
 
@@ -30,6 +34,9 @@ const INDEX_LIMIT: i128 = 1 << 62;
 pub fn run_map(map: &MapOps, dtype: DType, out_shape: &[usize], inputs: &[&Val], syms: &[i64]) -> Result<Vals, String> {
     use rayon::prelude::*;
     let plan = Plan::build(map, out_shape, inputs, syms)?;
+    if let Some(values) = gather_map(&plan, out_shape, inputs) {
+        return Ok(values);
+    }
     let total: usize = out_shape.iter().product();
     // Chunks are independent: large maps are split into ranges of whole chunks evaluated on the current
     // rayon pool (the CPU executor's, or the global one), then joined in order; the first failing range's
@@ -67,6 +74,155 @@ fn run_range(
         return unsafe { run_range_avx2(plan, dtype, out_shape, inputs, start, end) };
     }
     run_range_in(plan, dtype, out_shape, inputs, start, end)
+}
+
+/// A map whose value, folded, is one load at undivided indices of the output variables (an im2col factor of
+/// a contraction, a padded shift, a transpose written by hand): every element read along runs of the
+/// variable of largest extent (a batch, for a convolution's factors), where each index that variable does
+/// not move is checked once per run and the others per element. The output is written at its row-major
+/// positions whatever the order of the runs. `None` for any other map, and where a load without default
+/// leaves its input (the general path reports that).
+fn gather_map(plan: &Plan, out_shape: &[usize], inputs: &[&Val]) -> Option<Vals> {
+    let Step::Load(lp) = plan.steps.get(plan.body)? else { return None };
+    if lp.axes.iter().any(|a| a.div != 1 || !a.loop_terms.is_empty()) || out_shape.len() != plan.rank {
+        return None;
+    }
+    let input = inputs.get(lp.input)?;
+    let runs = Runs::new(lp, out_shape)?;
+    Some(match (&input.data, lp.default) {
+        (Vals::F(d), Some(Lit::F(x))) => Vals::F(runs.read(d, Some(x))?),
+        (Vals::F(d), None) => Vals::F(runs.read(d, None)?),
+        (Vals::I(d), Some(Lit::I(x))) => Vals::I(runs.read(d, Some(x))?),
+        (Vals::I(d), None) => Vals::I(runs.read(d, None)?),
+        (Vals::U(d), Some(Lit::U(x))) => Vals::U(runs.read(d, Some(x))?),
+        (Vals::U(d), None) => Vals::U(runs.read(d, None)?),
+        (Vals::B(d), Some(Lit::B(x))) => Vals::B(runs.read(d, Some(x))?),
+        (Vals::B(d), None) => Vals::B(runs.read(d, None)?),
+        _ => return None,
+    })
+}
+
+/// `gather_map`'s plan: the load's indices and flat position as affine functions of the output variables.
+struct Runs {
+    extent: Vec<i64>,
+    /// Per variable: each axis' index step, the flat position's step, the output position's step.
+    steps: Vec<Vec<i64>>,
+    flat_steps: Vec<i64>,
+    out_steps: Vec<i64>,
+    /// Each axis' index at the origin, and its length.
+    offset: Vec<i64>,
+    len: Vec<u64>,
+    flat_offset: i64,
+    /// The variable the runs go along.
+    along: usize,
+}
+
+impl Runs {
+    fn new(lp: &LoadPlan, out_shape: &[usize]) -> Option<Runs> {
+        let rank = out_shape.len();
+        let extent: Vec<i64> = out_shape.iter().map(|&d| d as i64).collect();
+        let mut steps = vec![vec![0i64; lp.axes.len()]; rank];
+        let mut flat_steps = vec![0i64; rank];
+        let mut flat_offset = 0i64;
+        for (a, axis) in lp.axes.iter().enumerate() {
+            for &(v, c) in &axis.lane_terms {
+                *steps.get_mut(v)?.get_mut(a)? += c;
+                flat_steps[v] = flat_steps[v].wrapping_add(c.wrapping_mul(axis.stride));
+            }
+            flat_offset = flat_offset.wrapping_add(axis.offset.wrapping_mul(axis.stride));
+        }
+        let out_steps = super::layout::strides(out_shape).into_iter().map(|s| s as i64).collect();
+        let along = (0..rank).max_by_key(|&v| (out_shape[v], v)).unwrap_or(0);
+        Some(Runs {
+            extent,
+            steps,
+            flat_steps,
+            out_steps,
+            offset: lp.axes.iter().map(|a| a.offset).collect(),
+            len: lp.axes.iter().map(|a| a.len as u64).collect(),
+            flat_offset,
+            along,
+        })
+    }
+
+    fn read<T: Copy>(&self, data: &[T], default: Option<T>) -> Option<Vec<T>> {
+        let rank = self.extent.len();
+        let total: usize = self.extent.iter().map(|&e| e as usize).product();
+        let strict = default.is_none();
+        let fill = match default {
+            Some(d) => d,
+            None if total == 0 => return Some(Vec::new()),
+            None => *data.first()?,
+        };
+        let mut out = vec![fill; total];
+        if total == 0 {
+            return Some(out);
+        }
+        let inside = |idx: &[i64]| idx.iter().zip(&self.len).all(|(&i, &l)| (i as u64) < l);
+        if rank == 0 {
+            if inside(&self.offset) {
+                out[0] = *data.get(self.flat_offset as usize)?;
+            } else if strict {
+                return None;
+            }
+            return Some(out);
+        }
+        let w = self.along;
+        let run = self.extent[w];
+        let (w_steps, w_flat, w_out) = (&self.steps[w], self.flat_steps[w], self.out_steps[w]);
+        // Axes the runs move (checked per element) and the others (checked once per run).
+        let moving: Vec<usize> = (0..self.len.len()).filter(|&a| w_steps[a] != 0).collect();
+        let fixed: Vec<usize> = (0..self.len.len()).filter(|&a| w_steps[a] == 0).collect();
+        let others: Vec<usize> = (0..rank).filter(|&v| v != w).collect();
+        let mut var = vec![0i64; rank];
+        let mut idx = self.offset.clone();
+        let (mut flat, mut pos) = (self.flat_offset, 0i64);
+        loop {
+            if fixed.iter().all(|&a| (idx[a] as u64) < self.len[a]) {
+                let (mut f, mut p) = (flat, pos);
+                if moving.is_empty() {
+                    for _ in 0..run {
+                        *out.get_mut(p as usize)? = *data.get(f as usize)?;
+                        f = f.wrapping_add(w_flat);
+                        p += w_out;
+                    }
+                } else {
+                    let mut m: Vec<i64> = moving.iter().map(|&a| idx[a]).collect();
+                    for _ in 0..run {
+                        if m.iter().zip(&moving).all(|(&i, &a)| (i as u64) < self.len[a]) {
+                            *out.get_mut(p as usize)? = *data.get(f as usize)?;
+                        } else if strict {
+                            return None;
+                        }
+                        m.iter_mut().zip(&moving).for_each(|(i, &a)| *i += w_steps[a]);
+                        f = f.wrapping_add(w_flat);
+                        p += w_out;
+                    }
+                }
+            } else if strict {
+                return None;
+            }
+            // The next run: the other variables' odometer, last fastest.
+            let mut k = others.len();
+            loop {
+                let Some(next) = k.checked_sub(1) else { return Some(out) };
+                k = next;
+                let v = others[k];
+                var[v] += 1;
+                idx.iter_mut().zip(&self.steps[v]).for_each(|(i, s)| *i += s);
+                flat = flat.wrapping_add(self.flat_steps[v]);
+                pos += self.out_steps[v];
+                if var[v] < self.extent[v] {
+                    break;
+                }
+                let e = self.extent[v];
+                var[v] = 0;
+                idx.iter_mut().zip(&self.steps[v]).for_each(|(i, s)| *i -= s * e);
+                flat = flat.wrapping_sub(self.flat_steps[v].wrapping_mul(e));
+                pos -= self.out_steps[v] * e;
+            }
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -684,4 +840,48 @@ fn load(
         _ => return Err(mismatch(KindMismatch)),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::{Affine, Scalar, VarId};
+    use crate::program::{OpRef, ScalarNode, ScalarRef};
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A map that is one load (`gather_map`, runs along the variable of largest extent) equals the general
+        /// lane-at-a-time evaluation: coefficients of either sign, indices outside the input (the default),
+        /// several output variables per axis.
+        #[test]
+        fn a_gather_map_equals_the_general_evaluation(
+            extents in prop::collection::vec(1usize..6, 1..4),
+            coefs in prop::collection::vec(prop::collection::vec(-2i64..3, 3), 2),
+            offsets in prop::collection::vec(-3i64..4, 2),
+            rows in 1usize..7, cols in 1usize..9,
+        ) {
+            let rank = extents.len();
+            let indices = (0..2)
+                .map(|a| {
+                    let terms = (0..rank).map(|v| (VarId(v as u32), Dim::constant(coefs[a][v]))).collect();
+                    Affine::new(terms, Dim::constant(offsets[a]))
+                })
+                .collect();
+            let map = MapOps {
+                inputs: vec![OpRef(0)],
+                extents: extents.iter().map(|&e| Dim::constant(e as i64)).collect(),
+                exprs: vec![ScalarNode {
+                    expr: ScalarOp::Load { input: 0, indices, default: Some(Scalar::Float(-7.5)) },
+                    dtype: DType::F32,
+                }],
+                body: ScalarRef(0),
+            };
+            let input = Val { shape: vec![rows, cols], data: Vals::F((0..rows * cols).map(|i| i as f32).collect()) };
+            let plan = Plan::build(&map, &extents, &[&input], &[]).unwrap();
+            let total: usize = extents.iter().product();
+            let fast = gather_map(&plan, &extents, &[&input]).expect("a gather map");
+            let general = run_range_in(&plan, DType::F32, &extents, &[&input], 0, total).unwrap();
+            prop_assert_eq!(fast, general);
+        }
+    }
 }
