@@ -145,10 +145,10 @@ impl Runs {
         })
     }
 
-    fn read<T: Copy>(&self, data: &[T], default: Option<T>) -> Option<Vec<T>> {
-        let rank = self.extent.len();
+    /// The whole map: parallel over ranges of the first variable (each a contiguous part of the output).
+    fn read<T: Copy + Send + Sync>(&self, data: &[T], default: Option<T>) -> Option<Vec<T>> {
+        use rayon::prelude::*;
         let total: usize = self.extent.iter().map(|&e| e as usize).product();
-        let strict = default.is_none();
         let fill = match default {
             Some(d) => d,
             None if total == 0 => return Some(Vec::new()),
@@ -158,25 +158,47 @@ impl Runs {
         if total == 0 {
             return Some(out);
         }
-        let inside = |idx: &[i64]| idx.iter().zip(&self.len).all(|(&i, &l)| (i as u64) < l);
-        if rank == 0 {
-            if inside(&self.offset) {
+        let Some(&first) = self.extent.first() else {
+            // No variables: one element.
+            let inside = self.offset.iter().zip(&self.len).all(|(&i, &l)| (i as u64) < l);
+            if inside {
                 out[0] = *data.get(self.flat_offset as usize)?;
-            } else if strict {
+            } else if default.is_none() {
                 return None;
             }
             return Some(out);
-        }
+        };
+        let first = first as usize;
+        let size = total / first;
+        let per = first.div_ceil(rayon::current_num_threads().clamp(1, first));
+        let done: Option<()> = out
+            .par_chunks_mut(per * size)
+            .enumerate()
+            .map(|(i, part)| self.read_part(data, default.is_none(), i * per, part))
+            .collect();
+        done.map(|()| out)
+    }
+
+    /// The elements whose first variable is `lo..` (as many as `out` holds, whole values of it) into `out`,
+    /// where the default is already written; `None` where `strict` (no default) and an index leaves the input.
+    fn read_part<T: Copy>(&self, data: &[T], strict: bool, lo: usize, out: &mut [T]) -> Option<()> {
+        let rank = self.extent.len();
+        let size: usize = self.extent[1..].iter().map(|&e| e as usize).product();
+        let (lo, hi) = (lo as i64, (lo + out.len() / size.max(1)) as i64);
+        // Variable 0 runs over `lo..hi` here.
+        let limit = |v: usize| if v == 0 { hi } else { self.extent[v] };
         let w = self.along;
-        let run = self.extent[w];
+        let run = if w == 0 { hi - lo } else { self.extent[w] };
         let (w_steps, w_flat, w_out) = (&self.steps[w], self.flat_steps[w], self.out_steps[w]);
         // Axes the runs move (checked per element) and the others (checked once per run).
         let moving: Vec<usize> = (0..self.len.len()).filter(|&a| w_steps[a] != 0).collect();
         let fixed: Vec<usize> = (0..self.len.len()).filter(|&a| w_steps[a] == 0).collect();
         let others: Vec<usize> = (0..rank).filter(|&v| v != w).collect();
         let mut var = vec![0i64; rank];
-        let mut idx = self.offset.clone();
-        let (mut flat, mut pos) = (self.flat_offset, 0i64);
+        var[0] = lo;
+        let mut idx: Vec<i64> = self.offset.iter().zip(&self.steps[0]).map(|(o, s)| o + s * lo).collect();
+        let mut flat = self.flat_offset.wrapping_add(self.flat_steps[0].wrapping_mul(lo));
+        let mut pos = 0i64;
         loop {
             if fixed.iter().all(|&a| (idx[a] as u64) < self.len[a]) {
                 let (mut f, mut p) = (flat, pos);
@@ -205,15 +227,18 @@ impl Runs {
             // The next run: the other variables' odometer, last fastest.
             let mut k = others.len();
             loop {
-                let Some(next) = k.checked_sub(1) else { return Some(out) };
+                let Some(next) = k.checked_sub(1) else { return Some(()) };
                 k = next;
                 let v = others[k];
                 var[v] += 1;
                 idx.iter_mut().zip(&self.steps[v]).for_each(|(i, s)| *i += s);
                 flat = flat.wrapping_add(self.flat_steps[v]);
                 pos += self.out_steps[v];
-                if var[v] < self.extent[v] {
+                if var[v] < limit(v) {
                     break;
+                }
+                if v == 0 {
+                    return Some(());
                 }
                 let e = self.extent[v];
                 var[v] = 0;
