@@ -366,7 +366,12 @@ mod tests {
             self.push(ScalarOp::Binary(op, a, b), dtype)
         }
         fn load(&mut self, default: Option<f64>) -> ScalarRef {
-            let index = Affine { terms: vec![(VarId(0), Dim::constant(1))], offset: Dim::constant(0), div: 1 };
+            self.load_at(&[(0, 1)], 0, 1, default)
+        }
+        /// An f32 load of input 0 at `(offset + sum(coef * v)) / div`.
+        fn load_at(&mut self, terms: &[(u32, i64)], offset: i64, div: i64, default: Option<f64>) -> ScalarRef {
+            let terms = terms.iter().map(|&(v, c)| (VarId(v), Dim::constant(c))).collect();
+            let index = Affine { terms, offset: Dim::constant(offset), div };
             self.push(
                 ScalarOp::Load { input: 0, indices: vec![index], default: default.map(Scalar::Float) },
                 DType::F32,
@@ -429,13 +434,7 @@ mod tests {
             let lo = b.bin(BinaryOp::Ge, i, zero);
             let hi = b.bin(BinaryOp::Lt, i, up);
             let g = b.bin(BinaryOp::And, lo, hi);
-            let index = Affine {
-                terms: vec![(VarId(0), Dim::constant(1)), (VarId(1), Dim::constant(1))],
-                offset: Dim::constant(-1),
-                div: 1,
-            };
-            let x = b
-                .push(ScalarOp::Load { input: 0, indices: vec![index], default: Some(Scalar::Float(0.0)) }, DType::F32);
+            let x = b.load_at(&[(0, 1), (1, 1)], -1, 1, Some(0.0));
             let off = b.push(ScalarOp::Const(Scalar::Float(off_value)), DType::F32);
             let sel = b.push(ScalarOp::Select { cond: g, on_true: x, on_false: off }, DType::F32);
             let map = b.map(sel);
@@ -460,13 +459,7 @@ mod tests {
             let rem = b.bin(BinaryOp::Rem, num, m);
             let exact = b.bin(BinaryOp::Eq, rem, zero);
             let g = b.bin(BinaryOp::And, lo, exact);
-            let index = Affine {
-                terms: vec![(VarId(0), Dim::constant(1)), (VarId(1), Dim::constant(-1))],
-                offset: Dim::constant(0),
-                div: 2,
-            };
-            let x = b
-                .push(ScalarOp::Load { input: 0, indices: vec![index], default: Some(Scalar::Float(0.0)) }, DType::F32);
+            let x = b.load_at(&[(0, 1), (1, -1)], 0, 2, Some(0.0));
             let other = b.var(1);
             let c = b.bin(BinaryOp::Eq, other, zero);
             let off = b.push(ScalarOp::Const(Scalar::Float(0.0)), DType::F32);
