@@ -99,6 +99,41 @@ pub(super) fn unary_f32(op: UnaryOp, dtype: DType, x: &[f32], dst: &mut [f32]) -
     Ok(())
 }
 
+/// Elements `lo..hi` of a view: borrowed when row-major floats, one float when it repeats one, else gathered.
+pub(super) fn view_part(view: &View, lo: usize, hi: usize) -> Part<'_> {
+    if let Vals::F(data) = &view.value.0.data {
+        if view.is_contiguous() {
+            return Part::Slice(&data[view.offset + lo..view.offset + hi]);
+        }
+        if view.strides.iter().zip(&view.shape).all(|(&s, &d)| s == 0 || d == 1) {
+            return Part::Splat(data[view.offset]);
+        }
+    }
+    Part::Owned(view.gather(lo, hi))
+}
+
+/// Elementwise op `op`'s `n` elements of `dtype` from its operands' buffers (`operand`), with the shared
+/// kernels; `None` for an op that is not elementwise.
+pub(super) fn elementwise_vals(
+    op: &TensorOp,
+    dtype: DType,
+    n: usize,
+    operand: impl Fn(&crate::program::OpRef) -> Result<Vals, String>,
+) -> Result<Option<Vals>, String> {
+    let mut out = Vals::zeros(dtype, n);
+    match op {
+        TensorOp::Unary(op, a) => kernels::unary(*op, dtype, &operand(a)?, &mut out, n),
+        TensorOp::Binary(op, a, b) => kernels::binary(*op, dtype, &operand(a)?, &operand(b)?, &mut out, n),
+        TensorOp::Select { cond, on_true, on_false } => {
+            kernels::select(&operand(cond)?, &operand(on_true)?, &operand(on_false)?, &mut out, n)
+        }
+        TensorOp::Cast(a) => kernels::cast(&operand(a)?, dtype, &mut out, n),
+        _ => return Ok(None),
+    }
+    .map_err(|_| "its operands have the wrong element types".to_string())?;
+    Ok(Some(out))
+}
+
 /// The leaves of a fused tree: nodes read through a view, by node index.
 type Leaves = Vec<(usize, View)>;
 
@@ -226,17 +261,7 @@ impl Run<'_> {
     /// float leaf borrowed in place, anything else computed.
     fn part<'l>(&self, k: usize, lo: usize, hi: usize, leaves: &'l Leaves) -> Result<Part<'l>, String> {
         if let Some((_, view)) = leaves.iter().find(|(i, _)| *i == k) {
-            if let Vals::F(data) = &view.value.0.data
-                && view.is_contiguous()
-            {
-                return Ok(Part::Slice(&data[view.offset + lo..view.offset + hi]));
-            }
-            if let Vals::F(data) = &view.value.0.data
-                && view.strides.iter().zip(&view.shape).all(|(&s, &d)| s == 0 || d == 1)
-            {
-                return Ok(Part::Splat(data[view.offset]));
-            }
-            return Ok(Part::Owned(view.gather(lo, hi)));
+            return Ok(view_part(view, lo, hi));
         }
         let node = &self.ops.nodes[k];
         let n = hi - lo;
@@ -274,18 +299,10 @@ impl Run<'_> {
             _ => {}
         }
         let operand = |r: &crate::program::OpRef| operand(r).map(|p| p.into_vals(n));
-        let mut out = Vals::zeros(node.dtype, n);
-        match &node.op {
-            TensorOp::Unary(op, a) => kernels::unary(*op, node.dtype, &operand(a)?, &mut out, n),
-            TensorOp::Binary(op, a, b) => kernels::binary(*op, node.dtype, &operand(a)?, &operand(b)?, &mut out, n),
-            TensorOp::Select { cond, on_true, on_false } => {
-                kernels::select(&operand(cond)?, &operand(on_true)?, &operand(on_false)?, &mut out, n)
-            }
-            TensorOp::Cast(a) => kernels::cast(&operand(a)?, node.dtype, &mut out, n),
-            _ => return Err(format!("node {k} is not part of a fused tree")),
+        match elementwise_vals(&node.op, node.dtype, n, operand)? {
+            Some(out) => Ok(Part::Owned(out)),
+            None => Err(format!("node {k} is not part of a fused tree")),
         }
-        .map_err(mismatch)?;
-        Ok(Part::Owned(out))
     }
 
     /// Elements `lo..hi` of node `k` as an owned buffer.

@@ -419,17 +419,13 @@ fn along_rows(from: &[usize], to: &[usize], row: usize) -> bool {
     false
 }
 
-/// Elements `lo..hi` of a leaf's view: borrowed when row-major floats, one float when it repeats one.
+/// Elements `lo..hi` of a leaf's view (`fused::view_part`) as a block value.
 fn leaf_part(view: &View, lo: usize, hi: usize) -> Blk<'_> {
-    if let Vals::F(data) = &view.value.0.data {
-        if view.is_contiguous() {
-            return Blk::Slice(&data[view.offset + lo..view.offset + hi]);
-        }
-        if view.strides.iter().zip(&view.shape).all(|(&s, &d)| s == 0 || d == 1) {
-            return Blk::Splat(data[view.offset]);
-        }
+    match fused::view_part(view, lo, hi) {
+        Part::Slice(s) => Blk::Slice(s),
+        Part::Splat(x) => Blk::Splat(x),
+        Part::Owned(v) => Blk::Owned(v),
     }
-    Blk::Owned(view.gather(lo, hi))
 }
 
 /// Node `k`'s block value, following `Same`.
@@ -519,19 +515,10 @@ fn elementwise<'l>(
             return Ok(Blk::Owned(Vals::F(out)));
         }
     }
-    let operand = |r: &crate::program::OpRef| dense(vals, r.index(), n, row);
-    let mut out = Vals::zeros(dtype, n);
-    match op {
-        TensorOp::Unary(op, a) => kernels::unary(*op, dtype, &operand(a)?, &mut out, n),
-        TensorOp::Binary(op, a, b) => kernels::binary(*op, dtype, &operand(a)?, &operand(b)?, &mut out, n),
-        TensorOp::Select { cond, on_true, on_false } => {
-            kernels::select(&operand(cond)?, &operand(on_true)?, &operand(on_false)?, &mut out, n)
-        }
-        TensorOp::Cast(a) => kernels::cast(&operand(a)?, dtype, &mut out, n),
-        _ => return Err("internal error: a row pass step is not elementwise".to_string()),
+    match fused::elementwise_vals(op, dtype, n, |r| dense(vals, r.index(), n, row))? {
+        Some(out) => Ok(Blk::Owned(out)),
+        None => Err("internal error: a row pass step is not elementwise".to_string()),
     }
-    .map_err(mismatch)?;
-    Ok(Blk::Owned(out))
 }
 
 /// A float unary or arithmetic op's `n` block elements written into `out` (a per-row operand applied row by
