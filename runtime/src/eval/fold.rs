@@ -8,13 +8,14 @@
 //! repeats the load's own bounds (a convolution gradient's factor; for a divided index, `num >= 0` and
 //! `num % div == 0`: a strided pool's adjoint), also through `c ? x : 0` selects of the load. The results are exact: integer intervals are kept only while they fit
 //! `i32` (so no wrapping is ever assumed away), and nothing whose evaluation could fail (a load without a
-//! default, as the interpreter checks it) is ever dropped.
+//! default, as the interpreter checks it) is ever dropped. `Folded::pins` finds the sums whose guard leaves
+//! one term per element, and the value of the variable that term is at.
 
 use super::values::Lit;
 use crate::DType;
 use std::collections::BTreeMap;
 
-use crate::ops::{BinaryOp, Scalar};
+use crate::ops::{BinaryOp, ReduceOp, Scalar};
 use crate::program::{MapOps, ScalarOp, ScalarRef};
 
 /// What folding found for each statement of a map body.
@@ -24,7 +25,50 @@ pub struct Folded {
     pub known: Vec<Option<Lit>>,
     /// The statement whose value this one always equals (itself when none).
     pub alias: Vec<usize>,
+    /// Each `i32` statement's interval, when it fits `i32`.
+    range: Vec<Option<(i64, i64)>>,
+    /// Each `i32` statement as a linear form of the variables, where it is one.
+    form: Vec<Option<Form>>,
+    /// Whether evaluating the statement can fail (it reads a load without a default).
+    fallible: Vec<bool>,
 }
+
+/// A reduction variable whose value the guard of its sum decides from the output variables
+/// (`Folded::pins`): `var = op(offset + sum(coef * v))` with each `v` an output variable.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pin {
+    /// The pinned reduction variable.
+    pub var: u32,
+    /// `(output variable, coefficient)`.
+    pub terms: Vec<(u32, i64)>,
+    /// The affine value's constant.
+    pub offset: i64,
+    /// Floor division or remainder of the affine value.
+    pub op: PinOp,
+}
+
+/// How a `Pin`'s affine value becomes the variable.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PinOp {
+    /// Floor division by a positive divisor.
+    Floor(i64),
+    /// Euclidean remainder (in `0..m`) by a positive modulus.
+    Mod(i64),
+}
+
+impl Pin {
+    /// The pinned value at output variables `vars` (indexed by variable).
+    pub fn at(&self, vars: impl Fn(u32) -> i64) -> i64 {
+        let x = self.terms.iter().fold(self.offset, |acc, &(v, c)| acc + c * vars(v));
+        match self.op {
+            PinOp::Floor(d) => x.div_euclid(d),
+            PinOp::Mod(m) => x.rem_euclid(m),
+        }
+    }
+}
+
+/// `(variable, coefficient)` pairs of an affine value.
+type Terms = Vec<(u32, i64)>;
 
 /// A linear form of the index variables: coefficient by variable (none zero), and a constant.
 type Form = (BTreeMap<u32, i64>, i64);
@@ -150,7 +194,191 @@ pub fn fold(map: &MapOps, extents: &[usize], syms: &[i64], shapes: &[&[usize]]) 
             };
         }
     }
-    Folded { known, alias }
+    Folded { known, alias, range, form, fallible }
+}
+
+impl Folded {
+    /// The reduction variables of `f32` sums that a guard pins: in `sum[v] g ? x : 0` (selects of `+0.0`,
+    /// possibly nested, their conditions conjunctions), a conjunct of `g` that holds for at most one `v` in
+    /// range, that one computed from the output variables (`0..rank`) and in range for every output element:
+    /// - `(L ± v) % m == 0` where `v`'s extent is `m` (a strided pool's adjoint over window offsets): `v` is
+    ///   `∓L mod m`;
+    /// - `0 <= L + c*v < b` with `b <= |c|` (a strided pool's adjoint over pooled positions): `v` is
+    ///   `floor(L / |c|)` for negative `c`, `ceil(-L / c)` for positive.
+    ///
+    /// The sum is then its one term: every other term is `+0.0`, and `0.0 + x` is what the whole sum adds up
+    /// to, bit for bit. Sums whose body could fail to evaluate (a load without default) are left alone, as
+    /// are variables that more than one reduction binds.
+    pub fn pins(&self, map: &MapOps, extents: &[usize], syms: &[i64], rank: usize) -> Vec<Pin> {
+        let mut bound: BTreeMap<u32, usize> = BTreeMap::new();
+        for node in &map.exprs {
+            if let ScalarOp::Reduce { vars, .. } = &node.expr {
+                for v in vars {
+                    *bound.entry(v.0).or_insert(0) += 1;
+                }
+            }
+        }
+        let mut pins = Vec::new();
+        for node in &map.exprs {
+            let ScalarOp::Reduce { op: ReduceOp::Sum, vars, body } = &node.expr else { continue };
+            let body = self.alias[body.index()];
+            if node.dtype != DType::F32 || self.fallible[body] {
+                continue;
+            }
+            let (conjuncts, load) = self.guard_conjuncts(map, body);
+            for v in vars.iter().map(|v| v.0) {
+                if bound.get(&v) != Some(&1) {
+                    continue;
+                }
+                let pin = self
+                    .pin(map, &conjuncts, v, extents, rank)
+                    .or_else(|| load.and_then(|l| divided_pin(map, l, v, extents, syms, rank)));
+                pins.extend(pin);
+            }
+        }
+        pins
+    }
+
+    /// The conjuncts of the conditions of the `c ? x : +0.0` selects from `body` down their true branches,
+    /// and the load with default `+0.0` the last true branch is, if it is one.
+    fn guard_conjuncts(&self, map: &MapOps, mut body: usize) -> (Vec<usize>, Option<usize>) {
+        let zero = |r: &ScalarRef| matches!(map.exprs[self.alias[r.index()]].expr, ScalarOp::Const(Scalar::Float(z)) if z.to_bits() == 0);
+        let mut conjuncts = Vec::new();
+        while let ScalarOp::Select { cond, on_true, on_false } = &map.exprs[body].expr
+            && map.exprs[body].dtype == DType::F32
+            && zero(on_false)
+        {
+            let mut work = vec![self.alias[cond.index()]];
+            while let Some(c) = work.pop() {
+                match &map.exprs[c].expr {
+                    ScalarOp::Binary(BinaryOp::And, a, b) => {
+                        work.extend([self.alias[a.index()], self.alias[b.index()]])
+                    }
+                    _ => conjuncts.push(c),
+                }
+            }
+            body = self.alias[on_true.index()];
+        }
+        let load =
+            matches!(&map.exprs[body].expr, ScalarOp::Load { default: Some(Scalar::Float(z)), .. } if z.to_bits() == 0)
+                .then_some(body);
+        (conjuncts, load)
+    }
+
+    /// The pin of reduction variable `v` that one of `conjuncts` (or a pair, for the bounds) gives.
+    fn pin(&self, map: &MapOps, conjuncts: &[usize], v: u32, extents: &[usize], rank: usize) -> Option<Pin> {
+        let extent = i64::try_from(*extents.get(v as usize)?).ok()?;
+        let single = |r: &ScalarRef| {
+            let r = self.alias[r.index()];
+            self.range[r].filter(|r| r.0 == r.1).map(|r| r.0)
+        };
+        // Statement `x` as `L + c*v` with `L` over output variables only: (`L`'s terms, its constant, `c`).
+        let split = |x: &ScalarRef| -> Option<(Terms, i64, i64)> {
+            let x = self.alias[x.index()];
+            self.range[x]?;
+            let (vars, k) = self.form[x].as_ref()?;
+            let c = *vars.get(&v)?;
+            let rest: Vec<(u32, i64)> = vars.iter().filter(|&(&u, _)| u != v).map(|(&u, &c)| (u, c)).collect();
+            rest.iter().all(|&(u, _)| (u as usize) < rank).then_some((rest, *k, c))
+        };
+        // `L`'s interval over the output variables.
+        let interval = |terms: &[(u32, i64)], k: i64| -> Option<(i64, i64)> {
+            terms.iter().try_fold((k, k), |(lo, hi), &(u, c)| {
+                let top = c.checked_mul(i64::try_from(*extents.get(u as usize)?).ok()? - 1)?;
+                Some((lo.checked_add(top.min(0))?, hi.checked_add(top.max(0))?))
+            })
+        };
+        let negate = |terms: &[(u32, i64)]| terms.iter().map(|&(u, c)| (u, -c)).collect::<Vec<_>>();
+        let in_range = |pin: &Pin, (lo, hi): (i64, i64)| {
+            // The pin is monotone in `L`: its ends are at `L`'s ends.
+            [lo, hi].into_iter().all(|l| {
+                let x = match pin.op {
+                    PinOp::Floor(d) => l.div_euclid(d),
+                    PinOp::Mod(_) => return true,
+                };
+                (0..extent).contains(&x)
+            })
+        };
+        for &c in conjuncts {
+            let ScalarOp::Binary(op, x, y) = &map.exprs[c].expr else { continue };
+            match op {
+                // `(L + c*v) % m == 0` with `c = ±1`: `v = (-c * L) mod m`, every value of `v` in range.
+                BinaryOp::Eq if single(y) == Some(0) => {
+                    let ScalarOp::Binary(BinaryOp::Rem, num, m) = &map.exprs[self.alias[x.index()]].expr else {
+                        continue;
+                    };
+                    let (Some(m), Some((terms, k, cv))) = (single(m), split(num)) else { continue };
+                    if m == extent && cv.abs() == 1 {
+                        let (terms, offset) = if cv == 1 { (negate(&terms), -k) } else { (terms, k) };
+                        return Some(Pin { var: v, terms, offset, op: PinOp::Mod(m) });
+                    }
+                }
+                // `L + c*v >= 0` with a matching `L + c*v < b`, `b <= |c|`.
+                BinaryOp::Ge if single(y) == Some(0) => {
+                    let Some((terms, k, cv)) = split(x) else { continue };
+                    let form = &self.form[self.alias[x.index()]];
+                    let bounded = conjuncts.iter().any(|&u| match &map.exprs[u].expr {
+                        ScalarOp::Binary(BinaryOp::Lt, a, b) => {
+                            &self.form[self.alias[a.index()]] == form
+                                && self.range[self.alias[a.index()]].is_some()
+                                && single(b).is_some_and(|b| b <= cv.abs())
+                        }
+                        _ => false,
+                    });
+                    if !bounded {
+                        continue;
+                    }
+                    let l = interval(&terms, k)?;
+                    let pin = if cv < 0 {
+                        // `0 <= L - |c| v < |c|`: `v = floor(L / |c|)`.
+                        Pin { var: v, terms, offset: k, op: PinOp::Floor(-cv) }
+                    } else {
+                        // `0 <= L + c v < c`: `v = ceil(-L / c) = floor((c - 1 - L) / c)`.
+                        Pin { var: v, terms: negate(&terms), offset: cv - 1 - k, op: PinOp::Floor(cv) }
+                    };
+                    let l = if cv < 0 { l } else { (cv - 1 - l.1, cv - 1 - l.0) };
+                    if in_range(&pin, l) {
+                        return Some(pin);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+}
+
+/// The pin of reduction variable `v` that a divided index of `load` (default `+0.0`, so `+0.0` wherever the
+/// division is inexact) gives: a numerator `L ± v` over a divisor `m` equal to `v`'s extent is exact for
+/// `v = ∓L mod m` only.
+fn divided_pin(map: &MapOps, load: usize, v: u32, extents: &[usize], syms: &[i64], rank: usize) -> Option<Pin> {
+    let ScalarOp::Load { indices, .. } = &map.exprs[load].expr else { return None };
+    let extent = i64::try_from(*extents.get(v as usize)?).ok()?;
+    indices.iter().filter(|a| a.div > 1 && a.div == extent).find_map(|a| {
+        let mut terms = Vec::new();
+        let mut cv = 0;
+        for (u, c) in &a.terms {
+            let c = c.eval_at(syms)?;
+            if u.0 == v {
+                cv += c;
+            } else if (u.0 as usize) < rank {
+                terms.push((u.0, c));
+            } else {
+                return None;
+            }
+        }
+        let offset = a.offset.eval_at(syms)?;
+        match cv {
+            1 => Some(Pin {
+                var: v,
+                terms: terms.into_iter().map(|(u, c)| (u, -c)).collect(),
+                offset: -offset,
+                op: PinOp::Mod(a.div),
+            }),
+            -1 => Some(Pin { var: v, terms, offset, op: PinOp::Mod(a.div) }),
+            _ => None,
+        }
+    })
 }
 
 /// `expr` as a linear form from its operands' forms: a variable, a sum or difference, a product by a

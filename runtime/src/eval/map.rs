@@ -7,7 +7,9 @@
 //! block whose variables it depends on, so work that does not depend on a reduction's variables is hoisted
 //! out of its loop. A `Load`'s flat position is split into a per-lane part (output variables, computed once
 //! per chunk) and a uniform part (reduction variables); when the whole chunk is in range for the current
-//! reduction values, a load is one gather from precomputed offsets.
+//! reduction values, a load is one gather from precomputed offsets. A reduction variable that its sum's
+//! guard pins to one value per element (a strided pool's adjoint; `fold::Folded::pins`) is not looped over:
+//! it becomes a lane variable computed from the output variables, and the sum is its one term.
 //!
 //! A map whose value (folded) is one load, as a contraction's im2col factors are, skips the lanes: its
 //! elements are read along runs of its longest variable, indices kept up to date by an odometer
@@ -16,6 +18,7 @@
 //! Semantics: every scalar node is evaluated for every element (both branches of a `Select` included), so a
 //! `Load` without default that leaves its input is an error even where it would not be selected.
 
+use super::fold::Pin;
 use super::kernels::{self, KindMismatch, accumulate, reduce_finish, reduce_init};
 use super::values::{Lit, Val, Vals, finish};
 use crate::DType;
@@ -84,6 +87,9 @@ fn run_range(
 /// leaves its input (the general path reports that).
 fn gather_map(plan: &Plan, out_shape: &[usize], inputs: &[&Val]) -> Option<Vals> {
     let Step::Load(lp) = plan.steps.get(plan.body)? else { return None };
+    if !plan.pins.is_empty() {
+        return None;
+    }
     if lp.axes.iter().any(|a| a.div != 1 || !a.loop_terms.is_empty()) || out_shape.len() != plan.rank {
         return None;
     }
@@ -279,7 +285,7 @@ fn run_range_in(
         inputs,
         n: 0,
         bufs: plan.dtypes.iter().map(|&d| Vals::zeros(d, lanes)).collect(),
-        lane_vars: vec![vec![0; lanes]; plan.rank],
+        lane_vars: vec![vec![0; lanes]; plan.rank + plan.pins.len()],
         loop_vals: vec![0; plan.extents.len()],
         loads: plan
             .steps
@@ -328,6 +334,7 @@ fn run_range_in(
                 left = inner;
             }
         }
+        exec.pin_lanes();
         exec.prepare_loads();
         exec.run_block(0)?;
         copy_into(&mut result, done, &exec.bufs[plan.body], n).map_err(mismatch)?;
@@ -390,7 +397,11 @@ struct AxisPlan {
 }
 
 struct Plan {
+    /// Output variables; lane variable `rank + j` is `pins[j]`'s reduction variable.
     rank: usize,
+    /// Reduction variables their sums' guards pin to one value per element (`fold::Folded::pins`): lane
+    /// variables computed from the output variables, no longer looped over.
+    pins: Vec<Pin>,
     extents: Vec<usize>,
     dtypes: Vec<DType>,
     steps: Vec<Step>,
@@ -406,6 +417,17 @@ fn eval_dim(dim: &Dim, syms: &[i64]) -> Result<i64, String> {
 
 impl Plan {
     fn build(map: &MapOps, out_shape: &[usize], inputs: &[&Val], syms: &[i64]) -> Result<Plan, String> {
+        Plan::build_pinned(map, out_shape, inputs, syms, true)
+    }
+
+    /// `build`, pinning the reduction variables folding pins only when `pin` (tests compare both ways).
+    fn build_pinned(
+        map: &MapOps,
+        out_shape: &[usize],
+        inputs: &[&Val],
+        syms: &[i64],
+        pin: bool,
+    ) -> Result<Plan, String> {
         let rank = out_shape.len();
         let mut extents = Vec::with_capacity(map.extents.len());
         for (v, e) in map.extents.iter().enumerate() {
@@ -423,6 +445,11 @@ impl Plan {
         // and operands are read through their aliases.
         let shapes: Vec<&[usize]> = inputs.iter().map(|v| &v.shape[..]).collect();
         let folded = super::fold::fold(map, &extents, syms, &shapes);
+        let pins = if pin { folded.pins(map, &extents, syms, rank) } else { Vec::new() };
+        // The lane a variable varies along, for output and pinned variables.
+        let lane_of = |v: usize| {
+            if v < rank { Some(v) } else { pins.iter().position(|p| p.var as usize == v).map(|j| rank + j) }
+        };
         let at = |r: &crate::program::ScalarRef| folded.alias.get(r.index()).copied().unwrap_or(r.index());
         for (s, snode) in map.exprs.iter().enumerate() {
             let dtype = snode.dtype;
@@ -452,7 +479,10 @@ impl Plan {
                                 *extents.get(v).ok_or_else(|| format!("s{s} reads v{v}, which has no extent"))?;
                             reach += (c as i128).abs() * (extent as i128 - 1);
                             f.insert(v);
-                            if v < rank { lane_terms.push((v, c)) } else { loop_terms.push((v, c)) }
+                            match lane_of(v) {
+                                Some(lane) => lane_terms.push((lane, c)),
+                                None => loop_terms.push((v, c)),
+                            }
                         }
                         if reach >= INDEX_LIMIT {
                             return Err(format!("s{s}: index arithmetic of a load overflows 64-bit integers"));
@@ -492,7 +522,10 @@ impl Plan {
                         ));
                     }
                     f.insert(v);
-                    if v < rank { Step::LaneVar(v) } else { Step::LoopVar(v) }
+                    match lane_of(v) {
+                        Some(lane) => Step::LaneVar(lane),
+                        None => Step::LoopVar(v),
+                    }
                 }
                 ScalarOp::Dim(dim) => {
                     let value = eval_dim(dim, syms)?;
@@ -520,7 +553,9 @@ impl Plan {
                     Step::Cast(at(a))
                 }
                 ScalarOp::Reduce { op, vars, body } => {
-                    let vars: Vec<usize> = vars.iter().map(|v| v.0 as usize).collect();
+                    // A pinned variable is a lane variable now: its sum has one term for it.
+                    let vars: Vec<usize> =
+                        vars.iter().map(|v| v.0 as usize).filter(|&v| lane_of(v).is_none()).collect();
                     let mut count: usize = 1;
                     for &v in &vars {
                         let extent =
@@ -537,7 +572,7 @@ impl Plan {
         }
         let body = at(&map.body);
         let blocks = place(&mut steps, &free, body);
-        Ok(Plan { rank, extents, dtypes, steps, blocks, body })
+        Ok(Plan { rank, pins, extents, dtypes, steps, blocks, body })
     }
 }
 
@@ -629,6 +664,18 @@ struct Exec<'p> {
 }
 
 impl Exec<'_> {
+    /// Each pinned variable's value in every lane of the chunk, from the output variables'.
+    #[inline(always)]
+    fn pin_lanes(&mut self) {
+        let (rank, n) = (self.plan.rank, self.n);
+        let (outputs, pinned) = self.lane_vars.split_at_mut(rank);
+        for (pin, lane) in self.plan.pins.iter().zip(pinned) {
+            for (l, x) in lane[..n].iter_mut().enumerate() {
+                *x = pin.at(|v| outputs[v as usize][l]);
+            }
+        }
+    }
+
     #[inline(always)]
     fn prepare_loads(&mut self) {
         let n = self.n;
@@ -870,7 +917,7 @@ fn load(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::{Affine, Scalar, VarId};
+    use crate::ops::{Affine, BinaryOp, Scalar, VarId};
     use crate::program::{OpRef, ScalarNode, ScalarRef};
     use proptest::prelude::*;
 
@@ -907,6 +954,106 @@ mod tests {
             let fast = gather_map(&plan, &extents, &[&input]).expect("a gather map");
             let general = run_range_in(&plan, DType::F32, &extents, &[&input], 0, total).unwrap();
             prop_assert_eq!(fast, general);
+        }
+
+        /// A sum whose guard leaves one term per element (a strided pool's adjoint), evaluated at the pinned
+        /// variable only, equals the whole sum bit for bit: `out[u0, u1] = sum[v < e] g ? (x[i] != 1.5 ?
+        /// x[i] : 0) : 0` for the three guards folding pins (`(L ± v) % e == 0`, a divided index over `e`,
+        /// `0 <= L + c*v < b` with `b <= |c|`), over values with signed zeros, infinities and NaN.
+        #[test]
+        fn a_pinned_sum_equals_the_whole_sum(
+            guard in 0usize..3, e in 2i64..5, sign in prop::sample::select(vec![-1i64, 1]),
+            scale in 1i64..4, spread in 0i64..3, offset in -4i64..5, bound in 1i64..4,
+            extents in (1usize..7, 1usize..5),
+            values in prop::collection::vec(prop::sample::select(vec![
+                1.5f32, -2.0, 0.0, -0.0, 3.25, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -0.5,
+            ]), 1..24),
+        ) {
+            let f = |expr| ScalarNode { expr, dtype: DType::F32 };
+            let i = |expr| ScalarNode { expr, dtype: DType::I32 };
+            let b = |expr| ScalarNode { expr, dtype: DType::Bool };
+            let dim = |c: i64| Dim::constant(c);
+            let bin = |op, x: u32, y: u32| ScalarOp::Binary(op, ScalarRef(x), ScalarRef(y));
+            // The numerator `L + c*v`, `L = spread * u0 + u1 + offset`, with `c = sign` (or `sign * scale` for
+            // the bounds guard, which needs a coefficient of at least `b`).
+            let c = if guard == 2 { sign * scale.max(bound) } else { sign };
+            let terms = vec![(VarId(0), dim(spread)), (VarId(1), dim(1)), (VarId(2), dim(c))];
+            let len = values.len();
+            let load = |div: i64| ScalarOp::Load {
+                input: 0,
+                indices: vec![Affine { terms: terms.clone(), offset: dim(offset), div }],
+                default: Some(Scalar::Float(0.0)),
+            };
+            let mut exprs = vec![
+                i(ScalarOp::Var(VarId(0))),                      // s0
+                i(ScalarOp::Var(VarId(1))),                      // s1
+                i(ScalarOp::Var(VarId(2))),                      // s2
+                i(ScalarOp::Dim(dim(spread))),                   // s3
+                i(bin(BinaryOp::Mul, 0, 3)),                     // s4 = spread * u0
+                i(bin(BinaryOp::Add, 4, 1)),                     // s5 = .. + u1
+                i(ScalarOp::Dim(dim(offset))),                   // s6
+                i(bin(BinaryOp::Add, 5, 6)),                     // s7 = L
+                i(ScalarOp::Dim(dim(c))),                        // s8
+                i(bin(BinaryOp::Mul, 2, 8)),                     // s9 = c * v
+                i(bin(BinaryOp::Add, 7, 9)),                     // s10 = L + c*v
+                i(ScalarOp::Dim(dim(0))),                        // s11
+                b(bin(BinaryOp::Ge, 10, 11)),                    // s12 = num >= 0
+            ];
+            let (cond, x) = match guard {
+                0 => {
+                    exprs.push(i(ScalarOp::Dim(dim(e))));          // s13
+                    exprs.push(i(bin(BinaryOp::Rem, 10, 13)));     // s14
+                    exprs.push(b(bin(BinaryOp::Eq, 14, 11)));      // s15
+                    exprs.push(b(bin(BinaryOp::And, 12, 15)));     // s16
+                    exprs.push(f(load(1)));                        // s17: x[num], undivided
+                    (16, 17)
+                }
+                1 => {
+                    exprs.push(f(load(e)));                        // s13: x[num / e]
+                    (12, 13)
+                }
+                _ => {
+                    exprs.push(i(ScalarOp::Dim(dim(bound))));      // s13
+                    exprs.push(b(bin(BinaryOp::Lt, 10, 13)));      // s14
+                    exprs.push(b(bin(BinaryOp::And, 12, 14)));     // s15
+                    exprs.push(f(ScalarOp::Load {                  // s16: x[u1 + v]
+                        input: 0,
+                        indices: vec![Affine::new(vec![(VarId(1), dim(1)), (VarId(2), dim(1))], dim(0))],
+                        default: Some(Scalar::Float(0.0)),
+                    }));
+                    (15, 16)
+                }
+            };
+            let n = exprs.len() as u32;
+            exprs.extend([
+                f(ScalarOp::Const(Scalar::Float(0.0))),                                      // n
+                f(ScalarOp::Const(Scalar::Float(1.5))),                                      // n + 1
+                b(bin(BinaryOp::Ne, x, n + 1)),                                              // n + 2
+                f(ScalarOp::Select { cond: ScalarRef(n + 2), on_true: ScalarRef(x), on_false: ScalarRef(n) }),
+                f(ScalarOp::Select { cond: ScalarRef(cond), on_true: ScalarRef(n + 3), on_false: ScalarRef(n) }),
+                f(ScalarOp::Reduce { op: ReduceOp::Sum, vars: vec![VarId(2)], body: ScalarRef(n + 4) }),
+            ]);
+            let map = MapOps {
+                inputs: vec![OpRef(0)],
+                extents: vec![dim(extents.0 as i64), dim(extents.1 as i64), dim(e)],
+                exprs,
+                body: ScalarRef(n + 5),
+            };
+            let input = Val { shape: vec![len], data: Vals::F(values) };
+            let out = [extents.0, extents.1];
+            let total = extents.0 * extents.1;
+            let pinned = Plan::build(&map, &out, &[&input], &[]).unwrap();
+            let whole = Plan::build_pinned(&map, &out, &[&input], &[], false).unwrap();
+            // Where the pin applies, it is used: when the ranges leave the guard undecided (the bounds guard
+            // pins only where the pin stays in range).
+            if guard < 2 && offset >= 0 && extents.1 >= e as usize {
+                prop_assert_eq!(pinned.pins.len(), 1);
+            }
+            let got = run_range_in(&pinned, DType::F32, &out, &[&input], 0, total).unwrap();
+            let want = run_range_in(&whole, DType::F32, &out, &[&input], 0, total).unwrap();
+            let (Vals::F(got), Vals::F(want)) = (got, want) else { panic!("f32") };
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            prop_assert_eq!(bits(&got), bits(&want));
         }
     }
 }
