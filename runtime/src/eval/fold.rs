@@ -56,17 +56,6 @@ pub enum PinOp {
     Mod(i64),
 }
 
-impl Pin {
-    /// The pinned value at output variables `vars` (indexed by variable).
-    pub fn at(&self, vars: impl Fn(u32) -> i64) -> i64 {
-        let x = self.terms.iter().fold(self.offset, |acc, &(v, c)| acc + c * vars(v));
-        match self.op {
-            PinOp::Floor(d) => x.div_euclid(d),
-            PinOp::Mod(m) => x.rem_euclid(m),
-        }
-    }
-}
-
 /// `(variable, coefficient)` pairs of an affine value.
 type Terms = Vec<(u32, i64)>;
 

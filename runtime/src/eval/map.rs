@@ -18,7 +18,7 @@
 //! Semantics: every scalar node is evaluated for every element (both branches of a `Select` included), so a
 //! `Load` without default that leaves its input is an error even where it would not be selected.
 
-use super::fold::Pin;
+use super::fold::PinOp;
 use super::kernels::{self, KindMismatch, accumulate, reduce_finish, reduce_init};
 use super::values::{Lit, Val, Vals, finish};
 use crate::DType;
@@ -87,7 +87,7 @@ fn run_range(
 /// leaves its input (the general path reports that).
 fn gather_map(plan: &Plan, out_shape: &[usize], inputs: &[&Val]) -> Option<Vals> {
     let Step::Load(lp) = plan.steps.get(plan.body)? else { return None };
-    if !plan.pins.is_empty() {
+    if !plan.derived.is_empty() {
         return None;
     }
     if lp.axes.iter().any(|a| a.div != 1 || !a.loop_terms.is_empty()) || out_shape.len() != plan.rank {
@@ -285,7 +285,7 @@ fn run_range_in(
         inputs,
         n: 0,
         bufs: plan.dtypes.iter().map(|&d| Vals::zeros(d, lanes)).collect(),
-        lane_vars: vec![vec![0; lanes]; plan.rank + plan.pins.len()],
+        lane_vars: vec![vec![0; lanes]; plan.rank + plan.derived.len()],
         loop_vals: vec![0; plan.extents.len()],
         loads: plan
             .steps
@@ -334,7 +334,7 @@ fn run_range_in(
                 left = inner;
             }
         }
-        exec.pin_lanes();
+        exec.derive_lanes();
         exec.prepare_loads();
         exec.run_block(0)?;
         copy_into(&mut result, done, &exec.bufs[plan.body], n).map_err(mismatch)?;
@@ -379,6 +379,14 @@ enum Step {
     },
 }
 
+/// A lane variable computed from the output variables: `op(offset + sum(coef * v))`.
+#[derive(Clone, Debug, PartialEq)]
+struct Derived {
+    terms: Vec<(usize, i64)>,
+    offset: i64,
+    op: PinOp,
+}
+
 struct LoadPlan {
     input: usize,
     axes: Vec<AxisPlan>,
@@ -397,11 +405,12 @@ struct AxisPlan {
 }
 
 struct Plan {
-    /// Output variables; lane variable `rank + j` is `pins[j]`'s reduction variable.
+    /// Output variables; lane variable `rank + j` is `derived[j]`.
     rank: usize,
-    /// Reduction variables their sums' guards pin to one value per element (`fold::Folded::pins`): lane
-    /// variables computed from the output variables, no longer looped over.
-    pins: Vec<Pin>,
+    /// Lane variables computed from the output variables: the reduction variables their sums' guards pin to
+    /// one value per element (`fold::Folded::pins`), no longer looped over, and the quotients that divided
+    /// indices of a pinned variable are.
+    derived: Vec<Derived>,
     extents: Vec<usize>,
     dtypes: Vec<DType>,
     steps: Vec<Step>,
@@ -446,9 +455,18 @@ impl Plan {
         let shapes: Vec<&[usize]> = inputs.iter().map(|v| &v.shape[..]).collect();
         let folded = super::fold::fold(map, &extents, syms, &shapes);
         let pins = if pin { folded.pins(map, &extents, syms, rank) } else { Vec::new() };
+        let mut derived: Vec<Derived> = pins
+            .iter()
+            .map(|p| Derived {
+                terms: p.terms.iter().map(|&(v, c)| (v as usize, c)).collect(),
+                offset: p.offset,
+                op: p.op,
+            })
+            .collect();
+        let pinned: Vec<(usize, usize)> = pins.iter().enumerate().map(|(j, p)| (p.var as usize, rank + j)).collect();
         // The lane a variable varies along, for output and pinned variables.
         let lane_of = |v: usize| {
-            if v < rank { Some(v) } else { pins.iter().position(|p| p.var as usize == v).map(|j| rank + j) }
+            if v < rank { Some(v) } else { pinned.iter().find(|&&(p, _)| p == v).map(|&(_, lane)| lane) }
         };
         let at = |r: &crate::program::ScalarRef| folded.alias.get(r.index()).copied().unwrap_or(r.index());
         for (s, snode) in map.exprs.iter().enumerate() {
@@ -489,6 +507,13 @@ impl Plan {
                         }
                         let mut div = affine.div.max(1);
                         let mut offset = offset;
+                        // A divided index whose numerator is `L ± v`, `v` pinned to `∓L mod div`: always exact,
+                        // the quotient `±floor(∓L / div)` is a lane of its own and the index is undivided.
+                        if let Some((lane, sign)) = quotient(&mut derived, rank, &lane_terms, offset, div)
+                            && loop_terms.is_empty()
+                        {
+                            (lane_terms, offset, div) = (vec![(lane, sign)], 0, 1);
+                        }
                         // `(2 * v) / 2` is `v`: a divisor of every coefficient and of the offset divides exactly.
                         if div > 1
                             && offset % div == 0
@@ -572,8 +597,45 @@ impl Plan {
         }
         let body = at(&map.body);
         let blocks = place(&mut steps, &free, body);
-        Ok(Plan { rank, pins, extents, dtypes, steps, blocks, body })
+        Ok(Plan { rank, derived, extents, dtypes, steps, blocks, body })
     }
+}
+
+/// For a divided index `(offset + sum(terms)) / div` with exactly one pinned lane `v` (a `Mod(div)` lane of
+/// `derived`, numbered from `rank`) at coefficient `c = ±1`, and the rest `L` the pin's own affine value
+/// (`v = -c * L mod div`): the numerator `L + c * v` is `div * floor(-c * L / div) * -c`, so the index is
+/// `-c * q` for the lane `q = floor(pin / div)`, added to `derived` if new. `(q's lane, -c)`.
+fn quotient(
+    derived: &mut Vec<Derived>,
+    rank: usize,
+    terms: &[(usize, i64)],
+    offset: i64,
+    div: i64,
+) -> Option<(usize, i64)> {
+    if div <= 1 {
+        return None;
+    }
+    let [(lane, c)] = terms.iter().filter(|&&(l, _)| l >= rank).copied().collect::<Vec<_>>()[..] else {
+        return None;
+    };
+    let pin = derived.get(lane - rank)?;
+    if pin.op != PinOp::Mod(div) || c.abs() != 1 {
+        return None;
+    }
+    // The pin's affine value is `-c * L`.
+    let mut rest: Vec<(usize, i64)> = terms.iter().filter(|&&(l, _)| l < rank).map(|&(l, k)| (l, -c * k)).collect();
+    rest.sort_unstable();
+    let mut want = pin.terms.clone();
+    want.sort_unstable();
+    if rest != want || -c * offset != pin.offset {
+        return None;
+    }
+    let q = Derived { terms: pin.terms.clone(), offset: pin.offset, op: PinOp::Floor(div) };
+    let j = derived.iter().position(|d| *d == q).unwrap_or_else(|| {
+        derived.push(q);
+        derived.len() - 1
+    });
+    Some((rank + j, -c))
 }
 
 /// Assigns every scalar node needed by `body` to the blocks it runs in (see the file comment) and numbers the
@@ -664,14 +726,23 @@ struct Exec<'p> {
 }
 
 impl Exec<'_> {
-    /// Each pinned variable's value in every lane of the chunk, from the output variables'.
+    /// Each derived lane variable over the chunk, from the output variables'.
     #[inline(always)]
-    fn pin_lanes(&mut self) {
+    fn derive_lanes(&mut self) {
         let (rank, n) = (self.plan.rank, self.n);
-        let (outputs, pinned) = self.lane_vars.split_at_mut(rank);
-        for (pin, lane) in self.plan.pins.iter().zip(pinned) {
-            for (l, x) in lane[..n].iter_mut().enumerate() {
-                *x = pin.at(|v| outputs[v as usize][l]);
+        let (outputs, derived) = self.lane_vars.split_at_mut(rank);
+        for (d, lane) in self.plan.derived.iter().zip(derived) {
+            let lane = &mut lane[..n];
+            lane.fill(d.offset);
+            for &(v, c) in &d.terms {
+                lane.iter_mut().zip(&outputs[v][..n]).for_each(|(x, &o)| *x += c * o);
+            }
+            match d.op {
+                // Powers of two (strided pools) by shift and mask, which round toward minus infinity too.
+                PinOp::Floor(k) if k.count_ones() == 1 => lane.iter_mut().for_each(|x| *x >>= k.trailing_zeros()),
+                PinOp::Mod(m) if m.count_ones() == 1 => lane.iter_mut().for_each(|x| *x &= m - 1),
+                PinOp::Floor(k) => lane.iter_mut().for_each(|x| *x = x.div_euclid(k)),
+                PinOp::Mod(m) => lane.iter_mut().for_each(|x| *x = x.rem_euclid(m)),
             }
         }
     }
@@ -1047,7 +1118,7 @@ mod tests {
             // Where the pin applies, it is used: when the ranges leave the guard undecided (the bounds guard
             // pins only where the pin stays in range).
             if guard < 2 && offset >= 0 && extents.1 >= e as usize {
-                prop_assert_eq!(pinned.pins.len(), 1);
+                prop_assert!(!pinned.derived.is_empty());
             }
             let got = run_range_in(&pinned, DType::F32, &out, &[&input], 0, total).unwrap();
             let want = run_range_in(&whole, DType::F32, &out, &[&input], 0, total).unwrap();
