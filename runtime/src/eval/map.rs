@@ -215,14 +215,26 @@ impl Runs {
                         p += w_out;
                     }
                 } else {
-                    let mut m: Vec<i64> = moving.iter().map(|&a| idx[a]).collect();
-                    for _ in 0..run {
-                        if m.iter().zip(&moving).all(|(&i, &a)| (i as u64) < self.len[a]) {
-                            *out.get_mut(p as usize)? = *data.get(f as usize)?;
-                        } else if strict {
-                            return None;
+                    // The run's elements inside every moving axis: `t` in `t0..t1`, where
+                    // `0 <= idx + step * t < len`.
+                    let (mut t0, mut t1) = (0i64, run);
+                    for &a in &moving {
+                        let (i, step, len) = (idx[a], w_steps[a], self.len[a] as i64);
+                        let ceil = |x: i64, d: i64| -(-x).div_euclid(d);
+                        if step > 0 {
+                            t0 = t0.max(ceil(-i, step));
+                            t1 = t1.min(ceil(len - i, step));
+                        } else {
+                            t0 = t0.max((i - len).div_euclid(-step) + 1);
+                            t1 = t1.min(i.div_euclid(-step) + 1);
                         }
-                        m.iter_mut().zip(&moving).for_each(|(i, &a)| *i += w_steps[a]);
+                    }
+                    if strict && (t0 > 0 || t1 < run) {
+                        return None;
+                    }
+                    let (mut f, mut p) = (f.wrapping_add(w_flat.wrapping_mul(t0)), p + w_out * t0);
+                    for _ in t0..t1 {
+                        *out.get_mut(p as usize)? = *data.get(f as usize)?;
                         f = f.wrapping_add(w_flat);
                         p += w_out;
                     }
