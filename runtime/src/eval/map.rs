@@ -299,12 +299,14 @@ fn run_range_in(
         bufs: plan.dtypes.iter().map(|&d| Vals::zeros(d, lanes)).collect(),
         lane_vars: vec![vec![0; lanes]; plan.rank + plan.derived.len()],
         loop_vals: vec![0; plan.extents.len()],
+        lane_ranges: vec![(0, 0); plan.rank + plan.derived.len()],
         loads: plan
             .steps
             .iter()
             .map(|s| match s {
                 Step::Load(lp) => LoadLanes {
                     idx: vec![vec![0; lanes]; lp.axes.len()],
+                    indexed: false,
                     flat: vec![0; lanes],
                     lo: vec![0; lp.axes.len()],
                     hi: vec![0; lp.axes.len()],
@@ -403,6 +405,10 @@ struct LoadPlan {
     input: usize,
     axes: Vec<AxisPlan>,
     default: Option<Lit>,
+    /// The flat position's part that lane variables give, as `flat_offset + sum(coef * lane)` (wrapping):
+    /// each axis' offset and lane terms times its stride, merged by lane.
+    flat_offset: i64,
+    flat_terms: Vec<(usize, i64)>,
 }
 
 /// One index of a load: `offset + sum(coef * var)`, split by kind of variable.
@@ -546,7 +552,20 @@ impl Plan {
                             div,
                         });
                     }
-                    Step::Load(LoadPlan { input: *input, axes, default: default.map(|d| Lit::from_scalar(d, dtype)) })
+                    let mut flat_offset = 0i64;
+                    let mut flat_terms: Vec<(usize, i64)> = Vec::new();
+                    for axis in &axes {
+                        flat_offset = flat_offset.wrapping_add(axis.offset.wrapping_mul(axis.stride));
+                        for &(lane, c) in &axis.lane_terms {
+                            match flat_terms.iter_mut().find(|(l, _)| *l == lane) {
+                                Some((_, k)) => *k = k.wrapping_add(c.wrapping_mul(axis.stride)),
+                                None => flat_terms.push((lane, c.wrapping_mul(axis.stride))),
+                            }
+                        }
+                    }
+                    flat_terms.retain(|&(_, c)| c != 0);
+                    let default = default.map(|d| Lit::from_scalar(d, dtype));
+                    Step::Load(LoadPlan { input: *input, axes, default, flat_offset, flat_terms })
                 }
                 ScalarOp::Var(var) => {
                     let v = var.0 as usize;
@@ -716,6 +735,8 @@ fn place(steps: &mut [Step], free: &[Vec<usize>], body: usize) -> Vec<Vec<usize>
 #[derive(Default)]
 struct LoadLanes {
     idx: Vec<Vec<i64>>,
+    /// Whether `idx` holds this chunk's indices.
+    indexed: bool,
     lo: Vec<i64>,
     hi: Vec<i64>,
     flat: Vec<i64>,
@@ -734,6 +755,8 @@ struct Exec<'p> {
     lane_vars: Vec<Vec<i64>>,
     /// Current values of reduction variables.
     loop_vals: Vec<i64>,
+    /// Each lane variable's `(min, max)` over the chunk.
+    lane_ranges: Vec<(i64, i64)>,
     loads: Vec<LoadLanes>,
 }
 
@@ -759,24 +782,38 @@ impl Exec<'_> {
         }
     }
 
+    /// Each load's per-chunk state: the bounds of its indices over the chunk (from the lane variables'
+    /// ranges: exact for an index of one variable, else a superset), and its flat positions when it has no
+    /// divided index. Per-lane indices are computed only where a load needs them (`lane_indices`).
     #[inline(always)]
     fn prepare_loads(&mut self) {
         let n = self.n;
+        for (range, lane) in self.lane_ranges.iter_mut().zip(&self.lane_vars) {
+            let lane = &lane[..n];
+            *range = lane.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        }
         for (step, lanes) in self.plan.steps.iter().zip(&mut self.loads) {
             let Step::Load(lp) = step else { continue };
-            lanes.flat[..n].fill(0);
+            lanes.indexed = false;
             for (ax, axis) in lp.axes.iter().enumerate() {
-                let idx = &mut lanes.idx[ax][..n];
-                idx.fill(axis.offset);
+                let (mut lo, mut hi) = (axis.offset, axis.offset);
                 for &(v, c) in &axis.lane_terms {
-                    for (x, &val) in idx.iter_mut().zip(&self.lane_vars[v][..n]) {
-                        *x += c * val;
-                    }
+                    let (a, b) = self.lane_ranges[v];
+                    (lo, hi) = if c >= 0 { (lo + c * a, hi + c * b) } else { (lo + c * b, hi + c * a) };
                 }
-                lanes.lo[ax] = idx.iter().copied().min().unwrap_or(0);
-                lanes.hi[ax] = idx.iter().copied().max().unwrap_or(0);
-                for (f, &i) in lanes.flat[..n].iter_mut().zip(idx.iter()) {
-                    *f = f.wrapping_add(i.wrapping_mul(axis.stride));
+                (lanes.lo[ax], lanes.hi[ax]) = (lo, hi);
+            }
+            if lp.axes.iter().any(|a| a.div != 1) {
+                continue;
+            }
+            let flat = &mut lanes.flat[..n];
+            flat.fill(lp.flat_offset);
+            for &(v, c) in &lp.flat_terms {
+                let vals = &self.lane_vars[v][..n];
+                if c == 1 {
+                    flat.iter_mut().zip(vals).for_each(|(f, &x)| *f = f.wrapping_add(x));
+                } else {
+                    flat.iter_mut().zip(vals).for_each(|(f, &x)| *f = f.wrapping_add(x.wrapping_mul(c)));
                 }
             }
         }
@@ -845,7 +882,7 @@ impl Exec<'_> {
             Step::Cast(a) => kernels::cast(&before[*a], dtype, out, n).map_err(mismatch)?,
             Step::Load(lp) => {
                 let input = self.inputs.get(lp.input).ok_or_else(|| mismatch(KindMismatch))?;
-                load(s, lp, &mut self.loads[s], &self.loop_vals, input, out, n)?
+                load(s, lp, &mut self.loads[s], &self.lane_vars, &self.loop_vals, input, out, n)?
             }
             Step::Reduce { .. } => unreachable!("handled above"),
         }
@@ -893,10 +930,12 @@ impl Exec<'_> {
 /// Reads one load for all lanes: a straight gather when every lane is in range, else per-lane checks with
 /// the default (or an error naming the first bad lane's index).
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn load(
     s: usize,
     lp: &LoadPlan,
     lanes: &mut LoadLanes,
+    lane_vars: &[Vec<i64>],
     loop_vals: &[i64],
     input: &Val,
     out: &mut Vals,
@@ -904,6 +943,18 @@ fn load(
 ) -> Result<(), String> {
     let mut all_in = true;
     let mut uniform_flat: i64 = 0;
+    let lane_indices = |lanes: &mut LoadLanes| {
+        if !lanes.indexed {
+            for (ax, axis) in lp.axes.iter().enumerate() {
+                let idx = &mut lanes.idx[ax][..n];
+                idx.fill(axis.offset);
+                for &(v, c) in &axis.lane_terms {
+                    idx.iter_mut().zip(&lane_vars[v][..n]).for_each(|(x, &val)| *x += c * val);
+                }
+            }
+            lanes.indexed = true;
+        }
+    };
     for (ax, axis) in lp.axes.iter().enumerate() {
         let u: i64 = axis.loop_terms.iter().map(|&(v, c)| c * loop_vals[v]).sum();
         lanes.uniform[ax] = u;
@@ -929,6 +980,7 @@ fn load(
         return Ok(());
     }
     const OUTSIDE: usize = usize::MAX;
+    lane_indices(lanes);
     // Axis by axis over the lanes (loops that vectorize): each lane's flat position, or -1 once an axis is
     // out of range (or, divided, not exactly divisible).
     let acc = &mut lanes.acc[..n];
