@@ -256,11 +256,18 @@ mod tests {
     }
 
     /// A 1-D convolution with padding, `out[c, i] = sum_{d, k} x[d, i + k - 1] * w[c, d, k]`, written as two
-    /// flat loads, against the shared evaluator.
+    /// flat loads, against the shared evaluator, with `Y` in either layout.
     #[test]
     fn a_padded_convolution_equals_the_evaluator() {
+        // 3 output channels (`Y` in rows of `R`) and 40 (`Y` in rows of `B`).
+        for c in [3usize, 40] {
+            convolution_case(c);
+        }
+    }
+
+    fn convolution_case(c: usize) {
         let f = |expr| ScalarNode { expr, dtype: DType::F32 };
-        let (c, i, d, k) = (3usize, 7usize, 2usize, 3usize);
+        let (i, d, k) = (7usize, 2usize, 3usize);
         // x: [d, i] flat: d * 7 + (i + k - 1); w: [c, d, k] flat: c * 6 + d * 3 + k. Loads are 1-D here.
         let map = MapOps {
             inputs: vec![OpRef(0), OpRef(1)],
