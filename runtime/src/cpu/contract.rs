@@ -3,7 +3,9 @@
 //! (and `R`) — a convolution, its input and weight gradients, a batched product written by hand — is
 //! computed as `X[A, R]` and `Y[B, R]` (each evaluated by the shared index-notation evaluator, `eval::map`,
 //! padding defaults and guards included), one `gemm` `X * Y^T` of `|A| x |B|` over `|R|`, and a permutation
-//! of the result's axes into the output's order. Recognised once per launch (`MapContraction::plan`); maps
+//! of the result's axes into the output's order. Each factor is laid out (`[A, R]` or `[R, A]`, variables
+//! reordered within a group) so that its gather writes contiguously along the variable of largest extent,
+//! and read by `gemm` through its strides. Recognised once per launch (`MapContraction::plan`); maps
 //! of any other form run on `eval::map` as they are. f32 only. The sum's order differs from the
 //! interpreter's sequential one, within the reduction tolerance spec/ops.md states.
 
@@ -19,16 +21,15 @@ use crate::eval::values::{Val, Vals};
 use crate::ops::{Affine, BinaryOp, ReduceOp, Scalar, VarId};
 use crate::program::{MapOps, ScalarNode, ScalarOp, ScalarRef};
 
-/// A contraction map, planned: the two factor maps and how their product becomes the output.
+/// A contraction map, planned: the two factors and how their product becomes the output.
 #[derive(Debug)]
 pub struct MapContraction {
-    /// `X[A.., R..]`: the first factor over its output variables `a` then the reduction variables.
-    x: MapOps,
-    /// `Y[B.., R..]`.
-    y: MapOps,
-    /// The same factor laid out `[R.., B..]`: read as `gemm`'s right operand in rows, which is faster where
-    /// `|B|` is large (see `run`).
-    y_t: MapOps,
+    /// The factors `x` (over output variables `a` and the reduction variables) and `y` (over `b` and them),
+    /// and the guard conjuncts each takes.
+    x: ScalarRef,
+    y: ScalarRef,
+    gx: Vec<ScalarRef>,
+    gy: Vec<ScalarRef>,
     /// Output variables of `x` and of `y`, increasing.
     a: Vec<u32>,
     b: Vec<u32>,
@@ -84,10 +85,10 @@ impl MapContraction {
                 return None;
             }
         }
-        let x_map = factor(map, *x, &gx, &a, &r)?;
-        let y_map = factor(map, *y, &gy, &b, &r)?;
-        let y_t = factor(map, *y, &gy, &r, &b)?;
-        Some(MapContraction { x: x_map, y: y_map, y_t, a, b, r, guarded: guard.is_some() })
+        // Both factors must copy out (any variable order; `run` picks one).
+        factor(map, *x, &gx, &a, &r)?;
+        factor(map, *y, &gy, &b, &r)?;
+        Some(MapContraction { x: *x, y: *y, gx, gy, a, b, r, guarded: guard.is_some() })
     }
 
     /// The map's value of `out_shape`, from its inputs and the bound symbols.
@@ -97,7 +98,21 @@ impl MapContraction {
             dim.eval_at(syms).and_then(|e| usize::try_from(e).ok()).ok_or_else(|| "an extent is not a size".to_string())
         };
         let sizes = |vars: &[u32]| vars.iter().map(|&v| extent(v)).collect::<Result<Vec<usize>, String>>();
-        let (sa, sb, sr) = (sizes(&self.a)?, sizes(&self.b)?, sizes(&self.r)?);
+        // The factors are gathers whose runs go along the variable of largest extent (a batch): it is put
+        // last in its group, and `X` is laid out `[R, A]` when it is in `A`, so those runs write contiguously.
+        let all: Vec<u32> = self.a.iter().chain(&self.b).chain(&self.r).copied().collect();
+        let sizes_all = sizes(&all)?;
+        let along = all.iter().zip(&sizes_all).max_by_key(|&(&v, &e)| (e, v)).map(|(&v, _)| v);
+        let last = |vars: &[u32]| -> Vec<u32> {
+            let mut vars = vars.to_vec();
+            if let Some(i) = vars.iter().position(|&v| Some(v) == along) {
+                let v = vars.remove(i);
+                vars.push(v);
+            }
+            vars
+        };
+        let (a, b, r) = (last(&self.a), last(&self.b), last(&self.r));
+        let (sa, sb, sr) = (sizes(&a)?, sizes(&b)?, sizes(&r)?);
         let (m, n, k) = (sa.iter().product::<usize>(), sb.iter().product::<usize>(), sr.iter().product::<usize>());
         if m * n != out_shape.iter().product::<usize>() {
             return Err("the contraction's extents disagree with the output's shape".to_string());
@@ -106,14 +121,19 @@ impl MapContraction {
         // multiplies `[16, 1024] x [1024, 72]` (a weight gradient) in 26 us from rows of `B` and 71 us from
         // rows of `R`, `[8, 4096] x [4096, 9]` in 16 and 12 us; shapes with few columns are alike either way.
         let rows_of_b = n >= 32;
-        let shape_x: Vec<usize> = sa.iter().chain(&sr).copied().collect();
-        let shape_y: Vec<usize> =
-            if rows_of_b { sr.iter().chain(&sb).copied().collect() } else { sb.iter().chain(&sr).copied().collect() };
-        let Vals::F(xs) = run_map(&self.x, DType::F32, &shape_x, inputs, syms)? else {
+        let columns_of_x = a.last().is_some() && a.last() == along.as_ref();
+        let group = |first: &[usize], then: &[usize]| first.iter().chain(then).copied().collect::<Vec<usize>>();
+        let shape_x = if columns_of_x { group(&sr, &sa) } else { group(&sa, &sr) };
+        let shape_y = if rows_of_b { group(&sr, &sb) } else { group(&sb, &sr) };
+        let lost = || "a factor of the contraction does not copy out".to_string();
+        let (x_vars, y_vars) =
+            (if columns_of_x { (&r, &a) } else { (&a, &r) }, if rows_of_b { (&r, &b) } else { (&b, &r) });
+        let x_map = factor(map, self.x, &self.gx, x_vars.0, x_vars.1).ok_or_else(lost)?;
+        let y_map = factor(map, self.y, &self.gy, y_vars.0, y_vars.1).ok_or_else(lost)?;
+        let Vals::F(xs) = run_map(&x_map, DType::F32, &shape_x, inputs, syms)? else {
             return Err("a factor is not f32".to_string());
         };
-        let y_map = if rows_of_b { &self.y_t } else { &self.y };
-        let Vals::F(ys) = run_map(y_map, DType::F32, &shape_y, inputs, syms)? else {
+        let Vals::F(ys) = run_map(&y_map, DType::F32, &shape_y, inputs, syms)? else {
             return Err("a factor is not f32".to_string());
         };
         // In blocks, so the test vectorizes.
@@ -121,8 +141,13 @@ impl MapContraction {
         if self.guarded && !(finite(&xs) && finite(&ys)) {
             return run_map(map, DType::F32, out_shape, inputs, syms);
         }
-        // X [m, k] times Y^T, read in place as Y [n, k] with its axes swapped: the executor's matmul.
-        let x = View::whole(Value::new(Vals::F(xs), vec![m, k]));
+        // X [m, k] times Y^T, each read in place (transposed through its strides where it was laid out so):
+        // the executor's matmul.
+        let x = if columns_of_x {
+            View::whole(Value::new(Vals::F(xs), vec![k, m])).permute(&[1, 0])
+        } else {
+            View::whole(Value::new(Vals::F(xs), vec![m, k]))
+        };
         let y = if rows_of_b {
             View::whole(Value::new(Vals::F(ys), vec![k, n]))
         } else {
@@ -133,7 +158,7 @@ impl MapContraction {
         };
         // `c` is [A.., B..]; the output's axis `i` is variable `i`.
         let from: Vec<usize> = sa.iter().chain(&sb).copied().collect();
-        let order: Vec<u32> = self.a.iter().chain(&self.b).copied().collect();
+        let order: Vec<u32> = a.iter().chain(&b).copied().collect();
         let perm: Vec<usize> = (0..order.len() as u32)
             .map(|v| order.iter().position(|&o| o == v).ok_or("an output variable is missing"))
             .collect::<Result<_, _>>()?;
