@@ -45,6 +45,8 @@ pub struct Pin {
     pub offset: i64,
     /// Floor division or remainder of the affine value.
     pub op: PinOp,
+    /// Statements (`bool` conjuncts of the guard) that hold wherever the variable has its pinned value.
+    pub holds: Vec<usize>,
 }
 
 /// How a `Pin`'s affine value becomes the variable.
@@ -65,6 +67,12 @@ type Form = (BTreeMap<u32, i64>, i64);
 /// Folds `map`'s statements with its variables' extents (`extents[v]`, at least 1), the bound symbols and
 /// the shapes of the tensors it loads from.
 pub fn fold(map: &MapOps, extents: &[usize], syms: &[i64], shapes: &[&[usize]]) -> Folded {
+    fold_assuming(map, extents, syms, shapes, &[])
+}
+
+/// `fold`, with the `bool` statements `assumed` known true (the conjuncts a `Pin` makes hold, once its
+/// variable is pinned), so what they guard folds too.
+pub fn fold_assuming(map: &MapOps, extents: &[usize], syms: &[i64], shapes: &[&[usize]], assumed: &[usize]) -> Folded {
     let n = map.exprs.len();
     let mut known: Vec<Option<Lit>> = vec![None; n];
     let mut alias: Vec<usize> = (0..n).collect();
@@ -77,6 +85,13 @@ pub fn fold(map: &MapOps, extents: &[usize], syms: &[i64], shapes: &[&[usize]]) 
     for (s, node) in map.exprs.iter().enumerate() {
         let a = |r: &ScalarRef| alias.get(r.index()).copied().unwrap_or(s);
         let i32s = node.dtype == DType::I32;
+        if node.dtype == DType::Bool
+            && assumed.contains(&s)
+            && node.expr.operands().iter().all(|o| !fallible.get(a(o)).copied().unwrap_or(true))
+        {
+            known[s] = Some(Lit::B(true));
+            continue;
+        }
         match &node.expr {
             ScalarOp::Load { default, .. } => fallible[s] = default.is_none(),
             ScalarOp::Var(v) if i32s => {
@@ -299,31 +314,40 @@ impl Folded {
                     let (Some(m), Some((terms, k, cv))) = (single(m), split(num)) else { continue };
                     if m == extent && cv.abs() == 1 {
                         let (terms, offset) = if cv == 1 { (negate(&terms), -k) } else { (terms, k) };
-                        return Some(Pin { var: v, terms, offset, op: PinOp::Mod(m) });
+                        return Some(Pin { var: v, terms, offset, op: PinOp::Mod(m), holds: vec![c] });
                     }
                 }
                 // `L + c*v >= 0` with a matching `L + c*v < b`, `b <= |c|`.
                 BinaryOp::Ge if single(y) == Some(0) => {
                     let Some((terms, k, cv)) = split(x) else { continue };
                     let form = &self.form[self.alias[x.index()]];
-                    let bounded = conjuncts.iter().any(|&u| match &map.exprs[u].expr {
-                        ScalarOp::Binary(BinaryOp::Lt, a, b) => {
-                            &self.form[self.alias[a.index()]] == form
-                                && self.range[self.alias[a.index()]].is_some()
-                                && single(b).is_some_and(|b| b <= cv.abs())
-                        }
-                        _ => false,
-                    });
-                    if !bounded {
+                    // The upper bounds `L + c*v < b` of the same value.
+                    let uppers: Vec<(usize, i64)> = conjuncts
+                        .iter()
+                        .filter_map(|&u| match &map.exprs[u].expr {
+                            ScalarOp::Binary(BinaryOp::Lt, a, b)
+                                if &self.form[self.alias[a.index()]] == form
+                                    && self.range[self.alias[a.index()]].is_some() =>
+                            {
+                                single(b).map(|b| (u, b))
+                            }
+                            _ => None,
+                        })
+                        .collect();
+                    if !uppers.iter().any(|&(_, b)| b <= cv.abs()) {
                         continue;
                     }
+                    // At the pin `0 <= L + c*v < |c|`: the lower bound holds, and each upper bound `b >= |c|`.
+                    let holds: Vec<usize> = std::iter::once(c)
+                        .chain(uppers.iter().filter(|&&(_, b)| b >= cv.abs()).map(|&(u, _)| u))
+                        .collect();
                     let l = interval(&terms, k)?;
                     let pin = if cv < 0 {
                         // `0 <= L - |c| v < |c|`: `v = floor(L / |c|)`.
-                        Pin { var: v, terms, offset: k, op: PinOp::Floor(-cv) }
+                        Pin { var: v, terms, offset: k, op: PinOp::Floor(-cv), holds }
                     } else {
                         // `0 <= L + c v < c`: `v = ceil(-L / c) = floor((c - 1 - L) / c)`.
-                        Pin { var: v, terms: negate(&terms), offset: cv - 1 - k, op: PinOp::Floor(cv) }
+                        Pin { var: v, terms: negate(&terms), offset: cv - 1 - k, op: PinOp::Floor(cv), holds }
                     };
                     let l = if cv < 0 { l } else { (cv - 1 - l.1, cv - 1 - l.0) };
                     if in_range(&pin, l) {
@@ -363,8 +387,9 @@ fn divided_pin(map: &MapOps, load: usize, v: u32, extents: &[usize], syms: &[i64
                 terms: terms.into_iter().map(|(u, c)| (u, -c)).collect(),
                 offset: -offset,
                 op: PinOp::Mod(a.div),
+                holds: Vec::new(),
             }),
-            -1 => Some(Pin { var: v, terms, offset, op: PinOp::Mod(a.div) }),
+            -1 => Some(Pin { var: v, terms, offset, op: PinOp::Mod(a.div), holds: Vec::new() }),
             _ => None,
         }
     })

@@ -473,6 +473,10 @@ impl Plan {
         let shapes: Vec<&[usize]> = inputs.iter().map(|v| &v.shape[..]).collect();
         let folded = super::fold::fold(map, &extents, syms, &shapes);
         let pins = if pin { folded.pins(map, &extents, syms, rank) } else { Vec::new() };
+        // What a pin decides (its guard's conjuncts hold at the pinned value) folds in turn.
+        let holds: Vec<usize> = pins.iter().flat_map(|p| p.holds.iter().copied()).collect();
+        let folded =
+            if holds.is_empty() { folded } else { super::fold::fold_assuming(map, &extents, syms, &shapes, &holds) };
         let mut derived: Vec<Derived> = pins
             .iter()
             .map(|p| Derived {
