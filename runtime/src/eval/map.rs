@@ -82,8 +82,10 @@ fn run_range(
 /// A map whose value, folded, is one load at undivided indices of the output variables (an im2col factor of
 /// a contraction, a padded shift, a transpose written by hand): every element read along runs of the
 /// variable of largest extent (a batch, for a convolution's factors), where each index that variable does
-/// not move is checked once per run and the others per element. The output is written at its row-major
-/// positions whatever the order of the runs. `None` for any other map, and where a load without default
+/// not move is checked once per run and the others per element (a run's in-range part found once, then
+/// copied). An input read many times over whose axis the runs go along is indexed by that variable alone (a
+/// convolution's batch) is first copied with that axis innermost, so the runs read contiguously. The output
+/// is written at its row-major positions whatever the order of the runs. `None` for any other map, and where a load without default
 /// leaves its input (the general path reports that).
 fn gather_map(plan: &Plan, out_shape: &[usize], inputs: &[&Val]) -> Option<Vals> {
     let Step::Load(lp) = plan.steps.get(plan.body)? else { return None };
@@ -94,8 +96,41 @@ fn gather_map(plan: &Plan, out_shape: &[usize], inputs: &[&Val]) -> Option<Vals>
         return None;
     }
     let input = inputs.get(lp.input)?;
-    let runs = Runs::new(lp, out_shape)?;
-    Some(match (&input.data, lp.default) {
+    let total: usize = out_shape.iter().product();
+    let size: usize = input.shape.iter().product();
+    let along = Runs::along(out_shape);
+    // An input read many times over, whose axis the runs go along is not its innermost (a convolution's
+    // batch axis): read from a copy with that axis moved innermost, so each run is a contiguous read.
+    let batch_axis = lp
+        .axes
+        .iter()
+        .position(|a| {
+            let mut terms = a.lane_terms.iter().filter(|t| t.1 != 0);
+            terms.next() == Some(&(along, 1)) && terms.next().is_none() && a.offset == 0 && a.stride != 1
+        })
+        .filter(|&ax| {
+            let reads_along = |a: &AxisPlan| a.lane_terms.iter().any(|&(v, c)| v == along && c != 0);
+            lp.axes.iter().enumerate().all(|(b, a)| b == ax || !reads_along(a))
+        })
+        .filter(|_| total >= 2 * size && input.shape.len() == lp.axes.len());
+    let moved;
+    let (input, strides): (&Vals, Vec<i64>) = match batch_axis {
+        Some(ax) => {
+            let rank = input.shape.len();
+            let perm: Vec<usize> = (0..rank).filter(|&a| a != ax).chain([ax]).collect();
+            moved = super::layout::permute(&input.data, &input.shape, &perm);
+            let moved_shape: Vec<usize> = perm.iter().map(|&p| input.shape[p]).collect();
+            let moved_strides = super::layout::strides(&moved_shape);
+            let mut strides = vec![0i64; rank];
+            for (at, &p) in perm.iter().enumerate() {
+                strides[p] = moved_strides[at] as i64;
+            }
+            (&moved, strides)
+        }
+        None => (&input.data, lp.axes.iter().map(|a| a.stride).collect()),
+    };
+    let runs = Runs::new(lp, out_shape, &strides)?;
+    Some(match (input, lp.default) {
         (Vals::F(d), Some(Lit::F(x))) => Vals::F(runs.read(d, Some(x))?),
         (Vals::F(d), None) => Vals::F(runs.read(d, None)?),
         (Vals::I(d), Some(Lit::I(x))) => Vals::I(runs.read(d, Some(x))?),
@@ -124,21 +159,28 @@ struct Runs {
 }
 
 impl Runs {
-    fn new(lp: &LoadPlan, out_shape: &[usize]) -> Option<Runs> {
+    /// The variable runs go along: the one of largest extent (the last of those).
+    fn along(out_shape: &[usize]) -> usize {
+        (0..out_shape.len()).max_by_key(|&v| (out_shape[v], v)).unwrap_or(0)
+    }
+
+    /// The plan of load `lp` over `out_shape`, its input laid out with `strides` (one per axis).
+    fn new(lp: &LoadPlan, out_shape: &[usize], strides: &[i64]) -> Option<Runs> {
         let rank = out_shape.len();
         let extent: Vec<i64> = out_shape.iter().map(|&d| d as i64).collect();
         let mut steps = vec![vec![0i64; lp.axes.len()]; rank];
         let mut flat_steps = vec![0i64; rank];
         let mut flat_offset = 0i64;
         for (a, axis) in lp.axes.iter().enumerate() {
+            let stride = *strides.get(a)?;
             for &(v, c) in &axis.lane_terms {
                 *steps.get_mut(v)?.get_mut(a)? += c;
-                flat_steps[v] = flat_steps[v].wrapping_add(c.wrapping_mul(axis.stride));
+                flat_steps[v] = flat_steps[v].wrapping_add(c.wrapping_mul(stride));
             }
-            flat_offset = flat_offset.wrapping_add(axis.offset.wrapping_mul(axis.stride));
+            flat_offset = flat_offset.wrapping_add(axis.offset.wrapping_mul(stride));
         }
         let out_steps = super::layout::strides(out_shape).into_iter().map(|s| s as i64).collect();
-        let along = (0..rank).max_by_key(|&v| (out_shape[v], v)).unwrap_or(0);
+        let along = Runs::along(out_shape);
         Some(Runs {
             extent,
             steps,
@@ -233,10 +275,15 @@ impl Runs {
                         return None;
                     }
                     let (mut f, mut p) = (f.wrapping_add(w_flat.wrapping_mul(t0)), p + w_out * t0);
-                    for _ in t0..t1 {
-                        *out.get_mut(p as usize)? = *data.get(f as usize)?;
-                        f = f.wrapping_add(w_flat);
-                        p += w_out;
+                    if w_flat == 1 && w_out == 1 && t1 > t0 {
+                        let (f, p, len) = (f as usize, p as usize, (t1 - t0) as usize);
+                        out.get_mut(p..p + len)?.copy_from_slice(data.get(f..f + len)?);
+                    } else {
+                        for _ in t0..t1 {
+                            *out.get_mut(p as usize)? = *data.get(f as usize)?;
+                            f = f.wrapping_add(w_flat);
+                            p += w_out;
+                        }
                     }
                 }
             } else if strict {
@@ -1063,15 +1110,21 @@ mod tests {
     proptest! {
         /// A map that is one load (`gather_map`, runs along the variable of largest extent) equals the general
         /// lane-at-a-time evaluation: coefficients of either sign, indices outside the input (the default),
-        /// several output variables per axis.
+        /// several output variables per axis, and (`batch`) a first axis indexed by the runs' variable alone,
+        /// read from a copy with that axis innermost.
         #[test]
         fn a_gather_map_equals_the_general_evaluation(
             extents in prop::collection::vec(1usize..6, 1..4),
-            coefs in prop::collection::vec(prop::collection::vec(-2i64..3, 3), 2),
-            offsets in prop::collection::vec(-3i64..4, 2),
-            rows in 1usize..7, cols in 1usize..9,
+            mut coefs in prop::collection::vec(prop::collection::vec(-2i64..3, 3), 2),
+            mut offsets in prop::collection::vec(-3i64..4, 2),
+            rows in 1usize..7, cols in 1usize..9, batch in any::<bool>(),
         ) {
             let rank = extents.len();
+            if batch {
+                let along = Runs::along(&extents);
+                coefs[0] = (0..3).map(|v| i64::from(v == along)).collect();
+                offsets[0] = 0;
+            }
             let indices = (0..2)
                 .map(|a| {
                     let terms = (0..rank).map(|v| (VarId(v as u32), Dim::constant(coefs[a][v]))).collect();
