@@ -65,12 +65,54 @@ pub fn broadcast(data: &Vals, from: &[usize], to: &[usize]) -> Vals {
     map_vals!(data, v => strided_copy(v, 0, to, &st))
 }
 
-/// Result axis `i` is operand axis `perm[i]`.
+/// Result axis `i` is operand axis `perm[i]`. A permutation that is, with neighbouring axes that stay
+/// neighbours merged, a batch of 2-D transposes (`[b, p, q]` to `[b, q, p]`) is copied in square tiles, so
+/// both sides stay in cache; any other is one strided copy.
 pub fn permute(data: &Vals, from: &[usize], perm: &[usize]) -> Vals {
+    if let Some((batch, rows, cols)) = transposes(from, perm) {
+        return map_vals!(data, v => transpose(v, batch, rows, cols));
+    }
     let src_strides = strides(from);
     let shape: Vec<usize> = perm.iter().map(|&p| from[p]).collect();
     let st: Vec<usize> = perm.iter().map(|&p| src_strides[p]).collect();
     map_vals!(data, v => strided_copy(v, 0, &shape, &st))
+}
+
+/// `perm` of `from` as `batch` transposes of `[rows, cols]` matrices, when it is that (and not the identity).
+fn transposes(from: &[usize], perm: &[usize]) -> Option<(usize, usize, usize)> {
+    // Runs of result axes that read consecutive operand axes, as operand axis ranges in result order.
+    let mut groups: Vec<(usize, usize)> = Vec::new();
+    for &p in perm {
+        match groups.last_mut() {
+            Some((_, end)) if *end == p => *end += 1,
+            _ => groups.push((p, p + 1)),
+        }
+    }
+    let size = |(a, b): (usize, usize)| from[a..b].iter().product::<usize>();
+    match groups[..] {
+        [(a, b), (c, d)] if c == 0 && d == a => Some((1, size((c, d)), size((a, b)))),
+        [g, (a, b), (c, d)] if g == (0, c) && d == a => Some((size(g), size((c, d)), size((a, b)))),
+        _ => None,
+    }
+}
+
+/// `batch` row-major `[rows, cols]` matrices of `src`, each transposed, in tiles.
+fn transpose<T: Copy>(src: &[T], batch: usize, rows: usize, cols: usize) -> Vec<T> {
+    const TILE: usize = 16;
+    let Some(&first) = src.first() else { return Vec::new() };
+    let mut out = vec![first; src.len()];
+    for (s, o) in src.chunks_exact(rows * cols).zip(out.chunks_exact_mut(rows * cols)).take(batch) {
+        for r0 in (0..rows).step_by(TILE) {
+            for c0 in (0..cols).step_by(TILE) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    for r in r0..(r0 + TILE).min(rows) {
+                        o[c * rows + r] = s[r * cols + c];
+                    }
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Elements `start, start + step, ...` along `axis`, `count` of them; `Err` describes a range that leaves
@@ -157,4 +199,39 @@ pub fn gather(table: &Vals, table_shape: &[usize], indices: &Vals, axis: usize) 
         out
     }
     Ok(map_vals!(table, v => pick(v, &idx, outer, len, inner)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// `permute` (tiled where it is a batch of transposes) equals the strided copy that defines it.
+        #[test]
+        fn a_permute_equals_its_strided_copy(
+            from in prop::collection::vec(1usize..7, 1..5),
+            order in prop::collection::vec(any::<u32>(), 4),
+        ) {
+            let mut perm: Vec<usize> = (0..from.len()).collect();
+            perm.sort_by_key(|&i| order[i]);
+            let total: usize = from.iter().product();
+            let data = Vals::I((0..total as i32).collect());
+            let src_strides = strides(&from);
+            let shape: Vec<usize> = perm.iter().map(|&p| from[p]).collect();
+            let st: Vec<usize> = perm.iter().map(|&p| src_strides[p]).collect();
+            let Vals::I(v) = &data else { unreachable!() };
+            prop_assert_eq!(permute(&data, &from, &perm), Vals::I(strided_copy(v, 0, &shape, &st)));
+        }
+    }
+
+    /// Shapes that are transposes once merged are found as such, with their sizes.
+    #[test]
+    fn merged_transposes_are_recognised() {
+        assert_eq!(transposes(&[4, 5, 6], &[2, 0, 1]), Some((1, 20, 6)));
+        assert_eq!(transposes(&[3, 4, 5], &[0, 2, 1]), Some((3, 4, 5)));
+        assert_eq!(transposes(&[2, 3, 4, 5], &[0, 3, 1, 2]), Some((2, 12, 5)));
+        assert_eq!(transposes(&[3, 4, 5], &[0, 1, 2]), None);
+        assert_eq!(transposes(&[3, 4, 5], &[1, 0, 2]), None);
+    }
 }

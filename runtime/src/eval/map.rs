@@ -193,7 +193,7 @@ impl Runs {
         })
     }
 
-    /// The whole map: parallel over ranges of the first variable (each a contiguous part of the output).
+    /// The whole map: parallel over parts that are contiguous in the output (`read_part`).
     fn read<T: Copy + Send + Sync>(&self, data: &[T], default: Option<T>) -> Option<Vec<T>> {
         use rayon::prelude::*;
         let total: usize = self.extent.iter().map(|&e| e as usize).product();
@@ -206,7 +206,7 @@ impl Runs {
         if total == 0 {
             return Some(out);
         }
-        let Some(&first) = self.extent.first() else {
+        if self.extent.is_empty() {
             // No variables: one element.
             let inside = self.offset.iter().zip(&self.len).all(|(&i, &l)| (i as u64) < l);
             if inside {
@@ -215,37 +215,80 @@ impl Runs {
                 return None;
             }
             return Some(out);
-        };
-        let first = first as usize;
-        let size = total / first;
-        let per = first.div_ceil(rayon::current_num_threads().clamp(1, first));
-        let done: Option<()> = out
-            .par_chunks_mut(per * size)
-            .enumerate()
-            .map(|(i, part)| self.read_part(data, default.is_none(), i * per, part))
+        }
+        // Parts (contiguous in the output) for the pool: every value of variables `0..p` and ranges of
+        // variable `p`, the first where that makes enough parts; never splitting the runs' variable.
+        let threads = rayon::current_num_threads().max(1);
+        let rank = self.extent.len();
+        let mut p =
+            (0..rank).find(|&p| self.extent[..=p].iter().product::<i64>() >= 2 * threads as i64).unwrap_or(rank - 1);
+        if self.along < p {
+            p = 0;
+        }
+        let prefix: i64 = self.extent[..p].iter().product();
+        let inner: usize = self.extent[p + 1..].iter().map(|&e| e as usize).product();
+        let e = self.extent[p];
+        let pieces = (2 * threads).div_ceil(prefix.max(1) as usize).clamp(1, e as usize);
+        let per = (e as usize).div_ceil(pieces) as i64;
+        let mut parts: Vec<(Vec<i64>, i64, i64, &mut [T])> = Vec::new();
+        let mut rest: &mut [T] = &mut out;
+        for outer in 0..prefix {
+            // `outer` as values of variables `0..p`, last fastest.
+            let mut fixed = vec![0i64; p];
+            let mut o = outer;
+            for v in (0..p).rev() {
+                fixed[v] = o % self.extent[v];
+                o /= self.extent[v];
+            }
+            let mut lo = 0;
+            while lo < e {
+                let hi = (lo + per).min(e);
+                let (part, tail) = std::mem::take(&mut rest).split_at_mut((hi - lo) as usize * inner);
+                parts.push((fixed.clone(), lo, hi, part));
+                rest = tail;
+                lo = hi;
+            }
+        }
+        let strict = default.is_none();
+        let done: Option<()> = parts
+            .into_par_iter()
+            .map(|(fixed, lo, hi, part)| self.read_part(data, strict, &fixed, lo, hi, part))
             .collect();
         done.map(|()| out)
     }
 
-    /// The elements whose first variable is `lo..` (as many as `out` holds, whole values of it) into `out`,
-    /// where the default is already written; `None` where `strict` (no default) and an index leaves the input.
-    fn read_part<T: Copy>(&self, data: &[T], strict: bool, lo: usize, out: &mut [T]) -> Option<()> {
+    /// The elements whose variables `0..p` are `prefix` (`p` of them) and variable `p` is in `lo..hi`, into
+    /// `out` (exactly those, in row-major order), where the default is already written; `None` where `strict`
+    /// (no default) and an index leaves the input.
+    fn read_part<T: Copy>(
+        &self,
+        data: &[T],
+        strict: bool,
+        prefix: &[i64],
+        lo: i64,
+        hi: i64,
+        out: &mut [T],
+    ) -> Option<()> {
         let rank = self.extent.len();
-        let size: usize = self.extent[1..].iter().map(|&e| e as usize).product();
-        let (lo, hi) = (lo as i64, (lo + out.len() / size.max(1)) as i64);
-        // Variable 0 runs over `lo..hi` here.
-        let limit = |v: usize| if v == 0 { hi } else { self.extent[v] };
+        let p = prefix.len();
+        // Variable `p` runs over `lo..hi` here.
+        let limit = |v: usize| if v == p { hi } else { self.extent[v] };
         let w = self.along;
-        let run = if w == 0 { hi - lo } else { self.extent[w] };
+        let run = if w == p { hi - lo } else { self.extent[w] };
         let (w_steps, w_flat, w_out) = (&self.steps[w], self.flat_steps[w], self.out_steps[w]);
         // Axes the runs move (checked per element) and the others (checked once per run).
         let moving: Vec<usize> = (0..self.len.len()).filter(|&a| w_steps[a] != 0).collect();
         let fixed: Vec<usize> = (0..self.len.len()).filter(|&a| w_steps[a] == 0).collect();
-        let others: Vec<usize> = (0..rank).filter(|&v| v != w).collect();
+        let others: Vec<usize> = (p..rank).filter(|&v| v != w).collect();
         let mut var = vec![0i64; rank];
-        var[0] = lo;
-        let mut idx: Vec<i64> = self.offset.iter().zip(&self.steps[0]).map(|(o, s)| o + s * lo).collect();
-        let mut flat = self.flat_offset.wrapping_add(self.flat_steps[0].wrapping_mul(lo));
+        var[..p].copy_from_slice(prefix);
+        var[p] = lo;
+        let mut idx: Vec<i64> = self.offset.clone();
+        let mut flat = self.flat_offset;
+        for (v, &x) in var[..=p].iter().enumerate() {
+            idx.iter_mut().zip(&self.steps[v]).for_each(|(i, s)| *i += s * x);
+            flat = flat.wrapping_add(self.flat_steps[v].wrapping_mul(x));
+        }
         let mut pos = 0i64;
         loop {
             if fixed.iter().all(|&a| (idx[a] as u64) < self.len[a]) {
@@ -302,7 +345,7 @@ impl Runs {
                 if var[v] < limit(v) {
                     break;
                 }
-                if v == 0 {
+                if v == p {
                     return Some(());
                 }
                 let e = self.extent[v];
@@ -1111,7 +1154,7 @@ mod tests {
         /// A map that is one load (`gather_map`, runs along the variable of largest extent) equals the general
         /// lane-at-a-time evaluation: coefficients of either sign, indices outside the input (the default),
         /// several output variables per axis, and (`batch`) a first axis indexed by the runs' variable alone,
-        /// read from a copy with that axis innermost.
+        /// read from a copy with that axis innermost; split into parts for one thread and for three.
         #[test]
         fn a_gather_map_equals_the_general_evaluation(
             extents in prop::collection::vec(1usize..6, 1..4),
@@ -1143,9 +1186,13 @@ mod tests {
             let input = Val { shape: vec![rows, cols], data: Vals::F((0..rows * cols).map(|i| i as f32).collect()) };
             let plan = Plan::build(&map, &extents, &[&input], &[]).unwrap();
             let total: usize = extents.iter().product();
-            let fast = gather_map(&plan, &extents, &[&input]).expect("a gather map");
             let general = run_range_in(&plan, DType::F32, &extents, &[&input], 0, total).unwrap();
-            prop_assert_eq!(fast, general);
+            // Split into parts for pools of several sizes.
+            for threads in [1, 3] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let fast = pool.install(|| gather_map(&plan, &extents, &[&input])).expect("a gather map");
+                prop_assert_eq!(&fast, &general);
+            }
         }
 
         /// A sum whose guard leaves one term per element (a strided pool's adjoint), evaluated at the pinned
