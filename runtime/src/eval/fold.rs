@@ -202,6 +202,15 @@ pub fn fold_assuming(map: &MapOps, extents: &[usize], syms: &[i64], shapes: &[&[
 }
 
 impl Folded {
+    /// Statement `s` (an `i32`) as `offset + sum(coef * variable)`, when it is a linear form of the variables
+    /// whose every step stays inside `i32` (so the form is its exact value): `(terms, offset)`.
+    pub fn affine(&self, s: usize) -> Option<(Vec<(u32, i64)>, i64)> {
+        let s = *self.alias.get(s)?;
+        self.range.get(s).copied().flatten()?;
+        let (vars, k) = self.form.get(s)?.as_ref()?;
+        Some((vars.iter().map(|(&v, &c)| (v, c)).collect(), *k))
+    }
+
     /// The reduction variables of `f32` sums that a guard pins: in `sum[v] g ? x : 0` (selects of `+0.0`,
     /// possibly nested, their conditions conjunctions), a conjunct of `g` that holds for at most one `v` in
     /// range, that one computed from the output variables (`0..rank`) and in range for every output element:

@@ -469,6 +469,13 @@ enum Step {
     LaneVar(usize),
     /// A reduction variable: the same in every lane.
     LoopVar(usize),
+    /// Index arithmetic that is exactly `offset + sum(coef * lane) + sum(coef * loop variable)` in `i32`
+    /// (`fold::Folded::affine`): one step for a chain of adds and multiplies.
+    Affine {
+        lanes: Vec<(usize, i64)>,
+        loops: Vec<(usize, i64)>,
+        offset: i64,
+    },
     Fill(Lit),
     Unary(crate::ops::UnaryOp, usize),
     Binary(crate::ops::BinaryOp, usize, usize),
@@ -590,6 +597,26 @@ impl Plan {
                 dtypes.push(dtype);
                 steps.push(Step::Fill(lit));
                 free.push(Vec::new());
+                continue;
+            }
+            if let (DType::I32, ScalarOp::Binary(..)) = (dtype, &snode.expr)
+                && let Some((terms, offset)) = folded.affine(s)
+            {
+                let (mut lanes, mut loops) = (Vec::new(), Vec::new());
+                for (v, c) in terms {
+                    let v = v as usize;
+                    if v >= extents.len() {
+                        return Err(format!("s{s} reads v{v}, which has no extent"));
+                    }
+                    f.insert(v);
+                    match lane_of(v) {
+                        Some(lane) => lanes.push((lane, c)),
+                        None => loops.push((v, c)),
+                    }
+                }
+                dtypes.push(dtype);
+                steps.push(Step::Affine { lanes, loops, offset });
+                free.push(f.into_iter().collect());
                 continue;
             }
             let step = match &snode.expr {
@@ -954,6 +981,18 @@ impl Exec<'_> {
                 let lit = Lit::from_int(self.loop_vals[*v], dtype).ok_or_else(|| mismatch(KindMismatch))?;
                 out.fill(lit, n);
             }
+            Step::Affine { lanes, loops, offset } => {
+                let Vals::I(o) = out else { return Err(mismatch(KindMismatch)) };
+                let o = &mut o[..n];
+                let base =
+                    loops.iter().fold(*offset, |acc, &(v, c)| acc.wrapping_add(c.wrapping_mul(self.loop_vals[v])));
+                // Exact in `i32` (the fold's ranges say so), so wrapping partial sums end exact too.
+                o.fill(base as i32);
+                for &(lane, c) in lanes {
+                    let (vals, c) = (&self.lane_vars[lane][..n], c as i32);
+                    o.iter_mut().zip(vals).for_each(|(o, &x)| *o = o.wrapping_add(c.wrapping_mul(x as i32)));
+                }
+            }
             Step::LaneVar(v) => {
                 let vals = &self.lane_vars[*v][..n];
                 match out {
@@ -1193,6 +1232,55 @@ mod tests {
                 let fast = pool.install(|| gather_map(&plan, &extents, &[&input])).expect("a gather map");
                 prop_assert_eq!(&fast, &general);
             }
+        }
+
+        /// Index arithmetic (`c0 * u0 + c1 * u1 + c2 * v + k`, summed over `v`) equals the same computed
+        /// directly with `i32` wrapping: as one affine step where the fold's ranges show it stays in `i32`,
+        /// as the statements themselves where it may wrap (coefficients up to `2^30`).
+        #[test]
+        fn index_arithmetic_equals_its_direct_evaluation(
+            coefs in prop::collection::vec(prop::sample::select(vec![-3i64, -1, 0, 1, 2, 5, 1 << 30]), 3),
+            k in -5i64..6, extents in (1usize..5, 1usize..6, 1usize..4),
+        ) {
+            let i = |expr| ScalarNode { expr, dtype: DType::I32 };
+            let bin = |op, x: u32, y: u32| ScalarOp::Binary(op, ScalarRef(x), ScalarRef(y));
+            let exprs = vec![
+                i(ScalarOp::Var(VarId(0))),                       // s0
+                i(ScalarOp::Dim(Dim::constant(coefs[0]))),        // s1
+                i(bin(BinaryOp::Mul, 1, 0)),                      // s2
+                i(ScalarOp::Var(VarId(1))),                       // s3
+                i(ScalarOp::Dim(Dim::constant(coefs[1]))),        // s4
+                i(bin(BinaryOp::Mul, 3, 4)),                      // s5
+                i(bin(BinaryOp::Sub, 2, 5)),                      // s6 = c0 u0 - c1 u1
+                i(ScalarOp::Var(VarId(2))),                       // s7
+                i(ScalarOp::Dim(Dim::constant(coefs[2]))),        // s8
+                i(bin(BinaryOp::Mul, 7, 8)),                      // s9
+                i(bin(BinaryOp::Add, 6, 9)),                      // s10
+                i(ScalarOp::Dim(Dim::constant(k))),               // s11
+                i(bin(BinaryOp::Add, 10, 11)),                    // s12
+                i(ScalarOp::Reduce { op: ReduceOp::Sum, vars: vec![VarId(2)], body: ScalarRef(12) }),
+            ];
+            let (e0, e1, e2) = extents;
+            let map = MapOps {
+                inputs: vec![],
+                extents: [e0, e1, e2].iter().map(|&e| Dim::constant(e as i64)).collect(),
+                exprs,
+                body: ScalarRef(13),
+            };
+            let got = run_map(&map, DType::I32, &[e0, e1], &[], &[]).unwrap();
+            let c = |x: i64| x as i32;
+            let mut want = Vec::new();
+            for u0 in 0..e0 as i32 {
+                for u1 in 0..e1 as i32 {
+                    let mut sum = 0i32;
+                    for v in 0..e2 as i32 {
+                        let x = c(coefs[0]).wrapping_mul(u0).wrapping_sub(u1.wrapping_mul(c(coefs[1])));
+                        sum = sum.wrapping_add(x.wrapping_add(v.wrapping_mul(c(coefs[2]))).wrapping_add(c(k)));
+                    }
+                    want.push(sum);
+                }
+            }
+            prop_assert_eq!(got, Vals::I(want));
         }
 
         /// A sum whose guard leaves one term per element (a strided pool's adjoint), evaluated at the pinned
