@@ -394,7 +394,7 @@ fn run_range_in(
             .steps
             .iter()
             .map(|s| match s {
-                Step::Load(lp) => LoadLanes {
+                Step::Load(lp) if lp.shared.is_none() => LoadLanes {
                     idx: vec![vec![0; lanes]; lp.axes.len()],
                     indexed: false,
                     flat: vec![0; lanes],
@@ -506,9 +506,13 @@ struct LoadPlan {
     /// each axis' offset and lane terms times its stride, merged by lane.
     flat_offset: i64,
     flat_terms: Vec<(usize, i64)>,
+    /// An earlier load whose axes are these (same lengths, strides and indices): its per-chunk state is
+    /// this one's too.
+    shared: Option<usize>,
 }
 
 /// One index of a load: `offset + sum(coef * var)`, split by kind of variable.
+#[derive(PartialEq)]
 struct AxisPlan {
     len: i64,
     stride: i64,
@@ -686,7 +690,11 @@ impl Plan {
                     }
                     flat_terms.retain(|&(_, c)| c != 0);
                     let default = default.map(|d| Lit::from_scalar(d, dtype));
-                    Step::Load(LoadPlan { input: *input, axes, default, flat_offset, flat_terms })
+                    // Loads at the same positions of same-shaped inputs (a gradient reads a tensor, its
+                    // forward value and an argmax at one index) share their per-chunk positions.
+                    let shared =
+                        steps.iter().position(|st| matches!(st, Step::Load(o) if o.shared.is_none() && o.axes == axes));
+                    Step::Load(LoadPlan { input: *input, axes, default, flat_offset, flat_terms, shared })
                 }
                 ScalarOp::Var(var) => {
                     let v = var.0 as usize;
@@ -915,6 +923,9 @@ impl Exec<'_> {
         }
         for (step, lanes) in self.plan.steps.iter().zip(&mut self.loads) {
             let Step::Load(lp) = step else { continue };
+            if lp.shared.is_some() {
+                continue;
+            }
             lanes.indexed = false;
             for (ax, axis) in lp.axes.iter().enumerate() {
                 let (mut lo, mut hi) = (axis.offset, axis.offset);
@@ -1015,7 +1026,8 @@ impl Exec<'_> {
             Step::Cast(a) => kernels::cast(&before[*a], dtype, out, n).map_err(mismatch)?,
             Step::Load(lp) => {
                 let input = self.inputs.get(lp.input).ok_or_else(|| mismatch(KindMismatch))?;
-                load(s, lp, &mut self.loads[s], &self.lane_vars, &self.loop_vals, input, out, n)?
+                let slot = lp.shared.unwrap_or(s);
+                load(s, lp, &mut self.loads[slot], &self.lane_vars, &self.loop_vals, input, out, n)?
             }
             Step::Reduce { .. } => unreachable!("handled above"),
         }
@@ -1188,6 +1200,56 @@ mod tests {
     use crate::ops::{Affine, BinaryOp, Scalar, VarId};
     use crate::program::{OpRef, ScalarNode, ScalarRef};
     use proptest::prelude::*;
+
+    /// Two loads at one index of two same-shaped inputs share their per-chunk positions and still read
+    /// their own data: `out[u0, u1] = sum[v < 3] x[u0, u1 + v - 1] * y[u0, u1 + v - 1]` (defaults 0 and
+    /// 2), against loops.
+    #[test]
+    fn loads_at_one_index_read_their_own_inputs() {
+        let (rows, cols) = (5usize, 37usize);
+        let index = || {
+            vec![
+                Affine::new(vec![(VarId(0), Dim::constant(1))], Dim::constant(0)),
+                Affine::new(vec![(VarId(1), Dim::constant(1)), (VarId(2), Dim::constant(1))], Dim::constant(-1)),
+            ]
+        };
+        let f = |expr| ScalarNode { expr, dtype: DType::F32 };
+        let map = MapOps {
+            inputs: vec![OpRef(0), OpRef(1)],
+            extents: [rows, cols, 3].iter().map(|&e| Dim::constant(e as i64)).collect(),
+            exprs: vec![
+                f(ScalarOp::Load { input: 0, indices: index(), default: Some(Scalar::Float(0.0)) }),
+                f(ScalarOp::Load { input: 1, indices: index(), default: Some(Scalar::Float(2.0)) }),
+                f(ScalarOp::Binary(BinaryOp::Mul, ScalarRef(0), ScalarRef(1))),
+                f(ScalarOp::Reduce { op: ReduceOp::Sum, vars: vec![VarId(2)], body: ScalarRef(2) }),
+            ],
+            body: ScalarRef(3),
+        };
+        let x: Vec<f32> = (0..rows * cols).map(|i| i as f32 * 0.5).collect();
+        let y: Vec<f32> = (0..rows * cols).map(|i| 3.0 - i as f32).collect();
+        let xv = Val { shape: vec![rows, cols], data: Vals::F(x.clone()) };
+        let yv = Val { shape: vec![rows, cols], data: Vals::F(y.clone()) };
+        let plan = Plan::build(&map, &[rows, cols], &[&xv, &yv], &[]).unwrap();
+        assert!(matches!(&plan.steps[1], Step::Load(lp) if lp.shared == Some(0)));
+        let got = run_map(&map, DType::F32, &[rows, cols], &[&xv, &yv], &[]).unwrap();
+        let mut want = Vec::new();
+        for r in 0..rows {
+            for c in 0..cols {
+                let mut sum = 0.0f32;
+                for v in 0..3 {
+                    let j = c as i64 + v - 1;
+                    let (a, b) = if (0..cols as i64).contains(&j) {
+                        (x[r * cols + j as usize], y[r * cols + j as usize])
+                    } else {
+                        (0.0, 2.0)
+                    };
+                    sum += a * b;
+                }
+                want.push(sum);
+            }
+        }
+        assert_eq!(got, Vals::F(want));
+    }
 
     proptest! {
         /// A map that is one load (`gather_map`, runs along the variable of largest extent) equals the general
