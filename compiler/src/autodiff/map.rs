@@ -342,7 +342,6 @@ impl Adjoint<'_> {
             }
         };
         let g_input = input(self.g);
-        let y_input = input(self.id);
         let first_input = self.first.map(&mut input);
         let pivots: Vec<bool> = pivot.iter().map(Option::is_some).collect();
         let mut cloner = Cloner::new(map, subs.clone(), (0..map.inputs.len()).collect(), HashMap::new());
@@ -406,20 +405,17 @@ impl Adjoint<'_> {
                 dst.binary(BinaryOp::Div, g_load, n)
             }
             Some(ReduceOp::Max | ReduceOp::Min) => {
-                let value = cloner.clone(&mut dst, self.inner);
-                let y =
-                    dst.add(ScalarExpr::Load { input: y_input, indices: g_indices.clone(), default: g_default }, dtype);
+                // The element at `first`, the first position whose value is the result, is the one chosen:
+                // `position == first` alone says so (no position equals the `-1` read outside).
                 let first_default = g_default.map(|_| Scalar::Int(-1));
                 let first = dst.add(
                     ScalarExpr::Load { input: first_input?, indices: g_indices, default: first_default },
                     DType::I32,
                 );
                 let position = reduction_position(&mut dst, map, self.red_vars, &subs);
-                let hit = dst.binary(BinaryOp::Eq, value, y);
                 let chosen = dst.binary(BinaryOp::Eq, position, first);
-                let hit = dst.binary(BinaryOp::And, hit, chosen);
                 let zero = dst.constant(0.0, g_load);
-                dst.select(hit, g_load, zero)
+                dst.select(chosen, g_load, zero)
             }
             Some(ReduceOp::Prod) => {
                 // The product of the other elements: the body again over fresh variables, with 1 in place
