@@ -386,15 +386,16 @@ fn run_range_in(
         plan,
         inputs,
         n: 0,
-        bufs: plan.dtypes.iter().map(|&d| Vals::zeros(d, lanes)).collect(),
+        bufs: plan.dtypes.iter().zip(&plan.used).map(|(&d, &u)| Vals::zeros(d, if u { lanes } else { 0 })).collect(),
         lane_vars: vec![vec![0; lanes]; plan.rank + plan.derived.len()],
         loop_vals: vec![0; plan.extents.len()],
         lane_ranges: vec![(0, 0); plan.rank + plan.derived.len()],
         loads: plan
             .steps
             .iter()
-            .map(|s| match s {
-                Step::Load(lp) if lp.shared.is_none() => LoadLanes {
+            .zip(&plan.used)
+            .map(|(s, &used)| match s {
+                Step::Load(lp) if lp.shared.is_none() && used => LoadLanes {
                     idx: vec![vec![0; lanes]; lp.axes.len()],
                     indexed: false,
                     flat: vec![0; lanes],
@@ -535,6 +536,8 @@ struct Plan {
     steps: Vec<Step>,
     /// Scalar nodes per block, in index order; block 0 runs once per chunk, the others per reduction step.
     blocks: Vec<Vec<usize>>,
+    /// Whether each scalar node is in a block (only those get buffers).
+    used: Vec<bool>,
     body: usize,
 }
 
@@ -690,11 +693,7 @@ impl Plan {
                     }
                     flat_terms.retain(|&(_, c)| c != 0);
                     let default = default.map(|d| Lit::from_scalar(d, dtype));
-                    // Loads at the same positions of same-shaped inputs (a gradient reads a tensor, its
-                    // forward value and an argmax at one index) share their per-chunk positions.
-                    let shared =
-                        steps.iter().position(|st| matches!(st, Step::Load(o) if o.shared.is_none() && o.axes == axes));
-                    Step::Load(LoadPlan { input: *input, axes, default, flat_offset, flat_terms, shared })
+                    Step::Load(LoadPlan { input: *input, axes, default, flat_offset, flat_terms, shared: None })
                 }
                 ScalarOp::Var(var) => {
                     let v = var.0 as usize;
@@ -757,7 +756,25 @@ impl Plan {
         }
         let body = at(&map.body);
         let blocks = place(&mut steps, &free, body);
-        Ok(Plan { rank, derived, extents, dtypes, steps, blocks, body })
+        // Only the statements placed in a block run (the others are folded away or unused).
+        let mut used = vec![false; steps.len()];
+        for &s in blocks.iter().flatten() {
+            used[s] = true;
+        }
+        // Loads at the same positions of same-shaped inputs (a gradient reads a tensor and an argmax at one
+        // index) share their per-chunk positions: each used load with the first used one of its axes.
+        for s in 0..steps.len() {
+            let leader = match &steps[s] {
+                Step::Load(lp) if used[s] => (0..s).find(|&o| {
+                    used[o] && matches!(&steps[o], Step::Load(other) if other.axes == lp.axes && other.shared.is_none())
+                }),
+                _ => continue,
+            };
+            if let Step::Load(lp) = &mut steps[s] {
+                lp.shared = leader;
+            }
+        }
+        Ok(Plan { rank, derived, extents, dtypes, steps, blocks, used, body })
     }
 }
 
@@ -921,9 +938,9 @@ impl Exec<'_> {
             let lane = &lane[..n];
             *range = lane.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
         }
-        for (step, lanes) in self.plan.steps.iter().zip(&mut self.loads) {
+        for ((step, lanes), &used) in self.plan.steps.iter().zip(&mut self.loads).zip(&self.plan.used) {
             let Step::Load(lp) = step else { continue };
-            if lp.shared.is_some() {
+            if lp.shared.is_some() || !used {
                 continue;
             }
             lanes.indexed = false;
