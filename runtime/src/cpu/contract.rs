@@ -35,8 +35,9 @@ pub struct MapContraction {
     b: Vec<u32>,
     /// The reduction variables.
     r: Vec<u32>,
-    /// Whether a guard was split between the factors: then `0 * inf` could stand where the map has `0`, so
-    /// factors holding a non-finite value run the map as it is.
+    /// Whether a guard was split between the factors: then `0 * inf` could stand where the map has `0` (a
+    /// factor zeroed by its guard times a non-finite value of the other), so where the factor facing a
+    /// guarded one holds a non-finite value the map runs as it is.
     guarded: bool,
 }
 
@@ -138,7 +139,10 @@ impl MapContraction {
         };
         // In blocks, so the test vectorizes.
         let finite = |v: &[f32]| v.chunks(256).all(|c| c.iter().fold(true, |ok, x| ok & x.is_finite()));
-        if self.guarded && !(finite(&xs) && finite(&ys)) {
+        // `X` is zero where its conjuncts fail: `Y` must be finite for the product to be the map's `0` there,
+        // and the other way round.
+        let bad = |guards: &[ScalarRef], other: &[f32]| !guards.is_empty() && !finite(other);
+        if self.guarded && (bad(&self.gx, &ys) || bad(&self.gy, &xs)) {
             return run_map(map, DType::F32, out_shape, inputs, syms);
         }
         // X [m, k] times Y^T, each read in place (transposed through its strides where it was laid out so):
@@ -317,7 +321,8 @@ mod tests {
             assert!((g - w).abs() <= 1e-6 * (1.0 + w.abs()), "{got:?} vs {want:?}");
         }
         // Under a guard split between the factors (i >= 1 on x's side, c < 2 on y's, d < 1 a reduction's),
-        // and again with an infinity in a factor where the guard is false (then the map runs as it is).
+        // and again with an infinity in a factor where its own guard is false (zeroed in the factor), and
+        // where the other factor's guard is false (then the map runs as it is).
         let mut guarded = map.clone();
         let int = |expr| ScalarNode { expr, dtype: DType::I32 };
         let b = |expr| ScalarNode { expr, dtype: DType::Bool };
@@ -343,7 +348,11 @@ mod tests {
         if let Vals::F(v) = &mut w_inf.data {
             v[2 * 6] = f32::INFINITY; // c = 2, where the guard is false
         }
-        for w in [&w, &w_inf] {
+        let mut w_inf_d1 = w.clone();
+        if let Vals::F(v) = &mut w_inf_d1.data {
+            v[3] = f32::INFINITY; // c = 0, d = 1: x's guard (d < 1) is false
+        }
+        for w in [&w, &w_inf, &w_inf_d1] {
             let got = planned.run(&guarded, &[c, i], &[&x, w], &[]).unwrap();
             let want = run_map(&guarded, DType::F32, &[c, i], &[&x, w], &[]).unwrap();
             let (Vals::F(got), Vals::F(want)) = (got, want) else { panic!("f32") };
