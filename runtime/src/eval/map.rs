@@ -422,22 +422,28 @@ fn run_range_in(
             let pos = start + done;
             let (mut value, mut left) = ((pos / inner) % size, inner - pos % inner);
             let vars = &mut exec.lane_vars[d][..n];
+            // The values this chunk takes, `first..` for `count` steps (wrapping): their range.
+            let (first, mut count) = (value, 0usize);
             if inner == 1 {
                 // The last axis: counts up and wraps.
                 for x in vars.iter_mut() {
                     *x = value as i64;
                     value = if value + 1 == size { 0 } else { value + 1 };
                 }
-                continue;
+                count = n;
+            } else {
+                let mut l = 0;
+                while l < n {
+                    let run = left.min(n - l);
+                    vars[l..l + run].fill(value as i64);
+                    l += run;
+                    value = if value + 1 == size { 0 } else { value + 1 };
+                    left = inner;
+                    count += 1;
+                }
             }
-            let mut l = 0;
-            while l < n {
-                let run = left.min(n - l);
-                vars[l..l + run].fill(value as i64);
-                l += run;
-                value = if value + 1 == size { 0 } else { value + 1 };
-                left = inner;
-            }
+            exec.lane_ranges[d] =
+                if first + count > size { (0, size as i64 - 1) } else { (first as i64, (first + count) as i64 - 1) };
         }
         exec.derive_lanes();
         exec.prepare_loads();
@@ -901,7 +907,7 @@ struct Exec<'p> {
     lane_vars: Vec<Vec<i64>>,
     /// Current values of reduction variables.
     loop_vals: Vec<i64>,
-    /// Each lane variable's `(min, max)` over the chunk.
+    /// Each lane variable's `(min, max)` over the chunk (output variables': set where they are filled).
     lane_ranges: Vec<(i64, i64)>,
     loads: Vec<LoadLanes>,
 }
@@ -934,7 +940,9 @@ impl Exec<'_> {
     #[inline(always)]
     fn prepare_loads(&mut self) {
         let n = self.n;
-        for (range, lane) in self.lane_ranges.iter_mut().zip(&self.lane_vars) {
+        // The output variables' ranges were set as they were filled; the derived ones are read off.
+        let rank = self.plan.rank;
+        for (range, lane) in self.lane_ranges[rank..].iter_mut().zip(&self.lane_vars[rank..]) {
             let lane = &lane[..n];
             *range = lane.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
         }
@@ -1220,10 +1228,10 @@ mod tests {
 
     /// Two loads at one index of two same-shaped inputs share their per-chunk positions and still read
     /// their own data: `out[u0, u1] = sum[v < 3] x[u0, u1 + v - 1] * y[u0, u1 + v - 1]` (defaults 0 and
-    /// 2), against loops.
+    /// 2), against loops; over several chunks, and from a start inside a row.
     #[test]
     fn loads_at_one_index_read_their_own_inputs() {
-        let (rows, cols) = (5usize, 37usize);
+        let (rows, cols) = (40usize, 37usize);
         let index = || {
             vec![
                 Affine::new(vec![(VarId(0), Dim::constant(1))], Dim::constant(0)),
@@ -1265,6 +1273,9 @@ mod tests {
                 want.push(sum);
             }
         }
+        let from = 500;
+        let part = run_range_in(&plan, DType::F32, &[rows, cols], &[&xv, &yv], from, rows * cols).unwrap();
+        assert_eq!(part, Vals::F(want[from..].to_vec()));
         assert_eq!(got, Vals::F(want));
     }
 
