@@ -920,10 +920,7 @@ impl Exec<'_> {
         let (outputs, derived) = self.lane_vars.split_at_mut(rank);
         for (d, lane) in self.plan.derived.iter().zip(derived) {
             let lane = &mut lane[..n];
-            lane.fill(d.offset);
-            for &(v, c) in &d.terms {
-                lane.iter_mut().zip(&outputs[v][..n]).for_each(|(x, &o)| *x += c * o);
-            }
+            affine_lanes(lane, d.offset, &d.terms, outputs);
             match d.op {
                 // Powers of two (strided pools) by shift and mask, which round toward minus infinity too.
                 PinOp::Floor(k) if k.count_ones() == 1 => lane.iter_mut().for_each(|x| *x >>= k.trailing_zeros()),
@@ -963,16 +960,7 @@ impl Exec<'_> {
             if lp.axes.iter().any(|a| a.div != 1) {
                 continue;
             }
-            let flat = &mut lanes.flat[..n];
-            flat.fill(lp.flat_offset);
-            for &(v, c) in &lp.flat_terms {
-                let vals = &self.lane_vars[v][..n];
-                if c == 1 {
-                    flat.iter_mut().zip(vals).for_each(|(f, &x)| *f = f.wrapping_add(x));
-                } else {
-                    flat.iter_mut().zip(vals).for_each(|(f, &x)| *f = f.wrapping_add(x.wrapping_mul(c)));
-                }
-            }
+            affine_lanes(&mut lanes.flat[..n], lp.flat_offset, &lp.flat_terms, &self.lane_vars);
         }
     }
 
@@ -1097,6 +1085,21 @@ impl Exec<'_> {
     }
 }
 
+/// `out[l] = offset + sum(coef * lanes[v][l])` for every lane `l` of `out`, wrapping (a load's flat
+/// position may wrap where it is out of range; indices and derived lanes stay far inside `i64`).
+#[inline(always)]
+fn affine_lanes(out: &mut [i64], offset: i64, terms: &[(usize, i64)], lanes: &[Vec<i64>]) {
+    out.fill(offset);
+    for &(v, c) in terms {
+        let vals = &lanes[v][..out.len()];
+        if c == 1 {
+            out.iter_mut().zip(vals).for_each(|(o, &x)| *o = o.wrapping_add(x));
+        } else {
+            out.iter_mut().zip(vals).for_each(|(o, &x)| *o = o.wrapping_add(x.wrapping_mul(c)));
+        }
+    }
+}
+
 /// Reads one load for all lanes: a straight gather when every lane is in range, else per-lane checks with
 /// the default (or an error naming the first bad lane's index).
 #[inline(always)]
@@ -1116,11 +1119,7 @@ fn load(
     let lane_indices = |lanes: &mut LoadLanes| {
         if !lanes.indexed {
             for (ax, axis) in lp.axes.iter().enumerate() {
-                let idx = &mut lanes.idx[ax][..n];
-                idx.fill(axis.offset);
-                for &(v, c) in &axis.lane_terms {
-                    idx.iter_mut().zip(&lane_vars[v][..n]).for_each(|(x, &val)| *x += c * val);
-                }
+                affine_lanes(&mut lanes.idx[ax][..n], axis.offset, &axis.lane_terms, lane_vars);
             }
             lanes.indexed = true;
         }
