@@ -321,9 +321,10 @@ impl Folded {
                         continue;
                     };
                     let (Some(m), Some((terms, k, cv))) = (single(m), split(num)) else { continue };
-                    if m == extent && cv.abs() == 1 {
-                        let (terms, offset) = if cv == 1 { (negate(&terms), -k) } else { (terms, k) };
-                        return Some(Pin { var: v, terms, offset, op: PinOp::Mod(m), holds: vec![c] });
+                    if m == extent
+                        && let Some(pin) = mod_pin(v, terms, k, cv, m, vec![c])
+                    {
+                        return Some(pin);
                     }
                 }
                 // `L + c*v >= 0` with a matching `L + c*v < b`, `b <= |c|`.
@@ -389,19 +390,18 @@ fn divided_pin(map: &MapOps, load: usize, v: u32, extents: &[usize], syms: &[i64
                 return None;
             }
         }
-        let offset = a.offset.eval_at(syms)?;
-        match cv {
-            1 => Some(Pin {
-                var: v,
-                terms: terms.into_iter().map(|(u, c)| (u, -c)).collect(),
-                offset: -offset,
-                op: PinOp::Mod(a.div),
-                holds: Vec::new(),
-            }),
-            -1 => Some(Pin { var: v, terms, offset, op: PinOp::Mod(a.div), holds: Vec::new() }),
-            _ => None,
-        }
+        mod_pin(v, terms, a.offset.eval_at(syms)?, cv, a.div, Vec::new())
     })
+}
+
+/// The pin that `(L + c*v) % m == 0` gives for `c = ±1` (`L` = `terms` and `k`): `v = (-c * L) mod m`.
+fn mod_pin(v: u32, terms: Terms, k: i64, c: i64, m: i64, holds: Vec<usize>) -> Option<Pin> {
+    let (terms, offset) = match c {
+        1 => (terms.into_iter().map(|(u, c)| (u, -c)).collect(), -k),
+        -1 => (terms, k),
+        _ => return None,
+    };
+    Some(Pin { var: v, terms, offset, op: PinOp::Mod(m), holds })
 }
 
 /// `expr` as a linear form from its operands' forms: a variable, a sum or difference, a product by a
