@@ -6,10 +6,11 @@
 //! becomes that constant; `x + 0`, `x * 1`, `x % c` with `0 <= x < c`, `true && x` and a select on a decided
 //! condition become their operand, and `g ? x : 0` becomes `x` when `x` loads with default 0 and `g` only
 //! repeats the load's own bounds (a convolution gradient's factor; for a divided index, `num >= 0` and
-//! `num % div == 0`: a strided pool's adjoint), also through `c ? x : 0` selects of the load. The results are exact: integer intervals are kept only while they fit
-//! `i32` (so no wrapping is ever assumed away), and nothing whose evaluation could fail (a load without a
-//! default, as the interpreter checks it) is ever dropped. `Folded::pins` finds the sums whose guard leaves
-//! one term per element, and the value of the variable that term is at.
+//! `num % div == 0`: a strided pool's adjoint), also through `c ? x : 0` selects of the load. The results
+//! are exact: integer intervals are kept only while they fit `i32` (so no wrapping is ever assumed away),
+//! and nothing whose evaluation could fail (a load without a default, as the interpreter checks it) is ever
+//! dropped. `Folded::pins` finds the sums whose guard leaves one term per element, and the value of the
+//! variable that term is at.
 
 use super::values::Lit;
 use crate::DType;

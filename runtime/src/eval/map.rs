@@ -85,8 +85,8 @@ fn run_range(
 /// not move is checked once per run and the others per element (a run's in-range part found once, then
 /// copied). An input read many times over whose axis the runs go along is indexed by that variable alone (a
 /// convolution's batch) is first copied with that axis innermost, so the runs read contiguously. The output
-/// is written at its row-major positions whatever the order of the runs. `None` for any other map, and where a load without default
-/// leaves its input (the general path reports that).
+/// is written at its row-major positions whatever the order of the runs. `None` for any other map, and
+/// where a load without default leaves its input (the general path reports that).
 fn gather_map(plan: &Plan, out_shape: &[usize], inputs: &[&Val]) -> Option<Vals> {
     let Step::Load(lp) = plan.steps.get(plan.body)? else { return None };
     if !plan.derived.is_empty() {
