@@ -86,9 +86,11 @@ impl MapContraction {
                 return None;
             }
         }
-        // Both factors must copy out (any variable order; `run` picks one).
-        factor(map, *x, &gx, &a, &r)?;
-        factor(map, *y, &gy, &b, &r)?;
+        // `run` copies the factors out in the variable order it picks (`factor`); what that needs beyond the
+        // checks above is an extent for every variable.
+        if a.iter().chain(&b).chain(&r).any(|&v| map.extents.get(v as usize).is_none()) {
+            return None;
+        }
         Some(MapContraction { x: *x, y: *y, gx, gy, a, b, r, guarded: guard.is_some() })
     }
 
