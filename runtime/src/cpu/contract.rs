@@ -5,7 +5,8 @@
 //! padding defaults and guards included), one `gemm` `X * Y^T` of `|A| x |B|` over `|R|`, and a permutation
 //! of the result's axes into the output's order. Each factor is laid out (`[A, R]` or `[R, A]`, variables
 //! reordered within a group) so that its gather writes contiguously along the variable of largest extent,
-//! and read by `gemm` through its strides. Recognised once per launch (`MapContraction::plan`); maps
+//! and read by `gemm` through its strides. Recognised once per launch (`MapContraction::plan`), its factors
+//! planned once per set of shapes (`MapContraction::prepare`, kept by `maps.rs`); maps
 //! of any other form run on `eval::map` as they are. f32 only. The sum's order differs from the
 //! interpreter's sequential one, within the reduction tolerance spec/ops.md states.
 
@@ -16,7 +17,7 @@ use super::value::Value;
 use super::view::View;
 use crate::DType;
 use crate::eval::layout;
-use crate::eval::map::run_map;
+use crate::eval::map::{MapPlan, run_map};
 use crate::eval::values::{Val, Vals};
 use crate::ops::{Affine, BinaryOp, ReduceOp, Scalar, VarId};
 use crate::program::{MapOps, ScalarNode, ScalarOp, ScalarRef};
@@ -94,8 +95,15 @@ impl MapContraction {
         Some(MapContraction { x: *x, y: *y, gx, gy, a, b, r, guarded: guard.is_some() })
     }
 
-    /// The map's value of `out_shape`, from its inputs and the bound symbols.
-    pub fn run(&self, map: &MapOps, out_shape: &[usize], inputs: &[&Val], syms: &[i64]) -> Result<Vals, String> {
+    /// The factors planned for an output of `out_shape`, inputs of `input_shapes` and the symbol values
+    /// `syms`: their layouts and their maps' plans (`Prepared`), made once for a stream of runs alike.
+    pub fn prepare(
+        &self,
+        map: &MapOps,
+        out_shape: &[usize],
+        input_shapes: &[&[usize]],
+        syms: &[i64],
+    ) -> Result<Prepared, String> {
         let extent = |v: u32| -> Result<usize, String> {
             let dim = map.extents.get(v as usize).ok_or("an index variable has no extent")?;
             dim.eval_at(syms).and_then(|e| usize::try_from(e).ok()).ok_or_else(|| "an extent is not a size".to_string())
@@ -133,10 +141,40 @@ impl MapContraction {
             (if columns_of_x { (&r, &a) } else { (&a, &r) }, if rows_of_b { (&r, &b) } else { (&b, &r) });
         let x_map = factor(map, self.x, &self.gx, x_vars.0, x_vars.1).ok_or_else(lost)?;
         let y_map = factor(map, self.y, &self.gy, y_vars.0, y_vars.1).ok_or_else(lost)?;
-        let Vals::F(xs) = run_map(&x_map, DType::F32, &shape_x, inputs, syms)? else {
+        // `c` is [A.., B..]; the output's axis `i` is variable `i`.
+        let from: Vec<usize> = sa.iter().chain(&sb).copied().collect();
+        let order: Vec<u32> = a.iter().chain(&b).copied().collect();
+        let perm: Vec<usize> = (0..order.len() as u32)
+            .map(|v| order.iter().position(|&o| o == v).ok_or("an output variable is missing"))
+            .collect::<Result<_, _>>()?;
+        Ok(Prepared {
+            x: MapPlan::new(&x_map, &shape_x, input_shapes, syms)?,
+            y: MapPlan::new(&y_map, &shape_y, input_shapes, syms)?,
+            m,
+            n,
+            k,
+            columns_of_x,
+            rows_of_b,
+            from,
+            perm,
+        })
+    }
+
+    /// The map's value of `out_shape` from its inputs and the bound symbols, with the factors `prepared`
+    /// for them (`prepare`).
+    pub fn run(
+        &self,
+        prepared: &Prepared,
+        map: &MapOps,
+        out_shape: &[usize],
+        inputs: &[&Val],
+        syms: &[i64],
+    ) -> Result<Vals, String> {
+        let Prepared { m, n, k, columns_of_x, rows_of_b, .. } = *prepared;
+        let Vals::F(xs) = prepared.x.run(DType::F32, inputs)? else {
             return Err("a factor is not f32".to_string());
         };
-        let Vals::F(ys) = run_map(&y_map, DType::F32, &shape_y, inputs, syms)? else {
+        let Vals::F(ys) = prepared.y.run(DType::F32, inputs)? else {
             return Err("a factor is not f32".to_string());
         };
         // In blocks, so the test vectorizes.
@@ -162,14 +200,24 @@ impl MapContraction {
         let Vals::F(c) = matmul(DType::F32, &x, &y, vec![0.0; m * n], false)? else {
             return Err("the product is not f32".to_string());
         };
-        // `c` is [A.., B..]; the output's axis `i` is variable `i`.
-        let from: Vec<usize> = sa.iter().chain(&sb).copied().collect();
-        let order: Vec<u32> = a.iter().chain(&b).copied().collect();
-        let perm: Vec<usize> = (0..order.len() as u32)
-            .map(|v| order.iter().position(|&o| o == v).ok_or("an output variable is missing"))
-            .collect::<Result<_, _>>()?;
-        Ok(layout::permute(&Vals::F(c), &from, &perm))
+        Ok(layout::permute(&Vals::F(c), &prepared.from, &prepared.perm))
     }
+}
+
+/// A contraction's factors planned for one set of shapes and symbol values: each factor's map plan and
+/// layout, the product's size `m x n` over `k`, and the permutation of its axes into the output's.
+pub struct Prepared {
+    x: MapPlan,
+    y: MapPlan,
+    m: usize,
+    n: usize,
+    k: usize,
+    /// `X` laid out `[R, A]` (read transposed), else `[A, R]`; `Y` `[R, B]`, else `[B, R]` (read transposed).
+    columns_of_x: bool,
+    rows_of_b: bool,
+    /// The product's shape `[A.., B..]` and the permutation that makes it the output's.
+    from: Vec<usize>,
+    perm: Vec<usize>,
 }
 
 /// The variables `r`'s subtree reads, or `None` when it holds a reduction of its own (not planned here).
@@ -277,6 +325,13 @@ mod tests {
     use crate::dim::Dim;
     use crate::program::OpRef;
 
+    /// `planned`'s value: prepared for the inputs' shapes, then run.
+    fn run(planned: &MapContraction, map: &MapOps, out_shape: &[usize], inputs: &[&Val]) -> Vals {
+        let shapes: Vec<&[usize]> = inputs.iter().map(|v| &v.shape[..]).collect();
+        let prepared = planned.prepare(map, out_shape, &shapes, &[]).unwrap();
+        planned.run(&prepared, map, out_shape, inputs, &[]).unwrap()
+    }
+
     fn load(input: usize, terms: &[(u32, i64)], offset: i64) -> ScalarOp {
         let terms = terms.iter().map(|&(v, c)| (VarId(v), Dim::constant(c))).collect();
         ScalarOp::Load {
@@ -316,7 +371,7 @@ mod tests {
             Val { shape: vec![c * d * k], data: Vals::F((0..c * d * k).map(|v| (v as f32 * 0.91).cos()).collect()) };
         let planned = MapContraction::plan(&map, 2, DType::F32).expect("a contraction");
         assert_eq!((planned.a.clone(), planned.b.clone(), planned.r.clone()), (vec![1], vec![0], vec![2, 3]));
-        let got = planned.run(&map, &[c, i], &[&x, &w], &[]).unwrap();
+        let got = run(&planned, &map, &[c, i], &[&x, &w]);
         let want = run_map(&map, DType::F32, &[c, i], &[&x, &w], &[]).unwrap();
         let (Vals::F(got), Vals::F(want)) = (got, want) else { panic!("f32") };
         for (g, w) in got.iter().zip(&want) {
@@ -355,7 +410,7 @@ mod tests {
             v[3] = f32::INFINITY; // c = 0, d = 1: x's guard (d < 1) is false
         }
         for w in [&w, &w_inf, &w_inf_d1] {
-            let got = planned.run(&guarded, &[c, i], &[&x, w], &[]).unwrap();
+            let got = run(&planned, &guarded, &[c, i], &[&x, w]);
             let want = run_map(&guarded, DType::F32, &[c, i], &[&x, w], &[]).unwrap();
             let (Vals::F(got), Vals::F(want)) = (got, want) else { panic!("f32") };
             for (g, w) in got.iter().zip(&want) {

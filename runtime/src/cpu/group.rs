@@ -7,6 +7,7 @@
 
 use super::buffers::Buffers;
 use super::fused::Run;
+use super::maps::MapNode;
 use super::matmul;
 use super::rows::RowPass;
 use super::value::Value;
@@ -14,7 +15,7 @@ use super::view::View;
 use crate::DType;
 use crate::eval::kernels::{self, KindMismatch};
 use crate::eval::values::{Lit, Val, Vals};
-use crate::eval::{along, layout, map, reduce};
+use crate::eval::{along, layout, reduce};
 use crate::exec::CpuFailure;
 use crate::ops::BinaryOp;
 use crate::program::{Check, Launch, OpNode, Program, TensorId, TensorOp};
@@ -41,6 +42,8 @@ pub struct GroupPlan {
     /// broadcast. The product is accumulated onto the bias's rows and is the `Add`'s value; the matmul's own
     /// value is never read.
     bias: Vec<Option<(usize, usize)>>,
+    /// For each `Map` node, its plans (`maps.rs`); `None` for other nodes.
+    maps: Vec<Option<MapNode>>,
 }
 
 impl GroupPlan {
@@ -126,6 +129,13 @@ impl GroupPlan {
                 .then_some((u, other))
             })
             .collect();
+        let maps = nodes
+            .iter()
+            .map(|node| match &node.op {
+                TensorOp::Map(map) => Some(MapNode::new(map, node.shape.len(), node.dtype)),
+                _ => None,
+            })
+            .collect();
         Ok(GroupPlan {
             index,
             name: launch.name.clone(),
@@ -134,6 +144,7 @@ impl GroupPlan {
             last_use,
             inline,
             bias,
+            maps,
         })
     }
 
@@ -253,7 +264,15 @@ impl GroupPlan {
                         .map(|r| run.get(r.index()))
                         .collect::<Result<Vec<Value>, String>>()
                         .map_err(&fail)?;
-                    let data = eval_op(node, shape, &operands, symbols).map_err(&fail)?;
+                    let data = match (&node.op, &self.maps[k]) {
+                        // A map with the plans it keeps (`eval_op` would plan it afresh).
+                        (TensorOp::Map(map), Some(planned)) => {
+                            rule(map.extents.len() >= shape.len(), "an extent per output axis").map_err(&fail)?;
+                            let inputs: Vec<&Val> = operands.iter().map(|o| &*o.0).collect();
+                            planned.run(map, node.dtype, shape, &inputs, symbols).map_err(&fail)?
+                        }
+                        _ => eval_op(node, shape, &operands, symbols).map_err(&fail)?,
+                    };
                     Value::new(data, shape.clone())
                 }
             };
@@ -501,11 +520,7 @@ fn eval_op(node: &OpNode, shape: &[usize], operands: &[Value], symbols: &[i64]) 
         TensorOp::Map(map) => {
             rule(map.extents.len() >= shape.len(), "an extent per output axis")?;
             let inputs: Vec<&Val> = operands.iter().map(|o| &*o.0).collect();
-            let planned = super::contract::MapContraction::plan(map, shape.len(), dtype);
-            match planned {
-                Some(contraction) => contraction.run(map, shape, &inputs, symbols)?,
-                None => map::run_map(map, dtype, shape, &inputs, symbols)?,
-            }
+            MapNode::new(map, shape.len(), dtype).run(map, dtype, shape, &inputs, symbols)?
         }
     })
 }

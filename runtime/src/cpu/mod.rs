@@ -19,6 +19,7 @@ mod buffers;
 mod contract;
 mod fused;
 mod group;
+mod maps;
 mod matmul;
 mod rows;
 mod value;

@@ -35,9 +35,47 @@ const INDEX_LIMIT: i128 = 1 << 62;
 
 /// Evaluates `map` into a buffer of `out_shape`'s element count; `Err` is a message about the map node.
 pub fn run_map(map: &MapOps, dtype: DType, out_shape: &[usize], inputs: &[&Val], syms: &[i64]) -> Result<Vals, String> {
+    let shapes: Vec<&[usize]> = inputs.iter().map(|v| &v.shape[..]).collect();
+    let plan = Plan::build(map, out_shape, &shapes, syms)?;
+    run_planned(&plan, dtype, out_shape, inputs)
+}
+
+/// A map planned for one output shape, one shape per input and one value per symbol: `run_map` in two
+/// halves, so that an executor running the same map many times (a training step's) plans it once. Planning
+/// (folding the index arithmetic, pinning, placing nodes in blocks) reads only those shapes and values.
+pub struct MapPlan {
+    plan: Plan,
+    out_shape: Vec<usize>,
+    input_shapes: Vec<Vec<usize>>,
+}
+
+impl MapPlan {
+    /// `map` planned for `out_shape`, inputs of `input_shapes` and the symbol values `syms`; `Err` as
+    /// `run_map`'s.
+    pub fn new(map: &MapOps, out_shape: &[usize], input_shapes: &[&[usize]], syms: &[i64]) -> Result<MapPlan, String> {
+        Ok(MapPlan {
+            plan: Plan::build(map, out_shape, input_shapes, syms)?,
+            out_shape: out_shape.to_vec(),
+            input_shapes: input_shapes.iter().map(|s| s.to_vec()).collect(),
+        })
+    }
+
+    /// The map's value on `inputs`, which must have the shapes it was planned for (an error otherwise: the
+    /// plan's strides would read the wrong elements).
+    pub fn run(&self, dtype: DType, inputs: &[&Val]) -> Result<Vals, String> {
+        let same = inputs.len() == self.input_shapes.len()
+            && inputs.iter().zip(&self.input_shapes).all(|(v, s)| v.shape == *s);
+        if !same {
+            return Err("internal error: a map plan run on inputs of other shapes than it was made for".to_string());
+        }
+        run_planned(&self.plan, dtype, &self.out_shape, inputs)
+    }
+}
+
+/// `run_map` with its plan made.
+fn run_planned(plan: &Plan, dtype: DType, out_shape: &[usize], inputs: &[&Val]) -> Result<Vals, String> {
     use rayon::prelude::*;
-    let plan = Plan::build(map, out_shape, inputs, syms)?;
-    if let Some(values) = gather_map(&plan, out_shape, inputs) {
+    if let Some(values) = gather_map(plan, out_shape, inputs) {
         return Ok(values);
     }
     let total: usize = out_shape.iter().product();
@@ -47,12 +85,12 @@ pub fn run_map(map: &MapOps, dtype: DType, out_shape: &[usize], inputs: &[&Val],
     let chunks = total.div_ceil(CHUNK).max(1);
     let parts = rayon::current_num_threads().min(chunks).max(1);
     if parts == 1 {
-        return run_range(&plan, dtype, out_shape, inputs, 0, total);
+        return run_range(plan, dtype, out_shape, inputs, 0, total);
     }
     let per = chunks.div_ceil(parts) * CHUNK;
     let ranges: Vec<(usize, usize)> = (0..total).step_by(per).map(|s| (s, (s + per).min(total))).collect();
     let pieces: Vec<Result<Vals, String>> =
-        ranges.par_iter().map(|&(start, end)| run_range(&plan, dtype, out_shape, inputs, start, end)).collect();
+        ranges.par_iter().map(|&(start, end)| run_range(plan, dtype, out_shape, inputs, start, end)).collect();
     let mut result = Vals::zeros(dtype, total);
     for ((start, end), piece) in ranges.into_iter().zip(pieces) {
         copy_into(&mut result, start, &piece?, end - start).map_err(mismatch)?;
@@ -553,15 +591,15 @@ fn eval_dim(dim: &Dim, syms: &[i64]) -> Result<i64, String> {
 }
 
 impl Plan {
-    fn build(map: &MapOps, out_shape: &[usize], inputs: &[&Val], syms: &[i64]) -> Result<Plan, String> {
-        Plan::build_pinned(map, out_shape, inputs, syms, true)
+    fn build(map: &MapOps, out_shape: &[usize], shapes: &[&[usize]], syms: &[i64]) -> Result<Plan, String> {
+        Plan::build_pinned(map, out_shape, shapes, syms, true)
     }
 
     /// `build`, pinning the reduction variables folding pins only when `pin` (tests compare both ways).
     fn build_pinned(
         map: &MapOps,
         out_shape: &[usize],
-        inputs: &[&Val],
+        shapes: &[&[usize]],
         syms: &[i64],
         pin: bool,
     ) -> Result<Plan, String> {
@@ -580,13 +618,12 @@ impl Plan {
         let mut free: Vec<Vec<usize>> = Vec::with_capacity(len);
         // Index arithmetic the variables' ranges decide, folded first: a decided statement is a constant,
         // and operands are read through their aliases.
-        let shapes: Vec<&[usize]> = inputs.iter().map(|v| &v.shape[..]).collect();
-        let folded = super::fold::fold(map, &extents, syms, &shapes);
+        let folded = super::fold::fold(map, &extents, syms, shapes);
         let pins = if pin { folded.pins(map, &extents, syms, rank) } else { Vec::new() };
         // What a pin decides (its guard's conjuncts hold at the pinned value) folds in turn.
         let holds: Vec<usize> = pins.iter().flat_map(|p| p.holds.iter().copied()).collect();
         let folded =
-            if holds.is_empty() { folded } else { super::fold::fold_assuming(map, &extents, syms, &shapes, &holds) };
+            if holds.is_empty() { folded } else { super::fold::fold_assuming(map, &extents, syms, shapes, &holds) };
         let mut derived: Vec<Derived> = pins
             .iter()
             .map(|p| Derived {
@@ -634,11 +671,11 @@ impl Plan {
             }
             let step = match &snode.expr {
                 ScalarOp::Load { input, indices, default } => {
-                    let val =
-                        inputs.get(*input).ok_or_else(|| format!("s{s} loads input {input}, which does not exist"))?;
-                    let strides = super::layout::strides(&val.shape);
+                    let shape =
+                        *shapes.get(*input).ok_or_else(|| format!("s{s} loads input {input}, which does not exist"))?;
+                    let strides = super::layout::strides(shape);
                     let mut axes = Vec::with_capacity(indices.len());
-                    for ((affine, &len), &stride) in indices.iter().zip(&val.shape).zip(&strides) {
+                    for ((affine, &len), &stride) in indices.iter().zip(shape).zip(&strides) {
                         let offset = eval_dim(&affine.offset, syms)?;
                         let mut reach = (offset as i128).abs();
                         let (mut lane_terms, mut loop_terms) = (Vec::new(), Vec::new());
@@ -1253,7 +1290,7 @@ mod tests {
         let y: Vec<f32> = (0..rows * cols).map(|i| 3.0 - i as f32).collect();
         let xv = Val { shape: vec![rows, cols], data: Vals::F(x.clone()) };
         let yv = Val { shape: vec![rows, cols], data: Vals::F(y.clone()) };
-        let plan = Plan::build(&map, &[rows, cols], &[&xv, &yv], &[]).unwrap();
+        let plan = Plan::build(&map, &[rows, cols], &[&xv.shape, &yv.shape], &[]).unwrap();
         assert!(matches!(&plan.steps[1], Step::Load(lp) if lp.shared == Some(0)));
         let got = run_map(&map, DType::F32, &[rows, cols], &[&xv, &yv], &[]).unwrap();
         let mut want = Vec::new();
@@ -1312,7 +1349,7 @@ mod tests {
                 body: ScalarRef(0),
             };
             let input = Val { shape: vec![rows, cols], data: Vals::F((0..rows * cols).map(|i| i as f32).collect()) };
-            let plan = Plan::build(&map, &extents, &[&input], &[]).unwrap();
+            let plan = Plan::build(&map, &extents, &[&input.shape], &[]).unwrap();
             let total: usize = extents.iter().product();
             let general = run_range_in(&plan, DType::F32, &extents, &[&input], 0, total).unwrap();
             // Split into parts for pools of several sizes.
@@ -1458,8 +1495,8 @@ mod tests {
             let input = Val { shape: vec![len], data: Vals::F(values) };
             let out = [extents.0, extents.1];
             let total = extents.0 * extents.1;
-            let pinned = Plan::build(&map, &out, &[&input], &[]).unwrap();
-            let whole = Plan::build_pinned(&map, &out, &[&input], &[], false).unwrap();
+            let pinned = Plan::build(&map, &out, &[&input.shape], &[]).unwrap();
+            let whole = Plan::build_pinned(&map, &out, &[&input.shape], &[], false).unwrap();
             // Where the pin applies, it is used: when the ranges leave the guard undecided (the bounds guard
             // pins only where the pin stays in range).
             if guard < 2 && offset >= 0 && extents.1 >= e as usize {
