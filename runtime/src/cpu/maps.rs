@@ -56,7 +56,7 @@ impl std::fmt::Debug for Planned {
 
 enum How {
     Contraction(Box<Prepared>),
-    Map(MapPlan),
+    Map(Box<MapPlan>),
 }
 
 impl MapNode {
@@ -103,7 +103,7 @@ impl MapNode {
         let shapes: Vec<&[usize]> = inputs.iter().map(|v| &v.shape[..]).collect();
         let how = match &self.contraction {
             Some(c) => How::Contraction(Box::new(c.prepare(map, out_shape, &shapes, syms)?)),
-            None => How::Map(MapPlan::new(map, out_shape, &shapes, syms)?),
+            None => How::Map(Box::new(MapPlan::new(map, out_shape, &shapes, syms)?)),
         };
         let key = Key {
             out_shape: out_shape.to_vec(),

@@ -420,33 +420,8 @@ fn run_range_in(
 ) -> Result<Vals, String> {
     let total = end - start;
     let lanes = CHUNK.min(total).max(1);
-    let mut exec = Exec {
-        plan,
-        inputs,
-        n: 0,
-        bufs: plan.dtypes.iter().zip(&plan.used).map(|(&d, &u)| Vals::zeros(d, if u { lanes } else { 0 })).collect(),
-        lane_vars: vec![vec![0; lanes]; plan.rank + plan.derived.len()],
-        loop_vals: vec![0; plan.extents.len()],
-        lane_ranges: vec![(0, 0); plan.rank + plan.derived.len()],
-        loads: plan
-            .steps
-            .iter()
-            .zip(&plan.used)
-            .map(|(s, &used)| match s {
-                Step::Load(lp) if lp.shared.is_none() && used => LoadLanes {
-                    idx: vec![vec![0; lanes]; lp.axes.len()],
-                    indexed: false,
-                    flat: vec![0; lanes],
-                    lo: vec![0; lp.axes.len()],
-                    hi: vec![0; lp.axes.len()],
-                    uniform: vec![0; lp.axes.len()],
-                    pos: vec![0; lanes],
-                    acc: vec![0; lanes],
-                },
-                _ => LoadLanes::default(),
-            })
-            .collect(),
-    };
+    let scratch = plan.scratch.take(lanes).unwrap_or_else(|| Scratch::new(plan, lanes));
+    let mut exec = Exec { plan, inputs, n: 0, s: scratch };
     let mut result = Vals::zeros(dtype, total);
     let mut done = 0;
     while done < total {
@@ -459,7 +434,7 @@ fn run_range_in(
             let inner: usize = out_shape.get(d + 1..).unwrap_or_default().iter().map(|&x| x.max(1)).product();
             let pos = start + done;
             let (mut value, mut left) = ((pos / inner) % size, inner - pos % inner);
-            let vars = &mut exec.lane_vars[d][..n];
+            let vars = &mut exec.s.lane_vars[d][..n];
             // The values this chunk takes, `first..` for `count` steps (wrapping): their range.
             let (first, mut count) = (value, 0usize);
             if inner == 1 {
@@ -480,16 +455,89 @@ fn run_range_in(
                     count += 1;
                 }
             }
-            exec.lane_ranges[d] =
+            exec.s.lane_ranges[d] =
                 if first + count > size { (0, size as i64 - 1) } else { (first as i64, (first + count) as i64 - 1) };
         }
         exec.derive_lanes();
         exec.prepare_loads();
         exec.run_block(0)?;
-        copy_into(&mut result, done, &exec.bufs[plan.body], n).map_err(mismatch)?;
+        copy_into(&mut result, done, &exec.s.bufs[plan.body], n).map_err(mismatch)?;
         done += n;
     }
+    plan.scratch.keep(exec.s);
     Ok(result)
+}
+
+/// The working memory of `Exec` for chunks of `lanes` lanes: every buffer is written before it is read
+/// within a chunk, so one left by an earlier range (or run) serves the next as it is.
+struct Scratch {
+    lanes: usize,
+    bufs: Vec<Vals>,
+    /// Output variable values per lane.
+    lane_vars: Vec<Vec<i64>>,
+    /// Current values of reduction variables.
+    loop_vals: Vec<i64>,
+    /// Each lane variable's `(min, max)` over the chunk (output variables': set where they are filled).
+    lane_ranges: Vec<(i64, i64)>,
+    loads: Vec<LoadLanes>,
+}
+
+impl Scratch {
+    fn new(plan: &Plan, lanes: usize) -> Scratch {
+        Scratch {
+            lanes,
+            bufs: plan
+                .dtypes
+                .iter()
+                .zip(&plan.used)
+                .map(|(&d, &u)| Vals::zeros(d, if u { lanes } else { 0 }))
+                .collect(),
+            lane_vars: vec![vec![0; lanes]; plan.rank + plan.derived.len()],
+            loop_vals: vec![0; plan.extents.len()],
+            lane_ranges: vec![(0, 0); plan.rank + plan.derived.len()],
+            loads: plan
+                .steps
+                .iter()
+                .zip(&plan.used)
+                .map(|(s, &used)| match s {
+                    Step::Load(lp) if lp.shared.is_none() && used => LoadLanes {
+                        idx: vec![vec![0; lanes]; lp.axes.len()],
+                        indexed: false,
+                        flat: vec![0; lanes],
+                        lo: vec![0; lp.axes.len()],
+                        hi: vec![0; lp.axes.len()],
+                        uniform: vec![0; lp.axes.len()],
+                        pos: vec![0; lanes],
+                        acc: vec![0; lanes],
+                    },
+                    _ => LoadLanes::default(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A plan's `Scratch`es between ranges: a map planned once and run many times (`MapPlan`) allocates and
+/// zeroes its working memory once per worker rather than per run.
+#[derive(Default)]
+struct Scratches(std::sync::Mutex<Vec<Scratch>>);
+
+impl Scratches {
+    /// Kept at most: one per worker of a large pool is plenty.
+    const KEPT: usize = 16;
+
+    fn take(&self, lanes: usize) -> Option<Scratch> {
+        let mut kept = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let i = kept.iter().position(|s| s.lanes == lanes)?;
+        Some(kept.swap_remove(i))
+    }
+
+    fn keep(&self, scratch: Scratch) {
+        let mut kept = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if kept.len() < Self::KEPT {
+            kept.push(scratch);
+        }
+    }
 }
 
 fn mismatch(_: KindMismatch) -> String {
@@ -583,6 +631,8 @@ struct Plan {
     /// Whether each scalar node is in a block (only those get buffers).
     used: Vec<bool>,
     body: usize,
+    /// Working memory left by earlier ranges.
+    scratch: Scratches,
 }
 
 fn eval_dim(dim: &Dim, syms: &[i64]) -> Result<i64, String> {
@@ -817,7 +867,7 @@ impl Plan {
                 lp.shared = leader;
             }
         }
-        Ok(Plan { rank, derived, extents, dtypes, steps, blocks, used, body })
+        Ok(Plan { rank, derived, extents, dtypes, steps, blocks, used, body, scratch: Scratches::default() })
     }
 }
 
@@ -939,14 +989,7 @@ struct Exec<'p> {
     inputs: &'p [&'p Val],
     /// Lanes in the current chunk.
     n: usize,
-    bufs: Vec<Vals>,
-    /// Output variable values per lane.
-    lane_vars: Vec<Vec<i64>>,
-    /// Current values of reduction variables.
-    loop_vals: Vec<i64>,
-    /// Each lane variable's `(min, max)` over the chunk (output variables': set where they are filled).
-    lane_ranges: Vec<(i64, i64)>,
-    loads: Vec<LoadLanes>,
+    s: Scratch,
 }
 
 impl Exec<'_> {
@@ -954,7 +997,7 @@ impl Exec<'_> {
     #[inline(always)]
     fn derive_lanes(&mut self) {
         let (rank, n) = (self.plan.rank, self.n);
-        let (outputs, derived) = self.lane_vars.split_at_mut(rank);
+        let (outputs, derived) = self.s.lane_vars.split_at_mut(rank);
         for (d, lane) in self.plan.derived.iter().zip(derived) {
             let lane = &mut lane[..n];
             affine_lanes(lane, d.offset, &d.terms, outputs);
@@ -976,11 +1019,11 @@ impl Exec<'_> {
         let n = self.n;
         // The output variables' ranges were set as they were filled; the derived ones are read off.
         let rank = self.plan.rank;
-        for (range, lane) in self.lane_ranges[rank..].iter_mut().zip(&self.lane_vars[rank..]) {
+        for (range, lane) in self.s.lane_ranges[rank..].iter_mut().zip(&self.s.lane_vars[rank..]) {
             let lane = &lane[..n];
             *range = lane.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
         }
-        for ((step, lanes), &used) in self.plan.steps.iter().zip(&mut self.loads).zip(&self.plan.used) {
+        for ((step, lanes), &used) in self.plan.steps.iter().zip(&mut self.s.loads).zip(&self.plan.used) {
             let Step::Load(lp) = step else { continue };
             if lp.shared.is_some() || !used {
                 continue;
@@ -989,7 +1032,7 @@ impl Exec<'_> {
             for (ax, axis) in lp.axes.iter().enumerate() {
                 let (mut lo, mut hi) = (axis.offset, axis.offset);
                 for &(v, c) in &axis.lane_terms {
-                    let (a, b) = self.lane_ranges[v];
+                    let (a, b) = self.s.lane_ranges[v];
                     (lo, hi) = if c >= 0 { (lo + c * a, hi + c * b) } else { (lo + c * b, hi + c * a) };
                 }
                 (lanes.lo[ax], lanes.hi[ax]) = (lo, hi);
@@ -997,7 +1040,7 @@ impl Exec<'_> {
             if lp.axes.iter().any(|a| a.div != 1) {
                 continue;
             }
-            affine_lanes(&mut lanes.flat[..n], lp.flat_offset, &lp.flat_terms, &self.lane_vars);
+            affine_lanes(&mut lanes.flat[..n], lp.flat_offset, &lp.flat_terms, &self.s.lane_vars);
         }
     }
 
@@ -1034,28 +1077,28 @@ impl Exec<'_> {
         if let Step::Reduce { op, vars, body, block, count } = &plan.steps[s] {
             return self.reduce(s, *op, vars, *body, *block, *count);
         }
-        let (before, rest) = self.bufs.split_at_mut(s);
+        let (before, rest) = self.s.bufs.split_at_mut(s);
         let out = &mut rest[0];
         match &plan.steps[s] {
             Step::Fill(lit) => out.fill(*lit, n),
             Step::LoopVar(v) => {
-                let lit = Lit::from_int(self.loop_vals[*v], dtype).ok_or_else(|| mismatch(KindMismatch))?;
+                let lit = Lit::from_int(self.s.loop_vals[*v], dtype).ok_or_else(|| mismatch(KindMismatch))?;
                 out.fill(lit, n);
             }
             Step::Affine { lanes, loops, offset } => {
                 let Vals::I(o) = out else { return Err(mismatch(KindMismatch)) };
                 let o = &mut o[..n];
                 let base =
-                    loops.iter().fold(*offset, |acc, &(v, c)| acc.wrapping_add(c.wrapping_mul(self.loop_vals[v])));
+                    loops.iter().fold(*offset, |acc, &(v, c)| acc.wrapping_add(c.wrapping_mul(self.s.loop_vals[v])));
                 // Exact in `i32` (the fold's ranges say so), so wrapping partial sums end exact too.
                 o.fill(base as i32);
                 for &(lane, c) in lanes {
-                    let (vals, c) = (&self.lane_vars[lane][..n], c as i32);
+                    let (vals, c) = (&self.s.lane_vars[lane][..n], c as i32);
                     o.iter_mut().zip(vals).for_each(|(o, &x)| *o = o.wrapping_add(c.wrapping_mul(x as i32)));
                 }
             }
             Step::LaneVar(v) => {
-                let vals = &self.lane_vars[*v][..n];
+                let vals = &self.s.lane_vars[*v][..n];
                 match out {
                     Vals::I(o) => o[..n].iter_mut().zip(vals).for_each(|(o, &x)| *o = x as i32),
                     Vals::U(o) => o[..n].iter_mut().zip(vals).for_each(|(o, &x)| *o = x as u32),
@@ -1077,7 +1120,7 @@ impl Exec<'_> {
             Step::Load(lp) => {
                 let input = self.inputs.get(lp.input).ok_or_else(|| mismatch(KindMismatch))?;
                 let slot = lp.shared.unwrap_or(s);
-                load(s, lp, &mut self.loads[slot], &self.lane_vars, &self.loop_vals, input, out, n)?
+                load(s, lp, &mut self.s.loads[slot], &self.s.lane_vars, &self.s.loop_vals, input, out, n)?
             }
             Step::Reduce { .. } => unreachable!("handled above"),
         }
@@ -1095,28 +1138,28 @@ impl Exec<'_> {
     ) -> Result<(), String> {
         let n = self.n;
         let dtype = self.plan.dtypes[s];
-        self.bufs[s].fill(reduce_init(op, dtype), n);
+        self.s.bufs[s].fill(reduce_init(op, dtype), n);
         for &v in vars {
-            self.loop_vals[v] = 0;
+            self.s.loop_vals[v] = 0;
         }
         loop {
             self.run_block(block)?;
-            let (before, rest) = self.bufs.split_at_mut(s);
+            let (before, rest) = self.s.bufs.split_at_mut(s);
             accumulate(op, &mut rest[0], &before[body], n).map_err(mismatch)?;
             // Next combination of the variables, last fastest.
             let mut k = vars.len();
             loop {
                 if k == 0 {
-                    reduce_finish(op, dtype, &mut self.bufs[s], n, count);
+                    reduce_finish(op, dtype, &mut self.s.bufs[s], n, count);
                     return Ok(());
                 }
                 k -= 1;
                 let v = vars[k];
-                self.loop_vals[v] += 1;
-                if (self.loop_vals[v] as usize) < self.plan.extents[v] {
+                self.s.loop_vals[v] += 1;
+                if (self.s.loop_vals[v] as usize) < self.plan.extents[v] {
                     break;
                 }
-                self.loop_vals[v] = 0;
+                self.s.loop_vals[v] = 0;
             }
         }
     }
