@@ -12,6 +12,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::buffers::Buffers;
 use super::matmul::matmul;
 use super::value::Value;
 use super::view::View;
@@ -161,7 +162,8 @@ impl MapContraction {
     }
 
     /// The map's value of `out_shape` from its inputs and the bound symbols, with the factors `prepared`
-    /// for them (`prepare`).
+    /// for them (`prepare`); the factors and the product are written into buffers from `buffers`, and the
+    /// factors' given back.
     pub fn run(
         &self,
         prepared: &Prepared,
@@ -169,12 +171,13 @@ impl MapContraction {
         out_shape: &[usize],
         inputs: &[&Val],
         syms: &[i64],
+        buffers: &Buffers,
     ) -> Result<Vals, String> {
         let Prepared { m, n, k, columns_of_x, rows_of_b, .. } = *prepared;
-        let Vals::F(xs) = prepared.x.run(DType::F32, inputs)? else {
+        let Vals::F(xs) = prepared.x.run_into(DType::F32, inputs, Vals::F(buffers.take(m * k)))? else {
             return Err("a factor is not f32".to_string());
         };
-        let Vals::F(ys) = prepared.y.run(DType::F32, inputs)? else {
+        let Vals::F(ys) = prepared.y.run_into(DType::F32, inputs, Vals::F(buffers.take(n * k)))? else {
             return Err("a factor is not f32".to_string());
         };
         // In blocks, so the test vectorizes.
@@ -187,20 +190,17 @@ impl MapContraction {
         }
         // X [m, k] times Y^T, each read in place (transposed through its strides where it was laid out so):
         // the executor's matmul.
-        let x = if columns_of_x {
-            View::whole(Value::new(Vals::F(xs), vec![k, m])).permute(&[1, 0])
-        } else {
-            View::whole(Value::new(Vals::F(xs), vec![m, k]))
-        };
-        let y = if rows_of_b {
-            View::whole(Value::new(Vals::F(ys), vec![k, n]))
-        } else {
-            View::whole(Value::new(Vals::F(ys), vec![n, k])).permute(&[1, 0])
-        };
-        let Vals::F(c) = matmul(DType::F32, &x, &y, vec![0.0; m * n], false)? else {
-            return Err("the product is not f32".to_string());
-        };
-        Ok(layout::permute(&Vals::F(c), &prepared.from, &prepared.perm))
+        let xv = Value::new(Vals::F(xs), if columns_of_x { vec![k, m] } else { vec![m, k] });
+        let yv = Value::new(Vals::F(ys), if rows_of_b { vec![k, n] } else { vec![n, k] });
+        let x = if columns_of_x { View::whole(xv.clone()).permute(&[1, 0]) } else { View::whole(xv.clone()) };
+        let y = if rows_of_b { View::whole(yv.clone()) } else { View::whole(yv.clone()).permute(&[1, 0]) };
+        let product = matmul(DType::F32, &x, &y, buffers.take(m * n), false)?;
+        drop((x, y));
+        buffers.recycle(xv);
+        buffers.recycle(yv);
+        let out = layout::permute(&product, &prepared.from, &prepared.perm);
+        buffers.recycle(Value::new(product, prepared.from.clone()));
+        Ok(out)
     }
 }
 
@@ -329,7 +329,7 @@ mod tests {
     fn run(planned: &MapContraction, map: &MapOps, out_shape: &[usize], inputs: &[&Val]) -> Vals {
         let shapes: Vec<&[usize]> = inputs.iter().map(|v| &v.shape[..]).collect();
         let prepared = planned.prepare(map, out_shape, &shapes, &[]).unwrap();
-        planned.run(&prepared, map, out_shape, inputs, &[]).unwrap()
+        planned.run(&prepared, map, out_shape, inputs, &[], &Buffers::default()).unwrap()
     }
 
     fn load(input: usize, terms: &[(u32, i64)], offset: i64) -> ScalarOp {

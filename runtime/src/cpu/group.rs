@@ -269,7 +269,7 @@ impl GroupPlan {
                         (TensorOp::Map(map), Some(planned)) => {
                             rule(map.extents.len() >= shape.len(), "an extent per output axis").map_err(&fail)?;
                             let inputs: Vec<&Val> = operands.iter().map(|o| &*o.0).collect();
-                            planned.run(map, node.dtype, shape, &inputs, symbols).map_err(&fail)?
+                            planned.run(map, node.dtype, shape, &inputs, symbols, buffers).map_err(&fail)?
                         }
                         _ => eval_op(node, shape, &operands, symbols).map_err(&fail)?,
                     };
@@ -520,7 +520,7 @@ fn eval_op(node: &OpNode, shape: &[usize], operands: &[Value], symbols: &[i64]) 
         TensorOp::Map(map) => {
             rule(map.extents.len() >= shape.len(), "an extent per output axis")?;
             let inputs: Vec<&Val> = operands.iter().map(|o| &*o.0).collect();
-            MapNode::new(map, shape.len(), dtype).run(map, dtype, shape, &inputs, symbols)?
+            MapNode::new(map, shape.len(), dtype).run(map, dtype, shape, &inputs, symbols, &Buffers::default())?
         }
     })
 }

@@ -7,6 +7,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use super::buffers::Buffers;
 use super::contract::{MapContraction, Prepared};
 use crate::DType;
 use crate::eval::map::MapPlan;
@@ -66,7 +67,8 @@ impl MapNode {
     }
 
     /// The map's value of `out_shape` from `inputs` and the symbol values `syms`, planned for them the first
-    /// time they are seen.
+    /// time they are seen; float results (and a contraction's factors) are written into buffers from
+    /// `buffers`.
     pub fn run(
         &self,
         map: &MapOps,
@@ -74,10 +76,14 @@ impl MapNode {
         out_shape: &[usize],
         inputs: &[&Val],
         syms: &[i64],
+        buffers: &Buffers,
     ) -> Result<Vals, String> {
         let planned = self.planned(map, out_shape, inputs, syms)?;
         match (&planned.how, &self.contraction) {
-            (How::Contraction(prepared), Some(c)) => c.run(prepared, map, out_shape, inputs, syms),
+            (How::Contraction(prepared), Some(c)) => c.run(prepared, map, out_shape, inputs, syms, buffers),
+            (How::Map(plan), _) if matches!(dtype, DType::F32 | DType::F16) => {
+                plan.run_into(dtype, inputs, Vals::F(buffers.take(out_shape.iter().product())))
+            }
             (How::Map(plan), _) => plan.run(dtype, inputs),
             (How::Contraction(_), None) => Err("internal error: a contraction plan for a map that is none".into()),
         }
@@ -156,17 +162,18 @@ mod tests {
     fn a_kept_plan_serves_only_its_own_shapes() {
         let map = shifted();
         let node = MapNode::new(&map, 1, DType::F32);
+        let buffers = Buffers::default();
         let input = |n: usize| Val { shape: vec![n], data: Vals::F((0..n).map(|i| i as f32 + 0.5).collect()) };
         for (round, n) in [5usize, 9, 5, 9, 2, 3, 4, 5, 6, 5].into_iter().enumerate() {
             let x = input(n);
-            let got = node.run(&map, DType::F32, &[n], &[&x], &[n as i64]).unwrap();
+            let got = node.run(&map, DType::F32, &[n], &[&x], &[n as i64], &buffers).unwrap();
             let want = crate::eval::map::run_map(&map, DType::F32, &[n], &[&x], &[n as i64]).unwrap();
             assert_eq!(got, want, "round {round}, n = {n}");
             assert!(node.kept() <= KEPT);
         }
         // Same shapes, other symbol values: planned apart (the extent is the symbol's value).
         let x = input(6);
-        let got = node.run(&map, DType::F32, &[4], &[&x], &[4]).unwrap();
+        let got = node.run(&map, DType::F32, &[4], &[&x], &[4], &buffers).unwrap();
         assert_eq!(got, crate::eval::map::run_map(&map, DType::F32, &[4], &[&x], &[4]).unwrap());
     }
 }

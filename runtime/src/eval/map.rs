@@ -37,7 +37,7 @@ const INDEX_LIMIT: i128 = 1 << 62;
 pub fn run_map(map: &MapOps, dtype: DType, out_shape: &[usize], inputs: &[&Val], syms: &[i64]) -> Result<Vals, String> {
     let shapes: Vec<&[usize]> = inputs.iter().map(|v| &v.shape[..]).collect();
     let plan = Plan::build(map, out_shape, &shapes, syms)?;
-    run_planned(&plan, dtype, out_shape, inputs)
+    run_planned(&plan, out_shape, inputs, Vals::zeros(dtype, out_shape.iter().product()))
 }
 
 /// A map planned for one output shape, one shape per input and one value per symbol: `run_map` in two
@@ -63,20 +63,32 @@ impl MapPlan {
     /// The map's value on `inputs`, which must have the shapes it was planned for (an error otherwise: the
     /// plan's strides would read the wrong elements).
     pub fn run(&self, dtype: DType, inputs: &[&Val]) -> Result<Vals, String> {
+        self.run_into(dtype, inputs, Vals::zeros(dtype, self.out_shape.iter().product()))
+    }
+
+    /// `run`, written into `out` (whose contents are overwritten): a buffer of the output's element count in
+    /// `dtype`'s storage kind, as an executor recycling its buffers has one.
+    pub fn run_into(&self, dtype: DType, inputs: &[&Val], out: Vals) -> Result<Vals, String> {
         let same = inputs.len() == self.input_shapes.len()
             && inputs.iter().zip(&self.input_shapes).all(|(v, s)| v.shape == *s);
         if !same {
             return Err("internal error: a map plan run on inputs of other shapes than it was made for".to_string());
         }
-        run_planned(&self.plan, dtype, &self.out_shape, inputs)
+        let fits = out.len() == self.out_shape.iter().product::<usize>()
+            && std::mem::discriminant(&out) == std::mem::discriminant(&Vals::zeros(dtype, 0));
+        if !fits {
+            return Err("internal error: a map's output buffer has the wrong length or kind".to_string());
+        }
+        run_planned(&self.plan, &self.out_shape, inputs, out)
     }
 }
 
-/// `run_map` with its plan made.
-fn run_planned(plan: &Plan, dtype: DType, out_shape: &[usize], inputs: &[&Val]) -> Result<Vals, String> {
+/// `run_map` with its plan made, into `out` (the output's element count, `dtype`'s storage kind; every
+/// element is written).
+fn run_planned(plan: &Plan, out_shape: &[usize], inputs: &[&Val], mut out: Vals) -> Result<Vals, String> {
     use rayon::prelude::*;
-    if let Some(values) = gather_map(plan, out_shape, inputs) {
-        return Ok(values);
+    if gather_map(plan, out_shape, inputs, &mut out).is_some() {
+        return Ok(out);
     }
     let total: usize = out_shape.iter().product();
     // Chunks are independent: large maps are split into ranges of whole chunks evaluated on the current
@@ -84,18 +96,60 @@ fn run_planned(plan: &Plan, dtype: DType, out_shape: &[usize], inputs: &[&Val]) 
     // error is the one reported, as in order.
     let chunks = total.div_ceil(CHUNK).max(1);
     let parts = rayon::current_num_threads().min(chunks).max(1);
-    if parts == 1 {
-        return run_range(plan, dtype, out_shape, inputs, 0, total);
-    }
     let per = chunks.div_ceil(parts) * CHUNK;
-    let ranges: Vec<(usize, usize)> = (0..total).step_by(per).map(|s| (s, (s + per).min(total))).collect();
-    let pieces: Vec<Result<Vals, String>> =
-        ranges.par_iter().map(|&(start, end)| run_range(plan, dtype, out_shape, inputs, start, end)).collect();
-    let mut result = Vals::zeros(dtype, total);
-    for ((start, end), piece) in ranges.into_iter().zip(pieces) {
-        copy_into(&mut result, start, &piece?, end - start).map_err(mismatch)?;
+    if total == 0 {
+        return Ok(out);
     }
-    Ok(result)
+    // Each range writes its own part of `out`.
+    if parts == 1 {
+        for mut piece in Part::split(&mut out, total) {
+            run_range(plan, out_shape, inputs, 0, total, &mut piece)?;
+        }
+        return Ok(out);
+    }
+    let done: Vec<Result<(), String>> = Part::split(&mut out, per)
+        .into_par_iter()
+        .enumerate()
+        .map(|(k, mut piece)| {
+            let start = k * per;
+            run_range(plan, out_shape, inputs, start, (start + per).min(total), &mut piece)
+        })
+        .collect();
+    done.into_iter().collect::<Result<(), String>>()?;
+    Ok(out)
+}
+
+/// A mutable window of a `Vals`: the part of a map's output one range writes.
+enum Part<'a> {
+    F(&'a mut [f32]),
+    I(&'a mut [i32]),
+    U(&'a mut [u32]),
+    B(&'a mut [bool]),
+}
+
+impl Part<'_> {
+    /// `vals` in consecutive windows of `per` elements (the last one shorter); one window when `per` is 0.
+    fn split(vals: &mut Vals, per: usize) -> Vec<Part<'_>> {
+        let per = per.max(1);
+        match vals {
+            Vals::F(v) => v.chunks_mut(per).map(Part::F).collect(),
+            Vals::I(v) => v.chunks_mut(per).map(Part::I).collect(),
+            Vals::U(v) => v.chunks_mut(per).map(Part::U).collect(),
+            Vals::B(v) => v.chunks_mut(per).map(Part::B).collect(),
+        }
+    }
+
+    /// `src`'s first `n` elements at `start`.
+    fn copy_at(&mut self, start: usize, src: &Vals, n: usize) -> Result<(), KindMismatch> {
+        match (self, src) {
+            (Part::F(d), Vals::F(s)) => d[start..start + n].copy_from_slice(&s[..n]),
+            (Part::I(d), Vals::I(s)) => d[start..start + n].copy_from_slice(&s[..n]),
+            (Part::U(d), Vals::U(s)) => d[start..start + n].copy_from_slice(&s[..n]),
+            (Part::B(d), Vals::B(s)) => d[start..start + n].copy_from_slice(&s[..n]),
+            _ => return Err(KindMismatch),
+        }
+        Ok(())
+    }
 }
 
 /// Output elements `start..end` of the map (in row-major order): `run_range_in` compiled for AVX2 where the
@@ -103,18 +157,18 @@ fn run_planned(plan: &Plan, dtype: DType, out_shape: &[usize], inputs: &[&Val]) 
 /// results either way.
 fn run_range(
     plan: &Plan,
-    dtype: DType,
     out_shape: &[usize],
     inputs: &[&Val],
     start: usize,
     end: usize,
-) -> Result<Vals, String> {
+    out: &mut Part<'_>,
+) -> Result<(), String> {
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above.
-        return unsafe { run_range_avx2(plan, dtype, out_shape, inputs, start, end) };
+        return unsafe { run_range_avx2(plan, out_shape, inputs, start, end, out) };
     }
-    run_range_in(plan, dtype, out_shape, inputs, start, end)
+    run_range_in(plan, out_shape, inputs, start, end, out)
 }
 
 /// A map whose value, folded, is one load at undivided indices of the output variables (an im2col factor of
@@ -125,7 +179,7 @@ fn run_range(
 /// convolution's batch) is first copied with that axis innermost, so the runs read contiguously. The output
 /// is written at its row-major positions whatever the order of the runs. `None` for any other map, and
 /// where a load without default leaves its input (the general path reports that).
-fn gather_map(plan: &Plan, out_shape: &[usize], inputs: &[&Val]) -> Option<Vals> {
+fn gather_map(plan: &Plan, out_shape: &[usize], inputs: &[&Val], out: &mut Vals) -> Option<()> {
     let Step::Load(lp) = plan.steps.get(plan.body)? else { return None };
     if !plan.derived.is_empty() {
         return None;
@@ -168,17 +222,17 @@ fn gather_map(plan: &Plan, out_shape: &[usize], inputs: &[&Val]) -> Option<Vals>
         None => (&input.data, lp.axes.iter().map(|a| a.stride).collect()),
     };
     let runs = Runs::new(lp, out_shape, &strides)?;
-    Some(match (input, lp.default) {
-        (Vals::F(d), Some(Lit::F(x))) => Vals::F(runs.read(d, Some(x))?),
-        (Vals::F(d), None) => Vals::F(runs.read(d, None)?),
-        (Vals::I(d), Some(Lit::I(x))) => Vals::I(runs.read(d, Some(x))?),
-        (Vals::I(d), None) => Vals::I(runs.read(d, None)?),
-        (Vals::U(d), Some(Lit::U(x))) => Vals::U(runs.read(d, Some(x))?),
-        (Vals::U(d), None) => Vals::U(runs.read(d, None)?),
-        (Vals::B(d), Some(Lit::B(x))) => Vals::B(runs.read(d, Some(x))?),
-        (Vals::B(d), None) => Vals::B(runs.read(d, None)?),
-        _ => return None,
-    })
+    match (input, lp.default, out) {
+        (Vals::F(d), Some(Lit::F(x)), Vals::F(o)) => runs.read(d, Some(x), o),
+        (Vals::F(d), None, Vals::F(o)) => runs.read(d, None, o),
+        (Vals::I(d), Some(Lit::I(x)), Vals::I(o)) => runs.read(d, Some(x), o),
+        (Vals::I(d), None, Vals::I(o)) => runs.read(d, None, o),
+        (Vals::U(d), Some(Lit::U(x)), Vals::U(o)) => runs.read(d, Some(x), o),
+        (Vals::U(d), None, Vals::U(o)) => runs.read(d, None, o),
+        (Vals::B(d), Some(Lit::B(x)), Vals::B(o)) => runs.read(d, Some(x), o),
+        (Vals::B(d), None, Vals::B(o)) => runs.read(d, None, o),
+        _ => None,
+    }
 }
 
 /// `gather_map`'s plan: the load's indices and flat position as affine functions of the output variables.
@@ -232,18 +286,20 @@ impl Runs {
     }
 
     /// The whole map: parallel over parts that are contiguous in the output (`read_part`).
-    fn read<T: Copy + Send + Sync>(&self, data: &[T], default: Option<T>) -> Option<Vec<T>> {
+    fn read<T: Copy + Send + Sync>(&self, data: &[T], default: Option<T>, out: &mut [T]) -> Option<()> {
         use rayon::prelude::*;
         let total: usize = self.extent.iter().map(|&e| e as usize).product();
+        if out.len() != total {
+            return None;
+        }
+        if total == 0 {
+            return Some(());
+        }
         let fill = match default {
             Some(d) => d,
-            None if total == 0 => return Some(Vec::new()),
             None => *data.first()?,
         };
-        let mut out = vec![fill; total];
-        if total == 0 {
-            return Some(out);
-        }
+        out.fill(fill);
         if self.extent.is_empty() {
             // No variables: one element.
             let inside = self.offset.iter().zip(&self.len).all(|(&i, &l)| (i as u64) < l);
@@ -252,7 +308,7 @@ impl Runs {
             } else if default.is_none() {
                 return None;
             }
-            return Some(out);
+            return Some(());
         }
         // Parts (contiguous in the output) for the pool: every value of variables `0..p` and ranges of
         // variable `p`, the first where that makes enough parts; never splitting the runs' variable.
@@ -269,7 +325,7 @@ impl Runs {
         let pieces = (2 * threads).div_ceil(prefix.max(1) as usize).clamp(1, e as usize);
         let per = (e as usize).div_ceil(pieces) as i64;
         let mut parts: Vec<(Vec<i64>, i64, i64, &mut [T])> = Vec::new();
-        let mut rest: &mut [T] = &mut out;
+        let mut rest: &mut [T] = out;
         for outer in 0..prefix {
             // `outer` as values of variables `0..p`, last fastest.
             let mut fixed = vec![0i64; p];
@@ -292,7 +348,7 @@ impl Runs {
             .into_par_iter()
             .map(|(fixed, lo, hi, part)| self.read_part(data, strict, &fixed, lo, hi, part))
             .collect();
-        done.map(|()| out)
+        done
     }
 
     /// The elements whose variables `0..p` are `prefix` (`p` of them) and variable `p` is in `lo..hi`, into
@@ -400,29 +456,28 @@ impl Runs {
 #[target_feature(enable = "avx2")]
 fn run_range_avx2(
     plan: &Plan,
-    dtype: DType,
     out_shape: &[usize],
     inputs: &[&Val],
     start: usize,
     end: usize,
-) -> Result<Vals, String> {
-    run_range_in(plan, dtype, out_shape, inputs, start, end)
+    out: &mut Part<'_>,
+) -> Result<(), String> {
+    run_range_in(plan, out_shape, inputs, start, end, out)
 }
 
 #[inline(always)]
 fn run_range_in(
     plan: &Plan,
-    dtype: DType,
     out_shape: &[usize],
     inputs: &[&Val],
     start: usize,
     end: usize,
-) -> Result<Vals, String> {
+    out: &mut Part<'_>,
+) -> Result<(), String> {
     let total = end - start;
     let lanes = CHUNK.min(total).max(1);
     let scratch = plan.scratch.take(lanes).unwrap_or_else(|| Scratch::new(plan, lanes));
     let mut exec = Exec { plan, inputs, n: 0, s: scratch };
-    let mut result = Vals::zeros(dtype, total);
     let mut done = 0;
     while done < total {
         let n = lanes.min(total - done);
@@ -461,11 +516,11 @@ fn run_range_in(
         exec.derive_lanes();
         exec.prepare_loads();
         exec.run_block(0)?;
-        copy_into(&mut result, done, &exec.s.bufs[plan.body], n).map_err(mismatch)?;
+        out.copy_at(done, &exec.s.bufs[plan.body], n).map_err(mismatch)?;
         done += n;
     }
     plan.scratch.keep(exec.s);
-    Ok(result)
+    Ok(())
 }
 
 /// The working memory of `Exec` for chunks of `lanes` lanes: every buffer is written before it is read
@@ -542,17 +597,6 @@ impl Scratches {
 
 fn mismatch(_: KindMismatch) -> String {
     "internal error: a scalar node's operands have the wrong storage kind".to_string()
-}
-
-fn copy_into(dst: &mut Vals, start: usize, src: &Vals, n: usize) -> Result<(), KindMismatch> {
-    match (dst, src) {
-        (Vals::F(d), Vals::F(s)) => d[start..start + n].copy_from_slice(&s[..n]),
-        (Vals::I(d), Vals::I(s)) => d[start..start + n].copy_from_slice(&s[..n]),
-        (Vals::U(d), Vals::U(s)) => d[start..start + n].copy_from_slice(&s[..n]),
-        (Vals::B(d), Vals::B(s)) => d[start..start + n].copy_from_slice(&s[..n]),
-        _ => return Err(KindMismatch),
-    }
-    Ok(())
 }
 
 /// What to do for one scalar node.
@@ -1353,9 +1397,39 @@ mod tests {
             }
         }
         let from = 500;
-        let part = run_range_in(&plan, DType::F32, &[rows, cols], &[&xv, &yv], from, rows * cols).unwrap();
+        let part = range(&plan, DType::F32, &[rows, cols], &[&xv, &yv], from, rows * cols).unwrap();
         assert_eq!(part, Vals::F(want[from..].to_vec()));
+        // Planned once, run into buffers holding earlier values (NaN here), on pools of one and three
+        // threads (one range, three ranges): every element is written.
+        let planned = MapPlan::new(&map, &[rows, cols], &[&xv.shape, &yv.shape], &[]).unwrap();
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            for _ in 0..2 {
+                let used = Vals::F(vec![f32::NAN; rows * cols]);
+                let again = pool.install(|| planned.run_into(DType::F32, &[&xv, &yv], used)).unwrap();
+                assert_eq!(again, Vals::F(want.clone()), "{threads} thread(s)");
+            }
+        }
+        // A buffer of another length or kind is refused.
+        assert!(planned.run_into(DType::F32, &[&xv, &yv], Vals::F(vec![0.0; 3])).is_err());
+        assert!(planned.run_into(DType::F32, &[&xv, &yv], Vals::I(vec![0; rows * cols])).is_err());
         assert_eq!(got, Vals::F(want));
+    }
+
+    /// Elements `start..end` of the map planned as `plan`, as a buffer of their own.
+    fn range(
+        plan: &Plan,
+        dtype: DType,
+        out_shape: &[usize],
+        inputs: &[&Val],
+        start: usize,
+        end: usize,
+    ) -> Result<Vals, String> {
+        let mut out = Vals::zeros(dtype, end - start);
+        for mut part in Part::split(&mut out, end - start) {
+            run_range_in(plan, out_shape, inputs, start, end, &mut part)?;
+        }
+        Ok(out)
     }
 
     proptest! {
@@ -1394,11 +1468,13 @@ mod tests {
             let input = Val { shape: vec![rows, cols], data: Vals::F((0..rows * cols).map(|i| i as f32).collect()) };
             let plan = Plan::build(&map, &extents, &[&input.shape], &[]).unwrap();
             let total: usize = extents.iter().product();
-            let general = run_range_in(&plan, DType::F32, &extents, &[&input], 0, total).unwrap();
+            let general = range(&plan, DType::F32, &extents, &[&input], 0, total).unwrap();
             // Split into parts for pools of several sizes.
             for threads in [1, 3] {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-                let fast = pool.install(|| gather_map(&plan, &extents, &[&input])).expect("a gather map");
+                // Into a buffer holding earlier values: every element is written.
+                let mut fast = Vals::F(vec![f32::NAN; total]);
+                pool.install(|| gather_map(&plan, &extents, &[&input], &mut fast)).expect("a gather map");
                 prop_assert_eq!(&fast, &general);
             }
         }
@@ -1545,8 +1621,8 @@ mod tests {
             if guard < 2 && offset >= 0 && extents.1 >= e as usize {
                 prop_assert!(!pinned.derived.is_empty());
             }
-            let got = run_range_in(&pinned, DType::F32, &out, &[&input], 0, total).unwrap();
-            let want = run_range_in(&whole, DType::F32, &out, &[&input], 0, total).unwrap();
+            let got = range(&pinned, DType::F32, &out, &[&input], 0, total).unwrap();
+            let want = range(&whole, DType::F32, &out, &[&input], 0, total).unwrap();
             let (Vals::F(got), Vals::F(want)) = (got, want) else { panic!("f32") };
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             prop_assert_eq!(bits(&got), bits(&want));

@@ -72,6 +72,21 @@ pub fn finish(dtype: DType, out: &mut [f32]) {
 }
 
 impl Vals {
+    /// How many elements it holds.
+    pub fn len(&self) -> usize {
+        match self {
+            Vals::F(v) => v.len(),
+            Vals::I(v) => v.len(),
+            Vals::U(v) => v.len(),
+            Vals::B(v) => v.len(),
+        }
+    }
+
+    /// Whether it holds no elements.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// `n` copies of the zero of `dtype`'s storage kind.
     pub fn zeros(dtype: DType, n: usize) -> Vals {
         match dtype {
