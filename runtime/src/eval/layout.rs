@@ -103,10 +103,14 @@ fn transpose<T: Copy>(src: &[T], batch: usize, rows: usize, cols: usize) -> Vec<
     let mut out = vec![first; src.len()];
     for (s, o) in src.chunks_exact(rows * cols).zip(out.chunks_exact_mut(rows * cols)).take(batch) {
         for r0 in (0..rows).step_by(TILE) {
+            let r1 = (r0 + TILE).min(rows);
             for c0 in (0..cols).step_by(TILE) {
+                // Each output row's piece written contiguously from a column of the tile (iterators: no
+                // index arithmetic or bounds checks per element).
                 for c in c0..(c0 + TILE).min(cols) {
-                    for r in r0..(r0 + TILE).min(rows) {
-                        o[c * rows + r] = s[r * cols + c];
+                    let column = s[r0 * cols + c..].iter().step_by(cols);
+                    for (x, &v) in o[c * rows + r0..c * rows + r1].iter_mut().zip(column) {
+                        *x = v;
                     }
                 }
             }
