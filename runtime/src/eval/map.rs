@@ -535,6 +535,8 @@ struct Scratch {
     /// Each lane variable's `(min, max)` over the chunk (output variables': set where they are filled).
     lane_ranges: Vec<(i64, i64)>,
     loads: Vec<LoadLanes>,
+    /// For each `Fill` step, how many lanes of its buffer hold its constant.
+    filled: Vec<usize>,
 }
 
 impl Scratch {
@@ -550,6 +552,7 @@ impl Scratch {
             lane_vars: vec![vec![0; lanes]; plan.rank + plan.derived.len()],
             loop_vals: vec![0; plan.extents.len()],
             lane_ranges: vec![(0, 0); plan.rank + plan.derived.len()],
+            filled: vec![0; plan.steps.len()],
             loads: plan
                 .steps
                 .iter()
@@ -1042,8 +1045,39 @@ impl Exec<'_> {
     fn derive_lanes(&mut self) {
         let (rank, n) = (self.plan.rank, self.n);
         let (outputs, derived) = self.s.lane_vars.split_at_mut(rank);
-        for (d, lane) in self.plan.derived.iter().zip(derived) {
+        let (output_ranges, derived_ranges) = self.s.lane_ranges.split_at_mut(rank);
+        for ((d, lane), range) in self.plan.derived.iter().zip(derived).zip(derived_ranges) {
             let lane = &mut lane[..n];
+            if let [(v, 1)] = d.terms[..]
+                && v < rank
+            {
+                // One output variable (a strided pool's `v mod 2`, `v / 2`): one pass, and the range from
+                // the variable's (the op is monotone, or wraps at most once over the chunk).
+                let (src, offset) = (&outputs[v][..n], d.offset);
+                let (lo, hi) = (output_ranges[v].0 + offset, output_ranges[v].1 + offset);
+                *range = match d.op {
+                    PinOp::Floor(k) if k.count_ones() == 1 => {
+                        let shift = k.trailing_zeros();
+                        lane.iter_mut().zip(src).for_each(|(x, &s)| *x = (s + offset) >> shift);
+                        (lo >> shift, hi >> shift)
+                    }
+                    PinOp::Mod(m) if m.count_ones() == 1 => {
+                        lane.iter_mut().zip(src).for_each(|(x, &s)| *x = (s + offset) & (m - 1));
+                        let (a, b) = (lo & (m - 1), hi & (m - 1));
+                        if hi - lo >= m - 1 || a > b { (0, m - 1) } else { (a, b) }
+                    }
+                    PinOp::Floor(k) => {
+                        lane.iter_mut().zip(src).for_each(|(x, &s)| *x = (s + offset).div_euclid(k));
+                        (lo.div_euclid(k), hi.div_euclid(k))
+                    }
+                    PinOp::Mod(m) => {
+                        lane.iter_mut().zip(src).for_each(|(x, &s)| *x = (s + offset).rem_euclid(m));
+                        let (a, b) = (lo.rem_euclid(m), hi.rem_euclid(m));
+                        if hi - lo >= m - 1 || a > b { (0, m - 1) } else { (a, b) }
+                    }
+                };
+                continue;
+            }
             affine_lanes(lane, d.offset, &d.terms, outputs);
             match d.op {
                 // Powers of two (strided pools) by shift and mask, which round toward minus infinity too.
@@ -1052,6 +1086,7 @@ impl Exec<'_> {
                 PinOp::Floor(k) => lane.iter_mut().for_each(|x| *x = x.div_euclid(k)),
                 PinOp::Mod(m) => lane.iter_mut().for_each(|x| *x = x.rem_euclid(m)),
             }
+            *range = lane.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
         }
     }
 
@@ -1061,12 +1096,7 @@ impl Exec<'_> {
     #[inline(always)]
     fn prepare_loads(&mut self) {
         let n = self.n;
-        // The output variables' ranges were set as they were filled; the derived ones are read off.
-        let rank = self.plan.rank;
-        for (range, lane) in self.s.lane_ranges[rank..].iter_mut().zip(&self.s.lane_vars[rank..]) {
-            let lane = &lane[..n];
-            *range = lane.iter().fold((i64::MAX, i64::MIN), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-        }
+        // The lane variables' ranges were set as they were filled or derived.
         for ((step, lanes), &used) in self.plan.steps.iter().zip(&mut self.s.loads).zip(&self.plan.used) {
             let Step::Load(lp) = step else { continue };
             if lp.shared.is_some() || !used {
@@ -1124,7 +1154,13 @@ impl Exec<'_> {
         let (before, rest) = self.s.bufs.split_at_mut(s);
         let out = &mut rest[0];
         match &plan.steps[s] {
-            Step::Fill(lit) => out.fill(*lit, n),
+            // A constant's buffer is written by nothing else: filled once per scratch, for the longest chunk.
+            Step::Fill(lit) => {
+                if self.s.filled[s] < n {
+                    out.fill(*lit, n);
+                    self.s.filled[s] = n;
+                }
+            }
             Step::LoopVar(v) => {
                 let lit = Lit::from_int(self.s.loop_vals[*v], dtype).ok_or_else(|| mismatch(KindMismatch))?;
                 out.fill(lit, n);
@@ -1536,7 +1572,7 @@ mod tests {
         fn a_pinned_sum_equals_the_whole_sum(
             guard in 0usize..3, e in 2i64..5, sign in prop::sample::select(vec![-1i64, 1]),
             scale in 1i64..4, spread in 0i64..3, offset in -4i64..5, bound in 1i64..4,
-            extents in (1usize..7, 1usize..5),
+            extents in (1usize..7, 1usize..5), from in 0usize..30,
             values in prop::collection::vec(prop::sample::select(vec![
                 1.5f32, -2.0, 0.0, -0.0, 3.25, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -0.5,
             ]), 1..24),
@@ -1621,8 +1657,10 @@ mod tests {
             if guard < 2 && offset >= 0 && extents.1 >= e as usize {
                 prop_assert!(!pinned.derived.is_empty());
             }
-            let got = range(&pinned, DType::F32, &out, &[&input], 0, total).unwrap();
-            let want = range(&whole, DType::F32, &out, &[&input], 0, total).unwrap();
+            // Also from an element inside a row (the lane variables' ranges then start mid-axis).
+            let from = from.min(total - 1);
+            let got = range(&pinned, DType::F32, &out, &[&input], from, total).unwrap();
+            let want = range(&whole, DType::F32, &out, &[&input], from, total).unwrap();
             let (Vals::F(got), Vals::F(want)) = (got, want) else { panic!("f32") };
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
             prop_assert_eq!(bits(&got), bits(&want));
