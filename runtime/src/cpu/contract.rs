@@ -19,7 +19,7 @@ use super::view::View;
 use crate::DType;
 use crate::eval::layout;
 use crate::eval::map::{MapPlan, run_map};
-use crate::eval::values::{Val, Vals};
+use crate::eval::values::{Lit, Val, Vals};
 use crate::ops::{Affine, BinaryOp, ReduceOp, Scalar, VarId};
 use crate::program::{MapOps, ScalarNode, ScalarOp, ScalarRef};
 
@@ -37,10 +37,6 @@ pub struct MapContraction {
     b: Vec<u32>,
     /// The reduction variables.
     r: Vec<u32>,
-    /// Whether a guard was split between the factors: then `0 * inf` could stand where the map has `0` (a
-    /// factor zeroed by its guard times a non-finite value of the other), so where the factor facing a
-    /// guarded one holds a non-finite value the map runs as it is.
-    guarded: bool,
 }
 
 impl MapContraction {
@@ -93,7 +89,7 @@ impl MapContraction {
         if a.iter().chain(&b).chain(&r).any(|&v| map.extents.get(v as usize).is_none()) {
             return None;
         }
-        Some(MapContraction { x: *x, y: *y, gx, gy, a, b, r, guarded: guard.is_some() })
+        Some(MapContraction { x: *x, y: *y, gx, gy, a, b, r })
     }
 
     /// The factors planned for an output of `out_shape`, inputs of `input_shapes` and the symbol values
@@ -138,10 +134,20 @@ impl MapContraction {
         let shape_x = if columns_of_x { group(&sr, &sa) } else { group(&sa, &sr) };
         let shape_y = if rows_of_b { group(&sr, &sb) } else { group(&sb, &sr) };
         let lost = || "a factor of the contraction does not copy out".to_string();
+        // Conjuncts the variables' ranges decide true here (`v1 < 8` where `v1` has extent 8) are dropped:
+        // they zero nothing, so the other factor need not be checked for values that would not multiply to
+        // zero.
+        let extents = (0..map.extents.len() as u32).map(extent).collect::<Result<Vec<usize>, String>>()?;
+        let folded = crate::eval::fold::fold(map, &extents, syms, input_shapes);
+        let open = |guards: &[ScalarRef]| -> Vec<ScalarRef> {
+            let holds = |g: &ScalarRef| matches!(folded.known.get(g.index()), Some(Some(Lit::B(true))));
+            guards.iter().copied().filter(|g| !holds(g)).collect()
+        };
+        let (gx, gy) = (open(&self.gx), open(&self.gy));
         let (x_vars, y_vars) =
             (if columns_of_x { (&r, &a) } else { (&a, &r) }, if rows_of_b { (&r, &b) } else { (&b, &r) });
-        let x_map = factor(map, self.x, &self.gx, x_vars.0, x_vars.1).ok_or_else(lost)?;
-        let y_map = factor(map, self.y, &self.gy, y_vars.0, y_vars.1).ok_or_else(lost)?;
+        let x_map = factor(map, self.x, &gx, x_vars.0, x_vars.1).ok_or_else(lost)?;
+        let y_map = factor(map, self.y, &gy, y_vars.0, y_vars.1).ok_or_else(lost)?;
         // `c` is [A.., B..]; the output's axis `i` is variable `i`.
         let from: Vec<usize> = sa.iter().chain(&sb).copied().collect();
         let order: Vec<u32> = a.iter().chain(&b).copied().collect();
@@ -149,6 +155,8 @@ impl MapContraction {
             .map(|v| order.iter().position(|&o| o == v).ok_or("an output variable is missing"))
             .collect::<Result<_, _>>()?;
         Ok(Prepared {
+            x_guarded: !gx.is_empty(),
+            y_guarded: !gy.is_empty(),
             x: MapPlan::new(&x_map, &shape_x, input_shapes, syms)?,
             y: MapPlan::new(&y_map, &shape_y, input_shapes, syms)?,
             m,
@@ -184,8 +192,7 @@ impl MapContraction {
         let finite = |v: &[f32]| v.chunks(256).all(|c| c.iter().fold(true, |ok, x| ok & x.is_finite()));
         // `X` is zero where its conjuncts fail: `Y` must be finite for the product to be the map's `0` there,
         // and the other way round.
-        let bad = |guards: &[ScalarRef], other: &[f32]| !guards.is_empty() && !finite(other);
-        if self.guarded && (bad(&self.gx, &ys) || bad(&self.gy, &xs)) {
+        if (prepared.x_guarded && !finite(&ys)) || (prepared.y_guarded && !finite(&xs)) {
             return run_map(map, DType::F32, out_shape, inputs, syms);
         }
         // X [m, k] times Y^T, each read in place (transposed through its strides where it was laid out so):
@@ -211,6 +218,11 @@ impl MapContraction {
 /// A contraction's factors planned for one set of shapes and symbol values: each factor's map plan and
 /// layout, the product's size `m x n` over `k`, and the permutation of its axes into the output's.
 pub struct Prepared {
+    /// Whether each factor keeps a guard conjunct the ranges leave open: then `0 * inf` could stand where the
+    /// map has `0` (the factor zeroed by its guard times a non-finite value of the other), so where the
+    /// other factor holds a non-finite value the map runs as it is.
+    x_guarded: bool,
+    y_guarded: bool,
     x: MapPlan,
     y: MapPlan,
     m: usize,
