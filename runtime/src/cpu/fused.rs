@@ -47,7 +47,7 @@ pub(super) enum Part<'l> {
 
 impl Part<'_> {
     /// The elements when they are floats.
-    fn floats(&self) -> Option<&[f32]> {
+    pub(super) fn floats(&self) -> Option<&[f32]> {
         match self {
             Part::Slice(s) => Some(s),
             Part::Owned(Vals::F(v)) => Some(v),

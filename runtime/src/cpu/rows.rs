@@ -17,7 +17,7 @@ use super::view::View;
 use crate::DType;
 use crate::eval::kernels::{self, reduce_finish, reduce_init};
 use crate::eval::values::{Lit, Vals};
-use crate::ops::ReduceOp;
+use crate::ops::{BinaryOp, ReduceOp};
 use crate::program::{GroupOps, TensorOp};
 
 /// Elements per block, in whole rows (at least one): a block's buffers stay in the core's caches.
@@ -515,9 +515,88 @@ fn elementwise<'l>(
             return Ok(Blk::Owned(Vals::F(out)));
         }
     }
+    if let Some(blk) = compare_or_select(op, dtype, vals, n)? {
+        return Ok(blk);
+    }
     match fused::elementwise_vals(op, dtype, n, |r| dense(vals, r.index(), n, row))? {
         Some(out) => Ok(Blk::Owned(out)),
         None => Err("internal error: a row pass step is not elementwise".to_string()),
+    }
+}
+
+/// A comparison of float parts, or a float select on a `bool` block between float parts (a ReLU's
+/// gradient, `select(x > 0, g, 0)`), read in place with a scalar kept one value: the results of
+/// `kernels::binary` and `kernels::select` without copying the operands out; `None` for anything else.
+fn compare_or_select<'l>(
+    op: &TensorOp,
+    dtype: DType,
+    vals: &[Option<Blk<'l>>],
+    n: usize,
+) -> Result<Option<Blk<'l>>, String> {
+    /// `out[i] = f(x[i], y[i])` where a side may be one value.
+    fn each<T: Copy>(x: &Part, y: &Part, out: &mut [T], f: impl Fn(f32, f32) -> T) -> Option<()> {
+        match (x, y) {
+            (Part::Splat(a), Part::Splat(b)) => out.fill(f(*a, *b)),
+            (Part::Splat(a), y) => out.iter_mut().zip(y.floats()?).for_each(|(o, &b)| *o = f(*a, b)),
+            (x, Part::Splat(b)) => out.iter_mut().zip(x.floats()?).for_each(|(o, &a)| *o = f(a, *b)),
+            (x, y) => out.iter_mut().zip(x.floats()?).zip(y.floats()?).for_each(|((o, &a), &b)| *o = f(a, b)),
+        }
+        Some(())
+    }
+    let fits = |p: &Part| p.floats().is_none_or(|v| v.len() >= n);
+    match op {
+        TensorOp::Binary(cmp, a, b) if cmp.is_comparison() && dtype == DType::Bool => {
+            let (Some(x), Some(y)) = (part(vals, a.index())?, part(vals, b.index())?) else { return Ok(None) };
+            if !fits(&x) || !fits(&y) {
+                return Ok(None);
+            }
+            let mut out = vec![false; n];
+            let done = match cmp {
+                BinaryOp::Lt => each(&x, &y, &mut out, |a, b| a < b),
+                BinaryOp::Le => each(&x, &y, &mut out, |a, b| a <= b),
+                BinaryOp::Gt => each(&x, &y, &mut out, |a, b| a > b),
+                BinaryOp::Ge => each(&x, &y, &mut out, |a, b| a >= b),
+                BinaryOp::Eq => each(&x, &y, &mut out, |a, b| a == b),
+                BinaryOp::Ne => each(&x, &y, &mut out, |a, b| a != b),
+                _ => None,
+            };
+            Ok(done.map(|()| Blk::Owned(Vals::B(out))))
+        }
+        TensorOp::Select { cond, on_true, on_false } if matches!(dtype, DType::F32 | DType::F16) => {
+            let Blk::Owned(Vals::B(c)) = at(vals, cond.index())? else { return Ok(None) };
+            let (Some(t), Some(f)) = (part(vals, on_true.index())?, part(vals, on_false.index())?) else {
+                return Ok(None);
+            };
+            if c.len() < n || !fits(&t) || !fits(&f) {
+                return Ok(None);
+            }
+            // The mask from the condition's bit picks the bits, as `kernels::select` does.
+            let mut out = scratch(n);
+            let pick = |c: bool, t: f32, f: f32| {
+                let m = (c as u32).wrapping_neg();
+                f32::from_bits((t.to_bits() & m) | (f.to_bits() & !m))
+            };
+            let c = &c[..n];
+            match (&t, &f) {
+                (Part::Splat(t), Part::Splat(f)) => {
+                    out.iter_mut().zip(c).for_each(|(o, &c)| *o = pick(c, *t, *f));
+                }
+                (Part::Splat(t), f) => {
+                    let f = f.floats().unwrap_or_default();
+                    out.iter_mut().zip(c).zip(f).for_each(|((o, &c), &f)| *o = pick(c, *t, f));
+                }
+                (t, Part::Splat(f)) => {
+                    let t = t.floats().unwrap_or_default();
+                    out.iter_mut().zip(c).zip(t).for_each(|((o, &c), &t)| *o = pick(c, t, *f));
+                }
+                (t, f) => {
+                    let (t, f) = (t.floats().unwrap_or_default(), f.floats().unwrap_or_default());
+                    out.iter_mut().zip(c).zip(t).zip(f).for_each(|(((o, &c), &t), &f)| *o = pick(c, t, f));
+                }
+            }
+            Ok(Some(Blk::Owned(Vals::F(out))))
+        }
+        _ => Ok(None),
     }
 }
 
