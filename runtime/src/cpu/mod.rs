@@ -27,6 +27,8 @@ mod view;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use group::GroupPlan;
 pub use value::Value;
@@ -286,10 +288,11 @@ impl<'a> CpuModel<'a> {
         }
         let outputs: std::collections::HashSet<TensorId> = program.outputs.iter().map(|(_, t)| *t).collect();
         // The whole run on one of the pool's workers: entering the pool costs two thread hand-offs, paid once
-        // per run rather than once per launch.
-        let (plans, frees, buffers) = (&self.plans, &self.frees, &self.buffers);
-        self.cpu.pool.install(|| -> Result<(), ExecError> {
+        // per run rather than once per launch; the other workers stay awake for it.
+        let (plans, frees, buffers, pool) = (&self.plans, &self.frees, &self.buffers, &self.cpu.pool);
+        pool.install(|| -> Result<(), ExecError> {
             for (index, plan) in plans.iter().enumerate() {
+                let _awake = Awake::start(pool);
                 let start = std::time::Instant::now();
                 let results = plan.run(program, &values, &shapes, &symbols, buffers).map_err(ExecError::from)?;
                 if let Some(times) = times.as_deref_mut() {
@@ -318,6 +321,53 @@ impl<'a> CpuModel<'a> {
                 Ok((name.clone(), value.to_tensor(program.tensor(*id).dtype)))
             })
             .collect()
+    }
+}
+
+/// The pool's other workers kept awake while this lives (one launch): each spins, taking the launch's
+/// parallel work as soon as it is split off, instead of going to sleep between its short parallel sections
+/// and being woken for each (on two cores a wake-up cost about as much as the work it brought, so the second
+/// core added nothing). A spinner returns when the launch ends, and also after `IDLE` without work: rayon
+/// may run it nested inside a job that waits for a stolen half (its broadcast job is run wherever its worker
+/// looks for work), and there it must give the worker back soon, never hold the launch up.
+struct Awake(Arc<AtomicBool>);
+
+impl Awake {
+    /// Idle time after which a spinner returns.
+    const IDLE: std::time::Duration = std::time::Duration::from_micros(200);
+
+    /// Starts a spinner on every worker of `pool` but the calling one (which runs the launch); `None` for a
+    /// pool of one thread.
+    fn start(pool: &rayon::ThreadPool) -> Option<Awake> {
+        if pool.current_num_threads() < 2 {
+            return None;
+        }
+        let me = rayon::current_thread_index();
+        let done = Arc::new(AtomicBool::new(false));
+        let flag = done.clone();
+        // A broadcast job runs on its own worker only, so the calling worker never spins.
+        pool.spawn_broadcast(move |ctx| {
+            if Some(ctx.index()) == me {
+                return;
+            }
+            let mut idle_since = std::time::Instant::now();
+            while !flag.load(Ordering::Acquire) {
+                if rayon::yield_now() == Some(rayon::Yield::Executed) {
+                    idle_since = std::time::Instant::now();
+                } else if idle_since.elapsed() > Self::IDLE {
+                    return;
+                } else {
+                    std::hint::spin_loop();
+                }
+            }
+        });
+        Some(Awake(done))
+    }
+}
+
+impl Drop for Awake {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Release);
     }
 }
 
