@@ -101,11 +101,18 @@ impl MapContraction {
         input_shapes: &[&[usize]],
         syms: &[i64],
     ) -> Result<Prepared, String> {
-        let extent = |v: u32| -> Result<usize, String> {
-            let dim = map.extents.get(v as usize).ok_or("an index variable has no extent")?;
-            dim.eval_at(syms).and_then(|e| usize::try_from(e).ok()).ok_or_else(|| "an extent is not a size".to_string())
+        // Every variable's extent, evaluated once (the guards' folding below reads them all).
+        let extents = map
+            .extents
+            .iter()
+            .map(|dim| dim.eval_at(syms).and_then(|e| usize::try_from(e).ok()))
+            .collect::<Option<Vec<usize>>>()
+            .ok_or("an extent is not a size")?;
+        let sizes = |vars: &[u32]| {
+            vars.iter()
+                .map(|&v| extents.get(v as usize).copied().ok_or_else(|| "an index variable has no extent".to_string()))
+                .collect::<Result<Vec<usize>, String>>()
         };
-        let sizes = |vars: &[u32]| vars.iter().map(|&v| extent(v)).collect::<Result<Vec<usize>, String>>();
         // The factors are gathers whose runs go along the variable of largest extent (a batch): it is put
         // last in its group, and `X` is laid out `[R, A]` when it is in `A`, so those runs write contiguously.
         let all: Vec<u32> = self.a.iter().chain(&self.b).chain(&self.r).copied().collect();
@@ -137,7 +144,6 @@ impl MapContraction {
         // Conjuncts the variables' ranges decide true here (`v1 < 8` where `v1` has extent 8) are dropped:
         // they zero nothing, so the other factor need not be checked for values that would not multiply to
         // zero.
-        let extents = (0..map.extents.len() as u32).map(extent).collect::<Result<Vec<usize>, String>>()?;
         let folded = crate::eval::fold::fold(map, &extents, syms, input_shapes);
         let open = |guards: &[ScalarRef]| -> Vec<ScalarRef> {
             let holds = |g: &ScalarRef| matches!(folded.known.get(g.index()), Some(Some(Lit::B(true))));

@@ -267,12 +267,11 @@ impl GroupPlan {
                     let data = match (&node.op, &self.maps[k]) {
                         // A map with the plans it keeps (`eval_op` would plan it afresh).
                         (TensorOp::Map(map), Some(planned)) => {
-                            rule(map.extents.len() >= shape.len(), "an extent per output axis").map_err(&fail)?;
-                            let inputs: Vec<&Val> = operands.iter().map(|o| &*o.0).collect();
-                            planned.run(map, node.dtype, shape, &inputs, symbols, buffers).map_err(&fail)?
+                            run_map_node(planned, map, node.dtype, shape, &operands, symbols, buffers)
                         }
-                        _ => eval_op(node, shape, &operands, symbols).map_err(&fail)?,
-                    };
+                        _ => eval_op(node, shape, &operands, symbols),
+                    }
+                    .map_err(&fail)?;
                     Value::new(data, shape.clone())
                 }
             };
@@ -518,11 +517,25 @@ fn eval_op(node: &OpNode, shape: &[usize], operands: &[Value], symbols: &[i64]) 
             along::argsort(&v(0).data, shape, *axis, *descending).ok_or_else(|| mismatch(KindMismatch))?
         }
         TensorOp::Map(map) => {
-            rule(map.extents.len() >= shape.len(), "an extent per output axis")?;
-            let inputs: Vec<&Val> = operands.iter().map(|o| &*o.0).collect();
-            MapNode::new(map, shape.len(), dtype).run(map, dtype, shape, &inputs, symbols, &Buffers::default())?
+            let planned = MapNode::new(map, shape.len(), dtype);
+            run_map_node(&planned, map, dtype, shape, operands, symbols, &Buffers::default())?
         }
     })
+}
+
+/// A `Map` node's value with `planned`'s plans, its rule checked first.
+fn run_map_node(
+    planned: &MapNode,
+    map: &crate::program::MapOps,
+    dtype: DType,
+    shape: &[usize],
+    operands: &[Value],
+    symbols: &[i64],
+    buffers: &Buffers,
+) -> Result<Vals, String> {
+    rule(map.extents.len() >= shape.len(), "an extent per output axis")?;
+    let inputs: Vec<&Val> = operands.iter().map(|o| &*o.0).collect();
+    planned.run(map, dtype, shape, &inputs, symbols, buffers)
 }
 
 /// `MatMul`'s shape rule: `[..., M, K] @ [..., K, N]` gives `[..., M, N]`.

@@ -570,12 +570,9 @@ fn compare_or_select<'l>(
             if c.len() < n || !fits(&t) || !fits(&f) {
                 return Ok(None);
             }
-            // The mask from the condition's bit picks the bits, as `kernels::select` does.
+            // The bits picked as `kernels::select` picks them.
             let mut out = scratch(n);
-            let pick = |c: bool, t: f32, f: f32| {
-                let m = (c as u32).wrapping_neg();
-                f32::from_bits((t.to_bits() & m) | (f.to_bits() & !m))
-            };
+            let pick = |c: bool, t: f32, f: f32| f32::from_bits(kernels::select_bits(c, t.to_bits(), f.to_bits()));
             let c = &c[..n];
             match (&t, &f) {
                 (Part::Splat(t), Part::Splat(f)) => {

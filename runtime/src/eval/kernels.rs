@@ -354,6 +354,13 @@ fn int_binary<T: Int>(op: BinaryOp, a: &[T], b: &[T], o: &mut [T]) -> KResult {
     Ok(())
 }
 
+/// `cond ? t : f` on the elements' bits, branch-free: a mask from the condition's bit.
+#[inline(always)]
+pub fn select_bits(cond: bool, t: u32, f: u32) -> u32 {
+    let m = (cond as u32).wrapping_neg();
+    (t & m) | (f & !m)
+}
+
 /// `out = cond ? on_true : on_false`.
 pub fn select(cond: &Vals, on_true: &Vals, on_false: &Vals, out: &mut Vals, n: usize) -> KResult {
     let Vals::B(c) = cond else { return Err(KindMismatch) };
@@ -361,8 +368,7 @@ pub fn select(cond: &Vals, on_true: &Vals, on_false: &Vals, out: &mut Vals, n: u
     // cost no mispredictions and the loops vectorize.
     fn pick<T: Copy>(c: &[bool], t: &[T], f: &[T], o: &mut [T], bits: fn(T) -> u32, back: fn(u32) -> T) {
         for (((o, &c), &t), &f) in o.iter_mut().zip(c).zip(t).zip(f) {
-            let m = (c as u32).wrapping_neg();
-            *o = back((bits(t) & m) | (bits(f) & !m));
+            *o = back(select_bits(c, bits(t), bits(f)));
         }
     }
     let c = &c[..n];

@@ -91,16 +91,15 @@ fn run_planned(plan: &Plan, out_shape: &[usize], inputs: &[&Val], mut out: Vals)
         return Ok(out);
     }
     let total: usize = out_shape.iter().product();
-    // Chunks are independent: large maps are split into ranges of whole chunks evaluated on the current
-    // rayon pool (the CPU executor's, or the global one), then joined in order; the first failing range's
-    // error is the one reported, as in order.
-    let chunks = total.div_ceil(CHUNK).max(1);
-    let parts = rayon::current_num_threads().min(chunks).max(1);
-    let per = chunks.div_ceil(parts) * CHUNK;
     if total == 0 {
         return Ok(out);
     }
-    // Each range writes its own part of `out`.
+    // Chunks are independent: large maps are split into ranges of whole chunks evaluated on the current
+    // rayon pool (the CPU executor's, or the global one), each writing its own part of `out`; the first
+    // failing range's error is the one reported, as in order.
+    let chunks = total.div_ceil(CHUNK);
+    let parts = rayon::current_num_threads().min(chunks).max(1);
+    let per = chunks.div_ceil(parts) * CHUNK;
     if parts == 1 {
         for mut piece in Part::split(&mut out, total) {
             run_range(plan, out_shape, inputs, 0, total, &mut piece)?;
