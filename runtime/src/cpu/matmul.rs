@@ -1,5 +1,7 @@
-//! `MatMul` on the CPU: `[batch.., M, K] @ [batch.., K, N]` through the `gemm` crate, each operand read in
-//! place through its strides (`view.rs`: a transposed weight or the permuted `K` of attention costs no copy).
+//! `MatMul` on the CPU: `[batch.., M, K] @ [batch.., K, N]` through the `gemm` crate (its AVX-512 kernels
+//! where the machine has them), each operand read in place through its strides (`view.rs`: a transposed
+//! weight or the permuted `K` of attention costs no copy); a few rows against a weight stored `[N, K]` go to
+//! `dot.rs` instead.
 //! Many batches (attention's batch x heads) run in parallel, one single-threaded `gemm` each; few batches
 //! run one after the other, each `gemm` splitting its own work over the pool. `f32` and `f16` (stored as
 //! `f32`): computed in `f32`, an `f16` result rounded once at the end, like the interpreter's definition.
@@ -9,9 +11,15 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use super::dot;
 use super::view::View;
 use crate::DType;
 use crate::eval::values::{Vals, finish};
+
+/// Products of at most this many rows go to `dot.rs` when their operands allow it.
+const DOT_ROWS: usize = 32;
+/// ... and their sums are at least this long (shorter ones spend their time summing lanes).
+const DOT_DEPTH: usize = 64;
 
 /// The product of two checked views (`a`: `[batch.., m, k]`, `b`: `[batch.., k, n]`, equal batch axes), as
 /// a row-major `[batch.., m, n]` buffer of `dtype`, written into `out` (any contents, that length); with
@@ -48,8 +56,26 @@ pub fn matmul(dtype: DType, a: &View, b: &View, mut out: Vec<f32>, accumulate: b
         }
         (oa, ob)
     };
+    // A few rows against a weight stored `[n, k]` (both read along `k` in place): dot products, where
+    // `gemm` would spend most of its time packing the weight (`dot.rs`).
+    let dots = m <= DOT_ROWS && k >= DOT_DEPTH && a.strides[r - 1] == 1 && b.strides[r - 2] == 1 && dot::available();
     let one = |index: usize, dst: &mut [f32], parallelism: Parallelism| {
         let (oa, ob) = offsets(index);
+        if dots {
+            let nt = dot::Nt {
+                m,
+                n,
+                k,
+                a: &a_data[oa..],
+                a_row: a.strides[r - 2],
+                w: &b_data[ob..],
+                w_row: b.strides[r - 1],
+                c_row: n,
+                accumulate,
+            };
+            let parts = if matches!(parallelism, Parallelism::None) { 1 } else { rayon::current_num_threads() };
+            return nt.run(dst, parts);
+        }
         // SAFETY: both views were checked to stay inside their buffers (`View::check` above), so every
         // element gemm reads (offset + i * row stride + j * column stride for in-range i, j) is in bounds;
         // `dst` holds exactly m * n elements written row-major.
@@ -76,12 +102,13 @@ pub fn matmul(dtype: DType, a: &View, b: &View, mut out: Vec<f32>, accumulate: b
                 parallelism,
             );
         }
+        Ok(())
     };
     if batches > 1 && batches >= rayon::current_num_threads() {
-        out.par_chunks_mut(m * n).enumerate().for_each(|(index, dst)| one(index, dst, Parallelism::None));
+        out.par_chunks_mut(m * n).enumerate().try_for_each(|(index, dst)| one(index, dst, Parallelism::None))?;
     } else {
         for (index, dst) in out.chunks_mut(m * n).enumerate() {
-            one(index, dst, Parallelism::Rayon(0));
+            one(index, dst, Parallelism::Rayon(0))?;
         }
     }
     finish(dtype, &mut out);
@@ -108,7 +135,7 @@ mod tests {
         #[test]
         fn gemm_matches_eval(
             batch in prop::collection::vec(1usize..4, 0..3),
-            m in 1usize..20, k in 1usize..40, n in 1usize..20,
+            m in 1usize..40, k in 1usize..100, n in 1usize..20,
             transposed in any::<bool>(), broadcast_b in any::<bool>(), f16 in any::<bool>(),
         ) {
             let dtype = if f16 { DType::F16 } else { DType::F32 };

@@ -17,6 +17,7 @@
 
 mod buffers;
 mod contract;
+mod dot;
 mod fused;
 mod group;
 mod maps;
