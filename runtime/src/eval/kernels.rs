@@ -202,7 +202,10 @@ pub fn binary(op: BinaryOp, dtype: DType, a: &Vals, b: &Vals, out: &mut Vals, n:
 /// of equal length.
 pub fn binary_f32(op: BinaryOp, dtype: DType, a: &[f32], b: &[f32], o: &mut [f32]) -> KResult {
     #[cfg(target_arch = "x86_64")]
-    let done = if std::arch::is_x86_feature_detected!("avx2") {
+    let done = if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F, checked just above.
+        unsafe { binary_f32_avx512(op, a, b, o) }
+    } else if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above.
         unsafe { binary_f32_avx2(op, a, b, o) }
     } else {
@@ -219,7 +222,10 @@ pub fn binary_f32(op: BinaryOp, dtype: DType, a: &[f32], b: &[f32], o: &mut [f32
 /// (the same bits), without materializing the repeats.
 pub fn binary_f32_splat(op: BinaryOp, dtype: DType, a: &[f32], s: f32, scalar_left: bool, o: &mut [f32]) -> KResult {
     #[cfg(target_arch = "x86_64")]
-    let done = if std::arch::is_x86_feature_detected!("avx2") {
+    let done = if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F, checked just above.
+        unsafe { binary_f32_splat_avx512(op, a, s, scalar_left, o) }
+    } else if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above.
         unsafe { binary_f32_splat_avx2(op, a, s, scalar_left, o) }
     } else {
@@ -247,7 +253,10 @@ pub fn binary_f32_rows(
         return Err(KindMismatch);
     }
     #[cfg(target_arch = "x86_64")]
-    let done = if std::arch::is_x86_feature_detected!("avx2") {
+    let done = if std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F, checked just above.
+        unsafe { binary_f32_rows_avx512(op, a, s, row, scalar_left, o) }
+    } else if std::arch::is_x86_feature_detected!("avx2") {
         // SAFETY: the CPU has AVX2, checked just above.
         unsafe { binary_f32_rows_avx2(op, a, s, row, scalar_left, o) }
     } else {
@@ -266,6 +275,12 @@ fn binary_f32_rows_avx2(op: BinaryOp, a: &[f32], s: &[f32], row: usize, scalar_l
     binary_f32_rows_loop(op, a, s, row, scalar_left, o)
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn binary_f32_rows_avx512(op: BinaryOp, a: &[f32], s: &[f32], row: usize, scalar_left: bool, o: &mut [f32]) -> KResult {
+    binary_f32_rows_loop(op, a, s, row, scalar_left, o)
+}
+
 #[inline(always)]
 fn binary_f32_rows_loop(op: BinaryOp, a: &[f32], s: &[f32], row: usize, scalar_left: bool, o: &mut [f32]) -> KResult {
     for ((a, o), &s) in a.chunks_exact(row).zip(o.chunks_exact_mut(row)).zip(s) {
@@ -277,6 +292,12 @@ fn binary_f32_rows_loop(op: BinaryOp, a: &[f32], s: &[f32], row: usize, scalar_l
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn binary_f32_splat_avx2(op: BinaryOp, a: &[f32], s: f32, scalar_left: bool, o: &mut [f32]) -> KResult {
+    binary_f32_splat_loop(op, a, s, scalar_left, o)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn binary_f32_splat_avx512(op: BinaryOp, a: &[f32], s: f32, scalar_left: bool, o: &mut [f32]) -> KResult {
     binary_f32_splat_loop(op, a, s, scalar_left, o)
 }
 
@@ -308,6 +329,13 @@ fn binary_f32_splat_loop(op: BinaryOp, a: &[f32], s: f32, scalar_left: bool, o: 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn binary_f32_avx2(op: BinaryOp, a: &[f32], b: &[f32], o: &mut [f32]) -> KResult {
+    binary_f32_loop(op, a, b, o)
+}
+
+/// ... and for AVX-512 (16 lanes; Rust never fuses a multiply and an add on its own, so still the same bits).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+fn binary_f32_avx512(op: BinaryOp, a: &[f32], b: &[f32], o: &mut [f32]) -> KResult {
     binary_f32_loop(op, a, b, o)
 }
 
