@@ -377,7 +377,50 @@ pub(super) fn fold_rows(op: ReduceOp, init: f32, data: &[f32], row: usize, dst: 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
 fn fold_rows_avx2(op: ReduceOp, init: f32, data: &[f32], row: usize, dst: &mut [f32]) {
-    fold_rows_loop(op, init, data, row, dst);
+    match op {
+        // SAFETY: this function runs only where the CPU has AVX2.
+        ReduceOp::Max => unsafe { fold_ordered_avx2::<true>(init, data, row, dst) },
+        ReduceOp::Min => unsafe { fold_ordered_avx2::<false>(init, data, row, dst) },
+        _ => fold_rows_loop(op, init, data, row, dst),
+    }
+}
+
+/// `fold_ordered` (`MAX`: `maximum`, else `minimum`) in AVX2 registers, eight keys a step: the compiler
+/// turned the plain loop's lanes inside out (a vector per lane across blocks) and ran at a fifth of a sum's
+/// speed.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn fold_ordered_avx2<const MAX: bool>(init: f32, data: &[f32], row: usize, dst: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let pick = if MAX { i32::max } else { i32::min };
+    let magnitude = |x: f32| (x.to_bits() & 0x7fff_ffff) as i32;
+    let low = _mm256_set1_epi32(0x7fff_ffff);
+    for (o, v) in dst.iter_mut().zip(data.chunks_exact(row)) {
+        let mut acc = _mm256_set1_epi32(ordered(init));
+        let mut largest = _mm256_set1_epi32(magnitude(init));
+        let mut blocks = v.chunks_exact(LANES);
+        for block in &mut blocks {
+            // SAFETY: `block` holds LANES = 8 floats.
+            let x = unsafe { _mm256_loadu_si256(block.as_ptr().cast()) };
+            // `ordered`: the magnitude bits of negative floats flipped.
+            let key = _mm256_xor_si256(x, _mm256_srli_epi32::<1>(_mm256_srai_epi32::<31>(x)));
+            acc = if MAX { _mm256_max_epi32(acc, key) } else { _mm256_min_epi32(acc, key) };
+            largest = _mm256_max_epi32(largest, _mm256_and_si256(x, low));
+        }
+        let (mut keys, mut most) = ([0i32; LANES], [0i32; LANES]);
+        // SAFETY: both arrays hold eight i32s.
+        unsafe {
+            _mm256_storeu_si256(keys.as_mut_ptr().cast(), acc);
+            _mm256_storeu_si256(most.as_mut_ptr().cast(), largest);
+        }
+        let mut total = keys.into_iter().reduce(pick).unwrap_or(ordered(init));
+        let mut most = most.into_iter().max().unwrap_or(0);
+        for &x in blocks.remainder() {
+            total = pick(total, ordered(x));
+            most = most.max(magnitude(x));
+        }
+        *o = if most > magnitude(f32::INFINITY) { f32::NAN } else { unordered(total) };
+    }
 }
 
 #[inline(always)]
@@ -386,8 +429,49 @@ fn fold_rows_loop(op: ReduceOp, init: f32, data: &[f32], row: usize, dst: &mut [
     match op {
         ReduceOp::Sum | ReduceOp::Mean => fold_lanes(init, data, row, dst, |a, x| a + x),
         ReduceOp::Prod => fold_lanes(init, data, row, dst, |a, x| a * x),
-        ReduceOp::Max => fold_lanes(init, data, row, dst, kernels::fmax),
-        ReduceOp::Min => fold_lanes(init, data, row, dst, kernels::fmin),
+        ReduceOp::Max => fold_ordered(init, data, row, dst, i32::max),
+        ReduceOp::Min => fold_ordered(init, data, row, dst, i32::min),
+    }
+}
+
+/// A float's bits as an integer of the same order as IEEE `maximum`/`minimum` see it, `-0` below `+0`
+/// (negative floats' magnitude bits flipped); NaNs are kept apart (`fold_ordered`).
+#[inline(always)]
+fn ordered(x: f32) -> i32 {
+    let i = x.to_bits() as i32;
+    i ^ ((i >> 31) & 0x7fff_ffff)
+}
+
+/// The float whose `ordered` key is `k`.
+#[inline(always)]
+fn unordered(k: i32) -> f32 {
+    f32::from_bits((k ^ ((k >> 31) & 0x7fff_ffff)) as u32)
+}
+
+/// `fold_lanes` for `maximum`/`minimum` (`pick`: `i32::max` or `i32::min`) on `ordered` keys, a NaN anywhere
+/// in a row making it NaN (found as the largest magnitude bits above infinity's): the same bits as
+/// `kernels::fmax`/`fmin` folded, in integer lanes that vectorize (the float selects, `-0` against `+0` and
+/// NaN handled per pair, did not).
+#[inline(always)]
+fn fold_ordered(init: f32, data: &[f32], row: usize, dst: &mut [f32], pick: impl Fn(i32, i32) -> i32 + Copy) {
+    let magnitude = |x: f32| (x.to_bits() & 0x7fff_ffff) as i32;
+    for (o, v) in dst.iter_mut().zip(data.chunks_exact(row)) {
+        let mut acc = [ordered(init); LANES];
+        let mut largest = [magnitude(init); LANES];
+        let mut blocks = v.chunks_exact(LANES);
+        for block in &mut blocks {
+            for ((a, m), &x) in acc.iter_mut().zip(&mut largest).zip(block) {
+                *a = pick(*a, ordered(x));
+                *m = (*m).max(magnitude(x));
+            }
+        }
+        let mut total = acc.into_iter().reduce(pick).unwrap_or(ordered(init));
+        let mut most = largest.into_iter().max().unwrap_or(0);
+        for &x in blocks.remainder() {
+            total = pick(total, ordered(x));
+            most = most.max(magnitude(x));
+        }
+        *o = if most > magnitude(f32::INFINITY) { f32::NAN } else { unordered(total) };
     }
 }
 
@@ -407,5 +491,47 @@ fn fold_lanes(init: f32, data: &[f32], row: usize, dst: &mut [f32], f: impl Fn(f
             total = f(total, x);
         }
         *o = total;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Floats with the values `maximum` and `minimum` treat specially among ordinary ones.
+    fn special() -> impl Strategy<Value = f32> {
+        prop_oneof![
+            Just(0.0f32),
+            Just(-0.0f32),
+            Just(f32::INFINITY),
+            Just(f32::NEG_INFINITY),
+            Just(f32::NAN),
+            Just(f32::MIN_POSITIVE / 2.0),
+            Just(-f32::MIN_POSITIVE / 2.0),
+            -1e3f32..1e3,
+            -1e3f32..1e3,
+            -1e3f32..1e3,
+        ]
+    }
+
+    proptest! {
+        /// Rows folded by `max` and `min` have the bits of `kernels::fmax`/`fmin` applied from the first
+        /// element on (the interpreter's definition), whatever the row length, NaNs, zeros of either sign and
+        /// infinities.
+        #[test]
+        fn max_and_min_rows_match_the_ieee_fold(row in 1usize..40, data in prop::collection::vec(special(), 1..160)) {
+            let rows = data.len() / row;
+            let data = &data[..rows * row];
+            for (op, f) in [(ReduceOp::Max, kernels::fmax as fn(f32, f32) -> f32), (ReduceOp::Min, kernels::fmin)] {
+                let init = if op == ReduceOp::Max { f32::NEG_INFINITY } else { f32::INFINITY };
+                let mut got = vec![0.0; rows];
+                fold_rows(op, init, data, row, &mut got);
+                for (r, got) in got.iter().enumerate() {
+                    let want = data[r * row..(r + 1) * row].iter().fold(init, |a, &x| f(a, x));
+                    prop_assert_eq!(got.to_bits(), want.to_bits(), "{:?} of row {}: {:?}", op, r, &data[r * row..(r + 1) * row]);
+                }
+            }
+        }
     }
 }

@@ -45,7 +45,13 @@ impl View {
 
     /// Whether the view is its buffer's elements `offset..offset + count` in row-major order.
     pub fn is_contiguous(&self) -> bool {
-        self.shape.iter().zip(&self.strides).zip(strides(&self.shape)).all(|((&d, &s), r)| d == 1 || s == r)
+        // Each axis' row-major stride, from the last axis (without allocating: views are tested per block).
+        let mut row_major = 1;
+        self.shape.iter().zip(&self.strides).rev().all(|(&d, &s)| {
+            let fits = d == 1 || s == row_major;
+            row_major *= d;
+            fits
+        })
     }
 
     /// Result axis `i` is axis `perm[i]` (a valid permutation, checked by the caller).
