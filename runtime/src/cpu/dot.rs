@@ -10,7 +10,7 @@ const MA: usize = 2;
 /// Rows of `W` (columns of `C`) per register block.
 const NB: usize = 8;
 
-/// Whether this machine runs `nt` (AVX-512F).
+/// Whether this machine runs `Nt::run` (AVX-512F).
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
