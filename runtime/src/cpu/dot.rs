@@ -191,13 +191,8 @@ impl Nt<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cpu::matmul::tests::values;
     use proptest::prelude::*;
-
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 20) as f32 / 4096.0 - 0.5)
-            .collect()
-    }
 
     proptest! {
         /// Every block size and tail: `run` equals the sums taken in order, within the matmul tolerance

@@ -116,13 +116,14 @@ pub fn matmul(dtype: DType, a: &View, b: &View, mut out: Vec<f32>, accumulate: b
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::cpu) mod tests {
     use super::*;
     use crate::cpu::value::Value;
     use crate::eval::{layout, reduce};
     use proptest::prelude::*;
 
-    fn values(n: usize, seed: u32) -> Vec<f32> {
+    /// `n` test values in `[-0.5, 0.5)` from `seed`, exact in f32 (multiples of 1/4096).
+    pub(in crate::cpu) fn values(n: usize, seed: u32) -> Vec<f32> {
         (0..n)
             .map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 20) as f32 / 4096.0 - 0.5)
             .collect()
