@@ -191,7 +191,7 @@ impl Nt<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cpu::matmul::tests::values;
+    use crate::cpu::test_values as values;
     use proptest::prelude::*;
 
     proptest! {

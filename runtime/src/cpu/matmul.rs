@@ -116,18 +116,12 @@ pub fn matmul(dtype: DType, a: &View, b: &View, mut out: Vec<f32>, accumulate: b
 }
 
 #[cfg(test)]
-pub(in crate::cpu) mod tests {
+mod tests {
     use super::*;
+    use crate::cpu::test_values as values;
     use crate::cpu::value::Value;
     use crate::eval::{layout, reduce};
     use proptest::prelude::*;
-
-    /// `n` test values in `[-0.5, 0.5)` from `seed`, exact in f32 (multiples of 1/4096).
-    pub(in crate::cpu) fn values(n: usize, seed: u32) -> Vec<f32> {
-        (0..n)
-            .map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 20) as f32 / 4096.0 - 0.5)
-            .collect()
-    }
 
     proptest! {
         /// The gemm path equals `eval::reduce::matmul` within the matmul tolerance (16 * EPS * k per output,

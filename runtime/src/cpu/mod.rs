@@ -432,3 +432,10 @@ fn from_device_words(dtype: DType, bytes: &[u8], count: usize) -> Result<Vals, P
         DType::Bool => Vals::B(words.map(|w| w != 0).collect()),
     })
 }
+
+/// `n` test values in `[-0.5, 0.5)` from `seed`, exact in f32 (multiples of 1/4096): operands of the
+/// product tests (`matmul.rs`, `dot.rs`).
+#[cfg(test)]
+fn test_values(n: usize, seed: u32) -> Vec<f32> {
+    (0..n).map(|i| ((i as u32).wrapping_mul(2_654_435_761).wrapping_add(seed) >> 20) as f32 / 4096.0 - 0.5).collect()
+}
