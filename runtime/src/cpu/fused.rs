@@ -393,7 +393,6 @@ fn fold_rows_avx2(op: ReduceOp, init: f32, data: &[f32], row: usize, dst: &mut [
 unsafe fn fold_ordered_avx2<const MAX: bool>(init: f32, data: &[f32], row: usize, dst: &mut [f32]) {
     use std::arch::x86_64::*;
     let pick = if MAX { i32::max } else { i32::min };
-    let magnitude = |x: f32| (x.to_bits() & 0x7fff_ffff) as i32;
     let low = _mm256_set1_epi32(0x7fff_ffff);
     for (o, v) in dst.iter_mut().zip(data.chunks_exact(row)) {
         let mut acc = _mm256_set1_epi32(ordered(init));
@@ -413,13 +412,7 @@ unsafe fn fold_ordered_avx2<const MAX: bool>(init: f32, data: &[f32], row: usize
             _mm256_storeu_si256(keys.as_mut_ptr().cast(), acc);
             _mm256_storeu_si256(most.as_mut_ptr().cast(), largest);
         }
-        let mut total = keys.into_iter().reduce(pick).unwrap_or(ordered(init));
-        let mut most = most.into_iter().max().unwrap_or(0);
-        for &x in blocks.remainder() {
-            total = pick(total, ordered(x));
-            most = most.max(magnitude(x));
-        }
-        *o = if most > magnitude(f32::INFINITY) { f32::NAN } else { unordered(total) };
+        *o = ordered_total(keys, most, blocks.remainder(), pick);
     }
 }
 
@@ -454,7 +447,6 @@ fn unordered(k: i32) -> f32 {
 /// NaN handled per pair, did not).
 #[inline(always)]
 fn fold_ordered(init: f32, data: &[f32], row: usize, dst: &mut [f32], pick: impl Fn(i32, i32) -> i32 + Copy) {
-    let magnitude = |x: f32| (x.to_bits() & 0x7fff_ffff) as i32;
     for (o, v) in dst.iter_mut().zip(data.chunks_exact(row)) {
         let mut acc = [ordered(init); LANES];
         let mut largest = [magnitude(init); LANES];
@@ -465,14 +457,24 @@ fn fold_ordered(init: f32, data: &[f32], row: usize, dst: &mut [f32], pick: impl
                 *m = (*m).max(magnitude(x));
             }
         }
-        let mut total = acc.into_iter().reduce(pick).unwrap_or(ordered(init));
-        let mut most = largest.into_iter().max().unwrap_or(0);
-        for &x in blocks.remainder() {
-            total = pick(total, ordered(x));
-            most = most.max(magnitude(x));
-        }
-        *o = if most > magnitude(f32::INFINITY) { f32::NAN } else { unordered(total) };
+        *o = ordered_total(acc, largest, blocks.remainder(), pick);
     }
+}
+
+/// A row's `maximum`/`minimum` from its lanes' `ordered` keys and largest `magnitude`s and the elements
+/// past the last whole lane block: NaN when any magnitude is above infinity's.
+#[inline(always)]
+fn ordered_total(keys: [i32; LANES], largest: [i32; LANES], rest: &[f32], pick: impl Fn(i32, i32) -> i32) -> f32 {
+    let [first, keys @ ..] = keys;
+    let total = rest.iter().map(|&x| ordered(x)).chain(keys).fold(first, &pick);
+    let most = rest.iter().map(|&x| magnitude(x)).chain(largest).fold(0, i32::max);
+    if most > magnitude(f32::INFINITY) { f32::NAN } else { unordered(total) }
+}
+
+/// A float's bits without the sign, as an integer: above infinity's exactly for a NaN.
+#[inline(always)]
+fn magnitude(x: f32) -> i32 {
+    (x.to_bits() & 0x7fff_ffff) as i32
 }
 
 #[inline(always)]
@@ -516,20 +518,23 @@ mod tests {
     }
 
     proptest! {
-        /// Rows folded by `max` and `min` have the bits of `kernels::fmax`/`fmin` applied from the first
-        /// element on (the interpreter's definition), whatever the row length, NaNs, zeros of either sign and
-        /// infinities.
+        /// Rows folded by `max` and `min`, dispatched and by the plain loop, have the bits of
+        /// `kernels::fmax`/`fmin` applied from the first element on (the interpreter's definition), whatever
+        /// the row length, NaNs, zeros of either sign and infinities.
         #[test]
         fn max_and_min_rows_match_the_ieee_fold(row in 1usize..40, data in prop::collection::vec(special(), 1..160)) {
             let rows = data.len() / row;
             let data = &data[..rows * row];
             for (op, f) in [(ReduceOp::Max, kernels::fmax as fn(f32, f32) -> f32), (ReduceOp::Min, kernels::fmin)] {
                 let init = if op == ReduceOp::Max { f32::NEG_INFINITY } else { f32::INFINITY };
-                let mut got = vec![0.0; rows];
+                // The dispatched fold (AVX2 registers where the CPU has them) and the plain loop.
+                let (mut got, mut plain) = (vec![0.0; rows], vec![0.0; rows]);
                 fold_rows(op, init, data, row, &mut got);
-                for (r, got) in got.iter().enumerate() {
+                fold_rows_loop(op, init, data, row, &mut plain);
+                for (r, (got, plain)) in got.iter().zip(&plain).enumerate() {
                     let want = data[r * row..(r + 1) * row].iter().fold(init, |a, &x| f(a, x));
                     prop_assert_eq!(got.to_bits(), want.to_bits(), "{:?} of row {}: {:?}", op, r, &data[r * row..(r + 1) * row]);
+                    prop_assert_eq!(plain.to_bits(), want.to_bits(), "plain {:?} of row {}", op, r);
                 }
             }
         }

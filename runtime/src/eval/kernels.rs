@@ -198,22 +198,41 @@ pub fn binary(op: BinaryOp, dtype: DType, a: &Vals, b: &Vals, out: &mut Vals, n:
     }
 }
 
+/// `$loop(args)`, an `#[inline(always)]` float loop, compiled for AVX-512F, for AVX2 and for the baseline,
+/// the widest the CPU has picked at run time: the same IEEE operations on wider vectors, so the same bits
+/// (Rust never fuses a multiply and an add on its own).
+macro_rules! widest {
+    ($loop:ident($($arg:ident: $ty:ty),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        let done = {
+            #[target_feature(enable = "avx512f")]
+            fn avx512($($arg: $ty),*) -> KResult {
+                $loop($($arg),*)
+            }
+            #[target_feature(enable = "avx2")]
+            fn avx2($($arg: $ty),*) -> KResult {
+                $loop($($arg),*)
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the CPU has AVX-512F, checked just above.
+                unsafe { avx512($($arg),*) }
+            } else if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has AVX2, checked just above.
+                unsafe { avx2($($arg),*) }
+            } else {
+                $loop($($arg),*)
+            }
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let done = $loop($($arg),*);
+        done
+    }};
+}
+
 /// `o = a op b` on floats (not a comparison; `dtype` `f32` or `f16`): the float case of `binary`, on slices
 /// of equal length.
 pub fn binary_f32(op: BinaryOp, dtype: DType, a: &[f32], b: &[f32], o: &mut [f32]) -> KResult {
-    #[cfg(target_arch = "x86_64")]
-    let done = if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F, checked just above.
-        unsafe { binary_f32_avx512(op, a, b, o) }
-    } else if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, checked just above.
-        unsafe { binary_f32_avx2(op, a, b, o) }
-    } else {
-        binary_f32_loop(op, a, b, o)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let done = binary_f32_loop(op, a, b, o);
-    done?;
+    widest!(binary_f32_loop(op: BinaryOp, a: &[f32], b: &[f32], o: &mut [f32]))?;
     finish(dtype, o);
     Ok(())
 }
@@ -221,19 +240,7 @@ pub fn binary_f32(op: BinaryOp, dtype: DType, a: &[f32], b: &[f32], o: &mut [f32
 /// `o = a op s`, or `o = s op a` when `scalar_left`: `binary_f32` with one operand the scalar `s` repeated
 /// (the same bits), without materializing the repeats.
 pub fn binary_f32_splat(op: BinaryOp, dtype: DType, a: &[f32], s: f32, scalar_left: bool, o: &mut [f32]) -> KResult {
-    #[cfg(target_arch = "x86_64")]
-    let done = if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F, checked just above.
-        unsafe { binary_f32_splat_avx512(op, a, s, scalar_left, o) }
-    } else if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, checked just above.
-        unsafe { binary_f32_splat_avx2(op, a, s, scalar_left, o) }
-    } else {
-        binary_f32_splat_loop(op, a, s, scalar_left, o)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let done = binary_f32_splat_loop(op, a, s, scalar_left, o);
-    done?;
+    widest!(binary_f32_splat_loop(op: BinaryOp, a: &[f32], s: f32, scalar_left: bool, o: &mut [f32]))?;
     finish(dtype, o);
     Ok(())
 }
@@ -252,33 +259,9 @@ pub fn binary_f32_rows(
     if row == 0 || a.len() != o.len() || a.len() != s.len() * row {
         return Err(KindMismatch);
     }
-    #[cfg(target_arch = "x86_64")]
-    let done = if std::arch::is_x86_feature_detected!("avx512f") {
-        // SAFETY: the CPU has AVX-512F, checked just above.
-        unsafe { binary_f32_rows_avx512(op, a, s, row, scalar_left, o) }
-    } else if std::arch::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2, checked just above.
-        unsafe { binary_f32_rows_avx2(op, a, s, row, scalar_left, o) }
-    } else {
-        binary_f32_rows_loop(op, a, s, row, scalar_left, o)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let done = binary_f32_rows_loop(op, a, s, row, scalar_left, o);
-    done?;
+    widest!(binary_f32_rows_loop(op: BinaryOp, a: &[f32], s: &[f32], row: usize, scalar_left: bool, o: &mut [f32]))?;
     finish(dtype, o);
     Ok(())
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn binary_f32_rows_avx2(op: BinaryOp, a: &[f32], s: &[f32], row: usize, scalar_left: bool, o: &mut [f32]) -> KResult {
-    binary_f32_rows_loop(op, a, s, row, scalar_left, o)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn binary_f32_rows_avx512(op: BinaryOp, a: &[f32], s: &[f32], row: usize, scalar_left: bool, o: &mut [f32]) -> KResult {
-    binary_f32_rows_loop(op, a, s, row, scalar_left, o)
 }
 
 #[inline(always)]
@@ -287,18 +270,6 @@ fn binary_f32_rows_loop(op: BinaryOp, a: &[f32], s: &[f32], row: usize, scalar_l
         binary_f32_splat_loop(op, a, s, scalar_left, o)?;
     }
     Ok(())
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn binary_f32_splat_avx2(op: BinaryOp, a: &[f32], s: f32, scalar_left: bool, o: &mut [f32]) -> KResult {
-    binary_f32_splat_loop(op, a, s, scalar_left, o)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn binary_f32_splat_avx512(op: BinaryOp, a: &[f32], s: f32, scalar_left: bool, o: &mut [f32]) -> KResult {
-    binary_f32_splat_loop(op, a, s, scalar_left, o)
 }
 
 #[inline(always)]
@@ -323,20 +294,6 @@ fn binary_f32_splat_loop(op: BinaryOp, a: &[f32], s: f32, scalar_left: bool, o: 
         }
     }
     Ok(())
-}
-
-/// `binary_f32`'s loops compiled for AVX2: the same IEEE operations on wider vectors, so the same bits.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-fn binary_f32_avx2(op: BinaryOp, a: &[f32], b: &[f32], o: &mut [f32]) -> KResult {
-    binary_f32_loop(op, a, b, o)
-}
-
-/// ... and for AVX-512 (16 lanes; Rust never fuses a multiply and an add on its own, so still the same bits).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-fn binary_f32_avx512(op: BinaryOp, a: &[f32], b: &[f32], o: &mut [f32]) -> KResult {
-    binary_f32_loop(op, a, b, o)
 }
 
 #[inline(always)]
