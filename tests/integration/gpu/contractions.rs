@@ -16,9 +16,10 @@
 //! product) and 1 x 1 x 1 (and dot products).
 //!
 //! Every program runs fused and unfused on the GPU, fused once more with the `gpu` profile (contractions
-//! tiled through workgroup memory) where the device's own profile is another; each is compared with the
-//! interpreter, and fused with unfused, under one tolerance: `Tol::reduction(K)` for a plain product (each of the K accumulation steps
-//! may round differently: a tiled or differently ordered sum, a fused multiply-add). Every add after the
+//! tiled through workgroup memory) where the device's own profile is another, and on the CPU executor with
+//! each fused profile's decisions; each is compared with the interpreter, and fused with unfused, under
+//! one tolerance: `Tol::reduction(K)` for a plain product (each of the K accumulation steps may round
+//! differently: a tiled or differently ordered sum, a fused multiply-add). Every add after the
 //! product (a bias, a residual; `Linear`'s bias) counts as one more step and doubles the tolerance, since
 //! the product's error stays absolute while the magnitude the relative part is measured against moves by
 //! up to the addend's 1; the factors below multiply this one. `softmax` turns an absolute error of its
@@ -40,7 +41,7 @@ use std::fmt::Write as _;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError};
 
-use super::{Tol, gpu, mismatches, run_gpu_for, seeded_bindings};
+use super::{Tol, gpu, mismatches, run_cpu_for, run_gpu_for, seeded_bindings};
 use crate::util::{check_text, rendered};
 use tdsl_compiler::interp;
 
@@ -85,6 +86,20 @@ fn m_is_one() {
 fn n_is_one() {
     let rank1 = Rank1 { m: 129, k: 65, ..Rank1::ALL_ONE };
     check_extremes([129, 65, 1, 2, 3], &[rank1.matrix_times_vector(false), rank1.matrix_times_vector(true)]);
+}
+
+/// Products of a few hundred rows with every epilogue (`Linear` among them, its batch folded into 262 rows):
+/// the sizes where the CPU executor's products split their rows among threads and its row passes and
+/// epilogue trees run over many blocks.
+#[test]
+fn many_rows() {
+    check_extremes([129, 67, 63, 2, 3], &[]);
+    let programs: Vec<Program> = Epilogue::ALL
+        .iter()
+        .map(|&epilogue| Case::new(Layout::Linear, epilogue, [131, 65, 129, 2, 1], [true; 5]).program())
+        .collect();
+    let failures: Vec<String> = programs.iter().filter_map(|p| run_program(p, 11).err()).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
 #[test]
@@ -471,8 +486,17 @@ fn run_program(program: &Program, seed: u64) -> Result<(), String> {
             }
         }
     }
+    // The CPU executor on each fused profile's decisions (a product and its epilogue in one launch: gemm
+    // or dot products, then the epilogue as a row pass or an elementwise tree).
+    for (what, options) in runs.iter().filter(|(what, _)| *what != "unfused") {
+        let cpu = run_cpu_for(&graph, &inputs, &params, options)
+            .map_err(|e| format!("CPU executor ({what}): {e}\n{}", context()))?;
+        for f in mismatches(name, &graph, &inputs, &expected, &cpu, &program.tols) {
+            failures.push(format!("CPU executor ({what}) against the interpreter: {f}"));
+        }
+    }
     if failures.is_empty() {
         return Ok(());
     }
-    Err(format!("GPU ({}) disagrees:\n{}\n{}", gpu().describe(), failures.join("\n"), context()))
+    Err(format!("GPU ({}) or the CPU executor disagrees:\n{}\n{}", gpu().describe(), failures.join("\n"), context()))
 }
