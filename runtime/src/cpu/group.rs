@@ -9,7 +9,8 @@ use super::buffers::Buffers;
 use super::fused::Run;
 use super::maps::MapNode;
 use super::matmul;
-use super::rows::RowPass;
+use super::panels::{self, PackedB, Strided};
+use super::rows::{Fed, RowPass};
 use super::value::Value;
 use super::view::View;
 use crate::DType;
@@ -19,6 +20,7 @@ use crate::eval::{along, layout, reduce};
 use crate::exec::CpuFailure;
 use crate::ops::BinaryOp;
 use crate::program::{Check, Launch, OpNode, Program, TensorId, TensorOp};
+use std::sync::{Arc, Mutex};
 
 impl CpuFailure {
     pub(crate) fn internal(launch: usize, name: &str, problem: String) -> CpuFailure {
@@ -44,6 +46,28 @@ pub struct GroupPlan {
     bias: Vec<Option<(usize, usize)>>,
     /// For each `Map` node, its plans (`maps.rs`); `None` for other nodes.
     maps: Vec<Option<MapNode>>,
+    /// Each node's tree root: itself, or the root of the elementwise tree it is computed in.
+    eval_at: Vec<usize>,
+    /// For a `MatMul` whose product only a row pass or one tree reads: how the pass reads it (`Feed`).
+    feeds: Vec<Option<Feed>>,
+    /// For each `MatMul`, its right operand packed by the last run (reused while the operand is the same
+    /// buffer, as a param's weight is from run to run).
+    packed: Vec<PackCache>,
+}
+
+/// A matmul's right operand as last packed: the view it was packed from (holding its buffer) and the packing.
+type PackCache = Mutex<Option<(View, Arc<PackedB>)>>;
+
+/// A matmul whose product the launch reads only through one node, `leaf` (the product, its bias sum, or a
+/// reshape of either), read only by elementwise nodes: a row pass or the tree around them can compute the
+/// product's rows as it reads them (`rows::Fed`) instead of the product being a tensor of its own.
+#[derive(Debug, Clone)]
+struct Feed {
+    leaf: usize,
+    /// The bias `Add` and its broadcast row, when the product is accumulated onto a bias.
+    bias: Option<(usize, usize)>,
+    /// The nodes between the matmul and `leaf` (with both), never computed on their own when fed.
+    chain: Vec<usize>,
 }
 
 impl GroupPlan {
@@ -101,7 +125,7 @@ impl GroupPlan {
                 last_use[k] = last_use[k].max(eval_at[u]);
             }
         }
-        let bias = nodes
+        let bias: Vec<Option<(usize, usize)>> = nodes
             .iter()
             .enumerate()
             .map(|(k, node)| {
@@ -136,6 +160,39 @@ impl GroupPlan {
                 _ => None,
             })
             .collect();
+        let feeds: Vec<Option<Feed>> = (0..nodes.len())
+            .map(|k| {
+                if !matches!(nodes[k].op, TensorOp::MatMul(..)) || nodes[k].dtype != DType::F32 || stored.contains(&k) {
+                    return None;
+                }
+                // Along the chain of single readers: reshapes, and the bias `Add` the product is accumulated onto.
+                let mut chain = vec![k];
+                let mut at = k;
+                let bias: Option<(usize, usize)> = bias[k];
+                loop {
+                    let next = match users[at][..] {
+                        [u] if !stored.contains(&u) => u,
+                        _ => break,
+                    };
+                    let joins =
+                        matches!(nodes[next].op, TensorOp::Reshape(_)) || bias.is_some_and(|(add, _)| add == next);
+                    if !joins {
+                        break;
+                    }
+                    chain.push(next);
+                    at = next;
+                }
+                // The bias `Add`, when there is one, is on the chain.
+                if bias.is_some_and(|(add, _)| !chain.contains(&add)) {
+                    return None;
+                }
+                let leaf = at;
+                let readers_elementwise =
+                    !users[leaf].is_empty() && users[leaf].iter().all(|&u| u > leaf && nodes[u].op.is_elementwise());
+                (readers_elementwise && !stored.contains(&leaf)).then_some(Feed { leaf, bias, chain })
+            })
+            .collect();
+        let packed = (0..nodes.len()).map(|_| Mutex::new(None)).collect();
         Ok(GroupPlan {
             index,
             name: launch.name.clone(),
@@ -145,6 +202,9 @@ impl GroupPlan {
             inline,
             bias,
             maps,
+            eval_at,
+            feeds,
+            packed,
         })
     }
 
@@ -190,6 +250,9 @@ impl GroupPlan {
         const PASS: usize = usize::MAX;
         let bias_adds: Vec<usize> = self.bias.iter().flatten().map(|&(add, _)| add).collect();
         let pass = RowPass::plan(&self.ops, &node_shapes, &stored, &bias_adds);
+        // A matmul whose rows the pass (or the tree around its product) computes as it reads them.
+        let fed = self.fed(&node_shapes, &values, buffers, pass.as_ref());
+        let fed_chain: &[usize] = fed.as_ref().map_or(&[], |(feed, ..)| &feed.chain);
         let order: Vec<usize> = match &pass {
             Some(p) => {
                 let mut order: Vec<usize> = (0..nodes.len()).filter(|&k| !p.in_pass[k] && !p.after[k]).collect();
@@ -203,15 +266,18 @@ impl GroupPlan {
             if k == PASS {
                 let Some(p) = &pass else { continue };
                 let run = Run { ops: &self.ops, values: &values, shapes: &node_shapes, buffers };
-                let kept = p.run(&run).map_err(|problem| CpuFailure::internal(self.index, &self.name, problem))?;
+                let feed = fed.as_ref().filter(|(.., root)| root.is_none()).map(|(_, f, _)| f.as_fed());
+                let kept = p
+                    .run(&run, feed.as_ref())
+                    .map_err(|problem| CpuFailure::internal(self.index, &self.name, problem))?;
                 for (k, value) in kept {
                     values[k] = Some(value);
                 }
                 continue;
             }
             let node = &nodes[k];
-            // An inline node, a tensor, or a bias `Add` its matmul computed.
-            if self.inline[k] || values[k].is_some() {
+            // An inline node, a tensor, a bias `Add` its matmul computed, or a fed matmul's chain.
+            if self.inline[k] || values[k].is_some() || fed_chain.contains(&k) {
                 continue;
             }
             let fail = |problem: String| self.failure(node, problem);
@@ -226,7 +292,8 @@ impl GroupPlan {
                     // The node's tree, one block of elements at a time.
                     let tree = RowPass::tree(&run, k)
                         .ok_or_else(|| fail("internal error: a node out of range".to_string()))?;
-                    let mut kept = tree.run(&run).map_err(&fail)?;
+                    let feed = fed.as_ref().filter(|(.., root)| *root == Some(k)).map(|(_, f, _)| f.as_fed());
+                    let mut kept = tree.run(&run, feed.as_ref()).map_err(&fail)?;
                     kept.pop()
                         .map(|(_, value)| value)
                         .ok_or_else(|| fail("internal error: a tree kept nothing".to_string()))?
@@ -313,6 +380,77 @@ impl GroupPlan {
         results
     }
 
+    /// The matmul this run feeds into its row pass (root `None`) or into the tree of root `Some(r)`: its
+    /// `Feed`, its operands (the right one packed, or taken from the last run's packing) and the bias row.
+    /// `None` when no matmul can be fed: too few rows for panels, operands not available as views before the
+    /// launch's nodes run, a product not covering the pass's rows, or no AVX-512.
+    fn fed(
+        &self,
+        shapes: &[Vec<usize>],
+        values: &[Option<Value>],
+        buffers: &Buffers,
+        pass: Option<&RowPass>,
+    ) -> Option<(&Feed, Fedding, Option<usize>)> {
+        if !panels::available() {
+            return None;
+        }
+        let nodes = &self.ops.nodes;
+        let run = Run { ops: &self.ops, values, shapes, buffers };
+        self.feeds.iter().enumerate().find_map(|(k, feed)| {
+            let feed = feed.as_ref()?;
+            let TensorOp::MatMul(a, b) = nodes[k].op else { return None };
+            let (sa, sb) = (&shapes[a.index()], &shapes[b.index()]);
+            let (&[m, depth], &[depth_b, n]) = (&sa[..], &sb[..]) else { return None };
+            let total = m * n;
+            if depth != depth_b || m < FEED_ROWS || matmul_rule(&shapes[k], sa, sb).is_err() {
+                return None;
+            }
+            if !layout_of_tensors(nodes, a.index()) || !layout_of_tensors(nodes, b.index()) {
+                return None;
+            }
+            let readers: Vec<usize> = (feed.leaf + 1..nodes.len())
+                .filter(|&u| nodes[u].op.operands().iter().any(|o| o.index() == feed.leaf))
+                .collect();
+            let root = match pass {
+                Some(p) => {
+                    // The leaf read by the pass (or one of its leaf steps, a reshape of the product), the rest of
+                    // the chain outside it.
+                    let covered = p.rows * p.row == total && n % p.row == 0;
+                    let outside = feed.chain.iter().all(|&c| !p.in_pass[c] || c == feed.leaf)
+                        && (!p.in_pass[feed.leaf]
+                            || nodes[feed.leaf].op.operands().iter().all(|o| !p.in_pass[o.index()]));
+                    (covered && outside && readers.iter().all(|&u| p.in_pass[u])).then_some(None)?
+                }
+                None => {
+                    let root = self.eval_at[feed.leaf];
+                    let whole = count(&shapes[root]) == total && root != feed.leaf;
+                    (whole && readers.iter().all(|&u| self.eval_at[u] == root)).then_some(Some(root))?
+                }
+            };
+            let bias = match feed.bias {
+                Some((_, other)) => Some(bias_row(&run.view(other).ok()?, n)?),
+                None => None,
+            };
+            let (va, vb) = (run.view(a.index()).ok()?, run.view(b.index()).ok()?);
+            va.check().ok()?;
+            vb.check().ok()?;
+            let packed = {
+                let mut cache = self.packed[k].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                match &*cache {
+                    Some((view, packed)) if view.same(&vb) => packed.clone(),
+                    _ => {
+                        let packed = Arc::new(PackedB::new(strided(&vb)?, depth, n)?);
+                        *cache = Some((vb, packed.clone()));
+                        packed
+                    }
+                }
+            };
+            let panel =
+                (m.div_ceil(rayon::current_num_threads() * 4)).div_ceil(panels::MR).clamp(1, PANEL_TILES) * panels::MR;
+            Some((feed, Fedding { leaf: feed.leaf, a: va, b: packed, bias, m, n, panel }, root))
+        })
+    }
+
     fn failure(&self, node: &OpNode, problem: String) -> CpuFailure {
         let op = self.checks.iter().find(|c| c.node == node.ir).cloned().unwrap_or(Check {
             node: node.ir,
@@ -333,6 +471,55 @@ fn layout_of_tensors(nodes: &[OpNode], k: usize) -> bool {
         }
         _ => false,
     }
+}
+
+/// Products of fewer rows are not fed to row passes (too few panels to share among the threads).
+const FEED_ROWS: usize = 128;
+/// Register tiles of rows per fed panel at most (120 rows: the panel's share of `B` is reused by 20 tiles).
+const PANEL_TILES: usize = 20;
+
+/// What a fed matmul's pass needs, owned (`rows::Fed` borrows it).
+struct Fedding {
+    leaf: usize,
+    a: View,
+    b: Arc<PackedB>,
+    bias: Option<Vec<f32>>,
+    m: usize,
+    n: usize,
+    panel: usize,
+}
+
+impl Fedding {
+    fn as_fed(&self) -> Fed<'_> {
+        Fed {
+            leaf: self.leaf,
+            a: strided(&self.a).expect("checked when made"),
+            b: &self.b,
+            bias: self.bias.as_deref(),
+            m: self.m,
+            n: self.n,
+            panel: self.panel,
+        }
+    }
+}
+
+/// A float matrix view as `panels::Strided`; `None` for another element type or rank.
+fn strided(view: &View) -> Option<Strided<'_>> {
+    let Vals::F(data) = &view.value.0.data else { return None };
+    let &[row, col] = &view.strides[..] else { return None };
+    Some(Strided { data, offset: view.offset, row, col })
+}
+
+/// The one row of `n` floats a broadcast bias view repeats; `None` when it is not one.
+fn bias_row(view: &View, n: usize) -> Option<Vec<f32>> {
+    let (&last, outer) = view.shape.split_last()?;
+    let rows = last == n
+        && view.strides.len() == view.shape.len()
+        && view.strides[outer.len()] == 1
+        && view.strides[..outer.len()].iter().zip(outer).all(|(&s, &d)| s == 0 || d == 1);
+    let Vals::F(data) = &view.value.0.data else { return None };
+    view.check().ok()?;
+    rows.then(|| data.get(view.offset..view.offset + n).map(<[f32]>::to_vec))?
 }
 
 /// Elements per parallel block of `bias_rows`.

@@ -22,6 +22,7 @@ mod fused;
 mod group;
 mod maps;
 mod matmul;
+mod panels;
 mod rows;
 mod value;
 mod view;

@@ -29,6 +29,12 @@ thread_local! {
     static SCRATCH: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
 }
 
+thread_local! {
+    /// This thread's panel of a fed product's rows (`Fed`), kept for its next panel: all panels of a product
+    /// but its last have one size.
+    static PANEL: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
 /// Buffers shorter than this are left to the allocator; at most `SCRATCH_KEPT` are kept per thread.
 const SCRATCH_MIN: usize = 1024;
 const SCRATCH_KEPT: usize = 32;
@@ -74,9 +80,9 @@ enum Step {
 #[derive(Debug)]
 pub struct RowPass {
     /// Elements per row.
-    row: usize,
+    pub row: usize,
     /// Rows in all.
-    rows: usize,
+    pub rows: usize,
     /// The pass's nodes in order: the node, whether it holds whole rows (else one value per row), its step.
     steps: Vec<(usize, bool, Step)>,
     /// Whether each node of the launch is computed by the pass.
@@ -85,6 +91,25 @@ pub struct RowPass {
     pub after: Vec<bool>,
     /// The pass's nodes whose whole values the launch keeps: stored, or read after the pass.
     outputs: Vec<usize>,
+}
+
+/// A leaf of a pass that a matrix product computes as the pass reads it: the product's rows `m0..m1`
+/// (`panels.rs`) for the blocks of those rows, on the thread that runs them, so they are read from cache.
+/// The leaf is the product (or its bias sum) in row-major order: `m x n` elements, `n` a multiple of the
+/// pass's row.
+pub struct Fed<'a> {
+    /// The node the product's rows are the value of.
+    pub leaf: usize,
+    /// The product's left operand (`m x k`).
+    pub a: super::panels::Strided<'a>,
+    /// Its right operand, packed.
+    pub b: &'a super::panels::PackedB,
+    /// A bias row (`n` floats) the product is added to.
+    pub bias: Option<&'a [f32]>,
+    pub m: usize,
+    pub n: usize,
+    /// Rows of the product per panel.
+    pub panel: usize,
 }
 
 /// One block's value of a node.
@@ -216,10 +241,12 @@ impl RowPass {
     }
 
     /// Runs the pass: every node it reads from outside is computed in `run`'s values (or an inline node
-    /// computed on the way). Returns the kept results, by node.
-    pub fn run(&self, run: &Run) -> Result<Vec<(usize, Value)>, String> {
+    /// computed on the way), except the `fed` leaf, whose rows a matrix product computes panel by panel on
+    /// the thread that reads them (`Fed`). Returns the kept results, by node.
+    pub fn run(&self, run: &Run, fed: Option<&Fed>) -> Result<Vec<(usize, Value)>, String> {
         let nodes = &run.ops.nodes;
         let (row, rows) = (self.row, self.rows);
+        let fed_leaf = fed.map(|f| f.leaf);
         // Views of what the pass reads from outside, made once.
         let mut leaves: Vec<(usize, View)> = Vec::new();
         for &(k, _, step) in &self.steps {
@@ -231,7 +258,7 @@ impl RowPass {
                 _ => Vec::new(),
             };
             for o in read {
-                if !leaves.iter().any(|(l, _)| *l == o) {
+                if Some(o) != fed_leaf && !leaves.iter().any(|(l, _)| *l == o) {
                     let view = run.view(o)?;
                     view.check()?;
                     leaves.push((o, view));
@@ -240,7 +267,19 @@ impl RowPass {
         }
         let full = |k: usize| run.shapes[k].iter().product::<usize>() == rows * row;
         let per_block = (BLOCK / row).max(1);
-        let blocks = rows.div_ceil(per_block);
+        // The blocks of rows, in groups each run in order on one thread: a block each, or with a fed leaf
+        // the blocks of one panel of the product's rows.
+        let blocks = |lo: usize, hi: usize| (lo..hi).step_by(per_block).map(move |r| (r, (r + per_block).min(hi)));
+        let groups: Vec<Vec<(usize, usize)>> = match fed {
+            None => blocks(0, rows).map(|b| vec![b]).collect(),
+            Some(f) => {
+                if f.m * f.n != rows * row || f.n % row != 0 || f.panel == 0 {
+                    return Err("internal error: a matrix product does not cover a row pass".to_string());
+                }
+                let per_panel = f.panel * f.n / row;
+                (0..rows).step_by(per_panel).map(|lo| blocks(lo, (lo + per_panel).min(rows)).collect()).collect()
+            }
+        };
         // The kept results, and each block's part of them.
         let mut kept: Vec<Vals> = self
             .outputs
@@ -253,15 +292,21 @@ impl RowPass {
                 }
             })
             .collect();
-        let mut parts: Vec<Vec<Out>> = (0..blocks).map(|_| Vec::with_capacity(kept.len())).collect();
+        let mut parts: Vec<Vec<Vec<Out>>> =
+            groups.iter().map(|g| g.iter().map(|_| Vec::with_capacity(kept.len())).collect()).collect();
         for (&k, vals) in self.outputs.iter().zip(&mut kept) {
-            let size = per_block * if full(k) { row } else { 1 };
+            let per_row = if full(k) { row } else { 1 };
             macro_rules! split {
-                ($v:expr, $kind:ident) => {
-                    for (b, chunk) in $v.chunks_mut(size).enumerate() {
-                        parts[b].push(Out::$kind(chunk));
+                ($v:expr, $kind:ident) => {{
+                    let mut rest = &mut $v[..];
+                    for (group, outs) in groups.iter().zip(&mut parts) {
+                        for (&(r0, r1), out) in group.iter().zip(outs) {
+                            let (chunk, tail) = std::mem::take(&mut rest).split_at_mut((r1 - r0) * per_row);
+                            out.push(Out::$kind(chunk));
+                            rest = tail;
+                        }
                     }
-                };
+                }};
             }
             match vals {
                 Vals::F(v) => split!(v, F),
@@ -270,15 +315,41 @@ impl RowPass {
                 Vals::B(v) => split!(v, B),
             }
         }
-        parts.into_par_iter().enumerate().try_for_each(|(b, outs)| {
-            let first = b * per_block;
-            self.block(run, &leaves, first, (first + per_block).min(rows), outs)
+        groups.into_par_iter().zip(parts).try_for_each(|(group, outs)| {
+            let Some(f) = fed else {
+                return group
+                    .into_iter()
+                    .zip(outs)
+                    .try_for_each(|((r0, r1), o)| self.block(run, &leaves, r0, r1, o, None));
+            };
+            // The panel of the product's rows under this group's blocks, computed here, read while hot.
+            let (e0, e1) = (group[0].0 * row, group[group.len() - 1].1 * row);
+            let (m0, m1) = (e0 / f.n, e1 / f.n);
+            let mut panel = PANEL.with(|p| p.take());
+            panel.resize(e1 - e0, 0.0);
+            if let Some(bias) = f.bias {
+                panel.chunks_exact_mut(f.n).for_each(|r| r.copy_from_slice(bias));
+            }
+            super::panels::rows(f.a, f.b, m0, m1, &mut panel, f.n, f.bias.is_some())?;
+            for ((r0, r1), o) in group.into_iter().zip(outs) {
+                self.block(run, &leaves, r0, r1, o, Some((f.leaf, &panel[r0 * row - e0..r1 * row - e0])))?;
+            }
+            PANEL.with(|p| p.replace(panel));
+            Ok(())
         })?;
         Ok(self.outputs.iter().zip(kept).map(|(&k, vals)| (k, Value::new(vals, run.shapes[k].clone()))).collect())
     }
 
     /// Rows `r0..r1`: every step in order, the kept results written to `outs`.
-    fn block(&self, run: &Run, leaves: &[(usize, View)], r0: usize, r1: usize, outs: Vec<Out>) -> Result<(), String> {
+    fn block<'l>(
+        &self,
+        run: &Run,
+        leaves: &'l [(usize, View)],
+        r0: usize,
+        r1: usize,
+        outs: Vec<Out>,
+        fed: Option<(usize, &'l [f32])>,
+    ) -> Result<(), String> {
         let mut outs: Vec<Option<Out>> = outs.into_iter().map(Some).collect();
         let nodes = &run.ops.nodes;
         let row = self.row;
@@ -288,6 +359,9 @@ impl RowPass {
             let (lo, hi) =
                 if view.shape.iter().product::<usize>() == self.rows { (r0, r1) } else { (r0 * row, r1 * row) };
             vals[*k] = Some(leaf_part(view, lo, hi));
+        }
+        if let Some((leaf, rows)) = fed {
+            vals[leaf] = Some(Blk::Slice(rows));
         }
         let mismatch = |_| "its operands have the wrong element types".to_string();
         for &(k, full, step) in &self.steps {

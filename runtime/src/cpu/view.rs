@@ -43,6 +43,15 @@ impl View {
         }
     }
 
+    /// Whether both views read the same elements of the same buffer (values are immutable, so the same
+    /// elements hold the same numbers while either view lives).
+    pub fn same(&self, other: &View) -> bool {
+        std::sync::Arc::ptr_eq(&self.value.0, &other.value.0)
+            && self.offset == other.offset
+            && self.shape == other.shape
+            && self.strides == other.strides
+    }
+
     /// Whether the view is its buffer's elements `offset..offset + count` in row-major order.
     pub fn is_contiguous(&self) -> bool {
         // Each axis' row-major stride, from the last axis (without allocating: views are tested per block).
