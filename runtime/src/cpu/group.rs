@@ -9,7 +9,7 @@ use super::buffers::Buffers;
 use super::fused::Run;
 use super::maps::MapNode;
 use super::matmul;
-use super::panels::{self, PackedB, Strided};
+use super::panels::{self, Lhs, PackedB, strided};
 use super::rows::{Fed, RowPass};
 use super::value::Value;
 use super::view::View;
@@ -20,6 +20,7 @@ use crate::eval::{along, layout, reduce};
 use crate::exec::CpuFailure;
 use crate::ops::BinaryOp;
 use crate::program::{Check, Launch, OpNode, Program, TensorId, TensorOp};
+use rayon::prelude::*;
 use std::sync::{Arc, Mutex};
 
 impl CpuFailure {
@@ -301,19 +302,41 @@ impl GroupPlan {
                 TensorOp::MatMul(a, b) => {
                     let (sa, sb) = (&node_shapes[a.index()], &node_shapes[b.index()]);
                     matmul_rule(shape, sa, sb).map_err(&fail)?;
-                    let (va, vb) = (run.view(a.index()).map_err(&fail)?, run.view(b.index()).map_err(&fail)?);
+                    // A reshape of a view no strides express (attention's context, heads merged): its rows
+                    // gathered per panel when the product goes by panels, else all at once.
+                    let lhs = Lhs::of(&run, a.index(), sa).map_err(&fail)?;
+                    let vb = run.view(b.index()).map_err(&fail)?;
                     let mut out = buffers.take(count(shape));
                     // A bias row under every output row: written first, the product accumulated onto it.
-                    let bias = match self.bias[k] {
-                        Some((add, other))
-                            if node_shapes[add].last() == shape.last() && count(&node_shapes[add]) == count(shape) =>
-                        {
-                            let view = run.view(other).map_err(&fail)?;
-                            bias_rows(&view, &mut out).then_some(add)
-                        }
-                        _ => None,
+                    let bias_add = self.bias[k].filter(|&(add, _)| {
+                        node_shapes[add].last() == shape.last() && count(&node_shapes[add]) == count(shape)
+                    });
+                    let row = match bias_add {
+                        Some((_, other)) => bias_row(&run.view(other).map_err(&fail)?, *shape.last().unwrap_or(&0)),
+                        None => None,
                     };
-                    let product = matmul::matmul(node.dtype, &va, &vb, out, bias.is_some()).map_err(&fail)?;
+                    // Enough rows of a 2-D float product: by panels, each writing its bias rows first.
+                    let by_panels = match (bias_add, &row) {
+                        (Some(_), None) => None,
+                        _ => self.panel_product(k, &lhs, &vb, row.as_deref(), &mut out),
+                    };
+                    let (product, bias) = match by_panels {
+                        Some(done) => {
+                            done.map_err(&fail)?;
+                            (Vals::F(out), bias_add.map(|(add, _)| add))
+                        }
+                        None => {
+                            let va = lhs.into_view();
+                            let bias = match bias_add {
+                                Some((add, other)) => {
+                                    let view = run.view(other).map_err(&fail)?;
+                                    bias_rows(&view, &mut out).then_some(add)
+                                }
+                                None => None,
+                            };
+                            (matmul::matmul(node.dtype, &va, &vb, out, bias.is_some()).map_err(&fail)?, bias)
+                        }
+                    };
                     alias = bias;
                     Value::new(product, bias.map_or_else(|| shape.clone(), |add| node_shapes[add].clone()))
                 }
@@ -431,24 +454,64 @@ impl GroupPlan {
                 Some((_, other)) => Some(bias_row(&run.view(other).ok()?, n)?),
                 None => None,
             };
-            let (va, vb) = (run.view(a.index()).ok()?, run.view(b.index()).ok()?);
-            va.check().ok()?;
+            let va = Lhs::of(&run, a.index(), sa).ok()?;
+            let vb = run.view(b.index()).ok()?;
+            if !va.fits() {
+                return None;
+            }
             vb.check().ok()?;
-            let packed = {
-                let mut cache = self.packed[k].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                match &*cache {
-                    Some((view, packed)) if view.same(&vb) => packed.clone(),
-                    _ => {
-                        let packed = Arc::new(PackedB::new(strided(&vb)?, depth, n)?);
-                        *cache = Some((vb, packed.clone()));
-                        packed
-                    }
-                }
-            };
-            let panel =
-                (m.div_ceil(rayon::current_num_threads() * 4)).div_ceil(panels::MR).clamp(1, PANEL_TILES) * panels::MR;
-            Some((feed, Fedding { leaf: feed.leaf, a: va, b: packed, bias, m, n, panel }, root))
+            let packed = self.packed_b(k, vb, depth, n)?;
+            Some((feed, Fedding { leaf: feed.leaf, a: va, b: packed, bias, m, n, panel: panel_rows(m) }, root))
         })
+    }
+
+    /// Matmul `k`'s right operand `b` (`depth x n`) packed for `panels.rs`: the last run's packing when `b`
+    /// is the same view of the same buffer (a param's weight), else packed now and kept.
+    fn packed_b(&self, k: usize, b: View, depth: usize, n: usize) -> Option<Arc<PackedB>> {
+        let mut cache = self.packed[k].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match &*cache {
+            Some((view, packed)) if view.same(&b) => Some(packed.clone()),
+            _ => {
+                let packed = Arc::new(PackedB::new(strided(&b)?, depth, n)?);
+                *cache = Some((b, packed.clone()));
+                Some(packed)
+            }
+        }
+    }
+
+    /// Matmul `k` (left operand `a`, right operand view `b`, both 2-D) by panels of rows in parallel
+    /// (`panels.rs`), each panel first filled with `bias` rows when given; `None` when the product is not one
+    /// for panels (too few rows, not `f32`, no AVX-512, an operand that is not a float matrix).
+    fn panel_product(
+        &self,
+        k: usize,
+        a: &Lhs,
+        b: &View,
+        bias: Option<&[f32]>,
+        out: &mut [f32],
+    ) -> Option<Result<(), String>> {
+        let (&[m, depth], &[_, n]) = (a.shape(), &b.shape[..]) else { return None };
+        if !panels::available()
+            || self.ops.nodes[k].dtype != DType::F32
+            || m < FEED_ROWS
+            || out.len() != m * n
+            || n == 0
+        {
+            return None;
+        }
+        if !a.fits() {
+            return None;
+        }
+        b.check().ok()?;
+        let packed = self.packed_b(k, b.clone(), depth, n)?;
+        let panel = panel_rows(m);
+        Some(out.par_chunks_mut(panel * n).enumerate().try_for_each(|(i, chunk)| {
+            if let Some(row) = bias {
+                chunk.chunks_exact_mut(n).for_each(|r| r.copy_from_slice(row));
+            }
+            let r0 = i * panel;
+            a.product_rows(&packed, r0, r0 + chunk.len() / n, chunk, n, bias.is_some())
+        }))
     }
 
     fn failure(&self, node: &OpNode, problem: String) -> CpuFailure {
@@ -478,10 +541,16 @@ const FEED_ROWS: usize = 128;
 /// Register tiles of rows per fed panel at most (120 rows: the panel's share of `B` is reused by 20 tiles).
 const PANEL_TILES: usize = 20;
 
+/// Rows per panel of a product of `m` rows computed by `panels.rs`: about four panels per thread, whole
+/// register tiles, at most `PANEL_TILES` of them.
+fn panel_rows(m: usize) -> usize {
+    m.div_ceil(rayon::current_num_threads() * 4).div_ceil(panels::MR).clamp(1, PANEL_TILES) * panels::MR
+}
+
 /// What a fed matmul's pass needs, owned (`rows::Fed` borrows it).
 struct Fedding {
     leaf: usize,
-    a: View,
+    a: Lhs,
     b: Arc<PackedB>,
     bias: Option<Vec<f32>>,
     m: usize,
@@ -493,7 +562,7 @@ impl Fedding {
     fn as_fed(&self) -> Fed<'_> {
         Fed {
             leaf: self.leaf,
-            a: strided(&self.a).expect("checked when made"),
+            a: &self.a,
             b: &self.b,
             bias: self.bias.as_deref(),
             m: self.m,
@@ -501,13 +570,6 @@ impl Fedding {
             panel: self.panel,
         }
     }
-}
-
-/// A float matrix view as `panels::Strided`; `None` for another element type or rank.
-fn strided(view: &View) -> Option<Strided<'_>> {
-    let Vals::F(data) = &view.value.0.data else { return None };
-    let &[row, col] = &view.strides[..] else { return None };
-    Some(Strided { data, offset: view.offset, row, col })
 }
 
 /// The one row of `n` floats a broadcast bias view repeats; `None` when it is not one.
@@ -538,7 +600,6 @@ fn bias_rows(view: &View, out: &mut [f32]) -> bool {
         return false;
     }
     // In parallel blocks of whole rows: the output is large and not yet in any cache.
-    use rayon::prelude::*;
     out.par_chunks_mut(n * (BIAS_BLOCK / n).max(1)).for_each(|block| {
         for chunk in block.chunks_exact_mut(n) {
             chunk.copy_from_slice(row);

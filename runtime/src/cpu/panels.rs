@@ -11,6 +11,12 @@
 #[cfg(target_arch = "x86_64")]
 use std::arch::x86_64::*;
 
+use super::fused::Run;
+use super::value::Value;
+use super::view::View;
+use crate::eval::values::Vals;
+use crate::program::TensorOp;
+
 /// Rows of `C` per register tile.
 pub const MR: usize = 6;
 /// 16-lane vectors per row of a register tile.
@@ -50,6 +56,96 @@ impl Strided<'_> {
                 .and_then(|x| x.checked_add(self.offset))
                 .is_some_and(|last| last < self.data.len())
     }
+}
+
+/// A product's left operand (`m x k`) as a view of its elements: strided, or (`Rows`) a view whose
+/// row-major elements are the operand's where no strides express the reshape between them (attention's
+/// context with its heads merged), its rows gathered per panel by the thread that computes the panel.
+#[derive(Debug)]
+pub enum Lhs {
+    View(View),
+    Rows(View, Vec<usize>),
+}
+
+impl Lhs {
+    /// Node `k` of `run` as a left operand of `shape`: a reshape no strides express is `Rows`.
+    pub fn of(run: &Run, k: usize, shape: &[usize]) -> Result<Lhs, String> {
+        if let TensorOp::Reshape(x) = run.ops.nodes[k].op
+            && matches!(run.values.get(k), Some(None))
+        {
+            let from = run.view(x.index())?;
+            return Ok(match from.reshape(shape) {
+                Some(view) => Lhs::View(view),
+                None => Lhs::Rows(from, shape.to_vec()),
+            });
+        }
+        run.view(k).map(Lhs::View)
+    }
+
+    /// Its shape.
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            Lhs::View(view) => &view.shape,
+            Lhs::Rows(_, shape) => shape,
+        }
+    }
+
+    /// Whether it is a float matrix inside its buffer, as `product_rows` needs.
+    pub fn fits(&self) -> bool {
+        match self {
+            Lhs::View(view) => view.check().is_ok() && strided(view).is_some(),
+            Lhs::Rows(from, shape) => {
+                from.check().is_ok()
+                    && shape.len() == 2
+                    && from.shape.iter().product::<usize>() == shape.iter().product::<usize>()
+                    && matches!(from.value.0.data, Vals::F(_))
+            }
+        }
+    }
+
+    /// The whole operand as one view (its rows gathered when `Rows`), for a product not made by panels.
+    pub fn into_view(self) -> View {
+        match self {
+            Lhs::View(view) => view,
+            Lhs::Rows(from, shape) => {
+                let n = shape.iter().product();
+                View::whole(Value::new(from.gather(0, n), shape))
+            }
+        }
+    }
+
+    /// Rows `r0..r1` of the product with `packed` (`rows`).
+    pub fn product_rows(
+        &self,
+        packed: &PackedB,
+        r0: usize,
+        r1: usize,
+        c: &mut [f32],
+        c_row: usize,
+        accumulate: bool,
+    ) -> Result<(), String> {
+        match self {
+            Lhs::View(view) => {
+                let a = strided(view).ok_or("internal error: a product's operand is not a float matrix")?;
+                rows(a, packed, r0, r1, c, c_row, accumulate)
+            }
+            Lhs::Rows(from, _) => {
+                // This panel's rows, gathered here (in parallel with the other panels).
+                let k = packed.k;
+                let Vals::F(data) = from.gather(r0 * k, r1 * k) else {
+                    return Err("internal error: a product's operand is not floats".to_string());
+                };
+                rows(Strided { data: &data, offset: 0, row: k, col: 1 }, packed, 0, r1 - r0, c, c_row, accumulate)
+            }
+        }
+    }
+}
+
+/// A float matrix view as `Strided`; `None` for another element type or rank.
+pub fn strided(view: &View) -> Option<Strided<'_>> {
+    let Vals::F(data) = &view.value.0.data else { return None };
+    let &[row, col] = &view.strides[..] else { return None };
+    Some(Strided { data, offset: view.offset, row, col })
 }
 
 /// `B` (`k x n`) packed: for each block of `k` (`blocks`), for each panel of `NR` columns, `kc` rows of `NR`

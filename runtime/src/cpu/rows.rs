@@ -101,7 +101,7 @@ pub struct Fed<'a> {
     /// The node the product's rows are the value of.
     pub leaf: usize,
     /// The product's left operand (`m x k`).
-    pub a: super::panels::Strided<'a>,
+    pub a: &'a super::panels::Lhs,
     /// Its right operand, packed.
     pub b: &'a super::panels::PackedB,
     /// A bias row (`n` floats) the product is added to.
@@ -330,7 +330,7 @@ impl RowPass {
             if let Some(bias) = f.bias {
                 panel.chunks_exact_mut(f.n).for_each(|r| r.copy_from_slice(bias));
             }
-            super::panels::rows(f.a, f.b, m0, m1, &mut panel, f.n, f.bias.is_some())?;
+            f.a.product_rows(f.b, m0, m1, &mut panel, f.n, f.bias.is_some())?;
             for ((r0, r1), o) in group.into_iter().zip(outs) {
                 self.block(run, &leaves, r0, r1, o, Some((f.leaf, &panel[r0 * row - e0..r1 * row - e0])))?;
             }

@@ -997,3 +997,24 @@ fn f16_subnormals_round_as_the_interpreter_rounds() {
     let inputs = vec![Tensor::f16_from_f32(&[len], &h), Tensor::f32(&[len], x)];
     compare("gpu_f16_subnormal.tdsl", &graph, &inputs, &HashMap::new(), &[Tol::Bits; 6]);
 }
+
+/// Products whose left operand merges attention heads (`reshape(permute(ctx, [0, 2, 1, 3]), ..)`, a reshape
+/// no strides express), one with a bias alone and one under a residual and a layer norm, over 150 rows: the
+/// CPU executor gathers that operand's rows panel by panel (and feeds the layer norm its panels) there.
+/// Tolerances: a sum over K = 48 plus the bias (and the residual), doubled per add as in `contractions.rs`;
+/// the layer norm's eight times that over K + N.
+#[test]
+fn products_of_merged_heads() {
+    seeded_by_dtype(
+        "gpu_merged_heads.tdsl",
+        "import \"std/nn\"
+        model m(ctx: f32[B, H, S, 16], r: f32[B, S, 40]) -> (y: f32[B, S, 40], z: f32[B, S, 40]) {
+            merged = reshape(permute(ctx, [0, 2, 1, 3]), [B, S, H * 16])
+            y = Linear[\"proj\"](merged, 40)
+            z = LayerNorm[\"norm\"](r + Linear[\"out\"](merged, 40), eps: 1e-5)
+        }",
+        &[("B", 3), ("H", 3), ("S", 50)],
+        Tol::reduction(48).times(2.0),
+        &[("z", Tol::reduction(48 + 40).times(8.0 * 4.0))],
+    );
+}
