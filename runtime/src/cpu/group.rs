@@ -167,19 +167,32 @@ impl GroupPlan {
                     return None;
                 }
                 // Along the chain of single readers: reshapes, and the bias `Add` the product is accumulated onto.
+                // A bias added inside an elementwise tree (GELU's) joins too: the panels start from it.
                 let mut chain = vec![k];
                 let mut at = k;
-                let bias: Option<(usize, usize)> = bias[k];
+                let mut bias: Option<(usize, usize)> = bias[k];
                 loop {
                     let next = match users[at][..] {
                         [u] if !stored.contains(&u) => u,
                         _ => break,
                     };
-                    let joins =
-                        matches!(nodes[next].op, TensorOp::Reshape(_)) || bias.is_some_and(|(add, _)| add == next);
+                    let tree_bias = match nodes[next].op {
+                        TensorOp::Binary(BinaryOp::Add, x, y)
+                            if bias.is_none() && x != y && nodes[next].dtype == DType::F32 =>
+                        {
+                            let other = if x.index() == at { y.index() } else { x.index() };
+                            (matches!(nodes[other].op, TensorOp::Broadcast(_)) && layout_of_tensors(nodes, other))
+                                .then_some((next, other))
+                        }
+                        _ => None,
+                    };
+                    let joins = matches!(nodes[next].op, TensorOp::Reshape(_))
+                        || bias.is_some_and(|(add, _)| add == next)
+                        || tree_bias.is_some();
                     if !joins {
                         break;
                     }
+                    bias = bias.or(tree_bias);
                     chain.push(next);
                     at = next;
                 }
@@ -249,10 +262,19 @@ impl GroupPlan {
         // A row pass, when the launch has one, computes its nodes in one go: the nodes it reads run before
         // it, those that read it after it (`PASS` marks its turn), and intermediates are freed at the end.
         const PASS: usize = usize::MAX;
-        let bias_adds: Vec<usize> = self.bias.iter().flatten().map(|&(add, _)| add).collect();
-        let pass = RowPass::plan(&self.ops, &node_shapes, &stored, &bias_adds);
+        // Nodes a row pass must leave to others: bias `Add`s their matmuls compute, and the leaf of a matmul
+        // that may be fed to the pass (which then reads it as computed).
+        let mut outside: Vec<usize> = self.bias.iter().flatten().map(|&(add, _)| add).collect();
+        let bias_count = outside.len();
+        outside.extend(self.feed_candidate(&node_shapes).map(|feed| feed.leaf));
+        let mut pass = RowPass::plan(&self.ops, &node_shapes, &stored, &outside);
         // A matmul whose rows the pass (or the tree around its product) computes as it reads them.
         let fed = self.fed(&node_shapes, &values, buffers, pass.as_ref());
+        if fed.as_ref().is_none_or(|(.., root)| root.is_some()) && outside.len() > bias_count {
+            // Not fed after all: the pass computes the candidate's leaf as usual.
+            outside.truncate(bias_count);
+            pass = RowPass::plan(&self.ops, &node_shapes, &stored, &outside);
+        }
         let fed_chain: &[usize] = fed.as_ref().map_or(&[], |(feed, ..)| &feed.chain);
         let order: Vec<usize> = match &pass {
             Some(p) => {
@@ -291,7 +313,8 @@ impl GroupPlan {
                     || matches!(op, TensorOp::Reshape(_) | TensorOp::Broadcast(_) | TensorOp::Permute(..)) =>
                 {
                     // The node's tree, one block of elements at a time.
-                    let tree = RowPass::tree(&run, k)
+                    let fed_leaf = fed.as_ref().filter(|(.., root)| *root == Some(k)).map(|(feed, ..)| feed.leaf);
+                    let tree = RowPass::tree(&run, k, fed_leaf)
                         .ok_or_else(|| fail("internal error: a node out of range".to_string()))?;
                     let feed = fed.as_ref().filter(|(.., root)| *root == Some(k)).map(|(_, f, _)| f.as_fed());
                     let mut kept = tree.run(&run, feed.as_ref()).map_err(&fail)?;
@@ -462,6 +485,19 @@ impl GroupPlan {
             vb.check().ok()?;
             let packed = self.packed_b(k, vb, depth, n)?;
             Some((feed, Fedding { leaf: feed.leaf, a: va, b: packed, bias, m, n, panel: panel_rows(m) }, root))
+        })
+    }
+
+    /// The feed of the first matmul whose shapes allow panels (2-D, at least `FEED_ROWS` rows, AVX-512): the
+    /// one `fed` considers.
+    fn feed_candidate(&self, shapes: &[Vec<usize>]) -> Option<&Feed> {
+        if !panels::available() {
+            return None;
+        }
+        self.feeds.iter().enumerate().find_map(|(k, feed)| {
+            let TensorOp::MatMul(a, _) = self.ops.nodes[k].op else { return None };
+            let feed = feed.as_ref()?;
+            (shapes[a.index()].len() == 2 && shapes[a.index()][0] >= FEED_ROWS).then_some(feed)
         })
     }
 

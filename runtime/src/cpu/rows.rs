@@ -216,7 +216,8 @@ impl RowPass {
     /// The elementwise tree rooted at `root` as `Run::materialize` sees it (`root` and the elementwise and
     /// `Reshape` nodes under it not computed yet; everything else read through views) as a pass of rows of
     /// one element: blocks of elements, each node of the tree computed once per block into a reused buffer.
-    pub fn tree(run: &Run, root: usize) -> Option<RowPass> {
+    /// `fed` is a node read as a leaf though not computed: a fed matmul's leaf (`Fed`).
+    pub fn tree(run: &Run, root: usize, fed: Option<usize>) -> Option<RowPass> {
         let nodes = &run.ops.nodes;
         let n = nodes.len();
         let computed = |k: usize| matches!(run.values.get(k), Some(Some(_)));
@@ -224,7 +225,7 @@ impl RowPass {
         let mut stack = vec![root];
         while let Some(k) = stack.pop() {
             let op = &nodes.get(k)?.op;
-            if in_pass[k] || computed(k) {
+            if in_pass[k] || computed(k) || Some(k) == fed {
                 continue;
             }
             if op.is_elementwise() || matches!(op, TensorOp::Reshape(_)) {
