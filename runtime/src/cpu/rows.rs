@@ -249,7 +249,7 @@ impl RowPass {
         let (row, rows) = (self.row, self.rows);
         let fed_leaf = fed.map(|f| f.leaf);
         // Views of what the pass reads from outside, made once.
-        let mut leaves: Vec<(usize, View)> = Vec::new();
+        let mut leaves: Vec<(usize, View, Option<Vec<f32>>)> = Vec::new();
         for &(k, _, step) in &self.steps {
             let read: Vec<usize> = match step {
                 Step::Leaf => vec![k],
@@ -259,15 +259,23 @@ impl RowPass {
                 _ => Vec::new(),
             };
             for o in read {
-                if Some(o) != fed_leaf && !leaves.iter().any(|(l, _)| *l == o) {
+                if Some(o) != fed_leaf && !leaves.iter().any(|(l, ..)| *l == o) {
                     let view = run.view(o)?;
                     view.check()?;
-                    leaves.push((o, view));
+                    leaves.push((o, view, None));
                 }
             }
         }
         let full = |k: usize| run.shapes[k].iter().product::<usize>() == rows * row;
         let per_block = (BLOCK / row).max(1);
+        // A leaf repeating one stretch of floats that divides the row (a broadcast bias, a layer norm's gain
+        // and shift) has the same elements in every block: gathered once, not once per block.
+        for (_, view, repeated) in &mut leaves {
+            if row > 1 && view.shape.iter().product::<usize>() == rows * row {
+                *repeated = repeated_rows(view, row)
+                    .map(|period| period.iter().copied().cycle().take(per_block.min(rows) * row).collect());
+            }
+        }
         // The blocks of rows, in groups each run in order on one thread: a block each, or with a fed leaf
         // the blocks of one panel of the product's rows.
         let blocks = |lo: usize, hi: usize| (lo..hi).step_by(per_block).map(move |r| (r, (r + per_block).min(hi)));
@@ -345,7 +353,7 @@ impl RowPass {
     fn block<'l>(
         &self,
         run: &Run,
-        leaves: &'l [(usize, View)],
+        leaves: &'l [(usize, View, Option<Vec<f32>>)],
         r0: usize,
         r1: usize,
         outs: Vec<Out>,
@@ -356,7 +364,11 @@ impl RowPass {
         let row = self.row;
         let nr = r1 - r0;
         let mut vals: Vec<Option<Blk>> = (0..nodes.len()).map(|_| None).collect();
-        for (k, view) in leaves {
+        for (k, view, repeated) in leaves {
+            if let Some(block) = repeated {
+                vals[*k] = Some(Blk::Slice(&block[..nr * row]));
+                continue;
+            }
             let (lo, hi) =
                 if view.shape.iter().product::<usize>() == self.rows { (r0, r1) } else { (r0 * row, r1 * row) };
             vals[*k] = Some(leaf_part(view, lo, hi));
@@ -492,6 +504,21 @@ fn along_rows(from: &[usize], to: &[usize], row: usize) -> bool {
         inner *= to[t - 1];
     }
     false
+}
+
+/// The floats a view repeats when it is a row-major stretch of floats broadcast over its leading axes and
+/// that stretch's length divides `row`: every run of `row` elements is that stretch repeated.
+fn repeated_rows(view: &View, row: usize) -> Option<&[f32]> {
+    let Vals::F(data) = &view.value.0.data else { return None };
+    // The trailing axes that are row-major and contiguous, and the stretch they make.
+    let mut period = 1;
+    let mut axis = view.shape.len();
+    while axis > 0 && (view.shape[axis - 1] == 1 || view.strides[axis - 1] == period) {
+        period *= view.shape[axis - 1];
+        axis -= 1;
+    }
+    let broadcast = view.strides[..axis].iter().zip(&view.shape[..axis]).all(|(&s, &d)| s == 0 || d == 1);
+    (broadcast && period > 1 && row.is_multiple_of(period)).then(|| data.get(view.offset..view.offset + period))?
 }
 
 /// Elements `lo..hi` of a leaf's view (`fused::view_part`) as a block value.
@@ -716,7 +743,23 @@ fn float_into(
 
 #[cfg(test)]
 mod tests {
-    use super::along_rows;
+    use super::{along_rows, repeated_rows};
+    use crate::cpu::value::Value;
+    use crate::cpu::view::View;
+    use crate::eval::values::Vals;
+
+    #[test]
+    fn a_broadcast_row_is_repeated_when_it_divides_the_row() {
+        let gain = View::whole(Value::new(Vals::F(vec![1.0, 2.0, 3.0, 4.0]), vec![4]));
+        let rows = gain.clone().broadcast(&[3, 4]);
+        assert_eq!(repeated_rows(&rows, 4), Some(&[1.0, 2.0, 3.0, 4.0][..]));
+        assert_eq!(repeated_rows(&rows, 8), Some(&[1.0, 2.0, 3.0, 4.0][..]));
+        assert_eq!(repeated_rows(&rows, 6), None, "4 does not divide 6");
+        let plain = View::whole(Value::new(Vals::F((0..12).map(|x| x as f32).collect()), vec![3, 4]));
+        assert_eq!(repeated_rows(&plain, 4), None, "every row differs");
+        let columns = View::whole(Value::new(Vals::F(vec![1.0, 2.0, 3.0]), vec![3, 1])).broadcast(&[3, 4]);
+        assert_eq!(repeated_rows(&columns, 4), None, "one value per row is not a repeated row");
+    }
 
     #[test]
     fn a_broadcast_along_rows_is_recognised() {
