@@ -188,6 +188,23 @@ pub fn run_cpu_for(
     cpu().execute(&compiled.program, inputs, params)
 }
 
+/// `run_cpu_for` twice on one loaded model: the second run finds every weight as the first left it, so
+/// large products go by the CPU executor's panels (weights packed on their second run), the first run
+/// through `gemm`; both runs' outputs, in order.
+pub fn run_cpu_twice_for(
+    graph: &Graph,
+    inputs: &[Tensor],
+    params: &HashMap<String, Tensor>,
+    options: &tdsl_compiler::pipeline::Options,
+) -> Result<[Vec<Tensor>; 2], ExecError> {
+    let compiled = crate::util::compile_with(graph, options)
+        .unwrap_or_else(|err| panic!("{} does not compile: {err}", graph.name));
+    cpu().check(&compiled.program)?;
+    let mut model = cpu().load(&compiled.program, params)?;
+    let first = model.run(inputs)?;
+    Ok([first, model.run(inputs)?])
+}
+
 /// Symbol values of `graph`: each symbol's size from `sizes` by name, else `default`.
 pub fn symbol_values(graph: &Graph, sizes: &[(&str, i64)], default: i64) -> Vec<i64> {
     graph.symbols.iter().map(|s| sizes.iter().find(|(name, _)| *name == s.name).map_or(default, |&(_, v)| v)).collect()
@@ -278,8 +295,13 @@ pub fn compare(name: &str, graph: &Graph, inputs: &[Tensor], params: &HashMap<St
         let what = format!("{name} ({} profile)", target.name);
         failures.extend(mismatches(&what, graph, inputs, &expected, &actual, tols));
     }
-    let actual = run_cpu(graph, inputs, params).unwrap_or_else(|err| panic!("{name}: CPU executor: {err}"));
-    failures.extend(mismatches(&format!("{name} (CPU executor)"), graph, inputs, &expected, &actual, tols));
+    let options = crate::util::options(true, codegen::Target::for_gpu(gpu()));
+    let runs =
+        run_cpu_twice_for(graph, inputs, params, &options).unwrap_or_else(|err| panic!("{name}: CPU executor: {err}"));
+    for (run, actual) in ["first", "second"].iter().zip(&runs) {
+        let what = format!("{name} (CPU executor, {run} run)");
+        failures.extend(mismatches(&what, graph, inputs, &expected, actual, tols));
+    }
     assert!(
         failures.is_empty(),
         "GPU ({}) or the CPU executor disagrees with the interpreter:\n{}",

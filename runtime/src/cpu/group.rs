@@ -21,7 +21,7 @@ use crate::exec::CpuFailure;
 use crate::ops::BinaryOp;
 use crate::program::{Check, Launch, OpNode, Program, TensorId, TensorOp};
 use rayon::prelude::*;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 impl CpuFailure {
     pub(crate) fn internal(launch: usize, name: &str, problem: String) -> CpuFailure {
@@ -54,10 +54,21 @@ pub struct GroupPlan {
     /// For each `MatMul`, its right operand packed by the last run (reused while the operand is the same
     /// buffer, as a param's weight is from run to run).
     packed: Vec<PackCache>,
+    /// Runs started, numbering each (`packed_b` packs a weight seen unchanged in two different runs).
+    runs: std::sync::atomic::AtomicUsize,
 }
 
-/// A matmul's right operand as last packed: the view it was packed from (holding its buffer) and the packing.
-type PackCache = Mutex<Option<(View, Arc<PackedB>)>>;
+/// What a matmul remembers of its right operand between runs (`GroupPlan::packed_b`).
+#[derive(Debug)]
+enum Packing {
+    /// Seen once, not packed: its buffer (weakly: a training step's old weights are freed; the allocation of
+    /// a live `Weak` is never reused, so pointer equality cannot be fooled) and the view's layout.
+    Seen { run: usize, buffer: Weak<Val>, offset: usize, shape: Vec<usize>, strides: Vec<usize> },
+    /// Seen again unchanged: packed, the view kept with its buffer.
+    Packed(View, Arc<PackedB>),
+}
+
+type PackCache = Mutex<Option<Packing>>;
 
 /// A matmul whose product the launch reads only through one node, `leaf` (the product, its bias sum, or a
 /// reshape of either), read only by elementwise nodes: a row pass or the tree around them can compute the
@@ -219,6 +230,7 @@ impl GroupPlan {
             eval_at,
             feeds,
             packed,
+            runs: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -232,6 +244,7 @@ impl GroupPlan {
         symbols: &[i64],
         buffers: &Buffers,
     ) -> Result<Vec<(TensorId, Value)>, CpuFailure> {
+        let run_id = self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let nodes = &self.ops.nodes;
         let mut values: Vec<Option<Value>> = vec![None; nodes.len()];
         let stored: Vec<usize> = self.ops.stores.iter().map(|s| s.node.index()).collect();
@@ -269,7 +282,7 @@ impl GroupPlan {
         outside.extend(self.feed_candidate(&node_shapes).map(|feed| feed.leaf));
         let mut pass = RowPass::plan(&self.ops, &node_shapes, &stored, &outside);
         // A matmul whose rows the pass (or the tree around its product) computes as it reads them.
-        let fed = self.fed(&node_shapes, &values, buffers, pass.as_ref());
+        let fed = self.fed(&node_shapes, &values, buffers, pass.as_ref(), run_id);
         if fed.as_ref().is_none_or(|(.., root)| root.is_some()) && outside.len() > bias_count {
             // Not fed after all: the pass computes the candidate's leaf as usual.
             outside.truncate(bias_count);
@@ -341,7 +354,7 @@ impl GroupPlan {
                     // Enough rows of a 2-D float product: by panels, each writing its bias rows first.
                     let by_panels = match (bias_add, &row) {
                         (Some(_), None) => None,
-                        _ => self.panel_product(k, &lhs, &vb, row.as_deref(), &mut out),
+                        _ => self.panel_product(k, &lhs, &vb, row.as_deref(), &mut out, run_id),
                     };
                     let (product, bias) = match by_panels {
                         Some(done) => {
@@ -436,6 +449,7 @@ impl GroupPlan {
         values: &[Option<Value>],
         buffers: &Buffers,
         pass: Option<&RowPass>,
+        run_id: usize,
     ) -> Option<(&Feed, Fedding, Option<usize>)> {
         if !panels::available() {
             return None;
@@ -483,7 +497,7 @@ impl GroupPlan {
                 return None;
             }
             vb.check().ok()?;
-            let packed = self.packed_b(k, vb, depth, n)?;
+            let packed = self.packed_b(k, vb, depth, n, run_id)?;
             Some((feed, Fedding { leaf: feed.leaf, a: va, b: packed, bias, m, n, panel: panel_rows(m) }, root))
         })
     }
@@ -501,18 +515,35 @@ impl GroupPlan {
         })
     }
 
-    /// Matmul `k`'s right operand `b` (`depth x n`) packed for `panels.rs`: the last run's packing when `b`
-    /// is the same view of the same buffer (a param's weight), else packed now and kept.
-    fn packed_b(&self, k: usize, b: View, depth: usize, n: usize) -> Option<Arc<PackedB>> {
+    /// Matmul `k`'s right operand `b` (`depth x n`) packed for `panels.rs`, or `None` the first time this
+    /// view of this buffer is seen: a weight the same from run to run (inference) is packed on its second run
+    /// and kept, while one replaced every run (a training step's params, activations) is never packed, its
+    /// products staying with `gemm`, which packs as it goes in parallel.
+    fn packed_b(&self, k: usize, b: View, depth: usize, n: usize, run: usize) -> Option<Arc<PackedB>> {
         let mut cache = self.packed[k].lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         match &*cache {
-            Some((view, packed)) if view.same(&b) => Some(packed.clone()),
-            _ => {
+            Some(Packing::Packed(view, packed)) if view.same(&b) => return Some(packed.clone()),
+            Some(Packing::Seen { run: seen, buffer, offset, shape, strides })
+                if *seen != run
+                    && std::ptr::eq(buffer.as_ptr(), Arc::as_ptr(&b.value.0))
+                    && *offset == b.offset
+                    && *shape == b.shape
+                    && *strides == b.strides =>
+            {
                 let packed = Arc::new(PackedB::new(strided(&b)?, depth, n)?);
-                *cache = Some((b, packed.clone()));
-                Some(packed)
+                *cache = Some(Packing::Packed(b, packed.clone()));
+                return Some(packed);
             }
+            _ => {}
         }
+        *cache = Some(Packing::Seen {
+            run,
+            buffer: Arc::downgrade(&b.value.0),
+            offset: b.offset,
+            shape: b.shape.clone(),
+            strides: b.strides.clone(),
+        });
+        None
     }
 
     /// Matmul `k` (left operand `a`, right operand view `b`, both 2-D) by panels of rows in parallel
@@ -525,6 +556,7 @@ impl GroupPlan {
         b: &View,
         bias: Option<&[f32]>,
         out: &mut [f32],
+        run_id: usize,
     ) -> Option<Result<(), String>> {
         let (&[m, depth], &[_, n]) = (a.shape(), &b.shape[..]) else { return None };
         if !panels::available()
@@ -539,7 +571,7 @@ impl GroupPlan {
             return None;
         }
         b.check().ok()?;
-        let packed = self.packed_b(k, b.clone(), depth, n)?;
+        let packed = self.packed_b(k, b.clone(), depth, n, run_id)?;
         let panel = panel_rows(m);
         Some(out.par_chunks_mut(panel * n).enumerate().try_for_each(|(i, chunk)| {
             if let Some(row) = bias {

@@ -17,7 +17,8 @@
 //!
 //! Every program runs fused and unfused on the GPU, fused once more with the `gpu` profile (contractions
 //! tiled through workgroup memory) where the device's own profile is another, and on the CPU executor with
-//! each fused profile's decisions; each is compared with the interpreter, and fused with unfused, under
+//! each fused profile's decisions, twice on one loaded model (the second run's products go by panels);
+//! each is compared with the interpreter, and fused with unfused, under
 //! one tolerance: `Tol::reduction(K)` for a plain product (each of the K accumulation steps may round
 //! differently: a tiled or differently ordered sum, a fused multiply-add). Every add after the
 //! product (a bias, a residual; `Linear`'s bias) counts as one more step and doubles the tolerance, since
@@ -41,7 +42,7 @@ use std::fmt::Write as _;
 use proptest::prelude::*;
 use proptest::test_runner::{Config, RngSeed, TestCaseError};
 
-use super::{Tol, gpu, mismatches, run_cpu_for, run_gpu_for, seeded_bindings};
+use super::{Tol, gpu, mismatches, run_cpu_twice_for, run_gpu_for, seeded_bindings};
 use crate::util::{check_text, rendered};
 use tdsl_compiler::interp;
 
@@ -486,13 +487,16 @@ fn run_program(program: &Program, seed: u64) -> Result<(), String> {
             }
         }
     }
-    // The CPU executor on each fused profile's decisions (a product and its epilogue in one launch: gemm
-    // or dot products, then the epilogue as a row pass or an elementwise tree).
+    // The CPU executor on each fused profile's decisions (a product and its epilogue in one launch: gemm,
+    // dot products or panels, the epilogue as a row pass or an elementwise tree, or fed by the panels).
     for (what, options) in runs.iter().filter(|(what, _)| *what != "unfused") {
-        let cpu = run_cpu_for(&graph, &inputs, &params, options)
+        // Twice on one model: the second run finds its weights unchanged and goes by panels.
+        let runs = run_cpu_twice_for(&graph, &inputs, &params, options)
             .map_err(|e| format!("CPU executor ({what}): {e}\n{}", context()))?;
-        for f in mismatches(name, &graph, &inputs, &expected, &cpu, &program.tols) {
-            failures.push(format!("CPU executor ({what}) against the interpreter: {f}"));
+        for (run, cpu) in ["first", "second"].iter().zip(&runs) {
+            for f in mismatches(name, &graph, &inputs, &expected, cpu, &program.tols) {
+                failures.push(format!("CPU executor ({what}, {run} run) against the interpreter: {f}"));
+            }
         }
     }
     if failures.is_empty() {
