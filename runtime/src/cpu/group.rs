@@ -279,7 +279,7 @@ impl GroupPlan {
         // that may be fed to the pass (which then reads it as computed).
         let mut outside: Vec<usize> = self.bias.iter().flatten().map(|&(add, _)| add).collect();
         let bias_count = outside.len();
-        outside.extend(self.feed_candidate(&node_shapes).map(|feed| feed.leaf));
+        outside.extend(self.feed_candidate(&node_shapes).map(|(_, feed)| feed.leaf));
         let mut pass = RowPass::plan(&self.ops, &node_shapes, &stored, &outside);
         // A matmul whose rows the pass (or the tree around its product) computes as it reads them.
         let fed = self.fed(&node_shapes, &values, buffers, pass.as_ref(), run_id);
@@ -348,7 +348,9 @@ impl GroupPlan {
                         node_shapes[add].last() == shape.last() && count(&node_shapes[add]) == count(shape)
                     });
                     let row = match bias_add {
-                        Some((_, other)) => bias_row(&run.view(other).map_err(&fail)?, *shape.last().unwrap_or(&0)),
+                        Some((_, other)) => {
+                            bias_row(&run.view(other).map_err(&fail)?, *shape.last().unwrap_or(&0)).map(<[f32]>::to_vec)
+                        }
                         None => None,
                     };
                     // Enough rows of a 2-D float product: by panels, each writing its bias rows first.
@@ -439,10 +441,10 @@ impl GroupPlan {
         results
     }
 
-    /// The matmul this run feeds into its row pass (root `None`) or into the tree of root `Some(r)`: its
-    /// `Feed`, its operands (the right one packed, or taken from the last run's packing) and the bias row.
-    /// `None` when no matmul can be fed: too few rows for panels, operands not available as views before the
-    /// launch's nodes run, a product not covering the pass's rows, or no AVX-512.
+    /// The candidate matmul (`feed_candidate`) fed this run into its row pass (root `None`) or into the tree
+    /// of root `Some(r)`: its `Feed`, its operands (the right one packed) and the bias row. `None` when it
+    /// cannot be fed: no candidate, operands not available as views before the launch's nodes run, a product
+    /// not covering the pass's rows, or a weight not packed yet (`packed_b`).
     fn fed(
         &self,
         shapes: &[Vec<usize>],
@@ -451,18 +453,14 @@ impl GroupPlan {
         pass: Option<&RowPass>,
         run_id: usize,
     ) -> Option<(&Feed, Fedding, Option<usize>)> {
-        if !panels::available() {
-            return None;
-        }
         let nodes = &self.ops.nodes;
         let run = Run { ops: &self.ops, values, shapes, buffers };
-        self.feeds.iter().enumerate().find_map(|(k, feed)| {
-            let feed = feed.as_ref()?;
+        self.feed_candidate(shapes).and_then(|(k, feed)| {
             let TensorOp::MatMul(a, b) = nodes[k].op else { return None };
             let (sa, sb) = (&shapes[a.index()], &shapes[b.index()]);
             let (&[m, depth], &[depth_b, n]) = (&sa[..], &sb[..]) else { return None };
             let total = m * n;
-            if depth != depth_b || m < FEED_ROWS || matmul_rule(&shapes[k], sa, sb).is_err() {
+            if depth != depth_b || matmul_rule(&shapes[k], sa, sb).is_err() {
                 return None;
             }
             if !layout_of_tensors(nodes, a.index()) || !layout_of_tensors(nodes, b.index()) {
@@ -488,7 +486,7 @@ impl GroupPlan {
                 }
             };
             let bias = match feed.bias {
-                Some((_, other)) => Some(bias_row(&run.view(other).ok()?, n)?),
+                Some((_, other)) => Some(bias_row(&run.view(other).ok()?, n)?.to_vec()),
                 None => None,
             };
             let va = Lhs::of(&run, a.index(), sa).ok()?;
@@ -502,16 +500,16 @@ impl GroupPlan {
         })
     }
 
-    /// The feed of the first matmul whose shapes allow panels (2-D, at least `FEED_ROWS` rows, AVX-512): the
-    /// one `fed` considers.
-    fn feed_candidate(&self, shapes: &[Vec<usize>]) -> Option<&Feed> {
+    /// The first matmul with a feed whose shapes allow panels (2-D, at least `FEED_ROWS` rows, AVX-512), and
+    /// its feed: the one `fed` considers, and the one whose leaf a row pass leaves outside.
+    fn feed_candidate(&self, shapes: &[Vec<usize>]) -> Option<(usize, &Feed)> {
         if !panels::available() {
             return None;
         }
         self.feeds.iter().enumerate().find_map(|(k, feed)| {
             let TensorOp::MatMul(a, _) = self.ops.nodes[k].op else { return None };
             let feed = feed.as_ref()?;
-            (shapes[a.index()].len() == 2 && shapes[a.index()][0] >= FEED_ROWS).then_some(feed)
+            (shapes[a.index()].len() == 2 && shapes[a.index()][0] >= FEED_ROWS).then_some((k, feed))
         })
     }
 
@@ -575,7 +573,7 @@ impl GroupPlan {
         let panel = panel_rows(m);
         Some(out.par_chunks_mut(panel * n).enumerate().try_for_each(|(i, chunk)| {
             if let Some(row) = bias {
-                chunk.chunks_exact_mut(n).for_each(|r| r.copy_from_slice(row));
+                panels::fill_rows(chunk, row);
             }
             let r0 = i * panel;
             a.product_rows(&packed, r0, r0 + chunk.len() / n, chunk, n, bias.is_some())
@@ -640,16 +638,9 @@ impl Fedding {
     }
 }
 
-/// The one row of `n` floats a broadcast bias view repeats; `None` when it is not one.
-fn bias_row(view: &View, n: usize) -> Option<Vec<f32>> {
-    let (&last, outer) = view.shape.split_last()?;
-    let rows = last == n
-        && view.strides.len() == view.shape.len()
-        && view.strides[outer.len()] == 1
-        && view.strides[..outer.len()].iter().zip(outer).all(|(&s, &d)| s == 0 || d == 1);
-    let Vals::F(data) = &view.value.0.data else { return None };
-    view.check().ok()?;
-    rows.then(|| data.get(view.offset..view.offset + n).map(<[f32]>::to_vec))?
+/// The one row of `n` floats a broadcast bias view repeats (`View::repeated`); `None` when it is not one.
+fn bias_row(view: &View, n: usize) -> Option<&[f32]> {
+    view.repeated().filter(|row| row.len() == n)
 }
 
 /// Elements per parallel block of `bias_rows`.
@@ -658,21 +649,13 @@ const BIAS_BLOCK: usize = 1 << 16;
 /// Writes the rows of `view` into `out` (a buffer of its size) when it repeats one contiguous float row (a
 /// broadcast bias); false, writing nothing, otherwise.
 fn bias_rows(view: &View, out: &mut [f32]) -> bool {
-    let Some((&n, outer)) = view.shape.split_last() else { return false };
-    let rows = view.strides.len() == view.shape.len()
-        && view.strides[outer.len()] == 1
-        && view.strides[..outer.len()].iter().zip(outer).all(|(&s, &d)| s == 0 || d == 1);
-    let Vals::F(data) = &view.value.0.data else { return false };
-    let Some(row) = data.get(view.offset..view.offset + n) else { return false };
-    if !rows || n == 0 || !out.len().is_multiple_of(n) || view.check().is_err() {
+    let Some(row) = view.shape.last().and_then(|&n| bias_row(view, n)) else { return false };
+    let n = row.len();
+    if n == 0 || !out.len().is_multiple_of(n) {
         return false;
     }
     // In parallel blocks of whole rows: the output is large and not yet in any cache.
-    out.par_chunks_mut(n * (BIAS_BLOCK / n).max(1)).for_each(|block| {
-        for chunk in block.chunks_exact_mut(n) {
-            chunk.copy_from_slice(row);
-        }
-    });
+    out.par_chunks_mut(n * (BIAS_BLOCK / n).max(1)).for_each(|block| panels::fill_rows(block, row));
     true
 }
 

@@ -141,6 +141,11 @@ impl Lhs {
     }
 }
 
+/// Writes `row` into every row of `out` (a whole number of rows): the bias under a product's rows.
+pub fn fill_rows(out: &mut [f32], row: &[f32]) {
+    out.chunks_exact_mut(row.len()).for_each(|r| r.copy_from_slice(row));
+}
+
 /// A float matrix view as `Strided`; `None` for another element type or rank.
 pub fn strided(view: &View) -> Option<Strided<'_>> {
     let Vals::F(data) = &view.value.0.data else { return None };

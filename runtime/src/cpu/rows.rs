@@ -337,7 +337,7 @@ impl RowPass {
             let mut panel = PANEL.with(|p| p.take());
             panel.resize(e1 - e0, 0.0);
             if let Some(bias) = f.bias {
-                panel.chunks_exact_mut(f.n).for_each(|r| r.copy_from_slice(bias));
+                super::panels::fill_rows(&mut panel, bias);
             }
             f.a.product_rows(f.b, m0, m1, &mut panel, f.n, f.bias.is_some())?;
             for ((r0, r1), o) in group.into_iter().zip(outs) {
@@ -506,19 +506,10 @@ fn along_rows(from: &[usize], to: &[usize], row: usize) -> bool {
     false
 }
 
-/// The floats a view repeats when it is a row-major stretch of floats broadcast over its leading axes and
-/// that stretch's length divides `row`: every run of `row` elements is that stretch repeated.
+/// The floats a view repeats (`View::repeated`) when that stretch is longer than one float and divides
+/// `row`: every run of `row` elements is that stretch repeated.
 fn repeated_rows(view: &View, row: usize) -> Option<&[f32]> {
-    let Vals::F(data) = &view.value.0.data else { return None };
-    // The trailing axes that are row-major and contiguous, and the stretch they make.
-    let mut period = 1;
-    let mut axis = view.shape.len();
-    while axis > 0 && (view.shape[axis - 1] == 1 || view.strides[axis - 1] == period) {
-        period *= view.shape[axis - 1];
-        axis -= 1;
-    }
-    let broadcast = view.strides[..axis].iter().zip(&view.shape[..axis]).all(|(&s, &d)| s == 0 || d == 1);
-    (broadcast && period > 1 && row.is_multiple_of(period)).then(|| data.get(view.offset..view.offset + period))?
+    view.repeated().filter(|stretch| stretch.len() > 1 && row.is_multiple_of(stretch.len()))
 }
 
 /// Elements `lo..hi` of a leaf's view (`fused::view_part`) as a block value.

@@ -43,6 +43,25 @@ impl View {
         }
     }
 
+    /// The floats the view repeats: its trailing axes' elements when those axes are contiguous row-major in
+    /// the buffer and its leading axes are broadcast (stride 0 or size 1), as a bias row or a layer norm's
+    /// gain broadcast over rows is (a contiguous view is its one stretch); `None` for any other view or for
+    /// non-float elements.
+    pub fn repeated(&self) -> Option<&[f32]> {
+        let Vals::F(data) = &self.value.0.data else { return None };
+        if self.strides.len() != self.shape.len() {
+            return None;
+        }
+        let mut period = 1;
+        let mut axis = self.shape.len();
+        while axis > 0 && (self.shape[axis - 1] == 1 || self.strides[axis - 1] == period) {
+            period *= self.shape[axis - 1];
+            axis -= 1;
+        }
+        let broadcast = self.strides[..axis].iter().zip(&self.shape[..axis]).all(|(&s, &d)| s == 0 || d == 1);
+        if broadcast { data.get(self.offset..self.offset + period) } else { None }
+    }
+
     /// Whether both views read the same elements of the same buffer (values are immutable, so the same
     /// elements hold the same numbers while either view lives).
     pub fn same(&self, other: &View) -> bool {
