@@ -165,10 +165,12 @@ pub fn run_gpu_for(
     gpu().execute(&compiled.program, inputs, params)
 }
 
-/// The CPU executor, shared by every test.
+/// The CPU executor, shared by every test: two threads (CI's machine has two cores) on every machine, so
+/// the work split between threads and the batches run slice by slice (`CpuModel::chains`, at least two
+/// positions per thread) are the same everywhere.
 pub fn cpu() -> &'static Cpu {
     static CPU: OnceLock<Cpu> = OnceLock::new();
-    CPU.get_or_init(|| Cpu::new(None).expect("the CPU executor starts"))
+    CPU.get_or_init(|| Cpu::new(Some(2)).expect("the CPU executor starts"))
 }
 
 /// Compiles `graph` (fused, for the device's profile) and runs it on the CPU executor (`Cpu::execute`).

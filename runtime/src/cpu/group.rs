@@ -29,6 +29,46 @@ impl CpuFailure {
     }
 }
 
+/// One slice of a chain's run (`chain.rs`), as a launch of it sees it (`GroupPlan::run`).
+#[derive(Debug)]
+pub struct Slice<'a> {
+    /// Per node of the launch: whether it is sliced (its shape's leading axis holds `len` positions).
+    pub sliced: &'a [bool],
+    /// The slice's first position along the leading axis.
+    pub start: usize,
+    /// Its positions.
+    pub len: usize,
+    /// This slice of the tensors earlier launches of the chain computed.
+    pub local: &'a [(TensorId, Value)],
+}
+
+impl Slice<'_> {
+    /// This slice of `tensor`, when an earlier launch of the chain computed it.
+    pub fn local(&self, tensor: TensorId) -> Option<&Value> {
+        self.local.iter().find(|(t, _)| *t == tensor).map(|(_, v)| v)
+    }
+
+    /// Positions `start..start + len` of `value`'s leading axis (a contiguous run of its row-major elements),
+    /// as a value of their own. The caller has checked that the leading axis holds them.
+    pub fn rows_of(&self, value: &Value, buffers: &Buffers) -> Value {
+        let mut shape = value.0.shape.clone();
+        let inner: usize = shape[1..].iter().product();
+        let (lo, hi) = (self.start * inner, (self.start + self.len) * inner);
+        shape[0] = self.len;
+        let data = match &value.0.data {
+            Vals::F(v) => {
+                let mut out = buffers.take(hi - lo);
+                out.copy_from_slice(&v[lo..hi]);
+                Vals::F(out)
+            }
+            Vals::I(v) => Vals::I(v[lo..hi].to_vec()),
+            Vals::U(v) => Vals::U(v[lo..hi].to_vec()),
+            Vals::B(v) => Vals::B(v[lo..hi].to_vec()),
+        };
+        Value::new(data, shape)
+    }
+}
+
 /// A launch planned for the CPU.
 #[derive(Debug)]
 pub struct GroupPlan {
@@ -243,15 +283,37 @@ impl GroupPlan {
         shapes: &[Vec<usize>],
         symbols: &[i64],
         buffers: &Buffers,
+        slice: Option<&Slice>,
     ) -> Result<Vec<(TensorId, Value)>, CpuFailure> {
         let run_id = self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let nodes = &self.ops.nodes;
         let mut values: Vec<Option<Value>> = vec![None; nodes.len()];
         let stored: Vec<usize> = self.ops.stores.iter().map(|s| s.node.index()).collect();
-        let node_shapes = nodes
+        let full_shapes = nodes
             .iter()
             .map(|node| eval_shape(node, symbols).map_err(|problem| self.failure(node, problem)))
             .collect::<Result<Vec<_>, _>>()?;
+        // A slice's sliced nodes hold `len` positions of their leading axis.
+        let mut node_shapes = full_shapes.clone();
+        if let Some(slice) = slice {
+            for (k, shape) in node_shapes.iter_mut().enumerate() {
+                if slice.sliced.get(k) == Some(&true) {
+                    match shape.first_mut() {
+                        Some(lead) if *lead >= slice.start + slice.len => *lead = slice.len,
+                        _ => {
+                            return Err(self.failure(
+                                &nodes[k],
+                                format!(
+                                    "its leading axis does not hold the slice {}..{}",
+                                    slice.start,
+                                    slice.start + slice.len
+                                ),
+                            ));
+                        }
+                    }
+                }
+            }
+        }
         // The rules of the ops fused chunks evaluate, checked before any runs.
         for (node, shape) in nodes.iter().zip(&node_shapes) {
             let operand_shapes: Vec<&[usize]> =
@@ -262,15 +324,28 @@ impl GroupPlan {
         for (k, node) in nodes.iter().enumerate() {
             let TensorOp::Tensor(t) = &node.op else { continue };
             let fail = |problem: String| self.failure(node, problem);
+            let name = || program.tensor(*t).name.clone();
+            let sliced = slice.filter(|s| s.sliced.get(k) == Some(&true));
+            // A tensor an earlier launch of the chain computed for this slice.
+            if let Some(local) = sliced.and_then(|s| s.local(*t)) {
+                if local.0.shape != node_shapes[k] {
+                    return Err(fail(format!("tensor `{}` does not have the slice's shape", name())));
+                }
+                values[k] = Some(local.clone());
+                continue;
+            }
             let value = tensors
                 .get(t.0 as usize)
                 .and_then(Option::as_ref)
-                .ok_or_else(|| fail(format!("tensor `{}` is not available", program.tensor(*t).name)))?;
-            let shape = &node_shapes[k];
+                .ok_or_else(|| fail(format!("tensor `{}` is not available", name())))?;
+            let shape = &full_shapes[k];
             if shapes.get(t.0 as usize) != Some(shape) || &value.0.shape != shape {
-                return Err(fail(format!("tensor `{}` does not have the shape {shape:?}", program.tensor(*t).name)));
+                return Err(fail(format!("tensor `{}` does not have the shape {shape:?}", name())));
             }
-            values[k] = Some(value.clone());
+            values[k] = Some(match sliced {
+                Some(s) => s.rows_of(value, buffers),
+                None => value.clone(),
+            });
         }
         // A row pass, when the launch has one, computes its nodes in one go: the nodes it reads run before
         // it, those that read it after it (`PASS` marks its turn), and intermediates are freed at the end.
@@ -986,7 +1061,7 @@ mod tests {
             let tensors: Vec<Option<Value>> =
                 leaves.iter().zip(&shapes).map(|(v, s)| Some(Value::new(v.clone(), s.clone()))).collect();
             let plan = GroupPlan::new(0, &launch).unwrap();
-            let got = plan.run(&Program::default(), &tensors, &shapes, &[], &Buffers::default()).unwrap();
+            let got = plan.run(&Program::default(), &tensors, &shapes, &[], &Buffers::default(), None).unwrap();
             // The reference: every node in order with `eval_op`.
             let want = node_by_node(&ops, &tensors);
             let floats = |v: &Value| match &v.0.data { Vals::F(x) => x.clone(), _ => unreachable!() };
@@ -1054,7 +1129,7 @@ mod tests {
             let node_shapes: Vec<Vec<usize>> = ops.nodes.iter().map(|n| eval_shape(n, &[]).unwrap()).collect();
             let pass = RowPass::plan(&ops, &node_shapes, &[19, 4], &[]).expect("a row pass");
             prop_assert!(pass.in_pass[19] && pass.in_pass[4] && !pass.in_pass[0]);
-            let got = plan.run(&Program::default(), &tensors, &shapes, &[], &Buffers::default()).unwrap();
+            let got = plan.run(&Program::default(), &tensors, &shapes, &[], &Buffers::default(), None).unwrap();
             let want = node_by_node(&ops, &tensors);
             let floats = |v: &Value| match &v.0.data { Vals::F(x) => x.clone(), _ => unreachable!() };
             // Entries of x + b in [-1, 1]: the means within c ulps of 1; the normalised rows, scaled by up to
@@ -1122,7 +1197,7 @@ mod tests {
                 let leaves = [data(m * k, 1), data(n * k, 2), data(bias_count, 3)];
                 let tensors: Vec<Option<Value>> =
                     leaves.iter().zip(&shapes).map(|(v, s)| Some(Value::new(v.clone(), s.clone()))).collect();
-                let got = plan.run(&Program::default(), &tensors, &shapes, &[], &Buffers::default()).unwrap();
+                let got = plan.run(&Program::default(), &tensors, &shapes, &[], &Buffers::default(), None).unwrap();
                 let want = node_by_node(&ops, &tensors);
                 let (Vals::F(got), Vals::F(want)) = (&got[0].1.0.data, &want[8].0.data) else { unreachable!() };
                 assert_eq!(got.len(), 2 * (m / 2) * n);
@@ -1149,7 +1224,7 @@ mod tests {
         ];
         let error = GroupPlan::new(0, &launch)
             .unwrap()
-            .run(&Program::default(), &tensors, &shapes, &[], &Buffers::default())
+            .run(&Program::default(), &tensors, &shapes, &[], &Buffers::default(), None)
             .unwrap_err();
         assert_eq!(error.op.map(|c| c.op), Some("broadcast".to_string()));
         assert!(error.problem.contains("each operand dimension is the result's or 1"), "{}", error.problem);

@@ -6,8 +6,8 @@
 //! planned once (`group.rs`: which nodes run as one pass of fused elementwise loops, which matmul takes which
 //! epilogue), the params bound and decoded once into host buffers. Each run binds the symbols from the
 //! inputs (the same binding, and so the same errors, as the GPU and the interpreter: `bind.rs`), evaluates the
-//! shapes, then runs the launches in order on a rayon pool, freeing each computed tensor after its last
-//! reader. A run-time error (an index out of range) names the launch and the op, like the GPU's status
+//! shapes, then runs the launches in order on a rayon pool (a chain of launches along a batch axis one
+//! slice of it at a time, `chain.rs`), freeing each computed tensor after its last reader. A run-time error (an index out of range) names the launch and the op, like the GPU's status
 //! buffer. `Cpu::execute` is the one-shot form. `CpuModel::step` applies a program's `Update`s (a training
 //! step), so params and optimizer state stay in the model between steps.
 //!
@@ -16,6 +16,7 @@
 //! (blocked, multi-threaded) and agree within the tolerances spec/ops.md states for the GPU.
 
 mod buffers;
+mod chain;
 mod contract;
 mod dot;
 mod fused;
@@ -159,6 +160,8 @@ pub struct CpuModel<'a> {
     frees: Vec<Vec<TensorId>>,
     /// Buffers of freed tensors, reused by later results.
     buffers: buffers::Buffers,
+    /// The chains of launches run slice by slice (`chain.rs`), by first launch.
+    chains: Vec<chain::Chain>,
 }
 
 impl<'a> CpuModel<'a> {
@@ -176,12 +179,19 @@ impl<'a> CpuModel<'a> {
             params[id.0 as usize] = Some(Value::new(data, shape));
         }
         let frees = last_reads(&program);
-        Ok(CpuModel { cpu, program, plans, params, frees, buffers: buffers::Buffers::default() })
+        let chains = chain::chains(&program);
+        Ok(CpuModel { cpu, program, plans, params, frees, buffers: buffers::Buffers::default(), chains })
     }
 
     /// The program.
     pub fn program(&self) -> &Program {
         &self.program
+    }
+
+    /// The chains of launches this model runs slice by slice along a batch axis when a run has at least two
+    /// positions of it per thread (`chain.rs`), as ranges of launch indices.
+    pub fn chains(&self) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+        self.chains.iter().map(|c| c.launches.clone())
     }
 
     /// The executor.
@@ -292,24 +302,37 @@ impl<'a> CpuModel<'a> {
         // The whole run on one of the pool's workers: entering the pool costs two thread hand-offs, paid once
         // per run rather than once per launch; the other workers stay awake for it.
         let (plans, frees, buffers, pool) = (&self.plans, &self.frees, &self.buffers, &self.cpu.pool);
+        let chains = &self.chains;
         pool.install(|| -> Result<(), ExecError> {
-            for (index, plan) in plans.iter().enumerate() {
+            let mut index = 0;
+            while index < plans.len() {
                 let _awake = Awake::start(pool);
                 let start = std::time::Instant::now();
-                let results = plan.run(program, &values, &shapes, &symbols, buffers).map_err(ExecError::from)?;
+                // A chain starting here, run slice by slice when this run's sizes make that worth it.
+                let sliced = chains.iter().find(|c| c.launches.start == index).and_then(|chain| {
+                    let results = chain.run(program, plans, &values, &shapes, &symbols, buffers)?;
+                    Some((results, chain.launches.clone()))
+                });
+                let (results, ran) = sliced.unwrap_or_else(|| {
+                    (plans[index].run(program, &values, &shapes, &symbols, buffers, None), index..index + 1)
+                });
+                let results = results.map_err(ExecError::from)?;
+                // A chain's time is its first launch's; its other launches show none.
                 if let Some(times) = times.as_deref_mut() {
                     times.push(start.elapsed());
+                    times.extend(std::iter::repeat_n(std::time::Duration::ZERO, ran.len() - 1));
                 }
                 for (tensor, value) in results {
                     values[tensor.0 as usize] = Some(value);
                 }
-                for tensor in &frees[index] {
+                for tensor in ran.clone().flat_map(|i| &frees[i]) {
                     if !outputs.contains(tensor)
                         && let Some(value) = values[tensor.0 as usize].take()
                     {
                         buffers.recycle(value);
                     }
                 }
+                index = ran.end;
             }
             Ok(())
         })?;

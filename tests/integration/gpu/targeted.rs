@@ -1018,3 +1018,34 @@ fn products_of_merged_heads() {
         &[("z", Tol::reduction(48 + 40).times(8.0 * 4.0))],
     );
 }
+
+/// Attention over a batch of six sentences: the CPU executor runs its scores, softmax and `P @ V` launches
+/// one sentence at a time (a chain, `cpu/chain.rs`; the tests' executor has two threads, so a batch of four
+/// or more is sliced), with a padding mask (seeded 0/1, so some keys are masked) and a causal mask from
+/// index notation. The chain must form, and both runs of the CPU executor agree with the interpreter.
+/// Tolerances: the projections sum over 24, the scores over 8, `P @ V` over 20; the softmax's exp and sum
+/// between them, eight times the sum of those.
+#[test]
+fn attention_in_slices() {
+    let name = "gpu_attention_slices.tdsl";
+    let graph = single_graph(
+        name,
+        "import \"std/nn\"
+        model m(x: f32[B, S, 24], mask: i32[B, S]) -> (y: f32[B, S, 24], c: f32[B, 3, S, 8]) {
+            q = Linear[\"q\"](x, 24)
+            k = Linear[\"k\"](x, 24)
+            v = Linear[\"v\"](x, 24)
+            y = attention(q, k, v, mask_bias(mask), heads: 3)
+            heads = permute(reshape(q, [B, S, 3, 8]), [0, 2, 1, 3])
+            c = sdpa_causal(heads, heads, heads)
+        }",
+    );
+    let symbols = super::symbol_values(&graph, &[("B", 6), ("S", 20)], 3);
+    let (inputs, params) = super::seeded_bindings(&graph, &symbols, 7);
+    let options = crate::util::options(true, tdsl_compiler::codegen::Target::for_gpu(super::gpu()));
+    let compiled = crate::util::compile_with(&graph, &options).unwrap_or_else(|err| panic!("{name}: {err}"));
+    let model = super::cpu().load(&compiled.program, &params).unwrap_or_else(|err| panic!("{name}: {err}"));
+    assert!(model.chains().next().is_some(), "{name}: no launches run slice by slice");
+    let tol = Tol::reduction(24 + 8 + 20).times(8.0);
+    compare(name, &graph, &inputs, &params, &[tol, tol]);
+}
