@@ -192,6 +192,9 @@ pub struct BadIndex {
     pub value: i64,
 }
 
+/// Elements a gather's result must have to be copied in parallel.
+const PARALLEL_GATHER: usize = 1 << 16;
+
 /// `out[p.., i.., s..] = table[p.., indices[i..], s..]`, `p` the axes before `axis`.
 pub fn gather(table: &Vals, table_shape: &[usize], indices: &Vals, axis: usize) -> Result<Vals, BadIndex> {
     let idx: Vec<i64> = match indices {
@@ -205,8 +208,19 @@ pub fn gather(table: &Vals, table_shape: &[usize], indices: &Vals, axis: usize) 
     }
     let outer: usize = table_shape[..axis].iter().product();
     let inner: usize = table_shape[axis + 1..].iter().product();
-    fn pick<T: Copy>(v: &[T], idx: &[i64], outer: usize, len: usize, inner: usize) -> Vec<T> {
-        let mut out = Vec::with_capacity(outer * idx.len() * inner);
+    fn pick<T: Copy + Default + Send + Sync>(v: &[T], idx: &[i64], outer: usize, len: usize, inner: usize) -> Vec<T> {
+        let total = outer * idx.len() * inner;
+        // Many long rows (an embedding table's): copied on every core, row by row.
+        if total >= PARALLEL_GATHER && inner >= 16 {
+            use rayon::prelude::*;
+            let mut out = vec![T::default(); total];
+            out.par_chunks_mut(inner).enumerate().for_each(|(r, dst)| {
+                let start = ((r / idx.len()) * len + idx[r % idx.len()] as usize) * inner;
+                dst.copy_from_slice(&v[start..start + inner]);
+            });
+            return out;
+        }
+        let mut out = Vec::with_capacity(total);
         for p in 0..outer {
             for &i in idx {
                 let start = (p * len + i as usize) * inner;

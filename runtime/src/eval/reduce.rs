@@ -6,7 +6,7 @@
 //! (PyTorch's rule); scans (`cumsum`, `cumprod`) accumulate along their axis from position 0 in order, in
 //! `f32` for floats (an `f16` output rounds each prefix once, the running value stays `f32`).
 
-use super::kernels::{KindMismatch, combine_f32, combine_int, reduce_finish, reduce_init};
+use super::kernels::{KindMismatch, combine_f32, combine_int, fmax, fmin, reduce_finish, reduce_init};
 use super::values::{Lit, Vals, finish};
 use crate::DType;
 use crate::ops::{ArgOp, ReduceOp, ScanOp};
@@ -25,7 +25,14 @@ pub fn reduce(op: ReduceOp, dtype: DType, data: &Vals, shape: &[usize], axes: &[
         }
     }
     let mut out = match (data, reduce_init(op, dtype)) {
-        (Vals::F(v), Lit::F(init)) => Vals::F(fold(v, shape, &out_strides, out_len, init, combine_f32(op))),
+        // Each float combination passed as itself (not as a function pointer), so it inlines and the
+        // accumulation along a kept inner axis vectorizes; the same operations in the same order.
+        (Vals::F(v), Lit::F(init)) => Vals::F(match op {
+            ReduceOp::Sum | ReduceOp::Mean => fold(v, shape, &out_strides, out_len, init, |a: f32, x: f32| a + x),
+            ReduceOp::Prod => fold(v, shape, &out_strides, out_len, init, |a: f32, x: f32| a * x),
+            ReduceOp::Max => fold(v, shape, &out_strides, out_len, init, fmax),
+            ReduceOp::Min => fold(v, shape, &out_strides, out_len, init, fmin),
+        }),
         (Vals::I(v), Lit::I(init)) => Vals::I(fold(v, shape, &out_strides, out_len, init, combine_int::<i32>(op))),
         (Vals::U(v), Lit::U(init)) => Vals::U(fold(v, shape, &out_strides, out_len, init, combine_int::<u32>(op))),
         _ => return Err(KindMismatch),
@@ -42,7 +49,7 @@ fn fold<T: Copy>(
     out_strides: &[usize],
     out_len: usize,
     init: T,
-    f: fn(T, T) -> T,
+    f: impl Fn(T, T) -> T,
 ) -> Vec<T> {
     let mut acc = vec![init; out_len];
     let Some((&inner, outer_shape)) = shape.split_last() else {
