@@ -7,7 +7,9 @@
 //! machine over 4.8M values in [-3, 3]: erf 29 ms against libm's 55, exp 7 ms against 18 (with AVX2).
 //! `exp_fast` and `erf_fast` are the CPU executor's: within one ulp of the exact functions rather than
 //! libm's bits, with fused multiply-adds and no division, several times cheaper (MiniLM's GELU runs erf on
-//! 29M values per forward pass, its softmax exp on 14M).
+//! 29M values per forward pass, its softmax exp on 14M). On AVX-512 machines they run 16 lanes at a time
+//! through intrinsics (`avx512`), the same bits, `exp`'s power of two applied by `vscalefps`: 0.27 against
+//! 0.38 ns per `exp`, 0.63 against 0.75 per `erf` on one core of that machine.
 
 // The constants as libm's source writes them (the hex comment is each one's f32 bits).
 #![allow(clippy::excessive_precision)]
@@ -211,6 +213,11 @@ fn exp_fast_core(x: f32) -> f32 {
 
 /// `o[i] = exp(a[i])` within one ulp (`exp_fast_core`): the CPU executor's `exp`.
 pub fn exp_fast(a: &[f32], o: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features, checked just above.
+        return unsafe { avx512::exp(a, o) };
+    }
     each(Isa::Avx2Fma, a, o, exp_fast_core);
 }
 
@@ -250,7 +257,110 @@ fn erf_fast_core(a: f32) -> f32 {
 /// `o[i] = erf(a[i])` within one ulp (`erf_fast_core`): the CPU executor's `erf`, about four times faster
 /// than `erf`'s libm bits.
 pub fn erf_fast(a: &[f32], o: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features, checked just above.
+        return unsafe { avx512::erf(a, o) };
+    }
     each(Isa::Avx2Fma, a, o, erf_fast_core);
+}
+
+/// `exp_fast_core` and `erf_fast_core` on 16 lanes with AVX-512F: the same operations in the same order,
+/// except that `exp`'s `2^n` is applied by one `vscalefps` instead of two multiplies by powers of two built
+/// from integer bits. Both are exact for a normal result and round once for a subnormal one, so the bits
+/// are the same (the tests compare them); the instruction makes `exp` about twice as fast.
+#[cfg(target_arch = "x86_64")]
+mod avx512 {
+    use std::arch::x86_64::*;
+
+    /// `o[i] = v(a[i])` 16 lanes at a time, the tail with the scalar `s`.
+    macro_rules! each16 {
+        ($a:ident, $o:ident, $v:ident, $s:path) => {{
+            let n = $a.len().min($o.len());
+            let whole = n - n % 16;
+            for (x, y) in $a[..whole].chunks_exact(16).zip($o[..whole].chunks_exact_mut(16)) {
+                // SAFETY: both chunks hold exactly 16 floats.
+                unsafe { _mm512_storeu_ps(y.as_mut_ptr(), $v(_mm512_loadu_ps(x.as_ptr()))) };
+            }
+            for (y, &x) in $o[whole..n].iter_mut().zip(&$a[whole..n]) {
+                *y = $s(x);
+            }
+        }};
+    }
+
+    /// `super::exp_fast` on 16 lanes at a time.
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) fn exp(a: &[f32], o: &mut [f32]) {
+        each16!(a, o, exp16, super::exp_fast_core);
+    }
+
+    /// `super::erf_fast` on 16 lanes at a time.
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) fn erf(a: &[f32], o: &mut [f32]) {
+        each16!(a, o, erf16, super::erf_fast_core);
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn splat(x: f32) -> __m512 {
+        _mm512_set1_ps(x)
+    }
+
+    /// `x` with the sign of `sign`.
+    #[inline]
+    #[target_feature(enable = "avx512f")]
+    fn copysign(x: __m512, sign: __m512) -> __m512 {
+        let mask = _mm512_set1_epi32(i32::MAX);
+        let bits = _mm512_ternarylogic_epi32::<0xCA>(mask, _mm512_castps_si512(x), _mm512_castps_si512(sign));
+        _mm512_castsi512_ps(bits)
+    }
+
+    /// `super::exp_fast_core` on 16 lanes.
+    #[inline]
+    #[target_feature(enable = "avx512f,fma")]
+    fn exp16(x: __m512) -> __m512 {
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm512_mul_ps(
+            x,
+            splat(std::f32::consts::LOG2_E),
+        ));
+        let r = _mm512_fmadd_ps(n, splat(-0.693_145_75), x);
+        let r = _mm512_fmadd_ps(n, splat(-1.428_606_8e-6), r);
+        let mut p = splat(1.0 / 5040.0);
+        for c in [1.0f32 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+            p = _mm512_fmadd_ps(p, r, splat(c));
+        }
+        let y = _mm512_scalef_ps(p, n);
+        let over = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, splat(88.722_84));
+        let under = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, splat(-104.0));
+        let y = _mm512_mask_blend_ps(over, y, splat(f32::INFINITY));
+        _mm512_mask_blend_ps(under, y, splat(0.0))
+    }
+
+    /// `super::erf_fast_core` on 16 lanes.
+    #[inline]
+    #[target_feature(enable = "avx512f,fma")]
+    fn erf16(a: __m512) -> __m512 {
+        let t = _mm512_abs_ps(a);
+        let s = _mm512_mul_ps(a, a);
+        let r = _mm512_fmadd_ps(splat(-1.728_534_7e-5), t, splat(3.831_971_3e-4));
+        let u = _mm512_fmadd_ps(splat(-3.883_964_4e-3), t, splat(2.425_462_2e-2));
+        let r = _mm512_fmadd_ps(r, s, u);
+        let r = _mm512_fmadd_ps(r, t, splat(-1.067_778_8e-1));
+        let r = _mm512_fmadd_ps(r, t, splat(-6.348_466_9e-1));
+        let r = _mm512_fmadd_ps(r, t, splat(-1.287_175_1e-1));
+        let r = _mm512_fmadd_ps(r, t, _mm512_sub_ps(splat(0.0), t));
+        let large = copysign(_mm512_sub_ps(splat(1.0), exp16(r)), a);
+        let q = _mm512_fmadd_ps(splat(-5.967_617e-4), s, splat(4.991_194_2e-3));
+        let q = _mm512_fmadd_ps(q, s, splat(-2.676_813_5e-2));
+        let q = _mm512_fmadd_ps(q, s, splat(1.128_199_3e-1));
+        let q = _mm512_fmadd_ps(q, s, splat(-3.761_253_4e-1));
+        let q = _mm512_fmadd_ps(q, s, splat(1.283_791_7e-1));
+        let small = _mm512_fmadd_ps(q, a, a);
+        let is_large = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(t, splat(0.927_734_4));
+        let is_one = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(t, splat(4.0));
+        let y = _mm512_mask_blend_ps(is_large, small, large);
+        _mm512_mask_blend_ps(is_one, y, copysign(splat(1.0), a))
+    }
 }
 
 /// The instructions a loop of `each` may use beyond the baseline, when the CPU has them.
@@ -381,6 +491,34 @@ mod tests {
                     .fold(0.0f64, f64::max)
             })
             .reduce(|| 0.0, f64::max)
+    }
+
+    /// The AVX-512 forms of `exp_fast` and `erf_fast` give the scalar cores' bits on every 997th f32 and the
+    /// special values (on a machine without AVX-512 both sides are the scalar cores).
+    #[test]
+    fn fast_exp_and_erf_lanes_equal_their_scalar_cores() {
+        for (f, core) in
+            [(exp_fast as fn(&[f32], &mut [f32]), exp_fast_core as fn(f32) -> f32), (erf_fast, erf_fast_core)]
+        {
+            let first = (0..(1u64 << 32) / 997 / 4096 + 1).into_par_iter().find_map_any(|block| {
+                let mut xs: Vec<f32> = (0..4096u64)
+                    .map(|i| (block * 4096 + i) * 997)
+                    .filter(|&b| b < 1 << 32)
+                    .map(|b| f32::from_bits(b as u32))
+                    .collect();
+                if block == 0 {
+                    xs.extend([f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, f32::NAN, 88.72284, 88.72285, -104.0]);
+                }
+                let mut out = vec![0.0; xs.len()];
+                f(&xs, &mut out);
+                xs.iter().zip(&out).find_map(|(&x, &y)| {
+                    let want = core(x);
+                    let same = want.to_bits() == y.to_bits() || (want.is_nan() && y.is_nan());
+                    (!same).then_some((x, want, y))
+                })
+            });
+            assert_eq!(first, None);
+        }
     }
 
     #[test]
