@@ -9,8 +9,8 @@
 //! `chains` finds them once, from the typed ops: `sliced_nodes` types each node of a launch as *sliced*
 //! (its leading axis is the chain's, and its positions there depend only on the same positions of its sliced
 //! operands) or *whole* (it has no such axis: a constant, a weight, a broadcast row), and a launch belongs
-//! to a chain when every node is one or the other and every store is sliced. `Chain::slice_len` decides per
-//! run whether slicing is worth it (enough positions for every thread) and how many positions a slice takes.
+//! to a chain when every node is one or the other and every store is sliced. `Chain::run` decides per run
+//! whether slicing is worth it (enough positions for every thread) and how many positions a slice takes.
 
 use std::ops::Range;
 
@@ -228,7 +228,7 @@ impl Chain {
         let len = (SLICE_BYTES / (largest / positions).max(1)).clamp(1, most);
         let result = || -> Result<Vec<(TensorId, Value)>, CpuFailure> {
             let last = self.launches.end - 1;
-            let starts: Vec<usize> = (0..positions).step_by(len.max(1)).collect();
+            let starts: Vec<usize> = (0..positions).step_by(len).collect();
             let slices = starts
                 .par_iter()
                 .map(|&start| {
@@ -298,30 +298,11 @@ fn join(parts: &[&Value], shape: Vec<usize>, buffers: &Buffers) -> Option<Value>
             chunks.into_par_iter().for_each(|(chunk, v)| chunk.copy_from_slice(v));
             Vals::F(out)
         }
-        Vals::I(_) => Vals::I(
-            parts
-                .iter()
-                .filter_map(|p| if let Vals::I(v) = &p.0.data { Some(v) } else { None })
-                .flatten()
-                .copied()
-                .collect(),
-        ),
-        Vals::U(_) => Vals::U(
-            parts
-                .iter()
-                .filter_map(|p| if let Vals::U(v) = &p.0.data { Some(v) } else { None })
-                .flatten()
-                .copied()
-                .collect(),
-        ),
-        Vals::B(_) => Vals::B(
-            parts
-                .iter()
-                .filter_map(|p| if let Vals::B(v) = &p.0.data { Some(v) } else { None })
-                .flatten()
-                .copied()
-                .collect(),
-        ),
+        // Other element types are small (masks, indices): the interpreter's concatenation.
+        _ => {
+            let typed: Vec<(&Vals, &[usize])> = parts.iter().map(|p| (&p.0.data, &p.0.shape[..])).collect();
+            crate::eval::layout::concat(&typed, 0)?
+        }
     };
     (data.len() == total).then(|| Value::new(data, shape))
 }

@@ -61,9 +61,7 @@ impl Slice<'_> {
                 out.copy_from_slice(&v[lo..hi]);
                 Vals::F(out)
             }
-            Vals::I(v) => Vals::I(v[lo..hi].to_vec()),
-            Vals::U(v) => Vals::U(v[lo..hi].to_vec()),
-            Vals::B(v) => Vals::B(v[lo..hi].to_vec()),
+            other => crate::eval::values::map_vals!(other, v => v[lo..hi].to_vec()),
         };
         Value::new(data, shape)
     }
@@ -289,12 +287,13 @@ impl GroupPlan {
         let nodes = &self.ops.nodes;
         let mut values: Vec<Option<Value>> = vec![None; nodes.len()];
         let stored: Vec<usize> = self.ops.stores.iter().map(|s| s.node.index()).collect();
-        let full_shapes = nodes
+        let mut node_shapes = nodes
             .iter()
             .map(|node| eval_shape(node, symbols).map_err(|problem| self.failure(node, problem)))
             .collect::<Result<Vec<_>, _>>()?;
-        // A slice's sliced nodes hold `len` positions of their leading axis.
-        let mut node_shapes = full_shapes.clone();
+        // A slice's sliced nodes hold `len` positions of their leading axis; the whole shapes are kept to
+        // check the tensors sliced from.
+        let full_shapes = slice.map(|_| node_shapes.clone());
         if let Some(slice) = slice {
             for (k, shape) in node_shapes.iter_mut().enumerate() {
                 if slice.sliced.get(k) == Some(&true) {
@@ -338,7 +337,7 @@ impl GroupPlan {
                 .get(t.0 as usize)
                 .and_then(Option::as_ref)
                 .ok_or_else(|| fail(format!("tensor `{}` is not available", name())))?;
-            let shape = &full_shapes[k];
+            let shape = &full_shapes.as_ref().unwrap_or(&node_shapes)[k];
             if shapes.get(t.0 as usize) != Some(shape) || &value.0.shape != shape {
                 return Err(fail(format!("tensor `{}` does not have the shape {shape:?}", name())));
             }

@@ -7,8 +7,8 @@
 //! epilogue), the params bound and decoded once into host buffers. Each run binds the symbols from the
 //! inputs (the same binding, and so the same errors, as the GPU and the interpreter: `bind.rs`), evaluates the
 //! shapes, then runs the launches in order on a rayon pool (a chain of launches along a batch axis one
-//! slice of it at a time, `chain.rs`), freeing each computed tensor after its last reader. A run-time error (an index out of range) names the launch and the op, like the GPU's status
-//! buffer. `Cpu::execute` is the one-shot form. `CpuModel::step` applies a program's `Update`s (a training
+//! slice of it at a time, `chain.rs`), freeing each computed tensor after its last reader. A run-time error
+//! (an index out of range) names the launch and the op, like the GPU's status buffer. `Cpu::execute` is the one-shot form. `CpuModel::step` applies a program's `Update`s (a training
 //! step), so params and optimizer state stay in the model between steps.
 //!
 //! Numbers: the per-element arithmetic is `eval::kernels`, the definition the interpreter runs, so

@@ -179,21 +179,42 @@ pub fn erf(a: &[f32], o: &mut [f32]) {
     }
 }
 
+/// The constants of `exp_fast_core` and `erf_fast_core`, shared with their AVX-512 forms (`avx512`), so both
+/// compute with the same numbers. `exp`: `ln 2` split for Cody-Waite, the Taylor coefficients from `x^7`
+/// down, and the inputs beyond which it is `inf` or `0`.
+const FAST_LN2_HI: f32 = 0.693_145_75;
+const FAST_LN2_LO: f32 = 1.428_606_8e-6;
+const EXP_TAYLOR: [f32; 8] = [1.0 / 5040.0, 1.0 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0];
+const EXP_OVERFLOW: f32 = 88.722_84;
+const EXP_UNDERFLOW: f32 = -104.0;
+/// `erf`: the large range's polynomial in `t` (two halves joined through `t^2`, then Horner from the
+/// fifth coefficient), the small range's in `x^2`, the boundary between them, and where it is `±1`.
+const ERF_LARGE: [f32; 7] = [
+    -1.728_534_7e-5,
+    3.831_971_3e-4,
+    -3.883_964_4e-3,
+    2.425_462_2e-2,
+    -1.067_778_8e-1,
+    -6.348_466_9e-1,
+    -1.287_175_1e-1,
+];
+const ERF_SMALL: [f32; 6] =
+    [-5.967_617e-4, 4.991_194_2e-3, -2.676_813_5e-2, 1.128_199_3e-1, -3.761_253_4e-1, 1.283_791_7e-1];
+const ERF_SPLIT: f32 = 0.927_734_4;
+const ERF_ONE: f32 = 4.0;
+
 /// `exp(x)` within one ulp (0.82 measured against the exact function on every 997th f32), not libm's bits: `2^n * p(r)` with `n = round(x / ln 2)`, `r = x - n ln 2`
 /// (Cody-Waite, fused multiply-adds) and `p` the degree-7 Taylor polynomial (truncation under 0.05 ulp for
 /// `|r| <= ln 2 / 2`), scaled by two exact powers of two so subnormal results round once. No division,
 /// no branch: it vectorizes. Overflow gives `inf`, underflow `0`, NaN gives NaN.
 #[inline(always)]
 fn exp_fast_core(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    let n = (x * LOG2E).round_ties_even();
-    let r = n.mul_add(-LN2_HI, x);
-    let r = n.mul_add(-LN2_LO, r);
-    let mut p = 1.0f32 / 5040.0;
-    for c in [1.0f32 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-        p = p.mul_add(r, c);
+    let n = (x * std::f32::consts::LOG2_E).round_ties_even();
+    let r = n.mul_add(-FAST_LN2_HI, x);
+    let r = n.mul_add(-FAST_LN2_LO, r);
+    let mut p = EXP_TAYLOR[0];
+    for c in &EXP_TAYLOR[1..] {
+        p = p.mul_add(r, *c);
     }
     // n in [-150, 128] here: two factors of at most 2^64 and at least 2^-75, each a normal f32. The integer
     // is read from the bits of `n + 1.5 * 2^23` (exact, one unit per ulp) rather than by `as i32`, whose
@@ -202,9 +223,9 @@ fn exp_fast_core(x: f32) -> f32 {
     let (k1, k2) = (k >> 1, k.wrapping_sub(k >> 1));
     let pow = |k: i32| f32::from_bits((k.wrapping_add(127) as u32) << 23);
     let y = p * pow(k1) * pow(k2);
-    if x > 88.722_84 {
+    if x > EXP_OVERFLOW {
         f32::INFINITY
-    } else if x < -104.0 {
+    } else if x < EXP_UNDERFLOW {
         0.0
     } else {
         y
@@ -230,24 +251,24 @@ fn erf_fast_core(a: f32) -> f32 {
     let t = a.abs();
     let s = a * a;
     // |x| > 0.927734375: 1 - exp(-t * p(t)).
-    let r = (-1.728_534_7e-5f32).mul_add(t, 3.831_971_3e-4);
-    let u = (-3.883_964_4e-3f32).mul_add(t, 2.425_462_2e-2);
-    let r = r.mul_add(s, u);
-    let r = r.mul_add(t, -1.067_778_8e-1);
-    let r = r.mul_add(t, -6.348_466_9e-1);
-    let r = r.mul_add(t, -1.287_175_1e-1);
+    let c = ERF_LARGE;
+    let r = c[0].mul_add(t, c[1]);
+    let u = c[2].mul_add(t, c[3]);
+    let mut r = r.mul_add(s, u);
+    for c in &c[4..] {
+        r = r.mul_add(t, *c);
+    }
     let r = r.mul_add(t, -t);
     let large = (1.0 - exp_fast_core(r)).copysign(a);
     // |x| <= 0.927734375: x + x * q(x^2).
-    let q = (-5.967_617e-4f32).mul_add(s, 4.991_194_2e-3);
-    let q = q.mul_add(s, -2.676_813_5e-2);
-    let q = q.mul_add(s, 1.128_199_3e-1);
-    let q = q.mul_add(s, -3.761_253_4e-1);
-    let q = q.mul_add(s, 1.283_791_7e-1);
+    let mut q = ERF_SMALL[0];
+    for c in &ERF_SMALL[1..] {
+        q = q.mul_add(s, *c);
+    }
     let small = q.mul_add(a, a);
-    if t >= 4.0 {
+    if t >= ERF_ONE {
         1.0f32.copysign(a)
-    } else if t > 0.927_734_4 {
+    } else if t > ERF_SPLIT {
         large
     } else {
         small
@@ -271,6 +292,9 @@ pub fn erf_fast(a: &[f32], o: &mut [f32]) {
 /// are the same (the tests compare them); the instruction makes `exp` about twice as fast.
 #[cfg(target_arch = "x86_64")]
 mod avx512 {
+    use super::{
+        ERF_LARGE, ERF_ONE, ERF_SMALL, ERF_SPLIT, EXP_OVERFLOW, EXP_TAYLOR, EXP_UNDERFLOW, FAST_LN2_HI, FAST_LN2_LO,
+    };
     use std::arch::x86_64::*;
 
     /// `o[i] = v(a[i])` 16 lanes at a time, the tail with the scalar `s`.
@@ -323,15 +347,15 @@ mod avx512 {
             x,
             splat(std::f32::consts::LOG2_E),
         ));
-        let r = _mm512_fmadd_ps(n, splat(-0.693_145_75), x);
-        let r = _mm512_fmadd_ps(n, splat(-1.428_606_8e-6), r);
-        let mut p = splat(1.0 / 5040.0);
-        for c in [1.0f32 / 720.0, 1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
-            p = _mm512_fmadd_ps(p, r, splat(c));
+        let r = _mm512_fmadd_ps(n, splat(-FAST_LN2_HI), x);
+        let r = _mm512_fmadd_ps(n, splat(-FAST_LN2_LO), r);
+        let mut p = splat(EXP_TAYLOR[0]);
+        for c in &EXP_TAYLOR[1..] {
+            p = _mm512_fmadd_ps(p, r, splat(*c));
         }
         let y = _mm512_scalef_ps(p, n);
-        let over = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, splat(88.722_84));
-        let under = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, splat(-104.0));
+        let over = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, splat(EXP_OVERFLOW));
+        let under = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, splat(EXP_UNDERFLOW));
         let y = _mm512_mask_blend_ps(over, y, splat(f32::INFINITY));
         _mm512_mask_blend_ps(under, y, splat(0.0))
     }
@@ -342,22 +366,22 @@ mod avx512 {
     fn erf16(a: __m512) -> __m512 {
         let t = _mm512_abs_ps(a);
         let s = _mm512_mul_ps(a, a);
-        let r = _mm512_fmadd_ps(splat(-1.728_534_7e-5), t, splat(3.831_971_3e-4));
-        let u = _mm512_fmadd_ps(splat(-3.883_964_4e-3), t, splat(2.425_462_2e-2));
-        let r = _mm512_fmadd_ps(r, s, u);
-        let r = _mm512_fmadd_ps(r, t, splat(-1.067_778_8e-1));
-        let r = _mm512_fmadd_ps(r, t, splat(-6.348_466_9e-1));
-        let r = _mm512_fmadd_ps(r, t, splat(-1.287_175_1e-1));
+        let c = ERF_LARGE;
+        let r = _mm512_fmadd_ps(splat(c[0]), t, splat(c[1]));
+        let u = _mm512_fmadd_ps(splat(c[2]), t, splat(c[3]));
+        let mut r = _mm512_fmadd_ps(r, s, u);
+        for c in &c[4..] {
+            r = _mm512_fmadd_ps(r, t, splat(*c));
+        }
         let r = _mm512_fmadd_ps(r, t, _mm512_sub_ps(splat(0.0), t));
         let large = copysign(_mm512_sub_ps(splat(1.0), exp16(r)), a);
-        let q = _mm512_fmadd_ps(splat(-5.967_617e-4), s, splat(4.991_194_2e-3));
-        let q = _mm512_fmadd_ps(q, s, splat(-2.676_813_5e-2));
-        let q = _mm512_fmadd_ps(q, s, splat(1.128_199_3e-1));
-        let q = _mm512_fmadd_ps(q, s, splat(-3.761_253_4e-1));
-        let q = _mm512_fmadd_ps(q, s, splat(1.283_791_7e-1));
+        let mut q = splat(ERF_SMALL[0]);
+        for c in &ERF_SMALL[1..] {
+            q = _mm512_fmadd_ps(q, s, splat(*c));
+        }
         let small = _mm512_fmadd_ps(q, a, a);
-        let is_large = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(t, splat(0.927_734_4));
-        let is_one = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(t, splat(4.0));
+        let is_large = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(t, splat(ERF_SPLIT));
+        let is_one = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(t, splat(ERF_ONE));
         let y = _mm512_mask_blend_ps(is_large, small, large);
         _mm512_mask_blend_ps(is_one, y, copysign(splat(1.0), a))
     }
