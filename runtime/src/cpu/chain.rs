@@ -4,7 +4,8 @@
 //! positions, the slices spread over the pool's threads. The intermediates then live in the core's cache
 //! instead of going through memory: attention's scores and probabilities, 14 MB each per layer in MiniLM at
 //! 32 x 98, become 0.5 MB per sentence. Nothing is recomputed; each launch runs its own plan (`group.rs`) on
-//! its slice, so the numbers are those of the whole launches.
+//! its slice, so the numbers are those of the whole launches. A slice reads the chain's inputs in place
+//! (a window of each tensor, `fused::Run::windows`), not copies of them.
 //!
 //! `chains` finds them once, from the typed ops: `sliced_nodes` types each node of a launch as *sliced*
 //! (its leading axis is the chain's, and its positions there depend only on the same positions of its sliced

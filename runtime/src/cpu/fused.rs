@@ -31,6 +31,9 @@ pub struct Run<'a> {
     pub ops: &'a GroupOps,
     /// Computed (non-inline) nodes' values, by node.
     pub values: &'a [Option<Value>],
+    /// Per node: where its elements start in its value when it is a window of it (a chain's slice of a
+    /// tensor, `Slice`: the run's shape of the node, row-major from there), else `None` (the whole value).
+    pub windows: &'a [Option<usize>],
     /// Every node's evaluated shape.
     pub shapes: &'a [Vec<usize>],
     /// Where large float results take their buffers.
@@ -141,16 +144,28 @@ impl Run<'_> {
     /// Node `k`'s value: computed, or (an inline node) evaluated now in fused chunks.
     pub fn get(&self, k: usize) -> Result<Value, String> {
         match self.values.get(k) {
+            Some(Some(_)) if self.window(k).is_some() => {
+                let view = self.view(k)?;
+                Ok(Value::new(view.gather(0, view.shape.iter().product()), view.shape))
+            }
             Some(Some(value)) => Ok(value.clone()),
             _ => self.materialize(k),
         }
+    }
+
+    /// Where node `k`'s elements start in its value, when it is a window of it.
+    fn window(&self, k: usize) -> Option<usize> {
+        self.windows.get(k).copied().flatten()
     }
 
     /// Node `k` as a strided view: a computed value as it is, a layout op of one read through its strides
     /// (a `Reshape` that strides cannot express through a copy), anything else evaluated.
     pub fn view(&self, k: usize) -> Result<View, String> {
         if let Some(Some(value)) = self.values.get(k) {
-            return Ok(View::whole(value.clone()));
+            return Ok(match self.window(k) {
+                Some(offset) => View::window(value.clone(), offset, self.shapes[k].clone()),
+                None => View::whole(value.clone()),
+            });
         }
         let node = &self.ops.nodes[k];
         let shape = &self.shapes[k];

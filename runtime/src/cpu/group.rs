@@ -47,24 +47,6 @@ impl Slice<'_> {
     pub fn local(&self, tensor: TensorId) -> Option<&Value> {
         self.local.iter().find(|(t, _)| *t == tensor).map(|(_, v)| v)
     }
-
-    /// Positions `start..start + len` of `value`'s leading axis (a contiguous run of its row-major elements),
-    /// as a value of their own. The caller has checked that the leading axis holds them.
-    pub fn rows_of(&self, value: &Value, buffers: &Buffers) -> Value {
-        let mut shape = value.0.shape.clone();
-        let inner: usize = shape[1..].iter().product();
-        let (lo, hi) = (self.start * inner, (self.start + self.len) * inner);
-        shape[0] = self.len;
-        let data = match &value.0.data {
-            Vals::F(v) => {
-                let mut out = buffers.take(hi - lo);
-                out.copy_from_slice(&v[lo..hi]);
-                Vals::F(out)
-            }
-            other => crate::eval::values::map_vals!(other, v => v[lo..hi].to_vec()),
-        };
-        Value::new(data, shape)
-    }
 }
 
 /// A launch planned for the CPU.
@@ -286,6 +268,8 @@ impl GroupPlan {
         let run_id = self.runs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let nodes = &self.ops.nodes;
         let mut values: Vec<Option<Value>> = vec![None; nodes.len()];
+        // A sliced tensor is read in place: its whole value, a window of it (`Run::windows`).
+        let mut windows: Vec<Option<usize>> = vec![None; nodes.len()];
         let stored: Vec<usize> = self.ops.stores.iter().map(|s| s.node.index()).collect();
         let mut node_shapes = nodes
             .iter()
@@ -341,10 +325,10 @@ impl GroupPlan {
             if shapes.get(t.0 as usize) != Some(shape) || &value.0.shape != shape {
                 return Err(fail(format!("tensor `{}` does not have the shape {shape:?}", name())));
             }
-            values[k] = Some(match sliced {
-                Some(s) => s.rows_of(value, buffers),
-                None => value.clone(),
-            });
+            if let Some(s) = sliced {
+                windows[k] = Some(s.start * shape[1..].iter().product::<usize>());
+            }
+            values[k] = Some(value.clone());
         }
         // A row pass, when the launch has one, computes its nodes in one go: the nodes it reads run before
         // it, those that read it after it (`PASS` marks its turn), and intermediates are freed at the end.
@@ -356,7 +340,7 @@ impl GroupPlan {
         outside.extend(self.feed_candidate(&node_shapes).map(|(_, feed)| feed.leaf));
         let mut pass = RowPass::plan(&self.ops, &node_shapes, &stored, &outside);
         // A matmul whose rows the pass (or the tree around its product) computes as it reads them.
-        let fed = self.fed(&node_shapes, &values, buffers, pass.as_ref(), run_id);
+        let fed = self.fed(&node_shapes, &values, &windows, buffers, pass.as_ref(), run_id);
         if fed.as_ref().is_none_or(|(.., root)| root.is_some()) && outside.len() > bias_count {
             // Not fed after all: the pass computes the candidate's leaf as usual.
             outside.truncate(bias_count);
@@ -375,7 +359,7 @@ impl GroupPlan {
         for k in order {
             if k == PASS {
                 let Some(p) = &pass else { continue };
-                let run = Run { ops: &self.ops, values: &values, shapes: &node_shapes, buffers };
+                let run = Run { ops: &self.ops, values: &values, windows: &windows, shapes: &node_shapes, buffers };
                 let feed = fed.as_ref().filter(|(.., root)| root.is_none()).map(|(_, f, _)| f.as_fed());
                 let kept = p
                     .run(&run, feed.as_ref())
@@ -392,7 +376,7 @@ impl GroupPlan {
             }
             let fail = |problem: String| self.failure(node, problem);
             let shape = &node_shapes[k];
-            let run = Run { ops: &self.ops, values: &values, shapes: &node_shapes, buffers };
+            let run = Run { ops: &self.ops, values: &values, windows: &windows, shapes: &node_shapes, buffers };
             let mut alias = None;
             let value = match &node.op {
                 TensorOp::Tensor(_) => return Err(fail("internal error: a tensor leaf read late".to_string())),
@@ -499,9 +483,19 @@ impl GroupPlan {
             .stores
             .iter()
             .map(|store| {
-                let value = values.get(store.node.index()).and_then(Option::as_ref).cloned().ok_or_else(|| {
-                    CpuFailure::internal(self.index, &self.name, format!("node {} was not computed", store.node.0))
-                })?;
+                let k = store.node.index();
+                let missing = || format!("node {} was not computed", store.node.0);
+                let value = match values.get(k).and_then(Option::as_ref) {
+                    // A window of a tensor stored as it is: its elements copied out.
+                    Some(_) if windows[k].is_some() => {
+                        let run =
+                            Run { ops: &self.ops, values: &values, windows: &windows, shapes: &node_shapes, buffers };
+                        run.get(k)
+                    }
+                    Some(value) => Ok(value.clone()),
+                    None => Err(missing()),
+                }
+                .map_err(|problem| CpuFailure::internal(self.index, &self.name, problem))?;
                 Ok((store.tensor, value))
             })
             .collect();
@@ -523,12 +517,13 @@ impl GroupPlan {
         &self,
         shapes: &[Vec<usize>],
         values: &[Option<Value>],
+        windows: &[Option<usize>],
         buffers: &Buffers,
         pass: Option<&RowPass>,
         run_id: usize,
     ) -> Option<(&Feed, Fedding, Option<usize>)> {
         let nodes = &self.ops.nodes;
-        let run = Run { ops: &self.ops, values, shapes, buffers };
+        let run = Run { ops: &self.ops, values, windows, shapes, buffers };
         self.feed_candidate(shapes).and_then(|(k, feed)| {
             let TensorOp::MatMul(a, b) = nodes[k].op else { return None };
             let (sa, sb) = (&shapes[a.index()], &shapes[b.index()]);

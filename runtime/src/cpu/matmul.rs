@@ -2,8 +2,10 @@
 //! where the machine has them), each operand read in place through its strides (`view.rs`: a transposed
 //! weight or the permuted `K` of attention costs no copy); a few rows against a weight stored `[N, K]` go to
 //! `dot.rs` instead.
-//! Many batches (attention's batch x heads) run in parallel, one single-threaded `gemm` each; few batches
-//! run one after the other, each `gemm` splitting its own work over the pool. `f32` and `f16` (stored as
+//! Many batches (attention's batch x heads) run in parallel, each on one thread by the register panels of
+//! `panels.rs` (`B` packed per batch, the tile as narrow as the product) where the machine has AVX-512, else
+//! by a single-threaded `gemm`; few batches run one after the other, each `gemm` splitting its own work over
+//! the pool. `f32` and `f16` (stored as
 //! `f32`): computed in `f32`, an `f16` result rounded once at the end, like the interpreter's definition.
 //! The sums run in `gemm`'s blocked order with fused multiply-adds, so they agree with the interpreter's
 //! (`k` in order) within the matmul tolerance, not bit for bit.
@@ -12,6 +14,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use super::dot;
+use super::panels::{self, PackedB, Strided};
 use super::view::View;
 use crate::DType;
 use crate::eval::values::{Vals, finish};
@@ -59,6 +62,10 @@ pub fn matmul(dtype: DType, a: &View, b: &View, mut out: Vec<f32>, accumulate: b
     // A few rows against a weight stored `[n, k]` (both read along `k` in place): dot products, where
     // `gemm` would spend most of its time packing the weight (`dot.rs`).
     let dots = m <= DOT_ROWS && k >= DOT_DEPTH && a.strides[r - 1] == 1 && b.strides[r - 2] == 1 && dot::available();
+    // Many batches, each on one thread (attention's heads): the register panels (`panels.rs`), whose tiles
+    // are as narrow as the product (a head's 32 columns of `P @ V` take half a tile), rather than `gemm`.
+    let many = batches > 1 && batches >= rayon::current_num_threads();
+    let by_panels = many && !dots && panels::available();
     let one = |index: usize, dst: &mut [f32], parallelism: Parallelism| {
         let (oa, ob) = offsets(index);
         if dots {
@@ -75,6 +82,12 @@ pub fn matmul(dtype: DType, a: &View, b: &View, mut out: Vec<f32>, accumulate: b
             };
             let parts = if matches!(parallelism, Parallelism::None) { 1 } else { rayon::current_num_threads() };
             return nt.run(dst, parts);
+        }
+        if by_panels {
+            let b = Strided { data: b_data, offset: ob, row: b.strides[r - 2], col: b.strides[r - 1] };
+            let packed = PackedB::new(b, k, n).ok_or("a product's operand leaves its buffer")?;
+            let a = Strided { data: a_data, offset: oa, row: a.strides[r - 2], col: a.strides[r - 1] };
+            return panels::rows(a, &packed, 0, m, dst, n, accumulate);
         }
         // SAFETY: both views were checked to stay inside their buffers (`View::check` above), so every
         // element gemm reads (offset + i * row stride + j * column stride for in-range i, j) is in bounds;
@@ -104,7 +117,7 @@ pub fn matmul(dtype: DType, a: &View, b: &View, mut out: Vec<f32>, accumulate: b
         }
         Ok(())
     };
-    if batches > 1 && batches >= rayon::current_num_threads() {
+    if many {
         out.par_chunks_mut(m * n).enumerate().try_for_each(|(index, dst)| one(index, dst, Parallelism::None))?;
     } else {
         for (index, dst) in out.chunks_mut(m * n).enumerate() {

@@ -3,8 +3,10 @@
 //! those rows while they are still in the core's cache (`rows.rs` feeds its row passes this way, `group.rs`
 //! decides when). `B` is packed once (`PackedB`; `group.rs` keeps it across runs while the weight is the same
 //! buffer) into panels of `NR` columns, in blocks of at most `KC` rows; `A` is read in place (copied
-//! row-major first when its columns are strided). A 6 x 64 register tile (24 accumulators, each row's `A`
-//! element broadcast into four fused multiply-adds) sums every product in `k` order, so the result equals
+//! row-major first when its columns are strided). A register tile of 6 rows and up to 64 columns (up to 24
+//! accumulators, each row's `A` element broadcast into one fused multiply-add per 16 columns; a panel's
+//! last columns, or a product narrower than a panel such as a head's `P @ V`, take only the vectors they
+//! need) sums every product in `k` order, so the result equals
 //! in-order fused multiply-add sums bit for bit. Loop order as `gemm`'s: per block of `k`, per block of `JB`
 //! column panels (in L2), per tile's rows of `A` (in L1), per panel.
 
@@ -182,10 +184,26 @@ impl PackedB {
             let block = &mut out[k0 * panels * NR..(k0 + kc) * panels * NR];
             for (jp, panel) in block.chunks_exact_mut(kc * NR).enumerate() {
                 let cols = NR.min(n - jp * NR);
-                for j in 0..cols {
-                    let column = b.offset + (jp * NR + j) * b.col;
-                    for p in 0..kc {
-                        panel[p * NR + j] = b.data[column + (k0 + p) * b.row];
+                let first = b.offset + k0 * b.row + jp * NR * b.col;
+                if b.col == 1 {
+                    // Rows of `B` are runs of the buffer: copied whole.
+                    for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
+                        let src = first + p * b.row;
+                        dst[..cols].copy_from_slice(&b.data[src..src + cols]);
+                    }
+                } else if b.row == 1 {
+                    // Columns of `B` are runs (a transposed operand): each read along the run.
+                    for j in 0..cols {
+                        let src = &b.data[first + j * b.col..][..kc];
+                        for (dst, &x) in panel.chunks_exact_mut(NR).zip(src) {
+                            dst[j] = x;
+                        }
+                    }
+                } else {
+                    for (p, dst) in panel.chunks_exact_mut(NR).enumerate() {
+                        for (j, d) in dst[..cols].iter_mut().enumerate() {
+                            *d = b.data[first + p * b.row + j * b.col];
+                        }
                     }
                 }
             }
@@ -308,7 +326,8 @@ struct Tile {
 }
 
 /// `live` rows and `cols` columns of `C` (+)= their rows of `A` times the panel of `B`: the kernel of that
-/// many rows, masked to those columns.
+/// many rows and of as many vectors as the columns need (a panel's last columns, or a product narrower than
+/// a panel, compute no vector that is wholly past them), masked to those columns.
 ///
 /// # Safety
 /// AVX-512F is available; `t.a` starts `live` rows of `t.kc` floats `t.a_row` apart, `t.b` holds
@@ -317,14 +336,19 @@ struct Tile {
 unsafe fn tile(live: usize, cols: usize, t: &Tile) {
     let masks: [u16; NV] = std::array::from_fn(|v| mask(cols.saturating_sub(16 * v)));
     macro_rules! rows {
-        ($($r:literal)*) => {
+        ($v:literal: $($r:literal)*) => {
             match live {
-                $($r => unsafe { kernel::<$r>(t, masks) },)*
+                $($r => unsafe { kernel::<$r, $v>(t, masks) },)*
                 _ => unreachable!("a tile has 1 to {MR} rows"),
             }
         };
     }
-    rows!(1 2 3 4 5 6)
+    match cols.div_ceil(16) {
+        1 => rows!(1: 1 2 3 4 5 6),
+        2 => rows!(2: 1 2 3 4 5 6),
+        3 => rows!(3: 1 2 3 4 5 6),
+        _ => rows!(4: 1 2 3 4 5 6),
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -337,17 +361,17 @@ fn mask(cols: usize) -> u16 {
     if cols >= 16 { u16::MAX } else { (1u16 << cols) - 1 }
 }
 
-/// `R` rows of `C` (+)= the tile's rows of `A` times its panel of `B`, the lanes of `masks` of each row's
-/// vectors read and written.
+/// `R` rows of `C` (+)= the tile's rows of `A` times the first `V` vectors of its panel of `B`, the lanes of
+/// `masks` of each row's vectors read and written.
 ///
 /// # Safety
-/// As `tile`, with `live = R` and `masks` the lanes of its `cols`.
+/// As `tile`, with `live = R`, `V <= NV` and `masks` the lanes of its `cols` (none past the `V`th vector).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn kernel<const R: usize>(t: &Tile, masks: [u16; NV]) {
+unsafe fn kernel<const R: usize, const V: usize>(t: &Tile, masks: [u16; NV]) {
     let Tile { kc, a, a_row, b, c, c_row, load } = *t;
     unsafe {
-        let mut acc = [[_mm512_setzero_ps(); NV]; R];
+        let mut acc = [[_mm512_setzero_ps(); V]; R];
         let rows: [*const f32; R] = std::array::from_fn(|i| a.add(i * a_row));
         if load {
             for (i, row) in acc.iter_mut().enumerate() {
@@ -357,7 +381,7 @@ unsafe fn kernel<const R: usize>(t: &Tile, masks: [u16; NV]) {
             }
         }
         for p in 0..kc {
-            let bv: [__m512; NV] = std::array::from_fn(|v| _mm512_loadu_ps(b.add(p * NR + 16 * v)));
+            let bv: [__m512; V] = std::array::from_fn(|v| _mm512_loadu_ps(b.add(p * NR + 16 * v)));
             for (i, row) in acc.iter_mut().enumerate() {
                 let x = _mm512_set1_ps(*rows[i].add(p));
                 for (lane, &bv) in row.iter_mut().zip(&bv) {

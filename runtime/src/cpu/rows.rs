@@ -18,7 +18,7 @@ use crate::DType;
 use crate::eval::kernels::{self, reduce_finish, reduce_init};
 use crate::eval::values::{Lit, Vals};
 use crate::ops::{BinaryOp, ReduceOp};
-use crate::program::{GroupOps, TensorOp};
+use crate::program::{GroupOps, OpNode, TensorOp};
 
 /// Elements per block, in whole rows (at least one): a block's buffers stay in the core's caches.
 const BLOCK: usize = 4096;
@@ -91,6 +91,10 @@ pub struct RowPass {
     pub after: Vec<bool>,
     /// The pass's nodes whose whole values the launch keeps: stored, or read after the pass.
     outputs: Vec<usize>,
+    /// Per step: the nodes it reads for the last time in a block (none of them kept), whose buffers go back
+    /// to this thread's scratch as soon as the step is done, so the next step writes into a buffer still in
+    /// the core's first-level cache (`freed_after`).
+    frees: Vec<Vec<usize>>,
 }
 
 /// A leaf of a pass that a matrix product computes as the pass reads it: the product's rows `m0..m1`
@@ -203,14 +207,15 @@ impl RowPass {
         if steps.iter().filter(|(_, _, s)| !matches!(s, Step::Leaf)).count() < 2 {
             return None;
         }
-        let outputs = (0..n)
+        let outputs: Vec<usize> = (0..n)
             .filter(|&k| {
                 in_pass[k]
                     && (stored.contains(&k)
                         || (0..n).any(|u| !in_pass[u] && nodes[u].op.operands().iter().any(|o| o.index() == k)))
             })
             .collect();
-        Some(RowPass { row, rows, steps, in_pass, after, outputs })
+        let frees = freed_after(nodes, &steps, &outputs);
+        Some(RowPass { row, rows, steps, in_pass, after, outputs, frees })
     }
 
     /// The elementwise tree rooted at `root` as `Run::materialize` sees it (`root` and the elementwise and
@@ -238,7 +243,9 @@ impl RowPass {
         let total: usize = run.shapes.get(root)?.iter().product();
         let after = vec![false; n];
         let steps = steps(nodes, run.shapes, &in_pass, &after, total)?;
-        Some(RowPass { row: 1, rows: total, steps, in_pass, after, outputs: vec![root] })
+        let outputs = vec![root];
+        let frees = freed_after(nodes, &steps, &outputs);
+        Some(RowPass { row: 1, rows: total, steps, in_pass, after, outputs, frees })
     }
 
     /// Runs the pass: every node it reads from outside is computed in `run`'s values (or an inline node
@@ -377,7 +384,10 @@ impl RowPass {
             vals[leaf] = Some(Blk::Slice(rows));
         }
         let mismatch = |_| "its operands have the wrong element types".to_string();
-        for &(k, full, step) in &self.steps {
+        for (j, &(k, full, step)) in self.steps.iter().enumerate() {
+            if j > 0 {
+                free(&mut vals, &self.frees[j - 1]);
+            }
             let n = if full { nr * row } else { nr };
             let node = &nodes[k];
             let value = match step {
@@ -445,6 +455,67 @@ impl RowPass {
         }
         recycle(vals);
         Ok(())
+    }
+}
+
+/// Per step of `steps`, the nodes whose last reader in the pass it is, when the pass computes them into
+/// buffers of its own: neither kept (`outputs`, nor what a kept node is the `Same` of) nor a leaf. A `Same` or `Expand` node is read where its
+/// readers are, so they extend its source's life.
+fn freed_after(nodes: &[OpNode], steps: &[(usize, bool, Step)], outputs: &[usize]) -> Vec<Vec<usize>> {
+    let mut kind: Vec<Option<Step>> = vec![None; nodes.len()];
+    for &(k, _, step) in steps {
+        kind[k] = Some(step);
+    }
+    let mut last: Vec<Option<usize>> = vec![None; nodes.len()];
+    fn mark(kind: &[Option<Step>], last: &mut [Option<usize>], o: usize, j: usize) {
+        let Some(slot) = last.get_mut(o) else { return };
+        *slot = Some(j);
+        if let Some(Step::Same(a) | Step::Expand(a)) = kind[o] {
+            mark(kind, last, a, j);
+        }
+    }
+    for (j, &(k, _, step)) in steps.iter().enumerate() {
+        match step {
+            Step::Elementwise => {
+                for o in nodes[k].op.operands() {
+                    mark(&kind, &mut last, o.index(), j);
+                }
+            }
+            Step::Reduce(_, a) => mark(&kind, &mut last, a, j),
+            Step::Leaf | Step::Same(_) | Step::Expand(_) => {}
+        }
+    }
+    // A kept node is read at the end, and so is what it is the `Same` of.
+    for &o in outputs {
+        mark(&kind, &mut last, o, steps.len());
+    }
+    let mut frees = vec![Vec::new(); steps.len()];
+    for &(k, _, step) in steps {
+        if matches!(step, Step::Elementwise | Step::Reduce(..))
+            && let Some(j) = last[k]
+            && j < steps.len()
+        {
+            frees[j].push(k);
+        }
+    }
+    frees
+}
+
+/// Gives the float buffers of `nodes` (computed by the pass, read by no later step) back to this thread's
+/// scratch.
+fn free(vals: &mut [Option<Blk>], nodes: &[usize]) {
+    for &k in nodes {
+        if matches!(vals.get(k), Some(Some(Blk::Owned(Vals::F(_)))))
+            && let Some(Blk::Owned(Vals::F(v))) = vals[k].take()
+            && v.len() >= SCRATCH_MIN
+        {
+            SCRATCH.with(|s| {
+                let mut kept = s.borrow_mut();
+                if kept.len() < SCRATCH_KEPT {
+                    kept.push(v);
+                }
+            });
+        }
     }
 }
 

@@ -29,6 +29,12 @@ impl View {
         View { value, offset: 0, shape, strides }
     }
 
+    /// The elements `offset..` of `value` as a row-major value of `shape` (a chain's slice of a tensor).
+    pub fn window(value: Value, offset: usize, shape: Vec<usize>) -> View {
+        let strides = strides(&shape);
+        View { value, offset, shape, strides }
+    }
+
     /// Checks that every element of the view is inside its buffer (views made by this file's methods from
     /// checked shapes always are; `unsafe` readers check again).
     pub fn check(&self) -> Result<(), String> {
