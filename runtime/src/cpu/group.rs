@@ -1138,6 +1138,120 @@ mod tests {
         }
     }
 
+    /// A softmax launch as the prelude's `softmax` lowers: `x * 0.5` (`[a, c]`), its rows' maximum through a
+    /// keepdims reshape, `exp` of the difference, the rows' sum, and the product with `1 / sum`, stored
+    /// (node 15); with `keep_sum`, the sum stored too (node 9).
+    fn softmax_group(a: usize, c: usize, keep_sum: bool) -> GroupOps {
+        let r = |i: u32| OpRef(i);
+        let reduce = |op, input| node(TensorOp::Reduce { op, input: r(input), axes: vec![1] }, &[a]);
+        let nodes = vec![
+            node(TensorOp::Tensor(TensorId(0)), &[a, c]),
+            node(TensorOp::Constant(crate::ops::Scalar::Float(0.5)), &[]),
+            node(TensorOp::Broadcast(r(1)), &[a, c]),
+            node(TensorOp::Binary(BinaryOp::Mul, r(0), r(2)), &[a, c]),
+            reduce(ReduceOp::Max, 3),
+            node(TensorOp::Reshape(r(4)), &[a, 1]),
+            node(TensorOp::Broadcast(r(5)), &[a, c]),
+            node(TensorOp::Binary(BinaryOp::Sub, r(3), r(6)), &[a, c]),
+            node(TensorOp::Unary(UnaryOp::Exp, r(7)), &[a, c]),
+            reduce(ReduceOp::Sum, 8),
+            node(TensorOp::Reshape(r(9)), &[a, 1]),
+            node(TensorOp::Constant(crate::ops::Scalar::Float(1.0)), &[]),
+            node(TensorOp::Broadcast(r(11)), &[a, 1]),
+            node(TensorOp::Binary(BinaryOp::Div, r(12), r(10)), &[a, 1]),
+            node(TensorOp::Broadcast(r(13)), &[a, c]),
+            node(TensorOp::Binary(BinaryOp::Mul, r(8), r(14)), &[a, c]),
+        ];
+        let mut stores = vec![Store { node: r(15), tensor: TensorId(1) }];
+        if keep_sum {
+            stores.push(Store { node: r(9), tensor: TensorId(2) });
+        }
+        GroupOps { nodes, stores }
+    }
+
+    proptest! {
+        /// A softmax's steps in a row pass run fused, a row at a time (`rows::Step::Softmax`), unless one of
+        /// its intermediates is kept; either way the result equals the node-by-node evaluation (libm's `exp`, the
+        /// sums in order) within the rows' sums' tolerance, for rows shorter and longer than a block.
+        #[test]
+        fn a_fused_softmax_matches_node_by_node_eval(a in 1usize..40, c in 1usize..5000, keep_sum in any::<bool>()) {
+            let ops = softmax_group(a, c, keep_sum);
+            let node_shapes: Vec<Vec<usize>> = ops.nodes.iter().map(|n| eval_shape(n, &[]).unwrap()).collect();
+            let stored: Vec<usize> = ops.stores.iter().map(|s| s.node.index()).collect();
+            let pass = RowPass::plan(&ops, &node_shapes, &stored, &[]).expect("a row pass");
+            prop_assert_eq!(pass.fused(), (usize::from(!keep_sum), 0));
+            let tensors = vec![Some(Value::new(data(a * c, 7), vec![a, c]))];
+            let plan = GroupPlan::new(0, &launch("softmax", ops.clone())).unwrap();
+            let got = plan.run(&Program::default(), &tensors, &[vec![a, c]], &[], &Buffers::default(), None).unwrap();
+            let want = node_by_node(&ops, &tensors);
+            let floats = |v: &Value| match &v.0.data { Vals::F(x) => x.clone(), _ => unreachable!() };
+            for (g, w) in floats(&got[0].1).iter().zip(floats(&want[15])) {
+                // `exp` within an ulp of libm's, then the sum of `c` of them in another order.
+                let bound = 2.0 * (c as f32 + 4.0) * f32::EPSILON * w.abs().max(f32::MIN_POSITIVE);
+                prop_assert!((g - w).abs() <= bound, "{g} vs {w}");
+            }
+        }
+    }
+
+    /// GELU's erf form as the prelude's `gelu` lowers, `0.5 * x * (1 + erf(x * c))` on `[n]`, stored (node
+    /// 9); with `keep_erf`, the `erf` stored too (node 6).
+    fn gelu_group(n: usize, keep_erf: bool) -> GroupOps {
+        let r = |i: u32| OpRef(i);
+        let constant = |v: f64| node(TensorOp::Constant(crate::ops::Scalar::Float(v)), &[]);
+        let nodes = vec![
+            node(TensorOp::Tensor(TensorId(0)), &[n]),
+            constant(0.5),
+            node(TensorOp::Broadcast(r(1)), &[n]),
+            node(TensorOp::Binary(BinaryOp::Mul, r(2), r(0)), &[n]),
+            constant(std::f64::consts::FRAC_1_SQRT_2),
+            node(TensorOp::Broadcast(r(4)), &[n]),
+            node(TensorOp::Binary(BinaryOp::Mul, r(0), r(5)), &[n]),
+            node(TensorOp::Unary(UnaryOp::Erf, r(6)), &[n]),
+            node(TensorOp::Constant(crate::ops::Scalar::Float(1.0)), &[]),
+            node(TensorOp::Broadcast(r(8)), &[n]),
+            node(TensorOp::Binary(BinaryOp::Add, r(9), r(7)), &[n]),
+            node(TensorOp::Binary(BinaryOp::Mul, r(3), r(10)), &[n]),
+        ];
+        let mut stores = vec![Store { node: r(11), tensor: TensorId(1) }];
+        if keep_erf {
+            stores.push(Store { node: r(7), tensor: TensorId(2) });
+        }
+        GroupOps { nodes, stores }
+    }
+
+    proptest! {
+        /// GELU's steps in an elementwise tree run fused in one pass (`rows::Step::Gelu`) unless one of its
+        /// intermediates is kept; either way the result equals the node-by-node evaluation (libm's `erf`)
+        /// within a few ulps of `x`.
+        #[test]
+        fn a_fused_gelu_matches_node_by_node_eval(n in 1usize..9000, scale in 0.1f32..8.0, keep_erf in any::<bool>()) {
+            let ops = gelu_group(n, keep_erf);
+            let shapes: Vec<Vec<usize>> = ops.nodes.iter().map(|n| eval_shape(n, &[]).unwrap()).collect();
+            let Vals::F(x) = data(n, 3) else { unreachable!() };
+            let x: Vec<f32> = x.iter().map(|v| v * scale).collect();
+            let tensors = vec![Some(Value::new(Vals::F(x.clone()), vec![n]))];
+            let want = node_by_node(&ops, &tensors);
+            // The launch computes a stored `erf` first (its own tree); the GELU's tree then reads it.
+            let mut values: Vec<Option<Value>> = vec![None; ops.nodes.len()];
+            values[0] = tensors[0].clone();
+            if keep_erf {
+                values[7] = Some(want[7].clone());
+            }
+            let windows = vec![None; ops.nodes.len()];
+            let buffers = Buffers::default();
+            let run = Run { ops: &ops, values: &values, windows: &windows, shapes: &shapes, buffers: &buffers };
+            let tree = RowPass::tree(&run, 11, None).expect("a tree");
+            prop_assert_eq!(tree.fused(), (0, usize::from(!keep_erf)));
+            let plan = GroupPlan::new(0, &launch("gelu", ops.clone())).unwrap();
+            let got = plan.run(&Program::default(), &tensors, &[vec![n]], &[], &buffers, None).unwrap();
+            let floats = |v: &Value| match &v.0.data { Vals::F(x) => x.clone(), _ => unreachable!() };
+            for ((g, w), x) in floats(&got[0].1).iter().zip(floats(&want[11])).zip(&x) {
+                let bound = 4.0 * f32::EPSILON * (x.abs() + w.abs());
+                prop_assert!((g - w).abs() <= bound, "{g} vs {w} at {x}");
+            }
+        }
+    }
+
     /// A launch carrying `ops` (its kernel is never built: only the CPU executor runs it).
     fn launch(name: &str, ops: GroupOps) -> Launch {
         Launch {

@@ -17,7 +17,7 @@ use super::view::View;
 use crate::DType;
 use crate::eval::kernels::{self, reduce_finish, reduce_init};
 use crate::eval::values::{Lit, Vals};
-use crate::ops::{BinaryOp, ReduceOp};
+use crate::ops::{BinaryOp, ReduceOp, UnaryOp};
 use crate::program::{GroupOps, OpNode, TensorOp};
 
 /// Elements per block, in whole rows (at least one): a block's buffers stay in the core's caches.
@@ -62,7 +62,7 @@ fn recycle(vals: Vec<Option<Blk>>) {
 }
 
 /// What the pass does for one of its nodes in each block.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 enum Step {
     /// Read through a view made before the pass: a node computed before it, or a layout op of such nodes.
     Leaf,
@@ -74,6 +74,13 @@ enum Step {
     Elementwise,
     /// Each row of node `a` folded.
     Reduce(ReduceOp, usize),
+    /// `softmax` of node `a`'s rows, `exp(a - max) * (1 / sum(exp(a - max)))`, one row at a time in the
+    /// core's first-level cache: the steps of its maximum, difference, exponentials, sum and scaling, fused
+    /// (`fuse`; `softmax_rows`), within the sums' tolerance of those steps.
+    Softmax(usize),
+    /// GELU's erf form of node `a`, `(0.5 * a) * (1 + erf(a * c))`, in one pass (`vmath::gelu_erf_fast`)
+    /// instead of five (`fuse`): the same operations, so the same bits.
+    Gelu(usize, f32),
 }
 
 /// A launch's row pass, planned from its ops and evaluated shapes (`RowPass::plan`).
@@ -214,8 +221,16 @@ impl RowPass {
                         || (0..n).any(|u| !in_pass[u] && nodes[u].op.operands().iter().any(|o| o.index() == k)))
             })
             .collect();
+        let steps = fuse(nodes, steps, &outputs);
         let frees = freed_after(nodes, &steps, &outputs);
         Some(RowPass { row, rows, steps, in_pass, after, outputs, frees })
+    }
+
+    /// How many softmaxes and GELUs the pass runs fused (`Step::Softmax`, `Step::Gelu`).
+    #[cfg(test)]
+    pub fn fused(&self) -> (usize, usize) {
+        let count = |f: fn(&Step) -> bool| self.steps.iter().filter(|(.., step)| f(step)).count();
+        (count(|s| matches!(s, Step::Softmax(_))), count(|s| matches!(s, Step::Gelu(..))))
     }
 
     /// The elementwise tree rooted at `root` as `Run::materialize` sees it (`root` and the elementwise and
@@ -244,6 +259,7 @@ impl RowPass {
         let after = vec![false; n];
         let steps = steps(nodes, run.shapes, &in_pass, &after, total)?;
         let outputs = vec![root];
+        let steps = fuse(nodes, steps, &outputs);
         let frees = freed_after(nodes, &steps, &outputs);
         Some(RowPass { row: 1, rows: total, steps, in_pass, after, outputs, frees })
     }
@@ -263,6 +279,7 @@ impl RowPass {
                 Step::Elementwise | Step::Reduce(..) => {
                     nodes[k].op.operands().iter().map(|o| o.index()).filter(|&o| !self.in_pass[o]).collect()
                 }
+                Step::Softmax(a) | Step::Gelu(a, _) if !self.in_pass[a] => vec![a],
                 _ => Vec::new(),
             };
             for o in read {
@@ -403,6 +420,25 @@ impl RowPass {
                     reduce_finish(op, node.dtype, &mut out, nr, row);
                     Blk::Owned(out)
                 }
+                Step::Softmax(a) | Step::Gelu(a, _) => {
+                    let x = dense_floats(&vals, a, n, row)?;
+                    let run = |o: &mut [f32]| match step {
+                        Step::Gelu(_, c) => crate::eval::vmath::gelu_erf_fast(&x, c, o),
+                        _ => softmax_rows(&x, row, o),
+                    };
+                    // A kept result is computed straight into its place.
+                    let kept = self.outputs.iter().position(|&o| o == k);
+                    if let Some(i) = kept
+                        && let Some(Out::F(dst)) = outs[i].take()
+                    {
+                        run(dst);
+                        vals[k] = Some(Blk::Slice(dst));
+                        continue;
+                    }
+                    let mut out = scratch(n);
+                    run(&mut out);
+                    Blk::Owned(Vals::F(out))
+                }
                 Step::Elementwise => {
                     // A kept float result is computed straight into its place.
                     let kept = self.outputs.iter().position(|&o| o == k);
@@ -481,7 +517,7 @@ fn freed_after(nodes: &[OpNode], steps: &[(usize, bool, Step)], outputs: &[usize
                     mark(&kind, &mut last, o.index(), j);
                 }
             }
-            Step::Reduce(_, a) => mark(&kind, &mut last, a, j),
+            Step::Reduce(_, a) | Step::Softmax(a) | Step::Gelu(a, _) => mark(&kind, &mut last, a, j),
             Step::Leaf | Step::Same(_) | Step::Expand(_) => {}
         }
     }
@@ -491,7 +527,7 @@ fn freed_after(nodes: &[OpNode], steps: &[(usize, bool, Step)], outputs: &[usize
     }
     let mut frees = vec![Vec::new(); steps.len()];
     for &(k, _, step) in steps {
-        if matches!(step, Step::Elementwise | Step::Reduce(..))
+        if matches!(step, Step::Elementwise | Step::Reduce(..) | Step::Softmax(_) | Step::Gelu(..))
             && let Some(j) = last[k]
             && j < steps.len()
         {
@@ -499,6 +535,152 @@ fn freed_after(nodes: &[OpNode], steps: &[(usize, bool, Step)], outputs: &[usize
         }
     }
     frees
+}
+
+/// The steps with the two hot patterns of transformer layers each fused into one step at its result's
+/// place, when nothing else reads their intermediates and none is kept (all `f32`; reshapes between them
+/// are seen through):
+/// - `Step::Softmax(x)`: `y = e * r` (either order) where `e = exp(x - m)`, `m` the rows' maximum of `x`
+///   repeated along them, and `r = 1 / s` repeated along them, `s` the rows' sum of `e`;
+/// - `Step::Gelu(x, c)`: `y = (0.5 * x) * (1 + erf(x * c))` (each product and sum in either order).
+fn fuse(nodes: &[OpNode], steps: Vec<(usize, bool, Step)>, outputs: &[usize]) -> Vec<(usize, bool, Step)> {
+    let mut kind: Vec<Option<Step>> = vec![None; nodes.len()];
+    for &(k, _, step) in &steps {
+        kind[k] = Some(step);
+    }
+    // The node a chain of `Same` steps (reshapes) ends at, and the one a chain of `Same` and one `Expand`
+    // ends at (a per-row value repeated along its rows); the nodes passed on the way go to `path`.
+    let same = |mut k: usize, path: &mut Vec<usize>| {
+        while let Some(Step::Same(a)) = kind[k] {
+            path.push(k);
+            k = a;
+        }
+        k
+    };
+    let expanded = |k: usize, path: &mut Vec<usize>| {
+        let k = same(k, path);
+        let Some(Step::Expand(a)) = kind[k] else { return None };
+        path.push(k);
+        Some(same(a, path))
+    };
+    let f32s = |k: usize| nodes[k].dtype == DType::F32;
+    // The `f32` constant node `k` is, through broadcasts and reshapes.
+    let constant = |mut k: usize| loop {
+        match &nodes[k].op {
+            TensorOp::Broadcast(a) | TensorOp::Reshape(a) => k = a.index(),
+            TensorOp::Constant(c) if f32s(k) => match Lit::from_scalar(*c, DType::F32) {
+                Lit::F(v) => return Some(v),
+                _ => return None,
+            },
+            _ => return None,
+        }
+    };
+    // `op(a, b)` of node `k` as (the operand that is a constant, the other), in either order.
+    let with_constant = |k: usize, op: BinaryOp| {
+        let TensorOp::Binary(o, a, b) = nodes[k].op else { return None };
+        if o != op {
+            return None;
+        }
+        [(a.index(), b.index()), (b.index(), a.index())].into_iter().find_map(|(c, x)| Some((constant(c)?, x)))
+    };
+    let full_node = |x: usize| steps.iter().any(|&(k, full, _)| k == x && full);
+    let mut fused: Vec<(usize, Step, Vec<usize>)> = Vec::new();
+    for &(y, full, step) in &steps {
+        let TensorOp::Binary(BinaryOp::Mul, p, q) = nodes[y].op else { continue };
+        if !full || !matches!(step, Step::Elementwise) || !f32s(y) {
+            continue;
+        }
+        let sides = [(p.index(), q.index()), (q.index(), p.index())];
+        let softmax = sides.into_iter().find_map(|(e, r)| {
+            let mut path = Vec::new();
+            let e = same(e, &mut path);
+            let TensorOp::Unary(UnaryOp::Exp, d) = nodes[e].op else { return None };
+            let r = expanded(r, &mut path)?;
+            let TensorOp::Binary(BinaryOp::Div, c, s) = nodes[r].op else { return None };
+            let s = same(s.index(), &mut path);
+            let TensorOp::Reduce { op: ReduceOp::Sum, input, .. } = nodes[s].op else { return None };
+            if constant(c.index()) != Some(1.0) || same(input.index(), &mut path) != e {
+                return None;
+            }
+            let d = same(d.index(), &mut path);
+            let TensorOp::Binary(BinaryOp::Sub, x, mx) = nodes[d].op else { return None };
+            let x = same(x.index(), &mut path);
+            let m = expanded(mx.index(), &mut path)?;
+            let TensorOp::Reduce { op: ReduceOp::Max, input, .. } = nodes[m].op else { return None };
+            if same(input.index(), &mut path) != x {
+                return None;
+            }
+            path.extend([e, r, s, d, m]);
+            Some((Step::Softmax(x), x, path))
+        });
+        let gelu = || {
+            sides.into_iter().find_map(|(h, g)| {
+                let mut path = Vec::new();
+                let h = same(h, &mut path);
+                let (half, x) = with_constant(h, BinaryOp::Mul)?;
+                let x = same(x, &mut path);
+                let g = same(g, &mut path);
+                let (one, e) = with_constant(g, BinaryOp::Add)?;
+                let e = same(e, &mut path);
+                let TensorOp::Unary(UnaryOp::Erf, z) = nodes[e].op else { return None };
+                let z = same(z.index(), &mut path);
+                let (c, xz) = with_constant(z, BinaryOp::Mul)?;
+                if half != 0.5 || one != 1.0 || same(xz, &mut path) != x {
+                    return None;
+                }
+                path.extend([h, g, e, z]);
+                Some((Step::Gelu(x, c), x, path))
+            })
+        };
+        let Some((step, x, path)) = softmax.or_else(gelu) else { continue };
+        let computed = |k: usize| matches!(kind[k], Some(Step::Elementwise | Step::Reduce(..)));
+        let own = path.iter().all(|&k| f32s(k) && kind[k].is_some() && !outputs.contains(&k))
+            && path.iter().all(|&k| !matches!(kind[k], Some(Step::Leaf)))
+            && path.iter().filter(|&&k| !matches!(kind[k], Some(Step::Same(_) | Step::Expand(_)))).all(|&k| computed(k))
+            && f32s(x)
+            && (kind[x].is_none() || full_node(x))
+            && !path.contains(&x)
+            // Nothing outside the pattern reads its intermediates.
+            && (0..nodes.len())
+                .filter(|u| !path.contains(u) && *u != y)
+                .all(|u| nodes[u].op.operands().iter().all(|o| !path.contains(&o.index())));
+        if own {
+            fused.push((y, step, path));
+        }
+    }
+    let dropped: Vec<usize> = fused.iter().flat_map(|(_, _, path)| path.iter().copied()).collect();
+    steps
+        .into_iter()
+        .filter(|(k, ..)| !dropped.contains(k))
+        .map(|(k, full, step)| match fused.iter().find(|(y, ..)| *y == k) {
+            Some(&(_, fused, _)) => (k, full, fused),
+            None => (k, full, step),
+        })
+        .collect()
+}
+
+/// `o` = the softmax of each row of `x` (rows of `row` floats), a row at a time: its maximum, `exp` of the
+/// differences, their sum and the scaling by its reciprocal, in AVX-512 registers where the machine has
+/// them (`vmath::softmax_row_fast`, its sum in another order), else (and for a row holding a NaN) with the
+/// kernels and folds the separate steps use, in their order.
+fn softmax_rows(x: &[f32], row: usize, o: &mut [f32]) {
+    let mut d = vec![0.0f32; row];
+    let (mut m, mut s) = ([0.0f32], [0.0f32]);
+    let lowest = match reduce_init(ReduceOp::Max, DType::F32) {
+        Lit::F(v) => v,
+        _ => f32::NEG_INFINITY,
+    };
+    for (x, o) in x.chunks_exact(row).zip(o.chunks_exact_mut(row)) {
+        if crate::eval::vmath::softmax_row_fast(x, o) {
+            continue;
+        }
+        fused::fold_rows(ReduceOp::Max, lowest, x, row, &mut m);
+        d.iter_mut().zip(x).for_each(|(d, &x)| *d = x - m[0]);
+        crate::eval::vmath::exp_fast(&d, o);
+        fused::fold_rows(ReduceOp::Sum, 0.0, o, row, &mut s);
+        let r = 1.0 / s[0];
+        o.iter_mut().for_each(|o| *o *= r);
+    }
 }
 
 /// Gives the float buffers of `nodes` (computed by the pass, read by no later step) back to this thread's

@@ -286,6 +286,40 @@ pub fn erf_fast(a: &[f32], o: &mut [f32]) {
     each(Isa::Avx2Fma, a, o, erf_fast_core);
 }
 
+/// `o[i] = (0.5 * a[i]) * (1 + erf_fast(a[i] * c))`: GELU's erf form (with `c = 1 / sqrt(2)`) in one pass,
+/// the same operations in the same order as its separate steps, so the same bits (the CPU executor's fused
+/// GELU).
+pub fn gelu_erf_fast(a: &[f32], c: f32, o: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features, checked just above.
+        return unsafe { avx512::gelu(a, c, o) };
+    }
+    each(Isa::Avx2Fma, a, o, |x| gelu_core(x, c));
+}
+
+#[inline(always)]
+fn gelu_core(x: f32, c: f32) -> f32 {
+    (0.5 * x) * (1.0 + erf_fast_core(x * c))
+}
+
+/// `o = softmax(x)` for one row on AVX-512 (16 lanes at a time, the row's maximum, `exp_fast` of the
+/// differences, their sum and the scaling by its reciprocal, the row staying in the first-level cache):
+/// `false`, writing nothing, where the machine lacks AVX-512F or the row holds a NaN (which the caller's
+/// general path carries through), or `o` is not as long as `x`. The maximum is exact; the sum runs in
+/// another order than a row fold's, so the result is within the sums' tolerance of it, not its bits.
+pub fn softmax_row_fast(x: &[f32], o: &mut [f32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if x.len() == o.len()
+        && std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("fma")
+    {
+        // SAFETY: the CPU has the features, checked just above.
+        return unsafe { avx512::softmax_row(x, o) };
+    }
+    false
+}
+
 /// `exp_fast_core` and `erf_fast_core` on 16 lanes with AVX-512F: the same operations in the same order,
 /// except that `exp`'s `2^n` is applied by one `vscalefps` instead of two multiplies by powers of two built
 /// from integer bits. Both are exact for a normal result and round once for a subnormal one, so the bits
@@ -322,6 +356,61 @@ mod avx512 {
     #[target_feature(enable = "avx512f,fma")]
     pub(super) fn erf(a: &[f32], o: &mut [f32]) {
         each16!(a, o, erf16, super::erf_fast_core);
+    }
+
+    /// `super::softmax_row_fast` (`x` and `o` of one length).
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) fn softmax_row(x: &[f32], o: &mut [f32]) -> bool {
+        let n = x.len().min(o.len());
+        let mask = |i: usize| -> u16 {
+            let left = n - i;
+            if left >= 16 { u16::MAX } else { (1u16 << left) - 1 }
+        };
+        // SAFETY (every block): lanes of `mask(i)` are inside `x` and `o` (`i + lane < n`).
+        let (mut top, mut nan) = (splat(f32::NEG_INFINITY), 0u16);
+        for i in (0..n).step_by(16) {
+            let v = unsafe { _mm512_mask_loadu_ps(splat(f32::NEG_INFINITY), mask(i), x.as_ptr().add(i)) };
+            nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+            top = _mm512_max_ps(top, v);
+        }
+        if nan != 0 {
+            return false;
+        }
+        let top = splat(_mm512_reduce_max_ps(top));
+        let mut sum = splat(0.0);
+        for i in (0..n).step_by(16) {
+            let v = unsafe { _mm512_maskz_loadu_ps(mask(i), x.as_ptr().add(i)) };
+            let e = _mm512_maskz_mov_ps(mask(i), exp16(_mm512_sub_ps(v, top)));
+            unsafe { _mm512_mask_storeu_ps(o.as_mut_ptr().add(i), mask(i), e) };
+            sum = _mm512_add_ps(sum, e);
+        }
+        let r = splat(1.0 / _mm512_reduce_add_ps(sum));
+        for i in (0..n).step_by(16) {
+            unsafe {
+                let e = _mm512_maskz_loadu_ps(mask(i), o.as_ptr().add(i));
+                _mm512_mask_storeu_ps(o.as_mut_ptr().add(i), mask(i), _mm512_mul_ps(e, r));
+            }
+        }
+        true
+    }
+
+    /// `super::gelu_erf_fast` on 16 lanes at a time.
+    #[target_feature(enable = "avx512f,fma")]
+    pub(super) fn gelu(a: &[f32], c: f32, o: &mut [f32]) {
+        let n = a.len().min(o.len());
+        let whole = n - n % 16;
+        for (x, y) in a[..whole].chunks_exact(16).zip(o[..whole].chunks_exact_mut(16)) {
+            // SAFETY: both chunks hold exactly 16 floats.
+            unsafe {
+                let x = _mm512_loadu_ps(x.as_ptr());
+                let e = erf16(_mm512_mul_ps(x, splat(c)));
+                let g = _mm512_mul_ps(_mm512_mul_ps(splat(0.5), x), _mm512_add_ps(splat(1.0), e));
+                _mm512_storeu_ps(y.as_mut_ptr(), g);
+            }
+        }
+        for (y, &x) in o[whole..n].iter_mut().zip(&a[whole..n]) {
+            *y = super::gelu_core(x, c);
+        }
     }
 
     #[inline]
