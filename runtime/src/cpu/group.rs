@@ -1179,7 +1179,7 @@ mod tests {
             let node_shapes: Vec<Vec<usize>> = ops.nodes.iter().map(|n| eval_shape(n, &[]).unwrap()).collect();
             let stored: Vec<usize> = ops.stores.iter().map(|s| s.node.index()).collect();
             let pass = RowPass::plan(&ops, &node_shapes, &stored, &[]).expect("a row pass");
-            prop_assert_eq!(pass.fused(), (usize::from(!keep_sum), 0));
+            prop_assert_eq!(pass.fused(), (usize::from(!keep_sum), 0, 0));
             let tensors = vec![Some(Value::new(data(a * c, 7), vec![a, c]))];
             let plan = GroupPlan::new(0, &launch("softmax", ops.clone())).unwrap();
             let got = plan.run(&Program::default(), &tensors, &[vec![a, c]], &[], &Buffers::default(), None).unwrap();
@@ -1188,6 +1188,73 @@ mod tests {
             for (g, w) in floats(&got[0].1).iter().zip(floats(&want[15])) {
                 // `exp` within an ulp of libm's, then the sum of `c` of them in another order.
                 let bound = 2.0 * (c as f32 + 4.0) * f32::EPSILON * w.abs().max(f32::MIN_POSITIVE);
+                prop_assert!((g - w).abs() <= bound, "{g} vs {w}");
+            }
+        }
+    }
+
+    /// A residual sum and layer norm as the prelude's `layer_norm` lowers: `x + y` (`[a, c]`), centred by its
+    /// rows' mean through a keepdims reshape, scaled by `rsqrt` of the mean square plus `1e-5`, times a gain
+    /// and plus a shift (`[c]`, broadcast), stored (node 22); with `keep_mean`, the mean stored too (node 5).
+    fn layer_norm_group(a: usize, c: usize, keep_mean: bool) -> GroupOps {
+        let r = |i: u32| OpRef(i);
+        let mean = |input| node(TensorOp::Reduce { op: ReduceOp::Mean, input: r(input), axes: vec![1] }, &[a]);
+        let nodes = vec![
+            node(TensorOp::Tensor(TensorId(0)), &[a, c]),
+            node(TensorOp::Tensor(TensorId(1)), &[a, c]),
+            node(TensorOp::Tensor(TensorId(2)), &[c]),
+            node(TensorOp::Tensor(TensorId(3)), &[c]),
+            node(TensorOp::Binary(BinaryOp::Add, r(0), r(1)), &[a, c]),
+            mean(4),
+            node(TensorOp::Reshape(r(5)), &[a, 1]),
+            node(TensorOp::Broadcast(r(6)), &[a, c]),
+            node(TensorOp::Binary(BinaryOp::Sub, r(4), r(7)), &[a, c]),
+            node(TensorOp::Binary(BinaryOp::Mul, r(8), r(8)), &[a, c]),
+            mean(9),
+            node(TensorOp::Reshape(r(10)), &[a, 1]),
+            node(TensorOp::Constant(crate::ops::Scalar::Float(1e-5)), &[]),
+            node(TensorOp::Broadcast(r(12)), &[a, 1]),
+            node(TensorOp::Binary(BinaryOp::Add, r(11), r(13)), &[a, 1]),
+            node(TensorOp::Unary(UnaryOp::Rsqrt, r(14)), &[a, 1]),
+            node(TensorOp::Broadcast(r(15)), &[a, c]),
+            node(TensorOp::Binary(BinaryOp::Mul, r(8), r(16)), &[a, c]),
+            node(TensorOp::Broadcast(r(2)), &[a, c]),
+            node(TensorOp::Binary(BinaryOp::Mul, r(17), r(18)), &[a, c]),
+            node(TensorOp::Broadcast(r(3)), &[a, c]),
+            node(TensorOp::Binary(BinaryOp::Add, r(19), r(20)), &[a, c]),
+        ];
+        let mut nodes = nodes;
+        nodes.push(node(TensorOp::Reshape(r(21)), &[a * c]));
+        let mut stores = vec![Store { node: r(22), tensor: TensorId(4) }];
+        if keep_mean {
+            stores.push(Store { node: r(5), tensor: TensorId(5) });
+        }
+        GroupOps { nodes, stores }
+    }
+
+    proptest! {
+        /// A layer norm's steps in a row pass run fused, a row at a time (`rows::Step::LayerNorm`), unless
+        /// one of its intermediates is kept; either way the result equals the node-by-node evaluation (the
+        /// means summed in order) within the means' tolerance, for rows shorter and longer than a block.
+        #[test]
+        fn a_fused_layer_norm_matches_node_by_node_eval(a in 1usize..40, c in 2usize..5000, keep_mean in any::<bool>()) {
+            let ops = layer_norm_group(a, c, keep_mean);
+            let node_shapes: Vec<Vec<usize>> = ops.nodes.iter().map(|n| eval_shape(n, &[]).unwrap()).collect();
+            let stored: Vec<usize> = ops.stores.iter().map(|s| s.node.index()).collect();
+            let pass = RowPass::plan(&ops, &node_shapes, &stored, &[]).expect("a row pass");
+            prop_assert_eq!(pass.fused(), (0, 0, usize::from(!keep_mean)));
+            let shapes = vec![vec![a, c], vec![a, c], vec![c], vec![c]];
+            let leaves = [data(a * c, 5), data(a * c, 6), data(c, 7), data(c, 8)];
+            let tensors: Vec<Option<Value>> =
+                leaves.iter().zip(&shapes).map(|(v, s)| Some(Value::new(v.clone(), s.clone()))).collect();
+            let plan = GroupPlan::new(0, &launch("layer_norm", ops.clone())).unwrap();
+            let got = plan.run(&Program::default(), &tensors, &shapes, &[], &Buffers::default(), None).unwrap();
+            let want = node_by_node(&ops, &tensors);
+            let floats = |v: &Value| match &v.0.data { Vals::F(x) => x.clone(), _ => unreachable!() };
+            // Rows of x + y in [-1, 1] normalised (scaled by up to 1 / sqrt(eps)), times a gain in [-0.5, 0.5]:
+            // a relative error of a few times c ulps, as the row pass's own test.
+            for (g, w) in floats(&got[0].1).iter().zip(floats(&want[22])) {
+                let bound = 16.0 * c as f32 * f32::EPSILON * (1.0 + w.abs());
                 prop_assert!((g - w).abs() <= bound, "{g} vs {w}");
             }
         }
@@ -1241,7 +1308,7 @@ mod tests {
             let buffers = Buffers::default();
             let run = Run { ops: &ops, values: &values, windows: &windows, shapes: &shapes, buffers: &buffers };
             let tree = RowPass::tree(&run, 11, None).expect("a tree");
-            prop_assert_eq!(tree.fused(), (0, usize::from(!keep_erf)));
+            prop_assert_eq!(tree.fused(), (0, usize::from(!keep_erf), 0));
             let plan = GroupPlan::new(0, &launch("gelu", ops.clone())).unwrap();
             let got = plan.run(&Program::default(), &tensors, &[vec![n]], &[], &buffers, None).unwrap();
             let floats = |v: &Value| match &v.0.data { Vals::F(x) => x.clone(), _ => unreachable!() };

@@ -81,6 +81,10 @@ enum Step {
     /// GELU's erf form of node `a`, `(0.5 * a) * (1 + erf(a * c))`, in one pass (`vmath::gelu_erf_fast`)
     /// instead of five (`fuse`): the same operations, so the same bits.
     Gelu(usize, f32),
+    /// Layer normalisation of node `x`'s rows with gain `w`, shift `b` (nodes of the rows' size) and `eps`,
+    /// `(x - mean) * rsqrt(mean((x - mean)^2) + eps) * w + b`, a row at a time (`fuse`; `layer_norm_rows`),
+    /// within the means' tolerance of its steps.
+    LayerNorm { x: usize, w: usize, b: usize, eps: f32 },
 }
 
 /// A launch's row pass, planned from its ops and evaluated shapes (`RowPass::plan`).
@@ -102,6 +106,17 @@ pub struct RowPass {
     /// to this thread's scratch as soon as the step is done, so the next step writes into a buffer still in
     /// the core's first-level cache (`freed_after`).
     frees: Vec<Vec<usize>>,
+}
+
+impl Step {
+    /// The nodes a fused step reads (`Softmax`, `Gelu`, `LayerNorm`); none for the others.
+    fn inputs(self) -> Vec<usize> {
+        match self {
+            Step::Softmax(x) | Step::Gelu(x, _) => vec![x],
+            Step::LayerNorm { x, w, b, .. } => vec![x, w, b],
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// A leaf of a pass that a matrix product computes as the pass reads it: the product's rows `m0..m1`
@@ -226,11 +241,16 @@ impl RowPass {
         Some(RowPass { row, rows, steps, in_pass, after, outputs, frees })
     }
 
-    /// How many softmaxes and GELUs the pass runs fused (`Step::Softmax`, `Step::Gelu`).
+    /// How many softmaxes, GELUs and layer norms the pass runs fused (`Step::Softmax`, `Step::Gelu`,
+    /// `Step::LayerNorm`).
     #[cfg(test)]
-    pub fn fused(&self) -> (usize, usize) {
+    pub fn fused(&self) -> (usize, usize, usize) {
         let count = |f: fn(&Step) -> bool| self.steps.iter().filter(|(.., step)| f(step)).count();
-        (count(|s| matches!(s, Step::Softmax(_))), count(|s| matches!(s, Step::Gelu(..))))
+        (
+            count(|s| matches!(s, Step::Softmax(_))),
+            count(|s| matches!(s, Step::Gelu(..))),
+            count(|s| matches!(s, Step::LayerNorm { .. })),
+        )
     }
 
     /// The elementwise tree rooted at `root` as `Run::materialize` sees it (`root` and the elementwise and
@@ -279,7 +299,9 @@ impl RowPass {
                 Step::Elementwise | Step::Reduce(..) => {
                     nodes[k].op.operands().iter().map(|o| o.index()).filter(|&o| !self.in_pass[o]).collect()
                 }
-                Step::Softmax(a) | Step::Gelu(a, _) if !self.in_pass[a] => vec![a],
+                Step::Softmax(_) | Step::Gelu(..) | Step::LayerNorm { .. } => {
+                    step.inputs().into_iter().filter(|&o| !self.in_pass[o]).collect()
+                }
                 _ => Vec::new(),
             };
             for o in read {
@@ -420,11 +442,14 @@ impl RowPass {
                     reduce_finish(op, node.dtype, &mut out, nr, row);
                     Blk::Owned(out)
                 }
-                Step::Softmax(a) | Step::Gelu(a, _) => {
-                    let x = dense_floats(&vals, a, n, row)?;
+                Step::Softmax(_) | Step::Gelu(..) | Step::LayerNorm { .. } => {
+                    let inputs = step.inputs();
+                    let floats =
+                        inputs.iter().map(|&i| dense_floats(&vals, i, n, row)).collect::<Result<Vec<_>, _>>()?;
                     let run = |o: &mut [f32]| match step {
-                        Step::Gelu(_, c) => crate::eval::vmath::gelu_erf_fast(&x, c, o),
-                        _ => softmax_rows(&x, row, o),
+                        Step::Gelu(_, c) => crate::eval::vmath::gelu_erf_fast(&floats[0], c, o),
+                        Step::LayerNorm { eps, .. } => layer_norm_rows(&floats[0], &floats[1], &floats[2], row, eps, o),
+                        _ => softmax_rows(&floats[0], row, o),
                     };
                     // A kept result is computed straight into its place.
                     let kept = self.outputs.iter().position(|&o| o == k);
@@ -517,7 +542,12 @@ fn freed_after(nodes: &[OpNode], steps: &[(usize, bool, Step)], outputs: &[usize
                     mark(&kind, &mut last, o.index(), j);
                 }
             }
-            Step::Reduce(_, a) | Step::Softmax(a) | Step::Gelu(a, _) => mark(&kind, &mut last, a, j),
+            Step::Reduce(_, a) => mark(&kind, &mut last, a, j),
+            Step::Softmax(_) | Step::Gelu(..) | Step::LayerNorm { .. } => {
+                for a in step.inputs() {
+                    mark(&kind, &mut last, a, j);
+                }
+            }
             Step::Leaf | Step::Same(_) | Step::Expand(_) => {}
         }
     }
@@ -527,7 +557,7 @@ fn freed_after(nodes: &[OpNode], steps: &[(usize, bool, Step)], outputs: &[usize
     }
     let mut frees = vec![Vec::new(); steps.len()];
     for &(k, _, step) in steps {
-        if matches!(step, Step::Elementwise | Step::Reduce(..) | Step::Softmax(_) | Step::Gelu(..))
+        if !matches!(step, Step::Leaf | Step::Same(_) | Step::Expand(_))
             && let Some(j) = last[k]
             && j < steps.len()
         {
@@ -586,12 +616,12 @@ fn fuse(nodes: &[OpNode], steps: Vec<(usize, bool, Step)>, outputs: &[usize]) ->
     let full_node = |x: usize| steps.iter().any(|&(k, full, _)| k == x && full);
     let mut fused: Vec<(usize, Step, Vec<usize>)> = Vec::new();
     for &(y, full, step) in &steps {
-        let TensorOp::Binary(BinaryOp::Mul, p, q) = nodes[y].op else { continue };
+        let TensorOp::Binary(top, p, q) = nodes[y].op else { continue };
         if !full || !matches!(step, Step::Elementwise) || !f32s(y) {
             continue;
         }
         let sides = [(p.index(), q.index()), (q.index(), p.index())];
-        let softmax = sides.into_iter().find_map(|(e, r)| {
+        let softmax = sides.into_iter().filter(|_| top == BinaryOp::Mul).find_map(|(e, r)| {
             let mut path = Vec::new();
             let e = same(e, &mut path);
             let TensorOp::Unary(UnaryOp::Exp, d) = nodes[e].op else { return None };
@@ -611,10 +641,10 @@ fn fuse(nodes: &[OpNode], steps: Vec<(usize, bool, Step)>, outputs: &[usize]) ->
                 return None;
             }
             path.extend([e, r, s, d, m]);
-            Some((Step::Softmax(x), x, path))
+            Some((Step::Softmax(x), path))
         });
         let gelu = || {
-            sides.into_iter().find_map(|(h, g)| {
+            sides.into_iter().filter(|_| top == BinaryOp::Mul).find_map(|(h, g)| {
                 let mut path = Vec::new();
                 let h = same(h, &mut path);
                 let (half, x) = with_constant(h, BinaryOp::Mul)?;
@@ -629,17 +659,52 @@ fn fuse(nodes: &[OpNode], steps: Vec<(usize, bool, Step)>, outputs: &[usize]) ->
                     return None;
                 }
                 path.extend([h, g, e, z]);
-                Some((Step::Gelu(x, c), x, path))
+                Some((Step::Gelu(x, c), path))
             })
         };
-        let Some((step, x, path)) = softmax.or_else(gelu) else { continue };
+        // `y = n * w + b` with `n = c * rsqrt(mean(c * c) + eps)` repeated along the rows and `c = x - mean(x)`.
+        let layer_norm = || {
+            sides.into_iter().filter(|_| top == BinaryOp::Add).find_map(|(g, b)| {
+                let mut path = Vec::new();
+                let g = same(g, &mut path);
+                let TensorOp::Binary(BinaryOp::Mul, g1, g2) = nodes[g].op else { return None };
+                [(g1.index(), g2.index()), (g2.index(), g1.index())].into_iter().find_map(|(nn, w)| {
+                    let mut path = path.clone();
+                    let nn = same(nn, &mut path);
+                    let TensorOp::Binary(BinaryOp::Mul, n1, n2) = nodes[nn].op else { return None };
+                    [(n1.index(), n2.index()), (n2.index(), n1.index())].into_iter().find_map(|(c, er)| {
+                        let mut path = path.clone();
+                        let c = same(c, &mut path);
+                        let r = expanded(er, &mut path)?;
+                        let TensorOp::Unary(UnaryOp::Rsqrt, ve) = nodes[r].op else { return None };
+                        let ve = same(ve.index(), &mut path);
+                        let (eps, v) = with_constant(ve, BinaryOp::Add)?;
+                        let v = same(v, &mut path);
+                        let TensorOp::Reduce { op: ReduceOp::Mean, input: sq, .. } = nodes[v].op else { return None };
+                        let sq = same(sq.index(), &mut path);
+                        let TensorOp::Binary(BinaryOp::Mul, s1, s2) = nodes[sq].op else { return None };
+                        if same(s1.index(), &mut path) != c || same(s2.index(), &mut path) != c {
+                            return None;
+                        }
+                        let TensorOp::Binary(BinaryOp::Sub, x, em) = nodes[c].op else { return None };
+                        let x = same(x.index(), &mut path);
+                        let mu = expanded(em.index(), &mut path)?;
+                        let TensorOp::Reduce { op: ReduceOp::Mean, input, .. } = nodes[mu].op else { return None };
+                        if same(input.index(), &mut path) != x {
+                            return None;
+                        }
+                        path.extend([g, nn, c, r, ve, v, sq, mu]);
+                        Some((Step::LayerNorm { x, w, b, eps }, path))
+                    })
+                })
+            })
+        };
+        let Some((step, path)) = softmax.or_else(gelu).or_else(layer_norm) else { continue };
         let computed = |k: usize| matches!(kind[k], Some(Step::Elementwise | Step::Reduce(..)));
         let own = path.iter().all(|&k| f32s(k) && kind[k].is_some() && !outputs.contains(&k))
             && path.iter().all(|&k| !matches!(kind[k], Some(Step::Leaf)))
             && path.iter().filter(|&&k| !matches!(kind[k], Some(Step::Same(_) | Step::Expand(_)))).all(|&k| computed(k))
-            && f32s(x)
-            && (kind[x].is_none() || full_node(x))
-            && !path.contains(&x)
+            && step.inputs().iter().all(|&x| f32s(x) && (kind[x].is_none() || full_node(x)) && !path.contains(&x))
             // Nothing outside the pattern reads its intermediates.
             && (0..nodes.len())
                 .filter(|u| !path.contains(u) && *u != y)
@@ -681,6 +746,34 @@ fn softmax_rows(x: &[f32], row: usize, o: &mut [f32]) {
         let r = 1.0 / s[0];
         o.iter_mut().for_each(|o| *o *= r);
     }
+}
+
+/// `o` = the layer normalisation of each row of `x` (rows of `row` floats) with gain `w` and shift `b` (of
+/// `x`'s length) and `eps`, a row at a time: its mean, the differences, the mean of their squares, and
+/// `((x - mean) * rsqrt(variance + eps)) * w + b`, in AVX-512 registers where the machine has them
+/// (`vmath::layer_norm_row_fast`), else in eight lanes; the means' sums in another order than a row fold's.
+fn layer_norm_rows(x: &[f32], w: &[f32], b: &[f32], row: usize, eps: f32, o: &mut [f32]) {
+    let rows = x.chunks_exact(row).zip(w.chunks_exact(row)).zip(b.chunks_exact(row));
+    for (((x, w), b), o) in rows.zip(o.chunks_exact_mut(row)) {
+        if crate::eval::vmath::layer_norm_row_fast(x, w, b, eps, o) {
+            continue;
+        }
+        let n = row as f32;
+        let mean = lanes_sum(x.iter().copied()) / n;
+        o.iter_mut().zip(x).for_each(|(o, &x)| *o = x - mean);
+        let variance = lanes_sum(o.iter().map(|&c| c * c)) / n;
+        let r = 1.0 / (variance + eps).sqrt();
+        o.iter_mut().zip(w).zip(b).for_each(|((o, &w), &b)| *o = *o * r * w + b);
+    }
+}
+
+/// The sum of `values` in eight interleaved lanes, combined at the end.
+fn lanes_sum(values: impl Iterator<Item = f32>) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    for (i, v) in values.enumerate() {
+        lanes[i % 8] += v;
+    }
+    lanes.iter().sum()
 }
 
 /// Gives the float buffers of `nodes` (computed by the pass, read by no later step) back to this thread's

@@ -320,6 +320,19 @@ pub fn softmax_row_fast(x: &[f32], o: &mut [f32]) -> bool {
     false
 }
 
+/// `o = ((x - mean) * rsqrt(variance + eps)) * w + b` for one row on AVX-512 (16 lanes at a time, the row
+/// staying in the first-level cache; the means' sums in another order than a row fold's, so within their
+/// tolerance): `false`, writing nothing, where the machine lacks AVX-512F or the slices differ in length.
+pub fn layer_norm_row_fast(x: &[f32], w: &[f32], b: &[f32], eps: f32, o: &mut [f32]) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if x.len() == o.len() && w.len() == o.len() && b.len() == o.len() && std::arch::is_x86_feature_detected!("avx512f")
+    {
+        // SAFETY: the CPU has the feature, checked just above.
+        return unsafe { avx512::layer_norm_row(x, w, b, eps, o) };
+    }
+    false
+}
+
 /// `exp_fast_core` and `erf_fast_core` on 16 lanes with AVX-512F: the same operations in the same order,
 /// except that `exp`'s `2^n` is applied by one `vscalefps` instead of two multiplies by powers of two built
 /// from integer bits. Both are exact for a normal result and round once for a subnormal one, so the bits
@@ -389,6 +402,40 @@ mod avx512 {
             unsafe {
                 let e = _mm512_maskz_loadu_ps(mask(i), o.as_ptr().add(i));
                 _mm512_mask_storeu_ps(o.as_mut_ptr().add(i), mask(i), _mm512_mul_ps(e, r));
+            }
+        }
+        true
+    }
+
+    /// `super::layer_norm_row_fast` (every slice of one length).
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn layer_norm_row(x: &[f32], w: &[f32], b: &[f32], eps: f32, o: &mut [f32]) -> bool {
+        let n = x.len().min(o.len()).min(w.len()).min(b.len());
+        let mask = |i: usize| -> u16 {
+            let left = n - i;
+            if left >= 16 { u16::MAX } else { (1u16 << left) - 1 }
+        };
+        let count = n as f32;
+        // SAFETY (every block): lanes of `mask(i)` are inside every slice (`i + lane < n`).
+        let mut sum = splat(0.0);
+        for i in (0..n).step_by(16) {
+            sum = _mm512_add_ps(sum, unsafe { _mm512_maskz_loadu_ps(mask(i), x.as_ptr().add(i)) });
+        }
+        let mean = splat(_mm512_reduce_add_ps(sum) / count);
+        let mut squares = splat(0.0);
+        for i in (0..n).step_by(16) {
+            let c = _mm512_maskz_sub_ps(mask(i), unsafe { _mm512_maskz_loadu_ps(mask(i), x.as_ptr().add(i)) }, mean);
+            unsafe { _mm512_mask_storeu_ps(o.as_mut_ptr().add(i), mask(i), c) };
+            squares = _mm512_add_ps(squares, _mm512_mul_ps(c, c));
+        }
+        let r = splat(1.0 / (_mm512_reduce_add_ps(squares) / count + eps).sqrt());
+        for i in (0..n).step_by(16) {
+            unsafe {
+                let c = _mm512_maskz_loadu_ps(mask(i), o.as_ptr().add(i));
+                let w = _mm512_maskz_loadu_ps(mask(i), w.as_ptr().add(i));
+                let b = _mm512_maskz_loadu_ps(mask(i), b.as_ptr().add(i));
+                let y = _mm512_add_ps(_mm512_mul_ps(_mm512_mul_ps(c, r), w), b);
+                _mm512_mask_storeu_ps(o.as_mut_ptr().add(i), mask(i), y);
             }
         }
         true
