@@ -726,25 +726,26 @@ fn fuse(nodes: &[OpNode], steps: Vec<(usize, bool, Step)>, outputs: &[usize]) ->
 
 /// `o` = the softmax of each row of `x` (rows of `row` floats), a row at a time: its maximum, `exp` of the
 /// differences, their sum and the scaling by its reciprocal, in AVX-512 registers where the machine has
-/// them (`vmath::softmax_row_fast`, its sum in another order), else (and for a row holding a NaN) with the
+/// them (`vmath::softmax_rows_fast`, its sum in another order), else (and for a row holding a NaN) with the
 /// kernels and folds the separate steps use, in their order.
 fn softmax_rows(x: &[f32], row: usize, o: &mut [f32]) {
-    let mut d = vec![0.0f32; row];
-    let (mut m, mut s) = ([0.0f32], [0.0f32]);
     let lowest = match reduce_init(ReduceOp::Max, DType::F32) {
         Lit::F(v) => v,
         _ => f32::NEG_INFINITY,
     };
-    for (x, o) in x.chunks_exact(row).zip(o.chunks_exact_mut(row)) {
-        if crate::eval::vmath::softmax_row_fast(x, o) {
-            continue;
-        }
+    let mut d = vec![0.0f32; row];
+    let general = |x: &[f32], o: &mut [f32]| {
+        let (mut m, mut s) = ([0.0f32], [0.0f32]);
         fused::fold_rows(ReduceOp::Max, lowest, x, row, &mut m);
         d.iter_mut().zip(x).for_each(|(d, &x)| *d = x - m[0]);
         crate::eval::vmath::exp_fast(&d, o);
         fused::fold_rows(ReduceOp::Sum, 0.0, o, row, &mut s);
         let r = 1.0 / s[0];
         o.iter_mut().for_each(|o| *o *= r);
+    };
+    let mut general = general;
+    if !crate::eval::vmath::softmax_rows_fast(x, row, o, &mut general) {
+        x.chunks_exact(row).zip(o.chunks_exact_mut(row)).for_each(|(x, o)| general(x, o));
     }
 }
 

@@ -303,19 +303,37 @@ fn gelu_core(x: f32, c: f32) -> f32 {
     (0.5 * x) * (1.0 + erf_fast_core(x * c))
 }
 
-/// `o = softmax(x)` for one row on AVX-512 (16 lanes at a time, the row's maximum, `exp_fast` of the
-/// differences, their sum and the scaling by its reciprocal, the row staying in the first-level cache):
-/// `false`, writing nothing, where the machine lacks AVX-512F or the row holds a NaN (which the caller's
-/// general path carries through), or `o` is not as long as `x`. The maximum is exact; the sum runs in
-/// another order than a row fold's, so the result is within the sums' tolerance of it, not its bits.
-pub fn softmax_row_fast(x: &[f32], o: &mut [f32]) -> bool {
+/// `o = softmax(x)` row by row (rows of `row` floats) on AVX-512: per row its maximum, `exp_fast` of the
+/// differences, their sum and the scaling by its reciprocal, four rows at a time so their reductions
+/// overlap, each row staying in the first-level cache. A row holding a NaN (its group of four, rather) goes
+/// to `general` instead, which carries the NaN through as the separate steps do. `false`, writing nothing,
+/// where the machine lacks AVX-512F or the slices are not whole rows of one length. The maximum is exact;
+/// the sum runs in another order than a row fold's, so the result is within the sums' tolerance of it.
+pub fn softmax_rows_fast(x: &[f32], row: usize, o: &mut [f32], mut general: impl FnMut(&[f32], &mut [f32])) -> bool {
     #[cfg(target_arch = "x86_64")]
-    if x.len() == o.len()
+    if row > 0
+        && x.len() == o.len()
+        && x.len().is_multiple_of(row)
         && std::arch::is_x86_feature_detected!("avx512f")
         && std::arch::is_x86_feature_detected!("fma")
     {
-        // SAFETY: the CPU has the features, checked just above.
-        return unsafe { avx512::softmax_row(x, o) };
+        let mut each = |x: &[f32], o: &mut [f32], fast: bool| {
+            if !fast {
+                x.chunks_exact(row).zip(o.chunks_exact_mut(row)).for_each(|(x, o)| general(x, o));
+            }
+        };
+        let (mut xs, mut os) = (x.chunks_exact(4 * row), o.chunks_exact_mut(4 * row));
+        for (x, o) in (&mut xs).zip(&mut os) {
+            // SAFETY: the CPU has the features, checked above; `x` and `o` hold four rows.
+            let fast = unsafe { avx512::softmax_rows::<4>(x, row, o) };
+            each(x, o, fast);
+        }
+        for (x, o) in xs.remainder().chunks_exact(row).zip(os.into_remainder().chunks_exact_mut(row)) {
+            // SAFETY: as above, with one row.
+            let fast = unsafe { avx512::softmax_rows::<1>(x, row, o) };
+            each(x, o, fast);
+        }
+        return true;
     }
     false
 }
@@ -371,37 +389,50 @@ mod avx512 {
         each16!(a, o, erf16, super::erf_fast_core);
     }
 
-    /// `super::softmax_row_fast` (`x` and `o` of one length).
+    /// `R` rows of `super::softmax_rows_fast` (`x` and `o` hold `R` rows of `row` floats): `false`, writing
+    /// nothing, when one of them holds a NaN.
     #[target_feature(enable = "avx512f,fma")]
-    pub(super) fn softmax_row(x: &[f32], o: &mut [f32]) -> bool {
-        let n = x.len().min(o.len());
+    pub(super) fn softmax_rows<const R: usize>(x: &[f32], row: usize, o: &mut [f32]) -> bool {
+        if x.len() < R * row || o.len() < R * row {
+            return false;
+        }
         let mask = |i: usize| -> u16 {
-            let left = n - i;
+            let left = row - i;
             if left >= 16 { u16::MAX } else { (1u16 << left) - 1 }
         };
-        // SAFETY (every block): lanes of `mask(i)` are inside `x` and `o` (`i + lane < n`).
-        let (mut top, mut nan) = (splat(f32::NEG_INFINITY), 0u16);
-        for i in (0..n).step_by(16) {
-            let v = unsafe { _mm512_mask_loadu_ps(splat(f32::NEG_INFINITY), mask(i), x.as_ptr().add(i)) };
-            nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
-            top = _mm512_max_ps(top, v);
+        // SAFETY (every block): lanes of `mask(i)` of row `r` are inside `x` and `o` (`r * row + i + lane <
+        // R * row`).
+        let (mut top, mut nan) = ([splat(f32::NEG_INFINITY); R], 0u16);
+        for i in (0..row).step_by(16) {
+            for (r, top) in top.iter_mut().enumerate() {
+                let at = r * row + i;
+                let v = unsafe { _mm512_mask_loadu_ps(splat(f32::NEG_INFINITY), mask(i), x.as_ptr().add(at)) };
+                nan |= _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(v, v);
+                *top = _mm512_max_ps(*top, v);
+            }
         }
         if nan != 0 {
             return false;
         }
-        let top = splat(_mm512_reduce_max_ps(top));
-        let mut sum = splat(0.0);
-        for i in (0..n).step_by(16) {
-            let v = unsafe { _mm512_maskz_loadu_ps(mask(i), x.as_ptr().add(i)) };
-            let e = _mm512_maskz_mov_ps(mask(i), exp16(_mm512_sub_ps(v, top)));
-            unsafe { _mm512_mask_storeu_ps(o.as_mut_ptr().add(i), mask(i), e) };
-            sum = _mm512_add_ps(sum, e);
+        let top: [__m512; R] = std::array::from_fn(|r| splat(_mm512_reduce_max_ps(top[r])));
+        let mut sum = [splat(0.0); R];
+        for i in (0..row).step_by(16) {
+            for r in 0..R {
+                let at = r * row + i;
+                let v = unsafe { _mm512_maskz_loadu_ps(mask(i), x.as_ptr().add(at)) };
+                let e = _mm512_maskz_mov_ps(mask(i), exp16(_mm512_sub_ps(v, top[r])));
+                unsafe { _mm512_mask_storeu_ps(o.as_mut_ptr().add(at), mask(i), e) };
+                sum[r] = _mm512_add_ps(sum[r], e);
+            }
         }
-        let r = splat(1.0 / _mm512_reduce_add_ps(sum));
-        for i in (0..n).step_by(16) {
-            unsafe {
-                let e = _mm512_maskz_loadu_ps(mask(i), o.as_ptr().add(i));
-                _mm512_mask_storeu_ps(o.as_mut_ptr().add(i), mask(i), _mm512_mul_ps(e, r));
+        let scale: [__m512; R] = std::array::from_fn(|r| splat(1.0 / _mm512_reduce_add_ps(sum[r])));
+        for i in (0..row).step_by(16) {
+            for (r, scale) in scale.iter().enumerate() {
+                let at = r * row + i;
+                unsafe {
+                    let e = _mm512_maskz_loadu_ps(mask(i), o.as_ptr().add(at));
+                    _mm512_mask_storeu_ps(o.as_mut_ptr().add(at), mask(i), _mm512_mul_ps(e, *scale));
+                }
             }
         }
         true
