@@ -303,7 +303,7 @@ fn cpu_time(
 }
 
 /// The `[M, N, K, batch]` of the matmul of `graph` with the most arithmetic at `sizes`.
-fn largest_matmul(graph: &Graph, sizes: &[i64]) -> Option<[usize; 4]> {
+pub fn largest_matmul(graph: &Graph, sizes: &[i64]) -> Option<[usize; 4]> {
     let size = |d: &crate::dim::Dim| {
         d.eval(&|s: crate::dim::SymId| sizes.get(s.0 as usize).copied().unwrap_or(0)).map_or(0, |v| v.max(0) as usize)
     };
@@ -324,7 +324,7 @@ fn largest_matmul(graph: &Graph, sizes: &[i64]) -> Option<[usize; 4]> {
 /// Median time of `repeat` (at least one, after a warm-up) `[M, K] @ [K, N]` products through `gemm` on a
 /// pool of `threads`, `batch` of them per product (in parallel over the batch when there are enough, else
 /// each split over the pool), like the CPU executor runs a matmul of row-major operands.
-fn plain_gemm(threads: usize, [m, n, k, batch]: [usize; 4], repeat: usize) -> Duration {
+pub fn plain_gemm(threads: usize, [m, n, k, batch]: [usize; 4], repeat: usize) -> Duration {
     use rayon::prelude::*;
     let a = vec![0.5f32; batch * m * k];
     let b = vec![0.25f32; batch * k * n];

@@ -220,6 +220,28 @@ pub fn compile(fuse: bool, target: codegen::Target) -> Result<(Program, usize), 
     Ok((compiled.program, kernels))
 }
 
+/// What `minilm --bench` sets the CPU executor's speed against at batch `b x s`: the fused program's
+/// arithmetic (its kernels' `flops`, as `tdslc explain` counts them), and the shape `[M, N, K, batch]` of its
+/// largest matmul, whose plain `gemm` (`tdsl_compiler::bench::plain_gemm`) is the CPU's practical limit.
+pub fn arithmetic(b: usize, s: usize) -> Result<(u64, Option<[usize; 4]>), Error> {
+    let checked = pipeline::check(Root::Text { name: "minilm.tdsl", text: SOURCE });
+    let graph = checked.graphs.into_iter().next().ok_or_else(|| Error::Compile("no model".to_string()))?;
+    let sizes: Vec<i64> = graph
+        .symbols
+        .iter()
+        .map(|sym| match sym.name.as_str() {
+            "B" => b as i64,
+            _ => s as i64,
+        })
+        .collect();
+    let target = codegen::Target::for_device(tdsl_runtime::wgpu::DeviceType::Cpu);
+    let options = pipeline::Options { fuse: true, target, ..pipeline::Options::default() };
+    let compiled = pipeline::compile_graph(&graph, &options).map_err(|e| Error::Compile(e.to_string()))?;
+    let report = tdsl_compiler::explain::explain(&compiled, &sizes, true).map_err(|e| Error::Compile(e.to_string()))?;
+    let flops = report.kernels.iter().map(|k| k.flops).sum();
+    Ok((flops, tdsl_compiler::bench::largest_matmul(&graph, &sizes)))
+}
+
 /// The benchmark's batch of `b` sentences of exactly `s` tokens (`s >= 2`), the same ids as
 /// `scripts/minilm-torch-bench.py`: `[CLS]` (101), then `1997 + (i * 7919 + j * 104729) % 28000` for
 /// sentence `i` and position `j`, then `[SEP]` (102); no padding.

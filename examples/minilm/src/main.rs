@@ -167,7 +167,8 @@ fn run(args: Args) -> Result<(), String> {
 /// weights on the device), its inputs staged (`Model::prepare`), run once to warm up, then `runs` times;
 /// latency is the median run (dispatch to finished, no upload or download). On the CPU executor the fused
 /// program (compiled for the `cpu` profile), loaded once, run once to warm up, then `runs` times; latency is
-/// the median `run` (inputs in, outputs out). `load` is compiling the model, opening the tokenizer and weights
+/// the median `run` (inputs in, outputs out), with its GFLOP/s (the kernels' arithmetic as `tdslc explain`
+/// counts it) against a plain gemm of its largest matmul timed in the same run. `load` is compiling the model, opening the tokenizer and weights
 /// and uploading (decoding) them; `prepare` is input uploads, buffers and the warm-up run. `device` says which
 /// executors run: auto both (the GPU when an adapter opens, lavapipe included), gpu or cpu only one.
 fn bench(
@@ -263,6 +264,26 @@ fn bench(
         let time = |label: &str| latencies.iter().find(|(l, _)| *l == label).map(|(_, t)| *t);
         if let (Some(fused), Some(unfused)) = (time("fused"), time("unfused")) {
             println!("{:<8} speed-up of fusion on the GPU: {:.2}x", format!("{b}x{s}"), unfused / fused);
+        }
+        if let (Some(cpu), Some(executor)) = (time("cpu"), &cpu) {
+            // The CPU's practical limit, measured now on the same pool size: a plain gemm of the largest
+            // matmul at this batch.
+            let (flops, largest) = tdsl_minilm::arithmetic(b, s).map_err(|e| e.to_string())?;
+            let mut line = format!(
+                "{:<8} CPU executor {:.1} GFLOP/s ({:.2} GFLOP in {cpu:.1} ms)",
+                format!("{b}x{s}"),
+                flops as f64 / cpu / 1e6,
+                flops as f64 / 1e9
+            );
+            if let Some([m, n, k, count]) = largest {
+                let gemm = tdsl_compiler::bench::plain_gemm(executor.threads(), [m, n, k, count], runs).as_secs_f64();
+                let gemm_gflops = 2.0 * (m * n * k * count) as f64 / gemm / 1e9;
+                line.push_str(&format!(
+                    "; plain gemm of its largest matmul ({count} x {m}x{k} @ {k}x{n}) {gemm_gflops:.1} GFLOP/s: {:.2} of it",
+                    flops as f64 / cpu / 1e6 / gemm_gflops
+                ));
+            }
+            println!("{line}");
         }
         if let (Some(gpu), Some(cpu)) = (time("fused"), time("cpu")) {
             println!(
