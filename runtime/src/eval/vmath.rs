@@ -9,7 +9,9 @@
 //! libm's bits, with fused multiply-adds and no division, several times cheaper (MiniLM's GELU runs erf on
 //! 29M values per forward pass, its softmax exp on 14M). On AVX-512 machines they run 16 lanes at a time
 //! through intrinsics (`avx512`), the same bits, `exp`'s power of two applied by `vscalefps`: 0.27 against
-//! 0.38 ns per `exp`, 0.63 against 0.75 per `erf` on one core of that machine.
+//! 0.38 ns per `exp`, 0.63 against 0.75 per `erf` on one core of that machine. On them, too, the CPU
+//! executor's fused row-pass steps: `gelu_erf_fast` (GELU's five steps in one pass, the same bits),
+//! `softmax_rows_fast` and `layer_norm_row_fast` (a row in registers, its sums in another order).
 
 // The constants as libm's source writes them (the hex comment is each one's f32 bits).
 #![allow(clippy::excessive_precision)]
