@@ -205,6 +205,13 @@ impl<'a> Encoder<'a> {
 
 /// Compiles `SOURCE`; returns the program and its kernel count.
 pub fn compile(fuse: bool, target: codegen::Target) -> Result<(Program, usize), Error> {
+    let compiled = compile_graph(&graph()?, fuse, target)?;
+    let kernels = compiled.kernels.len();
+    Ok((compiled.program, kernels))
+}
+
+/// `SOURCE`'s model, checked.
+fn graph() -> Result<tdsl_compiler::ir::Graph, Error> {
     let checked = pipeline::check(Root::Text { name: "minilm.tdsl", text: SOURCE });
     if !checked.diagnostics.is_empty() {
         return Err(Error::Compile(tdsl_compiler::render::render(
@@ -213,30 +220,33 @@ pub fn compile(fuse: bool, target: codegen::Target) -> Result<(Program, usize), 
             false,
         )));
     }
-    let graph = checked.graphs.into_iter().next().ok_or_else(|| Error::Compile("no model".to_string()))?;
+    checked.graphs.into_iter().next().ok_or_else(|| Error::Compile("no model".to_string()))
+}
+
+fn compile_graph(
+    graph: &tdsl_compiler::ir::Graph,
+    fuse: bool,
+    target: codegen::Target,
+) -> Result<codegen::Compiled, Error> {
     let options = pipeline::Options { fuse, target, ..pipeline::Options::default() };
-    let compiled = pipeline::compile_graph(&graph, &options).map_err(|e| Error::Compile(e.to_string()))?;
-    let kernels = compiled.kernels.len();
-    Ok((compiled.program, kernels))
+    pipeline::compile_graph(graph, &options).map_err(|e| Error::Compile(e.to_string()))
 }
 
 /// What `minilm --bench` sets the CPU executor's speed against at batch `b x s`: the fused program's
 /// arithmetic (its kernels' `flops`, as `tdslc explain` counts them), and the shape `[M, N, K, batch]` of its
 /// largest matmul, whose plain `gemm` (`tdsl_compiler::bench::plain_gemm`) is the CPU's practical limit.
 pub fn arithmetic(b: usize, s: usize) -> Result<(u64, Option<[usize; 4]>), Error> {
-    let checked = pipeline::check(Root::Text { name: "minilm.tdsl", text: SOURCE });
-    let graph = checked.graphs.into_iter().next().ok_or_else(|| Error::Compile("no model".to_string()))?;
-    let sizes: Vec<i64> = graph
+    let graph = graph()?;
+    let sizes = graph
         .symbols
         .iter()
         .map(|sym| match sym.name.as_str() {
-            "B" => b as i64,
-            _ => s as i64,
+            "B" => Ok(b as i64),
+            "S" => Ok(s as i64),
+            other => Err(Error::Compile(format!("the model has a dimension `{other}` besides B and S"))),
         })
-        .collect();
-    let target = codegen::Target::for_device(tdsl_runtime::wgpu::DeviceType::Cpu);
-    let options = pipeline::Options { fuse: true, target, ..pipeline::Options::default() };
-    let compiled = pipeline::compile_graph(&graph, &options).map_err(|e| Error::Compile(e.to_string()))?;
+        .collect::<Result<Vec<i64>, Error>>()?;
+    let compiled = compile_graph(&graph, true, codegen::Target::for_device(tdsl_runtime::wgpu::DeviceType::Cpu))?;
     let report = tdsl_compiler::explain::explain(&compiled, &sizes, true).map_err(|e| Error::Compile(e.to_string()))?;
     let flops = report.kernels.iter().map(|k| k.flops).sum();
     Ok((flops, tdsl_compiler::bench::largest_matmul(&graph, &sizes)))

@@ -1058,7 +1058,6 @@ mod tests {
             let got = plan.run(&Program::default(), &tensors, &shapes, &[], &Buffers::default(), None).unwrap();
             // The reference: every node in order with `eval_op`.
             let want = node_by_node(&ops, &tensors);
-            let floats = |v: &Value| match &v.0.data { Vals::F(x) => x.clone(), _ => unreachable!() };
             // exp within one ulp of the exact function (`exp_fast`; eval has libm's bits) of values in
             // [0.77, 1.3], then the row max subtracted: a few ulps of 1.3 apart.
             prop_assert_eq!(&got[1].1.0.shape, &want[8].0.shape);
@@ -1125,7 +1124,6 @@ mod tests {
             prop_assert!(pass.in_pass[19] && pass.in_pass[4] && !pass.in_pass[0]);
             let got = plan.run(&Program::default(), &tensors, &shapes, &[], &Buffers::default(), None).unwrap();
             let want = node_by_node(&ops, &tensors);
-            let floats = |v: &Value| match &v.0.data { Vals::F(x) => x.clone(), _ => unreachable!() };
             // Entries of x + b in [-1, 1]: the means within c ulps of 1; the normalised rows, scaled by up to
             // 1 / sqrt(eps), a relative error of a few times c ulps.
             for (store, index, tol) in [(1, 4, 4.0), (0, 19, 16.0)] {
@@ -1135,6 +1133,26 @@ mod tests {
                     prop_assert!((g - w).abs() <= bound, "{g} vs {w}");
                 }
             }
+        }
+    }
+
+    /// The fused steps of `ops`'s row pass (`RowPass::fused`), and its first store as the planned launch
+    /// computes it from `tensors` next to the node-by-node evaluation's.
+    fn pass_and_run(ops: GroupOps, tensors: &[Option<Value>]) -> ((usize, usize, usize), Vec<f32>, Vec<f32>) {
+        let node_shapes: Vec<Vec<usize>> = ops.nodes.iter().map(|n| eval_shape(n, &[]).unwrap()).collect();
+        let stored: Vec<usize> = ops.stores.iter().map(|s| s.node.index()).collect();
+        let pass = RowPass::plan(&ops, &node_shapes, &stored, &[]).expect("a row pass");
+        let shapes: Vec<Vec<usize>> = tensors.iter().flatten().map(|t| t.0.shape.clone()).collect();
+        let plan = GroupPlan::new(0, &launch("pass", ops.clone())).unwrap();
+        let got = plan.run(&Program::default(), tensors, &shapes, &[], &Buffers::default(), None).unwrap();
+        let want = node_by_node(&ops, tensors);
+        (pass.fused(), floats(&got[0].1), floats(&want[stored[0]]))
+    }
+
+    fn floats(v: &Value) -> Vec<f32> {
+        match &v.0.data {
+            Vals::F(x) => x.clone(),
+            _ => unreachable!("a float value"),
         }
     }
 
@@ -1178,22 +1196,15 @@ mod tests {
         fn a_fused_softmax_matches_node_by_node_eval(
             a in 1usize..40, c in 2usize..5000, keep_sum in any::<bool>(), nan in any::<bool>(),
         ) {
-            let ops = softmax_group(a, c, keep_sum);
-            let node_shapes: Vec<Vec<usize>> = ops.nodes.iter().map(|n| eval_shape(n, &[]).unwrap()).collect();
-            let stored: Vec<usize> = ops.stores.iter().map(|s| s.node.index()).collect();
-            let pass = RowPass::plan(&ops, &node_shapes, &stored, &[]).expect("a row pass");
-            prop_assert_eq!(pass.fused(), (usize::from(!keep_sum), 0, 0));
             // A NaN in the last row: that row (and only it) is NaN, as the separate steps make it.
             let Vals::F(mut x) = data(a * c, 7) else { unreachable!() };
             if nan {
                 x[a * c - 1] = f32::NAN;
             }
             let tensors = vec![Some(Value::new(Vals::F(x), vec![a, c]))];
-            let plan = GroupPlan::new(0, &launch("softmax", ops.clone())).unwrap();
-            let got = plan.run(&Program::default(), &tensors, &[vec![a, c]], &[], &Buffers::default(), None).unwrap();
-            let want = node_by_node(&ops, &tensors);
-            let floats = |v: &Value| match &v.0.data { Vals::F(x) => x.clone(), _ => unreachable!() };
-            for (g, w) in floats(&got[0].1).iter().zip(floats(&want[15])) {
+            let (fused, got, want) = pass_and_run(softmax_group(a, c, keep_sum), &tensors);
+            prop_assert_eq!(fused, (usize::from(!keep_sum), 0, 0));
+            for (g, w) in got.iter().zip(want) {
                 // `exp` within an ulp of libm's, then the sum of `c` of them in another order.
                 let bound = 2.0 * (c as f32 + 4.0) * f32::EPSILON * w.abs().max(f32::MIN_POSITIVE);
                 prop_assert!((g - w).abs() <= bound || (g.is_nan() && w.is_nan()), "{g} vs {w}");
@@ -1207,7 +1218,7 @@ mod tests {
     fn layer_norm_group(a: usize, c: usize, keep_mean: bool) -> GroupOps {
         let r = |i: u32| OpRef(i);
         let mean = |input| node(TensorOp::Reduce { op: ReduceOp::Mean, input: r(input), axes: vec![1] }, &[a]);
-        let nodes = vec![
+        let mut nodes = vec![
             node(TensorOp::Tensor(TensorId(0)), &[a, c]),
             node(TensorOp::Tensor(TensorId(1)), &[a, c]),
             node(TensorOp::Tensor(TensorId(2)), &[c]),
@@ -1231,7 +1242,6 @@ mod tests {
             node(TensorOp::Broadcast(r(3)), &[a, c]),
             node(TensorOp::Binary(BinaryOp::Add, r(19), r(20)), &[a, c]),
         ];
-        let mut nodes = nodes;
         nodes.push(node(TensorOp::Reshape(r(21)), &[a * c]));
         let mut stores = vec![Store { node: r(22), tensor: TensorId(4) }];
         if keep_mean {
@@ -1246,22 +1256,15 @@ mod tests {
         /// means summed in order) within the means' tolerance, for rows shorter and longer than a block.
         #[test]
         fn a_fused_layer_norm_matches_node_by_node_eval(a in 1usize..40, c in 2usize..5000, keep_mean in any::<bool>()) {
-            let ops = layer_norm_group(a, c, keep_mean);
-            let node_shapes: Vec<Vec<usize>> = ops.nodes.iter().map(|n| eval_shape(n, &[]).unwrap()).collect();
-            let stored: Vec<usize> = ops.stores.iter().map(|s| s.node.index()).collect();
-            let pass = RowPass::plan(&ops, &node_shapes, &stored, &[]).expect("a row pass");
-            prop_assert_eq!(pass.fused(), (0, 0, usize::from(!keep_mean)));
-            let shapes = vec![vec![a, c], vec![a, c], vec![c], vec![c]];
+            let shapes = [vec![a, c], vec![a, c], vec![c], vec![c]];
             let leaves = [data(a * c, 5), data(a * c, 6), data(c, 7), data(c, 8)];
             let tensors: Vec<Option<Value>> =
                 leaves.iter().zip(&shapes).map(|(v, s)| Some(Value::new(v.clone(), s.clone()))).collect();
-            let plan = GroupPlan::new(0, &launch("layer_norm", ops.clone())).unwrap();
-            let got = plan.run(&Program::default(), &tensors, &shapes, &[], &Buffers::default(), None).unwrap();
-            let want = node_by_node(&ops, &tensors);
-            let floats = |v: &Value| match &v.0.data { Vals::F(x) => x.clone(), _ => unreachable!() };
+            let (fused, got, want) = pass_and_run(layer_norm_group(a, c, keep_mean), &tensors);
+            prop_assert_eq!(fused, (0, 0, usize::from(!keep_mean)));
             // Rows of x + y in [-1, 1] normalised (scaled by up to 1 / sqrt(eps)), times a gain in [-0.5, 0.5]:
             // a relative error of a few times c ulps, as the row pass's own test.
-            for (g, w) in floats(&got[0].1).iter().zip(floats(&want[22])) {
+            for (g, w) in got.iter().zip(want) {
                 let bound = 16.0 * c as f32 * f32::EPSILON * (1.0 + w.abs());
                 prop_assert!((g - w).abs() <= bound, "{g} vs {w}");
             }
@@ -1319,7 +1322,6 @@ mod tests {
             prop_assert_eq!(tree.fused(), (0, usize::from(!keep_erf), 0));
             let plan = GroupPlan::new(0, &launch("gelu", ops.clone())).unwrap();
             let got = plan.run(&Program::default(), &tensors, &[vec![n]], &[], &buffers, None).unwrap();
-            let floats = |v: &Value| match &v.0.data { Vals::F(x) => x.clone(), _ => unreachable!() };
             for ((g, w), x) in floats(&got[0].1).iter().zip(floats(&want[11])).zip(&x) {
                 let bound = 4.0 * f32::EPSILON * (x.abs() + w.abs());
                 prop_assert!((g - w).abs() <= bound, "{g} vs {w} at {x}");

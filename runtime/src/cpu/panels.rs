@@ -334,7 +334,7 @@ struct Tile {
 /// `t.kc * NR` floats, and `t.c` starts `live` rows whose first `cols` floats (`t.c_row` apart) are in bounds.
 #[cfg(target_arch = "x86_64")]
 unsafe fn tile(live: usize, cols: usize, t: &Tile) {
-    let masks: [u16; NV] = std::array::from_fn(|v| mask(cols.saturating_sub(16 * v)));
+    let masks: [u16; NV] = std::array::from_fn(|v| crate::eval::vmath::first_lanes(cols.saturating_sub(16 * v)));
     macro_rules! rows {
         ($v:literal: $($r:literal)*) => {
             match live {
@@ -354,11 +354,6 @@ unsafe fn tile(live: usize, cols: usize, t: &Tile) {
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn tile(_: usize, _: usize, _: &Tile) {
     unreachable!("`available` is false off x86-64")
-}
-
-/// The lanes of the first `cols` columns of a 16-lane vector.
-fn mask(cols: usize) -> u16 {
-    if cols >= 16 { u16::MAX } else { (1u16 << cols) - 1 }
 }
 
 /// `R` rows of `C` (+)= the tile's rows of `A` times the first `V` vectors of its panel of `B`, the lanes of

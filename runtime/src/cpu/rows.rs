@@ -519,14 +519,20 @@ impl RowPass {
     }
 }
 
-/// Per step of `steps`, the nodes whose last reader in the pass it is, when the pass computes them into
-/// buffers of its own: neither kept (`outputs`, nor what a kept node is the `Same` of) nor a leaf. A `Same` or `Expand` node is read where its
-/// readers are, so they extend its source's life.
-fn freed_after(nodes: &[OpNode], steps: &[(usize, bool, Step)], outputs: &[usize]) -> Vec<Vec<usize>> {
-    let mut kind: Vec<Option<Step>> = vec![None; nodes.len()];
+/// Each node's step in `steps`, by node (`None` for the nodes the pass does not compute).
+fn kinds(nodes: &[OpNode], steps: &[(usize, bool, Step)]) -> Vec<Option<Step>> {
+    let mut kind = vec![None; nodes.len()];
     for &(k, _, step) in steps {
         kind[k] = Some(step);
     }
+    kind
+}
+
+/// Per step of `steps`, the nodes whose last reader in the pass it is, when the pass computes them into
+/// buffers of its own: neither kept (`outputs`, nor what a kept node is the `Same` of) nor a leaf. A `Same`
+/// or `Expand` node is read where its readers are, so they extend its source's life.
+fn freed_after(nodes: &[OpNode], steps: &[(usize, bool, Step)], outputs: &[usize]) -> Vec<Vec<usize>> {
+    let kind = kinds(nodes, steps);
     let mut last: Vec<Option<usize>> = vec![None; nodes.len()];
     fn mark(kind: &[Option<Step>], last: &mut [Option<usize>], o: usize, j: usize) {
         let Some(slot) = last.get_mut(o) else { return };
@@ -567,17 +573,16 @@ fn freed_after(nodes: &[OpNode], steps: &[(usize, bool, Step)], outputs: &[usize
     frees
 }
 
-/// The steps with the two hot patterns of transformer layers each fused into one step at its result's
+/// The steps with the three hot patterns of transformer layers each fused into one step at its result's
 /// place, when nothing else reads their intermediates and none is kept (all `f32`; reshapes between them
-/// are seen through):
-/// - `Step::Softmax(x)`: `y = e * r` (either order) where `e = exp(x - m)`, `m` the rows' maximum of `x`
-///   repeated along them, and `r = 1 / s` repeated along them, `s` the rows' sum of `e`;
-/// - `Step::Gelu(x, c)`: `y = (0.5 * x) * (1 + erf(x * c))` (each product and sum in either order).
+/// are seen through, each product and sum in either order):
+/// - `Step::Softmax(x)`: `y = e * r` where `e = exp(x - m)`, `m` the rows' maximum of `x` repeated along
+///   them, and `r = 1 / s` repeated along them, `s` the rows' sum of `e`;
+/// - `Step::Gelu(x, c)`: `y = (0.5 * x) * (1 + erf(x * c))`;
+/// - `Step::LayerNorm { x, w, b, eps }`: `y = n * w + b` where `n = c * r`, `r = rsqrt(mean(c * c) + eps)`
+///   repeated along the rows and `c = x - mean(x)`, the mean repeated along them.
 fn fuse(nodes: &[OpNode], steps: Vec<(usize, bool, Step)>, outputs: &[usize]) -> Vec<(usize, bool, Step)> {
-    let mut kind: Vec<Option<Step>> = vec![None; nodes.len()];
-    for &(k, _, step) in &steps {
-        kind[k] = Some(step);
-    }
+    let kind = kinds(nodes, &steps);
     // The node a chain of `Same` steps (reshapes) ends at, and the one a chain of `Same` and one `Expand`
     // ends at (a per-row value repeated along its rows); the nodes passed on the way go to `path`.
     let same = |mut k: usize, path: &mut Vec<usize>| {
@@ -613,6 +618,19 @@ fn fuse(nodes: &[OpNode], steps: Vec<(usize, bool, Step)>, outputs: &[usize]) ->
         }
         [(a.index(), b.index()), (b.index(), a.index())].into_iter().find_map(|(c, x)| Some((constant(c)?, x)))
     };
+    // The `x` of node `d = x - m`, with `m` the rows' `op` of `x` repeated along them (softmax's shift by
+    // the maximum, layer norm's centring by the mean).
+    let centered = |d: usize, op: ReduceOp, path: &mut Vec<usize>| {
+        let d = same(d, path);
+        let TensorOp::Binary(BinaryOp::Sub, x, em) = nodes[d].op else { return None };
+        let x = same(x.index(), path);
+        let m = expanded(em.index(), path)?;
+        let TensorOp::Reduce { op: o, input, .. } = nodes[m].op else { return None };
+        (o == op && same(input.index(), path) == x).then(|| {
+            path.extend([d, m]);
+            x
+        })
+    };
     let full_node = |x: usize| steps.iter().any(|&(k, full, _)| k == x && full);
     let mut fused: Vec<(usize, Step, Vec<usize>)> = Vec::new();
     for &(y, full, step) in &steps {
@@ -632,15 +650,8 @@ fn fuse(nodes: &[OpNode], steps: Vec<(usize, bool, Step)>, outputs: &[usize]) ->
             if constant(c.index()) != Some(1.0) || same(input.index(), &mut path) != e {
                 return None;
             }
-            let d = same(d.index(), &mut path);
-            let TensorOp::Binary(BinaryOp::Sub, x, mx) = nodes[d].op else { return None };
-            let x = same(x.index(), &mut path);
-            let m = expanded(mx.index(), &mut path)?;
-            let TensorOp::Reduce { op: ReduceOp::Max, input, .. } = nodes[m].op else { return None };
-            if same(input.index(), &mut path) != x {
-                return None;
-            }
-            path.extend([e, r, s, d, m]);
+            let x = centered(d.index(), ReduceOp::Max, &mut path)?;
+            path.extend([e, r, s]);
             Some((Step::Softmax(x), path))
         });
         let gelu = || {
@@ -662,7 +673,6 @@ fn fuse(nodes: &[OpNode], steps: Vec<(usize, bool, Step)>, outputs: &[usize]) ->
                 Some((Step::Gelu(x, c), path))
             })
         };
-        // `y = n * w + b` with `n = c * rsqrt(mean(c * c) + eps)` repeated along the rows and `c = x - mean(x)`.
         let layer_norm = || {
             sides.into_iter().filter(|_| top == BinaryOp::Add).find_map(|(g, b)| {
                 let mut path = Vec::new();
@@ -686,14 +696,8 @@ fn fuse(nodes: &[OpNode], steps: Vec<(usize, bool, Step)>, outputs: &[usize]) ->
                         if same(s1.index(), &mut path) != c || same(s2.index(), &mut path) != c {
                             return None;
                         }
-                        let TensorOp::Binary(BinaryOp::Sub, x, em) = nodes[c].op else { return None };
-                        let x = same(x.index(), &mut path);
-                        let mu = expanded(em.index(), &mut path)?;
-                        let TensorOp::Reduce { op: ReduceOp::Mean, input, .. } = nodes[mu].op else { return None };
-                        if same(input.index(), &mut path) != x {
-                            return None;
-                        }
-                        path.extend([g, nn, c, r, ve, v, sq, mu]);
+                        let x = centered(c, ReduceOp::Mean, &mut path)?;
+                        path.extend([g, nn, r, ve, v, sq]);
                         Some((Step::LayerNorm { x, w, b, eps }, path))
                     })
                 })
@@ -734,7 +738,7 @@ fn softmax_rows(x: &[f32], row: usize, o: &mut [f32]) {
         _ => f32::NEG_INFINITY,
     };
     let mut d = vec![0.0f32; row];
-    let general = |x: &[f32], o: &mut [f32]| {
+    let mut general = |x: &[f32], o: &mut [f32]| {
         let (mut m, mut s) = ([0.0f32], [0.0f32]);
         fused::fold_rows(ReduceOp::Max, lowest, x, row, &mut m);
         d.iter_mut().zip(x).for_each(|(d, &x)| *d = x - m[0]);
@@ -743,7 +747,6 @@ fn softmax_rows(x: &[f32], row: usize, o: &mut [f32]) {
         let r = 1.0 / s[0];
         o.iter_mut().for_each(|o| *o *= r);
     };
-    let mut general = general;
     if !crate::eval::vmath::softmax_rows_fast(x, row, o, &mut general) {
         x.chunks_exact(row).zip(o.chunks_exact_mut(row)).for_each(|(x, o)| general(x, o));
     }
@@ -752,29 +755,26 @@ fn softmax_rows(x: &[f32], row: usize, o: &mut [f32]) {
 /// `o` = the layer normalisation of each row of `x` (rows of `row` floats) with gain `w` and shift `b` (of
 /// `x`'s length) and `eps`, a row at a time: its mean, the differences, the mean of their squares, and
 /// `((x - mean) * rsqrt(variance + eps)) * w + b`, in AVX-512 registers where the machine has them
-/// (`vmath::layer_norm_row_fast`), else in eight lanes; the means' sums in another order than a row fold's.
+/// (`vmath::layer_norm_row_fast`, the means' sums in another order than a row fold's), else with the row
+/// folds.
 fn layer_norm_rows(x: &[f32], w: &[f32], b: &[f32], row: usize, eps: f32, o: &mut [f32]) {
     let rows = x.chunks_exact(row).zip(w.chunks_exact(row)).zip(b.chunks_exact(row));
+    let mut squares = Vec::new();
     for (((x, w), b), o) in rows.zip(o.chunks_exact_mut(row)) {
         if crate::eval::vmath::layer_norm_row_fast(x, w, b, eps, o) {
             continue;
         }
         let n = row as f32;
-        let mean = lanes_sum(x.iter().copied()) / n;
+        let mut sum = [0.0f32];
+        fused::fold_rows(ReduceOp::Sum, 0.0, x, row, &mut sum);
+        let mean = sum[0] / n;
         o.iter_mut().zip(x).for_each(|(o, &x)| *o = x - mean);
-        let variance = lanes_sum(o.iter().map(|&c| c * c)) / n;
-        let r = 1.0 / (variance + eps).sqrt();
+        squares.clear();
+        squares.extend(o.iter().map(|&c| c * c));
+        fused::fold_rows(ReduceOp::Sum, 0.0, &squares, row, &mut sum);
+        let r = 1.0 / (sum[0] / n + eps).sqrt();
         o.iter_mut().zip(w).zip(b).for_each(|((o, &w), &b)| *o = *o * r * w + b);
     }
-}
-
-/// The sum of `values` in eight interleaved lanes, combined at the end.
-fn lanes_sum(values: impl Iterator<Item = f32>) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    for (i, v) in values.enumerate() {
-        lanes[i % 8] += v;
-    }
-    lanes.iter().sum()
 }
 
 /// Gives the float buffers of `nodes` (computed by the pass, read by no later step) back to this thread's

@@ -353,6 +353,12 @@ pub fn layer_norm_row_fast(x: &[f32], w: &[f32], b: &[f32], eps: f32, o: &mut [f
     false
 }
 
+/// The mask of the first `n` lanes of a 16-lane vector (all of them from 16 on): a row's last, partial
+/// vector.
+pub fn first_lanes(n: usize) -> u16 {
+    if n >= 16 { u16::MAX } else { (1u16 << n) - 1 }
+}
+
 /// `exp_fast_core` and `erf_fast_core` on 16 lanes with AVX-512F: the same operations in the same order,
 /// except that `exp`'s `2^n` is applied by one `vscalefps` instead of two multiplies by powers of two built
 /// from integer bits. Both are exact for a normal result and round once for a subnormal one, so the bits
@@ -398,10 +404,7 @@ mod avx512 {
         if x.len() < R * row || o.len() < R * row {
             return false;
         }
-        let mask = |i: usize| -> u16 {
-            let left = row - i;
-            if left >= 16 { u16::MAX } else { (1u16 << left) - 1 }
-        };
+        let mask = |i: usize| super::first_lanes(row - i);
         // SAFETY (every block): lanes of `mask(i)` of row `r` are inside `x` and `o` (`r * row + i + lane <
         // R * row`).
         let (mut top, mut nan) = ([splat(f32::NEG_INFINITY); R], 0u16);
@@ -444,10 +447,7 @@ mod avx512 {
     #[target_feature(enable = "avx512f")]
     pub(super) fn layer_norm_row(x: &[f32], w: &[f32], b: &[f32], eps: f32, o: &mut [f32]) -> bool {
         let n = x.len().min(o.len()).min(w.len()).min(b.len());
-        let mask = |i: usize| -> u16 {
-            let left = n - i;
-            if left >= 16 { u16::MAX } else { (1u16 << left) - 1 }
-        };
+        let mask = |i: usize| super::first_lanes(n - i);
         let count = n as f32;
         // SAFETY (every block): lanes of `mask(i)` are inside every slice (`i + lane < n`).
         let mut sum = splat(0.0);
